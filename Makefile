@@ -1,0 +1,28 @@
+# Vantage: the README's two commands are `make demo` (the main job) and `make test` (every test).
+# Both install what they need on a fresh Debian machine with Go: Debian packages with apt-get, Go modules
+# through the module proxy.
+
+GO ?= go
+# Packages whose tests time packets on the emulated WAN run without the race detector, which would distort the
+# delays they check; every other package runs with it.
+TIMED_PKGS := ./testbed/...
+RACE_PKGS = $(shell $(GO) list ./... | grep -v '/testbed')
+
+.PHONY: test demo deps bench build
+
+build:
+	$(GO) build -o bin/vantage ./cmd/vantage
+
+deps:
+	@bash .ci/deps.sh
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
+	$(GO) test -count=1 -timeout 20m $(TIMED_PKGS)
+
+demo: deps
+	$(GO) run ./cmd/vantage demo
+
+bench: deps
+	$(GO) run ./bench

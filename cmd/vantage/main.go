@@ -1,0 +1,125 @@
+// Command vantage decides where edge compute should run: it probes back ends from every PoP, triangulates them,
+// and routes requests to the PoP nearest the back end. Each job is a subcommand; "vantage help" lists them.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+)
+
+// command is one subcommand. Each lives in its own file and registers itself from an init function.
+type command struct {
+	name    string
+	summary string // one line for "vantage help"
+	// run executes the subcommand with the arguments after its name. It returns errUsage (possibly wrapped)
+	// for bad flags or arguments, which exits 2; any other error exits 1.
+	run func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+var commands = map[string]command{}
+
+// register adds c to the subcommands; a duplicate name is a programming error.
+func register(c command) {
+	if _, dup := commands[c.name]; dup {
+		panic("vantage: duplicate subcommand " + c.name)
+	}
+	commands[c.name] = c
+}
+
+// errUsage marks an error as a usage error (exit status 2).
+var errUsage = errors.New("usage")
+
+// exitError carries a specific exit status without another message (the command printed its own).
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run dispatches args to a subcommand and returns the process exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		if len(args) > 1 {
+			if c, ok := commands[args[1]]; ok {
+				return exitCode(c.run(ctx, []string{"-h"}, stdout, stderr), stderr)
+			}
+		}
+		usage(stdout)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	c, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "vantage: unknown command %q; run 'vantage help' for the list\n", args[0])
+		return 2
+	}
+	return exitCode(c.run(ctx, args[1:], stdout, stderr), stderr)
+}
+
+func exitCode(err error, stderr io.Writer) int {
+	var ee exitError
+	switch {
+	case err == nil || errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "vantage: %v\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "vantage: %v\n", err)
+		return 1
+	}
+}
+
+// usage prints every subcommand with its summary.
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: vantage <command> [flags] [args]")
+	fmt.Fprintln(w, "\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-12s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(w, "\nRun 'vantage help <command>' for a command's flags.")
+}
+
+// newFlagSet returns a FlagSet for a subcommand that reports errors instead of exiting and prints its usage
+// to stderr.
+func newFlagSet(name, argsUsage string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("vantage "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: vantage %s [flags] %s\n", name, argsUsage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args into fs and maps parse failures to usage errors.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %s: %v", errUsage, fs.Name(), err)
+	}
+	return nil
+}
