@@ -1,0 +1,3 @@
+package geo
+
+//go:generate go run ./internal/gen -out data

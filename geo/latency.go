@@ -1,0 +1,252 @@
+package geo
+
+import (
+	"bytes"
+	_ "embed"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+)
+
+// ModelConfig tunes the latency model. DefaultModelConfig gives the values DefaultModel uses.
+type ModelConfig struct {
+	// FloorMs is added to every modelled RTT (host stacks, last metre): RTTMs of two distinct nearby points is
+	// at least FloorMs + MinRTTMs(distance). Default 0.5 ms.
+	FloorMs float64
+	// Inflation is the path inflation of the fibre fallback (RTT / MinRTTMs(distance)); 0 fits it from the
+	// table: the median of (min RTT - FloorMs) / MinRTTMs(d) over the pairs farther apart than InflationMinKm.
+	Inflation float64
+	// InflationMinKm excludes short pairs, dominated by last-mile delays, from the fit. Default 500 km.
+	InflationMinKm float64
+	// Neighbours is how many nearest measured cities are interpolated per endpoint. Default 4.
+	Neighbours int
+	// TrustKm and FallbackKm blend the measurements into the fibre fallback: an endpoint within TrustKm of a
+	// measured city uses the measurements fully, one beyond FallbackKm of every measured city only the
+	// fallback, linearly in between. Defaults 300 and 1500 km.
+	TrustKm, FallbackKm float64
+}
+
+// DefaultModelConfig returns the defaults documented on ModelConfig.
+func DefaultModelConfig() ModelConfig {
+	return ModelConfig{FloorMs: 0.5, InflationMinKm: 500, Neighbours: 4, TrustKm: 300, FallbackKm: 1500}
+}
+
+// LatencyModel models the minimum RTT between any two points on Earth from a table of measured minimum RTTs
+// between cities (see doc.go for the method and its measured error). Immutable, safe for concurrent use.
+type LatencyModel struct {
+	cfg   ModelConfig
+	n     int
+	pts   []Point
+	units [][3]float64 // unit vectors of pts
+	lr    []float32    // n*n: log(measured / fallback(distance)), NaN when unmeasured; 0 on the diagonal
+}
+
+//go:embed data/wonderproxy-rtt.csv
+var wonderProxyRTTCSV []byte
+
+var defaultModel = sync.OnceValue(func() *LatencyModel {
+	t, err := ReadLatencyTable(bytes.NewReader(wonderProxyRTTCSV))
+	if err != nil {
+		panic(fmt.Sprintf("geo: embedded data/wonderproxy-rtt.csv: %v", err))
+	}
+	m, err := NewLatencyModel(t, DefaultModelConfig())
+	if err != nil {
+		panic(fmt.Sprintf("geo: embedded data/wonderproxy-rtt.csv: %v", err))
+	}
+	return m
+})
+
+// DefaultModel returns the model built once from the embedded WonderProxy-derived table
+// (geo/data/wonderproxy-rtt.csv) with DefaultModelConfig.
+func DefaultModel() *LatencyModel { return defaultModel() }
+
+// EmbeddedLatencyTable returns a fresh copy of the embedded table.
+func EmbeddedLatencyTable() *LatencyTable {
+	t, err := ReadLatencyTable(bytes.NewReader(wonderProxyRTTCSV))
+	if err != nil {
+		panic(fmt.Sprintf("geo: embedded data/wonderproxy-rtt.csv: %v", err))
+	}
+	return t
+}
+
+// PathInflation returns the typical path inflation fitted on the embedded table (DefaultModel's
+// Inflation): how much longer than the fibre bound a measured minimum RTT typically is, about 2.
+func PathInflation() float64 { return DefaultModel().Inflation() }
+
+// NewLatencyModel builds a model from a table; zero fields of cfg take their defaults.
+func NewLatencyModel(t *LatencyTable, cfg ModelConfig) (*LatencyModel, error) {
+	def := DefaultModelConfig()
+	if cfg.FloorMs == 0 {
+		cfg.FloorMs = def.FloorMs
+	}
+	if cfg.InflationMinKm == 0 {
+		cfg.InflationMinKm = def.InflationMinKm
+	}
+	if cfg.Neighbours == 0 {
+		cfg.Neighbours = def.Neighbours
+	}
+	if cfg.TrustKm == 0 {
+		cfg.TrustKm = def.TrustKm
+	}
+	if cfg.FallbackKm == 0 {
+		cfg.FallbackKm = def.FallbackKm
+	}
+	switch {
+	case cfg.FloorMs < 0 || cfg.Inflation < 0 || cfg.Neighbours < 1 || cfg.TrustKm < 0 || cfg.FallbackKm <= cfg.TrustKm:
+		return nil, fmt.Errorf("geo: latency model: bad config %+v", cfg)
+	case len(t.Servers) < cfg.Neighbours+1:
+		return nil, fmt.Errorf("geo: latency model: %d servers, need at least %d", len(t.Servers), cfg.Neighbours+1)
+	}
+	n := len(t.Servers)
+	m := &LatencyModel{cfg: cfg, n: n, pts: make([]Point, n), units: make([][3]float64, n), lr: make([]float32, n*n)}
+	for i, s := range t.Servers {
+		m.pts[i] = s.Point
+		m.units[i] = unit(s.Point)
+	}
+	if cfg.Inflation == 0 {
+		var ratios []float64
+		for i := range n {
+			for j := i + 1; j < n; j++ {
+				if v := t.at(i, j); !math.IsNaN(v) {
+					if d := DistanceKm(m.pts[i], m.pts[j]); d > cfg.InflationMinKm {
+						ratios = append(ratios, (v-cfg.FloorMs)/MinRTTMs(d))
+					}
+				}
+			}
+		}
+		if len(ratios) == 0 {
+			return nil, fmt.Errorf("geo: latency model: no pairs farther than %g km to fit the path inflation", cfg.InflationMinKm)
+		}
+		slices.Sort(ratios)
+		m.cfg.Inflation = ratios[len(ratios)/2]
+	}
+	nan := float32(math.NaN())
+	for i := range n {
+		for j := range n {
+			switch v := t.at(i, j); {
+			case i == j:
+				m.lr[i*n+j] = 0
+			case math.IsNaN(v):
+				m.lr[i*n+j] = nan
+			default:
+				m.lr[i*n+j] = float32(math.Log(v / m.fallback(DistanceKm(m.pts[i], m.pts[j]))))
+			}
+		}
+	}
+	return m, nil
+}
+
+// Config returns the model's configuration, with the fitted Inflation.
+func (m *LatencyModel) Config() ModelConfig { return m.cfg }
+
+// Inflation returns the path inflation of the fibre fallback (fitted or configured).
+func (m *LatencyModel) Inflation() float64 { return m.cfg.Inflation }
+
+// FallbackRTTMs returns the fibre fallback for a distance in km: FloorMs + Inflation x MinRTTMs(distKm).
+func (m *LatencyModel) FallbackRTTMs(distKm float64) float64 { return m.fallback(distKm) }
+
+func (m *LatencyModel) fallback(d float64) float64 {
+	return m.cfg.FloorMs + m.cfg.Inflation*MinRTTMs(d)
+}
+
+// maxNeighbours bounds ModelConfig.Neighbours so the per-call neighbour lists stay on the stack.
+const maxNeighbours = 15
+
+type neighbour struct {
+	i   int
+	dot float64 // cosine of the angle to the point; larger is nearer
+	km  float64
+	w   float64
+}
+
+// nearest fills out with the k+1 nearest servers to u, nearest first, and their weights.
+func (m *LatencyModel) nearest(u [3]float64, out []neighbour) []neighbour {
+	k := len(out)
+	out = out[:0]
+	for i, v := range m.units {
+		dot := u[0]*v[0] + u[1]*v[1] + u[2]*v[2]
+		if len(out) == k && dot <= out[k-1].dot {
+			continue
+		}
+		if len(out) < k {
+			out = append(out, neighbour{})
+		}
+		j := len(out) - 1
+		for ; j > 0 && out[j-1].dot < dot; j-- {
+			out[j] = out[j-1]
+		}
+		out[j] = neighbour{i: i, dot: dot}
+	}
+	for j := range out {
+		out[j].km = angleKm(out[j].dot)
+	}
+	// Modified Shepard weights: ((r - d) / (r d))^2 with r the distance of the (k+1)-th neighbour, so a
+	// neighbour's weight falls to zero as it leaves the set (continuity) and grows without bound at its own
+	// position (the model reproduces the measurements).
+	r := out[len(out)-1].km
+	const epsKm = 0.01
+	for j := range out[:len(out)-1] {
+		x := (r - out[j].km) / (r * (out[j].km + epsKm))
+		out[j].w = x * x
+	}
+	return out[:len(out)-1]
+}
+
+// trust is how much an endpoint's nearest measured city at km is trusted (1 within TrustKm, 0 beyond
+// FallbackKm).
+func (m *LatencyModel) trust(km float64) float64 {
+	return min(1, max(0, (m.cfg.FallbackKm-km)/(m.cfg.FallbackKm-m.cfg.TrustKm)))
+}
+
+// RTTMs returns the modelled minimum RTT in ms between a and b: symmetric, deterministic, never below
+// FloorMs + MinRTTMs(distance) (FloorMs for a == b). Each endpoint is attached to its nearest measured
+// cities; the measured RTTs between the two sets, expressed as log ratios to the fibre fallback of their own
+// distance, are interpolated with distance weights and applied to the fallback of the endpoints' distance,
+// blended into the plain fallback when an endpoint is far from every measured city. O(servers) per call.
+func (m *LatencyModel) RTTMs(a, b Point) float64 {
+	if b.Lat < a.Lat || (b.Lat == a.Lat && b.Lon < a.Lon) {
+		a, b = b, a // one summation order: exactly symmetric
+	}
+	d := DistanceKm(a, b)
+	lower := m.cfg.FloorMs + MinRTTMs(d)
+	base := m.fallback(d)
+	if d == 0 {
+		return m.cfg.FloorMs
+	}
+	var bufA, bufB [maxNeighbours + 1]neighbour
+	k := min(m.cfg.Neighbours, maxNeighbours)
+	na := m.nearest(unit(a), bufA[:k+1])
+	nb := m.nearest(unit(b), bufB[:k+1])
+	c := m.trust(na[0].km) * m.trust(nb[0].km)
+	if c == 0 {
+		return max(base, lower)
+	}
+	var sum, wsum float64
+	for _, x := range na {
+		row := m.lr[x.i*m.n : (x.i+1)*m.n]
+		for _, y := range nb {
+			if v := row[y.i]; v == v { // not NaN
+				w := x.w * y.w
+				sum += w * float64(v)
+				wsum += w
+			}
+		}
+	}
+	if wsum == 0 || math.IsInf(wsum, 0) || math.IsNaN(sum) {
+		return max(base, lower)
+	}
+	return max(base*math.Exp(c*sum/wsum), lower)
+}
+
+// unit returns the unit vector of p.
+func unit(p Point) [3]float64 {
+	const rad = math.Pi / 180
+	lat, lon := p.Lat*rad, p.Lon*rad
+	return [3]float64{math.Cos(lat) * math.Cos(lon), math.Cos(lat) * math.Sin(lon), math.Sin(lat)}
+}
+
+// angleKm converts the cosine of a central angle to km along the great circle.
+func angleKm(dot float64) float64 {
+	return EarthRadiusKm * math.Acos(min(1, max(-1, dot)))
+}
