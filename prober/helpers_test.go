@@ -1,0 +1,279 @@
+package prober
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+var (
+	loopback4 = netip.MustParsePrefix("127.0.0.0/8")
+	loopback6 = netip.MustParsePrefix("::1/128")
+)
+
+// newEngine returns an Engine allowed to probe loopback, with short timeouts and intervals; mod edits the
+// Config first.
+func newEngine(t *testing.T, mod func(*Config)) *Engine {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Allow = []netip.Prefix{loopback4, loopback6}
+	cfg.Timeout = 2 * time.Second
+	cfg.Interval = time.Millisecond
+	cfg.Resolver = newFakeResolver(nil) // never the system resolver: no test may send DNS off the host
+	cfg.DNSConfig = func() ([]string, error) { return nil, errors.New("no resolv.conf in tests") }
+	if mod != nil {
+		mod(&cfg)
+	}
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return e
+}
+
+// acceptor is a loopback TCP listener that accepts every connection and hands it to handle (default: close).
+type acceptor struct {
+	ln       net.Listener
+	mu       sync.Mutex
+	accepted int
+}
+
+// listenTCP starts an acceptor on addr ("127.0.0.1:0", "[::1]:0"); it is closed, and its goroutines waited
+// for, in t.Cleanup.
+func listenTCP(t testing.TB, addr string, handle func(net.Conn)) *acceptor {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen %s: %v", addr, err)
+	}
+	a := &acceptor{ln: ln}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			a.mu.Lock()
+			a.accepted++
+			a.mu.Unlock()
+			if handle == nil {
+				c.Close()
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	return a
+}
+
+func (a *acceptor) addr() string { return a.ln.Addr().String() }
+
+func (a *acceptor) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.accepted
+}
+
+// closedPort returns a loopback address with nothing listening (a port just released).
+func closedPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// fullBacklog returns the address of a loopback listener created with listen(fd, 0) that never accepts, with
+// its accept queue filled: the kernel drops further SYNs, so a connect times out.
+func fullBacklog(t *testing.T) string {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port)).String()
+	for range 16 {
+		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return addr // the queue is full
+			}
+			t.Fatalf("filling backlog of %s: %v", addr, err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Fatalf("accept queue of %s never filled", addr)
+	return ""
+}
+
+// needRoot skips the test unless running as root.
+func isRoot() bool { return os.Geteuid() == 0 }
+
+func needRoot(t *testing.T, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skipf("skipping: %s needs root (run as root, as CI does)", why)
+	}
+}
+
+// emptyNetnsDial returns a DialFunc that opens sockets in a new network namespace with no interface up and no
+// route: any connect from it fails with ENETUNREACH and nothing leaves the host. It exercises the DialFunc seam
+// the probe daemon uses for emulated-WAN namespaces.
+func emptyNetnsDial(t *testing.T) DialFunc {
+	t.Helper()
+	needRoot(t, "creating a network namespace")
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatalf("netns.Get: %v", err)
+	}
+	ns, err := netns.New() // unshares this thread into the new namespace
+	if err != nil {
+		runtime.UnlockOSThread()
+		orig.Close()
+		t.Skipf("skipping: cannot create a network namespace: %v", err)
+	}
+	if err := netns.Set(orig); err != nil {
+		// The thread is stuck in the new namespace: keep it locked so it dies with this goroutine.
+		t.Fatalf("netns.Set back: %v", err)
+	}
+	runtime.UnlockOSThread()
+	t.Cleanup(func() { ns.Close(); orig.Close() })
+	return func(ctx context.Context, d *net.Dialer, network, address string) (net.Conn, error) {
+		runtime.LockOSThread()
+		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
+			return nil, err
+		}
+		c, err := d.DialContext(ctx, network, address)
+		if serr := netns.Set(orig); serr != nil {
+			return nil, errors.Join(err, serr) // thread stays locked and dies with the goroutine
+		}
+		runtime.UnlockOSThread()
+		return c, err
+	}
+}
+
+// fakeResolver answers names from a table; the n-th lookup of a name gets answers[name][n] (the last entry
+// once they run out), so a test can make the second resolution differ (DNS rebinding).
+type fakeResolver struct {
+	mu      sync.Mutex
+	answers map[string][][]netip.Addr
+	calls   map[string]int
+}
+
+func newFakeResolver(answers map[string][][]netip.Addr) *fakeResolver {
+	return &fakeResolver{answers: answers, calls: map[string]int{}}
+}
+
+func (f *fakeResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a, ok := f.answers[host]
+	if !ok {
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	n := f.calls[host]
+	f.calls[host]++
+	return a[min(n, len(a)-1)], nil
+}
+
+func (f *fakeResolver) lookups(host string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[host]
+}
+
+func addrs(s ...string) []netip.Addr {
+	out := make([]netip.Addr, len(s))
+	for i, a := range s {
+		out[i] = netip.MustParseAddr(a)
+	}
+	return out
+}
+
+// fakeClock is a Clock that moves only when advanced; After fires when the clock passes the deadline.
+type fakeClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	waiters []fakeWaiter
+}
+
+type fakeWaiter struct {
+	at time.Time
+	ch chan time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.now
+		return ch
+	}
+	c.waiters = append(c.waiters, fakeWaiter{c.now.Add(d), ch})
+	return ch
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	kept := c.waiters[:0]
+	for _, w := range c.waiters {
+		if !w.at.After(c.now) {
+			w.ch <- c.now
+			continue
+		}
+		kept = append(kept, w)
+	}
+	c.waiters = kept
+}

@@ -1,0 +1,155 @@
+package prober
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/miekg/dns"
+	"github.com/vantage-edge/vantage/placement"
+)
+
+// policyFor is the default deny policy plus the platform's own prefixes, with the allow-list.
+func policyFor(allow, own []netip.Prefix) placement.Policy {
+	p := placement.DefaultPolicy(allow...)
+	if len(own) > 0 {
+		p.Deny = slices.Clone(p.Deny)
+		for _, o := range own {
+			p.Deny = append(p.Deny, placement.DenyRule{Name: "own-prefix", Prefix: o})
+		}
+	}
+	return p
+}
+
+// checkSources refuses source addresses that are not assigned to a local interface or that lie inside one of
+// the platform's own prefixes.
+func checkSources(sources []netip.Addr, own []netip.Prefix, ifaddrs func() ([]net.Addr, error)) error {
+	if len(sources) == 0 {
+		return nil
+	}
+	addrs, err := ifaddrs()
+	if err != nil {
+		return fmt.Errorf("prober: listing interface addresses: %w", err)
+	}
+	local := make(map[netip.Addr]bool, len(addrs))
+	for _, a := range addrs {
+		var ip net.IP
+		switch a := a.(type) {
+		case *net.IPNet:
+			ip = a.IP
+		case *net.IPAddr:
+			ip = a.IP
+		}
+		if na, ok := netip.AddrFromSlice(ip); ok {
+			local[na.Unmap()] = true
+		}
+	}
+	for _, s := range sources {
+		if !s.IsValid() {
+			return fmt.Errorf("prober: source address %v: invalid", s)
+		}
+		if !local[s.Unmap()] {
+			return fmt.Errorf("prober: source address %v: not assigned to any local interface", s)
+		}
+		for _, p := range own {
+			if p.Contains(s.Unmap()) {
+				return fmt.Errorf("prober: source address %v is inside the platform's own prefix %v: "+
+					"replies to it would be routed to another PoP", s, p)
+			}
+		}
+	}
+	return nil
+}
+
+// source returns the configured source address of dst's family, the zero Addr if none is configured, or an
+// error if sources are configured but none matches.
+func (e *Engine) source(dst netip.Addr) (netip.Addr, error) {
+	if len(e.cfg.Sources) == 0 {
+		return netip.Addr{}, nil
+	}
+	for _, s := range e.cfg.Sources {
+		if s.Unmap().Is4() == dst.Unmap().Is4() {
+			return s.Unmap(), nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("prober: no source address of %v's IP family among %v", dst, e.cfg.Sources)
+}
+
+// resolve turns host (a name or a literal IP) into the one address the probe will dial: a name is resolved
+// once, every address it resolved to is checked against the deny policy (one denied address refuses the
+// target: a name that mixes public and internal addresses is a rebinding attempt), and the address of the
+// preferred protocol is returned. Callers dial exactly that address, never the name.
+func (e *Engine) resolve(ctx context.Context, host string) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(host); err == nil {
+		a = a.WithZone("")
+		if err := e.policy.Check(a); err != nil {
+			return a, fmt.Errorf("prober: target %q: %w", host, err)
+		}
+		return a.Unmap(), nil
+	}
+	if !isHostname(host) {
+		return netip.Addr{}, fmt.Errorf("prober: target %q: not an IP address or a host name", host)
+	}
+	addrs, err := e.cfg.Resolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		var de *net.DNSError
+		if !errors.As(err, &de) {
+			err = &net.DNSError{Err: err.Error(), Name: host, UnwrapErr: err}
+		}
+		return netip.Addr{}, fmt.Errorf("prober: resolving %q: %w", host, err)
+	}
+	for _, a := range addrs {
+		if err := e.policy.Check(a); err != nil {
+			return a.Unmap(), fmt.Errorf("prober: target %q resolved to %v: %w", host, addrs, err)
+		}
+	}
+	want4 := e.cfg.IPProtocol != IP6
+	var fallback netip.Addr
+	for _, a := range addrs {
+		a = a.Unmap()
+		if a.Is4() == want4 {
+			return a, nil
+		}
+		if !fallback.IsValid() {
+			fallback = a
+		}
+	}
+	if fallback.IsValid() && !e.cfg.NoIPFallback {
+		return fallback, nil
+	}
+	return netip.Addr{}, fmt.Errorf("prober: resolving %q: %w (%s, fallback %v, got %v)", host, ErrNoAddress,
+		e.cfg.IPProtocol, !e.cfg.NoIPFallback, addrs)
+}
+
+// resolvConfServers returns the nameservers of /etc/resolv.conf.
+func resolvConfServers() ([]string, error) {
+	cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
+	if err != nil {
+		return nil, err
+	}
+	return cc.Servers, nil
+}
+
+// isHostname reports whether host is a syntactically valid DNS host name (letters, digits, '-', '_' and
+// dots; labels of 1-63 bytes; at most 253 bytes without the final dot).
+func isHostname(host string) bool {
+	host = strings.TrimSuffix(host, ".")
+	if host == "" || len(host) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(host, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, c := range []byte(label) {
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,244 @@
+package prober
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/vantage-edge/vantage/placement"
+)
+
+// targetFor writes host (an IP or a name) as a target of kind.
+func targetFor(kind placement.ProbeKind, host string) Target {
+	hp := net.JoinHostPort(host, "9")
+	switch kind {
+	case placement.ProbeTCP:
+		return Target{Kind: kind, Addr: hp, Count: 1}
+	case placement.ProbeHTTP:
+		return Target{Kind: kind, Addr: "http://" + hp + "/", Count: 1}
+	case placement.ProbeDNS:
+		return Target{Kind: kind, Addr: "example.com", Count: 1, DNS: DNSOptions{Server: hp}}
+	}
+	return Target{Kind: kind, Addr: host, Count: 1}
+}
+
+// TestPolicyDeniesEveryRange probes one address of every default deny rule (and of an own prefix), as a
+// literal and through a name, with every registered probe kind: each must be refused before anything is sent,
+// with an error naming the rule.
+func TestPolicyDeniesEveryRange(t *testing.T) {
+	own := netip.MustParsePrefix("203.0.113.0/24")
+	rules := append([]placement.DenyRule{}, placement.DefaultDenyRules...)
+	rules = append(rules, placement.DenyRule{Name: "own-prefix", Prefix: own})
+	for kind := range Registry {
+		for _, rule := range rules {
+			a := rule.Prefix.Addr()
+			if rule.Prefix.Bits() < a.BitLen() {
+				a = a.Next()
+			}
+			want := "rule " + rule.Name
+			if rule.Name == "ipv4-mapped" {
+				a = netip.MustParseAddr("::ffff:10.1.2.3") // judged as 10.1.2.3
+				want = "rule rfc1918"
+			}
+			for _, viaName := range []bool{false, true} {
+				name := string(kind) + "/" + rule.Name + "/" + a.String()
+				if viaName {
+					name += "/via_name"
+				}
+				t.Run(name, func(t *testing.T) {
+					res := newFakeResolver(map[string][][]netip.Addr{"denied.test": {{a}}})
+					e := newEngine(t, func(c *Config) {
+						c.Allow = nil
+						c.OwnPrefixes = []netip.Prefix{own}
+						c.Resolver = res
+					})
+					host := a.String()
+					if viaName {
+						host = "denied.test"
+					}
+					r := e.Probe(context.Background(), targetFor(kind, host))
+					if r.Class != ClassPolicy || !errors.Is(r.Err, placement.ErrDenied) {
+						t.Fatalf("class %q err %v, want policy", r.Class, r.Err)
+					}
+					if !strings.Contains(r.Error, want) {
+						t.Errorf("error %q does not name %q", r.Error, want)
+					}
+					if r.Sent != 0 {
+						t.Errorf("sent %d packets to a denied address", r.Sent)
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestRebinding: a name is resolved once per probe, every sample dials the checked address, and a later
+// resolution to a denied address is refused.
+func TestRebinding(t *testing.T) {
+	a := listenTCP(t, "127.0.0.1:0", nil)
+	_, port, _ := net.SplitHostPort(a.addr())
+	other := listenTCP(t, "127.0.0.2:"+port, nil) // where a rebinding resolver would send a second dial
+	res := newFakeResolver(map[string][][]netip.Addr{
+		"rebind.test": {addrs("127.0.0.1"), addrs("127.0.0.2"), addrs("10.0.0.1")},
+		"mixed.test":  {addrs("127.0.0.1", "10.0.0.1")},
+	})
+	e := newEngine(t, func(c *Config) { c.Resolver = res })
+	ctx := context.Background()
+
+	r := e.Probe(ctx, Target{Kind: placement.ProbeTCP, Addr: "rebind.test:" + port, Count: 3})
+	if !r.Success || r.IP != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("first probe: success %v ip %v err %v", r.Success, r.IP, r.Err)
+	}
+	if n := res.lookups("rebind.test"); n != 1 {
+		t.Errorf("resolved %d times for one probe, want 1", n)
+	}
+	waitFor(t, func() bool { return a.count() == 3 }, "3 connections to the checked address")
+	if n := other.count(); n != 0 {
+		t.Errorf("%d connections reached the rebound address", n)
+	}
+
+	r = e.Probe(ctx, Target{Kind: placement.ProbeTCP, Addr: "rebind.test:" + port, Count: 1})
+	if !r.Success || r.IP != netip.MustParseAddr("127.0.0.2") {
+		t.Fatalf("second probe: success %v ip %v err %v", r.Success, r.IP, r.Err)
+	}
+	r = e.Probe(ctx, Target{Kind: placement.ProbeTCP, Addr: "rebind.test:" + port, Count: 1})
+	if r.Class != ClassPolicy || !strings.Contains(r.Error, "rule rfc1918") || r.Sent != 0 {
+		t.Errorf("rebound to 10.0.0.1: class %q err %q sent %d, want policy naming rfc1918", r.Class, r.Error, r.Sent)
+	}
+
+	r = e.Probe(ctx, Target{Kind: placement.ProbeTCP, Addr: "mixed.test:" + port, Count: 1})
+	if r.Class != ClassPolicy || !strings.Contains(r.Error, "10.0.0.1") {
+		t.Errorf("name with one denied address: class %q err %q, want policy naming 10.0.0.1", r.Class, r.Error)
+	}
+}
+
+func TestIPProtocolPreference(t *testing.T) {
+	res := newFakeResolver(map[string][][]netip.Addr{
+		"dual.test":   {addrs("::1", "127.0.0.1")},
+		"v6only.test": {addrs("::1")},
+		"v4only.test": {addrs("127.0.0.1")},
+	})
+	tests := []struct {
+		name     string
+		host     string
+		proto    IPProtocol
+		noFall   bool
+		wantIP   string // empty: no address, class dns
+		wantFail bool
+	}{
+		{name: "dual_prefers_ip4", host: "dual.test", proto: IP4, wantIP: "127.0.0.1"},
+		{name: "dual_prefers_ip6", host: "dual.test", proto: IP6, wantIP: "::1"},
+		{name: "v6only_falls_back", host: "v6only.test", proto: IP4, wantIP: "::1"},
+		{name: "v6only_no_fallback", host: "v6only.test", proto: IP4, noFall: true},
+		{name: "v4only_falls_back", host: "v4only.test", proto: IP6, wantIP: "127.0.0.1"},
+		{name: "v4only_no_fallback", host: "v4only.test", proto: IP6, noFall: true},
+		{name: "literal_ignores_preference", host: "127.0.0.1", proto: IP6, noFall: true, wantIP: "127.0.0.1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEngine(t, func(c *Config) { c.Resolver = res; c.IPProtocol = tc.proto; c.NoIPFallback = tc.noFall })
+			ip, err := e.resolve(context.Background(), tc.host)
+			if tc.wantIP == "" {
+				if !errors.Is(err, ErrNoAddress) || Classify(err) != ClassDNS {
+					t.Fatalf("ip %v err %v, want ErrNoAddress (class dns)", ip, err)
+				}
+				return
+			}
+			if err != nil || ip != netip.MustParseAddr(tc.wantIP) {
+				t.Fatalf("ip %v err %v, want %s", ip, err, tc.wantIP)
+			}
+		})
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	ifaddrs := func() ([]net.Addr, error) {
+		return []net.Addr{
+			&net.IPNet{IP: net.ParseIP("127.0.0.1"), Mask: net.CIDRMask(8, 32)},
+			&net.IPNet{IP: net.ParseIP("203.0.113.7"), Mask: net.CIDRMask(24, 32)},
+			&net.IPNet{IP: net.ParseIP("2001:db8::7"), Mask: net.CIDRMask(64, 128)},
+		}, nil
+	}
+	tests := []struct {
+		name   string
+		mod    func(*Config)
+		errHas []string // empty: no error
+	}{
+		{name: "local_sources_ok", mod: func(c *Config) { c.Sources = addrs("127.0.0.1", "2001:db8::7") }},
+		{name: "source_not_local", mod: func(c *Config) { c.Sources = addrs("198.18.0.1") },
+			errHas: []string{"source address 198.18.0.1", "not assigned to any local interface"}},
+		{name: "source_in_own_prefix", mod: func(c *Config) {
+			c.Sources = addrs("203.0.113.7")
+			c.OwnPrefixes = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("203.0.113.0/24")}
+		}, errHas: []string{"source address 203.0.113.7", "own prefix 203.0.113.0/24"}},
+		{name: "interface_list_fails", mod: func(c *Config) {
+			c.Sources = addrs("127.0.0.1")
+			c.InterfaceAddrs = func() ([]net.Addr, error) { return nil, errors.New("netlink down") }
+		}, errHas: []string{"listing interface addresses", "netlink down"}},
+		{name: "count_too_big", mod: func(c *Config) { c.Count = MaxCount + 1 }, errHas: []string{"Count 101"}},
+		{name: "bad_ip_protocol", mod: func(c *Config) { c.IPProtocol = "ip5" }, errHas: []string{`IPProtocol "ip5"`}},
+		{name: "bad_close", mod: func(c *Config) { c.Close = "slam" }, errHas: []string{`Close "slam"`}},
+		{name: "negative_rate", mod: func(c *Config) { c.TargetRate = -1 }, errHas: []string{"TargetRate -1"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.InterfaceAddrs = ifaddrs
+			tc.mod(&cfg)
+			_, err := New(cfg)
+			if len(tc.errHas) == 0 {
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("New accepted the config, want an error with %q", tc.errHas)
+			}
+			for _, s := range tc.errHas {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("error %q does not contain %q", err, s)
+				}
+			}
+		})
+	}
+}
+
+// TestRealInterfaceAddrs checks the default interface listing: loopback is local, 198.18.0.1 is not (the
+// emulated WAN lives in namespaces, never on the host).
+func TestRealInterfaceAddrs(t *testing.T) {
+	if _, err := New(Config{Sources: addrs("127.0.0.1")}); err != nil {
+		t.Errorf("127.0.0.1 as source: %v", err)
+	}
+	if _, err := New(Config{Sources: addrs("198.18.0.1")}); err == nil || !strings.Contains(err.Error(), "198.18.0.1") {
+		t.Errorf("198.18.0.1 as source: %v, want an error naming it", err)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want Class
+	}{
+		{"nil", nil, ClassNone},
+		{"denied", placement.DefaultPolicy().Check(netip.MustParseAddr("10.0.0.1")), ClassPolicy},
+		{"dns_error", &net.DNSError{Err: "no such host", Name: "x"}, ClassDNS},
+		{"rcode", ErrRcode, ClassDNS},
+		{"http_status", ErrHTTPStatus, ClassHTTPStatus},
+		{"timeout_sentinel", ErrTimeout, ClassTimeout},
+		{"deadline", context.DeadlineExceeded, ClassTimeout},
+		{"cancelled", context.Canceled, ClassOther},
+		{"other", errors.New("boom"), ClassOther},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Classify(tc.err); got != tc.want {
+				t.Errorf("Classify(%v) = %q, want %q", tc.err, got, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,188 @@
+package prober
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vantage-edge/vantage/placement"
+)
+
+func TestLimiterZeroIsUnlimited(t *testing.T) {
+	l := NewLimiter(0, nil)
+	if l != nil {
+		t.Fatalf("NewLimiter(0) = %v, want nil", l)
+	}
+	start := time.Now()
+	for range 1000 {
+		if err := l.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("1000 unlimited waits took %v", el)
+	}
+}
+
+// TestLimiterRateLoose checks the rate within a loose bound; BenchmarkLimitedTCPProbes holds it to 1%.
+func TestLimiterRateLoose(t *testing.T) {
+	const rate, n, workers = 200, 100, 4
+	l := NewLimiter(rate, nil)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range workers {
+		wg.Go(func() {
+			for range n / workers {
+				if err := l.Wait(context.Background()); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	el := time.Since(start)
+	want := time.Duration(n-1) * time.Second / rate // the first slot is free
+	if el < want*9/10 || el > want*3 {
+		t.Errorf("%d waits at %d/s took %v, want about %v", n, rate, el, want)
+	}
+}
+
+func TestLimiterHonoursContext(t *testing.T) {
+	l := NewLimiter(1, nil)
+	if err := l.Wait(context.Background()); err != nil { // the first slot is now
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := l.Wait(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait = %v, want DeadlineExceeded", err)
+	}
+	if el := time.Since(start); el > 500*time.Millisecond {
+		t.Errorf("cancelled Wait returned after %v, want about 50ms", el)
+	}
+	cancelled, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	if err := l.Wait(cancelled); !errors.Is(err, context.Canceled) {
+		t.Errorf("Wait on a cancelled ctx = %v", err)
+	}
+}
+
+func TestLimiterFakeClock(t *testing.T) {
+	clk := newFakeClock()
+	l := NewLimiter(10, clk) // one slot per 100ms
+	ctx := context.Background()
+	if err := l.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.Wait(ctx) }()
+	select {
+	case err := <-done:
+		t.Fatalf("second Wait returned %v before the clock moved", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	// Advance until the waiter is released (it may register its timer after the first Advance).
+	for i := 0; ; i++ {
+		clk.Advance(100 * time.Millisecond)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		if i > 100 {
+			t.Fatal("second Wait never released by the fake clock")
+		}
+	}
+}
+
+func TestPerTargetEviction(t *testing.T) {
+	clk := newFakeClock()
+	ls := newLimits(0, 5, 2, time.Minute, clk)
+	a, b, c, d := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"),
+		netip.MustParseAddr("192.0.2.3"), netip.MustParseAddr("192.0.2.4")
+	la := ls.target(a)
+	ls.target(b)
+	if ls.target(a) != la {
+		t.Fatal("a second lookup of a returned a new limiter")
+	}
+	clk.Advance(2 * time.Minute)
+	ls.target(c) // a and b are idle: both go
+	if n := ls.targets(); n != 1 {
+		t.Fatalf("%d limiters after idle eviction, want 1", n)
+	}
+	clk.Advance(time.Second)
+	ls.target(d) // c, d
+	clk.Advance(time.Second)
+	ls.target(d)
+	ls.target(a) // full, none idle: the least recently used (c) goes
+	if n := ls.targets(); n != 2 {
+		t.Fatalf("%d limiters, want the bound 2", n)
+	}
+	ls.mu.Lock()
+	_, hasC := ls.perTarget[c]
+	_, hasD := ls.perTarget[d]
+	ls.mu.Unlock()
+	if hasC || !hasD {
+		t.Errorf("after LRU eviction: has c %v, has d %v; want c evicted, d kept", hasC, hasD)
+	}
+	if off := newLimits(0, 0, 2, time.Minute, clk); off.target(a) != nil || off.targets() != 0 {
+		t.Error("per-target rate 0 kept a limiter")
+	}
+}
+
+// TestPerTargetPoliteness: probes to one IP are spaced by the per-target rate; probes to another IP are not
+// held up by them.
+func TestPerTargetPoliteness(t *testing.T) {
+	a1 := listenTCP(t, "127.0.0.1:0", nil)
+	a2 := listenTCP(t, "127.0.0.2:0", nil)
+	e := newEngine(t, func(c *Config) { c.TargetRate = 10 })
+	ctx := context.Background()
+	start := time.Now()
+	for range 4 {
+		if r := e.Probe(ctx, Target{Kind: placement.ProbeTCP, Addr: a1.addr(), Count: 1}); !r.Success {
+			t.Fatal(r.Err)
+		}
+	}
+	if el := time.Since(start); el < 270*time.Millisecond {
+		t.Errorf("4 probes to one IP at 10/s took %v, want >= 300ms (minus slack)", el)
+	}
+
+	// With a fake clock: a probe to a1 blocks on politeness while one to a2 goes through.
+	clk := newFakeClock()
+	e = newEngine(t, func(c *Config) { c.TargetRate = 10; c.Clock = clk; c.Interval = -1 })
+	if r := e.Probe(ctx, Target{Kind: placement.ProbeTCP, Addr: a1.addr(), Count: 1}); !r.Success {
+		t.Fatal(r.Err)
+	}
+	blocked := make(chan Result, 1)
+	go func() { blocked <- e.Probe(ctx, Target{Kind: placement.ProbeTCP, Addr: a1.addr(), Count: 1}) }()
+	if r := e.Probe(ctx, Target{Kind: placement.ProbeTCP, Addr: a2.addr(), Count: 1}); !r.Success {
+		t.Fatal(r.Err)
+	}
+	select {
+	case r := <-blocked:
+		t.Fatalf("second probe to %s went through before the clock moved: %+v", a1.addr(), r)
+	default:
+	}
+	for i := 0; ; i++ {
+		clk.Advance(100 * time.Millisecond)
+		select {
+		case r := <-blocked:
+			if !r.Success {
+				t.Fatal(r.Err)
+			}
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		if i > 100 {
+			t.Fatal("the blocked probe was never released")
+		}
+	}
+}

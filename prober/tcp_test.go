@@ -1,0 +1,214 @@
+package prober
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vantage-edge/vantage/placement"
+)
+
+func TestTCPProbeSuccess(t *testing.T) {
+	a := listenTCP(t, "127.0.0.1:0", nil)
+	e := newEngine(t, nil)
+	r := e.Probe(context.Background(), Target{Kind: placement.ProbeTCP, Addr: a.addr(), Count: 3})
+	if !r.Success || r.Class != ClassNone || r.Err != nil {
+		t.Fatalf("probe failed: class %q, err %v", r.Class, r.Err)
+	}
+	if r.Sent != 3 || r.Received != 3 || len(r.Samples) != 3 || r.Loss != 0 {
+		t.Errorf("sent %d received %d samples %d loss %v, want 3/3/3/0", r.Sent, r.Received, len(r.Samples), r.Loss)
+	}
+	if r.IP != netip.MustParseAddr("127.0.0.1") || r.Source != netip.MustParseAddr("127.0.0.1") {
+		t.Errorf("ip %v source %v, want 127.0.0.1 both", r.IP, r.Source)
+	}
+	for _, s := range r.Samples {
+		// A loopback handshake takes microseconds; a second means the timing is measuring something else.
+		if s <= 0 || time.Duration(s) > time.Second {
+			t.Errorf("sample %v out of (0, 1s]", s)
+		}
+		if s < r.Min {
+			t.Errorf("sample %v below min %v", s, r.Min)
+		}
+	}
+	if r.Median < r.Min {
+		t.Errorf("median %v < min %v", r.Median, r.Min)
+	}
+	waitFor(t, func() bool { return a.count() == 3 }, "3 accepted connections")
+
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Result
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatalf("unmarshal %s: %v", b, err)
+	}
+	if back.Kind != r.Kind || back.IP != r.IP || len(back.Samples) != 3 || back.Median != r.Median ||
+		!back.Start.Equal(r.Start) || back.Success != true {
+		t.Errorf("JSON round trip lost data:\n%s\n%+v", b, back)
+	}
+	if !strings.Contains(string(b), `"samples_ms":[`) || !strings.Contains(string(b), `"kind":"tcp"`) {
+		t.Errorf("JSON %s lacks samples_ms or kind", b)
+	}
+}
+
+func TestTCPProbeFailures(t *testing.T) {
+	unreachable := emptyNetnsDialOrNil(t)
+	tests := []struct {
+		name    string
+		addr    string
+		mod     func(*Config)
+		timeout time.Duration
+		class   Class
+		errHas  string
+	}{
+		{name: "refused", addr: closedPort(t), class: ClassRefused, errHas: "connection refused"},
+		{name: "timeout_full_backlog", addr: fullBacklog(t), timeout: 300 * time.Millisecond, class: ClassTimeout},
+		{name: "policy_loopback_without_allow", addr: "127.0.0.1:80", mod: func(c *Config) { c.Allow = nil },
+			class: ClassPolicy, errHas: "rule loopback"},
+		{name: "no_port", addr: "127.0.0.1", class: ClassOther, errHas: "want host:port"},
+		{name: "bad_port", addr: "127.0.0.1:99999", class: ClassOther, errHas: `port "99999"`},
+		{name: "bad_host", addr: "exa mple:80", class: ClassOther, errHas: "not an IP address or a host name"},
+		{name: "dns_not_found", addr: "nowhere.invalid:80", class: ClassDNS, errHas: "nowhere.invalid",
+			mod: func(c *Config) { c.Resolver = newFakeResolver(nil) }},
+	}
+	if unreachable != nil {
+		tests = append(tests, struct {
+			name    string
+			addr    string
+			mod     func(*Config)
+			timeout time.Duration
+			class   Class
+			errHas  string
+		}{name: "unreachable_emulated_wan_no_route", addr: "198.18.0.1:80",
+			mod: func(c *Config) { c.Dial = unreachable }, class: ClassUnreachable, errHas: "unreachable"})
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEngine(t, tc.mod)
+			r := e.Probe(context.Background(), Target{Kind: placement.ProbeTCP, Addr: tc.addr, Count: 2, Timeout: tc.timeout})
+			if r.Success || r.Class != tc.class {
+				t.Fatalf("class %q (success %v, err %v), want %q", r.Class, r.Success, r.Err, tc.class)
+			}
+			if r.Error == "" || !strings.Contains(r.Error, tc.errHas) {
+				t.Errorf("error %q does not contain %q", r.Error, tc.errHas)
+			}
+			if len(r.Samples) != 0 || (r.Sent > 0 && r.Loss != 1) {
+				t.Errorf("samples %v loss %v on a failed probe", r.Samples, r.Loss)
+			}
+		})
+	}
+}
+
+// emptyNetnsDialOrNil is emptyNetnsDial, or nil when not root (the unreachable case is then left out).
+func emptyNetnsDialOrNil(t *testing.T) DialFunc {
+	t.Helper()
+	if !isRoot() {
+		t.Log("not root: the unreachable case (needs a network namespace) is skipped")
+		return nil
+	}
+	return emptyNetnsDial(t)
+}
+
+func TestTCPCloseModes(t *testing.T) {
+	tests := []struct {
+		name  string
+		close CloseMode
+		want  func(error) bool
+	}{
+		{"rst_default", CloseRST, func(err error) bool { return errors.Is(err, syscall.ECONNRESET) }},
+		{"fin", CloseFIN, func(err error) bool { return errors.Is(err, io.EOF) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := make(chan error, 1)
+			a := listenTCP(t, "127.0.0.1:0", func(c net.Conn) {
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				_, err := c.Read(make([]byte, 1))
+				got <- err
+			})
+			e := newEngine(t, func(c *Config) { c.Close = tc.close })
+			r := e.Probe(context.Background(), Target{Kind: placement.ProbeTCP, Addr: a.addr(), Count: 1})
+			if !r.Success {
+				t.Fatalf("probe failed: %v", r.Err)
+			}
+			if err := <-got; !tc.want(err) {
+				t.Errorf("server read after the probe closed: %v", err)
+			}
+		})
+	}
+}
+
+func TestTCPProbeSourceAddress(t *testing.T) {
+	a := listenTCP(t, "127.0.0.1:0", nil)
+	e := newEngine(t, func(c *Config) { c.Sources = addrs("127.0.0.1") })
+	r := e.Probe(context.Background(), Target{Kind: placement.ProbeTCP, Addr: a.addr(), Count: 1})
+	if !r.Success || r.Source != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("success %v source %v err %v, want success from 127.0.0.1", r.Success, r.Source, r.Err)
+	}
+	// A v6 target with only a v4 source configured cannot be probed.
+	r = e.Probe(context.Background(), Target{Kind: placement.ProbeTCP, Addr: "[::1]:9", Count: 1})
+	if r.Success || !strings.Contains(r.Error, "no source address") {
+		t.Errorf("v6 target with a v4 source: success %v err %q", r.Success, r.Error)
+	}
+}
+
+func TestTCPProbeCancelled(t *testing.T) {
+	a := listenTCP(t, "127.0.0.1:0", nil)
+	e := newEngine(t, func(c *Config) { c.Interval = time.Hour })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	r := e.Probe(ctx, Target{Kind: placement.ProbeTCP, Addr: a.addr(), Count: 3})
+	if el := time.Since(start); el > 10*time.Second {
+		t.Fatalf("probe ignored ctx: took %v", el)
+	}
+	// The first sample was answered before the hour-long pause was cut short: a partial result, not a failure.
+	if !r.Success || r.Received != 1 || r.Sent != 1 {
+		t.Errorf("success %v sent %d received %d err %v, want the one sample taken", r.Success, r.Sent, r.Received, r.Err)
+	}
+}
+
+func TestUnknownKind(t *testing.T) {
+	e := newEngine(t, nil)
+	r := e.Probe(context.Background(), Target{Kind: "smtp", Addr: "127.0.0.1:25"})
+	if r.Success || r.Class != ClassOther || !strings.Contains(r.Error, `"smtp"`) {
+		t.Errorf("unknown kind: success %v class %q err %q", r.Success, r.Class, r.Error)
+	}
+}
+
+func TestStartFromInjectedClock(t *testing.T) {
+	a := listenTCP(t, "127.0.0.1:0", nil)
+	clk := newFakeClock()
+	e := newEngine(t, func(c *Config) { c.Clock = clk; c.Interval = -1 })
+	r := e.Probe(context.Background(), Target{Kind: placement.ProbeTCP, Addr: a.addr(), Count: 2})
+	if !r.Success {
+		t.Fatal(r.Err)
+	}
+	if !r.Start.Equal(clk.Now()) || r.Duration != 0 {
+		t.Errorf("start %v duration %v, want the fake clock's %v and 0", r.Start, r.Duration, clk.Now())
+	}
+	for _, s := range r.Samples {
+		if s != 0 {
+			t.Errorf("sample %v timed on the real clock, want 0 from the frozen fake clock", s)
+		}
+	}
+}
+
+// waitFor polls cond for up to 5 s.
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
