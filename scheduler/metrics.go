@@ -1,0 +1,86 @@
+package scheduler
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the scheduler's Prometheus series (namespace vantage, subsystem scheduler).
+type Metrics struct {
+	checks           *prometheus.CounterVec // outcome: success, failure
+	checkDuration    prometheus.Histogram
+	decisions        *prometheus.CounterVec // changed: true, false
+	jobsEnqueued     prometheus.Counter
+	jobsPending      *prometheus.GaugeVec // pop
+	results          *prometheus.CounterVec
+	leader           prometheus.Gauge
+	leaseToken       prometheus.Gauge
+	targets          prometheus.Gauge
+	adhoc            *prometheus.CounterVec // outcome: accepted, rate_limited, unauthorized, invalid
+	apiRequests      *prometheus.CounterVec // route, code
+	estimatedDecided prometheus.Counter
+}
+
+// NewMetrics creates the scheduler's metrics and registers them with reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "scheduler",
+			Name: "rechecks_total", Help: "Rechecks of placement targets by outcome."}, []string{"outcome"}),
+		checkDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "vantage", Subsystem: "scheduler",
+			Name: "recheck_duration_seconds", Help: "Time from enqueueing a recheck's jobs to writing its decision.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14)}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "scheduler",
+			Name: "decisions_written_total", Help: "Decisions written, by whether they changed."}, []string{"changed"}),
+		jobsEnqueued: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "scheduler",
+			Name: "jobs_enqueued_total", Help: "Probe jobs sent to PoP job streams."}),
+		jobsPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "vantage", Subsystem: "scheduler",
+			Name: "jobs_pending", Help: "Jobs delivered to a PoP's daemons and not yet acknowledged."}, []string{"pop"}),
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "scheduler",
+			Name: "results_total", Help: "Probe results received, by probe kind and outcome."}, []string{"kind", "outcome"}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "vantage", Subsystem: "scheduler",
+			Name: "leader", Help: "1 while this scheduler holds the lease."}),
+		leaseToken: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "vantage", Subsystem: "scheduler",
+			Name: "lease_token", Help: "Fencing token of the lease this scheduler holds, 0 when it does not."}),
+		targets: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "vantage", Subsystem: "scheduler",
+			Name: "targets", Help: "Placement targets held."}),
+		adhoc: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "scheduler",
+			Name: "adhoc_probes_total", Help: "Ad-hoc probe requests by outcome."}, []string{"outcome"}),
+		apiRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "scheduler",
+			Name: "api_requests_total", Help: "HTTP API requests by route and status code."}, []string{"route", "code"}),
+		estimatedDecided: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "scheduler",
+			Name: "estimated_decisions_total", Help: "Decisions taken from the latency model (no endpoint answered)."}),
+	}
+	for _, o := range []string{"success", "failure"} {
+		m.checks.WithLabelValues(o)
+	}
+	for _, c := range []string{"true", "false"} {
+		m.decisions.WithLabelValues(c)
+	}
+	for _, o := range []string{"accepted", "rate_limited", "unauthorized", "invalid"} {
+		m.adhoc.WithLabelValues(o)
+	}
+	if reg != nil {
+		reg.MustRegister(m.checks, m.checkDuration, m.decisions, m.jobsEnqueued, m.jobsPending, m.results,
+			m.leader, m.leaseToken, m.targets, m.adhoc, m.apiRequests, m.estimatedDecided)
+	}
+	return m
+}
+
+func (m *Metrics) observeCheck(err error, d time.Duration) {
+	o := "success"
+	if err != nil {
+		o = "failure"
+	}
+	m.checks.WithLabelValues(o).Inc()
+	m.checkDuration.Observe(d.Seconds())
+}
+
+func (m *Metrics) setLeader(leading bool, token int64) {
+	if leading {
+		m.leader.Set(1)
+	} else {
+		m.leader.Set(0)
+	}
+	m.leaseToken.Set(float64(token))
+}

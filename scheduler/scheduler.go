@@ -1,0 +1,443 @@
+// Package scheduler rechecks every application's placement target from the PoPs of the fleet, turns the
+// results into decisions with the triangulation engine, elects one active scheduler with a Redis lease, and
+// serves the HTTP API (apps, ad-hoc probes, status).
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/vantage-edge/vantage/placement"
+)
+
+// Defaults of Config.
+const (
+	// DefaultRecheckInterval is how often a target is probed again: placement follows back ends that move
+	// rarely, and a full recheck costs one probe per chosen PoP.
+	DefaultRecheckInterval = 5 * time.Minute
+	// DefaultJitter spreads rechecks by ±10% so targets added together drift apart.
+	DefaultJitter = 0.1
+	// DefaultInitialSpread bounds the start offset of a target never checked before: new applications are
+	// placed within seconds, yet a config reload of thousands of targets does not probe all at once.
+	DefaultInitialSpread = 30 * time.Second
+	// DefaultLeaseTTL is the leader lease: a dead scheduler is replaced within this time.
+	DefaultLeaseTTL = 10 * time.Second
+	// DefaultConcurrency caps rechecks in flight (each holds a few jobs and polls their results).
+	DefaultConcurrency = 256
+	// DefaultResultTimeout is how long a recheck waits for the fleet's results before deciding with what came.
+	DefaultResultTimeout = 30 * time.Second
+	// DefaultResultPoll is how often a recheck looks for the results of its jobs.
+	DefaultResultPoll = 200 * time.Millisecond
+	// DefaultProbeCount is the samples per probe job; the prober keeps the minimum and median.
+	DefaultProbeCount = 3
+	// DefaultLeaseName is the Redis lease all schedulers of a fleet compete for.
+	DefaultLeaseName = "scheduler"
+)
+
+// Config tunes a Scheduler. Zero fields take the defaults above.
+type Config struct {
+	Name            string        // lease holder id; default hostname-pid
+	LeaseName       string        // default DefaultLeaseName
+	LeaseTTL        time.Duration // default DefaultLeaseTTL
+	RecheckInterval time.Duration // default DefaultRecheckInterval
+	Jitter          float64       // fraction of RecheckInterval, default DefaultJitter; negative: none
+	InitialSpread   time.Duration // default DefaultInitialSpread
+	Concurrency     int           // default DefaultConcurrency
+	ResultTimeout   time.Duration // default DefaultResultTimeout
+	ResultPoll      time.Duration // default DefaultResultPoll
+	ProbeCount      int           // default DefaultProbeCount
+	Budget          int           // PoPs probed per recheck (planner budget); 0: the planner's default
+	Regions         RegionEndpoints
+	Clock           Clock        // default RealClock
+	Logger          *slog.Logger // default slog.Default()
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	c := Config{}
+	c.fill()
+	return c
+}
+
+func (c *Config) fill() {
+	if c.Name == "" {
+		h, _ := os.Hostname()
+		c.Name = fmt.Sprintf("%s-%d", h, os.Getpid())
+	}
+	c.LeaseName = cmpOr(c.LeaseName, DefaultLeaseName)
+	c.LeaseTTL = cmpOr(c.LeaseTTL, DefaultLeaseTTL)
+	c.RecheckInterval = cmpOr(c.RecheckInterval, DefaultRecheckInterval)
+	if c.Jitter == 0 {
+		c.Jitter = DefaultJitter
+	}
+	c.InitialSpread = cmpOr(c.InitialSpread, DefaultInitialSpread)
+	c.Concurrency = cmpOr(c.Concurrency, DefaultConcurrency)
+	c.ResultTimeout = cmpOr(c.ResultTimeout, DefaultResultTimeout)
+	c.ResultPoll = cmpOr(c.ResultPoll, DefaultResultPoll)
+	c.ProbeCount = cmpOr(c.ProbeCount, DefaultProbeCount)
+	if c.Clock == nil {
+		c.Clock = RealClock{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// checkFunc rechecks one target under a term and returns the decision it wrote.
+type checkFunc func(ctx context.Context, term *Term, t Target) (placement.Decision, error)
+
+// dueScanFunc returns every stored decision's next recheck time, read once per term.
+type dueScanFunc func(ctx context.Context) (map[string]time.Time, error)
+
+// Scheduler runs one loop per target; only while it holds the lease do the loops recheck.
+type Scheduler struct {
+	cfg     Config
+	log     *slog.Logger
+	lead    *leadership
+	sem     chan struct{}
+	check   checkFunc   // the recheck; tests replace it
+	dueScan dueScanFunc // may be nil
+	metrics *Metrics
+
+	mu      sync.Mutex
+	ctx     context.Context // Run's context; nil before Run
+	targets map[string]*targetState
+	wg      sync.WaitGroup
+	terms   map[int64]*termDue
+}
+
+type termDue struct {
+	once sync.Once
+	due  map[string]time.Time
+}
+
+// targetState is a target and its loop.
+type targetState struct {
+	mu          sync.Mutex
+	t           Target
+	term        int64     // token of the term next was computed in
+	next        time.Time // next recheck in that term
+	lastChecked time.Time
+	lastErr     string
+	checks      int64
+	kick        chan struct{}
+	cancel      context.CancelFunc
+	done        chan struct{}
+}
+
+// newScheduler builds the loop machinery; New in store.go wires storage, the planner and the engine.
+func newScheduler(cfg Config, leaser Leaser, m *Metrics) *Scheduler {
+	cfg.fill()
+	s := &Scheduler{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "scheduler", "scheduler", cfg.Name),
+		sem:     make(chan struct{}, cfg.Concurrency),
+		metrics: m,
+		targets: map[string]*targetState{},
+		terms:   map[int64]*termDue{},
+	}
+	s.lead = newLeadership(leaser, cfg.LeaseName, cfg.Name, cfg.LeaseTTL, cfg.Clock, s.log)
+	s.lead.onTerm = func(leading bool, token int64) {
+		if m != nil {
+			m.setLeader(leading, token)
+		}
+	}
+	return s
+}
+
+// Run elects and rechecks until ctx is done, then stops every loop and releases the lease.
+func (s *Scheduler) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.ctx != nil {
+		s.mu.Unlock()
+		return errors.New("scheduler: Run called twice")
+	}
+	s.ctx = ctx
+	for _, st := range s.targets {
+		s.startLocked(st)
+	}
+	s.mu.Unlock()
+
+	var lw sync.WaitGroup
+	lw.Go(func() { s.lead.run(ctx) })
+	<-ctx.Done()
+	lw.Wait()
+	s.wg.Wait()
+	return nil
+}
+
+// Leading reports whether this scheduler holds the lease now, and the fencing token.
+func (s *Scheduler) Leading() (bool, int64) {
+	t, _ := s.lead.current()
+	if t == nil || t.Ctx.Err() != nil {
+		return false, 0
+	}
+	return true, t.Token
+}
+
+// SetTargets replaces the targets of one source ("api", "dir:/etc/vantage/apps") with ts: new targets start
+// a loop, removed ones stop, changed ones are rechecked at once. An app listed by two sources keeps the
+// first one's target.
+func (s *Scheduler) SetTargets(source string, ts []Target) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[string]bool{}
+	for _, t := range ts {
+		t.Source = source
+		seen[t.App] = true
+		st, ok := s.targets[t.App]
+		if !ok {
+			st = &targetState{t: t, kick: make(chan struct{}, 1)}
+			s.targets[t.App] = st
+			if s.ctx != nil {
+				s.startLocked(st)
+			}
+			continue
+		}
+		st.mu.Lock()
+		if st.t.Source != source {
+			st.mu.Unlock()
+			continue
+		}
+		changed := st.t != t
+		st.t = t
+		st.mu.Unlock()
+		if changed {
+			st.kickNow()
+		}
+	}
+	for app, st := range s.targets {
+		st.mu.Lock()
+		src := st.t.Source
+		st.mu.Unlock()
+		if src == source && !seen[app] {
+			if st.cancel != nil {
+				st.cancel()
+			}
+			delete(s.targets, app)
+		}
+	}
+	if s.metrics != nil {
+		s.metrics.targets.Set(float64(len(s.targets)))
+	}
+}
+
+// AddTarget adds or replaces one target of source and rechecks it at once.
+func (s *Scheduler) AddTarget(source string, t Target) {
+	s.mu.Lock()
+	st, ok := s.targets[t.App]
+	t.Source = source
+	if !ok {
+		st = &targetState{t: t, kick: make(chan struct{}, 1)}
+		s.targets[t.App] = st
+		if s.ctx != nil {
+			s.startLocked(st)
+		}
+		if s.metrics != nil {
+			s.metrics.targets.Set(float64(len(s.targets)))
+		}
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	st.mu.Lock()
+	st.t = t
+	st.mu.Unlock()
+	st.kickNow()
+}
+
+// Target returns the target of app and its loop's state.
+func (s *Scheduler) Target(app string) (TargetStatus, bool) {
+	s.mu.Lock()
+	st, ok := s.targets[app]
+	s.mu.Unlock()
+	if !ok {
+		return TargetStatus{}, false
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return TargetStatus{Target: st.t, LastChecked: st.lastChecked, LastError: st.lastErr, Checks: st.checks}, true
+}
+
+// TargetStatus is a target with its recheck loop's latest outcome.
+type TargetStatus struct {
+	Target
+	LastChecked time.Time `json:"last_checked,omitzero"` // when this scheduler last finished a recheck
+	LastError   string    `json:"last_error,omitempty"`
+	Checks      int64     `json:"checks"` // rechecks run by this scheduler
+}
+
+// Targets returns every target, sorted by app.
+func (s *Scheduler) Targets() []Target {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Target, 0, len(s.targets))
+	for _, app := range sortedApps(s.targets) {
+		st := s.targets[app]
+		st.mu.Lock()
+		out = append(out, st.t)
+		st.mu.Unlock()
+	}
+	return out
+}
+
+func (st *targetState) kickNow() {
+	select {
+	case st.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Scheduler) startLocked(st *targetState) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	st.cancel = cancel
+	st.done = make(chan struct{})
+	s.wg.Go(func() {
+		defer close(st.done)
+		s.loop(ctx, st)
+	})
+}
+
+// offset returns the deterministic start offset of app in [0, spread): a hash of the name, so restarts and
+// standbys agree and targets do not start in a herd.
+func offset(app string, spread time.Duration) time.Duration {
+	if spread <= 0 {
+		return 0
+	}
+	h := fnv.New64a()
+	h.Write([]byte(app))
+	return time.Duration(h.Sum64() % uint64(spread))
+}
+
+// jittered returns d ± jitter·d.
+func jittered(d time.Duration, jitter float64) time.Duration {
+	if jitter <= 0 {
+		return d
+	}
+	return d + time.Duration((rand.Float64()*2-1)*jitter*float64(d))
+}
+
+// dueLocked returns when st is next due in term.
+func (s *Scheduler) due(term *Term, st *targetState) time.Time {
+	st.mu.Lock()
+	if st.term == term.Token && !st.next.IsZero() {
+		n := st.next
+		st.mu.Unlock()
+		return n
+	}
+	app := st.t.App
+	st.mu.Unlock()
+	if s.dueScan != nil {
+		s.mu.Lock()
+		td, ok := s.terms[term.Token]
+		if !ok {
+			td = &termDue{}
+			s.terms[term.Token] = td
+			for tok := range s.terms { // keep only the latest terms
+				if tok < term.Token-2 {
+					delete(s.terms, tok)
+				}
+			}
+		}
+		s.mu.Unlock()
+		td.once.Do(func() {
+			m, err := s.dueScan(term.Ctx)
+			if err != nil {
+				s.log.Warn("scheduler: reading stored recheck times; spreading rechecks from now", "err", err)
+			}
+			td.due = m
+		})
+		if at, ok := td.due[app]; ok {
+			return at
+		}
+	}
+	return term.Start.Add(offset(app, min(s.cfg.InitialSpread, s.cfg.RecheckInterval)))
+}
+
+// loop is one target's life: wait to lead, wait until due (or a kick), recheck under the semaphore, repeat.
+func (s *Scheduler) loop(ctx context.Context, st *targetState) {
+	for {
+		term := s.lead.wait(ctx)
+		if term == nil {
+			return
+		}
+		wait := s.due(term, st).Sub(s.cfg.Clock.Now())
+		if wait > 0 {
+			timer := s.cfg.Clock.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return
+			case <-term.Ctx.Done():
+				timer.Stop()
+				continue
+			case <-st.kick:
+				timer.Stop()
+			case <-timer.C():
+			}
+		}
+		select {
+		case s.sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		case <-term.Ctx.Done():
+			continue
+		}
+		if term.Ctx.Err() != nil { // lost the lease while waiting for a slot
+			<-s.sem
+			continue
+		}
+		s.runCheck(term, st)
+		<-s.sem
+	}
+}
+
+// runCheck runs one recheck, turning a panic into a failed check.
+func (s *Scheduler) runCheck(term *Term, st *targetState) {
+	st.mu.Lock()
+	t := st.t
+	st.mu.Unlock()
+	start := s.cfg.Clock.Now()
+	var err error
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("scheduler: recheck of app %q panicked: %v\n%s", t.App, r, debug.Stack())
+			}
+		}()
+		_, err = s.check(term.Ctx, term, t)
+	}()
+	end := s.cfg.Clock.Now()
+	if s.metrics != nil {
+		s.metrics.observeCheck(err, end.Sub(start))
+	}
+	if err != nil && term.Ctx.Err() == nil {
+		s.log.Warn("scheduler: recheck failed", "app", t.App, "target", t.Target, "err", err)
+	}
+	st.mu.Lock()
+	st.checks++
+	st.lastChecked = end
+	st.lastErr = ""
+	if err != nil {
+		st.lastErr = err.Error()
+	}
+	st.term = term.Token
+	st.next = end.Add(jittered(s.cfg.RecheckInterval, s.cfg.Jitter))
+	st.mu.Unlock()
+}
