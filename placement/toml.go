@@ -1,0 +1,190 @@
+package placement
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/BurntSushi/toml"
+)
+
+// readTOML decodes a wrangler.toml into the document model. Keys are read from a map, so they match exactly
+// (BurntSushi/toml matches struct fields case-insensitively, which would take Host for host).
+func readTOML(file string, data []byte) (rawDoc, error) {
+	src := string(data)
+	var top map[string]any
+	if _, err := toml.Decode(src, &top); err != nil {
+		ce := &ConfigError{File: file}
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			ce.Line, ce.Col = tomlLineCol(src, pe.Position)
+			ce.Err = &reason{sentinel: ErrSyntax, msg: "toml: " + pe.Message, cause: pe}
+		} else {
+			ce.Err = &reason{sentinel: ErrSyntax, msg: err.Error(), cause: err}
+		}
+		return rawDoc{}, ce
+	}
+	doc := rawDoc{file: file, table: "table"}
+	value := func(v any, path ...string) rawValue {
+		return rawValue{val: scalar(v), kind: tomlKind(v), pos: func() (int, int) { return tomlPos(src, path) }}
+	}
+	if v, ok := top["name"]; ok {
+		rv := value(v, "name")
+		doc.name = &rv
+	}
+	table := func(v any, legacy bool, path ...string) {
+		t := rawTable{path: strings.Join(path, "."), legacy: legacy, value: value(v, path...)}
+		if m, ok := v.(map[string]any); ok {
+			for k, fv := range m {
+				t.fields = append(t.fields, rawField{key: k, rawValue: value(fv, append(path[:len(path):len(path)], k)...)})
+			}
+			sortFields(t.fields)
+		}
+		doc.tables = append(doc.tables, t)
+	}
+	if v, ok := top["placement"]; ok {
+		table(v, false, "placement")
+	}
+	// The legacy form: unsafe.metadata is passed through to the platform's upload metadata. Anything else
+	// under [unsafe] is none of ours.
+	if u, ok := top["unsafe"].(map[string]any); ok {
+		if md, ok := u["metadata"].(map[string]any); ok {
+			if v, ok := md["placement"]; ok {
+				table(v, true, "unsafe", "metadata", "placement")
+			}
+		}
+	}
+	return doc, nil
+}
+
+// scalar returns v if it is a value ConfigError shows, else nil.
+func scalar(v any) any {
+	switch v.(type) {
+	case string, int64, float64, bool:
+		return v
+	}
+	return nil
+}
+
+// tomlKind names the TOML type of a decoded value, as the TOML spec names them.
+func tomlKind(v any) string {
+	switch v.(type) {
+	case string:
+		return "string"
+	case int64:
+		return "integer"
+	case float64:
+		return "float"
+	case bool:
+		return "boolean"
+	case map[string]any:
+		return "table"
+	case []map[string]any:
+		return "array of tables"
+	case []any:
+		return "array"
+	}
+	return "datetime"
+}
+
+// tomlLineCol returns the line and byte column of a toml.Position, from its byte offset (Start) when that is
+// in range: the library's own Line can be one past the line the offset is on.
+func tomlLineCol(src string, p toml.Position) (line, col int) {
+	if p.Start < 0 || p.Start > len(src) || p.Line < 1 {
+		return p.Line, p.Col
+	}
+	return lineCol([]byte(src), p.Start)
+}
+
+// posProbe fails to decode whatever it is given, so that the TOML decoder's error tells where the value at
+// its place in the document is (toml.ParseError.Position of the key being decoded).
+type posProbe struct{}
+
+var errPosProbe = errors.New("placement: position probe") // ParseError does not unwrap: matched by text
+
+// UnmarshalTOML implements toml.Unmarshaler.
+func (posProbe) UnmarshalTOML(any) error { return errPosProbe }
+
+// tomlPos finds the line and column of the key at path (e.g. placement, host): it decodes src again into a
+// struct with a posProbe at that path, and takes the position from the error, which BurntSushi/toml gives for
+// the value; then it steps back over "= " and the key on that line. Both are 0 when it cannot tell. This runs
+// only for keys that are in an error, so valid configs never pay for it.
+func tomlPos(src string, path []string) (line, col int) {
+	t := reflect.TypeFor[posProbe]()
+	for i := len(path) - 1; i >= 0; i-- {
+		if path[i] == "" || strings.ContainsAny(path[i], "\"`,\\") || !utf8.ValidString(path[i]) {
+			return 0, 0 // cannot be written as a struct tag
+		}
+		t = reflect.StructOf([]reflect.StructField{{Name: "F", Type: t, Tag: reflect.StructTag(`toml:"` + path[i] + `"`)}})
+	}
+	_, err := toml.Decode(src, reflect.New(t).Interface())
+	var pe toml.ParseError
+	if !errors.As(err, &pe) || pe.Message != errPosProbe.Error() || pe.Position.Line < 1 {
+		return 0, 0
+	}
+	line, col = tomlLineCol(src, pe.Position)
+	lines := strings.SplitN(src, "\n", line+1)
+	text := lines[line-1]
+	if k := keyStart(text, col-1); k >= 0 {
+		col = k + 1
+	} else if t := strings.TrimLeft(text, " \t"); strings.HasPrefix(t, "[") {
+		col = len(text) - len(t) + 1 // a [table] header
+	}
+	return line, col
+}
+
+// keyStart returns the byte offset in line of the key whose value starts at offset v (for a string, its first
+// character inside the quotes): it steps back over the quotes, blanks, '=', blanks and a dotted key (bare or
+// quoted parts). It returns -1 when line does not look like
+// that.
+func keyStart(line string, v int) int {
+	if v < 0 || v > len(line) {
+		return -1
+	}
+	i := v - 1
+	// A string's position is that of its first character: step back over its opening quotes.
+	for q := 0; q < 3 && i >= 0 && (line[i] == '"' || line[i] == '\'') && (q == 0 || line[i] == line[v-1]); q++ {
+		i--
+	}
+	blanks := func() {
+		for i >= 0 && (line[i] == ' ' || line[i] == '\t') {
+			i--
+		}
+	}
+	blanks()
+	if i < 0 || line[i] != '=' {
+		return -1
+	}
+	i--
+	blanks()
+	start := -1
+	for i >= 0 {
+		switch c := line[i]; {
+		case c == '"' || c == '\'':
+			j := strings.LastIndexByte(line[:i], c)
+			if j < 0 {
+				return -1
+			}
+			i = j - 1
+		case isBareKey(c):
+			for i >= 0 && isBareKey(line[i]) {
+				i--
+			}
+		default:
+			return -1
+		}
+		start = i + 1
+		blanks()
+		if i < 0 || line[i] != '.' {
+			return start
+		}
+		i--
+		blanks()
+	}
+	return start
+}
+
+func isBareKey(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+}
