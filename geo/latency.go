@@ -19,17 +19,20 @@ type ModelConfig struct {
 	Inflation float64
 	// InflationMinKm excludes short pairs, dominated by last-mile delays, from the fit. Default 500 km.
 	InflationMinKm float64
-	// Neighbours is how many nearest measured cities are interpolated per endpoint. Default 4.
+	// Neighbours is how many nearest measured cities are interpolated per endpoint (at most 15). Default 6
+	// (held-out error falls slowly from 1 to 8 neighbours: 8.4 %, 7.9 %, 7.8 % median relative error for 1,
+	// 4, 6).
 	Neighbours int
 	// TrustKm and FallbackKm blend the measurements into the fibre fallback: an endpoint within TrustKm of a
 	// measured city uses the measurements fully, one beyond FallbackKm of every measured city only the
-	// fallback, linearly in between. Defaults 300 and 1500 km.
+	// fallback, linearly in between. Defaults 500 and 2500 km (chosen on the held-out error; 300/1500 km
+	// and 1000/3000 km are within 0.3 points).
 	TrustKm, FallbackKm float64
 }
 
 // DefaultModelConfig returns the defaults documented on ModelConfig.
 func DefaultModelConfig() ModelConfig {
-	return ModelConfig{FloorMs: 0.5, InflationMinKm: 500, Neighbours: 4, TrustKm: 300, FallbackKm: 1500}
+	return ModelConfig{FloorMs: 0.5, InflationMinKm: 500, Neighbours: 6, TrustKm: 500, FallbackKm: 2500}
 }
 
 // LatencyModel models the minimum RTT between any two points on Earth from a table of measured minimum RTTs
@@ -93,7 +96,7 @@ func NewLatencyModel(t *LatencyTable, cfg ModelConfig) (*LatencyModel, error) {
 		cfg.FallbackKm = def.FallbackKm
 	}
 	switch {
-	case cfg.FloorMs < 0 || cfg.Inflation < 0 || cfg.Neighbours < 1 || cfg.TrustKm < 0 || cfg.FallbackKm <= cfg.TrustKm:
+	case cfg.FloorMs < 0 || cfg.Inflation < 0 || cfg.Neighbours < 1 || cfg.Neighbours > maxNeighbours || cfg.TrustKm < 0 || cfg.FallbackKm <= cfg.TrustKm:
 		return nil, fmt.Errorf("geo: latency model: bad config %+v", cfg)
 	case len(t.Servers) < cfg.Neighbours+1:
 		return nil, fmt.Errorf("geo: latency model: %d servers, need at least %d", len(t.Servers), cfg.Neighbours+1)
