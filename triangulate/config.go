@@ -1,0 +1,146 @@
+package triangulate
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/vantage-edge/vantage/geo"
+)
+
+// Config holds the engine's tunables. The zero value is not usable: start from DefaultConfig and change what
+// you need; Engine construction validates it.
+type Config struct {
+	// MaxRTTMs is the largest RTT, in ms, accepted as a measurement. Anything above it is rejected as absurd:
+	// the longest terrestrial fibre path between two points on Earth is ~200 ms of RTT at 2/3 c, a
+	// geostationary satellite hop ~600 ms; serf's coordinate package rejects RTTs above 10 s for the same
+	// reason (a clock or unit bug, not a network). Default 5000.
+	MaxRTTMs float64
+
+	// TieMs is the resolution, in ms, below which two RTTs are treated as equal when choosing the best PoP.
+	// Ties are broken deterministically: the previous decision if it is among the tied, else the smallest
+	// VP id. ICMP/TCP timestamps on a loaded host jitter by ~0.1 ms. Default 0.1.
+	TieMs float64
+
+	// SwitchAbsMs and SwitchRel are the hysteresis margins: the previous best PoP is kept unless the new best
+	// is faster by at least SwitchAbsMs AND its RTT is below (1-SwitchRel) x the previous PoP's RTT. This is
+	// tailscale net/netcheck's home-region rule (10 ms and 1/3 there, for DERP regions tens of ms apart),
+	// scaled to PoPs that are often a few ms apart. Defaults 1 ms and 0.1.
+	SwitchAbsMs float64
+	SwitchRel   float64
+
+	// MinVPs is the number of distinct vantage points below which the verdict is VerdictUnknown (too few to
+	// tell unicast from anycast; CBG and iGreedy need at least three disks to bound a region). Default 3.
+	MinVPs int
+
+	// ConfidentVPs is the number of vantage points at which the coverage part of the confidence reaches 1.
+	// Default 8.
+	ConfidentVPs int
+
+	// ColocatedMs is an RTT, in ms, below which the target is considered co-located with the vantage point
+	// (same metro: ~100 km of fibre); the best-PoP confidence then ignores the gap to the runner-up. Default 1.
+	ColocatedMs float64
+
+	// MaxCandidates is how many ranked candidates a Result carries (best first). Default 8.
+	MaxCandidates int
+
+	// AnycastMarginKm is the margin by which two speed-of-light disks must miss each other before they count
+	// as disjoint (evidence of two instances). iGreedy (Cicalese et al., "A Fistful of Pings", 2015) uses
+	// the bare fibre bound; a margin absorbs coordinate error of the vantage points (a city-level VP
+	// location is good to ~50 km). Default 50.
+	AnycastMarginKm float64
+
+	// RobustAnycast, when true (the default), requires the disjoint-disk evidence of anycast to survive
+	// dropping the single most inconsistent vantage point. A unicast target measured by one mislocated VP
+	// (WonderProxy's La Ceiba) otherwise looks anycast; with this on, that VP is flagged instead.
+	RobustAnycast bool
+
+	// MaxOutliers is how many of the most inconsistent vantage points may be set aside (reported as
+	// Violations) before the disjoint disks are taken as anycast, or before inconsistent disks make the verdict
+	// unknown. Known suspects of the Calibration are set aside on top of these. Default 1.
+	MaxOutliers int
+
+	// MaxInstances caps the number of anycast instances enumerated. Default 64.
+	MaxInstances int
+
+	// Calibration, if not nil, supplies per-vantage-point (or global) bestlines that shrink the
+	// location disks below the plain fibre bound (CBG, Gueye et al., "Constraint-based geolocation of
+	// Internet hosts", IEEE/ACM ToN 2006). Nil: plain fibre bound (2/3 c). See FitCalibration.
+	Calibration *Calibration
+
+	// CalibrationSlackKm is added to every calibrated disk radius to keep it conservative: a bestline is the
+	// lower envelope of the training pairs, and a new target may sit slightly below it. Default 50.
+	CalibrationSlackKm float64
+
+	// GridN is the side of the sampling grid used to intersect the disks (GridN x GridN points per pass,
+	// two passes). Larger is more precise and slower. Default 24.
+	GridN int
+
+	// Cities is the list used to name anycast instances (the PoP, or city, nearest the instance's disk
+	// centre inside the disk). Nil: geo.PoPs().
+	Cities []geo.PoP
+
+	// Model is the latency model used when there are no measurements (region mode) and by the Planner: the
+	// modelled minimum RTT in ms between two points. Nil: geo.DefaultModel().RTTMs (fitted on WonderProxy).
+	Model func(a, b geo.Point) float64
+}
+
+// DefaultConfig returns the default configuration documented on each Config field.
+func DefaultConfig() Config {
+	return Config{
+		MaxRTTMs:           5000,
+		TieMs:              0.1,
+		SwitchAbsMs:        1,
+		SwitchRel:          0.1,
+		MinVPs:             3,
+		ConfidentVPs:       8,
+		ColocatedMs:        1,
+		MaxCandidates:      8,
+		AnycastMarginKm:    50,
+		RobustAnycast:      true,
+		MaxOutliers:        1,
+		MaxInstances:       64,
+		CalibrationSlackKm: 50,
+		GridN:              24,
+	}
+}
+
+// ErrConfig is wrapped by every configuration error.
+var ErrConfig = errors.New("triangulate: invalid config")
+
+// Validate reports the first invalid field of c, naming it and its value.
+func (c Config) Validate() error {
+	bad := func(field string, v any) error {
+		return fmt.Errorf("%w: %s = %v", ErrConfig, field, v)
+	}
+	finiteNonNeg := func(v float64) bool { return v >= 0 && !math.IsInf(v, 0) && !math.IsNaN(v) }
+	switch {
+	case !(c.MaxRTTMs > 0) || math.IsInf(c.MaxRTTMs, 0):
+		return bad("MaxRTTMs", c.MaxRTTMs)
+	case !finiteNonNeg(c.TieMs):
+		return bad("TieMs", c.TieMs)
+	case !finiteNonNeg(c.SwitchAbsMs):
+		return bad("SwitchAbsMs", c.SwitchAbsMs)
+	case !finiteNonNeg(c.SwitchRel) || c.SwitchRel >= 1:
+		return bad("SwitchRel", c.SwitchRel)
+	case c.MinVPs < 1:
+		return bad("MinVPs", c.MinVPs)
+	case c.ConfidentVPs < 1:
+		return bad("ConfidentVPs", c.ConfidentVPs)
+	case !finiteNonNeg(c.ColocatedMs):
+		return bad("ColocatedMs", c.ColocatedMs)
+	case c.MaxCandidates < 1:
+		return bad("MaxCandidates", c.MaxCandidates)
+	case !finiteNonNeg(c.AnycastMarginKm):
+		return bad("AnycastMarginKm", c.AnycastMarginKm)
+	case c.MaxOutliers < 0:
+		return bad("MaxOutliers", c.MaxOutliers)
+	case c.MaxInstances < 2:
+		return bad("MaxInstances", c.MaxInstances)
+	case !finiteNonNeg(c.CalibrationSlackKm):
+		return bad("CalibrationSlackKm", c.CalibrationSlackKm)
+	case c.GridN < 4 || c.GridN > 512:
+		return bad("GridN", c.GridN)
+	}
+	return nil
+}

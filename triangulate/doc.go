@@ -1,0 +1,71 @@
+// Package triangulate turns a target's RTT vector into the best PoP, a location and a unicast/anycast verdict.
+//
+// The engine is pure: no I/O, deterministic, allocation-free per decision in the steady state (an Engine
+// keeps its scratch buffers; give each goroutine its own). It is modelled on hashicorp/serf's coordinate
+// package (a Config with documented, sourced constants and DefaultConfig; input validation; phantom worlds for
+// seeded tests) and on tailscale net/netcheck's home-region choice (hysteresis, deterministic tie-breaks).
+//
+// # What it computes
+//
+// Engine.Decide takes an Input (one target's Measurements: vantage point id, location, minimum RTT; optional
+// DNS evidence; optional previous choice) and returns a Result:
+//
+//   - Best: the lowest-RTT vantage point (PoP). RTTs within Config.TieMs are ties, broken towards the previous
+//     choice, then the smallest id. The previous choice is kept unless the new best is faster by both
+//     Config.SwitchAbsMs and Config.SwitchRel (FlagKeptPrevious). Candidates ranks the top
+//     Config.MaxCandidates; Confidence is in [0, 1].
+//   - Verdict: unicast, anycast, replicated or unknown (placement.Verdict). Every measurement bounds the target
+//     to a disk of radius geo.MaxDistanceKm(RTT) about its vantage point. Disks that miss each other (by more
+//     than Config.AnycastMarginKm) cannot see one host: a greedy maximum set of disjoint disks, smallest
+//     first, counts the instances (iGreedy). The evidence must survive setting aside the most inconsistent
+//     vantage point (Config.MaxOutliers): a single mislocated VP is reported in Violations (FlagSpeedOfLight)
+//     instead of making a unicast target anycast. DNS evidence overrides: disjoint A/AAAA answer sets per VP
+//     mean replicated, different CHAOS id.server answers mean anycast. Anycast and replicated targets get
+//     placement.StatusUnsupportedApplication and are never placed.
+//   - Location: for unicast targets, CBG multilateration: the centroid of the disks' intersection and the
+//     radius of the region. With a Calibration (FitCalibration, from the PoPs' own mesh of measurements) each
+//     VP's disk shrinks to its bestline, (RTT - b)/m + Config.CalibrationSlackKm, never beyond the fibre bound.
+//   - Instances: for anycast targets, one per disjoint disk, placed at the catalogue city nearest the VP
+//     inside the disk.
+//
+// Engine.DecideRegion handles placement mode region: with no measurements it ranks the PoPs by the latency
+// model from the region's coordinates (FlagEstimated). A Planner chooses which PoPs probe a new target: a
+// spread set first (First), then PoPs near the best candidates (Next), within a budget.
+//
+// # The triangulate command's formats
+//
+// "vantage triangulate [--pops FILE] < measurements > verdicts.jsonl" reads targets and writes one verdict
+// per target. The same text is in FORMAT.md beside this file.
+//
+// Input is JSON Lines, one target per line:
+//
+//	{"target":"198.18.3.7","measurements":[{"vp":"FRA","lat":50.03,"lon":8.56,"rtt_ms":1.8},{"vp":"LHR","rtt_ms":9.7}]}
+//
+// "target" is any non-empty string; "measurements" is a non-empty array. In a measurement, "vp" and "rtt_ms"
+// (ms, >= 0, finite, <= 5000) are required; "lat" and "lon" (decimal degrees) are optional when "vp" is an
+// IATA code of the embedded Cloudflare PoP catalogue or of the --pops file (geo.LoadPoPsFile formats), which
+// then supplies the location. Optional target fields: "previous" (the VP chosen last time, for hysteresis)
+// and "dns" (an array of {"vp":..., "answers":["192.0.2.1",...], "chaos":"id.server answer"}). Unknown
+// fields are errors. A duplicate "vp" within a target keeps its smallest RTT.
+//
+// Input may instead be CSV, recognised by its header line, which must name the columns target, vp, lat, lon,
+// rtt_ms (in any order; lat and lon may be empty for known PoP codes). Rows are grouped by target, in order
+// of first appearance.
+//
+// Output is JSON Lines, one line per good target, in input order:
+//
+//	{"target":"198.18.3.7","verdict":"unicast","status":"SUCCESS","best_vp":"FRA","best_rtt_ms":1.8,
+//	 "location":{"lat":50.1,"lon":8.6,"radius_km":120},"confidence":0.93,
+//	 "candidates":[{"pop":"FRA","rtt_ms":1.8},{"pop":"LHR","rtt_ms":9.7}]}
+//
+// "verdict" is unicast, anycast, replicated or unknown; "status" is SUCCESS for unicast,
+// UNSUPPORTED_APPLICATION for anycast and replicated, absent for unknown. "location" is present for unicast
+// (and for unknown when the region could still be bounded). "instances" is present for anycast: an array of
+// {"lat","lon","city","pop","vp","radius_km"}. "violations" lists vantage points set aside for breaking the
+// speed-of-light bound ({"vp","conflicts"}), and "notes" explains flags in words. Numbers are rounded: RTTs
+// to 0.001 ms, coordinates to 0.0001 degree, radii to 1 km.
+//
+// A line (or CSV row) that cannot be parsed or holds an invalid measurement is reported on stderr as
+// "line N: reason" and skipped; the run continues. The exit status is 0 when every line was good, 1 when any
+// line was bad, 2 for bad flags.
+package triangulate

@@ -1,0 +1,112 @@
+package triangulate
+
+import (
+	"math"
+
+	"github.com/vantage-edge/vantage/geo"
+)
+
+// The engine works on unit vectors: a point-in-disk test is one dot product against the cosine of the disk's
+// angular radius, with no trigonometry in the inner loops. Distances agree with geo.DistanceKm (same Earth
+// radius).
+
+const deg = math.Pi / 180
+
+type vec3 struct{ x, y, z float64 }
+
+func toVec(p geo.Point) vec3 {
+	lat, lon := p.Lat*deg, p.Lon*deg
+	sl, cl := math.Sincos(lat)
+	so, co := math.Sincos(lon)
+	return vec3{cl * co, cl * so, sl}
+}
+
+func (v vec3) point() geo.Point {
+	return geo.Point{
+		Lat: math.Atan2(v.z, math.Hypot(v.x, v.y)) / deg,
+		Lon: math.Atan2(v.y, v.x) / deg,
+	}
+}
+
+func (v vec3) dot(w vec3) float64 { return v.x*w.x + v.y*w.y + v.z*w.z }
+
+func (v vec3) add(w vec3) vec3 { return vec3{v.x + w.x, v.y + w.y, v.z + w.z} }
+
+func (v vec3) scale(s float64) vec3 { return vec3{v.x * s, v.y * s, v.z * s} }
+
+func (v vec3) cross(w vec3) vec3 {
+	return vec3{v.y*w.z - v.z*w.y, v.z*w.x - v.x*w.z, v.x*w.y - v.y*w.x}
+}
+
+func (v vec3) norm() float64 { return math.Sqrt(v.dot(v)) }
+
+func (v vec3) unit() vec3 {
+	n := v.norm()
+	if n == 0 {
+		return vec3{1, 0, 0}
+	}
+	return v.scale(1 / n)
+}
+
+// angle returns the angle between two unit vectors in radians, accurate at all scales.
+func angle(a, b vec3) float64 { return math.Atan2(a.cross(b).norm(), a.dot(b)) }
+
+// distKm is the great-circle distance between two unit vectors.
+func distKm(a, b vec3) float64 { return angle(a, b) * geo.EarthRadiusKm }
+
+// disk is a spherical cap: every point within radiusKm of centre.
+type disk struct {
+	idx      int // index of the measurement it comes from
+	centre   vec3
+	radiusKm float64
+	cosR     float64 // cos of the angular radius; -1 when the disk covers the globe
+	sinR     float64
+}
+
+func makeDisk(idx int, centre vec3, radiusKm float64) disk {
+	rho := radiusKm / geo.EarthRadiusKm
+	d := disk{idx: idx, centre: centre, radiusKm: radiusKm}
+	if rho >= math.Pi {
+		d.cosR, d.sinR = -1, 0
+	} else {
+		d.sinR, d.cosR = math.Sincos(rho)
+	}
+	return d
+}
+
+// contains reports whether unit vector p lies in the disk.
+func (d *disk) contains(p vec3) bool { return p.dot(d.centre) >= d.cosR }
+
+// disjoint reports whether two disks miss each other by more than marginKm: the distance between their
+// centres exceeds the sum of their radii plus the margin.
+func disjoint(a, b *disk, marginKm float64) bool {
+	sum := (a.radiusKm + b.radiusKm + marginKm) / geo.EarthRadiusKm
+	if sum >= math.Pi {
+		return false
+	}
+	// cos(angle) < cos(sum)  <=>  angle > sum, for angles in [0, pi].
+	return a.centre.dot(b.centre) < math.Cos(sum)
+}
+
+// tangentBasis returns east and north unit vectors at c (an arbitrary orthonormal pair at the poles).
+func tangentBasis(c vec3) (east, north vec3) {
+	east = vec3{-c.y, c.x, 0}
+	if east.norm() < 1e-12 {
+		east = vec3{0, 1, 0}
+	}
+	east = east.unit()
+	north = c.cross(east)
+	return east, north
+}
+
+// offset returns the point reached from c by going xKm east and yKm north along the great circle
+// (azimuthal equidistant projection centred at c).
+func offset(c, east, north vec3, xKm, yKm float64) vec3 {
+	d := math.Hypot(xKm, yKm)
+	if d == 0 {
+		return c
+	}
+	s, co := math.Sincos(d / geo.EarthRadiusKm)
+	dir := east.scale(xKm / d).add(north.scale(yKm / d))
+	return c.scale(co).add(dir.scale(s))
+}

@@ -1,0 +1,200 @@
+package triangulate
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/vantage-edge/vantage/geo"
+)
+
+// PlannerConfig tunes a Planner.
+type PlannerConfig struct {
+	// First is how many well-spread PoPs to probe first (farthest-point sampling). Eight cover every
+	// continent of a global catalogue, so the first disks already bound the target to a region. Default 8.
+	First int
+	// Step is how many PoPs each Next call adds. Default 4.
+	Step int
+	// BudgetFraction is the share of the PoP list a target may be probed from in all (First included), and
+	// BudgetMin the least number whatever the share. Budget(n) = min(n, max(BudgetMin,
+	// floor(BudgetFraction x n))). Defaults 0.15 and 12.
+	BudgetFraction float64
+	BudgetMin      int
+	// Engine is the engine configuration used to locate the target between steps (calibration included).
+	// Zero value: DefaultConfig().
+	Engine Config
+}
+
+// DefaultPlannerConfig returns the defaults documented on PlannerConfig.
+func DefaultPlannerConfig() PlannerConfig {
+	return PlannerConfig{First: 8, Step: 4, BudgetFraction: 0.15, BudgetMin: 12, Engine: DefaultConfig()}
+}
+
+// Planner decides which PoPs should probe a target: a well-spread set first, then PoPs near the best
+// candidates, so a target is placed well while probing a small share of all PoPs. It is deterministic (same
+// inputs, same plan) and not safe for concurrent use (it keeps an Engine and buffers).
+type Planner struct {
+	cfg    PlannerConfig
+	engine *Engine
+	model  func(a, b geo.Point) float64
+
+	vecs    []vec3
+	minDist []float64
+	probed  map[string]bool
+	scored  []scoredPoP
+	out     []string
+}
+
+type scoredPoP struct {
+	i     int
+	score float64
+}
+
+// NewPlanner returns a Planner, or an error wrapping ErrConfig naming the bad field.
+func NewPlanner(cfg PlannerConfig) (*Planner, error) {
+	if cfg.Engine.GridN == 0 {
+		cfg.Engine = DefaultConfig()
+	}
+	switch {
+	case cfg.First < 1:
+		return nil, fmt.Errorf("%w: PlannerConfig.First = %d, want >= 1", ErrConfig, cfg.First)
+	case cfg.Step < 1:
+		return nil, fmt.Errorf("%w: PlannerConfig.Step = %d, want >= 1", ErrConfig, cfg.Step)
+	case !(cfg.BudgetFraction > 0 && cfg.BudgetFraction <= 1):
+		return nil, fmt.Errorf("%w: PlannerConfig.BudgetFraction = %v, want in (0, 1]", ErrConfig, cfg.BudgetFraction)
+	case cfg.BudgetMin < 1:
+		return nil, fmt.Errorf("%w: PlannerConfig.BudgetMin = %d, want >= 1", ErrConfig, cfg.BudgetMin)
+	}
+	e, err := NewEngine(cfg.Engine)
+	if err != nil {
+		return nil, err
+	}
+	return &Planner{cfg: cfg, engine: e, model: e.model(), probed: map[string]bool{}}, nil
+}
+
+// Budget returns how many PoPs of a list of n a target may be probed from in all.
+func (p *Planner) Budget(n int) int {
+	return min(n, max(p.cfg.BudgetMin, int(p.cfg.BudgetFraction*float64(n))))
+}
+
+// First returns the PoP codes to probe a new target from first: PlannerConfig.First PoPs (at most the budget)
+// chosen by farthest-point sampling, starting from the PoP nearest the centre of mass of the list, ties
+// broken by code. The result is a fresh slice.
+func (p *Planner) First(pops []geo.PoP) []string {
+	k := min(p.cfg.First, p.Budget(len(pops)), len(pops))
+	if k == 0 {
+		return nil
+	}
+	p.vecs = p.vecs[:0]
+	var sum vec3
+	for _, q := range pops {
+		v := toVec(q.Point)
+		p.vecs = append(p.vecs, v)
+		sum = sum.add(v)
+	}
+	centre := sum.unit()
+	start := 0
+	for i := range pops {
+		if d, b := p.vecs[i].dot(centre), p.vecs[start].dot(centre); d > b || d == b && pops[i].Code < pops[start].Code {
+			start = i
+		}
+	}
+	p.minDist = slices.Grow(p.minDist[:0], len(pops))[:len(pops)]
+	for i := range p.minDist {
+		p.minDist[i] = math.Inf(1)
+	}
+	out := make([]string, 0, k)
+	next := start
+	for len(out) < k {
+		out = append(out, pops[next].Code)
+		// Dot products stand in for distances: larger dot, nearer.
+		far := -1
+		for i := range pops {
+			d := 1 - p.vecs[i].dot(p.vecs[next]) // monotone in distance
+			p.minDist[i] = min(p.minDist[i], d)
+			if far < 0 || p.minDist[i] > p.minDist[far] || p.minDist[i] == p.minDist[far] && pops[i].Code < pops[far].Code {
+				far = i
+			}
+		}
+		if p.minDist[far] <= 0 {
+			break // every PoP left is at an already chosen place
+		}
+		next = far
+	}
+	return out
+}
+
+// Next returns up to min(PlannerConfig.Step, budgetLeft) more PoP codes to probe, given the measurements so
+// far (their VP ids are PoP codes of pops), or nil when none is worth probing: every PoP not yet probed is,
+// by the speed-of-light bound from the target's feasible region, unable to beat the best RTT measured. The
+// candidates are ranked by the modelled RTT (Config.Model) from the located target, interleaved with the PoPs
+// nearest the best measured one, ties by code. The result is a fresh slice.
+func (p *Planner) Next(pops []geo.PoP, sofar []Measurement, budgetLeft int) []string {
+	if budgetLeft <= 0 || len(sofar) == 0 {
+		if len(sofar) == 0 && budgetLeft > 0 {
+			return p.First(pops)
+		}
+		return nil
+	}
+	clear(p.probed)
+	for _, m := range sofar {
+		p.probed[m.VP] = true
+	}
+	r, err := p.engine.Decide(Input{Measurements: sofar})
+	if err != nil {
+		return nil
+	}
+	bestRTT := r.Best.RTTMs
+	bestPt := sofar[0].Point
+	for _, m := range sofar {
+		if m.VP == r.Best.PoP {
+			bestPt = m.Point
+		}
+	}
+	centre, radius := bestPt, geo.MaxDistanceKm(bestRTT)
+	if r.HasLoc {
+		centre, radius = r.Location.Point, r.Location.RadiusKm
+	}
+	cv := toVec(centre)
+	bv := toVec(bestPt)
+
+	// Two rankings of the PoPs that could still beat the best: by modelled RTT from the estimate, and by
+	// distance from the best measured PoP.
+	p.scored = p.scored[:0]
+	for i, q := range pops {
+		if p.probed[q.Code] {
+			continue
+		}
+		qv := toVec(q.Point)
+		if geo.MinRTTMs(distKm(qv, cv)-radius) >= bestRTT {
+			continue // cannot beat the best, wherever the target is in its region
+		}
+		p.scored = append(p.scored, scoredPoP{i: i, score: p.model(q.Point, centre)})
+	}
+	if len(p.scored) == 0 {
+		return nil
+	}
+	k := min(p.cfg.Step, budgetLeft, len(p.scored))
+	byModel := slices.Clone(p.scored)
+	slices.SortFunc(byModel, func(a, b scoredPoP) int {
+		return cmp.Or(cmp.Compare(a.score, b.score), cmp.Compare(pops[a.i].Code, pops[b.i].Code))
+	})
+	for j := range p.scored {
+		p.scored[j].score = -toVec(pops[p.scored[j].i].Point).dot(bv)
+	}
+	slices.SortFunc(p.scored, func(a, b scoredPoP) int {
+		return cmp.Or(cmp.Compare(a.score, b.score), cmp.Compare(pops[a.i].Code, pops[b.i].Code))
+	})
+	out := make([]string, 0, k)
+	taken := map[int]bool{}
+	for j := 0; len(out) < k; j++ {
+		for _, list := range [][]scoredPoP{byModel, p.scored} {
+			if j < len(list) && len(out) < k && !taken[list[j].i] {
+				taken[list[j].i] = true
+				out = append(out, pops[list[j].i].Code)
+			}
+		}
+	}
+	return out
+}
