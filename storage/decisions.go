@@ -1,0 +1,311 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/vantage-edge/vantage/placement"
+)
+
+// Tunables of decision scans and watches.
+const (
+	// scanCount is the COUNT hint of each HSCAN: large enough that 1,000,000 decisions take ~16 pipelined rounds
+	// over 64 buckets, small enough that one round's reply (~64,000 entries) stays a few MB.
+	scanCount = 1000
+	// pipelineChunk bounds the commands of one pipeline, so that each round trip finishes well within the read
+	// timeout even on the embedded server, whose scripts are slow.
+	pipelineChunk = 500
+	// watchPingInterval is how often an idle watch pings Redis to notice a dead connection.
+	watchPingInterval = 5 * time.Second
+	// watchRetryMin and watchRetryMax bound the backoff between resubscription attempts.
+	watchRetryMin = 100 * time.Millisecond
+	watchRetryMax = 2 * time.Second
+)
+
+// Resync is the app name WatchDecisions passes to fn after every (re)subscription: notifications may have been
+// missed (before the first subscription, or during an outage), so the caller should reload everything, e.g.
+// with ScanDecisions. Application names are never empty.
+const Resync = ""
+
+// putDecisionScript stores a decision, bumping its version and publishing its app when the fingerprint changed.
+// KEYS[1] bucket; ARGV[1] app, ARGV[2] fingerprint, ARGV[3] payload, ARGV[4] channel. Returns {changed, version}.
+var putDecisionScript = redis.NewScript(`
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+local ver, changed = 0, 1
+if old then
+  local v, fp = string.match(old, '^(%d+)|(%x*)|')
+  if v then ver = tonumber(v) end
+  if fp == ARGV[2] then changed = 0 end
+end
+if changed == 1 then ver = ver + 1 end
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', ver) .. '|' .. ARGV[2] .. '|' .. ARGV[3])
+if changed == 1 then redis.call('PUBLISH', ARGV[4], ARGV[1]) end
+return {changed, ver}
+`)
+
+// deleteDecisionScript deletes a decision and publishes its app when it existed. KEYS[1] bucket; ARGV[1] app,
+// ARGV[2] channel.
+var deleteDecisionScript = redis.NewScript(`
+local n = redis.call('HDEL', KEYS[1], ARGV[1])
+if n == 1 then redis.call('PUBLISH', ARGV[2], ARGV[1]) end
+return n
+`)
+
+// PutDecision stores d, the decision for d.App. When the mode, target, best PoP, status, verdict or the
+// candidates' order differ from the stored decision (or none is stored) it stores d with the stored version + 1,
+// publishes d.App on ChannelDecisions and returns changed=true; otherwise it stores d (fresh RTTs, computed-at
+// and next-recheck) under the stored version, publishes nothing and returns changed=false. d.Version is ignored.
+func (s *Store) PutDecision(ctx context.Context, d placement.Decision) (changed bool, err error) {
+	res, err := s.PutDecisions(ctx, []placement.Decision{d})
+	if err != nil {
+		return false, err
+	}
+	return res[0].Changed, nil
+}
+
+// PutResult is the outcome of storing one decision with PutDecisions.
+type PutResult struct {
+	Changed bool
+	Version int64 // the version stored
+}
+
+// PutDecisions stores many decisions in one pipeline, each as PutDecision does, and returns one PutResult per
+// decision. It stops at the first error (decisions before it may be stored).
+func (s *Store) PutDecisions(ctx context.Context, ds []placement.Decision) ([]PutResult, error) {
+	for i := range ds {
+		if err := validName("decision app", ds[i].App); err != nil {
+			return nil, err
+		}
+	}
+	keys := make([][]string, len(ds))
+	args := make([][]any, len(ds))
+	for i := range ds {
+		d := &ds[i]
+		keys[i] = []string{KeyDecisions(DecisionBucket(d.App))}
+		args[i] = []any{d.App, fingerprint(d), encodeDecision(d), ChannelDecisions}
+	}
+	cmds, err := s.evalMany(ctx, putDecisionScript, keys, args)
+	if err != nil {
+		return nil, fmt.Errorf("storage: put %d decisions: %w", len(ds), err)
+	}
+	out := make([]PutResult, len(ds))
+	for i, c := range cmds {
+		if err := c.Err(); err != nil {
+			return nil, fmt.Errorf("storage: put decision %q: %w", ds[i].App, err)
+		}
+		v, err := c.Int64Slice()
+		if err != nil || len(v) != 2 {
+			return nil, fmt.Errorf("storage: put decision %q: unexpected reply %v: %w", ds[i].App, c.Val(), err)
+		}
+		out[i] = PutResult{Changed: v[0] == 1, Version: v[1]}
+	}
+	return out, nil
+}
+
+// evalMany runs script once per keys[i]/args[i] in one pipeline with EVALSHA. Calls that fail with NOSCRIPT (a
+// restarted or new node) are run again, alone, after loading the script on every node. The returned commands
+// carry each call's result or error; the error is a pipeline failure other than a Redis error reply.
+func (s *Store) evalMany(ctx context.Context, script *redis.Script, keys [][]string, args [][]any) ([]*redis.Cmd, error) {
+	cmds := make([]*redis.Cmd, 0, len(keys))
+	for len(keys) > 0 {
+		n := min(len(keys), pipelineChunk)
+		c, err := s.evalChunk(ctx, script, keys[:n], args[:n])
+		if err != nil {
+			return nil, err
+		}
+		cmds = append(cmds, c...)
+		keys, args = keys[n:], args[n:]
+	}
+	return cmds, nil
+}
+
+func (s *Store) evalChunk(ctx context.Context, script *redis.Script, keys [][]string, args [][]any) ([]*redis.Cmd, error) {
+	cmds := make([]*redis.Cmd, len(keys))
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range keys {
+			cmds[i] = script.EvalSha(ctx, p, keys[i], args[i]...)
+		}
+		return nil
+	})
+	var retry []int
+	for i, c := range cmds {
+		if isNoScript(c.Err()) {
+			retry = append(retry, i)
+		}
+	}
+	if len(retry) > 0 {
+		if err := script.Load(ctx, s.c).Err(); err != nil {
+			return nil, fmt.Errorf("load script: %w", err)
+		}
+		_, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, i := range retry {
+				cmds[i] = script.EvalSha(ctx, p, keys[i], args[i]...)
+			}
+			return nil
+		})
+	}
+	var rerr redis.Error
+	if err != nil && !errors.As(err, &rerr) {
+		return nil, err
+	}
+	return cmds, nil
+}
+
+// isNoScript reports whether err says a script is not cached (after a restart or a failover).
+func isNoScript(err error) bool { return err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") }
+
+// Decision returns app's decision and whether one is stored.
+func (s *Store) Decision(ctx context.Context, app string) (placement.Decision, bool, error) {
+	if err := validName("decision app", app); err != nil {
+		return placement.Decision{}, false, err
+	}
+	v, err := s.c.HGet(ctx, KeyDecisions(DecisionBucket(app)), app).Result()
+	if errors.Is(err, redis.Nil) {
+		return placement.Decision{}, false, nil
+	}
+	if err != nil {
+		return placement.Decision{}, false, fmt.Errorf("storage: get decision %q: %w", app, err)
+	}
+	d, err := decodeDecision(app, v)
+	if err != nil {
+		return placement.Decision{}, false, err
+	}
+	return d, true, nil
+}
+
+// DeleteDecision deletes app's decision and, when one was stored, publishes app on ChannelDecisions.
+func (s *Store) DeleteDecision(ctx context.Context, app string) error {
+	if err := validName("decision app", app); err != nil {
+		return err
+	}
+	err := deleteDecisionScript.Run(ctx, s.c, []string{KeyDecisions(DecisionBucket(app))}, app, ChannelDecisions).Err()
+	if err != nil {
+		return fmt.Errorf("storage: delete decision %q: %w", app, err)
+	}
+	return nil
+}
+
+// ScanDecisions calls fn for every stored decision, in no particular order, reading all buckets with pipelined
+// HSCANs. A decision written during the scan may be seen twice or not at all (it will be announced on the
+// channel). It stops at fn's first error and returns it. A corrupt value stops the scan with an error naming it.
+func (s *Store) ScanDecisions(ctx context.Context, fn func(placement.Decision) error) error {
+	type bucket struct {
+		i      int
+		cursor uint64
+	}
+	open := make([]bucket, DecisionBuckets)
+	for i := range open {
+		open[i].i = i
+	}
+	cmds := make([]*redis.ScanCmd, DecisionBuckets)
+	for len(open) > 0 {
+		p := s.c.Pipeline()
+		for j, b := range open {
+			cmds[j] = p.HScan(ctx, KeyDecisions(b.i), b.cursor, "", scanCount)
+		}
+		if _, err := p.Exec(ctx); err != nil {
+			return fmt.Errorf("storage: scan decisions: %w", err)
+		}
+		next := open[:0]
+		for j, b := range open {
+			kv, cursor := cmds[j].Val()
+			for k := 0; k+1 < len(kv); k += 2 {
+				d, err := decodeDecision(kv[k], kv[k+1])
+				if err != nil {
+					return fmt.Errorf("storage: scan decisions, bucket %s: %w", KeyDecisions(b.i), err)
+				}
+				if err := fn(d); err != nil {
+					return err
+				}
+			}
+			if cursor != 0 {
+				next = append(next, bucket{b.i, cursor})
+			}
+		}
+		open = next
+	}
+	return nil
+}
+
+// WatchDecisions calls fn with the name of every application whose decision changes (or is deleted), until ctx
+// is done, when it returns nil. After every subscription, the first one included, it calls fn(Resync): the
+// caller should then reload all decisions, since changes made while no subscription was active were missed.
+// When Redis goes away it logs, retries with backoff and subscribes again by itself. fn runs on the watching
+// goroutine: a slow fn delays later notifications.
+func (s *Store) WatchDecisions(ctx context.Context, fn func(app string)) error {
+	return s.watch(ctx, ChannelDecisions, fn)
+}
+
+// watch subscribes to channel and calls fn per message, with fn(Resync) after each subscription.
+func (s *Store) watch(ctx context.Context, channel string, fn func(string)) error {
+	backoff := watchRetryMin
+	for ctx.Err() == nil {
+		err := s.watchOnce(ctx, channel, fn, func() { backoff = watchRetryMin })
+		if ctx.Err() != nil {
+			break
+		}
+		s.log.Warn("storage: watch interrupted; resubscribing", "channel", channel, "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, watchRetryMax)
+	}
+	return nil
+}
+
+// watchOnce runs one subscription until an error; subscribed is called once the subscription is confirmed.
+func (s *Store) watchOnce(ctx context.Context, channel string, fn func(string), subscribed func()) error {
+	ps := s.c.Subscribe(ctx)
+	defer ps.Close()
+	// go-redis does not abort a blocked read when ctx is cancelled: closing the subscription does.
+	stop := context.AfterFunc(ctx, func() { ps.Close() })
+	defer stop()
+	if err := ps.Subscribe(ctx, channel); err != nil {
+		return err
+	}
+	// Wait for the confirmation, so that no notification after fn(Resync) is lost.
+	rctx, cancel := context.WithTimeout(ctx, s.o.DialTimeout+s.o.ReadTimeout)
+	msg, err := ps.Receive(rctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	if _, ok := msg.(*redis.Subscription); !ok {
+		return fmt.Errorf("storage: subscribe %s: unexpected first message %T", channel, msg)
+	}
+	subscribed()
+	fn(Resync)
+	pinged := false
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, watchPingInterval)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			var ne interface{ Timeout() bool }
+			if errors.As(err, &ne) && ne.Timeout() && !pinged {
+				// Idle: check the connection is alive; the PONG arrives as a message.
+				if err := ps.Ping(ctx); err != nil {
+					return err
+				}
+				pinged = true
+				continue
+			}
+			return err
+		}
+		pinged = false
+		switch m := msg.(type) {
+		case *redis.Message:
+			fn(m.Payload)
+		case *redis.Subscription:
+			if m.Kind == "unsubscribe" {
+				return fmt.Errorf("storage: unsubscribed from %s", channel)
+			}
+		}
+	}
+}

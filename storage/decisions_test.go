@@ -1,0 +1,333 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/storage/redistest"
+)
+
+var t0 = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+
+// decision returns a successful decision for app placing it at best, with candidates ranked as given (10 ms
+// apart).
+func decision(app, best string, ranked ...string) placement.Decision {
+	d := placement.Decision{
+		App: app, Mode: placement.ModeHost, Target: "db." + app + ".example:5432", BestPoP: best,
+		Verdict: placement.VerdictUnicast, Status: placement.StatusSuccess, Confidence: 0.9,
+		ComputedAt: t0, NextRecheck: t0.Add(time.Hour),
+	}
+	for i, p := range ranked {
+		d.Candidates = append(d.Candidates, placement.Candidate{PoP: p, RTTMs: float64(10*i) + 1.25})
+	}
+	return d
+}
+
+func init() {
+	areas = append(areas,
+		area{"decisions", testDecisions},
+		area{"scan_decisions", testScanDecisions},
+		area{"watch_decisions", testWatchDecisions},
+	)
+}
+
+func testDecisions(t *testing.T, open func(*testing.T, Options) *Store) {
+	s := open(t, Options{})
+	ctx := testCtx(t)
+	rtt := func(d placement.Decision, ms float64) placement.Decision {
+		d.Candidates = append([]placement.Candidate(nil), d.Candidates...)
+		d.Candidates[0].RTTMs = ms
+		return d
+	}
+	later := func(d placement.Decision) placement.Decision {
+		d.ComputedAt, d.NextRecheck = d.ComputedAt.Add(time.Minute), d.NextRecheck.Add(time.Minute)
+		return d
+	}
+	status := func(d placement.Decision, st placement.Status) placement.Decision { d.Status = st; return d }
+	verdict := func(d placement.Decision, v placement.Verdict) placement.Decision { d.Verdict = v; return d }
+	base := decision("shop", "LHR", "LHR", "AMS", "FRA")
+	// Each step stores a decision for the same app; the steps run in order.
+	steps := []struct {
+		name        string
+		d           placement.Decision
+		wantChanged bool
+		wantVersion int64
+	}{
+		{"first_store", base, true, 1},
+		{"same_again", base, false, 1},
+		{"only_rtt_and_times_change", later(rtt(base, 3.5)), false, 1},
+		{"candidate_order_changes", decision("shop", "LHR", "LHR", "FRA", "AMS"), true, 2},
+		{"best_pop_changes", decision("shop", "AMS", "AMS", "LHR", "FRA"), true, 3},
+		{"status_changes", status(decision("shop", "AMS", "AMS", "LHR", "FRA"), placement.StatusNoValidHosts), true, 4},
+		{"verdict_changes", verdict(status(decision("shop", "AMS", "AMS", "LHR", "FRA"), placement.StatusNoValidHosts), placement.VerdictAnycast), true, 5},
+		{"input_version_ignored", func() placement.Decision {
+			d := verdict(status(decision("shop", "AMS", "AMS", "LHR", "FRA"), placement.StatusNoValidHosts), placement.VerdictAnycast)
+			d.Version = 99
+			return d
+		}(), false, 5},
+	}
+	for _, st := range steps {
+		changed, err := s.PutDecision(ctx, st.d)
+		if err != nil {
+			t.Fatalf("%s: PutDecision: %v", st.name, err)
+		}
+		if changed != st.wantChanged {
+			t.Errorf("%s: changed = %v; want %v", st.name, changed, st.wantChanged)
+		}
+		got, ok, err := s.Decision(ctx, "shop")
+		if err != nil || !ok {
+			t.Fatalf("%s: Decision = %v, %v", st.name, ok, err)
+		}
+		want := st.d
+		want.Version = st.wantVersion
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: Decision =\n %+v\nwant\n %+v", st.name, got, want)
+		}
+	}
+
+	// Estimated, zero times, no candidates: all round-trip.
+	bare := placement.Decision{App: "bare", Mode: placement.ModeSmart, Estimated: true}
+	if _, err := s.PutDecision(ctx, bare); err != nil {
+		t.Fatal(err)
+	}
+	bare.Version = 1
+	if got, _, _ := s.Decision(ctx, "bare"); !reflect.DeepEqual(got, bare) {
+		t.Errorf("bare decision = %+v; want %+v", got, bare)
+	}
+
+	if _, ok, err := s.Decision(ctx, "missing"); ok || err != nil {
+		t.Errorf("Decision(missing) = %v, %v; want false, nil", ok, err)
+	}
+	if err := s.DeleteDecision(ctx, "shop"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.Decision(ctx, "shop"); ok {
+		t.Error("decision still there after DeleteDecision")
+	}
+	// After a delete the history of versions starts again.
+	if _, err := s.PutDecision(ctx, base); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := s.Decision(ctx, "shop"); got.Version != 1 {
+		t.Errorf("version after delete and put = %d; want 1", got.Version)
+	}
+
+	for _, bad := range []string{"", "a{b}", "sp ace"} {
+		if _, err := s.PutDecision(ctx, placement.Decision{App: bad}); err == nil {
+			t.Errorf("PutDecision(app %q) succeeded; want an error", bad)
+		}
+	}
+
+	// PutDecisions: a batch across buckets (and cluster nodes) with per-decision outcomes.
+	batch := []placement.Decision{decision("b1", "NRT", "NRT"), decision("b2", "SIN", "SIN"), base}
+	res, err := s.PutDecisions(ctx, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []PutResult{{true, 1}, {true, 1}, {false, 1}}
+	if !reflect.DeepEqual(res, want) {
+		t.Errorf("PutDecisions = %+v; want %+v", res, want)
+	}
+}
+
+func testScanDecisions(t *testing.T, open func(*testing.T, Options) *Store) {
+	s := open(t, Options{})
+	ctx := testCtx(t)
+	const n = 5000
+	batch := make([]placement.Decision, 0, n)
+	for i := range n {
+		batch = append(batch, decision(fmt.Sprintf("app-%05d", i), "LHR", "LHR", "CDG"))
+	}
+	if _, err := s.PutDecisions(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	err := s.ScanDecisions(ctx, func(d placement.Decision) error {
+		seen[d.App]++
+		if d.BestPoP != "LHR" || len(d.Candidates) != 2 || d.Version != 1 {
+			return fmt.Errorf("bad decision %+v", d)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("ScanDecisions: %v", err)
+	}
+	if len(seen) != n {
+		t.Fatalf("ScanDecisions saw %d apps; want %d", len(seen), n)
+	}
+	for app, c := range seen {
+		if c != 1 {
+			t.Errorf("%s seen %d times", app, c)
+		}
+	}
+	// fn's error stops the scan and is returned as is.
+	stop := fmt.Errorf("stop")
+	calls := 0
+	if err := s.ScanDecisions(ctx, func(placement.Decision) error { calls++; return stop }); err != stop || calls != 1 {
+		t.Errorf("ScanDecisions with a failing fn = %v after %d calls; want stop after 1", err, calls)
+	}
+}
+
+// recorder collects WatchDecisions notifications.
+type recorder struct {
+	mu  sync.Mutex
+	got []string
+	ch  chan struct{}
+}
+
+func newRecorder() *recorder { return &recorder{ch: make(chan struct{}, 1000)} }
+
+func (r *recorder) fn(app string) {
+	r.mu.Lock()
+	r.got = append(r.got, app)
+	r.mu.Unlock()
+	r.ch <- struct{}{}
+}
+
+// waitFor waits until app has been notified (beyond what was already consumed) or fails after d.
+func (r *recorder) waitFor(t *testing.T, app string, d time.Duration) {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		r.mu.Lock()
+		for i, a := range r.got {
+			if a == app {
+				r.got = append(r.got[:i:i], r.got[i+1:]...)
+				r.mu.Unlock()
+				return
+			}
+		}
+		r.mu.Unlock()
+		select {
+		case <-r.ch:
+		case <-deadline:
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			t.Fatalf("no notification for %q within %v; got %q", app, d, r.got)
+		}
+	}
+}
+
+func (r *recorder) take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	g := r.got
+	r.got = nil
+	return g
+}
+
+func startWatch(t *testing.T, s *Store) *recorder {
+	t.Helper()
+	r := newRecorder()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.WatchDecisions(ctx, r.fn) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("WatchDecisions returned %v; want nil", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("WatchDecisions did not return within 10 s of cancel")
+		}
+	})
+	r.waitFor(t, Resync, 10*time.Second)
+	return r
+}
+
+func testWatchDecisions(t *testing.T, open func(*testing.T, Options) *Store) {
+	s := open(t, Options{})
+	ctx := testCtx(t)
+	r := startWatch(t, s)
+	// A second store (another process) writes.
+	w := open(t, Options{})
+	steps := []struct {
+		name   string
+		do     func() error
+		notify string // "" : no notification expected
+	}{
+		{"new", func() error { _, err := w.PutDecision(ctx, decision("w1", "LHR", "LHR")); return err }, "w1"},
+		{"unchanged", func() error { _, err := w.PutDecision(ctx, decision("w1", "LHR", "LHR")); return err }, ""},
+		{"changed", func() error { _, err := w.PutDecision(ctx, decision("w1", "FRA", "FRA")); return err }, "w1"},
+		{"other_bucket", func() error { _, err := w.PutDecision(ctx, decision("w2-zzz", "FRA", "FRA")); return err }, "w2-zzz"},
+		{"deleted", func() error { return w.DeleteDecision(ctx, "w1") }, "w1"},
+		{"delete_missing", func() error { return w.DeleteDecision(ctx, "w1") }, ""},
+	}
+	for _, st := range steps {
+		if err := st.do(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		// A marker write after each step: everything published before it has arrived once it has.
+		marker := "marker-" + st.name
+		if _, err := w.PutDecision(ctx, decision(marker, "SIN", "SIN")); err != nil {
+			t.Fatal(err)
+		}
+		if st.notify != "" {
+			r.waitFor(t, st.notify, 10*time.Second)
+		}
+		r.waitFor(t, marker, 10*time.Second)
+		if extra := r.take(); len(extra) != 0 {
+			t.Errorf("%s: unexpected notifications %q", st.name, extra)
+		}
+	}
+}
+
+// TestOutage stops a real redis-server for ~2 s: calls fail with errors (not hangs) meanwhile, and afterwards
+// the same Store works again and WatchDecisions delivers again, without help.
+func TestOutage(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := testCtx(t)
+	s, err := Open(ctx, Options{Addrs: []string{srv.Addr()}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r := startWatch(t, s)
+	if _, err := s.PutDecision(ctx, decision("before", "LHR", "LHR")); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, "before", 10*time.Second)
+
+	srv.Stop(t)
+	start := time.Now()
+	if _, err := s.PutDecision(ctx, decision("during", "LHR", "LHR")); err == nil {
+		t.Error("PutDecision while Redis is down succeeded")
+	}
+	if _, _, err := s.Decision(ctx, "before"); err == nil {
+		t.Error("Decision while Redis is down succeeded")
+	}
+	if took := time.Since(start); took > 15*time.Second {
+		t.Errorf("two calls while Redis is down took %v; want errors within the 2 s timeouts", took)
+	}
+	time.Sleep(2*time.Second - time.Since(start))
+	srv.Restart(t) // empty: persistence is off
+
+	// The store recovers by itself: retry until a put works (go-redis redials), well within 10 s.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := s.PutDecision(ctx, decision("after", "FRA", "FRA"))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("PutDecision still failing 10 s after the restart: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The watcher resubscribed: it reports Resync, then new changes.
+	r.waitFor(t, Resync, 15*time.Second)
+	if _, err := s.PutDecision(ctx, decision("after2", "FRA", "FRA")); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, "after2", 10*time.Second)
+	if d, ok, err := s.Decision(ctx, "after"); err != nil || !ok || d.BestPoP != "FRA" {
+		t.Errorf("Decision(after) = %+v, %v, %v", d, ok, err)
+	}
+}

@@ -1,0 +1,41 @@
+// Package storage keeps Vantage's fleet, probe jobs, results, decisions and leases in Redis.
+//
+// # Connecting
+//
+// Open takes Options: one address (a single node), several with MasterName (Sentinel) or several without
+// (Cluster seed nodes); "unix:/path" dials a unix socket; Username/Password (AUTH or an ACL user) and TLS apply
+// to all. Dial, read and write timeouts default to 2 s, so callers get errors, not hangs, while Redis is down;
+// go-redis reconnects by itself. With no address, Open starts an embedded miniredis (StartEmbedded) on
+// 127.0.0.1 and a unix socket, for the demo and single-process runs.
+//
+// # Schema (version 1)
+//
+// Every key starts with "vantage:" and has a hash tag, {...}, so that every multi-key operation (MULTI, Lua)
+// touches one Redis Cluster slot. Writers and readers are the Vantage components: probed (the probe daemon),
+// the scheduler and the router.
+//
+//	key                               type    contents                                     TTL      writer      readers
+//	vantage:{meta}:schema             string  SchemaVersion ("1")                          none     Open        Open
+//	vantage:{d:NN}:decisions          hash    app -> "<version>|<fingerprint>|<payload>"   none     scheduler   router, scheduler
+//	                                          (NN = 00..63 = FNV-1a(app) % 64; payload: see codec.go)
+//	vantage:decisions                 channel app name on every decision change or delete   -        scheduler   router
+//	vantage:{fleet}:pops              set     PoPs that ever sent a heartbeat               none     probed      scheduler, router
+//	vantage:{fleet}:hb:<PoP>          hash    daemon id -> Heartbeat JSON {pop, daemon,      24 h     probed      scheduler, router
+//	                                          addr, version, source_ips, at, interval_ns}   (renewed by each heartbeat)
+//	vantage:{fleet}:drained           set     drained PoPs                                  none     operator    scheduler, router
+//
+// Decisions: PutDecision runs one Lua script on the bucket: it compares the stored fingerprint (FNV-1a of mode,
+// target, best PoP, verdict, status and the candidates' order) with the new one; when it differs it stores the
+// decision with version+1 and PUBLISHes the app on vantage:decisions, otherwise it stores it under the same
+// version without publishing. ScanDecisions reads the 64 buckets with pipelined HSCANs (COUNT 1000) and decodes
+// a compact binary payload.
+//
+// Fleet: a daemon's heartbeat is up while it is newer than DownAfterIntervals (3) of its own intervals; a PoP
+// is up when one of its daemons is.
+//
+// A schema change that old binaries cannot read bumps SchemaVersion. Open sets vantage:{meta}:schema when it is
+// absent and refuses, with an error wrapping ErrSchema, a Redis holding another version:
+//
+//	storage: incompatible schema version: redis holds schema version 2 at vantage:{meta}:schema but this
+//	binary knows only up to 1; upgrade vantage
+package storage

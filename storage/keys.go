@@ -1,0 +1,74 @@
+package storage
+
+import (
+	"fmt"
+	"hash/fnv"
+)
+
+// Keys and channels of schema version 1. Every key starts with "vantage:" and carries a hash tag ({...}) so
+// that the keys one operation touches together live in one Redis Cluster slot. The package documentation
+// describes each key's type, fields, TTL, writers and readers.
+const (
+	// KeySchema holds the schema version (a decimal string).
+	KeySchema = "vantage:{meta}:schema"
+	// DecisionBuckets is the number of hashes decisions are sharded over (fixed by the schema version).
+	DecisionBuckets = 64
+	// ChannelDecisions carries the name of every application whose decision changed.
+	ChannelDecisions = "vantage:decisions"
+	// KeyFleetPoPs is the set of PoPs that ever sent a heartbeat.
+	KeyFleetPoPs = "vantage:{fleet}:pops"
+	// KeyFleetDrained is the set of drained PoPs.
+	KeyFleetDrained = "vantage:{fleet}:drained"
+	// KeyApps is the hash of registered applications.
+	KeyApps = "vantage:{apps}:apps"
+	// ChannelApps carries the name of every application registered, changed or deleted.
+	ChannelApps = "vantage:apps"
+	// JobGroup is the consumer group of every PoP's job stream.
+	JobGroup = "probers"
+)
+
+// DecisionBucket returns the bucket (0..DecisionBuckets-1) holding app's decision: FNV-1a of the name.
+func DecisionBucket(app string) int {
+	h := fnv.New32a()
+	h.Write([]byte(app))
+	return int(h.Sum32() % DecisionBuckets)
+}
+
+var decisionKeys = func() (k [DecisionBuckets]string) {
+	for i := range k {
+		k[i] = fmt.Sprintf("vantage:{d:%02d}:decisions", i)
+	}
+	return k
+}()
+
+// KeyDecisions returns the hash holding the decisions of bucket i.
+func KeyDecisions(bucket int) string { return decisionKeys[bucket] }
+
+// KeyHeartbeats returns the hash of pop's daemon heartbeats.
+func KeyHeartbeats(pop string) string { return "vantage:{fleet}:hb:" + pop }
+
+// KeyJobs returns pop's job stream.
+func KeyJobs(pop string) string { return "vantage:{pop:" + pop + "}:jobs" }
+
+// KeyDeadJobs returns the list of pop's jobs that exhausted their attempts.
+func KeyDeadJobs(pop string) string { return "vantage:{pop:" + pop + "}:dead" }
+
+// KeyLatest returns the hash of target's latest result per PoP.
+func KeyLatest(target string) string { return "vantage:{t:" + target + "}:latest" }
+
+// KeyHistory returns the capped list of target's results, newest first.
+func KeyHistory(target string) string { return "vantage:{t:" + target + "}:history" }
+
+// keyDone returns the dedup marker of one job's result (same slot as the target's other keys).
+func keyDone(target, pop, jobID string) string {
+	return "vantage:{t:" + target + "}:done:" + pop + ":" + jobID
+}
+
+// KeyAdHoc returns the hash of ad-hoc probe id.
+func KeyAdHoc(id string) string { return "vantage:{adhoc:" + id + "}" }
+
+// KeyLease returns the lease name's key (holder name, with a TTL).
+func KeyLease(name string) string { return "vantage:{lease:" + name + "}" }
+
+// KeyLeaseFence returns the counter of lease name's fencing tokens.
+func KeyLeaseFence(name string) string { return "vantage:{lease:" + name + "}:fence" }

@@ -1,0 +1,85 @@
+package redistest
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestServerStopRestart(t *testing.T) {
+	s := Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := s.Do(ctx, "SET", "k", "v"); err != nil {
+		t.Fatalf("SET: %v", err)
+	}
+	if got, err := s.Do(ctx, "GET", "k"); err != nil || got != "v" {
+		t.Fatalf("GET k = %q, %v; want v", got, err)
+	}
+	s.Stop(t)
+	if _, err := s.Do(ctx, "PING"); err == nil {
+		t.Fatal("PING after Stop succeeded; want an error")
+	}
+	addr := s.Addr()
+	s.Restart(t)
+	if s.Addr() != addr {
+		t.Errorf("Restart moved the server from %s to %s", addr, s.Addr())
+	}
+	if got, err := s.Do(ctx, "PING"); err != nil || got != "PONG" {
+		t.Fatalf("PING after Restart = %q, %v", got, err)
+	}
+	// Persistence is off: a restart loses the data.
+	if got, err := s.Do(ctx, "EXISTS", "k"); err != nil || got != "0" {
+		t.Errorf("EXISTS k after restart = %q, %v; want 0", got, err)
+	}
+}
+
+func TestStartWith(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		// probe checks the configured feature.
+		probe func(t *testing.T, s *Server)
+	}{
+		{"password", Config{Password: "s3cret"}, func(t *testing.T, s *Server) {
+			if got, err := s.Do(context.Background(), "ACL", "WHOAMI"); err != nil || got != "default" {
+				t.Errorf("ACL WHOAMI = %q, %v", got, err)
+			}
+			s.pass = ""
+			if _, err := s.Do(context.Background(), "GET", "x"); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
+				t.Errorf("GET without AUTH: %v; want NOAUTH", err)
+			}
+		}},
+		{"tls", Config{TLS: true}, func(t *testing.T, s *Server) {
+			if s.TLSConfig() == nil {
+				t.Fatal("TLSConfig() = nil for a TLS server")
+			}
+			if got, err := s.Do(context.Background(), "PING"); err != nil || got != "PONG" {
+				t.Errorf("PING over TLS = %q, %v", got, err)
+			}
+		}},
+		{"acl_user", Config{Users: []string{"alice on >pw ~* &* +@all"}}, func(t *testing.T, s *Server) {
+			got, err := s.Do(context.Background(), "ACL", "LIST")
+			if err != nil || !strings.Contains(got, "user alice on") {
+				t.Errorf("ACL LIST = %q, %v; want alice", got, err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.probe(t, StartWith(t, tt.cfg))
+		})
+	}
+}
+
+func TestStartCluster(t *testing.T) {
+	c := StartCluster(t, 3)
+	if len(c.Addrs()) != 3 {
+		t.Fatalf("Addrs() = %v; want 3", c.Addrs())
+	}
+	info, err := c.Nodes[0].Do(context.Background(), "CLUSTER", "INFO")
+	if err != nil || !strings.Contains(info, "cluster_known_nodes:3") {
+		t.Errorf("CLUSTER INFO = %q, %v; want 3 known nodes", info, err)
+	}
+}

@@ -1,0 +1,281 @@
+package storage
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+)
+
+// SchemaVersion is the version of the key layout described in the package documentation. Open writes it to
+// KeySchema when absent and refuses a Redis holding a different version.
+const SchemaVersion = 1
+
+// Connection defaults: short enough that callers see errors, not hangs, while Redis is down.
+const (
+	DefaultDialTimeout  = 2 * time.Second
+	DefaultReadTimeout  = 2 * time.Second
+	DefaultWriteTimeout = 2 * time.Second
+)
+
+// Schema defaults; see the Options fields of the same names.
+const (
+	DefaultHistoryLen      = 256
+	DefaultJobStreamMaxLen = 100_000
+	DefaultResultDedupTTL  = 24 * time.Hour
+	DefaultAdHocTTL        = 24 * time.Hour
+	DefaultMaxJobAttempts  = 5
+)
+
+// Options say how to reach Redis. One address: a single node; several addresses with MasterName: Sentinel (the
+// addresses are the sentinels); several addresses without MasterName: a Cluster (the addresses are seed nodes).
+// An address "unix:/path/to.sock" dials a unix socket. No address: Open starts an embedded server (see
+// StartEmbedded) owned by the Store. Zero durations and sizes mean the defaults above.
+type Options struct {
+	Addrs      []string
+	MasterName string
+	// Username and Password authenticate (AUTH, or AUTH user pass with an ACL user).
+	Username, Password string
+	// SentinelUsername and SentinelPassword authenticate to the sentinels when they differ from the master's.
+	SentinelUsername, SentinelPassword string
+	// TLS, when set, is used for every connection (TCP and unix).
+	TLS *tls.Config
+	// DB selects a database (single node and Sentinel only; Cluster has only DB 0).
+	DB     int
+	Logger *slog.Logger
+
+	// DialTimeout, ReadTimeout and WriteTimeout bound each network operation (default 2 s each).
+	DialTimeout, ReadTimeout, WriteTimeout time.Duration
+	// PoolSize is the number of connections per node (default: go-redis's, 10 per CPU).
+	PoolSize int
+
+	// HistoryLen caps the result history kept per target (default 256 entries).
+	HistoryLen int
+	// JobStreamMaxLen caps each PoP's job stream, approximately (default 100 000 entries).
+	JobStreamMaxLen int64
+	// ResultDedupTTL is how long a job's result is remembered to drop duplicates (default 24 h).
+	ResultDedupTTL time.Duration
+	// MaxJobAttempts is how many deliveries a job gets before ReclaimJobs moves it to the dead-letter list
+	// (default 5).
+	MaxJobAttempts int
+	// EmbeddedDir is where an embedded server (no Addrs) puts its unix socket; empty: a new temporary directory.
+	EmbeddedDir string
+	// Now is the clock (default time.Now); tests inject their own.
+	Now func() time.Time
+}
+
+func (o *Options) setDefaults() {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = DefaultDialTimeout
+	}
+	if o.ReadTimeout <= 0 {
+		o.ReadTimeout = DefaultReadTimeout
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.HistoryLen <= 0 {
+		o.HistoryLen = DefaultHistoryLen
+	}
+	if o.JobStreamMaxLen <= 0 {
+		o.JobStreamMaxLen = DefaultJobStreamMaxLen
+	}
+	if o.ResultDedupTTL <= 0 {
+		o.ResultDedupTTL = DefaultResultDedupTTL
+	}
+	if o.MaxJobAttempts <= 0 {
+		o.MaxJobAttempts = DefaultMaxJobAttempts
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Store reads and writes Vantage's data in Redis. It is safe for concurrent use.
+type Store struct {
+	c        redis.UniversalClient
+	o        Options
+	log      *slog.Logger
+	embedded *Embedded // started by Open when Options.Addrs is empty
+}
+
+// ErrSchema is wrapped by Open's error when Redis holds a schema version this binary cannot use.
+var ErrSchema = errors.New("storage: incompatible schema version")
+
+// Open connects to Redis as o says, pings it, and checks the schema version (setting it when absent).
+func Open(ctx context.Context, o Options) (*Store, error) {
+	o.setDefaults()
+	s := &Store{o: o, log: o.Logger}
+	if len(o.Addrs) == 0 {
+		e, err := StartEmbedded(ctx, o.EmbeddedDir)
+		if err != nil {
+			return nil, err
+		}
+		s.embedded = e
+		s.o.Addrs = []string{e.Addr()}
+	}
+	if err := s.connect(); err != nil {
+		s.closeEmbedded()
+		return nil, err
+	}
+	if err := s.c.Ping(ctx).Err(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("storage: ping redis at %s: %w", strings.Join(s.o.Addrs, ","), err)
+	}
+	if err := s.checkSchema(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// OpenEmbedded starts an embedded server with its unix socket in dir and opens a Store on it; Close stops both.
+func OpenEmbedded(ctx context.Context, dir string, o Options) (*Store, error) {
+	o.Addrs = nil
+	o.EmbeddedDir = dir
+	return Open(ctx, o)
+}
+
+func (s *Store) connect() error {
+	o := s.o
+	u := &redis.UniversalOptions{
+		Addrs:            o.Addrs,
+		MasterName:       o.MasterName,
+		Username:         o.Username,
+		Password:         o.Password,
+		SentinelUsername: o.SentinelUsername,
+		SentinelPassword: o.SentinelPassword,
+		DB:               o.DB,
+		TLSConfig:        o.TLS,
+		DialTimeout:      o.DialTimeout,
+		ReadTimeout:      o.ReadTimeout,
+		WriteTimeout:     o.WriteTimeout,
+		PoolSize:         o.PoolSize,
+		// Give up quickly on a dead server: callers retry on their own schedule.
+		MaxRetries:            2,
+		DialerRetries:         2,
+		ContextTimeoutEnabled: true,
+		DisableIdentity:       true,
+		MaintNotificationsConfig: &maintnotifications.Config{
+			Mode: maintnotifications.ModeDisabled,
+		},
+	}
+	if o.SentinelUsername == "" && o.SentinelPassword == "" && o.MasterName != "" {
+		u.SentinelUsername, u.SentinelPassword = o.Username, o.Password
+	}
+	unix := false
+	for _, a := range o.Addrs {
+		if path, ok := strings.CutPrefix(a, "unix:"); ok {
+			if path == "" {
+				return fmt.Errorf("storage: address %q: empty unix socket path", a)
+			}
+			unix = true
+		} else if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("storage: address %q: want host:port or unix:/path: %w", a, err)
+		}
+	}
+	if unix {
+		if len(o.Addrs) != 1 || o.MasterName != "" {
+			return fmt.Errorf("storage: addresses %q: a unix socket address must be the only one", o.Addrs)
+		}
+		u.Dialer = s.dialer()
+	}
+	s.c = redis.NewUniversalClient(u)
+	return nil
+}
+
+// dialer dials "unix:/path" addresses (and host:port ones, for completeness), with TLS when configured.
+func (s *Store) dialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := &net.Dialer{Timeout: s.o.DialTimeout, KeepAlive: 5 * time.Minute}
+		if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+			network, addr = "unix", path
+		}
+		if s.o.TLS == nil {
+			return d.DialContext(ctx, network, addr)
+		}
+		cfg := s.o.TLS.Clone()
+		if cfg.ServerName == "" && network != "unix" {
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		return (&tls.Dialer{NetDialer: d, Config: cfg}).DialContext(ctx, network, addr)
+	}
+}
+
+// Close closes the connections (and stops the embedded server when Open started one).
+func (s *Store) Close() error {
+	err := s.c.Close()
+	if e := s.closeEmbedded(); err == nil {
+		err = e
+	}
+	return err
+}
+
+func (s *Store) closeEmbedded() error {
+	if s.embedded == nil {
+		return nil
+	}
+	return s.embedded.Close()
+}
+
+// Client returns the underlying go-redis client, for callers that need a command the Store does not wrap.
+func (s *Store) Client() redis.UniversalClient { return s.c }
+
+// Embedded returns the embedded server Open started when Options.Addrs was empty, or nil.
+func (s *Store) Embedded() *Embedded { return s.embedded }
+
+func (s *Store) checkSchema(ctx context.Context) error {
+	ok, err := s.c.SetNX(ctx, KeySchema, SchemaVersion, 0).Result()
+	if err != nil {
+		return fmt.Errorf("storage: set schema version at %s: %w", KeySchema, err)
+	}
+	if ok {
+		s.log.Info("storage: schema version set", "key", KeySchema, "version", SchemaVersion)
+		return nil
+	}
+	raw, err := s.c.Get(ctx, KeySchema).Result()
+	if err != nil {
+		return fmt.Errorf("storage: read schema version at %s: %w", KeySchema, err)
+	}
+	v, err := strconv.Atoi(raw)
+	if err != nil {
+		return fmt.Errorf("%w: key %s holds %q, not a number", ErrSchema, KeySchema, raw)
+	}
+	switch {
+	case v > SchemaVersion:
+		return fmt.Errorf("%w: redis holds schema version %d at %s but this binary knows only up to %d; upgrade vantage",
+			ErrSchema, v, KeySchema, SchemaVersion)
+	case v < SchemaVersion:
+		return fmt.Errorf("%w: redis holds schema version %d at %s, older than this binary's %d, and there is no migration",
+			ErrSchema, v, KeySchema, SchemaVersion)
+	}
+	return nil
+}
+
+// validName checks a name used inside a key (a PoP, a target, an application, a probe id): not empty, at most
+// 1024 bytes, and without braces (hash tags), control characters or spaces.
+func validName(kind, v string) error {
+	if v == "" {
+		return fmt.Errorf("storage: %s is empty", kind)
+	}
+	if len(v) > 1024 {
+		return fmt.Errorf("storage: %s %.32q...: longer than 1024 bytes", kind, v)
+	}
+	for _, r := range v {
+		if r == '{' || r == '}' || r <= ' ' || r == 0x7f {
+			return fmt.Errorf("storage: %s %q: contains %q", kind, v, r)
+		}
+	}
+	return nil
+}
