@@ -23,12 +23,28 @@
 //	vantage:{fleet}:hb:<PoP>          hash    daemon id -> Heartbeat JSON {pop, daemon,      24 h     probed      scheduler, router
 //	                                          addr, version, source_ips, at, interval_ns}   (renewed by each heartbeat)
 //	vantage:{fleet}:drained           set     drained PoPs                                  none     operator    scheduler, router
+//	vantage:{pop:<PoP>}:jobs          stream  entries {job: Job JSON}; consumer group       MAXLEN ~ scheduler  probed
+//	                                          "probers"; acked entries are deleted          100 000
+//	vantage:{pop:<PoP>}:dead          list    Job JSON of jobs past MaxJobAttempts          1000 long probed     operator
+//	vantage:{t:<target>}:latest       hash    PoP -> "<at Unix ms>|<Result JSON>"           none     probed      scheduler
+//	vantage:{t:<target>}:history      list    Result JSON, newest first                     256 long probed      scheduler, API
+//	vantage:{t:<target>}:done:<PoP>:<job id>
+//	                                  string  "1": the job's result is stored (dedup)       24 h     probed      probed
 //
 // Decisions: PutDecision runs one Lua script on the bucket: it compares the stored fingerprint (FNV-1a of mode,
 // target, best PoP, verdict, status and the candidates' order) with the new one; when it differs it stores the
 // decision with version+1 and PUBLISHes the app on vantage:decisions, otherwise it stores it under the same
 // version without publishing. ScanDecisions reads the 64 buckets with pipelined HSCANs (COUNT 1000) and decodes
 // a compact binary payload.
+//
+// Jobs: EnqueueJob XADDs (MAXLEN ~); ReadJobs XREADGROUPs (creating the group at "0" on NOGROUP, so jobs
+// enqueued before the first read are delivered); AckJob XACKs and XDELs in one MULTI; ReclaimJobs XAUTOCLAIMs
+// jobs idle for minIdle (a daemon died mid-job) and reads their delivery counts with XPENDING; a job delivered
+// more than MaxJobAttempts times goes to the dead-letter list. Delivery is at least once.
+//
+// Results: PutResult runs one Lua script on the target's slot: SET NX PX the done key (when it exists already,
+// the job's result was stored: nothing changes), then replace the PoP's latest result unless the stored one is
+// newer, LPUSH the history and LTRIM it to HistoryLen.
 //
 // Fleet: a daemon's heartbeat is up while it is newer than DownAfterIntervals (3) of its own intervals; a PoP
 // is up when one of its daemons is.

@@ -1,0 +1,233 @@
+package storage
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/vantage-edge/vantage/placement"
+)
+
+func init() {
+	areas = append(areas, area{"jobs", testJobs}, area{"jobs_reclaim", testJobsReclaim}, area{"results", testResults})
+}
+
+func job(target string) Job {
+	return Job{Target: target, Kind: placement.ProbeTCP, Count: 5, TimeoutMs: 1000, Round: "r1", CreatedAt: t0,
+		Params: json.RawMessage(`{"host":"x"}`)}
+}
+
+func testJobs(t *testing.T, open func(*testing.T, Options) *Store) {
+	s := open(t, Options{})
+	ctx := testCtx(t)
+	// Jobs enqueued before any daemon ever read are delivered.
+	var ids []string
+	for _, target := range []string{"a:1", "b:2", "c:3"} {
+		id, err := s.EnqueueJob(ctx, "LHR", job(target))
+		if err != nil {
+			t.Fatalf("EnqueueJob(%s): %v", target, err)
+		}
+		ids = append(ids, id)
+	}
+	if n, err := s.PendingJobs(ctx, "LHR"); err != nil || n != 3 {
+		t.Errorf("PendingJobs = %d, %v; want 3", n, err)
+	}
+	got, err := s.ReadJobs(ctx, "LHR", "d1", 2, 0)
+	if err != nil {
+		t.Fatalf("ReadJobs: %v", err)
+	}
+	want := job("a:1")
+	want.ID, want.Attempt = ids[0], 1
+	if len(got) != 2 || !reflect.DeepEqual(got[0], want) || got[1].Target != "b:2" || got[1].ID != ids[1] {
+		t.Fatalf("ReadJobs = %+v; want a:1 (%+v), b:2", got, want)
+	}
+	got, err = s.ReadJobs(ctx, "LHR", "d2", 10, 0)
+	if err != nil || len(got) != 1 || got[0].Target != "c:3" {
+		t.Fatalf("second ReadJobs = %+v, %v; want c:3", got, err)
+	}
+	if got, err := s.ReadJobs(ctx, "LHR", "d2", 10, 0); err != nil || len(got) != 0 {
+		t.Fatalf("ReadJobs of an empty queue = %+v, %v; want none", got, err)
+	}
+	if st, err := s.JobStats(ctx, "LHR"); err != nil || st != (JobStats{Queued: 3, InFlight: 3}) {
+		t.Errorf("JobStats = %+v, %v; want 3 queued, 3 in flight", st, err)
+	}
+	for _, id := range ids[:2] {
+		if err := s.AckJob(ctx, "LHR", id); err != nil {
+			t.Fatalf("AckJob(%s): %v", id, err)
+		}
+	}
+	if err := s.AckJob(ctx, "LHR", ids[0]); err != nil {
+		t.Errorf("second AckJob: %v", err)
+	}
+	if st, err := s.JobStats(ctx, "LHR"); err != nil || st != (JobStats{Queued: 1, InFlight: 1}) {
+		t.Errorf("JobStats after 2 acks = %+v, %v; want 1 queued, 1 in flight", st, err)
+	}
+	// Other PoPs are separate queues; an unknown PoP is empty.
+	if n, err := s.PendingJobs(ctx, "NRT"); err != nil || n != 0 {
+		t.Errorf("PendingJobs(NRT) = %d, %v; want 0", n, err)
+	}
+
+	// A blocking read returns as soon as a job arrives...
+	type readResult struct {
+		jobs []Job
+		err  error
+	}
+	done := make(chan readResult, 1)
+	go func() {
+		j, err := s.ReadJobs(ctx, "FRA", "f1", 1, 5*time.Second)
+		done <- readResult{j, err}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if _, err := s.EnqueueJob(ctx, "FRA", job("late:1")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		if r.err != nil || len(r.jobs) != 1 || r.jobs[0].Target != "late:1" {
+			t.Errorf("blocking ReadJobs = %+v, %v; want late:1", r.jobs, r.err)
+		}
+	case <-time.After(4 * time.Second):
+		t.Fatal("blocking ReadJobs did not return within 4 s of the enqueue")
+	}
+	// ...and with none after about its block time, empty.
+	start := time.Now()
+	if got, err := s.ReadJobs(ctx, "FRA", "f1", 1, 200*time.Millisecond); err != nil || len(got) != 0 {
+		t.Errorf("blocking ReadJobs of an empty queue = %+v, %v", got, err)
+	}
+	if took := time.Since(start); took < 150*time.Millisecond || took > 5*time.Second {
+		t.Errorf("blocking ReadJobs with 200 ms block took %v", took)
+	}
+
+	bad := []struct {
+		name string
+		pop  string
+		j    Job
+	}{
+		{"no_target", "LHR", Job{Kind: placement.ProbeTCP}},
+		{"bad_kind", "LHR", Job{Target: "a:1", Kind: "smtp"}},
+		{"bad_pop", "", job("a:1")},
+	}
+	for _, b := range bad {
+		if _, err := s.EnqueueJob(ctx, b.pop, b.j); err == nil {
+			t.Errorf("%s: EnqueueJob succeeded; want an error", b.name)
+		}
+	}
+}
+
+func testJobsReclaim(t *testing.T, open func(*testing.T, Options) *Store) {
+	s := open(t, Options{MaxJobAttempts: 3})
+	ctx := testCtx(t)
+	id, err := s.EnqueueJob(ctx, "SIN", job("x:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.ReclaimJobs(ctx, "SIN", "d2", 0, 10); err != nil || len(got) != 0 {
+		t.Fatalf("ReclaimJobs before any read = %+v, %v; want none", got, err)
+	}
+	if got, err := s.ReadJobs(ctx, "SIN", "dies", 10, 0); err != nil || len(got) != 1 {
+		t.Fatalf("ReadJobs = %+v, %v", got, err)
+	}
+	const idle = 100 * time.Millisecond
+	if got, err := s.ReclaimJobs(ctx, "SIN", "d2", time.Hour, 10); err != nil || len(got) != 0 {
+		t.Fatalf("ReclaimJobs of a fresh job = %+v, %v; want none", got, err)
+	}
+	// Each reclaim after the job idled is a new delivery; past MaxJobAttempts the job goes to the dead letters.
+	for attempt := 2; attempt <= 4; attempt++ {
+		time.Sleep(idle + 50*time.Millisecond)
+		got, err := s.ReclaimJobs(ctx, "SIN", "d2", idle, 10)
+		if err != nil {
+			t.Fatalf("attempt %d: ReclaimJobs: %v", attempt, err)
+		}
+		if attempt <= 3 {
+			if len(got) != 1 || got[0].ID != id || got[0].Attempt != attempt || got[0].Target != "x:1" {
+				t.Fatalf("attempt %d: ReclaimJobs = %+v; want job %s with Attempt %d", attempt, got, id, attempt)
+			}
+			continue
+		}
+		if len(got) != 0 {
+			t.Fatalf("attempt %d: ReclaimJobs = %+v; want none (dead)", attempt, got)
+		}
+	}
+	if st, err := s.JobStats(ctx, "SIN"); err != nil || st != (JobStats{Queued: 0, InFlight: 0, Dead: 1}) {
+		t.Errorf("JobStats = %+v, %v; want the job dead", st, err)
+	}
+	dead, err := s.Client().LRange(ctx, KeyDeadJobs("SIN"), 0, -1).Result()
+	if err != nil || len(dead) != 1 {
+		t.Fatalf("dead letters = %q, %v", dead, err)
+	}
+	var j Job
+	if err := json.Unmarshal([]byte(dead[0]), &j); err != nil || j.Target != "x:1" {
+		t.Errorf("dead letter = %q (%v); want job x:1", dead[0], err)
+	}
+}
+
+func testResults(t *testing.T, open func(*testing.T, Options) *Store) {
+	s := open(t, Options{HistoryLen: 5})
+	ctx := testCtx(t)
+	const target = "tcp:db.example.com:5432"
+	res := func(pop, jobID string, at time.Time, ms float64) Result {
+		return Result{Target: target, PoP: pop, Kind: placement.ProbeTCP, MinMs: ms, MedianMs: ms + 1, Samples: 5,
+			At: at, JobID: jobID, Round: "r1"}
+	}
+	dns := res("AMS", "j9", t0, 5)
+	dns.Kind = placement.ProbeDNS
+	dns.DNS = json.RawMessage(`{"answers":["198.18.0.9"],"chaos_id":"ams1"}`)
+	steps := []struct {
+		name       string
+		r          Result
+		wantStored bool
+	}{
+		{"first", res("LHR", "j1", t0, 10), true},
+		{"redelivered_same_job", res("LHR", "j1", t0, 10), false},
+		{"same_stream_id_other_pop", res("FRA", "j1", t0, 20), true},
+		{"newer", res("LHR", "j2", t0.Add(time.Minute), 11), true},
+		{"older_arrives_late", res("LHR", "j3", t0.Add(-time.Minute), 99), true},
+		{"no_job_id", res("NRT", "", t0, 200), true},
+		{"no_job_id_again", res("NRT", "", t0, 200), true},
+		{"dns_evidence", dns, true},
+	}
+	for _, st := range steps {
+		stored, err := s.PutResult(ctx, st.r)
+		if err != nil {
+			t.Fatalf("%s: PutResult: %v", st.name, err)
+		}
+		if stored != st.wantStored {
+			t.Errorf("%s: stored = %v; want %v", st.name, stored, st.wantStored)
+		}
+	}
+	latest, err := s.LatestResults(ctx, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]Result{
+		"LHR": res("LHR", "j2", t0.Add(time.Minute), 11), // the late older one did not replace it
+		"FRA": res("FRA", "j1", t0, 20),
+		"NRT": res("NRT", "", t0, 200),
+		"AMS": dns,
+	}
+	if !reflect.DeepEqual(latest, want) {
+		t.Errorf("LatestResults =\n %+v\nwant\n %+v", latest, want)
+	}
+	// History: 7 stored, capped at 5, newest first.
+	hist, err := s.History(ctx, target, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range hist {
+		got = append(got, r.PoP+"/"+r.JobID)
+	}
+	if wantH := []string{"AMS/j9", "NRT/", "NRT/", "LHR/j3", "LHR/j2"}; !reflect.DeepEqual(got, wantH) {
+		t.Errorf("History = %q; want %q", got, wantH)
+	}
+	if hist, _ := s.History(ctx, target, 2); len(hist) != 2 {
+		t.Errorf("History(2) returned %d", len(hist))
+	}
+	if l, err := s.LatestResults(ctx, "unknown:1"); err != nil || len(l) != 0 {
+		t.Errorf("LatestResults(unknown) = %v, %v; want empty", l, err)
+	}
+	if _, err := s.PutResult(ctx, Result{Target: target}); err == nil {
+		t.Error("PutResult without a PoP succeeded")
+	}
+}

@@ -1,0 +1,143 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/vantage-edge/vantage/placement"
+)
+
+// Result is one PoP's measurement of a target, as a probe daemon stores it with PutResult.
+type Result struct {
+	// Target is the key results are stored under: the probed address, or the scheduler's target key.
+	Target   string              `json:"target"`
+	PoP      string              `json:"pop"`
+	Kind     placement.ProbeKind `json:"kind"`
+	MinMs    float64             `json:"min_ms"`    // smallest RTT sample, ms
+	MedianMs float64             `json:"median_ms"` // median RTT sample, ms
+	Samples  int                 `json:"samples"`   // answered samples
+	Loss     float64             `json:"loss"`      // lost fraction of the samples sent, 0..1
+	Class    string              `json:"class,omitempty"`
+	Error    string              `json:"error,omitempty"`
+	At       time.Time           `json:"at"`               // when the probe ran; zero: PutResult's clock
+	JobID    string              `json:"job_id,omitempty"` // results are idempotent per (PoP, JobID)
+	Round    string              `json:"round,omitempty"`  // the job's Round
+	// DNS is DNS evidence (answers, CHAOS server id), opaque here.
+	DNS json.RawMessage `json:"dns,omitempty"`
+	// Detail is the prober's full result, opaque here, for callers that need more than the fields above.
+	Detail json.RawMessage `json:"detail,omitempty"`
+}
+
+// putResultScript stores a result unless its job's result was stored already.
+// KEYS[1] latest hash, KEYS[2] history list, KEYS[3] dedup key; ARGV[1] PoP, ARGV[2] at (Unix ms), ARGV[3] JSON,
+// ARGV[4] history length, ARGV[5] dedup TTL ms, ARGV[6] "1" when there is a job id. Returns 1 when stored.
+var putResultScript = redis.NewScript(`
+if ARGV[6] == '1' then
+  if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[5]) then return 0 end
+end
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local newer = true
+if cur then
+  local at = tonumber(string.match(cur, '^(-?%d+)|'))
+  if at and at > tonumber(ARGV[2]) then newer = false end
+end
+if newer then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3]) end
+redis.call('LPUSH', KEYS[2], ARGV[3])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
+return 1
+`)
+
+// PutResult stores r as r.PoP's latest result for r.Target (unless a newer one is stored) and prepends it to the
+// target's history, capped at Options.HistoryLen. When r.JobID is set the result is stored once per (PoP,
+// JobID) within Options.ResultDedupTTL: a re-delivered job's result returns stored=false and changes nothing.
+func (s *Store) PutResult(ctx context.Context, r Result) (stored bool, err error) {
+	if err := validName("result target", r.Target); err != nil {
+		return false, err
+	}
+	if err := validName("result PoP", r.PoP); err != nil {
+		return false, err
+	}
+	if r.At.IsZero() {
+		r.At = s.o.Now()
+	}
+	r.At = r.At.UTC()
+	b, err := json.Marshal(r)
+	if err != nil {
+		return false, fmt.Errorf("storage: put result of %s for %s: %w", r.PoP, r.Target, err)
+	}
+	hasJob := "0"
+	if r.JobID != "" {
+		hasJob = "1"
+	}
+	keys := []string{KeyLatest(r.Target), KeyHistory(r.Target), keyDone(r.Target, r.PoP, r.JobID)}
+	n, err := putResultScript.Run(ctx, s.c, keys, r.PoP, r.At.UnixMilli(), b, s.o.HistoryLen,
+		s.o.ResultDedupTTL.Milliseconds(), hasJob).Int()
+	if err != nil {
+		return false, fmt.Errorf("storage: put result of %s for %s (job %q): %w", r.PoP, r.Target, r.JobID, err)
+	}
+	return n == 1, nil
+}
+
+// LatestResults returns the latest result of each PoP for target, by PoP.
+func (s *Store) LatestResults(ctx context.Context, target string) (map[string]Result, error) {
+	if err := validName("result target", target); err != nil {
+		return nil, err
+	}
+	m, err := s.c.HGetAll(ctx, KeyLatest(target)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("storage: latest results for %s: %w", target, err)
+	}
+	out := make(map[string]Result, len(m))
+	for pop, v := range m {
+		_, js, ok := strings.Cut(v, "|")
+		var r Result
+		if !ok || json.Unmarshal([]byte(js), &r) != nil {
+			return nil, fmt.Errorf("storage: latest result of %s for %s: %w: %.40q", pop, target, errCorrupt, v)
+		}
+		out[pop] = r
+	}
+	return out, nil
+}
+
+// History returns up to n of target's most recent results (all PoPs), newest first by storage order.
+func (s *Store) History(ctx context.Context, target string, n int) ([]Result, error) {
+	if err := validName("result target", target); err != nil {
+		return nil, err
+	}
+	if n <= 0 {
+		return nil, nil
+	}
+	vs, err := s.c.LRange(ctx, KeyHistory(target), 0, int64(n-1)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("storage: result history for %s: %w", target, err)
+	}
+	out := make([]Result, 0, len(vs))
+	for i, v := range vs {
+		var r Result
+		if err := json.Unmarshal([]byte(v), &r); err != nil {
+			return nil, fmt.Errorf("storage: result history for %s, entry %d: %w", target, i, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// sortResults orders results by PoP, then kind, then time.
+func sortResults(rs []Result) {
+	sort.Slice(rs, func(i, j int) bool {
+		a, b := rs[i], rs[j]
+		if a.PoP != b.PoP {
+			return a.PoP < b.PoP
+		}
+		if a.Kind != b.Kind {
+			return a.Kind < b.Kind
+		}
+		return a.At.Before(b.At)
+	})
+}
