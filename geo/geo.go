@@ -1,5 +1,3 @@
-// Package geo holds Vantage's geography: PoP and cloud-region catalogues, great-circle distances, the
-// speed-of-light-in-fibre bound, a measured latency model and GeoIP priors.
 package geo
 
 import "math"

@@ -43,7 +43,24 @@ type LatencyModel struct {
 	pts   []Point
 	units [][3]float64 // unit vectors of pts
 	lr    []float32    // n*n: log(measured / fallback(distance)), NaN when unmeasured; 0 on the diagonal
+	// Nearest-server lookup: the servers that can be among the Neighbours+1 nearest of some point of a
+	// gridDeg x gridDeg cell are cand[start[c]:start[c+1]], in index order.
+	start []uint32
+	cand  []uint16
 }
+
+// gridDeg is the cell size of the precomputed nearest-server lookup, in degrees: 2 degree cells (16,200)
+// keep about a dozen candidates each and build in a few ms.
+const gridDeg = 2
+
+// gridHalfDiagKm bounds the distance from a cell's centre to any point of the cell (half the diagonal of a
+// gridDeg cell at the equator, 157 km, rounded up).
+const gridHalfDiagKm = 160
+
+const (
+	gridRows = 180 / gridDeg
+	gridCols = 360 / gridDeg
+)
 
 //go:embed data/wonderproxy-rtt.csv
 var wonderProxyRTTCSV []byte
@@ -98,8 +115,8 @@ func NewLatencyModel(t *LatencyTable, cfg ModelConfig) (*LatencyModel, error) {
 	switch {
 	case cfg.FloorMs < 0 || cfg.Inflation < 0 || cfg.Neighbours < 1 || cfg.Neighbours > maxNeighbours || cfg.TrustKm < 0 || cfg.FallbackKm <= cfg.TrustKm:
 		return nil, fmt.Errorf("geo: latency model: bad config %+v", cfg)
-	case len(t.Servers) < cfg.Neighbours+1:
-		return nil, fmt.Errorf("geo: latency model: %d servers, need at least %d", len(t.Servers), cfg.Neighbours+1)
+	case len(t.Servers) < cfg.Neighbours+1 || len(t.Servers) > math.MaxUint16:
+		return nil, fmt.Errorf("geo: latency model: %d servers, need %d to %d", len(t.Servers), cfg.Neighbours+1, math.MaxUint16)
 	}
 	n := len(t.Servers)
 	m := &LatencyModel{cfg: cfg, n: n, pts: make([]Point, n), units: make([][3]float64, n), lr: make([]float32, n*n)}
@@ -124,6 +141,7 @@ func NewLatencyModel(t *LatencyTable, cfg ModelConfig) (*LatencyModel, error) {
 		slices.Sort(ratios)
 		m.cfg.Inflation = ratios[len(ratios)/2]
 	}
+	m.buildGrid()
 	nan := float32(math.NaN())
 	for i := range n {
 		for j := range n {
@@ -157,32 +175,89 @@ func (m *LatencyModel) fallback(d float64) float64 {
 const maxNeighbours = 15
 
 type neighbour struct {
-	i   int
-	dot float64 // cosine of the angle to the point; larger is nearer
-	km  float64
-	w   float64
+	i      int
+	chord2 float64 // squared chord between the unit vectors; smaller is nearer
+	km     float64 // great-circle distance
+	w      float64 // interpolation weight
 }
 
-// nearest fills out with the k+1 nearest servers to u, nearest first, and their weights.
-func (m *LatencyModel) nearest(u [3]float64, out []neighbour) []neighbour {
+// buildGrid precomputes the candidate servers of every grid cell: a server can be among the k+1 nearest of
+// a point p of the cell only if it is within r + 2h of the centre c, where r is the distance from c to its
+// own (k+1)-th nearest server and h bounds dist(p, c) (those k+1 servers are within r + h of p).
+func (m *LatencyModel) buildGrid() {
+	k := m.cfg.Neighbours + 1
+	m.start = make([]uint32, 0, gridRows*gridCols+1)
+	c2s := make([]float64, m.n)
+	top := make([]float64, 0, k) // the k smallest squared chords, ascending
+	for row := range gridRows {
+		for col := range gridCols {
+			c := unit(Point{Lat: -90 + (float64(row)+0.5)*gridDeg, Lon: -180 + (float64(col)+0.5)*gridDeg})
+			top = top[:0]
+			for i, v := range m.units {
+				c2 := chord2(c, v)
+				c2s[i] = c2
+				if len(top) == k && c2 >= top[k-1] {
+					continue
+				}
+				if len(top) < k {
+					top = append(top, 0)
+				}
+				j := len(top) - 1
+				for ; j > 0 && top[j-1] > c2; j-- {
+					top[j] = top[j-1]
+				}
+				top[j] = c2
+			}
+			limit := kmToChord2(chordToKm(top[k-1]) + 2*gridHalfDiagKm)
+			m.start = append(m.start, uint32(len(m.cand)))
+			for i, c2 := range c2s {
+				if c2 <= limit {
+					m.cand = append(m.cand, uint16(i))
+				}
+			}
+		}
+	}
+	m.start = append(m.start, uint32(len(m.cand)))
+}
+
+// candidates returns the servers that can be among the nearest of p (see buildGrid).
+func (m *LatencyModel) candidates(p Point) []uint16 {
+	row := min(max(int((p.Lat+90)/gridDeg), 0), gridRows-1)
+	col := int((p.Lon + 180) / gridDeg)
+	col = ((col % gridCols) + gridCols) % gridCols
+	c := row*gridCols + col
+	return m.cand[m.start[c]:m.start[c+1]]
+}
+
+// kNearest fills out with the len(out) servers among cands nearest to the unit vector u, nearest first
+// (ties: lower index first).
+func (m *LatencyModel) kNearest(u [3]float64, out []neighbour, cands []uint16) []neighbour {
 	k := len(out)
 	out = out[:0]
-	for i, v := range m.units {
-		dot := u[0]*v[0] + u[1]*v[1] + u[2]*v[2]
-		if len(out) == k && dot <= out[k-1].dot {
+	for _, i16 := range cands {
+		i := int(i16)
+		c2 := chord2(u, m.units[i])
+		if len(out) == k && c2 >= out[k-1].chord2 {
 			continue
 		}
 		if len(out) < k {
 			out = append(out, neighbour{})
 		}
 		j := len(out) - 1
-		for ; j > 0 && out[j-1].dot < dot; j-- {
+		for ; j > 0 && out[j-1].chord2 > c2; j-- {
 			out[j] = out[j-1]
 		}
-		out[j] = neighbour{i: i, dot: dot}
+		out[j] = neighbour{i: i, chord2: c2}
 	}
+	return out
+}
+
+// nearest returns the Neighbours nearest servers to p (unit vector u) with their weights, nearest first;
+// out has room for Neighbours+1.
+func (m *LatencyModel) nearest(p Point, u [3]float64, out []neighbour) []neighbour {
+	out = m.kNearest(u, out, m.candidates(p))
 	for j := range out {
-		out[j].km = angleKm(out[j].dot)
+		out[j].km = chordToKm(out[j].chord2)
 	}
 	// Modified Shepard weights: ((r - d) / (r d))^2 with r the distance of the (k+1)-th neighbour, so a
 	// neighbour's weight falls to zero as it leaves the set (continuity) and grows without bound at its own
@@ -219,8 +294,8 @@ func (m *LatencyModel) RTTMs(a, b Point) float64 {
 	}
 	var bufA, bufB [maxNeighbours + 1]neighbour
 	k := min(m.cfg.Neighbours, maxNeighbours)
-	na := m.nearest(unit(a), bufA[:k+1])
-	nb := m.nearest(unit(b), bufB[:k+1])
+	na := m.nearest(a, unit(a), bufA[:k+1])
+	nb := m.nearest(b, unit(b), bufB[:k+1])
 	c := m.trust(na[0].km) * m.trust(nb[0].km)
 	if c == 0 {
 		return max(base, lower)
@@ -249,7 +324,19 @@ func unit(p Point) [3]float64 {
 	return [3]float64{math.Cos(lat) * math.Cos(lon), math.Cos(lat) * math.Sin(lon), math.Sin(lat)}
 }
 
-// angleKm converts the cosine of a central angle to km along the great circle.
-func angleKm(dot float64) float64 {
-	return EarthRadiusKm * math.Acos(min(1, max(-1, dot)))
+// chord2 is the squared distance between two unit vectors (precise for nearby points, unlike 1 - dot).
+func chord2(u, v [3]float64) float64 {
+	x, y, z := u[0]-v[0], u[1]-v[1], u[2]-v[2]
+	return x*x + y*y + z*z
+}
+
+// chordToKm converts a squared unit chord to km along the great circle.
+func chordToKm(c2 float64) float64 {
+	return 2 * EarthRadiusKm * math.Asin(min(1, math.Sqrt(c2)/2))
+}
+
+// kmToChord2 converts km along the great circle to a squared unit chord (antipodes at most).
+func kmToChord2(km float64) float64 {
+	c := 2 * math.Sin(min(math.Pi, km/EarthRadiusKm)/2)
+	return c * c
 }

@@ -224,3 +224,49 @@ func BenchmarkRTTMsAllPoPPairs(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(pops)*(len(pops)-1)/2), "pairs/op")
 }
+
+func BenchmarkNewLatencyModel(b *testing.B) {
+	tab := EmbeddedLatencyTable()
+	for b.Loop() {
+		if _, err := NewLatencyModel(tab, DefaultModelConfig()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestNearestGridMatchesBruteForce checks the precomputed nearest-server lookup against a scan of every
+// server, on a dense deterministic sweep including the poles, the date line and cell edges.
+func TestNearestGridMatchesBruteForce(t *testing.T) {
+	m := DefaultModel()
+	all := make([]uint16, m.n)
+	for i := range all {
+		all[i] = uint16(i)
+	}
+	k := m.cfg.Neighbours + 1
+	var pts []Point
+	for lat := -90.0; lat <= 90; lat += 1.7 {
+		for lon := -180.0; lon <= 180; lon += 2.3 {
+			pts = append(pts, Point{lat, lon})
+		}
+	}
+	for lat := -90.0; lat <= 90; lat += gridDeg {
+		for lon := -180.0; lon <= 180; lon += gridDeg {
+			pts = append(pts, Point{lat, lon}, Point{math.Min(90, lat+1e-9), lon - 1e-9})
+		}
+	}
+	for _, s := range EmbeddedLatencyTable().Servers {
+		pts = append(pts, s.Point, Point{s.Lat + 0.3, s.Lon - 0.4})
+	}
+	buf1, buf2 := make([]neighbour, k), make([]neighbour, k)
+	for _, p := range pts {
+		u := unit(p)
+		got := m.kNearest(u, buf1, m.candidates(p))
+		want := m.kNearest(u, buf2, all)
+		for j := range want {
+			if got[j].i != want[j].i {
+				t.Fatalf("at %v: grid neighbours %v, scan %v", p, got, want)
+			}
+		}
+	}
+	t.Logf("%d points", len(pts))
+}

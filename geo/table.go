@@ -30,29 +30,28 @@ type LatencyTable struct {
 	Servers []TableServer
 
 	idx map[int]int
-	rtt []float32 // n*n, symmetric, NaN when unmeasured and on the diagonal
+	rtt []float64 // n*n, symmetric, NaN when unmeasured and on the diagonal
 }
 
 func newLatencyTable(servers []TableServer) *LatencyTable {
 	slices.SortFunc(servers, func(a, b TableServer) int { return cmp.Compare(a.ID, b.ID) })
 	n := len(servers)
-	t := &LatencyTable{Servers: servers, idx: make(map[int]int, n), rtt: make([]float32, n*n)}
+	t := &LatencyTable{Servers: servers, idx: make(map[int]int, n), rtt: make([]float64, n*n)}
 	for i, s := range servers {
 		t.idx[s.ID] = i
 	}
-	nan := float32(math.NaN())
 	for i := range t.rtt {
-		t.rtt[i] = nan
+		t.rtt[i] = math.NaN()
 	}
 	return t
 }
 
 func (t *LatencyTable) set(i, j int, ms float64) {
-	t.rtt[i*len(t.Servers)+j] = float32(ms)
-	t.rtt[j*len(t.Servers)+i] = float32(ms)
+	t.rtt[i*len(t.Servers)+j] = ms
+	t.rtt[j*len(t.Servers)+i] = ms
 }
 
-func (t *LatencyTable) at(i, j int) float64 { return float64(t.rtt[i*len(t.Servers)+j]) }
+func (t *LatencyTable) at(i, j int) float64 { return t.rtt[i*len(t.Servers)+j] }
 
 // RTT returns the symmetric minimum RTT in ms between the servers with IDs a and b; false if unmeasured.
 func (t *LatencyTable) RTT(a, b int) (float64, bool) {
