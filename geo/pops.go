@@ -71,7 +71,7 @@ func LookupPoP(code string) (PoP, bool) {
 func LoadPoPs(r io.Reader) ([]PoP, error) {
 	data, err := io.ReadAll(r)
 	if err != nil {
-		return nil, fmt.Errorf("geo: reading PoP list: %w", err)
+		return nil, fmt.Errorf("%w: reading: %w", ErrPoPList, err)
 	}
 	return loadPoPsJSON(data)
 }
@@ -93,7 +93,7 @@ func LoadPoPsFile(path string) ([]PoP, error) {
 		pops, err = LoadPoPs(f)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("geo: PoP list %s: %w", path, err)
+		return nil, fmt.Errorf("%w (file %s)", err, path)
 	}
 	return pops, nil
 }

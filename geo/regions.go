@@ -131,7 +131,7 @@ func LookupRegion(id string) (Region, error) {
 	provider = strings.ToLower(strings.TrimSpace(provider))
 	code = strings.TrimSpace(code)
 	if !ok || provider == "" || code == "" || strings.ContainsAny(code, ": \t") {
-		return Region{}, fmt.Errorf("geo: region %q: want provider:code, e.g. \"aws:us-east-1\": %w", id, ErrRegionSyntax)
+		return Region{}, fmt.Errorf("%w: %q (e.g. \"aws:us-east-1\")", ErrRegionSyntax, id)
 	}
 	if p, ok := providerAliases[provider]; ok {
 		provider = p

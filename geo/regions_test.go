@@ -1,10 +1,16 @@
 package geo
 
 import (
+	"encoding/csv"
+	"encoding/json"
 	"errors"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/vantage-edge/vantage/internal/shareddata"
 )
 
 func TestRegionsCatalogue(t *testing.T) {
@@ -75,11 +81,11 @@ func TestLookupRegionErrors(t *testing.T) {
 		{"unknown provider, known code", "ibm:westeurope", ErrUnknownRegion,
 			`geo: region "ibm:westeurope": provider "ibm" is not in the catalogue (providers: ` + providers + `); did you mean "azure:westeurope"?`},
 		{"no provider", "us-east-1", ErrRegionSyntax,
-			`geo: region "us-east-1": want provider:code, e.g. "aws:us-east-1": geo: region is not provider:code`},
+			`geo: region is not provider:code: "us-east-1" (e.g. "aws:us-east-1")`},
 		{"empty code", "aws:", ErrRegionSyntax,
-			`geo: region "aws:": want provider:code, e.g. "aws:us-east-1": geo: region is not provider:code`},
+			`geo: region is not provider:code: "aws:" (e.g. "aws:us-east-1")`},
 		{"two colons", "aws:us:east", ErrRegionSyntax,
-			`geo: region "aws:us:east": want provider:code, e.g. "aws:us-east-1": geo: region is not provider:code`},
+			`geo: region is not provider:code: "aws:us:east" (e.g. "aws:us-east-1")`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,5 +112,82 @@ func TestEditDistance(t *testing.T) {
 		if got := editDistance(tt.a, tt.b); got != tt.want {
 			t.Errorf("editDistance(%q, %q) = %d, want %d", tt.a, tt.b, got, tt.want)
 		}
+	}
+}
+
+// TestEmbeddedRegionsMatchSource checks geo/data/cloud-regions.csv against the source JSON (run
+// go generate ./geo when it fails).
+func TestEmbeddedRegionsMatchSource(t *testing.T) {
+	raw, err := os.ReadFile(shareddata.Path(t, "cloud-regions", "cloud-regions-2026.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Regions []struct {
+			Provider, RegionCode, DisplayName string
+			Location                          struct {
+				City, CountryCode   string
+				Latitude, Longitude float64
+			}
+		}
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Regions) != len(Regions()) {
+		t.Fatalf("source has %d regions, catalogue %d", len(doc.Regions), len(Regions()))
+	}
+	for _, s := range doc.Regions {
+		r, err := LookupRegion(s.Provider + ":" + s.RegionCode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := Region{ID: s.Provider + ":" + s.RegionCode, Provider: s.Provider, Code: s.RegionCode, Name: s.DisplayName,
+			City: s.Location.City, CC: s.Location.CountryCode, Point: Point{s.Location.Latitude, s.Location.Longitude}}
+		if r != want {
+			t.Errorf("catalogue %+v, source %+v", r, want)
+		}
+	}
+}
+
+// TestRegionsAgainstSecondSource cross-checks the catalogue's coordinates with the 2022 dgl/cloud-regions
+// lists (geocoded from the location names, coarser: state centroids for some AWS regions).
+func TestRegionsAgainstSecondSource(t *testing.T) {
+	providers := map[string]string{"aws": "aws", "gcp": "gcp", "azure": "azure", "oracle": "oci", "linode": "linode", "vultr": "vultr"}
+	var dists []float64
+	missing := 0
+	for file, provider := range providers {
+		f, err := os.Open(shareddata.Path(t, "cloud-regions", "dgl-cloud-regions", file+".csv"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, err := csv.NewReader(f).ReadAll()
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rec := range recs[1:] {
+			lat, err1 := strconv.ParseFloat(rec[2], 64)
+			lon, err2 := strconv.ParseFloat(rec[3], 64)
+			if err1 != nil || err2 != nil {
+				continue // a few 2022 rows have no coordinates (aws eu-south-2 "EU () - ???")
+			}
+			r, err := LookupRegion(provider + ":" + rec[0])
+			if err != nil {
+				missing++ // renamed or retired since 2022
+				continue
+			}
+			d := DistanceKm(r.Point, Point{lat, lon})
+			dists = append(dists, d)
+			if d > 500 {
+				t.Logf("%s: catalogue %s (%v) and dgl %q (%v,%v) are %.0f km apart", r.ID, r.City, r.Point, rec[1], lat, lon, d)
+			}
+		}
+	}
+	slices.Sort(dists)
+	med := dists[len(dists)/2]
+	t.Logf("%d regions in both, %d only in the 2022 lists; median distance %.0f km, p90 %.0f km", len(dists), missing, med, dists[len(dists)*9/10])
+	if len(dists) < 150 || med > 100 {
+		t.Fatalf("%d regions matched, median distance %.0f km: the catalogues disagree", len(dists), med)
 	}
 }
