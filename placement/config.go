@@ -17,7 +17,8 @@ const MaxConfigBytes = 1 << 20
 // The errors a config can fail with, for errors.Is. Every error the parsers return for a bad config is a
 // *ConfigError (or an errors.Join of them) wrapping one of these.
 var (
-	ErrSyntax      = errors.New("syntax error")                    // not TOML / not JSON with comments
+	ErrSyntax      = errors.New("syntax error")                    // not TOML / not JSON with comments, or nested too deep
+	ErrTooMany     = errors.New("too many errors")                 // the problems past the first 10 of a file
 	ErrTooLarge    = errors.New("config too large")                // more than MaxConfigBytes
 	ErrFormat      = errors.New("unknown config format")           // LoadFile: not .toml, .json or .jsonc
 	ErrType        = errors.New("wrong type")                      // e.g. host = 5432, placement = "smart"
@@ -185,9 +186,13 @@ func LoadDir(dir string) ([]Config, error) { return DefaultParser().LoadDir(dir)
 // or its legacy form [unsafe.metadata.placement] (same keys). mode may also be "off" (no placement) or
 // "targeted" (with exactly one of region, host, hostname, which is what a hint alone means). Every other
 // wrangler key (main, compatibility_date, [vars], [env.*] ...) is ignored. name names the file in errors.
-// On failure the Config is zero and the error is a *ConfigError, or an errors.Join of them, one per problem.
+// On failure the Config is zero and the error is a *ConfigError, or an errors.Join of them, one per problem
+// (at most 10, then one ErrTooMany counting the rest), in the order of the file.
 func (p Parser) ParseTOML(name string, data []byte) (Config, error) {
 	if err := checkSize(name, data); err != nil {
+		return Config{}, err
+	}
+	if err := checkNesting(name, data, true); err != nil {
 		return Config{}, err
 	}
 	doc, err := readTOML(name, data)
@@ -203,6 +208,9 @@ func (p Parser) ParseTOML(name string, data []byte) (Config, error) {
 // is an error.
 func (p Parser) ParseJSONC(name string, data []byte) (Config, error) {
 	if err := checkSize(name, data); err != nil {
+		return Config{}, err
+	}
+	if err := checkNesting(name, data, false); err != nil {
 		return Config{}, err
 	}
 	doc, err := readJSONC(name, data)
@@ -340,8 +348,15 @@ func sortFields(fs []rawField) {
 
 // build validates a document and turns it into a Config.
 func (p Parser) build(doc rawDoc) (Config, error) {
-	errs := doc.errs
+	errs, extra := doc.errs, 0
+	if len(errs) > maxErrors {
+		errs, extra = errs[:maxErrors], len(errs)-maxErrors
+	}
 	fail := func(field string, v *rawValue, err error) {
+		if len(errs) >= maxErrors {
+			extra++ // not located either: that can cost a decode of the file
+			return
+		}
 		ce := &ConfigError{File: doc.file, Field: field, Err: err}
 		if v != nil {
 			ce.Value = v.val
@@ -400,6 +415,9 @@ func (p Parser) build(doc rawDoc) (Config, error) {
 			}
 			return ca - cb
 		})
+		if extra > 0 {
+			errs = append(errs, tooMany(doc.file, extra))
+		}
 		return Config{}, errors.Join(errs...)
 	}
 	return c, nil

@@ -83,6 +83,8 @@ func TestParseValidValues(t *testing.T) {
 		{"host_single_label", "host", "db:5432", Config{Mode: ModeHost, Host: "db:5432"}},
 		{"host_ipv4", "host", "198.51.100.7:443", Config{Mode: ModeHost, Host: "198.51.100.7:443"}},
 		{"host_ipv6", "host", "[2001:DB8:0::1]:443", Config{Mode: ModeHost, Host: "[2001:db8::1]:443"}},
+		{"host_ipv4_in_brackets", "host", "[198.51.100.7]:443", Config{Mode: ModeHost, Host: "198.51.100.7:443"}},
+		{"host_ipv4_mapped", "host", "[::ffff:198.51.100.7]:443", Config{Mode: ModeHost, Host: "[::ffff:198.51.100.7]:443"}},
 		{"host_testbed_range", "host", "198.18.0.1:80", Config{Mode: ModeHost, Host: "198.18.0.1:80"}},
 		{"hostname_docs_example", "hostname", "my_api_server.com", Config{Mode: ModeHostname, Hostname: "my_api_server.com"}},
 		{"hostname_ipv4", "hostname", "203.0.113.9", Config{Mode: ModeHostname, Hostname: "203.0.113.9"}},
@@ -130,6 +132,18 @@ func quote(s string) string {
 // TestParseInvalidConfigs is the catalogue of bad configs, each in a file of testdata/invalid, with the exact
 // error text (one line per problem) and the sentinels errors.Is must find.
 func TestParseInvalidConfigs(t *testing.T) {
+	covered := map[string]bool{}
+	t.Cleanup(func() {
+		files, err := filepath.Glob(filepath.Join("testdata", "invalid", "*"))
+		if err != nil || len(files) == 0 {
+			t.Fatalf("no testdata/invalid files: %v", err)
+		}
+		for _, f := range files {
+			if !covered[filepath.Base(f)] {
+				t.Errorf("%s has no case in the table", f)
+			}
+		}
+	})
 	for _, tc := range []struct {
 		file string
 		is   []error
@@ -149,6 +163,7 @@ testdata/invalid/conflict-three.toml:6:1: placement.region: "aws:us-east-1": set
 		{"host-denied.toml", []error{ErrBadHost, ErrDenied}, `testdata/invalid/host-denied.toml:7:1: placement.host: "10.0.0.5:5432": address 10.0.0.5: denied by policy (rule rfc1918, 10.0.0.0/8)`},
 		{"host-empty-string.toml", []error{ErrBadHost}, `testdata/invalid/host-empty-string.toml:4:1: placement.host: "": empty: want host:port, e.g. "db.example.com:5432"`},
 		{"host-empty.toml", []error{ErrBadHost}, `testdata/invalid/host-empty.toml:4:1: placement.host: ":5432": empty host before the port`},
+		{"host-ipv4-mapped-denied.toml", []error{ErrBadHost, ErrDenied}, `testdata/invalid/host-ipv4-mapped-denied.toml:4:1: placement.host: "[::ffff:10.0.0.5]:5432": address 10.0.0.5: denied by policy (rule rfc1918, 10.0.0.0/8)`},
 		{"host-ipv6-denied.toml", []error{ErrBadHost, ErrDenied}, `testdata/invalid/host-ipv6-denied.toml:4:1: placement.host: "[fd00::1]:443": address fd00::1: denied by policy (rule ula, fc00::/7)`},
 		{"host-ipv6-no-brackets.toml", []error{ErrBadHost}, `testdata/invalid/host-ipv6-no-brackets.toml:4:1: placement.host: "2001:db8::1:5432": missing port, or an IPv6 address without brackets: want [address]:port`},
 		{"host-no-port.toml", []error{ErrBadHost}, `testdata/invalid/host-no-port.toml:4:1: placement.host: "db.example.com": missing port: want host:port, e.g. "db.example.com:5432"`},
@@ -206,6 +221,7 @@ testdata/invalid/many.toml:6:1: placement.hostname: "https://api.example.com": s
 		{"wrong-type.jsonc", []error{ErrType}, `testdata/invalid/wrong-type.jsonc:3:18: placement.host: 5432: want a string, got number`},
 		{"wrong-type.toml", []error{ErrType}, `testdata/invalid/wrong-type.toml:4:1: placement.host: 5432: want a string, got an integer`},
 	} {
+		covered[tc.file] = true
 		t.Run(tc.file, func(t *testing.T) {
 			path := filepath.Join("testdata", "invalid", tc.file)
 			got, err := parseFile(t, path)

@@ -40,7 +40,9 @@ func readJSONC(file string, data []byte) (rawDoc, error) {
 			case '"':
 				rv.val = lit.String()
 			case '0':
-				rv.val = lit.Float()
+				if f, err := strconv.ParseFloat(string(lit), 64); err == nil {
+					rv.val = f // else out of range: not shown
+				}
 			case 't', 'f':
 				rv.val = lit.Bool()
 			}

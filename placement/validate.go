@@ -137,13 +137,13 @@ func (p Parser) checkHost(s string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		return "[" + a.String() + "]:" + strconv.Itoa(portNum), nil
+		return netip.AddrPortFrom(a, uint16(portNum)).String(), nil // [v6]:port, or v4:port
 	}
 	if a, err := netip.ParseAddr(host); err == nil && a.Is4() {
 		if err := p.Policy.Check(a); err != nil {
 			return "", decidedBy(ErrBadHost, err)
 		}
-		return a.String() + ":" + strconv.Itoa(portNum), nil
+		return netip.AddrPortFrom(a, uint16(portNum)).String(), nil
 	}
 	name, err := checkName(ErrBadHost, "host", host)
 	if err != nil {
