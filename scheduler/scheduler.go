@@ -13,9 +13,12 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/vantage-edge/vantage/geo"
 	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/triangulate"
 )
 
 // Defaults of Config.
@@ -56,7 +59,11 @@ type Config struct {
 	ProbeCount      int           // default DefaultProbeCount
 	Budget          int           // PoPs probed per recheck (planner budget); 0: the planner's default
 	Regions         RegionEndpoints
-	Clock           Clock        // default RealClock
+	// PoPs is the catalogue PoP codes of the fleet are located with; nil: geo.PoPs().
+	PoPs    []geo.PoP
+	Engine  *triangulate.Config        // nil: triangulate.DefaultConfig()
+	Planner *triangulate.PlannerConfig // nil: triangulate.DefaultPlannerConfig() with Engine
+	Clock   Clock                     // default RealClock
 	Logger          *slog.Logger // default slog.Default()
 }
 
@@ -114,6 +121,8 @@ type Scheduler struct {
 	check   checkFunc   // the recheck; tests replace it
 	dueScan dueScanFunc // may be nil
 	metrics *Metrics
+	deps    *recheckDeps
+	seq     atomic.Int64 // recheck sequence, part of job ids
 
 	mu      sync.Mutex
 	ctx     context.Context // Run's context; nil before Run
@@ -141,7 +150,44 @@ type targetState struct {
 	done        chan struct{}
 }
 
-// newScheduler builds the loop machinery; New in store.go wires storage, the planner and the engine.
+// New returns a scheduler that rechecks targets on b with the triangulation engine; metrics may be nil.
+func New(cfg Config, b Backend, m *Metrics) (*Scheduler, error) {
+	s := newScheduler(cfg, b, m)
+	ecfg := triangulate.DefaultConfig()
+	if s.cfg.Engine != nil {
+		ecfg = *s.cfg.Engine
+	}
+	pcfg := triangulate.DefaultPlannerConfig()
+	pcfg.Engine = ecfg
+	if s.cfg.Planner != nil {
+		pcfg = *s.cfg.Planner
+	}
+	if _, err := triangulate.NewEngine(ecfg); err != nil {
+		return nil, fmt.Errorf("scheduler: engine config: %w", err)
+	}
+	if _, err := triangulate.NewPlanner(pcfg); err != nil {
+		return nil, fmt.Errorf("scheduler: planner config: %w", err)
+	}
+	lookup := geo.LookupPoP
+	if s.cfg.PoPs != nil {
+		byCode := make(map[string]geo.PoP, len(s.cfg.PoPs))
+		for _, p := range s.cfg.PoPs {
+			byCode[p.Code] = p
+		}
+		lookup = func(c string) (geo.PoP, bool) { p, ok := byCode[c]; return p, ok }
+	}
+	s.deps = &recheckDeps{backend: b, pops: lookup, regions: geo.LookupRegion}
+	s.deps.pool.New = func() any {
+		e, _ := triangulate.NewEngine(ecfg) // validated above
+		p, _ := triangulate.NewPlanner(pcfg)
+		return &workers{engine: e, planner: p}
+	}
+	s.check = s.recheck
+	s.dueScan = b.NextRechecks
+	return s, nil
+}
+
+// newScheduler builds the loop machinery without the recheck (tests set check).
 func newScheduler(cfg Config, leaser Leaser, m *Metrics) *Scheduler {
 	cfg.fill()
 	s := &Scheduler{
@@ -440,4 +486,28 @@ func (s *Scheduler) runCheck(term *Term, st *targetState) {
 	st.term = term.Token
 	st.next = end.Add(jittered(s.cfg.RecheckInterval, s.cfg.Jitter))
 	st.mu.Unlock()
+}
+
+// RemoveTarget stops the loop of app if source holds it, and reports whether it did.
+func (s *Scheduler) RemoveTarget(source, app string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.targets[app]
+	if !ok {
+		return false
+	}
+	st.mu.Lock()
+	src := st.t.Source
+	st.mu.Unlock()
+	if src != source {
+		return false
+	}
+	if st.cancel != nil {
+		st.cancel()
+	}
+	delete(s.targets, app)
+	if s.metrics != nil {
+		s.metrics.targets.Set(float64(len(s.targets)))
+	}
+	return true
 }

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vantage-edge/vantage/storage"
+	"github.com/vantage-edge/vantage/storage/redistest"
+)
+
+func TestPopDrainUndrainList(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.PutHeartbeat(ctx, storage.Heartbeat{PoP: "FRA", DaemonID: "d1"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	pop := func(args ...string) (string, int) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		code := run(ctx, append([]string{"pop", "--redis", srv.Addr()}, args...), &out, &errb)
+		return out.String() + errb.String(), code
+	}
+	drained := func() bool {
+		t.Helper()
+		fleet, err := st.Fleet(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range fleet {
+			if p.PoP == "FRA" {
+				return p.Drained
+			}
+		}
+		t.Fatal("FRA missing from the fleet")
+		return false
+	}
+	if out, code := pop("drain", "fra"); code != 0 || !strings.Contains(out, "FRA drained") {
+		t.Fatalf("drain: exit %d, output %q", code, out)
+	}
+	if !drained() {
+		t.Fatal("FRA not drained in Redis after 'pop drain'")
+	}
+	if out, code := pop("list"); code != 0 || !strings.Contains(out, "FRA") || !strings.Contains(out, "up,drained") {
+		t.Fatalf("list: exit %d, output %q", code, out)
+	}
+	if out, code := pop("undrain", "FRA"); code != 0 || !strings.Contains(out, "FRA undrained") {
+		t.Fatalf("undrain: exit %d, output %q", code, out)
+	}
+	if drained() {
+		t.Fatal("FRA still drained after 'pop undrain'")
+	}
+}
+
+func TestPopUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no_action", []string{"pop", "--redis", "127.0.0.1:1"}, "want drain"},
+		{"unknown_action", []string{"pop", "--redis", "127.0.0.1:1", "explode", "FRA"}, `unknown action "explode"`},
+		{"drain_without_pop", []string{"pop", "--redis", "127.0.0.1:1", "drain"}, "exactly one PoP"},
+		{"no_redis", []string{"pop", "drain", "FRA"}, "--redis is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if code := run(context.Background(), tc.args, &out, &errb); code != 2 {
+				t.Fatalf("exit %d, want 2 (usage); stderr %q", code, errb.String())
+			}
+			if !strings.Contains(errb.String(), tc.want) {
+				t.Errorf("stderr %q does not contain %q", errb.String(), tc.want)
+			}
+		})
+	}
+}

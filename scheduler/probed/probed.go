@@ -1,0 +1,414 @@
+// Package probed is the probe daemon of one PoP: it consumes the PoP's job stream, runs the probes, stores
+// the results and acknowledges each job only once its result is stored.
+package probed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vantage-edge/vantage/prober"
+)
+
+// Defaults of Config.
+const (
+	// DefaultHeartbeat is how often the daemon registers itself; a PoP is up while some daemon's heartbeat is
+	// younger than three intervals.
+	DefaultHeartbeat = 5 * time.Second
+	// DefaultConcurrency is the probes run at once; the prober's rate limits apply on top.
+	DefaultConcurrency = 64
+	// DefaultReadBlock is how long one read of the job stream blocks waiting for jobs.
+	DefaultReadBlock = 2 * time.Second
+	// DefaultReclaimIdle is how long a job stays unacknowledged by another daemon before this one takes it
+	// over: longer than the longest probe (MaxCount samples at the timeout would be far longer, but real jobs
+	// are 3 samples of at most 2 s).
+	DefaultReclaimIdle = 30 * time.Second
+	// DefaultReclaimEvery is how often the daemon looks for abandoned jobs.
+	DefaultReclaimEvery = 10 * time.Second
+	// DefaultBufferSize bounds the results kept while Redis is unreachable (~1 KiB each).
+	DefaultBufferSize = 10000
+	// DefaultDrainTimeout is how long a stopping daemon lets in-flight probes finish before abandoning them
+	// to the other daemons of the PoP (they stay pending in the stream and are re-claimed).
+	DefaultDrainTimeout = 10 * time.Second
+	// DefaultBackoffMin and DefaultBackoffMax bound the exponential backoff between Redis attempts.
+	DefaultBackoffMin = 100 * time.Millisecond
+	DefaultBackoffMax = 5 * time.Second
+)
+
+// Config tunes a Daemon. Zero fields take the defaults above.
+type Config struct {
+	PoP          string // IATA code of this PoP; required
+	DaemonID     string // consumer name in the PoP's group; default hostname-pid
+	Heartbeat    time.Duration
+	Concurrency  int
+	ReadBlock    time.Duration
+	ReclaimIdle  time.Duration
+	ReclaimEvery time.Duration
+	BufferSize   int
+	DrainTimeout time.Duration
+	BackoffMin   time.Duration
+	BackoffMax   time.Duration
+	Logger       *slog.Logger // default slog.Default()
+}
+
+func (c *Config) fill() error {
+	if c.PoP == "" {
+		return errors.New("probed: config: PoP is empty")
+	}
+	if c.DaemonID == "" {
+		h, _ := os.Hostname()
+		c.DaemonID = fmt.Sprintf("%s-%d", h, os.Getpid())
+	}
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.Heartbeat, DefaultHeartbeat)
+	def(&c.ReadBlock, DefaultReadBlock)
+	def(&c.ReclaimIdle, DefaultReclaimIdle)
+	def(&c.ReclaimEvery, DefaultReclaimEvery)
+	def(&c.DrainTimeout, DefaultDrainTimeout)
+	def(&c.BackoffMin, DefaultBackoffMin)
+	def(&c.BackoffMax, DefaultBackoffMax)
+	if c.Concurrency <= 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.BufferSize <= 0 {
+		c.BufferSize = DefaultBufferSize
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Job is one probe to run, as read from the PoP's stream.
+type Job struct {
+	ID       string        // job id: results are stored idempotently under it (per PoP)
+	StreamID string        // the stream entry to acknowledge
+	Round    string        // the recheck round or ad-hoc probe the job belongs to, echoed in the result
+	Target   prober.Target // what to probe
+	Key      string        // the placement target's key the result is stored under (e.g. "host:db.example.com:5432")
+	Deadline time.Time     // zero: none; a job read after its deadline is acknowledged without probing
+}
+
+// Queue is the job stream and result store of one PoP, as the daemon uses it (QueueFor adapts a
+// storage.Store).
+type Queue interface {
+	// Read returns up to max new jobs for this consumer, blocking up to block for some.
+	Read(ctx context.Context, max int, block time.Duration) ([]Job, error)
+	// Reclaim takes over up to max jobs other consumers left unacknowledged for minIdle.
+	Reclaim(ctx context.Context, minIdle time.Duration, max int) ([]Job, error)
+	// Store writes r as j's result (idempotent per job id).
+	Store(ctx context.Context, j Job, r prober.Result) error
+	// Ack acknowledges j; called only after Store succeeded (or for an expired job).
+	Ack(ctx context.Context, j Job) error
+	// Heartbeat registers the daemon for interval.
+	Heartbeat(ctx context.Context, interval time.Duration) error
+}
+
+// Prober runs one probe; *prober.Engine implements it.
+type Prober interface {
+	Probe(ctx context.Context, t prober.Target) prober.Result
+}
+
+// Daemon is one probe daemon.
+type Daemon struct {
+	cfg     Config
+	q       Queue
+	p       Prober
+	log     *slog.Logger
+	metrics *Metrics
+
+	out *outbox
+
+	mu       sync.Mutex
+	inFlight map[string]bool // job ids being probed here, so a reclaim does not run a job twice
+	ready    bool            // Redis answered the last attempt
+}
+
+// New returns a daemon; metrics are registered with reg (nil: not registered).
+func New(cfg Config, q Queue, p Prober, reg prometheus.Registerer) (*Daemon, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	d := &Daemon{
+		cfg: cfg, q: q, p: p,
+		log:      cfg.Logger.With("component", "probed", "pop", cfg.PoP, "daemon", cfg.DaemonID),
+		metrics:  NewMetrics(reg),
+		inFlight: map[string]bool{},
+	}
+	d.out = newOutbox(cfg.BufferSize, d.metrics)
+	return d, nil
+}
+
+// Ready reports whether the last Redis operation succeeded (for /readyz).
+func (d *Daemon) Ready() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ready
+}
+
+func (d *Daemon) setReady(ok bool) {
+	d.mu.Lock()
+	d.ready = ok
+	d.mu.Unlock()
+	if ok {
+		d.metrics.redisUp.Set(1)
+	} else {
+		d.metrics.redisUp.Set(0)
+	}
+}
+
+// Run consumes jobs until ctx is done, then drains: it stops reading, lets in-flight probes finish for up to
+// DrainTimeout (abandoning the rest, which stay pending for the PoP's other daemons), and writes every
+// finished result it can before returning.
+func (d *Daemon) Run(ctx context.Context) error {
+	// Probes and result writes outlive ctx by the drain timeout.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	writeCtx, cancelWrite := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWrite()
+
+	sem := make(chan struct{}, d.cfg.Concurrency)
+	var probes, loops sync.WaitGroup
+	dispatch := func(jobs []Job, reclaimed bool) {
+		for _, j := range jobs {
+			d.mu.Lock()
+			dup := d.inFlight[j.ID]
+			if !dup {
+				d.inFlight[j.ID] = true
+			}
+			d.mu.Unlock()
+			if dup {
+				continue
+			}
+			if reclaimed {
+				d.metrics.reclaimed.Inc()
+			}
+			sem <- struct{}{}
+			probes.Go(func() {
+				defer func() { <-sem }()
+				d.runJob(workCtx, j)
+			})
+		}
+	}
+	writerDone := make(chan struct{})
+	go func() { defer close(writerDone); d.writer(writeCtx) }()
+	loops.Go(func() { d.heartbeat(ctx) })
+	loops.Go(func() { d.reader(ctx, sem, dispatch) })
+	loops.Go(func() { d.reclaimer(ctx, sem, dispatch) })
+
+	<-ctx.Done()
+	loops.Wait()
+	d.log.Info("probed: draining", "in_flight", d.inFlightCount())
+	done := make(chan struct{})
+	go func() { probes.Wait(); close(done) }()
+	timer := time.NewTimer(d.cfg.DrainTimeout)
+	select {
+	case <-done:
+	case <-timer.C:
+		d.log.Warn("probed: drain timeout; abandoning in-flight jobs to the PoP's other daemons", "in_flight", d.inFlightCount())
+		cancelWork()
+		<-done
+	}
+	timer.Stop()
+	// Flush what was measured, for at most the drain timeout again.
+	d.out.close()
+	flush := time.AfterFunc(d.cfg.DrainTimeout, cancelWrite)
+	<-writerDone
+	flush.Stop()
+	if n := d.out.len(); n > 0 {
+		d.log.Warn("probed: stopped with unwritten results; their jobs stay pending and will be re-run", "results", n)
+	}
+	return nil
+}
+
+func (d *Daemon) inFlightCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.inFlight)
+}
+
+// runJob probes j and queues the result; a panic becomes a failed result.
+func (d *Daemon) runJob(ctx context.Context, j Job) {
+	defer func() {
+		d.mu.Lock()
+		delete(d.inFlight, j.ID)
+		d.mu.Unlock()
+	}()
+	d.metrics.inFlight.Inc()
+	defer d.metrics.inFlight.Dec()
+	if !j.Deadline.IsZero() && time.Now().After(j.Deadline) {
+		d.metrics.jobs.WithLabelValues("expired").Inc()
+		d.out.push(result{job: j, expired: true})
+		return
+	}
+	var r prober.Result
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				err := fmt.Errorf("probed: probe %s %s panicked: %v\n%s", j.Target.Kind, j.Target.Addr, p, debug.Stack())
+				r = prober.Result{Kind: j.Target.Kind, Target: j.Target.Addr, Start: time.Now(),
+					Class: prober.ClassOther, Error: err.Error(), Err: err}
+			}
+		}()
+		r = d.p.Probe(ctx, j.Target)
+	}()
+	if ctx.Err() != nil {
+		// Abandoned by the drain timeout: a cancelled probe is not a measurement. The job stays pending.
+		d.metrics.jobs.WithLabelValues("abandoned").Inc()
+		return
+	}
+	d.out.push(result{job: j, r: r})
+}
+
+// backoff doubles d within the configured bounds.
+func (d *Daemon) backoff(cur time.Duration) time.Duration {
+	if cur <= 0 {
+		return d.cfg.BackoffMin
+	}
+	return min(cur*2, d.cfg.BackoffMax)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (d *Daemon) heartbeat(ctx context.Context) {
+	for {
+		hctx, cancel := context.WithTimeout(ctx, d.cfg.Heartbeat)
+		err := d.q.Heartbeat(hctx, d.cfg.Heartbeat)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			d.metrics.heartbeats.WithLabelValues("failure").Inc()
+			d.log.Warn("probed: heartbeat", "err", err)
+		} else {
+			d.metrics.heartbeats.WithLabelValues("success").Inc()
+		}
+		if !sleepCtx(ctx, d.cfg.Heartbeat) {
+			return
+		}
+	}
+}
+
+// reader reads new jobs while there are free probe slots.
+func (d *Daemon) reader(ctx context.Context, sem chan struct{}, dispatch func([]Job, bool)) {
+	var wait time.Duration
+	for ctx.Err() == nil {
+		free := cap(sem) - len(sem)
+		if free <= 0 {
+			if !sleepCtx(ctx, 10*time.Millisecond) {
+				return
+			}
+			continue
+		}
+		jobs, err := d.q.Read(ctx, free, d.cfg.ReadBlock)
+		if ctx.Err() != nil {
+			// Jobs read as ctx ended are not run: they stay pending and another daemon re-claims them.
+			return
+		}
+		if err != nil {
+			d.setReady(false)
+			d.metrics.redisErrors.WithLabelValues("read").Inc()
+			wait = d.backoff(wait)
+			d.log.Warn("probed: reading jobs; retrying", "err", err, "backoff", wait)
+			if !sleepCtx(ctx, wait) {
+				return
+			}
+			continue
+		}
+		wait = 0
+		d.setReady(true)
+		dispatch(jobs, false)
+	}
+}
+
+// reclaimer takes over jobs abandoned by dead daemons of the PoP.
+func (d *Daemon) reclaimer(ctx context.Context, sem chan struct{}, dispatch func([]Job, bool)) {
+	for sleepCtx(ctx, d.cfg.ReclaimEvery) {
+		free := cap(sem) - len(sem)
+		if free <= 0 {
+			continue
+		}
+		jobs, err := d.q.Reclaim(ctx, d.cfg.ReclaimIdle, free)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			d.metrics.redisErrors.WithLabelValues("reclaim").Inc()
+			d.log.Warn("probed: re-claiming jobs", "err", err)
+			continue
+		}
+		if len(jobs) > 0 {
+			d.log.Info("probed: re-claimed abandoned jobs", "jobs", len(jobs))
+		}
+		dispatch(jobs, true)
+	}
+}
+
+// writer stores results and acknowledges their jobs, retrying with backoff while Redis is away; results stay
+// in the bounded outbox meanwhile.
+func (d *Daemon) writer(ctx context.Context) {
+	var wait time.Duration
+	for {
+		res, ok := d.out.peek(ctx)
+		if !ok {
+			return
+		}
+		err := d.complete(ctx, res)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			d.setReady(false)
+			wait = d.backoff(wait)
+			d.log.Warn("probed: storing a result; keeping it buffered", "job", res.job.ID, "err", err, "backoff", wait, "buffered", d.out.len())
+			if !sleepCtx(ctx, wait) {
+				return
+			}
+			continue
+		}
+		wait = 0
+		d.setReady(true)
+		d.out.pop(res)
+	}
+}
+
+func (d *Daemon) complete(ctx context.Context, res result) error {
+	if !res.expired {
+		if err := d.q.Store(ctx, res.job, res.r); err != nil {
+			d.metrics.redisErrors.WithLabelValues("store").Inc()
+			return err
+		}
+		o := "success"
+		if !res.r.Success {
+			o = "failure"
+		}
+		d.metrics.jobs.WithLabelValues(o).Inc()
+	}
+	if err := d.q.Ack(ctx, res.job); err != nil {
+		d.metrics.redisErrors.WithLabelValues("ack").Inc()
+		// The result is stored; only the ack is retried (Store is idempotent, so retrying both is safe).
+		return err
+	}
+	return nil
+}

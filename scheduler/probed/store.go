@@ -1,0 +1,100 @@
+package probed
+
+import (
+	"context"
+	"encoding/json"
+	"net/netip"
+	"time"
+
+	"github.com/vantage-edge/vantage/prober"
+	"github.com/vantage-edge/vantage/storage"
+)
+
+// jobStore is the part of *storage.Store a daemon uses.
+type jobStore interface {
+	ReadJobs(ctx context.Context, pop, consumer string, count int, block time.Duration) ([]storage.Job, error)
+	ReclaimJobs(ctx context.Context, pop, consumer string, minIdle time.Duration, count int) ([]storage.Job, error)
+	AckJob(ctx context.Context, pop, id string) error
+	PutResult(ctx context.Context, r storage.Result) (bool, error)
+	PutHeartbeat(ctx context.Context, h storage.Heartbeat, interval time.Duration) error
+}
+
+// StoreQueue is the Queue of one PoP on a storage.Store.
+type StoreQueue struct {
+	DB        jobStore
+	PoP       string
+	DaemonID  string
+	Addr      string       // the daemon's /metrics address, advertised in heartbeats
+	Version   string       // build version, advertised in heartbeats
+	SourceIPs []netip.Addr // advertised in heartbeats
+}
+
+var _ Queue = (*StoreQueue)(nil)
+
+func (q *StoreQueue) convert(js []storage.Job) []Job {
+	out := make([]Job, 0, len(js))
+	for _, j := range js {
+		t := prober.Target{Kind: j.Kind, Addr: j.Target, Count: j.Count, Timeout: time.Duration(j.TimeoutMs) * time.Millisecond}
+		if len(j.Params) > 0 {
+			var p jobParams
+			if json.Unmarshal(j.Params, &p) == nil {
+				t.HTTP, t.DNS = p.HTTP, p.DNS
+			}
+		}
+		key := j.Key
+		if key == "" {
+			key = j.Target
+		}
+		out = append(out, Job{ID: j.ID, StreamID: j.ID, Round: j.Round, Target: t, Key: key, Deadline: j.Deadline})
+	}
+	return out
+}
+
+// jobParams are the kind-specific options a job may carry in storage.Job.Params.
+type jobParams struct {
+	HTTP prober.HTTPOptions `json:"http"`
+	DNS  prober.DNSOptions  `json:"dns"`
+}
+
+// Read implements Queue.
+func (q *StoreQueue) Read(ctx context.Context, max int, block time.Duration) ([]Job, error) {
+	js, err := q.DB.ReadJobs(ctx, q.PoP, q.DaemonID, max, block)
+	return q.convert(js), err
+}
+
+// Reclaim implements Queue.
+func (q *StoreQueue) Reclaim(ctx context.Context, minIdle time.Duration, max int) ([]Job, error) {
+	js, err := q.DB.ReclaimJobs(ctx, q.PoP, q.DaemonID, minIdle, max)
+	return q.convert(js), err
+}
+
+// Store implements Queue: the summary fields for the engine, the prober's full result as Detail.
+func (q *StoreQueue) Store(ctx context.Context, j Job, r prober.Result) error {
+	detail, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	sr := storage.Result{
+		Target: j.Key, PoP: q.PoP, Kind: r.Kind,
+		MinMs: r.Min.Ms(), MedianMs: r.Median.Ms(), Samples: len(r.Samples), Loss: r.Loss,
+		Class: string(r.Class), Error: r.Error, At: r.Start, JobID: j.ID, Round: j.Round, Detail: detail,
+	}
+	if r.DNS != nil {
+		sr.DNS, _ = json.Marshal(r.DNS)
+	}
+	_, err = q.DB.PutResult(ctx, sr)
+	return err
+}
+
+// Ack implements Queue.
+func (q *StoreQueue) Ack(ctx context.Context, j Job) error { return q.DB.AckJob(ctx, q.PoP, j.StreamID) }
+
+// Heartbeat implements Queue.
+func (q *StoreQueue) Heartbeat(ctx context.Context, interval time.Duration) error {
+	ips := make([]string, len(q.SourceIPs))
+	for i, a := range q.SourceIPs {
+		ips[i] = a.String()
+	}
+	return q.DB.PutHeartbeat(ctx, storage.Heartbeat{PoP: q.PoP, DaemonID: q.DaemonID, Addr: q.Addr,
+		Version: q.Version, SourceIPs: ips}, interval)
+}

@@ -1,0 +1,307 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/vantage-edge/vantage/geo"
+	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/storage"
+	"github.com/vantage-edge/vantage/triangulate"
+)
+
+// Backend is the storage the recheck and the ad-hoc probes run on; StoreBackend adapts a storage.Store.
+type Backend interface {
+	Leaser
+	// UpPoPs returns the PoPs with a live daemon that are not drained, sorted.
+	UpPoPs(ctx context.Context) ([]string, error)
+	Decision(ctx context.Context, app string) (placement.Decision, bool, error)
+	PutDecision(ctx context.Context, d placement.Decision) (changed bool, err error)
+	// NextRechecks returns every stored decision's NextRecheck by app.
+	NextRechecks(ctx context.Context) (map[string]time.Time, error)
+	EnqueueJob(ctx context.Context, pop string, j storage.Job) (string, error)
+	// LatestResults returns the latest stored result of each PoP for a result key, by PoP.
+	LatestResults(ctx context.Context, key string) (map[string]storage.Result, error)
+}
+
+// TargetKey is the key a target's results are stored under: kind and address, so two applications with the
+// same back end share their measurements.
+func TargetKey(kind placement.ProbeKind, addr string) string { return string(kind) + ":" + addr }
+
+// ErrNoPoPs is returned by a recheck when no PoP of the fleet is up.
+var ErrNoPoPs = errors.New("scheduler: no PoP of the fleet is up")
+
+// workers are the per-goroutine engine and planner (neither is safe for concurrent use).
+type workers struct {
+	engine  *triangulate.Engine
+	planner *triangulate.Planner
+}
+
+// recheckDeps are the recheck's collaborators.
+type recheckDeps struct {
+	backend Backend
+	pool    sync.Pool // *workers
+	pops    func(code string) (geo.PoP, bool)
+	regions func(id string) (geo.Region, error)
+
+	fleetMu   sync.Mutex
+	fleetAt   time.Time
+	fleetPoPs []geo.PoP
+}
+
+// FleetCacheTTL is how long one read of the fleet serves rechecks: at 100,000 targets a recheck starts
+// every few milliseconds, and PoPs come and go on heartbeat timescales.
+const FleetCacheTTL = time.Second
+
+// upPoPs returns the catalogue entries of the PoPs that are up.
+func (s *Scheduler) upPoPs(ctx context.Context) ([]geo.PoP, error) {
+	d := s.deps
+	d.fleetMu.Lock()
+	defer d.fleetMu.Unlock()
+	now := s.cfg.Clock.Now()
+	if d.fleetPoPs != nil && now.Sub(d.fleetAt) < FleetCacheTTL {
+		return d.fleetPoPs, nil
+	}
+	codes, err := d.backend.UpPoPs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: reading the fleet: %w", err)
+	}
+	out := make([]geo.PoP, 0, len(codes))
+	for _, c := range codes {
+		p, ok := d.pops(c)
+		if !ok {
+			s.log.Warn("scheduler: PoP of the fleet is not in the catalogue; ignored", "pop", c)
+			continue
+		}
+		out = append(out, p)
+	}
+	d.fleetPoPs, d.fleetAt = out, now
+	return out, nil
+}
+
+// recheck probes t from a planned set of PoPs, runs the engine and writes the decision.
+func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placement.Decision, error) {
+	d := s.deps
+	w := d.pool.Get().(*workers)
+	defer d.pool.Put(w)
+
+	prev, hasPrev, err := d.backend.Decision(ctx, t.App)
+	if err != nil {
+		return placement.Decision{}, fmt.Errorf("scheduler: app %q: reading the previous decision: %w", t.App, err)
+	}
+	pops, err := s.upPoPs(ctx)
+	if err != nil {
+		return placement.Decision{}, err
+	}
+	if len(pops) == 0 {
+		return placement.Decision{}, ErrNoPoPs
+	}
+	in := triangulate.Input{Target: t.Target}
+	if hasPrev {
+		in.Previous = prev.BestPoP
+	}
+
+	var results map[string]storage.Result
+	if addr := t.ProbeAddr(); addr != "" {
+		results, err = s.measure(ctx, term, w.planner, t, pops)
+		if err != nil {
+			return placement.Decision{}, err
+		}
+	}
+	in.Measurements = measurements(results, d.pops)
+
+	var r triangulate.Result
+	switch t.Mode {
+	case placement.ModeRegion:
+		region, rerr := d.regions(t.Target)
+		if rerr != nil {
+			return placement.Decision{}, fmt.Errorf("scheduler: app %q: %w", t.App, rerr)
+		}
+		if len(in.Measurements) > 0 {
+			r, err = w.engine.Decide(in)
+			// An endpoint that is anycast (or otherwise not placeable) is not the region: fall back to the
+			// latency model from the region's coordinates.
+			if err != nil || !r.Verdict.Placeable() {
+				in.Measurements, in.DNS = nil, nil
+			}
+		}
+		if len(in.Measurements) == 0 {
+			r, err = w.engine.DecideRegion(region.Point, pops, in)
+		}
+	default:
+		if len(in.Measurements) == 0 {
+			r = triangulate.Result{Target: t.Target, Verdict: placement.VerdictUnknown, Status: placement.StatusNoValidHosts}
+		} else {
+			r, err = w.engine.Decide(in)
+		}
+	}
+	if err != nil {
+		return placement.Decision{}, fmt.Errorf("scheduler: app %q: deciding: %w", t.App, err)
+	}
+	now := s.cfg.Clock.Now()
+	dec := placement.Decision{
+		App: t.App, Mode: t.Mode, Target: t.Target,
+		Candidates: append([]placement.Candidate(nil), r.Candidates...),
+		Verdict:    r.Verdict, Status: r.Status,
+		Estimated:  r.Flags.Has(triangulate.FlagEstimated),
+		Confidence: r.Confidence,
+		ComputedAt: now, NextRecheck: now.Add(s.cfg.RecheckInterval),
+	}
+	if r.Verdict.Placeable() {
+		dec.BestPoP = r.Best.PoP
+	}
+	if term.Ctx.Err() != nil { // the lease was lost: the new leader writes
+		return dec, fmt.Errorf("scheduler: app %q: lease lost before writing: %w", t.App, term.Ctx.Err())
+	}
+	changed, err := d.backend.PutDecision(ctx, dec)
+	if err != nil {
+		return dec, fmt.Errorf("scheduler: app %q: writing the decision: %w", t.App, err)
+	}
+	if s.metrics != nil {
+		s.metrics.decisions.WithLabelValues(fmt.Sprint(changed)).Inc()
+		if dec.Estimated {
+			s.metrics.estimatedDecided.Inc()
+		}
+	}
+	if changed {
+		s.log.Info("scheduler: decision changed", "app", t.App, "best_pop", dec.BestPoP, "previous", in.Previous,
+			"verdict", dec.Verdict, "status", dec.Status, "estimated", dec.Estimated, "notes", r.Notes())
+	}
+	return dec, nil
+}
+
+// measure runs the planner's rounds: enqueue a job per planned PoP, wait for their results, ask for more.
+// It returns the latest result of every PoP for the target, this round's included.
+func (s *Scheduler) measure(ctx context.Context, term *Term, planner *triangulate.Planner, t Target, pops []geo.PoP) (map[string]storage.Result, error) {
+	d := s.deps
+	key := TargetKey(t.Kind(), t.ProbeAddr())
+	budget := planner.Budget(len(pops))
+	if s.cfg.Budget > 0 {
+		budget = min(s.cfg.Budget, len(pops))
+	}
+	plan := planner.First(pops)
+	if len(plan) > budget {
+		plan = plan[:budget]
+	}
+	latest := map[string]storage.Result{}
+	probed := map[string]bool{}
+	seq := s.seq.Add(1)
+	for round := 0; len(plan) > 0; round++ {
+		want := map[string]string{} // pop -> round id
+		deadline := s.cfg.Clock.Now().Add(s.cfg.ResultTimeout)
+		for _, pop := range plan {
+			probed[pop] = true
+			j := storage.Job{
+				Round:  fmt.Sprintf("%s/%s/%d/%d/%d", s.cfg.Name, t.App, term.Token, seq, round),
+				Key:    key, Target: t.ProbeAddr(), Kind: t.Kind(), Count: s.cfg.ProbeCount,
+				Deadline: deadline,
+			}
+			if _, err := d.backend.EnqueueJob(ctx, pop, j); err != nil {
+				return nil, fmt.Errorf("scheduler: app %q: enqueueing a job for PoP %s: %w", t.App, pop, err)
+			}
+			want[pop] = j.Round
+			if s.metrics != nil {
+				s.metrics.jobsEnqueued.Inc()
+			}
+		}
+		if err := s.await(ctx, key, want, deadline, latest); err != nil {
+			return nil, err
+		}
+		budget -= len(plan)
+		if budget <= 0 {
+			break
+		}
+		var sofar []triangulate.Measurement
+		for pop, r := range latest {
+			if succeeded(r) && probed[pop] {
+				if p, ok := d.pops(pop); ok {
+					sofar = append(sofar, triangulate.Measurement{VP: pop, Point: p.Point, RTTMs: r.MinMs})
+				}
+			}
+		}
+		if len(sofar) == 0 {
+			break // nothing answered: more PoPs will not help
+		}
+		sort.Slice(sofar, func(i, j int) bool { return sofar[i].VP < sofar[j].VP })
+		plan = planner.Next(pops, sofar, budget)
+	}
+	out := map[string]storage.Result{}
+	maxAge := 2 * s.cfg.RecheckInterval
+	now := s.cfg.Clock.Now()
+	for pop, r := range latest {
+		// Only PoPs that are up count; an old result from a PoP probed in an earlier recheck counts while
+		// it is fresh (late results of re-claimed jobs arrive this way).
+		if !containsPoP(pops, pop) || now.Sub(r.At) > maxAge {
+			continue
+		}
+		out[pop] = r
+	}
+	return out, nil
+}
+
+func containsPoP(pops []geo.PoP, code string) bool {
+	i := sort.Search(len(pops), func(i int) bool { return pops[i].Code >= code })
+	return i < len(pops) && pops[i].Code == code
+}
+
+// await polls the target's latest results until every PoP of want (pop -> round) has a result of its round
+// or deadline passes; latest is filled with the latest result per PoP.
+func (s *Scheduler) await(ctx context.Context, key string, want map[string]string, deadline time.Time, latest map[string]storage.Result) error {
+	for {
+		rs, err := s.deps.backend.LatestResults(ctx, key)
+		if err != nil && ctx.Err() == nil {
+			s.log.Debug("scheduler: reading results", "key", key, "err", err)
+		}
+		got := 0
+		for pop, r := range rs {
+			latest[pop] = r
+		}
+		for pop, round := range want {
+			if r, ok := latest[pop]; ok && r.Round == round {
+				got++
+			}
+		}
+		if got == len(want) {
+			return nil
+		}
+		wait := min(s.cfg.ResultPoll, deadline.Sub(s.cfg.Clock.Now()))
+		if wait <= 0 {
+			s.log.Debug("scheduler: results missing at the deadline", "key", key, "want", len(want), "got", got)
+			return nil
+		}
+		t := s.cfg.Clock.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C():
+		}
+	}
+}
+
+// measurements turns results into the engine's input: the minimum RTT of each successful probe. (The address
+// an HTTP probe dialed is not DNS evidence: with round-robin DNS each PoP picks one of the same set.)
+func measurements(rs map[string]storage.Result, lookup func(string) (geo.PoP, bool)) []triangulate.Measurement {
+	var ms []triangulate.Measurement
+	for _, pop := range sortedApps(rs) {
+		r := rs[pop]
+		if !succeeded(r) {
+			continue
+		}
+		p, ok := lookup(pop)
+		if !ok {
+			continue
+		}
+		ms = append(ms, triangulate.Measurement{VP: pop, Point: p.Point, RTTMs: r.MinMs})
+	}
+	return ms
+}
+
+// succeeded reports whether r holds an RTT: no failure class and at least one answered sample. (An HTTP
+// status outside the accepted range still timed the round trip, but the prober marks it failed; a back end
+// that answers 5xx is not a placement target to trust.)
+func succeeded(r storage.Result) bool { return r.Class == "" && r.Error == "" && r.Samples > 0 }
