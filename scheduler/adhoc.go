@@ -74,10 +74,10 @@ type AdHocRecord struct {
 // deadline passed), the engine's verdict.
 type AdHocStatus struct {
 	AdHocRecord
-	Results map[string]storage.Result `json:"results"`          // by PoP; detail holds the prober's full result
-	Pending []string                 `json:"pending,omitempty"` // PoPs without a result yet
-	Done    bool                     `json:"done"`
-	Verdict *AdHocVerdict            `json:"verdict,omitempty"`
+	Results map[string]storage.Result `json:"results"`           // by PoP; detail holds the prober's full result
+	Pending []string                  `json:"pending,omitempty"` // PoPs without a result yet
+	Done    bool                      `json:"done"`
+	Verdict *AdHocVerdict             `json:"verdict,omitempty"`
 }
 
 // AdHocVerdict is the engine's answer on an ad-hoc probe's results.

@@ -196,8 +196,8 @@ func (s *Scheduler) measure(ctx context.Context, term *Term, planner *triangulat
 		for _, pop := range plan {
 			probed[pop] = true
 			j := storage.Job{
-				Round:  fmt.Sprintf("%s/%s/%d/%d/%d", s.cfg.Name, t.App, term.Token, seq, round),
-				Key:    key, Target: t.ProbeAddr(), Kind: t.Kind(), Count: s.cfg.ProbeCount,
+				Round: fmt.Sprintf("%s/%s/%d/%d/%d", s.cfg.Name, t.App, term.Token, seq, round),
+				Key:   key, Target: t.ProbeAddr(), Kind: t.Kind(), Count: s.cfg.ProbeCount,
 				Deadline: deadline,
 			}
 			if _, err := d.backend.EnqueueJob(ctx, pop, j); err != nil {

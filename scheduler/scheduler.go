@@ -63,8 +63,8 @@ type Config struct {
 	PoPs    []geo.PoP
 	Engine  *triangulate.Config        // nil: triangulate.DefaultConfig()
 	Planner *triangulate.PlannerConfig // nil: triangulate.DefaultPlannerConfig() with Engine
-	Clock   Clock                     // default RealClock
-	Logger          *slog.Logger // default slog.Default()
+	Clock   Clock                      // default RealClock
+	Logger  *slog.Logger               // default slog.Default()
 }
 
 // DefaultConfig returns the defaults.

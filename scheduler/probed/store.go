@@ -87,7 +87,9 @@ func (q *StoreQueue) Store(ctx context.Context, j Job, r prober.Result) error {
 }
 
 // Ack implements Queue.
-func (q *StoreQueue) Ack(ctx context.Context, j Job) error { return q.DB.AckJob(ctx, q.PoP, j.StreamID) }
+func (q *StoreQueue) Ack(ctx context.Context, j Job) error {
+	return q.DB.AckJob(ctx, q.PoP, j.StreamID)
+}
 
 // Heartbeat implements Queue.
 func (q *StoreQueue) Heartbeat(ctx context.Context, interval time.Duration) error {
