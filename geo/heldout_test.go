@@ -108,7 +108,12 @@ func TestHeldOutError(t *testing.T) {
 	var pooledModel, pooledFallback []float64 // predictions, aligned with pooled
 	for fold := range 5 {
 		m, pairs := heldOut(t, 5, fold, DefaultModelConfig())
-		model, fallback := errorStats(m.RTTMs, pairs), errorStats(fallbackOf(m), pairs)
+		preds, fb := make([]float64, len(pairs)), make([]float64, len(pairs))
+		for i, p := range pairs {
+			preds[i], fb[i] = m.RTTMs(p.a, p.b), fallbackOf(m)(p.a, p.b)
+		}
+		all := func(heldOutPair) bool { return true }
+		model, fallback := predStats(preds, pairs, all), predStats(fb, pairs, all)
 		t.Logf("fold %d (inflation %.3f): model %v", fold, m.Inflation(), model)
 		t.Logf("fold %d                    fallback %v", fold, fallback)
 		if model.medRel > 0.15 || model.p90Rel > 0.5 {
@@ -117,11 +122,9 @@ func TestHeldOutError(t *testing.T) {
 		if model.medRel > 0.7*fallback.medRel || model.p90Rel > fallback.p90Rel {
 			t.Errorf("fold %d: model (%v) is not clearly better than the fibre fallback (%v)", fold, model, fallback)
 		}
-		for _, p := range pairs {
-			pooled = append(pooled, p)
-			pooledModel = append(pooledModel, m.RTTMs(p.a, p.b))
-			pooledFallback = append(pooledFallback, fallbackOf(m)(p.a, p.b))
-		}
+		pooled = append(pooled, pairs...)
+		pooledModel = append(pooledModel, preds...)
+		pooledFallback = append(pooledFallback, fb...)
 	}
 	all := func(heldOutPair) bool { return true }
 	t.Logf("all folds: model    %v", predStats(pooledModel, pooled, all))
