@@ -5,7 +5,6 @@ import (
 	"encoding/csv"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -214,8 +213,8 @@ func LoadAirportCountries(path string) (map[string][]Point, error) {
 		lat, err1 := strconv.ParseFloat(rec[6], 64)
 		lon, err2 := strconv.ParseFloat(rec[7], 64)
 		p := Point{Lat: lat, Lon: lon}
-		if err1 != nil || err2 != nil || !p.Valid() || math.IsNaN(lat) {
-			continue // a few rows have no usable coordinates
+		if err1 != nil || err2 != nil || !p.Valid() {
+			continue // rows without usable coordinates are skipped
 		}
 		out[rec[3]] = append(out[rec[3]], p)
 	}

@@ -270,3 +270,16 @@ func TestNearestGridMatchesBruteForce(t *testing.T) {
 	}
 	t.Logf("%d points", len(pts))
 }
+
+func TestRTTMsInvalidPoints(t *testing.T) {
+	m := DefaultModel()
+	fra := popPoint(t, "FRA")
+	for _, p := range []Point{{math.NaN(), 0}, {0, 200}, {-91, 0}} {
+		if got := m.RTTMs(fra, p); !math.IsNaN(got) {
+			t.Errorf("RTTMs(FRA, %v) = %v, want NaN", p, got)
+		}
+		if got := m.RTTMs(p, fra); !math.IsNaN(got) {
+			t.Errorf("RTTMs(%v, FRA) = %v, want NaN", p, got)
+		}
+	}
+}

@@ -24,7 +24,7 @@ type WPServer struct {
 	Title     string // display name, e.g. "Frankfurt"
 	Country   string // country name, e.g. "Germany"
 	Continent int    // 1 N/C America, 2 S America, 3 Europe and Asia, 4 Oceania, 5 Africa
-	Point            // coordinates as published (some are wrong: see LatencyTable's cleaning rules)
+	Point            // coordinates as published (a few are wrong: see (*WonderProxy).Clean)
 }
 
 // WPPing is the aggregate of one directed pair of the ping file, in ms.
