@@ -207,6 +207,7 @@ testdata/invalid/many.toml:6:1: placement.hostname: "https://api.example.com": s
 		// The providers and suggestions come from geo's catalogue: checked in part, below.
 		{"region-provider.toml", []error{ErrBadRegion, geo.ErrUnknownRegion}, ``},
 		{"region-syntax.toml", []error{ErrBadRegion, geo.ErrRegionSyntax}, `testdata/invalid/region-syntax.toml:4:1: placement.region: "us-east-1": want provider:region, e.g. "aws:us-east-1", "gcp:europe-west1", "azure:westeurope"`},
+		{"region-too-long.toml", []error{ErrBadRegion}, `testdata/invalid/region-too-long.toml:4:1: placement.region: "aws:us-east-1-this-is-far-too-long-for-any-region-id-in-any-catalogue": 69 bytes, too long for a region ID (at most 64)`},
 		{"region-unknown.toml", []error{ErrBadRegion, geo.ErrUnknownRegion}, `testdata/invalid/region-unknown.toml:4:1: placement.region: "aws:us-east1": not in the region catalogue; did you mean "aws:us-east-1"?`},
 		{"syntax-duplicate.toml", []error{ErrSyntax}, `testdata/invalid/syntax-duplicate.toml:5:1: toml: Key 'placement.mode' has already been defined.`},
 		{"syntax.jsonc", []error{ErrSyntax}, `testdata/invalid/syntax.jsonc:3:3: jsonc: invalid character '"' after object value (expecting ',' or '}')`},

@@ -2,13 +2,17 @@ package placement
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // The fuzzers' seeds are the example configs of testdata/valid and testdata/invalid; the corpus they grew is
@@ -232,4 +236,108 @@ func FuzzHostname(f *testing.F) {
 			t.Fatalf("hostname %q accepted, but not as host %q: %v", s, net.JoinHostPort(norm, "443"), err)
 		}
 	})
+}
+
+// FuzzFormatsAgree writes the same placement as wrangler.toml and as wrangler.jsonc and checks the parsers
+// agree: the same Config, or the same problems (field, value and reason; positions differ by format). present
+// says which keys are written (bit 0 mode, 1 region, 2 host, 3 hostname, 4 name), so empty values are tried
+// too; legacy writes [unsafe.metadata.placement].
+func FuzzFormatsAgree(f *testing.F) {
+	f.Add(uint8(0b10001), "app", "smart", "", "", "", false)
+	f.Add(uint8(0b10010), "app", "", "aws:us-east-1", "", "", false)
+	f.Add(uint8(0b10101), "app", "targeted", "", "db.example.com:5432", "", true)
+	f.Add(uint8(0b11001), "app", "smart", "", "", "api.example.com", false)
+	f.Add(uint8(0b11110), "App", "", "aws:us-east1", "10.0.0.5:5432", "https://x", false)
+	f.Add(uint8(0b01000), "", "", "", "", "[fe80::1]", false)
+	f.Fuzz(func(t *testing.T, present uint8, name, mode, region, host, hostname string, legacy bool) {
+		for _, s := range []string{name, mode, region, host, hostname} {
+			if !utf8.ValidString(s) {
+				t.Skip("TOML cannot hold invalid UTF-8")
+			}
+		}
+		keys := []struct{ k, v string }{{"mode", mode}, {"region", region}, {"host", host}, {"hostname", hostname}}
+		var tb, jb strings.Builder
+		jb.WriteString("{\n")
+		if present&(1<<4) != 0 {
+			tb.WriteString("name = " + tomlQuote(name) + "\n")
+			jb.WriteString("  \"name\": " + jsonQuote(name) + ",\n")
+		}
+		if legacy {
+			tb.WriteString("[unsafe.metadata.placement]\n")
+			jb.WriteString("  \"unsafe\": { \"metadata\": { \"placement\": {\n")
+		} else {
+			tb.WriteString("[placement]\n")
+			jb.WriteString("  \"placement\": {\n")
+		}
+		for i, kv := range keys {
+			if present&(1<<i) != 0 {
+				tb.WriteString(kv.k + " = " + tomlQuote(kv.v) + "\n")
+				jb.WriteString("    \"" + kv.k + "\": " + jsonQuote(kv.v) + ",\n")
+			}
+		}
+		if legacy {
+			jb.WriteString("  } } },\n}\n")
+		} else {
+			jb.WriteString("  },\n}\n")
+		}
+		ct, errT := ParseWranglerTOML("w", []byte(tb.String()))
+		cj, errJ := ParseWranglerJSONC("w", []byte(jb.String()))
+		if pt, pj := problems(t, errT), problems(t, errJ); !slices.Equal(pt, pj) {
+			t.Fatalf("TOML\n%s-> %v\nJSONC\n%s-> %v", tb.String(), errT, jb.String(), errJ)
+		}
+		if ct != cj {
+			t.Fatalf("TOML\n%s-> %+v\nJSONC\n%s-> %+v", tb.String(), ct, jb.String(), cj)
+		}
+		if errT == nil {
+			checkResult(t, "w", []byte(tb.String()), ct, nil)
+		}
+	})
+}
+
+// problems lists the errors in err without their positions, sorted.
+func problems(t *testing.T, err error) []string {
+	t.Helper()
+	if err == nil {
+		return nil
+	}
+	leaves := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		leaves = j.Unwrap()
+	}
+	var out []string
+	for _, e := range leaves {
+		ce, ok := e.(*ConfigError)
+		if !ok {
+			t.Fatalf("not a *ConfigError: %v", e)
+		}
+		out = append(out, fmt.Sprintf("%s|%#v|%v", ce.Field, ce.Value, ce.Err))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func tomlQuote(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, "\\u%04X", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+func jsonQuote(s string) string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
 }

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/vantage-edge/vantage/geo"
 )
 
 func TestLoadDirKeepsTheGoodFiles(t *testing.T) {
@@ -171,5 +173,21 @@ func TestTOMLKeyPositions(t *testing.T) {
 				t.Errorf("at %d:%d, want %d:%d (%v)", ce.Line, ce.Col, tc.line, tc.col, err)
 			}
 		})
+	}
+}
+
+// TestRegionCapAdmitsTheCatalogue: the length cap applied before geo's lookup must not refuse any real region.
+func TestRegionCapAdmitsTheCatalogue(t *testing.T) {
+	regions := geo.Regions()
+	if len(regions) == 0 {
+		t.Fatal("empty region catalogue")
+	}
+	for _, r := range regions {
+		if len(r.ID) > maxRegionLen {
+			t.Errorf("region %q is longer than maxRegionLen %d", r.ID, maxRegionLen)
+		}
+		if id, err := checkRegion(r.ID); err != nil || id != r.ID {
+			t.Errorf("region %q: checkRegion = %q, %v", r.ID, id, err)
+		}
 	}
 }

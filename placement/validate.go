@@ -15,6 +15,9 @@ const (
 	maxHostnameLen = 253 // bytes, without a trailing dot
 	maxLabelLen    = 63  // bytes per label
 	maxAppNameLen  = 63  // a Worker name is also a DNS label (<name>.<subdomain>.workers.dev)
+	// maxRegionLen bounds a region ID before geo looks it up (the longest in the catalogue is about 30 bytes):
+	// geo's suggestions cost time in proportion to the value's length, seconds for a megabyte.
+	maxRegionLen = 64
 )
 
 // Validate checks a Config built by hand (or received from elsewhere) by the same rules the parsers apply:
@@ -77,6 +80,9 @@ func checkAppName(s string) error {
 // checkRegion looks a region up in geo's catalogue and returns its canonical ID; for an unknown one the error
 // suggests the closest IDs, as geo finds them.
 func checkRegion(s string) (string, error) {
+	if len(s) > maxRegionLen {
+		return "", because(ErrBadRegion, "%d bytes, too long for a region ID (at most %d)", len(s), maxRegionLen)
+	}
 	r, err := geo.LookupRegion(s)
 	if err == nil {
 		return r.ID, nil
