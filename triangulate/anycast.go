@@ -11,34 +11,57 @@ import (
 // Friedman, Rossi, "Characterizing IPv4 anycast adoption and deployment", CoNEXT 2015; "A Fistful of Pings",
 // INFOCOM 2015): two vantage points whose speed-of-light disks do not intersect cannot be reaching one host,
 // so the target has at least two instances; a greedy maximum set of pairwise disjoint disks, smallest first,
-// counts and places them. With Config.RobustAnycast the evidence must survive dropping the single most
-// inconsistent vantage point; if it does not, that VP is reported as a speed-of-light violation and the target
-// is judged without it.
+// counts and places them. With Config.RobustAnycast the evidence must survive setting aside the
+// Config.MaxOutliers most inconsistent vantage points; if it does not, they are reported as speed-of-light
+// violations and the target is judged without them. With a Calibration the same test also runs on the
+// calibrated disks (Config.AnycastCalibrated), where it must survive one more outlier.
 func (e *Engine) verdict(r *Result) {
 	n := len(e.ms)
-	e.vecs = e.vecs[:0]
 	e.fibre = e.fibre[:0]
+	e.test = e.test[:0]
+	e.calR = e.calR[:0]
+	e.calibrated = false
+	cal := e.cfg.Calibration
 	for i := range e.ms {
-		v := toVec(e.ms[i].Point)
-		e.vecs = append(e.vecs, v)
-		e.fibre = append(e.fibre, makeDisk(i, v, geo.MaxDistanceKm(e.ms[i].RTTMs)))
+		m := &e.ms[i]
+		v := toVec(m.Point)
+		fr := geo.MaxDistanceKm(m.RTTMs)
+		cr, tr := fr, fr
+		if cal != nil {
+			if l := cal.Line(m.VP); !l.IsZero() {
+				br := l.RadiusKm(m.RTTMs)
+				cr = min(br+e.cfg.CalibrationSlackKm, fr)
+				tr = min(br+e.cfg.AnycastSlackKm, fr)
+				e.calibrated = true
+			}
+		}
+		e.calR = append(e.calR, cr)
+		e.fibre = append(e.fibre, makeDisk(i, v, fr))
+		if e.cfg.AnycastCalibrated {
+			e.test = append(e.test, makeDisk(i, v, tr))
+		} else {
+			e.test = append(e.test, makeDisk(i, v, fr))
+		}
 	}
 	sortDisks(e.fibre)
+	sortDisks(e.test)
 	e.excluded = slices.Grow(e.excluded[:0], n)[:n]
 	clear(e.excluded)
+	e.trial = slices.Grow(e.trial[:0], n)[:n]
+	e.dropped = e.dropped[:0]
 	e.instances = e.instances[:0]
 	e.violations = e.violations[:0]
 
 	// Vantage points the calibration found mislocated are never trusted; say so when they matter here.
-	if cal := e.cfg.Calibration; cal != nil && len(cal.Suspects) > 0 {
-		for i := range e.fibre {
-			if cal.Suspect(e.ms[e.fibre[i].idx].VP) {
-				e.excluded[e.fibre[i].idx] = true
+	if cal != nil && len(cal.Suspects) > 0 {
+		for i := range e.ms {
+			if cal.Suspect(e.ms[i].VP) {
+				e.excluded[i] = true
 			}
 		}
 		for i := range e.fibre {
 			if d := &e.fibre[i]; e.excluded[d.idx] {
-				if c := e.conflictsOf(d); c > 0 {
+				if c := e.conflictsOf(e.fibre, e.excluded, d); c > 0 {
 					e.violate(r, d.idx, c)
 				}
 			}
@@ -50,33 +73,35 @@ func (e *Engine) verdict(r *Result) {
 		e.locate(r)
 		return
 	}
+	if !e.cfg.RobustAnycast {
+		copy(e.trial, e.excluded)
+		if e.greedy(e.fibre, e.excluded) >= 2 {
+			e.anycast(r, e.fibre)
+			return
+		}
+	} else {
+		// The calibrated test sees instances the fibre bound cannot separate, but its disks are not physical
+		// bounds: it must survive AnycastCalibratedOutliers more outliers than the fibre test.
+		if e.calibrated && e.cfg.AnycastCalibrated && e.robust(e.test, e.cfg.MaxOutliers+e.cfg.AnycastCalibratedOutliers) {
+			e.anycast(r, e.test)
+			return
+		}
+		if e.robust(e.fibre, e.cfg.MaxOutliers) {
+			e.anycast(r, e.fibre)
+			return
+		}
+	}
+	// Unicast. The outliers the fibre test set aside are violations.
 	outliers := 0
-	if e.greedy() >= 2 {
-		if !e.cfg.RobustAnycast {
-			e.anycast(r)
-			return
-		}
-		for outliers < e.cfg.MaxOutliers {
-			worst, conflicts := e.mostInconsistent()
-			if conflicts == 0 {
-				break
-			}
-			e.excluded[worst] = true
-			e.violate(r, worst, conflicts)
-			outliers++
-			if e.greedy() < 2 {
-				break
-			}
-		}
-		if len(e.picked) >= 2 {
-			e.anycast(r)
-			return
-		}
+	for _, o := range e.dropped {
+		e.excluded[o.idx] = true
+		e.violate(r, o.idx, o.conflicts)
+		outliers++
 	}
 	r.Verdict = placement.VerdictUnicast
 	for !e.locate(r) && outliers < e.cfg.MaxOutliers {
 		// Pairwise the disks met, but they have no common point: set the most inconsistent VP aside and retry.
-		worst, conflicts := e.mostInconsistent()
+		worst, conflicts := e.mostInconsistent(e.fibre, e.excluded)
 		if conflicts == 0 {
 			break
 		}
@@ -88,6 +113,28 @@ func (e *Engine) verdict(r *Result) {
 	}
 }
 
+type dropped struct{ idx, conflicts int }
+
+// robust reports whether disks hold at least two pairwise disjoint ones after setting aside up to drops of
+// the most inconsistent vantage points, one at a time. It leaves e.excluded alone (it works on e.trial), the
+// greedy pick in e.picked and the VPs it set aside in e.dropped.
+func (e *Engine) robust(disks []disk, drops int) bool {
+	e.trial = append(e.trial[:0], e.excluded...)
+	e.dropped = e.dropped[:0]
+	for e.greedy(disks, e.trial) >= 2 {
+		if len(e.dropped) == drops {
+			return true
+		}
+		worst, conflicts := e.mostInconsistent(disks, e.trial)
+		if conflicts == 0 {
+			return true
+		}
+		e.trial[worst] = true
+		e.dropped = append(e.dropped, dropped{worst, conflicts})
+	}
+	return false
+}
+
 // violate records measurement idx as a speed-of-light violation.
 func (e *Engine) violate(r *Result, idx, conflicts int) {
 	r.Flags |= FlagSpeedOfLight
@@ -95,29 +142,29 @@ func (e *Engine) violate(r *Result, idx, conflicts int) {
 	r.Violations = e.violations
 }
 
-// conflictsOf counts the trusted fibre disks that d misses by more than AnycastMarginKm.
-func (e *Engine) conflictsOf(d *disk) int {
+// conflictsOf counts the disks not excluded that d misses by more than AnycastMarginKm.
+func (e *Engine) conflictsOf(disks []disk, excluded []bool, d *disk) int {
 	c := 0
-	for j := range e.fibre {
-		if o := &e.fibre[j]; !e.excluded[o.idx] && disjoint(d, o, e.cfg.AnycastMarginKm) {
+	for j := range disks {
+		if o := &disks[j]; !excluded[o.idx] && disjoint(d, o, e.cfg.AnycastMarginKm) {
 			c++
 		}
 	}
 	return c
 }
 
-// greedy fills e.picked with a maximal set of pairwise disjoint fibre disks (by AnycastMarginKm), smallest
-// first, skipping excluded VPs, and returns its size (capped at MaxInstances).
-func (e *Engine) greedy() int {
+// greedy fills e.picked with a maximal set of pairwise disjoint disks (by AnycastMarginKm), smallest first,
+// skipping excluded VPs, and returns its size (capped at MaxInstances).
+func (e *Engine) greedy(disks []disk, excluded []bool) int {
 	e.picked = e.picked[:0]
-	for i := range e.fibre {
-		d := &e.fibre[i]
-		if e.excluded[d.idx] {
+	for i := range disks {
+		d := &disks[i]
+		if excluded[d.idx] {
 			continue
 		}
 		ok := true
 		for _, p := range e.picked {
-			if !disjoint(d, &e.fibre[p], e.cfg.AnycastMarginKm) {
+			if !disjoint(d, &disks[p], e.cfg.AnycastMarginKm) {
 				ok = false
 				break
 			}
@@ -132,42 +179,38 @@ func (e *Engine) greedy() int {
 	return len(e.picked)
 }
 
-// mostInconsistent returns the measurement index whose fibre disk misses the most others, and that count.
-// Ties go to the larger disk (the less informative VP), then the later one in radius order.
-func (e *Engine) mostInconsistent() (int, int) {
-	e.conflicts = slices.Grow(e.conflicts[:0], len(e.fibre))[:len(e.fibre)]
+// mostInconsistent returns the measurement index whose disk misses the most others, and that count. Ties go to
+// the larger disk (the less informative VP), then the later one in radius order.
+func (e *Engine) mostInconsistent(disks []disk, excluded []bool) (int, int) {
+	e.conflicts = slices.Grow(e.conflicts[:0], len(disks))[:len(disks)]
 	clear(e.conflicts)
-	for i := range e.fibre {
-		if e.excluded[e.fibre[i].idx] {
+	for i := range disks {
+		if excluded[disks[i].idx] {
 			continue
 		}
-		for j := i + 1; j < len(e.fibre); j++ {
-			if !e.excluded[e.fibre[j].idx] && disjoint(&e.fibre[i], &e.fibre[j], e.cfg.AnycastMarginKm) {
+		for j := i + 1; j < len(disks); j++ {
+			if !excluded[disks[j].idx] && disjoint(&disks[i], &disks[j], e.cfg.AnycastMarginKm) {
 				e.conflicts[i]++
 				e.conflicts[j]++
 			}
 		}
 	}
 	best := 0
-	for i := 1; i < len(e.fibre); i++ {
-		ci, cb := e.conflicts[i], e.conflicts[best]
-		switch {
-		case ci > cb:
-			best = i
-		case ci == cb && ci > 0:
-			best = i // sorted by radius: a later disk is at least as large
+	for i := 1; i < len(disks); i++ {
+		if ci, cb := e.conflicts[i], e.conflicts[best]; ci > cb || ci == cb && ci > 0 {
+			best = i // sorted by radius: on a tie, a later disk is at least as large
 		}
 	}
-	return e.fibre[best].idx, e.conflicts[best]
+	return disks[best].idx, e.conflicts[best]
 }
 
 // anycast records the verdict and places one instance per picked disk: the catalogue city nearest the VP that
 // lies inside its disk (iGreedy places instances at the most populous city in the disk; the PoP catalogue is
 // our list of large cities), else the VP itself.
-func (e *Engine) anycast(r *Result) {
+func (e *Engine) anycast(r *Result, disks []disk) {
 	r.Verdict = placement.VerdictAnycast
 	for _, p := range e.picked {
-		d := &e.fibre[p]
+		d := &disks[p]
 		m := &e.ms[d.idx]
 		inst := Instance{VP: m.VP, Point: m.Point, RadiusKm: d.radiusKm}
 		bestDot := -2.0

@@ -21,13 +21,18 @@ type Engine struct {
 	// scratch, reused by every call
 	seen       map[string]int
 	ms         []Measurement
-	vecs       []vec3
-	fibre      []disk // speed-of-light disks, sorted by radius
-	cal        []disk // calibrated disks, sorted by radius
+	fibre      []disk    // speed-of-light disks, sorted by radius
+	test       []disk    // the disks of the anycast test (calibrated or fibre), sorted by radius
+	calR       []float64 // calibrated radius per measurement (the fibre radius without a line)
+	calibrated bool      // whether any measurement has a calibrated line
+	cal        []disk    // calibrated disks, sorted by radius
+	region     []disk    // the disks of the last successful location (aliases cal)
 	sub        []disk
 	picked     []int
 	conflicts  []int
 	excluded   []bool
+	trial      []bool
+	dropped    []dropped
 	feasible   []vec3
 	cands      []placement.Candidate
 	instances  []Instance

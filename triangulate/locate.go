@@ -13,30 +13,21 @@ import (
 // disks miss each other it falls back to the fibre bound; when even those (widened by AnycastMarginKm) have
 // no common point the verdict becomes unknown.
 func (e *Engine) locate(r *Result) bool {
-	cal := e.cfg.Calibration
+	e.region = nil
 	e.cal = e.cal[:0]
-	calibrated := false
 	for _, d := range e.fibre {
-		if e.excluded[d.idx] {
-			continue
+		if !e.excluded[d.idx] {
+			e.cal = append(e.cal, makeDisk(d.idx, d.centre, e.calR[d.idx]))
 		}
-		rad := d.radiusKm
-		if cal != nil {
-			m := &e.ms[d.idx]
-			if l := cal.Line(m.VP); !l.IsZero() {
-				rad = min(l.RadiusKm(m.RTTMs)+e.cfg.CalibrationSlackKm, rad)
-				calibrated = true
-			}
-		}
-		e.cal = append(e.cal, makeDisk(d.idx, d.centre, rad))
 	}
 	if len(e.cal) == 0 {
 		return false
 	}
-	if calibrated {
+	if e.calibrated {
 		sortDisks(e.cal)
 		if c, rad, ok := e.intersect(e.cal); ok {
 			r.Location, r.HasLoc = Location{Point: c.point(), RadiusKm: rad}, true
+			e.region = e.cal
 			return true
 		}
 		r.Flags |= FlagCalibrationMiss
@@ -54,6 +45,7 @@ func (e *Engine) locate(r *Result) bool {
 	}
 	if c, rad, ok := e.intersect(e.cal); ok {
 		r.Location, r.HasLoc = Location{Point: c.point(), RadiusKm: rad}, true
+		e.region = e.cal
 		return true
 	}
 	r.Flags |= FlagInconsistent
@@ -155,4 +147,19 @@ func spread(pts []vec3) (vec3, float64) {
 		minDot = min(minDot, p.dot(c))
 	}
 	return c, math.Acos(min(max(minDot, -1), 1)) * geo.EarthRadiusKm
+}
+
+// inRegion reports whether p lies in the feasible region of the last successful location (every disk
+// widened by tolKm); false when there was none.
+func (e *Engine) inRegion(p vec3, tolKm float64) bool {
+	if len(e.region) == 0 {
+		return false
+	}
+	for k := range e.region {
+		d := &e.region[k]
+		if angle(p, d.centre)*geo.EarthRadiusKm > d.radiusKm+tolKm {
+			return false
+		}
+	}
+	return true
 }

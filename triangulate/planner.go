@@ -1,7 +1,6 @@
 package triangulate
 
 import (
-	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -126,22 +125,25 @@ func (p *Planner) First(pops []geo.PoP) []string {
 }
 
 // Next returns up to min(PlannerConfig.Step, budgetLeft) more PoP codes to probe, given the measurements so
-// far (their VP ids are PoP codes of pops), or nil when none is worth probing: every PoP not yet probed is,
-// by the speed-of-light bound from the target's feasible region, unable to beat the best RTT measured. The
-// candidates are ranked by the modelled RTT (Config.Model) from the located target, interleaved with the PoPs
-// nearest the best measured one, ties by code. The result is a fresh slice.
+// far (their VP ids are PoP codes of pops), or nil when none is worth probing. A PoP is worth probing when it
+// could still beat the best RTT measured: it lies in the target's feasible region (the intersection of the
+// disks), or near enough to it that the speed-of-light bound does not rule it out. Picks alternate between
+// exploiting (the lowest modelled RTT, Config.Model, from the location estimate) and exploring (the feasible
+// PoP farthest from every PoP probed so far, which splits the region fastest), ties by code. With no
+// measurements it is First. The result is a fresh slice.
 func (p *Planner) Next(pops []geo.PoP, sofar []Measurement, budgetLeft int) []string {
-	if budgetLeft <= 0 || len(sofar) == 0 {
-		if len(sofar) == 0 && budgetLeft > 0 {
-			return p.First(pops)
-		}
+	if budgetLeft <= 0 {
 		return nil
+	}
+	if len(sofar) == 0 {
+		return p.First(pops)
 	}
 	clear(p.probed)
 	for _, m := range sofar {
 		p.probed[m.VP] = true
 	}
-	r, err := p.engine.Decide(Input{Measurements: sofar})
+	e := p.engine
+	r, err := e.Decide(Input{Measurements: sofar})
 	if err != nil {
 		return nil
 	}
@@ -157,43 +159,67 @@ func (p *Planner) Next(pops []geo.PoP, sofar []Measurement, budgetLeft int) []st
 		centre, radius = r.Location.Point, r.Location.RadiusKm
 	}
 	cv := toVec(centre)
-	bv := toVec(bestPt)
 
-	// Two rankings of the PoPs that could still beat the best: by modelled RTT from the estimate, and by
-	// distance from the best measured PoP.
+	// Candidates: PoPs not probed that could still beat the best; their distance to the nearest probed PoP.
+	p.vecs = p.vecs[:0]
+	for _, m := range sofar {
+		p.vecs = append(p.vecs, toVec(m.Point))
+	}
 	p.scored = p.scored[:0]
+	p.minDist = p.minDist[:0]
+	var inRegion []bool
 	for i, q := range pops {
 		if p.probed[q.Code] {
 			continue
 		}
 		qv := toVec(q.Point)
-		if geo.MinRTTMs(distKm(qv, cv)-radius) >= bestRTT {
+		in := e.inRegion(qv, 0)
+		if !in && geo.MinRTTMs(distKm(qv, cv)-radius) >= bestRTT {
 			continue // cannot beat the best, wherever the target is in its region
 		}
+		nearest := math.Inf(1)
+		for _, v := range p.vecs {
+			nearest = min(nearest, 1-qv.dot(v))
+		}
 		p.scored = append(p.scored, scoredPoP{i: i, score: p.model(q.Point, centre)})
+		p.minDist = append(p.minDist, nearest)
+		inRegion = append(inRegion, in)
 	}
 	if len(p.scored) == 0 {
 		return nil
 	}
 	k := min(p.cfg.Step, budgetLeft, len(p.scored))
-	byModel := slices.Clone(p.scored)
-	slices.SortFunc(byModel, func(a, b scoredPoP) int {
-		return cmp.Or(cmp.Compare(a.score, b.score), cmp.Compare(pops[a.i].Code, pops[b.i].Code))
-	})
-	for j := range p.scored {
-		p.scored[j].score = -toVec(pops[p.scored[j].i].Point).dot(bv)
-	}
-	slices.SortFunc(p.scored, func(a, b scoredPoP) int {
-		return cmp.Or(cmp.Compare(a.score, b.score), cmp.Compare(pops[a.i].Code, pops[b.i].Code))
-	})
 	out := make([]string, 0, k)
-	taken := map[int]bool{}
-	for j := 0; len(out) < k; j++ {
-		for _, list := range [][]scoredPoP{byModel, p.scored} {
-			if j < len(list) && len(out) < k && !taken[list[j].i] {
-				taken[list[j].i] = true
-				out = append(out, pops[list[j].i].Code)
+	taken := make([]bool, len(p.scored))
+	for len(out) < k {
+		pick := -1
+		if len(out)%2 == 0 {
+			// Exploit: the lowest modelled RTT from the estimate.
+			for j, c := range p.scored {
+				if !taken[j] && (pick < 0 || c.score < p.scored[pick].score ||
+					c.score == p.scored[pick].score && pops[c.i].Code < pops[p.scored[pick].i].Code) {
+					pick = j
+				}
 			}
+		} else {
+			// Explore: the feasible PoP farthest from everything probed (in-region first).
+			for j, c := range p.scored {
+				if taken[j] {
+					continue
+				}
+				if pick < 0 || inRegion[j] && !inRegion[pick] ||
+					inRegion[j] == inRegion[pick] && (p.minDist[j] > p.minDist[pick] ||
+						p.minDist[j] == p.minDist[pick] && pops[c.i].Code < pops[p.scored[pick].i].Code) {
+					pick = j
+				}
+			}
+		}
+		taken[pick] = true
+		out = append(out, pops[p.scored[pick].i].Code)
+		// What was just picked counts as probed for the exploration distances.
+		pv := toVec(pops[p.scored[pick].i].Point)
+		for j := range p.scored {
+			p.minDist[j] = min(p.minDist[j], 1-toVec(pops[p.scored[j].i].Point).dot(pv))
 		}
 	}
 	return out
