@@ -1,9 +1,11 @@
 package placement
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -77,7 +79,7 @@ func (c Config) ProbeKind() ProbeKind {
 // where line and col (1-based, col in bytes) are left out when unknown, field when the problem is not about one
 // key (a syntax error), and the value when there is none to show.
 type ConfigError struct {
-	File  string // as named to the parser, e.g. "apps/shop/wrangler.toml"
+	File  string // as named to the parser, e.g. "apps/shop/wrangler.toml"; shown as <input> when empty
 	Line  int    // 1-based; 0 when unknown
 	Col   int    // 1-based byte column of the key (or of the syntax error); 0 when unknown
 	Field string // dotted key path, e.g. "placement.host"; "" for file-level problems
@@ -89,7 +91,7 @@ type ConfigError struct {
 
 func (e *ConfigError) Error() string {
 	var b strings.Builder
-	b.WriteString(e.File)
+	b.WriteString(cmp.Or(e.File, "<input>"))
 	if e.Line > 0 {
 		fmt.Fprintf(&b, ":%d", e.Line)
 		if e.Col > 0 {
@@ -231,6 +233,12 @@ func (p Parser) LoadFile(path string) (Config, error) {
 	default:
 		return Config{}, &ConfigError{File: path, Err: because(ErrFormat, "%s (want .toml, .json or .jsonc)", ErrFormat)}
 	}
+	// Stat first: opening a FIFO that happens to be named *.toml would block.
+	if fi, err := os.Stat(path); err != nil {
+		return Config{}, fmt.Errorf("placement: %w", err)
+	} else if !fi.Mode().IsRegular() {
+		return Config{}, fmt.Errorf("placement: %s: not a regular file", path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("placement: %w", err)
@@ -244,7 +252,7 @@ func (p Parser) LoadFile(path string) (Config, error) {
 }
 
 // LoadDir reads every file in dir (not its subdirectories) named *.toml, *.json or *.jsonc, one application
-// per file, in file-name order. Bad input loses nothing else: the configs of the good files are returned
+// per file, in file-name order; symbolic links are followed, directories and special files skipped. Bad input loses nothing else: the configs of the good files are returned
 // together with an errors.Join of every bad file's errors. Two files naming the same application are an
 // error (ErrDuplicate) on the second; the first is kept.
 func (p Parser) LoadDir(dir string) ([]Config, error) {
@@ -263,10 +271,16 @@ func (p Parser) LoadDir(dir string) ([]Config, error) {
 		default:
 			continue
 		}
-		if e.IsDir() {
-			continue
-		}
 		path := filepath.Join(dir, e.Name())
+		mode := e.Type()
+		if mode&fs.ModeSymlink != 0 {
+			if fi, err := os.Stat(path); err == nil {
+				mode = fi.Mode() // else LoadFile reports the dangling link
+			}
+		}
+		if mode.IsDir() || mode&(fs.ModeNamedPipe|fs.ModeSocket|fs.ModeDevice|fs.ModeCharDevice|fs.ModeIrregular) != 0 {
+			continue // a directory or a special file that merely has a config's name
+		}
 		c, err := p.LoadFile(path)
 		if err != nil {
 			errs = append(errs, err)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/vantage-edge/vantage/geo"
@@ -189,5 +190,42 @@ func TestRegionCapAdmitsTheCatalogue(t *testing.T) {
 		if id, err := checkRegion(r.ID); err != nil || id != r.ID {
 			t.Errorf("region %q: checkRegion = %q, %v", r.ID, id, err)
 		}
+	}
+}
+
+func TestLoadDirSkipsSpecialFilesAndFollowsSymlinks(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo.toml"), 0o644); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	real := filepath.Join(t.TempDir(), "real.toml")
+	if err := os.WriteFile(real, []byte("name = \"linked\"\n[placement]\nmode = \"smart\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, filepath.Join(dir, "link.toml")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(t.TempDir(), filepath.Join(dir, "dirlink.toml")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "nowhere"), filepath.Join(dir, "dangling.toml")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadDir(dir) // must not block on the FIFO
+	if len(got) != 1 || got[0].App != "linked" {
+		t.Errorf("configs: %+v", got)
+	}
+	if !errors.Is(err, fs.ErrNotExist) || strings.Count(err.Error(), "\n") != 0 || !strings.Contains(err.Error(), "dangling.toml") {
+		t.Errorf("err = %v, want only the dangling link's", err)
+	}
+	if _, err := LoadFile(filepath.Join(dir, "fifo.toml")); err == nil || err.Error() != "placement: "+filepath.Join(dir, "fifo.toml")+": not a regular file" {
+		t.Errorf("LoadFile(fifo) = %v", err)
+	}
+}
+
+func TestConfigErrorWithoutFileName(t *testing.T) {
+	_, err := ParseWranglerTOML("", []byte("[placement]\nmode = \"smart\"\n"))
+	if want := "<input>: name: missing: every application needs a name"; err == nil || err.Error() != want {
+		t.Errorf("err = %v, want %s", err, want)
 	}
 }
