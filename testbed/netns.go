@@ -218,3 +218,24 @@ func inNS(path string, fn func() error) error {
 	<-done
 	return err
 }
+
+// setProcessNice sets the nice value of every thread of the process; threads created later inherit it from
+// their creator. The router shares the process's garbage collector, whose stop-the-world pauses wait for the
+// slowest thread: on a loaded machine a starved thread stalls the router too.
+func setProcessNice(nice int) error {
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return fmt.Errorf("testbed: nice: %w", err)
+	}
+	var errs []error
+	for _, e := range ents {
+		var tid int
+		if _, err := fmt.Sscan(e.Name(), &tid); err != nil {
+			continue
+		}
+		if err := unix.Setpriority(unix.PRIO_PROCESS, tid, nice); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("testbed: nice %d on thread %d: %w", nice, tid, err))
+		}
+	}
+	return errors.Join(errs...)
+}

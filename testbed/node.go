@@ -108,13 +108,10 @@ func awaitConnect(ctx context.Context, f *os.File) error {
 	if err != nil {
 		return err
 	}
+	// RawWrite re-arms the poller before its first call of fn, so fn checks the state first and waits only
+	// while the socket is still connecting: a handshake that completed before the wait is not missed.
 	var cerr error
-	first := true
 	werr := rc.Write(func(fd uintptr) bool {
-		if first { // the first call comes before any wait: only report once writable
-			first = false
-			return false
-		}
 		v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
 		switch {
 		case err != nil:
@@ -123,7 +120,7 @@ func awaitConnect(ctx context.Context, f *os.File) error {
 			cerr = unix.Errno(v)
 		default:
 			if _, err := unix.Getpeername(int(fd)); errors.Is(err, unix.ENOTCONN) {
-				return false // spurious wake-up: still connecting
+				return false // still connecting
 			}
 		}
 		return true

@@ -30,6 +30,11 @@ type Options struct {
 	Model  RTTModel     // default geo.DefaultModel()
 	// NoRealtime keeps the router's thread at normal priority instead of SCHED_FIFO 1 (see router.go).
 	NoRealtime bool
+	// Nice, when not 0, is set as the nice value of every thread of the calling process (-20 to 19; the
+	// router's thread runs at real-time priority regardless). The router shares the process's garbage
+	// collector, whose stop-the-world pauses wait for the slowest thread: on a loaded machine a negative
+	// value keeps them short. `vantage testbed up` and the package's tests use -10.
+	Nice int
 	// KeepStale skips the sweep of dead testbeds' leftovers that Start does first.
 	KeepStale bool
 }
@@ -91,6 +96,11 @@ func Start(ctx context.Context, spec *Spec, opts Options) (*Testbed, error) {
 	}
 	if os.Geteuid() != 0 {
 		return nil, errors.New("testbed: start: needs root (network namespaces, /dev/net/tun)")
+	}
+	if opts.Nice != 0 {
+		if err := setProcessNice(opts.Nice); err != nil {
+			log.Warn("testbed: nice", "err", err)
+		}
 	}
 	if !opts.KeepStale {
 		if _, err := Down(ctx, "", false, log); err != nil {

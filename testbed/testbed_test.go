@@ -37,7 +37,7 @@ func startTestbed(t testing.TB, spec *Spec) *Testbed {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	t0 := time.Now()
-	tb, err := Start(ctx, spec, Options{Logger: testLogger(t)})
+	tb, err := Start(ctx, spec, Options{Logger: testLogger(t), Nice: -10})
 	if err != nil {
 		t.Fatal(err)
 	}
