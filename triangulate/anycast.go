@@ -1,6 +1,7 @@
 package triangulate
 
 import (
+	"math"
 	"slices"
 
 	"github.com/vantage-edge/vantage/geo"
@@ -18,13 +19,12 @@ import (
 func (e *Engine) verdict(r *Result) {
 	n := len(e.ms)
 	e.fibre = e.fibre[:0]
-	e.test = e.test[:0]
 	e.calR = e.calR[:0]
+	e.testR = e.testR[:0]
 	e.calibrated = false
 	cal := e.cfg.Calibration
 	for i := range e.ms {
 		m := &e.ms[i]
-		v := toVec(m.Point)
 		fr := geo.MaxDistanceKm(m.RTTMs)
 		cr, tr := fr, fr
 		if cal != nil {
@@ -36,15 +36,21 @@ func (e *Engine) verdict(r *Result) {
 			}
 		}
 		e.calR = append(e.calR, cr)
-		e.fibre = append(e.fibre, makeDisk(i, v, fr))
-		if e.cfg.AnycastCalibrated {
-			e.test = append(e.test, makeDisk(i, v, tr))
-		} else {
-			e.test = append(e.test, makeDisk(i, v, fr))
-		}
+		e.testR = append(e.testR, tr)
+		e.fibre = append(e.fibre, makeDisk(i, toVec(m.Point), fr).withMargin(e.cfg.AnycastMarginKm))
 	}
-	sortDisks(e.fibre)
-	sortDisks(e.test)
+	e.fibreOrd = e.radiusOrder(e.fibreOrd, e.fibre)
+	e.test = e.fibre
+	e.testOrd = e.fibreOrd
+	if e.calibrated && e.cfg.AnycastCalibrated {
+		e.testBuf = e.testBuf[:0]
+		for i := range e.fibre {
+			e.testBuf = append(e.testBuf, makeDisk(i, e.fibre[i].centre, e.testR[i]).withMargin(e.cfg.AnycastMarginKm))
+		}
+		e.test = e.testBuf
+		e.testOrdBuf = e.radiusOrder(e.testOrdBuf, e.test)
+		e.testOrd = e.testOrdBuf
+	}
 	e.excluded = slices.Grow(e.excluded[:0], n)[:n]
 	clear(e.excluded)
 	e.trial = slices.Grow(e.trial[:0], n)[:n]
@@ -60,9 +66,9 @@ func (e *Engine) verdict(r *Result) {
 			}
 		}
 		for i := range e.fibre {
-			if d := &e.fibre[i]; e.excluded[d.idx] {
-				if c := e.conflictsOf(e.fibre, e.excluded, d); c > 0 {
-					e.violate(r, d.idx, c)
+			if e.excluded[i] {
+				if c := e.conflictsOf(e.fibre, e.excluded, &e.fibre[i]); c > 0 {
+					e.violate(r, i, c)
 				}
 			}
 		}
@@ -75,18 +81,18 @@ func (e *Engine) verdict(r *Result) {
 	}
 	if !e.cfg.RobustAnycast {
 		copy(e.trial, e.excluded)
-		if e.greedy(e.fibre, e.excluded) >= 2 {
+		if e.greedy(e.fibre, e.fibreOrd, e.excluded) >= 2 {
 			e.anycast(r, e.fibre)
 			return
 		}
 	} else {
 		// The calibrated test sees instances the fibre bound cannot separate, but its disks are not physical
 		// bounds: it must survive AnycastCalibratedOutliers more outliers than the fibre test.
-		if e.calibrated && e.cfg.AnycastCalibrated && e.robust(e.test, e.cfg.MaxOutliers+e.cfg.AnycastCalibratedOutliers) {
+		if e.calibrated && e.cfg.AnycastCalibrated && e.robust(e.test, e.testOrd, e.cfg.MaxOutliers+e.cfg.AnycastCalibratedOutliers) {
 			e.anycast(r, e.test)
 			return
 		}
-		if e.robust(e.fibre, e.cfg.MaxOutliers) {
+		if e.robust(e.fibre, e.fibreOrd, e.cfg.MaxOutliers) {
 			e.anycast(r, e.fibre)
 			return
 		}
@@ -118,10 +124,10 @@ type dropped struct{ idx, conflicts int }
 // robust reports whether disks hold at least two pairwise disjoint ones after setting aside up to drops of
 // the most inconsistent vantage points, one at a time. It leaves e.excluded alone (it works on e.trial), the
 // greedy pick in e.picked and the VPs it set aside in e.dropped.
-func (e *Engine) robust(disks []disk, drops int) bool {
+func (e *Engine) robust(disks []disk, ord []int, drops int) bool {
 	e.trial = append(e.trial[:0], e.excluded...)
 	e.dropped = e.dropped[:0]
-	for e.greedy(disks, e.trial) >= 2 {
+	for e.greedy(disks, ord, e.trial) >= 2 {
 		if len(e.dropped) == drops {
 			return true
 		}
@@ -142,29 +148,45 @@ func (e *Engine) violate(r *Result, idx, conflicts int) {
 	r.Violations = e.violations
 }
 
-// conflictsOf counts the disks not excluded that d misses by more than AnycastMarginKm.
+// conflictsOf counts the disks not excluded that d misses by more than AnycastMarginKm. Disks are indexed
+// like e.ms, as every disk slice of the engine but e.cal.
 func (e *Engine) conflictsOf(disks []disk, excluded []bool, d *disk) int {
 	c := 0
 	for j := range disks {
-		if o := &disks[j]; !excluded[o.idx] && disjoint(d, o, e.cfg.AnycastMarginKm) {
+		if !excluded[j] && disjoint(d, &disks[j]) {
 			c++
 		}
 	}
 	return c
 }
 
+// radiusOrder returns the indices of disks sorted by radius, then index, reusing ord. The keys pack the
+// radius (as float32 bits, monotone for non-negative values) above the index, so one integer sort does it.
+func (e *Engine) radiusOrder(ord []int, disks []disk) []int {
+	e.keys = e.keys[:0]
+	for i := range disks {
+		e.keys = append(e.keys, uint64(math.Float32bits(float32(disks[i].radiusKm)))<<32|uint64(i))
+	}
+	slices.Sort(e.keys)
+	ord = ord[:0]
+	for _, k := range e.keys {
+		ord = append(ord, int(uint32(k)))
+	}
+	return ord
+}
+
 // greedy fills e.picked with a maximal set of pairwise disjoint disks (by AnycastMarginKm), smallest first,
 // skipping excluded VPs, and returns its size (capped at MaxInstances).
-func (e *Engine) greedy(disks []disk, excluded []bool) int {
+func (e *Engine) greedy(disks []disk, ord []int, excluded []bool) int {
 	e.picked = e.picked[:0]
-	for i := range disks {
+	for _, i := range ord {
 		d := &disks[i]
-		if excluded[d.idx] {
+		if excluded[i] {
 			continue
 		}
 		ok := true
 		for _, p := range e.picked {
-			if !disjoint(d, &disks[p], e.cfg.AnycastMarginKm) {
+			if !disjoint(d, &disks[p]) {
 				ok = false
 				break
 			}
@@ -180,16 +202,16 @@ func (e *Engine) greedy(disks []disk, excluded []bool) int {
 }
 
 // mostInconsistent returns the measurement index whose disk misses the most others, and that count. Ties go to
-// the larger disk (the less informative VP), then the later one in radius order.
+// the larger disk (the less informative VP), then the larger index.
 func (e *Engine) mostInconsistent(disks []disk, excluded []bool) (int, int) {
 	e.conflicts = slices.Grow(e.conflicts[:0], len(disks))[:len(disks)]
 	clear(e.conflicts)
 	for i := range disks {
-		if excluded[disks[i].idx] {
+		if excluded[i] {
 			continue
 		}
 		for j := i + 1; j < len(disks); j++ {
-			if !excluded[disks[j].idx] && disjoint(&disks[i], &disks[j], e.cfg.AnycastMarginKm) {
+			if !excluded[j] && disjoint(&disks[i], &disks[j]) {
 				e.conflicts[i]++
 				e.conflicts[j]++
 			}
@@ -197,11 +219,12 @@ func (e *Engine) mostInconsistent(disks []disk, excluded []bool) (int, int) {
 	}
 	best := 0
 	for i := 1; i < len(disks); i++ {
-		if ci, cb := e.conflicts[i], e.conflicts[best]; ci > cb || ci == cb && ci > 0 {
-			best = i // sorted by radius: on a tie, a later disk is at least as large
+		ci, cb := e.conflicts[i], e.conflicts[best]
+		if ci > cb || ci == cb && ci > 0 && disks[i].radiusKm >= disks[best].radiusKm {
+			best = i
 		}
 	}
-	return disks[best].idx, e.conflicts[best]
+	return best, e.conflicts[best]
 }
 
 // anycast records the verdict and places one instance per picked disk: the catalogue city nearest the VP that
@@ -210,7 +233,7 @@ func (e *Engine) mostInconsistent(disks []disk, excluded []bool) (int, int) {
 func (e *Engine) anycast(r *Result, disks []disk) {
 	r.Verdict = placement.VerdictAnycast
 	for _, p := range e.picked {
-		d := &disks[p]
+		d := disks[p].withContains()
 		m := &e.ms[d.idx]
 		inst := Instance{VP: m.VP, Point: m.Point, RadiusKm: d.radiusKm}
 		bestDot := -2.0

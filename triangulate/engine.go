@@ -1,10 +1,8 @@
 package triangulate
 
 import (
-	"cmp"
 	"fmt"
 	"math"
-	"slices"
 
 	"github.com/vantage-edge/vantage/geo"
 	"github.com/vantage-edge/vantage/placement"
@@ -21,9 +19,15 @@ type Engine struct {
 	// scratch, reused by every call
 	seen       map[string]int
 	ms         []Measurement
-	fibre      []disk    // speed-of-light disks, sorted by radius
-	test       []disk    // the disks of the anycast test (calibrated or fibre), sorted by radius
+	fibre      []disk // speed-of-light disks, indexed like ms
+	fibreOrd   []int  // fibre indices by radius
+	test       []disk // the disks of the anycast test: fibre, or testBuf when calibrated
+	testOrd    []int  // test indices by radius
+	testBuf    []disk
+	testOrdBuf []int
+	keys       []uint64
 	calR       []float64 // calibrated radius per measurement (the fibre radius without a line)
+	testR      []float64 // anycast test radius per measurement
 	calibrated bool      // whether any measurement has a calibrated line
 	cal        []disk    // calibrated disks, sorted by radius
 	region     []disk    // the disks of the last successful location (aliases cal)
@@ -192,11 +196,4 @@ func (e *Engine) confidence(r *Result) float64 {
 	}
 	c := cov * sep * cons
 	return math.Round(min(max(c, 0), 1)*1000) / 1000
-}
-
-// sortDisks sorts disks by radius, then measurement index (deterministic).
-func sortDisks(d []disk) {
-	slices.SortFunc(d, func(a, b disk) int {
-		return cmp.Or(cmp.Compare(a.radiusKm, b.radiusKm), cmp.Compare(a.idx, b.idx))
-	})
 }

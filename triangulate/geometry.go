@@ -54,38 +54,50 @@ func angle(a, b vec3) float64 { return math.Atan2(a.cross(b).norm(), a.dot(b)) }
 // distKm is the great-circle distance between two unit vectors.
 func distKm(a, b vec3) float64 { return angle(a, b) * geo.EarthRadiusKm }
 
-// disk is a spherical cap: every point within radiusKm of centre.
+// disk is a spherical cap: every point within radiusKm of centre. The trigonometry the tests need is
+// computed once per disk, on demand: withContains for point tests, withMargin for disjointness.
 type disk struct {
 	idx      int // index of the measurement it comes from
 	centre   vec3
 	radiusKm float64
-	cosR     float64 // cos of the angular radius; -1 when the disk covers the globe
-	sinR     float64
+	cosR     float64 // cos of the angular radius (-1 when the disk covers the globe); set by withContains
+	hAng     float64 // angular radius plus half the disjointness margin; set by withMargin
+	cosH     float64 // cos and sin of hAng
+	sinH     float64
 }
 
 func makeDisk(idx int, centre vec3, radiusKm float64) disk {
-	rho := radiusKm / geo.EarthRadiusKm
-	d := disk{idx: idx, centre: centre, radiusKm: radiusKm}
-	if rho >= math.Pi {
-		d.cosR, d.sinR = -1, 0
+	return disk{idx: idx, centre: centre, radiusKm: radiusKm}
+}
+
+// withContains prepares d for contains.
+func (d disk) withContains() disk {
+	if rho := d.radiusKm / geo.EarthRadiusKm; rho >= math.Pi {
+		d.cosR = -1
 	} else {
-		d.sinR, d.cosR = math.Sincos(rho)
+		d.cosR = math.Cos(rho)
 	}
 	return d
 }
 
-// contains reports whether unit vector p lies in the disk.
+// withMargin prepares d for disjoint with a margin of marginKm between two disks (half on each).
+func (d disk) withMargin(marginKm float64) disk {
+	d.hAng = (d.radiusKm + marginKm/2) / geo.EarthRadiusKm
+	d.sinH, d.cosH = math.Sincos(min(d.hAng, math.Pi))
+	return d
+}
+
+// contains reports whether unit vector p lies in the disk (prepared by withContains).
 func (d *disk) contains(p vec3) bool { return p.dot(d.centre) >= d.cosR }
 
-// disjoint reports whether two disks miss each other by more than marginKm: the distance between their
-// centres exceeds the sum of their radii plus the margin.
-func disjoint(a, b *disk, marginKm float64) bool {
-	sum := (a.radiusKm + b.radiusKm + marginKm) / geo.EarthRadiusKm
-	if sum >= math.Pi {
+// disjoint reports whether two disks prepared by withMargin miss each other by more than the margin: the
+// angle between their centres exceeds the sum of their widened angular radii. cos(a+b) comes from the
+// prepared cosines and sines, so the test is a few multiplications.
+func disjoint(a, b *disk) bool {
+	if a.hAng+b.hAng >= math.Pi {
 		return false
 	}
-	// cos(angle) < cos(sum)  <=>  angle > sum, for angles in [0, pi].
-	return a.centre.dot(b.centre) < math.Cos(sum)
+	return a.centre.dot(b.centre) < a.cosH*b.cosH-a.sinH*b.sinH
 }
 
 // tangentBasis returns east and north unit vectors at c (an arbitrary orthonormal pair at the poles).

@@ -15,16 +15,15 @@ import (
 func (e *Engine) locate(r *Result) bool {
 	e.region = nil
 	e.cal = e.cal[:0]
-	for _, d := range e.fibre {
-		if !e.excluded[d.idx] {
-			e.cal = append(e.cal, makeDisk(d.idx, d.centre, e.calR[d.idx]))
-		}
-	}
-	if len(e.cal) == 0 {
-		return false
-	}
 	if e.calibrated {
-		sortDisks(e.cal)
+		for i := range e.fibre {
+			if !e.excluded[i] {
+				e.cal = append(e.cal, makeDisk(i, e.fibre[i].centre, e.calR[i]))
+			}
+		}
+		if len(e.cal) == 0 {
+			return false
+		}
 		if c, rad, ok := e.intersect(e.cal); ok {
 			r.Location, r.HasLoc = Location{Point: c.point(), RadiusKm: rad}, true
 			e.region = e.cal
@@ -35,9 +34,9 @@ func (e *Engine) locate(r *Result) bool {
 	// The fibre bound, each disk widened by half the margin: two disks then meet when their centres are within
 	// r1 + r2 + AnycastMarginKm, the same tolerance as the anycast test.
 	e.cal = e.cal[:0]
-	for _, d := range e.fibre {
-		if !e.excluded[d.idx] {
-			e.cal = append(e.cal, makeDisk(d.idx, d.centre, d.radiusKm+e.cfg.AnycastMarginKm/2))
+	for i := range e.fibre {
+		if d := &e.fibre[i]; !e.excluded[i] {
+			e.cal = append(e.cal, makeDisk(i, d.centre, d.radiusKm+e.cfg.AnycastMarginKm/2))
 		}
 	}
 	if len(e.cal) == 0 {
@@ -55,11 +54,18 @@ func (e *Engine) locate(r *Result) bool {
 	return false
 }
 
-// intersect samples the intersection of d (sorted by radius, smallest first) on a grid over the smallest disk,
-// then again on a finer grid over the region found. It returns the centroid of the feasible samples and the
-// radius of the region about it, or false when no sample is feasible.
+// intersect samples the intersection of d on a grid over the smallest disk, then again on a finer grid over
+// the region found. It returns the centroid of the feasible samples and the radius of the region about it, or
+// false when no sample is feasible. It moves the smallest disk to the front of d.
 func (e *Engine) intersect(d []disk) (vec3, float64, bool) {
-	s := d[0]
+	small := 0
+	for j := 1; j < len(d); j++ {
+		if d[j].radiusKm < d[small].radiusKm || d[j].radiusKm == d[small].radiusKm && d[j].idx < d[small].idx {
+			small = j
+		}
+	}
+	d[0], d[small] = d[small], d[0]
+	s := d[0].withContains()
 	// Disks holding all of s constrain nothing; a disk missing s entirely makes the intersection empty.
 	e.sub = e.sub[:0]
 	for j := 1; j < len(d); j++ {
@@ -70,7 +76,7 @@ func (e *Engine) intersect(d []disk) (vec3, float64, bool) {
 		case a > s.radiusKm+d[j].radiusKm:
 			return vec3{}, 0, false
 		}
-		e.sub = append(e.sub, d[j])
+		e.sub = append(e.sub, d[j].withContains())
 	}
 	if len(e.sub) == 0 {
 		return s.centre, s.radiusKm, true

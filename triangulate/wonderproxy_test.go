@@ -439,11 +439,11 @@ func TestWonderProxyLaCeibaViolatesSpeedOfLight(t *testing.T) {
 						m220 = m
 					}
 				}
-				d220 := makeDisk(0, toVec(m220.Point), geo.MaxDistanceKm(m220.RTTMs))
+				d220 := makeDisk(0, toVec(m220.Point), geo.MaxDistanceKm(m220.RTTMs)).withMargin(cfg.AnycastMarginKm)
 				misses := false
 				for _, m := range ms {
-					d := makeDisk(0, toVec(m.Point), geo.MaxDistanceKm(m.RTTMs))
-					misses = misses || disjoint(&d220, &d, cfg.AnycastMarginKm)
+					d := makeDisk(0, toVec(m.Point), geo.MaxDistanceKm(m.RTTMs)).withMargin(cfg.AnycastMarginKm)
+					misses = misses || disjoint(&d220, &d)
 				}
 				if !misses {
 					continue
