@@ -89,6 +89,7 @@ type ConfigError struct {
 	Err   error // wraps one of the Err* sentinels, and the policy's or geo's error where they decided
 }
 
+// Error formats the error as file:line:col: field: "value": reason (see ConfigError).
 func (e *ConfigError) Error() string {
 	var b strings.Builder
 	b.WriteString(cmp.Or(e.File, "<input>"))

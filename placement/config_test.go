@@ -213,6 +213,7 @@ testdata/invalid/many.toml:6:1: placement.hostname: "https://api.example.com": s
 		{"syntax.jsonc", []error{ErrSyntax}, `testdata/invalid/syntax.jsonc:3:3: jsonc: invalid character '"' after object value (expecting ',' or '}')`},
 		{"syntax.toml", []error{ErrSyntax}, `testdata/invalid/syntax.toml:4:8: toml: expected value but found "smart" instead`},
 		{"targeted-without-hint.toml", []error{ErrNoTarget}, `testdata/invalid/targeted-without-hint.toml:4:1: placement.mode: "targeted": placement target missing: mode "targeted" needs one of region, host or hostname`},
+		{"top-string.jsonc", []error{ErrType}, `testdata/invalid/top-string.jsonc:2:1: want an object at the top level, got a string`},
 		{"top-array.jsonc", []error{ErrType}, `testdata/invalid/top-array.jsonc:1:1: want an object at the top level, got an array`},
 		{"unknown-key.toml", []error{ErrUnknownKey}, `testdata/invalid/unknown-key.toml:5:1: placement.hint: "wnam": unknown key (want mode, region, host or hostname)`},
 		{"unknown-mode.jsonc", []error{ErrUnknownMode}, `testdata/invalid/unknown-mode.jsonc:5:5: placement.mode: "fast": unknown placement mode (want "smart", "targeted" or "off")`},

@@ -9,7 +9,7 @@ import (
 )
 
 // hujsonErr is how hujson.Parse reports where it failed.
-var hujsonErr = regexp.MustCompile(`^hujson: line (\d+), column (\d+): (.*)$`)
+var hujsonErr = regexp.MustCompile(`(?s)^hujson: line (\d+), column (\d+): (.*)$`)
 
 // readJSONC decodes a wrangler.jsonc into the document model: hujson parses it (comments and trailing commas
 // allowed), Standardize turns it into plain JSON in place (byte offsets unchanged, so positions stay those of
@@ -51,7 +51,8 @@ func readJSONC(file string, data []byte) (rawDoc, error) {
 	}
 	top, ok := v.Value.(*hujson.Object)
 	if !ok {
-		return rawDoc{}, &ConfigError{File: file, Line: 1, Col: 1,
+		line, col := lineCol(data, v.StartOffset)
+		return rawDoc{}, &ConfigError{File: file, Line: line, Col: col,
 			Err: typeError(jsonKind(v.Value), "an object at the top level")}
 	}
 	// members returns obj's members by name, reporting a name given twice when it is one we read (JSON

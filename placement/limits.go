@@ -6,8 +6,8 @@ const (
 	// a handful of levels; BurntSushi/toml and hujson recurse per level, and a megabyte of '[' would
 	// overflow the goroutine stack (a fatal error, not a panic), so the input is scanned for depth first.
 	maxNesting = 64
-	// maxErrors is how many problems one file reports; the rest are counted in a last error. Locating a TOML
-	// key costs a decode of the file, so this also bounds the work spent on a file full of bad keys.
+	// maxErrors is how many problems one file reports; the rest are counted in a last error, so that a file
+	// full of bad keys gives a readable answer (and is not located key by key).
 	maxErrors = 10
 )
 

@@ -64,8 +64,8 @@ func TestTooManyErrorsAreCounted(t *testing.T) {
 	}
 }
 
-// BenchmarkParseLargeBadTOML measures the worst case the error cap allows: a megabyte of bad keys, of which
-// the first 10 are located (one more decode of the file each).
+// BenchmarkParseLargeBadTOML measures a megabyte of bad keys: the first 10 are located (which decodes the
+// file once more), the rest counted.
 func BenchmarkParseLargeBadTOML(b *testing.B) {
 	var sb strings.Builder
 	sb.WriteString("name = \"a\"\n[placement]\n")

@@ -2,9 +2,7 @@ package placement
 
 import (
 	"errors"
-	"reflect"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
 )
@@ -26,8 +24,9 @@ func readTOML(file string, data []byte) (rawDoc, error) {
 		return rawDoc{}, ce
 	}
 	doc := rawDoc{file: file, table: "table"}
+	loc := &tomlLocator{src: src}
 	value := func(v any, path ...string) rawValue {
-		return rawValue{val: scalar(v), kind: tomlKind(v), pos: func() (int, int) { return tomlPos(src, path) }}
+		return rawValue{val: scalar(v), kind: tomlKind(v), pos: func() (int, int) { return loc.pos(path) }}
 	}
 	if v, ok := top["name"]; ok {
 		rv := value(v, "name")
@@ -101,35 +100,68 @@ func tomlLineCol(src string, p toml.Position) (line, col int) {
 // its place in the document is (toml.ParseError.Position of the key being decoded).
 type posProbe struct{}
 
-var errPosProbe = errors.New("placement: position probe") // ParseError does not unwrap: matched by text
+// errPosProbe is what posProbe fails with. ParseError does not unwrap: it is matched by its text.
+var errPosProbe = errors.New("placement: position probe")
 
 // UnmarshalTOML implements toml.Unmarshaler.
 func (posProbe) UnmarshalTOML(any) error { return errPosProbe }
 
-// tomlPos finds the line and column of the key at path (e.g. placement, host): it decodes src again into a
-// struct with a posProbe at that path, and takes the position from the error, which BurntSushi/toml gives for
-// the value; then it steps back over "= " and the key on that line. Both are 0 when it cannot tell. This runs
-// only for keys that are in an error, so valid configs never pay for it.
-func tomlPos(src string, path []string) (line, col int) {
-	t := reflect.TypeFor[posProbe]()
-	for i := len(path) - 1; i >= 0; i-- {
-		if path[i] == "" || strings.ContainsAny(path[i], "\"`,\\") || !utf8.ValidString(path[i]) {
-			return 0, 0 // cannot be written as a struct tag
+// tomlLocator finds where keys are written in a TOML document. BurntSushi/toml keeps the position of every
+// key but shows it only in errors; so the locator decodes the document (once, on first use) into
+// toml.Primitive values, walks down to the key through more Primitives (each remembers its key path), and
+// decodes the last one into a posProbe: the decoder's error carries the position. Only fixed types are
+// involved, whatever the keys are called. Valid configs never use a locator.
+type tomlLocator struct {
+	src     string
+	decoded bool
+	md      toml.MetaData
+	tables  map[string]map[string]toml.Primitive // by key path joined with NUL; "" is the top level
+}
+
+// pos returns the line and column of the key at path (e.g. placement, host), or 0, 0 when it cannot tell.
+func (l *tomlLocator) pos(path []string) (line, col int) {
+	if !l.decoded {
+		l.decoded = true
+		var top map[string]toml.Primitive
+		md, err := toml.Decode(l.src, &top)
+		if err != nil {
+			return 0, 0
 		}
-		t = reflect.StructOf([]reflect.StructField{{Name: "F", Type: t, Tag: reflect.StructTag(`toml:"` + path[i] + `"`)}})
+		l.md, l.tables = md, map[string]map[string]toml.Primitive{"": top}
 	}
-	_, err := toml.Decode(src, reflect.New(t).Interface())
+	var (
+		prim toml.Primitive
+		ok   bool
+	)
+	for i, k := range path {
+		at := strings.Join(path[:i], "\x00")
+		t, seen := l.tables[at]
+		if !seen { // decode the table once: it may hold many keys in error
+			if !ok || l.md.PrimitiveDecode(prim, &t) != nil {
+				return 0, 0
+			}
+			l.tables[at] = t
+		}
+		if prim, ok = t[k]; !ok {
+			return 0, 0
+		}
+	}
 	var pe toml.ParseError
-	if !errors.As(err, &pe) || pe.Message != errPosProbe.Error() || pe.Position.Line < 1 {
+	if err := l.md.PrimitiveDecode(prim, &posProbe{}); !errors.As(err, &pe) || pe.Message != errPosProbe.Error() || pe.Position.Line < 1 {
 		return 0, 0
 	}
-	line, col = tomlLineCol(src, pe.Position)
-	lines := strings.SplitN(src, "\n", line+1)
+	line, col = tomlLineCol(l.src, pe.Position)
+	// The position is the value's (inside the quotes of a string), or for some forms the key's: step back to
+	// the key, or to the [ of a table header.
+	lines := strings.SplitN(l.src, "\n", line+1)
+	if line > len(lines) {
+		return 0, 0
+	}
 	text := lines[line-1]
 	if k := keyStart(text, col-1); k >= 0 {
 		col = k + 1
 	} else if t := strings.TrimLeft(text, " \t"); strings.HasPrefix(t, "[") {
-		col = len(text) - len(t) + 1 // a [table] header
+		col = len(text) - len(t) + 1
 	}
 	return line, col
 }

@@ -214,7 +214,7 @@ func (p Parser) checkHostname(s string) (string, error) {
 	if i := strings.IndexAny(s, "/?#"); i >= 0 {
 		return "", because(ErrBadHostname, "has a path or query %q: want the bare hostname", s[i:])
 	}
-	if i := strings.IndexByte(s, '@'); i >= 0 {
+	if strings.Contains(s, "@") {
 		return "", because(ErrBadHostname, "has user information before '@': want the bare hostname")
 	}
 	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
