@@ -1,0 +1,146 @@
+package triangulate
+
+import (
+	"errors"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/vantage-edge/vantage/geo"
+)
+
+func TestPlannerConfigValidation(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*PlannerConfig)
+	}{
+		{"first_zero", func(c *PlannerConfig) { c.First = 0 }},
+		{"step_zero", func(c *PlannerConfig) { c.Step = 0 }},
+		{"fraction_zero", func(c *PlannerConfig) { c.BudgetFraction = 0 }},
+		{"fraction_above_one", func(c *PlannerConfig) { c.BudgetFraction = 1.5 }},
+		{"budget_min_zero", func(c *PlannerConfig) { c.BudgetMin = 0 }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultPlannerConfig()
+			tc.mutate(&cfg)
+			if _, err := NewPlanner(cfg); !errors.Is(err, ErrConfig) {
+				t.Fatalf("err = %v, want ErrConfig", err)
+			}
+		})
+	}
+}
+
+func TestPlannerFirstIsSpreadAndDeterministic(t *testing.T) {
+	p, err := NewPlanner(DefaultPlannerConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	catalogue := geo.PoPs()
+	first := p.First(catalogue)
+	if len(first) != DefaultPlannerConfig().First {
+		t.Fatalf("First returned %d PoPs, want %d", len(first), DefaultPlannerConfig().First)
+	}
+	shuffled := slices.Clone(catalogue)
+	rand.New(rand.NewPCG(1, 1)).Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+	if again := p.First(shuffled); !slices.Equal(first, again) {
+		t.Fatalf("First depends on the list order: %v vs %v", first, again)
+	}
+	// Farthest-point sampling: the closest pair of the chosen set is farther apart than for random sets.
+	minPair := func(codes []string) float64 {
+		m := math.Inf(1)
+		for i := range codes {
+			for j := i + 1; j < len(codes); j++ {
+				m = min(m, geo.DistanceKm(pop(t, codes[i]).Point, pop(t, codes[j]).Point))
+			}
+		}
+		return m
+	}
+	rng := rand.New(rand.NewPCG(2, 2))
+	better := 0
+	for range 100 {
+		var random []string
+		for _, i := range rng.Perm(len(catalogue))[:len(first)] {
+			random = append(random, catalogue[i].Code)
+		}
+		if minPair(first) > minPair(random) {
+			better++
+		}
+	}
+	t.Logf("first %v: closest pair %.0f km; beats %d of 100 random sets", first, minPair(first), better)
+	if better < 95 || minPair(first) < 2000 {
+		t.Fatalf("first set not spread: closest pair %.0f km, beats %d/100 random sets", minPair(first), better)
+	}
+}
+
+func TestPlannerNextAndBudget(t *testing.T) {
+	cfg := DefaultPlannerConfig()
+	cfg.Engine.Model = func(a, b geo.Point) float64 { return 0.5 + 2*geo.MinRTTMs(geo.DistanceKm(a, b)) }
+	p, err := NewPlanner(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	catalogue := geo.PoPs()
+	if b := p.Budget(len(catalogue)); b != int(0.15*float64(len(catalogue))) {
+		t.Fatalf("Budget(%d) = %d", len(catalogue), b)
+	}
+	if b := p.Budget(5); b != 5 {
+		t.Fatalf("Budget(5) = %d, want all 5 (BudgetMin)", b)
+	}
+	if got := p.Next(catalogue, nil, 3); len(got) != cfg.First {
+		t.Fatalf("Next with no measurements = %v, want First", got)
+	}
+	if got := p.Next(catalogue, []Measurement{{VP: "FRA", Point: pop(t, "FRA").Point, RTTMs: 3}}, 0); got != nil {
+		t.Fatalf("Next with no budget left = %v", got)
+	}
+
+	// Phantom targets near catalogue cities: the planner's PoP is close to the best of all PoPs.
+	rng := rand.New(rand.NewPCG(3, 3))
+	pc := PhantomConfig{Inflation: 1.7, BaseMs: 0.5}
+	var regrets []float64
+	for range 40 {
+		c := catalogue[rng.IntN(len(catalogue))].Point
+		target := geo.Point{Lat: c.Lat + rng.Float64() - 0.5, Lon: c.Lon + rng.Float64() - 0.5}
+		truth := map[string]float64{}
+		best := math.Inf(1)
+		for _, q := range catalogue {
+			truth[q.Code] = pc.RTTMs(rng, q.Point, target)
+			best = min(best, truth[q.Code])
+		}
+		budget := p.Budget(len(catalogue))
+		var ms []Measurement
+		probe := func(codes []string) {
+			for _, c := range codes {
+				if slices.ContainsFunc(ms, func(m Measurement) bool { return m.VP == c }) {
+					t.Fatalf("PoP %s planned twice", c)
+				}
+				ms = append(ms, Measurement{VP: c, Point: pop(t, c).Point, RTTMs: truth[c]})
+			}
+		}
+		probe(p.First(catalogue))
+		for len(ms) < budget {
+			next := p.Next(catalogue, ms, budget-len(ms))
+			if len(next) == 0 {
+				break
+			}
+			if len(next) > cfg.Step {
+				t.Fatalf("Next returned %d PoPs, Step is %d", len(next), cfg.Step)
+			}
+			probe(next)
+		}
+		if len(ms) > budget {
+			t.Fatalf("probed %d, budget %d", len(ms), budget)
+		}
+		e := newEngine(t, nil)
+		r, err := e.Decide(Input{Measurements: ms})
+		if err != nil {
+			t.Fatal(err)
+		}
+		regrets = append(regrets, truth[r.Best.PoP]-best)
+	}
+	t.Logf("phantom planner regret over 40 targets, %d of %d PoPs: median %.2f ms, p95 %.2f ms", p.Budget(len(catalogue)), len(catalogue), percentile(regrets, .5), percentile(regrets, .95))
+	if percentile(regrets, .5) > 0.5 || percentile(regrets, .95) > 3 {
+		t.Fatalf("regret median %.2f p95 %.2f", percentile(regrets, .5), percentile(regrets, .95))
+	}
+}
