@@ -129,6 +129,9 @@ func awaitConnect(ctx context.Context, f *os.File) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if errors.Is(werr, os.ErrDeadlineExceeded) { // ctx's deadline, seen by the poller first
+			return context.DeadlineExceeded
+		}
 		return werr
 	}
 	return cerr

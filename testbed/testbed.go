@@ -228,14 +228,20 @@ func (tb *Testbed) Close() error {
 		if tb.r != nil {
 			errs = append(errs, tb.r.stop())
 		}
-		for _, fd := range tb.fds {
-			if fd >= 0 {
-				unix.Close(fd)
-			}
+		// Closing a TUN unregisters its device, which waits for RCU grace periods: in parallel, 40 take the
+		// time of a few.
+		var wg sync.WaitGroup
+		delErrs := make([]error, len(tb.nodes))
+		for i, n := range tb.nodes {
+			wg.Go(func() {
+				if i < len(tb.fds) && tb.fds[i] >= 0 {
+					unix.Close(tb.fds[i])
+				}
+				delErrs[i] = deleteNS(n.NS)
+			})
 		}
-		for _, n := range tb.nodes {
-			errs = append(errs, deleteNS(n.NS))
-		}
+		wg.Wait()
+		errs = append(errs, delErrs...)
 		errs = append(errs, tb.lease.release())
 		tb.closeErr = errors.Join(errs...)
 		tb.log.Info("testbed: down", "err", tb.closeErr)
