@@ -175,7 +175,7 @@ func TestRouterLogic(t *testing.T) {
 		sr.send(t, 0, ipv4(netip.MustParseAddr("10.0.0.1"), sr.addr(1), 3))
 		sr.send(t, 0, ipv4(sr.addr(0), netip.MustParseAddr("8.8.8.8"), 4))
 		sr.send(t, 0, ipv4(sr.addr(0), netip.MustParseAddr("198.19.254.99"), 5)) // no such node
-		sr.send(t, 0, []byte{0x60, 0, 0, 0})                                      // IPv6 / runt
+		sr.send(t, 0, []byte{0x60, 0, 0, 0})                                     // IPv6 / runt
 		r.setLoss(0, 1, 1)
 		sr.send(t, 0, ipv4(sr.addr(0), sr.addr(1), 6))
 		sr.waitRead(t, before.Read+7)
