@@ -1,0 +1,299 @@
+package router
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// startWorkers starts one loopback worker per PoP; each answers "POP app=HOST id=ID ingress=EWR" and sets a
+// cf-placement header of its own, which the front must replace.
+func startWorkers(t *testing.T, popCodes ...string) map[string]*url.URL {
+	t.Helper()
+	out := map[string]*url.URL{}
+	for _, pop := range popCodes {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(HeaderPlacement, "worker-must-not-leak")
+			fmt.Fprintf(w, "%s app=%s id=%s ingress=%s", pop, r.Host, r.Header.Get("cf-ray"), r.Header.Get(HeaderIngress))
+		}))
+		t.Cleanup(srv.Close)
+		u, err := url.Parse(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[pop] = u
+	}
+	return out
+}
+
+func TestFront(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	r := newTestRouter(t, noSource{}, func(c *Config) { c.Registerer = reg })
+	install(t, r,
+		dec("api.example.com", "LHR", "LHR:10", "FRA:12"),
+		dec("near.example.com", "EWR", "EWR:1"),
+		dec("tokyo.example.com", "NRT", "NRT:1"), // no worker for NRT
+	)
+	front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: startWorkers(t, "EWR", "LHR", "FRA"),
+		Logger: testLogger(t), Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(front)
+	t.Cleanup(srv.Close)
+	routedID := idWhere(t, func(h uint64) bool { return h>>11 >= r.baselineThr })
+	baseID := idWhere(t, func(h uint64) bool { return h>>11 < r.baselineThr })
+
+	tests := []struct {
+		name       string
+		host, id   string
+		kind       string
+		fleet      []string
+		wantStatus int
+		wantHeader string
+		wantReason string
+		wantBody   string // prefix
+	}{
+		{"routed", "api.example.com", routedID, "", nil, 200, "remote-LHR", "remote", "LHR app=api.example.com id=" + routedID + " ingress=EWR"},
+		{"host_with_port_and_case", "API.example.com:8443", routedID, "", nil, 200, "remote-LHR", "remote", "LHR app=API.example.com:8443"},
+		{"baseline", "api.example.com", baseID, "", nil, 200, "local-EWR", "baseline", "EWR app=api.example.com"},
+		{"rpc_local", "api.example.com", routedID, "rpc", nil, 200, "local-EWR", "not_fetch", "EWR "},
+		{"best_is_ingress", "near.example.com", routedID, "", nil, 200, "local-EWR", "ingress_best", "EWR "},
+		{"unknown_app", "other.example.com", routedID, "", nil, 200, "local-EWR", "no_decision", "EWR "},
+		{"failover", "api.example.com", routedID, "", []string{"LHR-", "FRA", "EWR"}, 200, "remote-FRA", "failover", "FRA "},
+		{"no_worker_for_pop", "tokyo.example.com", routedID, "", nil, 200, "local-EWR", "no_worker", "EWR "},
+		{"generated_request_id", "api.example.com", "", "", nil, 200, "", "", ""},
+		{"bad_kind", "api.example.com", routedID, "websocket", nil, 400, "", "", "router: kind \"websocket\""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r.fleet.Store(nil)
+			if tc.fleet != nil {
+				r.setFleet(pops(tc.fleet...))
+			}
+			req, err := http.NewRequest("GET", srv.URL+"/path?q=1", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host = tc.host
+			if tc.id != "" {
+				req.Header.Set("cf-ray", tc.id)
+			}
+			if tc.kind != "" {
+				req.Header.Set(DefaultKindHeader, tc.kind)
+			}
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.wantStatus {
+				t.Fatalf("status %d, want %d; body %q", resp.StatusCode, tc.wantStatus, body)
+			}
+			if tc.name == "generated_request_id" { // a random id: routed or baseline, but the worker saw it
+				i := strings.Index(string(body), "id=")
+				if i < 0 || len(body) < i+3+16 || strings.HasPrefix(string(body[i+3:]), " ") {
+					t.Errorf("worker did not get a generated request id: %q", body)
+				}
+				if h := resp.Header.Values(HeaderPlacement); len(h) != 1 || (h[0] != "remote-LHR" && h[0] != "local-EWR") {
+					t.Errorf("cf-placement %q", h)
+				}
+				return
+			}
+			if !strings.HasPrefix(string(body), tc.wantBody) {
+				t.Errorf("body %q, want prefix %q", body, tc.wantBody)
+			}
+			if tc.wantHeader != "" {
+				if h := resp.Header.Values(HeaderPlacement); len(h) != 1 || h[0] != tc.wantHeader {
+					t.Errorf("cf-placement %q, want exactly [%q]", h, tc.wantHeader)
+				}
+				if got := resp.Header.Get(HeaderReason); got != tc.wantReason {
+					t.Errorf("%s %q, want %q", HeaderReason, got, tc.wantReason)
+				}
+			}
+		})
+	}
+	// The durations were recorded by placement; every label exists.
+	counts := gather(t, reg, "vantage_router_request_duration_seconds")
+	if len(counts) != 3 {
+		t.Errorf("request duration series: %v, want 3 (routed, baseline, local)", counts)
+	}
+	for _, p := range []string{"routed", "baseline", "local"} {
+		if counts[p] == 0 {
+			t.Errorf("no request recorded as %s (all: %v)", p, counts)
+		}
+	}
+	if got := gather(t, reg, "vantage_router_routes_total")["no_worker"]; got != 1 {
+		t.Errorf("routes_total{reason=no_worker} = %v, want 1", got)
+	}
+}
+
+// gather returns the series of metric name by the value of its first label ("" without labels): a counter's
+// or gauge's value, a histogram's sample count.
+func gather(t testing.TB, g prometheus.Gatherer, name string) map[string]float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			label := ""
+			if l := m.GetLabel(); len(l) > 0 {
+				label = l[0].GetValue()
+			}
+			switch {
+			case m.GetCounter() != nil:
+				out[label] = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				out[label] = m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				out[label] = float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return out
+}
+
+func TestFrontWorkerDown(t *testing.T) {
+	r := newTestRouter(t, noSource{}, nil)
+	install(t, r, dec("api.example.com", "LHR", "LHR:10"))
+	workers := startWorkers(t, "EWR")
+	workers["LHR"] = &url.URL{Scheme: "http", Host: closedPort(t)}
+	front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: workers, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(front)
+	t.Cleanup(srv.Close)
+	req, _ := http.NewRequest("GET", srv.URL, nil)
+	req.Host = "api.example.com"
+	req.Header.Set("cf-ray", idWhere(t, func(h uint64) bool { return h>>11 >= r.baselineThr }))
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(HeaderPlacement) != "remote-LHR" {
+		t.Errorf("status %d, cf-placement %q; want 502 with remote-LHR", resp.StatusCode, resp.Header.Get(HeaderPlacement))
+	}
+}
+
+// closedPort returns a loopback address nothing listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewServer(http.NotFoundHandler())
+	addr := srv.Listener.Addr().String()
+	srv.Close()
+	return addr
+}
+
+func TestNewFrontErrors(t *testing.T) {
+	r := newTestRouter(t, noSource{}, nil)
+	w := startWorkers(t, "EWR")
+	tests := []struct {
+		name string
+		cfg  FrontConfig
+		want string
+	}{
+		{"no_ingress", FrontConfig{Workers: w}, `ingress PoP ""`},
+		{"no_ingress_worker", FrontConfig{Ingress: "LHR", Workers: w}, "no worker endpoint for the ingress PoP LHR"},
+		{"bad_worker_url", FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": w["EWR"], "LHR": {Scheme: "ftp", Host: "x"}}}, "worker of LHR: URL ftp://x"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := NewFront(r, tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("NewFront: %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseWorkers(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want map[string]string
+		err  string
+	}{
+		{"flag", "EWR=http://127.0.0.1:9001,LHR=http://127.0.0.1:9002", map[string]string{"EWR": "http://127.0.0.1:9001", "LHR": "http://127.0.0.1:9002"}, ""},
+		{"file", "# workers\nEWR=http://127.0.0.1:9001  # local\n\nFRA=https://fra.internal:8443\n", map[string]string{"EWR": "http://127.0.0.1:9001", "FRA": "https://fra.internal:8443"}, ""},
+		{"empty", "", map[string]string{}, ""},
+		{"no_equals", "EWR", nil, `worker "EWR": want POP=URL`},
+		{"bad_scheme", "EWR=127.0.0.1:9001", nil, `URL "127.0.0.1:9001"`},
+		{"duplicate", "EWR=http://a,EWR=http://b", nil, "PoP EWR given twice"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseWorkers(tc.in)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("ParseWorkers(%q): %v, want error containing %q", tc.in, err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+			for k, v := range tc.want {
+				if got[k].String() != v {
+					t.Errorf("%s: %v, want %s", k, got[k], v)
+				}
+			}
+		})
+	}
+}
+
+func TestAdminHandler(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	r := newTestRouter(t, noSource{}, func(c *Config) { c.Registerer = reg })
+	srv := httptest.NewServer(AdminHandler(r, reg))
+	t.Cleanup(srv.Close)
+	get := func(path string) (int, string) {
+		resp, err := srv.Client().Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("/healthz %d", code)
+	}
+	if code, body := get("/readyz"); code != 503 {
+		t.Errorf("/readyz before a snapshot: %d %q, want 503", code, body)
+	}
+	install(t, r, dec("api", "LHR", "LHR:1"))
+	r.Route("api", "EWR", "x", KindRPC)
+	if code, body := get("/readyz"); code != 200 || !strings.Contains(body, "1 applications") {
+		t.Errorf("/readyz after a snapshot: %d %q", code, body)
+	}
+	code, body := get("/metrics")
+	for _, want := range []string{
+		`vantage_router_routes_total{reason="not_fetch"} 1`,
+		`vantage_router_routes_total{reason="stale"} 0`,
+		`vantage_router_stale 0`,
+		`vantage_router_snapshot_age_seconds`,
+		`vantage_router_reload_duration_seconds_count 0`,
+		`vantage_router_reloads_total{result="error"} 0`,
+	} {
+		if code != 200 || !strings.Contains(body, want) {
+			t.Errorf("/metrics (%d) lacks %q", code, want)
+		}
+	}
+}

@@ -1,0 +1,306 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math"
+	"math/bits"
+	"sync/atomic"
+	"time"
+
+	"github.com/vantage-edge/vantage/placement"
+)
+
+// popTable interns PoP codes to 16-bit indexes and holds their header values. It only grows: a new table is a
+// copy (copy-on-write) published through Router.pops, so an index stays valid for the router's lifetime and
+// Route reads it without locks.
+type popTable struct {
+	index  map[string]uint16
+	names  []string
+	remote []string // "remote-" + name: the cf-placement value when routed there
+	local  []string // "local-" + name: the cf-placement value when run at that ingress
+}
+
+// with returns a copy of t with code appended.
+func (t *popTable) with(code string) *popTable {
+	n := &popTable{
+		index:  make(map[string]uint16, len(t.names)+1),
+		names:  append(t.names[:len(t.names):len(t.names)], code),
+		remote: append(t.remote[:len(t.remote):len(t.remote)], "remote-"+code),
+		local:  append(t.local[:len(t.local):len(t.local)], "local-"+code),
+	}
+	for k, v := range t.index {
+		n.index[k] = v
+	}
+	n.index[code] = uint16(len(t.names))
+	return n
+}
+
+// validPoP reports whether code can be a PoP code: 1 to 16 letters, digits, '-' or '_' (it goes into a header).
+func validPoP(code string) bool {
+	if len(code) == 0 || len(code) > 16 {
+		return false
+	}
+	for i := 0; i < len(code); i++ {
+		c := code[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Record classes: what a decision allows, decided once at snapshot build.
+const (
+	classPlace   = iota // SUCCESS, placeable verdict, a best PoP
+	classStatus         // status other than SUCCESS
+	classVerdict        // anycast or replicated
+	classNoBest         // no best PoP
+)
+
+// A candidate is 16 bits in a cell: the PoP index (bits 0-11, MaxPoPs = 4096) and two flags precomputed at
+// build from the router's fixed Config, so that Route does no RTT arithmetic.
+const (
+	candPoPMask  = 1<<12 - 1
+	candFailover = 1 << 14 // within the failover budget of the best
+	candSpread   = 1 << 15 // within SpreadEpsilonMs of the best
+)
+
+// rttUnknown marks a best PoP whose RTT the decision does not give: no other candidate is then within budget.
+const rttUnknown = math.MaxUint32
+
+// snapshot is an immutable set of decisions in a compact, pointer-free encoding (the GC does not scan it): an
+// open-addressing hash table (linear probing, load <= 1/2) of 32-byte cells, four words each:
+//
+//	word 0: the application's fingerprint, maphash.String(Router.seed, app), 0 mapped to 1; 0 is an empty cell;
+//	word 1: class (bits 0-3) | candidate count (4-7) | candidates 0-2 (16 bits each from bit 16), best first;
+//	word 2: the application's rate estimate (the only mutable word, updated atomically; see rate.go);
+//	word 3: candidates 3-6.
+//
+// A lookup reads one cell, usually one cache line: for a cold application that is one memory access, where a
+// map of names to records costs three or four. Names are not stored: the 64-bit keyed fingerprint stands for
+// the name. Two applications of a snapshot sharing one is detected at build (the later is skipped and logged;
+// odds ~n²/2⁶⁵, 3·10⁻⁸ for a million). An application absent from the snapshot matches a stored fingerprint
+// with odds ~2⁻⁶³ per request: it would then be routed like that other application, which costs latency,
+// never correctness (every PoP can run every application).
+type snapshot struct {
+	cells    []uint64
+	mask     uint64 // cell count - 1
+	apps     int
+	loadedAt time.Time
+}
+
+// Cell word offsets.
+const (
+	cellFP    = 0
+	cellMeta  = 1
+	cellRate  = 2
+	cellCands = 3
+	cellWords = 4
+)
+
+// maxCellCandidates is how many candidates a cell holds.
+const maxCellCandidates = 7
+
+// fingerprint returns app's fingerprint under seed (never 0).
+func fingerprint(seed maphash.Seed, app string) uint64 {
+	return max(maphash.String(seed, app), 1)
+}
+
+// lookup returns the cell (word index) holding fingerprint fp.
+func (s *snapshot) lookup(fp uint64) (uint64, bool) {
+	for i := fp & s.mask; ; i = (i + 1) & s.mask {
+		c := i * cellWords
+		switch s.cells[c+cellFP] {
+		case fp:
+			return c, true
+		case 0:
+			return 0, false
+		}
+	}
+}
+
+// cand returns candidate i of the cell at c.
+func (s *snapshot) cand(c uint64, i int) uint16 {
+	if i < 3 {
+		return uint16(s.cells[c+cellMeta] >> (16 + 16*i))
+	}
+	return uint16(s.cells[c+cellCands] >> (16 * (i - 3)))
+}
+
+// rateWord returns the cell's mutable rate word.
+func (s *snapshot) rateWord(c uint64) *uint64 { return &s.cells[c+cellRate] }
+
+// pending is one decision's cell before the table is built.
+type pending struct {
+	fp, meta, cands uint64
+	version         int64
+	app             string
+}
+
+// builder accumulates decisions into a new snapshot.
+type builder struct {
+	r        *Router
+	items    []pending
+	skipped  int
+	firstErr error
+}
+
+func newBuilder(r *Router, old *snapshot) *builder {
+	b := &builder{r: r}
+	if old != nil {
+		b.items = make([]pending, 0, old.apps+old.apps/8)
+	}
+	return b
+}
+
+// skip counts a decision the snapshot cannot hold and keeps the first reason for the log.
+func (b *builder) skip(err error) {
+	b.skipped++
+	if b.firstErr == nil {
+		b.firstErr = err
+	}
+}
+
+// add appends d. Decisions the encoding cannot hold (an empty name, a bad best PoP code) are counted and
+// skipped: one bad decision must not keep the others from loading.
+func (b *builder) add(d placement.Decision) {
+	app := d.App
+	if app == "" {
+		b.skip(errors.New("router: decision with an empty app name"))
+		return
+	}
+	class := classPlace
+	switch {
+	case d.Status != placement.StatusSuccess:
+		class = classStatus
+	case d.Verdict == placement.VerdictAnycast || d.Verdict == placement.VerdictReplicated:
+		class = classVerdict
+	case d.BestPoP == "":
+		class = classNoBest
+	}
+	var cands [maxCellCandidates]uint64
+	nc := 0
+	if class == classPlace {
+		best, err := b.r.intern(d.BestPoP)
+		if err != nil {
+			b.skip(fmt.Errorf("router: decision app %q best_pop: %w", app, err))
+			return
+		}
+		bestRTT := uint64(rttUnknown)
+		for _, c := range d.Candidates {
+			if c.PoP == d.BestPoP {
+				bestRTT = rttMicros(c.RTTMs)
+				break
+			}
+		}
+		cands[0] = uint64(best) | candFailover | candSpread
+		nc = 1
+		for _, c := range d.Candidates {
+			if nc >= b.r.cfg.MaxCandidates || bestRTT == rttUnknown {
+				break
+			}
+			if c.PoP == d.BestPoP {
+				continue
+			}
+			rtt := rttMicros(c.RTTMs)
+			if rtt == rttUnknown {
+				continue
+			}
+			var flags uint64
+			if b.r.inFailoverBudget(rtt, bestRTT) {
+				flags |= candFailover
+			}
+			if rtt <= bestRTT+b.r.spreadEpsUs {
+				flags |= candSpread
+			}
+			if flags == 0 {
+				continue
+			}
+			idx, err := b.r.intern(c.PoP)
+			if err != nil {
+				continue // a bad candidate code loses that candidate only
+			}
+			dup := false
+			for _, w := range cands[:nc] {
+				dup = dup || w&candPoPMask == uint64(idx)
+			}
+			if !dup {
+				cands[nc] = uint64(idx) | flags
+				nc++
+			}
+		}
+	}
+	meta := uint64(class) | uint64(nc)<<4
+	var rest uint64
+	for i, c := range cands[:nc] {
+		if i < 3 {
+			meta |= c << (16 + 16*i)
+		} else {
+			rest |= c << (16 * (i - 3))
+		}
+	}
+	b.items = append(b.items, pending{fp: fingerprint(b.r.seed, app), meta: meta, cands: rest, version: d.Version, app: app})
+}
+
+// finish builds the hash table. When an application appears twice (a scan may return a key twice), the higher
+// version wins, then the later one.
+func (b *builder) finish(now time.Time) *snapshot {
+	size := uint64(8)
+	if n := uint64(len(b.items)) * 2; n > size {
+		size = 1 << bits.Len64(n-1)
+	}
+	s := &snapshot{cells: make([]uint64, size*cellWords), mask: size - 1, loadedAt: now}
+	owner := make([]int32, size) // item index + 1 per cell, to tell duplicates from fingerprint collisions
+	for i := range b.items {
+		it := &b.items[i]
+		for j := it.fp & s.mask; ; j = (j + 1) & s.mask {
+			c := j * cellWords
+			fp := s.cells[c+cellFP]
+			if fp == 0 {
+				s.cells[c+cellFP], s.cells[c+cellMeta], s.cells[c+cellCands] = it.fp, it.meta, it.cands
+				owner[j] = int32(i) + 1
+				s.apps++
+				break
+			}
+			if fp != it.fp {
+				continue
+			}
+			prev := &b.items[owner[j]-1]
+			if prev.app != it.app {
+				b.skip(fmt.Errorf("router: decision app %q: fingerprint collision with app %q", it.app, prev.app))
+			} else if it.version >= prev.version {
+				s.cells[c+cellMeta], s.cells[c+cellCands] = it.meta, it.cands
+				owner[j] = int32(i) + 1
+			}
+			break
+		}
+	}
+	return s
+}
+
+// rttMicros converts an RTT in ms to whole microseconds; negative, NaN or absurd values are unknown.
+func rttMicros(ms float64) uint64 {
+	if !(ms >= 0) || ms > 1e6 {
+		return rttUnknown
+	}
+	return uint64(math.Round(ms * 1000))
+}
+
+// carryRates copies the recent rate estimates of old's applications into s (fingerprints are stable for the
+// router's lifetime), so that a reload does not forget which applications are hot.
+func carryRates(old, s *snapshot, epoch uint64) {
+	if old == nil || s == nil {
+		return
+	}
+	for c := uint64(0); c < uint64(len(old.cells)); c += cellWords {
+		st := atomic.LoadUint64(&old.cells[c+cellRate])
+		if st == 0 || (epoch-rateEpoch(st))&rateEpochMask > 1 {
+			continue
+		}
+		if nc, ok := s.lookup(old.cells[c+cellFP]); ok {
+			atomic.StoreUint64(s.rateWord(nc), st)
+		}
+	}
+}
