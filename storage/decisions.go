@@ -18,7 +18,7 @@ const (
 	scanCount = 1000
 	// pipelineChunk bounds the commands of one pipeline, so that each round trip finishes well within the read
 	// timeout even on the embedded server, whose scripts are slow.
-	pipelineChunk = 500
+	pipelineChunk = 100
 	// watchPingInterval is how often an idle watch pings Redis to notice a dead connection.
 	watchPingInterval = 5 * time.Second
 	// watchRetryMin and watchRetryMax bound the backoff between resubscription attempts.
@@ -205,7 +205,7 @@ func (s *Store) ScanDecisions(ctx context.Context, fn func(placement.Decision) e
 	for len(open) > 0 {
 		p := s.c.Pipeline()
 		for j, b := range open {
-			cmds[j] = p.HScan(ctx, KeyDecisions(b.i), b.cursor, "", scanCount)
+			cmds[j] = p.HScan(ctx, KeyDecisions(b.i), b.cursor, "", s.scanCount)
 		}
 		if _, err := p.Exec(ctx); err != nil {
 			return fmt.Errorf("storage: scan decisions: %w", err)

@@ -138,7 +138,7 @@ func testDecisions(t *testing.T, open func(*testing.T, Options) *Store) {
 func testScanDecisions(t *testing.T, open func(*testing.T, Options) *Store) {
 	s := open(t, Options{})
 	ctx := testCtx(t)
-	const n = 5000
+	const n = 2000
 	batch := make([]placement.Decision, 0, n)
 	for i := range n {
 		batch = append(batch, decision(fmt.Sprintf("app-%05d", i), "LHR", "LHR", "CDG"))
@@ -173,6 +173,34 @@ func testScanDecisions(t *testing.T, open func(*testing.T, Options) *Store) {
 	}
 }
 
+// TestScanDecisionsCursor scans buckets too large for one HSCAN reply (hashes past the listpack size), with a
+// small COUNT, so that ScanDecisions follows cursors over several pipelined rounds.
+func TestScanDecisionsCursor(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := testCtx(t)
+	s, err := Open(ctx, Options{Addrs: []string{srv.Addr()}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.scanCount = 50
+	const n = 64 * 300
+	batch := make([]placement.Decision, 0, n)
+	for i := range n {
+		batch = append(batch, decision(fmt.Sprintf("c-%06d", i), "LHR", "LHR"))
+	}
+	if _, err := s.PutDecisions(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	seen := make(map[string]bool, n)
+	if err := s.ScanDecisions(ctx, func(d placement.Decision) error { seen[d.App] = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != n {
+		t.Errorf("ScanDecisions saw %d apps; want %d", len(seen), n)
+	}
+}
+
 // recorder collects WatchDecisions notifications.
 type recorder struct {
 	mu  sync.Mutex
@@ -180,13 +208,16 @@ type recorder struct {
 	ch  chan struct{}
 }
 
-func newRecorder() *recorder { return &recorder{ch: make(chan struct{}, 1000)} }
+func newRecorder() *recorder { return &recorder{ch: make(chan struct{}, 1)} }
 
 func (r *recorder) fn(app string) {
 	r.mu.Lock()
 	r.got = append(r.got, app)
 	r.mu.Unlock()
-	r.ch <- struct{}{}
+	select { // wake a waiter; one pending wake-up is enough
+	case r.ch <- struct{}{}:
+	default:
+	}
 }
 
 // waitFor waits until app has been notified (beyond what was already consumed) or fails after d.

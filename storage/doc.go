@@ -30,6 +30,15 @@
 //	vantage:{t:<target>}:history      list    Result JSON, newest first                     256 long probed      scheduler, API
 //	vantage:{t:<target>}:done:<PoP>:<job id>
 //	                                  string  "1": the job's result is stored (dedup)       24 h     probed      probed
+//	vantage:{apps}:apps               hash    app name -> App JSON {name, mode, target,     none     scheduler   scheduler
+//	                                          account, deploy_version, updated_at, config}           API
+//	vantage:apps                      channel app name on every register/change/delete     -        scheduler   scheduler
+//	vantage:{adhoc:<id>}              hash    "meta" -> AdHocProbe JSON {id, request,       24 h     scheduler   scheduler
+//	                                          created_at, done, done_at, verdict};          (per Put) probed (results)
+//	                                          "r:<PoP>:<kind>" -> Result JSON
+//	vantage:{lease:<name>}            string  "<fencing token>:<holder>"                    lease    scheduler   scheduler
+//	                                                                                        TTL
+//	vantage:{lease:<name>}:fence      string  fencing token counter (INCR per acquisition)  none     scheduler   scheduler
 //
 // Decisions: PutDecision runs one Lua script on the bucket: it compares the stored fingerprint (FNV-1a of mode,
 // target, best PoP, verdict, status and the candidates' order) with the new one; when it differs it stores the
@@ -45,6 +54,10 @@
 // Results: PutResult runs one Lua script on the target's slot: SET NX PX the done key (when it exists already,
 // the job's result was stored: nothing changes), then replace the PoP's latest result unless the stored one is
 // newer, LPUSH the history and LTRIM it to HistoryLen.
+//
+// Leases: AcquireLease (Lua) takes a free lease with SET NX PX, numbering it with INCR of the fence counter,
+// so tokens grow with every acquisition; RenewLease and ReleaseLease compare the holder and PEXPIRE or DEL in
+// Lua. Ad-hoc probes: AppendAdHocResult adds a result only while the record exists (Lua EXISTS + HSET).
 //
 // Fleet: a daemon's heartbeat is up while it is newer than DownAfterIntervals (3) of its own intervals; a PoP
 // is up when one of its daemons is.

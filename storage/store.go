@@ -108,6 +108,8 @@ type Store struct {
 	o        Options
 	log      *slog.Logger
 	embedded *Embedded // started by Open when Options.Addrs is empty
+
+	scanCount int64 // HSCAN COUNT of ScanDecisions; tests lower it
 }
 
 // ErrSchema is wrapped by Open's error when Redis holds a schema version this binary cannot use.
@@ -116,7 +118,7 @@ var ErrSchema = errors.New("storage: incompatible schema version")
 // Open connects to Redis as o says, pings it, and checks the schema version (setting it when absent).
 func Open(ctx context.Context, o Options) (*Store, error) {
 	o.setDefaults()
-	s := &Store{o: o, log: o.Logger}
+	s := &Store{o: o, log: o.Logger, scanCount: scanCount}
 	if len(o.Addrs) == 0 {
 		e, err := StartEmbedded(ctx, o.EmbeddedDir)
 		if err != nil {

@@ -280,3 +280,10 @@ func TestEmbeddedCloseStopsForwarders(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func contextWithCancel(t *testing.T) (context.Context, context.CancelFunc) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return ctx, cancel
+}

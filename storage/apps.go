@@ -1,0 +1,122 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/vantage-edge/vantage/placement"
+)
+
+// App is a registered application: what the scheduler places and rechecks.
+type App struct {
+	Name          string         `json:"name"`
+	Mode          placement.Mode `json:"mode"`
+	Target        string         `json:"target,omitempty"`  // host:port, hostname, or provider:region, per Mode
+	Account       string         `json:"account,omitempty"` // the owning account
+	DeployVersion string         `json:"deploy_version,omitempty"`
+	UpdatedAt     time.Time      `json:"updated_at"` // set by PutApp when zero
+	// Config is the application's parsed placement configuration, opaque here.
+	Config json.RawMessage `json:"config,omitempty"`
+}
+
+// PutApp registers or replaces app and publishes its name on ChannelApps.
+func (s *Store) PutApp(ctx context.Context, app App) error {
+	if err := validName("app name", app.Name); err != nil {
+		return err
+	}
+	if !app.Mode.Valid() {
+		return fmt.Errorf("storage: app %q: mode %q: want one of smart, region, host, hostname or none", app.Name, app.Mode)
+	}
+	if app.UpdatedAt.IsZero() {
+		app.UpdatedAt = s.o.Now()
+	}
+	app.UpdatedAt = app.UpdatedAt.UTC()
+	b, err := json.Marshal(app)
+	if err != nil {
+		return fmt.Errorf("storage: put app %q: %w", app.Name, err)
+	}
+	_, err = s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, KeyApps, app.Name, b)
+		p.Publish(ctx, ChannelApps, app.Name)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storage: put app %q: %w", app.Name, err)
+	}
+	return nil
+}
+
+// DeleteApp removes app name (and publishes it on ChannelApps when it existed); it reports whether it existed.
+// The application's decision is separate: delete it with DeleteDecision.
+func (s *Store) DeleteApp(ctx context.Context, name string) (bool, error) {
+	if err := validName("app name", name); err != nil {
+		return false, err
+	}
+	n, err := deleteDecisionScript.Run(ctx, s.c, []string{KeyApps}, name, ChannelApps).Int()
+	if err != nil {
+		return false, fmt.Errorf("storage: delete app %q: %w", name, err)
+	}
+	return n == 1, nil
+}
+
+// App returns the registered application name and whether it exists.
+func (s *Store) App(ctx context.Context, name string) (App, bool, error) {
+	if err := validName("app name", name); err != nil {
+		return App{}, false, err
+	}
+	v, err := s.c.HGet(ctx, KeyApps, name).Result()
+	if errors.Is(err, redis.Nil) {
+		return App{}, false, nil
+	}
+	if err != nil {
+		return App{}, false, fmt.Errorf("storage: get app %q: %w", name, err)
+	}
+	var a App
+	if err := json.Unmarshal([]byte(v), &a); err != nil {
+		return App{}, false, fmt.Errorf("storage: app %q: %w", name, err)
+	}
+	return a, true, nil
+}
+
+// Apps returns every registered application, sorted by name.
+func (s *Store) Apps(ctx context.Context) ([]App, error) {
+	var out []App
+	var cursor uint64
+	for {
+		kv, next, err := s.c.HScan(ctx, KeyApps, cursor, "", scanCount).Result()
+		if err != nil {
+			return nil, fmt.Errorf("storage: list apps: %w", err)
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			var a App
+			if err := json.Unmarshal([]byte(kv[i+1]), &a); err != nil {
+				return nil, fmt.Errorf("storage: app %q: %w", kv[i], err)
+			}
+			out = append(out, a)
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	// HSCAN may return an entry twice when the hash is resized during the scan.
+	dedup := out[:0]
+	for i, a := range out {
+		if i == 0 || a.Name != out[i-1].Name {
+			dedup = append(dedup, a)
+		}
+	}
+	return dedup, nil
+}
+
+// WatchApps calls fn with the name of every application registered, changed or deleted, until ctx is done, like
+// WatchDecisions (fn(Resync) after each subscription).
+func (s *Store) WatchApps(ctx context.Context, fn func(name string)) error {
+	return s.watch(ctx, ChannelApps, fn)
+}
