@@ -1,0 +1,228 @@
+package storage
+
+// Telemetry schema (to merge into doc.go's table; same columns):
+//
+//	key                               type    contents                                     TTL      writer      readers
+//	vantage:{tel:<app>}:requests      stream  entries {r: Telemetry JSON}, one per request  MAXLEN ~ worker      smart runner
+//	                                                                                       100 000; hosts
+//	                                                                                       24 h (renewed by
+//	                                                                                       each batch)
+//	vantage:{tel}:apps                zset    app -> Unix ms of its latest report           none     worker      smart runner
+//	                                                                                                hosts
+//	vantage:{tel:<app>}:unsupported   string  the deploy version found slower when placed   30 d     smart       smart runner
+//	                                          (UNSUPPORTED_APPLICATION until the next                runner
+//	                                          deploy version)
+//
+// AddTelemetry pipelines, per record, one XADD (MAXLEN ~, server-assigned id) and per application one EXPIRE
+// and one ZADD; in a Cluster go-redis splits the pipeline by slot. TelemetrySince reads an application's stream
+// with XRANGE from the stream id of since minus TelemetryClockSlack (ids are the Redis server's clock, At is
+// the worker's), in pages of telemetryPage, and keeps the records whose At is not before since.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Telemetry tunables.
+const (
+	// TelemetryStreamMaxLen caps each application's request stream, approximately: a 15-minute window of an
+	// application above 100 requests/s is sampled by the workers anyway.
+	TelemetryStreamMaxLen = 100_000
+	// TelemetryTTL is how long an application's stream lives after its last batch: well beyond any analysis
+	// window, so that silent applications' streams go away by themselves.
+	TelemetryTTL = 24 * time.Hour
+	// TelemetryClockSlack widens the XRANGE of TelemetrySince: stream ids carry the Redis server's time, records
+	// the worker's, and the two clocks may differ by this much.
+	TelemetryClockSlack = time.Minute
+	// UnsupportedTTL is how long an UNSUPPORTED_APPLICATION mark outlives its last write. A new deploy version
+	// lifts it at once; the TTL only cleans up after deleted applications.
+	UnsupportedTTL = 30 * 24 * time.Hour
+	// MaxSubrequests caps the subrequests one record may carry (a worker reports at most this many).
+	MaxSubrequests = 1000
+
+	// KeyTelemetryApps is the sorted set of applications with telemetry, scored by their latest report (Unix ms).
+	KeyTelemetryApps = "vantage:{tel}:apps"
+
+	telemetryField = "r"
+	telemetryPage  = 1000
+)
+
+// KeyTelemetry returns app's request telemetry stream.
+func KeyTelemetry(app string) string { return "vantage:{tel:" + app + "}:requests" }
+
+// KeyUnsupported returns the key holding the deploy version of app found slower when placed.
+func KeyUnsupported(app string) string { return "vantage:{tel:" + app + "}:unsupported" }
+
+// Telemetry is what a worker host reports about one request of an application.
+type Telemetry struct {
+	App     string `json:"app"`
+	Deploy  string `json:"deploy,omitempty"` // the application's deploy version
+	Ingress string `json:"ingress"`          // PoP where the request entered
+	Exec    string `json:"exec"`             // PoP that ran it
+	// Routed reports that the router sent the request away from its ingress (Exec != Ingress).
+	Routed bool `json:"routed,omitempty"`
+	// Reason is the router's placement reason as the worker received it ("remote", "baseline", "no_decision",
+	// ...), empty when the router did not pass it on.
+	Reason string `json:"reason,omitempty"`
+	// At is when the request started, on the worker's clock.
+	At time.Time `json:"at"`
+	// DurationMs is the request's duration at the worker (execution, back-end round trips included), in ms.
+	DurationMs  float64      `json:"duration_ms"`
+	Subrequests []Subrequest `json:"sub,omitempty"`
+}
+
+// Subrequest is one round trip a request made to a back end.
+type Subrequest struct {
+	Host       string  `json:"host"`        // "db.example.com:5432", "api.example.com"
+	DurationMs float64 `json:"duration_ms"` // ms
+	WaitUntil  bool    `json:"wait_until,omitempty"`
+}
+
+// Validate checks a record before it is stored, naming the bad field and its value.
+func (t *Telemetry) Validate() error {
+	if err := validName("telemetry app", t.App); err != nil {
+		return err
+	}
+	for _, f := range []struct{ name, v string }{{"ingress", t.Ingress}, {"exec", t.Exec}} {
+		if err := validName("telemetry "+f.name+" PoP", f.v); err != nil {
+			return fmt.Errorf("%w (app %s)", err, t.App)
+		}
+	}
+	if !(t.DurationMs >= 0) || t.DurationMs > 1e9 {
+		return fmt.Errorf("storage: telemetry of %s: duration_ms %v: want 0 to 1e9", t.App, t.DurationMs)
+	}
+	if t.At.IsZero() {
+		return fmt.Errorf("storage: telemetry of %s: at is zero", t.App)
+	}
+	if len(t.Subrequests) > MaxSubrequests {
+		return fmt.Errorf("storage: telemetry of %s: %d subrequests, more than %d", t.App, len(t.Subrequests), MaxSubrequests)
+	}
+	for i, s := range t.Subrequests {
+		if s.Host == "" {
+			return fmt.Errorf("storage: telemetry of %s: subrequest %d: empty host", t.App, i)
+		}
+		if !(s.DurationMs >= 0) || s.DurationMs > 1e9 {
+			return fmt.Errorf("storage: telemetry of %s: subrequest %d (%s): duration_ms %v: want 0 to 1e9", t.App, i, s.Host, s.DurationMs)
+		}
+	}
+	return nil
+}
+
+// AddTelemetry stores a batch of records, each on its application's stream (capped at about
+// TelemetryStreamMaxLen entries), renews the streams' TTL and the applications' latest-report scores. An invalid
+// record fails the whole batch before anything is written.
+func (s *Store) AddTelemetry(ctx context.Context, recs []Telemetry) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	latest := map[string]int64{}
+	payloads := make([][]byte, len(recs))
+	for i := range recs {
+		if err := recs[i].Validate(); err != nil {
+			return err
+		}
+		b, err := json.Marshal(&recs[i])
+		if err != nil {
+			return fmt.Errorf("storage: telemetry of %s: %w", recs[i].App, err)
+		}
+		payloads[i] = b
+		if ms := recs[i].At.UnixMilli(); ms > latest[recs[i].App] {
+			latest[recs[i].App] = ms
+		}
+	}
+	pipe := s.c.Pipeline()
+	for i := range recs {
+		pipe.XAdd(ctx, &redis.XAddArgs{
+			Stream: KeyTelemetry(recs[i].App), MaxLen: TelemetryStreamMaxLen, Approx: true,
+			Values: []any{telemetryField, payloads[i]},
+		})
+	}
+	for app, ms := range latest {
+		pipe.Expire(ctx, KeyTelemetry(app), TelemetryTTL)
+		pipe.ZAddGT(ctx, KeyTelemetryApps, redis.Z{Score: float64(ms), Member: app})
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("storage: add %d telemetry records (first app %s): %w", len(recs), recs[0].App, err)
+	}
+	return nil
+}
+
+// TelemetrySince calls fn for every record of app whose At is not before since, oldest first. Records that do
+// not decode are skipped and counted in the returned skipped number. An error from fn stops the scan and is
+// returned.
+func (s *Store) TelemetrySince(ctx context.Context, app string, since time.Time, fn func(Telemetry) error) (skipped int, err error) {
+	if err := validName("telemetry app", app); err != nil {
+		return 0, err
+	}
+	start := strconv.FormatInt(max(since.Add(-TelemetryClockSlack).UnixMilli(), 0), 10)
+	for {
+		msgs, err := s.c.XRangeN(ctx, KeyTelemetry(app), start, "+", telemetryPage).Result()
+		if err != nil {
+			return skipped, fmt.Errorf("storage: telemetry of %s: %w", app, err)
+		}
+		for _, m := range msgs {
+			raw, _ := m.Values[telemetryField].(string)
+			var t Telemetry
+			if json.Unmarshal([]byte(raw), &t) != nil || t.App != app {
+				skipped++
+				continue
+			}
+			if t.At.Before(since) {
+				continue
+			}
+			if err := fn(t); err != nil {
+				return skipped, err
+			}
+		}
+		if len(msgs) < telemetryPage {
+			return skipped, nil
+		}
+		start = "(" + msgs[len(msgs)-1].ID
+	}
+}
+
+// TelemetryApps returns the applications that reported telemetry at or after since, sorted by name.
+func (s *Store) TelemetryApps(ctx context.Context, since time.Time) ([]string, error) {
+	apps, err := s.c.ZRangeByScore(ctx, KeyTelemetryApps, &redis.ZRangeBy{
+		Min: strconv.FormatInt(since.UnixMilli(), 10), Max: "+inf",
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("storage: telemetry apps: %w", err)
+	}
+	slices.Sort(apps)
+	return apps, nil
+}
+
+// MarkUnsupported records that app's deploy version was found slower when placed: it stays
+// UNSUPPORTED_APPLICATION until another deploy version reports.
+func (s *Store) MarkUnsupported(ctx context.Context, app, deploy string) error {
+	if err := validName("telemetry app", app); err != nil {
+		return err
+	}
+	if err := s.c.Set(ctx, KeyUnsupported(app), deploy, UnsupportedTTL).Err(); err != nil {
+		return fmt.Errorf("storage: mark %s unsupported (deploy %q): %w", app, deploy, err)
+	}
+	return nil
+}
+
+// UnsupportedDeploy returns the deploy version of app marked by MarkUnsupported, and whether there is one.
+func (s *Store) UnsupportedDeploy(ctx context.Context, app string) (string, bool, error) {
+	if err := validName("telemetry app", app); err != nil {
+		return "", false, err
+	}
+	v, err := s.c.Get(ctx, KeyUnsupported(app)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("storage: unsupported mark of %s: %w", app, err)
+	}
+	return v, true, nil
+}
