@@ -152,10 +152,10 @@ func needRoot(t *testing.T, why string) {
 	}
 }
 
-// emptyNetnsDial returns a DialFunc that opens sockets in a new network namespace with no interface up and no
-// route: any connect from it fails with ENETUNREACH and nothing leaves the host. It exercises the DialFunc seam
-// the probe daemon uses for emulated-WAN namespaces.
-func emptyNetnsDial(t *testing.T) DialFunc {
+// emptyNetns returns an EnterFunc that creates sockets in a new network namespace with no interface up and
+// no route: any connect from it fails with ENETUNREACH and nothing leaves the host. It exercises the Enter
+// seam the probe daemon uses for emulated-WAN namespaces.
+func emptyNetns(t *testing.T) EnterFunc {
 	t.Helper()
 	needRoot(t, "creating a network namespace")
 	runtime.LockOSThread()
@@ -176,18 +176,18 @@ func emptyNetnsDial(t *testing.T) DialFunc {
 	}
 	runtime.UnlockOSThread()
 	t.Cleanup(func() { ns.Close(); orig.Close() })
-	return func(ctx context.Context, d *net.Dialer, network, address string) (net.Conn, error) {
+	return func(open func() error) error {
 		runtime.LockOSThread()
 		if err := netns.Set(ns); err != nil {
 			runtime.UnlockOSThread()
-			return nil, err
+			return err
 		}
-		c, err := d.DialContext(ctx, network, address)
+		err := open()
 		if serr := netns.Set(orig); serr != nil {
-			return nil, errors.Join(err, serr) // thread stays locked and dies with the goroutine
+			return errors.Join(err, serr) // the thread stays locked and dies with the goroutine
 		}
 		runtime.UnlockOSThread()
-		return c, err
+		return err
 	}
 }
 

@@ -72,10 +72,11 @@ type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
 
-// DialFunc opens a connection with d (already carrying the probe's Control hook, source address and timeout).
-// It is the seam for running probes in another network namespace: lock the OS thread, enter the namespace,
-// call d.DialContext, leave. The default is d.DialContext.
-type DialFunc func(ctx context.Context, d *net.Dialer, network, address string) (net.Conn, error)
+// EnterFunc runs open, which creates a probe's sockets (for TCP, HTTP and DNS it also connects them; for ICMP
+// it runs the whole ping). It is the seam for probing from another network namespace: the probe daemon locks
+// the OS thread, enters an emulated-WAN namespace, runs open and goes back; a socket keeps the namespace it
+// was created in. The default runs open as is.
+type EnterFunc func(open func() error) error
 
 // IPProtocol is the preferred IP protocol of a name's addresses, as blackbox_exporter's preferred_ip_protocol.
 type IPProtocol string
@@ -141,7 +142,7 @@ type Config struct {
 	ICMPPrivileged *bool
 
 	Resolver       Resolver                             // default net.DefaultResolver
-	Dial           DialFunc                             // default (*net.Dialer).DialContext
+	Enter          EnterFunc                            // default runs open directly
 	Logger         *slog.Logger                         // default discards
 	Clock          Clock                                // default RealClock
 	InterfaceAddrs func() ([]net.Addr, error)           // default net.InterfaceAddrs; a test seam
@@ -164,7 +165,8 @@ func DefaultConfig() Config {
 
 // Registry builds a prober per kind for an Engine. The Engine dispatches Target.Kind through it.
 var Registry = map[placement.ProbeKind]func(*Engine) Prober{
-	placement.ProbeTCP: func(e *Engine) Prober { return &tcpProber{e: e} },
+	placement.ProbeTCP:  func(e *Engine) Prober { return &tcpProber{e: e} },
+	placement.ProbeHTTP: func(e *Engine) Prober { return &httpProber{e: e} },
 }
 
 // Engine runs probes of every kind with one configuration: policy, source addresses, rate limits, metrics.
@@ -222,10 +224,8 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
 	}
-	if cfg.Dial == nil {
-		cfg.Dial = func(ctx context.Context, d *net.Dialer, network, address string) (net.Conn, error) {
-			return d.DialContext(ctx, network, address)
-		}
+	if cfg.Enter == nil {
+		cfg.Enter = func(open func() error) error { return open() }
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

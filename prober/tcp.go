@@ -19,9 +19,7 @@ import (
 // Timing: t0 is read at the end of net.Dialer.Control, which Go runs after socket() and right before
 // connect() (the prober binds the source address itself inside Control, so bind() is not timed either); t1 is
 // read when DialContext returns, which adds the netpoller wake-up, getsockopt(SO_ERROR) and Go's
-// setsockopt(TCP_NODELAY): a few microseconds on loopback, negligible against WAN RTTs. A raw non-blocking
-// connect with x/sys/unix and poll would save those microseconds but would bypass net.Dialer, and with it the
-// DialFunc seam that lets the probe daemon open sockets inside an emulated-WAN namespace.
+// setsockopt(TCP_NODELAY): a few microseconds on loopback, negligible against WAN RTTs.
 type tcpProber struct{ e *Engine }
 
 func (p *tcpProber) Probe(ctx context.Context, t Target) Result {
@@ -95,8 +93,7 @@ func (e *Engine) connectOnce(ctx context.Context, dst netip.AddrPort, src netip.
 	return t1.Sub(t0), local, nil
 }
 
-// dial connects to dst over network ("tcp" or "udp"), leaving from src when valid, through the configured
-// DialFunc. The Dialer's Control binds src, sets SO_LINGER 0 for TCP with CloseRST, and stores the clock
+// dial connects to dst over network ("tcp" or "udp"), leaving from src when valid, inside Config.Enter. The Dialer's Control binds src, sets SO_LINGER 0 for TCP with CloseRST, and stores the clock
 // reading taken right before connect() in *t0 (when t0 is not nil).
 func (e *Engine) dial(ctx context.Context, network string, dst netip.AddrPort, src netip.Addr, timeout time.Duration, t0 *time.Time) (net.Conn, error) {
 	if dst.Addr().Is4() {
@@ -129,7 +126,13 @@ func (e *Engine) dial(ctx context.Context, network string, dst netip.AddrPort, s
 			return serr
 		},
 	}
-	return e.cfg.Dial(ctx, d, network, dst.String())
+	var c net.Conn
+	err := e.cfg.Enter(func() error {
+		var err error
+		c, err = d.DialContext(ctx, network, dst.String())
+		return err
+	})
+	return c, err
 }
 
 // sockaddr converts a to a unix.Sockaddr with port 0.

@@ -60,7 +60,7 @@ func TestTCPProbeSuccess(t *testing.T) {
 }
 
 func TestTCPProbeFailures(t *testing.T) {
-	unreachable := emptyNetnsDialOrNil(t)
+	unreachable := emptyNetnsOrNil(t)
 	tests := []struct {
 		name    string
 		addr    string
@@ -88,7 +88,7 @@ func TestTCPProbeFailures(t *testing.T) {
 			class   Class
 			errHas  string
 		}{name: "unreachable_emulated_wan_no_route", addr: "198.18.0.1:80",
-			mod: func(c *Config) { c.Dial = unreachable }, class: ClassUnreachable, errHas: "unreachable"})
+			mod: func(c *Config) { c.Enter = unreachable }, class: ClassUnreachable, errHas: "unreachable"})
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -107,14 +107,14 @@ func TestTCPProbeFailures(t *testing.T) {
 	}
 }
 
-// emptyNetnsDialOrNil is emptyNetnsDial, or nil when not root (the unreachable case is then left out).
-func emptyNetnsDialOrNil(t *testing.T) DialFunc {
+// emptyNetnsOrNil is emptyNetns, or nil when not root (the unreachable case is then left out).
+func emptyNetnsOrNil(t *testing.T) EnterFunc {
 	t.Helper()
 	if !isRoot() {
 		t.Log("not root: the unreachable case (needs a network namespace) is skipped")
 		return nil
 	}
-	return emptyNetnsDial(t)
+	return emptyNetns(t)
 }
 
 func TestTCPCloseModes(t *testing.T) {
