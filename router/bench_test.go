@@ -129,7 +129,7 @@ func BenchmarkBuild1M(b *testing.B) {
 // BenchmarkReload1M measures Reload of 1,000,000 decisions from a real redis-server through
 // storage.ScanDecisions (loading them into Redis first is not timed).
 func BenchmarkReload1M(b *testing.B) {
-	_, st := startStore(b)
+	_, st := startStore(b, 30*time.Second)
 	fill(b, st, benchApps)
 	r, err := New(st, DefaultConfig())
 	if err != nil {
@@ -149,7 +149,7 @@ func BenchmarkReload1M(b *testing.B) {
 // BenchmarkScan1M measures storage.ScanDecisions alone over 1,000,000 decisions (the Redis and decoding share of
 // a reload).
 func BenchmarkScan1M(b *testing.B) {
-	_, st := startStore(b)
+	_, st := startStore(b, 30*time.Second)
 	fill(b, st, benchApps)
 	b.ReportAllocs()
 	for b.Loop() {

@@ -14,14 +14,15 @@ import (
 	"github.com/vantage-edge/vantage/storage/redistest"
 )
 
-// startStore starts a real redis-server and opens a Store on it with short timeouts (outage tests).
-func startStore(t testing.TB) (*redistest.Server, *storage.Store) {
+// startStore starts a real redis-server and opens a Store on it with a short dial timeout (outage tests) and
+// the given read timeout.
+func startStore(t testing.TB, readTimeout time.Duration) (*redistest.Server, *storage.Store) {
 	t.Helper()
 	srv := redistest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}, Logger: testLogger(t),
-		DialTimeout: 300 * time.Millisecond, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second})
+		DialTimeout: 300 * time.Millisecond, ReadTimeout: readTimeout, WriteTimeout: readTimeout})
 	if err != nil {
 		t.Fatalf("storage.Open(%s): %v", srv.Addr(), err)
 	}
@@ -111,7 +112,7 @@ func heartbeat(t testing.TB, st *storage.Store, pop string, interval time.Durati
 }
 
 func TestRunFollowsChanges(t *testing.T) {
-	_, st := startStore(t)
+	_, st := startStore(t, 2*time.Second)
 	put(t, st, dec("api", "LHR", "LHR:10", "FRA:12"))
 	reg := prometheus.NewPedanticRegistry()
 	r := newTestRouter(t, st, func(c *Config) {
@@ -155,7 +156,7 @@ func TestRunFollowsChanges(t *testing.T) {
 func TestFailoverOnHeartbeatLoss(t *testing.T) {
 	const interval = 200 * time.Millisecond
 	const timeout = storage.DownAfterIntervals * interval
-	_, st := startStore(t)
+	_, st := startStore(t, 2*time.Second)
 	put(t, st, dec("api", "LHR", "LHR:10", "FRA:14", "AMS:40"))
 	stopLHR := heartbeat(t, st, "LHR", interval)
 	heartbeat(t, st, "FRA", interval)
@@ -194,7 +195,7 @@ func TestFailoverOnHeartbeatLoss(t *testing.T) {
 }
 
 func TestDrainedPoPAvoided(t *testing.T) {
-	_, st := startStore(t)
+	_, st := startStore(t, 2*time.Second)
 	put(t, st, dec("api", "LHR", "LHR:10", "FRA:14"))
 	for _, p := range []string{"LHR", "FRA", "EWR"} {
 		heartbeat(t, st, p, time.Second)
@@ -225,7 +226,7 @@ func TestDrainedPoPAvoided(t *testing.T) {
 // metric says so); when Redis is back, it recovers.
 func TestStaleWhenRedisDown(t *testing.T) {
 	const maxAge = time.Second
-	srv, st := startStore(t)
+	srv, st := startStore(t, 2*time.Second)
 	put(t, st, dec("api", "LHR", "LHR:10"))
 	reg := prometheus.NewPedanticRegistry()
 	r := newTestRouter(t, st, func(c *Config) {
@@ -281,7 +282,7 @@ func TestReloadFromRedis(t *testing.T) {
 		t.Skip("loads 100,000 decisions into redis-server; skipped with -short")
 	}
 	const n = 100_000
-	_, st := startStore(t)
+	_, st := startStore(t, 2*time.Second)
 	fill(t, st, n)
 	r := newTestRouter(t, st, func(c *Config) { c.BaselineFraction = 0 })
 	start := time.Now()
