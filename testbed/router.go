@@ -455,11 +455,12 @@ func (r *router) deliver(p *packet, now int64) {
 		r.stats.down.Add(1)
 		return
 	}
+	r.stats.fwd.Add(1) // before the write: a reader that got the packet sees it counted
 	if _, err := unix.Write(r.ports[p.dst], p.buf[:p.size]); err != nil {
+		r.stats.fwd.Add(^uint64(0))
 		r.stats.werr.Add(1)
 		return
 	}
-	r.stats.fwd.Add(1)
 	late := now - p.due
 	r.stats.lateSum.Add(late)
 	if late > r.stats.lateMax.Load() {

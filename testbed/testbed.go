@@ -271,6 +271,26 @@ func (tb *Testbed) AnycastAddr(name string) (netip.Addr, bool) {
 	return a, ok
 }
 
+// Anycast is one anycast address of the testbed.
+type Anycast struct {
+	Name      string
+	Addr      netip.Addr
+	Instances []*Node // the nodes serving it, in spec order
+}
+
+// AnycastTargets returns the anycast addresses in spec order.
+func (tb *Testbed) AnycastTargets() []Anycast {
+	out := make([]Anycast, 0, len(tb.plan.anycast))
+	for _, a := range tb.plan.anycast {
+		ac := Anycast{Name: a.name, Addr: tb.any[a.name]}
+		for _, i := range a.instances {
+			ac.Instances = append(ac.Instances, tb.nodes[i])
+		}
+		out = append(out, ac)
+	}
+	return out
+}
+
 // DNSServer returns the address of the testbed's DNS server (port 53, UDP and TCP), if the spec has one.
 func (tb *Testbed) DNSServer() (netip.AddrPort, bool) {
 	if tb.plan.dnsNode < 0 {
