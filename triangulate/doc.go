@@ -34,38 +34,46 @@
 //
 // # The triangulate command's formats
 //
-// "vantage triangulate [--pops FILE] < measurements > verdicts.jsonl" reads targets and writes one verdict
-// per target. The same text is in FORMAT.md beside this file.
+// "vantage triangulate [--pops FILE] [--in FILE] < measurements > verdicts.jsonl" reads targets and writes one
+// verdict per target. This is a stable interface (fields may be added, never renamed or removed); the same
+// text, with tables, is in FORMAT.md beside this file. --pops names a PoP list (any format
+// geo.LoadPoPsFile reads) resolving vp codes given without coordinates, before the embedded Cloudflare
+// catalogue; --in names the input file (default "-", stdin).
 //
-// Input is JSON Lines, one target per line:
+// Input is JSON Lines, one target per line (blank lines are ignored):
 //
 //	{"target":"198.18.3.7","measurements":[{"vp":"FRA","lat":50.03,"lon":8.56,"rtt_ms":1.8},{"vp":"LHR","rtt_ms":9.7}]}
 //
 // "target" is any non-empty string; "measurements" is a non-empty array. In a measurement, "vp" and "rtt_ms"
-// (ms, >= 0, finite, <= 5000) are required; "lat" and "lon" (decimal degrees) are optional when "vp" is an
-// IATA code of the embedded Cloudflare PoP catalogue or of the --pops file (geo.LoadPoPsFile formats), which
-// then supplies the location. Optional target fields: "previous" (the VP chosen last time, for hysteresis)
-// and "dns" (an array of {"vp":..., "answers":["192.0.2.1",...], "chaos":"id.server answer"}). Unknown
-// fields are errors. A duplicate "vp" within a target keeps its smallest RTT.
+// (ms, >= 0, finite, <= 5000) are required; "lat" and "lon" (decimal degrees, both or neither) are optional
+// when "vp" is an IATA code of --pops or of the embedded catalogue (case-insensitive). A duplicate "vp"
+// within a target keeps its smallest RTT. Optional target fields: "previous" (the vp chosen last time, for
+// hysteresis) and "dns", an array of {"vp":..., "answers":["192.0.2.1",...], "chaos":"..."}: disjoint
+// answer sets make the target replicated, different CHAOS id.server answers anycast. Unknown fields are
+// errors.
 //
-// Input may instead be CSV, recognised by its header line, which must name the columns target, vp, lat, lon,
-// rtt_ms (in any order; lat and lon may be empty for known PoP codes). Rows are grouped by target, in order
-// of first appearance.
+// Input may instead be CSV, recognised by a header line (first non-blank line, not a JSON object) naming a
+// target column. It must name target, vp and rtt_ms and may name lat and lon, in any order; empty lat/lon
+// cells mean "look the code up". Rows are grouped by target, in order of first appearance.
 //
-// Output is JSON Lines, one line per good target, in input order:
+// Output is JSON Lines, one line per target, in input order (wrapped here):
 //
 //	{"target":"198.18.3.7","verdict":"unicast","status":"SUCCESS","best_vp":"FRA","best_rtt_ms":1.8,
-//	 "location":{"lat":50.1,"lon":8.6,"radius_km":120},"confidence":0.93,
+//	 "location":{"lat":50.0,"lon":8.5,"radius_km":230},"confidence":0.93,
 //	 "candidates":[{"pop":"FRA","rtt_ms":1.8},{"pop":"LHR","rtt_ms":9.7}]}
 //
 // "verdict" is unicast, anycast, replicated or unknown; "status" is SUCCESS for unicast,
-// UNSUPPORTED_APPLICATION for anycast and replicated, absent for unknown. "location" is present for unicast
-// (and for unknown when the region could still be bounded). "instances" is present for anycast: an array of
-// {"lat","lon","city","pop","vp","radius_km"}. "violations" lists vantage points set aside for breaking the
-// speed-of-light bound ({"vp","conflicts"}), and "notes" explains flags in words. Numbers are rounded: RTTs
-// to 0.001 ms, coordinates to 0.0001 degree, radii to 1 km.
+// UNSUPPORTED_APPLICATION for anycast and replicated (never placed), absent for unknown. "best_vp" and
+// "best_rtt_ms" are the chosen vantage point and its RTT. "location" ({"lat","lon","radius_km"}: centre and
+// radius of the feasible region) is present for unicast targets, and for unknown ones when the region could
+// be bounded. "instances" is present for anycast targets found by latency: an array of {"lat","lon","city",
+// "pop","vp","radius_km"}. "confidence" is in [0, 1]; "candidates" ranks up to 8 vantage points
+// ({"pop","rtt_ms"}); "violations" lists vantage points set aside for breaking the speed-of-light bound
+// ({"vp","conflicts"}); "notes" explains flags in words. Numbers are rounded: RTTs to 0.001 ms, coordinates
+// to 0.0001 degree, radii to 1 km.
 //
-// A line (or CSV row) that cannot be parsed or holds an invalid measurement is reported on stderr as
-// "line N: reason" and skipped; the run continues. The exit status is 0 when every line was good, 1 when any
-// line was bad, 2 for bad flags.
+// A JSONL line (or CSV row) that cannot be parsed or holds an invalid measurement is reported on stderr as
+// "vantage triangulate: line N: reason" and skipped; the run goes on (a bad CSV row drops only that row).
+// The exit status is 0 when every line was good, 1 when any line was bad, 2 for bad flags or an unreadable
+// --pops file.
 package triangulate
