@@ -1,0 +1,240 @@
+package prober
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/vantage-edge/vantage/placement"
+)
+
+// DNS probe tunables.
+const (
+	// DNSPort is the resolver port when DNSOptions.Server has none.
+	DNSPort = 53
+	// dnsUDPSize is the EDNS0 buffer size advertised: 1232 bytes avoids IP fragmentation on any path (DNS flag
+	// day 2020).
+	dnsUDPSize = 1232
+)
+
+// dnsProber queries a resolver with github.com/miekg/dns over UDP (TCP when the answer is truncated). Each
+// sample is the RTT miekg/dns measures for one query of the first type (write to answer read); one more
+// query per further type records its answers. With DNSOptions.Chaos it also asks CHAOS-class TXT id.server
+// and hostname.bind, which name the anycast site (or server) that answered.
+//
+// The resolver's address, not the name being resolved, is what the deny policy checks: it is where the
+// packets go.
+type dnsProber struct{ e *Engine }
+
+func (p *dnsProber) Probe(ctx context.Context, t Target) Result {
+	e := p.e
+	r := Result{Kind: placement.ProbeDNS, Target: t.Addr, DNS: &DNSResult{}}
+	if !isHostname(t.Addr) {
+		r.finish(fmt.Errorf("prober: dns name %q: not a host name", t.Addr))
+		return r
+	}
+	qname := dns.Fqdn(t.Addr)
+	types, err := p.types(t.DNS.Types)
+	if err != nil {
+		r.finish(err)
+		return r
+	}
+	server := t.DNS.Server
+	if server == "" {
+		servers, err := e.cfg.DNSConfig()
+		if err != nil || len(servers) == 0 {
+			r.finish(fmt.Errorf("prober: dns: no server given and none configured: %v", err))
+			return r
+		}
+		server = servers[0]
+	}
+	host, port, err := splitServer(server)
+	if err != nil {
+		r.finish(err)
+		return r
+	}
+	ip, err := e.resolve(ctx, host)
+	r.IP = ip
+	if err != nil {
+		r.finish(err)
+		return r
+	}
+	dst := netip.AddrPortFrom(ip, port)
+	r.DNS.Server = dst.String()
+	src, err := e.source(ip)
+	if err != nil {
+		r.finish(err)
+		return r
+	}
+	r.Source = src
+	if err := e.limits.wait(ctx, ip); err != nil {
+		r.finish(fmt.Errorf("prober: dns %s: waiting for the rate limit: %w", t.Addr, err))
+		return r
+	}
+	timeout := e.timeout(t)
+
+	var firstErr error
+	answered := map[uint16]bool{}
+	for i := range e.count(t) {
+		if i > 0 {
+			if err := e.pause(ctx); err != nil {
+				firstErr = cmpErr(firstErr, err)
+				break
+			}
+		}
+		r.Sent++
+		resp, rtt, local, err := p.exchange(ctx, dst, src, qname, types[0], dns.ClassINET, timeout)
+		if err != nil {
+			firstErr = cmpErr(firstErr, fmt.Errorf("prober: dns %s %s @%v: %w", qname, dns.TypeToString[types[0]], dst, err))
+			continue
+		}
+		r.Samples = append(r.Samples, Duration(rtt))
+		r.Source = local
+		r.DNS.Rcode = dns.RcodeToString[resp.Rcode]
+		if !answered[types[0]] {
+			answered[types[0]] = true
+			r.DNS.Answers = append(r.DNS.Answers, answers(resp)...)
+		}
+	}
+	if len(r.Samples) > 0 {
+		firstErr = nil
+		for _, qt := range types[1:] {
+			resp, _, _, err := p.exchange(ctx, dst, src, qname, qt, dns.ClassINET, timeout)
+			if err != nil {
+				continue // the timed type answered: the other types are extra information
+			}
+			r.DNS.Answers = append(r.DNS.Answers, answers(resp)...)
+		}
+		if r.DNS.Rcode != "NOERROR" {
+			firstErr = fmt.Errorf("prober: dns %s @%v: rcode %s: %w", qname, dst, r.DNS.Rcode, ErrRcode)
+		}
+	}
+	if t.DNS.Chaos && len(r.Samples) > 0 {
+		var errs []string
+		r.DNS.ServerID, err = p.chaos(ctx, dst, src, "id.server.", timeout)
+		if err != nil {
+			errs = append(errs, err.Error())
+		}
+		r.DNS.Hostname, err = p.chaos(ctx, dst, src, "hostname.bind.", timeout)
+		if err != nil {
+			errs = append(errs, err.Error())
+		}
+		r.DNS.ChaosErr = strings.Join(errs, "; ")
+	}
+	r.finish(firstErr)
+	return r
+}
+
+// types parses the query types, defaulting to A and AAAA with the preferred protocol's first.
+func (p *dnsProber) types(names []string) ([]uint16, error) {
+	if len(names) == 0 {
+		if p.e.cfg.IPProtocol == IP6 {
+			return []uint16{dns.TypeAAAA, dns.TypeA}, nil
+		}
+		return []uint16{dns.TypeA, dns.TypeAAAA}, nil
+	}
+	out := make([]uint16, 0, len(names))
+	for _, n := range names {
+		qt, ok := dns.StringToType[strings.ToUpper(n)]
+		if !ok {
+			return nil, fmt.Errorf("prober: dns query type %q: unknown", n)
+		}
+		out = append(out, qt)
+	}
+	return out, nil
+}
+
+// exchange sends one query to dst from src and returns the answer, the RTT miekg/dns measured and the local
+// address. A truncated UDP answer is asked again over TCP (and that RTT is returned).
+func (p *dnsProber) exchange(ctx context.Context, dst netip.AddrPort, src netip.Addr, qname string, qtype, qclass uint16, timeout time.Duration) (*dns.Msg, time.Duration, netip.Addr, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(qname, qtype)
+	m.Question[0].Qclass = qclass
+	m.RecursionDesired = qclass == dns.ClassINET
+	m.SetEdns0(dnsUDPSize, false)
+	resp, rtt, local, err := p.exchangeOver(ctx, "udp", dst, src, m, timeout)
+	if err == nil && resp.Truncated {
+		resp, rtt, local, err = p.exchangeOver(ctx, "tcp", dst, src, m, timeout)
+	}
+	return resp, rtt, local, err
+}
+
+func (p *dnsProber) exchangeOver(ctx context.Context, network string, dst netip.AddrPort, src netip.Addr, m *dns.Msg, timeout time.Duration) (*dns.Msg, time.Duration, netip.Addr, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c, err := p.e.dial(ctx, network, dst, src, timeout, nil)
+	if err != nil {
+		return nil, 0, netip.Addr{}, err
+	}
+	defer c.Close()
+	var local netip.Addr
+	if ap, err := netip.ParseAddrPort(c.LocalAddr().String()); err == nil {
+		local = ap.Addr().Unmap()
+	}
+	client := &dns.Client{Net: network, Timeout: timeout, UDPSize: dnsUDPSize}
+	resp, rtt, err := client.ExchangeWithConnContext(ctx, m, &dns.Conn{Conn: c})
+	return resp, rtt, local, err
+}
+
+// chaos asks a CHAOS-class TXT question and returns the TXT strings joined by spaces.
+func (p *dnsProber) chaos(ctx context.Context, dst netip.AddrPort, src netip.Addr, qname string, timeout time.Duration) (string, error) {
+	resp, _, _, err := p.exchange(ctx, dst, src, qname, dns.TypeTXT, dns.ClassCHAOS, timeout)
+	if err != nil {
+		return "", fmt.Errorf("CH TXT %s: %w", qname, err)
+	}
+	if resp.Rcode != dns.RcodeSuccess {
+		return "", fmt.Errorf("CH TXT %s: rcode %s", qname, dns.RcodeToString[resp.Rcode])
+	}
+	var parts []string
+	for _, rr := range resp.Answer {
+		if txt, ok := rr.(*dns.TXT); ok {
+			parts = append(parts, txt.Txt...)
+		}
+	}
+	return strings.Join(parts, " "), nil
+}
+
+// answers converts a message's answer section.
+func answers(m *dns.Msg) []DNSAnswer {
+	out := make([]DNSAnswer, 0, len(m.Answer))
+	for _, rr := range m.Answer {
+		h := rr.Header()
+		a := DNSAnswer{Name: h.Name, Type: dns.TypeToString[h.Rrtype], TTL: h.Ttl}
+		switch v := rr.(type) {
+		case *dns.A:
+			a.Value = v.A.String()
+		case *dns.AAAA:
+			a.Value = v.AAAA.String()
+		case *dns.CNAME:
+			a.Value = v.Target
+		default:
+			a.Value = strings.TrimPrefix(rr.String(), h.String())
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// splitServer splits "ip", "ip:port", "[v6]:port" or "name:port" into host and port (DNSPort by default).
+func splitServer(s string) (string, uint16, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.String(), DNSPort, nil
+	}
+	host, ps, err := net.SplitHostPort(s)
+	if err != nil {
+		if isHostname(s) {
+			return s, DNSPort, nil
+		}
+		return "", 0, fmt.Errorf("prober: dns server %q: want ip, ip:port or name:port: %w", s, err)
+	}
+	port, err := strconv.ParseUint(ps, 10, 16)
+	if err != nil || port == 0 {
+		return "", 0, fmt.Errorf("prober: dns server %q: port %q is not in 1-65535", s, ps)
+	}
+	return host, uint16(port), nil
+}

@@ -1,0 +1,208 @@
+package prober
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/vantage-edge/vantage/placement"
+)
+
+// dnsHandler answers the test zone: a.test (A and AAAA), missing.test (NXDOMAIN), big.test (100 A records,
+// truncated over UDP), slow.test (never answered), and CHAOS TXT id.server / hostname.bind. The answers'
+// addresses are documentation ranges: data only, nothing is sent to them.
+func dnsHandler(w dns.ResponseWriter, req *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(req)
+	q := req.Question[0]
+	rr := func(s string) {
+		r, err := dns.NewRR(s)
+		if err == nil {
+			m.Answer = append(m.Answer, r)
+		}
+	}
+	switch {
+	case q.Qclass == dns.ClassCHAOS && q.Name == "id.server.":
+		rr(`id.server. 0 CH TXT "lhr1"`)
+	case q.Qclass == dns.ClassCHAOS && q.Name == "hostname.bind.":
+		rr(`hostname.bind. 0 CH TXT "ns1.lhr"`)
+	case q.Name == "a.test." && q.Qtype == dns.TypeA:
+		rr("a.test. 300 IN A 192.0.2.1")
+	case q.Name == "a.test." && q.Qtype == dns.TypeAAAA:
+		rr("a.test. 600 IN AAAA 2001:db8::1")
+	case q.Name == "big.test.":
+		for i := range 100 {
+			rr("big.test. 60 IN A 192.0.2." + strconv.Itoa(i))
+		}
+		if _, udp := w.LocalAddr().(*net.UDPAddr); udp {
+			m.Truncate(dns.MinMsgSize)
+		}
+	case q.Name == "slow.test.":
+		return
+	case q.Name == "a.test.":
+	default:
+		m.Rcode = dns.RcodeNameError
+	}
+	w.WriteMsg(m)
+}
+
+// dnsServer starts dnsHandler on 127.0.0.1, UDP and TCP on the same port, shut down in t.Cleanup.
+func dnsServer(t *testing.T) string {
+	t.Helper()
+	for range 10 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err != nil {
+			pc.Close() // the TCP port is taken: try another
+			continue
+		}
+		for _, s := range []*dns.Server{{PacketConn: pc, Handler: dns.HandlerFunc(dnsHandler)},
+			{Listener: ln, Handler: dns.HandlerFunc(dnsHandler)}} {
+			started := make(chan struct{})
+			s.NotifyStartedFunc = func() { close(started) }
+			done := make(chan struct{})
+			go func() { defer close(done); s.ActivateAndServe() }()
+			<-started
+			t.Cleanup(func() { s.Shutdown(); <-done })
+		}
+		return pc.LocalAddr().String()
+	}
+	t.Fatal("no free UDP+TCP port pair")
+	return ""
+}
+
+func TestDNSProbe(t *testing.T) {
+	srv := dnsServer(t)
+	tests := []struct {
+		name    string
+		target  string
+		opts    DNSOptions
+		proto   IPProtocol
+		timeout time.Duration
+		class   Class
+		rcode   string
+		samples int
+		check   func(t *testing.T, r Result)
+	}{
+		{name: "a_and_aaaa", target: "a.test", rcode: "NOERROR", samples: 3, check: func(t *testing.T, r Result) {
+			want := []DNSAnswer{{"a.test.", "A", 300, "192.0.2.1"}, {"a.test.", "AAAA", 600, "2001:db8::1"}}
+			if len(r.DNS.Answers) != 2 || r.DNS.Answers[0] != want[0] || r.DNS.Answers[1] != want[1] {
+				t.Errorf("answers %+v, want %+v", r.DNS.Answers, want)
+			}
+			if r.DNS.Server != srv || r.DNS.ServerID != "" {
+				t.Errorf("server %q id %q", r.DNS.Server, r.DNS.ServerID)
+			}
+		}},
+		{name: "ip6_preferred_times_aaaa", target: "a.test", proto: IP6, rcode: "NOERROR", samples: 3,
+			check: func(t *testing.T, r Result) {
+				if len(r.DNS.Answers) != 2 || r.DNS.Answers[0].Type != "AAAA" {
+					t.Errorf("answers %+v, want AAAA first", r.DNS.Answers)
+				}
+			}},
+		{name: "chaos_names_the_site", target: "a.test", opts: DNSOptions{Chaos: true}, rcode: "NOERROR", samples: 3,
+			check: func(t *testing.T, r Result) {
+				if r.DNS.ServerID != "lhr1" || r.DNS.Hostname != "ns1.lhr" || r.DNS.ChaosErr != "" {
+					t.Errorf("id.server %q hostname.bind %q err %q", r.DNS.ServerID, r.DNS.Hostname, r.DNS.ChaosErr)
+				}
+			}},
+		{name: "nxdomain_keeps_samples", target: "missing.test", class: ClassDNS, rcode: "NXDOMAIN", samples: 3},
+		{name: "truncated_retried_over_tcp", target: "big.test", opts: DNSOptions{Types: []string{"a"}},
+			rcode: "NOERROR", samples: 3, check: func(t *testing.T, r Result) {
+				if len(r.DNS.Answers) != 100 {
+					t.Errorf("%d answers, want all 100 over TCP", len(r.DNS.Answers))
+				}
+			}},
+		{name: "server_silent", target: "slow.test", timeout: 200 * time.Millisecond, class: ClassTimeout},
+		{name: "unknown_type", target: "a.test", opts: DNSOptions{Types: []string{"BOGUS"}}, class: ClassOther},
+		{name: "bad_name", target: "a..test", class: ClassOther},
+		{name: "refused_closed_port", target: "a.test", opts: DNSOptions{Server: closedUDPPort(t)}, class: ClassRefused},
+		{name: "policy_on_server", target: "a.test", opts: DNSOptions{Server: "10.0.0.53"}, class: ClassPolicy},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEngine(t, func(c *Config) {
+				if tc.proto != "" {
+					c.IPProtocol = tc.proto
+				}
+			})
+			if tc.opts.Server == "" {
+				tc.opts.Server = srv
+			}
+			r := e.Probe(context.Background(), Target{Kind: placement.ProbeDNS, Addr: tc.target, Count: 3,
+				Timeout: tc.timeout, DNS: tc.opts})
+			if r.Class != tc.class {
+				t.Fatalf("class %q err %v, want %q", r.Class, r.Err, tc.class)
+			}
+			if r.DNS.Rcode != tc.rcode || len(r.Samples) != tc.samples {
+				t.Errorf("rcode %q samples %d, want %q %d", r.DNS.Rcode, len(r.Samples), tc.rcode, tc.samples)
+			}
+			for _, s := range r.Samples {
+				if s <= 0 || time.Duration(s) > time.Second {
+					t.Errorf("sample %v out of (0, 1s]", s)
+				}
+			}
+			if tc.check != nil {
+				tc.check(t, r)
+			}
+		})
+	}
+}
+
+func TestDNSProbeDefaultServer(t *testing.T) {
+	srv := dnsServer(t)
+	e := newEngine(t, func(c *Config) { c.DNSConfig = func() ([]string, error) { return []string{srv}, nil } })
+	r := e.Probe(context.Background(), Target{Kind: placement.ProbeDNS, Addr: "a.test", Count: 1})
+	if !r.Success || r.DNS.Server != srv {
+		t.Fatalf("success %v server %q err %v", r.Success, r.DNS.Server, r.Err)
+	}
+	e = newEngine(t, nil) // DNSConfig fails in tests
+	r = e.Probe(context.Background(), Target{Kind: placement.ProbeDNS, Addr: "a.test", Count: 1})
+	if r.Success || !strings.Contains(r.Error, "no server given") {
+		t.Errorf("without a server: success %v err %q", r.Success, r.Error)
+	}
+}
+
+func TestSplitServer(t *testing.T) {
+	tests := []struct {
+		in   string
+		host string
+		port uint16
+		bad  bool
+	}{
+		{"127.0.0.1", "127.0.0.1", 53, false},
+		{"::1", "::1", 53, false},
+		{"[::1]:5353", "::1", 5353, false},
+		{"ns.example:54", "ns.example", 54, false},
+		{"ns.example", "ns.example", 53, false},
+		{"127.0.0.1:0", "", 0, true},
+		{"a b", "", 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			h, p, err := splitServer(tc.in)
+			if (err != nil) != tc.bad || h != tc.host || p != tc.port {
+				t.Errorf("splitServer(%q) = %q %d %v", tc.in, h, p, err)
+			}
+		})
+	}
+}
+
+// closedUDPPort returns a loopback UDP address nothing listens on (the kernel answers port unreachable).
+func closedUDPPort(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().String()
+	pc.Close()
+	return netip.MustParseAddrPort(addr).String()
+}
