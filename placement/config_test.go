@@ -199,6 +199,7 @@ testdata/invalid/many.toml:6:1: placement.hostname: "https://api.example.com": s
 		{"missing-name.toml", []error{ErrBadName}, `testdata/invalid/missing-name.toml: name: missing: every application needs a name`},
 		{"mode-case.toml", []error{ErrUnknownMode}, `testdata/invalid/mode-case.toml:4:1: placement.mode: "Smart": unknown placement mode (want "smart", "targeted" or "off")`},
 		{"mode-empty.toml", []error{ErrUnknownMode}, `testdata/invalid/mode-empty.toml:4:1: placement.mode: "": unknown placement mode (want "smart", "targeted" or "off")`},
+		{"name-non-ascii.jsonc", []error{ErrBadName}, `testdata/invalid/name-non-ascii.jsonc:2:3: name: "café": non-ASCII character at offset 3: want lower-case letters, digits, '-' and '_'`},
 		{"name-type.toml", []error{ErrType}, `testdata/invalid/name-type.toml:1:1: name: 42: want a string, got an integer`},
 		{"not-object.jsonc", []error{ErrType}, `testdata/invalid/not-object.jsonc:3:3: placement: "smart": want an object, got a string`},
 		{"null.jsonc", []error{ErrType}, `testdata/invalid/null.jsonc:3:3: placement: want an object, got null`},

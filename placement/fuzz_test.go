@@ -255,43 +255,49 @@ func FuzzFormatsAgree(f *testing.F) {
 				t.Skip("TOML cannot hold invalid UTF-8")
 			}
 		}
-		keys := []struct{ k, v string }{{"mode", mode}, {"region", region}, {"host", host}, {"hostname", hostname}}
-		var tb, jb strings.Builder
-		jb.WriteString("{\n")
-		if present&(1<<4) != 0 {
-			tb.WriteString("name = " + tomlQuote(name) + "\n")
-			jb.WriteString("  \"name\": " + jsonQuote(name) + ",\n")
-		}
-		if legacy {
-			tb.WriteString("[unsafe.metadata.placement]\n")
-			jb.WriteString("  \"unsafe\": { \"metadata\": { \"placement\": {\n")
-		} else {
-			tb.WriteString("[placement]\n")
-			jb.WriteString("  \"placement\": {\n")
-		}
-		for i, kv := range keys {
-			if present&(1<<i) != 0 {
-				tb.WriteString(kv.k + " = " + tomlQuote(kv.v) + "\n")
-				jb.WriteString("    \"" + kv.k + "\": " + jsonQuote(kv.v) + ",\n")
-			}
-		}
-		if legacy {
-			jb.WriteString("  } } },\n}\n")
-		} else {
-			jb.WriteString("  },\n}\n")
-		}
-		ct, errT := ParseWranglerTOML("w", []byte(tb.String()))
-		cj, errJ := ParseWranglerJSONC("w", []byte(jb.String()))
+		tomlSrc, jsonSrc := renderFields(present, name, mode, region, host, hostname, legacy)
+		ct, errT := ParseWranglerTOML("w", []byte(tomlSrc))
+		cj, errJ := ParseWranglerJSONC("w", []byte(jsonSrc))
 		if pt, pj := problems(t, errT), problems(t, errJ); !slices.Equal(pt, pj) {
-			t.Fatalf("TOML\n%s-> %v\nJSONC\n%s-> %v", tb.String(), errT, jb.String(), errJ)
+			t.Fatalf("TOML\n%s-> %v\nJSONC\n%s-> %v", tomlSrc, errT, jsonSrc, errJ)
 		}
 		if ct != cj {
-			t.Fatalf("TOML\n%s-> %+v\nJSONC\n%s-> %+v", tb.String(), ct, jb.String(), cj)
+			t.Fatalf("TOML\n%s-> %+v\nJSONC\n%s-> %+v", tomlSrc, ct, jsonSrc, cj)
 		}
 		if errT == nil {
-			checkResult(t, "w", []byte(tb.String()), ct, nil)
+			checkResult(t, "w", []byte(tomlSrc), ct, nil)
 		}
 	})
+}
+
+// renderFields writes the same placement as wrangler.toml and as wrangler.jsonc, for FuzzFormatsAgree.
+func renderFields(present uint8, name, mode, region, host, hostname string, legacy bool) (tomlSrc, jsonSrc string) {
+	keys := []struct{ k, v string }{{"mode", mode}, {"region", region}, {"host", host}, {"hostname", hostname}}
+	var tb, jb strings.Builder
+	jb.WriteString("{\n")
+	if present&(1<<4) != 0 {
+		tb.WriteString("name = " + tomlQuote(name) + "\n")
+		jb.WriteString("  \"name\": " + jsonQuote(name) + ",\n")
+	}
+	if legacy {
+		tb.WriteString("[unsafe.metadata.placement]\n")
+		jb.WriteString("  \"unsafe\": { \"metadata\": { \"placement\": {\n")
+	} else {
+		tb.WriteString("[placement]\n")
+		jb.WriteString("  \"placement\": {\n")
+	}
+	for i, kv := range keys {
+		if present&(1<<i) != 0 {
+			tb.WriteString(kv.k + " = " + tomlQuote(kv.v) + "\n")
+			jb.WriteString("    \"" + kv.k + "\": " + jsonQuote(kv.v) + ",\n")
+		}
+	}
+	if legacy {
+		jb.WriteString("  } } },\n}\n")
+	} else {
+		jb.WriteString("  },\n}\n")
+	}
+	return tb.String(), jb.String()
 }
 
 // problems lists the errors in err without their positions, sorted.

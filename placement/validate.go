@@ -69,7 +69,11 @@ func checkAppName(s string) error {
 		return because(ErrBadName, "starts or ends with '-'")
 	}
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+		switch c := s[i]; {
+		case c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_':
+		case c >= 0x80:
+			return because(ErrBadName, "non-ASCII character at offset %d: want lower-case letters, digits, '-' and '_'", i)
+		default:
 			return because(ErrBadName, "character %q at offset %d: want lower-case letters, digits, '-' and '_'",
 				rune(c), i)
 		}
