@@ -16,6 +16,7 @@ import (
 	"github.com/vantage-edge/vantage/geo"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/prober"
+	"github.com/vantage-edge/vantage/scheduler/probed"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/triangulate"
 )
@@ -91,16 +92,9 @@ type AdHocVerdict struct {
 	Notes      []string              `json:"notes,omitempty"`
 }
 
-// adhocStore keeps ad-hoc records (StoreBackend implements it).
-type adhocStore interface {
-	PutAdHoc(ctx context.Context, r AdHocRecord, ttl time.Duration) error
-	AdHoc(ctx context.Context, id string) (AdHocRecord, bool, error)
-}
-
 // AdHoc starts ad-hoc probes and reports on them.
 type AdHoc struct {
 	Backend Backend
-	Store   adhocStore
 	Timeout time.Duration // default DefaultAdHocTimeout
 	PoPs    func(code string) (geo.PoP, bool)
 	Now     func() time.Time
@@ -154,19 +148,18 @@ func (a *AdHoc) Start(ctx context.Context, req ProbeRequest, token string) (AdHo
 	now := a.now()
 	rec := AdHocRecord{ID: newID(), Target: req.Target, Kind: req.Kind, Count: count, PoPs: pops, Token: token,
 		Created: now, Deadline: now.Add(cmpOr(a.Timeout, DefaultAdHocTimeout))}
-	if err := a.Store.PutAdHoc(ctx, rec, AdHocTTL); err != nil {
+	reqJSON, _ := json.Marshal(rec)
+	if err := a.Backend.PutAdHocProbe(ctx, storage.AdHocProbe{ID: rec.ID, Request: reqJSON, CreatedAt: now}, AdHocTTL); err != nil {
 		return AdHocRecord{}, fmt.Errorf("scheduler: ad-hoc probe: storing the record: %w", err)
 	}
 	for _, pop := range pops {
-		j := storage.Job{Round: rec.ID, Key: adhocKey(rec.ID), Kind: rec.Kind, Target: rec.Target, Count: count, Deadline: rec.Deadline}
+		j := storage.Job{Round: rec.ID, Key: probed.AdHocKeyPrefix + rec.ID, Kind: rec.Kind, Target: rec.Target, Count: count, Deadline: rec.Deadline}
 		if _, err := a.Backend.EnqueueJob(ctx, pop, j); err != nil {
 			return AdHocRecord{}, fmt.Errorf("scheduler: ad-hoc probe %s: enqueueing for PoP %s: %w", rec.ID, pop, err)
 		}
 	}
 	return rec, nil
 }
-
-func adhocKey(id string) string { return "adhoc:" + id }
 
 func (a *AdHoc) now() time.Time {
 	if a.Now != nil {
@@ -183,19 +176,17 @@ func newID() string {
 
 // Status returns the ad-hoc probe id with the results so far; found is false for an unknown (or expired) id.
 func (a *AdHoc) Status(ctx context.Context, id string) (AdHocStatus, bool, error) {
-	rec, ok, err := a.Store.AdHoc(ctx, id)
+	p, ok, err := a.Backend.AdHocProbe(ctx, id)
 	if err != nil || !ok {
 		return AdHocStatus{}, ok, err
 	}
-	rs, err := a.Backend.LatestResults(ctx, adhocKey(id))
-	if err != nil {
-		return AdHocStatus{}, true, fmt.Errorf("scheduler: ad-hoc probe %s: reading results: %w", id, err)
+	var rec AdHocRecord
+	if err := json.Unmarshal(p.Request, &rec); err != nil {
+		return AdHocStatus{}, true, fmt.Errorf("scheduler: ad-hoc probe %s: stored request: %w", id, err)
 	}
 	st := AdHocStatus{AdHocRecord: rec, Results: map[string]storage.Result{}}
-	for pop, r := range rs {
-		if r.Round == rec.ID {
-			st.Results[pop] = r
-		}
+	for _, r := range p.Results {
+		st.Results[r.PoP] = r
 	}
 	for _, p := range rec.PoPs {
 		if _, ok := st.Results[p]; !ok {

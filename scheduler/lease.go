@@ -21,6 +21,7 @@ type Leaser interface {
 type Term struct {
 	Ctx   context.Context
 	Token int64 // fencing token of the lease
+	Seq   int64 // this process's term counter (tokens restart when Redis loses its data)
 	Start time.Time
 }
 
@@ -36,6 +37,7 @@ type leadership struct {
 
 	mu      sync.Mutex
 	term    *Term
+	seq     int64
 	cancel  context.CancelFunc
 	changed chan struct{} // closed and replaced whenever term changes
 }
@@ -75,7 +77,8 @@ func (l *leadership) set(parent context.Context, token int64, now time.Time) {
 	l.term = nil
 	if token != 0 {
 		ctx, cancel := context.WithCancel(parent)
-		l.term, l.cancel = &Term{Ctx: ctx, Token: token, Start: now}, cancel
+		l.seq++
+		l.term, l.cancel = &Term{Ctx: ctx, Token: token, Seq: l.seq, Start: now}, cancel
 	}
 	close(l.changed)
 	l.changed = make(chan struct{})

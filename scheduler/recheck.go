@@ -26,6 +26,8 @@ type Backend interface {
 	EnqueueJob(ctx context.Context, pop string, j storage.Job) (string, error)
 	// LatestResults returns the latest stored result of each PoP for a result key, by PoP.
 	LatestResults(ctx context.Context, key string) (map[string]storage.Result, error)
+	PutAdHocProbe(ctx context.Context, p storage.AdHocProbe, ttl time.Duration) error
+	AdHocProbe(ctx context.Context, id string) (storage.AdHocProbe, bool, error)
 }
 
 // TargetKey is the key a target's results are stored under: kind and address, so two applications with the

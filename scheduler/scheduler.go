@@ -140,7 +140,7 @@ type termDue struct {
 type targetState struct {
 	mu          sync.Mutex
 	t           Target
-	term        int64     // token of the term next was computed in
+	term        int64     // Seq of the term next was computed in
 	next        time.Time // next recheck in that term
 	lastChecked time.Time
 	lastErr     string
@@ -382,7 +382,7 @@ func jittered(d time.Duration, jitter float64) time.Duration {
 // dueLocked returns when st is next due in term.
 func (s *Scheduler) due(term *Term, st *targetState) time.Time {
 	st.mu.Lock()
-	if st.term == term.Token && !st.next.IsZero() {
+	if st.term == term.Seq && !st.next.IsZero() {
 		n := st.next
 		st.mu.Unlock()
 		return n
@@ -391,13 +391,13 @@ func (s *Scheduler) due(term *Term, st *targetState) time.Time {
 	st.mu.Unlock()
 	if s.dueScan != nil {
 		s.mu.Lock()
-		td, ok := s.terms[term.Token]
+		td, ok := s.terms[term.Seq]
 		if !ok {
 			td = &termDue{}
-			s.terms[term.Token] = td
-			for tok := range s.terms { // keep only the latest terms
-				if tok < term.Token-2 {
-					delete(s.terms, tok)
+			s.terms[term.Seq] = td
+			for seq := range s.terms { // keep only the latest terms
+				if seq < term.Seq-2 {
+					delete(s.terms, seq)
 				}
 			}
 		}
@@ -483,7 +483,7 @@ func (s *Scheduler) runCheck(term *Term, st *targetState) {
 	if err != nil {
 		st.lastErr = err.Error()
 	}
-	st.term = term.Token
+	st.term = term.Seq
 	st.next = end.Add(jittered(s.cfg.RecheckInterval, s.cfg.Jitter))
 	st.mu.Unlock()
 }

@@ -150,6 +150,9 @@ func New(cfg Config, q Queue, p Prober, reg prometheus.Registerer) (*Daemon, err
 	return d, nil
 }
 
+// ID returns the daemon's id (its consumer name).
+func (d *Daemon) ID() string { return d.cfg.DaemonID }
+
 // Ready reports whether the last Redis operation succeeded (for /readyz).
 func (d *Daemon) Ready() bool {
 	d.mu.Lock()

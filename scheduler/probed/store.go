@@ -3,12 +3,18 @@ package probed
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/vantage-edge/vantage/prober"
 	"github.com/vantage-edge/vantage/storage"
 )
+
+// AdHocKeyPrefix marks the result key of an ad-hoc probe's jobs: "adhoc:<id>". Their results go to the
+// ad-hoc probe's record (storage.AppendAdHocResult) instead of the target's latest results.
+const AdHocKeyPrefix = "adhoc:"
 
 // jobStore is the part of *storage.Store a daemon uses.
 type jobStore interface {
@@ -16,6 +22,7 @@ type jobStore interface {
 	ReclaimJobs(ctx context.Context, pop, consumer string, minIdle time.Duration, count int) ([]storage.Job, error)
 	AckJob(ctx context.Context, pop, id string) error
 	PutResult(ctx context.Context, r storage.Result) (bool, error)
+	AppendAdHocResult(ctx context.Context, id string, r storage.Result) error
 	PutHeartbeat(ctx context.Context, h storage.Heartbeat, interval time.Duration) error
 }
 
@@ -81,6 +88,13 @@ func (q *StoreQueue) Store(ctx context.Context, j Job, r prober.Result) error {
 	}
 	if r.DNS != nil {
 		sr.DNS, _ = json.Marshal(r.DNS)
+	}
+	if id, ok := strings.CutPrefix(j.Key, AdHocKeyPrefix); ok {
+		err = q.DB.AppendAdHocResult(ctx, id, sr)
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil // the ad-hoc probe expired: nobody waits for this result
+		}
+		return err
 	}
 	_, err = q.DB.PutResult(ctx, sr)
 	return err

@@ -106,13 +106,17 @@ func TestAnalyze(t *testing.T) {
 			wantStatus: placement.StatusInsufficientInvocations,
 		},
 		{
-			name:       "too_few_requests",
-			in:         func(t *testing.T) Input { return Input{App: "shop", Now: now, Records: newGen(t).add(10, "SYD", "SYD", 5).add(9, "FRA", "FRA", 5).recs} },
+			name: "too_few_requests",
+			in: func(t *testing.T) Input {
+				return Input{App: "shop", Now: now, Records: newGen(t).add(10, "SYD", "SYD", 5).add(9, "FRA", "FRA", 5).recs}
+			},
 			wantStatus: placement.StatusInsufficientInvocations,
 		},
 		{
-			name:       "one_location",
-			in:         func(t *testing.T) Input { return Input{App: "shop", Now: now, Records: newGen(t).add(40, "SYD", "SYD", 5).recs} },
+			name: "one_location",
+			in: func(t *testing.T) Input {
+				return Input{App: "shop", Now: now, Records: newGen(t).add(40, "SYD", "SYD", 5).recs}
+			},
 			wantStatus: placement.StatusInsufficientInvocations,
 		},
 		{
@@ -132,8 +136,10 @@ func TestAnalyze(t *testing.T) {
 			wantStatus: placement.StatusInsufficientInvocations,
 		},
 		{
-			name:       "no_subrequests",
-			in:         func(t *testing.T) Input { return Input{App: "shop", Now: now, Records: newGen(t).add(20, "SYD", "SYD", 0).add(20, "FRA", "FRA", 0).recs} },
+			name: "no_subrequests",
+			in: func(t *testing.T) Input {
+				return Input{App: "shop", Now: now, Records: newGen(t).add(20, "SYD", "SYD", 0).add(20, "FRA", "FRA", 0).recs}
+			},
 			wantStatus: placement.StatusNoValidHosts,
 		},
 		{
@@ -342,7 +348,7 @@ func TestAnalyze(t *testing.T) {
 				g := newGen(t).add(30, "SYD", "SYD", 6).add(10, "FRA", "FRA", 6).add(10, "AMS", "AMS", 6)
 				return Input{App: "shop", Now: now, Records: g.recs, Previous: success("AMS")}
 			},
-			lk: Lookups{HostRTTs: func(string) map[string]float64 { return map[string]float64{"FRA": 5, "AMS": 6, "SYD": 280} }},
+			lk:         Lookups{HostRTTs: func(string) map[string]float64 { return map[string]float64{"FRA": 5, "AMS": 6, "SYD": 280} }},
 			wantStatus: placement.StatusSuccess,
 			wantBest:   "AMS",
 		},

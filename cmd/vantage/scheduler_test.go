@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vantage-edge/vantage/storage"
+	"github.com/vantage-edge/vantage/storage/redistest"
+)
+
+// syncBuffer is a bytes.Buffer safe for a command's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// freeAddr returns a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// tcpTarget is a loopback server that accepts and closes connections.
+func tcpTarget(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// startCmd runs a subcommand until the test ends (SIGTERM: its context is cancelled) and checks it exits 0.
+func startCmd(t *testing.T, args ...string) *syncBuffer {
+	t.Helper()
+	var out, errb syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, args, &out, &errb) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("vantage %s exited %d after SIGTERM; stderr:\n%s", args[0], code, errb.String())
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("vantage %s did not stop within 15 s of SIGTERM", args[0])
+		}
+	})
+	return &errb
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func waitHTTP(t *testing.T, url string, want int, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		code, body := httpGet(t, url)
+		if code == want {
+			return body
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: %d %q, want %d within %v", url, code, body, want, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestSchedulerAndProbedCommands runs three probe daemons and a scheduler through the CLI against a real
+// redis-server; the scheduler places a wrangler.toml from --config-dir and serves the status API.
+func TestSchedulerAndProbedCommands(t *testing.T) {
+	srv := redistest.Start(t)
+	target := tcpTarget(t)
+	dir := t.TempDir()
+	toml := fmt.Sprintf("name = \"billing\"\nmain = \"src/index.ts\"\n\n[placement]\nregion = \"aws:eu-central-1\"\n")
+	if err := os.WriteFile(filepath.Join(dir, "wrangler.toml"), []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	probedAddrs := map[string]string{}
+	for _, pop := range []string{"FRA", "IAD", "SIN"} {
+		probedAddrs[pop] = freeAddr(t)
+		startCmd(t, "probed", "--pop", pop, "--redis", srv.Addr(), "--allow", "127.0.0.0/8",
+			"--listen", probedAddrs[pop], "--heartbeat", "200ms", "--reclaim-idle", "1s", "--log-format", "json")
+	}
+	api := freeAddr(t)
+	token := "test-token-0123456789"
+	startCmd(t, "scheduler", "--redis", srv.Addr(), "--listen", api, "--config-dir", dir, "--config-reload", "200ms",
+		"--allow", "127.0.0.0/8", "--recheck", "2s", "--lease-ttl", "1s", "--result-timeout", "1s",
+		"--region-endpoint", "aws:eu-central-1="+target, "--token", token, "--log-format", "text")
+
+	for pop, a := range probedAddrs {
+		waitHTTP(t, "http://"+a+"/readyz", 200, 10*time.Second)
+		_, m := httpGet(t, "http://"+a+"/metrics")
+		for _, name := range []string{"vantage_probes_total", "vantage_probed_jobs_total", "vantage_probed_results_dropped_total", "vantage_probe_duration_seconds"} {
+			if !strings.Contains(m, name) {
+				t.Errorf("probed %s /metrics lacks %s", pop, name)
+			}
+		}
+	}
+	waitHTTP(t, "http://"+api+"/readyz", 200, 10*time.Second)
+
+	// The region app from --config-dir: its endpoint answers in microseconds from three continents, which
+	// the engine calls anycast, so the decision falls back to the latency model: FRA, estimated.
+	var st struct {
+		Success bool `json:"success"`
+		Result  struct {
+			PlacementMode   string `json:"placement_mode"`
+			PlacementStatus string `json:"placement_status"`
+			Vantage         struct {
+				BestPoP   string `json:"best_pop"`
+				Estimated bool   `json:"estimated"`
+				Endpoint  string `json:"endpoint"`
+			} `json:"vantage"`
+		} `json:"result"`
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, body := httpGet(t, "http://"+api+"/client/v4/accounts/acc/workers/services/billing")
+		json.Unmarshal([]byte(body), &st)
+		if st.Result.PlacementStatus == "SUCCESS" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no SUCCESS status for billing within 20 s: %s", body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !st.Success || st.Result.PlacementMode != "region" || st.Result.Vantage.BestPoP != "FRA" ||
+		!st.Result.Vantage.Estimated || st.Result.Vantage.Endpoint != target {
+		t.Errorf("status %+v: want region mode, FRA, estimated, endpoint %s", st, target)
+	}
+	ctx := context.Background()
+	obs, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obs.Close()
+	if d, ok, err := obs.Decision(ctx, "billing"); err != nil || !ok || d.BestPoP != "FRA" {
+		t.Errorf("decision in Redis: %+v %v %v, want best PoP FRA", d, ok, err)
+	}
+	_, m := httpGet(t, "http://"+api+"/metrics")
+	for _, name := range []string{"vantage_scheduler_rechecks_total", "vantage_scheduler_leader 1", "vantage_scheduler_decisions_written_total", "vantage_scheduler_jobs_enqueued_total"} {
+		if !strings.Contains(m, name) {
+			t.Errorf("scheduler /metrics lacks %q", name)
+		}
+	}
+}
+
+func TestSchedulerUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no_redis", []string{"scheduler"}, "--redis is required"},
+		{"bad_log_format", []string{"scheduler", "--redis", "127.0.0.1:1", "--log-format", "xml"}, `--log-format "xml"`},
+		{"bad_region_endpoint", []string{"scheduler", "--redis", "127.0.0.1:1", "--region-endpoint", "useast=1.2.3.4:443"}, "want provider:region"},
+		{"bad_allow", []string{"scheduler", "--redis", "127.0.0.1:1", "--allow", "10.0.0.0/33"}, "10.0.0.0/33"},
+		{"probed_no_pop", []string{"probed", "--redis", "127.0.0.1:1"}, "--pop is required"},
+		{"probed_bad_source", []string{"probed", "--pop", "FRA", "--redis", "127.0.0.1:1", "--source", "nope"}, `--source "nope"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if code := run(context.Background(), tc.args, &out, &errb); code != 2 {
+				t.Fatalf("exit %d, want 2 (usage); stderr %q", code, errb.String())
+			}
+			if !strings.Contains(errb.String(), tc.want) {
+				t.Errorf("stderr %q does not contain %q", errb.String(), tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,278 @@
+package scheduler
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/storage/redistest"
+)
+
+const testToken = "token-for-tests-0123456789"
+
+type apiEnv struct {
+	t    *testing.T
+	url  string
+	b    StoreBackend
+	s    *Scheduler
+	run  func() // starts the scheduler's loops
+	host string
+}
+
+func newAPIEnv(t *testing.T, quota Quota) *apiEnv {
+	t.Helper()
+	srv := redistest.Start(t)
+	f := &fleetEnv{t: t, addrs: []string{srv.Addr()}, log: testLogger(t)}
+	for i, pop := range []string{"FRA", "IAD", "SIN"} {
+		f.startDaemon(pop, "d-"+pop, loopbackProber(t, 10+i), time.Second)
+	}
+	st := f.open()
+	b := StoreBackend{st}
+	m := NewMetrics(nil)
+	s, err := New(Config{Name: "api", RecheckInterval: testRecheck, LeaseTTL: testLease, InitialSpread: 100 * time.Millisecond,
+		ResultTimeout: time.Second, ResultPoll: 50 * time.Millisecond, Logger: f.log}, b, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := &API{Sched: s, Decisions: b, Apps: b, Metrics: m, Logger: f.log,
+		Parser: placement.Parser{Policy: placement.DefaultPolicy(netip.MustParsePrefix("127.0.0.0/8"))},
+		Auth:   NewAuth(map[string]string{testToken: "ops"}, quota, nil),
+		AdHoc:  &AdHoc{Backend: b, Timeout: 5 * time.Second},
+	}
+	hs := httptest.NewServer(api.Handler())
+	t.Cleanup(hs.Close)
+	e := &apiEnv{t: t, url: hs.URL, b: b, s: s, host: listenLoopback(t)}
+	e.run = func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { s.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	// Wait for the daemons' heartbeats.
+	waitUntil(t, "three PoPs up", 10*time.Second, func() bool {
+		ps, err := b.UpPoPs(context.Background())
+		return err == nil && len(ps) == 3
+	})
+	return e
+}
+
+func (e *apiEnv) do(method, path, token, ctype, body string) (int, http.Header, Envelope, string) {
+	e.t.Helper()
+	req, _ := http.NewRequest(method, e.url+path, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var env Envelope
+	json.Unmarshal(raw, &env)
+	return resp.StatusCode, resp.Header, env, string(raw)
+}
+
+func TestAPIAppsStatusAndAuth(t *testing.T) {
+	e := newAPIEnv(t, Quota{})
+	hostTOML := "name = \"billing\"\n[placement]\nhost = \"" + e.host + "\"\n"
+	for _, tc := range []struct {
+		name, method, path, token, ctype, body string
+		code                                   int
+		want                                   string
+	}{
+		{"post_without_token", "POST", "/v1/apps", "", "application/toml", hostTOML, 401, "bearer token"},
+		{"post_with_bad_token", "POST", "/v1/apps", "wrong-token-0123456789", "application/toml", hostTOML, 401, "bearer token"},
+		{"post_toml", "POST", "/v1/apps?account=acc1", testToken, "application/toml", hostTOML, 201, `"app":"billing"`},
+		{"post_jsonc", "POST", "/v1/apps", testToken, "application/json", `{"name": "catalog", // c
+			"placement": {"region": "aws:us-east-1"}}`, 201, `"endpoint":"ec2.us-east-1.amazonaws.com:443"`},
+		{"post_smart_has_no_target", "POST", "/v1/apps", testToken, "application/json", `{"name":"s","placement":{"mode":"smart"}}`, 400, "no target to probe"},
+		{"post_denied_host", "POST", "/v1/apps", testToken, "application/toml", "name = \"x\"\n[placement]\nhost = \"10.0.0.1:5432\"\n", 400, "10.0.0.1"},
+		{"post_bad_toml", "POST", "/v1/apps", testToken, "application/toml", "name = \n", 400, "request:1:8"},
+		{"status_unknown", "GET", "/client/v4/accounts/acc1/workers/services/nope", "", "", "", 404, "service_not_found"},
+		{"status_other_account", "GET", "/client/v4/accounts/acc2/workers/services/billing", "", "", "", 404, "service_not_found"},
+		{"list", "GET", "/v1/apps", "", "", "", 200, `"catalog"`},
+		{"delete_without_token", "DELETE", "/v1/apps/catalog", "", "", "", 401, "bearer"},
+		{"delete", "DELETE", "/v1/apps/catalog", testToken, "", "", 200, `"catalog"`},
+		{"delete_again", "DELETE", "/v1/apps/catalog", testToken, "", "", 404, "not registered"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, env, raw := e.do(tc.method, tc.path, tc.token, tc.ctype, tc.body)
+			if code != tc.code || !strings.Contains(raw, tc.want) {
+				t.Fatalf("%s %s: %d %s, want %d containing %q", tc.method, tc.path, code, raw, tc.code, tc.want)
+			}
+			if env.Success != (code < 300) || env.Errors == nil || env.Messages == nil {
+				t.Errorf("envelope %+v: success must match the status and errors/messages be arrays", env)
+			}
+		})
+	}
+	apps, err := e.b.Apps(context.Background())
+	if err != nil || len(apps) != 1 || apps[0].Name != "billing" || apps[0].Account != "acc1" {
+		t.Fatalf("app registry in Redis: %+v, %v; want billing of acc1 only", apps, err)
+	}
+
+	// Before the analysis the platform's field is absent.
+	code, _, _, raw := e.do("GET", "/client/v4/accounts/acc1/workers/services/billing", "", "", "")
+	if code != 200 || strings.Contains(raw, "placement_status") || !strings.Contains(raw, `"placement_mode":"host"`) {
+		t.Fatalf("status before analysis: %d %s; want 200, mode host, no placement_status", code, raw)
+	}
+	e.run()
+	var st ServiceStatus
+	waitUntil(t, "the status to show the analysis", 15*time.Second, func() bool {
+		_, _, env, _ := e.do("GET", "/client/v4/accounts/acc1/workers/services/billing", "", "", "")
+		b, _ := json.Marshal(env.Result)
+		st = ServiceStatus{}
+		json.Unmarshal(b, &st)
+		return st.PlacementStatus != ""
+	})
+	// Loopback answers in microseconds from three continents: anycast, not placeable.
+	if st.PlacementStatus != placement.StatusUnsupportedApplication || st.Vantage.Verdict != placement.VerdictAnycast ||
+		len(st.Vantage.Candidates) != 3 || st.Vantage.LastChecked.IsZero() || st.Placement == nil || st.Placement.Host != e.host {
+		t.Errorf("status after analysis: %+v", st)
+	}
+}
+
+func TestAPIAdHocProbesAndQuota(t *testing.T) {
+	e := newAPIEnv(t, Quota{PerMinute: 6, Burst: 2}) // one every 10 s after a burst of two
+	req := `{"target":"` + e.host + `","kind":"tcp","pops":"all","count":2}`
+	code, hdr, env, raw := e.do("POST", "/v1/probes", testToken, "application/json", req)
+	if code != 202 {
+		t.Fatalf("POST /v1/probes: %d %s", code, raw)
+	}
+	id := env.Result.(map[string]any)["id"].(string)
+	if hdr.Get("Location") != "/v1/probes/"+id {
+		t.Errorf("Location %q", hdr.Get("Location"))
+	}
+	var st AdHocStatus
+	waitUntil(t, "the ad-hoc probe to finish", 15*time.Second, func() bool {
+		_, _, env, _ := e.do("GET", "/v1/probes/"+id, testToken, "", "")
+		b, _ := json.Marshal(env.Result)
+		st = AdHocStatus{}
+		json.Unmarshal(b, &st)
+		return st.Done
+	})
+	if len(st.Results) != 3 || len(st.Pending) != 0 || st.Verdict == nil {
+		t.Fatalf("ad-hoc status %+v: want three results and a verdict", st)
+	}
+	for pop, r := range st.Results {
+		if r.Samples != 2 || r.Class != "" || len(r.Detail) == 0 {
+			t.Errorf("PoP %s result %+v: want 2 samples, success, the prober's detail", pop, r)
+		}
+	}
+	if st.Verdict.Verdict != placement.VerdictAnycast || len(st.Verdict.Candidates) != 3 {
+		t.Errorf("verdict %+v: want anycast over three candidates (loopback from three continents)", st.Verdict)
+	}
+
+	for _, tc := range []struct {
+		name, token, body string
+		code              int
+		want              string
+	}{
+		{"no_token", "", req, 401, "bearer"},
+		{"unknown_pop", testToken, `{"target":"x:1","kind":"tcp","pops":["ZZZ"]}`, 400, `ZZZ\" has no live daemon`},
+		{"quota_exhausted", testToken, req, 429, "quota"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, hdr, _, raw := e.do("POST", "/v1/probes", tc.token, "application/json", tc.body)
+			if code != tc.code || !strings.Contains(raw, tc.want) {
+				t.Fatalf("%d %s, want %d containing %q", code, raw, tc.code, tc.want)
+			}
+			if code == 429 {
+				ra, err := strconv.Atoi(hdr.Get("Retry-After"))
+				if err != nil || ra < 1 || ra > 10 {
+					t.Errorf("Retry-After %q: want 1..10 s", hdr.Get("Retry-After"))
+				}
+			}
+		})
+	}
+	if code, _, _, raw := e.do("GET", "/v1/probes/ffffffffffffffff", testToken, "", ""); code != 404 {
+		t.Errorf("unknown probe: %d %s", code, raw)
+	}
+}
+
+func TestAuthTokenBucket(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a := NewAuth(map[string]string{"t": "ops"}, Quota{PerMinute: 60, Burst: 3}, func() time.Time { return now })
+	steps := []struct {
+		name    string
+		advance time.Duration
+		ok      bool
+		wait    time.Duration
+	}{
+		{"burst_1", 0, true, 0},
+		{"burst_2", 0, true, 0},
+		{"burst_3", 0, true, 0},
+		{"empty", 0, false, time.Second},
+		{"half_refilled", 500 * time.Millisecond, false, 500 * time.Millisecond},
+		{"refilled_one", 500 * time.Millisecond, true, 0},
+		{"idle_refills_to_burst_only", time.Hour, true, 0},
+		{"second_after_idle", 0, true, 0},
+		{"third_after_idle", 0, true, 0},
+		{"fourth_after_idle", 0, false, time.Second},
+	}
+	for _, s := range steps {
+		now = now.Add(s.advance)
+		ok, wait := a.Allow("ops")
+		if ok != s.ok || (wait-s.wait).Abs() > time.Millisecond {
+			t.Errorf("%s: Allow = %v, %v; want %v, %v", s.name, ok, wait, s.ok, s.wait)
+		}
+	}
+	if ok, _ := a.Allow("other"); !ok {
+		t.Error("buckets are per token: another token must start full")
+	}
+}
+
+func TestParseTokens(t *testing.T) {
+	toks, err := ParseTokens(bytes.NewBufferString("# ops\nabcdefghijklmnop ops\n\nqrstuvwxyz0123456789\n"), "tokens")
+	if err != nil || toks["abcdefghijklmnop"] != "ops" || toks["qrstuvwxyz0123456789"] != "token-4" {
+		t.Fatalf("ParseTokens = %v, %v", toks, err)
+	}
+	for _, tc := range []struct{ name, in, want string }{
+		{"short", "abc\n", "tokens:1: token shorter than 16 characters"},
+		{"three_fields", "abcdefghijklmnop a b\n", "tokens:1: want \"token [name]\", got 3 fields"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := ParseTokens(strings.NewReader(tc.in), "tokens"); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestRegionEndpoints(t *testing.T) {
+	r := RegionEndpoints{Overrides: map[string]string{"aws:eu-central-1": "198.18.0.9:443"}}
+	for _, tc := range []struct{ name, region, want, err string }{
+		{"override", "aws:eu-central-1", "198.18.0.9:443", ""},
+		{"aws_template", "aws:us-east-1", "ec2.us-east-1.amazonaws.com:443", ""},
+		{"gcp_template", "gcp:europe-west3", "europe-west3-run.googleapis.com:443", ""},
+		{"azure_template", "azure:westeurope", "westeurope.api.cognitive.microsoft.com:443", ""},
+		{"unknown_provider", "oracle:eu-frankfurt-1", "", ""},
+		{"syntax", "useast1", "", `region "useast1": want provider:region`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := r.Endpoint(tc.region)
+			if got != tc.want || (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+				t.Errorf("Endpoint(%q) = %q, %v; want %q, %q", tc.region, got, err, tc.want, tc.err)
+			}
+		})
+	}
+	m, err := ParseRegionEndpoints(strings.NewReader("# x\naws:us-east-1 198.18.0.3:443\ngcp:asia-northeast1=198.18.0.4:80\n"), "f")
+	if err != nil || m["aws:us-east-1"] != "198.18.0.3:443" || m["gcp:asia-northeast1"] != "198.18.0.4:80" {
+		t.Fatalf("ParseRegionEndpoints = %v, %v", m, err)
+	}
+	if _, err := ParseRegionEndpoints(strings.NewReader("aws:us-east-1 nope\n"), "f"); err == nil || !strings.Contains(err.Error(), "f:1") {
+		t.Errorf("bad endpoint error %v, want it located at f:1", err)
+	}
+}
