@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sockRouter is a router whose ports are Unix datagram socket pairs: the router logic without namespaces
+// sockRouter is a router whose ports are Unix seqpacket socket pairs: the router logic without namespaces
 // (no root needed). The test end of port i is peer[i].
 type sockRouter struct {
 	r    *router
@@ -26,11 +26,15 @@ func newSockRouter(t testing.TB, n int, anycast map[netip.Addr][]int) *sockRoute
 	ports := make([]int, n)
 	addrs := map[netip.Addr]target{}
 	for i := range n {
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
+		for _, fd := range fds { // room for a benchmark's packets in flight
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 8<<20)
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
+		}
 		ports[i] = fds[0]
 		sr.peer = append(sr.peer, fds[1])
 		addrs[sr.addr(i)] = target{node: i}
