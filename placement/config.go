@@ -369,7 +369,7 @@ func (p Parser) build(doc rawDoc) (Config, error) {
 	}
 	fail := func(field string, v *rawValue, err error) {
 		if len(errs) >= maxErrors {
-			extra++ // not located either: that can cost a decode of the file
+			extra++ // counted, not located
 			return
 		}
 		ce := &ConfigError{File: doc.file, Field: field, Err: err}
