@@ -168,6 +168,7 @@ var Registry = map[placement.ProbeKind]func(*Engine) Prober{
 	placement.ProbeTCP:  func(e *Engine) Prober { return &tcpProber{e: e} },
 	placement.ProbeHTTP: func(e *Engine) Prober { return &httpProber{e: e} },
 	placement.ProbeDNS:  func(e *Engine) Prober { return &dnsProber{e: e} },
+	placement.ProbeICMP: func(e *Engine) Prober { return &icmpProber{e: e} },
 }
 
 // Engine runs probes of every kind with one configuration: policy, source addresses, rate limits, metrics.
