@@ -393,6 +393,28 @@ func TestResultCloneDoesNotAlias(t *testing.T) {
 	}
 }
 
+func TestResultApply(t *testing.T) {
+	e := newEngine(t, nil)
+	rng := rand.New(rand.NewPCG(17, 18))
+	r, err := e.Decide(Input{Measurements: GenerateUnicast(rng, DefaultPhantomConfig(), pops(t, "FRA", "AMS", "LHR", "IAD"), pop(t, "AMS").Point)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := placement.Decision{App: "a", Mode: placement.ModeHost, Version: 3}
+	r.Apply(&d)
+	if d.BestPoP != "AMS" || d.Verdict != placement.VerdictUnicast || d.Status != placement.StatusSuccess || len(d.Candidates) != 4 || d.App != "a" || d.Version != 3 {
+		t.Fatalf("decision %+v", d)
+	}
+	any, err := e.Decide(Input{Measurements: GenerateAnycast(rng, DefaultPhantomConfig(), geo.PoPs(), []geo.Point{pop(t, "AMS").Point, pop(t, "NRT").Point})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	any.Apply(&d)
+	if d.BestPoP != "" || d.Status != placement.StatusUnsupportedApplication || d.Verdict != placement.VerdictAnycast {
+		t.Fatalf("anycast decision %+v", d)
+	}
+}
+
 func TestFlagsString(t *testing.T) {
 	if s := (FlagTie | FlagSpeedOfLight).String(); s != "tie,speed-of-light" {
 		t.Fatalf("String = %q", s)

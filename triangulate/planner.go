@@ -15,11 +15,12 @@ type PlannerConfig struct {
 	First int
 	// Step is how many PoPs each Next call adds. Default 4.
 	Step int
-	// BudgetFraction is the share of the PoP list a target may be probed from in all (First included), and
-	// BudgetMin the least number whatever the share. Budget(n) = min(n, max(BudgetMin,
-	// floor(BudgetFraction x n))). Defaults 0.15 and 12.
+	// BudgetFraction is the share of the PoP list a target may be probed from in all (First included),
+	// BudgetMin the least number whatever the share and BudgetMax, if > 0, the most. Budget(n) = min(n,
+	// max(BudgetMin, floor(BudgetFraction x n)), BudgetMax). Defaults 0.15, 12 and 0 (no cap).
 	BudgetFraction float64
 	BudgetMin      int
+	BudgetMax      int
 	// Engine is the engine configuration used to locate the target between steps (calibration included).
 	// Zero value: DefaultConfig().
 	Engine Config
@@ -64,6 +65,8 @@ func NewPlanner(cfg PlannerConfig) (*Planner, error) {
 		return nil, fmt.Errorf("%w: PlannerConfig.BudgetFraction = %v, want in (0, 1]", ErrConfig, cfg.BudgetFraction)
 	case cfg.BudgetMin < 1:
 		return nil, fmt.Errorf("%w: PlannerConfig.BudgetMin = %d, want >= 1", ErrConfig, cfg.BudgetMin)
+	case cfg.BudgetMax < 0:
+		return nil, fmt.Errorf("%w: PlannerConfig.BudgetMax = %d, want >= 0", ErrConfig, cfg.BudgetMax)
 	}
 	e, err := NewEngine(cfg.Engine)
 	if err != nil {
@@ -74,7 +77,11 @@ func NewPlanner(cfg PlannerConfig) (*Planner, error) {
 
 // Budget returns how many PoPs of a list of n a target may be probed from in all.
 func (p *Planner) Budget(n int) int {
-	return min(n, max(p.cfg.BudgetMin, int(p.cfg.BudgetFraction*float64(n))))
+	b := min(n, max(p.cfg.BudgetMin, int(p.cfg.BudgetFraction*float64(n))))
+	if p.cfg.BudgetMax > 0 {
+		b = min(b, p.cfg.BudgetMax)
+	}
+	return b
 }
 
 // First returns the PoP codes to probe a new target from first: PlannerConfig.First PoPs (at most the budget)

@@ -20,6 +20,7 @@ func TestPlannerConfigValidation(t *testing.T) {
 		{"fraction_zero", func(c *PlannerConfig) { c.BudgetFraction = 0 }},
 		{"fraction_above_one", func(c *PlannerConfig) { c.BudgetFraction = 1.5 }},
 		{"budget_min_zero", func(c *PlannerConfig) { c.BudgetMin = 0 }},
+		{"budget_max_negative", func(c *PlannerConfig) { c.BudgetMax = -1 }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -87,6 +88,11 @@ func TestPlannerNextAndBudget(t *testing.T) {
 	}
 	if b := p.Budget(5); b != 5 {
 		t.Fatalf("Budget(5) = %d, want all 5 (BudgetMin)", b)
+	}
+	capped := cfg
+	capped.BudgetMax = 20
+	if pc, err := NewPlanner(capped); err != nil || pc.Budget(len(catalogue)) != 20 {
+		t.Fatalf("BudgetMax 20: err %v", err)
 	}
 	if got := p.Next(catalogue, nil, 3); len(got) != cfg.First {
 		t.Fatalf("Next with no measurements = %v, want First", got)

@@ -94,6 +94,21 @@ func (r Result) Clone() Result {
 	return r
 }
 
+// Apply copies the engine's part of a placement decision into d: BestPoP (empty when the verdict is not
+// placeable: the application runs where requests enter), a copy of Candidates, Verdict, Status, Estimated and
+// Confidence. The scheduler's fields (App, Mode, Target, Version, times) are left alone.
+func (r *Result) Apply(d *placement.Decision) {
+	d.BestPoP = ""
+	if r.Verdict.Placeable() {
+		d.BestPoP = r.Best.PoP
+	}
+	d.Candidates = append(d.Candidates[:0:0], r.Candidates...)
+	d.Verdict = r.Verdict
+	d.Status = r.Status
+	d.Estimated = r.Flags.Has(FlagEstimated)
+	d.Confidence = r.Confidence
+}
+
 // Notes returns human-readable notes on the flags, e.g. why a VP was distrusted.
 func (r *Result) Notes() []string {
 	var out []string
