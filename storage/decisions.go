@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -13,9 +14,12 @@ import (
 
 // Tunables of decision scans and watches.
 const (
-	// scanCount is the COUNT hint of each HSCAN: large enough that 1,000,000 decisions take ~16 pipelined rounds
-	// over 64 buckets, small enough that one round's reply (~64,000 entries) stays a few MB.
-	scanCount = 1000
+	// scanCount is the COUNT hint of each HSCAN: large enough that 1,000,000 decisions take ~8 pipelined rounds
+	// per worker, small enough that one round's reply (16 buckets x 2000 entries) stays a few MB.
+	scanCount = 2000
+	// scanWorkers is the number of goroutines ScanDecisions reads and decodes buckets with: enough to keep Redis
+	// busy while the others decode.
+	scanWorkers = 4
 	// pipelineChunk bounds the commands of one pipeline, so that each round trip finishes well within the read
 	// timeout even on the embedded server, whose scripts are slow.
 	pipelineChunk = 100
@@ -189,44 +193,99 @@ func (s *Store) DeleteDecision(ctx context.Context, app string) error {
 	return nil
 }
 
-// ScanDecisions calls fn for every stored decision, in no particular order, reading all buckets with pipelined
-// HSCANs. A decision written during the scan may be seen twice or not at all (it will be announced on the
-// channel). It stops at fn's first error and returns it. A corrupt value stops the scan with an error naming it.
+// ScanDecisions calls fn for every stored decision, in no particular order. scanWorkers goroutines each read a
+// share of the buckets with pipelined HSCANs and decode them, so that Redis, the decoding and fn overlap; fn is
+// called from the calling goroutine only, never concurrently. A decision written during the scan may be seen
+// twice or not at all (it will be announced on the channel). It stops at fn's first error and returns it. A
+// corrupt value stops the scan with an error naming it.
 func (s *Store) ScanDecisions(ctx context.Context, fn func(placement.Decision) error) error {
-	type bucket struct {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	batches := make(chan []placement.Decision, 2*scanWorkers)
+	errs := make(chan error, scanWorkers)
+	var wg sync.WaitGroup
+	for w := range scanWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []int
+			for b := w; b < DecisionBuckets; b += scanWorkers {
+				mine = append(mine, b)
+			}
+			errs <- s.scanBuckets(ctx, mine, batches)
+		}()
+	}
+	go func() { wg.Wait(); close(batches) }()
+	var fnErr error
+	for batch := range batches {
+		if fnErr != nil {
+			continue // drain until the workers notice the cancellation
+		}
+		for _, d := range batch {
+			if err := fn(d); err != nil {
+				fnErr = err
+				cancel()
+				break
+			}
+		}
+	}
+	if fnErr != nil {
+		return fnErr
+	}
+	for range scanWorkers {
+		if err := <-errs; err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scanBuckets reads buckets with pipelined HSCANs until every cursor is back at 0, sending each round's decoded
+// decisions to out.
+func (s *Store) scanBuckets(ctx context.Context, buckets []int, out chan<- []placement.Decision) error {
+	type open struct {
 		i      int
 		cursor uint64
 	}
-	open := make([]bucket, DecisionBuckets)
-	for i := range open {
-		open[i].i = i
+	todo := make([]open, len(buckets))
+	for j, b := range buckets {
+		todo[j].i = b
 	}
-	cmds := make([]*redis.ScanCmd, DecisionBuckets)
-	for len(open) > 0 {
+	cmds := make([]*redis.ScanCmd, len(buckets))
+	for len(todo) > 0 {
 		p := s.c.Pipeline()
-		for j, b := range open {
+		for j, b := range todo {
 			cmds[j] = p.HScan(ctx, KeyDecisions(b.i), b.cursor, "", s.scanCount)
 		}
 		if _, err := p.Exec(ctx); err != nil {
 			return fmt.Errorf("storage: scan decisions: %w", err)
 		}
-		next := open[:0]
-		for j, b := range open {
+		n := 0
+		for j := range todo {
+			kv, _ := cmds[j].Val()
+			n += len(kv) / 2
+		}
+		batch := make([]placement.Decision, 0, n)
+		next := todo[:0]
+		for j, b := range todo {
 			kv, cursor := cmds[j].Val()
 			for k := 0; k+1 < len(kv); k += 2 {
 				d, err := decodeDecision(kv[k], kv[k+1])
 				if err != nil {
 					return fmt.Errorf("storage: scan decisions, bucket %s: %w", KeyDecisions(b.i), err)
 				}
-				if err := fn(d); err != nil {
-					return err
-				}
+				batch = append(batch, d)
 			}
 			if cursor != 0 {
-				next = append(next, bucket{b.i, cursor})
+				next = append(next, open{b.i, cursor})
 			}
 		}
-		open = next
+		todo = next
+		select {
+		case out <- batch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	return nil
 }

@@ -20,7 +20,7 @@
 //	                                          (NN = 00..63 = FNV-1a(app) % 64; payload: see codec.go)
 //	vantage:decisions                 channel app name on every decision change or delete   -        scheduler   router
 //	vantage:{fleet}:pops              set     PoPs that ever sent a heartbeat               none     probed      scheduler, router
-//	vantage:{fleet}:hb:<PoP>          hash    daemon id -> Heartbeat JSON {pop, daemon,      24 h     probed      scheduler, router
+//	vantage:{fleet}:hb:<PoP>          hash    daemon id -> Heartbeat JSON {pop, daemon,     24 h         probed      scheduler, router
 //	                                          addr, version, source_ips, at, interval_ns}   (renewed by each heartbeat)
 //	vantage:{fleet}:drained           set     drained PoPs                                  none     operator    scheduler, router
 //	vantage:{pop:<PoP>}:jobs          stream  entries {job: Job JSON}; consumer group       MAXLEN ~ scheduler  probed
@@ -43,8 +43,14 @@
 // Decisions: PutDecision runs one Lua script on the bucket: it compares the stored fingerprint (FNV-1a of mode,
 // target, best PoP, verdict, status and the candidates' order) with the new one; when it differs it stores the
 // decision with version+1 and PUBLISHes the app on vantage:decisions, otherwise it stores it under the same
-// version without publishing. ScanDecisions reads the 64 buckets with pipelined HSCANs (COUNT 1000) and decodes
-// a compact binary payload.
+// version without publishing. ScanDecisions reads the 64 buckets with pipelined HSCANs (COUNT 2000) from 4
+// goroutines that also decode a compact binary payload (0.55 µs per decision against 14 µs for JSON, see
+// BenchmarkDecodeDecision), and calls fn from the caller's goroutine.
+//
+// Measured: 1,000,000 decisions (five candidates each) in a real redis-server 7.0 scan in 2.9-3.3 s on the
+// shared 2-core test machine under load average 10-13 (`go test -run '^$' -bench ScanDecisions1M -benchtime 3x
+// ./storage/`, 2026-11-23); a scan costs redis-server about 1.0 s of CPU and the client about 0.65 s, so an
+// unloaded machine does it in well under 2 s. The 1,000,000 decisions take 238 MB of Redis memory.
 //
 // Jobs: EnqueueJob XADDs (MAXLEN ~); ReadJobs XREADGROUPs (creating the group at "0" on NOGROUP, so jobs
 // enqueued before the first read are delivered); AckJob XACKs and XDELs in one MULTI; ReclaimJobs XAUTOCLAIMs
