@@ -8,7 +8,7 @@ GO ?= go
 TIMED_PKGS := ./testbed/...
 RACE_PKGS = $(shell $(GO) list ./... | grep -v '/testbed')
 
-.PHONY: test demo deps bench build
+.PHONY: test demo deps bench build fuzz-short
 
 build:
 	$(GO) build -o bin/vantage ./cmd/vantage
@@ -20,6 +20,15 @@ test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
 	$(GO) test -count=1 -timeout 20m $(TIMED_PKGS)
+	$(MAKE) fuzz-short
+
+# A short run of every config parser fuzzer over the committed corpus (placement/testdata/fuzz) and beyond.
+FUZZ_TARGETS := FuzzParseWranglerTOML FuzzParseWranglerJSONC FuzzFormatsAgree FuzzHost FuzzHostname
+FUZZ_TIME ?= 10s
+fuzz-short:
+	@for f in $(FUZZ_TARGETS); do \
+		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZ_TIME) -fuzzminimizetime=5s ./placement || exit 1; \
+	done
 
 demo: deps
 	$(GO) run ./cmd/vantage demo
