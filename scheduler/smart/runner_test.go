@@ -1,0 +1,252 @@
+package smart
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/storage"
+	"github.com/vantage-edge/vantage/storage/redistest"
+)
+
+func openStore(t *testing.T) *storage.Store {
+	t.Helper()
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func testCtx(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestRunnerRedis drives the runner on a real redis-server through a deploy's life: insufficient telemetry,
+// success, found slower when placed (marked, local), still unsupported, and analysed again after a new deploy.
+func TestRunnerRedis(t *testing.T) {
+	st := openStore(t)
+	ctx := testCtx(t)
+	clock := time.Now().UTC().Truncate(time.Second)
+	reg := prometheus.NewRegistry()
+	r, err := NewRunner(DefaultConfig(), st, Sources{}, RunnerOptions{Now: func() time.Time { return clock }, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, app := range []storage.App{{Name: "shop", Mode: placement.ModeSmart}, {Name: "blog", Mode: placement.ModeHost, Target: "db:5432"}} {
+		if err := st.PutApp(ctx, app); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add := func(g *gen) {
+		t.Helper()
+		for i := range g.recs {
+			g.recs[i].At = clock.Add(g.recs[i].At.Sub(now)) // gen writes at fixed times; move them to clock
+		}
+		if err := st.AddTelemetry(ctx, g.recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step := func(name string, wantStatus placement.Status, wantBest string) placement.Decision {
+		t.Helper()
+		as, err := r.RunOnce(ctx)
+		if err != nil || len(as) != 1 {
+			t.Fatalf("%s: RunOnce = %d analyses, %v; want 1 (only shop is smart)", name, len(as), err)
+		}
+		d, ok, err := st.Decision(ctx, "shop")
+		if err != nil || !ok || d.Status != wantStatus || d.BestPoP != wantBest || d.Mode != placement.ModeSmart {
+			t.Fatalf("%s: stored decision %+v (%v, %v), want status %q best %q", name, d, ok, err, wantStatus, wantBest)
+		}
+		return d
+	}
+
+	add(newGen(t).add(5, "SYD", "SYD", 6))
+	step("few_requests", placement.StatusInsufficientInvocations, "")
+
+	add(newGen(t).add(25, "SYD", "SYD", 6).add(10, "FRA", "FRA", 6))
+	d := step("sydney_to_frankfurt", placement.StatusSuccess, "FRA")
+	if d.Version != 2 {
+		t.Errorf("version %d after two different decisions, want 2", d.Version)
+	}
+
+	clock = clock.Add(time.Minute)
+	add(newGen(t).add(10, "SYD", "FRA", 6).edit(10, func(r *storage.Telemetry) { r.DurationMs = 3000 }))
+	step("slower_when_placed", placement.StatusUnsupportedApplication, "")
+	if v, ok, err := st.UnsupportedDeploy(ctx, "shop"); err != nil || !ok || v != "v1" {
+		t.Fatalf("UnsupportedDeploy = %q, %v, %v; want v1 marked", v, ok, err)
+	}
+
+	clock = clock.Add(time.Minute)
+	add(newGen(t).add(25, "SYD", "SYD", 6).add(10, "FRA", "FRA", 6))
+	step("same_deploy_stays_unsupported", placement.StatusUnsupportedApplication, "")
+
+	if err := st.PutApp(ctx, storage.App{Name: "shop", Mode: placement.ModeSmart, DeployVersion: "v2"}); err != nil {
+		t.Fatal(err)
+	}
+	step("new_deploy_without_telemetry", placement.StatusInsufficientInvocations, "")
+	add(newGen(t).add(25, "SYD", "SYD", 6).add(10, "FRA", "FRA", 6).edit(35, func(r *storage.Telemetry) { r.Deploy = "v2" }))
+	step("new_deploy_analysed", placement.StatusSuccess, "FRA")
+
+	var m dto.Metric
+	if err := r.runs.WithLabelValues("UNSUPPORTED_APPLICATION").Write(&m); err != nil || m.GetCounter().GetValue() != 2 {
+		got := m.GetCounter().GetValue()
+		t.Errorf("vantage_smart_analyses_total{status=UNSUPPORTED_APPLICATION} = %v, want 2", got)
+	}
+}
+
+// TestRunLoop checks that Run analyses at once and on every tick, and returns when ctx ends.
+func TestRunLoop(t *testing.T) {
+	st := openStore(t)
+	ctx := testCtx(t)
+	if err := st.PutApp(ctx, storage.App{Name: "shop", Mode: placement.ModeSmart}); err != nil {
+		t.Fatal(err)
+	}
+	ticks := make(chan time.Time)
+	stopped := make(chan struct{})
+	clock := make(chan time.Time, 10)
+	r, err := NewRunner(DefaultConfig(), st, Sources{}, RunnerOptions{
+		Now:  func() time.Time { return <-clock },
+		Tick: func(time.Duration) (<-chan time.Time, func()) { return ticks, func() { close(stopped) } },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	t1 := time.Now().UTC().Truncate(time.Millisecond)
+	for i, want := range []time.Time{t1, t1.Add(time.Minute), t1.Add(2 * time.Minute)} {
+		if i > 0 {
+			ticks <- want
+		}
+		clock <- want
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			d, ok, err := st.Decision(ctx, "shop")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok && d.ComputedAt.Equal(want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: decision computed at %v, want %v", i, d.ComputedAt, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v, want nil", err)
+	}
+	select {
+	case <-stopped:
+	default:
+		t.Error("Run returned without stopping its ticker")
+	}
+}
+
+// TestFleetSources reads fleet results stored as the probe daemons store them, and judges them with the engine.
+func TestFleetSources(t *testing.T) {
+	st := openStore(t)
+	ctx := testCtx(t)
+	put := func(key, pop string, ms float64) {
+		t.Helper()
+		if _, err := st.PutResult(ctx, storage.Result{Target: key, PoP: pop, Kind: placement.ProbeTCP, MinMs: ms, MedianMs: ms, Samples: 3, At: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// db in Frankfurt: RTTs consistent with one place.
+	for pop, ms := range map[string]float64{"FRA": 1, "LHR": 14, "IAD": 97, "SIN": 151, "SYD": 275} {
+		put("tcp:db:5432", pop, ms)
+	}
+	// An anycast address: 1 ms from four PoPs on four continents.
+	for _, pop := range []string{"FRA", "IAD", "SIN", "SYD"} {
+		put("tcp:any:5432", pop, 1)
+	}
+	src := FleetSources(st, func(h string) string { return "tcp:" + h })
+	tests := []struct {
+		host    string
+		want    placement.Verdict
+		ok      bool
+		wantPoP int
+	}{
+		{"db:5432", placement.VerdictUnicast, true, 5},
+		{"any:5432", placement.VerdictAnycast, true, 4},
+		{"unprobed:443", "", false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.host, func(t *testing.T) {
+			v, ok, err := src.Verdict(ctx, tt.host)
+			if err != nil || ok != tt.ok || v != tt.want {
+				t.Errorf("Verdict = %q, %v, %v; want %q, %v", v, ok, err, tt.want, tt.ok)
+			}
+			m, err := src.HostRTTs(ctx, tt.host)
+			if err != nil || len(m) != tt.wantPoP {
+				t.Errorf("HostRTTs = %v, %v; want %d PoPs", m, err, tt.wantPoP)
+			}
+		})
+	}
+}
+
+func TestIngestHandler(t *testing.T) {
+	st := openStore(t)
+	ctx := testCtx(t)
+	srv := httptest.NewServer(IngestHandler(st.AddTelemetry, nil))
+	t.Cleanup(srv.Close)
+	good := newGen(t).add(3, "SYD", "FRA", 5).recs
+	goodBody, _ := json.Marshal(good)
+	bad := append([]storage.Telemetry(nil), good...)
+	bad[1].Exec = ""
+	badBody, _ := json.Marshal(bad)
+	tests := []struct {
+		name     string
+		method   string
+		body     string
+		wantCode int
+		wantBody string
+		wantRecs int // records stored after this step
+	}{
+		{"get", http.MethodGet, "", http.StatusMethodNotAllowed, "POST only", 0},
+		{"not_an_array", http.MethodPost, `{"app":"shop"}`, http.StatusBadRequest, "want a JSON array", 0},
+		{"unknown_field", http.MethodPost, `[{"app":"shop","color":"red"}]`, http.StatusBadRequest, `record 0: json: unknown field "color"`, 0},
+		{"invalid_record", http.MethodPost, string(badBody), http.StatusBadRequest, "record 1: storage: telemetry exec PoP is empty (app shop)", 0},
+		{"too_large", http.MethodPost, "[" + strings.Repeat(" ", MaxIngestBytes) + "]", http.StatusRequestEntityTooLarge, "", 0},
+		{"good", http.MethodPost, string(goodBody), http.StatusNoContent, "", 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequestWithContext(ctx, tt.method, srv.URL+"/v1/telemetry", bytes.NewReader([]byte(tt.body)))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var b bytes.Buffer
+			b.ReadFrom(resp.Body)
+			if resp.StatusCode != tt.wantCode || !strings.Contains(b.String(), tt.wantBody) {
+				t.Errorf("%s: %d %q, want %d containing %q", tt.name, resp.StatusCode, b.String(), tt.wantCode, tt.wantBody)
+			}
+			n := 0
+			if _, err := st.TelemetrySince(ctx, "shop", time.Time{}, func(storage.Telemetry) error { n++; return nil }); err != nil || n != tt.wantRecs {
+				t.Errorf("stored records: %d (%v), want %d", n, err, tt.wantRecs)
+			}
+		})
+	}
+}
