@@ -219,7 +219,8 @@ func States() ([]State, error) {
 // Down removes the testbeds whose Name ("vt3"), id ("3") or spec name is sel, or all of them when sel is
 // empty. A dead testbed's leftovers (namespaces, state file) are removed at once. A live one is left alone
 // unless stopLive: then its process gets SIGTERM (its own teardown runs) and whatever is left after it exits,
-// or after 10 s, is removed. It returns the names of the testbeds it removed.
+// or after 10 s, is removed. It returns the names of the testbeds it removed: none is not an error (down is
+// idempotent; another process's sweep may have been first).
 func Down(ctx context.Context, sel string, stopLive bool, log *slog.Logger) ([]string, error) {
 	states, err := States()
 	if err != nil {
@@ -252,9 +253,6 @@ func Down(ctx context.Context, sel string, stopLive bool, log *slog.Logger) ([]s
 		if f != nil {
 			f.Close()
 		}
-	}
-	if sel != "" && len(done) == 0 && len(errs) == 0 {
-		return nil, fmt.Errorf("testbed: down %q: no such testbed (or it is live; stop it)", sel)
 	}
 	return done, errors.Join(errs...)
 }

@@ -173,8 +173,8 @@ func TestTestbedCLI(t *testing.T) {
 	t.Run("down_stops_a_live_testbed", func(t *testing.T) {
 		cmd, name := startUp(t)
 		var out, errb bytes.Buffer
-		if code := run(ctx, []string{"testbed", "down", "--stale", name}, &out, &errb); code == 0 {
-			t.Errorf("down --stale of a live testbed succeeded: %s", out.String())
+		if code := run(ctx, []string{"testbed", "down", "--stale", name}, &out, &errb); code != 0 || !strings.Contains(out.String(), "no testbed to remove") {
+			t.Errorf("down --stale of a live testbed: exit %d, %q", code, out.String())
 		}
 		if len(namespaces(t, name)) == 0 {
 			t.Fatal("down --stale removed a live testbed")
