@@ -88,7 +88,8 @@ func (l *leadership) set(parent context.Context, token int64, now time.Time) {
 	}
 }
 
-// run keeps trying to hold the lease until ctx is done, then releases it. The lease is renewed every ttl/3;
+// run keeps trying to hold the lease until ctx is done, then releases it. A standby tries to acquire it every
+// ttl/10; the holder renews it every ttl/3;
 // this scheduler stops leading (cancelling the term) when a renewal is refused, or when a tenth of the ttl
 // before the lease would expire without a successful renewal (Redis unreachable), so that the lease's expiry
 // in Redis always comes after this scheduler stopped.
@@ -144,6 +145,11 @@ func (l *leadership) run(ctx context.Context) {
 			return
 		}
 		wait := renewEvery - l.clock.Now().Sub(start)
+		if token == 0 {
+			// A standby polls faster than the holder renews, so it takes over within about one ttl of the
+			// holder's last renewal.
+			wait = l.ttl/10 - l.clock.Now().Sub(start)
+		}
 		if token != 0 {
 			if left := validUntil.Sub(l.clock.Now()); left <= 0 {
 				lose("lease expired without renewal")

@@ -182,6 +182,22 @@ func TestSchedulerAndProbedCommands(t *testing.T) {
 	if d, ok, err := obs.Decision(ctx, "billing"); err != nil || !ok || d.BestPoP != "FRA" {
 		t.Errorf("decision in Redis: %+v %v %v, want best PoP FRA", d, ok, err)
 	}
+	// vantage probe --fleet through the scheduler's API.
+	var out, errb bytes.Buffer
+	if err := runFleetProbe(ctx, []string{"--fleet", "tcp", target, "--scheduler", "http://" + api, "--token", token, "--count", "2"}, &out, &errb); err != nil {
+		t.Fatalf("probe --fleet: %v; stderr %q", err, errb.String())
+	}
+	if !strings.Contains(errb.String(), "3/3 PoPs") {
+		t.Errorf("progress %q does not reach 3/3 PoPs", errb.String())
+	}
+	for _, want := range []string{"RANK", "FRA", "IAD", "SIN", "verdict: anycast"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("probe --fleet output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if err := runFleetProbe(ctx, []string{"--fleet", "tcp", target, "--scheduler", "http://" + api, "--token", "wrong-token-0123456789"}, &out, &errb); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("probe --fleet with a bad token: %v, want a 401", err)
+	}
 	_, m := httpGet(t, "http://"+api+"/metrics")
 	for _, name := range []string{"vantage_scheduler_rechecks_total", "vantage_scheduler_leader 1", "vantage_scheduler_decisions_written_total", "vantage_scheduler_jobs_enqueued_total"} {
 		if !strings.Contains(m, name) {

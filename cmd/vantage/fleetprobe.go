@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/scheduler"
+)
+
+// fleetProbePoll is how often `vantage probe --fleet` asks the scheduler for progress.
+const fleetProbePoll = 250 * time.Millisecond
+
+// runFleetProbe is `vantage probe --fleet <kind> <target>`: an ad-hoc probe through a running fleet's
+// scheduler (POST /v1/probes, then GET /v1/probes/{id}), with a progress bar across PoPs on stderr and the
+// ranked table and the engine's verdict on stdout. args are probe's arguments, --fleet included; flags may
+// come before or after the positional arguments.
+func runFleetProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("probe --fleet", "<tcp|http|icmp|dns> <target>", stderr)
+	fs.Bool("fleet", true, "probe through the fleet's scheduler instead of from this machine")
+	var (
+		url     = fs.String("scheduler", cmpOrEnv("VANTAGE_SCHEDULER", "http://127.0.0.1:8080"), "scheduler API URL ($VANTAGE_SCHEDULER)")
+		token   = fs.String("token", os.Getenv("VANTAGE_TOKEN"), "bearer token ($VANTAGE_TOKEN)")
+		pops    = fs.String("pops", "all", `PoP codes, comma-separated, or "all" (every PoP that is up)`)
+		count   = fs.Int("count", 0, "samples per PoP (0: the scheduler's default)")
+		asJSON  = fs.Bool("json", false, "print the scheduler's final answer as JSON")
+		timeout = fs.Duration("timeout", 2*time.Minute, "give up after this long")
+	)
+	flags, pos := splitFlags(args, map[string]bool{"fleet": true, "json": true})
+	if err := parseFlags(fs, flags); err != nil {
+		return err
+	}
+	pos = append(pos, fs.Args()...)
+	if len(pos) != 2 {
+		return fmt.Errorf("%w: probe --fleet: want <kind> <target>, got %d arguments", errUsage, len(pos))
+	}
+	kind, err := placement.ParseProbeKind(pos[0])
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	req := scheduler.ProbeRequest{Target: pos[1], Kind: kind, Count: *count}
+	if !strings.EqualFold(*pops, "all") {
+		req.PoPs = strings.Split(*pops, ",")
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	base := strings.TrimRight(*url, "/")
+	var rec scheduler.AdHocRecord
+	if err := fleetCall(ctx, http.MethodPost, base+"/v1/probes", *token, req, &rec); err != nil {
+		return err
+	}
+	var st scheduler.AdHocStatus
+	for {
+		st = scheduler.AdHocStatus{}
+		if err := fleetCall(ctx, http.MethodGet, base+"/v1/probes/"+rec.ID, *token, nil, &st); err != nil {
+			return err
+		}
+		progress(stderr, len(st.Results), len(rec.PoPs))
+		if st.Done {
+			break
+		}
+		t := time.NewTimer(fleetProbePoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			fmt.Fprintln(stderr)
+			return fmt.Errorf("probe --fleet %s: %w (%d of %d PoPs answered)", rec.ID, ctx.Err(), len(st.Results), len(rec.PoPs))
+		case <-t.C:
+		}
+	}
+	fmt.Fprintln(stderr)
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	printFleetTable(stdout, st)
+	return nil
+}
+
+func cmpOrEnv(env, def string) string {
+	if v := os.Getenv(env); v != "" {
+		return v
+	}
+	return def
+}
+
+// splitFlags separates flags (with their values) from positional arguments, so flags may follow them.
+// boolFlags take no value unless written -flag=value.
+func splitFlags(args []string, boolFlags map[string]bool) (flags, pos []string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return flags, append(pos, args[i+1:]...)
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			pos = append(pos, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") || boolFlags[name] {
+			continue
+		}
+		if i+1 < len(args) {
+			flags = append(flags, args[i+1])
+			i++
+		}
+	}
+	return flags, pos
+}
+
+// progress draws "[#####     ] 5/10 PoPs" over itself.
+func progress(w io.Writer, done, total int) {
+	const width = 30
+	n := 0
+	if total > 0 {
+		n = done * width / total
+	}
+	fmt.Fprintf(w, "\r[%s%s] %d/%d PoPs", strings.Repeat("#", n), strings.Repeat(" ", width-n), done, total)
+}
+
+func printFleetTable(w io.Writer, st scheduler.AdHocStatus) {
+	type row struct {
+		pop                   string
+		min, median, loss     float64
+		ok                    bool
+		class, errText, state string
+	}
+	var rows []row
+	for pop, r := range st.Results {
+		ok := r.Class == "" && r.Samples > 0
+		rows = append(rows, row{pop: pop, min: r.MinMs, median: r.MedianMs, loss: r.Loss, ok: ok, class: r.Class, errText: r.Error})
+	}
+	for _, p := range st.Pending {
+		rows = append(rows, row{pop: p, state: "no answer"})
+	}
+	sort.Slice(rows, func(i, j int) bool {
+		a, b := rows[i], rows[j]
+		if a.ok != b.ok {
+			return a.ok
+		}
+		if a.ok && a.min != b.min {
+			return a.min < b.min
+		}
+		return a.pop < b.pop
+	})
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RANK\tPOP\tMIN ms\tMEDIAN ms\tLOSS\tSTATUS")
+	for i, r := range rows {
+		switch {
+		case r.ok:
+			fmt.Fprintf(tw, "%d\t%s\t%.3f\t%.3f\t%.0f%%\tok\n", i+1, r.pop, r.min, r.median, 100*r.loss)
+		case r.state != "":
+			fmt.Fprintf(tw, "-\t%s\t-\t-\t-\t%s\n", r.pop, r.state)
+		default:
+			fmt.Fprintf(tw, "-\t%s\t-\t-\t%.0f%%\t%s: %s\n", r.pop, 100*r.loss, r.class, r.errText)
+		}
+	}
+	tw.Flush()
+	if v := st.Verdict; v != nil {
+		fmt.Fprintf(w, "\nverdict: %s", v.Verdict)
+		if v.BestPoP != "" {
+			fmt.Fprintf(w, ", best PoP %s", v.BestPoP)
+		}
+		fmt.Fprintf(w, ", confidence %.2f", v.Confidence)
+		if v.Location != nil {
+			fmt.Fprintf(w, ", located near %.2f,%.2f (±%.0f km)", v.Location.Lat, v.Location.Lon, v.RadiusKm)
+		}
+		fmt.Fprintln(w)
+		for _, n := range v.Notes {
+			fmt.Fprintf(w, "  note: %s\n", n)
+		}
+	}
+}
+
+// fleetCall sends a JSON request to the scheduler and decodes the envelope's result into out.
+func fleetCall(ctx context.Context, method, url, token string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = strings.NewReader(string(b))
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return fmt.Errorf("probe --fleet: --scheduler %q: %w", url, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("probe --fleet: %s %s: %w", method, url, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("probe --fleet: %s %s: %w", method, url, err)
+	}
+	var env struct {
+		Success bool                 `json:"success"`
+		Errors  []scheduler.APIError `json:"errors"`
+		Result  json.RawMessage      `json:"result"`
+	}
+	if err := json.Unmarshal(raw, &env); err != nil {
+		return fmt.Errorf("probe --fleet: %s %s: status %d, not a Vantage answer: %.200q", method, url, resp.StatusCode, raw)
+	}
+	if !env.Success {
+		msgs := make([]string, len(env.Errors))
+		for i, e := range env.Errors {
+			msgs[i] = e.Message
+		}
+		err := fmt.Errorf("probe --fleet: %s %s: %s: %s", method, url, resp.Status, strings.Join(msgs, "; "))
+		if resp.StatusCode == http.StatusTooManyRequests {
+			err = fmt.Errorf("%w (retry after %s s)", err, resp.Header.Get("Retry-After"))
+		}
+		return err
+	}
+	if err := json.Unmarshal(env.Result, out); err != nil {
+		return fmt.Errorf("probe --fleet: %s %s: result: %w", method, url, err)
+	}
+	return nil
+}
