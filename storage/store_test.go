@@ -16,8 +16,9 @@ import (
 
 // backend is one kind of Redis the whole Store API is tested against.
 type backend struct {
-	name  string
-	addrs []string
+	name       string
+	addrs      []string
+	masterName string // Sentinel
 }
 
 // area is one part of the Store API, tested against every backend. open returns a Store on an empty database.
@@ -63,8 +64,8 @@ func flush(t *testing.T, s *Store) {
 	}
 }
 
-// TestStore runs every area against miniredis (over TCP and over its unix socket), a real redis-server and a
-// 3-master Redis Cluster.
+// TestStore runs every area against miniredis (over TCP and over its unix socket), a real redis-server, the
+// same behind a Sentinel, and a 3-master Redis Cluster.
 func TestStore(t *testing.T) {
 	e, err := StartEmbedded(context.Background(), t.TempDir())
 	if err != nil {
@@ -72,12 +73,15 @@ func TestStore(t *testing.T) {
 	}
 	t.Cleanup(func() { e.Close() })
 	backends := []backend{
-		{"miniredis", []string{e.Addr()}},
-		{"miniredis_unix", []string{e.UnixAddr()}},
-		{"redis", []string{redistest.Start(t).Addr()}},
+		{"miniredis", []string{e.Addr()}, ""},
+		{"miniredis_unix", []string{e.UnixAddr()}, ""},
+		{"redis", []string{redistest.Start(t).Addr()}, ""},
 	}
 	if !testing.Short() {
-		backends = append(backends, backend{"cluster", redistest.StartCluster(t, 3).Addrs()})
+		sentinel := redistest.StartSentinel(t, redistest.Start(t), "vantage-master")
+		backends = append(backends,
+			backend{"sentinel", []string{sentinel.Addr()}, sentinel.MasterName},
+			backend{"cluster", redistest.StartCluster(t, 3).Addrs(), ""})
 	}
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
@@ -86,7 +90,7 @@ func TestStore(t *testing.T) {
 					first := true
 					a.test(t, func(t *testing.T, o Options) *Store {
 						t.Helper()
-						o.Addrs = b.addrs
+						o.Addrs, o.MasterName = b.addrs, b.masterName
 						if o.Logger == nil {
 							o.Logger = testLogger(t)
 						}

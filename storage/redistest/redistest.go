@@ -337,6 +337,54 @@ func freePort(tb testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// Sentinel is one redis-server in sentinel mode monitoring one master.
+type Sentinel struct {
+	*Server
+	MasterName string
+}
+
+// StartSentinel runs a sentinel (redis-server --sentinel) on a free loopback port monitoring master under the
+// name masterName (quorum 1) and waits until it reports the master's address; t.Cleanup stops it.
+func StartSentinel(tb testing.TB, master *Server, masterName string) *Sentinel {
+	tb.Helper()
+	s := &Server{bin: need(tb, "redis-server", "redis-server"), dir: tb.TempDir()}
+	conf := filepath.Join(s.dir, "sentinel.conf")
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		s.port = freePort(tb)
+		text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\n"+
+			"sentinel monitor %s 127.0.0.1 %d 1\nsentinel down-after-milliseconds %s 5000\n",
+			s.port, s.dir, filepath.Join(s.dir, "redis.log"), masterName, master.port, masterName)
+		if master.pass != "" {
+			text += fmt.Sprintf("sentinel auth-pass %s %s\n", masterName, master.pass)
+		}
+		if err = os.WriteFile(conf, []byte(text), 0o600); err != nil {
+			tb.Fatalf("redistest: write %s: %v", conf, err)
+		}
+		s.args = []string{conf, "--sentinel"}
+		if err = s.start(); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		tb.Fatalf("redistest: start sentinel: %v", err)
+	}
+	tb.Cleanup(func() { s.Stop(tb) })
+	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
+	defer cancel()
+	for {
+		got, err := s.Do(ctx, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", masterName)
+		if err == nil && got == "127.0.0.1\n"+strconv.Itoa(master.port) {
+			return &Sentinel{Server: s, MasterName: masterName}
+		}
+		select {
+		case <-ctx.Done():
+			tb.Fatalf("redistest: sentinel on %s does not report master %s at %s: %q, %v", s.Addr(), masterName, master.Addr(), got, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // Cluster is a Redis Cluster of masters without replicas, one redis-server per master.
 type Cluster struct {
 	Nodes []*Server

@@ -83,3 +83,12 @@ func TestStartCluster(t *testing.T) {
 		t.Errorf("CLUSTER INFO = %q, %v; want 3 known nodes", info, err)
 	}
 }
+
+func TestStartSentinel(t *testing.T) {
+	m := Start(t)
+	s := StartSentinel(t, m, "mymaster")
+	got, err := s.Do(context.Background(), "SENTINEL", "MASTERS")
+	if err != nil || !strings.Contains(got, "mymaster") {
+		t.Errorf("SENTINEL MASTERS = %q, %v", got, err)
+	}
+}
