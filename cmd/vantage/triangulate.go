@@ -393,7 +393,6 @@ func (t *triangulator) readCSV(ctx context.Context, r io.Reader) error {
 		if errors.Is(err, io.EOF) {
 			break
 		}
-		line, _ := cr.FieldPos(0)
 		if err != nil {
 			var pe *csv.ParseError
 			if errors.As(err, &pe) {
@@ -402,6 +401,7 @@ func (t *triangulator) readCSV(ctx context.Context, r io.Reader) error {
 			}
 			return fmt.Errorf("triangulate: reading CSV: %w", err)
 		}
+		line, _ := cr.FieldPos(0)
 		if len(rec) == 1 && strings.TrimSpace(rec[0]) == "" {
 			continue
 		}

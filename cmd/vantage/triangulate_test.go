@@ -150,12 +150,15 @@ func TestTriangulateCSV(t *testing.T) {
 		"198.18.5.5,SJC,,,66\n" +
 		"198.18.5.5,ORD,,,20\n" +
 		"198.18.3.7,XXX,,,3\n" +
-		"198.18.5.5,LHR,,,abc\n"
+		"198.18.5.5,LHR,,,abc\n" +
+		"198.18.5.5,\"AMS\"x,,,3\n" +
+		"198.18.5.5,AMS,,,-4\n"
 	code, vs, stderr := runTri(t, input)
 	if code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
-	if !strings.Contains(stderr, `line 10: target "198.18.3.7": vp "XXX": no lat/lon`) || !strings.Contains(stderr, `line 11: target "198.18.5.5": vp "LHR": rtt_ms "abc"`) {
+	if !strings.Contains(stderr, `line 10: target "198.18.3.7": vp "XXX": no lat/lon`) || !strings.Contains(stderr, `line 11: target "198.18.5.5": vp "LHR": rtt_ms "abc"`) ||
+		!strings.Contains(stderr, `line 12: parse error on line 12`) || !strings.Contains(stderr, `line 13: target "198.18.5.5": triangulate: invalid measurement: vp "AMS": rtt_ms = -4 is negative`) {
 		t.Errorf("stderr:\n%s", stderr)
 	}
 	if len(vs) != 2 || vs[0].Target != "198.18.3.7" || vs[0].BestVP != "FRA" || vs[1].Target != "198.18.5.5" || vs[1].BestVP != "IAD" || vs[0].Verdict != "unicast" {
