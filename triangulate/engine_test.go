@@ -365,8 +365,12 @@ func TestDecideRegion(t *testing.T) {
 	// Measurements to the region's endpoint win over the model.
 	ms := []Measurement{{VP: "AMS", Point: pop(t, "AMS").Point, RTTMs: 1.2}, {VP: "FRA", Point: pop(t, "FRA").Point, RTTMs: 7}, {VP: "LHR", Point: pop(t, "LHR").Point, RTTMs: 8}}
 	r, err = e.DecideRegion(region.Point, list, Input{Measurements: ms})
-	if err != nil || r.Best.PoP != "AMS" || r.Flags.Has(FlagEstimated) {
-		t.Fatalf("measured decision %+v flags %v err %v, want AMS measured", r.Best, r.Flags, err)
+	if err != nil || r.Best.PoP != "AMS" || r.Flags.Has(FlagEstimated) || !r.Flags.Has(FlagPriorMismatch) {
+		t.Fatalf("measured decision %+v flags %v err %v, want AMS measured, away from Frankfurt", r.Best, r.Flags, err)
+	}
+	ms[0].RTTMs, ms[1].RTTMs = 7, 1.2 // now next to Frankfurt, as configured
+	if r, err = e.DecideRegion(region.Point, list, Input{Measurements: ms}); err != nil || r.Best.PoP != "FRA" || r.Flags.Has(FlagPriorMismatch) {
+		t.Fatalf("measured decision %+v flags %v err %v, want FRA, no mismatch", r.Best, r.Flags, err)
 	}
 	if _, err := e.DecideRegion(region.Point, nil, Input{}); !errors.Is(err, ErrNoMeasurements) {
 		t.Fatalf("no PoPs: err %v", err)
@@ -419,7 +423,7 @@ func TestFlagsString(t *testing.T) {
 	if s := (FlagTie | FlagSpeedOfLight).String(); s != "tie,speed-of-light" {
 		t.Fatalf("String = %q", s)
 	}
-	if len(flagNames) != 10 || FlagEstimated != 1<<9 {
+	if len(flagNames) != 11 || FlagPriorMismatch != 1<<10 {
 		t.Fatal("flagNames out of step with the flag constants")
 	}
 }

@@ -9,12 +9,18 @@ import (
 
 // DecideRegion chooses the best PoP for a cloud region (placement mode region = "aws:us-east-1"). The
 // region's coordinates are the prior location. With measurements to the region's endpoint in in, it is Decide
-// on them. Without, every PoP of pops is scored by the latency model (Config.Model) from the region, the best
+// on them, flagged FlagPriorMismatch when the measured region excludes the region's coordinates (by more than
+// Config.AnycastMarginKm). Without, every PoP of pops is scored by the latency model (Config.Model) from the region, the best
 // is chosen with the same tie-break and hysteresis rules, and the Result is flagged FlagEstimated (for
 // placement.Decision.Estimated) with the region as its location.
 func (e *Engine) DecideRegion(region geo.Point, pops []geo.PoP, in Input) (Result, error) {
 	if len(in.Measurements) > 0 {
-		return e.Decide(in)
+		r, err := e.Decide(in)
+		if err == nil && r.HasLoc && region.Valid() &&
+			geo.DistanceKm(region, r.Location.Point) > r.Location.RadiusKm+e.cfg.AnycastMarginKm {
+			r.Flags |= FlagPriorMismatch
+		}
+		return r, err
 	}
 	var r Result
 	r.Target = in.Target

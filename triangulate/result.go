@@ -23,11 +23,12 @@ const (
 	FlagDNSReplicated                     // vantage points got disjoint A/AAAA answer sets
 	FlagDNSAnycast                        // vantage points got different CHAOS id.server answers
 	FlagEstimated                         // best PoP from the latency model, not from measurements
+	FlagPriorMismatch                     // region mode: the measured location excludes the region's coordinates
 )
 
 var flagNames = []string{
 	"kept-previous", "tie", "duplicate-vp", "too-few", "speed-of-light", "inconsistent",
-	"calibration-miss", "dns-replicated", "dns-anycast", "estimated",
+	"calibration-miss", "dns-replicated", "dns-anycast", "estimated", "prior-mismatch",
 }
 
 // Has reports whether all of g are set in f.
@@ -131,5 +132,6 @@ func (r *Result) Notes() []string {
 	add(FlagDNSReplicated, "vantage points received disjoint A/AAAA answer sets: replicated (geo-DNS)")
 	add(FlagDNSAnycast, "vantage points received different CHAOS id.server answers: anycast")
 	add(FlagEstimated, "best PoP chosen from the latency model, not measured")
+	add(FlagPriorMismatch, "the measured location excludes the configured region's coordinates: check the region hint")
 	return out
 }
