@@ -3,7 +3,7 @@
 // # Connecting
 //
 // Open takes Options: one address (a single node), several with MasterName (Sentinel) or several without
-// (Cluster seed nodes); "unix:/path" dials a unix socket; Username/Password (AUTH or an ACL user) and TLS apply
+// (Cluster seed nodes, or one with Options.Cluster); "unix:/path" dials a unix socket; Username/Password (AUTH or an ACL user) and TLS apply
 // to all. Dial, read and write timeouts default to 2 s, so callers get errors, not hangs, while Redis is down;
 // go-redis reconnects by itself. With no address, Open starts an embedded miniredis (StartEmbedded) on
 // 127.0.0.1 and a unix socket, for the demo and single-process runs.
@@ -14,31 +14,33 @@
 // touches one Redis Cluster slot. Writers and readers are the Vantage components: probed (the probe daemon),
 // the scheduler and the router.
 //
-//	key                               type    contents                                     TTL      writer      readers
-//	vantage:{meta}:schema             string  SchemaVersion ("1")                          none     Open        Open
-//	vantage:{d:NN}:decisions          hash    app -> "<version>|<fingerprint>|<payload>"   none     scheduler   router, scheduler
-//	                                          (NN = 00..63 = FNV-1a(app) % 64; payload: see codec.go)
-//	vantage:decisions                 channel app name on every decision change or delete   -        scheduler   router
-//	vantage:{fleet}:pops              set     PoPs that ever sent a heartbeat               none     probed      scheduler, router
-//	vantage:{fleet}:hb:<PoP>          hash    daemon id -> Heartbeat JSON {pop, daemon,     24 h         probed      scheduler, router
-//	                                          addr, version, source_ips, at, interval_ns}   (renewed by each heartbeat)
-//	vantage:{fleet}:drained           set     drained PoPs                                  none     operator    scheduler, router
-//	vantage:{pop:<PoP>}:jobs          stream  entries {job: Job JSON}; consumer group       MAXLEN ~ scheduler  probed
+//	key                               type    contents                                      TTL       writer    readers
+//	vantage:{meta}:schema             string  SchemaVersion ("1")                           none      Open      Open
+//	vantage:{d:NN}:decisions          hash    app -> "<version>|<fingerprint>|<payload>"    none      scheduler router, scheduler
+//	                                          (NN = 00..63 = FNV-1a(app) % 64; payload:
+//	                                          see codec.go)
+//	vantage:decisions                 channel app name on every decision change or delete   -         scheduler router
+//	vantage:{fleet}:pops              set     PoPs that ever sent a heartbeat               none      probed    scheduler, router
+//	vantage:{fleet}:hb:<PoP>          hash    daemon id -> Heartbeat JSON {pop, daemon,     24 h (*)  probed    scheduler, router
+//	                                          addr, version, source_ips, at, interval_ns}
+//	vantage:{fleet}:drained           set     drained PoPs                                  none      operator  scheduler, router
+//	vantage:{pop:<PoP>}:jobs          stream  entries {job: Job JSON}; consumer group       MAXLEN ~  scheduler probed
 //	                                          "probers"; acked entries are deleted          100 000
-//	vantage:{pop:<PoP>}:dead          list    Job JSON of jobs past MaxJobAttempts          1000 long probed     operator
-//	vantage:{t:<target>}:latest       hash    PoP -> "<at Unix ms>|<Result JSON>"           none     probed      scheduler
-//	vantage:{t:<target>}:history      list    Result JSON, newest first                     256 long probed      scheduler, API
+//	vantage:{pop:<PoP>}:dead          list    Job JSON of jobs past MaxJobAttempts          1000 long probed    operator
+//	vantage:{t:<target>}:latest       hash    PoP -> "<at Unix ms>|<Result JSON>"           none      probed    scheduler
+//	vantage:{t:<target>}:history      list    Result JSON, newest first                     256 long  probed    scheduler, API
 //	vantage:{t:<target>}:done:<PoP>:<job id>
-//	                                  string  "1": the job's result is stored (dedup)       24 h     probed      probed
-//	vantage:{apps}:apps               hash    app name -> App JSON {name, mode, target,     none     scheduler   scheduler
-//	                                          account, deploy_version, updated_at, config}           API
-//	vantage:apps                      channel app name on every register/change/delete     -        scheduler   scheduler
-//	vantage:{adhoc:<id>}              hash    "meta" -> AdHocProbe JSON {id, request,       24 h     scheduler   scheduler
-//	                                          created_at, done, done_at, verdict};          (per Put) probed (results)
+//	                                  string  "1": the job's result is stored (dedup)       24 h      probed    probed
+//	vantage:{apps}:apps               hash    app name -> App JSON {name, mode, target,     none      scheduler scheduler, API
+//	                                          account, deploy_version, updated_at, config}
+//	vantage:apps                      channel app name on every register/change/delete      -         scheduler scheduler
+//	vantage:{adhoc:<id>}              hash    "meta" -> AdHocProbe JSON {id, request,       24 h (**) scheduler scheduler
+//	                                          created_at, done, done_at, verdict};                    probed
 //	                                          "r:<PoP>:<kind>" -> Result JSON
-//	vantage:{lease:<name>}            string  "<fencing token>:<holder>"                    lease    scheduler   scheduler
-//	                                                                                        TTL
-//	vantage:{lease:<name>}:fence      string  fencing token counter (INCR per acquisition)  none     scheduler   scheduler
+//	vantage:{lease:<name>}            string  "<fencing token>:<holder>"                    lease TTL scheduler scheduler
+//	vantage:{lease:<name>}:fence      string  fencing token counter (INCR per acquisition)  none      scheduler scheduler
+//
+// (*) renewed by every heartbeat; (**) renewed by every PutAdHocProbe.
 //
 // Decisions: PutDecision runs one Lua script on the bucket: it compares the stored fingerprint (FNV-1a of mode,
 // target, best PoP, verdict, status and the candidates' order) with the new one; when it differs it stores the

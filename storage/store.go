@@ -42,6 +42,8 @@ const (
 type Options struct {
 	Addrs      []string
 	MasterName string
+	// Cluster forces Cluster mode with a single seed address (e.g. a managed cluster's configuration endpoint).
+	Cluster bool
 	// Username and Password authenticate (AUTH, or AUTH user pass with an ACL user).
 	Username, Password string
 	// SentinelUsername and SentinelPassword authenticate to the sentinels when they differ from the master's.
@@ -154,6 +156,7 @@ func (s *Store) connect() error {
 	u := &redis.UniversalOptions{
 		Addrs:            o.Addrs,
 		MasterName:       o.MasterName,
+		IsClusterMode:    o.Cluster,
 		Username:         o.Username,
 		Password:         o.Password,
 		SentinelUsername: o.SentinelUsername,
@@ -188,7 +191,7 @@ func (s *Store) connect() error {
 		}
 	}
 	if unix {
-		if len(o.Addrs) != 1 || o.MasterName != "" {
+		if len(o.Addrs) != 1 || o.MasterName != "" || o.Cluster {
 			return fmt.Errorf("storage: addresses %q: a unix socket address must be the only one", o.Addrs)
 		}
 		u.Dialer = s.dialer()

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/storage/redistest"
 )
 
@@ -290,4 +292,38 @@ func contextWithCancel(t *testing.T) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	return ctx, cancel
+}
+
+// TestClusterSingleSeed reaches a whole cluster from one seed address with Options.Cluster.
+func TestClusterSingleSeed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-master cluster; skipped with -short")
+	}
+	c := redistest.StartCluster(t, 3)
+	ctx := testCtx(t)
+	s, err := Open(ctx, Options{Addrs: c.Addrs()[:1], Cluster: true, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, ok := s.Client().(*redis.ClusterClient); !ok {
+		t.Fatalf("Client() is a %T; want a *redis.ClusterClient", s.Client())
+	}
+	// Decisions spread over all 64 buckets, hence over every master.
+	var batch []placement.Decision
+	for i := range 200 {
+		batch = append(batch, decision(fmt.Sprintf("seed-%03d", i), "LHR", "LHR"))
+	}
+	if _, err := s.PutDecisions(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	if err := s.ScanDecisions(ctx, func(placement.Decision) error { n++; return nil }); err != nil || n != 200 {
+		t.Errorf("ScanDecisions = %d decisions, %v; want 200", n, err)
+	}
+	for _, node := range c.Nodes {
+		if got, err := node.Do(ctx, "DBSIZE"); err != nil || got == "0" {
+			t.Errorf("master %s holds %s keys (%v); want some", node.Addr(), got, err)
+		}
+	}
 }
