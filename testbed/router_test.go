@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -87,20 +88,52 @@ func (rp *rawPair) do(tb testing.TB, i int, fn func() error) {
 	}
 }
 
-// connectRTTs times n TCP connects from node a to a listener on node b.
+// connectRTTs times n TCP connects to addr with dial, as a prober does (the whole dial).
 func connectRTTs(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error), addr string, n int) ([]time.Duration, error) {
-	out := make([]time.Duration, 0, n)
+	app, _, err := connectRTTsKernel(ctx, dial, addr, n)
+	return app, err
+}
+
+// connectRTTsKernel times n TCP connects to addr with dial and also returns the kernel's own measurement of
+// each handshake: TCP_INFO's RTT right after connect is the first sample, SYN sent to SYN-ACK received, in
+// µs, taken in the kernel of the client's namespace (so without the test process's scheduling delays).
+func connectRTTsKernel(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error), addr string, n int) (app, kernel []time.Duration, err error) {
 	for range n {
 		t0 := time.Now()
 		c, err := dial(ctx, "tcp", addr)
 		d := time.Since(t0)
 		if err != nil {
-			return out, err
+			return app, kernel, err
 		}
+		k, err := handshakeRTT(c)
 		c.Close()
-		out = append(out, d)
+		if err != nil {
+			return app, kernel, err
+		}
+		app, kernel = append(app, d), append(kernel, k)
 	}
-	return out, nil
+	return app, kernel, nil
+}
+
+// handshakeRTT returns the kernel's RTT estimate of a just-connected TCP socket.
+func handshakeRTT(c net.Conn) (time.Duration, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return 0, fmt.Errorf("%T has no file descriptor", c)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var info *unix.TCPInfo
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil {
+		return 0, err
+	}
+	if ierr != nil {
+		return 0, ierr
+	}
+	return time.Duration(info.Rtt) * time.Microsecond, nil
 }
 
 func median(ds []time.Duration) time.Duration {
