@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 )
 
@@ -267,4 +268,44 @@ func sendSpoofed(src, dst netip.Addr) error {
 	pkt[22], pkt[23] = 0, 9 // UDP destination port 9
 	pkt[24], pkt[25] = 0, 8 // UDP length
 	return unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: dst.As4()})
+}
+
+func TestMetrics(t *testing.T) {
+	spec, err := ParseSpec(strings.NewReader(hygieneSpec), "yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := startTestbed(t, spec)
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(tb.Collector()); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.SetDown("db", true); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := tb.Node("FRA").Command(context.Background(), "ping", "-c", "1", "-W", "1", tb.Node("db").Addr().String()).CombinedOutput(); err == nil {
+		t.Fatalf("ping to a down node answered: %s", out)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" {
+					key += "{" + l.GetValue() + "}"
+				}
+			}
+			got[key] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	if len(got) != 5+len(dropReasons) {
+		t.Errorf("%d series, want %d: %v", len(got), 5+len(dropReasons), got)
+	}
+	if got["vantage_testbed_packets_dropped_total{down}"] < 1 || got["vantage_testbed_nodes_down"] != 1 {
+		t.Errorf("down drops %v, nodes down %v; want >= 1 and 1", got["vantage_testbed_packets_dropped_total{down}"], got["vantage_testbed_nodes_down"])
+	}
 }
