@@ -37,19 +37,15 @@ func (e *Engine) verdict(r *Result) {
 		}
 		e.calR = append(e.calR, cr)
 		e.testR = append(e.testR, tr)
-		e.fibre = append(e.fibre, makeDisk(i, toVec(m.Point), fr).withMargin(e.cfg.AnycastMarginKm))
+		e.fibre = append(e.fibre, makeDisk(i, e.vec(m.Point), fr).withMargin(e.cfg.AnycastMarginKm))
 	}
-	e.fibreOrd = e.radiusOrder(e.fibreOrd, e.fibre)
 	e.test = e.fibre
-	e.testOrd = e.fibreOrd
 	if e.calibrated && e.cfg.AnycastCalibrated {
 		e.testBuf = e.testBuf[:0]
 		for i := range e.fibre {
 			e.testBuf = append(e.testBuf, makeDisk(i, e.fibre[i].centre, e.testR[i]).withMargin(e.cfg.AnycastMarginKm))
 		}
 		e.test = e.testBuf
-		e.testOrdBuf = e.radiusOrder(e.testOrdBuf, e.test)
-		e.testOrd = e.testOrdBuf
 	}
 	e.excluded = slices.Grow(e.excluded[:0], n)[:n]
 	clear(e.excluded)
@@ -81,18 +77,18 @@ func (e *Engine) verdict(r *Result) {
 	}
 	if !e.cfg.RobustAnycast {
 		copy(e.trial, e.excluded)
-		if e.greedy(e.fibre, e.fibreOrd, e.excluded) >= 2 {
+		if e.greedy(e.fibre, e.excluded) >= 2 {
 			e.anycast(r, e.fibre)
 			return
 		}
 	} else {
 		// The calibrated test sees instances the fibre bound cannot separate, but its disks are not physical
 		// bounds: it must survive AnycastCalibratedOutliers more outliers than the fibre test.
-		if e.calibrated && e.cfg.AnycastCalibrated && e.robust(e.test, e.testOrd, e.cfg.MaxOutliers+e.cfg.AnycastCalibratedOutliers) {
+		if e.calibrated && e.cfg.AnycastCalibrated && e.robust(e.test, e.cfg.MaxOutliers+e.cfg.AnycastCalibratedOutliers) {
 			e.anycast(r, e.test)
 			return
 		}
-		if e.robust(e.fibre, e.fibreOrd, e.cfg.MaxOutliers) {
+		if e.robust(e.fibre, e.cfg.MaxOutliers) {
 			e.anycast(r, e.fibre)
 			return
 		}
@@ -124,10 +120,10 @@ type dropped struct{ idx, conflicts int }
 // robust reports whether disks hold at least two pairwise disjoint ones after setting aside up to drops of
 // the most inconsistent vantage points, one at a time. It leaves e.excluded alone (it works on e.trial), the
 // greedy pick in e.picked and the VPs it set aside in e.dropped.
-func (e *Engine) robust(disks []disk, ord []int, drops int) bool {
+func (e *Engine) robust(disks []disk, drops int) bool {
 	e.trial = append(e.trial[:0], e.excluded...)
 	e.dropped = e.dropped[:0]
-	for e.greedy(disks, ord, e.trial) >= 2 {
+	for e.greedy(disks, e.trial) >= 2 {
 		if len(e.dropped) == drops {
 			return true
 		}
@@ -160,42 +156,48 @@ func (e *Engine) conflictsOf(disks []disk, excluded []bool, d *disk) int {
 	return c
 }
 
-// radiusOrder returns the indices of disks sorted by radius, then index, reusing ord. The keys pack the
-// radius (as float32 bits, monotone for non-negative values) above the index, so one integer sort does it.
-func (e *Engine) radiusOrder(ord []int, disks []disk) []int {
-	e.keys = e.keys[:0]
-	for i := range disks {
-		e.keys = append(e.keys, uint64(math.Float32bits(float32(disks[i].radiusKm)))<<32|uint64(i))
-	}
-	slices.Sort(e.keys)
-	ord = ord[:0]
-	for _, k := range e.keys {
-		ord = append(ord, int(uint32(k)))
-	}
-	return ord
+// radiusKey orders disks by radius, then index: the radius as float32 bits (monotone for non-negative
+// values) above the index, so one integer comparison or sort does it.
+func radiusKey(disks []disk, i int) uint64 {
+	return uint64(math.Float32bits(float32(disks[i].radiusKm)))<<32 | uint64(i)
 }
 
 // greedy fills e.picked with a maximal set of pairwise disjoint disks (by AnycastMarginKm), smallest first,
-// skipping excluded VPs, and returns its size (capped at MaxInstances).
-func (e *Engine) greedy(disks []disk, ord []int, excluded []bool) int {
+// skipping excluded VPs, and returns its size (capped at MaxInstances). Every pick after the smallest disk
+// misses it, so only those disks are sorted: for a unicast target, none.
+func (e *Engine) greedy(disks []disk, excluded []bool) int {
 	e.picked = e.picked[:0]
-	for _, i := range ord {
-		d := &disks[i]
-		if excluded[i] {
-			continue
+	first := -1
+	for i := range disks {
+		if !excluded[i] && (first < 0 || radiusKey(disks, i) < radiusKey(disks, first)) {
+			first = i
 		}
+	}
+	if first < 0 {
+		return 0
+	}
+	e.picked = append(e.picked, first)
+	e.keys = e.keys[:0]
+	for i := range disks {
+		if !excluded[i] && i != first && disjoint(&disks[i], &disks[first]) {
+			e.keys = append(e.keys, radiusKey(disks, i))
+		}
+	}
+	slices.Sort(e.keys)
+	for _, k := range e.keys {
+		if len(e.picked) == e.cfg.MaxInstances {
+			break
+		}
+		i := int(uint32(k))
 		ok := true
-		for _, p := range e.picked {
-			if !disjoint(d, &disks[p]) {
+		for _, p := range e.picked[1:] {
+			if !disjoint(&disks[i], &disks[p]) {
 				ok = false
 				break
 			}
 		}
 		if ok {
 			e.picked = append(e.picked, i)
-			if len(e.picked) == e.cfg.MaxInstances {
-				break
-			}
 		}
 	}
 	return len(e.picked)

@@ -17,14 +17,12 @@ type Engine struct {
 	cityV  []vec3
 
 	// scratch, reused by every call
+	vecs       map[geo.Point]vec3 // unit vectors of the VP locations seen (bounded by maxVecCache)
 	seen       map[string]int
 	ms         []Measurement
 	fibre      []disk // speed-of-light disks, indexed like ms
-	fibreOrd   []int  // fibre indices by radius
 	test       []disk // the disks of the anycast test: fibre, or testBuf when calibrated
-	testOrd    []int  // test indices by radius
 	testBuf    []disk
-	testOrdBuf []int
 	keys       []uint64
 	calR       []float64 // calibrated radius per measurement (the fibre radius without a line)
 	testR      []float64 // anycast test radius per measurement
@@ -48,7 +46,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, seen: map[string]int{}}
+	e := &Engine{cfg: cfg, seen: map[string]int{}, vecs: map[geo.Point]vec3{}}
 	e.cities = cfg.Cities
 	if e.cities == nil {
 		e.cities = geo.PoPs()
@@ -58,6 +56,24 @@ func NewEngine(cfg Config) (*Engine, error) {
 		e.cityV[i] = toVec(c.Point)
 	}
 	return e, nil
+}
+
+// maxVecCache bounds the cache of vantage point unit vectors: PoPs and probes are a few thousand places at
+// most; a stream of ever-new coordinates only costs a reset now and then.
+const maxVecCache = 1 << 14
+
+// vec returns p's unit vector, from the cache when p was seen before (vantage points rarely move; two
+// sines and cosines per VP are a tenth of a decision).
+func (e *Engine) vec(p geo.Point) vec3 {
+	if v, ok := e.vecs[p]; ok {
+		return v
+	}
+	if len(e.vecs) >= maxVecCache {
+		clear(e.vecs)
+	}
+	v := toVec(p)
+	e.vecs[p] = v
+	return v
 }
 
 // Config returns the engine's configuration.
