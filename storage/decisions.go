@@ -341,7 +341,7 @@ func (s *Store) watchOnce(ctx context.Context, channel string, fn func(string), 
 	fn(Resync)
 	pinged := false
 	for {
-		msg, err := ps.ReceiveTimeout(ctx, watchPingInterval)
+		msg, err := ps.ReceiveTimeout(ctx, s.pingInterval)
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -275,8 +275,14 @@ func startWatch(t *testing.T, s *Store) *recorder {
 
 func testWatchDecisions(t *testing.T, open func(*testing.T, Options) *Store) {
 	s := open(t, Options{})
+	s.pingInterval = 100 * time.Millisecond
 	ctx := testCtx(t)
 	r := startWatch(t, s)
+	// Idle for several ping intervals: the pings keep the subscription, no spurious Resync.
+	time.Sleep(600 * time.Millisecond)
+	if extra := r.take(); len(extra) != 0 {
+		t.Errorf("idle watch notified %q; want nothing", extra)
+	}
 	// A second store (another process) writes.
 	w := open(t, Options{})
 	steps := []struct {

@@ -110,8 +110,10 @@ type Store struct {
 	o        Options
 	log      *slog.Logger
 	embedded *Embedded // started by Open when Options.Addrs is empty
+	metrics  *Metrics
 
-	scanCount int64 // HSCAN COUNT of ScanDecisions; tests lower it
+	scanCount    int64         // HSCAN COUNT of ScanDecisions; tests lower it
+	pingInterval time.Duration // idle time after which a watch pings; tests lower it
 }
 
 // ErrSchema is wrapped by Open's error when Redis holds a schema version this binary cannot use.
@@ -120,7 +122,7 @@ var ErrSchema = errors.New("storage: incompatible schema version")
 // Open connects to Redis as o says, pings it, and checks the schema version (setting it when absent).
 func Open(ctx context.Context, o Options) (*Store, error) {
 	o.setDefaults()
-	s := &Store{o: o, log: o.Logger, scanCount: scanCount}
+	s := &Store{o: o, log: o.Logger, scanCount: scanCount, pingInterval: watchPingInterval}
 	if len(o.Addrs) == 0 {
 		e, err := StartEmbedded(ctx, o.EmbeddedDir)
 		if err != nil {
@@ -197,6 +199,8 @@ func (s *Store) connect() error {
 		u.Dialer = s.dialer()
 	}
 	s.c = redis.NewUniversalClient(u)
+	s.metrics = newMetrics(s.c.PoolStats)
+	s.c.AddHook(s.metrics)
 	return nil
 }
 

@@ -1,0 +1,117 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// metricCommands are the Redis commands the Store sends; their series start at 0.
+var metricCommands = []string{
+	"evalsha", "eval", "script", "hget", "hgetall", "hscan", "hset", "hdel", "get", "set", "pttl", "smembers",
+	"sadd", "srem", "pexpire", "publish", "xadd", "xreadgroup", "xack", "xdel", "xautoclaim", "xpending", "xlen",
+	"xgroup", "lrange", "llen", "lpush", "ltrim", "multi", "exec", "ping",
+}
+
+// Metrics are a Store's Prometheus metrics, named like blackbox_exporter's under the namespace "vantage",
+// subsystem "storage". Register them with prometheus.Registerer.MustRegister(s.Metrics()).
+//
+//	vantage_storage_redis_commands_total{command, result="ok"|"error"}  commands sent (redis.Nil is ok)
+//	vantage_storage_redis_command_duration_seconds{command}           latency; a pipeline is one "pipeline"
+//	vantage_storage_redis_pool_connections{state="total"|"idle"}     connection pool size
+//	vantage_storage_redis_pool_timeouts_total                          waits for a free connection that timed out
+type Metrics struct {
+	commands *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	pool     func() *redis.PoolStats
+
+	connsDesc, timeoutsDesc *prometheus.Desc
+}
+
+func newMetrics(pool func() *redis.PoolStats) *Metrics {
+	m := &Metrics{
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "storage",
+			Name: "redis_commands_total", Help: "Redis commands sent, by command and result (ok or error)."},
+			[]string{"command", "result"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "vantage", Subsystem: "storage",
+			Name: "redis_command_duration_seconds", Help: "Latency of Redis commands; a pipeline counts once as \"pipeline\".",
+			Buckets: []float64{.0002, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}},
+			[]string{"command"}),
+		pool: pool,
+		connsDesc: prometheus.NewDesc("vantage_storage_redis_pool_connections",
+			"Connections in the Redis client's pool, by state (total, idle).", []string{"state"}, nil),
+		timeoutsDesc: prometheus.NewDesc("vantage_storage_redis_pool_timeouts_total",
+			"Waits for a free pooled connection that timed out.", nil, nil),
+	}
+	for _, c := range metricCommands {
+		m.commands.WithLabelValues(c, "ok")
+		m.commands.WithLabelValues(c, "error")
+	}
+	return m
+}
+
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	m.commands.Describe(ch)
+	m.duration.Describe(ch)
+	ch <- m.connsDesc
+	ch <- m.timeoutsDesc
+}
+
+// Collect implements prometheus.Collector.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	m.commands.Collect(ch)
+	m.duration.Collect(ch)
+	st := m.pool()
+	ch <- prometheus.MustNewConstMetric(m.connsDesc, prometheus.GaugeValue, float64(st.TotalConns), "total")
+	ch <- prometheus.MustNewConstMetric(m.connsDesc, prometheus.GaugeValue, float64(st.IdleConns), "idle")
+	ch <- prometheus.MustNewConstMetric(m.timeoutsDesc, prometheus.CounterValue, float64(st.Timeouts))
+}
+
+func (m *Metrics) count(cmd redis.Cmder, err error) {
+	if err == nil {
+		err = cmd.Err()
+	}
+	result := "ok"
+	if err != nil && !errors.Is(err, redis.Nil) {
+		result = "error"
+	}
+	m.commands.WithLabelValues(strings.ToLower(cmd.Name()), result).Inc()
+}
+
+// DialHook implements redis.Hook.
+func (m *Metrics) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) { return next(ctx, network, addr) }
+}
+
+// ProcessHook implements redis.Hook.
+func (m *Metrics) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		start := time.Now()
+		err := next(ctx, cmd)
+		m.duration.WithLabelValues(strings.ToLower(cmd.Name())).Observe(time.Since(start).Seconds())
+		m.count(cmd, err)
+		return err
+	}
+}
+
+// ProcessPipelineHook implements redis.Hook.
+func (m *Metrics) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		start := time.Now()
+		err := next(ctx, cmds)
+		m.duration.WithLabelValues("pipeline").Observe(time.Since(start).Seconds())
+		for _, c := range cmds {
+			m.count(c, nil)
+		}
+		return err
+	}
+}
+
+// Metrics returns the Store's metrics collector.
+func (s *Store) Metrics() *Metrics { return s.metrics }
