@@ -2,6 +2,7 @@ package triangulate
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -309,6 +310,36 @@ func TestTooFewVantagePoints(t *testing.T) {
 	}
 	if r.Verdict != placement.VerdictUnknown || !r.Flags.Has(FlagTooFew) || r.Best.PoP != "FRA" || r.Status != placement.StatusNone || r.Confidence > 0.5 {
 		t.Fatalf("got %v %v best %v status %q confidence %v", r.Verdict, r.Flags, r.Best, r.Status, r.Confidence)
+	}
+}
+
+// TestInconsistentDisksAreUnknown: three disks that meet pairwise but share no point cannot be one host
+// measured correctly, and no single vantage point is to blame: the verdict is unknown, not unicast.
+func TestInconsistentDisksAreUnknown(t *testing.T) {
+	c := toVec(geo.Point{Lat: 10, Lon: 20})
+	east, north := tangentBasis(c)
+	const side = 2000.0 // km; the circumradius is side/sqrt(3) = 1155 km
+	var ms []Measurement
+	for i, a := range []float64{90, 210, 330} {
+		x, y := math.Cos(a*math.Pi/180)*side/math.Sqrt(3), math.Sin(a*math.Pi/180)*side/math.Sqrt(3)
+		p := offset(c, east, north, x, y).point()
+		ms = append(ms, Measurement{VP: fmt.Sprintf("V%d", i), Point: p, RTTMs: geo.MinRTTMs(1050)})
+	}
+	e := newEngine(t, nil)
+	r, err := e.Decide(Input{Measurements: ms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Verdict != placement.VerdictUnknown || !r.Flags.Has(FlagInconsistent) || r.HasLoc || r.Status != placement.StatusNone || r.Confidence > 0.5 {
+		t.Fatalf("verdict %v flags %v loc %v status %q confidence %v, want unknown/inconsistent", r.Verdict, r.Flags, r.HasLoc, r.Status, r.Confidence)
+	}
+	// Widen the disks to 1250 km and they share the centre: unicast, located there.
+	for i := range ms {
+		ms[i].RTTMs = geo.MinRTTMs(1250)
+	}
+	r, err = e.Decide(Input{Measurements: ms})
+	if err != nil || r.Verdict != placement.VerdictUnicast || geo.DistanceKm(r.Location.Point, c.point()) > 150 {
+		t.Fatalf("widened: %v %v at %v (err %v)", r.Verdict, r.Flags, r.Location, err)
 	}
 }
 

@@ -132,7 +132,8 @@ func (p *Planner) First(pops []geo.PoP) []string {
 }
 
 // Next returns up to min(PlannerConfig.Step, budgetLeft) more PoP codes to probe, given the measurements so
-// far (their VP ids are PoP codes of pops), or nil when none is worth probing. A PoP is worth probing when it
+// far (their VP ids are PoP codes of pops), or nil when none is worth probing (or the measurements are
+// invalid: see ValidateMeasurement). A PoP is worth probing when it
 // could still beat the best RTT measured: it lies in the target's feasible region (the intersection of the
 // disks), or near enough to it that the speed-of-light bound does not rule it out. Picks alternate between
 // exploiting (the lowest modelled RTT, Config.Model, from the location estimate) and exploring (the feasible
