@@ -122,15 +122,22 @@ func TestFidelity(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ping from %s: %v: %s", p.a, err, out)
 			}
-			pings := parsePing(t, string(out))
+			pings, pingMin := parsePing(t, string(out))
+			// Each tool's best of 7 is asserted: a systematic error of the testbed shows in it, while the tools'
+			// own start-up and wake-up under a loaded machine (curl is a new process each time) do not; the
+			// medians are logged.
 			for _, tool := range []struct {
-				name string
-				ds   []time.Duration
-			}{{"curl time_connect", curl}, {"ping", pings}} {
+				name     string
+				ds       []time.Duration
+				min      time.Duration
+				minLabel string
+			}{{"curl time_connect", curl, slices.Min(curl), "min"}, {"ping", pings, pingMin, "min (summary line)"}} {
 				med := median(tool.ds)
-				t.Logf("%s: emulated %v, %s median %v (%+.3f ms) of %v", p.a.Name+"->"+p.b.Name, p.rtt, tool.name, med, ms(med-p.rtt), tool.ds)
-				if absDur(med-p.rtt) > fidelityMedianTol {
-					t.Errorf("%s->%s: %s median %v, emulated %v (> ±%v)", p.a, p.b, tool.name, med, p.rtt, fidelityMedianTol)
+				t.Logf("%s->%s: emulated %v, %s %s %v (%+.3f ms), median %v (%+.3f ms) of %v", p.a, p.b, p.rtt, tool.name,
+					tool.minLabel, tool.min, ms(tool.min-p.rtt), med, ms(med-p.rtt), tool.ds)
+				if absDur(tool.min-p.rtt) > fidelityMedianTol {
+					t.Errorf("%s->%s: %s %s %v, emulated %v (> ±%v); %s", p.a, p.b, tool.name, tool.minLabel, tool.min, p.rtt,
+						fidelityMedianTol, cpuPressure())
 				}
 			}
 		})
@@ -187,11 +194,20 @@ func pickPairs(t *testing.T, tb *Testbed) []*fidelityPair {
 	return out
 }
 
-// parsePing returns the per-reply RTTs ("time=20.1 ms") of ping's output.
-func parsePing(t *testing.T, out string) []time.Duration {
+// parsePing returns the per-reply RTTs ("time=20.1 ms", three significant digits) of ping's output and the
+// minimum of its summary line ("rtt min/avg/max/mdev = 20.081/...", microseconds).
+func parsePing(t *testing.T, out string) ([]time.Duration, time.Duration) {
 	t.Helper()
 	var ds []time.Duration
+	var minRTT time.Duration
 	for _, l := range strings.Split(out, "\n") {
+		if rest, ok := strings.CutPrefix(l, "rtt min/avg/max/mdev = "); ok {
+			v, err := strconv.ParseFloat(strings.SplitN(rest, "/", 2)[0], 64)
+			if err != nil {
+				t.Fatalf("ping summary %q: %v", l, err)
+			}
+			minRTT = time.Duration(v * float64(time.Millisecond))
+		}
 		i := strings.Index(l, "time=")
 		if i < 0 {
 			continue
@@ -203,10 +219,10 @@ func parsePing(t *testing.T, out string) []time.Duration {
 		}
 		ds = append(ds, time.Duration(v*float64(time.Millisecond)))
 	}
-	if len(ds) == 0 {
-		t.Fatalf("no replies in ping output:\n%s", out)
+	if len(ds) == 0 || minRTT == 0 {
+		t.Fatalf("no replies or no summary in ping output:\n%s", out)
 	}
-	return ds
+	return ds, minRTT
 }
 
 func absDur(d time.Duration) time.Duration {

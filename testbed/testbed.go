@@ -71,6 +71,9 @@ type Node struct {
 	tb   *Testbed
 	idx  int
 	addr netip.Addr
+
+	poolMu sync.Mutex
+	pool   map[int][]int // socket type -> sockets made in the namespace ahead of DialContext
 }
 
 // Addr returns the node's own (unicast) address.
@@ -233,6 +236,7 @@ func (tb *Testbed) Close() error {
 		var wg sync.WaitGroup
 		delErrs := make([]error, len(tb.nodes))
 		for i, n := range tb.nodes {
+			n.closePool()
 			wg.Go(func() {
 				if i < len(tb.fds) && tb.fds[i] >= 0 {
 					unix.Close(tb.fds[i])

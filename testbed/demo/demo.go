@@ -1,0 +1,553 @@
+// Package demo runs Vantage end to end on one machine: an emulated WAN of real PoPs, a probe daemon in each,
+// the scheduler with its API and status page, the router with an HTTP front in Sydney, demo workers and
+// database, and Redis; it registers the showcase applications and reports their placement as it is decided.
+package demo
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/prober"
+	"github.com/vantage-edge/vantage/router"
+	"github.com/vantage-edge/vantage/router/worker"
+	"github.com/vantage-edge/vantage/scheduler"
+	"github.com/vantage-edge/vantage/scheduler/probed"
+	"github.com/vantage-edge/vantage/scheduler/ui"
+	"github.com/vantage-edge/vantage/storage"
+	"github.com/vantage-edge/vantage/testbed"
+)
+
+// Defaults of Config: short intervals, so that the demo decides within a minute.
+const (
+	// DefaultListen serves the scheduler's API, its status page and its /metrics.
+	DefaultListen = "127.0.0.1:8080"
+	// DefaultRouterListen serves the router's /metrics, /healthz and /readyz.
+	DefaultRouterListen = "127.0.0.1:8081"
+	// DefaultRecheck is the recheck interval of every target (production: scheduler.DefaultRecheckInterval).
+	DefaultRecheck = 20 * time.Second
+	// DefaultHeartbeat is the probe daemons' heartbeat: the fleet is seen up a second after it starts.
+	DefaultHeartbeat = time.Second
+	// DefaultResultTimeout is how long a recheck waits for the fleet: the farthest PoP pair is ~300 ms of RTT,
+	// a probe is three samples plus a name resolution.
+	DefaultResultTimeout = 10 * time.Second
+	// DefaultRequests is how many user requests are timed per mode (the median is reported).
+	DefaultRequests = 3
+	// DefaultDecideTimeout bounds the wait for the fleet and for every showcase decision.
+	DefaultDecideTimeout = 2 * time.Minute
+	// Ingress is the PoP whose router front the Sydney user's requests enter.
+	Ingress = "SYD"
+	// FrontPort and WorkerPort are the HTTP ports of the router front and of the worker hosts in their PoPs'
+	// namespaces; DBPort is the demo database's port in the db host's namespace.
+	FrontPort  = 80
+	WorkerPort = 8080
+	DBPort     = 5432
+)
+
+// ErrNotRoot is returned without root: the emulated WAN creates network namespaces and TUN devices.
+var ErrNotRoot = errors.New("demo: needs root: the emulated WAN creates network namespaces and TUN devices (run it as root, e.g. sudo make demo)")
+
+// CheckRoot returns ErrNotRoot unless euid is 0.
+func CheckRoot(euid int) error {
+	if euid != 0 {
+		return ErrNotRoot
+	}
+	return nil
+}
+
+// Config tunes Run. Zero fields take the defaults above.
+type Config struct {
+	Redis         []string      // Redis addresses (storage.Options.Addrs); empty: an embedded server
+	Listen        string        // scheduler API and status page address
+	RouterListen  string        // router admin address
+	Recheck       time.Duration // recheck interval of every target
+	Heartbeat     time.Duration // probe daemons' heartbeat
+	ResultTimeout time.Duration // a recheck's wait for the fleet
+	Queries       int           // sequential database round trips per user request (default worker.DefaultQueries)
+	Requests      int           // user requests timed per mode
+	DecideTimeout time.Duration
+	// Once returns after the first full report; otherwise Run reports decision changes until ctx is done.
+	Once   bool
+	Logger *slog.Logger // the components' logs (default: warnings and errors to stderr)
+}
+
+func (c Config) withDefaults() Config {
+	c.Listen = cmpOr(c.Listen, DefaultListen)
+	c.RouterListen = cmpOr(c.RouterListen, DefaultRouterListen)
+	c.Recheck = cmpOr(c.Recheck, DefaultRecheck)
+	c.Heartbeat = cmpOr(c.Heartbeat, DefaultHeartbeat)
+	c.ResultTimeout = cmpOr(c.ResultTimeout, DefaultResultTimeout)
+	c.Queries = cmpOr(c.Queries, worker.DefaultQueries)
+	c.Requests = cmpOr(c.Requests, DefaultRequests)
+	c.DecideTimeout = cmpOr(c.DecideTimeout, DefaultDecideTimeout)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	return c
+}
+
+func cmpOr[T comparable](a, b T) T {
+	var zero T
+	if a != zero {
+		return a
+	}
+	return b
+}
+
+// Spec returns the demo's emulated WAN: the testbed's default spec (26 PoPs on every continent, the
+// showcase's hosts), with the database host's TCP port left to the demo's own database server, which
+// answers queries instead of only accepting connections.
+func Spec() *testbed.Spec {
+	s := testbed.DefaultSpec()
+	s.Name = "demo"
+	for i := range s.Hosts {
+		if s.Hosts[i].Name == "db" {
+			s.Hosts[i].TCP = slices.DeleteFunc(s.Hosts[i].TCP, func(p int) bool { return p == DBPort })
+		}
+	}
+	return s
+}
+
+// Scenario is one showcase application.
+type Scenario struct {
+	App    string
+	Mode   placement.Mode
+	Target string // host:port, hostname or region, with "{zone}" for the testbed's zone
+	About  string // what it shows
+}
+
+// Scenarios are the showcase applications the demo registers, in report order.
+var Scenarios = []Scenario{
+	{App: "frankfurt-db", Mode: placement.ModeHost, Target: "db.{zone}:5432", About: "a database in Frankfurt"},
+	{App: "ashburn-api", Mode: placement.ModeHostname, Target: "api.{zone}", About: "an API in Ashburn"},
+	{App: "tokyo-app", Mode: placement.ModeRegion, Target: "gcp:asia-northeast1", About: "a region hint, endpoint tokyo.{zone}:443"},
+	{App: "edge-anycast", Mode: placement.ModeHost, Target: "edge.{zone}:443", About: "one address served from 4 places: never placed"},
+	{App: "www-geodns", Mode: placement.ModeHostname, Target: "www.{zone}", About: "geo-DNS over 3 replicas: never placed"},
+}
+
+// UnplacedApp is the Sydney application deployed without placement, for the comparison: the same worker code
+// and database as frankfurt-db, run where the request enters.
+const UnplacedApp = "frankfurt-db-unplaced"
+
+// regionEndpoints are the demo's overrides: the region's endpoint is the testbed's host at that region.
+func regionEndpoints(zone string) map[string]string {
+	return map[string]string{"gcp:asia-northeast1": "tokyo." + zone + ":443"}
+}
+
+func (s Scenario) target(zone string) string { return strings.ReplaceAll(s.Target, "{zone}", zone) }
+
+// wrangler returns the scenario's wrangler.toml.
+func (s Scenario) wrangler(zone string) string {
+	return fmt.Sprintf("name = %q\nmain = \"src/index.ts\"\n\n[placement]\n%s = %q\n", s.App, s.Mode, s.target(zone))
+}
+
+// env is everything Run started; stop tears it down in reverse.
+type env struct {
+	cfg   Config
+	log   *slog.Logger
+	out   *printer
+	st    *storage.Store
+	tb    *testbed.Testbed
+	zone  string
+	token string
+
+	apiURL, routerURL string
+	frontAddr         netip.AddrPort
+	sched             *scheduler.Scheduler
+	rt                *router.Router
+
+	wg      sync.WaitGroup
+	servers []*http.Server
+}
+
+// Run brings the demo up, prints the report to out and, unless cfg.Once, keeps running (printing decision
+// changes) until ctx is done. Everything it started is stopped and removed when it returns.
+func Run(ctx context.Context, cfg Config, out io.Writer) error {
+	if err := CheckRoot(os.Geteuid()); err != nil {
+		return err
+	}
+	cfg = cfg.withDefaults()
+	e := &env{cfg: cfg, log: cfg.Logger, out: newPrinter(out)}
+	tok := make([]byte, 12)
+	rand.Read(tok)
+	e.token = hex.EncodeToString(tok)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer e.wg.Wait()
+	defer cancel()
+	defer e.closeServers()
+
+	spec := Spec()
+	e.out.linef("Vantage demo: starting an emulated WAN of %d PoPs on every continent, %d hosts and %d anycast address(es)...",
+		len(spec.PoPs), len(spec.Hosts), len(spec.Anycast))
+	tb, err := testbed.Start(ctx, spec, testbed.Options{Logger: e.log, Nice: -10})
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	defer tb.Close()
+	e.tb, e.zone = tb, strings.TrimSuffix(tb.Zone(), ".")
+
+	st, err := storage.Open(ctx, storage.Options{Addrs: cfg.Redis, Logger: e.log, PoolSize: 4*len(spec.PoPs) + 64})
+	if err != nil {
+		return fmt.Errorf("demo: opening Redis: %w", err)
+	}
+	defer st.Close()
+	e.st = st
+	redis := "embedded Redis at " + strings.Join(cfg.Redis, ",")
+	if em := st.Embedded(); em != nil {
+		redis = fmt.Sprintf("embedded Redis at %s (unix socket %s)", em.Addr(), strings.TrimPrefix(em.UnixAddr(), "unix:"))
+	} else {
+		redis = "Redis at " + strings.Join(cfg.Redis, ",")
+	}
+	e.out.linef("  emulated WAN %s: %s, zone %s; %s", tb.Name(), tb.Prefix(), e.zone, redis)
+
+	if err := e.startDB(runCtx); err != nil {
+		return err
+	}
+	if err := e.startFleet(runCtx, spec.PoPs); err != nil {
+		return err
+	}
+	if err := e.startScheduler(runCtx); err != nil {
+		return err
+	}
+	if err := e.startRouter(runCtx, spec.PoPs); err != nil {
+		return err
+	}
+	e.out.linef("  started: %d probe daemons, %d worker hosts, the scheduler (recheck every %s) at %s, the router (front at %s %s)",
+		len(spec.PoPs), len(spec.PoPs), cfg.Recheck, e.apiURL, Ingress, e.frontAddr)
+
+	deadline := time.Now().Add(cfg.DecideTimeout)
+	if err := e.awaitFleet(runCtx, spec.PoPs, deadline); err != nil {
+		return err
+	}
+	if err := e.register(runCtx); err != nil {
+		return err
+	}
+	if err := e.awaitDecisions(runCtx, deadline); err != nil {
+		return err
+	}
+	if err := e.sydney(runCtx, deadline); err != nil {
+		return err
+	}
+	e.whereNext()
+	if cfg.Once {
+		return nil
+	}
+	e.out.linef("\nRunning; decision changes are printed below. Ctrl-C stops the demo and removes the emulated WAN.")
+	e.watch(runCtx)
+	e.out.linef("Stopping...")
+	return nil
+}
+
+// serve serves h on ln until the demo stops.
+func (e *env) serve(ln net.Listener, h http.Handler, what string) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(e.log.Handler(), slog.LevelWarn)}
+	e.servers = append(e.servers, srv)
+	e.wg.Go(func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			e.log.Error("demo: server stopped", "server", what, "err", err)
+		}
+	})
+}
+
+func (e *env) closeServers() {
+	for _, s := range e.servers {
+		s.Close()
+	}
+}
+
+// startDB serves the demo database in the db host's namespace.
+func (e *env) startDB(ctx context.Context) error {
+	db := e.tb.Node("db")
+	if db == nil {
+		return errors.New("demo: the spec has no host db")
+	}
+	ln, err := db.Listen(ctx, "tcp", fmt.Sprintf(":%d", DBPort))
+	if err != nil {
+		return fmt.Errorf("demo: database: %w", err)
+	}
+	e.wg.Go(func() {
+		if err := worker.ServeDB(ctx, ln); err != nil {
+			e.log.Error("demo: database stopped", "err", err)
+		}
+	})
+	return nil
+}
+
+// nodeProber returns a prober whose sockets live in node's namespace (the prober's Enter seam is Node.Do) and
+// whose names are resolved by the testbed's DNS server, asked from the node (so geo-DNS answers per PoP).
+func (e *env) nodeProber(node *testbed.Node) (*prober.Engine, error) {
+	pc := prober.DefaultConfig()
+	pc.Allow = []netip.Prefix{e.tb.Prefix()}
+	pc.Enter = node.Do
+	pc.Logger = e.log
+	if dns, ok := e.tb.DNSServer(); ok {
+		pc.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return node.DialContext(ctx, network, dns.String())
+		}}
+	}
+	p, err := prober.New(pc)
+	if err != nil {
+		return nil, fmt.Errorf("demo: prober of %s: %w", node.Name, err)
+	}
+	return p, nil
+}
+
+// startFleet starts one probe daemon per PoP, in process, probing from the PoP's namespace.
+func (e *env) startFleet(ctx context.Context, pops []string) error {
+	for _, pop := range pops {
+		node := e.tb.Node(pop)
+		p, err := e.nodeProber(node)
+		if err != nil {
+			return err
+		}
+		id := "demo-" + strings.ToLower(pop)
+		q := &probed.StoreQueue{DB: e.st, PoP: pop, DaemonID: id, Version: "demo", SourceIPs: []netip.Addr{node.Addr()}}
+		d, err := probed.New(probed.Config{PoP: pop, DaemonID: id, Heartbeat: e.cfg.Heartbeat, ReadBlock: time.Second,
+			DrainTimeout: time.Second, Logger: e.log.With("pop", pop)}, q, p, nil)
+		if err != nil {
+			return fmt.Errorf("demo: probe daemon of %s: %w", pop, err)
+		}
+		e.wg.Go(func() { d.Run(ctx) })
+	}
+	return nil
+}
+
+// startScheduler starts the scheduler and serves its API with the status page.
+func (e *env) startScheduler(ctx context.Context) error {
+	regions := scheduler.RegionEndpoints{Overrides: regionEndpoints(e.zone)}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := scheduler.NewMetrics(reg)
+	b := scheduler.StoreBackend{Store: e.st}
+	s, err := scheduler.New(scheduler.Config{Name: "demo", RecheckInterval: e.cfg.Recheck, LeaseTTL: 5 * time.Second,
+		InitialSpread: time.Second, ResultTimeout: e.cfg.ResultTimeout, ResultPoll: 100 * time.Millisecond,
+		Regions: regions, Logger: e.log}, b, m)
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	e.sched = s
+	api := &scheduler.API{
+		Sched: s, Decisions: b, Apps: b, Regions: regions, Metrics: m, Logger: e.log, Gatherer: reg,
+		Parser: placement.Parser{Policy: placement.DefaultPolicy(e.tb.Prefix())},
+		Auth:   scheduler.NewAuth(map[string]string{e.token: "demo"}, scheduler.Quota{PerMinute: 120, Burst: 20}, nil),
+		AdHoc:  &scheduler.AdHoc{Backend: b, Timeout: 15 * time.Second},
+		Ready:  func(ctx context.Context) error { return e.st.Client().Ping(ctx).Err() },
+	}
+	page, err := ui.New(ui.Config{Sched: s, Store: e.st, MaxResultAge: 2 * e.cfg.Recheck, Logger: e.log})
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	ln, err := net.Listen("tcp", e.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("demo: scheduler API --listen %s: %w", e.cfg.Listen, err)
+	}
+	e.apiURL = "http://" + ln.Addr().String()
+	e.serve(ln, ui.Wrap(api.Handler(), page), "scheduler")
+	e.wg.Go(func() { s.Run(ctx) })
+	e.wg.Go(func() { s.SyncAPIApps(ctx, b, regions, scheduler.DefaultAppsReload) })
+	return nil
+}
+
+// startRouter starts the worker hosts of every PoP, the router and its HTTP front in the ingress PoP.
+func (e *env) startRouter(ctx context.Context, pops []string) error {
+	dbAddr := fmt.Sprintf("db.%s:%d", e.zone, DBPort)
+	workers := map[string]*url.URL{}
+	for _, pop := range pops {
+		node := e.tb.Node(pop)
+		w, err := worker.New(worker.Config{PoP: pop, Dial: node.DialContext, Report: e.st.AddTelemetry, Logger: e.log,
+			Apps: []worker.App{{Name: "frankfurt-db", DB: dbAddr, Queries: e.cfg.Queries},
+				{Name: UnplacedApp, DB: dbAddr, Queries: e.cfg.Queries}}})
+		if err != nil {
+			return fmt.Errorf("demo: worker of %s: %w", pop, err)
+		}
+		ln, err := node.Listen(ctx, "tcp", fmt.Sprintf(":%d", WorkerPort))
+		if err != nil {
+			return fmt.Errorf("demo: worker of %s: %w", pop, err)
+		}
+		e.serve(ln, w, "worker "+pop)
+		e.wg.Go(func() { w.Run(ctx) })
+		workers[pop] = &url.URL{Scheme: "http", Host: netip.AddrPortFrom(node.Addr(), WorkerPort).String()}
+	}
+
+	reg := prometheus.NewRegistry()
+	rc := router.DefaultConfig()
+	rc.BaselineFraction = 0 // every request of a placed app is routed: the comparison is explicit
+	rc.PoPs, rc.Logger, rc.Registerer = []string{Ingress}, e.log, reg
+	rt, err := router.New(e.st, rc)
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	e.rt = rt
+	e.wg.Go(func() { rt.Run(ctx) })
+
+	syd := e.tb.Node(Ingress)
+	tr := &http.Transport{DialContext: syd.DialContext, MaxIdleConnsPerHost: 8, IdleConnTimeout: 90 * time.Second}
+	front, err := router.NewFront(rt, router.FrontConfig{Ingress: Ingress, Workers: workers, Transport: tr, Logger: e.log, Registerer: reg})
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	ln, err := syd.Listen(ctx, "tcp", fmt.Sprintf(":%d", FrontPort))
+	if err != nil {
+		return fmt.Errorf("demo: router front: %w", err)
+	}
+	e.frontAddr = netip.AddrPortFrom(syd.Addr(), FrontPort)
+	e.serve(ln, front, "router front")
+	context.AfterFunc(ctx, tr.CloseIdleConnections)
+
+	aln, err := net.Listen("tcp", e.cfg.RouterListen)
+	if err != nil {
+		return fmt.Errorf("demo: router admin --router-listen %s: %w", e.cfg.RouterListen, err)
+	}
+	e.routerURL = "http://" + aln.Addr().String()
+	e.serve(aln, router.AdminHandler(rt, reg), "router admin")
+	return nil
+}
+
+// awaitFleet shows the fleet warming up until every PoP is up.
+func (e *env) awaitFleet(ctx context.Context, pops []string, deadline time.Time) error {
+	start, last := time.Now(), -1
+	for {
+		fleet, err := e.st.Fleet(ctx)
+		up := 0
+		if err == nil {
+			for _, p := range fleet {
+				if p.Up && slices.Contains(pops, p.PoP) {
+					up++
+				}
+			}
+		}
+		if up != last {
+			e.out.progress(fmt.Sprintf("  fleet: %d/%d PoPs up (%.1f s)", up, len(pops), time.Since(start).Seconds()))
+			last = up
+		}
+		if up == len(pops) {
+			e.out.endProgress()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			e.out.endProgress()
+			return fmt.Errorf("demo: only %d of %d PoPs came up (last error: %v)", up, len(pops), err)
+		}
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// register posts every showcase application's wrangler.toml to the scheduler's API, as a user would.
+func (e *env) register(ctx context.Context) error {
+	for _, s := range Scenarios {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.apiURL+"/v1/apps", strings.NewReader(s.wrangler(e.zone)))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/toml")
+		req.Header.Set("Authorization", "Bearer "+e.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("demo: registering %s: %w", s.App, err)
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			return fmt.Errorf("demo: registering %s: %s: %s", s.App, resp.Status, bytes.TrimSpace(body))
+		}
+	}
+	e.out.linef("  registered %d applications through POST %s/v1/apps; probing them from the fleet...\n", len(Scenarios), e.apiURL)
+	return nil
+}
+
+// awaitDecisions prints each showcase decision as soon as it is stored.
+func (e *env) awaitDecisions(ctx context.Context, deadline time.Time) error {
+	e.out.linef("Placement decisions (as they are decided):")
+	e.out.linef("  %s", header())
+	printed := map[string]bool{}
+	start, lastNote := time.Now(), time.Now()
+	for len(printed) < len(Scenarios) {
+		for _, s := range Scenarios {
+			if printed[s.App] {
+				continue
+			}
+			d, ok, err := e.st.Decision(ctx, s.App)
+			if err != nil || !ok || d.ComputedAt.IsZero() {
+				continue
+			}
+			printed[s.App] = true
+			e.out.endProgress()
+			e.out.linef("  %s", row(s, e.zone, d))
+		}
+		if len(printed) == len(Scenarios) {
+			break
+		}
+		if time.Now().After(deadline) {
+			e.out.endProgress()
+			var missing []string
+			for _, s := range Scenarios {
+				if !printed[s.App] {
+					ts, _ := e.sched.Target(s.App)
+					missing = append(missing, fmt.Sprintf("%s (checks %d, last error %q)", s.App, ts.Checks, ts.LastError))
+				}
+			}
+			return fmt.Errorf("demo: no decision within %s for %s", e.cfg.DecideTimeout, strings.Join(missing, ", "))
+		}
+		if time.Since(lastNote) > time.Second {
+			e.out.progress(fmt.Sprintf("  ... %d of %d decided (%.0f s)", len(printed), len(Scenarios), time.Since(start).Seconds()))
+			lastNote = time.Now()
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// watch prints every decision change until ctx is done.
+func (e *env) watch(ctx context.Context) {
+	err := e.st.WatchDecisions(ctx, func(app string) {
+		d, ok, err := e.st.Decision(ctx, app)
+		if err != nil || !ok {
+			return
+		}
+		s := Scenario{App: app, Mode: d.Mode, Target: d.Target}
+		for _, sc := range Scenarios {
+			if sc.App == app {
+				s = sc
+			}
+		}
+		e.out.linef("  %s  changed %s", row(s, e.zone, d), time.Now().Format(time.TimeOnly))
+	})
+	if err != nil && ctx.Err() == nil {
+		e.log.Warn("demo: watching decisions", "err", err)
+		<-ctx.Done()
+	}
+}
