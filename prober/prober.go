@@ -280,8 +280,10 @@ func (e *Engine) Probe(ctx context.Context, t Target) Result {
 	r.Start = start
 	r.Duration = Duration(e.clock.Now().Sub(start))
 	e.metrics.observe(&r)
-	e.log.Debug("probe", "probe", t.Kind, "target", t.Addr, "ip", r.IP, "success", r.Success,
-		"class", r.Class, "median_ms", r.Median.Ms(), "err", r.Error)
+	if e.log.Enabled(ctx, slog.LevelDebug) { // the arguments would allocate on every probe
+		e.log.Debug("probe", "probe", t.Kind, "target", t.Addr, "ip", r.IP, "success", r.Success,
+			"class", r.Class, "median_ms", r.Median.Ms(), "err", r.Error)
+	}
 	return r
 }
 

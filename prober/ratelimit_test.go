@@ -12,7 +12,7 @@ import (
 )
 
 func TestLimiterZeroIsUnlimited(t *testing.T) {
-	l := NewLimiter(0, nil)
+	l := NewLimiter(0, 0, nil)
 	if l != nil {
 		t.Fatalf("NewLimiter(0) = %v, want nil", l)
 	}
@@ -30,7 +30,7 @@ func TestLimiterZeroIsUnlimited(t *testing.T) {
 // TestLimiterRateLoose checks the rate within a loose bound; BenchmarkLimitedTCPProbes holds it to 1%.
 func TestLimiterRateLoose(t *testing.T) {
 	const rate, n, workers = 200, 100, 4
-	l := NewLimiter(rate, nil)
+	l := NewLimiter(rate, 0, nil)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for range workers {
@@ -51,7 +51,7 @@ func TestLimiterRateLoose(t *testing.T) {
 }
 
 func TestLimiterHonoursContext(t *testing.T) {
-	l := NewLimiter(1, nil)
+	l := NewLimiter(1, 0, nil)
 	if err := l.Wait(context.Background()); err != nil { // the first slot is now
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestLimiterHonoursContext(t *testing.T) {
 
 func TestLimiterFakeClock(t *testing.T) {
 	clk := newFakeClock()
-	l := NewLimiter(10, clk) // one slot per 100ms
+	l := NewLimiter(10, 0, clk) // one slot per 100ms
 	ctx := context.Background()
 	if err := l.Wait(ctx); err != nil {
 		t.Fatal(err)
@@ -184,5 +184,35 @@ func TestPerTargetPoliteness(t *testing.T) {
 		if i > 100 {
 			t.Fatal("the blocked probe was never released")
 		}
+	}
+}
+
+// TestLimiterSlack: after a stall, a limiter with slack lets a bounded number of missed slots through at once;
+// a strict one lets one through.
+func TestLimiterSlack(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		slack int
+		want  int
+	}{{"strict", 0, 1}, {"slack_5", 5, 6}} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newFakeClock()
+			l := NewLimiter(10, tc.slack, clk)
+			ctx := context.Background()
+			if err := l.Wait(ctx); err != nil {
+				t.Fatal(err)
+			}
+			clk.Advance(10 * time.Second) // a long stall
+			immediate := 0
+			for range 20 {
+				if slot := l.l.Take(); slot.After(clk.Now()) { // reserve only: is the slot already due?
+					break
+				}
+				immediate++
+			}
+			if immediate != tc.want {
+				t.Errorf("%d slots granted at once after the stall, want %d", immediate, tc.want)
+			}
+		})
 	}
 }
