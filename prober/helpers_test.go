@@ -111,6 +111,13 @@ func closedPort(t *testing.T) string {
 // its accept queue filled: the kernel drops further SYNs, so a connect times out.
 func fullBacklog(t *testing.T) string {
 	t.Helper()
+	addr, _ := fullBacklogFD(t)
+	return addr
+}
+
+// fullBacklogFD is fullBacklog, also returning the listening socket (accept from it to free a slot).
+func fullBacklogFD(t *testing.T) (string, int) {
+	t.Helper()
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -132,14 +139,14 @@ func fullBacklog(t *testing.T) string {
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				return addr // the queue is full
+				return addr, fd // the queue is full
 			}
 			t.Fatalf("filling backlog of %s: %v", addr, err)
 		}
 		t.Cleanup(func() { c.Close() })
 	}
 	t.Fatalf("accept queue of %s never filled", addr)
-	return ""
+	return "", 0
 }
 
 // needRoot skips the test unless running as root.

@@ -166,8 +166,9 @@ func writable(fd int) bool {
 // waitWritable waits on the netpoller until f is writable (connect finished, either way), the deadline
 // passes (ErrTimeout) or ctx ends.
 func waitWritable(ctx context.Context, f *os.File, deadline time.Time) error {
+	ctxFirst := false
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
+		deadline, ctxFirst = d, true
 	}
 	if err := f.SetWriteDeadline(deadline); err != nil {
 		return err
@@ -184,6 +185,9 @@ func waitWritable(ctx context.Context, f *os.File, deadline time.Time) error {
 			return err
 		}
 		if errors.Is(werr, os.ErrDeadlineExceeded) {
+			if ctxFirst {
+				return fmt.Errorf("no SYN-ACK before the context's deadline: %w", context.DeadlineExceeded)
+			}
 			return fmt.Errorf("no SYN-ACK within the timeout: %w", ErrTimeout)
 		}
 		return werr

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vantage-edge/vantage/placement"
+	"golang.org/x/sys/unix"
 )
 
 func TestTCPProbeSuccess(t *testing.T) {
@@ -211,4 +212,44 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		}
 	}
 	t.Fatalf("timed out waiting for %s", what)
+}
+
+// TestTCPSlowHandshake takes the netpoller path: the first SYN is dropped by a full accept queue, a slot is
+// freed, and the kernel's SYN retransmission (1 s later) completes the handshake.
+func TestTCPSlowHandshake(t *testing.T) {
+	addr, fd := fullBacklogFD(t)
+	e := newEngine(t, nil)
+	done := make(chan Result, 1)
+	go func() {
+		done <- e.Probe(context.Background(), Target{Kind: placement.ProbeTCP, Addr: addr, Count: 1, Timeout: 5 * time.Second})
+	}()
+	time.Sleep(200 * time.Millisecond)
+	c, _, err := unix.Accept4(fd, unix.SOCK_CLOEXEC) // frees one slot of the accept queue
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(c)
+	r := <-done
+	if !r.Success || len(r.Samples) != 1 {
+		t.Fatalf("success %v samples %v err %v", r.Success, r.Samples, r.Err)
+	}
+	// The initial RTO is 1 s: the RTT measured includes the retransmission, as it should.
+	if got := time.Duration(r.Samples[0]); got < 900*time.Millisecond || got > 4*time.Second {
+		t.Errorf("handshake took %v, want about 1 s (one SYN retransmission)", got)
+	}
+}
+
+func TestTCPWaitHonoursContext(t *testing.T) {
+	addr := fullBacklog(t)
+	e := newEngine(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	r := e.Probe(ctx, Target{Kind: placement.ProbeTCP, Addr: addr, Count: 1, Timeout: 10 * time.Second})
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("probe took %v: the connect wait ignored ctx", el)
+	}
+	if r.Success || r.Class != ClassTimeout || !errors.Is(r.Err, context.DeadlineExceeded) {
+		t.Errorf("class %q err %v, want timeout from the context deadline", r.Class, r.Err)
+	}
 }
