@@ -84,6 +84,10 @@ func (s *Store) PutDecisions(ctx context.Context, ds []placement.Decision) ([]Pu
 		if err := validName("decision app", ds[i].App); err != nil {
 			return nil, err
 		}
+		if !ds[i].Mode.Valid() {
+			return nil, fmt.Errorf("storage: decision %q: mode %q: want one of smart, region, host, hostname or none",
+				ds[i].App, ds[i].Mode)
+		}
 	}
 	keys := make([][]string, len(ds))
 	args := make([][]any, len(ds))
@@ -212,7 +216,11 @@ func (s *Store) ScanDecisions(ctx context.Context, fn func(placement.Decision) e
 			for b := w; b < DecisionBuckets; b += scanWorkers {
 				mine = append(mine, b)
 			}
-			errs <- s.scanBuckets(ctx, mine, batches)
+			err := s.scanBuckets(ctx, mine, batches)
+			if err != nil {
+				cancel() // stop the other workers too
+			}
+			errs <- err
 		}()
 	}
 	go func() { wg.Wait(); close(batches) }()
@@ -232,12 +240,14 @@ func (s *Store) ScanDecisions(ctx context.Context, fn func(placement.Decision) e
 	if fnErr != nil {
 		return fnErr
 	}
+	// The first real error; the others' are the cancellation it caused.
+	var first error
 	for range scanWorkers {
-		if err := <-errs; err != nil {
-			return err
+		if err := <-errs; err != nil && (first == nil || errors.Is(first, context.Canceled)) {
+			first = err
 		}
 	}
-	return nil
+	return first
 }
 
 // scanBuckets reads buckets with pipelined HSCANs until every cursor is back at 0, sending each round's decoded

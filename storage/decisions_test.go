@@ -122,6 +122,9 @@ func testDecisions(t *testing.T, open func(*testing.T, Options) *Store) {
 			t.Errorf("PutDecision(app %q) succeeded; want an error", bad)
 		}
 	}
+	if _, err := s.PutDecision(ctx, placement.Decision{App: "x", Mode: "nearest"}); err == nil {
+		t.Error("PutDecision with mode nearest succeeded; want an error")
+	}
 
 	// PutDecisions: a batch across buckets (and cluster nodes) with per-decision outcomes.
 	batch := []placement.Decision{decision("b1", "NRT", "NRT"), decision("b2", "SIN", "SIN"), base}
@@ -164,6 +167,22 @@ func testScanDecisions(t *testing.T, open func(*testing.T, Options) *Store) {
 		if c != 1 {
 			t.Errorf("%s seen %d times", app, c)
 		}
+	}
+	// A corrupt value: Decision and ScanDecisions fail naming it.
+	key := KeyDecisions(DecisionBucket("corrupt"))
+	if err := s.Client().HSet(ctx, key, "corrupt", "7|abc|\x01\x05sh").Err(); err != nil {
+		t.Fatal(err)
+	}
+	wantErr := `storage: decision "corrupt": corrupt value`
+	if _, _, err := s.Decision(ctx, "corrupt"); err == nil || err.Error() != wantErr {
+		t.Errorf("Decision(corrupt) error = %v; want %q", err, wantErr)
+	}
+	wantErr = "storage: scan decisions, bucket " + key + `: storage: decision "corrupt": corrupt value`
+	if err := s.ScanDecisions(ctx, func(placement.Decision) error { return nil }); err == nil || err.Error() != wantErr {
+		t.Errorf("ScanDecisions over a corrupt value = %v; want %q", err, wantErr)
+	}
+	if err := s.Client().HDel(ctx, key, "corrupt").Err(); err != nil {
+		t.Fatal(err)
 	}
 	// fn's error stops the scan and is returned as is.
 	stop := fmt.Errorf("stop")

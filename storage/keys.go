@@ -41,7 +41,7 @@ var decisionKeys = func() (k [DecisionBuckets]string) {
 	return k
 }()
 
-// KeyDecisions returns the hash holding the decisions of bucket i.
+// KeyDecisions returns the hash holding the decisions of bucket (0..DecisionBuckets-1).
 func KeyDecisions(bucket int) string { return decisionKeys[bucket] }
 
 // KeyHeartbeats returns the hash of pop's daemon heartbeats.
