@@ -142,8 +142,9 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-// TestRouterFixedDelay checks the bare machinery: two namespaces, a 10 ms one-way delay, a TCP handshake timed
-// inside the client's namespace takes 20 ms.
+// TestRouterFixedDelay checks the bare machinery: two namespaces, a 10 ms one-way delay, a TCP handshake in the
+// client's namespace takes 20 ms (as its kernel measures it; the dial as timed by Go is logged and may only be
+// slower).
 func TestRouterFixedDelay(t *testing.T) {
 	const oneWay = 10 * time.Millisecond
 	rp := newRawRouter(t, 2, oneWay)
@@ -164,15 +165,18 @@ func TestRouterFixedDelay(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var rtts []time.Duration
+	var dials, kernel []time.Duration
 	rp.do(t, 0, func() (err error) {
 		d := &net.Dialer{}
-		rtts, err = connectRTTs(ctx, d.DialContext, ln.Addr().String(), 15)
+		dials, kernel, err = connectRTTsKernel(ctx, d.DialContext, ln.Addr().String(), 15)
 		return err
 	})
-	med := median(rtts)
-	t.Logf("connect RTTs %v: median %v; router %+v", rtts, med, rp.r.snapshot())
-	if diff := med - 2*oneWay; diff < -300*time.Microsecond || diff > 300*time.Microsecond {
-		t.Errorf("median TCP connect %v, want %v ± 0.3 ms", med, 2*oneWay)
+	med, kmed := median(dials), median(kernel)
+	t.Logf("connect RTTs %v: median %v, kernel's handshake RTT median %v; router %+v", dials, med, kmed, rp.r.snapshot())
+	if diff := kmed - 2*oneWay; diff < -300*time.Microsecond || diff > 300*time.Microsecond {
+		t.Errorf("median handshake RTT %v, want %v ± 0.3 ms", kmed, 2*oneWay)
+	}
+	if med < 2*oneWay-300*time.Microsecond {
+		t.Errorf("median TCP connect %v is faster than the emulated %v", med, 2*oneWay)
 	}
 }

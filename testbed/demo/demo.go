@@ -191,9 +191,15 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	e.token = hex.EncodeToString(tok)
 
 	runCtx, cancel := context.WithCancel(ctx)
-	defer e.wg.Wait()
-	defer cancel()
-	defer e.closeServers()
+	var closers []func() error // the testbed and the store, closed after every goroutine has stopped
+	defer func() {
+		cancel()
+		e.closeServers()
+		e.wg.Wait()
+		for _, c := range slices.Backward(closers) {
+			c()
+		}
+	}()
 
 	spec := Spec()
 	e.out.linef("Vantage demo: starting an emulated WAN of %d PoPs on every continent, %d hosts and %d anycast address(es)...",
@@ -202,14 +208,14 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	defer tb.Close()
+	closers = append(closers, tb.Close)
 	e.tb, e.zone = tb, strings.TrimSuffix(tb.Zone(), ".")
 
 	st, err := storage.Open(ctx, storage.Options{Addrs: cfg.Redis, Logger: e.log, PoolSize: 4*len(spec.PoPs) + 64})
 	if err != nil {
 		return fmt.Errorf("demo: opening Redis: %w", err)
 	}
-	defer st.Close()
+	closers = append(closers, st.Close)
 	e.st = st
 	redis := "embedded Redis at " + strings.Join(cfg.Redis, ",")
 	if em := st.Embedded(); em != nil {
