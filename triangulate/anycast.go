@@ -200,7 +200,60 @@ func (e *Engine) greedy(disks []disk, excluded []bool) int {
 			e.picked = append(e.picked, i)
 		}
 	}
+	if len(e.picked) >= 2 {
+		e.improve(disks, excluded)
+	}
 	return len(e.picked)
+}
+
+// improve grows the greedy set by 1-for-2 swaps (a standard local search for maximum independent sets):
+// a picked disk is replaced by two disks that miss each other and every other pick. Smallest disks are tried
+// first, so the result stays deterministic.
+func (e *Engine) improve(disks []disk, excluded []bool) {
+	for changed := true; changed && len(e.picked) < e.cfg.MaxInstances; {
+		changed = false
+		for pi, p := range e.picked {
+			// Candidates: trusted disks, not picked, missing every pick but p.
+			e.keys = e.keys[:0]
+			for i := range disks {
+				if excluded[i] || slices.Contains(e.picked, i) {
+					continue
+				}
+				ok := true
+				for _, q := range e.picked {
+					if q != p && !disjoint(&disks[i], &disks[q]) {
+						ok = false
+						break
+					}
+				}
+				if ok {
+					e.keys = append(e.keys, radiusKey(disks, i))
+				}
+			}
+			if len(e.keys) < 2 {
+				continue
+			}
+			slices.Sort(e.keys)
+			a, b := -1, -1
+		search:
+			for x := range e.keys {
+				for y := x + 1; y < len(e.keys); y++ {
+					i, j := int(uint32(e.keys[x])), int(uint32(e.keys[y]))
+					if disjoint(&disks[i], &disks[j]) {
+						a, b = i, j
+						break search
+					}
+				}
+			}
+			if a < 0 {
+				continue
+			}
+			e.picked[pi] = a
+			e.picked = append(e.picked, b)
+			changed = true
+			break
+		}
+	}
 }
 
 // mostInconsistent returns the measurement index whose disk misses the most others, and that count. Ties go to
@@ -229,11 +282,26 @@ func (e *Engine) mostInconsistent(disks []disk, excluded []bool) (int, int) {
 	return best, e.conflicts[best]
 }
 
-// anycast records the verdict and places one instance per picked disk: the catalogue city nearest the VP that
+// anycast records the verdict, recounts the instances with Config.CountMarginKm and places one instance per
+// picked disk: the catalogue city nearest the VP that
 // lies inside its disk (iGreedy places instances at the most populous city in the disk; the PoP catalogue is
 // our list of large cities), else the VP itself.
 func (e *Engine) anycast(r *Result, disks []disk) {
 	r.Verdict = placement.VerdictAnycast
+	if e.cfg.CountMarginKm != e.cfg.AnycastMarginKm {
+		// Count again with the counting margin, on the same disks and without the same outliers; keep the
+		// larger set.
+		e.countBuf = e.countBuf[:0]
+		for i := range disks {
+			e.countBuf = append(e.countBuf, makeDisk(i, disks[i].centre, disks[i].radiusKm).withMargin(e.cfg.CountMarginKm))
+		}
+		e.saved = append(e.saved[:0], e.picked...)
+		if e.greedy(e.countBuf, e.trial) >= len(e.saved) {
+			disks = e.countBuf
+		} else {
+			e.picked = append(e.picked[:0], e.saved...)
+		}
+	}
 	for _, p := range e.picked {
 		d := disks[p].withContains()
 		m := &e.ms[d.idx]

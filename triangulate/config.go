@@ -75,6 +75,12 @@ type Config struct {
 	// unknown. Known suspects of the Calibration are set aside on top of these. Default 1.
 	MaxOutliers int
 
+	// CountMarginKm is the margin used to count and place the instances once the verdict is anycast. The
+	// verdict needs AnycastMarginKm against false alarms; the count does not, and a smaller margin separates
+	// instances in neighbouring metros (on WonderProxy, instance counts within +-1 of the truth rise from
+	// 81 % to 84 % of the detected targets). Default 0.
+	CountMarginKm float64
+
 	// MaxInstances caps the number of anycast instances enumerated. Default 64.
 	MaxInstances int
 
@@ -118,6 +124,7 @@ func DefaultConfig() Config {
 		AnycastSlackKm:            0,
 		AnycastCalibratedOutliers: 0,
 		MaxOutliers:               1,
+		CountMarginKm:             0,
 		MaxInstances:              64,
 		CalibrationSlackKm:        50,
 		GridN:                     24,
@@ -158,6 +165,8 @@ func (c Config) Validate() error {
 		return bad("AnycastCalibratedOutliers", c.AnycastCalibratedOutliers)
 	case c.MaxOutliers < 0:
 		return bad("MaxOutliers", c.MaxOutliers)
+	case !finiteNonNeg(c.CountMarginKm):
+		return bad("CountMarginKm", c.CountMarginKm)
 	case c.MaxInstances < 2:
 		return bad("MaxInstances", c.MaxInstances)
 	case !finiteNonNeg(c.CalibrationSlackKm):

@@ -23,6 +23,8 @@ type Engine struct {
 	fibre      []disk // speed-of-light disks, indexed like ms
 	test       []disk // the disks of the anycast test: fibre, or testBuf when calibrated
 	testBuf    []disk
+	countBuf   []disk
+	saved      []int
 	keys       []uint64
 	calR       []float64 // calibrated radius per measurement (the fibre radius without a line)
 	testR      []float64 // anycast test radius per measurement
