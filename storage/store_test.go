@@ -187,6 +187,12 @@ func TestOpenOptions(t *testing.T) {
 			func(srv *redistest.Server) Options {
 				return Options{Addrs: []string{srv.Addr()}, Username: "other", Password: "pw3"}
 			}, "NOPERM"},
+		{"unix_socket", redistest.Config{Unix: true, Password: "pw4"}, func(srv *redistest.Server) Options {
+			return Options{Addrs: []string{"unix:" + srv.UnixSocket()}, Password: "pw4"}
+		}, ""},
+		{"unix_socket_missing", redistest.Config{}, func(srv *redistest.Server) Options {
+			return Options{Addrs: []string{"unix:" + srv.Dir() + "/none.sock"}}
+		}, "connect: no such file or directory"},
 		{"tls", redistest.Config{TLS: true}, func(srv *redistest.Server) Options {
 			return Options{Addrs: []string{srv.Addr()}, TLS: srv.TLSConfig()}
 		}, ""},

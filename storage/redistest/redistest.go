@@ -50,6 +50,8 @@ type Config struct {
 	// TLS serves TLS only (the plain port is disabled) with a fresh self-signed certificate for 127.0.0.1;
 	// Server.TLSConfig returns a client configuration trusting it.
 	TLS bool
+	// Unix also listens on the unix socket Server.UnixSocket returns.
+	Unix bool
 	// Args are extra redis-server arguments, e.g. "--maxmemory", "64mb".
 	Args []string
 }
@@ -127,6 +129,9 @@ func (s *Server) buildArgs(c Config, extra []string) []string {
 	} else {
 		args = append(args, "--port", p)
 	}
+	if c.Unix {
+		args = append(args, "--unixsocket", s.UnixSocket(), "--unixsocketperm", "700")
+	}
 	if c.Password != "" && len(c.Users) == 0 {
 		args = append(args, "--requirepass", c.Password)
 	}
@@ -152,6 +157,9 @@ func (s *Server) buildArgs(c Config, extra []string) []string {
 
 // Addr returns the server's "127.0.0.1:port".
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+// UnixSocket returns the path of the server's unix socket (listened on only with Config.Unix).
+func (s *Server) UnixSocket() string { return filepath.Join(s.dir, "redis.sock") }
 
 // Dir returns the server's data directory (its log is redis.log there).
 func (s *Server) Dir() string { return s.dir }

@@ -2,6 +2,8 @@ package redistest
 
 import (
 	"context"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -90,5 +92,39 @@ func TestStartSentinel(t *testing.T) {
 	got, err := s.Do(context.Background(), "SENTINEL", "MASTERS")
 	if err != nil || !strings.Contains(got, "mymaster") {
 		t.Errorf("SENTINEL MASTERS = %q, %v", got, err)
+	}
+}
+
+// TestMissingBinary checks both outcomes when redis-server is not installed: a skip with a clear message, or
+// in CI a failure. It re-runs this test binary with an empty PATH.
+func TestMissingBinary(t *testing.T) {
+	if os.Getenv("REDISTEST_CHILD") == "1" {
+		Start(t)
+		t.Log("started despite an empty PATH")
+		return
+	}
+	tests := []struct {
+		name     string
+		ci       string
+		wantFail bool
+		wantOut  string
+	}{
+		{"skipped_outside_ci", "", false, "--- SKIP: TestMissingBinary"},
+		{"fails_in_ci", "true", true, "--- FAIL: TestMissingBinary"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestMissingBinary$", "-test.v")
+			cmd.Env = append(os.Environ(), "REDISTEST_CHILD=1", "PATH="+t.TempDir(), "CI="+tt.ci)
+			out, err := cmd.CombinedOutput()
+			if failed := err != nil; failed != tt.wantFail {
+				t.Errorf("child failed = %v (%v); want %v\n%s", failed, err, tt.wantFail, out)
+			}
+			msg := "redistest: redis-server not found in PATH"
+			if !strings.Contains(string(out), tt.wantOut) || !strings.Contains(string(out), msg) ||
+				!strings.Contains(string(out), "install Debian's redis-server package") {
+				t.Errorf("child output lacks %q and %q:\n%s", tt.wantOut, msg, out)
+			}
+		})
 	}
 }
