@@ -95,7 +95,8 @@ type Config struct {
 	CalibrationSlackKm float64
 
 	// GridN is the side of the sampling grid used to intersect the disks (GridN x GridN points per pass,
-	// two passes). Larger is more precise and slower. Default 24.
+	// two passes). Larger is more precise and slower; on WonderProxy 12 to 40 give the same median error
+	// (235 km), so the default is 16.
 	GridN int
 
 	// Cities is the list used to name anycast instances (the PoP, or city, nearest the instance's disk
@@ -127,7 +128,7 @@ func DefaultConfig() Config {
 		CountMarginKm:             0,
 		MaxInstances:              64,
 		CalibrationSlackKm:        50,
-		GridN:                     24,
+		GridN:                     16,
 	}
 }
 
