@@ -140,7 +140,10 @@ func (e *Engine) connectOnce(ctx context.Context, dst netip.AddrPort, src netip.
 		}
 		if soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil {
 			return 0, netip.Addr{}, os.NewSyscallError("getsockopt SO_ERROR", err)
-		} else if soerr != 0 {
+		} else if soerr != 0 && unix.Errno(soerr) != unix.ECONNRESET {
+			// ECONNRESET means the connection was established and then reset (a target that accepts and
+			// resets at once): the handshake completed, so the sample counts. A RST answering the SYN is
+			// ECONNREFUSED.
 			return 0, netip.Addr{}, os.NewSyscallError("connect", unix.Errno(soerr))
 		}
 	default:
