@@ -321,6 +321,14 @@ func testFleet(t *testing.T, addrs []string, stopRedis, restartRedis func()) {
 	if d.Verdict != placement.VerdictAnycast || d.BestPoP != "" {
 		t.Errorf("loopback host target: verdict %q best %q, want anycast and not placed (microseconds from four continents)", d.Verdict, d.BestPoP)
 	}
+	// Rechecks of the same target with noise only (microseconds between PoPs) do not change the decision.
+	waitUntil(t, "a recheck of the host target", 2*testRecheck+2*time.Second, func() bool {
+		d2, ok := decision(t, obs, "shop")
+		return ok && d2.ComputedAt.After(d.ComputedAt)
+	})
+	if d2, _ := decision(t, obs, "shop"); d2.Version != d.Version {
+		t.Errorf("host decision went from version %d to %d on noise alone: %v -> %v", d.Version, d2.Version, d.Candidates, d2.Candidates)
+	}
 	r, _ := decision(t, obs, "eu-app")
 	if r.BestPoP != "FRA" || !r.Estimated {
 		t.Errorf("region aws:eu-central-1 whose endpoint looks anycast: best %q estimated %v, want FRA from the latency model", r.BestPoP, r.Estimated)

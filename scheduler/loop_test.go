@@ -382,3 +382,32 @@ func TestLeaseTakeoverWithinOneLeasePeriod(t *testing.T) {
 		t.Errorf("an app was checked %d times in parallel", h.log.maxPar)
 	}
 }
+
+func TestStabiliseKeepsOrderWithinTheMargins(t *testing.T) {
+	c := func(pop string, rtt float64) placement.Candidate { return placement.Candidate{PoP: pop, RTTMs: rtt} }
+	for _, tc := range []struct {
+		name       string
+		cands      []placement.Candidate
+		prev       []placement.Candidate
+		wantOrders string
+	}{
+		{"noise_between_near_equal_keeps_previous", []placement.Candidate{c("B", 0.10), c("A", 0.12), c("C", 0.15)},
+			[]placement.Candidate{c("A", 0.1), c("B", 0.1), c("C", 0.1)}, "ABC"},
+		{"real_change_reorders", []placement.Candidate{c("B", 10), c("A", 30)},
+			[]placement.Candidate{c("A", 10), c("B", 30)}, "BA"},
+		{"new_pop_goes_after_known_equals", []placement.Candidate{c("N", 20.0), c("A", 20.5)},
+			[]placement.Candidate{c("A", 20)}, "AN"},
+		{"no_previous", []placement.Candidate{c("B", 1), c("A", 1)}, nil, "BA"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stabilise(tc.cands, tc.prev, 1, 0.1)
+			got := ""
+			for _, x := range tc.cands {
+				got += x.PoP
+			}
+			if got != tc.wantOrders {
+				t.Errorf("order %s, want %s", got, tc.wantOrders)
+			}
+		})
+	}
+}

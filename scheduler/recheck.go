@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -50,10 +51,18 @@ type recheckDeps struct {
 	pops    func(code string) (geo.PoP, bool)
 	regions func(id string) (geo.Region, error)
 
+	// switchAbsMs and switchRel are the engine's hysteresis margins, reused to keep the candidates' order
+	// when their RTTs moved by less.
+	switchAbsMs, switchRel float64
+
 	fleetMu   sync.Mutex
 	fleetAt   time.Time
 	fleetPoPs []geo.PoP
 }
+
+// MaxResultPoll is the longest pause between two looks for a recheck's results (the pause doubles from
+// Config.ResultPoll): results of a healthy fleet arrive within a second, and a slow one is not helped by polling.
+const MaxResultPoll = time.Second
 
 // FleetCacheTTL is how long one read of the fleet serves rechecks: at 100,000 targets a recheck starts
 // every few milliseconds, and PoPs come and go on heartbeat timescales.
@@ -88,9 +97,6 @@ func (s *Scheduler) upPoPs(ctx context.Context) ([]geo.PoP, error) {
 // recheck probes t from a planned set of PoPs, runs the engine and writes the decision.
 func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placement.Decision, error) {
 	d := s.deps
-	w := d.pool.Get().(*workers)
-	defer d.pool.Put(w)
-
 	prev, hasPrev, err := d.backend.Decision(ctx, t.App)
 	if err != nil {
 		return placement.Decision{}, fmt.Errorf("scheduler: app %q: reading the previous decision: %w", t.App, err)
@@ -109,13 +115,17 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 
 	var results map[string]storage.Result
 	if addr := t.ProbeAddr(); addr != "" {
-		results, err = s.measure(ctx, term, w.planner, t, pops)
+		results, err = s.measure(ctx, term, t, pops)
 		if err != nil {
 			return placement.Decision{}, err
 		}
 	}
 	in.Measurements = measurements(results, d.pops)
 
+	// The engine is taken from the pool only now: a recheck spends most of its time waiting for results,
+	// and the engines' buffers (~170 KiB each) should scale with the CPUs, not with rechecks in flight.
+	w := d.pool.Get().(*workers)
+	defer d.pool.Put(w)
 	var r triangulate.Result
 	switch t.Mode {
 	case placement.ModeRegion:
@@ -156,6 +166,9 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 	if r.Verdict.Placeable() {
 		dec.BestPoP = r.Best.PoP
 	}
+	if hasPrev {
+		stabilise(dec.Candidates, prev.Candidates, d.switchAbsMs, d.switchRel)
+	}
 	if term.Ctx.Err() != nil { // the lease was lost: the new leader writes
 		return dec, fmt.Errorf("scheduler: app %q: lease lost before writing: %w", t.App, term.Ctx.Err())
 	}
@@ -178,24 +191,33 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 
 // measure runs the planner's rounds: enqueue a job per planned PoP, wait for their results, ask for more.
 // It returns the latest result of every PoP for the target, this round's included.
-func (s *Scheduler) measure(ctx context.Context, term *Term, planner *triangulate.Planner, t Target, pops []geo.PoP) (map[string]storage.Result, error) {
+func (s *Scheduler) measure(ctx context.Context, term *Term, t Target, pops []geo.PoP) (map[string]storage.Result, error) {
 	d := s.deps
-	key := TargetKey(t.Kind(), t.ProbeAddr())
-	budget := planner.Budget(len(pops))
-	if s.cfg.Budget > 0 {
-		budget = min(s.cfg.Budget, len(pops))
+	// plan runs fn with a pooled planner (not held while waiting for results).
+	plan := func(fn func(p *triangulate.Planner) []string) []string {
+		w := d.pool.Get().(*workers)
+		defer d.pool.Put(w)
+		return fn(w.planner)
 	}
-	plan := planner.First(pops)
-	if len(plan) > budget {
-		plan = plan[:budget]
+	key := TargetKey(t.Kind(), t.ProbeAddr())
+	var budget int
+	next := plan(func(p *triangulate.Planner) []string {
+		budget = p.Budget(len(pops))
+		if s.cfg.Budget > 0 {
+			budget = min(s.cfg.Budget, len(pops))
+		}
+		return p.First(pops)
+	})
+	if len(next) > budget {
+		next = next[:budget]
 	}
 	latest := map[string]storage.Result{}
 	probed := map[string]bool{}
 	seq := s.seq.Add(1)
-	for round := 0; len(plan) > 0; round++ {
+	for round := 0; len(next) > 0; round++ {
 		want := map[string]string{} // pop -> round id
 		deadline := s.cfg.Clock.Now().Add(s.cfg.ResultTimeout)
-		for _, pop := range plan {
+		for _, pop := range next {
 			probed[pop] = true
 			j := storage.Job{
 				Round: fmt.Sprintf("%s/%s/%d/%d/%d", s.cfg.Name, t.App, term.Token, seq, round),
@@ -213,7 +235,7 @@ func (s *Scheduler) measure(ctx context.Context, term *Term, planner *triangulat
 		if err := s.await(ctx, key, want, deadline, latest); err != nil {
 			return nil, err
 		}
-		budget -= len(plan)
+		budget -= len(next)
 		if budget <= 0 {
 			break
 		}
@@ -229,7 +251,7 @@ func (s *Scheduler) measure(ctx context.Context, term *Term, planner *triangulat
 			break // nothing answered: more PoPs will not help
 		}
 		sort.Slice(sofar, func(i, j int) bool { return sofar[i].VP < sofar[j].VP })
-		plan = planner.Next(pops, sofar, budget)
+		next = plan(func(p *triangulate.Planner) []string { return p.Next(pops, sofar, budget) })
 	}
 	out := map[string]storage.Result{}
 	maxAge := 2 * s.cfg.RecheckInterval
@@ -253,6 +275,7 @@ func containsPoP(pops []geo.PoP, code string) bool {
 // await polls the target's latest results until every PoP of want (pop -> round) has a result of its round
 // or deadline passes; latest is filled with the latest result per PoP.
 func (s *Scheduler) await(ctx context.Context, key string, want map[string]string, deadline time.Time, latest map[string]storage.Result) error {
+	poll := s.cfg.ResultPoll
 	for {
 		rs, err := s.deps.backend.LatestResults(ctx, key)
 		if err != nil && ctx.Err() == nil {
@@ -270,7 +293,10 @@ func (s *Scheduler) await(ctx context.Context, key string, want map[string]strin
 		if got == len(want) {
 			return nil
 		}
-		wait := min(s.cfg.ResultPoll, deadline.Sub(s.cfg.Clock.Now()))
+		// Poll at ResultPoll, backing off to MaxResultPoll: each poll reads (and decodes) every PoP's latest
+		// result, and with 1,000 rechecks in flight that is most of the scheduler's CPU.
+		wait := min(poll, deadline.Sub(s.cfg.Clock.Now()))
+		poll = min(2*poll, max(s.cfg.ResultPoll, MaxResultPoll))
 		if wait <= 0 {
 			s.log.Debug("scheduler: results missing at the deadline", "key", key, "want", len(want), "got", got)
 			return nil
@@ -307,3 +333,41 @@ func measurements(rs map[string]storage.Result, lookup func(string) (geo.PoP, bo
 // status outside the accepted range still timed the round trip, but the prober marks it failed; a back end
 // that answers 5xx is not a placement target to trust.)
 func succeeded(r storage.Result) bool { return r.Class == "" && r.Error == "" && r.Samples > 0 }
+
+// stabilise reorders cands (ranked by RTT) so that two candidates whose RTTs differ by less than the
+// hysteresis margins (absMs and rel × RTT, like the engine's switch rule) keep their previous relative order:
+// measurement noise between near-equal PoPs then does not reorder the candidates, which would count as a
+// decision change (new version, a publish, every router reloading it).
+func stabilise(cands, prev []placement.Candidate, absMs, rel float64) {
+	if len(prev) == 0 {
+		return
+	}
+	idx := make(map[string]int, len(prev))
+	for i, c := range prev {
+		idx[c.PoP] = i
+	}
+	rank := func(c placement.Candidate) int {
+		if i, ok := idx[c.PoP]; ok {
+			return i
+		}
+		return len(prev)
+	}
+	close := func(a, b placement.Candidate) bool {
+		d := math.Abs(a.RTTMs - b.RTTMs)
+		return d < absMs || d < rel*math.Max(a.RTTMs, b.RTTMs)
+	}
+	for i := 1; i < len(cands); i++ { // insertion sort: a handful of candidates
+		for j := i; j > 0; j-- {
+			a, b := cands[j-1], cands[j]
+			if !close(a, b) || rank(b) >= rank(a) {
+				break
+			}
+			cands[j-1], cands[j] = b, a
+		}
+	}
+}
+
+// triangulateInput is the engine's input for results by PoP (used by the benchmarks and the recheck alike).
+func triangulateInput(target string, rs map[string]storage.Result, lookup func(string) (geo.PoP, bool)) triangulate.Input {
+	return triangulate.Input{Target: target, Measurements: measurements(rs, lookup)}
+}

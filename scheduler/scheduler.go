@@ -33,8 +33,10 @@ const (
 	DefaultInitialSpread = 30 * time.Second
 	// DefaultLeaseTTL is the leader lease: a dead scheduler is replaced within this time.
 	DefaultLeaseTTL = 10 * time.Second
-	// DefaultConcurrency caps rechecks in flight (each holds a few jobs and polls their results).
-	DefaultConcurrency = 256
+	// DefaultConcurrency caps rechecks in flight. A recheck mostly waits for the fleet (a few rounds of
+	// results, ~1-5 s), so throughput is Concurrency / recheck time: 100,000 targets every 5 min need ~333
+	// rechecks/s. Each one in flight costs a goroutine, a few small maps and one Redis read per ResultPoll.
+	DefaultConcurrency = 1024
 	// DefaultResultTimeout is how long a recheck waits for the fleet's results before deciding with what came.
 	DefaultResultTimeout = 30 * time.Second
 	// DefaultResultPoll is how often a recheck looks for the results of its jobs.
@@ -176,7 +178,8 @@ func New(cfg Config, b Backend, m *Metrics) (*Scheduler, error) {
 		}
 		lookup = func(c string) (geo.PoP, bool) { p, ok := byCode[c]; return p, ok }
 	}
-	s.deps = &recheckDeps{backend: b, pops: lookup, regions: geo.LookupRegion}
+	s.deps = &recheckDeps{backend: b, pops: lookup, regions: geo.LookupRegion,
+		switchAbsMs: ecfg.SwitchAbsMs, switchRel: ecfg.SwitchRel}
 	s.deps.pool.New = func() any {
 		e, _ := triangulate.NewEngine(ecfg) // validated above
 		p, _ := triangulate.NewPlanner(pcfg)
@@ -449,7 +452,11 @@ func (s *Scheduler) loop(ctx context.Context, st *targetState) {
 			<-s.sem
 			continue
 		}
-		s.runCheck(term, st)
+		// The recheck runs on a goroutine of its own: its deep stack (Redis client, engine) is freed when it
+		// ends instead of staying with the loop's goroutine, which at 100,000 targets is most of the memory.
+		done := make(chan struct{})
+		go func() { defer close(done); s.runCheck(term, st) }()
+		<-done
 		<-s.sem
 	}
 }
