@@ -34,6 +34,7 @@ import (
 	"github.com/vantage-edge/vantage/scheduler/ui"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/testbed"
+	"github.com/vantage-edge/vantage/triangulate"
 )
 
 // Defaults of Config: short intervals, so that the demo decides within a minute.
@@ -231,7 +232,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err := e.startFleet(runCtx, spec.PoPs); err != nil {
 		return err
 	}
-	if err := e.startScheduler(runCtx); err != nil {
+	if err := e.startScheduler(runCtx, len(spec.PoPs)); err != nil {
 		return err
 	}
 	if err := e.startRouter(runCtx, spec.PoPs); err != nil {
@@ -338,15 +339,20 @@ func (e *env) startFleet(ctx context.Context, pops []string) error {
 }
 
 // startScheduler starts the scheduler and serves its API with the status page.
-func (e *env) startScheduler(ctx context.Context) error {
+func (e *env) startScheduler(ctx context.Context, n int) error {
 	regions := scheduler.RegionEndpoints{Overrides: regionEndpoints(e.zone)}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := scheduler.NewMetrics(reg)
 	b := scheduler.StoreBackend{Store: e.st}
+	// The demo's fleet is small: every PoP probes every target. (The planner's default share, 15 % but at
+	// least 12 PoPs, probes a spread set first and then near the best; on 26 PoPs it can miss the PoPs that
+	// see a geo-DNS name's other replicas.)
+	planner := triangulate.DefaultPlannerConfig()
+	planner.First, planner.BudgetFraction, planner.BudgetMin = n, 1, n
 	s, err := scheduler.New(scheduler.Config{Name: "demo", RecheckInterval: e.cfg.Recheck, LeaseTTL: 5 * time.Second,
 		InitialSpread: time.Second, ResultTimeout: e.cfg.ResultTimeout, ResultPoll: 100 * time.Millisecond,
-		Regions: regions, Logger: e.log}, b, m)
+		Planner: &planner, Regions: regions, Logger: e.log}, b, m)
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/vantage-edge/vantage/testbed/demo"
+)
+
+func init() {
+	register(command{name: "demo", summary: "run everything on an emulated WAN and show where applications are placed (root)", run: runDemo})
+}
+
+// demoEUID is the effective user id the demo checks; a test seam.
+var demoEUID = os.Geteuid
+
+// runDemo is `vantage demo`: the README's main job.
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("demo", "", stderr)
+	var (
+		redis     = fs.String("redis", "", "Redis address(es), comma-separated (default: an embedded Redis)")
+		listen    = fs.String("listen", demo.DefaultListen, "scheduler API, status page and /metrics address")
+		routerL   = fs.String("router-listen", demo.DefaultRouterListen, "router /metrics, /healthz and /readyz address")
+		recheck   = fs.Duration("recheck", demo.DefaultRecheck, "recheck interval of every target")
+		queries   = fs.Int("queries", 5, "sequential database queries per user request")
+		requests  = fs.Int("requests", demo.DefaultRequests, "user requests timed with and without placement")
+		once      = fs.Bool("once", false, "exit after the first full report")
+		duration  = fs.Duration("duration", 0, "exit after this long (0: run until Ctrl-C)")
+		timeout   = fs.Duration("decide-timeout", demo.DefaultDecideTimeout, "give up when the fleet or a decision takes longer")
+		logFormat = fs.String("log-format", "text", "log format of the components (stderr): json or text")
+		logLevel  = fs.String("log-level", "warn", "log level of the components: debug, info, warn or error")
+	)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: demo takes no arguments, got %q", errUsage, fs.Args())
+	}
+	if *queries < 1 || *queries > 100 {
+		return fmt.Errorf("%w: demo: --queries %d: want 1 to 100", errUsage, *queries)
+	}
+	if *requests < 1 {
+		return fmt.Errorf("%w: demo: --requests %d: want at least 1", errUsage, *requests)
+	}
+	if err := checkLogFlags(*logFormat, *logLevel); err != nil {
+		return err
+	}
+	if err := demo.CheckRoot(demoEUID()); err != nil {
+		return err
+	}
+	cfg := demo.Config{Listen: *listen, RouterListen: *routerL, Recheck: *recheck, Queries: *queries,
+		Requests: *requests, DecideTimeout: *timeout, Once: *once, Logger: fleetLogger(stderr, *logFormat, *logLevel)}
+	for _, a := range strings.Split(*redis, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			cfg.Redis = append(cfg.Redis, a)
+		}
+	}
+	if *duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *duration)
+		defer cancel()
+	}
+	return demo.Run(ctx, cfg, stdout)
+}

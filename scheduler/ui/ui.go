@@ -1,0 +1,378 @@
+// Package ui serves the scheduler's status page: a world map of the fleet and the targets, the applications'
+// table and an ad-hoc probe form, from embedded static files (no CDN, no external fonts or scripts) and one
+// JSON endpoint.
+package ui
+
+import (
+	"cmp"
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/vantage-edge/vantage/geo"
+	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/scheduler"
+	"github.com/vantage-edge/vantage/storage"
+	"github.com/vantage-edge/vantage/triangulate"
+)
+
+//go:embed static
+var static embed.FS
+
+// Routes of the page. Everything else goes to the API handler Wrap is given.
+const (
+	// PathState is the JSON endpoint the page polls: the fleet and every application with its decision.
+	PathState = "/ui/api/state"
+	// PathCatalogue is the JSON endpoint of the PoP catalogue the map draws as background dots.
+	PathCatalogue = "/ui/api/catalogue"
+	// PathStatic prefixes the page's static files (script, style sheet).
+	PathStatic = "/ui/static/"
+)
+
+const (
+	// DefaultMaxResultAge is how old a PoP's latest result to a target may be and still be drawn as a disk:
+	// two default recheck intervals, as the scheduler counts results of earlier rechecks.
+	DefaultMaxResultAge = 2 * scheduler.DefaultRecheckInterval
+	// stateTimeout bounds one state read from Redis (a page polls every few seconds).
+	stateTimeout = 5 * time.Second
+)
+
+// Store is what the page reads from Redis; *storage.Store implements it.
+type Store interface {
+	Fleet(ctx context.Context) ([]storage.PoPState, error)
+	Decision(ctx context.Context, app string) (placement.Decision, bool, error)
+	LatestResults(ctx context.Context, key string) (map[string]storage.Result, error)
+}
+
+// Targets lists the applications the scheduler places; *scheduler.Scheduler implements it.
+type Targets interface {
+	Targets() []scheduler.Target
+	Target(app string) (scheduler.TargetStatus, bool)
+}
+
+// Config configures a Handler.
+type Config struct {
+	Sched Targets // required
+	Store Store   // required
+	// PoPs locates PoP codes (the fleet, the disks); nil: geo.LookupPoP.
+	PoPs func(code string) (geo.PoP, bool)
+	// Engine is the triangulation engine's configuration used to locate targets for the map (estimated
+	// location, anycast instances); nil: triangulate.DefaultConfig(). It should match the scheduler's.
+	Engine *triangulate.Config
+	// MaxResultAge drops older per-PoP results from the map (default DefaultMaxResultAge).
+	MaxResultAge time.Duration
+	// Now reads the clock (default time.Now).
+	Now    func() time.Time
+	Logger *slog.Logger // default: discard
+}
+
+// Handler serves the status page. It is safe for concurrent use.
+type Handler struct {
+	cfg    Config
+	log    *slog.Logger
+	files  http.Handler
+	index  []byte
+	mu     sync.Mutex // guards engine
+	engine *triangulate.Engine
+}
+
+// New returns a Handler.
+func New(cfg Config) (*Handler, error) {
+	if cfg.Sched == nil || cfg.Store == nil {
+		return nil, errors.New("ui: Config.Sched and Config.Store are required")
+	}
+	if cfg.PoPs == nil {
+		cfg.PoPs = geo.LookupPoP
+	}
+	if cfg.MaxResultAge <= 0 {
+		cfg.MaxResultAge = DefaultMaxResultAge
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	ec := triangulate.DefaultConfig()
+	if cfg.Engine != nil {
+		ec = *cfg.Engine
+	}
+	eng, err := triangulate.NewEngine(ec)
+	if err != nil {
+		return nil, fmt.Errorf("ui: %w", err)
+	}
+	sub, err := fs.Sub(static, "static")
+	if err != nil {
+		return nil, fmt.Errorf("ui: embedded files: %w", err)
+	}
+	index, err := fs.ReadFile(sub, "index.html")
+	if err != nil {
+		return nil, fmt.Errorf("ui: embedded files: %w", err)
+	}
+	h := &Handler{cfg: cfg, log: cfg.Logger, engine: eng, index: index,
+		files: http.StripPrefix(PathStatic, http.FileServerFS(sub))}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	return h, nil
+}
+
+// Wrap returns a handler serving the page at "/" and under "/ui/", and every other path with api (the
+// scheduler's API.Handler()).
+func Wrap(api http.Handler, h *Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", api)
+	mux.Handle("GET /{$}", h)
+	mux.Handle("/ui/", h)
+	return mux
+}
+
+// ServeHTTP serves the page, its static files and its JSON.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "ui: GET only", http.StatusMethodNotAllowed)
+		return
+	}
+	setSecurityHeaders(w)
+	switch p := r.URL.Path; {
+	case p == "/" || p == "/ui/" || p == "/ui/index.html":
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Write(h.index)
+	case p == PathState:
+		ctx, cancel := context.WithTimeout(r.Context(), stateTimeout)
+		defer cancel()
+		st, err := h.State(ctx)
+		if err != nil {
+			h.log.Warn("ui: reading the state", "err", err)
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		writeJSON(w, st)
+	case p == PathCatalogue:
+		w.Header().Set("Cache-Control", "max-age=3600")
+		writeJSON(w, catalogue())
+	case len(p) > len(PathStatic) && p[:len(PathStatic)] == PathStatic:
+		w.Header().Set("Cache-Control", "no-cache")
+		h.files.ServeHTTP(w, r)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// setSecurityHeaders confines the page to its own origin: no script, style, font or image from elsewhere.
+func setSecurityHeaders(w http.ResponseWriter) {
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+// State is the JSON of PathState.
+type State struct {
+	Now  time.Time `json:"now"`
+	PoPs []PoP     `json:"pops"`
+	Apps []App     `json:"apps"`
+}
+
+// PoP is one PoP of the fleet on the map.
+type PoP struct {
+	Code     string    `json:"code"`
+	City     string    `json:"city,omitempty"`
+	Lat      float64   `json:"lat"`
+	Lon      float64   `json:"lon"`
+	State    string    `json:"state"` // "up", "down" or "drained"
+	Daemons  int       `json:"daemons"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
+	Located  bool      `json:"located"` // false: not in the catalogue, drawn nowhere
+}
+
+// App is one application: its target, its decision and what the map draws for it.
+type App struct {
+	App         string                `json:"app"`
+	Mode        placement.Mode        `json:"mode"`
+	Target      string                `json:"target"`
+	Endpoint    string                `json:"endpoint,omitempty"`
+	Status      placement.Status      `json:"status,omitempty"`
+	Verdict     placement.Verdict     `json:"verdict,omitempty"`
+	BestPoP     string                `json:"best_pop,omitempty"`
+	BestRTTMs   float64               `json:"best_rtt_ms,omitempty"`
+	Estimated   bool                  `json:"estimated,omitempty"`
+	Confidence  float64               `json:"confidence,omitempty"`
+	Candidates  []placement.Candidate `json:"candidates,omitempty"`
+	LastRecheck time.Time             `json:"last_recheck,omitzero"` // when the decision was computed
+	NextRecheck time.Time             `json:"next_recheck,omitzero"`
+	LastError   string                `json:"last_error,omitempty"`
+	Checks      int64                 `json:"checks"`
+	// Disks are the fibre-bound disks of the PoPs' latest successful probes: the target is inside each.
+	Disks []Disk `json:"disks,omitempty"`
+	// Location is the estimated location (unicast targets; a region's coordinates for an estimated region).
+	Location *Location `json:"location,omitempty"`
+	// Instances are the anycast instances found by latency.
+	Instances []Instance `json:"instances,omitempty"`
+	Notes     []string   `json:"notes,omitempty"`
+}
+
+// Disk is one PoP's disk about a target.
+type Disk struct {
+	PoP      string  `json:"pop"`
+	Lat      float64 `json:"lat"`
+	Lon      float64 `json:"lon"`
+	RTTMs    float64 `json:"rtt_ms"`
+	RadiusKm float64 `json:"radius_km"`
+}
+
+// Location is an estimated location.
+type Location struct {
+	Lat      float64 `json:"lat"`
+	Lon      float64 `json:"lon"`
+	RadiusKm float64 `json:"radius_km"`
+}
+
+// Instance is one anycast instance.
+type Instance struct {
+	Lat  float64 `json:"lat"`
+	Lon  float64 `json:"lon"`
+	City string  `json:"city,omitempty"`
+	VP   string  `json:"vp"`
+}
+
+// State reads the fleet and every application.
+func (h *Handler) State(ctx context.Context) (State, error) {
+	now := h.cfg.Now()
+	fleet, err := h.cfg.Store.Fleet(ctx)
+	if err != nil {
+		return State{}, fmt.Errorf("ui: reading the fleet: %w", err)
+	}
+	st := State{Now: now, PoPs: make([]PoP, 0, len(fleet)), Apps: []App{}}
+	up := map[string]bool{}
+	for _, p := range fleet {
+		v := PoP{Code: p.PoP, State: "down", Daemons: len(p.Daemons), LastSeen: p.LastSeen}
+		switch {
+		case p.Drained:
+			v.State = "drained"
+		case p.Up:
+			v.State = "up"
+			up[p.PoP] = true
+		}
+		if c, ok := h.cfg.PoPs(p.PoP); ok {
+			v.City, v.Lat, v.Lon, v.Located = c.City, c.Lat, c.Lon, true
+		}
+		st.PoPs = append(st.PoPs, v)
+	}
+	for _, t := range h.cfg.Sched.Targets() {
+		a, err := h.app(ctx, t, now)
+		if err != nil {
+			return State{}, err
+		}
+		st.Apps = append(st.Apps, a)
+	}
+	return st, nil
+}
+
+// app reads one application's decision and latest results and locates it.
+func (h *Handler) app(ctx context.Context, t scheduler.Target, now time.Time) (App, error) {
+	a := App{App: t.App, Mode: t.Mode, Target: t.Target, Endpoint: t.Endpoint}
+	if ts, ok := h.cfg.Sched.Target(t.App); ok {
+		a.LastError, a.Checks = ts.LastError, ts.Checks
+	}
+	d, found, err := h.cfg.Store.Decision(ctx, t.App)
+	if err != nil {
+		return App{}, fmt.Errorf("ui: reading the decision of %q: %w", t.App, err)
+	}
+	if found {
+		a.Status, a.Verdict, a.BestPoP, a.Estimated = d.Status, d.Verdict, d.BestPoP, d.Estimated
+		a.Confidence, a.Candidates, a.LastRecheck, a.NextRecheck = d.Confidence, d.Candidates, d.ComputedAt, d.NextRecheck
+		for _, c := range d.Candidates {
+			if c.PoP == d.BestPoP {
+				a.BestRTTMs = c.RTTMs
+				break
+			}
+		}
+	}
+	var ms []triangulate.Measurement
+	if addr := t.ProbeAddr(); addr != "" {
+		rs, err := h.cfg.Store.LatestResults(ctx, scheduler.TargetKey(t.Kind(), addr))
+		if err != nil {
+			return App{}, fmt.Errorf("ui: reading the results of %q: %w", t.App, err)
+		}
+		for pop, r := range rs {
+			if r.Class != "" || r.Error != "" || r.Samples == 0 || now.Sub(r.At) > h.cfg.MaxResultAge {
+				continue
+			}
+			p, ok := h.cfg.PoPs(pop)
+			if !ok {
+				continue
+			}
+			ms = append(ms, triangulate.Measurement{VP: pop, Point: p.Point, RTTMs: r.MinMs})
+			a.Disks = append(a.Disks, Disk{PoP: pop, Lat: p.Lat, Lon: p.Lon, RTTMs: r.MinMs, RadiusKm: math.Round(geo.MaxDistanceKm(r.MinMs))})
+		}
+		slices.SortFunc(a.Disks, func(x, y Disk) int { return cmp.Or(cmp.Compare(x.RTTMs, y.RTTMs), cmp.Compare(x.PoP, y.PoP)) })
+		slices.SortFunc(ms, func(x, y triangulate.Measurement) int { return cmp.Compare(x.VP, y.VP) })
+	}
+	h.locate(&a, t, ms)
+	return a, nil
+}
+
+// locate runs the engine on the measurements for the map: the location estimate, or the anycast instances.
+// A region decided from the latency model is drawn at the region's coordinates.
+func (h *Handler) locate(a *App, t scheduler.Target, ms []triangulate.Measurement) {
+	if len(ms) > 0 {
+		h.mu.Lock()
+		r, err := h.engine.Decide(triangulate.Input{Target: t.Target, Measurements: ms})
+		if err == nil {
+			r = r.Clone()
+		}
+		h.mu.Unlock()
+		if err == nil {
+			if r.HasLoc && r.Verdict.Placeable() {
+				a.Location = &Location{Lat: round4(r.Location.Lat), Lon: round4(r.Location.Lon), RadiusKm: math.Round(r.Location.RadiusKm)}
+			}
+			for _, in := range r.Instances {
+				a.Instances = append(a.Instances, Instance{Lat: round4(in.Point.Lat), Lon: round4(in.Point.Lon), City: in.City, VP: in.VP})
+			}
+			a.Notes = r.Notes()
+		}
+	}
+	if a.Location == nil && t.Mode == placement.ModeRegion && (a.Estimated || len(ms) == 0) {
+		if reg, err := geo.LookupRegion(t.Target); err == nil {
+			a.Location = &Location{Lat: reg.Lat, Lon: reg.Lon}
+		}
+	}
+}
+
+func round4(x float64) float64 { return math.Round(x*1e4) / 1e4 }
+
+// CataloguePoP is one entry of PathCatalogue.
+type CataloguePoP struct {
+	Code string  `json:"code"`
+	City string  `json:"city"`
+	Lat  float64 `json:"lat"`
+	Lon  float64 `json:"lon"`
+}
+
+var (
+	catalogueOnce sync.Once
+	catalogueList []CataloguePoP
+)
+
+// catalogue returns geo's PoP catalogue (its attribution is geo/NOTICE), which the map draws faintly to
+// suggest the inhabited world without shipping coastlines.
+func catalogue() []CataloguePoP {
+	catalogueOnce.Do(func() {
+		for _, p := range geo.PoPs() {
+			catalogueList = append(catalogueList, CataloguePoP{Code: p.Code, City: p.City, Lat: p.Lat, Lon: p.Lon})
+		}
+	})
+	return catalogueList
+}
