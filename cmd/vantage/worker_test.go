@@ -1,0 +1,107 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vantage-edge/vantage/router/worker"
+	"github.com/vantage-edge/vantage/storage"
+	"github.com/vantage-edge/vantage/storage/redistest"
+)
+
+// workerFreeAddr returns a loopback address with a port that was free a moment ago.
+func workerFreeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestWorkerCommand runs `vantage worker` with its own database and a real redis-server: a request gets the
+// timings of 3 round trips, and its telemetry reaches Redis (the last batch is sent at shutdown).
+func TestWorkerCommand(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	listen, dbAddr := workerFreeAddr(t), workerFreeAddr(t)
+	cmdCtx, stop := context.WithCancel(ctx)
+	done := make(chan int, 1)
+	var out, errOut bytes.Buffer
+	go func() {
+		done <- run(cmdCtx, []string{"worker", "--pop", "fra", "--listen", listen, "--serve-db", dbAddr, "--n", "3",
+			"--app", "shop", "--deploy", "v3", "--redis", srv.Addr(), "--flush", "1h"}, &out, &errOut)
+	}()
+	var res worker.Result
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + listen + "/")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || json.Unmarshal(b, &res) != nil {
+				t.Fatalf("worker answered %d %s", resp.StatusCode, b)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker never answered: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if res.App != "shop" || res.Exec != "FRA" || res.Ingress != "FRA" || len(res.QueryMs) != 3 {
+		t.Errorf("result %+v, want app shop run at FRA with 3 queries", res)
+	}
+	stop()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "worker FRA serving shop (db "+dbAddr+", 3 round trips)") {
+		t.Errorf("stdout %q", out.String())
+	}
+	st, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var got []storage.Telemetry
+	if _, err := st.TelemetrySince(ctx, "shop", time.Now().Add(-time.Minute), func(r storage.Telemetry) error { got = append(got, r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Deploy != "v3" || len(got[0].Subrequests) != 4 || got[0].Subrequests[0].Host != dbAddr {
+		t.Errorf("telemetry %+v, want one record of deploy v3 with 4 subrequests (connect + 3) to %s", got, dbAddr)
+	}
+}
+
+func TestWorkerCommandUsage(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no_pop", []string{"--db", "db:5432"}, "--pop is required"},
+		{"no_db", []string{"--pop", "FRA"}, "--db is required (or --serve-db)"},
+		{"bad_n", []string{"--pop", "FRA", "--db", "db:5432", "--n", "0"}, "--n 0: want 1 to 100"},
+		{"bad_db", []string{"--pop", "FRA", "--db", "db"}, `worker: app demo: db "db": want host:port`},
+		{"argument", []string{"--pop", "FRA", "--db", "db:1", "extra"}, `worker takes no arguments, got ["extra"]`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := runWorker(context.Background(), tt.args, &out, &errOut)
+			if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("runWorker = %v, want a usage error containing %q", err, tt.want)
+			}
+		})
+	}
+}
