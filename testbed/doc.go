@@ -37,7 +37,8 @@
 //
 // The router runs on one OS thread at SCHED_FIFO priority 1 with 1 ns timer slack: it sleeps in ppoll(2)
 // until a learnt wake-up latency before the next due time, then polls without sleeping until the packet is
-// due. It shares the Go process with its caller: on a loaded machine Options.Nice (the tests and
+// due. It shares the Go process with its caller, so Start raises GOMAXPROCS by one for it (Close gives it
+// back), and on a loaded machine Options.Nice (the tests and
 // `vantage testbed up` use -10) keeps the rest of the process, whose scheduling the router's goroutine needs,
 // from starving. Close (or `vantage testbed down`, or the sweep that Start does) removes everything, even
 // after a crash.

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -38,6 +39,9 @@ type Options struct {
 	// KeepStale skips the sweep of dead testbeds' leftovers that Start does first.
 	KeepStale bool
 }
+
+// gomaxprocsMu serialises the testbeds' changes of GOMAXPROCS (one more P per running router).
+var gomaxprocsMu sync.Mutex
 
 // createWorkers bounds how many namespaces are created at once.
 const createWorkers = 4
@@ -206,6 +210,13 @@ func (tb *Testbed) build(ctx context.Context, opts Options) error {
 		}
 	}
 	tb.r = r
+	// The router's goroutine keeps an OS thread and, whenever it is not asleep long enough for the runtime
+	// to take it back, a P: one more P keeps it from waiting for one (and the rest of the process from
+	// running on one P) on a loaded machine. Measured under 90-99% CPU pressure: the kernel-measured
+	// handshake error's p99 was 0.1-1.2 ms with the extra P, 11-70 ms without.
+	gomaxprocsMu.Lock()
+	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
+	gomaxprocsMu.Unlock()
 	r.start()
 	svc, err := startServices(ctx, tb)
 	tb.svc = svc
@@ -230,6 +241,11 @@ func (tb *Testbed) Close() error {
 		}
 		if tb.r != nil {
 			errs = append(errs, tb.r.stop())
+			gomaxprocsMu.Lock()
+			if n := runtime.GOMAXPROCS(0); n > 1 {
+				runtime.GOMAXPROCS(n - 1) // give back the P build added
+			}
+			gomaxprocsMu.Unlock()
 		}
 		// Closing a TUN unregisters its device, which waits for RCU grace periods: in parallel, 40 take the
 		// time of a few.

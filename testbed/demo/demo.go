@@ -88,6 +88,18 @@ type Config struct {
 	// Once returns after the first full report; otherwise Run reports decision changes until ctx is done.
 	Once   bool
 	Logger *slog.Logger // the components' logs (default: warnings and errors to stderr)
+	// Ready, when set, is called once the report is printed, with where the demo serves (for tests and
+	// tools driving the running demo).
+	Ready func(Info)
+}
+
+// Info says where a running demo serves.
+type Info struct {
+	APIURL    string         // the scheduler's API and status page, "http://127.0.0.1:8080"
+	RouterURL string         // the router's admin endpoints
+	Token     string         // the bearer token the API accepts (random per run)
+	Front     netip.AddrPort // the router front in the ingress PoP's namespace
+	Testbed   *testbed.Testbed
 }
 
 func (c Config) withDefaults() Config {
@@ -255,6 +267,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		return err
 	}
 	e.whereNext()
+	if cfg.Ready != nil {
+		cfg.Ready(Info{APIURL: e.apiURL, RouterURL: e.routerURL, Token: e.token, Front: e.frontAddr, Testbed: tb})
+	}
 	if cfg.Once {
 		return nil
 	}
