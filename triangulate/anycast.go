@@ -37,7 +37,7 @@ func (e *Engine) verdict(r *Result) {
 		}
 		e.calR = append(e.calR, cr)
 		e.testR = append(e.testR, tr)
-		e.fibre = append(e.fibre, makeDisk(i, e.vec(m.Point), fr).withMargin(e.cfg.AnycastMarginKm))
+		e.fibre = append(e.fibre, makeDisk(i, e.vecs[i], fr).withMargin(e.cfg.AnycastMarginKm))
 	}
 	e.test = e.fibre
 	if e.calibrated && e.cfg.AnycastCalibrated {

@@ -17,8 +17,9 @@ type Engine struct {
 	cityV  []vec3
 
 	// scratch, reused by every call
-	vecs       map[geo.Point]vec3 // unit vectors of the VP locations seen (bounded by maxVecCache)
-	seen       map[string]int
+	vps        map[string]*vpEntry // vantage points seen, by id (bounded by maxVPCache)
+	gen        uint64              // calls so far: marks the entries seen in this one
+	vecs       []vec3              // unit vectors of ms
 	ms         []Measurement
 	fibre      []disk // speed-of-light disks, indexed like ms
 	test       []disk // the disks of the anycast test: fibre, or testBuf when calibrated
@@ -38,6 +39,7 @@ type Engine struct {
 	trial      []bool
 	dropped    []dropped
 	feasible   []vec3
+	top        []int
 	cands      []placement.Candidate
 	instances  []Instance
 	violations []Violation
@@ -48,7 +50,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, seen: map[string]int{}, vecs: map[geo.Point]vec3{}}
+	e := &Engine{cfg: cfg, vps: map[string]*vpEntry{}}
 	e.cities = cfg.Cities
 	if e.cities == nil {
 		e.cities = geo.PoPs()
@@ -58,24 +60,6 @@ func NewEngine(cfg Config) (*Engine, error) {
 		e.cityV[i] = toVec(c.Point)
 	}
 	return e, nil
-}
-
-// maxVecCache bounds the cache of vantage point unit vectors: PoPs and probes are a few thousand places at
-// most; a stream of ever-new coordinates only costs a reset now and then.
-const maxVecCache = 1 << 14
-
-// vec returns p's unit vector, from the cache when p was seen before (vantage points rarely move; two
-// sines and cosines per VP are a tenth of a decision).
-func (e *Engine) vec(p geo.Point) vec3 {
-	if v, ok := e.vecs[p]; ok {
-		return v
-	}
-	if len(e.vecs) >= maxVecCache {
-		clear(e.vecs)
-	}
-	v := toVec(p)
-	e.vecs[p] = v
-	return v
 }
 
 // Config returns the engine's configuration.
@@ -127,7 +111,7 @@ func (e *Engine) best(r *Result, prev string) {
 	minRTT := e.ms[bi].RTTMs
 	prevIdx := -1
 	if prev != "" {
-		if i, ok := e.seen[prev]; ok {
+		if i, ok := e.lookup(prev); ok {
 			prevIdx = i
 		}
 	}
@@ -156,23 +140,27 @@ func (e *Engine) best(r *Result, prev string) {
 	}
 	r.Best = placement.Candidate{PoP: e.ms[choice].VP, RTTMs: e.ms[choice].RTTMs}
 
-	// Top-k candidates by (RTT, VP), by partial selection: k passes at most, no sort of the whole vector.
+	// Top-k candidates by (RTT, VP): one pass, inserting into a sorted list of at most k (usually one
+	// comparison against its last entry per measurement).
 	k := min(e.cfg.MaxCandidates, len(e.ms))
-	e.cands = e.cands[:0]
-	var last *Measurement
-	for range k {
-		var pick *Measurement
-		for i := range e.ms {
-			m := &e.ms[i]
-			if last != nil && !less(last, m) {
-				continue
-			}
-			if pick == nil || less(m, pick) {
-				pick = m
-			}
+	e.top = e.top[:0]
+	for i := range e.ms {
+		m := &e.ms[i]
+		if len(e.top) == k && !less(m, &e.ms[e.top[k-1]]) {
+			continue
 		}
-		e.cands = append(e.cands, placement.Candidate{PoP: pick.VP, RTTMs: pick.RTTMs})
-		last = pick
+		if len(e.top) < k {
+			e.top = append(e.top, i)
+		}
+		j := len(e.top) - 1
+		for ; j > 0 && less(m, &e.ms[e.top[j-1]]); j-- {
+			e.top[j] = e.top[j-1]
+		}
+		e.top[j] = i
+	}
+	e.cands = e.cands[:0]
+	for _, i := range e.top {
+		e.cands = append(e.cands, placement.Candidate{PoP: e.ms[i].VP, RTTMs: e.ms[i].RTTMs})
 	}
 	r.Candidates = e.cands
 }

@@ -60,7 +60,8 @@ type disk struct {
 	idx      int // index of the measurement it comes from
 	centre   vec3
 	radiusKm float64
-	cosR     float64 // cos of the angular radius (-1 when the disk covers the globe); set by withContains
+	cosR     float64 // cos and sin of the angular radius (capped at pi); set by withContains
+	sinR     float64
 	hAng     float64 // angular radius plus half the disjointness margin; set by withMargin
 	cosH     float64 // cos and sin of hAng
 	sinH     float64
@@ -70,13 +71,9 @@ func makeDisk(idx int, centre vec3, radiusKm float64) disk {
 	return disk{idx: idx, centre: centre, radiusKm: radiusKm}
 }
 
-// withContains prepares d for contains.
+// withContains prepares d for contains (and for intersect's pruning).
 func (d disk) withContains() disk {
-	if rho := d.radiusKm / geo.EarthRadiusKm; rho >= math.Pi {
-		d.cosR = -1
-	} else {
-		d.cosR = math.Cos(rho)
-	}
+	d.sinR, d.cosR = math.Sincos(min(d.radiusKm/geo.EarthRadiusKm, math.Pi))
 	return d
 }
 

@@ -18,7 +18,7 @@ func (e *Engine) locate(r *Result) bool {
 	if e.calibrated {
 		for i := range e.fibre {
 			if !e.excluded[i] {
-				e.cal = append(e.cal, makeDisk(i, e.fibre[i].centre, e.calR[i]))
+				e.cal = append(e.cal, makeDisk(i, e.fibre[i].centre, e.calR[i]).withContains())
 			}
 		}
 		if len(e.cal) == 0 {
@@ -36,7 +36,10 @@ func (e *Engine) locate(r *Result) bool {
 	e.cal = e.cal[:0]
 	for i := range e.fibre {
 		if d := &e.fibre[i]; !e.excluded[i] {
-			e.cal = append(e.cal, makeDisk(i, d.centre, d.radiusKm+e.cfg.AnycastMarginKm/2))
+			// The fibre disk's margin trigonometry is that of this radius: no new sines.
+			w := makeDisk(i, d.centre, d.radiusKm+e.cfg.AnycastMarginKm/2)
+			w.cosR, w.sinR = d.cosH, d.sinH
+			e.cal = append(e.cal, w)
 		}
 	}
 	if len(e.cal) == 0 {
@@ -54,8 +57,8 @@ func (e *Engine) locate(r *Result) bool {
 	return false
 }
 
-// intersect samples the intersection of d on a grid over the smallest disk, then again on a finer grid over
-// the region found. It returns the centroid of the feasible samples and the radius of the region about it, or
+// intersect samples the intersection of d (disks prepared by withContains) on a grid over the smallest disk,
+// then again on a finer grid over the region found. It returns the centroid of the feasible samples and the radius of the region about it, or
 // false when no sample is feasible. It moves the smallest disk to the front of d.
 func (e *Engine) intersect(d []disk) (vec3, float64, bool) {
 	small := 0
@@ -65,18 +68,23 @@ func (e *Engine) intersect(d []disk) (vec3, float64, bool) {
 		}
 	}
 	d[0], d[small] = d[small], d[0]
-	s := d[0].withContains()
-	// Disks holding all of s constrain nothing; a disk missing s entirely makes the intersection empty.
+	s := d[0]
+	// Disks holding all of s constrain nothing; a disk missing s entirely makes the intersection empty. With
+	// the prepared cosines and sines: angle <= rj - rs is dot >= cos(rj - rs), angle > rs + rj is
+	// dot < cos(rs + rj), by the angle-sum identities.
+	rs := s.radiusKm / geo.EarthRadiusKm
 	e.sub = e.sub[:0]
 	for j := 1; j < len(d); j++ {
-		a := math.Acos(min(max(s.centre.dot(d[j].centre), -1), 1)) * geo.EarthRadiusKm
+		o := &d[j]
+		rj := o.radiusKm / geo.EarthRadiusKm
+		dot := s.centre.dot(o.centre)
 		switch {
-		case a+s.radiusKm <= d[j].radiusKm:
+		case rj >= math.Pi || rj >= rs && dot >= o.cosR*s.cosR+o.sinR*s.sinR:
 			continue
-		case a > s.radiusKm+d[j].radiusKm:
+		case rs+rj < math.Pi && dot < s.cosR*o.cosR-s.sinR*o.sinR:
 			return vec3{}, 0, false
 		}
-		e.sub = append(e.sub, d[j].withContains())
+		e.sub = append(e.sub, *o)
 	}
 	if len(e.sub) == 0 {
 		return s.centre, s.radiusKm, true

@@ -56,29 +56,77 @@ func ValidateMeasurement(cfg *Config, m Measurement) error {
 	return nil
 }
 
-// normalize validates in.Measurements into e.ms, merging duplicate VPs (minimum RTT wins, its location with
-// it). It reports whether any duplicate was merged.
+// vpEntry is what the engine remembers about a vantage point id across calls: the call that last saw it
+// (for duplicate detection without clearing a map per call), its index in e.ms in that call, and its
+// location's unit vector (vantage points rarely move: two sines and cosines per VP are a tenth of a decision).
+type vpEntry struct {
+	gen  uint64
+	idx  int
+	p    geo.Point
+	v    vec3
+	hasV bool
+}
+
+// maxVPCache bounds the vantage point memory: PoPs and probes are a few thousand at most; a stream of
+// ever-new ids only costs a reset now and then.
+const maxVPCache = 1 << 14
+
+// slot returns the entry of vp, creating it, and whether vp was already seen in this call (e.gen).
+func (e *Engine) slot(vp string) (*vpEntry, bool) {
+	ent := e.vps[vp]
+	if ent == nil {
+		if len(e.vps) >= maxVPCache {
+			clear(e.vps)
+		}
+		ent = &vpEntry{}
+		e.vps[vp] = ent
+	}
+	return ent, ent.gen == e.gen
+}
+
+// vecOf returns the unit vector of p, cached in ent.
+func (ent *vpEntry) vecOf(p geo.Point) vec3 {
+	if !ent.hasV || ent.p != p {
+		ent.p, ent.v, ent.hasV = p, toVec(p), true
+	}
+	return ent.v
+}
+
+// lookup returns the index in e.ms of vp in the current call.
+func (e *Engine) lookup(vp string) (int, bool) {
+	if ent := e.vps[vp]; ent != nil && ent.gen == e.gen {
+		return ent.idx, true
+	}
+	return 0, false
+}
+
+// normalize validates in into e.ms (and their unit vectors into e.vecs), merging duplicate VPs (minimum RTT
+// wins, its location with it). It reports whether any duplicate was merged.
 func (e *Engine) normalize(in []Measurement) (dup bool, err error) {
 	if len(in) == 0 {
 		return false, ErrNoMeasurements
 	}
+	e.gen++
 	e.ms = e.ms[:0]
-	clear(e.seen)
+	e.vecs = e.vecs[:0]
 	var errs []error
 	for _, m := range in {
 		if verr := ValidateMeasurement(&e.cfg, m); verr != nil {
 			errs = append(errs, verr)
 			continue
 		}
-		if i, ok := e.seen[m.VP]; ok {
+		ent, seen := e.slot(m.VP)
+		if seen {
 			dup = true
-			if m.RTTMs < e.ms[i].RTTMs {
-				e.ms[i] = m
+			if m.RTTMs < e.ms[ent.idx].RTTMs {
+				e.ms[ent.idx] = m
+				e.vecs[ent.idx] = ent.vecOf(m.Point)
 			}
 			continue
 		}
-		e.seen[m.VP] = len(e.ms)
+		ent.gen, ent.idx = e.gen, len(e.ms)
 		e.ms = append(e.ms, m)
+		e.vecs = append(e.vecs, ent.vecOf(m.Point))
 	}
 	if len(errs) > 0 {
 		return dup, errors.Join(errs...)

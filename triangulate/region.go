@@ -31,17 +31,18 @@ func (e *Engine) DecideRegion(region geo.Point, pops []geo.PoP, in Input) (Resul
 		return r, fmt.Errorf("target %q: %w: no measurements and no PoPs to model", in.Target, ErrNoMeasurements)
 	}
 	model := e.model()
+	e.gen++
 	e.ms = e.ms[:0]
-	clear(e.seen)
 	for _, p := range pops {
 		rtt := model(p.Point, region)
-		if i, ok := e.seen[p.Code]; ok {
-			if rtt < e.ms[i].RTTMs {
-				e.ms[i].RTTMs = rtt
+		ent, seen := e.slot(p.Code)
+		if seen {
+			if rtt < e.ms[ent.idx].RTTMs {
+				e.ms[ent.idx].RTTMs = rtt
 			}
 			continue
 		}
-		e.seen[p.Code] = len(e.ms)
+		ent.gen, ent.idx = e.gen, len(e.ms)
 		e.ms = append(e.ms, Measurement{VP: p.Code, Point: p.Point, RTTMs: rtt})
 	}
 	r.VPs = len(e.ms)
