@@ -42,6 +42,8 @@ type Router struct {
 	now  func() time.Time
 	seed maphash.Seed // application fingerprints: fixed for the router's lifetime, random per process
 
+	checkSeed maphash.Seed // a second hash of names, to tell duplicates from fingerprint collisions at build
+
 	snap  atomic.Pointer[snapshot]
 	pops  atomic.Pointer[popTable]
 	popMu sync.Mutex // serialises interning (copy-on-write of pops)
@@ -100,7 +102,7 @@ func New(src Source, cfg Config) (*Router, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	r := &Router{cfg: cfg, src: src, log: cfg.Logger, now: cfg.Now, seed: maphash.MakeSeed(), notify: make(chan struct{}, 1)}
+	r := &Router{cfg: cfg, src: src, log: cfg.Logger, now: cfg.Now, seed: maphash.MakeSeed(), checkSeed: maphash.MakeSeed(), notify: make(chan struct{}, 1)}
 	if r.log == nil {
 		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

@@ -445,7 +445,7 @@ func TestFingerprintCollision(t *testing.T) {
 	b.add(dec("second", "FRA", "FRA:1"))
 	b.items[1].fp = b.items[0].fp
 	s := b.finish(time.Now())
-	if s.apps != 1 || b.skipped != 1 || b.firstErr == nil || !strings.Contains(b.firstErr.Error(), `"second": fingerprint collision with app "first"`) {
+	if s.apps != 1 || b.skipped != 1 || b.firstErr == nil || !strings.Contains(b.firstErr.Error(), "two applications share fingerprint") {
 		t.Fatalf("apps %d, skipped %d, err %v; want the collision reported and one app kept", s.apps, b.skipped, b.firstErr)
 	}
 	r.snap.Store(s)

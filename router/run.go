@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -70,10 +71,7 @@ func (r *Router) Reload(ctx context.Context) error {
 	start := r.now()
 	old := r.snap.Load()
 	b := newBuilder(r, old)
-	err := r.src.ScanDecisions(ctx, func(d placement.Decision) error {
-		b.add(d)
-		return nil
-	})
+	err := r.scanInto(ctx, b)
 	if err != nil {
 		r.m.reloads.WithLabelValues("error").Inc()
 		return fmt.Errorf("router: reload after %v: %w", r.now().Sub(start).Round(time.Millisecond), err)
@@ -95,6 +93,45 @@ func (r *Router) Reload(ctx context.Context) error {
 		log.Debug("router: snapshot loaded")
 	}
 	return nil
+}
+
+// reloadBatch is how many decisions the scan hands to the builder goroutine at a time, and reloadBatches how
+// many batches are in flight: the builder encodes while the scan waits on Redis and decodes.
+const (
+	reloadBatch   = 1024
+	reloadBatches = 4
+)
+
+// scanInto scans every decision into b, building on a second goroutine while the scan reads Redis.
+func (r *Router) scanInto(ctx context.Context, b *builder) error {
+	full := make(chan []placement.Decision, reloadBatches)
+	free := make(chan []placement.Decision, reloadBatches)
+	for range reloadBatches {
+		free <- make([]placement.Decision, 0, reloadBatch)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for batch := range full {
+			for _, d := range batch {
+				b.add(d)
+			}
+			clear(batch) // drop the decoded strings
+			free <- batch[:0]
+		}
+	})
+	batch := <-free
+	err := r.src.ScanDecisions(ctx, func(d placement.Decision) error {
+		batch = append(batch, d)
+		if len(batch) == reloadBatch {
+			full <- batch
+			batch = <-free
+		}
+		return nil
+	})
+	full <- batch
+	close(full)
+	wg.Wait()
+	return err
 }
 
 // RefreshFleet reloads the fleet view (up, down, drained PoPs) that failover reads.
@@ -193,6 +230,7 @@ func (r *Router) watchLoop(ctx context.Context) {
 func (r *Router) reloadLoop(ctx context.Context) {
 	var lastOK, lastStart time.Time // starts of the last successful reload and of the last reload
 	var wait time.Duration
+	failures := 0
 	for {
 		if !r.waitReload(ctx, wait, lastOK, lastStart) {
 			return
@@ -203,11 +241,20 @@ func (r *Router) reloadLoop(ctx context.Context) {
 			return
 		}
 		wait = r.cfg.RecheckInterval
-		if err != nil {
-			r.log.Warn("router: reload failed; keeping the current snapshot", "err", err, "retry_in", r.cfg.RetryInterval)
+		switch {
+		case err == nil:
+			if failures > 0 {
+				r.log.Info("router: reload succeeded again", "failed_attempts", failures)
+			}
+			lastOK, failures = lastStart, 0
+		default:
+			level := slog.LevelDebug // an outage logs once, not every RetryInterval
+			if failures == 0 {
+				level = slog.LevelWarn
+			}
+			r.log.Log(ctx, level, "router: reload failed; keeping the current snapshot", "err", err, "retry_in", r.cfg.RetryInterval)
+			failures++
 			wait = r.cfg.RetryInterval
-		} else {
-			lastOK = lastStart
 		}
 	}
 }

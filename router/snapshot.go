@@ -132,11 +132,12 @@ func (s *snapshot) cand(c uint64, i int) uint16 {
 // rateWord returns the cell's mutable rate word.
 func (s *snapshot) rateWord(c uint64) *uint64 { return &s.cells[c+cellRate] }
 
-// pending is one decision's cell before the table is built.
+// pending is one decision's cell before the table is built. It holds no pointers (a million of them must not
+// cost the GC a scan, nor keep the decoded names alive): check, a second keyed hash of the name, tells a
+// duplicate of an application (same fp, same check) from a fingerprint collision (same fp, other check).
 type pending struct {
-	fp, meta, cands uint64
-	version         int64
-	app             string
+	fp, check, meta, cands uint64
+	version                int64
 }
 
 // builder accumulates decisions into a new snapshot.
@@ -241,7 +242,8 @@ func (b *builder) add(d placement.Decision) {
 			rest |= c << (16 * (i - 3))
 		}
 	}
-	b.items = append(b.items, pending{fp: fingerprint(b.r.seed, app), meta: meta, cands: rest, version: d.Version, app: app})
+	b.items = append(b.items, pending{fp: fingerprint(b.r.seed, app), check: maphash.String(b.r.checkSeed, app),
+		meta: meta, cands: rest, version: d.Version})
 }
 
 // finish builds the hash table. When an application appears twice (a scan may return a key twice), the higher
@@ -268,8 +270,8 @@ func (b *builder) finish(now time.Time) *snapshot {
 				continue
 			}
 			prev := &b.items[owner[j]-1]
-			if prev.app != it.app {
-				b.skip(fmt.Errorf("router: decision app %q: fingerprint collision with app %q", it.app, prev.app))
+			if prev.check != it.check {
+				b.skip(fmt.Errorf("router: two applications share fingerprint %#x: the one scanned later (version %d) is skipped", it.fp, it.version))
 			} else if it.version >= prev.version {
 				s.cells[c+cellMeta], s.cells[c+cellCands] = it.meta, it.cands
 				owner[j] = int32(i) + 1

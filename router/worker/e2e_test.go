@@ -70,7 +70,6 @@ var e2eApps = []worker.App{
 
 // e2e is the running system.
 type e2e struct {
-	t      *testing.T
 	tb     *testbed.Testbed
 	st     *storage.Store
 	ctx    context.Context
@@ -254,7 +253,7 @@ func startE2E(t *testing.T) *e2e {
 		t.Cleanup(func() { st.Close() })
 		return st
 	}
-	e := &e2e{t: t, tb: tb, st: open(), ctx: ctx, users: map[string]*http.Client{}, fronts: map[string]string{}, rt: map[string]*router.Router{}}
+	e := &e2e{tb: tb, st: open(), ctx: ctx, users: map[string]*http.Client{}, fronts: map[string]string{}, rt: map[string]*router.Router{}}
 
 	// The databases: the PING/PONG server in each database namespace (and both anycast instances).
 	for _, name := range []string{"db", "db2", "dbany-syd", "dbany-fra", "dbany-iad"} {
