@@ -167,7 +167,7 @@ func (p *dnsProber) exchange(ctx context.Context, dst netip.AddrPort, src netip.
 func (p *dnsProber) exchangeOver(ctx context.Context, network string, dst netip.AddrPort, src netip.Addr, m *dns.Msg, timeout time.Duration) (*dns.Msg, time.Duration, netip.Addr, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c, err := p.e.dial(ctx, network, dst, src, timeout, nil)
+	c, err := p.e.dial(ctx, network, dst, src, timeout)
 	if err != nil {
 		return nil, 0, netip.Addr{}, err
 	}

@@ -101,7 +101,7 @@ func (p *httpProber) Probe(ctx context.Context, t Target) Result {
 				return nil, err
 			}
 			t0 := e.clock.Now()
-			c, err := e.dial(ctx, "tcp", netip.AddrPortFrom(dip, uint16(port)), s, timeout, nil)
+			c, err := e.dial(ctx, "tcp", netip.AddrPortFrom(dip, uint16(port)), s, timeout)
 			t1 := e.clock.Now()
 			if err != nil {
 				return nil, err

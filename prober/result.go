@@ -138,7 +138,7 @@ type Result struct {
 // blackbox_exporter's HTTP prober. Resolve is the prober's own (policy-checked) resolution.
 type HTTPPhases struct {
 	Resolve    Duration `json:"resolve_ms"`
-	Connect    Duration `json:"connect_ms"`    // ConnectStart to ConnectDone (TCP handshake)
+	Connect    Duration `json:"connect_ms"`    // TCP handshake, timed around the prober's dial of the checked IP
 	TLS        Duration `json:"tls_ms"`        // TLSHandshakeStart to TLSHandshakeDone; 0 for plain HTTP
 	Processing Duration `json:"processing_ms"` // WroteRequest to GotFirstResponseByte
 	Transfer   Duration `json:"transfer_ms"`   // first response byte to end of headers read

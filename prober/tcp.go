@@ -209,9 +209,9 @@ func sockaddrAddr(sa unix.Sockaddr) netip.Addr {
 	return netip.Addr{}
 }
 
-// dial connects to dst over network ("tcp" or "udp"), leaving from src when valid, inside Config.Enter. The Dialer's Control binds src, sets SO_LINGER 0 for TCP with CloseRST, and stores the clock
-// reading taken right before connect() in *t0 (when t0 is not nil).
-func (e *Engine) dial(ctx context.Context, network string, dst netip.AddrPort, src netip.Addr, timeout time.Duration, t0 *time.Time) (net.Conn, error) {
+// dial connects to dst over network ("tcp" or "udp") with a net.Dialer, inside Config.Enter, for the HTTP
+// and DNS probes. Its Control binds src (when valid) and, for TCP with CloseRST, sets SO_LINGER 0.
+func (e *Engine) dial(ctx context.Context, network string, dst netip.AddrPort, src netip.Addr, timeout time.Duration) (net.Conn, error) {
 	if dst.Addr().Is4() {
 		network += "4"
 	} else {
@@ -235,9 +235,6 @@ func (e *Engine) dial(ctx context.Context, network string, dst netip.AddrPort, s
 				}
 			}); err != nil {
 				return err
-			}
-			if t0 != nil {
-				*t0 = e.clock.Now()
 			}
 			return serr
 		},

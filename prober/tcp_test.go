@@ -253,3 +253,19 @@ func TestTCPWaitHonoursContext(t *testing.T) {
 		t.Errorf("class %q err %v, want timeout from the context deadline", r.Class, r.Err)
 	}
 }
+
+func TestTCPProbeIPv6(t *testing.T) {
+	if !hasIPv6Loopback() {
+		t.Skip("skipping: no ::1 on this host")
+	}
+	a := listenTCP(t, "[::1]:0", nil)
+	res := newFakeResolver(map[string][][]netip.Addr{"v6.test": {addrs("::1", "127.0.0.1")}})
+	e := newEngine(t, func(c *Config) { c.Resolver = res; c.IPProtocol = IP6; c.Sources = addrs("127.0.0.1", "::1") })
+	_, port, _ := net.SplitHostPort(a.addr())
+	for _, target := range []string{a.addr(), "v6.test:" + port} {
+		r := e.Probe(context.Background(), Target{Kind: placement.ProbeTCP, Addr: target, Count: 2})
+		if !r.Success || r.IP != netip.MustParseAddr("::1") || r.Source != netip.MustParseAddr("::1") {
+			t.Errorf("%s: success %v ip %v source %v err %v, want ::1 from ::1", target, r.Success, r.IP, r.Source, r.Err)
+		}
+	}
+}
