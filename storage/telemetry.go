@@ -1,22 +1,20 @@
 package storage
 
-// Telemetry schema (to merge into doc.go's table; same columns):
+// Telemetry schema (rows for doc.go's table, same columns; (***) renewed by every batch):
 //
-//	key                               type    contents                                     TTL      writer      readers
-//	vantage:{tel:<app>}:requests      stream  entries {r: Telemetry JSON}, one per request  MAXLEN ~ worker      smart runner
-//	                                                                                       100 000; hosts
-//	                                                                                       24 h (renewed by
-//	                                                                                       each batch)
-//	vantage:{tel}:apps                zset    app -> Unix ms of its latest report           none     worker      smart runner
-//	                                                                                                hosts
-//	vantage:{tel:<app>}:unsupported   string  the deploy version found slower when placed   30 d     smart       smart runner
-//	                                          (UNSUPPORTED_APPLICATION until the next                runner
-//	                                          deploy version)
+//	vantage:{tel:<app>}:requests      stream  entries {r: Telemetry JSON}, one per request  MAXLEN ~  worker    smart runner
+//	                                          {app, deploy, ingress, exec, routed, reason,  100 000;  hosts
+//	                                          at, duration_ms, sub: [{host, duration_ms,    24 h
+//	                                          wait_until}]}                                 (***)
+//	vantage:{tel}:apps                zset    app -> Unix ms of its latest report           none      worker    smart runner
+//	                                                                                                  hosts
+//	vantage:{tel:<app>}:unsupported   string  deploy version found slower when placed:      30 d      smart     smart runner
+//	                                          UNSUPPORTED_APPLICATION until the next one              runner
 //
-// AddTelemetry pipelines, per record, one XADD (MAXLEN ~, server-assigned id) and per application one EXPIRE
-// and one ZADD; in a Cluster go-redis splits the pipeline by slot. TelemetrySince reads an application's stream
-// with XRANGE from the stream id of since minus TelemetryClockSlack (ids are the Redis server's clock, At is
-// the worker's), in pages of telemetryPage, and keeps the records whose At is not before since.
+// AddTelemetry pipelines, per record, one XADD (MAXLEN ~, server-assigned id) and, per application, one EXPIRE
+// and one ZADD GT; in a Cluster go-redis splits the pipeline by slot. TelemetrySince reads an application's
+// stream with XRANGE from the stream id of since minus TelemetryClockSlack (ids carry the Redis server's clock,
+// At the worker's), in pages of telemetryPage, and keeps the records whose At is not before since.
 
 import (
 	"context"

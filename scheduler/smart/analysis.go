@@ -159,11 +159,25 @@ func Analyze(cfg Config, in Input, lk Lookups) Analysis {
 	hosts := map[string]*hostAcc{}
 	outside := make([]float64, 0, len(recs)) // request time outside counted subrequests
 	counted := 0
+	type excl struct {
+		why Exclusion
+		out bool
+	}
+	byHost := map[string]excl{} // exclusion by host (waitUntil is per subrequest)
 	for _, r := range recs {
 		inSub := 0.0
 		for _, s := range r.Subrequests {
-			if why, ok := exclude(cfg, lk, s); ok {
-				a.Excluded[why]++
+			if s.WaitUntil {
+				a.Excluded[ExcludedWaitUntil]++
+				continue
+			}
+			e, seen := byHost[s.Host]
+			if !seen {
+				e.why, e.out = exclude(cfg, lk, s)
+				byHost[s.Host] = e
+			}
+			if e.out {
+				a.Excluded[e.why]++
 				continue
 			}
 			h := hosts[s.Host]
@@ -225,11 +239,21 @@ func Analyze(cfg Config, in Input, lk Lookups) Analysis {
 		byExec[r.Exec] = append(byExec[r.Exec], r.DurationMs)
 		ingress[r.Ingress]++
 	}
+	type bk struct {
+		ms  float64
+		obs bool
+	}
+	memo := map[string]bk{}
 	backend := func(p string) (float64, bool) {
-		if ds := byExec[p]; len(ds) >= cfg.MinObserved {
-			return median(ds), true
+		if v, ok := memo[p]; ok {
+			return v.ms, v.obs
 		}
-		return a.model(p, lk), false
+		v := bk{a.model(p, lk), false}
+		if ds := byExec[p]; len(ds) >= cfg.MinObserved {
+			v = bk{median(ds), true}
+		}
+		memo[p] = v
+		return v.ms, v.obs
 	}
 	w, local := 0.0, 0.0
 	ingresses := sortedKeys(ingress)
