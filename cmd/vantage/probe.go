@@ -19,10 +19,6 @@ func init() {
 	register(command{name: "probe", summary: "probe a target from this machine (tcp, http, icmp, dns)", run: runProbe})
 }
 
-// fleetProbe, when set, runs `vantage probe --fleet ...` (probing through the fleet's scheduler instead of
-// from this machine); it receives probe's arguments unchanged.
-var fleetProbe func(ctx context.Context, args []string, stdout, stderr io.Writer) error
-
 // listFlag (scheduler.go) collects the repeatable, comma-separated flags.
 
 // probeUsage is the argument synopsis of vantage probe.
@@ -36,13 +32,10 @@ const probeUsage = `<tcp|http|icmp|dns> TARGET...
 Flags may come before or after the arguments. Exit status 1 when a probe failed.`
 
 // runProbe is `vantage probe KIND TARGET...`: probes each target from this machine and prints a table, or one
-// JSON Result per line with --json.
+// JSON Result per line with --json. With --fleet it hands its arguments to runFleetProbe instead.
 func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if hasFleetFlag(args) {
-		if fleetProbe == nil {
-			return fmt.Errorf("%w: probe: --fleet is not available in this build", errUsage)
-		}
-		return fleetProbe(ctx, args, stdout, stderr)
+		return runFleetProbe(ctx, args, stdout, stderr) // through the fleet's scheduler (fleetprobe.go)
 	}
 	def := prober.DefaultConfig()
 	fs := newFlagSet("probe", probeUsage, stderr)

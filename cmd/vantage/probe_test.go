@@ -124,6 +124,8 @@ func TestProbeCommand(t *testing.T) {
 		{name: "bad_allow", args: []string{"tcp", tcpAddr, "--allow", "nope"}, code: 2, errHas: `--allow: "nope"`},
 		{name: "bad_count", args: []string{"tcp", tcpAddr, "--count", "0"}, code: 2, errHas: "--count 0"},
 		{name: "bad_source", args: []string{"tcp", tcpAddr, "--source", "x"}, code: 2, errHas: `--source "x"`},
+		{name: "fleet_goes_to_the_scheduler", args: []string{"tcp", tcpAddr, "--fleet", "--scheduler",
+			"http://" + closedTCPPort(t), "--token", "t", "--timeout", "5s"}, code: 1, errHas: "probe --fleet"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
