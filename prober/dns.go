@@ -176,6 +176,9 @@ func (p *dnsProber) exchangeOver(ctx context.Context, network string, dst netip.
 	if ap, err := netip.ParseAddrPort(c.LocalAddr().String()); err == nil {
 		local = ap.Addr().Unmap()
 	}
+	// miekg/dns obeys the context's deadline only: a cancellation unblocks the read through the socket.
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	client := &dns.Client{Net: network, Timeout: timeout, UDPSize: dnsUDPSize}
 	resp, rtt, err := client.ExchangeWithConnContext(ctx, m, &dns.Conn{Conn: c})
 	return resp, rtt, local, err

@@ -206,3 +206,19 @@ func closedUDPPort(t *testing.T) string {
 	pc.Close()
 	return netip.MustParseAddrPort(addr).String()
 }
+
+func TestDNSProbeCancel(t *testing.T) {
+	srv := dnsServer(t)
+	e := newEngine(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	r := e.Probe(ctx, Target{Kind: placement.ProbeDNS, Addr: "slow.test", Count: 1, Timeout: 10 * time.Second,
+		DNS: DNSOptions{Server: srv}})
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("cancelled query took %v", el)
+	}
+	if r.Success || len(r.Samples) != 0 {
+		t.Errorf("cancelled query: success %v samples %v", r.Success, r.Samples)
+	}
+}

@@ -68,7 +68,9 @@ func (p *httpProber) Probe(ctx context.Context, t Target) Result {
 		return r
 	}
 	if u.Scheme == "https" {
-		r.HTTP.ServerName = cmp.Or(tlsCfg.ServerName, host)
+		if _, err := netip.ParseAddr(host); err != nil || tlsCfg.ServerName != "" {
+			r.HTTP.ServerName = cmp.Or(tlsCfg.ServerName, host) // no SNI is sent for an IP literal
+		}
 	}
 	if err := e.limits.wait(ctx, ip); err != nil {
 		r.finish(fmt.Errorf("prober: http %s: waiting for the rate limit: %w", t.Addr, err))
