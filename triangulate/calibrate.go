@@ -40,6 +40,24 @@ type Pair struct {
 	RTTMs      float64
 }
 
+// MeshPairs returns the calibration pairs of a mesh of sites measuring each other (PoPs probing PoPs): one
+// Pair per ordered (src, dst) for which rtt reports a value, with VP = src's code, Peer = dst's code and their
+// great-circle distance. Feed it to FitCalibration.
+func MeshPairs(sites []geo.PoP, rtt func(src, dst string) (float64, bool)) []Pair {
+	var out []Pair
+	for _, a := range sites {
+		for _, b := range sites {
+			if a.Code == b.Code {
+				continue
+			}
+			if v, ok := rtt(a.Code, b.Code); ok {
+				out = append(out, Pair{VP: a.Code, Peer: b.Code, DistanceKm: geo.DistanceKm(a.Point, b.Point), RTTMs: v})
+			}
+		}
+	}
+	return out
+}
+
 // violatesFibre reports whether an RTT is faster than light in fibre over the distance, with a tolerance of
 // geolocation error (tolKm of the distance may be coordinate error).
 func violatesFibre(distKm, rttMs, tolKm float64) bool {

@@ -110,13 +110,17 @@ func TestFitCalibrationFindsTheMislocatedVP(t *testing.T) {
 	}
 	claimed[liar] = geo.Point{Lat: -world[7].Lat, Lon: world[7].Lon + 150 - 360*math.Floor((world[7].Lon+150+180)/360)}
 	pc := PhantomConfig{Inflation: 1.3, BaseMs: 0.3}
-	var pairs []Pair
-	for _, a := range world {
-		for _, b := range world {
-			if a.Code != b.Code {
-				pairs = append(pairs, Pair{VP: a.Code, Peer: b.Code, DistanceKm: geo.DistanceKm(claimed[a.Code], claimed[b.Code]), RTTMs: pc.RTTMs(rng, a.Point, b.Point)})
-			}
-		}
+	truth := map[string]geo.Point{}
+	listed := make([]geo.PoP, len(world))
+	for i, p := range world {
+		truth[p.Code] = p.Point
+		listed[i] = geo.PoP{Code: p.Code, Point: claimed[p.Code]}
+	}
+	pairs := MeshPairs(listed, func(src, dst string) (float64, bool) {
+		return pc.RTTMs(rng, truth[src], truth[dst]), src != "P000" || dst != "P001" // one pair unmeasured
+	})
+	if len(pairs) != len(world)*(len(world)-1)-1 {
+		t.Fatalf("MeshPairs returned %d pairs", len(pairs))
 	}
 	cal, err := FitCalibration(pairs, DefaultCalibrationConfig())
 	if err != nil {
