@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/prober"
 	"github.com/vantage-edge/vantage/scheduler/probed"
@@ -181,7 +183,8 @@ func listenLoopback(t *testing.T) string {
 type gate struct {
 	p       probed.Prober
 	mu      sync.Mutex
-	held    int
+	held    int // probes that were held
+	inGate  int // probes held now
 	open    bool
 	release chan struct{}
 }
@@ -197,13 +200,21 @@ func (g *gate) Probe(ctx context.Context, t prober.Target) prober.Result {
 	ch := g.release
 	g.mu.Unlock()
 	if !open {
+		g.mu.Lock()
+		g.inGate++
+		g.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
 		}
+		g.mu.Lock()
+		g.inGate--
+		g.mu.Unlock()
 	}
 	return g.p.Probe(ctx, t)
 }
+
+func (g *gate) holding() int { g.mu.Lock(); defer g.mu.Unlock(); return g.inGate }
 
 func (g *gate) heldCount() int { g.mu.Lock(); defer g.mu.Unlock(); return g.held }
 
@@ -335,15 +346,29 @@ func testFleet(t *testing.T, addrs []string, stopRedis, restartRedis func()) {
 	}
 
 	// 2. Kill fra-1 with jobs in flight: fra-2 re-claims them before the next recheck is due.
-	waitUntil(t, "fra-1 to hold a job", 20*time.Second, func() bool { return fraGate.heldCount() > 0 })
-	held := fraGate.heldCount()
+	// fra-1's own pending entries in FRA's consumer group: jobs delivered to it and not acknowledged.
+	fra1Pending := func() int64 {
+		ps, err := obs.Client().XPendingExt(context.Background(), &redis.XPendingExtArgs{
+			Stream: storage.KeyJobs("FRA"), Group: storage.JobGroup, Start: "-", End: "+", Count: 100, Consumer: "fra-1"}).Result()
+		if err != nil {
+			return -1
+		}
+		return int64(len(ps))
+	}
+	waitUntil(t, "fra-1 to hold a job of its own", 20*time.Second, func() bool {
+		return fraGate.holding() > 0 && fra1Pending() > 0
+	})
+	held := fra1Pending()
 	killed := time.Now()
 	fra1.stop() // drain timeout 1 ms: its probes are abandoned unacknowledged, as if it had been killed
-	took := waitUntil(t, "FRA's jobs re-claimed and completed", testRecheck, func() bool {
+	if n := fra1Pending(); n == 0 {
+		t.Fatalf("no job of fra-1 pending right after it died (had %d): the kill test tests nothing", held)
+	}
+	took := waitUntil(t, "fra-1's jobs re-claimed and completed", testRecheck, func() bool {
 		n, err := obs.PendingJobs(context.Background(), "FRA")
-		return err == nil && n == 0
+		return err == nil && n == 0 && fra1Pending() == 0
 	})
-	t.Logf("fra-1 killed with %d probes in flight; FRA's queue empty %v later", held, took)
+	t.Logf("fra-1 killed with %d jobs of its own pending; re-claimed and completed by fra-2 %v later (recheck interval %v)", held, took, testRecheck)
 	waitUntil(t, "a decision after the kill with FRA once", 2*testRecheck+time.Second, func() bool {
 		d, ok := decision(t, obs, "shop")
 		return ok && d.ComputedAt.After(killed) && candidatePoPs(d)["FRA"] == 1 && len(d.Candidates) == len(pops)

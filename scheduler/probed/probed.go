@@ -184,6 +184,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	sem := make(chan struct{}, d.cfg.Concurrency)
 	var probes, loops sync.WaitGroup
 	dispatch := func(jobs []Job, reclaimed bool) {
+		fresh := 0
+		defer func() {
+			if reclaimed && fresh > 0 {
+				d.log.Info("probed: re-claimed abandoned jobs", "jobs", fresh)
+			}
+		}()
 		for _, j := range jobs {
 			d.mu.Lock()
 			dup := d.inFlight[j.ID]
@@ -195,6 +201,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 				continue
 			}
 			if reclaimed {
+				fresh++
 				d.metrics.reclaimed.Inc()
 			}
 			sem <- struct{}{}
@@ -360,9 +367,6 @@ func (d *Daemon) reclaimer(ctx context.Context, sem chan struct{}, dispatch func
 			d.metrics.redisErrors.WithLabelValues("reclaim").Inc()
 			d.log.Warn("probed: re-claiming jobs", "err", err)
 			continue
-		}
-		if len(jobs) > 0 {
-			d.log.Info("probed: re-claimed abandoned jobs", "jobs", len(jobs))
 		}
 		dispatch(jobs, true)
 	}
