@@ -13,6 +13,9 @@ import (
 	"github.com/vantage-edge/vantage/placement"
 )
 
+// appsScanCount is the COUNT hint of the HSCANs Apps lists the registry with.
+const appsScanCount = 1000
+
 // App is a registered application: what the scheduler places and rechecks.
 type App struct {
 	Name          string         `json:"name"`
@@ -89,7 +92,7 @@ func (s *Store) Apps(ctx context.Context) ([]App, error) {
 	var out []App
 	var cursor uint64
 	for {
-		kv, next, err := s.c.HScan(ctx, KeyApps, cursor, "", scanCount).Result()
+		kv, next, err := s.c.HScan(ctx, KeyApps, cursor, "", appsScanCount).Result()
 		if err != nil {
 			return nil, fmt.Errorf("storage: list apps: %w", err)
 		}

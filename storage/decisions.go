@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -14,9 +15,9 @@ import (
 
 // Tunables of decision scans and watches.
 const (
-	// scanCount is the COUNT hint of each HSCAN: large enough that 1,000,000 decisions take ~8 pipelined rounds
-	// per worker, small enough that one round's reply (16 buckets x 2000 entries) stays a few MB.
-	scanCount = 2000
+	// scanRound is the number of buckets a ScanDecisions worker reads per round trip (HVALS each): with
+	// 1,000,000 decisions a round's reply is about 8 MB.
+	scanRound = 4
 	// scanWorkers is the number of goroutines ScanDecisions reads and decodes buckets with: enough to keep Redis
 	// busy while the others decode.
 	scanWorkers = 4
@@ -178,9 +179,12 @@ func (s *Store) Decision(ctx context.Context, app string) (placement.Decision, b
 	if err != nil {
 		return placement.Decision{}, false, fmt.Errorf("storage: get decision %q: %w", app, err)
 	}
-	d, err := decodeDecision(app, v)
+	d, err := decodeDecision(strconv.Quote(app), v)
 	if err != nil {
 		return placement.Decision{}, false, err
+	}
+	if d.App != app {
+		return placement.Decision{}, false, fmt.Errorf("storage: decision %q: %w: holds app %q", app, errCorrupt, d.App)
 	}
 	return d, true, nil
 }
@@ -198,9 +202,10 @@ func (s *Store) DeleteDecision(ctx context.Context, app string) error {
 }
 
 // ScanDecisions calls fn for every stored decision, in no particular order. scanWorkers goroutines each read a
-// share of the buckets with pipelined HSCANs and decode them, so that Redis, the decoding and fn overlap; fn is
-// called from the calling goroutine only, never concurrently. A decision written during the scan may be seen
-// twice or not at all (it will be announced on the channel). It stops at fn's first error and returns it. A
+// share of the buckets with pipelined HVALS and decode them, so that Redis, the decoding and fn overlap; fn is
+// called from the calling goroutine only, never concurrently. Each bucket is read atomically, so every
+// decision is seen once, in its state when its bucket was read; one written during the scan is announced on the
+// channel anyway. It stops at fn's first error and returns it. A
 // corrupt value stops the scan with an error naming it.
 func (s *Store) ScanDecisions(ctx context.Context, fn func(placement.Decision) error) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -250,47 +255,35 @@ func (s *Store) ScanDecisions(ctx context.Context, fn func(placement.Decision) e
 	return first
 }
 
-// scanBuckets reads buckets with pipelined HSCANs until every cursor is back at 0, sending each round's decoded
-// decisions to out.
+// scanBuckets reads buckets with pipelined HVALS, scanRound buckets per round trip, sending each round's
+// decoded decisions to out.
 func (s *Store) scanBuckets(ctx context.Context, buckets []int, out chan<- []placement.Decision) error {
-	type open struct {
-		i      int
-		cursor uint64
-	}
-	todo := make([]open, len(buckets))
-	for j, b := range buckets {
-		todo[j].i = b
-	}
-	cmds := make([]*redis.ScanCmd, len(buckets))
-	for len(todo) > 0 {
+	cmds := make([]*redis.StringSliceCmd, 0, scanRound)
+	for len(buckets) > 0 {
+		round := buckets[:min(scanRound, len(buckets))]
+		buckets = buckets[len(round):]
 		p := s.c.Pipeline()
-		for j, b := range todo {
-			cmds[j] = p.HScan(ctx, KeyDecisions(b.i), b.cursor, "", s.scanCount)
+		cmds = cmds[:0]
+		for _, b := range round {
+			cmds = append(cmds, p.HVals(ctx, KeyDecisions(b)))
 		}
 		if _, err := p.Exec(ctx); err != nil {
 			return fmt.Errorf("storage: scan decisions: %w", err)
 		}
 		n := 0
-		for j := range todo {
-			kv, _ := cmds[j].Val()
-			n += len(kv) / 2
+		for _, c := range cmds {
+			n += len(c.Val())
 		}
 		batch := make([]placement.Decision, 0, n)
-		next := todo[:0]
-		for j, b := range todo {
-			kv, cursor := cmds[j].Val()
-			for k := 0; k+1 < len(kv); k += 2 {
-				d, err := decodeDecision(kv[k], kv[k+1])
+		for j, c := range cmds {
+			for _, v := range c.Val() {
+				d, err := decodeDecision("in "+KeyDecisions(round[j]), v)
 				if err != nil {
-					return fmt.Errorf("storage: scan decisions, bucket %s: %w", KeyDecisions(b.i), err)
+					return fmt.Errorf("storage: scan decisions: %w", err)
 				}
 				batch = append(batch, d)
 			}
-			if cursor != 0 {
-				next = append(next, open{b.i, cursor})
-			}
 		}
-		todo = next
 		select {
 		case out <- batch:
 		case <-ctx.Done():

@@ -112,7 +112,6 @@ type Store struct {
 	embedded *Embedded // started by Open when Options.Addrs is empty
 	metrics  *Metrics
 
-	scanCount    int64         // HSCAN COUNT of ScanDecisions; tests lower it
 	pingInterval time.Duration // idle time after which a watch pings; tests lower it
 }
 
@@ -122,7 +121,7 @@ var ErrSchema = errors.New("storage: incompatible schema version")
 // Open connects to Redis as o says, pings it, and checks the schema version (setting it when absent).
 func Open(ctx context.Context, o Options) (*Store, error) {
 	o.setDefaults()
-	s := &Store{o: o, log: o.Logger, scanCount: scanCount, pingInterval: watchPingInterval}
+	s := &Store{o: o, log: o.Logger, pingInterval: watchPingInterval}
 	if len(o.Addrs) == 0 {
 		e, err := StartEmbedded(ctx, o.EmbeddedDir)
 		if err != nil {

@@ -30,8 +30,9 @@ import (
 
 // Telemetry tunables.
 const (
-	// TelemetryStreamMaxLen caps each application's request stream, approximately: a 15-minute window of an
-	// application above 100 requests/s is sampled by the workers anyway.
+	// TelemetryStreamMaxLen caps each application's request stream, approximately: an application above about
+	// 110 requests/s has its 15-minute analysis window cut to its most recent 100 000 requests, plenty for
+	// medians per PoP, and its stream stays a few tens of MB.
 	TelemetryStreamMaxLen = 100_000
 	// TelemetryTTL is how long an application's stream lives after its last batch: well beyond any analysis
 	// window, so that silent applications' streams go away by themselves.
