@@ -184,8 +184,8 @@ func TestSchedulerAndProbedCommands(t *testing.T) {
 	}
 	// vantage probe --fleet through the scheduler's API.
 	var out, errb bytes.Buffer
-	if err := runFleetProbe(ctx, []string{"--fleet", "tcp", target, "--scheduler", "http://" + api, "--token", token, "--count", "2"}, &out, &errb); err != nil {
-		t.Fatalf("probe --fleet: %v; stderr %q", err, errb.String())
+	if code := run(ctx, []string{"probe", "--fleet", "tcp", target, "--scheduler", "http://" + api, "--token", token, "--count", "2"}, &out, &errb); code != 0 {
+		t.Fatalf("vantage probe --fleet: exit %d; stderr %q", code, errb.String())
 	}
 	if !strings.Contains(errb.String(), "3/3 PoPs") {
 		t.Errorf("progress %q does not reach 3/3 PoPs", errb.String())
