@@ -375,7 +375,7 @@ func TestPlacementEndToEnd(t *testing.T) {
 	var none []reply
 	var wg sync.WaitGroup
 	wg.Go(func() { none = e.burst(t, appNone, "SYD", 3) })
-	for _, app := range []string{appSmart, appAnySmart, appSlower} {
+	for _, app := range []string{appSmart, appAnySmart, appSlower, appAnycast} {
 		wg.Go(func() { e.burst(t, app, "SYD", 6) })
 		wg.Go(func() { e.burst(t, app, "FRA", 4) })
 	}
@@ -435,6 +435,24 @@ func TestPlacementEndToEnd(t *testing.T) {
 				if r.placement != "local-SYD" || r.exec != "SYD" || r.reason != "status" {
 					t.Errorf("%s: %+v, want run locally (local-SYD, reason status)", app, r)
 				}
+			}
+			// Nothing was ever routed: each of the 12 requests (6 + 4 before the decision, 2 after) ran where
+			// it entered.
+			var n, routed int
+			for deadline := time.Now().Add(10 * time.Second); n < 12 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				n, routed = 0, 0
+				if _, err := e.st.TelemetrySince(e.ctx, app, time.Now().Add(-time.Hour), func(r storage.Telemetry) error {
+					n++
+					if r.Routed || r.Exec != r.Ingress {
+						routed++
+					}
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n != 12 || routed != 0 {
+				t.Errorf("%s: %d requests in telemetry, %d of them routed; want 12, none routed", app, n, routed)
 			}
 		}
 	})

@@ -119,7 +119,9 @@ type Analysis struct {
 //     requests (by ingress I) of back-end time at L + forwarding RTT I<->L (0 when I = L; PoPRTT, else the model
 //     on coordinates). The fastest is kept against the previous choice unless it beats it by both margins, and is
 //     chosen only when it beats running at the ingress by both margins; otherwise the decision is SUCCESS with no
-//     best PoP (run locally). Ties go to the smaller PoP code.
+//     best PoP (run locally). Ties go to the smaller PoP code. The decision's candidates are the estimates,
+//     fastest first, with the estimated mean duration in ms as their RTTMs: the router's failover budget and
+//     spreading epsilon then compare durations seen by users.
 func Analyze(cfg Config, in Input, lk Lookups) Analysis {
 	lk = lk.withDefaults()
 	a := Analysis{Excluded: map[Exclusion]int{}, LocalMs: math.NaN()}

@@ -45,6 +45,7 @@ type Runner struct {
 	log  *slog.Logger
 	now  func() time.Time
 	tick func(d time.Duration) (<-chan time.Time, func())
+	lead func() bool
 	runs *prometheus.CounterVec
 }
 
@@ -57,6 +58,9 @@ type RunnerOptions struct {
 	Now func() time.Time
 	// Tick returns a channel that fires every d and its stop function (default time.NewTicker).
 	Tick func(d time.Duration) (<-chan time.Time, func())
+	// Leading, when set, is asked before every round of Run; rounds run only while it returns true (e.g. while
+	// this scheduler holds the lease: func() bool { ok, _ := s.Leading(); return ok }). Nil: always.
+	Leading func() bool
 }
 
 // NewRunner returns a runner; cfg must be valid.
@@ -67,7 +71,7 @@ func NewRunner(cfg Config, st Store, src Sources, o RunnerOptions) (*Runner, err
 	if st == nil {
 		return nil, errors.New("smart: nil Store")
 	}
-	r := &Runner{cfg: cfg, st: st, src: src, log: o.Logger, now: o.Now, tick: o.Tick}
+	r := &Runner{cfg: cfg, st: st, src: src, log: o.Logger, now: o.Now, tick: o.Tick, lead: o.Leading}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -95,14 +99,17 @@ func NewRunner(cfg Config, st Store, src Sources, o RunnerOptions) (*Runner, err
 	return r, nil
 }
 
-// Run analyses every smart application at once and then every Config.Interval until ctx is done. Failures of
-// one round are logged; Run returns nil when ctx is done.
+// Run analyses every smart application at once and then every Config.Interval until ctx is done, skipping the
+// rounds when RunnerOptions.Leading says this instance does not lead. Failures of one round are logged; Run
+// returns nil when ctx is done.
 func (r *Runner) Run(ctx context.Context) error {
 	c, stop := r.tick(r.cfg.Interval)
 	defer stop()
 	for {
-		if _, err := r.RunOnce(ctx); err != nil && ctx.Err() == nil {
-			r.log.Warn("smart: analysis round failed", "err", err)
+		if r.lead == nil || r.lead() {
+			if _, err := r.RunOnce(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("smart: analysis round failed", "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,6 +77,9 @@ func TestRunnerRedis(t *testing.T) {
 		return d
 	}
 
+	if d, ok, err := st.Decision(ctx, "shop"); err != nil || ok {
+		t.Fatalf("decision before any analysis: %+v, %v, %v; want none (status absent)", d, ok, err)
+	}
 	add(newGen(t).add(5, "SYD", "SYD", 6))
 	step("few_requests", placement.StatusInsufficientInvocations, "")
 
@@ -248,5 +252,47 @@ func TestIngestHandler(t *testing.T) {
 				t.Errorf("stored records: %d (%v), want %d", n, err, tt.wantRecs)
 			}
 		})
+	}
+}
+
+// TestRunNotLeading checks that Run skips its rounds while it does not lead, and runs once it does.
+func TestRunNotLeading(t *testing.T) {
+	st := openStore(t)
+	ctx := testCtx(t)
+	if err := st.PutApp(ctx, storage.App{Name: "shop", Mode: placement.ModeSmart}); err != nil {
+		t.Fatal(err)
+	}
+	ticks := make(chan time.Time)
+	var leading atomic.Bool
+	asked := make(chan struct{}, 10)
+	r, err := NewRunner(DefaultConfig(), st, Sources{}, RunnerOptions{
+		Tick:    func(time.Duration) (<-chan time.Time, func()) { return ticks, func() {} },
+		Leading: func() bool { asked <- struct{}{}; return leading.Load() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	<-asked
+	ticks <- time.Now()
+	<-asked
+	if _, ok, err := st.Decision(ctx, "shop"); err != nil || ok {
+		t.Fatalf("a decision was stored while not leading (%v, %v)", ok, err)
+	}
+	leading.Store(true)
+	ticks <- time.Now()
+	<-asked
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, ok, err := st.Decision(ctx, "shop"); err != nil || ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no decision stored once leading")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
