@@ -15,7 +15,7 @@ import (
 // counts and places them. With Config.RobustAnycast the evidence must survive setting aside the
 // Config.MaxOutliers most inconsistent vantage points; if it does not, they are reported as speed-of-light
 // violations and the target is judged without them. With a Calibration the same test also runs on the
-// calibrated disks (Config.AnycastCalibrated), where it must survive one more outlier.
+// calibrated disks (Config.AnycastCalibrated), where it must survive Config.AnycastCalibratedOutliers more.
 func (e *Engine) verdict(r *Result) {
 	n := len(e.ms)
 	e.fibre = e.fibre[:0]
