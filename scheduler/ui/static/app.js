@@ -7,7 +7,8 @@ const W = 1000, H = 500;
 const EARTH_KM = 6371.0088;
 const STATE_POLL_MS = 3000;
 const PROBE_POLL_MS = 500;
-const MAX_DISKS = 10; // the smallest disks say where a target is; the big ones shade the whole map
+const MAX_DISKS = 10;       // the smallest disks say where a target is; the big ones shade the whole map
+const MAX_DISK_KM = 5000;  // nor is a disk wider than a continent drawn
 
 let state = null;
 let selected = null;      // app name whose disks are drawn
@@ -138,10 +139,11 @@ function drawTargets() {
   for (const a of state.apps) {
     const sel = a.app === selected;
     if (sel) {
-      const ds = (a.disks || []).slice(0, MAX_DISKS).reverse();
-      for (const d of ds) drawRing(disks, d.lat, d.lon, d.radius_km, "disk");
-      caption = `${a.app}: ${(a.disks || []).length} probe disk(s)` +
-        ((a.disks || []).length > MAX_DISKS ? ` (the ${MAX_DISKS} smallest drawn)` : "") +
+      const all = a.disks || [];
+      const ds = all.filter((d) => d.radius_km <= MAX_DISK_KM).slice(0, MAX_DISKS);
+      for (const d of [...ds].reverse()) drawRing(disks, d.lat, d.lon, d.radius_km, "disk");
+      caption = `${a.app}: ${all.length} probe disk(s)` +
+        (ds.length < all.length ? ` (${ds.length} smallest drawn)` : "") +
         (a.location ? `; estimated location ${a.location.lat.toFixed(2)}, ${a.location.lon.toFixed(2)}` +
           (a.location.radius_km ? ` ± ${a.location.radius_km} km` : "") : "") +
         (a.instances && a.instances.length ? `; ${a.instances.length} anycast instance(s): ` +
@@ -170,7 +172,7 @@ function drawTargets() {
   if (adhoc) {
     for (const [pop, r] of Object.entries(adhoc.results || {})) {
       const p = pops[pop];
-      if (p && r.samples > 0 && !r.class && r.min_ms < 60) drawRing(disks, p.lat, p.lon, r.min_ms / 2 * 299.792458 * 2 / 3, "disk adhoc");
+      if (p && r.samples > 0 && !r.class && r.min_ms / 2 * 299.792458 * 2 / 3 <= MAX_DISK_KM) drawRing(disks, p.lat, p.lon, r.min_ms / 2 * 299.792458 * 2 / 3, "disk adhoc");
     }
   }
   $("map-caption").textContent = caption;

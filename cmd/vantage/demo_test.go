@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDemoNotRoot checks the one-line refusal without root: the decision is made on the effective user id
+// (demoEUID), before anything is started.
+func TestDemoNotRoot(t *testing.T) {
+	if os.Geteuid() == 0 {
+		old := demoEUID
+		demoEUID = func() int { return 65534 }
+		t.Cleanup(func() { demoEUID = old })
+	}
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"demo", "--once"}, &out, &errb)
+	if code == 0 {
+		t.Fatalf("exit status 0 without root; stdout %q", out.String())
+	}
+	msg := errb.String()
+	if strings.Count(msg, "\n") != 1 || !strings.Contains(msg, "needs root") {
+		t.Errorf("stderr %q: want one line saying root is needed", msg)
+	}
+	if out.Len() != 0 {
+		t.Errorf("stdout %q: want nothing (no fallback)", out.String())
+	}
+}
+
+func TestDemoUsage(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"argument", []string{"demo", "extra"}},
+		{"queries zero", []string{"demo", "--queries", "0"}},
+		{"queries too many", []string{"demo", "--queries", "101"}},
+		{"requests zero", []string{"demo", "--requests", "0"}},
+		{"log format", []string{"demo", "--log-format", "xml"}},
+		{"unknown flag", []string{"demo", "--nope"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if code := run(context.Background(), tc.args, &out, &errb); code != 2 {
+				t.Errorf("exit status %d, want 2 (stderr %q)", code, errb.String())
+			}
+		})
+	}
+}
+
+// reportRow is one decision line of the demo's report.
+type reportRow struct {
+	mode, app, target, status, best, rtt, verdict string
+}
+
+// parseDecisions returns the decision lines of a demo report by app.
+func parseDecisions(out string) map[string]reportRow {
+	rows := map[string]reportRow{}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 8 || !slices.Contains([]string{"host", "hostname", "region"}, f[0]) {
+			continue
+		}
+		rows[f[1]] = reportRow{mode: f[0], app: f[1], target: f[2], status: f[3], best: f[4], rtt: f[5], verdict: f[6]}
+	}
+	return rows
+}
+
+var sydneyRE = regexp.MustCompile(`(?m)^\s+(without|with) placement\s+app (\S+)\s+cf-placement: (\S+)\s+ran at (\S+)\s+median\s+(\d+) ms`)
+
+// TestDemoOnce runs `vantage demo --once` (root: network namespaces) and checks the printed report: each
+// showcase target's status, best PoP and verdict, and the Sydney user's request faster with placement.
+func TestDemoOnce(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("vantage demo needs root for network namespaces (CI runs as root)")
+	}
+	if testing.Short() {
+		t.Skip("vantage demo: skipped with -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	start := time.Now()
+	code := run(ctx, []string{"demo", "--once", "--listen", "127.0.0.1:0", "--router-listen", "127.0.0.1:0"}, &out, &errb)
+	t.Logf("vantage demo --once: exit %d after %s\n%s", code, time.Since(start).Round(time.Millisecond), out.String())
+	if code != 0 {
+		t.Fatalf("exit status %d; stderr:\n%s", code, errb.String())
+	}
+	rows := parseDecisions(out.String())
+	for _, tc := range []struct {
+		app, mode, status string
+		best              []string // acceptable best PoPs; "-" when never placed
+		verdict           []string
+	}{
+		{"frankfurt-db", "host", "SUCCESS", []string{"FRA"}, []string{"unicast"}},
+		{"ashburn-api", "hostname", "SUCCESS", []string{"IAD", "EWR"}, []string{"unicast"}},
+		{"tokyo-app", "region", "SUCCESS", []string{"NRT", "KIX", "HND"}, []string{"unicast"}},
+		{"edge-anycast", "host", "UNSUPPORTED_APPLICATION", []string{"-"}, []string{"anycast"}},
+		{"www-geodns", "hostname", "UNSUPPORTED_APPLICATION", []string{"-"}, []string{"anycast", "replicated"}},
+	} {
+		r, ok := rows[tc.app]
+		switch {
+		case !ok:
+			t.Errorf("%s: no decision line in the report", tc.app)
+		case r.mode != tc.mode || r.status != tc.status || !slices.Contains(tc.best, r.best) || !slices.Contains(tc.verdict, r.verdict):
+			t.Errorf("%s: mode %s status %s best %s verdict %s; want %s %s %v %v", tc.app, r.mode, r.status, r.best, r.verdict,
+				tc.mode, tc.status, tc.best, tc.verdict)
+		}
+	}
+	got := map[string][]string{}
+	for _, m := range sydneyRE.FindAllStringSubmatch(out.String(), -1) {
+		got[m[1]] = m[2:]
+	}
+	without, with := got["without"], got["with"]
+	if without == nil || with == nil {
+		t.Fatalf("no Sydney comparison in the report (matched %v)", got)
+	}
+	if without[1] != "local-SYD" || without[2] != "SYD" {
+		t.Errorf("without placement: cf-placement %s ran at %s, want local-SYD at SYD", without[1], without[2])
+	}
+	if with[0] != "frankfurt-db" || with[1] != "remote-FRA" || with[2] != "FRA" {
+		t.Errorf("with placement: app %s cf-placement %s ran at %s, want frankfurt-db remote-FRA at FRA", with[0], with[1], with[2])
+	}
+	wo, _ := strconv.Atoi(without[3])
+	wi, _ := strconv.Atoi(with[3])
+	if wi <= 0 || wi >= wo {
+		t.Errorf("with placement %d ms, without %d ms: want faster with placement", wi, wo)
+	}
+	for _, want := range []string{"status page     http://127.0.0.1:", "/metrics (scheduler)", "vantage probe --fleet"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the report does not say %q", want)
+		}
+	}
+}
