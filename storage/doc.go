@@ -39,8 +39,16 @@
 //	                                          "r:<PoP>:<kind>" -> Result JSON
 //	vantage:{lease:<name>}            string  "<fencing token>:<holder>"                    lease TTL scheduler scheduler
 //	vantage:{lease:<name>}:fence      string  fencing token counter (INCR per acquisition)  none      scheduler scheduler
+//	vantage:{tel:<app>}:requests      stream  entries {r: Telemetry JSON}, one per request  MAXLEN ~  worker    smart runner
+//	                                          {app, deploy, ingress, exec, routed, reason,  100 000;  hosts
+//	                                          at, duration_ms, sub: [{host, duration_ms,    24 h
+//	                                          wait_until}]}                                 (***)
+//	vantage:{tel}:apps                zset    app -> Unix ms of its latest report           none      worker    smart runner
+//	                                                                                                  hosts
+//	vantage:{tel:<app>}:unsupported   string  deploy version found slower when placed:      30 d      smart     smart runner
+//	                                          UNSUPPORTED_APPLICATION until the next one              runner
 //
-// (*) renewed by every heartbeat; (**) renewed by every PutAdHocProbe.
+// (*) renewed by every heartbeat; (**) renewed by every PutAdHocProbe; (***) renewed by every batch.
 //
 // Decisions: PutDecision runs one Lua script on the bucket: it compares the stored fingerprint (FNV-1a of mode,
 // target, best PoP, verdict, status and the candidates' order) with the new one; when it differs it stores the
@@ -64,6 +72,9 @@
 // Results: PutResult runs one Lua script on the target's slot: SET NX PX the done key (when it exists already,
 // the job's result was stored: nothing changes), then replace the PoP's latest result unless the stored one is
 // newer, LPUSH the history and LTRIM it to HistoryLen.
+//
+// Telemetry (telemetry.go): AddTelemetry pipelines one XADD per request record and, per application, one EXPIRE
+// and one ZADD GT; TelemetrySince reads an application's stream with XRANGE.
 //
 // Leases: AcquireLease (Lua) takes a free lease with SET NX PX, numbering it with INCR of the fence counter,
 // so tokens grow with every acquisition; RenewLease and ReleaseLease compare the holder and PEXPIRE or DEL in
