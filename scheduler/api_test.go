@@ -276,3 +276,22 @@ func TestRegionEndpoints(t *testing.T) {
 		t.Errorf("bad endpoint error %v, want it located at f:1", err)
 	}
 }
+
+func TestRegionWithoutAnsweringEndpointIsEstimated(t *testing.T) {
+	e := newAPIEnv(t, Quota{})
+	// Port 1 of loopback: nobody listens, every PoP's probe is refused.
+	e.s.AddTarget("test", Target{App: "closed", Mode: placement.ModeRegion, Target: "aws:ap-northeast-1", Endpoint: "127.0.0.1:1"})
+	e.s.AddTarget("test", Target{App: "none", Mode: placement.ModeRegion, Target: "aws:us-east-1"})
+	e.run()
+	for app, want := range map[string]string{"closed": "SIN", "none": "IAD"} {
+		var d placement.Decision
+		waitUntil(t, "a decision for "+app, 15*time.Second, func() bool {
+			var ok bool
+			d, ok, _ = e.b.Decision(context.Background(), app)
+			return ok
+		})
+		if d.BestPoP != want || !d.Estimated || d.Status != placement.StatusSuccess {
+			t.Errorf("%s: %+v; want %s from the latency model, estimated", app, d, want)
+		}
+	}
+}

@@ -307,3 +307,25 @@ func value(c prometheus.Metric) float64 {
 	}
 	return m.Gauge.GetValue()
 }
+
+func TestDaemonAcksExpiredJobsWithoutProbing(t *testing.T) {
+	srv := redistest.Start(t)
+	st := openStore(t, srv.Addr())
+	gated := &gatedProber{p: newEngine(t), gate: make(chan struct{})}
+	close(gated.gate)
+	r := startDaemon(t, st, fastConfig("FRA", "fra-1"), gated)
+	_, err := st.EnqueueJob(context.Background(), "FRA", storage.Job{Target: listen(t), Kind: placement.ProbeTCP,
+		Key: "late", Round: "r", Deadline: time.Now().Add(-time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the expired job acknowledged", 10*time.Second, func() bool {
+		return value(r.d.metrics.jobs.WithLabelValues("expired")) == 1 && pending(t, st, "FRA") == 0
+	})
+	if gated.count() != 0 {
+		t.Errorf("%d probes run for a job past its deadline", gated.count())
+	}
+	if rs, _ := st.LatestResults(context.Background(), "late"); len(rs) != 0 {
+		t.Errorf("results %v stored for an expired job", rs)
+	}
+}
