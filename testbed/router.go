@@ -28,11 +28,10 @@ const (
 	// routerHopAllowance is subtracted from every emulated one-way delay: the time a packet spends outside the
 	// delay queue on one hop (sender's kernel to the TUN queue to the router's read; the router's write into
 	// the receiving kernel, which processes the packet inside that write). Measured on the development VM
-	// (2 vCPUs shared with builds, CPU pressure 60-95%): with 25 µs a TCP dial timed in Go took the emulated
-	// RTT +0.13..+0.29 ms and ping +0.10..+0.14 ms; with 75 µs the client kernel's own handshake RTT
-	// (TCP_INFO) was 0.12-0.15 ms under the emulated RTT. 50 µs keeps the kernel's view within ~0.1 ms below
-	// and the application's (which adds its own wake-up) within ~0.3 ms above.
-	routerHopAllowance = 50 * time.Microsecond
+	// (2 vCPUs shared with builds, CPU pressure 50-99%) with 50 µs: the client kernel's own handshake RTT
+	// (TCP_INFO) was 0.08-0.10 ms under the emulated RTT at the median, a Go dial timed around
+	// Node.DialContext 0.00-0.09 ms over it; 30 µs centres the two.
+	routerHopAllowance = 30 * time.Microsecond
 	// routerReadBatch bounds the packets read from one port per loop turn, so one flooding node cannot
 	// starve the others or the delivery of due packets.
 	routerReadBatch = 64
