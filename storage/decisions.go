@@ -344,7 +344,11 @@ func (s *Store) watchOnce(ctx context.Context, channel string, fn func(string), 
 	fn(Resync)
 	pinged := false
 	for {
-		msg, err := ps.ReceiveTimeout(ctx, s.pingInterval)
+		wait := s.pingInterval
+		if pinged {
+			wait = max(wait, s.o.ReadTimeout) // give the PONG a read timeout to arrive
+		}
+		msg, err := ps.ReceiveTimeout(ctx, wait)
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -51,7 +51,8 @@ type Options struct {
 	// TLS, when set, is used for every connection (TCP and unix).
 	TLS *tls.Config
 	// DB selects a database (single node and Sentinel only; Cluster has only DB 0).
-	DB     int
+	DB int
+	// Logger receives the Store's warnings (watch reconnects, dropped jobs); nil: discarded.
 	Logger *slog.Logger
 
 	// DialTimeout, ReadTimeout and WriteTimeout bound each network operation (default 2 s each).
@@ -72,6 +73,13 @@ type Options struct {
 	EmbeddedDir string
 	// Now is the clock (default time.Now); tests inject their own.
 	Now func() time.Time
+}
+
+// DefaultOptions returns Options with every default filled in and no address (an embedded server).
+func DefaultOptions() Options {
+	var o Options
+	o.setDefaults()
+	return o
 }
 
 func (o *Options) setDefaults() {

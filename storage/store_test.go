@@ -333,3 +333,28 @@ func TestClusterSingleSeed(t *testing.T) {
 		}
 	}
 }
+
+func TestDefaultOptions(t *testing.T) {
+	o := DefaultOptions()
+	tests := []struct {
+		name      string
+		got, want any
+	}{
+		{"dial_timeout", o.DialTimeout, 2 * time.Second},
+		{"read_timeout", o.ReadTimeout, 2 * time.Second},
+		{"write_timeout", o.WriteTimeout, 2 * time.Second},
+		{"history_len", o.HistoryLen, 256},
+		{"job_stream_max_len", o.JobStreamMaxLen, int64(100_000)},
+		{"result_dedup_ttl", o.ResultDedupTTL, 24 * time.Hour},
+		{"max_job_attempts", o.MaxJobAttempts, 5},
+		{"no_address", len(o.Addrs), 0},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("%s = %v; want %v", tt.name, tt.got, tt.want)
+		}
+	}
+	if o.Logger == nil || o.Now == nil {
+		t.Error("DefaultOptions left Logger or Now nil")
+	}
+}
