@@ -70,8 +70,9 @@ type Config struct {
 	// ClockResolution is the period of the coarse clock Route reads for rates and staleness instead of calling
 	// time.Now (default 10 ms).
 	ClockResolution time.Duration
-	// PoPs are PoP codes to know from the start (e.g. the ingress PoP of an HTTP front), so that their headers
-	// are ready before the first snapshot. Optional.
+	// PoPs are PoP codes to know from the start, so that their headers are ready before the first snapshot.
+	// The first is taken as the usual ingress PoP (a front's), which Route recognises without a map lookup.
+	// Optional; NewFront adds its ingress PoP itself.
 	PoPs []string
 
 	// Logger receives reload and fleet events (default: discard).

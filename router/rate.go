@@ -71,8 +71,12 @@ func idHash(s string) uint64 {
 		h = bits.RotateLeft64(h, 27)*prime1 + prime3
 		s = s[8:]
 	}
-	for i := 0; i < len(s); i++ {
-		h ^= uint64(s[i]) * prime3
+	if len(s) > 0 { // the 1 to 7 remaining bytes, as one word
+		var w uint64
+		for i := 0; i < len(s); i++ {
+			w |= uint64(s[i]) << (8 * i)
+		}
+		h ^= w * prime3
 		h = bits.RotateLeft64(h, 11) * prime1
 	}
 	return fmix64(h)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -297,7 +298,7 @@ func (r *Router) spread(fv *fleetView, s *snapshot, c uint64, nc int, h, epoch u
 		}
 		total = uint64(n)
 	}
-	u := fmix64(h^prime2) % total
+	u, _ := bits.Mul64(fmix64(h^prime2), total) // uniform in [0, total) without a division
 	for i := range n {
 		if u < w[i] {
 			return idx[i], true

@@ -330,6 +330,26 @@ func startE2E(t *testing.T) *e2e {
 		e.users[pop] = &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	}
 
+	// The fleet is up (every daemon's first heartbeat) before the scheduler plans its first probes.
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		fleet, err := e.st.Fleet(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		up := 0
+		for _, p := range fleet {
+			if p.Up {
+				up++
+			}
+		}
+		if up == len(spec.PoPs) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fleet %+v: want all %d PoPs up", fleet, len(spec.PoPs))
+		}
+	}
+
 	// The scheduler: host, region (its endpoint is the database at the region) and the anycast database.
 	sc, err := scheduler.New(scheduler.Config{Name: "e2e", InitialSpread: 100 * time.Millisecond, ResultTimeout: 10 * time.Second,
 		ResultPoll: 50 * time.Millisecond, Logger: log}, scheduler.StoreBackend{Store: open()}, scheduler.NewMetrics(nil))
