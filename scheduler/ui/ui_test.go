@@ -1,0 +1,287 @@
+package ui
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vantage-edge/vantage/geo"
+	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/scheduler"
+	"github.com/vantage-edge/vantage/storage"
+	"github.com/vantage-edge/vantage/storage/redistest"
+)
+
+// env is a real redis-server with a fleet, results and decisions written through the store, a scheduler
+// holding the targets (not running: the page reads its target list), and the page in front of an API stub.
+type env struct {
+	st  *storage.Store
+	srv *httptest.Server
+	now time.Time
+}
+
+func pop(t *testing.T, code string) geo.PoP {
+	t.Helper()
+	p, ok := geo.LookupPoP(code)
+	if !ok {
+		t.Fatalf("no PoP %s", code)
+	}
+	return p
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	rs := redistest.Start(t)
+	st, err := storage.Open(ctx, storage.Options{Addrs: []string{rs.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e := &env{st: st, now: time.Now()}
+
+	// The fleet: four PoPs up, one drained, one silent for long enough to be down.
+	for _, p := range []string{"FRA", "LHR", "IAD", "SIN", "SYD", "GRU"} {
+		at := e.now
+		if p == "GRU" {
+			at = e.now.Add(-time.Minute)
+		}
+		if err := st.PutHeartbeat(ctx, storage.Heartbeat{PoP: p, DaemonID: "d-" + p, At: at}, time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.SetDrained(ctx, "SYD", true); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := scheduler.New(scheduler.Config{Name: "ui-test"}, scheduler.StoreBackend{Store: st}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	targets := []scheduler.Target{
+		{App: "frankfurt-db", Mode: placement.ModeHost, Target: "db.example.com:5432"},
+		{App: "edge-anycast", Mode: placement.ModeHost, Target: "edge.example.com:443"},
+		{App: "tokyo-app", Mode: placement.ModeRegion, Target: "gcp:asia-northeast1"},
+	}
+	s.SetTargets(scheduler.SourceAPI, targets)
+
+	// Results as the probe daemons store them: a host in Frankfurt (RTTs from the latency model), and an
+	// address answering 1 ms from three continents (anycast).
+	frankfurt := pop(t, "FRA").Point
+	model := geo.DefaultModel()
+	put := func(target scheduler.Target, p string, rtt float64) {
+		t.Helper()
+		r := storage.Result{Target: scheduler.TargetKey(target.Kind(), target.ProbeAddr()), PoP: p, Kind: target.Kind(),
+			MinMs: rtt, MedianMs: rtt + 0.1, Samples: 3, At: e.now, JobID: "j-" + p}
+		if _, err := st.PutResult(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []string{"FRA", "LHR", "IAD", "SIN", "SYD"} {
+		put(targets[0], p, model.RTTMs(pop(t, p).Point, frankfurt))
+	}
+	stale := storage.Result{Target: scheduler.TargetKey(placement.ProbeTCP, "db.example.com:5432"), PoP: "GRU", Kind: placement.ProbeTCP,
+		MinMs: 190, Samples: 3, At: e.now.Add(-2 * DefaultMaxResultAge), JobID: "j-GRU"}
+	if _, err := st.PutResult(ctx, stale); err != nil {
+		t.Fatal(err)
+	}
+	failed := storage.Result{Target: scheduler.TargetKey(placement.ProbeTCP, "db.example.com:5432"), PoP: "SIN", Kind: placement.ProbeTCP,
+		Class: "timeout", Error: "timeout", At: e.now.Add(time.Second), JobID: "j-SIN-2"}
+	if _, err := st.PutResult(ctx, failed); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"FRA", "IAD", "SIN"} {
+		put(targets[1], p, 1)
+	}
+
+	decisions := []placement.Decision{
+		{App: "frankfurt-db", Mode: placement.ModeHost, Target: "db.example.com:5432", BestPoP: "FRA", Verdict: placement.VerdictUnicast,
+			Status: placement.StatusSuccess, Confidence: 0.9, ComputedAt: e.now, NextRecheck: e.now.Add(time.Minute),
+			Candidates: []placement.Candidate{{PoP: "FRA", RTTMs: 0.7}, {PoP: "LHR", RTTMs: 13.7}}},
+		{App: "edge-anycast", Mode: placement.ModeHost, Target: "edge.example.com:443", Verdict: placement.VerdictAnycast,
+			Status: placement.StatusUnsupportedApplication, Confidence: 1, ComputedAt: e.now},
+		{App: "tokyo-app", Mode: placement.ModeRegion, Target: "gcp:asia-northeast1", BestPoP: "SIN", Verdict: placement.VerdictUnicast,
+			Status: placement.StatusSuccess, Estimated: true, ComputedAt: e.now, Candidates: []placement.Candidate{{PoP: "SIN", RTTMs: 70}}},
+	}
+	for _, d := range decisions {
+		if _, err := st.PutDecision(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	h, err := New(Config{Sched: s, Store: st, Now: func() time.Time { return e.now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusTeapot)
+		io.WriteString(w, "api "+r.Method+" "+r.URL.Path)
+	})
+	e.srv = httptest.NewServer(Wrap(api, h))
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+func (e *env) get(t *testing.T, method, path string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, e.srv.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// TestRoutes checks what Wrap sends to the page and what to the API.
+func TestRoutes(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		name, method, path string
+		code               int
+		ctype, body        string
+	}{
+		{"page", "GET", "/", 200, "text/html", "<title>Vantage"},
+		{"page under ui", "GET", "/ui/", 200, "text/html", "probe-form"},
+		{"script", "GET", "/ui/static/app.js", 200, "javascript", "/v1/probes"},
+		{"style", "GET", "/ui/static/style.css", 200, "text/css", "#map"},
+		{"state", "GET", PathState, 200, "application/json", `"apps"`},
+		{"catalogue", "GET", PathCatalogue, 200, "application/json", `"FRA"`},
+		{"unknown ui path", "GET", "/ui/nope", 404, "", ""},
+		{"state by POST", "POST", PathState, 405, "", ""},
+		{"api route", "GET", "/v1/apps", 418, "", "api GET /v1/apps"},
+		{"api probe", "POST", "/v1/probes", 418, "", "api POST /v1/probes"},
+		{"api metrics", "GET", "/metrics", 418, "", "api GET /metrics"},
+		{"POST to the root is the API's", "POST", "/", 418, "", "api POST /"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := e.get(t, tc.method, tc.path)
+			if resp.StatusCode != tc.code {
+				t.Fatalf("%s %s: %d, want %d (%q)", tc.method, tc.path, resp.StatusCode, tc.code, body)
+			}
+			if !strings.Contains(resp.Header.Get("Content-Type"), tc.ctype) {
+				t.Errorf("Content-Type %q, want %q", resp.Header.Get("Content-Type"), tc.ctype)
+			}
+			if !strings.Contains(body, tc.body) {
+				t.Errorf("body does not contain %q: %.200q", tc.body, body)
+			}
+			if tc.code == 200 && !strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'self'") {
+				t.Errorf("no same-origin Content-Security-Policy: %q", resp.Header.Get("Content-Security-Policy"))
+			}
+		})
+	}
+}
+
+// TestState checks the JSON the page draws: the fleet's states and coordinates, each application's decision,
+// its disks (fresh, successful results only, smallest first), location and anycast instances.
+func TestState(t *testing.T) {
+	e := newEnv(t)
+	_, body := e.get(t, "GET", PathState)
+	var st State
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	states := map[string]string{}
+	for _, p := range st.PoPs {
+		states[p.Code] = p.State
+		if !p.Located || p.Lat == 0 {
+			t.Errorf("PoP %s not located: %+v", p.Code, p)
+		}
+	}
+	want := map[string]string{"FRA": "up", "LHR": "up", "IAD": "up", "SIN": "up", "SYD": "drained", "GRU": "down"}
+	for p, s := range want {
+		if states[p] != s {
+			t.Errorf("PoP %s: state %q, want %q (all: %v)", p, states[p], s, states)
+		}
+	}
+	apps := map[string]App{}
+	for _, a := range st.Apps {
+		apps[a.App] = a
+	}
+	if len(apps) != 3 {
+		t.Fatalf("apps %v, want 3", st.Apps)
+	}
+
+	db := apps["frankfurt-db"]
+	if db.Status != placement.StatusSuccess || db.BestPoP != "FRA" || db.BestRTTMs != 0.7 || db.Mode != placement.ModeHost {
+		t.Errorf("frankfurt-db: %+v", db)
+	}
+	var disks []string
+	for i, d := range db.Disks {
+		disks = append(disks, d.PoP)
+		if i > 0 && d.RTTMs < db.Disks[i-1].RTTMs {
+			t.Errorf("disks not sorted by RTT: %v", db.Disks)
+		}
+		if d.RadiusKm != float64(int(geo.MaxDistanceKm(d.RTTMs)+0.5)) {
+			t.Errorf("disk %s: radius %v km for %v ms, want the fibre bound %v", d.PoP, d.RadiusKm, d.RTTMs, geo.MaxDistanceKm(d.RTTMs))
+		}
+	}
+	// SIN's latest result failed and GRU's is stale: neither is drawn.
+	if strings.Join(disks, ",") != "FRA,LHR,IAD,SYD" {
+		t.Errorf("frankfurt-db disks %v, want FRA,LHR,IAD,SYD", disks)
+	}
+	if db.Location == nil {
+		t.Fatal("frankfurt-db: no location")
+	}
+	if d := geo.DistanceKm(geo.Point{Lat: db.Location.Lat, Lon: db.Location.Lon}, pop(t, "FRA").Point); d > 500 {
+		t.Errorf("frankfurt-db located %.0f km from Frankfurt: %+v", d, db.Location)
+	}
+
+	edge := apps["edge-anycast"]
+	if edge.Status != placement.StatusUnsupportedApplication || edge.BestPoP != "" || edge.Location != nil {
+		t.Errorf("edge-anycast: %+v", edge)
+	}
+	if len(edge.Instances) < 2 {
+		t.Errorf("edge-anycast: instances %v, want at least 2", edge.Instances)
+	}
+
+	tokyo := apps["tokyo-app"]
+	reg, err := geo.LookupRegion("gcp:asia-northeast1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tokyo.Location == nil || tokyo.Location.Lat != reg.Lat || tokyo.Location.Lon != reg.Lon || !tokyo.Estimated {
+		t.Errorf("tokyo-app: location %+v estimated %v, want the region's coordinates %v", tokyo.Location, tokyo.Estimated, reg.Point)
+	}
+}
+
+var externalURL = regexp.MustCompile(`(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}`)
+
+// TestNoExternalResources checks that the embedded files load nothing from elsewhere (no CDN, no fonts).
+func TestNoExternalResources(t *testing.T) {
+	err := fs.WalkDir(static, "static", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(static, path)
+		if err != nil {
+			return err
+		}
+		for _, m := range externalURL.FindAllString(string(b), -1) {
+			if m != "http://www.w3.org" { // the SVG namespace, an identifier, never fetched
+				t.Errorf("%s refers to %s", path, m)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	if _, err := New(Config{}); err == nil {
+		t.Fatal("New without a scheduler and a store: no error")
+	}
+}
