@@ -4,6 +4,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/prober"
 )
 
 // Metrics are the scheduler's Prometheus series (namespace vantage, subsystem scheduler).
@@ -37,7 +40,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		jobsPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "vantage", Subsystem: "scheduler",
 			Name: "jobs_pending", Help: "Jobs delivered to a PoP's daemons and not yet acknowledged."}, []string{"pop"}),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "scheduler",
-			Name: "results_total", Help: "Probe results received, by probe kind and outcome."}, []string{"kind", "outcome"}),
+			Name: "results_total", Help: "Results of this scheduler's recheck jobs, by probe kind and outcome (success or the prober's failure class)."}, []string{"kind", "outcome"}),
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "vantage", Subsystem: "scheduler",
 			Name: "leader", Help: "1 while this scheduler holds the lease."}),
 		leaseToken: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "vantage", Subsystem: "scheduler",
@@ -56,6 +59,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	for _, c := range []string{"true", "false"} {
 		m.decisions.WithLabelValues(c)
+	}
+	for _, k := range []placement.ProbeKind{placement.ProbeTCP, placement.ProbeHTTP} {
+		m.results.WithLabelValues(string(k), "success")
+		for _, c := range prober.Classes {
+			m.results.WithLabelValues(string(k), string(c))
+		}
 	}
 	for _, o := range []string{"accepted", "rate_limited", "unauthorized", "invalid"} {
 		m.adhoc.WithLabelValues(o)

@@ -276,6 +276,7 @@ func containsPoP(pops []geo.PoP, code string) bool {
 // or deadline passes; latest is filled with the latest result per PoP.
 func (s *Scheduler) await(ctx context.Context, key string, want map[string]string, deadline time.Time, latest map[string]storage.Result) error {
 	poll := s.cfg.ResultPoll
+	counted := make(map[string]bool, len(want))
 	for {
 		rs, err := s.deps.backend.LatestResults(ctx, key)
 		if err != nil && ctx.Err() == nil {
@@ -288,6 +289,10 @@ func (s *Scheduler) await(ctx context.Context, key string, want map[string]strin
 		for pop, round := range want {
 			if r, ok := latest[pop]; ok && r.Round == round {
 				got++
+				if !counted[pop] {
+					counted[pop] = true
+					s.countResult(r)
+				}
 			}
 		}
 		if got == len(want) {
@@ -370,4 +375,17 @@ func stabilise(cands, prev []placement.Candidate, absMs, rel float64) {
 // triangulateInput is the engine's input for results by PoP (used by the benchmarks and the recheck alike).
 func triangulateInput(target string, rs map[string]storage.Result, lookup func(string) (geo.PoP, bool)) triangulate.Input {
 	return triangulate.Input{Target: target, Measurements: measurements(rs, lookup)}
+}
+
+// countResult counts a result of this scheduler's jobs in vantage_scheduler_results_total{kind,outcome}:
+// outcome is "success" or the prober's failure class (a fixed set).
+func (s *Scheduler) countResult(r storage.Result) {
+	if s.metrics == nil {
+		return
+	}
+	o := "success"
+	if !succeeded(r) {
+		o = cmpOr(r.Class, "other")
+	}
+	s.metrics.results.WithLabelValues(string(r.Kind), o).Inc()
 }

@@ -199,7 +199,7 @@ func TestSchedulerAndProbedCommands(t *testing.T) {
 		t.Errorf("probe --fleet with a bad token: %v, want a 401", err)
 	}
 	_, m := httpGet(t, "http://"+api+"/metrics")
-	for _, name := range []string{"vantage_scheduler_rechecks_total", "vantage_scheduler_leader 1", "vantage_scheduler_decisions_written_total", "vantage_scheduler_jobs_enqueued_total"} {
+	for _, name := range []string{"vantage_scheduler_rechecks_total", "vantage_scheduler_leader 1", "vantage_scheduler_decisions_written_total", "vantage_scheduler_jobs_enqueued_total", `vantage_scheduler_results_total{kind="tcp",outcome="success"}`} {
 		if !strings.Contains(m, name) {
 			t.Errorf("scheduler /metrics lacks %q", name)
 		}
