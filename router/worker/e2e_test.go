@@ -351,7 +351,7 @@ func startE2E(t *testing.T) *e2e {
 	}
 
 	// The scheduler: host, region (its endpoint is the database at the region) and the anycast database.
-	sc, err := scheduler.New(scheduler.Config{Name: "e2e", InitialSpread: 100 * time.Millisecond, ResultTimeout: 10 * time.Second,
+	sc, err := scheduler.New(scheduler.Config{Name: "e2e", InitialSpread: 100 * time.Millisecond, ResultTimeout: 3 * time.Second,
 		ResultPoll: 50 * time.Millisecond, Logger: log}, scheduler.StoreBackend{Store: open()}, scheduler.NewMetrics(nil))
 	if err != nil {
 		t.Fatal(err)
