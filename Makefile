@@ -4,7 +4,8 @@
 
 GO ?= go
 # Packages whose tests time packets on the emulated WAN run without the race detector, which would distort the
-# delays they check; every other package runs with it.
+# delays they check, one package at a time (-p 1) so that no other test binary competes with the router;
+# every other package runs with the race detector.
 TIMED_PKGS := ./testbed/...
 RACE_PKGS = $(shell $(GO) list ./... | grep -v '/testbed')
 
@@ -19,7 +20,7 @@ deps:
 test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
-	$(GO) test -count=1 -timeout 20m $(TIMED_PKGS)
+	$(GO) test -p 1 -count=1 -timeout 20m $(TIMED_PKGS)
 	$(MAKE) fuzz-short
 
 # A short run of every config parser fuzzer over the committed corpus (placement/testdata/fuzz) and beyond.
