@@ -558,8 +558,15 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// watch prints every decision change until ctx is done.
+// watch prints every decision change that shows in the report's columns until ctx is done. (A stored
+// decision also changes when only its candidates' order does.)
 func (e *env) watch(ctx context.Context) {
+	last := map[string]string{}
+	for _, s := range Scenarios {
+		if d, ok, err := e.st.Decision(ctx, s.App); err == nil && ok {
+			last[s.App] = row(s, e.zone, d)
+		}
+	}
 	err := e.st.WatchDecisions(ctx, func(app string) {
 		d, ok, err := e.st.Decision(ctx, app)
 		if err != nil || !ok {
@@ -571,7 +578,12 @@ func (e *env) watch(ctx context.Context) {
 				s = sc
 			}
 		}
-		e.out.linef("  %s  changed %s", row(s, e.zone, d), time.Now().Format(time.TimeOnly))
+		r := row(s, e.zone, d)
+		if r == last[app] {
+			return
+		}
+		last[app] = r
+		e.out.linef("  %s  (changed %s)", r, time.Now().Format(time.TimeOnly))
 	})
 	if err != nil && ctx.Err() == nil {
 		e.log.Warn("demo: watching decisions", "err", err)

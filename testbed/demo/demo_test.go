@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -128,6 +130,35 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
+// startRedis starts a real redis-server from an OS thread that stays alive until the test ends. redistest
+// sets Pdeathsig on the server, which fires when the thread that forked it exits, and the testbed retires the
+// threads it moved into namespaces: a server forked from one of the runtime's pooled threads may be killed at
+// any moment once a testbed starts.
+func startRedis(t *testing.T) *redistest.Server {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("redis-server is not installed (Debian package redis-server)")
+		}
+		t.Skip("redis-server is not installed: apt-get install redis-server")
+	}
+	ch := make(chan *redistest.Server, 1)
+	release := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		defer close(ch) // also when redistest gives up (FailNow ends this goroutine)
+		ch <- redistest.Start(t)
+		<-release
+	}()
+	srv := <-ch
+	if srv == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { close(release) }) // runs before redistest stops the server
+	return srv
+}
+
 // TestStatusPageInChromium runs the demo against a real redis-server, opens its status page in headless
 // Chromium (driven over the DevTools protocol), and checks that the page loads without console errors, shows
 // the fleet and the demo's applications, and that an ad-hoc probe started from the form (auto-submitted from
@@ -141,7 +172,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		t.Skip("status page in Chromium: skipped with -short")
 	}
 	bin := chromiumBinary(t)
-	srv := redistest.Start(t)
+	srv := startRedis(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -153,10 +184,24 @@ func TestStatusPageInChromium(t *testing.T) {
 		done <- Run(demoCtx, Config{Redis: []string{srv.Addr()}, Listen: "127.0.0.1:0", RouterListen: "127.0.0.1:0",
 			Requests: 1, Ready: func(i Info) { ready <- i }}, &out)
 	}()
+	var name string
 	t.Cleanup(func() {
-		stopDemo()
+		stopDemo() // as Ctrl-C does: the command's context is cancelled
 		if err := <-done; err != nil {
 			t.Errorf("demo: %v", err)
+		}
+		if name == "" {
+			return
+		}
+		// Everything is torn down: no namespace of the demo's testbed is left.
+		nss, err := exec.Command("ip", "netns", "list").Output()
+		if err != nil {
+			t.Fatalf("ip netns list: %v", err)
+		}
+		for _, ns := range strings.Fields(string(nss)) {
+			if strings.HasPrefix(ns, name+"-") {
+				t.Errorf("namespace %s left behind by the demo", ns)
+			}
 		}
 	})
 	var info Info
@@ -169,6 +214,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		t.Fatalf("no demo report in time:\n%s", out.String())
 	}
 	t.Logf("demo report:\n%s", out.String())
+	name = info.Testbed.Name()
 
 	b := startChromium(t, ctx, bin)
 	url := info.APIURL + "/#token=" + info.Token + "&kind=tcp&target=db.vantage.test:5432&pops=all&count=3&submit=1"
