@@ -113,8 +113,8 @@ type Analysis struct {
 //     overhead is the median request time outside counted subrequests (sequential subrequests assumed), and
 //     RTT(P, h) is, in order: the fleet's probe result from P when h is a probed target; the smallest observed
 //     subrequest duration to h at P (one subrequest is about one RTT); the latency model from P to h's location,
-//     triangulated (CBG, triangulate.Engine) from those per-PoP RTTs; or, when no location can be bounded, the
-//     relay bound min over measured PoPs Q of RTT(Q, h) + RTT(P, Q).
+//     triangulated (CBG, triangulate.Engine) from those per-PoP RTTs when the region is within
+//     MaxLocationRadiusKm; or else the relay bound min over measured PoPs Q of RTT(Q, h) + RTT(P, Q).
 //  5. Candidates are the PoPs the application ran at. A candidate L's estimate is the mean over the window's
 //     requests (by ingress I) of back-end time at L + forwarding RTT I<->L (0 when I = L; PoPRTT, else the model
 //     on coordinates). The fastest is kept against the previous choice unless it beats it by both margins, and is
@@ -224,7 +224,8 @@ func Analyze(cfg Config, in Input, lk Lookups) Analysis {
 			}
 		}
 		if len(ms) > 0 {
-			if res, err := eng.Decide(triangulate.Input{Target: name, Measurements: ms}); err == nil && res.HasLoc {
+			if res, err := eng.Decide(triangulate.Input{Target: name, Measurements: ms}); err == nil && res.HasLoc &&
+				res.Location.RadiusKm <= cfg.MaxLocationRadiusKm {
 				host.Location, host.HasLoc = res.Location.Point, true
 			}
 		}

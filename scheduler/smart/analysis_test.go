@@ -340,6 +340,31 @@ func TestAnalyze(t *testing.T) {
 			},
 		},
 		{
+			name: "one_vantage_point_relay_bound",
+			in: func(t *testing.T) Input {
+				// The database was only ever reached from SYD: one RTT cannot locate it, so FRA's RTT to it
+				// is bounded by relaying through SYD (274 + 274 ms), and FRA is not chosen.
+				g := newGen(t).add(30, "SYD", "SYD", 6).add(2, "FRA", "FRA", 0)
+				return Input{App: "shop", Now: now, Records: g.recs}
+			},
+			wantStatus: placement.StatusSuccess,
+			check: func(t *testing.T, a Analysis) {
+				if a.Hosts[0].HasLoc {
+					t.Errorf("host located from one PoP: %+v", a.Hosts[0])
+				}
+				var fra *Estimate
+				for i := range a.Estimates {
+					if a.Estimates[i].PoP == "FRA" {
+						fra = &a.Estimates[i]
+					}
+				}
+				want := 2 + 180.0/32*(rtt(t, "SYD", "db")+sydFRA)
+				if fra == nil || fra.Observed || math.Abs(fra.BackendMs-want) > 0.01 {
+					t.Errorf("FRA estimate %+v, want the relay bound %.1f ms", fra, want)
+				}
+			},
+		},
+		{
 			name: "previous_choice_kept_when_close",
 			cfg:  func(c *Config) { c.MinObserved = 1000 }, // every back-end time modelled from the fleet's RTTs
 			in: func(t *testing.T) Input {
@@ -487,6 +512,7 @@ func TestConfigValidate(t *testing.T) {
 		{"min_requests", func(c *Config) { c.MinRequests = 0 }, "smart: config MinRequests = 0: want >= 1"},
 		{"margin_rel", func(c *Config) { c.MarginRel = 1 }, "smart: config MarginRel = 1: want in [0, 1)"},
 		{"margin_abs_nan", func(c *Config) { c.MarginAbsMs = math.NaN() }, "smart: config MarginAbsMs = NaN: want a finite number >= 0"},
+		{"location_radius", func(c *Config) { c.MaxLocationRadiusKm = 0 }, "smart: config MaxLocationRadiusKm = 0: want a finite number > 0"},
 		{"analytics_host_with_port", func(c *Config) { c.AnalyticsHosts = []string{"sentry.io:443"} }, `smart: config AnalyticsHosts = "sentry.io:443": want host names without port, scheme or spaces`},
 	}
 	for _, tt := range tests {

@@ -41,6 +41,10 @@ const (
 	DefaultSlowerTolerance = 0.05
 	// DefaultMaxCandidates is how many ranked candidates a decision carries.
 	DefaultMaxCandidates = 7
+	// DefaultMaxLocationRadiusKm: a back end's triangulated location is used for the latency model only when
+	// its region is this tight (1000 km is about 10-20 ms of RTT at intercontinental distances); a looser one
+	// (e.g. from a single PoP's RTTs) falls back to the relay bound.
+	DefaultMaxLocationRadiusKm = 1000.0
 	// DefaultInterval is the runner's period.
 	DefaultInterval = time.Minute
 )
@@ -80,6 +84,8 @@ type Config struct {
 	SlowerTolerance float64
 	// MaxCandidates caps the ranked candidates of a decision (default 7).
 	MaxCandidates int
+	// MaxLocationRadiusKm bounds the radius of a triangulated back-end location the model trusts (default 1000).
+	MaxLocationRadiusKm float64
 	// AnalyticsHosts never count (default DefaultAnalyticsHosts); entries match the host and its subdomains.
 	AnalyticsHosts []string
 	// Interval is the runner's period (default 1 min).
@@ -99,6 +105,7 @@ func DefaultConfig() Config {
 		MinCompare:               DefaultMinCompare,
 		SlowerTolerance:          DefaultSlowerTolerance,
 		MaxCandidates:            DefaultMaxCandidates,
+		MaxLocationRadiusKm:      DefaultMaxLocationRadiusKm,
 		AnalyticsHosts:           DefaultAnalyticsHosts,
 		Interval:                 DefaultInterval,
 	}
@@ -139,6 +146,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxCandidates < 1 {
 		bad("MaxCandidates", c.MaxCandidates, ">= 1")
+	}
+	if !(c.MaxLocationRadiusKm > 0) || math.IsInf(c.MaxLocationRadiusKm, 0) {
+		bad("MaxLocationRadiusKm", c.MaxLocationRadiusKm, "a finite number > 0")
 	}
 	for _, h := range c.AnalyticsHosts {
 		if h == "" || strings.ContainsAny(h, ":/ ") {
