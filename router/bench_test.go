@@ -124,6 +124,8 @@ func BenchmarkBuild1M(b *testing.B) {
 		ds = append(ds, fillDecision(i))
 	}
 	b.ReportAllocs()
+	cpu := processCPU()
+	defer func() { b.ReportMetric((processCPU()-cpu).Seconds()/float64(b.N), "cpu-s/op") }()
 	for b.Loop() {
 		bd := newBuilder(r, r.snap.Load())
 		for _, d := range ds {
