@@ -38,7 +38,9 @@ type Input struct {
 	Records []storage.Telemetry
 	// Previous is the application's current decision (zero: none).
 	Previous placement.Decision
-	// UnsupportedDeploy is the deploy version an earlier analysis found slower when placed ("" none).
+	// Unsupported reports that an earlier analysis found UnsupportedDeploy (possibly "", for applications
+	// without deploy versions) slower when placed.
+	Unsupported       bool
 	UnsupportedDeploy string
 	// Now is the end of the window and the decision's computation time.
 	Now time.Time
@@ -141,7 +143,7 @@ func Analyze(cfg Config, in Input, lk Lookups) Analysis {
 		a.Decision = d
 		return a
 	}
-	if in.UnsupportedDeploy != "" && in.UnsupportedDeploy == a.Deploy {
+	if in.Unsupported && in.UnsupportedDeploy == a.Deploy {
 		return finish(placement.StatusUnsupportedApplication)
 	}
 	if slower(cfg, in, recs, lk, &a) {

@@ -454,7 +454,15 @@ func TestAnalyze(t *testing.T) {
 			name: "unsupported_deploy_stays_unsupported",
 			in: func(t *testing.T) Input {
 				g := newGen(t).add(30, "SYD", "SYD", 6).add(10, "FRA", "FRA", 6)
-				return Input{App: "shop", Now: now, Records: g.recs, UnsupportedDeploy: "v1"}
+				return Input{App: "shop", Now: now, Records: g.recs, Unsupported: true, UnsupportedDeploy: "v1"}
+			},
+			wantStatus: placement.StatusUnsupportedApplication,
+		},
+		{
+			name: "unsupported_without_deploy_versions_stays_unsupported",
+			in: func(t *testing.T) Input {
+				g := newGen(t).add(30, "SYD", "SYD", 6).add(10, "FRA", "FRA", 6).edit(40, func(r *storage.Telemetry) { r.Deploy = "" })
+				return Input{App: "shop", Now: now, Records: g.recs, Unsupported: true}
 			},
 			wantStatus: placement.StatusUnsupportedApplication,
 		},
@@ -462,7 +470,7 @@ func TestAnalyze(t *testing.T) {
 			name: "next_deploy_is_analysed_again",
 			in: func(t *testing.T) Input {
 				g := newGen(t).add(30, "SYD", "SYD", 6).add(10, "FRA", "FRA", 6).edit(40, func(r *storage.Telemetry) { r.Deploy = "v2" })
-				return Input{App: "shop", Now: now, Records: g.recs, UnsupportedDeploy: "v1"}
+				return Input{App: "shop", Now: now, Records: g.recs, Unsupported: true, UnsupportedDeploy: "v1"}
 			},
 			wantStatus: placement.StatusSuccess,
 			wantBest:   "FRA",

@@ -161,7 +161,7 @@ func (r *Runner) AnalyzeApp(ctx context.Context, app, deploy string) (Analysis, 
 	if prev.Mode == placement.ModeSmart {
 		in.Previous = prev
 	}
-	if in.UnsupportedDeploy, _, err = r.st.UnsupportedDeploy(ctx, app); err != nil {
+	if in.UnsupportedDeploy, in.Unsupported, err = r.st.UnsupportedDeploy(ctx, app); err != nil {
 		return Analysis{}, fmt.Errorf("smart: app %s: %w", app, err)
 	}
 	lk, err := r.lookups(ctx, in.Records)
