@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -222,12 +223,11 @@ func (r *Runner) lookups(ctx context.Context, recs []storage.Telemetry) (Lookups
 }
 
 // FleetSources returns Sources reading the fleet's latest probe results from st: the results of a back end are
-// stored under key(host) (the scheduler's target key, e.g. "tcp:db.example.com:5432"; nil: the host itself),
-// HostRTTs are their minimum RTTs by PoP, and Verdict is the triangulation engine's verdict on them. A back end
-// without results has no verdict and no RTTs.
+// stored under key(host); nil means DefaultTargetKey. HostRTTs are their minimum RTTs by PoP, and Verdict is the
+// triangulation engine's verdict on them. A back end without results has no verdict and no RTTs.
 func FleetSources(st *storage.Store, key func(host string) string) Sources {
 	if key == nil {
-		key = func(h string) string { return h }
+		key = DefaultTargetKey
 	}
 	rtts := func(ctx context.Context, host string) (map[string]float64, error) {
 		res, err := st.LatestResults(ctx, key(host))
@@ -256,6 +256,16 @@ func FleetSources(st *storage.Store, key func(host string) string) Sources {
 			return v, v != placement.VerdictUnknown, nil
 		},
 	}
+}
+
+// DefaultTargetKey returns the key the scheduler stores a back end's probe results under (the same as
+// scheduler.TargetKey): "tcp:<host:port>" for a subrequest host with a port (placement mode host), else
+// "http:<host>" (mode hostname).
+func DefaultTargetKey(host string) string {
+	if _, _, err := net.SplitHostPort(host); err == nil {
+		return string(placement.ProbeTCP) + ":" + host
+	}
+	return string(placement.ProbeHTTP) + ":" + host
 }
 
 // FleetVerdict runs the triangulation engine (default config) on a back end's RTTs by PoP (PoPs outside geo's

@@ -184,7 +184,7 @@ func TestFleetSources(t *testing.T) {
 	for _, pop := range []string{"FRA", "IAD", "SIN", "SYD"} {
 		put("tcp:any:5432", pop, 1)
 	}
-	src := FleetSources(st, func(h string) string { return "tcp:" + h })
+	src := FleetSources(st, nil) // DefaultTargetKey: "tcp:db:5432"
 	tests := []struct {
 		host    string
 		want    placement.Verdict
@@ -194,6 +194,7 @@ func TestFleetSources(t *testing.T) {
 		{"db:5432", placement.VerdictUnicast, true, 5},
 		{"any:5432", placement.VerdictAnycast, true, 4},
 		{"unprobed:443", "", false, 0},
+		{"api.example.com", "", false, 0}, // would be "http:api.example.com"
 	}
 	for _, tt := range tests {
 		t.Run(tt.host, func(t *testing.T) {

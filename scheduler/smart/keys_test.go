@@ -1,0 +1,29 @@
+package smart_test
+
+import (
+	"testing"
+
+	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/scheduler"
+	"github.com/vantage-edge/vantage/scheduler/smart"
+)
+
+// TestDefaultTargetKey checks that smart reads the fleet's results where the scheduler stores them.
+func TestDefaultTargetKey(t *testing.T) {
+	tests := []struct {
+		host string
+		kind placement.ProbeKind
+	}{
+		{"db.example.com:5432", placement.ProbeTCP},
+		{"198.18.0.7:5432", placement.ProbeTCP},
+		{"[2001:db8::1]:443", placement.ProbeTCP},
+		{"api.example.com", placement.ProbeHTTP},
+	}
+	for _, tt := range tests {
+		t.Run(tt.host, func(t *testing.T) {
+			if got, want := smart.DefaultTargetKey(tt.host), scheduler.TargetKey(tt.kind, tt.host); got != want {
+				t.Errorf("DefaultTargetKey(%q) = %q, want the scheduler's %q", tt.host, got, want)
+			}
+		})
+	}
+}
