@@ -51,9 +51,10 @@ type Config struct {
 	FailoverExtraMs float64
 	FailoverRatio   float64
 
-	// SpreadAboveRPS is the per-application request rate (requests per second seen by this router) above which
-	// requests are spread over the available candidates within SpreadEpsilonMs of the best (default 1000;
-	// 0 disables spreading and the rate estimate).
+	// SpreadAboveRPS is the per-application request rate (requests per second seen by this router, estimated
+	// from one request in 8) above which requests are spread over the available candidates within
+	// SpreadEpsilonMs of the best (default 1000; 0 disables spreading and the rate estimate). Requests whose
+	// best PoP is the ingress are not spread: they run where they are.
 	SpreadAboveRPS float64
 	// SpreadEpsilonMs is how much slower than the best a candidate may be to share the load (default 5 ms).
 	SpreadEpsilonMs float64
