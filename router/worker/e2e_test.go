@@ -478,9 +478,9 @@ func TestPlacementEndToEnd(t *testing.T) {
 	})
 
 	t.Run("slower_when_placed_is_unsupported", func(t *testing.T) {
-		// db2's path from Frankfurt degrades: 150 ms each way. Placed requests now take RTT(SYD, FRA) plus six
-		// 300 ms round trips, more than the six ~274 ms round trips of running in Sydney.
-		if err := e.tb.SetDelay("FRA", "db2", 150*time.Millisecond); err != nil {
+		// db2's path from Frankfurt degrades: 250 ms each way. Placed requests now take RTT(SYD, FRA) plus six
+		// 500 ms round trips, far more than the six ~274 ms round trips of running in Sydney.
+		if err := e.tb.SetDelay("FRA", "db2", 250*time.Millisecond); err != nil {
 			t.Fatal(err)
 		}
 		placed := e.burst(t, appSlower, "SYD", 6)
