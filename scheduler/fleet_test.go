@@ -347,16 +347,23 @@ func testFleet(t *testing.T, addrs []string, stopRedis, restartRedis func()) {
 
 	// 2. Kill fra-1 with jobs in flight: fra-2 re-claims them before the next recheck is due.
 	// fra-1's own pending entries in FRA's consumer group: jobs delivered to it and not acknowledged.
-	fra1Pending := func() int64 {
-		ps, err := obs.Client().XPendingExt(context.Background(), &redis.XPendingExtArgs{
+	fra1PEL := func() []redis.XPendingExt {
+		ps, _ := obs.Client().XPendingExt(context.Background(), &redis.XPendingExtArgs{
 			Stream: storage.KeyJobs("FRA"), Group: storage.JobGroup, Start: "-", End: "+", Count: 100, Consumer: "fra-1"}).Result()
-		if err != nil {
-			return -1
-		}
-		return int64(len(ps))
+		return ps
 	}
-	waitUntil(t, "fra-1 to hold a job of its own", 20*time.Second, func() bool {
-		return fraGate.holding() > 0 && fra1Pending() > 0
+	fra1Pending := func() int64 { return int64(len(fra1PEL())) }
+	// Kill it while one of its jobs is young: fra-2 may take over a job only after testReclaim of idleness.
+	waitUntil(t, "fra-1 to hold a fresh job of its own", 20*time.Second, func() bool {
+		if fraGate.holding() == 0 {
+			return false
+		}
+		for _, p := range fra1PEL() {
+			if p.Idle < testReclaim/3 {
+				return true
+			}
+		}
+		return false
 	})
 	held := fra1Pending()
 	killed := time.Now()
