@@ -196,6 +196,13 @@ func (a *AdHoc) Status(ctx context.Context, id string) (AdHocStatus, bool, error
 	st.Done = len(st.Pending) == 0 || !a.now().Before(rec.Deadline)
 	if st.Done {
 		st.Verdict = a.verdict(rec, st.Results)
+		if !p.Done { // record the end once, for whoever reads the record later
+			v, _ := json.Marshal(st.Verdict)
+			p.Done, p.Verdict, p.Results = true, v, nil
+			if err := a.Backend.PutAdHocProbe(ctx, p, AdHocTTL); err != nil {
+				return st, true, fmt.Errorf("scheduler: ad-hoc probe %s: storing the verdict: %w", id, err)
+			}
+		}
 	}
 	return st, true, nil
 }

@@ -174,6 +174,9 @@ func TestAPIAdHocProbesAndQuota(t *testing.T) {
 	if st.Verdict.Verdict != placement.VerdictAnycast || len(st.Verdict.Candidates) != 3 {
 		t.Errorf("verdict %+v: want anycast over three candidates (loopback from three continents)", st.Verdict)
 	}
+	if rec, ok, err := e.b.AdHocProbe(context.Background(), id); err != nil || !ok || !rec.Done || len(rec.Verdict) == 0 || len(rec.Results) != 3 {
+		t.Errorf("stored ad-hoc record %+v (%v, %v): want done, with the verdict and the three results", rec, ok, err)
+	}
 
 	for _, tc := range []struct {
 		name, token, body string
