@@ -1,0 +1,422 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/prober"
+	"github.com/vantage-edge/vantage/scheduler"
+	"github.com/vantage-edge/vantage/scheduler/probed"
+	"github.com/vantage-edge/vantage/storage"
+	"github.com/vantage-edge/vantage/testbed"
+)
+
+// Fleet parameters: short intervals, so that a new target's first recheck is not a timer away.
+const (
+	fleetRecheck       = 30 * time.Second
+	fleetHeartbeat     = time.Second
+	fleetResultTimeout = 3 * time.Second
+	fleetResultPoll    = 20 * time.Millisecond
+	fleetDecisionPoll  = 5 * time.Millisecond // how often the harness looks for the decision in Redis
+)
+
+func quiet(o *options) *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func fleetSection(ctx context.Context, o *options) *Section {
+	s := &Section{Title: "Fleet: new target to decision, and recheck load on Redis"}
+	if os.Geteuid() != 0 {
+		s.Notes = append(s.Notes, "**Time to decision on the emulated WAN was skipped: it needs root (network namespaces, /dev/net/tun).**")
+	} else {
+		timeToDecision(ctx, o, s)
+	}
+	scaleLoad(ctx, o, s)
+	return s
+}
+
+// timeToDecision runs the demo topology (the default emulated WAN, one probe daemon per PoP probing from its
+// namespace, a scheduler, a real redis-server) and times each new target from AddTarget to its decision in
+// Redis.
+func timeToDecision(ctx context.Context, o *options, s *Section) {
+	s.Intro += "**Time to decision**: the default emulated WAN (testbed/testdata/default.yaml, 26 PoPs), one " +
+		"`probed` daemon per PoP whose prober enters the PoP's namespace (`Config.Enter = Node.Do`, names resolved by " +
+		"the testbed's DNS server), one scheduler (lease, planner, engine) and a redis-server started by the harness. " +
+		"Once the scheduler leads and every PoP has a heartbeat, targets are registered one at a time " +
+		"(`Scheduler.AddTarget`, as the API or a config reload does); the time is from that call to the decision being " +
+		"readable in Redis (`Store.Decision`, polled every " + fleetDecisionPoll.String() + "). It includes the probes' " +
+		"own RTTs over the emulated WAN (up to ~300 ms per round, several rounds of the planner).\n\n"
+	red, err := startRedis(ctx)
+	if err != nil {
+		s.Notes = append(s.Notes, "time to decision: "+err.Error())
+		return
+	}
+	defer red.stop()
+	spec := testbed.DefaultSpec()
+	tb, err := testbed.Start(ctx, spec, testbed.Options{Logger: quiet(o), Nice: -10})
+	if err != nil {
+		s.Notes = append(s.Notes, "time to decision: testbed: "+err.Error())
+		return
+	}
+	defer tb.Close()
+	open := func() (*storage.Store, error) {
+		return storage.Open(ctx, storage.Options{Addrs: []string{red.addr}})
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { stop(); wg.Wait() }()
+	dnsAddr, _ := tb.DNSServer()
+	for _, pop := range spec.PoPs {
+		node := tb.Node(pop)
+		cfg := prober.DefaultConfig()
+		cfg.Allow = []netip.Prefix{tb.Prefix()}
+		cfg.Interval = 10 * time.Millisecond
+		cfg.Enter = node.Do
+		cfg.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return node.DialContext(ctx, network, dnsAddr.String())
+		}}
+		p, err := prober.New(cfg)
+		if err != nil {
+			s.Notes = append(s.Notes, "time to decision: prober: "+err.Error())
+			return
+		}
+		st, err := open()
+		if err != nil {
+			s.Notes = append(s.Notes, "time to decision: "+err.Error())
+			return
+		}
+		defer st.Close()
+		d, err := probed.New(probed.Config{PoP: pop, DaemonID: "bench-" + pop, Heartbeat: fleetHeartbeat, ReadBlock: 200 * time.Millisecond,
+			Logger: quiet(o)}, &probed.StoreQueue{DB: st, PoP: pop, DaemonID: "bench-" + pop}, p, nil)
+		if err != nil {
+			s.Notes = append(s.Notes, "time to decision: probed: "+err.Error())
+			return
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); d.Run(runCtx) }()
+	}
+	st, err := open()
+	if err != nil {
+		s.Notes = append(s.Notes, "time to decision: "+err.Error())
+		return
+	}
+	defer st.Close()
+	sch, err := scheduler.New(scheduler.Config{Name: "bench", RecheckInterval: fleetRecheck, ResultTimeout: fleetResultTimeout,
+		ResultPoll: fleetResultPoll, LeaseTTL: 5 * time.Second, Logger: quiet(o)}, scheduler.StoreBackend{Store: st}, scheduler.NewMetrics(nil))
+	if err != nil {
+		s.Notes = append(s.Notes, "time to decision: scheduler: "+err.Error())
+		return
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); sch.Run(runCtx) }()
+	backend := scheduler.StoreBackend{Store: st}
+	if err := waitFor(ctx, 30*time.Second, func() bool {
+		lead, _ := sch.Leading()
+		up, _ := backend.UpPoPs(ctx)
+		return lead && len(up) == len(spec.PoPs)
+	}); err != nil {
+		s.Notes = append(s.Notes, "time to decision: the scheduler did not lead with every PoP up within 30 s")
+		return
+	}
+	t := &Table{Header: []string{"target", "mode", "decision", "best PoP", "time to decision (this machine)"}}
+	var times []float64
+	rounds := 2
+	if o.quick {
+		rounds = 1
+	}
+	for round := range rounds {
+		for _, h := range spec.Hosts {
+			if len(h.TCP) == 0 {
+				continue
+			}
+			addr, _ := tb.Resolve(h.Name)
+			app := fmt.Sprintf("bench-%s-%d", h.Name, round)
+			tg := scheduler.Target{App: app, Mode: placement.ModeHost, Target: netip.AddrPortFrom(addr, uint16(h.TCP[0])).String()}
+			t0 := time.Now()
+			sch.AddTarget("bench", tg)
+			var d placement.Decision
+			err := waitFor(ctx, 30*time.Second, func() bool {
+				var ok bool
+				d, ok, _ = st.Decision(ctx, app)
+				return ok && d.Status != ""
+			})
+			el := time.Since(t0)
+			if err != nil {
+				t.Add(h.Name+" "+tg.Target, "host", "none within 30 s", "", "")
+				continue
+			}
+			times = append(times, el.Seconds()*1000)
+			t.Add(h.Name+" "+tg.Target, "host", string(d.Status), d.BestPoP, fmt.Sprintf("%s ms", num(el.Seconds()*1000, 0)))
+		}
+	}
+	s.Tables = append(s.Tables, t)
+	if len(times) > 0 {
+		s.Notes = append(s.Notes, fmt.Sprintf("**New target to decision in Redis: median %s ms, max %s ms** over %d registrations (26 PoPs up).",
+			num(Percentile(times, 0.5), 0), num(Percentile(times, 1), 0), len(times)))
+	}
+	s.Commands = append(s.Commands, "go run ./bench -only=fleet   (time to decision: in-process testbed, daemons and scheduler)")
+}
+
+// scaleLoad runs the scheduler's scale test (100,000 targets over 300 PoPs, stand-in fleet) and samples the
+// redis-server it starts for commands per second.
+func scaleLoad(ctx context.Context, o *options, s *Section) {
+	targets, window := 100_000, 40*time.Second
+	if o.quick {
+		targets, window = 20_000, 15*time.Second
+	}
+	s.Intro += fmt.Sprintf("**Recheck load on Redis**: `TestScale` (scheduler/scale_test.go, see bench/FLEET.md) with %s targets over 300 PoPs "+
+		"rechecked every 5 minutes, the 300 daemons replaced by one responder process; the harness finds the "+
+		"redis-server the test started (its child process), and samples `INFO stats` total_commands_processed once a second "+
+		"and `INFO cpu` (used_cpu_sys+user) while the test's own window runs. Rechecks/s are the test's own log.", num(float64(targets), 0))
+	dir, err := os.MkdirTemp("", "bench-scale-")
+	if err != nil {
+		s.Notes = append(s.Notes, "scale: "+err.Error())
+		return
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "scheduler.test")
+	if _, cmd, err := goTest(ctx, o.root, 5*time.Minute, "test", "-c", "-o", bin, "./scheduler"); err != nil {
+		s.Notes = append(s.Notes, "scale: "+err.Error())
+		return
+	} else {
+		s.Commands = append(s.Commands, strings.Replace(cmd, bin, "/tmp/sched.test", 1))
+	}
+	args := []string{"-test.run", "^TestScale$", "-test.v", "-scale", fmt.Sprintf("-scale.targets=%d", targets), "-scale.window=" + window.String(), "-test.timeout=10m"}
+	s.Commands = append(s.Commands, "cd scheduler && /tmp/sched.test "+shellJoin(args))
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = filepath.Join(o.root, "scheduler")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		s.Notes = append(s.Notes, "scale: "+err.Error())
+		return
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		s.Notes = append(s.Notes, "scale: "+err.Error())
+		return
+	}
+	var (
+		mu      sync.Mutex
+		lines   []string
+		started = make(chan struct{}) // the test's measurement window began (after its "loops started" line + warm-up)
+		logDone = make(chan struct{})
+	)
+	go func() {
+		defer close(logDone)
+		sc := bufio.NewScanner(out)
+		once := sync.Once{}
+		for sc.Scan() {
+			mu.Lock()
+			lines = append(lines, sc.Text())
+			mu.Unlock()
+			if strings.Contains(sc.Text(), "loops started and leading") {
+				once.Do(func() { close(started) })
+			}
+		}
+	}()
+	var samples []opsSample
+	sampleErr := func() error {
+		select {
+		case <-started:
+		case <-logDone:
+			return fmt.Errorf("the test ended before its window")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		addr, err := childRedis(cmd.Process.Pid)
+		if err != nil {
+			return err
+		}
+		rc := redis.NewClient(&redis.Options{Addr: addr})
+		defer rc.Close()
+		time.Sleep(10 * time.Second) // the test's warm-up
+		end := time.Now().Add(window)
+		for time.Now().Before(end) {
+			if smp, err := redisSample(ctx, rc); err == nil {
+				samples = append(samples, smp)
+			}
+			time.Sleep(time.Second)
+		}
+		return nil
+	}()
+	<-logDone
+	werr := cmd.Wait()
+	logs := TestLogs(strings.Join(lines, "\n"))["TestScale"]
+	if werr != nil {
+		s.Notes = append(s.Notes, fmt.Sprintf("scale: TestScale: %v: %s", werr, tail(strings.Join(lines, "\n"), 5)))
+	}
+	if sampleErr != nil {
+		s.Notes = append(s.Notes, "scale: sampling redis-server: "+sampleErr.Error())
+	}
+	t := &Table{Header: []string{"figure", "value (this machine)"}}
+	rechecks, okR := findFloat(logs, regexp.MustCompile(`([\d.]+) rechecks/s`))
+	if len(samples) >= 2 {
+		a, b := samples[0], samples[len(samples)-1]
+		el := b.at.Sub(a.at).Seconds()
+		ops := float64(b.commands-a.commands) / el
+		var inst []float64
+		for _, x := range samples {
+			inst = append(inst, float64(x.instOps))
+		}
+		t.Add("targets / PoPs", fmt.Sprintf("%s / 300", num(float64(targets), 0)))
+		t.Add("Redis commands/s (total_commands_processed delta)", fmt.Sprintf("%s over %.0f s", num(ops, 0), el))
+		t.Add("Redis instantaneous_ops_per_sec, median of samples", num(Percentile(inst, 0.5), 0))
+		t.Add("redis-server CPU (cores)", num((b.cpu-a.cpu)/el, 2))
+		if okR && rechecks > 0 {
+			t.Add("rechecks/s (the test's log)", num(rechecks, 1))
+			t.Add("Redis commands per recheck", num(ops/rechecks, 0))
+			t.Add(fmt.Sprintf("projected commands/s at the 5-minute interval (%s rechecks/s)", num(float64(targets)/300, 0)), num(ops/rechecks*float64(targets)/300, 0))
+		}
+		s.Notes = append(s.Notes, "Redis commands include the stand-in fleet's (the responder reads each PoP's job stream and "+
+			"writes results as the daemons would) and the fleet's heartbeats: the load the whole recheck pipeline puts on Redis.")
+	}
+	s.Tables = append(s.Tables, t)
+	for _, l := range logs {
+		s.Raw = append(s.Raw, l)
+	}
+}
+
+type opsSample struct {
+	at       time.Time
+	commands int64
+	instOps  int64
+	cpu      float64
+}
+
+func redisSample(ctx context.Context, rc *redis.Client) (opsSample, error) {
+	info, err := rc.Info(ctx, "stats", "cpu").Result()
+	if err != nil {
+		return opsSample{}, err
+	}
+	smp := opsSample{at: time.Now()}
+	for _, l := range strings.Split(info, "\n") {
+		k, v, _ := strings.Cut(strings.TrimSpace(l), ":")
+		switch k {
+		case "total_commands_processed":
+			smp.commands, _ = strconv.ParseInt(v, 10, 64)
+		case "instantaneous_ops_per_sec":
+			smp.instOps, _ = strconv.ParseInt(v, 10, 64)
+		case "used_cpu_sys", "used_cpu_user":
+			f, _ := strconv.ParseFloat(v, 64)
+			smp.cpu += f
+		}
+	}
+	return smp, nil
+}
+
+// childRedis finds the redis-server child of pid and returns its loopback address (from its --port argument).
+func childRedis(pid int) (string, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return "", err
+	}
+	for _, e := range ents {
+		cpid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cpid))
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(stat), ')')
+		f := strings.Fields(string(stat)[i+1:])
+		if len(f) < 2 || f[1] != strconv.Itoa(pid) {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", cpid))
+		args := strings.Split(string(cmdline), "\x00")
+		if len(args) == 0 || filepath.Base(args[0]) != "redis-server" {
+			continue
+		}
+		for j := 0; j+1 < len(args); j++ {
+			if args[j] == "--port" {
+				return net.JoinHostPort("127.0.0.1", args[j+1]), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no redis-server child of pid %d", pid)
+}
+
+// redisProc is a redis-server started by the harness.
+type redisProc struct {
+	addr string
+	cmd  *exec.Cmd
+	dir  string
+}
+
+// startRedis runs redis-server on a free loopback port, persistence off, like storage/redistest.
+func startRedis(ctx context.Context) (*redisProc, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("redis-server not installed (apt-get install redis-server)")
+	}
+	dir, err := os.MkdirTemp("", "bench-redis-")
+	if err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	r := &redisProc{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir}
+	r.cmd = exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := r.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("redis-server: %w", err)
+	}
+	rc := redis.NewClient(&redis.Options{Addr: r.addr})
+	defer rc.Close()
+	if err := waitFor(ctx, 15*time.Second, func() bool { return rc.Ping(ctx).Err() == nil }); err != nil {
+		r.stop()
+		return nil, fmt.Errorf("redis-server on %s did not answer PING within 15 s", r.addr)
+	}
+	return r, nil
+}
+
+func (r *redisProc) stop() {
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { r.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		r.cmd.Process.Kill()
+		<-done
+	}
+	os.RemoveAll(r.dir)
+}
+
+// waitFor polls cond every fleetDecisionPoll until it holds or timeout passes.
+func waitFor(ctx context.Context, timeout time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timeout after %v", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(fleetDecisionPoll):
+		}
+	}
+	return nil
+}
