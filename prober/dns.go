@@ -47,8 +47,12 @@ func (p *dnsProber) Probe(ctx context.Context, t Target) Result {
 	server := t.DNS.Server
 	if server == "" {
 		servers, err := e.cfg.DNSConfig()
-		if err != nil || len(servers) == 0 {
-			r.finish(fmt.Errorf("prober: dns: no server given and none configured: %v", err))
+		if err != nil {
+			r.finish(fmt.Errorf("prober: dns %s: no server given, reading the configured ones: %w", t.Addr, err))
+			return r
+		}
+		if len(servers) == 0 {
+			r.finish(fmt.Errorf("prober: dns %s: no server given and none configured", t.Addr))
 			return r
 		}
 		server = servers[0]
@@ -66,16 +70,11 @@ func (p *dnsProber) Probe(ctx context.Context, t Target) Result {
 	}
 	dst := netip.AddrPortFrom(ip, port)
 	r.DNS.Server = dst.String()
-	src, err := e.source(ip)
-	if err != nil {
+	if err := e.ready(ctx, &r); err != nil {
 		r.finish(err)
 		return r
 	}
-	r.Source = src
-	if err := e.limits.wait(ctx, ip); err != nil {
-		r.finish(fmt.Errorf("prober: dns %s: waiting for the rate limit: %w", t.Addr, err))
-		return r
-	}
+	src := r.Source
 	timeout := e.timeout(t)
 
 	var firstErr error

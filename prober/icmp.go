@@ -34,16 +34,11 @@ func (p *icmpProber) Probe(ctx context.Context, t Target) Result {
 		r.finish(err)
 		return r
 	}
-	src, err := e.source(ip)
-	if err != nil {
+	if err := e.ready(ctx, &r); err != nil {
 		r.finish(err)
 		return r
 	}
-	r.Source = src
-	if err := e.limits.wait(ctx, ip); err != nil {
-		r.finish(fmt.Errorf("prober: icmp %s: waiting for the rate limit: %w", t.Addr, err))
-		return r
-	}
+	src := r.Source
 	privileged := os.Geteuid() == 0
 	if e.cfg.ICMPPrivileged != nil {
 		privileged = *e.cfg.ICMPPrivileged

@@ -79,6 +79,20 @@ func (e *Engine) source(dst netip.Addr) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("prober: no source address of %v's IP family among %v", dst, e.cfg.Sources)
 }
 
+// ready picks the source address for r.IP (setting r.Source) and waits for the rate limiters: the steps
+// between resolution and the first packet that every probe kind takes.
+func (e *Engine) ready(ctx context.Context, r *Result) error {
+	src, err := e.source(r.IP)
+	if err != nil {
+		return err
+	}
+	r.Source = src
+	if err := e.limits.wait(ctx, r.IP); err != nil {
+		return fmt.Errorf("prober: %s %s: waiting for the rate limit: %w", r.Kind, r.Target, err)
+	}
+	return nil
+}
+
 // resolve turns host (a name or a literal IP) into the one address the probe will dial: a name is resolved
 // once, every address it resolved to is checked against the deny policy (one denied address refuses the
 // target: a name that mixes public and internal addresses is a rebinding attempt), and the address of the

@@ -47,16 +47,11 @@ func (p *tcpProber) Probe(ctx context.Context, t Target) Result {
 		r.finish(err)
 		return r
 	}
-	src, err := e.source(ip)
-	if err != nil {
+	if err := e.ready(ctx, &r); err != nil {
 		r.finish(err)
 		return r
 	}
-	r.Source = src
-	if err := e.limits.wait(ctx, ip); err != nil {
-		r.finish(fmt.Errorf("prober: tcp %s: waiting for the rate limit: %w", t.Addr, err))
-		return r
-	}
+	src := r.Source
 	dst := netip.AddrPortFrom(ip, uint16(port))
 	timeout := e.timeout(t)
 	var firstErr error
