@@ -51,9 +51,10 @@ func testLogger(t *testing.T) *slog.Logger {
 
 // fleetEnv is a Redis (single node or cluster) with probe daemons and schedulers on loopback.
 type fleetEnv struct {
-	t     *testing.T
-	addrs []string
-	log   *slog.Logger
+	t        *testing.T
+	addrs    []string
+	log      *slog.Logger
+	schedCfg func(*Config) // adjusts the schedulers' config; may be nil
 }
 
 func (f *fleetEnv) open() *storage.Store {
@@ -147,6 +148,9 @@ func (f *fleetEnv) startScheduler(name string, targets []Target) *sched {
 	st := f.open()
 	cfg := Config{Name: name, RecheckInterval: testRecheck, LeaseTTL: testLease, InitialSpread: 200 * time.Millisecond,
 		ResultTimeout: 1500 * time.Millisecond, ResultPoll: 50 * time.Millisecond, Logger: f.log}
+	if f.schedCfg != nil {
+		f.schedCfg(&cfg)
+	}
 	s, err := New(cfg, StoreBackend{st}, NewMetrics(nil))
 	if err != nil {
 		f.t.Fatal(err)

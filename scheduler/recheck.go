@@ -199,7 +199,8 @@ func (s *Scheduler) measure(ctx context.Context, term *Term, t Target, pops []ge
 		defer d.pool.Put(w)
 		return fn(w.planner)
 	}
-	key := TargetKey(t.Kind(), t.ProbeAddr())
+	addr := s.probeAddr(t)
+	key := TargetKey(t.Kind(), addr)
 	var budget int
 	next := plan(func(p *triangulate.Planner) []string {
 		budget = p.Budget(len(pops))
@@ -221,7 +222,7 @@ func (s *Scheduler) measure(ctx context.Context, term *Term, t Target, pops []ge
 			probed[pop] = true
 			j := storage.Job{
 				Round: fmt.Sprintf("%s/%s/%d/%d/%d", s.cfg.Name, t.App, term.Token, seq, round),
-				Key:   key, Target: t.ProbeAddr(), Kind: t.Kind(), Count: s.cfg.ProbeCount,
+				Key:   key, Target: addr, Kind: t.Kind(), Count: s.cfg.ProbeCount,
 				Deadline: deadline,
 			}
 			if _, err := d.backend.EnqueueJob(ctx, pop, j); err != nil {
@@ -388,4 +389,12 @@ func (s *Scheduler) countResult(r storage.Result) {
 		o = cmpOr(r.Class, "other")
 	}
 	s.metrics.results.WithLabelValues(string(r.Kind), o).Inc()
+}
+
+// probeAddr is what the daemons probe for t: a hostname becomes a URL when Config.HostnameScheme is set.
+func (s *Scheduler) probeAddr(t Target) string {
+	if t.Mode == placement.ModeHostname && s.cfg.HostnameScheme != "" {
+		return s.cfg.HostnameScheme + "://" + t.Target + "/"
+	}
+	return t.ProbeAddr()
 }

@@ -60,7 +60,10 @@ type Config struct {
 	ResultPoll      time.Duration // default DefaultResultPoll
 	ProbeCount      int           // default DefaultProbeCount
 	Budget          int           // PoPs probed per recheck (planner budget); 0: the planner's default
-	Regions         RegionEndpoints
+	// HostnameScheme, "http" or "https", turns a hostname target into the URL the HTTP HEAD probes ask for
+	// ("https://api.example.com/"); empty: the bare hostname, which the prober asks over plain HTTP.
+	HostnameScheme string
+	Regions        RegionEndpoints
 	// PoPs is the catalogue PoP codes of the fleet are located with; nil: geo.PoPs().
 	PoPs    []geo.PoP
 	Engine  *triangulate.Config        // nil: triangulate.DefaultConfig()
@@ -163,6 +166,9 @@ func New(cfg Config, b Backend, m *Metrics) (*Scheduler, error) {
 	pcfg.Engine = ecfg
 	if s.cfg.Planner != nil {
 		pcfg = *s.cfg.Planner
+	}
+	if sc := s.cfg.HostnameScheme; sc != "" && sc != "http" && sc != "https" {
+		return nil, fmt.Errorf("scheduler: config: HostnameScheme %q: want http, https or empty", sc)
 	}
 	if _, err := triangulate.NewEngine(ecfg); err != nil {
 		return nil, fmt.Errorf("scheduler: engine config: %w", err)

@@ -110,8 +110,8 @@ func TestPlacementOnEmulatedWAN(t *testing.T) {
 		// A region whose "endpoint" is an anycast front end: the engine sees anycast, the model decides.
 		{App: "virginia-app", Mode: placement.ModeRegion, Target: "aws:us-east-1", Endpoint: addr("edge") + ":443"},
 	}
-	s := f.startScheduler("s1", targets)
-	_ = s
+	f.schedCfg = func(c *Config) { c.HostnameScheme = "http" } // the URL http://api.<zone>/
+	f.startScheduler("s1", targets)
 	want := map[string]struct {
 		pop       string
 		estimated bool

@@ -62,6 +62,7 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		logFormat     = fs.String("log-format", "text", "log format: json or text")
 		logLevel      = fs.String("log-level", "info", "log level: debug, info, warn or error")
 		adhocTimeout  = fs.Duration("adhoc-timeout", scheduler.DefaultAdHocTimeout, "how long an ad-hoc probe waits for its PoPs")
+		hostScheme    = fs.String("hostname-scheme", "", "probe hostname targets as http:// or https:// URLs (empty: plain HTTP to the bare name)")
 	)
 	var allow, regionEPs, tokens listFlag
 	fs.Var(&allow, "allow", "CIDR lifting the deny policy for configured hosts (repeatable), e.g. 198.18.0.0/15")
@@ -75,6 +76,9 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if err := checkLogFlags(*logFormat, *logLevel); err != nil {
 		return err
+	}
+	if sc := *hostScheme; sc != "" && sc != "http" && sc != "https" {
+		return fmt.Errorf("%w: --hostname-scheme %q: want http or https", errUsage, sc)
 	}
 	log := fleetLogger(stderr, *logFormat, *logLevel)
 	allowP, err := placement.ParsePrefixes("--allow", allow)
@@ -119,7 +123,7 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	m := scheduler.NewMetrics(reg)
 	cfg := scheduler.Config{Name: *name, RecheckInterval: *recheck, Jitter: *jitter, LeaseTTL: *leaseTTL,
 		Concurrency: *concurrency, ResultTimeout: *resultTimeout, ProbeCount: *count, Budget: *budget,
-		Regions: regions, Logger: log}
+		Regions: regions, HostnameScheme: *hostScheme, Logger: log}
 	if *jitter == 0 {
 		cfg.Jitter = -1
 	}

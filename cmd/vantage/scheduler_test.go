@@ -216,6 +216,7 @@ func TestSchedulerUsageErrors(t *testing.T) {
 		{"bad_log_format", []string{"scheduler", "--redis", "127.0.0.1:1", "--log-format", "xml"}, `--log-format "xml"`},
 		{"bad_region_endpoint", []string{"scheduler", "--redis", "127.0.0.1:1", "--region-endpoint", "useast=1.2.3.4:443"}, "want provider:region"},
 		{"bad_allow", []string{"scheduler", "--redis", "127.0.0.1:1", "--allow", "10.0.0.0/33"}, "10.0.0.0/33"},
+		{"bad_hostname_scheme", []string{"scheduler", "--redis", "127.0.0.1:1", "--hostname-scheme", "ftp"}, `--hostname-scheme "ftp"`},
 		{"probed_no_pop", []string{"probed", "--redis", "127.0.0.1:1"}, "--pop is required"},
 		{"probed_bad_source", []string{"probed", "--pop", "FRA", "--redis", "127.0.0.1:1", "--source", "nope"}, `--source "nope"`},
 	} {
