@@ -458,3 +458,32 @@ func TestFlagsString(t *testing.T) {
 		t.Fatal("flagNames out of step with the flag constants")
 	}
 }
+
+// TestVPCacheResetKeepsCall: when the vantage point cache is full, a call with new ids must still merge its
+// own duplicates (the reset may not forget the ids seen earlier in the same call).
+func TestVPCacheResetKeepsCall(t *testing.T) {
+	e := newEngine(t, nil)
+	p := geo.Point{Lat: 50, Lon: 8}
+	fill := make([]Measurement, maxVPCache-1)
+	for i := range fill {
+		fill[i] = Measurement{VP: fmt.Sprintf("old-%d", i), Point: p, RTTMs: 10}
+	}
+	if _, err := e.normalize(fill); err != nil {
+		t.Fatal(err)
+	}
+	in := []Measurement{
+		{VP: "new-a", Point: p, RTTMs: 20},
+		{VP: "new-b", Point: p, RTTMs: 30}, // the cache is full here
+		{VP: "new-a", Point: p, RTTMs: 5},
+	}
+	dup, err := e.normalize(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !dup || len(e.ms) != 2 {
+		t.Fatalf("normalize across a cache reset: dup %v, %d measurements %v; want the two new-a merged", dup, len(e.ms), e.ms)
+	}
+	if i, ok := e.lookup("new-a"); !ok || e.ms[i].RTTMs != 5 {
+		t.Errorf("lookup(new-a) = %d, %v; want the merged minimum 5 ms", i, ok)
+	}
+}

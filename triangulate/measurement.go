@@ -75,9 +75,6 @@ const maxVPCache = 1 << 14
 func (e *Engine) slot(vp string) (*vpEntry, bool) {
 	ent := e.vps[vp]
 	if ent == nil {
-		if len(e.vps) >= maxVPCache {
-			clear(e.vps)
-		}
 		ent = &vpEntry{}
 		e.vps[vp] = ent
 	}
@@ -105,6 +102,10 @@ func (e *Engine) lookup(vp string) (int, bool) {
 func (e *Engine) normalize(in []Measurement) (dup bool, err error) {
 	if len(in) == 0 {
 		return false, ErrNoMeasurements
+	}
+	// Reset a full cache before the call, never during it: the call's own entries detect its duplicates.
+	if len(e.vps)+len(in) > maxVPCache {
+		clear(e.vps)
 	}
 	e.gen++
 	e.ms = e.ms[:0]
