@@ -71,6 +71,16 @@ type vpEntry struct {
 // ever-new ids only costs a reset now and then.
 const maxVPCache = 1 << 14
 
+// begin starts a call over up to n vantage points: a new generation and no measurements. A full cache is
+// reset here, before the call, never during it: the call's own entries detect its duplicates.
+func (e *Engine) begin(n int) {
+	if len(e.vps)+n > maxVPCache {
+		clear(e.vps)
+	}
+	e.gen++
+	e.ms = e.ms[:0]
+}
+
 // slot returns the entry of vp, creating it, and whether vp was already seen in this call (e.gen).
 func (e *Engine) slot(vp string) (*vpEntry, bool) {
 	ent := e.vps[vp]
@@ -103,12 +113,7 @@ func (e *Engine) normalize(in []Measurement) (dup bool, err error) {
 	if len(in) == 0 {
 		return false, ErrNoMeasurements
 	}
-	// Reset a full cache before the call, never during it: the call's own entries detect its duplicates.
-	if len(e.vps)+len(in) > maxVPCache {
-		clear(e.vps)
-	}
-	e.gen++
-	e.ms = e.ms[:0]
+	e.begin(len(in))
 	e.vecs = e.vecs[:0]
 	var errs []error
 	for _, m := range in {

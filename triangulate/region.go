@@ -31,8 +31,7 @@ func (e *Engine) DecideRegion(region geo.Point, pops []geo.PoP, in Input) (Resul
 		return r, fmt.Errorf("target %q: %w: no measurements and no PoPs to model", in.Target, ErrNoMeasurements)
 	}
 	model := e.model()
-	e.gen++
-	e.ms = e.ms[:0]
+	e.begin(len(pops))
 	for _, p := range pops {
 		rtt := model(p.Point, region)
 		ent, seen := e.slot(p.Code)
