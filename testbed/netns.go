@@ -42,6 +42,7 @@ type nsSetup struct {
 // createNS creates the named network namespace with a TUN interface configured per s and returns the TUN's
 // file descriptor (non-blocking), which keeps working from any thread. On error nothing is left behind.
 func createNS(s nsSetup) (fd int, err error) {
+	fd = -1 // not 0 on a failure before setupNS: the caller closes every fd >= 0
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
