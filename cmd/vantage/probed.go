@@ -38,6 +38,7 @@ func runProbed(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		buffer       = fs.Int("buffer", probed.DefaultBufferSize, "results kept while Redis is unreachable")
 		drainTimeout = fs.Duration("drain-timeout", probed.DefaultDrainTimeout, "on SIGTERM, how long in-flight probes may finish")
 		timeout      = fs.Duration("timeout", prober.DefaultTimeout, "per-sample probe timeout")
+		allDetail    = fs.Bool("result-detail", false, "store the prober's full result with every result (default: ad-hoc probes only)")
 		logFormat    = fs.String("log-format", "text", "log format: json or text")
 		logLevel     = fs.String("log-level", "info", "log level: debug, info, warn or error")
 	)
@@ -93,7 +94,7 @@ func runProbed(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), eng.Collector())
 	cfg := probed.Config{PoP: *pop, DaemonID: *id, Heartbeat: *heartbeat, Concurrency: *concurrency,
 		ReclaimIdle: *reclaimIdle, BufferSize: *buffer, DrainTimeout: *drainTimeout, Logger: log}
-	q := &probed.StoreQueue{DB: st, PoP: *pop, Addr: ln.Addr().String(), Version: version, SourceIPs: pcfg.Sources}
+	q := &probed.StoreQueue{DB: st, PoP: *pop, Addr: ln.Addr().String(), Version: version, SourceIPs: pcfg.Sources, AllDetail: *allDetail}
 	d, err := probed.New(cfg, q, eng, reg)
 	if err != nil {
 		ln.Close()

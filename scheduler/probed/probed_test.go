@@ -157,8 +157,8 @@ func TestDaemonRunsJobsStoresThenAcks(t *testing.T) {
 	waitFor(t, "5 results", 10*time.Second, func() bool { return resultsOf(t, st, "FRA", "k", 5) == 5 })
 	waitFor(t, "every job acknowledged", 5*time.Second, func() bool { return pending(t, st, "FRA") == 0 })
 	rs, _ := st.LatestResults(context.Background(), "k-0")
-	if got := rs["FRA"]; got.Round != "r-0" || got.Kind != placement.ProbeTCP || got.MinMs <= 0 || len(got.Detail) == 0 {
-		t.Errorf("stored result %+v: want round r-0, kind tcp, a positive min RTT and the prober's detail", got)
+	if got := rs["FRA"]; got.Round != "r-0" || got.Kind != placement.ProbeTCP || got.MinMs <= 0 || got.Samples != 2 || got.Class != "" {
+		t.Errorf("stored result %+v: want round r-0, kind tcp, 2 samples, a positive min RTT", got)
 	}
 	fleet, err := st.Fleet(context.Background())
 	if err != nil {

@@ -34,6 +34,10 @@ type StoreQueue struct {
 	Addr      string       // the daemon's /metrics address, advertised in heartbeats
 	Version   string       // build version, advertised in heartbeats
 	SourceIPs []netip.Addr // advertised in heartbeats
+	// AllDetail stores the prober's full result (samples, phases, DNS answers) as Detail with every result;
+	// by default only ad-hoc probes' results carry it: the scheduler reads the summary fields, and every
+	// poll of a target's latest results decodes whatever is stored.
+	AllDetail bool
 }
 
 var _ Queue = (*StoreQueue)(nil)
@@ -75,11 +79,16 @@ func (q *StoreQueue) Reclaim(ctx context.Context, minIdle time.Duration, max int
 	return q.convert(js), err
 }
 
-// Store implements Queue: the summary fields for the engine, the prober's full result as Detail.
+// Store implements Queue: the summary fields for the engine, and the prober's full result as Detail for
+// ad-hoc probes (all results with AllDetail).
 func (q *StoreQueue) Store(ctx context.Context, j Job, r prober.Result) error {
-	detail, err := json.Marshal(r)
-	if err != nil {
-		return err
+	id, adhoc := strings.CutPrefix(j.Key, AdHocKeyPrefix)
+	var detail json.RawMessage
+	if adhoc || q.AllDetail {
+		var err error
+		if detail, err = json.Marshal(r); err != nil {
+			return err
+		}
 	}
 	sr := storage.Result{
 		Target: j.Key, PoP: q.PoP, Kind: r.Kind,
@@ -89,14 +98,14 @@ func (q *StoreQueue) Store(ctx context.Context, j Job, r prober.Result) error {
 	if r.DNS != nil {
 		sr.DNS, _ = json.Marshal(r.DNS)
 	}
-	if id, ok := strings.CutPrefix(j.Key, AdHocKeyPrefix); ok {
-		err = q.DB.AppendAdHocResult(ctx, id, sr)
+	if adhoc {
+		err := q.DB.AppendAdHocResult(ctx, id, sr)
 		if errors.Is(err, storage.ErrNotFound) {
 			return nil // the ad-hoc probe expired: nobody waits for this result
 		}
 		return err
 	}
-	_, err = q.DB.PutResult(ctx, sr)
+	_, err := q.DB.PutResult(ctx, sr)
 	return err
 }
 
