@@ -558,13 +558,15 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// watch prints every decision change that shows in the report's columns until ctx is done. (A stored
+// watch prints every change of a decision's status, best PoP or verdict until ctx is done. (A stored
 // decision also changes when only its candidates' order does.)
 func (e *env) watch(ctx context.Context) {
+	// What a change is: the status, the best PoP or the verdict (not a few tenths of a ms of RTT).
+	key := func(d placement.Decision) string { return string(d.Status) + "|" + d.BestPoP + "|" + string(d.Verdict) }
 	last := map[string]string{}
 	for _, s := range Scenarios {
 		if d, ok, err := e.st.Decision(ctx, s.App); err == nil && ok {
-			last[s.App] = row(s, e.zone, d)
+			last[s.App] = key(d)
 		}
 	}
 	err := e.st.WatchDecisions(ctx, func(app string) {
@@ -578,12 +580,10 @@ func (e *env) watch(ctx context.Context) {
 				s = sc
 			}
 		}
-		r := row(s, e.zone, d)
-		if r == last[app] {
-			return
+		if k := key(d); k != last[app] {
+			last[app] = k
+			e.out.linef("  %s  (changed %s)", row(s, e.zone, d), time.Now().Format(time.TimeOnly))
 		}
-		last[app] = r
-		e.out.linef("  %s  (changed %s)", r, time.Now().Format(time.TimeOnly))
 	})
 	if err != nil && ctx.Err() == nil {
 		e.log.Warn("demo: watching decisions", "err", err)
