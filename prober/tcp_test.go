@@ -2,11 +2,14 @@ package prober
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -223,6 +226,9 @@ func TestTCPSlowHandshake(t *testing.T) {
 	go func() {
 		done <- e.Probe(context.Background(), Target{Kind: placement.ProbeTCP, Addr: addr, Count: 1, Timeout: 5 * time.Second})
 	}()
+	// Free the slot only once the probe's SYN is out (and dropped): a probe goroutine slow to start on a
+	// loaded machine would otherwise find the slot free and complete at once.
+	waitFor(t, func() bool { return synSent(t, addr) }, "the probe's SYN to "+addr)
 	time.Sleep(200 * time.Millisecond)
 	c, _, err := unix.Accept4(fd, unix.SOCK_CLOEXEC) // frees one slot of the accept queue
 	if err != nil {
@@ -268,4 +274,25 @@ func TestTCPProbeIPv6(t *testing.T) {
 			t.Errorf("%s: success %v ip %v source %v err %v, want ::1 from ::1", target, r.Success, r.IP, r.Source, r.Err)
 		}
 	}
+}
+
+// synSent reports whether a socket of this network namespace is in SYN_SENT towards the IPv4 addr
+// ("ip:port"), from /proc/net/tcp.
+func synSent(t *testing.T, addr string) bool {
+	t.Helper()
+	ap := netip.MustParseAddrPort(addr)
+	ip := ap.Addr().As4()
+	// /proc/net/tcp prints the address as the host-order integer of its network-order bytes.
+	want := fmt.Sprintf("%08X:%04X", binary.NativeEndian.Uint32(ip[:]), ap.Port())
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		// sl local_address rem_address st ...; st 02 is SYN_SENT.
+		if f := strings.Fields(line); len(f) > 3 && f[2] == want && f[3] == "02" {
+			return true
+		}
+	}
+	return false
 }
