@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -127,15 +128,25 @@ func TestRouterLogic(t *testing.T) {
 	r.setDelay(1, 3, 40*time.Millisecond)
 
 	t.Run("delay", func(t *testing.T) {
-		t0 := time.Now()
-		sr.send(t, 0, ipv4(sr.addr(0), sr.addr(1), 1))
-		id, ok := sr.recv(t, 1, time.Second)
-		took := time.Since(t0)
-		if !ok || id != 1 {
-			t.Fatalf("packet 1 not delivered (got %d, %v)", id, ok)
+		// Never early, and on time at the median: one late wake-up of this test process on a loaded machine
+		// is not the router's.
+		var took []time.Duration
+		for id := uint16(1); id <= 5; id++ {
+			t0 := time.Now()
+			sr.send(t, 0, ipv4(sr.addr(0), sr.addr(1), id))
+			got, ok := sr.recv(t, 1, time.Second)
+			d := time.Since(t0)
+			if !ok || got != id {
+				t.Fatalf("packet %d not delivered (got %d, %v)", id, got, ok)
+			}
+			if d < d01-routerHopAllowance {
+				t.Errorf("packet %d delivered after %v, before the %v delay", id, d, d01)
+			}
+			took = append(took, d)
 		}
-		if took < d01-routerHopAllowance || took > d01+5*time.Millisecond {
-			t.Errorf("delivered after %v, want about %v", took, d01)
+		slices.Sort(took)
+		if med := took[len(took)/2]; med > d01+5*time.Millisecond {
+			t.Errorf("delivered after a median of %v (all %v), want about %v", med, took, d01)
 		}
 	})
 	t.Run("fifo_per_pair_with_jitter", func(t *testing.T) {
