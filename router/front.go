@@ -131,6 +131,13 @@ func (f *Front) proxy(pop string, u *url.URL) *httputil.ReverseProxy {
 			pr.Out.Host = pr.In.Host // the worker serves the application by its host name
 			pr.SetXForwarded()
 			pr.Out.Header.Set(HeaderIngress, f.cfg.Ingress)
+			// The worker reports the reason in its telemetry, so Smart Placement can tell the unrouted
+			// baseline from other local runs; a client's own value never reaches it.
+			if res, ok := pr.In.Context().Value(resultKey{}).(Result); ok {
+				pr.Out.Header.Set(HeaderReason, res.Reason.String())
+			} else {
+				pr.Out.Header.Del(HeaderReason)
+			}
 		},
 		Transport: f.cfg.Transport,
 		ModifyResponse: func(resp *http.Response) error {

@@ -12,7 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// startWorkers starts one loopback worker per PoP; each answers "POP app=HOST id=ID ingress=EWR" and sets a
+// startWorkers starts one loopback worker per PoP; each answers "POP app=HOST id=ID ingress=EWR reason=R"
+// (R: the placement reason the front passed on) and sets a
 // cf-placement header of its own, which the front must replace.
 func startWorkers(t *testing.T, popCodes ...string) map[string]*url.URL {
 	t.Helper()
@@ -20,7 +21,8 @@ func startWorkers(t *testing.T, popCodes ...string) map[string]*url.URL {
 	for _, pop := range popCodes {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set(HeaderPlacement, "worker-must-not-leak")
-			fmt.Fprintf(w, "%s app=%s id=%s ingress=%s", pop, r.Host, r.Header.Get("cf-ray"), r.Header.Get(HeaderIngress))
+			fmt.Fprintf(w, "%s app=%s id=%s ingress=%s reason=%s", pop, r.Host, r.Header.Get("cf-ray"),
+				r.Header.Get(HeaderIngress), r.Header.Get(HeaderReason))
 		}))
 		t.Cleanup(srv.Close)
 		u, err := url.Parse(srv.URL)
@@ -88,6 +90,7 @@ func TestFront(t *testing.T) {
 			if tc.kind != "" {
 				req.Header.Set(DefaultKindHeader, tc.kind)
 			}
+			req.Header.Set(HeaderReason, "spoofed") // the client's value must never reach the worker
 			resp, err := srv.Client().Do(req)
 			if err != nil {
 				t.Fatal(err)
@@ -116,6 +119,9 @@ func TestFront(t *testing.T) {
 				}
 				if got := resp.Header.Get(HeaderReason); got != tc.wantReason {
 					t.Errorf("%s %q, want %q", HeaderReason, got, tc.wantReason)
+				}
+				if tc.wantStatus == 200 && !strings.Contains(string(body), " reason="+tc.wantReason) {
+					t.Errorf("the worker saw %q, want the reason %q passed on", body, tc.wantReason)
 				}
 			}
 		})
