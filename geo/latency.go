@@ -67,11 +67,7 @@ const (
 var wonderProxyRTTCSV []byte
 
 var defaultModel = sync.OnceValue(func() *LatencyModel {
-	t, err := ReadLatencyTable(bytes.NewReader(wonderProxyRTTCSV))
-	if err != nil {
-		panic(fmt.Sprintf("geo: embedded data/wonderproxy-rtt.csv: %v", err))
-	}
-	m, err := NewLatencyModel(t, DefaultModelConfig())
+	m, err := NewLatencyModel(EmbeddedLatencyTable(), DefaultModelConfig())
 	if err != nil {
 		panic(fmt.Sprintf("geo: embedded data/wonderproxy-rtt.csv: %v", err))
 	}
