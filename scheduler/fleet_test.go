@@ -393,13 +393,20 @@ func testFleet(t *testing.T, addrs []string, stopRedis, restartRedis func()) {
 		standby = s2
 	}
 	_, oldToken := lead.s.Leading()
+	lease, leased, err := obs.LeaseInfo(context.Background(), DefaultLeaseName)
+	if err != nil || !leased {
+		t.Fatalf("lease info: %+v %v %v", lease, leased, err)
+	}
 	killedAt := time.Now()
 	lead.kill()
 	takeover := waitUntil(t, "the standby to lead", 5*testLease, func() bool { ok, _ := standby.s.Leading(); return ok })
 	_, newToken := standby.s.Leading()
-	t.Logf("takeover %v after the leader died (lease %v), token %d -> %d", takeover, testLease, oldToken, newToken)
-	if takeover > testLease+testLease/4 {
-		t.Errorf("takeover took %v, want within one lease period (%v)", takeover, testLease)
+	t.Logf("takeover %v after the leader died (lease %v, %v of it left at the kill), token %d -> %d",
+		takeover, testLease, lease.TTL, oldToken, newToken)
+	// The lease expires in Redis lease.TTL after the kill; the standby polls every ttl/10. The slack absorbs
+	// scheduling on a loaded machine under -race.
+	if limit := lease.TTL + testLease/10 + 300*time.Millisecond; takeover > limit {
+		t.Errorf("takeover took %v, want within the lease's remaining %v plus one standby poll (%v)", takeover, lease.TTL, limit)
 	}
 	if newToken <= oldToken {
 		t.Errorf("fencing token %d after takeover, want more than %d", newToken, oldToken)
