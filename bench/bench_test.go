@@ -219,3 +219,24 @@ func TestNum(t *testing.T) {
 		}
 	}
 }
+
+func TestRedisAddrFromCmdline(t *testing.T) {
+	tests := []struct {
+		name, cmdline, want string
+		ok                  bool
+	}{
+		{"args", "/usr/bin/redis-server\x00--port\x0042185\x00--save\x00\x00", "127.0.0.1:42185", true},
+		{"process_title", "/usr/bin/redis-server 127.0.0.1:42185\x00\x00\x00", "127.0.0.1:42185", true},
+		{"wildcard_title", "redis-server *:6390", "127.0.0.1:6390", true},
+		{"not_redis", "/usr/bin/sleep\x0010", "", false},
+		{"empty", "", "", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := redisAddrFromCmdline(tc.cmdline)
+			if got != tc.want || ok != tc.ok {
+				t.Errorf("redisAddrFromCmdline(%q) = %q %v, want %q %v", tc.cmdline, got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+}

@@ -342,17 +342,31 @@ func childRedis(pid int) (string, error) {
 			continue
 		}
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", cpid))
-		args := strings.Split(string(cmdline), "\x00")
-		if len(args) == 0 || filepath.Base(args[0]) != "redis-server" {
-			continue
-		}
-		for j := 0; j+1 < len(args); j++ {
-			if args[j] == "--port" {
-				return net.JoinHostPort("127.0.0.1", args[j+1]), nil
-			}
+		if addr, ok := redisAddrFromCmdline(string(cmdline)); ok {
+			return addr, nil
 		}
 	}
 	return "", fmt.Errorf("no redis-server child of pid %d", pid)
+}
+
+// redisAddrFromCmdline reads the port of a redis-server from its /proc cmdline: its arguments ("--port N") or
+// the process title redis-server sets over them ("/usr/bin/redis-server 127.0.0.1:6379").
+func redisAddrFromCmdline(cmdline string) (string, bool) {
+	f := strings.Fields(strings.ReplaceAll(cmdline, "\x00", " "))
+	if len(f) == 0 || !strings.HasPrefix(filepath.Base(f[0]), "redis-server") {
+		return "", false
+	}
+	for i, a := range f[1:] {
+		if a == "--port" && i+2 < len(f) {
+			return net.JoinHostPort("127.0.0.1", f[i+2]), true
+		}
+		if _, port, err := net.SplitHostPort(a); err == nil {
+			if _, err := strconv.Atoi(port); err == nil {
+				return net.JoinHostPort("127.0.0.1", port), true
+			}
+		}
+	}
+	return "", false
 }
 
 // redisProc is a redis-server started by the harness.
@@ -379,7 +393,8 @@ func startRedis(ctx context.Context) (*redisProc, error) {
 	r := &redisProc{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir}
 	r.cmd = exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// No Pdeathsig: it fires when the OS thread that started the child exits, and the testbed's namespace
+	// threads do exit. The server is stopped by stop (deferred; an interrupt cancels the run first).
 	if err := r.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("redis-server: %w", err)
 	}
