@@ -519,8 +519,7 @@ func (e *env) awaitDecisions(ctx context.Context, deadline time.Time) error {
 				continue
 			}
 			printed[s.App] = true
-			e.out.endProgress()
-			e.out.linef("  %s", row(s, e.zone, d))
+			e.out.linef("  %s", row(s, e.zone, d)) // on a terminal, replaces the progress line
 		}
 		if len(printed) == len(Scenarios) {
 			break
