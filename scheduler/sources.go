@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/vantage-edge/vantage/placement"
@@ -81,11 +82,15 @@ func (s *Scheduler) SyncAPIApps(ctx context.Context, b StoreBackend, regions Reg
 		interval = DefaultAppsReload
 	}
 	kick := make(chan struct{}, 1)
-	go b.WatchApps(ctx, func(string) {
-		select {
-		case kick <- struct{}{}:
-		default:
-		}
+	var watch sync.WaitGroup
+	defer watch.Wait()
+	watch.Go(func() {
+		b.WatchApps(ctx, func(string) {
+			select {
+			case kick <- struct{}{}:
+			default:
+			}
+		})
 	})
 	for {
 		ts, err := b.APITargets(ctx, regions)
