@@ -241,9 +241,21 @@ func Down(ctx context.Context, sel string, stopLive bool, log *slog.Logger) ([]s
 				errs = append(errs, fmt.Errorf("testbed %s: signal pid %d: %w", s.Name, s.PID, err))
 			}
 		}
-		f, err := waitLock(ctx, s.ID, downWait)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("testbed %s: %w", s.Name, err))
+		var f *os.File
+		if s.Live {
+			if f, err = waitLock(ctx, s.ID, downWait); err != nil {
+				errs = append(errs, fmt.Errorf("testbed %s: %w", s.Name, err))
+			}
+		} else {
+			// Dead when listed: its lock is free unless a testbed started since took the id (and swept
+			// these leftovers itself); that one is live, and left alone.
+			var ok bool
+			if f, ok, err = tryLock(s.ID); err != nil {
+				errs = append(errs, err)
+				continue
+			} else if !ok {
+				continue
+			}
 		}
 		if err := removeLeftovers(s.ID, log); err != nil {
 			errs = append(errs, err)
