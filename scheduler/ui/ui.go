@@ -39,6 +39,9 @@ const (
 )
 
 const (
+	// DefaultMaxApps caps the applications one state read returns (each costs two Redis reads and an engine
+	// run): a page of a few hundred rows is what an operator reads; the API lists them all.
+	DefaultMaxApps = 500
 	// DefaultMaxResultAge is how old a PoP's latest result to a target may be and still be drawn as a disk:
 	// two default recheck intervals, as the scheduler counts results of earlier rechecks.
 	DefaultMaxResultAge = 2 * scheduler.DefaultRecheckInterval
@@ -70,6 +73,8 @@ type Config struct {
 	Engine *triangulate.Config
 	// MaxResultAge drops older per-PoP results from the map (default DefaultMaxResultAge).
 	MaxResultAge time.Duration
+	// MaxApps caps the applications of a state read, in app order (default DefaultMaxApps).
+	MaxApps int
 	// Now reads the clock (default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger // default: discard
@@ -92,6 +97,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.PoPs == nil {
 		cfg.PoPs = geo.LookupPoP
+	}
+	if cfg.MaxApps <= 0 {
+		cfg.MaxApps = DefaultMaxApps
 	}
 	if cfg.MaxResultAge <= 0 {
 		cfg.MaxResultAge = DefaultMaxResultAge
@@ -180,9 +188,10 @@ func writeJSON(w http.ResponseWriter, v any) {
 
 // State is the JSON of PathState.
 type State struct {
-	Now  time.Time `json:"now"`
-	PoPs []PoP     `json:"pops"`
-	Apps []App     `json:"apps"`
+	Now       time.Time `json:"now"`
+	PoPs      []PoP     `json:"pops"`
+	Apps      []App     `json:"apps"`       // the first Config.MaxApps applications, by name
+	TotalApps int       `json:"total_apps"` // every application the scheduler places
 }
 
 // PoP is one PoP of the fleet on the map.
@@ -270,7 +279,9 @@ func (h *Handler) State(ctx context.Context) (State, error) {
 		}
 		st.PoPs = append(st.PoPs, v)
 	}
-	for _, t := range h.cfg.Sched.Targets() {
+	targets := h.cfg.Sched.Targets()
+	st.TotalApps = len(targets)
+	for _, t := range targets[:min(len(targets), h.cfg.MaxApps)] {
 		a, err := h.app(ctx, t, now)
 		if err != nil {
 			return State{}, err

@@ -22,9 +22,10 @@ import (
 // env is a real redis-server with a fleet, results and decisions written through the store, a scheduler
 // holding the targets (not running: the page reads its target list), and the page in front of an API stub.
 type env struct {
-	st  *storage.Store
-	srv *httptest.Server
-	now time.Time
+	st    *storage.Store
+	sched *scheduler.Scheduler
+	srv   *httptest.Server
+	now   time.Time
 }
 
 func pop(t *testing.T, code string) geo.PoP {
@@ -71,6 +72,7 @@ func newEnv(t *testing.T) *env {
 		{App: "tokyo-app", Mode: placement.ModeRegion, Target: "gcp:asia-northeast1"},
 	}
 	s.SetTargets(scheduler.SourceAPI, targets)
+	e.sched = s
 
 	// Results as the probe daemons store them: a host in Frankfurt (RTTs from the latency model), and an
 	// address answering 1 ms from three continents (anycast).
@@ -209,8 +211,8 @@ func TestState(t *testing.T) {
 	for _, a := range st.Apps {
 		apps[a.App] = a
 	}
-	if len(apps) != 3 {
-		t.Fatalf("apps %v, want 3", st.Apps)
+	if len(apps) != 3 || st.TotalApps != 3 {
+		t.Fatalf("apps %v (total %d), want 3", st.Apps, st.TotalApps)
 	}
 
 	db := apps["frankfurt-db"]
@@ -253,6 +255,22 @@ func TestState(t *testing.T) {
 	}
 	if tokyo.Location == nil || tokyo.Location.Lat != reg.Lat || tokyo.Location.Lon != reg.Lon || !tokyo.Estimated {
 		t.Errorf("tokyo-app: location %+v estimated %v, want the region's coordinates %v", tokyo.Location, tokyo.Estimated, reg.Point)
+	}
+}
+
+// TestMaxApps checks the cap on the applications of one state read.
+func TestMaxApps(t *testing.T) {
+	e := newEnv(t)
+	h, err := New(Config{Sched: e.sched, Store: e.st, MaxApps: 2, Now: func() time.Time { return e.now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := h.State(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Apps) != 2 || st.TotalApps != 3 || st.Apps[0].App != "edge-anycast" || st.Apps[1].App != "frankfurt-db" {
+		t.Errorf("apps %v total %d, want the first 2 by name of 3", st.Apps, st.TotalApps)
 	}
 }
 

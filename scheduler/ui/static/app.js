@@ -210,7 +210,7 @@ function drawSummary() {
   add(n.up, "PoPs up");
   add(n.down, "down");
   add(n.drained, "drained");
-  add(state.apps.length, "apps");
+  add(state.total_apps, "apps" + (state.total_apps > state.apps.length ? ` (${state.apps.length} shown)` : ""));
   add(placed, "placed");
   s.append("updated " + new Date(state.now).toLocaleTimeString());
 }
