@@ -28,17 +28,11 @@ func (p *icmpProber) Probe(ctx context.Context, t Target) Result {
 	e := p.e
 	r := Result{Kind: placement.ProbeICMP, Target: t.Addr}
 	host := strings.TrimSuffix(strings.TrimPrefix(t.Addr, "["), "]")
-	ip, err := e.resolve(ctx, host)
-	r.IP = ip
-	if err != nil {
+	if err := e.prepare(ctx, &r, host); err != nil {
 		r.finish(err)
 		return r
 	}
-	if err := e.ready(ctx, &r); err != nil {
-		r.finish(err)
-		return r
-	}
-	src := r.Source
+	ip, src := r.IP, r.Source
 	privileged := os.Geteuid() == 0
 	if e.cfg.ICMPPrivileged != nil {
 		privileged = *e.cfg.ICMPPrivileged
@@ -67,7 +61,7 @@ func (p *icmpProber) Probe(ctx context.Context, t Target) Result {
 		sendErr = cmpErr(sendErr, err)
 		mu.Unlock()
 	}
-	err = e.cfg.Enter(func() error { return pinger.RunWithContext(ctx) })
+	err := e.cfg.Enter(func() error { return pinger.RunWithContext(ctx) })
 	st := pinger.Statistics()
 	r.Sent = st.PacketsSent
 	for _, rtt := range st.Rtts {

@@ -79,6 +79,16 @@ func (e *Engine) source(dst netip.Addr) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("prober: no source address of %v's IP family among %v", dst, e.cfg.Sources)
 }
 
+// prepare resolves host into r.IP (see resolve) and readies the probe (see ready).
+func (e *Engine) prepare(ctx context.Context, r *Result, host string) error {
+	ip, err := e.resolve(ctx, host)
+	r.IP = ip
+	if err != nil {
+		return err
+	}
+	return e.ready(ctx, r)
+}
+
 // ready picks the source address for r.IP (setting r.Source) and waits for the rate limiters: the steps
 // between resolution and the first packet that every probe kind takes.
 func (e *Engine) ready(ctx context.Context, r *Result) error {

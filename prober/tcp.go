@@ -41,17 +41,11 @@ func (p *tcpProber) Probe(ctx context.Context, t Target) Result {
 		r.finish(fmt.Errorf("prober: tcp target %q: port %q is not in 1-65535", t.Addr, portStr))
 		return r
 	}
-	ip, err := e.resolve(ctx, host)
-	r.IP = ip
-	if err != nil {
+	if err := e.prepare(ctx, &r, host); err != nil {
 		r.finish(err)
 		return r
 	}
-	if err := e.ready(ctx, &r); err != nil {
-		r.finish(err)
-		return r
-	}
-	src := r.Source
+	ip, src := r.IP, r.Source
 	dst := netip.AddrPortFrom(ip, uint16(port))
 	timeout := e.timeout(t)
 	var firstErr error
