@@ -118,10 +118,8 @@ func (s *Store) ReadJobs(ctx context.Context, pop, consumer string, count int, b
 	var jobs []Job
 	for _, st := range streams {
 		for _, m := range st.Messages {
-			j, err := decodeJob(pop, m)
-			if err != nil {
-				s.log.Warn("storage: dropping corrupt job", "pop", pop, "id", m.ID, "err", err)
-				s.dropJob(ctx, pop, m.ID)
+			j, ok := s.decodeOrDrop(ctx, pop, m)
+			if !ok {
 				continue
 			}
 			j.Attempt = 1
@@ -144,11 +142,18 @@ func decodeJob(pop string, m redis.XMessage) (Job, error) {
 	return j, nil
 }
 
-// dropJob acknowledges and deletes a job that cannot be run; errors are only logged.
-func (s *Store) dropJob(ctx context.Context, pop, id string) {
-	if err := s.AckJob(ctx, pop, id); err != nil {
-		s.log.Warn("storage: drop job", "pop", pop, "id", id, "err", err)
+// decodeOrDrop decodes m, or, when it is corrupt (it can never run), logs it and acknowledges and deletes it
+// and reports false; errors of the deletion are only logged.
+func (s *Store) decodeOrDrop(ctx context.Context, pop string, m redis.XMessage) (Job, bool) {
+	j, err := decodeJob(pop, m)
+	if err == nil {
+		return j, true
 	}
+	s.log.Warn("storage: dropping corrupt job", "pop", pop, "id", m.ID, "err", err)
+	if err := s.AckJob(ctx, pop, m.ID); err != nil {
+		s.log.Warn("storage: drop job", "pop", pop, "id", m.ID, "err", err)
+	}
+	return Job{}, false
 }
 
 // AckJob acknowledges job id of pop and deletes it from the stream. Acknowledging twice is harmless.
@@ -205,10 +210,8 @@ func (s *Store) ReclaimJobs(ctx context.Context, pop, consumer string, minIdle t
 	}
 	var jobs []Job
 	for i, m := range msgs {
-		j, err := decodeJob(pop, m)
-		if err != nil {
-			s.log.Warn("storage: dropping corrupt job", "pop", pop, "id", m.ID, "err", err)
-			s.dropJob(ctx, pop, m.ID)
+		j, ok := s.decodeOrDrop(ctx, pop, m)
+		if !ok {
 			continue
 		}
 		j.Attempt = 1
