@@ -179,7 +179,7 @@ func timeToDecision(ctx context.Context, o *options, s *Section) {
 func scaleLoad(ctx context.Context, o *options, s *Section) {
 	targets, window := 100_000, 40*time.Second
 	if o.quick {
-		targets, window = 20_000, 15*time.Second
+		targets, window = 20_000, 10*time.Second
 	}
 	s.Intro += fmt.Sprintf("**Recheck load on Redis**: `TestScale` (scheduler/scale_test.go, see bench/FLEET.md) with %s targets over 300 PoPs "+
 		"rechecked every 5 minutes, the 300 daemons replaced by one responder process; the harness finds the "+
