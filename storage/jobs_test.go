@@ -6,11 +6,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/vantage-edge/vantage/placement"
 )
 
 func init() {
-	areas = append(areas, area{"jobs", testJobs}, area{"jobs_reclaim", testJobsReclaim}, area{"results", testResults})
+	areas = append(areas, area{"jobs", testJobs}, area{"jobs_reclaim", testJobsReclaim},
+		area{"jobs_corrupt", testJobsCorrupt}, area{"results", testResults})
 }
 
 func job(target string) Job {
@@ -229,5 +232,49 @@ func testResults(t *testing.T, open func(*testing.T, Options) *Store) {
 	}
 	if _, err := s.PutResult(ctx, Result{Target: target}); err == nil {
 		t.Error("PutResult without a PoP succeeded")
+	}
+}
+
+// testJobsCorrupt: an entry that is not a job (bad JSON, no job field) can never run: whether a daemon reads it
+// or reclaims it, it is acknowledged and deleted, and the jobs around it are delivered.
+func testJobsCorrupt(t *testing.T, open func(*testing.T, Options) *Store) {
+	s := open(t, Options{})
+	ctx := testCtx(t)
+	addRaw := func(pop string, values ...any) {
+		t.Helper()
+		if err := s.Client().XAdd(ctx, &redis.XAddArgs{Stream: KeyJobs(pop), Values: values}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Read: the corrupt entries between two jobs are dropped.
+	if _, err := s.EnqueueJob(ctx, "LHR", job("a:1")); err != nil {
+		t.Fatal(err)
+	}
+	addRaw("LHR", jobField, "{not json")
+	addRaw("LHR", "other", "x")
+	if _, err := s.EnqueueJob(ctx, "LHR", job("b:2")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ReadJobs(ctx, "LHR", "d1", 10, 0)
+	if err != nil || len(got) != 2 || got[0].Target != "a:1" || got[1].Target != "b:2" {
+		t.Fatalf("ReadJobs around corrupt entries = %+v, %v; want a:1 and b:2", got, err)
+	}
+	if st, err := s.JobStats(ctx, "LHR"); err != nil || st != (JobStats{Queued: 2, InFlight: 2}) {
+		t.Errorf("JobStats = %+v, %v; want the 2 jobs only (corrupt ones deleted)", st, err)
+	}
+	// Reclaim: a corrupt entry a dead daemon had read (without decoding it) is dropped, not returned.
+	if err := s.ensureGroup(ctx, "SIN"); err != nil {
+		t.Fatal(err)
+	}
+	addRaw("SIN", jobField, "[]")
+	if err := s.Client().XReadGroup(ctx, &redis.XReadGroupArgs{Group: JobGroup, Consumer: "dies",
+		Streams: []string{KeyJobs("SIN"), ">"}, Count: 10, Block: -1}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.ReclaimJobs(ctx, "SIN", "d2", 0, 10); err != nil || len(got) != 0 {
+		t.Fatalf("ReclaimJobs of a corrupt entry = %+v, %v; want none", got, err)
+	}
+	if st, err := s.JobStats(ctx, "SIN"); err != nil || st != (JobStats{}) {
+		t.Errorf("JobStats after reclaiming a corrupt entry = %+v, %v; want it deleted", st, err)
 	}
 }
