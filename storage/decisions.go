@@ -107,7 +107,10 @@ func (s *Store) PutDecisions(ctx context.Context, ds []placement.Decision) ([]Pu
 			return nil, fmt.Errorf("storage: put decision %q: %w", ds[i].App, err)
 		}
 		v, err := c.Int64Slice()
-		if err != nil || len(v) != 2 {
+		if err == nil && len(v) != 2 {
+			err = errCorrupt
+		}
+		if err != nil {
 			return nil, fmt.Errorf("storage: put decision %q: unexpected reply %v: %w", ds[i].App, c.Val(), err)
 		}
 		out[i] = PutResult{Changed: v[0] == 1, Version: v[1]}

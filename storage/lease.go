@@ -77,8 +77,11 @@ func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.
 		return 0, false, err
 	}
 	v, err := acquireLeaseScript.Run(ctx, s.c, []string{KeyLease(name), KeyLeaseFence(name)}, holder, ttl.Milliseconds()).Int64Slice()
-	if err != nil || len(v) != 2 {
+	if err != nil {
 		return 0, false, fmt.Errorf("storage: acquire lease %s for %s: %w", name, holder, err)
+	}
+	if len(v) != 2 {
+		return 0, false, fmt.Errorf("storage: acquire lease %s for %s: %w: reply %v", name, holder, errCorrupt, v)
 	}
 	return v[1], v[0] == 1, nil
 }
