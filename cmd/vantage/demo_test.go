@@ -65,7 +65,7 @@ func parseDecisions(out string) map[string]reportRow {
 	rows := map[string]reportRow{}
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
-		if len(f) < 8 || !slices.Contains([]string{"host", "hostname", "region"}, f[0]) {
+		if len(f) < 8 || !slices.Contains([]string{"host", "hostname", "region", "smart"}, f[0]) {
 			continue
 		}
 		rows[f[1]] = reportRow{mode: f[0], app: f[1], target: f[2], status: f[3], best: f[4], rtt: f[5], verdict: f[6]}
@@ -73,7 +73,7 @@ func parseDecisions(out string) map[string]reportRow {
 	return rows
 }
 
-var sydneyRE = regexp.MustCompile(`(?m)^\s+(without|with) placement\s+app (\S+)\s+cf-placement: (\S+)\s+ran at (\S+)\s+median\s+(\d+) ms`)
+var sydneyRE = regexp.MustCompile(`(?m)^\s+(without|with|with smart) placement\s+app (\S+)\s+cf-placement: (\S+)\s+ran at (\S+)\s+median\s+(\d+) ms`)
 
 // TestDemoOnce runs `vantage demo --once` (root: network namespaces) and checks the printed report: each
 // showcase target's status, best PoP and verdict, and the Sydney user's request faster with placement.
@@ -104,6 +104,7 @@ func TestDemoOnce(t *testing.T) {
 		{"tokyo-app", "region", "SUCCESS", []string{"NRT", "KIX", "HND"}, []string{"unicast"}},
 		{"edge-anycast", "host", "UNSUPPORTED_APPLICATION", []string{"-"}, []string{"anycast"}},
 		{"www-geodns", "hostname", "UNSUPPORTED_APPLICATION", []string{"-"}, []string{"anycast", "replicated"}},
+		{"sydney-smart", "smart", "SUCCESS", []string{"FRA"}, []string{"-"}},
 	} {
 		r, ok := rows[tc.app]
 		switch {
@@ -132,6 +133,11 @@ func TestDemoOnce(t *testing.T) {
 	wi, _ := strconv.Atoi(with[3])
 	if wi <= 0 || wi >= wo {
 		t.Errorf("with placement %d ms, without %d ms: want faster with placement", wi, wo)
+	}
+	if sm := got["with smart"]; sm == nil || sm[0] != "sydney-smart" || sm[1] != "remote-FRA" || sm[2] != "FRA" {
+		t.Errorf("with smart placement: %v, want sydney-smart remote-FRA at FRA", sm)
+	} else if ws, _ := strconv.Atoi(sm[3]); ws <= 0 || ws >= wo {
+		t.Errorf("with smart placement %d ms, without %d ms: want faster with placement", ws, wo)
 	}
 	for _, want := range []string{"status page     http://127.0.0.1:", "/metrics (scheduler)", "vantage probe --fleet"} {
 		if !strings.Contains(out.String(), want) {

@@ -1,6 +1,6 @@
 // Package ui serves the scheduler's status page: a world map of the fleet and the targets, the applications'
-// table and an ad-hoc probe form, from embedded static files (no CDN, no external fonts or scripts) and one
-// JSON endpoint.
+// table and an ad-hoc probe form, from embedded static files (no CDN, no external fonts or scripts) and two
+// JSON endpoints.
 package ui
 
 import (
@@ -52,6 +52,9 @@ const (
 // Store is what the page reads from Redis; *storage.Store implements it.
 type Store interface {
 	Fleet(ctx context.Context) ([]storage.PoPState, error)
+	// Apps lists the application registry: applications in mode smart are there, not among the scheduler's
+	// targets (they have nothing to probe).
+	Apps(ctx context.Context) ([]storage.App, error)
 	Decision(ctx context.Context, app string) (placement.Decision, bool, error)
 	LatestResults(ctx context.Context, key string) (map[string]storage.Result, error)
 }
@@ -280,6 +283,16 @@ func (h *Handler) State(ctx context.Context) (State, error) {
 		st.PoPs = append(st.PoPs, v)
 	}
 	targets := h.cfg.Sched.Targets()
+	reg, err := h.cfg.Store.Apps(ctx)
+	if err != nil {
+		return State{}, fmt.Errorf("ui: reading the applications: %w", err)
+	}
+	for _, a := range reg {
+		if !slices.ContainsFunc(targets, func(t scheduler.Target) bool { return t.App == a.Name }) {
+			targets = append(targets, scheduler.Target{App: a.Name, Mode: a.Mode, Target: a.Target, Account: a.Account})
+		}
+	}
+	slices.SortFunc(targets, func(a, b scheduler.Target) int { return cmp.Compare(a.App, b.App) })
 	st.TotalApps = len(targets)
 	for _, t := range targets[:min(len(targets), h.cfg.MaxApps)] {
 		a, err := h.app(ctx, t, now)

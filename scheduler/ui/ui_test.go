@@ -112,6 +112,12 @@ func newEnv(t *testing.T) *env {
 		{App: "tokyo-app", Mode: placement.ModeRegion, Target: "gcp:asia-northeast1", BestPoP: "SIN", Verdict: placement.VerdictUnicast,
 			Status: placement.StatusSuccess, Estimated: true, ComputedAt: e.now, Candidates: []placement.Candidate{{PoP: "SIN", RTTMs: 70}}},
 	}
+	// An application in mode smart: in the registry, not among the scheduler's targets.
+	if err := st.PutApp(ctx, storage.App{Name: "sydney-smart", Mode: placement.ModeSmart, DeployVersion: "v1"}); err != nil {
+		t.Fatal(err)
+	}
+	decisions = append(decisions, placement.Decision{App: "sydney-smart", Mode: placement.ModeSmart, BestPoP: "FRA",
+		Status: placement.StatusSuccess, ComputedAt: e.now, Candidates: []placement.Candidate{{PoP: "FRA", RTTMs: 168}}})
 	for _, d := range decisions {
 		if _, err := st.PutDecision(ctx, d); err != nil {
 			t.Fatal(err)
@@ -211,8 +217,11 @@ func TestState(t *testing.T) {
 	for _, a := range st.Apps {
 		apps[a.App] = a
 	}
-	if len(apps) != 3 || st.TotalApps != 3 {
-		t.Fatalf("apps %v (total %d), want 3", st.Apps, st.TotalApps)
+	if len(apps) != 4 || st.TotalApps != 4 {
+		t.Fatalf("apps %v (total %d), want 4", st.Apps, st.TotalApps)
+	}
+	if sm := apps["sydney-smart"]; sm.Mode != placement.ModeSmart || sm.BestPoP != "FRA" || sm.Status != placement.StatusSuccess || len(sm.Disks) != 0 {
+		t.Errorf("sydney-smart: %+v", sm)
 	}
 
 	db := apps["frankfurt-db"]
@@ -269,8 +278,8 @@ func TestMaxApps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Apps) != 2 || st.TotalApps != 3 || st.Apps[0].App != "edge-anycast" || st.Apps[1].App != "frankfurt-db" {
-		t.Errorf("apps %v total %d, want the first 2 by name of 3", st.Apps, st.TotalApps)
+	if len(st.Apps) != 2 || st.TotalApps != 4 || st.Apps[0].App != "edge-anycast" || st.Apps[1].App != "frankfurt-db" {
+		t.Errorf("apps %v total %d, want the first 2 by name of 4", st.Apps, st.TotalApps)
 	}
 }
 

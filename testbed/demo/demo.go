@@ -31,6 +31,7 @@ import (
 	"github.com/vantage-edge/vantage/router/worker"
 	"github.com/vantage-edge/vantage/scheduler"
 	"github.com/vantage-edge/vantage/scheduler/probed"
+	"github.com/vantage-edge/vantage/scheduler/smart"
 	"github.com/vantage-edge/vantage/scheduler/ui"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/testbed"
@@ -156,6 +157,21 @@ var Scenarios = []Scenario{
 	{App: "www-geodns", Mode: placement.ModeHostname, Target: "www.{zone}", About: "geo-DNS over 3 replicas: never placed"},
 }
 
+// SmartApp is the Sydney application in placement mode smart: the same worker code and database, placed from
+// its requests' telemetry by the smart runner (users in Sydney and in Frankfurt call it before any decision).
+const SmartApp = "sydney-smart"
+
+// smartScenario is SmartApp's row of the report.
+var smartScenario = Scenario{App: SmartApp, Mode: placement.ModeSmart, Target: "(telemetry)", About: "smart: placed from its requests' telemetry"}
+
+// Smart placement tunables of the demo: a few requests suffice (production: smart.DefaultConfig()).
+const (
+	smartMinRequests = 8
+	smartInterval    = 2 * time.Second
+	smartSydney      = 6 // requests from Sydney before any decision
+	smartFrankfurt   = 4 // and from Frankfurt
+)
+
 // UnplacedApp is the Sydney application deployed without placement, for the comparison: the same worker code
 // and database as frankfurt-db, run where the request enters.
 const UnplacedApp = "frankfurt-db-unplaced"
@@ -260,8 +276,15 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err := e.register(runCtx); err != nil {
 		return err
 	}
-	if err := e.awaitDecisions(runCtx, deadline); err != nil {
+	var trafficErr error
+	trafficDone := make(chan struct{})
+	go func() { defer close(trafficDone); trafficErr = e.smartTraffic(runCtx) }()
+	if err := e.awaitDecisions(runCtx, deadline, trafficDone); err != nil {
+		<-trafficDone
 		return err
+	}
+	if <-trafficDone; trafficErr != nil {
+		return trafficErr
 	}
 	if err := e.sydney(runCtx, deadline); err != nil {
 		return err
@@ -391,6 +414,14 @@ func (e *env) startScheduler(ctx context.Context, n int) error {
 	e.serve(ln, ui.Wrap(api.Handler(), page), "scheduler")
 	e.wg.Go(func() { s.Run(ctx) })
 	e.wg.Go(func() { s.SyncAPIApps(ctx, b, regions, scheduler.DefaultAppsReload) })
+
+	sc := smart.DefaultConfig()
+	sc.MinRequests, sc.MinCompare, sc.Interval = smartMinRequests, 3, smartInterval
+	runner, err := smart.NewRunner(sc, e.st, smart.FleetSources(e.st, nil), smart.RunnerOptions{Logger: e.log, Registerer: reg})
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	e.wg.Go(func() { runner.Run(ctx) })
 	return nil
 }
 
@@ -402,7 +433,8 @@ func (e *env) startRouter(ctx context.Context, pops []string) error {
 		node := e.tb.Node(pop)
 		w, err := worker.New(worker.Config{PoP: pop, Dial: node.DialContext, Report: e.st.AddTelemetry, Logger: e.log,
 			Apps: []worker.App{{Name: "frankfurt-db", DB: dbAddr, Queries: e.cfg.Queries},
-				{Name: UnplacedApp, DB: dbAddr, Queries: e.cfg.Queries}}})
+				{Name: UnplacedApp, DB: dbAddr, Queries: e.cfg.Queries},
+				{Name: SmartApp, Deploy: "v1", DB: dbAddr, Queries: e.cfg.Queries}}})
 		if err != nil {
 			return fmt.Errorf("demo: worker of %s: %w", pop, err)
 		}
@@ -499,35 +531,96 @@ func (e *env) register(ctx context.Context) error {
 			return fmt.Errorf("demo: registering %s: %s: %s", s.App, resp.Status, bytes.TrimSpace(body))
 		}
 	}
-	e.out.linef("  registered %d applications through POST %s/v1/apps; probing them from the fleet...\n", len(Scenarios), e.apiURL)
+	// Smart mode has no target to probe: the API refuses it, the registry takes it (as the platform's deploy
+	// would), and the runner places it from the telemetry of the requests that follow.
+	if err := e.st.PutApp(ctx, storage.App{Name: SmartApp, Mode: placement.ModeSmart, DeployVersion: "v1"}); err != nil {
+		return fmt.Errorf("demo: registering %s: %w", SmartApp, err)
+	}
+	e.out.linef("  registered %d applications through POST %s/v1/apps and %s in mode smart; probing them from the fleet...\n",
+		len(Scenarios), e.apiURL, SmartApp)
 	return nil
 }
 
-// awaitDecisions prints each showcase decision as soon as it is stored.
-func (e *env) awaitDecisions(ctx context.Context, deadline time.Time) error {
+// smartTraffic makes the requests smart placement learns from, before any decision: users in Sydney (through
+// the SYD front, run locally for now) and in Frankfurt (at the FRA worker). It returns when they are done.
+func (e *env) smartTraffic(ctx context.Context) error {
+	errs := make(chan error, smartSydney+smartFrankfurt)
+	var wg sync.WaitGroup
+	for i := range smartSydney + smartFrankfurt {
+		from, url := Ingress, "http://"+e.frontAddr.String()+"/"
+		if i >= smartSydney {
+			fra := e.tb.Node("FRA")
+			from, url = "FRA", "http://"+netip.AddrPortFrom(fra.Addr(), WorkerPort).String()+"/"
+		}
+		wg.Go(func() {
+			node := e.tb.Node(from)
+			c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: node.DialContext, DisableKeepAlives: true}}
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				errs <- err
+				return
+			}
+			req.Host = SmartApp
+			resp, err := c.Do(req)
+			if err != nil {
+				errs <- fmt.Errorf("demo: %s request from %s: %w", SmartApp, from, err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				errs <- fmt.Errorf("demo: %s request from %s: %s", SmartApp, from, resp.Status)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs // the first error, or nil
+}
+
+// awaitDecisions prints each showcase decision as soon as it is stored. The smart application's first
+// analyses find too few requests: its decision is printed once it has more to say, or once the runner has
+// analysed the telemetry of the requests made before (trafficDone closed) for two intervals.
+func (e *env) awaitDecisions(ctx context.Context, deadline time.Time, trafficDone <-chan struct{}) error {
+	var doneAt time.Time
+	smartDecided := func(d placement.Decision) bool {
+		if d.Status != placement.StatusInsufficientInvocations {
+			return true
+		}
+		if doneAt.IsZero() {
+			select {
+			case <-trafficDone:
+				doneAt = time.Now()
+			default:
+				return false
+			}
+		}
+		return d.ComputedAt.After(doneAt.Add(2 * smartInterval))
+	}
 	e.out.linef("Placement decisions (as they are decided):")
 	e.out.linef("  %s", header())
+	all := append(slices.Clone(Scenarios), smartScenario)
 	printed := map[string]bool{}
 	start, lastNote := time.Now(), time.Now()
-	for len(printed) < len(Scenarios) {
-		for _, s := range Scenarios {
+	for len(printed) < len(all) {
+		for _, s := range all {
 			if printed[s.App] {
 				continue
 			}
 			d, ok, err := e.st.Decision(ctx, s.App)
-			if err != nil || !ok || d.ComputedAt.IsZero() {
+			if err != nil || !ok || d.ComputedAt.IsZero() || (s.App == SmartApp && !smartDecided(d)) {
 				continue
 			}
 			printed[s.App] = true
 			e.out.linef("  %s", row(s, e.zone, d)) // on a terminal, replaces the progress line
 		}
-		if len(printed) == len(Scenarios) {
+		if len(printed) == len(all) {
 			break
 		}
 		if time.Now().After(deadline) {
 			e.out.endProgress()
 			var missing []string
-			for _, s := range Scenarios {
+			for _, s := range all {
 				if !printed[s.App] {
 					ts, _ := e.sched.Target(s.App)
 					missing = append(missing, fmt.Sprintf("%s (checks %d, last error %q)", s.App, ts.Checks, ts.LastError))
@@ -536,7 +629,7 @@ func (e *env) awaitDecisions(ctx context.Context, deadline time.Time) error {
 			return fmt.Errorf("demo: no decision within %s for %s", e.cfg.DecideTimeout, strings.Join(missing, ", "))
 		}
 		if time.Since(lastNote) > time.Second {
-			e.out.progress(fmt.Sprintf("  ... %d of %d decided (%.0f s)", len(printed), len(Scenarios), time.Since(start).Seconds()))
+			e.out.progress(fmt.Sprintf("  ... %d of %d decided (%.0f s)", len(printed), len(all), time.Since(start).Seconds()))
 			lastNote = time.Now()
 		}
 		if err := sleep(ctx, 100*time.Millisecond); err != nil {
@@ -563,7 +656,8 @@ func (e *env) watch(ctx context.Context) {
 	// What a change is: the status, the best PoP or the verdict (not a few tenths of a ms of RTT).
 	key := func(d placement.Decision) string { return string(d.Status) + "|" + d.BestPoP + "|" + string(d.Verdict) }
 	last := map[string]string{}
-	for _, s := range Scenarios {
+	all := append(slices.Clone(Scenarios), smartScenario)
+	for _, s := range all {
 		if d, ok, err := e.st.Decision(ctx, s.App); err == nil && ok {
 			last[s.App] = key(d)
 		}
@@ -574,7 +668,7 @@ func (e *env) watch(ctx context.Context) {
 			return
 		}
 		s := Scenario{App: app, Mode: d.Mode, Target: d.Target}
-		for _, sc := range Scenarios {
+		for _, sc := range all {
 			if sc.App == app {
 				s = sc
 			}

@@ -230,7 +230,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	if err := b.eval(ctx, "[...document.querySelectorAll('#apps tbody tr')].map(r => r.dataset.app).sort().join(',')", &apps); err != nil {
 		t.Fatal(err)
 	}
-	var want []string
+	want := []string{SmartApp}
 	for _, s := range Scenarios {
 		want = append(want, s.App)
 	}
