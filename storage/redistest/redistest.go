@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,7 +69,7 @@ type Server struct {
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
+	done <-chan struct{} // closed when cmd has exited
 }
 
 // need returns the path of binary name, or skips (fails in CI) the test when it is missing.
@@ -176,11 +177,10 @@ func (s *Server) start() error {
 	cmd := exec.Command(s.bin, s.args...)
 	cmd.Dir = s.dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test binary
-	if err := cmd.Start(); err != nil {
+	done, err := startOnOwnThread(cmd)
+	if err != nil {
 		return fmt.Errorf("redistest: run %s: %w", s.bin, err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	s.mu.Lock()
 	s.cmd, s.done = cmd, done
 	s.mu.Unlock()
@@ -199,6 +199,30 @@ func (s *Server) start() error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// startOnOwnThread starts cmd from an OS thread locked for the child's lifetime and returns a channel closed
+// when the child has exited. Pdeathsig fires when the thread that forked the child exits, not the process, and
+// the runtime ends the threads that goroutines locked and left (testbed's namespace threads): a child forked
+// from a pooled thread that such a goroutine later takes would be killed then.
+func startOnOwnThread(cmd *exec.Cmd) (<-chan struct{}, error) {
+	started := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		_ = cmd.Wait()
+		close(done)
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return done, nil
 }
 
 func (s *Server) logTail() string {

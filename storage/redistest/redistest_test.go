@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -126,5 +127,31 @@ func TestMissingBinary(t *testing.T) {
 				t.Errorf("child output lacks %q and %q:\n%s", tt.wantOut, msg, out)
 			}
 		})
+	}
+}
+
+// TestServerOutlivesTheStartingThread starts a server from a goroutine that locks its OS thread and returns
+// without unlocking it, so that the runtime ends the thread (as testbed's namespace goroutines do): Pdeathsig
+// must not kill the server with it.
+func TestServerOutlivesTheStartingThread(t *testing.T) {
+	ch := make(chan *Server, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
+		defer close(ch)        // also when Start gives up (FailNow ends this goroutine)
+		ch <- Start(t)
+	}()
+	s := <-ch
+	if s == nil {
+		t.FailNow()
+	}
+	select {
+	case <-s.done:
+		t.Fatalf("redis-server exited after the thread that started Start ended: %s", s.logTail())
+	case <-time.After(500 * time.Millisecond):
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if got, err := s.Do(ctx, "PING"); err != nil || got != "PONG" {
+		t.Fatalf("PING = %q, %v", got, err)
 	}
 }
