@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -50,7 +51,12 @@ func allocate(log *slog.Logger) (*lease, error) {
 	if err := os.MkdirAll(StateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("testbed: state directory: %w", err)
 	}
-	for id := range MaxTestbeds {
+	// Take the first free id after the one allocated last (by any process), not the lowest: an id freed a
+	// moment ago is then not reused at once, so a check that a closed testbed left nothing behind does not
+	// see a new testbed of the same name.
+	start := lastAllocated() + 1
+	for i := range MaxTestbeds {
+		id := (start + i) % MaxTestbeds
 		f, ok, err := tryLock(id)
 		if err != nil {
 			return nil, err
@@ -59,6 +65,7 @@ func allocate(log *slog.Logger) (*lease, error) {
 			continue
 		}
 		l := &lease{id: id, prefix: subnet(id), lock: f, log: log}
+		recordAllocated(id)
 		if err := removeLeftovers(id, log); err != nil {
 			f.Close()
 			return nil, err
@@ -66,6 +73,27 @@ func allocate(log *slog.Logger) (*lease, error) {
 		return l, nil
 	}
 	return nil, fmt.Errorf("testbed: all %d testbeds of %v are in use (see %s)", MaxTestbeds, WANPrefix, StateDir)
+}
+
+// lastFile records the id allocated last, for round-robin allocation.
+const lastFile = "last"
+
+// lastAllocated returns the id recorded in lastFile, or -1 when there is none.
+func lastAllocated() int {
+	b, err := os.ReadFile(filepath.Join(StateDir, lastFile))
+	if err != nil {
+		return -1
+	}
+	id, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || id < 0 || id >= MaxTestbeds {
+		return -1
+	}
+	return id
+}
+
+// recordAllocated records id as the one allocated last; a failure only costs the round-robin order.
+func recordAllocated(id int) {
+	_ = os.WriteFile(filepath.Join(StateDir, lastFile), []byte(strconv.Itoa(id)+"\n"), 0o644)
 }
 
 // tryLock opens and locks id's lock file without waiting; ok is false when a live testbed holds it.
