@@ -191,7 +191,8 @@ function drawTable() {
     td(tr, a.status || "(none yet)", "st-" + (a.status || "none"));
     td(tr, a.verdict || "—");
     td(tr, a.best_pop ? a.best_pop + (a.estimated ? " (model)" : "") : "—");
-    td(tr, a.best_pop ? ms(a.best_rtt_ms) : "—");
+    // A smart decision ranks PoPs by the estimated mean request duration, not by an RTT.
+    td(tr, a.best_pop ? (a.mode === "smart" ? ms(a.best_rtt_ms) + " per request" : ms(a.best_rtt_ms)) : "—");
     td(tr, a.confidence ? a.confidence.toFixed(2) : "—");
     td(tr, ago(a.last_recheck, state.now) + (a.last_error ? " ⚠" : "")).title = a.last_error || "";
     td(tr, until(a.next_recheck, state.now));
