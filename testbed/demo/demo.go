@@ -273,13 +273,14 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err := e.awaitFleet(runCtx, spec.PoPs, deadline); err != nil {
 		return err
 	}
+	registered := time.Now() // decisions left in a --redis from an earlier run are older
 	if err := e.register(runCtx); err != nil {
 		return err
 	}
 	var trafficErr error
 	trafficDone := make(chan struct{})
 	go func() { defer close(trafficDone); trafficErr = e.smartTraffic(runCtx) }()
-	if err := e.awaitDecisions(runCtx, deadline, trafficDone); err != nil {
+	if err := e.awaitDecisions(runCtx, registered, deadline, trafficDone); err != nil {
 		<-trafficDone
 		return err
 	}
@@ -578,10 +579,10 @@ func (e *env) smartTraffic(ctx context.Context) error {
 	return <-errs // the first error, or nil
 }
 
-// awaitDecisions prints each showcase decision as soon as it is stored. The smart application's first
+// awaitDecisions prints each showcase decision computed since since as soon as it is stored. The smart application's first
 // analyses find too few requests: its decision is printed once it has more to say, or once the runner has
 // analysed the telemetry of the requests made before (trafficDone closed) for two intervals.
-func (e *env) awaitDecisions(ctx context.Context, deadline time.Time, trafficDone <-chan struct{}) error {
+func (e *env) awaitDecisions(ctx context.Context, since, deadline time.Time, trafficDone <-chan struct{}) error {
 	var doneAt time.Time
 	smartDecided := func(d placement.Decision) bool {
 		if d.Status != placement.StatusInsufficientInvocations {
@@ -608,7 +609,7 @@ func (e *env) awaitDecisions(ctx context.Context, deadline time.Time, trafficDon
 				continue
 			}
 			d, ok, err := e.st.Decision(ctx, s.App)
-			if err != nil || !ok || d.ComputedAt.IsZero() || (s.App == SmartApp && !smartDecided(d)) {
+			if err != nil || !ok || d.ComputedAt.Before(since) || (s.App == SmartApp && !smartDecided(d)) {
 				continue
 			}
 			printed[s.App] = true
