@@ -70,7 +70,7 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	kind, err := placement.ParseProbeKind(pos[0])
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if *count < 1 || *count > prober.MaxCount {
 		return fmt.Errorf("%w: probe: --count %d: want 1..%d", errUsage, *count, prober.MaxCount)
@@ -85,15 +85,15 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, s := range sources {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
-			return fmt.Errorf("%w: probe: --source %q: %v", errUsage, s, err)
+			return fmt.Errorf("%w: probe: --source %q: %w", errUsage, s, err)
 		}
 		cfg.Sources = append(cfg.Sources, a)
 	}
 	if cfg.Allow, err = placement.ParsePrefixes("--allow", allow); err != nil {
-		return fmt.Errorf("%w: probe: %v", errUsage, err)
+		return fmt.Errorf("%w: probe: %w", errUsage, err)
 	}
 	if cfg.OwnPrefixes, err = placement.ParsePrefixes("--own-prefix", own); err != nil {
-		return fmt.Errorf("%w: probe: %v", errUsage, err)
+		return fmt.Errorf("%w: probe: %w", errUsage, err)
 	}
 	eng, err := prober.New(cfg)
 	if err != nil {
