@@ -67,7 +67,7 @@ var devtoolsRE = regexp.MustCompile(`DevTools listening on (ws://127\.0\.0\.1:(\
 
 // startChromium starts headless Chromium on about:blank and attaches to its page. Everything is stopped by
 // t.Cleanup (the browser's whole process group).
-func startChromium(t *testing.T, ctx context.Context, bin string) *browser {
+func startChromium(ctx context.Context, t *testing.T, bin string) *browser {
 	t.Helper()
 	args := append(append([]string{}, chromiumFlags...), "--user-data-dir="+t.TempDir(), "about:blank")
 	cmd := exec.Command(bin, args...)

@@ -515,6 +515,7 @@ func (e *env) awaitFleet(ctx context.Context, pops []string, deadline time.Time)
 
 // register posts every showcase application's wrangler.toml to the scheduler's API, as a user would.
 func (e *env) register(ctx context.Context) error {
+	apiClient := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for _, s := range Scenarios {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.apiURL+"/v1/apps", strings.NewReader(s.wrangler(e.zone)))
 		if err != nil {
@@ -522,7 +523,7 @@ func (e *env) register(ctx context.Context) error {
 		}
 		req.Header.Set("Content-Type", "application/toml")
 		req.Header.Set("Authorization", "Bearer "+e.token)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := apiClient.Do(req)
 		if err != nil {
 			return fmt.Errorf("demo: registering %s: %w", s.App, err)
 		}

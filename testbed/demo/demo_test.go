@@ -216,7 +216,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	t.Logf("demo report:\n%s", out.String())
 	name = info.Testbed.Name()
 
-	b := startChromium(t, ctx, bin)
+	b := startChromium(ctx, t, bin)
 	url := info.APIURL + "/#token=" + info.Token + "&kind=tcp&target=db.vantage.test:5432&pops=all&count=3&submit=1"
 	if err := b.call(ctx, "Page.navigate", map[string]any{"url": url}, nil); err != nil {
 		t.Fatal(err)
