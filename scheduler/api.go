@@ -91,6 +91,9 @@ type API struct {
 	Ready     func(ctx context.Context) error
 	Metrics   *Metrics
 	Logger    *slog.Logger
+	// Telemetry, when set, serves POST /v1/telemetry behind the bearer token: worker hosts' per-request
+	// telemetry for Smart Placement (scheduler/smart.IngestHandler). Nil: not served.
+	Telemetry http.Handler
 }
 
 // Handler returns the HTTP handler with every route.
@@ -105,6 +108,9 @@ func (a *API) Handler() http.Handler {
 	route("POST /v1/probes", "probes_post", a.authed(a.postProbe))
 	route("GET /v1/probes/{id}", "probes_get", a.authed(a.getProbe))
 	route("GET /client/v4/accounts/{account}/workers/services/{name}", "service", a.service)
+	if a.Telemetry != nil {
+		route("POST /v1/telemetry", "telemetry_post", a.authed(a.Telemetry.ServeHTTP))
+	}
 	g := a.Gatherer
 	if g == nil {
 		g = prometheus.DefaultGatherer

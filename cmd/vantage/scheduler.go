@@ -16,6 +16,8 @@ import (
 
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/scheduler"
+	"github.com/vantage-edge/vantage/scheduler/smart"
+	"github.com/vantage-edge/vantage/scheduler/ui"
 	"github.com/vantage-edge/vantage/storage"
 )
 
@@ -62,6 +64,7 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		logFormat     = fs.String("log-format", "text", "log format: json or text")
 		logLevel      = fs.String("log-level", "info", "log level: debug, info, warn or error")
 		adhocTimeout  = fs.Duration("adhoc-timeout", scheduler.DefaultAdHocTimeout, "how long an ad-hoc probe waits for its PoPs")
+		smartWindow   = fs.Duration("smart-window", smart.DefaultConfig().Window, "Smart Placement's analysis window of request telemetry")
 		hostScheme    = fs.String("hostname-scheme", "", "probe hostname targets as http:// or https:// URLs (empty: plain HTTP to the bare name)")
 	)
 	var allow, regionEPs, tokens listFlag
@@ -132,8 +135,21 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	parser := placement.Parser{Policy: placement.DefaultPolicy(allowP...)}
+	// Smart Placement: telemetry in (worker hosts write it to Redis, or POST it here), analysis by the leader.
+	smartCfg := smart.DefaultConfig()
+	smartCfg.Window = *smartWindow
+	runner, err := smart.NewRunner(smartCfg, st, smart.FleetSources(st, nil), smart.RunnerOptions{
+		Logger: log, Registerer: reg, Leading: func() bool { ok, _ := s.Leading(); return ok }})
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	page, err := ui.New(ui.Config{Sched: s, Store: st, MaxResultAge: 2 * *recheck, Logger: log})
+	if err != nil {
+		return err
+	}
 	api := &scheduler.API{
-		Sched: s, Decisions: b, Apps: b, Regions: regions, Parser: parser, Metrics: m, Logger: log, Gatherer: reg,
+		Telemetry: smart.IngestHandler(st.AddTelemetry, log),
+		Sched:     s, Decisions: b, Apps: b, Regions: regions, Parser: parser, Metrics: m, Logger: log, Gatherer: reg,
 		Auth:  scheduler.NewAuth(toks, scheduler.Quota{PerMinute: *quotaRate, Burst: *quotaBurst}, nil),
 		AdHoc: &scheduler.AdHoc{Backend: b, Timeout: *adhocTimeout},
 		Ready: func(ctx context.Context) error { return st.Client().Ping(ctx).Err() },
@@ -142,7 +158,7 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return fmt.Errorf("scheduler: --listen %s: %w", *listen, err)
 	}
-	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: ui.Wrap(api.Handler(), page), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("scheduler: serving", "addr", ln.Addr().String())
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -163,6 +179,11 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		bg = append(bg, func() { s.SyncAPIApps(runCtx, b, regions, scheduler.DefaultAppsReload) })
 		bg = append(bg, func() { s.WatchPending(runCtx, st.PendingJobs, b.UpPoPs, 10*time.Second) })
+		bg = append(bg, func() {
+			if err := runner.Run(runCtx); err != nil && runCtx.Err() == nil {
+				log.Error("scheduler: smart placement stopped", "err", err)
+			}
+		})
 		waits := make(chan struct{}, len(bg))
 		for _, f := range bg {
 			go func() { f(); waits <- struct{}{} }()

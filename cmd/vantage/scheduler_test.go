@@ -198,8 +198,36 @@ func TestSchedulerAndProbedCommands(t *testing.T) {
 	if err := runFleetProbe(ctx, []string{"--fleet", "tcp", target, "--scheduler", "http://" + api, "--token", "wrong-token-0123456789"}, &out, &errb); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Errorf("probe --fleet with a bad token: %v, want a 401", err)
 	}
+	// The status page, and Smart Placement's telemetry endpoint (writes need the token).
+	if code, page := httpGet(t, "http://"+api+"/"); code != 200 || !strings.Contains(page, "<html") {
+		t.Errorf("status page: %d %.200q", code, page)
+	}
+	tel := `[{"app":"shop","deploy":"v1","ingress":"SYD","exec":"SYD","at":"` + time.Now().UTC().Format(time.RFC3339Nano) +
+		`","duration_ms":812,"sub":[{"host":"db.example.com","duration_ms":270}]}]`
+	for _, tc := range []struct {
+		token string
+		want  int
+	}{{"", http.StatusUnauthorized}, {token, http.StatusNoContent}} {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+api+"/v1/telemetry", strings.NewReader(tel))
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("POST /v1/telemetry (token %q): %d %s, want %d", tc.token, resp.StatusCode, body, tc.want)
+		}
+	}
+	var stored int
+	if _, err := obs.TelemetrySince(ctx, "shop", time.Now().Add(-time.Hour), func(storage.Telemetry) error { stored++; return nil }); err != nil || stored != 1 {
+		t.Errorf("telemetry in Redis: %d records (%v), want the 1 posted with the token", stored, err)
+	}
 	_, m := httpGet(t, "http://"+api+"/metrics")
-	for _, name := range []string{"vantage_scheduler_rechecks_total", "vantage_scheduler_leader 1", "vantage_scheduler_decisions_written_total", "vantage_scheduler_jobs_enqueued_total", `vantage_scheduler_results_total{kind="tcp",outcome="success"}`} {
+	for _, name := range []string{"vantage_smart_analyses_total", "vantage_scheduler_rechecks_total", "vantage_scheduler_leader 1", "vantage_scheduler_decisions_written_total", "vantage_scheduler_jobs_enqueued_total", `vantage_scheduler_results_total{kind="tcp",outcome="success"}`} {
 		if !strings.Contains(m, name) {
 			t.Errorf("scheduler /metrics lacks %q", name)
 		}
