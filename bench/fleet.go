@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -135,7 +136,25 @@ func timeToDecision(ctx context.Context, o *options, s *Section) {
 		s.Notes = append(s.Notes, "time to decision: the scheduler did not lead with every PoP up within 30 s")
 		return
 	}
-	t := &Table{Header: []string{"target", "mode", "decision", "best PoP", "time to decision (this machine)"}}
+	t := &Table{Header: []string{"target", "mode", "decision", "best PoP (its emulated RTT)", "emulator's nearest PoP (RTT)", "time to decision (this machine)"}}
+	// nearest returns the PoP with the lowest emulated RTT to host, and that RTT in ms.
+	nearest := func(host string) (string, float64) {
+		best, bestMs := "", math.Inf(1)
+		for _, pop := range spec.PoPs {
+			if rtt, err := tb.RTT(pop, host); err == nil && float64(rtt)/1e6 < bestMs {
+				best, bestMs = pop, float64(rtt)/1e6
+			}
+		}
+		return best, bestMs
+	}
+	rttTo := func(pop, host string) string {
+		rtt, err := tb.RTT(pop, host)
+		if err != nil {
+			return "?"
+		}
+		return num(float64(rtt)/1e6, 1) + " ms"
+	}
+	misplaced := 0
 	var times []float64
 	rounds := 2
 	if o.quick {
@@ -158,18 +177,24 @@ func timeToDecision(ctx context.Context, o *options, s *Section) {
 				return ok && d.Status != ""
 			})
 			el := time.Since(t0)
+			np, npMs := nearest(h.Name)
 			if err != nil {
-				t.Add(h.Name+" "+tg.Target, "host", "none within 30 s", "", "")
+				t.Add(h.Name+" "+tg.Target, "host", "none within 30 s", "", fmt.Sprintf("%s (%s ms)", np, num(npMs, 1)), "")
 				continue
 			}
 			times = append(times, el.Seconds()*1000)
-			t.Add(h.Name+" "+tg.Target, "host", string(d.Status), d.BestPoP, fmt.Sprintf("%s ms", num(el.Seconds()*1000, 0)))
+			if d.BestPoP != np {
+				misplaced++
+			}
+			t.Add(h.Name+" "+tg.Target, "host", string(d.Status), fmt.Sprintf("%s (%s)", d.BestPoP, rttTo(d.BestPoP, h.Name)),
+				fmt.Sprintf("%s (%s ms)", np, num(npMs, 1)), fmt.Sprintf("%s ms", num(el.Seconds()*1000, 0)))
 		}
 	}
 	s.Tables = append(s.Tables, t)
 	if len(times) > 0 {
-		s.Notes = append(s.Notes, fmt.Sprintf("**New target to decision in Redis: median %s ms, max %s ms** over %d registrations (26 PoPs up).",
-			num(Percentile(times, 0.5), 0), num(Percentile(times, 1), 0), len(times)))
+		s.Notes = append(s.Notes, fmt.Sprintf("**New target to decision in Redis: median %s ms, max %s ms** over %d registrations (%d PoPs up); "+
+			"%d of %d decisions name a PoP other than the emulator's nearest.",
+			num(Percentile(times, 0.5), 0), num(Percentile(times, 1), 0), len(times), len(spec.PoPs), misplaced, len(times)))
 	}
 	s.Commands = append(s.Commands, "go run ./bench -only=fleet   (time to decision: in-process testbed, daemons and scheduler)")
 }

@@ -76,15 +76,17 @@ func (c contender) cpuPer1000() float64 { return c.cpu / float64(c.probes) * 100
 
 func probingSection(ctx context.Context, o *options) *Section {
 	s := &Section{Title: "Probing: Vantage's prober against blackbox_exporter, fping, hping3",
-		Intro: "Each contender runs as a process of its own, one after the other, for the same window against the same " +
-			"targets, first on loopback, then on the emulated WAN from the " + wanPoP + " PoP's namespace (`ip netns exec`: " +
+		Intro: "Each contender runs as a process of its own, against the same targets (Vantage and blackbox_exporter in " +
+			"alternating rounds of the same window at the same probes in flight; fping and hping3 after them), first on loopback, then on the emulated WAN from the " + wanPoP + " PoP's namespace (`ip netns exec`: " +
 			"the testbed's router runs in the harness process and is counted against nobody). Vantage's prober and the " +
 			"blackbox_exporter driver are the harness re-executed as a worker (`" + workerArg + "`) with the same number of " +
 			"probes in flight; blackbox_exporter " + blackboxVersion(ctx) + " is driven through `/probe?module=tcp_connect&target=...` as " +
 			"Prometheus does, and its RTT is `probe_duration_seconds`. CPU is user+system CPU of the probing process only: " +
 			"Vantage's worker (getrusage over its window), blackbox_exporter (/proc/<pid>/stat over the window; the HTTP " +
 			"driver, playing Prometheus, is not counted), fping and hping3 (rusage of the exited process). RTT error = " +
-			"measured - the emulator's RTT for the pair (testbed.RTT), over every answered probe. See bench/peers.md."}
+			"measured - the emulator's RTT for the pair (testbed.RTT), over every answered probe; at 1,024 and " +
+			"4,096 in flight it includes each prober's own queueing at saturation, so accuracy is compared in the light " +
+			"round (32 in flight, both probers at the same time). See bench/peers.md."}
 	exe, err := os.Executable()
 	if err != nil {
 		s.Skipped = "cannot find the harness's own binary: " + err.Error()

@@ -64,8 +64,8 @@ func Render(w io.Writer, r *Report) error {
 	m := r.Machine
 	fmt.Fprintf(&b, "- Machine: %d CPUs (%s), %.1f GiB memory, Linux %s, %s.\n", m.CPUs, m.Model, m.MemoryGiB, m.Kernel, m.Go)
 	fmt.Fprintf(&b, "- Load average (1, 5, 15 min) at start / end: %s.\n", m.LoadAvg)
-	b.WriteString("- Ratios between contenders are measured in this one run, on the same targets, one contender at a time. " +
-		"Absolute times and rates are this machine's, at this load: the machine may be shared.\n\n")
+	b.WriteString("- Ratios between contenders are measured in this one run, on the same targets (alternating rounds, see " +
+		"bench/peers.md). Absolute times and rates are this machine's, at this load: the machine may be shared.\n\n")
 	for _, s := range r.Sections {
 		fmt.Fprintf(&b, "## %s\n\n", s.Title)
 		if s.Skipped != "" {
