@@ -185,6 +185,8 @@ func timeToDecision(ctx context.Context, o *options, s *Section) {
 			times = append(times, el.Seconds()*1000)
 			if d.BestPoP != np {
 				misplaced++
+				s.Notes = append(s.Notes, fmt.Sprintf("%s: decision %s (verdict %s, estimated %v, confidence %.2f), candidates %v; the emulator's nearest PoP is %s at %s ms.",
+					app, d.BestPoP, d.Verdict, d.Estimated, d.Confidence, d.Candidates, np, num(npMs, 1)))
 			}
 			t.Add(h.Name+" "+tg.Target, "host", string(d.Status), fmt.Sprintf("%s (%s)", d.BestPoP, rttTo(d.BestPoP, h.Name)),
 				fmt.Sprintf("%s (%s ms)", np, num(npMs, 1)), fmt.Sprintf("%s ms", num(el.Seconds()*1000, 0)))
