@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -31,6 +35,52 @@ func TestDemoNotRoot(t *testing.T) {
 	}
 	if out.Len() != 0 {
 		t.Errorf("stdout %q: want nothing (no fallback)", out.String())
+	}
+}
+
+// TestDemoNotRootForReal runs `vantage demo --once` as the unprivileged user nobody (a copy of this test
+// binary re-executed with another uid): one line on stderr, a non-zero exit, nothing started.
+func TestDemoNotRootForReal(t *testing.T) {
+	if os.Getenv("VANTAGE_DEMO_AS_NOBODY") == "1" {
+		os.Exit(run(context.Background(), []string{"demo", "--once"}, os.Stdout, os.Stderr))
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("switching to the user nobody needs root; TestDemoNotRoot covers the unprivileged path")
+	}
+	dir, err := os.MkdirTemp("", "vantage-demo-nobody-") // t.TempDir's parent is closed to other users
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "vantage.test")
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-test.run=^TestDemoNotRootForReal$")
+	cmd.Env = append(os.Environ(), "VANTAGE_DEMO_AS_NOBODY=1")
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("as nobody: %v, want exit status 1; stderr %q", err, errb.String())
+	}
+	if msg := errb.String(); strings.Count(msg, "\n") != 1 || !strings.Contains(msg, "needs root") {
+		t.Errorf("as nobody: stderr %q, want one line saying root is needed", msg)
+	}
+	if out.Len() != 0 {
+		t.Errorf("as nobody: stdout %q, want nothing", out.String())
 	}
 }
 
