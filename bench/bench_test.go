@@ -177,7 +177,7 @@ func TestRender(t *testing.T) {
 	r := &Report{Started: time.Date(2026, 11, 23, 13, 30, 0, 0, time.UTC), Elapsed: 421 * time.Second, Command: "go run ./bench",
 		Machine: Machine{CPUs: 2, Model: "AMD EPYC", MemoryGiB: 23.5, Kernel: "6.1", Go: "go1.26", LoadAvg: "1.0 1.0 1.0 / 2.0 2.0 2.0"},
 		Sections: []*Section{
-			{Title: "Probing", Intro: "How.", Tables: []*Table{tab}, Notes: []string{"**7.3x**"}, Commands: []string{"go run ./bench -only=probing"}},
+			{Title: "Probing", Intro: "How.", Tables: []*Table{tab}, Notes: []string{"**7.3x**"}, Headline: []string{"Vantage 7.3x"}, Commands: []string{"go run ./bench -only=probing"}},
 			{Title: "Fleet", Skipped: "needs root"},
 		}}
 	var b bytes.Buffer
@@ -191,6 +191,7 @@ func TestRender(t *testing.T) {
 		"2 CPUs (AMD EPYC), 23.5 GiB memory, Linux 6.1, go1.26",
 		"## Probing\n\nHow.\n\nRates:\n\n| contender | probes/s |\n|---|---|\n| Vantage \\| prober | 13,457 |\n| short row |  |\n",
 		"**7.3x**",
+		"## Summary\n\n- Vantage 7.3x\n- Fleet: skipped (needs root)\n\n## Probing",
 		"```\ngo run ./bench -only=probing\n```",
 		"## Fleet\n\nSkipped: needs root",
 	} {

@@ -26,11 +26,16 @@ func engineSection(ctx context.Context, o *options) *Section {
 	} else {
 		t := &Table{Caption: "`BenchmarkDecide` (every run; GOMAXPROCS = the -N suffix):",
 			Header: []string{"run", "ns/op", "decisions/s (wall, this machine)", "decisions per CPU-second", "B/op", "allocs/op"}}
+		var bestCPU, bestWall, allocs float64
 		for _, l := range ParseBench(out) {
+			bestCPU, bestWall = max(bestCPU, l.Metrics["decisions/cpu-s"]), max(bestWall, l.Metrics["decisions/s"])
+			allocs = max(allocs, l.Metrics["allocs/op"])
 			t.Add(fmt.Sprintf("%s-%d", l.Name, l.Procs), num(l.Metrics["ns/op"], 0), num(l.Metrics["decisions/s"], 0),
 				num(l.Metrics["decisions/cpu-s"], 0), num(l.Metrics["B/op"], 0), num(l.Metrics["allocs/op"], 0))
 		}
 		s.Tables = append(s.Tables, t)
+		s.Headline = append(s.Headline, fmt.Sprintf("Engine: up to %s decisions per CPU-second (%s decisions/s wall on this machine), %s allocs per decision (`BenchmarkDecide`, 300 PoPs).",
+			num(bestCPU, 0), num(bestWall, 0), num(allocs, 0)))
 	}
 
 	out, cmd, err = goTest(ctx, o.root, 5*time.Minute, "test", "-run", "WonderProxy", "-v", "-count=1", "./triangulate")
@@ -62,6 +67,11 @@ func engineSection(ctx context.Context, o *options) *Section {
 		t.Add(f.name, f.target, val, "`"+f.test+"`")
 	}
 	s.Tables = append(s.Tables, t)
+	var acc []string
+	for _, row := range t.Rows {
+		acc = append(acc, row[0]+" "+row[2])
+	}
+	s.Headline = append(s.Headline, "Engine accuracy (WonderProxy 2020): "+strings.Join(acc, "; ")+".")
 	for _, name := range []string{"TestWonderProxyPlacementRegret", "TestWonderProxyAnycastDetection", "TestWonderProxyGeolocation"} {
 		for _, l := range logs[name] {
 			if strings.Contains(l, "placement regret over") || strings.HasPrefix(l, "anycast:") || strings.HasPrefix(l, "unicast:") ||
@@ -92,6 +102,10 @@ func routerSection(ctx context.Context, o *options) *Section {
 	} else {
 		t := &Table{Header: []string{"Route", "ns/op (mean)", "p50 ns/call", "p99 ns/call", "calls/s", "B/op", "allocs/op"}}
 		for _, l := range Best(ParseBench(out), "ns/op") {
+			if l.Name == "Route/zipf" || l.Name == "Route/uniform" {
+				s.Headline = append(s.Headline, fmt.Sprintf("Router: `%s` over 1,000,000 apps: p50 %s ns, p99 %s ns per call, %s allocs.",
+					l.Name, num(l.Metrics["p50-ns/call"], 0), num(l.Metrics["p99-ns/call"], 0), num(l.Metrics["allocs/op"], 0)))
+			}
 			p50, p99 := "—", "—"
 			if v, ok := l.Metrics["p50-ns/call"]; ok {
 				p50, p99 = num(v, 0), num(l.Metrics["p99-ns/call"], 0)
@@ -109,6 +123,10 @@ func routerSection(ctx context.Context, o *options) *Section {
 	}
 	t := &Table{Header: []string{"1,000,000 decisions", "wall s/op (this machine)", "router CPU s/op", "redis-server CPU s/op", "MB/op", "allocs/op"}}
 	for _, l := range Best(ParseBench(out), "ns/op") {
+		if l.Name == "Reload1M/reload" {
+			s.Headline = append(s.Headline, fmt.Sprintf("Router: snapshot reload of 1,000,000 decisions from Redis in %s s wall (%s s router CPU, %s s redis-server CPU).",
+				num(l.Metrics["ns/op"]/1e9, 2), num(l.Metrics["cpu-s/op"], 2), num(l.Metrics["redis-cpu-s/op"], 2)))
+		}
 		t.Add(l.Name, num(l.Metrics["ns/op"]/1e9, 2), num(l.Metrics["cpu-s/op"], 2), num(l.Metrics["redis-cpu-s/op"], 2),
 			num(l.Metrics["B/op"]/1e6, 0), num(l.Metrics["allocs/op"], 0))
 	}

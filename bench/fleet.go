@@ -197,6 +197,7 @@ func timeToDecision(ctx context.Context, o *options, s *Section) {
 		s.Notes = append(s.Notes, fmt.Sprintf("**New target to decision in Redis: median %s ms, max %s ms** over %d registrations (%d PoPs up); "+
 			"%d of %d decisions name a PoP other than the emulator's nearest.",
 			num(Percentile(times, 0.5), 0), num(Percentile(times, 1), 0), len(times), len(spec.PoPs), misplaced, len(times)))
+		s.Headline = append(s.Headline, "Fleet: "+strings.TrimSuffix(s.Notes[len(s.Notes)-1], "."))
 	}
 	s.Commands = append(s.Commands, "go run ./bench -only=fleet   (time to decision: in-process testbed, daemons and scheduler)")
 }
@@ -306,6 +307,8 @@ func scaleLoad(ctx context.Context, o *options, s *Section) {
 		t.Add("Redis commands/s (total_commands_processed delta)", fmt.Sprintf("%s over %.0f s", num(ops, 0), el))
 		t.Add("Redis instantaneous_ops_per_sec, median of samples", num(Percentile(inst, 0.5), 0))
 		t.Add("redis-server CPU (cores)", num((b.cpu-a.cpu)/el, 2))
+		s.Headline = append(s.Headline, fmt.Sprintf("Fleet at %s targets (TestScale): Redis %s commands/s at %s rechecks/s, redis-server %s cores.",
+			num(float64(targets), 0), num(ops, 0), num(rechecks, 1), num((b.cpu-a.cpu)/el, 2)))
 		if okR && rechecks > 0 {
 			t.Add("rechecks/s (the test's log)", num(rechecks, 1))
 			t.Add("Redis commands per recheck", num(ops/rechecks, 0))

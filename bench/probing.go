@@ -126,7 +126,8 @@ func probingSection(ctx context.Context, o *options) *Section {
 		addRows(rate, wan, cs)
 		s.Tables = append(s.Tables, perTargetTable(wan, cs))
 	}
-	s.Notes = append(s.Notes, verdict(all)...)
+	s.Headline = verdict(all)
+	s.Notes = append(s.Notes, s.Headline...)
 	for _, cs := range all {
 		for _, c := range cs {
 			if c.failed != "" {

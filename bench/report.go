@@ -37,6 +37,7 @@ type Section struct {
 	Notes    []string // findings, one paragraph each
 	Commands []string // the commands that produced the figures
 	Raw      []string // raw output lines worth keeping verbatim (e.g. a test's logged figures)
+	Headline []string // the section's main figures, repeated in the summary at the top
 }
 
 // Table is a markdown table.
@@ -66,6 +67,16 @@ func Render(w io.Writer, r *Report) error {
 	fmt.Fprintf(&b, "- Load average (1, 5, 15 min) at start / end: %s.\n", m.LoadAvg)
 	b.WriteString("- Ratios between contenders are measured in this one run, on the same targets (alternating rounds, see " +
 		"bench/peers.md). Absolute times and rates are this machine's, at this load: the machine may be shared.\n\n")
+	b.WriteString("## Summary\n\n")
+	for _, s := range r.Sections {
+		if s.Skipped != "" {
+			fmt.Fprintf(&b, "- %s: skipped (%s)\n", s.Title, s.Skipped)
+		}
+		for _, h := range s.Headline {
+			fmt.Fprintf(&b, "- %s\n", h)
+		}
+	}
+	b.WriteString("\n")
 	for _, s := range r.Sections {
 		fmt.Fprintf(&b, "## %s\n\n", s.Title)
 		if s.Skipped != "" {
