@@ -66,6 +66,7 @@ type contender struct {
 	perTarget  map[string][]float64 // the same by target
 	conc       int                  // probes in flight when it differs from the env's
 	rounds     []float64            // probes/s of each round
+	driverCPU  float64              // blackbox_exporter: CPU seconds of its HTTP driver (Prometheus's part), not counted in cpu
 	note       string
 	failed     string
 }
@@ -135,6 +136,10 @@ func probingSection(ctx context.Context, o *options) *Section {
 			}
 			if c.note != "" {
 				s.Notes = append(s.Notes, c.where+", "+c.name+": "+c.note)
+			}
+			if c.driverCPU > 0 {
+				s.Notes = append(s.Notes, fmt.Sprintf("%s, %s (%d in flight): its HTTP driver (Prometheus's part, same machine, not counted above) used %s CPU s per 1,000 probes.",
+					c.where, c.name, c.conc, num(c.driverCPU/float64(c.probes)*1000, 3)))
 			}
 			if len(c.rounds) > 1 {
 				rs := make([]string, len(c.rounds))
@@ -416,7 +421,7 @@ func (x *exporter) round(ctx context.Context, exe string, e *env) contender {
 		return c
 	}
 	c = fromWorker("blackbox_exporter", "blackbox", r, e)
-	c.cpu = (cpu1 - cpu0).Seconds()
+	c.cpu, c.driverCPU = (cpu1 - cpu0).Seconds(), r.CPU
 	return c
 }
 
@@ -433,6 +438,7 @@ func merge(a, b contender) contender {
 	a.ok += b.ok
 	a.wall += b.wall
 	a.cpu += b.cpu
+	a.driverCPU += b.driverCPU
 	a.errs = append(a.errs, b.errs...)
 	if a.perTarget == nil {
 		a.perTarget = map[string][]float64{}
