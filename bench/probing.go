@@ -34,6 +34,8 @@ const (
 	wanConcHigh = 4096
 	// wanAccConc is the probes in flight of the WAN's accuracy round: a light load (~250 probes/s).
 	wanAccConc = 32
+	// acceptors is the number of goroutines accepting on the loopback listener: one would bound the rate.
+	acceptors = 4
 	// loopConc is the probes in flight on loopback, where every probe is CPU work: enough to keep 2 cores busy.
 	loopConc = 64
 	// blackboxConfig is the exporter's module, as its documentation's tcp_connect example.
@@ -667,17 +669,19 @@ func acceptCloser() (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on loopback: %w", err)
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	for range acceptors {
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				// A graceful close (FIN), as real services and the testbed's listeners do: an RST racing the
+				// handshake makes Go's dialer (blackbox_exporter's) report "connection reset by peer".
+				c.Close()
 			}
-			// A graceful close (FIN), as real services and the testbed's listeners do: an RST racing the
-			// handshake makes Go's dialer (blackbox_exporter's) report "connection reset by peer".
-			c.Close()
-		}
-	}()
+		}()
+	}
 	return ln, nil
 }
 
