@@ -49,7 +49,8 @@ func quiet(o *options) *slog.Logger {
 func fleetSection(ctx context.Context, o *options) *Section {
 	s := &Section{Title: "Fleet: new target to decision, and recheck load on Redis"}
 	if os.Geteuid() != 0 {
-		s.Notes = append(s.Notes, "**Time to decision on the emulated WAN was skipped: it needs root (network namespaces, /dev/net/tun).**")
+		msg := "**Time to decision on the emulated WAN was skipped: it needs root (network namespaces, /dev/net/tun).**"
+		s.Notes, s.Headline = append(s.Notes, msg), append(s.Headline, msg)
 	} else {
 		timeToDecision(ctx, o, s)
 	}

@@ -119,7 +119,8 @@ func probingSection(ctx context.Context, o *options) *Section {
 
 	// The emulated WAN.
 	if os.Geteuid() != 0 {
-		s.Notes = append(s.Notes, "**The emulated WAN part was skipped: it needs root (network namespaces, /dev/net/tun).**")
+		msg := "**The emulated WAN part was skipped: it needs root (network namespaces, /dev/net/tun).**"
+		s.Notes, s.Headline = append(s.Notes, msg), append(s.Headline, msg)
 	} else if wan, stop, err := startWAN(ctx, o, window, rounds); err != nil {
 		s.Notes = append(s.Notes, "emulated WAN: "+err.Error())
 	} else {
