@@ -25,6 +25,7 @@ func init() {
 
 func runProbed(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("probed", "", stderr)
+	pprofAddr := addPprofFlag(fs)
 	rf := addFleetRedisFlags(fs)
 	var (
 		pop          = fs.String("pop", "", "IATA code of this daemon's PoP (required)")
@@ -58,6 +59,11 @@ func runProbed(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	log := fleetLogger(stderr, *logFormat, *logLevel)
+	stopPprof, perr := servePprof(ctx, *pprofAddr, log)
+	if perr != nil {
+		return perr
+	}
+	defer stopPprof()
 	pcfg := prober.DefaultConfig()
 	for _, s := range sources {
 		a, err := netip.ParseAddr(s)

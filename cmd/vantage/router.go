@@ -28,6 +28,7 @@ const routerShutdown = 5 * time.Second
 
 func runRouter(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("router", "", stderr)
+	pprofAddr := addPprofFlag(fs)
 	rf := addFleetRedisFlags(fs)
 	def := router.DefaultConfig()
 	var (
@@ -63,6 +64,11 @@ func runRouter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	log := fleetLogger(stderr, *logFormat, *logLevel)
+	stopPprof, perr := servePprof(ctx, *pprofAddr, log)
+	if perr != nil {
+		return perr
+	}
+	defer stopPprof()
 	if *ingress == "" {
 		return fmt.Errorf("%w: --ingress is required", errUsage)
 	}

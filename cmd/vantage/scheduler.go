@@ -43,6 +43,7 @@ const schedulerShutdown = 5 * time.Second
 
 func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("scheduler", "", stderr)
+	pprofAddr := addPprofFlag(fs)
 	rf := addFleetRedisFlags(fs)
 	def := scheduler.DefaultConfig()
 	var (
@@ -84,6 +85,11 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("%w: --hostname-scheme %q: want http or https", errUsage, sc)
 	}
 	log := fleetLogger(stderr, *logFormat, *logLevel)
+	stopPprof, perr := servePprof(ctx, *pprofAddr, log)
+	if perr != nil {
+		return perr
+	}
+	defer stopPprof()
 	allowP, err := placement.ParsePrefixes("--allow", allow)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)

@@ -21,6 +21,7 @@ func init() {
 // runWorker: vantage worker --pop FRA --listen :9001 --db db:5432 [--n 5] [--redis host:port] [--serve-db :5432].
 func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("worker", "", stderr)
+	pprofAddr := addPprofFlag(fs)
 	var (
 		pop       = fs.String("pop", "", "IATA code of the PoP this worker host runs in (required)")
 		listen    = fs.String("listen", "127.0.0.1:9001", "address of the worker's HTTP server")
@@ -56,6 +57,11 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("%w: --flush %v: want > 0", errUsage, *flush)
 	}
 	log := fleetLogger(stderr, *logFormat, *logLevel).With("pop", strings.ToUpper(*pop))
+	stopPprof, perr := servePprof(ctx, *pprofAddr, log)
+	if perr != nil {
+		return perr
+	}
+	defer stopPprof()
 
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPprofFlag runs `vantage worker --pprof ADDR`: the profiler answers on its own address while the daemon
+// runs and stops with it; an address already in use is a start-up error that names the flag.
+func TestPprofFlag(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	listen, dbAddr, pp := workerFreeAddr(t), workerFreeAddr(t), workerFreeAddr(t)
+	cmdCtx, stop := context.WithCancel(ctx)
+	done := make(chan int, 1)
+	var out, errOut bytes.Buffer
+	go func() {
+		done <- run(cmdCtx, []string{"worker", "--pop", "fra", "--listen", listen, "--serve-db", dbAddr,
+			"--pprof", pp}, &out, &errOut)
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + pp + "/debug/pprof/cmdline")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !bytes.Contains(b, []byte("vantage")) && !bytes.Contains(b, []byte(".test")) {
+				t.Fatalf("pprof answered %d %q", resp.StatusCode, b)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pprof never answered: %v (stderr %s)", err, errOut.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if _, err := http.Get("http://" + pp + "/debug/pprof/"); err == nil {
+		t.Errorf("pprof still serving after the daemon stopped")
+	}
+
+	// The address is taken: the daemon refuses to start and says which flag.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	errOut.Reset()
+	code := run(ctx, []string{"worker", "--pop", "fra", "--listen", workerFreeAddr(t), "--serve-db", workerFreeAddr(t),
+		"--pprof", ln.Addr().String()}, &out, &errOut)
+	if code == 0 || !strings.Contains(errOut.String(), "--pprof "+ln.Addr().String()) {
+		t.Errorf("exit %d, stderr %q: want a failure naming --pprof %s", code, errOut.String(), ln.Addr())
+	}
+}
