@@ -34,5 +34,8 @@ fuzz-short:
 demo: deps
 	$(GO) run ./cmd/vantage demo
 
-bench: deps
-	$(GO) run ./bench
+# Side-by-side benchmarks against peers (blackbox_exporter, fping, hping3, curl); BENCH_FLAGS are passed on
+# (go run ./bench -h lists them).
+bench:
+	@bash .ci/deps.sh bench
+	$(GO) run ./bench $(BENCH_FLAGS)

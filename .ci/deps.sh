@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Vantage's tests and demo need when it is missing: Debian packages and Go modules.
+# `deps.sh bench` also installs the peers that `make bench` measures Vantage against.
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
@@ -7,6 +8,13 @@ command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v curl >/dev/null || need+=(curl)
+# The status page's browser test (testbed/demo) drives Debian's headless Chromium.
+command -v chromium >/dev/null || need+=(chromium)
+if [ "${1:-}" = "bench" ]; then
+	command -v prometheus-blackbox-exporter >/dev/null || need+=(prometheus-blackbox-exporter)
+	command -v fping >/dev/null || need+=(fping)
+	command -v hping3 >/dev/null || need+=(hping3)
+fi
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "deps: missing ${need[*]} and not root: install them, or run as root" >&2
