@@ -49,8 +49,8 @@ func (p *httpProber) Probe(ctx context.Context, t Target) Result {
 	}
 	host := u.Hostname()
 	resolveStart := e.clock.Now()
-	ip, err := e.resolve(ctx, host)
-	r.IP = ip
+	ip, all, err := e.resolveAll(ctx, host)
+	r.IP, r.Resolved = ip, all
 	if err != nil {
 		r.finish(err)
 		return r

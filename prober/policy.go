@@ -79,10 +79,10 @@ func (e *Engine) source(dst netip.Addr) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("prober: no source address of %v's IP family among %v", dst, e.cfg.Sources)
 }
 
-// prepare resolves host into r.IP (see resolve) and readies the probe (see ready).
+// prepare resolves host into r.IP and r.Resolved (see resolveAll) and readies the probe (see ready).
 func (e *Engine) prepare(ctx context.Context, r *Result, host string) error {
-	ip, err := e.resolve(ctx, host)
-	r.IP = ip
+	ip, all, err := e.resolveAll(ctx, host)
+	r.IP, r.Resolved = ip, all
 	if err != nil {
 		return err
 	}
@@ -103,20 +103,27 @@ func (e *Engine) ready(ctx context.Context, r *Result) error {
 	return nil
 }
 
-// resolve turns host (a name or a literal IP) into the one address the probe will dial: a name is resolved
+// resolve is resolveAll without the answer set: for a redirect's host, which is not the target.
+func (e *Engine) resolve(ctx context.Context, host string) (netip.Addr, error) {
+	ip, _, err := e.resolveAll(ctx, host)
+	return ip, err
+}
+
+// resolveAll turns host (a name or a literal IP) into the one address the probe will dial: a name is resolved
 // once, every address it resolved to is checked against the deny policy (one denied address refuses the
 // target: a name that mixes public and internal addresses is a rebinding attempt), and the address of the
-// preferred protocol is returned. Callers dial exactly that address, never the name.
-func (e *Engine) resolve(ctx context.Context, host string) (netip.Addr, error) {
+// preferred protocol is returned. Callers dial exactly that address, never the name. all is every address
+// the name resolved to (nil for a literal IP): DNS evidence, since a geo-DNS name resolves differently per PoP.
+func (e *Engine) resolveAll(ctx context.Context, host string) (ip netip.Addr, all []netip.Addr, err error) {
 	if a, err := netip.ParseAddr(host); err == nil {
 		a = a.WithZone("")
 		if err := e.policy.Check(a); err != nil {
-			return a, fmt.Errorf("prober: target %q: %w", host, err)
+			return a, nil, fmt.Errorf("prober: target %q: %w", host, err)
 		}
-		return a.Unmap(), nil
+		return a.Unmap(), nil, nil
 	}
 	if !isHostname(host) {
-		return netip.Addr{}, fmt.Errorf("prober: target %q: not an IP address or a host name", host)
+		return netip.Addr{}, nil, fmt.Errorf("prober: target %q: not an IP address or a host name", host)
 	}
 	addrs, err := e.cfg.Resolver.LookupNetIP(ctx, "ip", host)
 	if err != nil {
@@ -124,11 +131,15 @@ func (e *Engine) resolve(ctx context.Context, host string) (netip.Addr, error) {
 		if !errors.As(err, &de) {
 			err = &net.DNSError{Err: err.Error(), Name: host, UnwrapErr: err}
 		}
-		return netip.Addr{}, fmt.Errorf("prober: resolving %q: %w", host, err)
+		return netip.Addr{}, nil, fmt.Errorf("prober: resolving %q: %w", host, err)
+	}
+	all = make([]netip.Addr, len(addrs))
+	for i, a := range addrs {
+		all[i] = a.Unmap()
 	}
 	for _, a := range addrs {
 		if err := e.policy.Check(a); err != nil {
-			return a.Unmap(), fmt.Errorf("prober: target %q resolved to %v: %w", host, addrs, err)
+			return a.Unmap(), all, fmt.Errorf("prober: target %q resolved to %v: %w", host, addrs, err)
 		}
 	}
 	want4 := e.cfg.IPProtocol != IP6
@@ -136,16 +147,16 @@ func (e *Engine) resolve(ctx context.Context, host string) (netip.Addr, error) {
 	for _, a := range addrs {
 		a = a.Unmap()
 		if a.Is4() == want4 {
-			return a, nil
+			return a, all, nil
 		}
 		if !fallback.IsValid() {
 			fallback = a
 		}
 	}
 	if fallback.IsValid() && !e.cfg.NoIPFallback {
-		return fallback, nil
+		return fallback, all, nil
 	}
-	return netip.Addr{}, fmt.Errorf("prober: resolving %q: %w (%s, fallback %v, got %v)", host, ErrNoAddress,
+	return netip.Addr{}, all, fmt.Errorf("prober: resolving %q: %w (%s, fallback %v, got %v)", host, ErrNoAddress,
 		e.cfg.IPProtocol, !e.cfg.NoIPFallback, addrs)
 }
 

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -95,6 +98,9 @@ func TestRebinding(t *testing.T) {
 	if n := res.lookups("rebind.test"); n != 1 {
 		t.Errorf("resolved %d times for one probe, want 1", n)
 	}
+	if !slices.Equal(r.Resolved, addrs("127.0.0.1")) {
+		t.Errorf("Resolved %v, want the name's answer set [127.0.0.1]", r.Resolved)
+	}
 	waitFor(t, func() bool { return a.count() == 3 }, "3 connections to the checked address")
 	if n := other.count(); n != 0 {
 		t.Errorf("%d connections reached the rebound address", n)
@@ -112,6 +118,21 @@ func TestRebinding(t *testing.T) {
 	r = e.Probe(ctx, Target{Kind: placement.ProbeTCP, Addr: "mixed.test:" + port, Count: 1})
 	if r.Class != ClassPolicy || !strings.Contains(r.Error, "10.0.0.1") {
 		t.Errorf("name with one denied address: class %q err %q, want policy naming 10.0.0.1", r.Class, r.Error)
+	}
+	if !slices.Equal(r.Resolved, addrs("127.0.0.1", "10.0.0.1")) {
+		t.Errorf("Resolved %v, want the whole answer set, the denied address included", r.Resolved)
+	}
+
+	// An HTTP probe records the answer set too; a literal IP has none.
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	defer hs.Close()
+	_, hport, _ := net.SplitHostPort(hs.Listener.Addr().String())
+	r = e.Probe(ctx, Target{Kind: placement.ProbeHTTP, Addr: "http://mixed.test:" + hport + "/"})
+	if !slices.Equal(r.Resolved, addrs("127.0.0.1", "10.0.0.1")) {
+		t.Errorf("http: Resolved %v, want [127.0.0.1 10.0.0.1]", r.Resolved)
+	}
+	if r = e.Probe(ctx, Target{Kind: placement.ProbeHTTP, Addr: hs.URL + "/"}); !r.Success || r.Resolved != nil {
+		t.Errorf("http to a literal IP: success %v err %v Resolved %v, want success and none", r.Success, r.Err, r.Resolved)
 	}
 }
 

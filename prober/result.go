@@ -115,13 +115,14 @@ func Classify(err error) Class {
 // "vantage probe --json"); Err is kept for errors.Is in the same process and is not serialised.
 type Result struct {
 	Kind     placement.ProbeKind `json:"kind"`
-	Target   string              `json:"target"`          // as given
-	IP       netip.Addr          `json:"ip,omitzero"`     // the resolved, policy-checked address that was dialed
-	Source   netip.Addr          `json:"source,omitzero"` // the local address the probe left from
-	Start    time.Time           `json:"start"`           // from the injected clock
-	Duration Duration            `json:"duration_ms"`     // whole probe, resolution and waits included
-	Samples  []Duration          `json:"samples_ms"`      // one RTT per answered sample, in order
-	Min      Duration            `json:"min_ms,omitzero"` // smallest sample
+	Target   string              `json:"target"`             // as given
+	IP       netip.Addr          `json:"ip,omitzero"`        // the resolved, policy-checked address that was dialed
+	Resolved []netip.Addr        `json:"resolved,omitempty"` // every address a target name resolved to (none for an IP)
+	Source   netip.Addr          `json:"source,omitzero"`    // the local address the probe left from
+	Start    time.Time           `json:"start"`              // from the injected clock
+	Duration Duration            `json:"duration_ms"`        // whole probe, resolution and waits included
+	Samples  []Duration          `json:"samples_ms"`         // one RTT per answered sample, in order
+	Min      Duration            `json:"min_ms,omitzero"`    // smallest sample
 	Median   Duration            `json:"median_ms,omitzero"`
 	Sent     int                 `json:"sent"`
 	Received int                 `json:"received"`

@@ -21,7 +21,8 @@ type Backend interface {
 	// UpPoPs returns the PoPs with a live daemon that are not drained, sorted.
 	UpPoPs(ctx context.Context) ([]string, error)
 	Decision(ctx context.Context, app string) (placement.Decision, bool, error)
-	PutDecision(ctx context.Context, d placement.Decision) (changed bool, err error)
+	// PutDecisionFenced writes d under the lease's fencing token; storage.ErrFenced when a newer token wrote.
+	PutDecisionFenced(ctx context.Context, d placement.Decision, fence int64) (changed bool, err error)
 	// NextRechecks returns every stored decision's NextRecheck by app.
 	NextRechecks(ctx context.Context) (map[string]time.Time, error)
 	EnqueueJob(ctx context.Context, pop string, j storage.Job) (string, error)
@@ -120,7 +121,7 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 			return placement.Decision{}, err
 		}
 	}
-	in.Measurements = measurements(results, d.pops)
+	in.Measurements, in.DNS = measurements(results, d.pops), dnsEvidence(results)
 
 	// The engine is taken from the pool only now: a recheck spends most of its time waiting for results,
 	// and the engines' buffers (~170 KiB each) should scale with the CPUs, not with rechecks in flight.
@@ -172,7 +173,8 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 	if term.Ctx.Err() != nil { // the lease was lost: the new leader writes
 		return dec, fmt.Errorf("scheduler: app %q: lease lost before writing: %w", t.App, term.Ctx.Err())
 	}
-	changed, err := d.backend.PutDecision(ctx, dec)
+	// Fenced: if this scheduler paused past its lease, a successor's decision stands.
+	changed, err := d.backend.PutDecisionFenced(ctx, dec, term.Token)
 	if err != nil {
 		return dec, fmt.Errorf("scheduler: app %q: writing the decision: %w", t.App, err)
 	}
@@ -317,8 +319,7 @@ func (s *Scheduler) await(ctx context.Context, key string, want map[string]strin
 	}
 }
 
-// measurements turns results into the engine's input: the minimum RTT of each successful probe. (The address
-// an HTTP probe dialed is not DNS evidence: with round-robin DNS each PoP picks one of the same set.)
+// measurements turns results into the engine's input: the minimum RTT of each successful probe.
 func measurements(rs map[string]storage.Result, lookup func(string) (geo.PoP, bool)) []triangulate.Measurement {
 	var ms []triangulate.Measurement
 	for _, pop := range sortedApps(rs) {
@@ -333,6 +334,20 @@ func measurements(rs map[string]storage.Result, lookup func(string) (geo.PoP, bo
 		ms = append(ms, triangulate.Measurement{VP: pop, Point: p.Point, RTTMs: r.MinMs})
 	}
 	return ms
+}
+
+// dnsEvidence turns the answer sets the PoPs' probes resolved the target's name to into the engine's DNS
+// evidence: a geo-DNS name answers each PoP with a nearby replica, and disjoint answer sets make the target
+// replicated. (The whole set, not the one address dialed: with round-robin DNS each PoP picks one of the same
+// set.) A probe that failed after resolving still counts: the answer is evidence whatever the back end did.
+func dnsEvidence(rs map[string]storage.Result) []triangulate.DNSAnswer {
+	var ev []triangulate.DNSAnswer
+	for _, pop := range sortedApps(rs) {
+		if r := rs[pop]; len(r.Resolved) > 0 {
+			ev = append(ev, triangulate.DNSAnswer{VP: pop, Addrs: r.Resolved})
+		}
+	}
+	return ev
 }
 
 // succeeded reports whether r holds an RTT: no failure class and at least one answered sample. (An HTTP
@@ -373,9 +388,9 @@ func stabilise(cands, prev []placement.Candidate, absMs, rel float64) {
 	}
 }
 
-// triangulateInput is the engine's input for results by PoP (used by the benchmarks and the recheck alike).
+// triangulateInput is the engine's input for results by PoP, as a recheck builds it (for the benchmarks).
 func triangulateInput(target string, rs map[string]storage.Result, lookup func(string) (geo.PoP, bool)) triangulate.Input {
-	return triangulate.Input{Target: target, Measurements: measurements(rs, lookup)}
+	return triangulate.Input{Target: target, Measurements: measurements(rs, lookup), DNS: dnsEvidence(rs)}
 }
 
 // countResult counts a result of this scheduler's jobs in vantage_scheduler_results_total{kind,outcome}:

@@ -33,6 +33,15 @@ hosts:
   - name: ns
     region: aws:eu-west-1
     dns: true
+  - name: web-eu
+    region: aws:eu-central-1
+    http: [80]
+  - name: web-us
+    region: aws:us-east-1
+    http: [80]
+  - name: web-ap
+    region: gcp:asia-southeast1
+    http: [80]
 anycast:
   - name: edge
     tcp: [443]
@@ -43,6 +52,9 @@ anycast:
         region: aws:us-east-1
       - name: sin
         region: gcp:asia-southeast1
+geodns:
+  - name: www
+    hosts: [web-eu, web-us, web-ap]
 `
 
 // nodeProber returns a prober whose sockets live in the PoP's namespace: dials enter it (the prober's
@@ -109,6 +121,8 @@ func TestPlacementOnEmulatedWAN(t *testing.T) {
 		{App: "tokyo-app", Mode: placement.ModeRegion, Target: "gcp:asia-northeast1", Endpoint: addr("tokyo") + ":443"},
 		// A region whose "endpoint" is an anycast front end: the engine sees anycast, the model decides.
 		{App: "virginia-app", Mode: placement.ModeRegion, Target: "aws:us-east-1", Endpoint: addr("edge") + ":443"},
+		// A geo-DNS name: each PoP is answered with its nearest replica, so the answer sets are evidence.
+		{App: "www", Mode: placement.ModeHostname, Target: "www." + zone},
 	}
 	f.schedCfg = func(c *Config) { c.HostnameScheme = "http" } // the URL http://api.<zone>/
 	f.startScheduler("s1", targets)
@@ -122,6 +136,9 @@ func TestPlacementOnEmulatedWAN(t *testing.T) {
 		"virginia-app": {"IAD", true},
 	}
 	waitUntil(t, "a decision for every app", 30*time.Second, func() bool {
+		if d, ok := decision(t, obs, "www"); !ok || d.Status == "" {
+			return false
+		}
 		for app := range want {
 			if d, ok := decision(t, obs, app); !ok || d.Status == "" {
 				return false
@@ -135,6 +152,11 @@ func TestPlacementOnEmulatedWAN(t *testing.T) {
 		if d.BestPoP != w.pop || d.Estimated != w.estimated || d.Status != placement.StatusSuccess {
 			t.Errorf("%s: best PoP %q estimated %v status %q, want %s estimated %v SUCCESS", app, d.BestPoP, d.Estimated, d.Status, w.pop, w.estimated)
 		}
+	}
+	// The geo-DNS name resolved to a different replica per region: replicated from the DNS evidence (the
+	// disks alone would say anycast), unsupported, never placed.
+	if d, _ := decision(t, obs, "www"); d.Verdict != placement.VerdictReplicated || d.Status != placement.StatusUnsupportedApplication || d.BestPoP != "" {
+		t.Errorf("www (geo-DNS): verdict %s status %s best %q, want replicated UNSUPPORTED_APPLICATION and no PoP", d.Verdict, d.Status, d.BestPoP)
 	}
 	// The measured RTT of the best PoP matches the emulated truth within a few ms.
 	d, _ := decision(t, obs, "billing")

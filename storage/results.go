@@ -28,6 +28,9 @@ type Result struct {
 	At       time.Time           `json:"at"`               // when the probe ran; zero: PutResult's clock
 	JobID    string              `json:"job_id,omitempty"` // results are idempotent per (PoP, JobID)
 	Round    string              `json:"round,omitempty"`  // the job's Round
+	// Resolved is every address the target's name resolved to at this PoP (none for an IP target): DNS
+	// evidence, as a geo-DNS name resolves to a different replica per PoP.
+	Resolved []string `json:"resolved,omitempty"`
 	// DNS is DNS evidence (answers, CHAOS server id), opaque here.
 	DNS json.RawMessage `json:"dns,omitempty"`
 	// Detail is the prober's full result, opaque here, for callers that need more than the fields above.

@@ -321,7 +321,8 @@ func (e *Engine) anycast(r *Result, disks []disk) {
 // dnsEvidence applies the DNS answers: vantage points that received disjoint A/AAAA answer sets mean the name
 // is replicated (geo-DNS); different CHAOS id.server answers for the one address mean anycast (Fan, Heidemann,
 // Govindan, "Evaluating anycast in the domain name system", INFOCOM 2013). Overlapping but different answer
-// sets (round-robin subsets of one pool) are not evidence. DNS evidence overrides a latency verdict.
+// sets (round-robin subsets of one pool) are not evidence. DNS evidence overrides a latency verdict; CHAOS
+// anycast evidence wins over replication.
 func (e *Engine) dnsEvidence(r *Result, answers []DNSAnswer) {
 	replicated, anycast := false, false
 	for i := range answers {
@@ -345,7 +346,10 @@ func (e *Engine) dnsEvidence(r *Result, answers []DNSAnswer) {
 	}
 	if replicated {
 		r.Flags |= FlagDNSReplicated
-		if r.Verdict != placement.VerdictAnycast {
+		// Disjoint answer sets explain disjoint disks too (each PoP reached a different replica): the verdict
+		// is replicated, with the disks' instances as the replicas' places, unless CHAOS answers showed that
+		// one address is itself anycast.
+		if !anycast {
 			r.Verdict = placement.VerdictReplicated
 		}
 	}

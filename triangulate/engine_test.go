@@ -375,6 +375,32 @@ func TestDNSEvidence(t *testing.T) {
 	}
 }
 
+// TestDNSEvidenceOverDisks: a geo-DNS name whose replicas are far apart also has disjoint disks (each PoP
+// reached its nearest replica); the answer sets make it replicated, unless CHAOS answers say anycast.
+func TestDNSEvidenceOverDisks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	vps := pops(t, "FRA", "AMS", "LHR", "IAD", "ORD", "NRT", "SIN")
+	ms := GenerateAnycast(rng, DefaultPhantomConfig(), vps, []geo.Point{pop(t, "FRA").Point, pop(t, "IAD").Point, pop(t, "SIN").Point})
+	e := newEngine(t, nil)
+	r, err := e.Decide(Input{Measurements: ms})
+	if err != nil || r.Verdict != placement.VerdictAnycast {
+		t.Fatalf("no DNS evidence: verdict %v (err %v), want anycast from the disks", r.Verdict, err)
+	}
+	geoDNS := []DNSAnswer{{VP: "FRA", Addrs: []string{"198.18.0.1"}}, {VP: "IAD", Addrs: []string{"198.18.0.2"}}, {VP: "SIN", Addrs: []string{"198.18.0.3"}}}
+	r, err = e.Decide(Input{Measurements: ms, DNS: geoDNS})
+	if err != nil || r.Verdict != placement.VerdictReplicated || !r.Flags.Has(FlagDNSReplicated) || r.Status != placement.StatusUnsupportedApplication {
+		t.Fatalf("geo-DNS answers: verdict %v flags %v status %v (err %v), want replicated, unsupported", r.Verdict, r.Flags, r.Status, err)
+	}
+	if len(r.Instances) < 2 {
+		t.Errorf("replicas located: %v, want the disks' instances kept", r.Instances)
+	}
+	geoDNS[0].ServerID, geoDNS[1].ServerID = "fra1", "iad1"
+	r, err = e.Decide(Input{Measurements: ms, DNS: geoDNS})
+	if err != nil || r.Verdict != placement.VerdictAnycast || !r.Flags.Has(FlagDNSAnycast|FlagDNSReplicated) {
+		t.Fatalf("geo-DNS and CHAOS answers: verdict %v flags %v (err %v), want anycast", r.Verdict, r.Flags, err)
+	}
+}
+
 func TestDecideRegion(t *testing.T) {
 	region, err := geo.LookupRegion("aws:eu-central-1")
 	if err != nil {

@@ -153,7 +153,7 @@ func TestDemoOnce(t *testing.T) {
 		{"ashburn-api", "hostname", "SUCCESS", []string{"IAD", "EWR"}, []string{"unicast"}},
 		{"tokyo-app", "region", "SUCCESS", []string{"NRT", "KIX", "HND"}, []string{"unicast"}},
 		{"edge-anycast", "host", "UNSUPPORTED_APPLICATION", []string{"-"}, []string{"anycast"}},
-		{"www-geodns", "hostname", "UNSUPPORTED_APPLICATION", []string{"-"}, []string{"anycast", "replicated"}},
+		{"www-geodns", "hostname", "UNSUPPORTED_APPLICATION", []string{"-"}, []string{"replicated"}},
 		{"sydney-smart", "smart", "SUCCESS", []string{"FRA"}, []string{"-"}},
 	} {
 		r, ok := rows[tc.app]

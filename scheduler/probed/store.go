@@ -98,6 +98,9 @@ func (q *StoreQueue) Store(ctx context.Context, j Job, r prober.Result) error {
 	if r.DNS != nil {
 		sr.DNS, _ = json.Marshal(r.DNS)
 	}
+	for _, a := range r.Resolved {
+		sr.Resolved = append(sr.Resolved, a.String())
+	}
 	if adhoc {
 		err := q.DB.AppendAdHocResult(ctx, id, sr)
 		if errors.Is(err, storage.ErrNotFound) {
