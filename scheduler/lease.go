@@ -101,7 +101,11 @@ func (l *leadership) run(ctx context.Context) {
 	)
 	lose := func(why string) {
 		if token != 0 {
-			l.log.Warn("scheduler: lost the lease", "lease", l.name, "token", token, "reason", why)
+			lvl := slog.LevelWarn
+			if why == "shutdown" { // released on purpose: not a warning
+				lvl = slog.LevelInfo
+			}
+			l.log.Log(ctx, lvl, "scheduler: lost the lease", "lease", l.name, "token", token, "reason", why)
 			token = 0
 			l.set(ctx, 0, l.clock.Now())
 		}

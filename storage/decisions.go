@@ -37,8 +37,17 @@ const (
 const Resync = ""
 
 // putDecisionScript stores a decision, bumping its version and publishing its app when the fingerprint changed.
-// KEYS[1] bucket; ARGV[1] app, ARGV[2] fingerprint, ARGV[3] payload, ARGV[4] channel. Returns {changed, version}.
+// A fenced write (ARGV[5] > 0, the writer's lease token) is refused when the app's decision was written under a
+// newer token, and records its token otherwise.
+// KEYS[1] bucket, KEYS[2] the bucket's fences; ARGV[1] app, ARGV[2] fingerprint, ARGV[3] payload, ARGV[4]
+// channel, ARGV[5] fencing token or 0. Returns {changed, version}, or {-1, newer token} when fenced off.
 var putDecisionScript = redis.NewScript(`
+local fence = tonumber(ARGV[5])
+if fence > 0 then
+  local f = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+  if f > fence then return {-1, f} end
+  if f < fence then redis.call('HSET', KEYS[2], ARGV[1], ARGV[5]) end
+end
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 local ver, changed = 0, 1
 if old then
@@ -52,9 +61,22 @@ if changed == 1 then redis.call('PUBLISH', ARGV[4], ARGV[1]) end
 return {changed, ver}
 `)
 
-// deleteDecisionScript deletes a decision and publishes its app when it existed. KEYS[1] bucket; ARGV[1] app,
-// ARGV[2] channel.
+// ErrFenced is returned by PutDecisionFenced when the decision was already written under a newer fencing
+// token: the writer's lease has passed to another scheduler, whose decision stands.
+var ErrFenced = errors.New("fenced off: a newer lease holder wrote this decision")
+
+// deleteDecisionScript deletes a hash field (a decision; apps.go: an app) and publishes its name when it existed.
+// KEYS[1] hash; ARGV[1] field, ARGV[2] channel.
 var deleteDecisionScript = redis.NewScript(`
+local n = redis.call('HDEL', KEYS[1], ARGV[1])
+if n == 1 then redis.call('PUBLISH', ARGV[2], ARGV[1]) end
+return n
+`)
+
+// deleteFencedDecisionScript is deleteDecisionScript that also forgets the decision's fence. KEYS[1] bucket,
+// KEYS[2] the bucket's fences; ARGV[1] app, ARGV[2] channel.
+var deleteFencedDecisionScript = redis.NewScript(`
+redis.call('HDEL', KEYS[2], ARGV[1])
 local n = redis.call('HDEL', KEYS[1], ARGV[1])
 if n == 1 then redis.call('PUBLISH', ARGV[2], ARGV[1]) end
 return n
@@ -65,7 +87,17 @@ return n
 // publishes d.App on ChannelDecisions and returns changed=true; otherwise it stores d (fresh RTTs, computed-at
 // and next-recheck) under the stored version, publishes nothing and returns changed=false. d.Version is ignored.
 func (s *Store) PutDecision(ctx context.Context, d placement.Decision) (changed bool, err error) {
-	res, err := s.PutDecisions(ctx, []placement.Decision{d})
+	return s.PutDecisionFenced(ctx, d, 0)
+}
+
+// PutDecisionFenced is PutDecision for a writer that holds a lease: fence is its token (AcquireLease), and the
+// write is refused with ErrFenced when d.App's decision was already written under a newer token, so a scheduler
+// that lost its lease while paused cannot overwrite its successor's decision. A fence of 0 writes unfenced.
+func (s *Store) PutDecisionFenced(ctx context.Context, d placement.Decision, fence int64) (changed bool, err error) {
+	if fence < 0 {
+		return false, fmt.Errorf("storage: put decision %q: fencing token %d: want >= 0", d.App, fence)
+	}
+	res, err := s.putDecisions(ctx, []placement.Decision{d}, fence)
 	if err != nil {
 		return false, err
 	}
@@ -81,6 +113,10 @@ type PutResult struct {
 // PutDecisions stores many decisions in one pipeline, each as PutDecision does, and returns one PutResult per
 // decision. It stops at the first error (decisions before it may be stored).
 func (s *Store) PutDecisions(ctx context.Context, ds []placement.Decision) ([]PutResult, error) {
+	return s.putDecisions(ctx, ds, 0)
+}
+
+func (s *Store) putDecisions(ctx context.Context, ds []placement.Decision, fence int64) ([]PutResult, error) {
 	for i := range ds {
 		if err := validName("decision app", ds[i].App); err != nil {
 			return nil, err
@@ -94,8 +130,9 @@ func (s *Store) PutDecisions(ctx context.Context, ds []placement.Decision) ([]Pu
 	args := make([][]any, len(ds))
 	for i := range ds {
 		d := &ds[i]
-		keys[i] = []string{KeyDecisions(DecisionBucket(d.App))}
-		args[i] = []any{d.App, fingerprint(d), encodeDecision(d), ChannelDecisions}
+		b := DecisionBucket(d.App)
+		keys[i] = []string{KeyDecisions(b), KeyDecisionFences(b)}
+		args[i] = []any{d.App, fingerprint(d), encodeDecision(d), ChannelDecisions, fence}
 	}
 	cmds, err := s.evalMany(ctx, putDecisionScript, keys, args)
 	if err != nil {
@@ -112,6 +149,10 @@ func (s *Store) PutDecisions(ctx context.Context, ds []placement.Decision) ([]Pu
 		}
 		if err != nil {
 			return nil, fmt.Errorf("storage: put decision %q: unexpected reply %v: %w", ds[i].App, c.Val(), err)
+		}
+		if v[0] == -1 {
+			return nil, fmt.Errorf("storage: put decision %q under fencing token %d (token %d wrote it): %w",
+				ds[i].App, fence, v[1], ErrFenced)
 		}
 		out[i] = PutResult{Changed: v[0] == 1, Version: v[1]}
 	}
@@ -197,7 +238,8 @@ func (s *Store) DeleteDecision(ctx context.Context, app string) error {
 	if err := validName("decision app", app); err != nil {
 		return err
 	}
-	err := deleteDecisionScript.Run(ctx, s.c, []string{KeyDecisions(DecisionBucket(app))}, app, ChannelDecisions).Err()
+	b := DecisionBucket(app)
+	err := deleteFencedDecisionScript.Run(ctx, s.c, []string{KeyDecisions(b), KeyDecisionFences(b)}, app, ChannelDecisions).Err()
 	if err != nil {
 		return fmt.Errorf("storage: delete decision %q: %w", app, err)
 	}

@@ -2,8 +2,10 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,7 +35,52 @@ func init() {
 		area{"decisions", testDecisions},
 		area{"scan_decisions", testScanDecisions},
 		area{"watch_decisions", testWatchDecisions},
+		area{"fenced_decisions", testFencedDecisions},
 	)
+}
+
+// testFencedDecisions: a write under an older lease token than the last fenced write is refused and changes
+// nothing; the same or a newer token writes; unfenced writes pass; a delete forgets the fence.
+func testFencedDecisions(t *testing.T, open func(*testing.T, Options) *Store) {
+	s := open(t, Options{})
+	ctx := testCtx(t)
+	steps := []struct {
+		name      string
+		best      string
+		fence     int64
+		wantErr   bool
+		wantStore string // best PoP stored after the step
+	}{
+		{"first holder", "LHR", 2, false, "LHR"},
+		{"same holder again", "AMS", 2, false, "AMS"},
+		{"older holder, paused past its lease", "FRA", 1, true, "AMS"},
+		{"newer holder", "CDG", 3, false, "CDG"},
+		{"the paused holder once more", "FRA", 2, true, "CDG"},
+		{"unfenced writer", "MAD", 0, false, "MAD"},
+		{"older holder after an unfenced write", "FRA", 2, true, "MAD"},
+	}
+	for _, st := range steps {
+		_, err := s.PutDecisionFenced(ctx, decision("fenced", st.best, st.best), st.fence)
+		if st.wantErr != (err != nil) || err != nil && !errors.Is(err, ErrFenced) {
+			t.Fatalf("%s: token %d: err %v, want fenced=%v", st.name, st.fence, err, st.wantErr)
+		}
+		if err != nil && !strings.Contains(err.Error(), fmt.Sprintf(`"fenced" under fencing token %d`, st.fence)) {
+			t.Errorf("%s: error %q does not name the app and the token", st.name, err)
+		}
+		d, ok, err := s.Decision(ctx, "fenced")
+		if err != nil || !ok || d.BestPoP != st.wantStore {
+			t.Fatalf("%s: stored %q (ok %v, err %v), want %q", st.name, d.BestPoP, ok, err, st.wantStore)
+		}
+	}
+	if _, err := s.PutDecisionFenced(ctx, decision("fenced", "LHR"), -1); err == nil {
+		t.Errorf("a negative fencing token was accepted")
+	}
+	if err := s.DeleteDecision(ctx, "fenced"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutDecisionFenced(ctx, decision("fenced", "LHR", "LHR"), 1); err != nil {
+		t.Errorf("after a delete, token 1: %v", err)
+	}
 }
 
 func testDecisions(t *testing.T, open func(*testing.T, Options) *Store) {

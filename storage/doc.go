@@ -19,6 +19,8 @@
 //	vantage:{d:NN}:decisions          hash    app -> "<version>|<fingerprint>|<payload>"    none      scheduler router, scheduler
 //	                                          (NN = 00..63 = FNV-1a(app) % 64; payload:
 //	                                          see codec.go)
+//	vantage:{d:NN}:fences             hash    app -> fencing token (lease) of the last      none      scheduler scheduler
+//	                                          fenced write (PutDecisionFenced)
 //	vantage:decisions                 channel app name on every decision change or delete   -         scheduler router
 //	vantage:{fleet}:pops              set     PoPs that ever sent a heartbeat               none      probed    scheduler, router
 //	vantage:{fleet}:hb:<PoP>          hash    daemon id -> Heartbeat JSON {pop, daemon,     24 h (*)  probed    scheduler, router

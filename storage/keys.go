@@ -44,6 +44,17 @@ var decisionKeys = func() (k [DecisionBuckets]string) {
 // KeyDecisions returns the hash holding the decisions of bucket (0..DecisionBuckets-1).
 func KeyDecisions(bucket int) string { return decisionKeys[bucket] }
 
+// KeyDecisionFences returns the hash of the fencing tokens the decisions of a bucket were last written under
+// (same hash slot as the bucket).
+func KeyDecisionFences(bucket int) string { return fenceKeys[bucket] }
+
+var fenceKeys = func() (k [DecisionBuckets]string) {
+	for i := range k {
+		k[i] = fmt.Sprintf("vantage:{d:%02d}:fences", i)
+	}
+	return k
+}()
+
 // KeyHeartbeats returns the hash of pop's daemon heartbeats.
 func KeyHeartbeats(pop string) string { return "vantage:{fleet}:hb:" + pop }
 
