@@ -36,10 +36,6 @@ const (
 	fleetResultTimeout = 3 * time.Second
 	fleetResultPoll    = 20 * time.Millisecond
 	fleetDecisionPoll  = 5 * time.Millisecond // how often the harness looks for the decision in Redis
-	// fleetInitialSpread bounds a new target's start offset. Scheduler.AddTarget does not kick a target it has
-	// not seen before: its first recheck waits for that offset (a hash of the name within
-	// min(InitialSpread, RecheckInterval)); with the default 30 s the figure would be mostly that wait.
-	fleetInitialSpread = 100 * time.Millisecond
 )
 
 func quiet(o *options) *slog.Logger {
@@ -70,9 +66,8 @@ func timeToDecision(ctx context.Context, o *options, s *Section) {
 		"readable in Redis (`Store.Decision`, polled every " + fleetDecisionPoll.String() + "). It includes the probes' " +
 		"own RTTs over the emulated WAN (up to ~300 ms per round, several rounds of the planner). Scheduler: " +
 		"RecheckInterval " + fleetRecheck.String() + ", ResultPoll " + fleetResultPoll.String() + ", ResultTimeout " +
-		fleetResultTimeout.String() + ", InitialSpread " + fleetInitialSpread.String() + " (a new target added with " +
-		"`AddTarget` is not kicked: its first recheck waits for its start offset within InitialSpread; with the default " +
-		"30 s, registrations took 1.4-16.8 s, set by the hash of the app name).\n\n"
+		fleetResultTimeout.String() + ", default InitialSpread (a target added while the scheduler leads is checked at " +
+		"once; the spread applies to targets loaded at start-up).\n\n"
 	red, err := startRedis(ctx)
 	if err != nil {
 		s.Notes = append(s.Notes, "time to decision: "+err.Error())
@@ -129,7 +124,7 @@ func timeToDecision(ctx context.Context, o *options, s *Section) {
 	}
 	defer st.Close()
 	sch, err := scheduler.New(scheduler.Config{Name: "bench", RecheckInterval: fleetRecheck, ResultTimeout: fleetResultTimeout,
-		ResultPoll: fleetResultPoll, LeaseTTL: 5 * time.Second, InitialSpread: fleetInitialSpread, Logger: quiet(o)}, scheduler.StoreBackend{Store: st}, scheduler.NewMetrics(nil))
+		ResultPoll: fleetResultPoll, LeaseTTL: 5 * time.Second, Logger: quiet(o)}, scheduler.StoreBackend{Store: st}, scheduler.NewMetrics(nil))
 	if err != nil {
 		s.Notes = append(s.Notes, "time to decision: scheduler: "+err.Error())
 		return

@@ -201,6 +201,37 @@ func TestLoopFirstCheckAtHashOffsetThenEveryInterval(t *testing.T) {
 	}
 }
 
+// TestLoopTargetAddedWhileLeadingIsCheckedAtOnce: a target registered while the scheduler leads (a new
+// application) is checked at once, not at its offset in the initial spread.
+func TestLoopTargetAddedWhileLeadingIsCheckedAtOnce(t *testing.T) {
+	h := newHarness()
+	cfg := Config{RecheckInterval: time.Minute, InitialSpread: 30 * time.Second, Jitter: -1, LeaseTTL: 3 * time.Second}
+	s, _ := h.start(t, "s1", cfg, nil)
+	waitFor(t, "lease", func() bool { ok, _ := s.Leading(); return ok })
+	for range 10 { // five seconds into the term, in steps the lease renews within
+		h.settle(t, 1)
+		h.clock.Advance(500 * time.Millisecond)
+	}
+	h.settle(t, 1)
+	app := "late-app"
+	if offset(app, 30*time.Second) < 2*time.Second {
+		t.Fatalf("pick another app name: %s's offset is %v", app, offset(app, 30*time.Second))
+	}
+	added := h.clock.Now()
+	s.AddTarget("api", testTargets(app)[0])
+	waitFor(t, "the new target's first check", func() bool {
+		h.log.mu.Lock()
+		defer h.log.mu.Unlock()
+		return len(h.log.at[app]) == 1
+	})
+	h.log.mu.Lock()
+	at := h.log.at[app][0]
+	h.log.mu.Unlock()
+	if !at.Equal(added) {
+		t.Errorf("first check at +%v after AddTarget, want at once", at.Sub(added))
+	}
+}
+
 func TestLoopSemaphoreBoundsConcurrency(t *testing.T) {
 	h := newHarness()
 	release := make(chan struct{})

@@ -145,6 +145,7 @@ type termDue struct {
 type targetState struct {
 	mu          sync.Mutex
 	t           Target
+	added       time.Time // when AddTarget first saw it
 	term        int64     // Seq of the term next was computed in
 	next        time.Time // next recheck in that term
 	lastChecked time.Time
@@ -258,7 +259,7 @@ func (s *Scheduler) SetTargets(source string, ts []Target) {
 		seen[t.App] = true
 		st, ok := s.targets[t.App]
 		if !ok {
-			st = &targetState{t: t, kick: make(chan struct{}, 1)}
+			st = &targetState{t: t, added: s.cfg.Clock.Now(), kick: make(chan struct{}, 1)}
 			s.targets[t.App] = st
 			if s.ctx != nil {
 				s.startLocked(st)
@@ -299,7 +300,7 @@ func (s *Scheduler) AddTarget(source string, t Target) {
 	st, ok := s.targets[t.App]
 	t.Source = source
 	if !ok {
-		st = &targetState{t: t, kick: make(chan struct{}, 1)}
+		st = &targetState{t: t, added: s.cfg.Clock.Now(), kick: make(chan struct{}, 1)}
 		s.targets[t.App] = st
 		if s.ctx != nil {
 			s.startLocked(st)
@@ -388,7 +389,9 @@ func jittered(d time.Duration, jitter float64) time.Duration {
 	return d + time.Duration((rand.Float64()*2-1)*jitter*float64(d))
 }
 
-// dueLocked returns when st is next due in term.
+// due returns when st is next due in term: its stored next recheck, else (never checked) at once when it was
+// added during the term (a new application is placed within seconds), else at its offset in the initial
+// spread (targets loaded together at start-up do not probe all at once).
 func (s *Scheduler) due(term *Term, st *targetState) time.Time {
 	st.mu.Lock()
 	if st.term == term.Seq && !st.next.IsZero() {
@@ -396,7 +399,7 @@ func (s *Scheduler) due(term *Term, st *targetState) time.Time {
 		st.mu.Unlock()
 		return n
 	}
-	app := st.t.App
+	app, added := st.t.App, st.added
 	st.mu.Unlock()
 	if s.dueScan != nil {
 		s.mu.Lock()
@@ -421,6 +424,9 @@ func (s *Scheduler) due(term *Term, st *targetState) time.Time {
 		if at, ok := td.due[app]; ok {
 			return at
 		}
+	}
+	if added.After(term.Start) {
+		return added
 	}
 	return term.Start.Add(offset(app, min(s.cfg.InitialSpread, s.cfg.RecheckInterval)))
 }
