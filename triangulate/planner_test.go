@@ -2,6 +2,7 @@ package triangulate
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -148,5 +149,50 @@ func TestPlannerNextAndBudget(t *testing.T) {
 	t.Logf("phantom planner regret over 40 targets, %d of %d PoPs: median %.2f ms, p95 %.2f ms", p.Budget(len(catalogue)), len(catalogue), percentile(regrets, .5), percentile(regrets, .95))
 	if percentile(regrets, .5) > 0.5 || percentile(regrets, .95) > 3 {
 		t.Fatalf("regret median %.2f p95 %.2f", percentile(regrets, .5), percentile(regrets, .95))
+	}
+}
+
+// TestPlannerReachesTheNearPoPBehindFarProbes is the emulated WAN's São Paulo case: 26 PoPs (the testbed's
+// default spec), RTTs from the latency model, and a target at aws:sa-east-1. The spread first probes do not
+// include GRU and put the target in a region thousands of km wide; the follow-ups must still reach GRU,
+// which the first RTTs allow to be very close (triangle inequality), however far the location estimate is.
+func TestPlannerReachesTheNearPoPBehindFarProbes(t *testing.T) {
+	codes := []string{"FRA", "LHR", "AMS", "CDG", "MAD", "WAW", "ARN", "IAD", "ORD", "DFW", "LAX", "SEA", "MIA",
+		"GRU", "SCL", "BOG", "JNB", "LOS", "NBO", "NRT", "HKG", "SIN", "BOM", "DXB", "SYD", "AKL"}
+	list := pops(t, codes...)
+	region, err := geo.LookupRegion("aws:sa-east-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := geo.DefaultModel()
+	p, err := NewPlanner(DefaultPlannerConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	budget := p.Budget(len(list))
+	var ms []Measurement
+	probe := func(cs []string) {
+		for _, c := range cs {
+			ms = append(ms, Measurement{VP: c, Point: pop(t, c).Point, RTTMs: model.RTTMs(pop(t, c).Point, region.Point)})
+		}
+	}
+	probe(p.First(list))
+	for len(ms) < budget {
+		next := p.Next(list, ms, budget-len(ms))
+		if len(next) == 0 {
+			break
+		}
+		probe(next)
+	}
+	r, err := newEngine(t, nil).Decide(Input{Measurements: ms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var probed []string
+	for _, m := range ms {
+		probed = append(probed, fmt.Sprintf("%s %.0f", m.VP, m.RTTMs))
+	}
+	if r.Best.PoP != "GRU" {
+		t.Errorf("best %s (%.1f ms) from %d probes %v, want GRU", r.Best.PoP, r.Best.RTTMs, len(ms), probed)
 	}
 }
