@@ -25,8 +25,8 @@ func policyFor(allow, own []netip.Prefix) placement.Policy {
 	return p
 }
 
-// checkSources refuses source addresses that are not assigned to a local interface or that lie inside one of
-// the platform's own prefixes.
+// checkSources refuses source addresses that are not assigned to a local interface (any address of a loopback
+// prefix counts, as the kernel answers them all) or that lie inside one of the platform's own prefixes.
 func checkSources(sources []netip.Addr, own []netip.Prefix, ifaddrs func() ([]net.Addr, error)) error {
 	if len(sources) == 0 {
 		return nil
@@ -36,11 +36,15 @@ func checkSources(sources []netip.Addr, own []netip.Prefix, ifaddrs func() ([]ne
 		return fmt.Errorf("prober: listing interface addresses: %w", err)
 	}
 	local := make(map[netip.Addr]bool, len(addrs))
+	var loopback []netip.Prefix // the kernel answers every address of a loopback prefix (127.0.0.1/8 on lo)
 	for _, a := range addrs {
 		var ip net.IP
 		switch a := a.(type) {
 		case *net.IPNet:
 			ip = a.IP
+			if p, ok := ipNetPrefix(a); ok && p.Addr().IsLoopback() {
+				loopback = append(loopback, p)
+			}
 		case *net.IPAddr:
 			ip = a.IP
 		}
@@ -52,7 +56,7 @@ func checkSources(sources []netip.Addr, own []netip.Prefix, ifaddrs func() ([]ne
 		if !s.IsValid() {
 			return fmt.Errorf("prober: source address %v: invalid", s)
 		}
-		if !local[s.Unmap()] {
+		if !local[s.Unmap()] && !slices.ContainsFunc(loopback, func(p netip.Prefix) bool { return p.Contains(s.Unmap()) }) {
 			return fmt.Errorf("prober: source address %v: not assigned to any local interface", s)
 		}
 		for _, p := range own {
@@ -63,6 +67,20 @@ func checkSources(sources []netip.Addr, own []netip.Prefix, ifaddrs func() ([]ne
 		}
 	}
 	return nil
+}
+
+// ipNetPrefix converts an interface address to its prefix (masked).
+func ipNetPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	a, ok := netip.AddrFromSlice(n.IP)
+	ones, bits := n.Mask.Size()
+	if !ok || bits == 0 {
+		return netip.Prefix{}, false
+	}
+	a = a.Unmap()
+	if a.Is4() && bits == 8*net.IPv6len {
+		ones -= 96
+	}
+	return netip.PrefixFrom(a, ones).Masked(), true
 }
 
 // source returns the configured source address of dst's family, the zero Addr if none is configured, or an

@@ -191,6 +191,10 @@ func TestConfigErrors(t *testing.T) {
 		{name: "local_sources_ok", mod: func(c *Config) { c.Sources = addrs("127.0.0.1", "2001:db8::7") }},
 		{name: "source_not_local", mod: func(c *Config) { c.Sources = addrs("198.18.0.1") },
 			errHas: []string{"source address 198.18.0.1", "not assigned to any local interface"}},
+		// lo answers its whole 127.0.0.1/8; a non-loopback prefix counts only for its own address.
+		{name: "loopback_prefix_source_ok", mod: func(c *Config) { c.Sources = addrs("127.0.0.2") }},
+		{name: "other_address_of_a_prefix", mod: func(c *Config) { c.Sources = addrs("203.0.113.8") },
+			errHas: []string{"source address 203.0.113.8", "not assigned to any local interface"}},
 		{name: "source_in_own_prefix", mod: func(c *Config) {
 			c.Sources = addrs("203.0.113.7")
 			c.OwnPrefixes = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("203.0.113.0/24")}
@@ -233,6 +237,14 @@ func TestConfigErrors(t *testing.T) {
 func TestRealInterfaceAddrs(t *testing.T) {
 	if _, err := New(Config{Sources: addrs("127.0.0.1")}); err != nil {
 		t.Errorf("127.0.0.1 as source: %v", err)
+	}
+	e, err := New(Config{Sources: addrs("127.0.0.2"), Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	if err != nil {
+		t.Fatalf("127.0.0.2 as source: %v", err)
+	}
+	a := listenTCP(t, "127.0.0.1:0", nil)
+	if r := e.Probe(context.Background(), Target{Kind: placement.ProbeTCP, Addr: a.addr(), Count: 1}); !r.Success || r.Source != netip.MustParseAddr("127.0.0.2") {
+		t.Errorf("probe from 127.0.0.2: success %v source %v err %v", r.Success, r.Source, r.Err)
 	}
 	if _, err := New(Config{Sources: addrs("198.18.0.1")}); err == nil || !strings.Contains(err.Error(), "198.18.0.1") {
 		t.Errorf("198.18.0.1 as source: %v, want an error naming it", err)
