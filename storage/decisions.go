@@ -121,6 +121,9 @@ func (s *Store) putDecisions(ctx context.Context, ds []placement.Decision, fence
 		if err := validName("decision app", ds[i].App); err != nil {
 			return nil, err
 		}
+		if n := len(ds[i].Candidates); n > maxCandidates {
+			return nil, fmt.Errorf("storage: decision %q: %d candidates: at most %d are stored", ds[i].App, n, maxCandidates)
+		}
 		if !ds[i].Mode.Valid() {
 			return nil, fmt.Errorf("storage: decision %q: mode %q: want one of smart, region, host, hostname or none",
 				ds[i].App, ds[i].Mode)

@@ -172,6 +172,11 @@ func testDecisions(t *testing.T, open func(*testing.T, Options) *Store) {
 	if _, err := s.PutDecision(ctx, placement.Decision{App: "x", Mode: "nearest"}); err == nil {
 		t.Error("PutDecision with mode nearest succeeded; want an error")
 	}
+	huge := decision("huge", "LHR")
+	huge.Candidates = make([]placement.Candidate, maxCandidates+1)
+	if _, err := s.PutDecision(ctx, huge); err == nil || !strings.Contains(err.Error(), `"huge": 4097 candidates`) {
+		t.Errorf("PutDecision with %d candidates: %v; want an error naming the app and the count", len(huge.Candidates), err)
+	}
 
 	// PutDecisions: a batch across buckets (and cluster nodes) with per-decision outcomes.
 	batch := []placement.Decision{decision("b1", "NRT", "NRT"), decision("b2", "SIN", "SIN"), base}
