@@ -44,7 +44,7 @@ func runFleetProbe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	kind, err := placement.ParseProbeKind(pos[0])
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	req := scheduler.ProbeRequest{Target: pos[1], Kind: kind, Count: *count}
 	if !strings.EqualFold(*pops, "all") {

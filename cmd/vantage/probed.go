@@ -74,7 +74,7 @@ func runProbed(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	var err error
 	if pcfg.Allow, err = placement.ParsePrefixes("--allow", allow); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	pcfg.GlobalRate, pcfg.TargetRate, pcfg.Timeout, pcfg.Logger = *rate, *targetRate, *timeout, log
 	eng, err := prober.New(pcfg)

@@ -82,14 +82,14 @@ func runRouter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	ws, err := router.ParseWorkers(spec)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if ws[*ingress] == nil {
 		return fmt.Errorf("%w: router: no worker endpoint for the ingress PoP %s (--workers %s=URL)", errUsage, *ingress, *ingress)
 	}
 	caps, err := parseCapacities(*capacity)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	cfg := def
 	cfg.RecheckInterval, cfg.Debounce, cfg.FleetInterval, cfg.MaxAge = *recheck, *debounce, *fleetEvery, *maxAge
@@ -98,7 +98,7 @@ func runRouter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	cfg.PoPs = []string{*ingress}
 	cfg.Logger = log
 	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -116,7 +116,7 @@ func runRouter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	front, err := router.NewFront(rt, router.FrontConfig{Ingress: *ingress, Workers: ws, App: *app, AppHeader: *appHeader,
 		RequestIDHeader: *idHeader, KindHeader: *kindHeader, Logger: log, Registerer: reg})
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 
 	servers := []*http.Server{{Handler: front, ReadHeaderTimeout: 10 * time.Second}}

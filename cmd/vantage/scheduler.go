@@ -92,7 +92,7 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	defer stopPprof()
 	allowP, err := placement.ParsePrefixes("--allow", allow)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	regions := scheduler.RegionEndpoints{Overrides: map[string]string{}}
 	if *regionFile != "" {
@@ -147,7 +147,7 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	runner, err := smart.NewRunner(smartCfg, st, smart.FleetSources(st, nil), smart.RunnerOptions{
 		Logger: log, Registerer: reg, Leading: func() bool { ok, _ := s.Leading(); return ok }})
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	page, err := ui.New(ui.Config{Sched: s, Store: st, MaxResultAge: 2 * *recheck, Logger: log})
 	if err != nil {

@@ -100,7 +100,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	w, err := worker.New(cfg)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
