@@ -33,6 +33,7 @@ var (
 	ErrBadRegion   = errors.New("invalid region")                  // not provider:region, or not in the catalogue
 	ErrBadHost     = errors.New("invalid host")                    // not host:port, bad port, bad name, denied IP
 	ErrBadHostname = errors.New("invalid hostname")                // scheme, path, port, bad characters, denied IP
+	ErrBadHint     = errors.New("invalid hint")                    // empty, too long, spaces or non-ASCII
 )
 
 // Config is one application's placement, read from its wrangler config.
@@ -42,8 +43,11 @@ type Config struct {
 	Region   string // ModeRegion only: a catalogue region ID, e.g. "aws:us-east-1"
 	Host     string // ModeHost only: host:port, host lower-cased, IPv6 in brackets, e.g. "db.example.com:5432"
 	Hostname string // ModeHostname only: lower-cased, no trailing dot, e.g. "api.example.com"
-	Source   string // the file the config came from, as named to the parser
-	Legacy   bool   // the placement was written as [unsafe.metadata.placement]
+	// Hint is wrangler's optional hint beside mode "smart" (or "off"), kept as written (at most MaxHintLen
+	// printable bytes, no spaces); Vantage's smart analysis places from telemetry and does not use it.
+	Hint   string
+	Source string // the file the config came from, as named to the parser
+	Legacy bool   // the placement was written as [unsafe.metadata.placement]
 }
 
 // Target returns what the placement is aimed at: the region ID, host:port or hostname; "" for ModeSmart and
@@ -343,7 +347,10 @@ type rawDoc struct {
 }
 
 // knownKeys are the keys of a placement table, in the order they are checked.
-var knownKeys = []string{"mode", "region", "host", "hostname"}
+var knownKeys = []string{"mode", "region", "host", "hostname", "hint"}
+
+// MaxHintLen bounds the placement hint's length.
+const MaxHintLen = 64
 
 // sortFields orders fields as knownKeys, then the unknown keys by name, so errors come out in a stable order.
 func sortFields(fs []rawField) {
@@ -406,19 +413,19 @@ func (p Parser) build(doc rawDoc) (Config, error) {
 			fail(t.path, &t.value, typeError(t.value.kind, article(doc.table)))
 			continue
 		}
-		mode, hint, ok := p.buildTable(t, fail)
+		mode, target, hint, ok := p.buildTable(t, fail)
 		if i > 0 || !ok {
 			continue
 		}
 		c.Legacy = t.legacy
-		c.Mode = mode
+		c.Mode, c.Hint = mode, hint
 		switch mode {
 		case ModeRegion:
-			c.Region = hint
+			c.Region = target
 		case ModeHost:
-			c.Host = hint
+			c.Host = target
 		case ModeHostname:
-			c.Hostname = hint
+			c.Hostname = target
 		}
 	}
 	if len(errs) > 0 {
@@ -438,9 +445,9 @@ func (p Parser) build(doc rawDoc) (Config, error) {
 	return c, nil
 }
 
-// buildTable checks one placement table and returns its mode and (normalised) target; ok is false when the
-// table had errors, which were reported to fail.
-func (p Parser) buildTable(t rawTable, fail func(string, *rawValue, error)) (mode Mode, target string, ok bool) {
+// buildTable checks one placement table and returns its mode, (normalised) target and hint; ok is false when
+// the table had errors, which were reported to fail.
+func (p Parser) buildTable(t rawTable, fail func(string, *rawValue, error)) (mode Mode, target, hint string, ok bool) {
 	ok = true
 	bad := func(f *rawField, err error) {
 		fail(t.path+"."+f.key, &f.rawValue, err)
@@ -449,18 +456,19 @@ func (p Parser) buildTable(t rawTable, fail func(string, *rawValue, error)) (mod
 	var (
 		modeField *rawField
 		modeWord  string
-		hints     []*rawField
+		hints     []*rawField // region, host, hostname: the targets, exclusive
+		hintField *rawField
 	)
 	for i := range t.fields {
 		f := &t.fields[i]
 		if !slices.Contains(knownKeys, f.key) {
-			bad(f, because(ErrUnknownKey, "%s (want mode, region, host or hostname)", ErrUnknownKey))
+			bad(f, because(ErrUnknownKey, "%s (want mode, region, host, hostname or hint)", ErrUnknownKey))
 			continue
 		}
 		s, isStr := f.str()
 		if !isStr {
 			bad(f, typeError(f.kind, "a string"))
-			if f.key != "mode" {
+			if f.key != "mode" && f.key != "hint" {
 				hints = append(hints, f)
 			}
 			continue
@@ -483,8 +491,10 @@ func (p Parser) buildTable(t rawTable, fail func(string, *rawValue, error)) (mod
 			norm, err = p.checkHost(s)
 		case "hostname":
 			norm, err = p.checkHostname(s)
+		case "hint":
+			hintField, hint, err = f, s, checkHint(s)
 		}
-		if f.key != "mode" {
+		if f.key != "mode" && f.key != "hint" {
 			hints = append(hints, f)
 			target = norm
 		}
@@ -513,17 +523,35 @@ func (p Parser) buildTable(t rawTable, fail func(string, *rawValue, error)) (mod
 			"drop mode or write mode = \"targeted\"", modeWord, hints[0].key))
 	case modeField != nil && modeWord == "targeted" && len(hints) == 0:
 		bad(modeField, because(ErrNoTarget, "%s: mode \"targeted\" needs one of region, host or hostname", ErrNoTarget))
+	case hintField != nil && modeWord != "smart" && modeWord != "off":
+		bad(hintField, because(ErrConflict, "a hint goes with mode \"smart\" (or \"off\") only"))
 	}
 	if !ok {
-		return "", "", false
+		return "", "", "", false
 	}
 	switch {
 	case len(hints) == 1:
-		return Mode(hints[0].key), target, true
+		return Mode(hints[0].key), target, "", true
 	case modeWord == "smart":
-		return ModeSmart, "", true
+		return ModeSmart, "", hint, true
 	}
-	return ModeNone, "", true
+	return ModeNone, "", hint, true
+}
+
+// checkHint checks a placement hint: printable ASCII without spaces, at most MaxHintLen bytes.
+func checkHint(s string) error {
+	if s == "" {
+		return because(ErrBadHint, "%s: empty", ErrBadHint)
+	}
+	if len(s) > MaxHintLen {
+		return because(ErrBadHint, "%s: %d bytes, at most %d", ErrBadHint, len(s), MaxHintLen)
+	}
+	for _, r := range s {
+		if r <= ' ' || r > '~' {
+			return because(ErrBadHint, "%s: %q: want printable ASCII without spaces", ErrBadHint, r)
+		}
+	}
+	return nil
 }
 
 func errLineCol(err error) (line, col int) {

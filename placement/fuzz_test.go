@@ -22,7 +22,7 @@ import (
 
 // sentinels are the errors every config error must wrap one of.
 var sentinels = []error{ErrSyntax, ErrTooMany, ErrTooLarge, ErrType, ErrUnknownKey, ErrDuplicate, ErrBadName, ErrConflict,
-	ErrUnknownMode, ErrNoTarget, ErrBadRegion, ErrBadHost, ErrBadHostname}
+	ErrUnknownMode, ErrNoTarget, ErrBadRegion, ErrBadHost, ErrBadHostname, ErrBadHint}
 
 func addSeeds(f *testing.F, exts ...string) {
 	f.Helper()
@@ -161,6 +161,9 @@ func renderTOML(c Config) []byte {
 	default:
 		b.WriteString(string(c.Mode) + " = " + quote(c.Target()) + "\n")
 	}
+	if c.Hint != "" {
+		b.WriteString("hint = " + quote(c.Hint) + "\n")
+	}
 	return []byte(b.String())
 }
 
@@ -168,9 +171,17 @@ func renderJSONC(c Config) []byte {
 	var p string
 	switch c.Mode {
 	case ModeNone:
-		p = `{}`
+		p = `{"mode": "off"`
+		if c.Hint != "" {
+			p += `, "hint": ` + quote(c.Hint)
+		}
+		p += `}`
 	case ModeSmart:
-		p = `{"mode": "smart"}`
+		p = `{"mode": "smart"`
+		if c.Hint != "" {
+			p += `, "hint": ` + quote(c.Hint)
+		}
+		p += `}`
 	default:
 		p = `{"mode": "targeted", "` + string(c.Mode) + `": ` + quote(c.Target()) + `,}`
 	}

@@ -56,7 +56,7 @@ func TestTooManyErrorsAreCounted(t *testing.T) {
 	if len(lines) != 11 {
 		t.Fatalf("%d lines:\n%v", len(lines), err)
 	}
-	if want := `w.toml:3:1: placement.k00: 1: unknown key (want mode, region, host or hostname)`; lines[0] != want {
+	if want := `w.toml:3:1: placement.k00: 1: unknown key (want mode, region, host, hostname or hint)`; lines[0] != want {
 		t.Errorf("first: %s\nwant   %s", lines[0], want)
 	}
 	if want := `w.toml: too many errors: 15 more not shown`; lines[10] != want || !errors.Is(err, ErrTooMany) {

@@ -126,6 +126,11 @@ func TestValidate(t *testing.T) {
 			`api: placement.hostname: "fe80::1": address fe80::1: denied by policy (rule link-local, fe80::/10)`},
 		{"bad_region", Config{App: "a", Mode: ModeRegion, Region: "aws:mars-1", Source: "api"},
 			`api: placement.region: "aws:mars-1": not in the region catalogue`},
+		{"smart_with_hint", Config{App: "a", Mode: ModeSmart, Hint: "wnam"}, ""},
+		{"host_with_hint", Config{App: "a", Mode: ModeHost, Host: "db.example.com:5432", Hint: "wnam", Source: "api"},
+			`api: placement.hint: "wnam": a hint goes with mode "smart" (or "off") only`},
+		{"bad_hint", Config{App: "a", Mode: ModeSmart, Hint: "wnam\n", Source: "api"},
+			`api: placement.hint: "wnam\n": invalid hint: '\n': want printable ASCII without spaces`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := p.Validate(tc.c)

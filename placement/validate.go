@@ -54,6 +54,13 @@ func (p Parser) Validate(c Config) error {
 			fail(field, f.value, because(ErrConflict, "set, but the mode is %q", c.Mode))
 		}
 	}
+	if c.Hint != "" {
+		if c.Mode != ModeSmart && c.Mode != ModeNone {
+			fail("placement.hint", c.Hint, because(ErrConflict, "a hint goes with mode \"smart\" (or \"off\") only"))
+		} else if err := checkHint(c.Hint); err != nil {
+			fail("placement.hint", c.Hint, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
