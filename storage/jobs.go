@@ -219,8 +219,10 @@ func (s *Store) ReclaimJobs(ctx context.Context, pop, consumer string, minIdle t
 			j.Attempt = int(p[0].RetryCount)
 		}
 		if j.Attempt > s.o.MaxJobAttempts {
+			// A failed move leaves the job pending, to be moved at the next reclaim; the jobs claimed with it
+			// are still returned (dropping them here would strand them for another minIdle).
 			if err := s.deadJob(ctx, pop, j, m.Values[jobField]); err != nil {
-				return nil, err
+				s.log.Warn("storage: dead-lettering a job; it stays pending", "pop", pop, "id", j.ID, "err", err)
 			}
 			continue
 		}
