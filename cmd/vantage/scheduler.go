@@ -145,7 +145,7 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	smartCfg := smart.DefaultConfig()
 	smartCfg.Window = *smartWindow
 	runner, err := smart.NewRunner(smartCfg, st, smart.FleetSources(st, nil), smart.RunnerOptions{
-		Logger: log, Registerer: reg, Leading: func() bool { ok, _ := s.Leading(); return ok }})
+		Logger: log, Registerer: reg, Leading: s.Leading})
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}

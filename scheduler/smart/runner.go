@@ -22,7 +22,7 @@ type Store interface {
 	Apps(ctx context.Context) ([]storage.App, error)
 	TelemetrySince(ctx context.Context, app string, since time.Time, fn func(storage.Telemetry) error) (int, error)
 	Decision(ctx context.Context, app string) (placement.Decision, bool, error)
-	PutDecision(ctx context.Context, d placement.Decision) (bool, error)
+	PutDecisionFenced(ctx context.Context, d placement.Decision, fence int64) (bool, error)
 	UnsupportedDeploy(ctx context.Context, app string) (string, bool, error)
 	MarkUnsupported(ctx context.Context, app, deploy string) error
 }
@@ -46,7 +46,7 @@ type Runner struct {
 	log  *slog.Logger
 	now  func() time.Time
 	tick func(d time.Duration) (<-chan time.Time, func())
-	lead func() bool
+	lead func() (bool, int64)
 	runs *prometheus.CounterVec
 }
 
@@ -60,8 +60,10 @@ type RunnerOptions struct {
 	// Tick returns a channel that fires every d and its stop function (default time.NewTicker).
 	Tick func(d time.Duration) (<-chan time.Time, func())
 	// Leading, when set, is asked before every round of Run; rounds run only while it returns true (e.g. while
-	// this scheduler holds the lease: func() bool { ok, _ := s.Leading(); return ok }). Nil: always.
-	Leading func() bool
+	// this scheduler holds the lease: Scheduler.Leading), and their decisions are written under the fencing
+	// token it returns, so a runner that lost the lease mid-round cannot overwrite its successor's decisions.
+	// Nil: always, unfenced.
+	Leading func() (leading bool, fence int64)
 }
 
 // NewRunner returns a runner; cfg must be valid.
@@ -107,8 +109,12 @@ func (r *Runner) Run(ctx context.Context) error {
 	c, stop := r.tick(r.cfg.Interval)
 	defer stop()
 	for {
-		if r.lead == nil || r.lead() {
-			if _, err := r.RunOnce(ctx); err != nil && ctx.Err() == nil {
+		leading, fence := true, int64(0)
+		if r.lead != nil {
+			leading, fence = r.lead()
+		}
+		if leading {
+			if _, err := r.runOnce(ctx, fence); err != nil && ctx.Err() == nil {
 				r.log.Warn("smart: analysis round failed", "err", err)
 			}
 		}
@@ -122,7 +128,10 @@ func (r *Runner) Run(ctx context.Context) error {
 
 // RunOnce analyses every registered application in placement mode smart and stores its decision. It returns
 // the analyses made and the errors of the applications that failed (joined); the others are still stored.
-func (r *Runner) RunOnce(ctx context.Context) ([]Analysis, error) {
+func (r *Runner) RunOnce(ctx context.Context) ([]Analysis, error) { return r.runOnce(ctx, 0) }
+
+// runOnce is RunOnce writing under fence (0: unfenced).
+func (r *Runner) runOnce(ctx context.Context, fence int64) ([]Analysis, error) {
 	apps, err := r.st.Apps(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("smart: listing apps: %w", err)
@@ -133,7 +142,7 @@ func (r *Runner) RunOnce(ctx context.Context) ([]Analysis, error) {
 		if app.Mode != placement.ModeSmart {
 			continue
 		}
-		a, err := r.AnalyzeApp(ctx, app.Name, app.DeployVersion)
+		a, err := r.analyzeApp(ctx, app.Name, app.DeployVersion, fence)
 		if err != nil {
 			r.runs.WithLabelValues("error").Inc()
 			errs = append(errs, err)
@@ -147,6 +156,11 @@ func (r *Runner) RunOnce(ctx context.Context) ([]Analysis, error) {
 // AnalyzeApp reads app's telemetry window, state and lookups, runs Analyze, marks an unsupported deploy and
 // stores the decision. deploy is the application's current deploy version ("" : the newest reported).
 func (r *Runner) AnalyzeApp(ctx context.Context, app, deploy string) (Analysis, error) {
+	return r.analyzeApp(ctx, app, deploy, 0)
+}
+
+// analyzeApp is AnalyzeApp writing the decision under fence (0: unfenced).
+func (r *Runner) analyzeApp(ctx context.Context, app, deploy string, fence int64) (Analysis, error) {
 	now := r.now()
 	in := Input{App: app, Deploy: deploy, Now: now}
 	if _, err := r.st.TelemetrySince(ctx, app, now.Add(-r.cfg.Window), func(t storage.Telemetry) error {
@@ -175,7 +189,7 @@ func (r *Runner) AnalyzeApp(ctx context.Context, app, deploy string) (Analysis, 
 			return a, fmt.Errorf("smart: app %s: %w", app, err)
 		}
 	}
-	changed, err := r.st.PutDecision(ctx, a.Decision)
+	changed, err := r.st.PutDecisionFenced(ctx, a.Decision, fence)
 	if err != nil {
 		return a, fmt.Errorf("smart: app %s: %w", app, err)
 	}

@@ -268,7 +268,7 @@ func TestRunNotLeading(t *testing.T) {
 	asked := make(chan struct{}, 10)
 	r, err := NewRunner(DefaultConfig(), st, Sources{}, RunnerOptions{
 		Tick:    func(time.Duration) (<-chan time.Time, func()) { return ticks, func() {} },
-		Leading: func() bool { asked <- struct{}{}; return leading.Load() },
+		Leading: func() (bool, int64) { asked <- struct{}{}; return leading.Load(), 7 },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -295,5 +295,29 @@ func TestRunNotLeading(t *testing.T) {
 			t.Fatal("no decision stored once leading")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+
+	// A successor wrote under token 8: this runner's next round (token 7) is fenced off and changes nothing.
+	succ := placement.Decision{App: "shop", Mode: placement.ModeSmart, Target: "successor", Status: placement.StatusInsufficientInvocations}
+	if _, err := st.PutDecisionFenced(ctx, succ, 8); err != nil {
+		t.Fatal(err)
+	}
+	ticks <- time.Now()
+	<-asked
+	failed := func() float64 {
+		var m dto.Metric
+		if err := r.runs.WithLabelValues("error").Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetCounter().GetValue()
+	}
+	for failed() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the fenced-off round did not fail")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if d, _, err := st.Decision(ctx, "shop"); err != nil || d.Target != "successor" {
+		t.Errorf("decision %+v (err %v): the fenced-off runner overwrote its successor's", d, err)
 	}
 }
