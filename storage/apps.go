@@ -61,7 +61,7 @@ func (s *Store) DeleteApp(ctx context.Context, name string) (bool, error) {
 	if err := validName("app name", name); err != nil {
 		return false, err
 	}
-	n, err := deleteDecisionScript.Run(ctx, s.c, []string{KeyApps}, name, ChannelApps).Int()
+	n, err := deleteFieldScript.Run(ctx, s.c, []string{KeyApps}, name, ChannelApps).Int()
 	if err != nil {
 		return false, fmt.Errorf("storage: delete app %q: %w", name, err)
 	}

@@ -65,16 +65,16 @@ return {changed, ver}
 // token: the writer's lease has passed to another scheduler, whose decision stands.
 var ErrFenced = errors.New("fenced off: a newer lease holder wrote this decision")
 
-// deleteDecisionScript deletes a hash field (a decision; apps.go: an app) and publishes its name when it existed.
-// KEYS[1] hash; ARGV[1] field, ARGV[2] channel.
-var deleteDecisionScript = redis.NewScript(`
+// deleteFieldScript deletes a hash field (an app of the registry, apps.go) and publishes its name when it
+// existed. KEYS[1] hash; ARGV[1] field, ARGV[2] channel.
+var deleteFieldScript = redis.NewScript(`
 local n = redis.call('HDEL', KEYS[1], ARGV[1])
 if n == 1 then redis.call('PUBLISH', ARGV[2], ARGV[1]) end
 return n
 `)
 
-// deleteFencedDecisionScript is deleteDecisionScript that also forgets the decision's fence. KEYS[1] bucket,
-// KEYS[2] the bucket's fences; ARGV[1] app, ARGV[2] channel.
+// deleteFencedDecisionScript deletes a decision and its fence and publishes its app when it existed.
+// KEYS[1] bucket, KEYS[2] the bucket's fences; ARGV[1] app, ARGV[2] channel.
 var deleteFencedDecisionScript = redis.NewScript(`
 redis.call('HDEL', KEYS[2], ARGV[1])
 local n = redis.call('HDEL', KEYS[1], ARGV[1])
