@@ -6,9 +6,15 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vantage-edge/vantage/router/worker"
 	"github.com/vantage-edge/vantage/storage"
@@ -32,6 +38,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		redisAddr = fs.String("redis", "", "Redis for telemetry: host:port or unix:/path; several, comma-separated: a Cluster (empty: no telemetry)")
 		serveDB   = fs.String("serve-db", "", "also serve the demo database on this address (and use it when --db is empty)")
 		flush     = fs.Duration("flush", worker.DefaultFlushInterval, "send telemetry at least this often")
+		metricsAt = fs.String("metrics-listen", "", "address of /metrics, /healthz and /readyz (empty: off), e.g. 127.0.0.1:9103")
 		logFormat = fs.String("log-format", "text", "log format: json or text")
 		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn or error")
 	)
@@ -98,9 +105,33 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		defer st.Close()
 		cfg.Report = st.AddTelemetry
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg.Registerer = reg
 	w, err := worker.New(cfg)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if *metricsAt != "" {
+		mln, err := net.Listen("tcp", *metricsAt)
+		if err != nil {
+			return fmt.Errorf("worker: --metrics-listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		wg.Go(func() {
+			if err := msrv.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
+				log.Error("worker: metrics server stopped", "err", err)
+			}
+		})
+		wg.Go(func() {
+			<-ctx.Done()
+			msrv.Close()
+		})
+		log.Info("worker: metrics", "listen", mln.Addr().String())
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

@@ -34,13 +34,13 @@ func TestWorkerCommand(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	listen, dbAddr := workerFreeAddr(t), workerFreeAddr(t)
+	listen, dbAddr, metricsAt := workerFreeAddr(t), workerFreeAddr(t), workerFreeAddr(t)
 	cmdCtx, stop := context.WithCancel(ctx)
 	done := make(chan int, 1)
 	var out, errOut bytes.Buffer
 	go func() {
 		done <- run(cmdCtx, []string{"worker", "--pop", "fra", "--listen", listen, "--serve-db", dbAddr, "--n", "3",
-			"--app", "shop", "--deploy", "v3", "--redis", srv.Addr(), "--flush", "1h"}, &out, &errOut)
+			"--app", "shop", "--deploy", "v3", "--redis", srv.Addr(), "--flush", "1h", "--metrics-listen", metricsAt}, &out, &errOut)
 	}()
 	var res worker.Result
 	deadline := time.Now().Add(15 * time.Second)
@@ -61,6 +61,17 @@ func TestWorkerCommand(t *testing.T) {
 	}
 	if res.App != "shop" || res.Exec != "FRA" || res.Ingress != "FRA" || len(res.QueryMs) != 3 {
 		t.Errorf("result %+v, want app shop run at FRA with 3 queries", res)
+	}
+	for path, want := range map[string]string{"/metrics": `vantage_worker_requests_total{result="success"} 1`, "/healthz": "ok"} {
+		resp, err := http.Get("http://" + metricsAt + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(b), want) {
+			t.Errorf("GET %s: %d, want %q in:\n%.2000s", path, resp.StatusCode, want, b)
+		}
 	}
 	stop()
 	if code := <-done; code != 0 {
