@@ -456,7 +456,7 @@ func (p Parser) buildTable(t rawTable, fail func(string, *rawValue, error)) (mod
 	var (
 		modeField *rawField
 		modeWord  string
-		hints     []*rawField // region, host, hostname: the targets, exclusive
+		targets   []*rawField // region, host, hostname: exclusive
 		hintField *rawField
 	)
 	for i := range t.fields {
@@ -469,7 +469,7 @@ func (p Parser) buildTable(t rawTable, fail func(string, *rawValue, error)) (mod
 		if !isStr {
 			bad(f, typeError(f.kind, "a string"))
 			if f.key != "mode" && f.key != "hint" {
-				hints = append(hints, f)
+				targets = append(targets, f)
 			}
 			continue
 		}
@@ -495,16 +495,16 @@ func (p Parser) buildTable(t rawTable, fail func(string, *rawValue, error)) (mod
 			hintField, hint, err = f, s, checkHint(s)
 		}
 		if f.key != "mode" && f.key != "hint" {
-			hints = append(hints, f)
+			targets = append(targets, f)
 			target = norm
 		}
 		if err != nil {
 			bad(f, err)
 		}
 	}
-	if len(hints) > 1 {
+	if len(targets) > 1 {
 		// The first one written stands; the others conflict with it.
-		slices.SortStableFunc(hints, func(a, b *rawField) int {
+		slices.SortStableFunc(targets, func(a, b *rawField) int {
 			la, ca := a.pos()
 			lb, cb := b.pos()
 			if la != lb {
@@ -512,16 +512,16 @@ func (p Parser) buildTable(t rawTable, fail func(string, *rawValue, error)) (mod
 			}
 			return ca - cb
 		})
-		for _, h := range hints[1:] {
+		for _, h := range targets[1:] {
 			bad(h, because(ErrConflict, "set together with %s.%s: region, host and hostname are exclusive",
-				t.path, hints[0].key))
+				t.path, targets[0].key))
 		}
 	}
 	switch {
-	case modeField != nil && (modeWord == "smart" || modeWord == "off") && len(hints) > 0:
-		bad(hints[0], because(ErrConflict, "set together with mode %q: a %s is a placement of its own, "+
-			"drop mode or write mode = \"targeted\"", modeWord, hints[0].key))
-	case modeField != nil && modeWord == "targeted" && len(hints) == 0:
+	case modeField != nil && (modeWord == "smart" || modeWord == "off") && len(targets) > 0:
+		bad(targets[0], because(ErrConflict, "set together with mode %q: a %s is a placement of its own, "+
+			"drop mode or write mode = \"targeted\"", modeWord, targets[0].key))
+	case modeField != nil && modeWord == "targeted" && len(targets) == 0:
 		bad(modeField, because(ErrNoTarget, "%s: mode \"targeted\" needs one of region, host or hostname", ErrNoTarget))
 	case hintField != nil && modeWord != "smart" && modeWord != "off":
 		bad(hintField, because(ErrConflict, "a hint goes with mode \"smart\" (or \"off\") only"))
@@ -530,8 +530,8 @@ func (p Parser) buildTable(t rawTable, fail func(string, *rawValue, error)) (mod
 		return "", "", "", false
 	}
 	switch {
-	case len(hints) == 1:
-		return Mode(hints[0].key), target, "", true
+	case len(targets) == 1:
+		return Mode(targets[0].key), target, "", true
 	case modeWord == "smart":
 		return ModeSmart, "", hint, true
 	}
