@@ -3,9 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"io"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -24,28 +22,15 @@ func TestPprofFlag(t *testing.T) {
 		done <- run(cmdCtx, []string{"worker", "--pop", "fra", "--listen", listen, "--serve-db", dbAddr,
 			"--pprof", pp}, &out, &errOut)
 	}()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get("http://" + pp + "/debug/pprof/cmdline")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 || !bytes.Contains(b, []byte("vantage")) && !bytes.Contains(b, []byte(".test")) {
-				t.Fatalf("pprof answered %d %q", resp.StatusCode, b)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pprof never answered: %v (stderr %s)", err, errOut.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if b := waitHTTP(t, "http://"+pp+"/debug/pprof/cmdline", 200, 15*time.Second); !strings.Contains(b, "vantage") && !strings.Contains(b, ".test") {
+		t.Fatalf("pprof cmdline %q names no program", b)
 	}
 	stop()
 	if code := <-done; code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
-	if _, err := http.Get("http://" + pp + "/debug/pprof/"); err == nil {
-		t.Errorf("pprof still serving after the daemon stopped")
+	if code, _ := httpGet(t, "http://"+pp+"/debug/pprof/"); code != 0 {
+		t.Errorf("pprof still serving after the daemon stopped (%d)", code)
 	}
 
 	// The address is taken: the daemon refuses to start and says which flag.

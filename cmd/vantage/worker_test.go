@@ -63,14 +63,8 @@ func TestWorkerCommand(t *testing.T) {
 		t.Errorf("result %+v, want app shop run at FRA with 3 queries", res)
 	}
 	for path, want := range map[string]string{"/metrics": `vantage_worker_requests_total{result="success"} 1`, "/healthz": "ok"} {
-		resp, err := http.Get("http://" + metricsAt + path)
-		if err != nil {
-			t.Fatalf("GET %s: %v", path, err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || !strings.Contains(string(b), want) {
-			t.Errorf("GET %s: %d, want %q in:\n%.2000s", path, resp.StatusCode, want, b)
+		if code, b := httpGet(t, "http://"+metricsAt+path); code != 200 || !strings.Contains(b, want) {
+			t.Errorf("GET %s: %d, want %q in:\n%.2000s", path, code, want, b)
 		}
 	}
 	stop()
