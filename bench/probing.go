@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vantage-edge/vantage/internal/testnet"
 	"github.com/vantage-edge/vantage/testbed"
 )
 
@@ -670,18 +671,10 @@ func acceptCloser() (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on loopback: %w", err)
 	}
+	// A graceful close (FIN), as real services and the testbed's listeners do: an RST racing the handshake
+	// makes Go's dialer (blackbox_exporter's) report "connection reset by peer".
 	for range acceptors {
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				// A graceful close (FIN), as real services and the testbed's listeners do: an RST racing the
-				// handshake makes Go's dialer (blackbox_exporter's) report "connection reset by peer".
-				c.Close()
-			}
-		}()
+		go testnet.AcceptAndClose(ln)
 	}
 	return ln, nil
 }

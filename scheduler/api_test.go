@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vantage-edge/vantage/internal/testnet"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/storage/redistest"
 )
@@ -50,7 +51,7 @@ func newAPIEnv(t *testing.T, quota Quota) *apiEnv {
 	}
 	hs := httptest.NewServer(api.Handler())
 	t.Cleanup(hs.Close)
-	e := &apiEnv{t: t, url: hs.URL, b: b, s: s, host: listenLoopback(t)}
+	e := &apiEnv{t: t, url: hs.URL, b: b, s: s, host: testnet.Listen(t)}
 	e.run = func() {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})

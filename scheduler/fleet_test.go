@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/vantage-edge/vantage/internal/testnet"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/prober"
 	"github.com/vantage-edge/vantage/scheduler/probed"
@@ -163,26 +164,6 @@ func (f *fleetEnv) startScheduler(name string, targets []Target) *sched {
 	return sc
 }
 
-// listenLoopback starts a TCP server that accepts and closes connections.
-func listenLoopback(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // gate holds probes until opened; the probes then run for real.
 type gate struct {
 	p       probed.Prober
@@ -302,8 +283,8 @@ func TestFleet(t *testing.T) {
 func testFleet(t *testing.T, addrs []string, stopRedis, restartRedis func()) {
 	f := &fleetEnv{t: t, addrs: addrs, log: testLogger(t)}
 	obs := f.open()
-	host := listenLoopback(t)
-	endpoint := listenLoopback(t)
+	host := testnet.Listen(t)
+	endpoint := testnet.Listen(t)
 	targets := []Target{
 		{App: "shop", Mode: placement.ModeHost, Target: host},
 		{App: "eu-app", Mode: placement.ModeRegion, Target: "aws:eu-central-1", Endpoint: endpoint},

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vantage-edge/vantage/internal/testnet"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
 )
@@ -40,26 +41,6 @@ func freeAddr(t *testing.T) string {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// tcpTarget is a loopback server that accepts and closes connections.
-func tcpTarget(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
 	return ln.Addr().String()
 }
 
@@ -114,7 +95,7 @@ func waitHTTP(t *testing.T, url string, want int, timeout time.Duration) string 
 // redis-server; the scheduler places a wrangler.toml from --config-dir and serves the status API.
 func TestSchedulerAndProbedCommands(t *testing.T) {
 	srv := redistest.Start(t)
-	target := tcpTarget(t)
+	target := testnet.Listen(t)
 	dir := t.TempDir()
 	toml := fmt.Sprintf("name = \"billing\"\nmain = \"src/index.ts\"\n\n[placement]\nregion = \"aws:eu-central-1\"\n")
 	if err := os.WriteFile(filepath.Join(dir, "wrangler.toml"), []byte(toml), 0o644); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"sync"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/vantage-edge/vantage/internal/testnet"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/prober"
 	"github.com/vantage-edge/vantage/storage"
@@ -37,26 +37,6 @@ func openStore(t *testing.T, addr string) *storage.Store {
 	}
 	t.Cleanup(func() { st.Close() })
 	return st
-}
-
-// listen starts a TCP server on loopback that accepts and closes connections.
-func listen(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return ln.Addr().String()
 }
 
 func newEngine(t *testing.T) *prober.Engine {
@@ -151,7 +131,7 @@ func pending(t *testing.T, st *storage.Store, pop string) int64 {
 func TestDaemonRunsJobsStoresThenAcks(t *testing.T) {
 	srv := redistest.Start(t)
 	st := openStore(t, srv.Addr())
-	target := listen(t)
+	target := testnet.Listen(t)
 	r := startDaemon(t, st, fastConfig("FRA", "fra-1"), newEngine(t))
 	enqueue(t, st, "FRA", 5, target, "k", "r", 2)
 	waitFor(t, "5 results", 10*time.Second, func() bool { return resultsOf(t, st, "FRA", "k", 5) == 5 })
@@ -196,7 +176,7 @@ func (g *gatedProber) count() int { g.mu.Lock(); defer g.mu.Unlock(); return g.s
 func TestDaemonKilledWithJobsInFlightOthersReclaim(t *testing.T) {
 	srv := redistest.Start(t)
 	st := openStore(t, srv.Addr())
-	target := listen(t)
+	target := testnet.Listen(t)
 	stuck := &gatedProber{p: newEngine(t), gate: make(chan struct{})}
 	cfg := fastConfig("FRA", "fra-1")
 	cfg.DrainTimeout = 50 * time.Millisecond // dies before its probes finish
@@ -227,7 +207,7 @@ func TestDaemonKilledWithJobsInFlightOthersReclaim(t *testing.T) {
 func TestDaemonDrainFinishesInFlightJobs(t *testing.T) {
 	srv := redistest.Start(t)
 	st := openStore(t, srv.Addr())
-	target := listen(t)
+	target := testnet.Listen(t)
 	gated := &gatedProber{p: newEngine(t), gate: make(chan struct{})}
 	d := startDaemon(t, st, fastConfig("FRA", "fra-1"), gated)
 	enqueue(t, st, "FRA", 3, target, "k", "r", 1)
@@ -247,7 +227,7 @@ func TestDaemonDrainFinishesInFlightJobs(t *testing.T) {
 func TestDaemonSurvivesRedisOutageWithoutLosingResults(t *testing.T) {
 	srv := redistest.Start(t)
 	st := openStore(t, srv.Addr())
-	target := listen(t)
+	target := testnet.Listen(t)
 	gated := &gatedProber{p: newEngine(t), gate: make(chan struct{})}
 	d := startDaemon(t, st, fastConfig("FRA", "fra-1"), gated)
 	enqueue(t, st, "FRA", 3, target, "k", "r", 1)
@@ -314,7 +294,7 @@ func TestDaemonAcksExpiredJobsWithoutProbing(t *testing.T) {
 	gated := &gatedProber{p: newEngine(t), gate: make(chan struct{})}
 	close(gated.gate)
 	r := startDaemon(t, st, fastConfig("FRA", "fra-1"), gated)
-	_, err := st.EnqueueJob(context.Background(), "FRA", storage.Job{Target: listen(t), Kind: placement.ProbeTCP,
+	_, err := st.EnqueueJob(context.Background(), "FRA", storage.Job{Target: testnet.Listen(t), Kind: placement.ProbeTCP,
 		Key: "late", Round: "r", Deadline: time.Now().Add(-time.Second)})
 	if err != nil {
 		t.Fatal(err)
