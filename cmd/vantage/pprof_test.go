@@ -14,21 +14,13 @@ import (
 func TestPprofFlag(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	listen, dbAddr, pp := workerFreeAddr(t), workerFreeAddr(t), workerFreeAddr(t)
-	cmdCtx, stop := context.WithCancel(ctx)
-	done := make(chan int, 1)
-	var out, errOut bytes.Buffer
-	go func() {
-		done <- run(cmdCtx, []string{"worker", "--pop", "fra", "--listen", listen, "--serve-db", dbAddr,
-			"--pprof", pp}, &out, &errOut)
-	}()
-	if b := waitHTTP(t, "http://"+pp+"/debug/pprof/cmdline", 200, 15*time.Second); !strings.Contains(b, "vantage") && !strings.Contains(b, ".test") {
-		t.Fatalf("pprof cmdline %q names no program", b)
-	}
-	stop()
-	if code := <-done; code != 0 {
-		t.Fatalf("exit %d: %s", code, errOut.String())
-	}
+	pp := workerFreeAddr(t)
+	t.Run("serving", func(t *testing.T) { // startCmd stops the worker, and checks it exits 0, at the subtest's end
+		startCmd(t, "worker", "--pop", "fra", "--listen", workerFreeAddr(t), "--serve-db", workerFreeAddr(t), "--pprof", pp)
+		if b := waitHTTP(t, "http://"+pp+"/debug/pprof/cmdline", 200, 15*time.Second); !strings.Contains(b, "vantage") && !strings.Contains(b, ".test") {
+			t.Fatalf("pprof cmdline %q names no program", b)
+		}
+	})
 	if code, _ := httpGet(t, "http://"+pp+"/debug/pprof/"); code != 0 {
 		t.Errorf("pprof still serving after the daemon stopped (%d)", code)
 	}
@@ -39,7 +31,7 @@ func TestPprofFlag(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	errOut.Reset()
+	var out, errOut bytes.Buffer
 	code := run(ctx, []string{"worker", "--pop", "fra", "--listen", workerFreeAddr(t), "--serve-db", workerFreeAddr(t),
 		"--pprof", ln.Addr().String()}, &out, &errOut)
 	if code == 0 || !strings.Contains(errOut.String(), "--pprof "+ln.Addr().String()) {
