@@ -109,11 +109,6 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 	if len(pops) == 0 {
 		return placement.Decision{}, ErrNoPoPs
 	}
-	in := triangulate.Input{Target: t.Target}
-	if hasPrev {
-		in.Previous = prev.BestPoP
-	}
-
 	var results map[string]storage.Result
 	if addr := t.ProbeAddr(); addr != "" {
 		results, err = s.measure(ctx, term, t, pops)
@@ -121,7 +116,10 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 			return placement.Decision{}, err
 		}
 	}
-	in.Measurements, in.DNS = measurements(results, d.pops), dnsEvidence(results)
+	in := triangulateInput(t.Target, results, d.pops)
+	if hasPrev {
+		in.Previous = prev.BestPoP
+	}
 
 	// The engine is taken from the pool only now: a recheck spends most of its time waiting for results,
 	// and the engines' buffers (~170 KiB each) should scale with the CPUs, not with rechecks in flight.
@@ -388,7 +386,8 @@ func stabilise(cands, prev []placement.Candidate, absMs, rel float64) {
 	}
 }
 
-// triangulateInput is the engine's input for results by PoP, as a recheck builds it (for the benchmarks).
+// triangulateInput is the engine's input for results by PoP: their RTTs and DNS evidence (a recheck adds the
+// previous choice).
 func triangulateInput(target string, rs map[string]storage.Result, lookup func(string) (geo.PoP, bool)) triangulate.Input {
 	return triangulate.Input{Target: target, Measurements: measurements(rs, lookup), DNS: dnsEvidence(rs)}
 }
