@@ -102,6 +102,7 @@ func timeToDecision(ctx context.Context, o *options, s *Section) {
 			s.Notes = append(s.Notes, "time to decision: prober: "+err.Error())
 			return
 		}
+		defer p.Close()
 		st, err := open()
 		if err != nil {
 			s.Notes = append(s.Notes, "time to decision: "+err.Error())

@@ -66,6 +66,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("bench worker: prober: %w", err)
 		}
+		defer e.Close()
 		probe = func(ctx context.Context, target string) (float64, error) {
 			r := e.Probe(ctx, prober.Target{Kind: placement.ProbeTCP, Addr: target, Count: 1})
 			if !r.Success {

@@ -37,6 +37,7 @@ func newEngine(t *testing.T, mod func(*Config)) *Engine {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	t.Cleanup(func() { e.Close() })
 	return e
 }
 

@@ -11,6 +11,7 @@ import (
 //	vantage_probe_rtt_seconds{kind}              histogram of every RTT sample
 //	vantage_probe_http_duration_seconds{phase}   histogram of HTTP phases (resolve, connect, tls, processing, transfer)
 //	vantage_probes_total{kind,outcome}           probes by kind and outcome ("success" or a Class)
+//	vantage_probe_tcp_connects_total{socket}     TCP connect() calls on a "new" socket or one "reused" from an earlier probe
 //
 // Labels are bounded: kinds, phases and classes are fixed sets. Every series starts at 0. Metrics is a
 // prometheus.Collector: register it with a registry of your own.
@@ -20,6 +21,9 @@ type Metrics struct {
 	rtt      *prometheus.HistogramVec
 	phases   *prometheus.HistogramVec
 	total    *prometheus.CounterVec
+	connects *prometheus.CounterVec
+
+	tcpConnects struct{ created, reused prometheus.Counter } // connects' two series, resolved once
 }
 
 // rttBuckets span loopback (50 µs) to the far side of the planet with retransmissions (4 s).
@@ -40,7 +44,12 @@ func newMetrics() *Metrics {
 			Buckets: rttBuckets}, []string{"phase"}),
 		total: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Name: "probes_total",
 			Help: "Probes run, by kind and outcome (success or the error class)."}, []string{"kind", "outcome"}),
+		connects: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "probe",
+			Name: "tcp_connects_total", Help: "TCP connect() calls of TCP probes, on a new socket or on one reused from an earlier probe."},
+			[]string{"socket"}),
 	}
+	m.tcpConnects.created = m.connects.WithLabelValues("new")
+	m.tcpConnects.reused = m.connects.WithLabelValues("reused")
 	for k := range Registry {
 		m.success.WithLabelValues(string(k))
 		m.duration.WithLabelValues(string(k))
@@ -63,6 +72,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.rtt.Describe(ch)
 	m.phases.Describe(ch)
 	m.total.Describe(ch)
+	m.connects.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -72,6 +82,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.rtt.Collect(ch)
 	m.phases.Collect(ch)
 	m.total.Collect(ch)
+	m.connects.Collect(ch)
 }
 
 // observe records one finished probe. Unknown kinds are counted under outcome only if registered, so label

@@ -42,6 +42,9 @@ func TestMetrics(t *testing.T) {
 		{"tcp_rtt_samples", "vantage_probe_rtt_seconds", map[string]string{"kind": "tcp"}, 2},
 		{"tcp_durations", "vantage_probe_duration_seconds", map[string]string{"kind": "tcp"}, 2},
 		{"http_connect_phase", "vantage_probe_http_duration_seconds", map[string]string{"phase": "connect"}, 1},
+		// The first sample opens the one socket; the second sample and the refused probe reuse it.
+		{"tcp_socket_opened", "vantage_probe_tcp_connects_total", map[string]string{"socket": "new"}, 1},
+		{"tcp_socket_reused", "vantage_probe_tcp_connects_total", map[string]string{"socket": "reused"}, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

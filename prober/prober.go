@@ -92,9 +92,11 @@ type CloseMode string
 
 // The close modes.
 const (
-	// CloseRST (the default) sets SO_LINGER to 0 so close() sends a RST: the prober keeps no TIME_WAIT socket,
-	// so 50,000 probes/s do not exhaust its ~28,000 ephemeral ports (TIME_WAIT lasts 60 s on Linux), and the
-	// target frees the connection (and its accept-queue slot) at once instead of going through FIN/ACK.
+	// CloseRST (the default) ends the connection with a RST: the prober keeps no TIME_WAIT socket, so 50,000
+	// probes/s do not exhaust its ~28,000 ephemeral ports (TIME_WAIT lasts 60 s on Linux), and the target frees
+	// the connection (and its accept-queue slot) at once instead of going through FIN/ACK. The RST comes from
+	// disconnecting the socket (connect() to AF_UNSPEC), which keeps it for the next probe (Config.IdleSockets),
+	// or from close() with SO_LINGER 0.
 	CloseRST CloseMode = "rst"
 	// CloseFIN closes politely with a FIN; the prober's socket then sits in TIME_WAIT for 60 s.
 	CloseFIN CloseMode = "fin"
@@ -103,13 +105,14 @@ const (
 // Defaults and bounds. The timeout is per sample: long enough for the farthest PoP pair plus one SYN
 // retransmission would need 3 s+, but a back end that does not answer in 2 s is not a placement candidate.
 const (
-	DefaultTimeout    = 2 * time.Second
-	DefaultCount      = 3                      // samples per probe: a median needs three
-	DefaultInterval   = 100 * time.Millisecond // between samples of one probe, to the same target
-	DefaultMaxTargets = 65536                  // per-target limiters kept; ~100 B each
-	DefaultTargetIdle = time.Minute            // a per-target limiter idle this long is evicted
-	MaxCount          = 100                    // a probe never sends more samples than this
-	MaxRedirects      = 10                     // HTTP redirects followed when asked
+	DefaultTimeout     = 2 * time.Second
+	DefaultCount       = 3                      // samples per probe: a median needs three
+	DefaultInterval    = 100 * time.Millisecond // between samples of one probe, to the same target
+	DefaultMaxTargets  = 65536                  // per-target limiters kept; ~100 B each
+	DefaultTargetIdle  = time.Minute            // a per-target limiter idle this long is evicted
+	MaxCount           = 100                    // a probe never sends more samples than this
+	MaxRedirects       = 10                     // HTTP redirects followed when asked
+	DefaultIdleSockets = 256                    // disconnected TCP sockets kept per source address, for reuse
 )
 
 // Config configures an Engine. Start from DefaultConfig(); New fills zero durations and counts with defaults.
@@ -131,6 +134,10 @@ type Config struct {
 	IPProtocol   IPProtocol // preferred protocol for names; default IP4 (the emulated WAN is IPv4-only)
 	NoIPFallback bool       // do not fall back to the other protocol when the preferred one has no address
 	Close        CloseMode  // TCP close; default CloseRST
+	// IdleSockets is how many disconnected TCP probe sockets the Engine keeps per source address (and family)
+	// for the next probes, under CloseRST; default DefaultIdleSockets; negative: none, every probe opens and
+	// closes its own socket. Engine.Close closes them.
+	IdleSockets int
 
 	GlobalRate int           // probes/s for the whole Engine; 0: unlimited
 	TargetRate int           // probes/s per target IP (politeness); 0: unlimited
@@ -153,13 +160,14 @@ type Config struct {
 // policy on, no rate limits.
 func DefaultConfig() Config {
 	return Config{
-		Timeout:    DefaultTimeout,
-		Count:      DefaultCount,
-		Interval:   DefaultInterval,
-		IPProtocol: IP4,
-		Close:      CloseRST,
-		MaxTargets: DefaultMaxTargets,
-		TargetIdle: DefaultTargetIdle,
+		Timeout:     DefaultTimeout,
+		Count:       DefaultCount,
+		Interval:    DefaultInterval,
+		IPProtocol:  IP4,
+		Close:       CloseRST,
+		IdleSockets: DefaultIdleSockets,
+		MaxTargets:  DefaultMaxTargets,
+		TargetIdle:  DefaultTargetIdle,
 	}
 }
 
@@ -181,6 +189,7 @@ type Engine struct {
 	probers map[placement.ProbeKind]Prober
 	limits  *limits
 	metrics *Metrics
+	sockets *socketPool // idle TCP sockets; nil under CloseFIN or with IdleSockets < 0
 }
 
 // New validates cfg and returns an Engine. Source addresses not assigned to a local interface, or inside
@@ -217,6 +226,9 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("prober: config: rates must be >= 0 (GlobalRate %d, TargetRate %d)",
 			cfg.GlobalRate, cfg.TargetRate)
 	}
+	if cfg.IdleSockets == 0 {
+		cfg.IdleSockets = def.IdleSockets
+	}
 	if cfg.MaxTargets <= 0 {
 		cfg.MaxTargets = def.MaxTargets
 	}
@@ -252,11 +264,23 @@ func New(cfg Config) (*Engine, error) {
 		limits:  newLimits(cfg.GlobalRate, cfg.TargetRate, cfg.MaxTargets, cfg.TargetIdle, cfg.Clock),
 		metrics: newMetrics(),
 	}
+	if cfg.Close == CloseRST && cfg.IdleSockets > 0 {
+		e.sockets = newSocketPool(cfg.IdleSockets)
+	}
 	e.probers = make(map[placement.ProbeKind]Prober, len(Registry))
 	for k, mk := range Registry {
 		e.probers[k] = mk(e)
 	}
 	return e, nil
+}
+
+// Close closes the TCP sockets the Engine keeps for reuse. Probes still running, and any started later, work
+// as before; their sockets are closed after use.
+func (e *Engine) Close() error {
+	if e.sockets != nil {
+		e.sockets.close()
+	}
+	return nil
 }
 
 // Config returns the Engine's configuration with defaults filled in.

@@ -19,13 +19,16 @@ import (
 // established, i.e. SYN out to SYN-ACK in (the kernel sends the final ACK as connect completes).
 //
 // Timing: the probe uses a raw non-blocking socket (x/sys/unix) rather than net.Dialer. t0 is read right
-// before the connect() syscall, after socket(), bind() and setsockopt(); t1 right after the socket is seen
-// writable. When connect() returns EINPROGRESS the prober first polls with a zero timeout (on loopback and on
-// very near targets the handshake has completed by then), and otherwise waits on Go's netpoller through an
-// os.File, so a slow WAN handshake parks a goroutine, not an OS thread. net.Dialer would add an epoll
-// registration, getsockname/getpeername and TCP_NODELAY syscalls and a goroutine wake-up to every sample
-// (about 40% more CPU per probe in BenchmarkTCPProbe) and put part of them inside the timed interval.
-// Sockets are created inside Config.Enter, so the namespace seam works as for the other kinds.
+// before the connect() syscall, after socket(), bind() and setsockopt(); t1 right after a second connect()
+// reports the connection established. When the handshake is still in flight then (EALREADY: any target
+// farther than loopback), the probe waits on Go's netpoller through an os.File, so a slow WAN handshake parks
+// a goroutine, not an OS thread. net.Dialer would add an epoll registration, getsockname/getpeername and
+// TCP_NODELAY syscalls and a goroutine wake-up to every sample (about 40% more CPU per probe in
+// BenchmarkTCPProbe) and put part of them inside the timed interval.
+//
+// Closing: under CloseRST the socket is disconnected (a RST) and kept for a later probe (socketPool), so a
+// sample costs two or three syscalls; the socket's netpoller registration is kept with it. Sockets are
+// created inside Config.Enter, so the namespace seam works as for the other kinds.
 type tcpProber struct{ e *Engine }
 
 func (p *tcpProber) Probe(ctx context.Context, t Target) Result {
@@ -77,114 +80,165 @@ func (p *tcpProber) Probe(ctx context.Context, t Target) Result {
 	return r
 }
 
-// connectOnce opens and closes one TCP connection to dst and returns the handshake time and, when local is
-// true, the local address (one getsockname syscall).
+// connectOnce opens one TCP connection to dst and closes it, and returns the handshake time and, when local
+// is true, the local address (one getsockname syscall).
 func (e *Engine) connectOnce(ctx context.Context, dst netip.AddrPort, src netip.Addr, timeout time.Duration, local bool) (time.Duration, netip.Addr, error) {
-	family, rsa := unix.AF_INET6, unix.Sockaddr(nil)
+	k, rsa := socketKey{family: unix.AF_INET6, src: src}, unix.Sockaddr(nil)
 	if a := dst.Addr(); a.Is4() {
-		family, rsa = unix.AF_INET, &unix.SockaddrInet4{Addr: a.As4(), Port: int(dst.Port())}
+		k.family, rsa = unix.AF_INET, &unix.SockaddrInet4{Addr: a.As4(), Port: int(dst.Port())}
 	} else {
 		rsa = &unix.SockaddrInet6{Addr: a.As16(), Port: int(dst.Port())}
+	}
+	s, err := e.tcpSocket(k)
+	if err != nil {
+		return 0, netip.Addr{}, err
+	}
+	reusable := false
+	defer func() { e.releaseSocket(k, s, reusable) }() // sends the RST (disconnect, or SO_LINGER 0) or the FIN
+
+	t0 := e.clock.Now()
+	// A non-blocking connect() answers EINPROGRESS; a second one reports the handshake's outcome: nil once
+	// established, the error once it failed, EALREADY while the SYN is still out. On loopback and near targets
+	// the handshake has completed inside the first call (the kernel runs it in softirq on the way out), so two
+	// syscalls do what connect, poll and getsockopt(SO_ERROR) would.
+	err = unix.Connect(s.fd, rsa)
+	for err == unix.EINPROGRESS || err == unix.EINTR {
+		err = unix.Connect(s.fd, rsa)
+	}
+	clean := true
+	if err == unix.EALREADY {
+		clean, err = s.waitConnect(ctx, rsa, t0.Add(timeout))
+	}
+	switch err {
+	case nil, unix.EISCONN:
+	case unix.ECONNRESET:
+		// Established and reset already (a target that accepts and resets at once): the handshake completed,
+		// so the sample counts. A RST answering the SYN is ECONNREFUSED.
+	case unix.ECONNREFUSED:
+		reusable = clean // the kernel has disconnected the socket: it can serve the next probe
+		return 0, netip.Addr{}, os.NewSyscallError("connect", err)
+	default:
+		if _, ok := err.(unix.Errno); ok {
+			err = os.NewSyscallError("connect", err)
+		}
+		return 0, netip.Addr{}, err
+	}
+	t1 := e.clock.Now()
+	reusable = clean
+	var la netip.Addr
+	if local {
+		if sa, err := unix.Getsockname(s.fd); err == nil {
+			la = sockaddrAddr(sa)
+		}
+	}
+	return t1.Sub(t0), la, nil
+}
+
+// tcpSocket returns an idle socket for k from the pool, or a new one: non-blocking, bound to k.src (when
+// valid) and, under CloseRST, with SO_LINGER 0. New sockets are created inside Config.Enter.
+func (e *Engine) tcpSocket(k socketKey) (*probeSocket, error) {
+	if e.sockets != nil {
+		if s := e.sockets.get(k); s != nil {
+			e.metrics.tcpConnects.reused.Inc()
+			return s, nil
+		}
 	}
 	var fd int
 	err := e.cfg.Enter(func() error {
 		var err error
-		fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		fd, err = unix.Socket(k.family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 		return err
 	})
 	if err != nil {
-		return 0, netip.Addr{}, os.NewSyscallError("socket", err)
+		return nil, os.NewSyscallError("socket", err)
 	}
-	closed := false
-	defer func() {
-		if !closed {
-			unix.Close(fd)
-		}
-	}()
-	if src.IsValid() {
-		if err := unix.Bind(fd, sockaddr(src)); err != nil {
-			return 0, netip.Addr{}, fmt.Errorf("binding source address %v: %w", src, err)
+	s := &probeSocket{fd: fd}
+	if k.src.IsValid() {
+		if err := bindSource(fd, k.src, true); err != nil {
+			s.close()
+			return nil, err
 		}
 	}
 	if e.cfg.Close == CloseRST {
 		if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); err != nil {
-			return 0, netip.Addr{}, os.NewSyscallError("setsockopt SO_LINGER", err)
+			s.close()
+			return nil, os.NewSyscallError("setsockopt SO_LINGER", err)
 		}
 	}
-	t0 := e.clock.Now()
-	err = unix.Connect(fd, rsa)
-	for err == unix.EINTR {
-		err = unix.Connect(fd, rsa) // EALREADY or EISCONN tell the story from here
-	}
-	switch err {
-	case nil, unix.EISCONN:
-	case unix.EINPROGRESS, unix.EALREADY:
-		if !writable(fd) {
-			f := os.NewFile(uintptr(fd), "tcp-probe") // non-blocking: registered with the netpoller
-			closed = true
-			defer f.Close()
-			if err := waitWritable(ctx, f, t0.Add(timeout)); err != nil {
-				return 0, netip.Addr{}, err
-			}
-		}
-		if soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil {
-			return 0, netip.Addr{}, os.NewSyscallError("getsockopt SO_ERROR", err)
-		} else if soerr != 0 && unix.Errno(soerr) != unix.ECONNRESET {
-			// ECONNRESET means the connection was established and then reset (a target that accepts and
-			// resets at once): the handshake completed, so the sample counts. A RST answering the SYN is
-			// ECONNREFUSED.
-			return 0, netip.Addr{}, os.NewSyscallError("connect", unix.Errno(soerr))
-		}
-	default:
-		return 0, netip.Addr{}, os.NewSyscallError("connect", err)
-	}
-	t1 := e.clock.Now()
-	var la netip.Addr
-	if local {
-		if sa, err := unix.Getsockname(fd); err == nil {
-			la = sockaddrAddr(sa)
-		}
-	}
-	return t1.Sub(t0), la, nil // the deferred close sends the RST (SO_LINGER 0) or the FIN
+	e.metrics.tcpConnects.created.Inc()
+	return s, nil
 }
 
-// writable polls fd for writability without waiting.
-func writable(fd int) bool {
-	p := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-	n, err := unix.Poll(p[:], 0)
-	return err == nil && n > 0
+// releaseSocket ends s's connection. A reusable socket of a pooling Engine is disconnected (a RST) and kept
+// for the next probe; any other is closed: a RST under CloseRST, a FIN under CloseFIN.
+func (e *Engine) releaseSocket(k socketKey, s *probeSocket, reusable bool) {
+	if !reusable || e.sockets == nil {
+		s.close()
+		return
+	}
+	if err := s.disconnect(); err != nil {
+		e.log.Warn("prober: tcp socket not reused", "err", err)
+		s.close()
+		return
+	}
+	e.sockets.put(k, s)
 }
 
-// waitWritable waits on the netpoller until f is writable (connect finished, either way), the deadline
-// passes (ErrTimeout) or ctx ends.
-func waitWritable(ctx context.Context, f *os.File, deadline time.Time) error {
+// bindSource binds fd to src. For TCP it sets IP_BIND_ADDRESS_NO_PORT first, so that the port is chosen at
+// connect(), per destination: a bind() with port 0 would reserve an ephemeral port against every destination
+// and cap one source address at ~28,000 connections in flight. Kernels without the option (before 4.2) bind
+// the old way.
+func bindSource(fd int, src netip.Addr, tcp bool) error {
+	if tcp {
+		unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+	}
+	if err := unix.Bind(fd, sockaddr(src)); err != nil {
+		return fmt.Errorf("binding source address %v: %w", src, err)
+	}
+	return nil
+}
+
+// waitConnect waits on the netpoller until s's handshake ends, the deadline passes (ErrTimeout) or ctx ends,
+// and returns connect()'s outcome. clean is false when ctx ended meanwhile: its AfterFunc may still move the
+// socket's deadline, so the socket must not serve another probe.
+func (s *probeSocket) waitConnect(ctx context.Context, rsa unix.Sockaddr, deadline time.Time) (clean bool, err error) {
+	if s.f == nil {
+		s.f = os.NewFile(uintptr(s.fd), "tcp-probe") // non-blocking: registered with the netpoller
+	}
 	ctxFirst := false
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline, ctxFirst = d, true
 	}
-	if err := f.SetWriteDeadline(deadline); err != nil {
-		return err
+	if err := s.f.SetWriteDeadline(deadline); err != nil {
+		return false, err
 	}
-	stop := context.AfterFunc(ctx, func() { f.SetWriteDeadline(time.Unix(1, 0)) })
-	defer stop()
-	rc, err := f.SyscallConn()
+	rc, err := s.f.SyscallConn()
 	if err != nil {
-		return err
+		return false, err
 	}
-	werr := rc.Write(func(fd uintptr) bool { return writable(int(fd)) })
+	stop := context.AfterFunc(ctx, func() { s.f.SetWriteDeadline(time.Unix(1, 0)) })
+	var cerr error
+	werr := rc.Write(func(fd uintptr) bool {
+		cerr = unix.Connect(int(fd), rsa)
+		for cerr == unix.EINTR {
+			cerr = unix.Connect(int(fd), rsa)
+		}
+		return cerr != unix.EALREADY
+	})
+	clean = stop()
 	if werr != nil {
 		if err := ctx.Err(); err != nil {
-			return err
+			return false, err
 		}
 		if errors.Is(werr, os.ErrDeadlineExceeded) {
 			if ctxFirst {
-				return fmt.Errorf("no SYN-ACK before the context's deadline: %w", context.DeadlineExceeded)
+				return false, fmt.Errorf("no SYN-ACK before the context's deadline: %w", context.DeadlineExceeded)
 			}
-			return fmt.Errorf("no SYN-ACK within the timeout: %w", ErrTimeout)
+			return false, fmt.Errorf("no SYN-ACK within the timeout: %w", ErrTimeout)
 		}
-		return werr
+		return false, werr
 	}
-	return nil
+	return clean, cerr
 }
 
 // sockaddrAddr returns the address of a unix.Sockaddr.
@@ -214,8 +268,7 @@ func (e *Engine) dial(ctx context.Context, network string, dst netip.AddrPort, s
 			var serr error
 			if err := c.Control(func(fd uintptr) {
 				if src.IsValid() {
-					if serr = unix.Bind(int(fd), sockaddr(src)); serr != nil {
-						serr = fmt.Errorf("binding source address %v: %w", src, serr)
+					if serr = bindSource(int(fd), src, network[:3] == "tcp"); serr != nil {
 						return
 					}
 				}

@@ -99,6 +99,7 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	defer eng.Close()
 
 	results := make([]prober.Result, 0, len(pos)-1)
 	for _, addr := range pos[1:] {

@@ -39,6 +39,7 @@ func runProbed(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		buffer       = fs.Int("buffer", probed.DefaultBufferSize, "results kept while Redis is unreachable")
 		drainTimeout = fs.Duration("drain-timeout", probed.DefaultDrainTimeout, "on SIGTERM, how long in-flight probes may finish")
 		timeout      = fs.Duration("timeout", prober.DefaultTimeout, "per-sample probe timeout")
+		idleSockets  = fs.Int("tcp-idle-sockets", prober.DefaultIdleSockets, "disconnected TCP probe sockets kept per source address for reuse (0: none)")
 		allDetail    = fs.Bool("result-detail", false, "store the prober's full result with every result (default: ad-hoc probes only)")
 		logFormat    = fs.String("log-format", "text", "log format: json or text")
 		logLevel     = fs.String("log-level", "info", "log level: debug, info, warn or error")
@@ -77,10 +78,19 @@ func runProbed(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	pcfg.GlobalRate, pcfg.TargetRate, pcfg.Timeout, pcfg.Logger = *rate, *targetRate, *timeout, log
+	switch {
+	case *idleSockets < 0:
+		return fmt.Errorf("%w: --tcp-idle-sockets %d: want 0 or more", errUsage, *idleSockets)
+	case *idleSockets == 0:
+		pcfg.IdleSockets = -1 // the prober's "none"
+	default:
+		pcfg.IdleSockets = *idleSockets
+	}
 	eng, err := prober.New(pcfg)
 	if err != nil {
 		return err
 	}
+	defer eng.Close()
 
 	if _, err := rf.options(log); err != nil {
 		return err

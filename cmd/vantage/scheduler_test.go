@@ -105,7 +105,8 @@ func TestSchedulerAndProbedCommands(t *testing.T) {
 	for _, pop := range []string{"FRA", "IAD", "SIN"} {
 		probedAddrs[pop] = freeAddr(t)
 		startCmd(t, "probed", "--pop", pop, "--redis", srv.Addr(), "--allow", "127.0.0.0/8",
-			"--listen", probedAddrs[pop], "--heartbeat", "200ms", "--reclaim-idle", "1s", "--log-format", "json")
+			"--listen", probedAddrs[pop], "--heartbeat", "200ms", "--reclaim-idle", "1s", "--log-format", "json",
+			"--tcp-idle-sockets", "16")
 	}
 	api := freeAddr(t)
 	token := "test-token-0123456789"
@@ -116,7 +117,7 @@ func TestSchedulerAndProbedCommands(t *testing.T) {
 	for pop, a := range probedAddrs {
 		waitHTTP(t, "http://"+a+"/readyz", 200, 10*time.Second)
 		_, m := httpGet(t, "http://"+a+"/metrics")
-		for _, name := range []string{"vantage_probes_total", "vantage_probed_jobs_total", "vantage_probed_results_dropped_total", "vantage_probe_duration_seconds"} {
+		for _, name := range []string{"vantage_probes_total", "vantage_probed_jobs_total", "vantage_probed_results_dropped_total", "vantage_probe_duration_seconds", "vantage_probe_tcp_connects_total"} {
 			if !strings.Contains(m, name) {
 				t.Errorf("probed %s /metrics lacks %s", pop, name)
 			}
@@ -228,6 +229,7 @@ func TestSchedulerUsageErrors(t *testing.T) {
 		{"bad_hostname_scheme", []string{"scheduler", "--redis", "127.0.0.1:1", "--hostname-scheme", "ftp"}, `--hostname-scheme "ftp"`},
 		{"probed_no_pop", []string{"probed", "--redis", "127.0.0.1:1"}, "--pop is required"},
 		{"probed_bad_source", []string{"probed", "--pop", "FRA", "--redis", "127.0.0.1:1", "--source", "nope"}, `--source "nope"`},
+		{"probed_bad_idle_sockets", []string{"probed", "--pop", "FRA", "--redis", "127.0.0.1:1", "--tcp-idle-sockets", "-1"}, "--tcp-idle-sockets -1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer

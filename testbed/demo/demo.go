@@ -372,7 +372,7 @@ func (e *env) startFleet(ctx context.Context, pops []string) error {
 		if err != nil {
 			return fmt.Errorf("demo: probe daemon of %s: %w", pop, err)
 		}
-		e.wg.Go(func() { d.Run(ctx) })
+		e.wg.Go(func() { d.Run(ctx); p.Close() }) // the daemon is the engine's only user
 	}
 	return nil
 }
