@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/vantage-edge/vantage/placement"
 	"golang.org/x/sys/unix"
@@ -127,9 +128,7 @@ func (e *Engine) connectOnce(ctx context.Context, dst netip.AddrPort, src netip.
 	reusable = clean
 	var la netip.Addr
 	if local {
-		if sa, err := unix.Getsockname(s.fd); err == nil {
-			la = sockaddrAddr(sa)
-		}
+		la = localAddr(s.fd)
 	}
 	return t1.Sub(t0), la, nil
 }
@@ -241,13 +240,20 @@ func (s *probeSocket) waitConnect(ctx context.Context, rsa unix.Sockaddr, deadli
 	return clean, cerr
 }
 
-// sockaddrAddr returns the address of a unix.Sockaddr.
-func sockaddrAddr(sa unix.Sockaddr) netip.Addr {
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrFrom4(sa.Addr)
-	case *unix.SockaddrInet6:
-		return netip.AddrFrom16(sa.Addr).Unmap()
+// localAddr returns fd's local address, or the zero Addr. It calls getsockname(2) itself: unix.Getsockname
+// adds a getsockopt(SO_PROTOCOL) to every call (to tell L2TP sockets apart), a tenth of a loopback probe's
+// syscalls.
+func localAddr(fd int) netip.Addr {
+	var rsa unix.RawSockaddrAny
+	n := uint32(unix.SizeofSockaddrAny)
+	if _, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n))); e != 0 {
+		return netip.Addr{}
+	}
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		return netip.AddrFrom4((*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa)).Addr)
+	case unix.AF_INET6:
+		return netip.AddrFrom16((*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa)).Addr).Unmap()
 	}
 	return netip.Addr{}
 }
