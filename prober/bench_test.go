@@ -172,24 +172,10 @@ func benchEngine(b *testing.B, cfg Config) *Engine {
 // costs as little CPU as the kernel allows and the figure is the prober's.
 func benchListener(b *testing.B) string {
 	b.Helper()
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		b.Fatal(err)
-	}
 	// Accepted sockets inherit SO_LINGER 0: the listener's close is a RST too, one packet instead of FIN, ACK.
-	if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1}); err != nil {
-		b.Fatal(err)
-	}
-	if err := unix.Listen(fd, 4096); err != nil {
-		b.Fatal(err)
-	}
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		b.Fatal(err)
-	}
+	addr, fd := rawListener(b, 4096, func(fd int) error {
+		return unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
+	})
 	var wg sync.WaitGroup
 	for range benchAcceptors {
 		wg.Go(func() {
@@ -205,12 +191,11 @@ func benchListener(b *testing.B) string {
 			}
 		})
 	}
-	b.Cleanup(func() {
+	b.Cleanup(func() { // before rawListener's close (cleanups run last-registered first)
 		unix.Shutdown(fd, unix.SHUT_RDWR) // wakes the blocked accept4 calls
 		wg.Wait()
-		unix.Close(fd)
 	})
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port)).String()
+	return addr
 }
 
 // benchSynAckListener returns the address of a loopback listener with TCP_DEFER_ACCEPT that is never
@@ -218,25 +203,10 @@ func benchListener(b *testing.B) string {
 // data) and drops the half-open request at the probe's RST: no socket is created on the target's side.
 func benchSynAckListener(b *testing.B) string {
 	b.Helper()
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { unix.Close(fd) })
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		b.Fatal(err)
-	}
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 60); err != nil {
-		b.Fatal(err)
-	}
-	if err := unix.Listen(fd, 4096); err != nil {
-		b.Fatal(err)
-	}
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port)).String()
+	addr, _ := rawListener(b, 4096, func(fd int) error {
+		return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 60)
+	})
+	return addr
 }
 
 // cpuTime returns the process's user+system CPU time.

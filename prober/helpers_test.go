@@ -116,25 +116,38 @@ func fullBacklog(t *testing.T) string {
 	return addr
 }
 
-// fullBacklogFD is fullBacklog, also returning the listening socket (accept from it to free a slot).
-func fullBacklogFD(t *testing.T) (string, int) {
-	t.Helper()
+// rawListener returns the address ("127.0.0.1:port") and the socket of a raw loopback listener with the
+// given backlog; setup, when not nil, sets options between bind and listen. The socket is closed in tb's
+// Cleanup (register cleanups that must run before that one after calling rawListener).
+func rawListener(tb testing.TB, backlog int, setup func(fd int) error) (string, int) {
+	tb.Helper()
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { unix.Close(fd) })
+	tb.Cleanup(func() { unix.Close(fd) })
 	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	if err := unix.Listen(fd, 0); err != nil {
-		t.Fatal(err)
+	if setup != nil {
+		if err := setup(fd); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := unix.Listen(fd, backlog); err != nil {
+		tb.Fatal(err)
 	}
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port)).String()
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port)).String(), fd
+}
+
+// fullBacklogFD is fullBacklog, also returning the listening socket (accept from it to free a slot).
+func fullBacklogFD(t *testing.T) (string, int) {
+	t.Helper()
+	addr, fd := rawListener(t, 0, nil)
 	for range 16 {
 		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
 		if err != nil {
