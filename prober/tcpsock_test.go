@@ -94,6 +94,29 @@ func TestTCPSocketReuse(t *testing.T) {
 			if idle != tc.wantIdle {
 				t.Errorf("%d idle sockets, want %d", idle, tc.wantIdle)
 			}
+			if idle > 0 {
+				// The idle socket keeps its bound address but holds no port: disconnect released it (getsockname
+				// still shows the last one), so another socket can bind it.
+				k := socketKey{family: unix.AF_INET, src: e.cfg.sourceFor(t, r.IP)}
+				s := e.sockets.get(k)
+				sa, err := unix.Getsockname(s.fd)
+				if err != nil {
+					t.Fatal(err)
+				}
+				in4 := sa.(*unix.SockaddrInet4)
+				if k.src.IsValid() && netip.AddrFrom4(in4.Addr) != k.src {
+					t.Errorf("idle socket bound to %v, want %v", netip.AddrFrom4(in4.Addr), k.src)
+				}
+				other, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := unix.Bind(other, &unix.SockaddrInet4{Addr: tc.wantSrc.As4(), Port: in4.Port}); err != nil {
+					t.Errorf("binding %v:%d, the idle socket's last port: %v (the idle socket still holds it)", tc.wantSrc, in4.Port, err)
+				}
+				unix.Close(other)
+				e.sockets.put(k, s)
+			}
 			addrs, ends := p.wait(t, 3)
 			seen := map[uint16]bool{}
 			for i, ap := range addrs {
