@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"time"
 
 	"github.com/vantage-edge/vantage/placement"
@@ -266,6 +267,8 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.Close == CloseRST && cfg.IdleSockets > 0 {
 		e.sockets = newSocketPool(cfg.IdleSockets)
+		// An Engine dropped without Close does not keep its idle sockets open until the process exits.
+		runtime.AddCleanup(e, func(p *socketPool) { p.close() }, e.sockets)
 	}
 	e.probers = make(map[placement.ProbeKind]Prober, len(Registry))
 	for k, mk := range Registry {
@@ -274,8 +277,9 @@ func New(cfg Config) (*Engine, error) {
 	return e, nil
 }
 
-// Close closes the TCP sockets the Engine keeps for reuse. Probes still running, and any started later, work
-// as before; their sockets are closed after use.
+// Close closes the TCP sockets the Engine keeps for reuse (an Engine that becomes unreachable without Close
+// has them closed by the garbage collector). Probes still running, and any started later, work as before;
+// their sockets are closed after use.
 func (e *Engine) Close() error {
 	if e.sockets != nil {
 		e.sockets.close()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -277,4 +278,30 @@ func TestSocketPoolKeepsAtMostMax(t *testing.T) {
 		t.Errorf("close left an idle socket open (fcntl: %v)", err)
 	}
 	socks[1].close()
+}
+
+func TestEngineDroppedClosesIdleSockets(t *testing.T) {
+	a := listenTCP(t, "127.0.0.1:0", nil)
+	cfg := DefaultConfig()
+	cfg.Allow = []netip.Prefix{loopback4}
+	cfg.Resolver = newFakeResolver(nil)
+	e, err := New(cfg) // not newEngine: its Cleanup would keep e reachable
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := e.Probe(context.Background(), Target{Kind: placement.ProbeTCP, Addr: a.addr(), Count: 1}); !r.Success {
+		t.Fatal(r.Err)
+	}
+	p := e.sockets
+	if p.idleCount(socketKey{family: unix.AF_INET}) != 1 {
+		t.Fatal("no idle socket after a probe")
+	}
+	e = nil
+	closed := func() bool { p.mu.Lock(); defer p.mu.Unlock(); return p.closed }
+	for deadline := time.Now().Add(5 * time.Second); !closed() && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		runtime.GC()
+	}
+	if !closed() {
+		t.Error("the idle sockets of an unreachable Engine were not closed")
+	}
 }
