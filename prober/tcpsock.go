@@ -88,13 +88,6 @@ func (p *socketPool) put(k socketKey, s *probeSocket) (kept bool) {
 	return false
 }
 
-// idleCount returns the number of sockets kept for k.
-func (p *socketPool) idleCount(k socketKey) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.idle[k])
-}
-
 // close closes every idle socket; sockets put back later are closed at once.
 func (p *socketPool) close() {
 	p.mu.Lock()

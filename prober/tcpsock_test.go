@@ -29,6 +29,13 @@ func connects(e *Engine) (created, reused int) {
 	return value(e.metrics.tcpConnects.created), value(e.metrics.tcpConnects.reused)
 }
 
+// idleCount returns the number of sockets kept for k.
+func (p *socketPool) idleCount(k socketKey) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle[k])
+}
+
 // peers records, per accepted connection, the peer's address and how the prober ended the connection (the
 // error of a read: ECONNRESET for a RST, io.EOF for a FIN).
 type peers struct {
