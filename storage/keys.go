@@ -34,12 +34,19 @@ func DecisionBucket(app string) int {
 	return int(h.Sum32() % DecisionBuckets)
 }
 
-var decisionKeys = func() (k [DecisionBuckets]string) {
+// bucketKeys returns the key of every decision bucket for one kind of hash ("decisions", "fences"), built
+// once: the keys of one bucket share its hash slot, {d:NN}.
+func bucketKeys(kind string) (k [DecisionBuckets]string) {
 	for i := range k {
-		k[i] = fmt.Sprintf("vantage:{d:%02d}:decisions", i)
+		k[i] = fmt.Sprintf("vantage:{d:%02d}:%s", i, kind)
 	}
 	return k
-}()
+}
+
+var (
+	decisionKeys = bucketKeys("decisions")
+	fenceKeys    = bucketKeys("fences")
+)
 
 // KeyDecisions returns the hash holding the decisions of bucket (0..DecisionBuckets-1).
 func KeyDecisions(bucket int) string { return decisionKeys[bucket] }
@@ -47,13 +54,6 @@ func KeyDecisions(bucket int) string { return decisionKeys[bucket] }
 // KeyDecisionFences returns the hash of the fencing tokens the decisions of a bucket were last written under
 // (same hash slot as the bucket).
 func KeyDecisionFences(bucket int) string { return fenceKeys[bucket] }
-
-var fenceKeys = func() (k [DecisionBuckets]string) {
-	for i := range k {
-		k[i] = fmt.Sprintf("vantage:{d:%02d}:fences", i)
-	}
-	return k
-}()
 
 // KeyHeartbeats returns the hash of pop's daemon heartbeats.
 func KeyHeartbeats(pop string) string { return "vantage:{fleet}:hb:" + pop }
