@@ -162,8 +162,7 @@ func (e *Engine) resolveAll(ctx context.Context, host string) (ip netip.Addr, al
 	}
 	want4 := e.cfg.IPProtocol != IP6
 	var fallback netip.Addr
-	for _, a := range addrs {
-		a = a.Unmap()
+	for _, a := range all {
 		if a.Is4() == want4 {
 			return a, all, nil
 		}
