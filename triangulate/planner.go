@@ -147,6 +147,19 @@ func (p *Planner) minBound(taken []bool) float64 {
 	return b
 }
 
+// nearestEstimate returns the index in p.scored of the PoP not taken, with a bound under maxBound, whose
+// modelled RTT from the estimate is lowest (ties: the lower code), or -1.
+func (p *Planner) nearestEstimate(pops []geo.PoP, taken []bool, maxBound float64) int {
+	pick := -1
+	for j, c := range p.scored {
+		if !taken[j] && c.bound < maxBound && (pick < 0 || c.score < p.scored[pick].score ||
+			c.score == p.scored[pick].score && pops[c.i].Code < pops[p.scored[pick].i].Code) {
+			pick = j
+		}
+	}
+	return pick
+}
+
 // Next returns up to min(PlannerConfig.Step, budgetLeft) more PoP codes to probe, given the measurements so
 // far (their VP ids are PoP codes of pops), or nil when none is worth probing (or the measurements are
 // invalid: see ValidateMeasurement). A PoP is worth probing when it
@@ -237,22 +250,12 @@ func (p *Planner) Next(pops []geo.PoP, sofar []Measurement, budgetLeft int) []st
 		switch kind {
 		case 0:
 			// Exploit: the lowest modelled RTT from the estimate.
-			for j, c := range p.scored {
-				if !taken[j] && (pick < 0 || c.score < p.scored[pick].score ||
-					c.score == p.scored[pick].score && pops[c.i].Code < pops[p.scored[pick].i].Code) {
-					pick = j
-				}
-			}
+			pick = p.nearestEstimate(pops, taken, math.Inf(1))
 		case 2:
 			// Bound: among the PoPs whose triangle-inequality bound is under a quarter of the best RTT (a PoP
 			// as far from a probe as that probe's RTT could be right beside the target, whatever the location
 			// estimate says), the one nearest the estimate.
-			for j, c := range p.scored {
-				if !taken[j] && c.bound < bestRTT/4 && (pick < 0 || c.score < p.scored[pick].score ||
-					c.score == p.scored[pick].score && pops[c.i].Code < pops[p.scored[pick].i].Code) {
-					pick = j
-				}
-			}
+			pick = p.nearestEstimate(pops, taken, bestRTT/4)
 		default:
 			// Explore: the feasible PoP farthest from everything probed (in-region first).
 			for j, c := range p.scored {
