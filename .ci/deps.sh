@@ -8,7 +8,7 @@ command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v curl >/dev/null || need+=(curl)
-# The status page's browser test (testbed/demo) drives Debian's headless Chromium.
+# The status page's browser test (demo) drives Debian's headless Chromium.
 command -v chromium >/dev/null || need+=(chromium)
 if [ "${1:-}" = "bench" ]; then
 	command -v prometheus-blackbox-exporter >/dev/null || need+=(prometheus-blackbox-exporter)

@@ -24,7 +24,7 @@ import (
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/prober"
 	"github.com/vantage-edge/vantage/scheduler"
-	"github.com/vantage-edge/vantage/scheduler/probed"
+	"github.com/vantage-edge/vantage/probed"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/testbed"
 )

@@ -92,7 +92,7 @@ type API struct {
 	Metrics   *Metrics
 	Logger    *slog.Logger
 	// Telemetry, when set, serves POST /v1/telemetry behind the bearer token: worker hosts' per-request
-	// telemetry for Smart Placement (scheduler/smart.IngestHandler). Nil: not served.
+	// telemetry for Smart Placement (scheduler/smartrun.IngestHandler). Nil: not served.
 	Telemetry http.Handler
 }
 

@@ -7,7 +7,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/vantage-edge/vantage/testbed/demo"
+	"github.com/vantage-edge/vantage/demo"
 )
 
 func init() {

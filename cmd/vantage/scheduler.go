@@ -16,7 +16,8 @@ import (
 
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/scheduler"
-	"github.com/vantage-edge/vantage/scheduler/smart"
+	"github.com/vantage-edge/vantage/smart"
+	"github.com/vantage-edge/vantage/scheduler/smartrun"
 	"github.com/vantage-edge/vantage/scheduler/ui"
 	"github.com/vantage-edge/vantage/storage"
 )
@@ -144,7 +145,7 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	// Smart Placement: telemetry in (worker hosts write it to Redis, or POST it here), analysis by the leader.
 	smartCfg := smart.DefaultConfig()
 	smartCfg.Window = *smartWindow
-	runner, err := smart.NewRunner(smartCfg, st, smart.FleetSources(st, nil), smart.RunnerOptions{
+	runner, err := smartrun.NewRunner(smartCfg, st, smartrun.FleetSources(st, nil), smartrun.RunnerOptions{
 		Logger: log, Registerer: reg, Leading: s.Leading})
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
@@ -154,7 +155,7 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	api := &scheduler.API{
-		Telemetry: smart.IngestHandler(st.AddTelemetry, log),
+		Telemetry: smartrun.IngestHandler(st.AddTelemetry, log),
 		Sched:     s, Decisions: b, Apps: b, Regions: regions, Parser: parser, Metrics: m, Logger: log, Gatherer: reg,
 		Auth:  scheduler.NewAuth(toks, scheduler.Quota{PerMinute: *quotaRate, Burst: *quotaBurst}, nil),
 		AdHoc: &scheduler.AdHoc{Backend: b, Timeout: *adhocTimeout},

@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/vantage-edge/vantage/router/worker"
+	"github.com/vantage-edge/vantage/demo/worker"
 	"github.com/vantage-edge/vantage/storage"
 )
 

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vantage-edge/vantage/router/worker"
+	"github.com/vantage-edge/vantage/demo/worker"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
 )

@@ -1,11 +1,13 @@
-package smart
+package smartrun
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 
 	"github.com/vantage-edge/vantage/geo"
 	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/smart"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/triangulate"
 )
@@ -40,7 +43,7 @@ type Sources struct {
 // Runner analyses every application in placement mode smart on an interval and stores the decisions, which
 // the routers pick up.
 type Runner struct {
-	cfg  Config
+	cfg  smart.Config
 	st   Store
 	src  Sources
 	log  *slog.Logger
@@ -67,7 +70,7 @@ type RunnerOptions struct {
 }
 
 // NewRunner returns a runner; cfg must be valid.
-func NewRunner(cfg Config, st Store, src Sources, o RunnerOptions) (*Runner, error) {
+func NewRunner(cfg smart.Config, st Store, src Sources, o RunnerOptions) (*Runner, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -128,15 +131,15 @@ func (r *Runner) Run(ctx context.Context) error {
 
 // RunOnce analyses every registered application in placement mode smart and stores its decision. It returns
 // the analyses made and the errors of the applications that failed (joined); the others are still stored.
-func (r *Runner) RunOnce(ctx context.Context) ([]Analysis, error) { return r.runOnce(ctx, 0) }
+func (r *Runner) RunOnce(ctx context.Context) ([]smart.Analysis, error) { return r.runOnce(ctx, 0) }
 
 // runOnce is RunOnce writing under fence (0: unfenced).
-func (r *Runner) runOnce(ctx context.Context, fence int64) ([]Analysis, error) {
+func (r *Runner) runOnce(ctx context.Context, fence int64) ([]smart.Analysis, error) {
 	apps, err := r.st.Apps(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("smart: listing apps: %w", err)
 	}
-	var out []Analysis
+	var out []smart.Analysis
 	var errs []error
 	for _, app := range apps {
 		if app.Mode != placement.ModeSmart {
@@ -155,35 +158,35 @@ func (r *Runner) runOnce(ctx context.Context, fence int64) ([]Analysis, error) {
 
 // AnalyzeApp reads app's telemetry window, state and lookups, runs Analyze, marks an unsupported deploy and
 // stores the decision. deploy is the application's current deploy version ("" : the newest reported).
-func (r *Runner) AnalyzeApp(ctx context.Context, app, deploy string) (Analysis, error) {
+func (r *Runner) AnalyzeApp(ctx context.Context, app, deploy string) (smart.Analysis, error) {
 	return r.analyzeApp(ctx, app, deploy, 0)
 }
 
 // analyzeApp is AnalyzeApp writing the decision under fence (0: unfenced).
-func (r *Runner) analyzeApp(ctx context.Context, app, deploy string, fence int64) (Analysis, error) {
+func (r *Runner) analyzeApp(ctx context.Context, app, deploy string, fence int64) (smart.Analysis, error) {
 	now := r.now()
-	in := Input{App: app, Deploy: deploy, Now: now}
+	in := smart.Input{App: app, Deploy: deploy, Now: now}
 	if _, err := r.st.TelemetrySince(ctx, app, now.Add(-r.cfg.Window), func(t storage.Telemetry) error {
 		in.Records = append(in.Records, t)
 		return nil
 	}); err != nil {
-		return Analysis{}, fmt.Errorf("smart: app %s: %w", app, err)
+		return smart.Analysis{}, fmt.Errorf("smart: app %s: %w", app, err)
 	}
 	prev, _, err := r.st.Decision(ctx, app)
 	if err != nil {
-		return Analysis{}, fmt.Errorf("smart: app %s: %w", app, err)
+		return smart.Analysis{}, fmt.Errorf("smart: app %s: %w", app, err)
 	}
 	if prev.Mode == placement.ModeSmart {
 		in.Previous = prev
 	}
 	if in.UnsupportedDeploy, in.Unsupported, err = r.st.UnsupportedDeploy(ctx, app); err != nil {
-		return Analysis{}, fmt.Errorf("smart: app %s: %w", app, err)
+		return smart.Analysis{}, fmt.Errorf("smart: app %s: %w", app, err)
 	}
 	lk, err := r.lookups(ctx, in.Records)
 	if err != nil {
-		return Analysis{}, fmt.Errorf("smart: app %s: %w", app, err)
+		return smart.Analysis{}, fmt.Errorf("smart: app %s: %w", app, err)
 	}
-	a := Analyze(r.cfg, in, lk)
+	a := smart.Analyze(r.cfg, in, lk)
 	if a.MarkUnsupported {
 		if err := r.st.MarkUnsupported(ctx, app, a.Deploy); err != nil {
 			return a, fmt.Errorf("smart: app %s: %w", app, err)
@@ -202,7 +205,7 @@ func (r *Runner) analyzeApp(ctx context.Context, app, deploy string, fence int64
 }
 
 // lookups resolves the Sources for every back end in recs, so that Analyze stays pure.
-func (r *Runner) lookups(ctx context.Context, recs []storage.Telemetry) (Lookups, error) {
+func (r *Runner) lookups(ctx context.Context, recs []storage.Telemetry) (smart.Lookups, error) {
 	verdicts := map[string]placement.Verdict{}
 	rtts := map[string]map[string]float64{}
 	for _, t := range recs {
@@ -214,7 +217,7 @@ func (r *Runner) lookups(ctx context.Context, recs []storage.Telemetry) (Lookups
 			if r.src.Verdict != nil {
 				v, ok, err := r.src.Verdict(ctx, s.Host)
 				if err != nil {
-					return Lookups{}, fmt.Errorf("verdict of %s: %w", s.Host, err)
+					return smart.Lookups{}, fmt.Errorf("verdict of %s: %w", s.Host, err)
 				}
 				if ok {
 					verdicts[s.Host] = v
@@ -223,13 +226,13 @@ func (r *Runner) lookups(ctx context.Context, recs []storage.Telemetry) (Lookups
 			if r.src.HostRTTs != nil {
 				m, err := r.src.HostRTTs(ctx, s.Host)
 				if err != nil {
-					return Lookups{}, fmt.Errorf("fleet RTTs of %s: %w", s.Host, err)
+					return smart.Lookups{}, fmt.Errorf("fleet RTTs of %s: %w", s.Host, err)
 				}
 				rtts[s.Host] = m
 			}
 		}
 	}
-	return Lookups{
+	return smart.Lookups{
 		Verdict:  func(h string) (placement.Verdict, bool) { v, ok := verdicts[h]; return v, ok },
 		HostRTTs: func(h string) map[string]float64 { return rtts[h] },
 		PoPRTT:   r.src.PoPRTT,
@@ -287,7 +290,7 @@ func DefaultTargetKey(host string) string {
 func FleetVerdict(host string, rtts map[string]float64) placement.Verdict {
 	eng, _ := triangulate.NewEngine(triangulate.DefaultConfig()) // the default config is valid
 	var ms []triangulate.Measurement
-	for _, p := range sortedKeys(rtts) {
+	for _, p := range slices.Sorted(maps.Keys(rtts)) {
 		if pop, ok := geo.LookupPoP(p); ok {
 			ms = append(ms, triangulate.Measurement{VP: strings.ToUpper(p), Point: pop.Point, RTTMs: rtts[p]})
 		}

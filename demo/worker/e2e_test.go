@@ -21,10 +21,11 @@ import (
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/prober"
 	"github.com/vantage-edge/vantage/router"
-	"github.com/vantage-edge/vantage/router/worker"
+	"github.com/vantage-edge/vantage/demo/worker"
 	"github.com/vantage-edge/vantage/scheduler"
-	"github.com/vantage-edge/vantage/scheduler/probed"
-	"github.com/vantage-edge/vantage/scheduler/smart"
+	"github.com/vantage-edge/vantage/probed"
+	"github.com/vantage-edge/vantage/smart"
+	"github.com/vantage-edge/vantage/scheduler/smartrun"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
 	"github.com/vantage-edge/vantage/testbed"
@@ -380,9 +381,9 @@ func startE2E(t *testing.T) *e2e {
 	}
 	scfg := smart.DefaultConfig()
 	scfg.MinRequests, scfg.MinCompare, scfg.Interval = 8, 3, 300*time.Millisecond
-	runner, err := smart.NewRunner(scfg, e.st, smart.FleetSources(e.st, func(h string) string {
+	runner, err := smartrun.NewRunner(scfg, e.st, smartrun.FleetSources(e.st, func(h string) string {
 		return scheduler.TargetKey(placement.ProbeTCP, h)
-	}), smart.RunnerOptions{Logger: log})
+	}), smartrun.RunnerOptions{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

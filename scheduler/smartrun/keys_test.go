@@ -1,11 +1,11 @@
-package smart_test
+package smartrun_test
 
 import (
 	"testing"
 
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/scheduler"
-	"github.com/vantage-edge/vantage/scheduler/smart"
+	"github.com/vantage-edge/vantage/scheduler/smartrun"
 )
 
 // TestDefaultTargetKey checks that smart reads the fleet's results where the scheduler stores them.
@@ -21,7 +21,7 @@ func TestDefaultTargetKey(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.host, func(t *testing.T) {
-			if got, want := smart.DefaultTargetKey(tt.host), scheduler.TargetKey(tt.kind, tt.host); got != want {
+			if got, want := smartrun.DefaultTargetKey(tt.host), scheduler.TargetKey(tt.kind, tt.host); got != want {
 				t.Errorf("DefaultTargetKey(%q) = %q, want the scheduler's %q", tt.host, got, want)
 			}
 		})

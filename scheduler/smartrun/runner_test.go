@@ -1,9 +1,11 @@
-package smart
+package smartrun
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/vantage-edge/vantage/smart"
+	"github.com/vantage-edge/vantage/smart/smarttest"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -46,7 +48,7 @@ func TestRunnerRedis(t *testing.T) {
 	ctx := testCtx(t)
 	clock := time.Now().UTC().Truncate(time.Second)
 	reg := prometheus.NewRegistry()
-	r, err := NewRunner(DefaultConfig(), st, Sources{}, RunnerOptions{Now: func() time.Time { return clock }, Registerer: reg})
+	r, err := NewRunner(smart.DefaultConfig(), st, Sources{}, RunnerOptions{Now: func() time.Time { return clock }, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,12 +57,12 @@ func TestRunnerRedis(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	add := func(g *gen) {
+	add := func(g *smarttest.Gen) {
 		t.Helper()
-		for i := range g.recs {
-			g.recs[i].At = clock.Add(g.recs[i].At.Sub(now)) // gen writes at fixed times; move them to clock
+		for i := range g.Recs {
+			g.Recs[i].At = clock.Add(g.Recs[i].At.Sub(now)) // gen writes at fixed times; move them to clock
 		}
-		if err := st.AddTelemetry(ctx, g.recs); err != nil {
+		if err := st.AddTelemetry(ctx, g.Recs); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -80,31 +82,31 @@ func TestRunnerRedis(t *testing.T) {
 	if d, ok, err := st.Decision(ctx, "shop"); err != nil || ok {
 		t.Fatalf("decision before any analysis: %+v, %v, %v; want none (status absent)", d, ok, err)
 	}
-	add(newGen(t).add(5, "SYD", "SYD", 6))
+	add(newGen(t).Add(5, "SYD", "SYD", 6))
 	step("few_requests", placement.StatusInsufficientInvocations, "")
 
-	add(newGen(t).add(25, "SYD", "SYD", 6).add(10, "FRA", "FRA", 6))
+	add(newGen(t).Add(25, "SYD", "SYD", 6).Add(10, "FRA", "FRA", 6))
 	d := step("sydney_to_frankfurt", placement.StatusSuccess, "FRA")
 	if d.Version != 2 {
 		t.Errorf("version %d after two different decisions, want 2", d.Version)
 	}
 
 	clock = clock.Add(time.Minute)
-	add(newGen(t).add(10, "SYD", "FRA", 6).edit(10, func(r *storage.Telemetry) { r.DurationMs = 3000 }))
+	add(newGen(t).Add(10, "SYD", "FRA", 6).Edit(10, func(r *storage.Telemetry) { r.DurationMs = 3000 }))
 	step("slower_when_placed", placement.StatusUnsupportedApplication, "")
 	if v, ok, err := st.UnsupportedDeploy(ctx, "shop"); err != nil || !ok || v != "v1" {
 		t.Fatalf("UnsupportedDeploy = %q, %v, %v; want v1 marked", v, ok, err)
 	}
 
 	clock = clock.Add(time.Minute)
-	add(newGen(t).add(25, "SYD", "SYD", 6).add(10, "FRA", "FRA", 6))
+	add(newGen(t).Add(25, "SYD", "SYD", 6).Add(10, "FRA", "FRA", 6))
 	step("same_deploy_stays_unsupported", placement.StatusUnsupportedApplication, "")
 
 	if err := st.PutApp(ctx, storage.App{Name: "shop", Mode: placement.ModeSmart, DeployVersion: "v2"}); err != nil {
 		t.Fatal(err)
 	}
 	step("new_deploy_without_telemetry", placement.StatusInsufficientInvocations, "")
-	add(newGen(t).add(25, "SYD", "SYD", 6).add(10, "FRA", "FRA", 6).edit(35, func(r *storage.Telemetry) { r.Deploy = "v2" }))
+	add(newGen(t).Add(25, "SYD", "SYD", 6).Add(10, "FRA", "FRA", 6).Edit(35, func(r *storage.Telemetry) { r.Deploy = "v2" }))
 	step("new_deploy_analysed", placement.StatusSuccess, "FRA")
 
 	var m dto.Metric
@@ -124,7 +126,7 @@ func TestRunLoop(t *testing.T) {
 	ticks := make(chan time.Time)
 	stopped := make(chan struct{})
 	clock := make(chan time.Time, 10)
-	r, err := NewRunner(DefaultConfig(), st, Sources{}, RunnerOptions{
+	r, err := NewRunner(smart.DefaultConfig(), st, Sources{}, RunnerOptions{
 		Now:  func() time.Time { return <-clock },
 		Tick: func(time.Duration) (<-chan time.Time, func()) { return ticks, func() { close(stopped) } },
 	})
@@ -215,7 +217,7 @@ func TestIngestHandler(t *testing.T) {
 	ctx := testCtx(t)
 	srv := httptest.NewServer(IngestHandler(st.AddTelemetry, nil))
 	t.Cleanup(srv.Close)
-	good := newGen(t).add(3, "SYD", "FRA", 5).recs
+	good := newGen(t).Add(3, "SYD", "FRA", 5).Recs
 	goodBody, _ := json.Marshal(good)
 	bad := append([]storage.Telemetry(nil), good...)
 	bad[1].Exec = ""
@@ -266,7 +268,7 @@ func TestRunNotLeading(t *testing.T) {
 	ticks := make(chan time.Time)
 	var leading atomic.Bool
 	asked := make(chan struct{}, 10)
-	r, err := NewRunner(DefaultConfig(), st, Sources{}, RunnerOptions{
+	r, err := NewRunner(smart.DefaultConfig(), st, Sources{}, RunnerOptions{
 		Tick:    func(time.Duration) (<-chan time.Time, func()) { return ticks, func() {} },
 		Leading: func() (bool, int64) { asked <- struct{}{}; return leading.Load(), 7 },
 	})
@@ -321,3 +323,7 @@ func TestRunNotLeading(t *testing.T) {
 		t.Errorf("decision %+v (err %v): the fenced-off runner overwrote its successor's", d, err)
 	}
 }
+
+var now = smarttest.Now
+
+func newGen(t *testing.T) *smarttest.Gen { return smarttest.NewGen(t) }

@@ -28,10 +28,11 @@ import (
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/prober"
 	"github.com/vantage-edge/vantage/router"
-	"github.com/vantage-edge/vantage/router/worker"
+	"github.com/vantage-edge/vantage/demo/worker"
 	"github.com/vantage-edge/vantage/scheduler"
-	"github.com/vantage-edge/vantage/scheduler/probed"
-	"github.com/vantage-edge/vantage/scheduler/smart"
+	"github.com/vantage-edge/vantage/probed"
+	"github.com/vantage-edge/vantage/smart"
+	"github.com/vantage-edge/vantage/scheduler/smartrun"
 	"github.com/vantage-edge/vantage/scheduler/ui"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/testbed"
@@ -418,7 +419,7 @@ func (e *env) startScheduler(ctx context.Context, n int) error {
 
 	sc := smart.DefaultConfig()
 	sc.MinRequests, sc.MinCompare, sc.Interval = smartMinRequests, 3, smartInterval
-	runner, err := smart.NewRunner(sc, e.st, smart.FleetSources(e.st, nil), smart.RunnerOptions{Logger: e.log, Registerer: reg})
+	runner, err := smartrun.NewRunner(sc, e.st, smartrun.FleetSources(e.st, nil), smartrun.RunnerOptions{Logger: e.log, Registerer: reg})
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/vantage-edge/vantage/scheduler/smart"
+	"github.com/vantage-edge/vantage/smart"
 	"github.com/vantage-edge/vantage/storage"
 )
 

@@ -7,76 +7,15 @@ import (
 
 	"github.com/vantage-edge/vantage/geo"
 	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/smart/smarttest"
 	"github.com/vantage-edge/vantage/storage"
 )
 
-var now = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+var now = smarttest.Now
 
-// rtt is the modelled RTT between two PoPs, or between a PoP and Frankfurt's AWS region (where the test
-// database is) when b is "db".
-func rtt(t *testing.T, a, b string) float64 {
-	t.Helper()
-	pa, ok := geo.LookupPoP(a)
-	if !ok {
-		t.Fatalf("unknown PoP %s", a)
-	}
-	var pb geo.Point
-	if b == "db" {
-		r, err := geo.LookupRegion("aws:eu-central-1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		pb = r.Point
-	} else {
-		p, ok := geo.LookupPoP(b)
-		if !ok {
-			t.Fatalf("unknown PoP %s", b)
-		}
-		pb = p.Point
-	}
-	return geo.DefaultModel().RTTMs(pa.Point, pb)
-}
+func rtt(t *testing.T, a, b string) float64 { t.Helper(); return smarttest.RTT(t, a, b) }
 
-// gen builds telemetry records.
-type gen struct {
-	t    *testing.T
-	recs []storage.Telemetry
-	at   time.Time
-}
-
-func newGen(t *testing.T) *gen { return &gen{t: t, at: now.Add(-10 * time.Minute)} }
-
-// add appends n requests entering at ingress and run at exec, each making q sequential queries to the
-// Frankfurt database (host "db:5432", one RTT each, plus one for the connection), 2 ms of CPU, and the extra
-// subrequests given.
-func (g *gen) add(n int, ingress, exec string, q int, extra ...storage.Subrequest) *gen {
-	g.t.Helper()
-	for range n {
-		g.at = g.at.Add(time.Second)
-		r := storage.Telemetry{App: "shop", Deploy: "v1", Ingress: ingress, Exec: exec, Routed: ingress != exec, At: g.at, DurationMs: 2}
-		one := rtt(g.t, exec, "db")
-		for range q {
-			r.Subrequests = append(r.Subrequests, storage.Subrequest{Host: "db:5432", DurationMs: one})
-			r.DurationMs += one
-		}
-		for _, s := range extra {
-			r.Subrequests = append(r.Subrequests, s)
-			if !s.WaitUntil {
-				r.DurationMs += s.DurationMs
-			}
-		}
-		g.recs = append(g.recs, r)
-	}
-	return g
-}
-
-// edit applies fn to the last n records.
-func (g *gen) edit(n int, fn func(*storage.Telemetry)) *gen {
-	for i := len(g.recs) - n; i < len(g.recs); i++ {
-		fn(&g.recs[i])
-	}
-	return g
-}
+func newGen(t *testing.T) *smarttest.Gen { return smarttest.NewGen(t) }
 
 func verdicts(m map[string]placement.Verdict) func(string) (placement.Verdict, bool) {
 	return func(h string) (placement.Verdict, bool) { v, ok := m[h]; return v, ok }
@@ -108,37 +47,37 @@ func TestAnalyze(t *testing.T) {
 		{
 			name: "too_few_requests",
 			in: func(t *testing.T) Input {
-				return Input{App: "shop", Now: now, Records: newGen(t).add(10, "SYD", "SYD", 5).add(9, "FRA", "FRA", 5).recs}
+				return Input{App: "shop", Now: now, Records: newGen(t).Add(10, "SYD", "SYD", 5).Add(9, "FRA", "FRA", 5).Recs}
 			},
 			wantStatus: placement.StatusInsufficientInvocations,
 		},
 		{
 			name: "one_location",
 			in: func(t *testing.T) Input {
-				return Input{App: "shop", Now: now, Records: newGen(t).add(40, "SYD", "SYD", 5).recs}
+				return Input{App: "shop", Now: now, Records: newGen(t).Add(40, "SYD", "SYD", 5).Recs}
 			},
 			wantStatus: placement.StatusInsufficientInvocations,
 		},
 		{
 			name: "old_records_outside_the_window",
 			in: func(t *testing.T) Input {
-				g := newGen(t).add(30, "SYD", "SYD", 5).add(30, "FRA", "FRA", 5)
-				return Input{App: "shop", Now: now.Add(time.Hour), Records: g.recs}
+				g := newGen(t).Add(30, "SYD", "SYD", 5).Add(30, "FRA", "FRA", 5)
+				return Input{App: "shop", Now: now.Add(time.Hour), Records: g.Recs}
 			},
 			wantStatus: placement.StatusInsufficientInvocations,
 		},
 		{
 			name: "other_deploy_ignored",
 			in: func(t *testing.T) Input {
-				g := newGen(t).add(30, "SYD", "SYD", 5).add(30, "FRA", "FRA", 5)
-				return Input{App: "shop", Deploy: "v2", Now: now, Records: g.recs}
+				g := newGen(t).Add(30, "SYD", "SYD", 5).Add(30, "FRA", "FRA", 5)
+				return Input{App: "shop", Deploy: "v2", Now: now, Records: g.Recs}
 			},
 			wantStatus: placement.StatusInsufficientInvocations,
 		},
 		{
 			name: "no_subrequests",
 			in: func(t *testing.T) Input {
-				return Input{App: "shop", Now: now, Records: newGen(t).add(20, "SYD", "SYD", 0).add(20, "FRA", "FRA", 0).recs}
+				return Input{App: "shop", Now: now, Records: newGen(t).Add(20, "SYD", "SYD", 0).Add(20, "FRA", "FRA", 0).Recs}
 			},
 			wantStatus: placement.StatusNoValidHosts,
 		},
@@ -146,7 +85,7 @@ func TestAnalyze(t *testing.T) {
 			name: "only_analytics_hosts",
 			in: func(t *testing.T) Input {
 				extra := []storage.Subrequest{{Host: "www.google-analytics.com", DurationMs: 40}, {Host: "o1.ingest.sentry.io:443", DurationMs: 90}, {Host: "http-intake.logs.datadoghq.com", DurationMs: 30}}
-				return Input{App: "shop", Now: now, Records: newGen(t).add(20, "SYD", "SYD", 0, extra...).add(20, "FRA", "FRA", 0, extra...).recs}
+				return Input{App: "shop", Now: now, Records: newGen(t).Add(20, "SYD", "SYD", 0, extra...).Add(20, "FRA", "FRA", 0, extra...).Recs}
 			},
 			wantStatus:  placement.StatusNoValidHosts,
 			wantExclude: map[Exclusion]int{ExcludedAnalytics: 120},
@@ -155,7 +94,7 @@ func TestAnalyze(t *testing.T) {
 			name: "only_wait_until",
 			in: func(t *testing.T) Input {
 				extra := []storage.Subrequest{{Host: "logs.example.com", DurationMs: 200, WaitUntil: true}}
-				return Input{App: "shop", Now: now, Records: newGen(t).add(20, "SYD", "SYD", 0, extra...).add(20, "FRA", "FRA", 0, extra...).recs}
+				return Input{App: "shop", Now: now, Records: newGen(t).Add(20, "SYD", "SYD", 0, extra...).Add(20, "FRA", "FRA", 0, extra...).Recs}
 			},
 			wantStatus:  placement.StatusNoValidHosts,
 			wantExclude: map[Exclusion]int{ExcludedWaitUntil: 40},
@@ -163,7 +102,7 @@ func TestAnalyze(t *testing.T) {
 		{
 			name: "anycast_database",
 			in: func(t *testing.T) Input {
-				return Input{App: "shop", Now: now, Records: newGen(t).add(20, "SYD", "SYD", 5).add(20, "FRA", "FRA", 5).recs}
+				return Input{App: "shop", Now: now, Records: newGen(t).Add(20, "SYD", "SYD", 5).Add(20, "FRA", "FRA", 5).Recs}
 			},
 			lk:          Lookups{Verdict: verdicts(map[string]placement.Verdict{"db:5432": placement.VerdictAnycast})},
 			wantStatus:  placement.StatusNoValidHosts,
@@ -173,7 +112,7 @@ func TestAnalyze(t *testing.T) {
 			name: "replicated_api_and_analytics",
 			in: func(t *testing.T) Input {
 				extra := []storage.Subrequest{{Host: "api.example.com", DurationMs: 20}, {Host: "api.segment.io", DurationMs: 5}}
-				return Input{App: "shop", Now: now, Records: newGen(t).add(20, "SYD", "SYD", 0, extra...).add(20, "FRA", "FRA", 0, extra...).recs}
+				return Input{App: "shop", Now: now, Records: newGen(t).Add(20, "SYD", "SYD", 0, extra...).Add(20, "FRA", "FRA", 0, extra...).Recs}
 			},
 			lk:          Lookups{Verdict: verdicts(map[string]placement.Verdict{"api.example.com": placement.VerdictReplicated})},
 			wantStatus:  placement.StatusNoValidHosts,
@@ -182,8 +121,8 @@ func TestAnalyze(t *testing.T) {
 		{
 			name: "half_a_subrequest_per_request",
 			in: func(t *testing.T) Input {
-				g := newGen(t).add(10, "SYD", "SYD", 1).add(10, "SYD", "SYD", 0).add(10, "FRA", "FRA", 1).add(10, "FRA", "FRA", 0)
-				return Input{App: "shop", Now: now, Records: g.recs}
+				g := newGen(t).Add(10, "SYD", "SYD", 1).Add(10, "SYD", "SYD", 0).Add(10, "FRA", "FRA", 1).Add(10, "FRA", "FRA", 0)
+				return Input{App: "shop", Now: now, Records: g.Recs}
 			},
 			wantStatus: placement.StatusInsufficientSubrequests,
 		},
@@ -191,8 +130,8 @@ func TestAnalyze(t *testing.T) {
 			name: "excluded_subrequests_do_not_make_up_the_count",
 			in: func(t *testing.T) Input {
 				extra := []storage.Subrequest{{Host: "sentry.io", DurationMs: 50}, {Host: "db:5432", DurationMs: 50, WaitUntil: true}}
-				g := newGen(t).add(20, "SYD", "SYD", 0, extra...).add(10, "FRA", "FRA", 1).add(10, "FRA", "FRA", 0)
-				return Input{App: "shop", Now: now, Records: g.recs}
+				g := newGen(t).Add(20, "SYD", "SYD", 0, extra...).Add(10, "FRA", "FRA", 1).Add(10, "FRA", "FRA", 0)
+				return Input{App: "shop", Now: now, Records: g.Recs}
 			},
 			wantStatus:  placement.StatusInsufficientSubrequests,
 			wantExclude: map[Exclusion]int{ExcludedAnalytics: 20, ExcludedWaitUntil: 20},
@@ -200,7 +139,7 @@ func TestAnalyze(t *testing.T) {
 		{
 			name: "sydney_user_frankfurt_database",
 			in: func(t *testing.T) Input {
-				return Input{App: "shop", Now: now, Records: newGen(t).add(30, "SYD", "SYD", 6).add(10, "FRA", "FRA", 6).recs}
+				return Input{App: "shop", Now: now, Records: newGen(t).Add(30, "SYD", "SYD", 6).Add(10, "FRA", "FRA", 6).Recs}
 			},
 			wantStatus: placement.StatusSuccess,
 			wantBest:   "FRA",
@@ -226,7 +165,7 @@ func TestAnalyze(t *testing.T) {
 			name: "analytics_and_wait_until_ignored_when_placing",
 			in: func(t *testing.T) Input {
 				extra := []storage.Subrequest{{Host: "api.segment.io", DurationMs: 300}, {Host: "audit.example.com", DurationMs: 500, WaitUntil: true}}
-				return Input{App: "shop", Now: now, Records: newGen(t).add(30, "SYD", "SYD", 6, extra...).add(10, "FRA", "FRA", 6, extra...).recs}
+				return Input{App: "shop", Now: now, Records: newGen(t).Add(30, "SYD", "SYD", 6, extra...).Add(10, "FRA", "FRA", 6, extra...).Recs}
 			},
 			wantStatus:  placement.StatusSuccess,
 			wantBest:    "FRA",
@@ -236,7 +175,7 @@ func TestAnalyze(t *testing.T) {
 			name: "database_near_the_users_stays_local",
 			in: func(t *testing.T) Input {
 				// One query per request: Sydney's users wait one RTT to the database either way.
-				return Input{App: "shop", Now: now, Records: newGen(t).add(30, "FRA", "FRA", 1).add(10, "SYD", "SYD", 1).recs}
+				return Input{App: "shop", Now: now, Records: newGen(t).Add(30, "FRA", "FRA", 1).Add(10, "SYD", "SYD", 1).Recs}
 			},
 			wantStatus: placement.StatusSuccess,
 			check: func(t *testing.T, a Analysis) {
@@ -249,7 +188,7 @@ func TestAnalyze(t *testing.T) {
 			name: "relative_margin_not_met",
 			in: func(t *testing.T) Input {
 				// One query per request: LHR 13.7 ms from FRA, 1 query; users in LHR gain < 20 %.
-				return Input{App: "shop", Now: now, Records: newGen(t).add(30, "LHR", "LHR", 1).add(5, "FRA", "FRA", 1).recs}
+				return Input{App: "shop", Now: now, Records: newGen(t).Add(30, "LHR", "LHR", 1).Add(5, "FRA", "FRA", 1).Recs}
 			},
 			wantStatus: placement.StatusSuccess,
 			wantBest:   "",
@@ -258,7 +197,7 @@ func TestAnalyze(t *testing.T) {
 			name: "relative_margin_met_when_lowered",
 			cfg:  func(c *Config) { c.MarginRel, c.MarginAbsMs = 0.01, 0 },
 			in: func(t *testing.T) Input {
-				return Input{App: "shop", Now: now, Records: newGen(t).add(30, "LHR", "LHR", 3).add(5, "FRA", "FRA", 3).recs}
+				return Input{App: "shop", Now: now, Records: newGen(t).Add(30, "LHR", "LHR", 3).Add(5, "FRA", "FRA", 3).Recs}
 			},
 			wantStatus: placement.StatusSuccess,
 			wantBest:   "FRA",
@@ -268,7 +207,7 @@ func TestAnalyze(t *testing.T) {
 			cfg:  func(c *Config) { c.MarginRel, c.MarginAbsMs = 0.01, 50 },
 			in: func(t *testing.T) Input {
 				// LHR users: 2 + 3 x 13.9 = 43.7 ms locally, 2 + 3 x 0.8 + 13.7 = 18.1 at FRA: 58 % faster, 25 ms.
-				return Input{App: "shop", Now: now, Records: newGen(t).add(30, "LHR", "LHR", 3).add(5, "FRA", "FRA", 3).recs}
+				return Input{App: "shop", Now: now, Records: newGen(t).Add(30, "LHR", "LHR", 3).Add(5, "FRA", "FRA", 3).Recs}
 			},
 			wantStatus: placement.StatusSuccess,
 			wantBest:   "",
@@ -278,7 +217,7 @@ func TestAnalyze(t *testing.T) {
 			in: func(t *testing.T) Input {
 				// Two executions at FRA only (< MinObserved): its back-end time is modelled from the
 				// subrequests' RTT there.
-				return Input{App: "shop", Now: now, Records: newGen(t).add(30, "SYD", "SYD", 6).add(2, "FRA", "FRA", 6).recs}
+				return Input{App: "shop", Now: now, Records: newGen(t).Add(30, "SYD", "SYD", 6).Add(2, "FRA", "FRA", 6).Recs}
 			},
 			wantStatus: placement.StatusSuccess,
 			wantBest:   "FRA",
@@ -295,8 +234,8 @@ func TestAnalyze(t *testing.T) {
 			in: func(t *testing.T) Input {
 				// IAD ran once, with its subrequest lost from the record (e.g. sampled out); the fleet
 				// probed db:5432 from IAD, and that RTT models IAD.
-				g := newGen(t).add(30, "SYD", "SYD", 6).add(10, "FRA", "FRA", 6).add(1, "IAD", "IAD", 0)
-				return Input{App: "shop", Now: now, Records: g.recs}
+				g := newGen(t).Add(30, "SYD", "SYD", 6).Add(10, "FRA", "FRA", 6).Add(1, "IAD", "IAD", 0)
+				return Input{App: "shop", Now: now, Records: g.Recs}
 			},
 			lk:         Lookups{HostRTTs: func(h string) map[string]float64 { return map[string]float64{"IAD": 97, "FRA": 0.8} }},
 			wantStatus: placement.StatusSuccess,
@@ -322,8 +261,8 @@ func TestAnalyze(t *testing.T) {
 			in: func(t *testing.T) Input {
 				// Tokyo's users have always been routed to FRA: their local time is modelled from the
 				// database's location, triangulated from the subrequest RTTs seen at SYD, FRA, SIN and IAD.
-				g := newGen(t).add(10, "SYD", "SYD", 6).add(10, "FRA", "FRA", 6).add(10, "SIN", "SIN", 6).add(10, "IAD", "IAD", 6).add(10, "NRT", "FRA", 6)
-				return Input{App: "shop", Now: now, Records: g.recs, Previous: success("FRA")}
+				g := newGen(t).Add(10, "SYD", "SYD", 6).Add(10, "FRA", "FRA", 6).Add(10, "SIN", "SIN", 6).Add(10, "IAD", "IAD", 6).Add(10, "NRT", "FRA", 6)
+				return Input{App: "shop", Now: now, Records: g.Recs, Previous: success("FRA")}
 			},
 			wantStatus: placement.StatusSuccess,
 			wantBest:   "FRA",
@@ -344,8 +283,8 @@ func TestAnalyze(t *testing.T) {
 			in: func(t *testing.T) Input {
 				// The database was only ever reached from SYD: one RTT cannot locate it, so FRA's RTT to it
 				// is bounded by relaying through SYD (274 + 274 ms), and FRA is not chosen.
-				g := newGen(t).add(30, "SYD", "SYD", 6).add(2, "FRA", "FRA", 0)
-				return Input{App: "shop", Now: now, Records: g.recs}
+				g := newGen(t).Add(30, "SYD", "SYD", 6).Add(2, "FRA", "FRA", 0)
+				return Input{App: "shop", Now: now, Records: g.Recs}
 			},
 			wantStatus: placement.StatusSuccess,
 			check: func(t *testing.T, a Analysis) {
@@ -370,8 +309,8 @@ func TestAnalyze(t *testing.T) {
 			in: func(t *testing.T) Input {
 				// The database is 5 ms from FRA and 6 ms from AMS: FRA is faster, by less than 20 %, and the
 				// previous AMS stays.
-				g := newGen(t).add(30, "SYD", "SYD", 6).add(10, "FRA", "FRA", 6).add(10, "AMS", "AMS", 6)
-				return Input{App: "shop", Now: now, Records: g.recs, Previous: success("AMS")}
+				g := newGen(t).Add(30, "SYD", "SYD", 6).Add(10, "FRA", "FRA", 6).Add(10, "AMS", "AMS", 6)
+				return Input{App: "shop", Now: now, Records: g.Recs, Previous: success("AMS")}
 			},
 			lk:         Lookups{HostRTTs: func(string) map[string]float64 { return map[string]float64{"FRA": 5, "AMS": 6, "SYD": 280} }},
 			wantStatus: placement.StatusSuccess,
@@ -381,8 +320,8 @@ func TestAnalyze(t *testing.T) {
 			name: "close_without_previous_takes_the_fastest",
 			cfg:  func(c *Config) { c.MinObserved = 1000 },
 			in: func(t *testing.T) Input {
-				g := newGen(t).add(30, "SYD", "SYD", 6).add(10, "FRA", "FRA", 6).add(10, "AMS", "AMS", 6)
-				return Input{App: "shop", Now: now, Records: g.recs}
+				g := newGen(t).Add(30, "SYD", "SYD", 6).Add(10, "FRA", "FRA", 6).Add(10, "AMS", "AMS", 6)
+				return Input{App: "shop", Now: now, Records: g.Recs}
 			},
 			lk:         Lookups{HostRTTs: func(string) map[string]float64 { return map[string]float64{"FRA": 5, "AMS": 6, "SYD": 280} }},
 			wantStatus: placement.StatusSuccess,
@@ -393,9 +332,9 @@ func TestAnalyze(t *testing.T) {
 			in: func(t *testing.T) Input {
 				// Routed to FRA, Sydney's requests take 2 s there (the database moved): slower than the
 				// baseline held back in Sydney.
-				g := newGen(t).add(20, "SYD", "SYD", 6).add(10, "FRA", "FRA", 6).add(10, "SYD", "FRA", 6).
-					edit(10, func(r *storage.Telemetry) { r.DurationMs = 2000 })
-				return Input{App: "shop", Now: now, Records: g.recs, Previous: success("FRA")}
+				g := newGen(t).Add(20, "SYD", "SYD", 6).Add(10, "FRA", "FRA", 6).Add(10, "SYD", "FRA", 6).
+					Edit(10, func(r *storage.Telemetry) { r.DurationMs = 2000 })
+				return Input{App: "shop", Now: now, Records: g.Recs, Previous: success("FRA")}
 			},
 			wantStatus: placement.StatusUnsupportedApplication,
 			wantMark:   true,
@@ -413,10 +352,10 @@ func TestAnalyze(t *testing.T) {
 			in: func(t *testing.T) Input {
 				// With reasons passed on, only "baseline" requests are the baseline: the fast local ones
 				// (reason "not_fetch", 5 ms) are not, and routing is not found slower.
-				g := newGen(t).add(10, "SYD", "SYD", 6).edit(10, func(r *storage.Telemetry) { r.Reason = "baseline" }).
-					add(10, "SYD", "SYD", 0).edit(10, func(r *storage.Telemetry) { r.Reason, r.DurationMs = "not_fetch", 5 }).
-					add(10, "FRA", "FRA", 6).add(10, "SYD", "FRA", 6).edit(10, func(r *storage.Telemetry) { r.Reason = "remote" })
-				return Input{App: "shop", Now: now, Records: g.recs, Previous: success("FRA")}
+				g := newGen(t).Add(10, "SYD", "SYD", 6).Edit(10, func(r *storage.Telemetry) { r.Reason = "baseline" }).
+					Add(10, "SYD", "SYD", 0).Edit(10, func(r *storage.Telemetry) { r.Reason, r.DurationMs = "not_fetch", 5 }).
+					Add(10, "FRA", "FRA", 6).Add(10, "SYD", "FRA", 6).Edit(10, func(r *storage.Telemetry) { r.Reason = "remote" })
+				return Input{App: "shop", Now: now, Records: g.Recs, Previous: success("FRA")}
 			},
 			wantStatus: placement.StatusSuccess,
 			wantBest:   "FRA",
@@ -429,8 +368,8 @@ func TestAnalyze(t *testing.T) {
 		{
 			name: "placed_and_faster_stays",
 			in: func(t *testing.T) Input {
-				g := newGen(t).add(20, "SYD", "SYD", 6).add(10, "FRA", "FRA", 6).add(10, "SYD", "FRA", 6)
-				return Input{App: "shop", Now: now, Records: g.recs, Previous: success("FRA")}
+				g := newGen(t).Add(20, "SYD", "SYD", 6).Add(10, "FRA", "FRA", 6).Add(10, "SYD", "FRA", 6)
+				return Input{App: "shop", Now: now, Records: g.Recs, Previous: success("FRA")}
 			},
 			wantStatus: placement.StatusSuccess,
 			wantBest:   "FRA",
@@ -438,9 +377,9 @@ func TestAnalyze(t *testing.T) {
 		{
 			name: "too_few_baseline_requests_to_judge",
 			in: func(t *testing.T) Input {
-				g := newGen(t).add(3, "SYD", "SYD", 6).add(20, "FRA", "FRA", 6).add(10, "SYD", "FRA", 6).
-					edit(10, func(r *storage.Telemetry) { r.DurationMs = 2000 })
-				return Input{App: "shop", Now: now, Records: g.recs, Previous: success("FRA")}
+				g := newGen(t).Add(3, "SYD", "SYD", 6).Add(20, "FRA", "FRA", 6).Add(10, "SYD", "FRA", 6).
+					Edit(10, func(r *storage.Telemetry) { r.DurationMs = 2000 })
+				return Input{App: "shop", Now: now, Records: g.Recs, Previous: success("FRA")}
 			},
 			wantStatus: placement.StatusSuccess,
 			wantBest:   "FRA",
@@ -453,24 +392,24 @@ func TestAnalyze(t *testing.T) {
 		{
 			name: "unsupported_deploy_stays_unsupported",
 			in: func(t *testing.T) Input {
-				g := newGen(t).add(30, "SYD", "SYD", 6).add(10, "FRA", "FRA", 6)
-				return Input{App: "shop", Now: now, Records: g.recs, Unsupported: true, UnsupportedDeploy: "v1"}
+				g := newGen(t).Add(30, "SYD", "SYD", 6).Add(10, "FRA", "FRA", 6)
+				return Input{App: "shop", Now: now, Records: g.Recs, Unsupported: true, UnsupportedDeploy: "v1"}
 			},
 			wantStatus: placement.StatusUnsupportedApplication,
 		},
 		{
 			name: "unsupported_without_deploy_versions_stays_unsupported",
 			in: func(t *testing.T) Input {
-				g := newGen(t).add(30, "SYD", "SYD", 6).add(10, "FRA", "FRA", 6).edit(40, func(r *storage.Telemetry) { r.Deploy = "" })
-				return Input{App: "shop", Now: now, Records: g.recs, Unsupported: true}
+				g := newGen(t).Add(30, "SYD", "SYD", 6).Add(10, "FRA", "FRA", 6).Edit(40, func(r *storage.Telemetry) { r.Deploy = "" })
+				return Input{App: "shop", Now: now, Records: g.Recs, Unsupported: true}
 			},
 			wantStatus: placement.StatusUnsupportedApplication,
 		},
 		{
 			name: "next_deploy_is_analysed_again",
 			in: func(t *testing.T) Input {
-				g := newGen(t).add(30, "SYD", "SYD", 6).add(10, "FRA", "FRA", 6).edit(40, func(r *storage.Telemetry) { r.Deploy = "v2" })
-				return Input{App: "shop", Now: now, Records: g.recs, Unsupported: true, UnsupportedDeploy: "v1"}
+				g := newGen(t).Add(30, "SYD", "SYD", 6).Add(10, "FRA", "FRA", 6).Edit(40, func(r *storage.Telemetry) { r.Deploy = "v2" })
+				return Input{App: "shop", Now: now, Records: g.Recs, Unsupported: true, UnsupportedDeploy: "v1"}
 			},
 			wantStatus: placement.StatusSuccess,
 			wantBest:   "FRA",
@@ -542,11 +481,11 @@ func BenchmarkAnalyze(b *testing.B) {
 	pops := []string{"SYD", "FRA", "SIN", "IAD", "LHR", "NRT", "GRU", "JNB"}
 	for i := range 10_000 {
 		p := pops[i%len(pops)]
-		g.at = now.Add(-time.Duration(10_000-i) * 80 * time.Millisecond)
-		g.add(1, p, p, 6, storage.Subrequest{Host: "www.google-analytics.com", DurationMs: 20})
+		g.SetClock(now.Add(-time.Duration(10_000-i) * 80 * time.Millisecond))
+		g.Add(1, p, p, 6, storage.Subrequest{Host: "www.google-analytics.com", DurationMs: 20})
 	}
 	cfg := DefaultConfig()
-	in := Input{App: "shop", Records: g.recs, Now: now}
+	in := Input{App: "shop", Records: g.Recs, Now: now}
 	b.ReportAllocs()
 	for b.Loop() {
 		if a := Analyze(cfg, in, Lookups{}); a.Decision.Status != placement.StatusSuccess {

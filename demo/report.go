@@ -14,7 +14,7 @@ import (
 
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/router"
-	"github.com/vantage-edge/vantage/router/worker"
+	"github.com/vantage-edge/vantage/demo/worker"
 )
 
 // printer writes the report; progress lines overwrite each other on a terminal and are plain lines elsewhere.

@@ -7,7 +7,7 @@ import (
 	"syscall"
 
 	"github.com/vantage-edge/vantage/prober"
-	"github.com/vantage-edge/vantage/scheduler/probed"
+	"github.com/vantage-edge/vantage/probed"
 	"github.com/vantage-edge/vantage/storage"
 )
 

@@ -1,4 +1,4 @@
-package smart
+package smartrun
 
 import (
 	"context"
