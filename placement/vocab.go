@@ -96,4 +96,10 @@ type Decision struct {
 	Version     int64       `json:"version"` // incremented each time the decision changes
 	ComputedAt  time.Time   `json:"computed_at"`
 	NextRecheck time.Time   `json:"next_recheck,omitempty"`
+	// ExpiresAt is when the decision stops being valid: a router treats an expired decision as none (the
+	// request runs locally). Zero: it never expires.
+	ExpiresAt time.Time `json:"expires_at,omitempty"`
+	// Reason says why the status is what it is when that is not SUCCESS (e.g. why no host was valid), for
+	// people; routers ignore it.
+	Reason string `json:"reason,omitempty"`
 }

@@ -24,7 +24,11 @@ import (
 //	8 bytes confidence (float64 bits, little endian)
 //	varint  computed-at, next-recheck (Unix nanoseconds; 0: zero time)
 //	uvarint candidate count, then per candidate: string PoP, 8 bytes RTT ms (float64 bits, little endian)
-const decisionCodec = 1
+//	varint  expires-at (Unix nanoseconds; 0: never)            (codec 2 and later)
+//	string  reason                                             (codec 2 and later)
+//
+// Codec 1 values (written before expiry and reasons) still decode, with no expiry and no reason.
+const decisionCodec = 2
 
 // maxCandidates bounds the candidate count a decoder accepts, so a corrupt value cannot allocate wildly.
 const maxCandidates = 4096
@@ -60,7 +64,7 @@ func appendTime(b []byte, t time.Time) []byte {
 
 // encodeDecision returns d's payload (everything but version and fingerprint).
 func encodeDecision(d *placement.Decision) []byte {
-	n := 32 + len(d.App) + len(d.Mode) + len(d.Target) + len(d.BestPoP) + len(d.Verdict) + len(d.Status) + len(d.Candidates)*13
+	n := 32 + len(d.App) + len(d.Mode) + len(d.Target) + len(d.BestPoP) + len(d.Verdict) + len(d.Status) + len(d.Reason) + len(d.Candidates)*13
 	b := make([]byte, 0, n)
 	b = append(b, decisionCodec)
 	for _, s := range []string{d.App, string(d.Mode), d.Target, d.BestPoP, string(d.Verdict), string(d.Status)} {
@@ -79,7 +83,8 @@ func encodeDecision(d *placement.Decision) []byte {
 		b = appendString(b, c.PoP)
 		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(c.RTTMs))
 	}
-	return b
+	b = appendTime(b, d.ExpiresAt)
+	return appendString(b, d.Reason)
 }
 
 // decoder reads a payload; the first error sticks.
@@ -175,8 +180,9 @@ func decodeDecision(where, v string) (placement.Decision, error) {
 		return d, fmt.Errorf("storage: decision %s: %w: no fingerprint", where, errCorrupt)
 	}
 	r := decoder{s: payload}
-	if c := r.byte1(); c != decisionCodec {
-		return d, fmt.Errorf("storage: decision %s: %w: codec %d, want %d", where, errCorrupt, c, decisionCodec)
+	codec := r.byte1()
+	if codec != 1 && codec != decisionCodec {
+		return d, fmt.Errorf("storage: decision %s: %w: codec %d, want 1 to %d", where, errCorrupt, codec, decisionCodec)
 	}
 	d.App = r.str()
 	d.Mode = placement.Mode(r.str())
@@ -198,6 +204,10 @@ func decodeDecision(where, v string) (placement.Decision, error) {
 			d.Candidates[i].PoP = r.str()
 			d.Candidates[i].RTTMs = r.float()
 		}
+	}
+	if codec >= 2 {
+		d.ExpiresAt = r.time()
+		d.Reason = r.str()
 	}
 	if r.err != nil {
 		return d, fmt.Errorf("storage: decision %s: %w", where, r.err)
