@@ -5,6 +5,7 @@ package demo
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -22,36 +23,23 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-
-	"github.com/vantage-edge/vantage/placement"
-	"github.com/vantage-edge/vantage/prober"
-	"github.com/vantage-edge/vantage/router"
+	"github.com/vantage-edge/vantage/daemon"
 	"github.com/vantage-edge/vantage/demo/worker"
+	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/router"
 	"github.com/vantage-edge/vantage/scheduler"
-	"github.com/vantage-edge/vantage/probed"
 	"github.com/vantage-edge/vantage/smart"
-	"github.com/vantage-edge/vantage/scheduler/smartrun"
-	"github.com/vantage-edge/vantage/scheduler/ui"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/testbed"
-	"github.com/vantage-edge/vantage/triangulate"
 )
 
-// Defaults of Config: short intervals, so that the demo decides within a minute.
+// Defaults of Config. The components run with the defaults `vantage probed|scheduler|router` ship with
+// (daemon.Default*Config): the demo is a deployment.
 const (
 	// DefaultListen serves the scheduler's API, its status page and its /metrics.
 	DefaultListen = "127.0.0.1:8080"
 	// DefaultRouterListen serves the router's /metrics, /healthz and /readyz.
 	DefaultRouterListen = "127.0.0.1:8081"
-	// DefaultRecheck is the recheck interval of every target (production: scheduler.DefaultRecheckInterval).
-	DefaultRecheck = 20 * time.Second
-	// DefaultHeartbeat is the probe daemons' heartbeat: the fleet is seen up a second after it starts.
-	DefaultHeartbeat = time.Second
-	// DefaultResultTimeout is how long a recheck waits for the fleet: the farthest PoP pair is ~300 ms of RTT,
-	// a probe is three samples plus a name resolution.
-	DefaultResultTimeout = 10 * time.Second
 	// DefaultRequests is how many user requests are timed per mode (the median is reported).
 	DefaultRequests = 3
 	// DefaultDecideTimeout bounds the wait for the fleet and for every showcase decision.
@@ -81,9 +69,7 @@ type Config struct {
 	Redis         []string      // Redis addresses (storage.Options.Addrs); empty: an embedded server
 	Listen        string        // scheduler API and status page address
 	RouterListen  string        // router admin address
-	Recheck       time.Duration // recheck interval of every target
-	Heartbeat     time.Duration // probe daemons' heartbeat
-	ResultTimeout time.Duration // a recheck's wait for the fleet
+	Recheck       time.Duration // recheck interval of every target (default scheduler.DefaultRecheckInterval)
 	Queries       int           // sequential database round trips per user request (default worker.DefaultQueries)
 	Requests      int           // user requests timed per mode
 	DecideTimeout time.Duration
@@ -105,37 +91,38 @@ type Info struct {
 }
 
 func (c Config) withDefaults() Config {
-	c.Listen = cmpOr(c.Listen, DefaultListen)
-	c.RouterListen = cmpOr(c.RouterListen, DefaultRouterListen)
-	c.Recheck = cmpOr(c.Recheck, DefaultRecheck)
-	c.Heartbeat = cmpOr(c.Heartbeat, DefaultHeartbeat)
-	c.ResultTimeout = cmpOr(c.ResultTimeout, DefaultResultTimeout)
-	c.Queries = cmpOr(c.Queries, worker.DefaultQueries)
-	c.Requests = cmpOr(c.Requests, DefaultRequests)
-	c.DecideTimeout = cmpOr(c.DecideTimeout, DefaultDecideTimeout)
+	c.Listen = cmp.Or(c.Listen, DefaultListen)
+	c.RouterListen = cmp.Or(c.RouterListen, DefaultRouterListen)
+	c.Recheck = cmp.Or(c.Recheck, scheduler.DefaultRecheckInterval)
+	c.Queries = cmp.Or(c.Queries, worker.DefaultQueries)
+	c.Requests = cmp.Or(c.Requests, DefaultRequests)
+	c.DecideTimeout = cmp.Or(c.DecideTimeout, DefaultDecideTimeout)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	return c
 }
 
-func cmpOr[T comparable](a, b T) T {
-	var zero T
-	if a != zero {
-		return a
-	}
-	return b
-}
-
 // Spec returns the demo's emulated WAN: the testbed's default spec (26 PoPs on every continent, the
 // showcase's hosts), with the database host's TCP port left to the demo's own database server, which
-// answers queries instead of only accepting connections.
+// answers queries instead of only accepting connections, and every host at a cloud region also answering
+// to that region's endpoint name (scheduler.DefaultRegionTemplates, e.g. asia-northeast1-run.googleapis.com),
+// so that region placement probes the endpoints production probes.
 func Spec() *testbed.Spec {
 	s := testbed.DefaultSpec()
 	s.Name = "demo"
 	for i := range s.Hosts {
-		if s.Hosts[i].Name == "db" {
-			s.Hosts[i].TCP = slices.DeleteFunc(s.Hosts[i].TCP, func(p int) bool { return p == DBPort })
+		h := &s.Hosts[i]
+		if h.Name == "db" {
+			h.TCP = slices.DeleteFunc(h.TCP, func(p int) bool { return p == DBPort })
+		}
+		if h.Region == "" || len(h.TCP) == 0 {
+			continue
+		}
+		if ep, err := (scheduler.RegionEndpoints{}).Endpoint(h.Region); err == nil && ep != "" {
+			if host, _, err := net.SplitHostPort(ep); err == nil {
+				h.Aliases = append(h.Aliases, host)
+			}
 		}
 	}
 	return s
@@ -153,7 +140,7 @@ type Scenario struct {
 var Scenarios = []Scenario{
 	{App: "frankfurt-db", Mode: placement.ModeHost, Target: "db.{zone}:5432", About: "a database in Frankfurt"},
 	{App: "ashburn-api", Mode: placement.ModeHostname, Target: "api.{zone}", About: "an API in Ashburn"},
-	{App: "tokyo-app", Mode: placement.ModeRegion, Target: "gcp:asia-northeast1", About: "a region hint, endpoint tokyo.{zone}:443"},
+	{App: "tokyo-app", Mode: placement.ModeRegion, Target: "gcp:asia-northeast1", About: "a region hint, probed at its endpoint asia-northeast1-run.googleapis.com:443"},
 	{App: "edge-anycast", Mode: placement.ModeHost, Target: "edge.{zone}:443", About: "one address served from 4 places: never placed"},
 	{App: "www-geodns", Mode: placement.ModeHostname, Target: "www.{zone}", About: "geo-DNS over 3 replicas: never placed"},
 }
@@ -165,27 +152,25 @@ const SmartApp = "sydney-smart"
 // smartScenario is SmartApp's row of the report.
 var smartScenario = Scenario{App: SmartApp, Mode: placement.ModeSmart, Target: "(telemetry)", About: "smart: placed from its requests' telemetry"}
 
-// Smart placement tunables of the demo: a few requests suffice (production: smart.DefaultConfig()).
+// The smart application's first traffic, made before any decision: enough for the production thresholds
+// (smart.DefaultConfig: DefaultMinRequests requests from DefaultMinLocations PoPs, DefaultMinObserved at each).
 const (
-	smartMinRequests = 8
-	smartInterval    = 2 * time.Second
-	smartSydney      = 6 // requests from Sydney before any decision
-	smartFrankfurt   = 4 // and from Frankfurt
+	smartSydney    = smart.DefaultMinRequests     // requests from Sydney (through the SYD front)
+	smartFrankfurt = 2 * smart.DefaultMinObserved // and from Frankfurt (at the FRA worker)
+	smartSettle    = 10 * time.Second             // after the traffic, how long an INSUFFICIENT_* status may still change
 )
 
 // UnplacedApp is the Sydney application deployed without placement, for the comparison: the same worker code
 // and database as frankfurt-db, run where the request enters.
 const UnplacedApp = "frankfurt-db-unplaced"
 
-// regionEndpoints are the demo's overrides: the region's endpoint is the testbed's host at that region.
-func regionEndpoints(zone string) map[string]string {
-	return map[string]string{"gcp:asia-northeast1": "tokyo." + zone + ":443"}
-}
-
 func (s Scenario) target(zone string) string { return strings.ReplaceAll(s.Target, "{zone}", zone) }
 
 // wrangler returns the scenario's wrangler.toml.
 func (s Scenario) wrangler(zone string) string {
+	if s.Mode == placement.ModeSmart {
+		return fmt.Sprintf("name = %q\nmain = \"src/index.ts\"\n\n[placement]\nmode = \"smart\"\n", s.App)
+	}
 	return fmt.Sprintf("name = %q\nmain = \"src/index.ts\"\n\n[placement]\n%s = %q\n", s.App, s.Mode, s.target(zone))
 }
 
@@ -204,8 +189,7 @@ type env struct {
 	sched             *scheduler.Scheduler
 	rt                *router.Router
 
-	wg      sync.WaitGroup
-	servers []*http.Server
+	wg sync.WaitGroup
 }
 
 // Run brings the demo up, prints the report to out and, unless cfg.Once, keeps running (printing decision
@@ -224,7 +208,6 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	var closers []func() error // the testbed and the store, closed after every goroutine has stopped
 	defer func() {
 		cancel()
-		e.closeServers()
 		e.wg.Wait()
 		for _, c := range slices.Backward(closers) {
 			c()
@@ -241,7 +224,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	closers = append(closers, tb.Close)
 	e.tb, e.zone = tb, strings.TrimSuffix(tb.Zone(), ".")
 
-	st, err := storage.Open(ctx, storage.Options{Addrs: cfg.Redis, Logger: e.log, PoolSize: 4*len(spec.PoPs) + 64})
+	st, err := daemon.OpenStore(ctx, storage.Options{Addrs: cfg.Redis, Logger: e.log, PoolSize: 4*len(spec.PoPs) + 64}, e.log)
 	if err != nil {
 		return fmt.Errorf("demo: opening Redis: %w", err)
 	}
@@ -261,7 +244,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err := e.startFleet(runCtx, spec.PoPs); err != nil {
 		return err
 	}
-	if err := e.startScheduler(runCtx, len(spec.PoPs)); err != nil {
+	if err := e.startScheduler(runCtx); err != nil {
 		return err
 	}
 	if err := e.startRouter(runCtx, spec.PoPs); err != nil {
@@ -304,21 +287,13 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	return nil
 }
 
-// serve serves h on ln until the demo stops.
-func (e *env) serve(ln net.Listener, h http.Handler, what string) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(e.log.Handler(), slog.LevelWarn)}
-	e.servers = append(e.servers, srv)
+// run runs a component until the demo stops.
+func (e *env) run(ctx context.Context, what string, run func(context.Context) error) {
 	e.wg.Go(func() {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			e.log.Error("demo: server stopped", "server", what, "err", err)
+		if err := run(ctx); err != nil {
+			e.log.Error("demo: component stopped", "component", what, "err", err)
 		}
 	})
-}
-
-func (e *env) closeServers() {
-	for _, s := range e.servers {
-		s.Close()
-	}
 }
 
 // startDB serves the demo database in the db host's namespace.
@@ -331,155 +306,102 @@ func (e *env) startDB(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("demo: database: %w", err)
 	}
-	e.wg.Go(func() {
-		if err := worker.ServeDB(ctx, ln); err != nil {
-			e.log.Error("demo: database stopped", "err", err)
-		}
-	})
+	e.run(ctx, "database", func(ctx context.Context) error { return worker.ServeDB(ctx, ln) })
 	return nil
 }
 
-// nodeProber returns a prober whose sockets live in node's namespace (the prober's Enter seam is Node.Do) and
-// whose names are resolved by the testbed's DNS server, asked from the node (so geo-DNS answers per PoP).
-func (e *env) nodeProber(node *testbed.Node) (*prober.Engine, error) {
-	pc := prober.DefaultConfig()
-	pc.Allow = []netip.Prefix{e.tb.Prefix()}
-	pc.Enter = node.Do
-	pc.Logger = e.log
-	if dns, ok := e.tb.DNSServer(); ok {
-		pc.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return node.DialContext(ctx, network, dns.String())
-		}}
-	}
-	p, err := prober.New(pc)
-	if err != nil {
-		return nil, fmt.Errorf("demo: prober of %s: %w", node.Name, err)
-	}
-	return p, nil
-}
-
-// startFleet starts one probe daemon per PoP, in process, probing from the PoP's namespace.
+// startFleet starts one probe daemon per PoP, in process, with the defaults of `vantage probed`: its prober's
+// sockets live in the PoP's namespace (the prober's Enter seam is Node.Do) and its names are resolved by the
+// testbed's DNS server, asked from the PoP (so geo-DNS answers per PoP).
 func (e *env) startFleet(ctx context.Context, pops []string) error {
+	dns, hasDNS := e.tb.DNSServer()
 	for _, pop := range pops {
 		node := e.tb.Node(pop)
-		p, err := e.nodeProber(node)
-		if err != nil {
-			return err
+		cfg := daemon.DefaultProbedConfig()
+		cfg.Listen = "127.0.0.1:0"
+		cfg.Version = "demo"
+		cfg.Logger = e.log.With("pop", pop)
+		cfg.Daemon.PoP, cfg.Daemon.DaemonID = pop, "demo-"+strings.ToLower(pop)
+		cfg.Prober.Allow = []netip.Prefix{e.tb.Prefix()}
+		cfg.Prober.Sources = []netip.Addr{node.Addr()}
+		cfg.Prober.Enter = node.Do
+		if hasDNS {
+			cfg.Prober.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return node.DialContext(ctx, network, dns.String())
+			}}
 		}
-		id := "demo-" + strings.ToLower(pop)
-		q := &probed.StoreQueue{DB: e.st, PoP: pop, DaemonID: id, Version: "demo", SourceIPs: []netip.Addr{node.Addr()}}
-		d, err := probed.New(probed.Config{PoP: pop, DaemonID: id, Heartbeat: e.cfg.Heartbeat, ReadBlock: time.Second,
-			DrainTimeout: time.Second, Logger: e.log.With("pop", pop)}, q, p, nil)
+		d, err := daemon.NewProbed(cfg, e.st)
 		if err != nil {
 			return fmt.Errorf("demo: probe daemon of %s: %w", pop, err)
 		}
-		e.wg.Go(func() { d.Run(ctx); p.Close() }) // the daemon is the engine's only user
+		e.run(ctx, "probed "+pop, d.Run)
 	}
 	return nil
 }
 
-// startScheduler starts the scheduler and serves its API with the status page.
-func (e *env) startScheduler(ctx context.Context, n int) error {
-	regions := scheduler.RegionEndpoints{Overrides: regionEndpoints(e.zone)}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := scheduler.NewMetrics(reg)
-	b := scheduler.StoreBackend{Store: e.st}
-	// The demo's fleet is small: every PoP probes every target. (The planner's default share, 15 % but at
-	// least 12 PoPs, probes a spread set first and then near the best; on 26 PoPs it can miss the PoPs that
-	// see a geo-DNS name's other replicas.)
-	planner := triangulate.DefaultPlannerConfig()
-	planner.First, planner.BudgetFraction, planner.BudgetMin = n, 1, n
-	s, err := scheduler.New(scheduler.Config{Name: "demo", RecheckInterval: e.cfg.Recheck, LeaseTTL: 5 * time.Second,
-		InitialSpread: time.Second, ResultTimeout: e.cfg.ResultTimeout, ResultPoll: 100 * time.Millisecond,
-		Planner: &planner, Regions: regions, Logger: e.log}, b, m)
+// startScheduler starts the scheduler with the defaults of `vantage scheduler`, its API (one bearer token)
+// and its status page.
+func (e *env) startScheduler(ctx context.Context) error {
+	cfg := daemon.DefaultSchedulerConfig()
+	cfg.Listen, cfg.Logger = e.cfg.Listen, e.log
+	cfg.Scheduler.Name = "demo"
+	cfg.Scheduler.RecheckInterval = e.cfg.Recheck
+	cfg.Tokens = map[string]string{e.token: "demo"}
+	cfg.Allow = []netip.Prefix{e.tb.Prefix()}
+	s, err := daemon.NewScheduler(cfg, e.st)
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	e.sched = s
-	api := &scheduler.API{
-		Sched: s, Decisions: b, Apps: b, Regions: regions, Metrics: m, Logger: e.log, Gatherer: reg,
-		Parser: placement.Parser{Policy: placement.DefaultPolicy(e.tb.Prefix())},
-		Auth:   scheduler.NewAuth(map[string]string{e.token: "demo"}, scheduler.Quota{PerMinute: 120, Burst: 20}, nil),
-		AdHoc:  &scheduler.AdHoc{Backend: b, Timeout: 15 * time.Second},
-		Ready:  func(ctx context.Context) error { return e.st.Client().Ping(ctx).Err() },
-	}
-	page, err := ui.New(ui.Config{Sched: s, Store: e.st, MaxResultAge: 2 * e.cfg.Recheck, Logger: e.log})
-	if err != nil {
-		return fmt.Errorf("demo: %w", err)
-	}
-	ln, err := net.Listen("tcp", e.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("demo: scheduler API --listen %s: %w", e.cfg.Listen, err)
-	}
-	e.apiURL = "http://" + ln.Addr().String()
-	e.serve(ln, ui.Wrap(api.Handler(), page), "scheduler")
-	e.wg.Go(func() { s.Run(ctx) })
-	e.wg.Go(func() { s.SyncAPIApps(ctx, b, regions, scheduler.DefaultAppsReload) })
-
-	sc := smart.DefaultConfig()
-	sc.MinRequests, sc.MinCompare, sc.Interval = smartMinRequests, 3, smartInterval
-	runner, err := smartrun.NewRunner(sc, e.st, smartrun.FleetSources(e.st, nil), smartrun.RunnerOptions{Logger: e.log, Registerer: reg})
-	if err != nil {
-		return fmt.Errorf("demo: %w", err)
-	}
-	e.wg.Go(func() { runner.Run(ctx) })
+	e.sched = s.Scheduler()
+	e.apiURL = s.URL()
+	e.run(ctx, "scheduler", s.Run)
 	return nil
 }
 
-// startRouter starts the worker hosts of every PoP, the router and its HTTP front in the ingress PoP.
+// startRouter starts the worker hosts of every PoP, and the router with the defaults of `vantage router`, its
+// HTTP front in the ingress PoP's namespace.
 func (e *env) startRouter(ctx context.Context, pops []string) error {
 	dbAddr := fmt.Sprintf("db.%s:%d", e.zone, DBPort)
 	workers := map[string]*url.URL{}
 	for _, pop := range pops {
 		node := e.tb.Node(pop)
-		w, err := worker.New(worker.Config{PoP: pop, Dial: node.DialContext, Report: e.st.AddTelemetry, Logger: e.log,
-			Apps: []worker.App{{Name: "frankfurt-db", DB: dbAddr, Queries: e.cfg.Queries},
-				{Name: UnplacedApp, DB: dbAddr, Queries: e.cfg.Queries},
-				{Name: SmartApp, Deploy: "v1", DB: dbAddr, Queries: e.cfg.Queries}}})
-		if err != nil {
-			return fmt.Errorf("demo: worker of %s: %w", pop, err)
-		}
 		ln, err := node.Listen(ctx, "tcp", fmt.Sprintf(":%d", WorkerPort))
 		if err != nil {
 			return fmt.Errorf("demo: worker of %s: %w", pop, err)
 		}
-		e.serve(ln, w, "worker "+pop)
-		e.wg.Go(func() { w.Run(ctx) })
+		cfg := daemon.DefaultWorkerConfig()
+		cfg.Listener, cfg.Logger = ln, e.log.With("pop", pop)
+		cfg.Worker = worker.Config{PoP: pop, Dial: node.DialContext,
+			Apps: []worker.App{{Name: "frankfurt-db", DB: dbAddr, Queries: e.cfg.Queries},
+				{Name: UnplacedApp, DB: dbAddr, Queries: e.cfg.Queries},
+				{Name: SmartApp, Deploy: "v1", DB: dbAddr, Queries: e.cfg.Queries}}}
+		w, err := daemon.NewWorker(cfg, e.st)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("demo: worker of %s: %w", pop, err)
+		}
+		e.run(ctx, "worker "+pop, w.Run)
 		workers[pop] = &url.URL{Scheme: "http", Host: netip.AddrPortFrom(node.Addr(), WorkerPort).String()}
 	}
 
-	reg := prometheus.NewRegistry()
-	rc := router.DefaultConfig()
-	rc.BaselineFraction = 0 // every request of a placed app is routed: the comparison is explicit
-	rc.PoPs, rc.Logger, rc.Registerer = []string{Ingress}, e.log, reg
-	rt, err := router.New(e.st, rc)
-	if err != nil {
-		return fmt.Errorf("demo: %w", err)
-	}
-	e.rt = rt
-	e.wg.Go(func() { rt.Run(ctx) })
-
 	syd := e.tb.Node(Ingress)
-	tr := &http.Transport{DialContext: syd.DialContext, MaxIdleConnsPerHost: 8, IdleConnTimeout: 90 * time.Second}
-	front, err := router.NewFront(rt, router.FrontConfig{Ingress: Ingress, Workers: workers, Transport: tr, Logger: e.log, Registerer: reg})
-	if err != nil {
-		return fmt.Errorf("demo: %w", err)
-	}
 	ln, err := syd.Listen(ctx, "tcp", fmt.Sprintf(":%d", FrontPort))
 	if err != nil {
 		return fmt.Errorf("demo: router front: %w", err)
 	}
-	e.frontAddr = netip.AddrPortFrom(syd.Addr(), FrontPort)
-	e.serve(ln, front, "router front")
-	context.AfterFunc(ctx, tr.CloseIdleConnections)
-
-	aln, err := net.Listen("tcp", e.cfg.RouterListen)
+	cfg := daemon.DefaultRouterConfig()
+	cfg.Listener, cfg.Admin, cfg.Logger = ln, e.cfg.RouterListen, e.log
+	cfg.Front.Ingress, cfg.Front.Workers = Ingress, workers
+	cfg.Front.Transport = daemon.NewUpstreamTransport(syd.DialContext)
+	rt, err := daemon.NewRouter(cfg, e.st)
 	if err != nil {
-		return fmt.Errorf("demo: router admin --router-listen %s: %w", e.cfg.RouterListen, err)
+		ln.Close()
+		return fmt.Errorf("demo: %w", err)
 	}
-	e.routerURL = "http://" + aln.Addr().String()
-	e.serve(aln, router.AdminHandler(rt, reg), "router admin")
+	e.frontAddr = netip.AddrPortFrom(syd.Addr(), FrontPort)
+	e.routerURL = "http://" + rt.AdminAddr()
+	e.rt = rt.Router()
+	e.run(ctx, "router", rt.Run)
 	return nil
 }
 
@@ -517,7 +439,7 @@ func (e *env) awaitFleet(ctx context.Context, pops []string, deadline time.Time)
 // register posts every showcase application's wrangler.toml to the scheduler's API, as a user would.
 func (e *env) register(ctx context.Context) error {
 	apiClient := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	for _, s := range Scenarios {
+	for _, s := range append(slices.Clone(Scenarios), smartScenario) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.apiURL+"/v1/apps", strings.NewReader(s.wrangler(e.zone)))
 		if err != nil {
 			return err
@@ -534,13 +456,8 @@ func (e *env) register(ctx context.Context) error {
 			return fmt.Errorf("demo: registering %s: %s: %s", s.App, resp.Status, bytes.TrimSpace(body))
 		}
 	}
-	// Smart mode has no target to probe: the API refuses it, the registry takes it (as the platform's deploy
-	// would), and the runner places it from the telemetry of the requests that follow.
-	if err := e.st.PutApp(ctx, storage.App{Name: SmartApp, Mode: placement.ModeSmart, DeployVersion: "v1"}); err != nil {
-		return fmt.Errorf("demo: registering %s: %w", SmartApp, err)
-	}
-	e.out.linef("  registered %d applications through POST %s/v1/apps and %s in mode smart; probing them from the fleet...\n",
-		len(Scenarios), e.apiURL, SmartApp)
+	e.out.linef("  registered %d applications through POST %s/v1/apps (%s in mode smart); probing them from the fleet...\n",
+		len(Scenarios)+1, e.apiURL, SmartApp)
 	return nil
 }
 
@@ -598,7 +515,7 @@ func (e *env) awaitDecisions(ctx context.Context, since, deadline time.Time, tra
 				return false
 			}
 		}
-		return d.ComputedAt.After(doneAt.Add(2 * smartInterval))
+		return d.ComputedAt.After(doneAt.Add(smartSettle))
 	}
 	e.out.linef("Placement decisions (as they are decided):")
 	e.out.linef("  %s", header())

@@ -153,7 +153,7 @@ type Config struct {
 	Enter          EnterFunc                            // default runs open directly
 	Logger         *slog.Logger                         // default discards
 	Clock          Clock                                // default RealClock
-	InterfaceAddrs func() ([]net.Addr, error)           // default net.InterfaceAddrs; a test seam
+	InterfaceAddrs func() ([]net.Addr, error)           // default net.InterfaceAddrs inside Enter; a test seam
 	DNSConfig      func() (servers []string, err error) // default reads /etc/resolv.conf; a test seam
 }
 
@@ -249,7 +249,14 @@ func New(cfg Config) (*Engine, error) {
 		cfg.Clock = RealClock{}
 	}
 	if cfg.InterfaceAddrs == nil {
-		cfg.InterfaceAddrs = net.InterfaceAddrs
+		// The source addresses are checked where the probes' sockets are opened (inside Enter).
+		enter := cfg.Enter
+		cfg.InterfaceAddrs = func() (addrs []net.Addr, err error) {
+			if eerr := enter(func() error { addrs, err = net.InterfaceAddrs(); return err }); eerr != nil {
+				return nil, eerr
+			}
+			return addrs, err
+		}
 	}
 	if cfg.DNSConfig == nil {
 		cfg.DNSConfig = resolvConfServers

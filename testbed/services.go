@@ -165,7 +165,7 @@ func (h *dnsHandler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	addr, ttl, ok := h.lookup(name, from)
 	switch {
-	case !ok && !dns.IsSubDomain(h.tb.plan.zone, name):
+	case !ok && !dns.IsSubDomain(h.tb.plan.zone, name): // a name of the real Internet: never answered
 		m.Authoritative = false
 		m.Rcode = dns.RcodeRefused
 	case !ok:
@@ -189,6 +189,9 @@ func (h *dnsHandler) lookup(name string, from netip.Addr) (netip.Addr, uint32, b
 			}
 			return n.addr, dnsGeoTTL, true
 		}
+	}
+	if i, ok := tb.plan.aliases[name]; ok {
+		return tb.nodes[i].addr, dnsStaticTTL, true
 	}
 	if !dns.IsSubDomain(tb.plan.zone, name) || name == tb.plan.zone {
 		return netip.Addr{}, 0, false

@@ -54,6 +54,10 @@ type HostSpec struct {
 	Name     string `yaml:"name" json:"name"` // node name: lower case letters, digits and '-'
 	Location `yaml:",inline"`
 	Services `yaml:",inline"`
+	// Aliases are other DNS names the testbed's DNS server answers with the host's address, inside or outside
+	// the zone: e.g. a cloud provider's regional endpoint ("ec2.ap-northeast-1.amazonaws.com") for a host at that
+	// region, so that the product's own endpoint templates resolve on the emulated WAN.
+	Aliases []string `yaml:"aliases,omitempty" json:"aliases,omitempty"`
 }
 
 // AnycastSpec is one anycast address: the router delivers a packet for it to the live instance with the
@@ -157,7 +161,8 @@ type plan struct {
 	nodes      []planNode
 	anycast    []planAnycast
 	geodns     []planGeoDNS
-	dnsNode    int // node running the DNS server, or -1
+	aliases    map[string]int // canonical alias name -> node index
+	dnsNode    int            // node running the DNS server, or -1
 }
 
 type planNode struct {
@@ -183,7 +188,7 @@ var nodeNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
 
 // resolve validates the spec and looks up every location.
 func (s *Spec) resolve() (*plan, error) {
-	p := &plan{name: s.Name, zone: s.Zone, dnsNode: -1}
+	p := &plan{name: s.Name, zone: s.Zone, dnsNode: -1, aliases: map[string]int{}}
 	if p.zone == "" {
 		p.zone = DefaultZone
 	}
@@ -232,6 +237,16 @@ func (s *Spec) resolve() (*plan, error) {
 				return nil, fmt.Errorf("testbed: spec: %s.dns: only one DNS server per testbed (%s has it)", field, p.nodes[p.dnsNode].name)
 			}
 			p.dnsNode = len(p.nodes)
+		}
+		for j, a := range h.Aliases {
+			name := dns.CanonicalName(a)
+			if _, ok := dns.IsDomainName(name); !ok || a == "" {
+				return nil, fmt.Errorf("testbed: spec: %s.aliases[%d]: %q is not a domain name", field, j, a)
+			}
+			if _, dup := p.aliases[name]; dup {
+				return nil, fmt.Errorf("testbed: spec: %s.aliases[%d]: %q is already an alias", field, j, a)
+			}
+			p.aliases[name] = len(p.nodes)
 		}
 		if err := add(field, planNode{name: h.Name, kind: KindHost, city: city, point: pt, services: h.Services, anycast: -1}); err != nil {
 			return nil, err
@@ -303,6 +318,9 @@ func (s *Spec) resolve() (*plan, error) {
 			pg.hosts = append(pg.hosts, idx)
 		}
 		p.geodns = append(p.geodns, pg)
+	}
+	if len(p.aliases) > 0 && p.dnsNode < 0 {
+		return nil, errors.New("testbed: spec: hosts[].aliases need a host with dns: true")
 	}
 	return p, nil
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/vantage-edge/vantage/demo"
+	"github.com/vantage-edge/vantage/scheduler"
 )
 
 func init() {
@@ -24,7 +25,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		redis     = fs.String("redis", "", "Redis address(es), comma-separated (default: an embedded Redis)")
 		listen    = fs.String("listen", demo.DefaultListen, "scheduler API, status page and /metrics address")
 		routerL   = fs.String("router-listen", demo.DefaultRouterListen, "router /metrics, /healthz and /readyz address")
-		recheck   = fs.Duration("recheck", demo.DefaultRecheck, "recheck interval of every target")
+		recheck   = fs.Duration("recheck", scheduler.DefaultRecheckInterval, "recheck interval of every target")
 		queries   = fs.Int("queries", 5, "sequential database queries per user request")
 		requests  = fs.Int("requests", demo.DefaultRequests, "user requests timed with and without placement")
 		once      = fs.Bool("once", false, "exit after the first full report")

@@ -1,0 +1,190 @@
+// Package daemon assembles Vantage's running components from their configs: the probe daemon of a PoP, the
+// scheduler (with its API, status page, telemetry ingest and smart runner), the router and the demo worker
+// host. It is the only place that wires them: the `vantage` subcommands, the demo, the benchmarks and the
+// end-to-end tests all build their components here, so that what they run is what an operator deploys.
+//
+// Each component follows one shape: NewX(cfg, store) validates cfg, binds its listeners and builds everything;
+// Run(ctx) serves until ctx is done, then shuts down gracefully and returns.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/vantage-edge/vantage/storage"
+)
+
+// HTTP server limits of every listener: a slow or hostile client cannot hold a connection or memory for long.
+const (
+	// ShutdownTimeout bounds a graceful HTTP shutdown once Run's context is done.
+	ShutdownTimeout = 5 * time.Second
+	// ReadHeaderTimeout and ReadTimeout bound reading a request (a wrangler config or a telemetry batch is
+	// small); IdleTimeout closes idle keep-alive connections.
+	ReadHeaderTimeout = 10 * time.Second
+	ReadTimeout       = 30 * time.Second
+	IdleTimeout       = 2 * time.Minute
+	// WriteTimeout bounds writing a response. The router front forwards to workers whose responses can take
+	// seconds (a request making many round trips to a far back end), so it is generous.
+	WriteTimeout = 2 * time.Minute
+	// MaxHeaderBytes caps request headers.
+	MaxHeaderBytes = 64 << 10
+)
+
+// listen returns ln when set, else a TCP listener on addr; what names the flag in errors. An empty addr and a
+// nil ln give a nil listener (the endpoint is off).
+func listen(ln net.Listener, addr, what string) (net.Listener, error) {
+	if ln != nil || addr == "" {
+		return ln, nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", what, addr, err)
+	}
+	return l, nil
+}
+
+// closeAll closes every non-nil listener (a constructor that failed after binding some).
+func closeAll(lns ...net.Listener) {
+	for _, ln := range lns {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// newServer returns an HTTP server with the package's limits, logging its errors to log.
+func newServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: ReadHeaderTimeout, ReadTimeout: ReadTimeout,
+		WriteTimeout: WriteTimeout, IdleTimeout: IdleTimeout, MaxHeaderBytes: MaxHeaderBytes,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+}
+
+// endpoint is one HTTP server on one listener.
+type endpoint struct {
+	name string
+	ln   net.Listener
+	srv  *http.Server
+}
+
+// group runs a component's servers and loops until its context is done, then shuts the servers down.
+type group struct {
+	log       *slog.Logger
+	endpoints []endpoint
+	loops     []func(ctx context.Context)
+}
+
+// serve adds h on ln (nothing when ln is nil).
+func (g *group) serve(name string, ln net.Listener, h http.Handler) {
+	if ln != nil {
+		g.endpoints = append(g.endpoints, endpoint{name: name, ln: ln, srv: newServer(h, g.log)})
+	}
+}
+
+// loop adds a function that runs until its context is done.
+func (g *group) loop(f func(ctx context.Context)) { g.loops = append(g.loops, f) }
+
+// close closes the listeners of a group that will never run.
+func (g *group) close() {
+	for _, e := range g.endpoints {
+		e.ln.Close()
+	}
+}
+
+// run serves every endpoint and runs every loop until ctx is done or a server fails; the servers are then shut
+// down (within ShutdownTimeout) and the loops awaited. It returns the first server error.
+func (g *group) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(g.endpoints))
+	for _, e := range g.endpoints {
+		wg.Go(func() {
+			if err := e.srv.Serve(e.ln); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s %s: %w", e.name, e.ln.Addr(), err)
+				cancel()
+			}
+		})
+	}
+	for _, f := range g.loops {
+		wg.Go(func() { f(ctx) })
+	}
+	<-ctx.Done()
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
+	defer scancel()
+	for _, e := range g.endpoints {
+		if err := e.srv.Shutdown(sctx); err != nil {
+			e.srv.Close()
+		}
+	}
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+// newRegistry returns a metrics registry with the Go runtime's and the process's collectors.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// adminMux serves /metrics from g and /healthz, and /readyz from ready (nil: always ready).
+func adminMux(g prometheus.Gatherer, ready func() error) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if ready != nil {
+			if err := ready(); err != nil {
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		io.WriteString(w, "ok\n")
+	})
+	return mux
+}
+
+// OpenStore opens Redis with o, retrying with backoff while it is unreachable (a daemon may start before its
+// Redis), until ctx is done. A schema mismatch (storage.ErrSchema) is returned at once.
+func OpenStore(ctx context.Context, o storage.Options, log *slog.Logger) (*storage.Store, error) {
+	wait := 100 * time.Millisecond
+	for {
+		st, err := storage.Open(ctx, o)
+		if err == nil || errors.Is(err, storage.ErrSchema) {
+			return st, err
+		}
+		log.Warn("opening Redis; retrying", "err", err, "backoff", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// logger returns log, or a logger that discards.
+func logger(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
+}

@@ -1,0 +1,119 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/vantage-edge/vantage/probed"
+	"github.com/vantage-edge/vantage/prober"
+	"github.com/vantage-edge/vantage/storage"
+)
+
+// DefaultProbedListen serves a probe daemon's /metrics, /healthz and /readyz.
+const DefaultProbedListen = "127.0.0.1:9101"
+
+// ProbedConfig configures one PoP's probe daemon. Start from DefaultProbedConfig.
+type ProbedConfig struct {
+	// Prober configures the probes: source addresses, the deny policy's --allow lifts, rates, timeouts, and the
+	// seams (Enter, Resolver) that put a daemon in a PoP's network namespace on the emulated WAN.
+	Prober prober.Config
+	// Daemon configures the job loop; Daemon.PoP is required.
+	Daemon probed.Config
+	// Listen is the address of /metrics, /healthz and /readyz (empty and no Listener: none); Listener, when
+	// set, is used instead.
+	Listen   string
+	Listener net.Listener
+	// AllDetail stores the prober's full result with every result (default: ad-hoc probes only).
+	AllDetail bool
+	// Version is advertised in heartbeats.
+	Version string
+	Logger  *slog.Logger
+}
+
+// DefaultProbedConfig returns the defaults of `vantage probed`.
+func DefaultProbedConfig() ProbedConfig {
+	return ProbedConfig{Prober: prober.DefaultConfig(), Listen: DefaultProbedListen}
+}
+
+// Validate checks what NewProbed cannot default.
+func (c ProbedConfig) Validate() error {
+	if c.Daemon.PoP == "" {
+		return errors.New("probed: --pop is required (the PoP of this daemon)")
+	}
+	return nil
+}
+
+// Probed is one PoP's probe daemon: its prober, job loop and HTTP endpoints.
+type Probed struct {
+	cfg ProbedConfig
+	eng *prober.Engine
+	d   *probed.Daemon
+	g   group
+}
+
+// NewProbed assembles the probe daemon of cfg.Daemon.PoP on st.
+func NewProbed(cfg ProbedConfig, st *storage.Store) (*Probed, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := logger(cfg.Logger)
+	cfg.Prober.Logger, cfg.Daemon.Logger = log, log
+	eng, err := prober.New(cfg.Prober)
+	if err != nil {
+		return nil, fmt.Errorf("probed: %w", err)
+	}
+	ln, err := listen(cfg.Listener, cfg.Listen, "probed: --listen")
+	if err != nil {
+		eng.Close()
+		return nil, err
+	}
+	reg := newRegistry()
+	reg.MustRegister(eng.Collector())
+	q := &probed.StoreQueue{DB: st, PoP: cfg.Daemon.PoP, Version: cfg.Version, SourceIPs: cfg.Prober.Sources, AllDetail: cfg.AllDetail}
+	if ln != nil {
+		q.Addr = ln.Addr().String()
+	}
+	d, err := probed.New(cfg.Daemon, q, eng, reg)
+	if err != nil {
+		eng.Close()
+		closeAll(ln)
+		return nil, err
+	}
+	q.DaemonID = d.ID()
+	p := &Probed{cfg: cfg, eng: eng, d: d, g: group{log: log}}
+	p.g.serve("probed", ln, adminMux(reg, func() error {
+		if !d.Ready() {
+			return errors.New("Redis unreachable")
+		}
+		return nil
+	}))
+	return p, nil
+}
+
+// ID returns the daemon's consumer name in its PoP's group.
+func (p *Probed) ID() string { return p.d.ID() }
+
+// Addr returns the address of the daemon's HTTP endpoints, or "" when it has none.
+func (p *Probed) Addr() string { return addrOf(p.g) }
+
+// Run runs the daemon until ctx is done, then drains its in-flight probes (Daemon.DrainTimeout) and closes
+// the prober.
+func (p *Probed) Run(ctx context.Context) error {
+	defer p.eng.Close()
+	p.g.loop(func(ctx context.Context) { p.d.Run(ctx) })
+	p.g.log.Info("probed: running", "pop", p.cfg.Daemon.PoP, "daemon", p.d.ID(), "listen", p.Addr(), "sources", p.cfg.Prober.Sources)
+	err := p.g.run(ctx)
+	p.g.log.Info("probed: stopped", "pop", p.cfg.Daemon.PoP)
+	return err
+}
+
+// addrOf returns the address of g's first endpoint, or "".
+func addrOf(g group) string {
+	if len(g.endpoints) == 0 {
+		return ""
+	}
+	return g.endpoints[0].ln.Addr().String()
+}

@@ -1,0 +1,160 @@
+package daemon
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/scheduler"
+	"github.com/vantage-edge/vantage/scheduler/smartrun"
+	"github.com/vantage-edge/vantage/scheduler/ui"
+	"github.com/vantage-edge/vantage/smart"
+	"github.com/vantage-edge/vantage/storage"
+)
+
+// DefaultSchedulerListen serves the scheduler's API, status page, /metrics, /healthz and /readyz.
+const DefaultSchedulerListen = "127.0.0.1:8080"
+
+// PendingInterval is how often the scheduler refreshes each PoP's pending-jobs gauge.
+const PendingInterval = 10 * time.Second
+
+// SchedulerConfig configures a scheduler with everything it serves. Start from DefaultSchedulerConfig.
+type SchedulerConfig struct {
+	// Scheduler tunes the rechecks, the lease, the planner and the engine.
+	Scheduler scheduler.Config
+	// Smart tunes Smart Placement's analysis and runner.
+	Smart smart.Config
+	// Listen is the address of the API, the status page and /metrics (Listener, when set, is used instead).
+	Listen   string
+	Listener net.Listener
+	// ConfigDir is a directory of wrangler.toml / wrangler.jsonc files to place (empty: none), read again every
+	// ConfigReload.
+	ConfigDir    string
+	ConfigReload time.Duration
+	// Tokens maps the bearer tokens accepted to their names; none: writes and ad-hoc probes are refused.
+	Tokens map[string]string
+	// Quota limits each token's ad-hoc probes.
+	Quota scheduler.Quota
+	// AdHocTimeout is how long an ad-hoc probe waits for its PoPs.
+	AdHocTimeout time.Duration
+	// Allow lifts the deny policy for these prefixes in the configs it accepts (the probers' --allow).
+	Allow  []netip.Prefix
+	Logger *slog.Logger
+}
+
+// DefaultSchedulerConfig returns the defaults of `vantage scheduler`.
+func DefaultSchedulerConfig() SchedulerConfig {
+	return SchedulerConfig{
+		Scheduler:    scheduler.DefaultConfig(),
+		Smart:        smart.DefaultConfig(),
+		Listen:       DefaultSchedulerListen,
+		ConfigReload: scheduler.DefaultDirReload,
+		Quota:        scheduler.Quota{PerMinute: scheduler.DefaultQuotaPerMinute, Burst: scheduler.DefaultQuotaBurst},
+		AdHocTimeout: scheduler.DefaultAdHocTimeout,
+	}
+}
+
+// Validate checks the parts NewScheduler does not default.
+func (c SchedulerConfig) Validate() error {
+	if c.Listen == "" && c.Listener == nil {
+		return errors.New("scheduler: an address is required (--listen)")
+	}
+	if c.ConfigReload <= 0 {
+		return fmt.Errorf("scheduler: --config-reload %v: want > 0", c.ConfigReload)
+	}
+	if c.AdHocTimeout <= 0 {
+		return fmt.Errorf("scheduler: --adhoc-timeout %v: want > 0", c.AdHocTimeout)
+	}
+	if err := c.Smart.Validate(); err != nil {
+		return fmt.Errorf("scheduler: %w", err)
+	}
+	return nil
+}
+
+// Scheduler is a scheduler with its API, status page, telemetry ingest and smart runner.
+type Scheduler struct {
+	cfg    SchedulerConfig
+	s      *scheduler.Scheduler
+	st     *storage.Store
+	runner *smartrun.Runner
+	parser placement.Parser
+	g      group
+}
+
+// NewScheduler assembles a scheduler on st.
+func NewScheduler(cfg SchedulerConfig, st *storage.Store) (*Scheduler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := logger(cfg.Logger)
+	cfg.Scheduler.Logger = log
+	if len(cfg.Tokens) == 0 {
+		log.Warn("scheduler: no bearer token configured: writes and ad-hoc probes are refused")
+	}
+	b := scheduler.StoreBackend{Store: st}
+	reg := newRegistry()
+	m := scheduler.NewMetrics(reg)
+	s, err := scheduler.New(cfg.Scheduler, b, m)
+	if err != nil {
+		return nil, err
+	}
+	k := &Scheduler{cfg: cfg, s: s, st: st, g: group{log: log}, parser: placement.Parser{Policy: placement.DefaultPolicy(cfg.Allow...)}}
+	// Smart Placement: telemetry in (worker hosts write it to Redis, or POST it here), analysis by the leader,
+	// decisions written under its fencing token.
+	k.runner, err = smartrun.NewRunner(cfg.Smart, st, smartrun.FleetSources(st, nil), smartrun.RunnerOptions{
+		Logger: log, Registerer: reg, Leading: s.Leading})
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: %w", err)
+	}
+	page, err := ui.New(ui.Config{Sched: s, Store: st, MaxResultAge: 2 * cmp.Or(cfg.Scheduler.RecheckInterval, scheduler.DefaultRecheckInterval), Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	api := &scheduler.API{
+		Telemetry: smartrun.IngestHandler(st.AddTelemetry, log),
+		Sched:     s, Decisions: b, Apps: b, Regions: cfg.Scheduler.Regions, Parser: k.parser, Metrics: m, Logger: log, Gatherer: reg,
+		Auth:  scheduler.NewAuth(cfg.Tokens, cfg.Quota, nil),
+		AdHoc: &scheduler.AdHoc{Backend: b, Timeout: cfg.AdHocTimeout},
+		Ready: func(ctx context.Context) error { return st.Client().Ping(ctx).Err() },
+	}
+	ln, err := listen(cfg.Listener, cfg.Listen, "scheduler: --listen")
+	if err != nil {
+		return nil, err
+	}
+	k.g.serve("scheduler", ln, ui.Wrap(api.Handler(), page))
+	return k, nil
+}
+
+// Scheduler returns the scheduler (its targets, leadership), for callers that watch it in process.
+func (k *Scheduler) Scheduler() *scheduler.Scheduler { return k.s }
+
+// URL returns the base URL of the API and the status page.
+func (k *Scheduler) URL() string { return "http://" + addrOf(k.g) }
+
+// Run rechecks targets (while it holds the lease), watches the config dir and the app registry, runs the
+// smart analysis and serves the API until ctx is done.
+func (k *Scheduler) Run(ctx context.Context) error {
+	b := scheduler.StoreBackend{Store: k.st}
+	regions := k.cfg.Scheduler.Regions
+	if k.cfg.ConfigDir != "" {
+		k.g.loop(func(ctx context.Context) { k.s.WatchDir(ctx, k.cfg.ConfigDir, k.parser, regions, k.cfg.ConfigReload) })
+	}
+	k.g.loop(func(ctx context.Context) { k.s.SyncAPIApps(ctx, b, regions, scheduler.DefaultAppsReload) })
+	k.g.loop(func(ctx context.Context) { k.s.WatchPending(ctx, k.st.PendingJobs, b.UpPoPs, PendingInterval) })
+	k.g.loop(func(ctx context.Context) {
+		if err := k.runner.Run(ctx); err != nil && ctx.Err() == nil {
+			k.g.log.Error("scheduler: smart placement stopped", "err", err)
+		}
+	})
+	k.g.loop(func(ctx context.Context) { k.s.Run(ctx) })
+	k.g.log.Info("scheduler: serving", "addr", addrOf(k.g))
+	err := k.g.run(ctx)
+	k.g.log.Info("scheduler: stopped")
+	return err
+}
