@@ -186,6 +186,9 @@ type planGeoDNS struct {
 
 var nodeNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
 
+// hostnameRE matches a canonical (lower-case, fully qualified) host name of letters, digits and hyphens.
+var hostnameRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+$`)
+
 // resolve validates the spec and looks up every location.
 func (s *Spec) resolve() (*plan, error) {
 	p := &plan{name: s.Name, zone: s.Zone, dnsNode: -1, aliases: map[string]int{}}
@@ -240,7 +243,7 @@ func (s *Spec) resolve() (*plan, error) {
 		}
 		for j, a := range h.Aliases {
 			name := dns.CanonicalName(a)
-			if _, ok := dns.IsDomainName(name); !ok || a == "" {
+			if !hostnameRE.MatchString(name) {
 				return nil, fmt.Errorf("testbed: spec: %s.aliases[%d]: %q is not a domain name", field, j, a)
 			}
 			if _, dup := p.aliases[name]; dup {
