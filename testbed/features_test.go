@@ -49,6 +49,7 @@ func TestAnycast(t *testing.T) {
 			if next-delayTolerance(next) <= want+delayTolerance(want) {
 				t.Fatalf("the next instance from %s is %v away, %s %v: the tolerance cannot tell them apart", tc.from, next, tc.want, want)
 			}
+			t.Logf("%s: nearest instance %s at %v, the next nearest at %v", tc.from, tc.want, want, next)
 			addr := net.JoinHostPort(edge.String(), "443")
 			assertRTT(t, tc.from+" -> edge ("+tc.want+")", want, func() ([]time.Duration, []time.Duration, error) {
 				return connectRTTsKernel(ctx, from.DialContext, addr, 7)

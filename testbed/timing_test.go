@@ -15,7 +15,7 @@ import (
 // The unit tests check the emulator's delays coarsely, with bounds a busy 2-core machine meets (other builds
 // beside the tests, a hypervisor that takes the vCPUs away now and then), and that still catch every bug of a
 // delay: one missing (the RTT is ~0), applied twice (2x), to one direction only (0.5x), or the wrong anycast
-// instance's (the next instance is 10x farther or more in the default spec). The precise figures (±0.3 ms at
+// instance's (TestAnycast checks that the next nearest instance is beyond the tolerance). The precise figures (±0.3 ms at
 // the median, 1 ms at the 99th percentile) are BenchmarkFidelity's, recorded in bench/RESULTS.md.
 //
 // Load only ever makes a packet late: the router, the kernels and the test process all run later than they
