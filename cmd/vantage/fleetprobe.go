@@ -34,11 +34,10 @@ func runFleetProbe(ctx context.Context, args []string, stdout, stderr io.Writer)
 		asJSON  = fs.Bool("json", false, "print the scheduler's final answer as JSON")
 		timeout = fs.Duration("timeout", 2*time.Minute, "give up after this long")
 	)
-	flags, pos := splitFlags(args, map[string]bool{"fleet": true, "json": true})
-	if err := parseFlags(fs, flags); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	pos = append(pos, fs.Args()...)
+	pos := fs.Args()
 	if len(pos) != 2 {
 		return fmt.Errorf("%w: probe --fleet: want <kind> <target>, got %d arguments", errUsage, len(pos))
 	}
@@ -91,31 +90,6 @@ func cmpOrEnv(env, def string) string {
 		return v
 	}
 	return def
-}
-
-// splitFlags separates flags (with their values) from positional arguments, so flags may follow them.
-// boolFlags take no value unless written -flag=value.
-func splitFlags(args []string, boolFlags map[string]bool) (flags, pos []string) {
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			return flags, append(pos, args[i+1:]...)
-		}
-		if !strings.HasPrefix(a, "-") || a == "-" {
-			pos = append(pos, a)
-			continue
-		}
-		flags = append(flags, a)
-		name := strings.TrimLeft(a, "-")
-		if strings.Contains(name, "=") || boolFlags[name] {
-			continue
-		}
-		if i+1 < len(args) {
-			flags = append(flags, args[i+1])
-			i++
-		}
-	}
-	return flags, pos
 }
 
 // progress draws "[#####     ] 5/10 PoPs" over itself.

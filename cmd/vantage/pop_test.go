@@ -26,7 +26,8 @@ func TestPopDrainUndrainList(t *testing.T) {
 	pop := func(args ...string) (string, int) {
 		t.Helper()
 		var out, errb bytes.Buffer
-		code := run(ctx, append([]string{"pop", "--redis", srv.Addr()}, args...), &out, &errb)
+		// The flags after the verb, as deploy/README writes them.
+		code := run(ctx, append(append([]string{"pop"}, args...), "--redis", srv.Addr()), &out, &errb)
 		return out.String() + errb.String(), code
 	}
 	drained := func() bool {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/netip"
@@ -60,10 +59,10 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(&own, "own-prefix", "the platform's own prefix: never a source, denied as a target (repeatable or comma list)")
 	fs.Var(&types, "type", "dns: query types, e.g. A,AAAA (default both, preferred protocol first)")
 
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	pos := fs.Args()
 	if len(pos) < 2 {
 		fs.Usage()
 		return fmt.Errorf("%w: probe: want a kind and at least one target", errUsage)
@@ -138,26 +137,6 @@ func hasFleetFlag(args []string) bool {
 		}
 	}
 	return false
-}
-
-// parseInterspersed parses fs from args where flags may follow positional arguments, and returns the
-// positional arguments in order.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := parseFlags(fs, args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		if len(args) > 0 && len(rest) < len(args) && args[len(args)-len(rest)-1] == "--" {
-			return append(pos, rest...), nil // everything after "--" is positional
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
 }
 
 // printProbeTable writes results as an aligned table, with a detail line for HTTP and DNS results.

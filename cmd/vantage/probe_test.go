@@ -170,27 +170,3 @@ func closedTCPPort(t *testing.T) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
-
-func TestParseInterspersed(t *testing.T) {
-	tests := []struct {
-		name string
-		args []string
-		pos  []string
-		n    int
-	}{
-		{"flags_first", []string{"--count", "5", "tcp", "h:1"}, []string{"tcp", "h:1"}, 5},
-		{"flags_last", []string{"tcp", "h:1", "--count=4"}, []string{"tcp", "h:1"}, 4},
-		{"flags_between", []string{"tcp", "--count", "2", "h:1", "h:2"}, []string{"tcp", "h:1", "h:2"}, 2},
-		{"terminator", []string{"tcp", "--", "--count"}, []string{"tcp", "--count"}, 3},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			fs := newFlagSet("probe", "", &bytes.Buffer{})
-			n := fs.Int("count", 3, "")
-			pos, err := parseInterspersed(fs, tc.args)
-			if err != nil || strings.Join(pos, " ") != strings.Join(tc.pos, " ") || *n != tc.n {
-				t.Errorf("pos %q count %d err %v, want %q %d", pos, *n, err, tc.pos, tc.n)
-			}
-		})
-	}
-}

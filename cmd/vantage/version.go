@@ -19,6 +19,9 @@ func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("%w: version takes no arguments, got %q", errUsage, fs.Args())
+	}
 	gv := "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		gv = bi.GoVersion
