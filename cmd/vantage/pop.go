@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/vantage-edge/vantage/geo"
 	"github.com/vantage-edge/vantage/storage"
 )
 
@@ -50,13 +51,47 @@ func runPop(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if verb == "list" {
 		return printFleet(ctx, st, stdout)
 	}
-	pop := strings.ToUpper(rest[1])
+	pop := strings.ToUpper(strings.TrimSpace(rest[1]))
+	if err := checkKnownPoP(ctx, st, verb, pop); err != nil {
+		return err
+	}
 	if err := st.SetDrained(ctx, pop, verb == "drain"); err != nil {
 		return fmt.Errorf("pop %s %s: %w", verb, pop, err)
 	}
 	fmt.Fprintf(stdout, "%s %sed\n", pop, verb)
 	return nil
 }
+
+// checkKnownPoP refuses a PoP code that is neither in the fleet Redis knows (a heartbeat or a drain flag) nor
+// in the PoP catalogue (geo.LookupPoP): a typo must not be reported "drained" while the PoP it meant keeps
+// its traffic. A catalogue PoP may be drained before its daemons first report.
+func checkKnownPoP(ctx context.Context, st *storage.Store, verb, pop string) error {
+	fleet, err := st.Fleet(ctx)
+	if err != nil {
+		return fmt.Errorf("pop %s %s: %w", verb, pop, err)
+	}
+	known := make([]string, 0, len(fleet))
+	for _, p := range fleet {
+		if strings.EqualFold(p.PoP, pop) {
+			return nil
+		}
+		known = append(known, p.PoP)
+	}
+	if _, ok := geo.LookupPoP(pop); ok {
+		return nil
+	}
+	inFleet := "the fleet in Redis has no PoP"
+	switch {
+	case len(known) > maxPoPsNamed:
+		inFleet = fmt.Sprintf("not among the %d PoPs of the fleet in Redis ('vantage pop list')", len(known))
+	case len(known) > 0:
+		inFleet = "the fleet in Redis has " + strings.Join(known, ", ")
+	}
+	return fmt.Errorf("%w: pop %s: unknown PoP %q: not in the PoP catalogue, and %s", errUsage, verb, pop, inFleet)
+}
+
+// maxPoPsNamed bounds the fleet's PoPs listed in an unknown-PoP error.
+const maxPoPsNamed = 20
 
 func printFleet(ctx context.Context, st *storage.Store, w io.Writer) error {
 	fleet, err := st.Fleet(ctx)
