@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -168,4 +169,41 @@ func splitArgs(fs *flag.FlagSet, args []string) (flags, pos []string) {
 func isBoolFlag(f *flag.Flag) bool {
 	b, ok := f.Value.(interface{ IsBoolFlag() bool })
 	return ok && b.IsBoolFlag()
+}
+
+// envFlag is a string flag whose default is read from an environment variable after parsing, so that help
+// output shows "(default $NAME)" and never the variable's value: a token in the environment must not be
+// printed by --help. Build one with envStringVar.
+type envFlag struct {
+	env, fallback string
+	value         string
+	set           bool
+}
+
+// envStringVar registers the string flag name on fs: its value is the flag's when given, else $env when set
+// and not empty, else fallback. usage gets "(default $env[, else fallback])" appended.
+func envStringVar(fs *flag.FlagSet, name, env, fallback, usage string) *envFlag {
+	f := &envFlag{env: env, fallback: fallback}
+	def := "$" + env
+	if fallback != "" {
+		def += ", else " + fallback
+	}
+	fs.Var(f, name, usage+" (default "+def+")")
+	return f
+}
+
+// String is empty whatever the value, so the flag package never prints a default of its own.
+func (f *envFlag) String() string { return "" }
+
+func (f *envFlag) Set(s string) error {
+	f.value, f.set = s, true
+	return nil
+}
+
+// get returns the flag's value, else the environment's, else the fallback.
+func (f *envFlag) get() string {
+	if f.set {
+		return f.value
+	}
+	return cmp.Or(os.Getenv(f.env), f.fallback)
 }

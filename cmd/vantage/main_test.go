@@ -5,7 +5,12 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -132,5 +137,94 @@ func TestStrayArgumentsRefused(t *testing.T) {
 				t.Errorf("stderr does not name the stray argument:\n%s", errb.String())
 			}
 		})
+	}
+}
+
+// TestNoEnvironmentValueInHelp: with secrets in every variable the commands read, no help output prints one;
+// probe's help documents fleet probing and the variables it reads.
+func TestNoEnvironmentValueInHelp(t *testing.T) {
+	secrets := map[string]string{}
+	for _, env := range []string{envToken, envScheduler, "VANTAGE_REDIS_PASSWORD"} {
+		secrets[env] = "secret-of-" + env
+		t.Setenv(env, secrets[env])
+	}
+	helps := [][]string{{"help"}, {"probe", "--fleet", "--help"}, {"probe", "tcp", "x", "--fleet", "-h"}}
+	for name := range commands {
+		helps = append(helps, []string{"help", name})
+	}
+	for _, verb := range []string{"up", "exec", "down", "list"} {
+		helps = append(helps, []string{"testbed", verb, "--help"})
+	}
+	for _, args := range helps {
+		var out, errb bytes.Buffer
+		if code := run(context.Background(), args, &out, &errb); code != 0 {
+			t.Errorf("%q: exit %d, want 0; stderr:\n%s", args, code, errb.String())
+		}
+		for env, secret := range secrets {
+			if strings.Contains(out.String()+errb.String(), secret) {
+				t.Errorf("%q prints the value of $%s:\n%s%s", args, env, out.String(), errb.String())
+			}
+		}
+	}
+	var out, errb bytes.Buffer
+	run(context.Background(), []string{"help", "probe"}, &out, &errb)
+	for _, want := range []string{"vantage probe --fleet", "-fleet", "-scheduler URL", "-token token", "-pops",
+		"(default $VANTAGE_TOKEN)", "(default $VANTAGE_SCHEDULER, else http://127.0.0.1:8080)"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("help probe lacks %q:\n%s", want, errb.String())
+		}
+	}
+}
+
+// TestNoFlagDefaultFromEnvironment reads every flag definition of the package's sources: a default computed
+// from the environment would be printed by --help (envStringVar is the way to default from a variable).
+func TestNoFlagDefaultFromEnvironment(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	definers := regexp.MustCompile(`^(String|Int|Int64|Uint|Uint64|Float64|Bool|Duration|Func|TextVar)(Var)?$`)
+	checked := 0
+	for _, file := range files {
+		if strings.HasSuffix(file, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, file, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok {
+				return true
+			}
+			sel, ok := call.Fun.(*ast.SelectorExpr)
+			if !ok || !definers.MatchString(sel.Sel.Name) || len(call.Args) < 3 {
+				return true
+			}
+			checked++
+			for _, arg := range call.Args {
+				ast.Inspect(arg, func(n ast.Node) bool {
+					if c, ok := n.(*ast.CallExpr); ok {
+						name := ""
+						switch fn := c.Fun.(type) {
+						case *ast.SelectorExpr:
+							name = fn.Sel.Name
+						case *ast.Ident:
+							name = fn.Name
+						}
+						if strings.Contains(strings.ToLower(name), "env") {
+							t.Errorf("%s: flag default from the environment (%s): --help would print it", fset.Position(c.Pos()), name)
+						}
+					}
+					return true
+				})
+			}
+			return true
+		})
+	}
+	if checked < 50 {
+		t.Errorf("only %d flag definitions found; the check reads the wrong files", checked)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/netip"
@@ -30,6 +31,26 @@ const probeUsage = `<tcp|http|icmp|dns> TARGET...
 
 Flags may come before or after the arguments. Exit status 1 when a probe failed.`
 
+// fleetProbeAbout explains `vantage probe --fleet`, in its own help and in probe's.
+const fleetProbeAbout = `Fleet probing: vantage probe --fleet [flags] <tcp|http|icmp|dns> TARGET
+
+  Probes TARGET from every PoP of a running fleet (or the PoPs of --pops) through its scheduler's API
+  (POST /v1/probes), draws the progress across PoPs on stderr, then prints the PoPs ranked by RTT and the
+  engine's verdict (best PoP, anycast or not, location).
+  The scheduler is --scheduler, else $` + envScheduler + `, else ` + defaultScheduler + `.
+  The API wants a bearer token, one of the scheduler's --tokens: --token, else $` + envToken + `
+  (prefer the variable: other users of the machine can read a flag in the process list).
+`
+
+// fleetProbeUsage prints the help of `vantage probe --fleet` to w: the explanation and the flags.
+func fleetProbeUsage(w io.Writer) {
+	fmt.Fprintf(w, "\n%s\nflags with --fleet:\n", fleetProbeAbout)
+	fs := flag.NewFlagSet("probe --fleet", flag.ContinueOnError)
+	fs.SetOutput(w)
+	addFleetProbeFlags(fs)
+	fs.PrintDefaults()
+}
+
 // runProbe is `vantage probe KIND TARGET...`: probes each target from this machine and prints a table, or one
 // JSON Result per line with --json. With --fleet it hands its arguments to runFleetProbe instead.
 func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -38,6 +59,11 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	def := prober.DefaultConfig()
 	fs := newFlagSet("probe", probeUsage, stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: vantage probe [flags] %s\n\nflags probing from this machine:\n", probeUsage)
+		fs.PrintDefaults()
+		fleetProbeUsage(stderr)
+	}
 	var sources, allow, own, types listFlag
 	var (
 		count      = fs.Int("count", def.Count, fmt.Sprintf("samples per probe (at most %d)", prober.MaxCount))
