@@ -81,7 +81,11 @@ func (d *daemonFlags) check() error {
 // logger returns the logger the log flags describe, writing to w. Call check first: a bad value falls back
 // to text at info.
 func (d *daemonFlags) logger(w io.Writer) *slog.Logger {
-	return fleetLogger(w, d.logFormat, d.logLevel)
+	log, err := newLogger(w, d.logFormat, d.logLevel)
+	if err != nil {
+		return slog.New(slog.NewTextHandler(w, nil))
+	}
+	return log
 }
 
 // start checks the flags, builds the logger writing to w and serves /debug/pprof/ when --pprof is set, until
@@ -189,37 +193,4 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("%w: --log-format %q: want json or text", errUsage, format)
-}
-
-// The names below are the API of these helpers before daemonFlags; probed.go, scheduler.go, router.go,
-// worker.go and demo.go still call them. They are thin wrappers: remove each once nothing calls it.
-
-// fleetRedisFlags is redisFlags; see addFleetRedisFlags.
-type fleetRedisFlags = redisFlags
-
-// addFleetRedisFlags registers the Redis flags with --redis required. Use addDaemonFlags.
-func addFleetRedisFlags(fs *flag.FlagSet) *fleetRedisFlags { return addRedisFlags(fs, true) }
-
-// addPprofFlag registers --pprof alone. Use addDaemonFlags.
-func addPprofFlag(fs *flag.FlagSet) *string {
-	return fs.String("pprof", "", pprofUsage)
-}
-
-// fleetLogger is newLogger with a bad format falling back to text and a bad level to info. Use
-// daemonFlags.start.
-func fleetLogger(w io.Writer, format, level string) *slog.Logger {
-	if format != "json" {
-		format = "text"
-	}
-	if new(slog.Level).UnmarshalText([]byte(level)) != nil {
-		level = defaultLogLevel
-	}
-	log, _ := newLogger(w, format, level)
-	return log
-}
-
-// checkLogFlags validates --log-format and --log-level. Use daemonFlags.check.
-func checkLogFlags(format, level string) error {
-	_, err := newLogger(io.Discard, format, level)
-	return err
 }

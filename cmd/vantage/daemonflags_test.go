@@ -165,33 +165,3 @@ func TestDaemonFlagsStart(t *testing.T) {
 		t.Errorf("start with --log-format xml: %v, logged %q; want a usage error and nothing logged", err, none.String())
 	}
 }
-
-// TestFleetLoggerFallback: the old helper keeps its behaviour for the callers not moved yet.
-func TestFleetLoggerFallback(t *testing.T) {
-	for _, tc := range []struct {
-		format, level string
-		json, debug   bool
-	}{
-		{"json", "debug", true, true},
-		{"xml", "debug", false, true},
-		{"json", "loud", true, false},
-		{"text", "info", false, false},
-	} {
-		var b bytes.Buffer
-		log := fleetLogger(&b, tc.format, tc.level)
-		log.Debug("d")
-		log.Info("i")
-		if got := strings.HasPrefix(b.String(), "{"); got != tc.json {
-			t.Errorf("%s/%s: JSON %v, want %v: %q", tc.format, tc.level, got, tc.json, b.String())
-		}
-		if got := strings.Count(b.String(), "\n") == 2; got != tc.debug {
-			t.Errorf("%s/%s: debug line %v, want %v: %q", tc.format, tc.level, got, tc.debug, b.String())
-		}
-	}
-	if err := checkLogFlags("json", "warn"); err != nil {
-		t.Error(err)
-	}
-	if err := checkLogFlags("yaml", "warn"); !errors.Is(err, errUsage) {
-		t.Errorf("checkLogFlags yaml: %v, want a usage error", err)
-	}
-}
