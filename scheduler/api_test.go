@@ -31,6 +31,12 @@ type apiEnv struct {
 
 func newAPIEnv(t *testing.T, quota Quota) *apiEnv {
 	t.Helper()
+	return newAPIEnvWith(t, quota, nil)
+}
+
+// newAPIEnvWith is newAPIEnv with the scheduler's config and the API adjusted by edit (nil: none).
+func newAPIEnvWith(t *testing.T, quota Quota, edit func(*Config, *API)) *apiEnv {
+	t.Helper()
 	srv := redistest.Start(t)
 	f := &fleetEnv{t: t, addrs: []string{srv.Addr()}, log: testLogger(t)}
 	for i, pop := range []string{"FRA", "IAD", "SIN"} {
@@ -39,16 +45,21 @@ func newAPIEnv(t *testing.T, quota Quota) *apiEnv {
 	st := f.open()
 	b := StoreBackend{st}
 	m := NewMetrics(nil)
-	s, err := New(Config{Name: "api", RecheckInterval: testRecheck, LeaseTTL: testLease, InitialSpread: 100 * time.Millisecond,
-		ResultTimeout: time.Second, ResultPoll: 50 * time.Millisecond, Logger: f.log}, b, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := &API{Sched: s, Decisions: b, Apps: b, Metrics: m, Logger: f.log,
+	cfg := Config{Name: "api", RecheckInterval: testRecheck, LeaseTTL: testLease, InitialSpread: 100 * time.Millisecond,
+		ResultTimeout: time.Second, ResultPoll: 50 * time.Millisecond, Logger: f.log}
+	api := &API{Decisions: b, Apps: b, Metrics: m, Logger: f.log,
 		Parser: placement.Parser{Policy: placement.DefaultPolicy(netip.MustParsePrefix("127.0.0.0/8"))},
 		Auth:   NewAuth(map[string]string{testToken: "ops"}, quota, nil),
 		AdHoc:  &AdHoc{Backend: b, Timeout: 5 * time.Second},
 	}
+	if edit != nil {
+		edit(&cfg, api)
+	}
+	s, err := New(cfg, b, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api.Sched = s
 	hs := httptest.NewServer(api.Handler())
 	t.Cleanup(hs.Close)
 	e := &apiEnv{t: t, url: hs.URL, b: b, s: s, host: testnet.Listen(t)}
@@ -297,5 +308,35 @@ func TestRegionWithoutAnsweringEndpointIsEstimated(t *testing.T) {
 		if d.BestPoP != want || !d.Estimated || d.Status != placement.StatusSuccess {
 			t.Errorf("%s: %+v; want %s from the latency model, estimated", app, d, want)
 		}
+	}
+}
+
+// TestSharedEndpointFirstDecisions registers a host app and a region app probing the same host:port back to
+// back: both rechecks probe the same result key at once, and each must get its first decision from that
+// recheck, not after a result timeout (set here far beyond the test's deadline) or a recheck interval.
+func TestSharedEndpointFirstDecisions(t *testing.T) {
+	var e *apiEnv
+	host := testnet.Listen(t)
+	e = newAPIEnvWith(t, Quota{}, func(c *Config, a *API) {
+		c.RecheckInterval, c.ResultTimeout = 10*time.Minute, 5*time.Minute
+		a.Regions = RegionEndpoints{Overrides: map[string]string{"gcp:asia-northeast1": host}}
+	})
+	e.run()
+	for round := range 3 { // the race is between two rechecks: try it a few times
+		hostApp, regionApp := "tokyo-host-"+strconv.Itoa(round), "tokyo-region-"+strconv.Itoa(round)
+		for _, body := range []string{
+			"name = \"" + hostApp + "\"\n[placement]\nhost = \"" + host + "\"\n",
+			"name = \"" + regionApp + "\"\n[placement]\nregion = \"gcp:asia-northeast1\"\n",
+		} {
+			if code, _, _, raw := e.do("POST", "/v1/apps", testToken, "application/toml", body); code != 201 {
+				t.Fatalf("POST %q: %d %s", body, code, raw)
+			}
+		}
+		took := waitUntil(t, "first decisions of "+hostApp+" and "+regionApp, 20*time.Second, func() bool {
+			_, ok1, _ := e.b.Decision(context.Background(), hostApp)
+			_, ok2, _ := e.b.Decision(context.Background(), regionApp)
+			return ok1 && ok2
+		})
+		t.Logf("round %d: both decided %v after registration", round, took)
 	}
 }

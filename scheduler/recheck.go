@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"sort"
 	"sync"
@@ -189,9 +190,51 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 	return dec, nil
 }
 
-// measure runs the planner's rounds: enqueue a job per planned PoP, wait for their results, ask for more.
-// It returns the latest result of every PoP for the target, this round's included.
+// flight is one measurement of a result key in progress. Targets whose probes are the same (a host app and
+// a region app whose endpoint is that host:port) share a TargetKey, and the daemons keep one latest result
+// per PoP and key: two rechecks probing it at once overwrote each other's results, and each waited out
+// ResultTimeout for a result of its own round that was gone. A recheck of a key in flight waits for that
+// measurement and shares its results instead.
+type flight struct {
+	done    chan struct{} // closed when results and err are set
+	results map[string]storage.Result
+	err     error
+}
+
+// measure returns the latest result of every PoP for t's key: from the measurement of the key already in
+// flight, else from its own (measureKey).
 func (s *Scheduler) measure(ctx context.Context, term *Term, t Target, pops []geo.PoP) (map[string]storage.Result, error) {
+	key := TargetKey(t.Kind(), s.probeAddr(t))
+	for {
+		s.flightMu.Lock()
+		f, ok := s.flights[key]
+		if !ok {
+			f = &flight{done: make(chan struct{})}
+			s.flights[key] = f
+			s.flightMu.Unlock()
+			f.results, f.err = s.measureKey(ctx, term, t, pops)
+			s.flightMu.Lock()
+			delete(s.flights, key)
+			s.flightMu.Unlock()
+			close(f.done)
+			return f.results, f.err
+		}
+		s.flightMu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-f.done:
+		}
+		if f.err == nil {
+			return maps.Clone(f.results), nil
+		}
+		// That measurement failed (its target was removed, say): measure again.
+	}
+}
+
+// measureKey runs the planner's rounds: enqueue a job per planned PoP, wait for their results, ask for more.
+// It returns the latest result of every PoP for the target, this round's included.
+func (s *Scheduler) measureKey(ctx context.Context, term *Term, t Target, pops []geo.PoP) (map[string]storage.Result, error) {
 	d := s.deps
 	// plan runs fn with a pooled planner (not held while waiting for results).
 	plan := func(fn func(p *triangulate.Planner) []string) []string {

@@ -134,6 +134,9 @@ type Scheduler struct {
 	targets map[string]*targetState
 	wg      sync.WaitGroup
 	terms   map[int64]*termDue
+
+	flightMu sync.Mutex
+	flights  map[string]*flight // result key -> its measurement in progress
 }
 
 type termDue struct {
@@ -207,6 +210,7 @@ func newScheduler(cfg Config, leaser Leaser, m *Metrics) *Scheduler {
 		metrics: m,
 		targets: map[string]*targetState{},
 		terms:   map[int64]*termDue{},
+		flights: map[string]*flight{},
 	}
 	s.lead = newLeadership(leaser, cfg.LeaseName, cfg.Name, cfg.LeaseTTL, cfg.Clock, s.log)
 	s.lead.onTerm = func(leading bool, token int64) {
