@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -165,6 +166,9 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 	}
 	if r.Verdict.Placeable() {
 		dec.BestPoP = r.Best.PoP
+	}
+	if dec.Status != placement.StatusSuccess {
+		dec.Reason = s.reason(t, r, results)
 	}
 	if hasPrev {
 		stabilise(dec.Candidates, prev.Candidates, d.switchAbsMs, d.switchRel)
@@ -454,4 +458,60 @@ func (s *Scheduler) probeAddr(t Target) string {
 		return s.cfg.HostnameScheme + "://" + t.Target + "/"
 	}
 	return t.ProbeAddr()
+}
+
+// reason says in words why a recheck of t did not end in SUCCESS: which probes failed and how, or why the
+// engine's verdict is not placeable.
+func (s *Scheduler) reason(t Target, r triangulate.Result, rs map[string]storage.Result) string {
+	addr := s.probeAddr(t)
+	if r.Status == placement.StatusNoValidHosts {
+		return failureReason(addr, rs, s.cfg.ResultTimeout)
+	}
+	var why string
+	switch r.Verdict {
+	case placement.VerdictAnycast:
+		why = fmt.Sprintf("%s answers as anycast (one address at several places): requests run where they enter", addr)
+	case placement.VerdictReplicated:
+		why = fmt.Sprintf("%s is replicated (one address per region): requests run where they enter", addr)
+	default:
+		why = fmt.Sprintf("verdict %q on %s", cmpOr(r.Verdict, placement.VerdictUnknown), addr)
+	}
+	if notes := r.Notes(); len(notes) > 0 {
+		why += " (" + strings.Join(notes, "; ") + ")"
+	}
+	return why
+}
+
+// failureReason summarises why no PoP measured addr: the failed probes grouped by class and error, each with
+// the PoPs that saw it, e.g. "every PoP's probe of 198.18.0.9:80 failed: refused: connect: connection refused
+// (FRA, IAD, SIN)".
+func failureReason(addr string, rs map[string]storage.Result, timeout time.Duration) string {
+	if len(rs) == 0 {
+		return fmt.Sprintf("no PoP returned a result for %s within %v", addr, timeout)
+	}
+	byCause := map[string][]string{}
+	for _, pop := range sortedApps(rs) {
+		r := rs[pop]
+		cause := r.Error
+		switch {
+		case succeeded(r):
+			cause = "answered, but the PoP is not in the catalogue"
+		case r.Class != "" && cause != "":
+			cause = r.Class + ": " + cause
+		case r.Class != "":
+			cause = r.Class
+		case cause == "":
+			cause = "no sample answered"
+		}
+		byCause[cause] = append(byCause[cause], pop)
+	}
+	parts := make([]string, 0, len(byCause))
+	for _, cause := range sortedApps(byCause) {
+		parts = append(parts, fmt.Sprintf("%s (%s)", cause, strings.Join(byCause[cause], ", ")))
+	}
+	what := "every PoP's probe"
+	if len(rs) == 1 {
+		what = "the only PoP's probe"
+	}
+	return fmt.Sprintf("%s of %s failed: %s", what, addr, strings.Join(parts, "; "))
 }
