@@ -14,8 +14,8 @@ import (
 
 	"github.com/vantage-edge/vantage/internal/testnet"
 	"github.com/vantage-edge/vantage/placement"
-	"github.com/vantage-edge/vantage/prober"
 	"github.com/vantage-edge/vantage/probed"
+	"github.com/vantage-edge/vantage/prober"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
 )
