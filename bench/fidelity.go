@@ -49,7 +49,7 @@ func fidelitySection(ctx context.Context, o *options) *Section {
 			" — which the unit tests no longer assert (a busy 2-core machine cannot hold them); the hypervisor's stolen " +
 			"time during the windows is reported beside them, as it explains a missed bound."}
 	if os.Geteuid() != 0 {
-		s.Skipped = "needs root (the emulated WAN creates network namespaces and /dev/net/tun devices)"
+		s.Skipped = "it needs root: the emulated WAN creates network namespaces and /dev/net/tun devices"
 		s.Notes = append(s.Notes, "**Testbed fidelity was skipped: it needs root.** Run `sudo go run ./bench -only=fidelity`.")
 		return s
 	}
