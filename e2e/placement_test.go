@@ -251,7 +251,8 @@ func nodeResolver(tb *testbed.Testbed, node *testbed.Node) *net.Resolver {
 // postApp registers app's wrangler.toml through the scheduler's API.
 func postApp(ctx context.Context, apiURL, token, app, placementLines string) error {
 	body := fmt.Sprintf("name = %q\nmain = \"src/index.ts\"\n\n[placement]\n%s\n", app, placementLines)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, apiURL+"/v1/apps", strings.NewReader(body))
+	// The workers report deploy v1: the registration says so.
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, apiURL+"/v1/apps?deploy=v1", strings.NewReader(body))
 	if err != nil {
 		return err
 	}

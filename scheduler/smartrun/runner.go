@@ -210,8 +210,8 @@ func (r *Runner) leading() (bool, int64) {
 	return r.lead()
 }
 
-// runFresh analyses the smart applications with at least Config.MinRequests new records whose last early
-// analysis is MinGap old, and drops the counts of applications that are not smart.
+// runFresh analyses the smart applications with enough new records (freshEnough) whose last early analysis is
+// MinGap old, and drops the counts of applications that are not smart.
 func (r *Runner) runFresh(ctx context.Context) error {
 	fc := r.st.(freshCounter)
 	fresh, err := fc.FreshTelemetry(ctx)
@@ -220,7 +220,7 @@ func (r *Runner) runFresh(ctx context.Context) error {
 	}
 	due := map[string]bool{}
 	for app, n := range fresh {
-		if n >= int64(r.cfg.MinRequests) && time.Since(r.last[app]) >= r.minGap {
+		if n >= r.freshEnough() && time.Since(r.last[app]) >= r.minGap {
 			due[app] = true
 		}
 	}
@@ -228,6 +228,13 @@ func (r *Runner) runFresh(ctx context.Context) error {
 		return nil
 	}
 	return r.runApps(ctx, due)
+}
+
+// freshEnough is how many new records make an application worth analysing before the interval: what the
+// smallest judgement needs, a first placement (Config.MinRequests) or the check that a placement made things
+// slower (Config.MinCompare routed and as many held-back requests).
+func (r *Runner) freshEnough() int64 {
+	return int64(min(r.cfg.MinRequests, 2*r.cfg.MinCompare))
 }
 
 // runApps analyses those of names that are smart applications of the registry, while leading.
