@@ -128,6 +128,9 @@ type Scheduler struct {
 	metrics *Metrics
 	deps    *recheckDeps
 	seq     atomic.Int64 // recheck sequence, part of job ids
+	// decisions deletes the decision of a target that was removed (nil: decisions are left alone, as in the
+	// loop tests, which have no store).
+	decisions decisionDeleter
 
 	mu      sync.Mutex
 	ctx     context.Context // Run's context; nil before Run
@@ -194,7 +197,45 @@ func New(cfg Config, b Backend, m *Metrics) (*Scheduler, error) {
 	}
 	s.check = s.recheck
 	s.dueScan = b.NextRechecks
+	if dd, ok := b.(decisionDeleter); ok {
+		s.decisions = dd
+	}
 	return s, nil
+}
+
+// decisionDeleter deletes an application's decision and tells the routers (storage.Store.DeleteDecision).
+type decisionDeleter interface {
+	DeleteDecision(ctx context.Context, app string) error
+}
+
+// forgetTimeout bounds the wait for removed targets' loops to stop and the deletion of their decisions.
+const forgetTimeout = 30 * time.Second
+
+// forget deletes the decisions of removed targets, each once its loop has stopped: a recheck in flight would
+// otherwise write the decision again after the delete, and routers would keep routing a deleted application.
+// DeleteDecision publishes the app, so routers drop it at their next (debounced) reload.
+func (s *Scheduler) forget(removed []*targetState) {
+	if s.decisions == nil || len(removed) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), forgetTimeout)
+	defer cancel()
+	for _, st := range removed {
+		if st.done != nil {
+			select {
+			case <-st.done:
+			case <-ctx.Done():
+			}
+		}
+		st.mu.Lock()
+		app := st.t.App
+		st.mu.Unlock()
+		if err := s.decisions.DeleteDecision(ctx, app); err != nil {
+			s.log.Warn("scheduler: deleting the decision of a removed app", "app", app, "err", err)
+			continue
+		}
+		s.log.Info("scheduler: app removed; decision deleted", "app", app)
+	}
 }
 
 // newScheduler builds the loop machinery without the recheck (tests set check).
@@ -249,10 +290,16 @@ func (s *Scheduler) Leading() (bool, int64) {
 
 // SetTargets replaces the targets of one source ("api", "dir:/etc/vantage/apps") with ts: new targets start
 // a loop, removed ones stop, changed ones are rechecked at once. An app listed by two sources keeps the
-// first one's target.
+// first one's target. The decisions of removed targets are deleted (see forget).
 func (s *Scheduler) SetTargets(source string, ts []Target) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	removed := s.setTargetsLocked(source, ts)
+	s.mu.Unlock()
+	s.forget(removed)
+}
+
+// setTargetsLocked is SetTargets' work under s.mu; it returns the removed targets.
+func (s *Scheduler) setTargetsLocked(source string, ts []Target) (removed []*targetState) {
 	seen := map[string]bool{}
 	for _, t := range ts {
 		t.Source = source
@@ -287,11 +334,13 @@ func (s *Scheduler) SetTargets(source string, ts []Target) {
 				st.cancel()
 			}
 			delete(s.targets, app)
+			removed = append(removed, st)
 		}
 	}
 	if s.metrics != nil {
 		s.metrics.targets.Set(float64(len(s.targets)))
 	}
+	return removed
 }
 
 // AddTarget adds or replaces one target of source and rechecks it at once.
@@ -467,14 +516,18 @@ func (s *Scheduler) loop(ctx context.Context, st *targetState) {
 		// The recheck runs on a goroutine of its own: its deep stack (Redis client, engine) is freed when it
 		// ends instead of staying with the loop's goroutine, which at 100,000 targets is most of the memory.
 		done := make(chan struct{})
-		go func() { defer close(done); s.runCheck(term, st) }()
+		go func() { defer close(done); s.runCheck(ctx, term, st) }()
 		<-done
 		<-s.sem
 	}
 }
 
-// runCheck runs one recheck, turning a panic into a failed check.
-func (s *Scheduler) runCheck(term *Term, st *targetState) {
+// runCheck runs one recheck under term, turning a panic into a failed check. The recheck is cancelled when
+// the term ends or when ctx (the target's loop) is: a removed target's recheck must not write its decision.
+func (s *Scheduler) runCheck(ctx context.Context, term *Term, st *targetState) {
+	cctx, cancel := context.WithCancel(term.Ctx)
+	defer cancel()
+	defer context.AfterFunc(ctx, cancel)()
 	st.mu.Lock()
 	t := st.t
 	st.mu.Unlock()
@@ -486,13 +539,13 @@ func (s *Scheduler) runCheck(term *Term, st *targetState) {
 				err = fmt.Errorf("scheduler: recheck of app %q panicked: %v\n%s", t.App, r, debug.Stack())
 			}
 		}()
-		_, err = s.check(term.Ctx, term, t)
+		_, err = s.check(cctx, term, t)
 	}()
 	end := s.cfg.Clock.Now()
 	if s.metrics != nil {
 		s.metrics.observeCheck(err, end.Sub(start))
 	}
-	if err != nil && term.Ctx.Err() == nil {
+	if err != nil && cctx.Err() == nil {
 		s.log.Warn("scheduler: recheck failed", "app", t.App, "target", t.Target, "err", err)
 	}
 	st.mu.Lock()
@@ -507,18 +560,18 @@ func (s *Scheduler) runCheck(term *Term, st *targetState) {
 	st.mu.Unlock()
 }
 
-// RemoveTarget stops the loop of app if source holds it, and reports whether it did.
+// RemoveTarget stops the loop of app if source holds it and deletes its decision (see forget), and reports
+// whether it did.
 func (s *Scheduler) RemoveTarget(source, app string) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	st, ok := s.targets[app]
-	if !ok {
-		return false
+	if ok {
+		st.mu.Lock()
+		ok = st.t.Source == source
+		st.mu.Unlock()
 	}
-	st.mu.Lock()
-	src := st.t.Source
-	st.mu.Unlock()
-	if src != source {
+	if !ok {
+		s.mu.Unlock()
 		return false
 	}
 	if st.cancel != nil {
@@ -528,5 +581,7 @@ func (s *Scheduler) RemoveTarget(source, app string) bool {
 	if s.metrics != nil {
 		s.metrics.targets.Set(float64(len(s.targets)))
 	}
+	s.mu.Unlock()
+	s.forget([]*targetState{st})
 	return true
 }

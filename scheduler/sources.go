@@ -24,7 +24,8 @@ func SourceDir(dir string) string { return "dir:" + dir }
 
 // LoadDir reads every wrangler config of dir with parser and makes their probe-able placements the targets
 // of source SourceDir(dir). Bad files are reported in the error and skipped; the good ones are applied (a
-// reload that hits a half-written file keeps the rest of the directory).
+// reload that hits a half-written file keeps the rest of the directory). The decisions of apps whose files
+// left the directory are deleted when every file was read.
 func (s *Scheduler) LoadDir(dir string, parser placement.Parser, regions RegionEndpoints) (int, error) {
 	cfgs, err := parser.LoadDir(dir)
 	if cfgs == nil && err != nil {
@@ -45,7 +46,14 @@ func (s *Scheduler) LoadDir(dir string, parser placement.Parser, regions RegionE
 			ts = append(ts, t)
 		}
 	}
-	s.SetTargets(SourceDir(dir), ts)
+	s.mu.Lock()
+	removed := s.setTargetsLocked(SourceDir(dir), ts)
+	s.mu.Unlock()
+	// An app whose file left the directory is deleted with its decision, but only on a clean read: a file
+	// that failed to parse (half written) is not evidence that its app was removed. Its decision then expires.
+	if len(errs) == 0 {
+		s.forget(removed)
+	}
 	if len(errs) > 0 {
 		return len(ts), fmt.Errorf("scheduler: config dir %s: %w", dir, errors.Join(errs...))
 	}
