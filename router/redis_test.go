@@ -117,6 +117,7 @@ func TestRunFollowsChanges(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	r := newTestRouter(t, st, func(c *Config) {
 		c.RecheckInterval = time.Hour // only notifications can bring changes in time
+		c.MaxAge = 2 * time.Hour
 		c.Debounce = 200 * time.Millisecond
 		c.MinReloadGap = 0
 		c.BaselineFraction = 0
@@ -230,7 +231,7 @@ func TestStaleWhenRedisDown(t *testing.T) {
 	put(t, st, dec("api", "LHR", "LHR:10"))
 	reg := prometheus.NewPedanticRegistry()
 	r := newTestRouter(t, st, func(c *Config) {
-		c.RecheckInterval = time.Hour
+		c.RecheckInterval = maxAge / 2 // reloads keep the router fresh while Redis is up
 		c.FleetInterval = 50 * time.Millisecond
 		c.RetryInterval = 100 * time.Millisecond
 		c.MaxAge = maxAge
@@ -253,7 +254,7 @@ func TestStaleWhenRedisDown(t *testing.T) {
 	if want := (Result{"EWR", "local-EWR", ReasonStale, false}); got != want {
 		t.Errorf("stale route %+v, want %+v", got, want)
 	}
-	// Stale counts from the last contact, which came before the stop (fleet refreshes every 50 ms): the
+	// Stale counts from the last contact, the last reload before the stop (fleet refreshes do not count): the
 	// router keeps it in whole milliseconds, and so does Info.
 	if since := time.Since(r.Info().LastContact); since < maxAge {
 		t.Errorf("stale %v after the last contact with Redis, before the max age %v", since, maxAge)

@@ -160,7 +160,7 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 		Verdict:    r.Verdict, Status: r.Status,
 		Estimated:  r.Flags.Has(triangulate.FlagEstimated),
 		Confidence: r.Confidence,
-		ComputedAt: now, NextRecheck: now.Add(s.cfg.RecheckInterval),
+		ComputedAt: now, NextRecheck: now.Add(s.cfg.RecheckInterval), ExpiresAt: now.Add(s.cfg.DecisionTTL),
 	}
 	if r.Verdict.Placeable() {
 		dec.BestPoP = r.Best.PoP

@@ -45,6 +45,14 @@ const (
 	DefaultProbeCount = 3
 	// DefaultLeaseName is the Redis lease all schedulers of a fleet compete for.
 	DefaultLeaseName = "scheduler"
+	// DecisionTTLIntervals is how many recheck intervals a decision stays valid (Config.DecisionTTL): one
+	// missed or failed recheck (a lease handover, a slow fleet) must not expire it, but a decision nobody
+	// rechecks any more (its app deleted while a scheduler was down, every scheduler gone) must not route
+	// forever: routers treat an expired decision as none.
+	DecisionTTLIntervals = 3
+	// DefaultEpochPoll is how often the scheduler checks that Redis still holds its data (Config.EpochPoll): an
+	// emptied Redis is noticed within about this time, for one small script per poll.
+	DefaultEpochPoll = time.Second
 )
 
 // Config tunes a Scheduler. Zero fields take the defaults above.
@@ -59,6 +67,14 @@ type Config struct {
 	ResultTimeout   time.Duration // default DefaultResultTimeout
 	ResultPoll      time.Duration // default DefaultResultPoll
 	ProbeCount      int           // default DefaultProbeCount
+	// DecisionTTL is how long a written decision stays valid (its ExpiresAt); default DecisionTTLIntervals ×
+	// RecheckInterval + ResultTimeout (a recheck's own wait). It must exceed RecheckInterval + ResultTimeout,
+	// or decisions expire between rechecks.
+	DecisionTTL time.Duration
+	// EpochPoll is how often Redis's data set identity is checked (storage.Store.Epoch); default
+	// DefaultEpochPoll. When it changes (Redis emptied or restarted without data) every target is rechecked at
+	// once and the config dirs are read again.
+	EpochPoll time.Duration
 	Budget          int           // PoPs probed per recheck (planner budget); 0: the planner's default
 	// HostnameScheme, "http" or "https", turns a hostname target into the URL the HTTP HEAD probes ask for
 	// ("https://api.example.com/"); empty: the bare hostname, which the prober asks over plain HTTP.
@@ -95,6 +111,8 @@ func (c *Config) fill() {
 	c.ResultTimeout = cmpOr(c.ResultTimeout, DefaultResultTimeout)
 	c.ResultPoll = cmpOr(c.ResultPoll, DefaultResultPoll)
 	c.ProbeCount = cmpOr(c.ProbeCount, DefaultProbeCount)
+	c.DecisionTTL = cmpOr(c.DecisionTTL, DecisionTTLIntervals*c.RecheckInterval+c.ResultTimeout)
+	c.EpochPoll = cmpOr(c.EpochPoll, DefaultEpochPoll)
 	if c.Clock == nil {
 		c.Clock = RealClock{}
 	}
@@ -173,6 +191,10 @@ func New(cfg Config, b Backend, m *Metrics) (*Scheduler, error) {
 	}
 	if sc := s.cfg.HostnameScheme; sc != "" && sc != "http" && sc != "https" {
 		return nil, fmt.Errorf("scheduler: config: HostnameScheme %q: want http, https or empty", sc)
+	}
+	if min := s.cfg.RecheckInterval + s.cfg.ResultTimeout; s.cfg.DecisionTTL <= min {
+		return nil, fmt.Errorf("scheduler: config: DecisionTTL %v: must exceed RecheckInterval + ResultTimeout (%v), or decisions expire between rechecks",
+			s.cfg.DecisionTTL, min)
 	}
 	if _, err := triangulate.NewEngine(ecfg); err != nil {
 		return nil, fmt.Errorf("scheduler: engine config: %w", err)
