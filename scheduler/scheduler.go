@@ -67,6 +67,7 @@ type Config struct {
 	ResultTimeout   time.Duration // default DefaultResultTimeout
 	ResultPoll      time.Duration // default DefaultResultPoll
 	ProbeCount      int           // default DefaultProbeCount
+	Budget          int           // PoPs probed per recheck (planner budget); 0: the planner's default
 	// DecisionTTL is how long a written decision stays valid (its ExpiresAt); default DecisionTTLIntervals ×
 	// RecheckInterval + ResultTimeout (a recheck's own wait). It must exceed RecheckInterval + ResultTimeout,
 	// or decisions expire between rechecks.
@@ -75,7 +76,6 @@ type Config struct {
 	// DefaultEpochPoll. When it changes (Redis emptied or restarted without data) every target is rechecked at
 	// once and the config dirs are read again.
 	EpochPoll time.Duration
-	Budget          int           // PoPs probed per recheck (planner budget); 0: the planner's default
 	// HostnameScheme, "http" or "https", turns a hostname target into the URL the HTTP HEAD probes ask for
 	// ("https://api.example.com/"); empty: the bare hostname, which the prober asks over plain HTTP.
 	HostnameScheme string
