@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vantage-edge/vantage/internal/testnet"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/router"
 	"github.com/vantage-edge/vantage/storage"
@@ -136,4 +139,90 @@ func TestDeleteStopsRouting(t *testing.T) {
 		t.Fatalf("LoadDir of the emptied dir = %d, %v", n, err)
 	}
 	t.Logf("config dir: the router ran billing locally %v after the reload", e.waitDeleted("billing", start))
+}
+
+// TestRedisDataLossRechecksAtOnce: a scheduler with targets from a config dir and a fleet on loopback; Redis is
+// emptied (FLUSHALL, as a restart without persistence would): the scheduler notices the new epoch and decides
+// every target again within one ResultTimeout, though the recheck interval and the initial spread are a minute.
+func TestRedisDataLossRechecksAtOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fleet integration test: skipped with -short")
+	}
+	const resultTimeout = 5 * time.Second
+	srv := redistest.Start(t)
+	f := &fleetEnv{t: t, addrs: []string{srv.Addr()}, log: testLogger(t)}
+	for i, pop := range []string{"FRA", "IAD", "SIN"} {
+		f.startDaemon(pop, "d-"+pop, loopbackProber(t, 20+i), time.Second)
+	}
+	obs := f.open()
+	dir := t.TempDir()
+	apps := []string{"alpha", "bravo", "charlie"}
+	for _, app := range apps {
+		body := "name = \"" + app + "\"\n[placement]\nhost = \"" + testnet.Listen(t) + "\"\n"
+		if err := os.WriteFile(filepath.Join(dir, app+".toml"), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := prometheus.NewPedanticRegistry()
+	m := NewMetrics(reg)
+	s, err := New(Config{Name: "loss", RecheckInterval: time.Minute, InitialSpread: time.Minute, LeaseTTL: testLease,
+		ResultTimeout: resultTimeout, ResultPoll: 50 * time.Millisecond, EpochPoll: 100 * time.Millisecond, Logger: f.log},
+		StoreBackend{f.open()}, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { s.Run(ctx); done <- struct{}{} }()
+	t.Cleanup(func() { cancel(); <-done; <-done })
+	waitUntil(t, "the scheduler to lead", 10*time.Second, func() bool { ok, _ := s.Leading(); return ok })
+	parser := placement.Parser{Policy: placement.DefaultPolicy(netip.MustParsePrefix("127.0.0.0/8"))}
+	// Loaded while leading: checked at once (not at their offsets in the minute-long initial spread).
+	go func() { s.WatchDir(ctx, dir, parser, RegionEndpoints{}, time.Minute); done <- struct{}{} }()
+	decidedAfter := func(at time.Time) bool {
+		for _, app := range apps {
+			if d, ok := decision(t, obs, app); !ok || d.ComputedAt.Before(at) {
+				return false
+			}
+		}
+		return true
+	}
+	waitUntil(t, "every app decided", 20*time.Second, func() bool { return decidedAfter(time.Time{}) })
+	d, _ := decision(t, obs, apps[0])
+	if want := d.ComputedAt.Add(DecisionTTLIntervals*time.Minute + resultTimeout); !d.ExpiresAt.Equal(want) {
+		t.Errorf("decision computed at %v expires at %v, want %v (%d intervals and a result timeout later)",
+			d.ComputedAt, d.ExpiresAt, want, DecisionTTLIntervals)
+	}
+
+	flush := time.Now()
+	if err := obs.Client().FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	took := waitUntil(t, "every app decided again after FLUSHALL", 3*resultTimeout, func() bool { return decidedAfter(flush) })
+	t.Logf("every app decided again %v after FLUSHALL (result timeout %v, recheck interval and initial spread 1 min)", took, resultTimeout)
+	if took > resultTimeout {
+		t.Errorf("decided again %v after FLUSHALL, want within one result timeout (%v)", took, resultTimeout)
+	}
+	if n := counterValue(t, reg, "vantage_scheduler_redis_data_lost_total"); n != 1 {
+		t.Errorf("vantage_scheduler_redis_data_lost_total = %v, want 1", n)
+	}
+	if v, err := obs.Client().Get(context.Background(), storage.KeySchema).Result(); err != nil || v == "" {
+		t.Errorf("schema key after the loss: %q, %v; want it written back", v, err)
+	}
+}
+
+// counterValue returns the value of the unlabelled counter name in reg.
+func counterValue(t *testing.T, reg prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no counter %s", name)
+	return 0
 }

@@ -23,6 +23,7 @@ type Metrics struct {
 	adhoc            *prometheus.CounterVec // outcome: accepted, rate_limited, unauthorized, invalid
 	apiRequests      *prometheus.CounterVec // route, code
 	estimatedDecided prometheus.Counter
+	redisDataLost    prometheus.Counter
 }
 
 // NewMetrics creates the scheduler's metrics and registers them with reg (nil: not registered).
@@ -53,6 +54,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "api_requests_total", Help: "HTTP API requests by route and status code."}, []string{"route", "code"}),
 		estimatedDecided: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "scheduler",
 			Name: "estimated_decisions_total", Help: "Decisions taken from the latency model (no endpoint answered)."}),
+		redisDataLost: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "scheduler",
+			Name: "redis_data_lost_total", Help: "Times Redis was found emptied or replaced (its epoch changed): every target was rechecked at once."}),
 	}
 	for _, o := range []string{"success", "failure"} {
 		m.checks.WithLabelValues(o)
@@ -71,7 +74,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.checks, m.checkDuration, m.decisions, m.jobsEnqueued, m.jobsPending, m.results,
-			m.leader, m.leaseToken, m.targets, m.adhoc, m.apiRequests, m.estimatedDecided)
+			m.leader, m.leaseToken, m.targets, m.adhoc, m.apiRequests, m.estimatedDecided, m.redisDataLost)
 	}
 	return m
 }

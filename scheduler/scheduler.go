@@ -155,6 +155,8 @@ type Scheduler struct {
 	targets map[string]*targetState
 	wg      sync.WaitGroup
 	terms   map[int64]*termDue
+	// lostCh is closed (and replaced) when Redis is found to have lost its data: the sources read again.
+	lostCh chan struct{}
 }
 
 type termDue struct {
@@ -172,6 +174,7 @@ type targetState struct {
 	lastChecked time.Time
 	lastErr     string
 	checks      int64
+	urgent      bool // recheck at once, even in a new term: set when Redis lost its data, cleared by a check
 	kick        chan struct{}
 	cancel      context.CancelFunc
 	done        chan struct{}
@@ -270,6 +273,7 @@ func newScheduler(cfg Config, leaser Leaser, m *Metrics) *Scheduler {
 		metrics: m,
 		targets: map[string]*targetState{},
 		terms:   map[int64]*termDue{},
+		lostCh:  make(chan struct{}),
 	}
 	s.lead = newLeadership(leaser, cfg.LeaseName, cfg.Name, cfg.LeaseTTL, cfg.Clock, s.log)
 	s.lead.onTerm = func(leading bool, token int64) {
@@ -295,6 +299,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 
 	var lw sync.WaitGroup
 	lw.Go(func() { s.lead.run(ctx) })
+	if s.deps != nil {
+		if e, ok := s.deps.backend.(epochReader); ok {
+			lw.Go(func() { s.watchEpoch(ctx, e.Epoch) })
+		}
+	}
 	<-ctx.Done()
 	lw.Wait()
 	s.wg.Wait()
@@ -465,6 +474,10 @@ func jittered(d time.Duration, jitter float64) time.Duration {
 // spread (targets loaded together at start-up do not probe all at once).
 func (s *Scheduler) due(term *Term, st *targetState) time.Time {
 	st.mu.Lock()
+	if st.urgent {
+		st.mu.Unlock()
+		return term.Start
+	}
 	if st.term == term.Seq && !st.next.IsZero() {
 		n := st.next
 		st.mu.Unlock()
@@ -579,7 +592,77 @@ func (s *Scheduler) runCheck(ctx context.Context, term *Term, st *targetState) {
 	}
 	st.term = term.Seq
 	st.next = end.Add(jittered(s.cfg.RecheckInterval, s.cfg.Jitter))
+	if term.Ctx.Err() == nil { // a check cut short by the lease's loss is not the urgent one
+		st.urgent = false
+	}
 	st.mu.Unlock()
+}
+
+// epochReader reads the identity of Redis's data set (storage.Store.Epoch).
+type epochReader interface {
+	Epoch(ctx context.Context) (string, error)
+}
+
+// watchEpoch reads the epoch every Config.EpochPoll until ctx is done, and calls dataLost when it changes.
+func (s *Scheduler) watchEpoch(ctx context.Context, epoch func(context.Context) (string, error)) {
+	var last string
+	failing := false
+	for {
+		ectx, cancel := context.WithTimeout(ctx, max(s.cfg.EpochPoll, time.Second))
+		e, err := epoch(ectx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			if !failing { // an outage logs once
+				s.log.Warn("scheduler: reading the Redis epoch", "err", err)
+			}
+			failing = true
+		case last == "":
+			last, failing = e, false
+		case e != last:
+			s.log.Warn("scheduler: Redis lost its data (new epoch): rechecking every target at once and reading the config dirs again",
+				"epoch", e, "previous", last)
+			last, failing = e, false
+			s.dataLost()
+		default:
+			failing = false
+		}
+		t := s.cfg.Clock.NewTimer(s.cfg.EpochPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C():
+		}
+	}
+}
+
+// dataLost reacts to a Redis that lost its data (decisions, registry, lease): every target is rechecked at
+// once — now, or as soon as this scheduler leads again, since the lease went with the data — instead of at its
+// next due time, and the sources read their apps again (WatchDir re-registers its directory's).
+func (s *Scheduler) dataLost() {
+	if s.metrics != nil {
+		s.metrics.redisDataLost.Inc()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, st := range s.targets {
+		st.mu.Lock()
+		st.urgent = true
+		st.mu.Unlock()
+		st.kickNow()
+	}
+	close(s.lostCh)
+	s.lostCh = make(chan struct{})
+}
+
+// dataLostSignal returns a channel closed the next time Redis is found to have lost its data.
+func (s *Scheduler) dataLostSignal() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lostCh
 }
 
 // RemoveTarget stops the loop of app if source holds it and deletes its decision (see forget), and reports

@@ -60,12 +60,14 @@ func (s *Scheduler) LoadDir(dir string, parser placement.Parser, regions RegionE
 	return len(ts), nil
 }
 
-// WatchDir loads dir now and every interval until ctx is done, logging bad files.
+// WatchDir loads dir now and every interval until ctx is done, logging bad files, and at once when Redis is
+// found to have lost its data (the directory's apps are registered again).
 func (s *Scheduler) WatchDir(ctx context.Context, dir string, parser placement.Parser, regions RegionEndpoints, interval time.Duration) {
 	if interval <= 0 {
 		interval = DefaultDirReload
 	}
 	for {
+		lost := s.dataLostSignal() // taken before the load: a loss during it loads again
 		n, err := s.LoadDir(dir, parser, regions)
 		if err != nil {
 			s.log.Warn("scheduler: loading the config dir", "dir", dir, "targets", n, "err", err)
@@ -77,6 +79,8 @@ func (s *Scheduler) WatchDir(ctx context.Context, dir string, parser placement.P
 		case <-ctx.Done():
 			t.Stop()
 			return
+		case <-lost:
+			t.Stop()
 		case <-t.C:
 		}
 	}
