@@ -39,8 +39,17 @@ func testApps(t *testing.T, open func(*testing.T, Options) *Store) {
 		}
 		r.waitFor(t, a.Name, 10*time.Second)
 	}
+	// An entry that does not decode (or names another app) is skipped, not fatal.
+	for field, v := range map[string]string{"garbage": "{not json", "alias": `{"name":"shop","mode":"host"}`} {
+		if err := s.Client().HSet(ctx, KeyApps, field, v).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	list, err := s.Apps(ctx)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Client().HDel(ctx, KeyApps, "garbage", "alias").Err(); err != nil {
 		t.Fatal(err)
 	}
 	var names []string

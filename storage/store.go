@@ -123,6 +123,7 @@ type Store struct {
 	metrics  *Metrics
 
 	pingInterval time.Duration // idle time after which a watch pings; tests lower it
+	corrupt      corruptSeen   // undecodable values already reported
 }
 
 // ErrSchema is wrapped by Open's error when Redis holds a schema version this binary cannot use.
