@@ -37,8 +37,9 @@ type Config struct {
 	// FleetInterval is the period of fleet (PoP up/down/drained) refreshes (default 2 s). It drives failover,
 	// so keep it well below the heartbeat timeout.
 	FleetInterval time.Duration
-	// MaxAge is the staleness bound: when the router has not reached Redis (a successful reload or fleet
-	// refresh) for longer than this, every request runs locally with ReasonStale (default 2 min).
+	// MaxAge is the staleness bound: when the router has not loaded the decisions (a successful reload, i.e. a
+	// full decision scan) for longer than this, every request runs locally with ReasonStale (default 2 min). It
+	// must exceed RecheckInterval, the period of the reloads that keep the router fresh.
 	MaxAge time.Duration
 
 	// BaselineFraction of the requests that would be routed are held back and run locally (ReasonBaseline),
@@ -120,6 +121,10 @@ func (c Config) Validate() error {
 	pos("MaxAge", c.MaxAge)
 	pos("RateWindow", c.RateWindow)
 	pos("ClockResolution", c.ClockResolution)
+	if c.MaxAge > 0 && c.RecheckInterval >= c.MaxAge {
+		errs = append(errs, fmt.Errorf("router: config MaxAge = %v: must exceed RecheckInterval (%v), or the router goes stale between reloads",
+			c.MaxAge, c.RecheckInterval))
+	}
 	if c.Debounce < 0 {
 		errs = append(errs, fmt.Errorf("router: config Debounce = %v: must be >= 0", c.Debounce))
 	}

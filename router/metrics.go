@@ -59,7 +59,7 @@ func newMetrics(r *Router) *metrics {
 			return 0
 		}),
 		contactAge: prometheus.NewGaugeFunc(prometheus.GaugeOpts(opts("redis_contact_age_seconds",
-			"Seconds since the last successful reload or fleet refresh (0 before the first).")), func() float64 {
+			"Seconds since the last successful reload, a full decision scan (0 before the first).")), func() float64 {
 			if ms := r.contactMs.Load(); ms != 0 {
 				return r.now().Sub(time.UnixMilli(ms)).Seconds()
 			}

@@ -43,25 +43,26 @@ type Reason uint8
 // The reasons. The first three route away from the ingress (unless the chosen PoP happens to be the ingress);
 // every other one runs locally.
 const (
-	ReasonRemote      Reason = iota // routed to the decision's best PoP
-	ReasonFailover                  // the best PoP is down or drained: routed to the next candidate within budget
-	ReasonSpread                    // the application is above the spreading rate: spread over near-best PoPs
-	ReasonIngressBest               // the best PoP is the ingress PoP
-	ReasonBaseline                  // held back on purpose (hash of the request id) to measure the gain
-	ReasonNotFetch                  // not a fetch handler invocation (RPC, entrypoint, cron, asset)
-	ReasonNoDecision                // no decision for the application, or a decision without a best PoP
-	ReasonStatus                    // the decision's status is not SUCCESS
-	ReasonVerdict                   // the target is anycast or replicated: never placed
-	ReasonUnavailable               // the best PoP is down or drained and no candidate is within the budget
-	ReasonStale                     // Redis unreachable for longer than Config.MaxAge: the snapshot is stale
-	ReasonNoSnapshot                // no snapshot loaded yet
-	ReasonNoWorker                  // (HTTP front only) no worker endpoint configured for the chosen PoP
-	NumReasons                      // the number of reasons, for arrays indexed by Reason
+	ReasonRemote        Reason = iota // routed to the decision's best PoP
+	ReasonFailover                    // the best PoP is down or drained: routed to the next candidate within budget
+	ReasonSpread                      // the application is above the spreading rate: spread over near-best PoPs
+	ReasonIngressBest                 // the best PoP is the ingress PoP
+	ReasonBaseline                    // held back on purpose (hash of the request id) to measure the gain
+	ReasonNotFetch                    // not a fetch handler invocation (RPC, entrypoint, cron, asset)
+	ReasonNoDecision                  // no decision for the application, or a decision without a best PoP
+	ReasonStatus                      // the decision's status is not SUCCESS
+	ReasonVerdict                     // the target is anycast or replicated: never placed
+	ReasonUnavailable                 // the best PoP is down or drained and no candidate is within the budget
+	ReasonStale                       // Redis unreachable for longer than Config.MaxAge: the snapshot is stale
+	ReasonNoSnapshot                  // no snapshot loaded yet
+	ReasonNoWorker                    // (HTTP front only) no worker endpoint configured for the chosen PoP
+	ReasonStaleDecision               // the application's decision has expired (placement.Decision.ExpiresAt)
+	NumReasons                        // the number of reasons, for arrays indexed by Reason
 )
 
 var reasonNames = [NumReasons]string{
 	"remote", "failover", "spread", "ingress_best", "baseline", "not_fetch", "no_decision", "status", "verdict",
-	"unavailable", "stale", "no_snapshot", "no_worker",
+	"unavailable", "stale", "no_snapshot", "no_worker", "stale_decision",
 }
 
 // String returns the reason's label, e.g. "remote", "baseline", "stale".

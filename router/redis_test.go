@@ -117,6 +117,7 @@ func TestRunFollowsChanges(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	r := newTestRouter(t, st, func(c *Config) {
 		c.RecheckInterval = time.Hour // only notifications can bring changes in time
+		c.MaxAge = 2 * time.Hour
 		c.Debounce = 200 * time.Millisecond
 		c.MinReloadGap = 0
 		c.BaselineFraction = 0
@@ -230,7 +231,7 @@ func TestStaleWhenRedisDown(t *testing.T) {
 	put(t, st, dec("api", "LHR", "LHR:10"))
 	reg := prometheus.NewPedanticRegistry()
 	r := newTestRouter(t, st, func(c *Config) {
-		c.RecheckInterval = time.Hour
+		c.RecheckInterval = maxAge / 2 // reloads keep the router fresh while Redis is up
 		c.FleetInterval = 50 * time.Millisecond
 		c.RetryInterval = 100 * time.Millisecond
 		c.MaxAge = maxAge
@@ -253,7 +254,7 @@ func TestStaleWhenRedisDown(t *testing.T) {
 	if want := (Result{"EWR", "local-EWR", ReasonStale, false}); got != want {
 		t.Errorf("stale route %+v, want %+v", got, want)
 	}
-	// Stale counts from the last contact, which came before the stop (fleet refreshes every 50 ms): the
+	// Stale counts from the last contact, the last reload before the stop (fleet refreshes do not count): the
 	// router keeps it in whole milliseconds, and so does Info.
 	if since := time.Since(r.Info().LastContact); since < maxAge {
 		t.Errorf("stale %v after the last contact with Redis, before the max age %v", since, maxAge)
@@ -326,4 +327,81 @@ func fill(tb testing.TB, st *storage.Store, n int) {
 			ds = ds[:0]
 		}
 	}
+}
+
+// TestCorruptDecisionSkipped: a garbage value in a decision bucket, beside good decisions (one in the same
+// bucket), does not stop the scan: a newly started router becomes ready on its first scan and serves the good
+// decisions; the value is counted once, however many reloads meet it.
+func TestCorruptDecisionSkipped(t *testing.T) {
+	_, st := startStore(t, 2*time.Second)
+	put(t, st, dec("api", "LHR", "LHR:10"), dec("shop", "FRA", "FRA:10"))
+	ctx := context.Background()
+	key := storage.KeyDecisions(storage.DecisionBucket("api"))
+	if err := st.Client().HSet(ctx, key, "garbage", "not a decision").Err(); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(st.Metrics())
+	r := newTestRouter(t, st, func(c *Config) {
+		c.RecheckInterval = 100 * time.Millisecond // several reloads meet the garbage
+		c.BaselineFraction = 0
+		c.Registerer = reg
+	})
+	runRouter(t, r)
+	eventually(t, 10*time.Second, "first snapshot despite the corrupt value", r.Ready)
+	for app, want := range map[string]string{"api": "LHR", "shop": "FRA"} {
+		if got := r.Route(app, "EWR", "x", KindFetch); got.ExecPoP != want || got.Reason != ReasonRemote {
+			t.Errorf("%s: %+v, want remote %s", app, got, want)
+		}
+	}
+	eventually(t, 10*time.Second, "three more reloads", func() bool {
+		return gather(t, reg, "vantage_router_reloads_total")["success"] >= 4
+	})
+	if v := gather(t, reg, "vantage_storage_corrupt_values_total")["decision"]; v != 1 {
+		t.Errorf(`corrupt_values_total{kind="decision"} = %v after several reloads, want 1`, v)
+	}
+	if r.Info().Stale {
+		t.Error("router stale while its scans succeed")
+	}
+}
+
+// TestStaleWhenScansFail: the staleness clock moves on decision scans only. With Redis up (the fleet refreshes
+// succeed) but every scan failing, the router goes stale after MaxAge instead of serving an old snapshot forever.
+func TestStaleWhenScansFail(t *testing.T) {
+	const maxAge = time.Second
+	_, st := startStore(t, 2*time.Second)
+	put(t, st, dec("api", "LHR", "LHR:10"))
+	defer heartbeat(t, st, "LHR", 100*time.Millisecond)()
+	reg := prometheus.NewPedanticRegistry()
+	r := newTestRouter(t, st, func(c *Config) {
+		c.RecheckInterval = maxAge / 4
+		c.RetryInterval = maxAge / 4
+		c.FleetInterval = 50 * time.Millisecond
+		c.MaxAge = maxAge
+		c.BaselineFraction = 0
+		c.Registerer = reg
+	})
+	runRouter(t, r)
+	eventually(t, 10*time.Second, "first snapshot", r.Ready)
+	if got := r.Route("api", "EWR", "x", KindFetch); got.Reason != ReasonRemote {
+		t.Fatalf("before the failure: %+v, want remote", got)
+	}
+	// A bucket that is not a hash: HVALS fails with WRONGTYPE, so every scan fails while Redis is reachable.
+	bad := storage.KeyDecisions((storage.DecisionBucket("api") + 1) % storage.DecisionBuckets)
+	if err := st.Client().Set(context.Background(), bad, "not a hash", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	took := eventually(t, maxAge+10*time.Second, "stale", func() bool {
+		return r.Route("api", "EWR", "x", KindFetch).Reason == ReasonStale
+	})
+	t.Logf("stale %v after scans began to fail (max age %v)", took, maxAge)
+	if v := gather(t, reg, "vantage_router_fleet_refreshes_total")["success"]; v < 5 {
+		t.Errorf("fleet refreshes succeeded %v times, want many: the test must show that they do not keep the router fresh", v)
+	}
+	if err := st.Client().Del(context.Background(), bad).Err(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "fresh again", func() bool {
+		return r.Route("api", "EWR", "x", KindFetch).Reason == ReasonRemote
+	})
 }

@@ -52,7 +52,7 @@ type Router struct {
 	hint  atomic.Pointer[ingressHint] // the usual ingress PoP: Route skips the map lookup for it
 
 	clockMs   atomic.Int64 // coarse clock (Unix ms), advanced every ClockResolution by Run
-	contactMs atomic.Int64 // last successful reload or fleet refresh (Unix ms); 0: never
+	contactMs atomic.Int64 // last successful reload, i.e. full decision scan (Unix ms); 0: never
 	kickMs    atomic.Int64 // last decision-change notification or reload request (Unix ms)
 	running   atomic.Bool
 	reloadMu  sync.Mutex // one reload at a time
@@ -199,7 +199,10 @@ func (r *Router) route(s *snapshot, app, ingress, requestID string, kind Kind) R
 		return r.local(ingress, ReasonNoDecision)
 	}
 	meta := s.cells[c+cellMeta]
-	switch meta & 0xf {
+	if s.expired(meta, now) {
+		return r.local(ingress, ReasonStaleDecision)
+	}
+	switch class(meta) {
 	case classStatus:
 		return r.local(ingress, ReasonStatus)
 	case classVerdict:
@@ -209,8 +212,8 @@ func (r *Router) route(s *snapshot, app, ingress, requestID string, kind Kind) R
 	}
 	pt := r.pops.Load() // loaded after s: it holds every index s uses
 	in, inOK := r.ingressIndex(pt, ingress)
-	nc := int(meta >> 4 & 0xf)
-	best := uint16(meta>>16) & candPoPMask
+	nc := candCount(meta)
+	best := uint16(meta>>metaCandShift) & candPoPMask
 	if inOK && best == in {
 		return Result{ExecPoP: ingress, Header: pt.local[in], Reason: ReasonIngressBest}
 	}

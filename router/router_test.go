@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"math"
 	"strings"
@@ -56,7 +57,7 @@ func newTestRouter(t testing.TB, src Source, mod func(*Config)) *Router {
 // install swaps in a snapshot of ds, as a successful reload would, without a source.
 func install(t testing.TB, r *Router, ds ...placement.Decision) {
 	t.Helper()
-	b := newBuilder(r, r.snap.Load())
+	b := newBuilder(r, r.snap.Load(), r.now())
 	for _, d := range ds {
 		b.add(d)
 	}
@@ -227,6 +228,62 @@ func TestRouteStaleAndNoSnapshot(t *testing.T) {
 				t.Errorf("Info().Stale = %v", r.Info().Stale)
 			}
 		})
+	}
+}
+
+// TestRouteExpiredDecision: a decision past its ExpiresAt is none: the request runs locally with
+// ReasonStaleDecision, whether it expired before the snapshot was built or while the snapshot was served. The
+// expiry is exact to a unit (1.024 s), never late; one beyond the cell's range waits for a reload.
+func TestRouteExpiredDecision(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	reg := prometheus.NewPedanticRegistry()
+	r := newTestRouter(t, noSource{}, func(c *Config) {
+		c.MaxAge = 2 * time.Hour
+		c.RecheckInterval = time.Hour
+		c.BaselineFraction = 0
+		c.Registerer = reg
+		c.Now = func() time.Time { return now }
+	})
+	expiring := func(app string, in time.Duration) placement.Decision {
+		d := dec(app, "LHR", "LHR:10")
+		if in != 0 {
+			d.ExpiresAt = now.Add(in)
+		}
+		return d
+	}
+	install(t, r, expiring("never", 0), expiring("gone", -time.Second), expiring("minute", time.Minute),
+		expiring("far", 2*time.Hour))
+	if s := r.snap.Load(); s.reloadBy.IsZero() || s.reloadBy.After(now.Add(expiryRange)) {
+		t.Errorf("snapshot with a decision expiring in 2 h: reloadBy %v, want within %v", s.reloadBy, expiryRange)
+	}
+	steps := []struct {
+		name    string
+		advance time.Duration // coarse clock advance since the snapshot was built
+		app     string
+		want    Reason
+	}{
+		{"no_expiry", 0, "never", ReasonRemote},
+		{"no_expiry_later", time.Hour, "never", ReasonRemote},
+		{"expired_before_the_load", 0, "gone", ReasonStaleDecision},
+		{"before_expiry", 58 * time.Second, "minute", ReasonRemote},
+		{"at_expiry", time.Minute, "minute", ReasonStaleDecision},
+		{"past_expiry", 10 * time.Minute, "minute", ReasonStaleDecision},
+		{"beyond_the_range", time.Hour, "far", ReasonRemote},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			r.clockMs.Store(now.Add(s.advance).UnixMilli())
+			got := r.Route(s.app, "EWR", "r1", KindFetch)
+			if got.Reason != s.want || got.Routed != (s.want == ReasonRemote) {
+				t.Errorf("%s after %v: %+v, want reason %v", s.app, s.advance, got, s.want)
+			}
+			if s.want == ReasonStaleDecision && got.Header != "local-EWR" {
+				t.Errorf("expired: %+v, want local-EWR", got)
+			}
+		})
+	}
+	if v := gather(t, reg, "vantage_router_routes_total")["stale_decision"]; v != 3 {
+		t.Errorf(`routes_total{reason="stale_decision"} = %v, want 3`, v)
 	}
 }
 
@@ -440,7 +497,7 @@ func TestSnapshotLookupAndDuplicates(t *testing.T) {
 // the first keeps its cell.
 func TestFingerprintCollision(t *testing.T) {
 	r := newTestRouter(t, noSource{}, nil)
-	b := newBuilder(r, nil)
+	b := newBuilder(r, nil, r.now())
 	b.add(dec("first", "LHR", "LHR:1"))
 	b.add(dec("second", "FRA", "FRA:1"))
 	b.items[1].fp = b.items[0].fp
@@ -475,7 +532,7 @@ func TestReloadKeepsRates(t *testing.T) {
 		t.Fatal("hot app not spread before the reload")
 	}
 	old := r.snap.Load()
-	b := newBuilder(r, old)
+	b := newBuilder(r, old, r.now())
 	b.add(d)
 	s := b.finish(time.Now())
 	carryRates(old, s, uint64(r.clockMs.Load()/r.windowMs))
@@ -487,7 +544,7 @@ func TestReloadKeepsRates(t *testing.T) {
 
 func TestBuilderSkipsBadDecisions(t *testing.T) {
 	r := newTestRouter(t, noSource{}, nil)
-	b := newBuilder(r, nil)
+	b := newBuilder(r, nil, r.now())
 	for _, d := range []placement.Decision{
 		dec("", "LHR"),
 		dec("bad-pop", "L HR"),

@@ -39,7 +39,7 @@ func (r *Router) Ready() bool { return r.snap.Load() != nil }
 type SnapshotInfo struct {
 	Apps        int       // applications in the snapshot
 	LoadedAt    time.Time // when the snapshot was loaded; zero: none yet
-	LastContact time.Time // last successful reload or fleet refresh; zero: never
+	LastContact time.Time // last successful reload (a full decision scan); zero: never
 	Stale       bool      // LastContact older than Config.MaxAge: Route runs everything locally
 }
 
@@ -70,7 +70,7 @@ func (r *Router) Reload(ctx context.Context) error {
 	defer cancel()
 	start := r.now()
 	old := r.snap.Load()
-	b := newBuilder(r, old)
+	b := newBuilder(r, old, start)
 	err := r.scanInto(ctx, b)
 	if err != nil {
 		r.m.reloads.WithLabelValues("error").Inc()
@@ -86,7 +86,7 @@ func (r *Router) Reload(ctx context.Context) error {
 	r.m.reloadSeconds.Observe(took.Seconds())
 	r.m.apps.Set(float64(s.apps))
 	r.m.skipped.Set(float64(b.skipped))
-	log := r.log.With("apps", s.apps, "took", took.Round(time.Millisecond))
+	log := r.log.With("apps", s.apps, "expired", b.expired, "took", took.Round(time.Millisecond))
 	if b.skipped > 0 {
 		log.Warn("router: snapshot loaded; some decisions skipped", "skipped", b.skipped, "first", b.firstErr)
 	} else {
@@ -143,8 +143,7 @@ func (r *Router) RefreshFleet(ctx context.Context) error {
 		r.m.fleetRefreshes.WithLabelValues("error").Inc()
 		return fmt.Errorf("router: fleet refresh: %w", err)
 	}
-	r.setFleet(states)
-	r.contactMs.Store(r.now().UnixMilli())
+	r.setFleet(states) // not a contact: only a decision scan tells that the snapshot is current
 	r.m.fleetRefreshes.WithLabelValues("success").Inc()
 	return nil
 }
@@ -241,6 +240,9 @@ func (r *Router) reloadLoop(ctx context.Context) {
 			return
 		}
 		wait = r.cfg.RecheckInterval
+		if s := r.snap.Load(); s != nil && !s.reloadBy.IsZero() {
+			wait = min(wait, s.reloadBy.Sub(r.now())) // re-encode expiries beyond the field's range
+		}
 		switch {
 		case err == nil:
 			if failures > 0 {

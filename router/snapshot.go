@@ -74,7 +74,8 @@ const rttUnknown = math.MaxUint32
 // open-addressing hash table (linear probing, load <= 1/2) of 32-byte cells, four words each:
 //
 //	word 0: the application's fingerprint, maphash.String(Router.seed, app), 0 mapped to 1; 0 is an empty cell;
-//	word 1: class (bits 0-3) | candidate count (4-7) | candidates 0-2 (16 bits each from bit 16), best first;
+//	word 1: class (bits 0-1) | candidate count (2-4) | expiry (5-15) | candidates 0-2 (16 bits each from bit
+//	        16), best first;
 //	word 2: the application's rate estimate (the only mutable word, updated atomically; see rate.go);
 //	word 3: candidates 3-6.
 //
@@ -89,6 +90,58 @@ type snapshot struct {
 	mask     uint64 // cell count - 1
 	apps     int
 	loadedAt time.Time
+	// expBaseMs is the time (Unix ms, the reload's start) the cells' expiry fields count from.
+	expBaseMs int64
+	// reloadBy, when not zero, is when a cell's expiry leaves the field's range: the reload loop reloads by
+	// then, so that the decision's expiry is encoded again.
+	reloadBy time.Time
+}
+
+// The fields of cell word 1 (cellMeta), read by Route through the accessors below.
+const (
+	metaClassMask  = 1<<2 - 1 // bits 0-1: the record class
+	metaCountShift = 2        // bits 2-4: the candidate count (at most maxCellCandidates)
+	metaCountMask  = 1<<3 - 1
+	metaExpShift   = 5 // bits 5-15: the expiry field (expiryField)
+	metaExpMask    = 1<<11 - 1
+	metaCandShift  = 16 // bits 16-63: candidates 0-2
+)
+
+// The expiry field of a cell is 0 when the decision does not expire within the field's range, else 1 + the
+// whole expiry units (1.024 s) from snapshot.expBaseMs to the decision's ExpiresAt: Route compares it with the
+// coarse clock in two instructions, and an expiry is early by less than a unit. A decision expiring beyond the
+// range (about 35 minutes) is encoded again by a later reload (see snapshot.reloadBy).
+const (
+	expiryUnitShift = 10 // a unit is 1<<10 ms
+	expiryRange     = ((metaExpMask - 1) << expiryUnitShift) * time.Millisecond
+)
+
+// class returns the record class of a cell's meta word.
+func class(meta uint64) uint64 { return meta & metaClassMask }
+
+// candCount returns the candidate count of a cell's meta word.
+func candCount(meta uint64) int { return int(meta >> metaCountShift & metaCountMask) }
+
+// expired reports whether a cell's meta word says its decision has expired at nowMs (the coarse clock).
+func (s *snapshot) expired(meta uint64, nowMs int64) bool {
+	e := meta >> metaExpShift & metaExpMask
+	return e != 0 && uint64(max(nowMs-s.expBaseMs, 0))>>expiryUnitShift >= e-1
+}
+
+// expiryField returns the expiry field for a decision expiring at exp (zero: never), counted from baseMs.
+func expiryField(exp time.Time, baseMs int64) uint64 {
+	if exp.IsZero() {
+		return 0
+	}
+	d := exp.UnixMilli() - baseMs
+	if d <= 0 {
+		return 1 // expired already
+	}
+	k := uint64(d) >> expiryUnitShift
+	if k+1 > metaExpMask {
+		return 0 // beyond the range: a later reload encodes it
+	}
+	return k + 1
 }
 
 // Cell word offsets.
@@ -124,7 +177,7 @@ func (s *snapshot) lookup(fp uint64) (uint64, bool) {
 // cand returns candidate i of the cell at c.
 func (s *snapshot) cand(c uint64, i int) uint16 {
 	if i < 3 {
-		return uint16(s.cells[c+cellMeta] >> (16 + 16*i))
+		return uint16(s.cells[c+cellMeta] >> (metaCandShift + 16*i))
 	}
 	return uint16(s.cells[c+cellCands] >> (16 * (i - 3)))
 }
@@ -146,10 +199,14 @@ type builder struct {
 	items    []pending
 	skipped  int
 	firstErr error
+	baseMs   int64 // snapshot.expBaseMs: the reload's start (Unix ms)
+	far      bool  // a decision expires beyond the expiry field's range
+	expired  int   // decisions already expired when loaded
 }
 
-func newBuilder(r *Router, old *snapshot) *builder {
-	b := &builder{r: r}
+// newBuilder returns a builder for a reload that started at start; old, when not nil, sizes it.
+func newBuilder(r *Router, old *snapshot, start time.Time) *builder {
+	b := &builder{r: r, baseMs: start.UnixMilli()}
 	if old != nil {
 		b.items = make([]pending, 0, old.apps+old.apps/8)
 	}
@@ -233,11 +290,18 @@ func (b *builder) add(d placement.Decision) {
 			}
 		}
 	}
-	meta := uint64(class) | uint64(nc)<<4
+	exp := expiryField(d.ExpiresAt, b.baseMs)
+	switch {
+	case exp == 0 && !d.ExpiresAt.IsZero():
+		b.far = true
+	case exp == 1:
+		b.expired++
+	}
+	meta := uint64(class) | uint64(nc)<<metaCountShift | exp<<metaExpShift
 	var rest uint64
 	for i, c := range cands[:nc] {
 		if i < 3 {
-			meta |= c << (16 + 16*i)
+			meta |= c << (metaCandShift + 16*i)
 		} else {
 			rest |= c << (16 * (i - 3))
 		}
@@ -253,7 +317,10 @@ func (b *builder) finish(now time.Time) *snapshot {
 	if n := uint64(len(b.items)) * 2; n > size {
 		size = 1 << bits.Len64(n-1)
 	}
-	s := &snapshot{cells: make([]uint64, size*cellWords), mask: size - 1, loadedAt: now}
+	s := &snapshot{cells: make([]uint64, size*cellWords), mask: size - 1, loadedAt: now, expBaseMs: b.baseMs}
+	if b.far {
+		s.reloadBy = time.UnixMilli(b.baseMs).Add(expiryRange)
+	}
 	owner := make([]int32, size) // item index + 1 per cell, to tell duplicates from fingerprint collisions
 	for i := range b.items {
 		it := &b.items[i]

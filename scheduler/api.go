@@ -378,9 +378,19 @@ func (a *API) deleteApp(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if !a.Sched.RemoveTarget(SourceAPI, name) && !registered {
-		writeError(w, http.StatusNotFound, 10007, fmt.Sprintf("app %q is not registered through the API", name))
-		return
+	if !a.Sched.RemoveTarget(SourceAPI, name) {
+		if !registered {
+			writeError(w, http.StatusNotFound, 10007, fmt.Sprintf("app %q is not registered through the API", name))
+			return
+		}
+		// A smart application has no target whose removal deletes its decision: delete it here, so routers stop
+		// routing it at once.
+		if dd, ok := a.Apps.(decisionDeleter); ok {
+			if err := dd.DeleteDecision(r.Context(), name); err != nil {
+				writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
+				return
+			}
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"app": name})
 }

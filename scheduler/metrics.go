@@ -24,6 +24,7 @@ type Metrics struct {
 	apiRequests      *prometheus.CounterVec // route, code
 	estimatedDecided prometheus.Counter
 	configFiles      *prometheus.GaugeVec // state: ok, skipped
+	redisDataLost    prometheus.Counter
 }
 
 // NewMetrics creates the scheduler's metrics and registers them with reg (nil: not registered).
@@ -56,6 +57,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "estimated_decisions_total", Help: "Decisions taken from the latency model (no endpoint answered)."}),
 		configFiles: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "vantage", Subsystem: "scheduler",
 			Name: "config_files", Help: "Files of the config dirs at their latest load, by state (ok, or skipped: see the log and the status page)."}, []string{"state"}),
+		redisDataLost: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "scheduler",
+			Name: "redis_data_lost_total", Help: "Times Redis was found emptied or replaced (its epoch changed): every target was rechecked at once."}),
 	}
 	for _, st := range []string{ConfigOK, ConfigSkipped} {
 		m.configFiles.WithLabelValues(st)
@@ -77,7 +80,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.checks, m.checkDuration, m.decisions, m.jobsEnqueued, m.jobsPending, m.results,
-			m.leader, m.leaseToken, m.targets, m.adhoc, m.apiRequests, m.estimatedDecided, m.configFiles)
+			m.leader, m.leaseToken, m.targets, m.adhoc, m.apiRequests, m.estimatedDecided, m.configFiles, m.redisDataLost)
 	}
 	return m
 }

@@ -162,7 +162,7 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 		Verdict:    r.Verdict, Status: r.Status,
 		Estimated:  r.Flags.Has(triangulate.FlagEstimated),
 		Confidence: r.Confidence,
-		ComputedAt: now, NextRecheck: now.Add(s.cfg.RecheckInterval),
+		ComputedAt: now, NextRecheck: now.Add(s.cfg.RecheckInterval), ExpiresAt: now.Add(s.cfg.DecisionTTL),
 	}
 	if r.Verdict.Placeable() {
 		dec.BestPoP = r.Best.PoP
@@ -173,8 +173,8 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 	if hasPrev {
 		stabilise(dec.Candidates, prev.Candidates, d.switchAbsMs, d.switchRel)
 	}
-	if term.Ctx.Err() != nil { // the lease was lost: the new leader writes
-		return dec, fmt.Errorf("scheduler: app %q: lease lost before writing: %w", t.App, term.Ctx.Err())
+	if ctx.Err() != nil { // the lease was lost (the new leader writes) or the target was removed
+		return dec, fmt.Errorf("scheduler: app %q: lease lost or app removed before writing: %w", t.App, ctx.Err())
 	}
 	// Fenced: if this scheduler paused past its lease, a successor's decision stands.
 	changed, err := d.backend.PutDecisionFenced(ctx, dec, term.Token)

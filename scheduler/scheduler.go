@@ -45,6 +45,14 @@ const (
 	DefaultProbeCount = 3
 	// DefaultLeaseName is the Redis lease all schedulers of a fleet compete for.
 	DefaultLeaseName = "scheduler"
+	// DecisionTTLIntervals is how many recheck intervals a decision stays valid (Config.DecisionTTL): one
+	// missed or failed recheck (a lease handover, a slow fleet) must not expire it, but a decision nobody
+	// rechecks any more (its app deleted while a scheduler was down, every scheduler gone) must not route
+	// forever: routers treat an expired decision as none.
+	DecisionTTLIntervals = 3
+	// DefaultEpochPoll is how often the scheduler checks that Redis still holds its data (Config.EpochPoll): an
+	// emptied Redis is noticed within about this time, for one small script per poll.
+	DefaultEpochPoll = time.Second
 )
 
 // Config tunes a Scheduler. Zero fields take the defaults above.
@@ -60,6 +68,14 @@ type Config struct {
 	ResultPoll      time.Duration // default DefaultResultPoll
 	ProbeCount      int           // default DefaultProbeCount
 	Budget          int           // PoPs probed per recheck (planner budget); 0: the planner's default
+	// DecisionTTL is how long a written decision stays valid (its ExpiresAt); default DecisionTTLIntervals ×
+	// RecheckInterval + ResultTimeout (a recheck's own wait). It must exceed RecheckInterval + ResultTimeout,
+	// or decisions expire between rechecks.
+	DecisionTTL time.Duration
+	// EpochPoll is how often Redis's data set identity is checked (storage.Store.Epoch); default
+	// DefaultEpochPoll. When it changes (Redis emptied or restarted without data) every target is rechecked at
+	// once and the config dirs are read again.
+	EpochPoll time.Duration
 	// HostnameScheme, "http" or "https", turns a hostname target into the URL the HTTP HEAD probes ask for
 	// ("https://api.example.com/"); empty: the bare hostname, which the prober asks over plain HTTP.
 	HostnameScheme string
@@ -95,6 +111,8 @@ func (c *Config) fill() {
 	c.ResultTimeout = cmpOr(c.ResultTimeout, DefaultResultTimeout)
 	c.ResultPoll = cmpOr(c.ResultPoll, DefaultResultPoll)
 	c.ProbeCount = cmpOr(c.ProbeCount, DefaultProbeCount)
+	c.DecisionTTL = cmpOr(c.DecisionTTL, DecisionTTLIntervals*c.RecheckInterval+c.ResultTimeout)
+	c.EpochPoll = cmpOr(c.EpochPoll, DefaultEpochPoll)
 	if c.Clock == nil {
 		c.Clock = RealClock{}
 	}
@@ -128,6 +146,9 @@ type Scheduler struct {
 	metrics *Metrics
 	deps    *recheckDeps
 	seq     atomic.Int64 // recheck sequence, part of job ids
+	// decisions deletes the decision of a target that was removed (nil: decisions are left alone, as in the
+	// loop tests, which have no store).
+	decisions decisionDeleter
 
 	mu      sync.Mutex
 	ctx     context.Context // Run's context; nil before Run
@@ -141,6 +162,9 @@ type Scheduler struct {
 	registry dirRegistry // where config dirs' smart applications go; nil: none (they are skipped)
 	dirMu    sync.Mutex
 	dirFiles map[string]map[string]ConfigFile // config dir -> path -> the latest load's view
+
+	// lostCh is closed (and replaced) when Redis is found to have lost its data: the sources read again.
+	lostCh chan struct{}
 }
 
 type termDue struct {
@@ -158,6 +182,7 @@ type targetState struct {
 	lastChecked time.Time
 	lastErr     string
 	checks      int64
+	urgent      bool // recheck at once, even in a new term: set when Redis lost its data, cleared by a check
 	kick        chan struct{}
 	cancel      context.CancelFunc
 	done        chan struct{}
@@ -177,6 +202,10 @@ func New(cfg Config, b Backend, m *Metrics) (*Scheduler, error) {
 	}
 	if sc := s.cfg.HostnameScheme; sc != "" && sc != "http" && sc != "https" {
 		return nil, fmt.Errorf("scheduler: config: HostnameScheme %q: want http, https or empty", sc)
+	}
+	if min := s.cfg.RecheckInterval + s.cfg.ResultTimeout; s.cfg.DecisionTTL <= min {
+		return nil, fmt.Errorf("scheduler: config: DecisionTTL %v: must exceed RecheckInterval + ResultTimeout (%v), or decisions expire between rechecks",
+			s.cfg.DecisionTTL, min)
 	}
 	if _, err := triangulate.NewEngine(ecfg); err != nil {
 		return nil, fmt.Errorf("scheduler: engine config: %w", err)
@@ -204,7 +233,45 @@ func New(cfg Config, b Backend, m *Metrics) (*Scheduler, error) {
 	if r, ok := b.(dirRegistry); ok {
 		s.registry = r
 	}
+	if dd, ok := b.(decisionDeleter); ok {
+		s.decisions = dd
+	}
 	return s, nil
+}
+
+// decisionDeleter deletes an application's decision and tells the routers (storage.Store.DeleteDecision).
+type decisionDeleter interface {
+	DeleteDecision(ctx context.Context, app string) error
+}
+
+// forgetTimeout bounds the wait for removed targets' loops to stop and the deletion of their decisions.
+const forgetTimeout = 30 * time.Second
+
+// forget deletes the decisions of removed targets, each once its loop has stopped: a recheck in flight would
+// otherwise write the decision again after the delete, and routers would keep routing a deleted application.
+// DeleteDecision publishes the app, so routers drop it at their next (debounced) reload.
+func (s *Scheduler) forget(removed []*targetState) {
+	if s.decisions == nil || len(removed) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), forgetTimeout)
+	defer cancel()
+	for _, st := range removed {
+		if st.done != nil {
+			select {
+			case <-st.done:
+			case <-ctx.Done():
+			}
+		}
+		st.mu.Lock()
+		app := st.t.App
+		st.mu.Unlock()
+		if err := s.decisions.DeleteDecision(ctx, app); err != nil {
+			s.log.Warn("scheduler: deleting the decision of a removed app", "app", app, "err", err)
+			continue
+		}
+		s.log.Info("scheduler: app removed; decision deleted", "app", app)
+	}
 }
 
 // newScheduler builds the loop machinery without the recheck (tests set check).
@@ -219,6 +286,7 @@ func newScheduler(cfg Config, leaser Leaser, m *Metrics) *Scheduler {
 		terms:    map[int64]*termDue{},
 		flights:  map[string]*flight{},
 		dirFiles: map[string]map[string]ConfigFile{},
+		lostCh:   make(chan struct{}),
 	}
 	s.lead = newLeadership(leaser, cfg.LeaseName, cfg.Name, cfg.LeaseTTL, cfg.Clock, s.log)
 	s.lead.onTerm = func(leading bool, token int64) {
@@ -244,6 +312,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 
 	var lw sync.WaitGroup
 	lw.Go(func() { s.lead.run(ctx) })
+	if s.deps != nil {
+		if e, ok := s.deps.backend.(epochReader); ok {
+			lw.Go(func() { s.watchEpoch(ctx, e.Epoch) })
+		}
+	}
 	<-ctx.Done()
 	lw.Wait()
 	s.wg.Wait()
@@ -261,10 +334,16 @@ func (s *Scheduler) Leading() (bool, int64) {
 
 // SetTargets replaces the targets of one source ("api", "dir:/etc/vantage/apps") with ts: new targets start
 // a loop, removed ones stop, changed ones are rechecked at once. An app listed by two sources keeps the
-// first one's target.
+// first one's target. The decisions of removed targets are deleted (see forget).
 func (s *Scheduler) SetTargets(source string, ts []Target) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	removed := s.setTargetsLocked(source, ts)
+	s.mu.Unlock()
+	s.forget(removed)
+}
+
+// setTargetsLocked is SetTargets' work under s.mu; it returns the removed targets.
+func (s *Scheduler) setTargetsLocked(source string, ts []Target) (removed []*targetState) {
 	seen := map[string]bool{}
 	for _, t := range ts {
 		t.Source = source
@@ -299,11 +378,13 @@ func (s *Scheduler) SetTargets(source string, ts []Target) {
 				st.cancel()
 			}
 			delete(s.targets, app)
+			removed = append(removed, st)
 		}
 	}
 	if s.metrics != nil {
 		s.metrics.targets.Set(float64(len(s.targets)))
 	}
+	return removed
 }
 
 // AddTarget adds or replaces one target of source and rechecks it at once.
@@ -406,6 +487,10 @@ func jittered(d time.Duration, jitter float64) time.Duration {
 // spread (targets loaded together at start-up do not probe all at once).
 func (s *Scheduler) due(term *Term, st *targetState) time.Time {
 	st.mu.Lock()
+	if st.urgent {
+		st.mu.Unlock()
+		return term.Start
+	}
 	if st.term == term.Seq && !st.next.IsZero() {
 		n := st.next
 		st.mu.Unlock()
@@ -479,14 +564,18 @@ func (s *Scheduler) loop(ctx context.Context, st *targetState) {
 		// The recheck runs on a goroutine of its own: its deep stack (Redis client, engine) is freed when it
 		// ends instead of staying with the loop's goroutine, which at 100,000 targets is most of the memory.
 		done := make(chan struct{})
-		go func() { defer close(done); s.runCheck(term, st) }()
+		go func() { defer close(done); s.runCheck(ctx, term, st) }()
 		<-done
 		<-s.sem
 	}
 }
 
-// runCheck runs one recheck, turning a panic into a failed check.
-func (s *Scheduler) runCheck(term *Term, st *targetState) {
+// runCheck runs one recheck under term, turning a panic into a failed check. The recheck is cancelled when
+// the term ends or when ctx (the target's loop) is: a removed target's recheck must not write its decision.
+func (s *Scheduler) runCheck(ctx context.Context, term *Term, st *targetState) {
+	cctx, cancel := context.WithCancel(term.Ctx)
+	defer cancel()
+	defer context.AfterFunc(ctx, cancel)()
 	st.mu.Lock()
 	t := st.t
 	st.mu.Unlock()
@@ -498,13 +587,13 @@ func (s *Scheduler) runCheck(term *Term, st *targetState) {
 				err = fmt.Errorf("scheduler: recheck of app %q panicked: %v\n%s", t.App, r, debug.Stack())
 			}
 		}()
-		_, err = s.check(term.Ctx, term, t)
+		_, err = s.check(cctx, term, t)
 	}()
 	end := s.cfg.Clock.Now()
 	if s.metrics != nil {
 		s.metrics.observeCheck(err, end.Sub(start))
 	}
-	if err != nil && term.Ctx.Err() == nil {
+	if err != nil && cctx.Err() == nil {
 		s.log.Warn("scheduler: recheck failed", "app", t.App, "target", t.Target, "err", err)
 	}
 	st.mu.Lock()
@@ -516,21 +605,91 @@ func (s *Scheduler) runCheck(term *Term, st *targetState) {
 	}
 	st.term = term.Seq
 	st.next = end.Add(jittered(s.cfg.RecheckInterval, s.cfg.Jitter))
+	if term.Ctx.Err() == nil { // a check cut short by the lease's loss is not the urgent one
+		st.urgent = false
+	}
 	st.mu.Unlock()
 }
 
-// RemoveTarget stops the loop of app if source holds it, and reports whether it did.
-func (s *Scheduler) RemoveTarget(source, app string) bool {
+// epochReader reads the identity of Redis's data set (storage.Store.Epoch).
+type epochReader interface {
+	Epoch(ctx context.Context) (string, error)
+}
+
+// watchEpoch reads the epoch every Config.EpochPoll until ctx is done, and calls dataLost when it changes.
+func (s *Scheduler) watchEpoch(ctx context.Context, epoch func(context.Context) (string, error)) {
+	var last string
+	failing := false
+	for {
+		ectx, cancel := context.WithTimeout(ctx, max(s.cfg.EpochPoll, time.Second))
+		e, err := epoch(ectx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			if !failing { // an outage logs once
+				s.log.Warn("scheduler: reading the Redis epoch", "err", err)
+			}
+			failing = true
+		case last == "":
+			last, failing = e, false
+		case e != last:
+			s.log.Warn("scheduler: Redis lost its data (new epoch): rechecking every target at once and reading the config dirs again",
+				"epoch", e, "previous", last)
+			last, failing = e, false
+			s.dataLost()
+		default:
+			failing = false
+		}
+		t := s.cfg.Clock.NewTimer(s.cfg.EpochPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C():
+		}
+	}
+}
+
+// dataLost reacts to a Redis that lost its data (decisions, registry, lease): every target is rechecked at
+// once — now, or as soon as this scheduler leads again, since the lease went with the data — instead of at its
+// next due time, and the sources read their apps again (WatchDir re-registers its directory's).
+func (s *Scheduler) dataLost() {
+	if s.metrics != nil {
+		s.metrics.redisDataLost.Inc()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st, ok := s.targets[app]
-	if !ok {
-		return false
+	for _, st := range s.targets {
+		st.mu.Lock()
+		st.urgent = true
+		st.mu.Unlock()
+		st.kickNow()
 	}
-	st.mu.Lock()
-	src := st.t.Source
-	st.mu.Unlock()
-	if src != source {
+	close(s.lostCh)
+	s.lostCh = make(chan struct{})
+}
+
+// dataLostSignal returns a channel closed the next time Redis is found to have lost its data.
+func (s *Scheduler) dataLostSignal() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lostCh
+}
+
+// RemoveTarget stops the loop of app if source holds it and deletes its decision (see forget), and reports
+// whether it did.
+func (s *Scheduler) RemoveTarget(source, app string) bool {
+	s.mu.Lock()
+	st, ok := s.targets[app]
+	if ok {
+		st.mu.Lock()
+		ok = st.t.Source == source
+		st.mu.Unlock()
+	}
+	if !ok {
+		s.mu.Unlock()
 		return false
 	}
 	if st.cancel != nil {
@@ -540,5 +699,7 @@ func (s *Scheduler) RemoveTarget(source, app string) bool {
 	if s.metrics != nil {
 		s.metrics.targets.Set(float64(len(s.targets)))
 	}
+	s.mu.Unlock()
+	s.forget([]*targetState{st})
 	return true
 }

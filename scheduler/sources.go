@@ -131,7 +131,15 @@ func (s *Scheduler) loadDir(ctx context.Context, dir string, parser placement.Pa
 			}
 			n += len(smartApps) - len(conflicts)
 		}
-		s.SetTargets(source, ts)
+		s.mu.Lock()
+		removed := s.setTargetsLocked(source, ts)
+		s.mu.Unlock()
+		// An app whose file left the directory is deleted with its decision, but only on a clean read: a file
+		// that failed to parse (half written) is not evidence that its app was removed. Its decision then
+		// expires.
+		if len(skips) == 0 && err == nil {
+			s.forget(removed)
+		}
 		n += len(ts)
 	}
 	s.noteFiles(dir, files)
@@ -229,14 +237,16 @@ func errPath(err error) string {
 	return ""
 }
 
-// WatchDir loads dir now and every interval until ctx is done. A skipped file is logged once per content;
-// an error that is not a file's (the directory unreadable, Redis) once per message.
+// WatchDir loads dir now and every interval until ctx is done, and at once when Redis is found to have lost
+// its data (the directory's apps are registered again). A skipped file is logged once per content; an error
+// that is not a file's (the directory unreadable, Redis) once per message.
 func (s *Scheduler) WatchDir(ctx context.Context, dir string, parser placement.Parser, regions RegionEndpoints, interval time.Duration) {
 	if interval <= 0 {
 		interval = DefaultDirReload
 	}
 	var last string
 	for {
+		lost := s.dataLostSignal() // taken before the load: a loss during it loads again
 		lctx, cancel := context.WithTimeout(ctx, dirWriteTimeout)
 		n, skipped, err := s.loadDir(lctx, dir, parser, regions)
 		cancel()
@@ -257,6 +267,8 @@ func (s *Scheduler) WatchDir(ctx context.Context, dir string, parser placement.P
 		case <-ctx.Done():
 			t.Stop()
 			return
+		case <-lost:
+			t.Stop()
 		case <-t.C:
 		}
 	}

@@ -101,7 +101,10 @@ func (b StoreBackend) SyncDirApps(ctx context.Context, source string, apps []sto
 	}
 	for _, a := range have {
 		if a.Source == source && !want[a.Name] {
+			// The app's file left the directory: the app and its decision go (routers stop routing it).
 			if _, err := b.Store.DeleteApp(ctx, a.Name); err != nil {
+				errs = append(errs, err)
+			} else if err := b.Store.DeleteDecision(ctx, a.Name); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -98,7 +98,8 @@ func (s *Store) App(ctx context.Context, name string) (App, bool, error) {
 	return a, true, nil
 }
 
-// Apps returns every registered application, sorted by name.
+// Apps returns every registered application, sorted by name. An entry that does not decode is skipped (logged
+// and counted once per Store): one corrupt entry must not hide the others.
 func (s *Store) Apps(ctx context.Context) ([]App, error) {
 	var out []App
 	var cursor uint64
@@ -110,7 +111,12 @@ func (s *Store) Apps(ctx context.Context) ([]App, error) {
 		for i := 0; i+1 < len(kv); i += 2 {
 			var a App
 			if err := json.Unmarshal([]byte(kv[i+1]), &a); err != nil {
-				return nil, fmt.Errorf("storage: app %q: %w", kv[i], err)
+				s.skipCorrupt("app", KeyApps+" "+kv[i], kv[i+1], err)
+				continue
+			}
+			if a.Name != kv[i] {
+				s.skipCorrupt("app", KeyApps+" "+kv[i], kv[i+1], fmt.Errorf("%w: holds app %q", errCorrupt, a.Name))
+				continue
 			}
 			out = append(out, a)
 		}

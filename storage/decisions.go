@@ -253,8 +253,8 @@ func (s *Store) DeleteDecision(ctx context.Context, app string) error {
 // share of the buckets with pipelined HVALS and decode them, so that Redis, the decoding and fn overlap; fn is
 // called from the calling goroutine only, never concurrently. Each bucket is read atomically, so every
 // decision is seen once, in its state when its bucket was read; one written during the scan is announced on the
-// channel anyway. It stops at fn's first error and returns it. A
-// corrupt value stops the scan with an error naming it.
+// channel anyway. It stops at fn's first error and returns it. An undecodable value is skipped (logged and
+// counted once per Store, see skipCorrupt): one corrupt decision must not hide all the others.
 func (s *Store) ScanDecisions(ctx context.Context, fn func(placement.Decision) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -327,7 +327,8 @@ func (s *Store) scanBuckets(ctx context.Context, buckets []int, out chan<- []pla
 			for _, v := range c.Val() {
 				d, err := decodeDecision("in "+KeyDecisions(round[j]), v)
 				if err != nil {
-					return fmt.Errorf("storage: scan decisions: %w", err)
+					s.skipCorrupt("decision", KeyDecisions(round[j]), v, err)
+					continue
 				}
 				batch = append(batch, d)
 			}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/storage/redistest"
 )
@@ -220,7 +222,8 @@ func testScanDecisions(t *testing.T, open func(*testing.T, Options) *Store) {
 			t.Errorf("%s seen %d times", app, c)
 		}
 	}
-	// A corrupt value: Decision and ScanDecisions fail naming it.
+	// A corrupt value: Decision fails naming it; ScanDecisions skips it and reads the others, counting it once
+	// however many scans meet it.
 	key := KeyDecisions(DecisionBucket("corrupt"))
 	if err := s.Client().HSet(ctx, key, "corrupt", "7|abc|\x01\x05sh").Err(); err != nil {
 		t.Fatal(err)
@@ -229,9 +232,16 @@ func testScanDecisions(t *testing.T, open func(*testing.T, Options) *Store) {
 	if _, _, err := s.Decision(ctx, "corrupt"); err == nil || err.Error() != wantErr {
 		t.Errorf("Decision(corrupt) error = %v; want %q", err, wantErr)
 	}
-	wantErr = "storage: scan decisions: storage: decision in " + key + ": corrupt value"
-	if err := s.ScanDecisions(ctx, func(placement.Decision) error { return nil }); err == nil || err.Error() != wantErr {
-		t.Errorf("ScanDecisions over a corrupt value = %v; want %q", err, wantErr)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(s.Metrics())
+	for scan := range 2 {
+		got := 0
+		if err := s.ScanDecisions(ctx, func(placement.Decision) error { got++; return nil }); err != nil || got != n {
+			t.Errorf("scan %d over a corrupt value = %d decisions, %v; want the %d good ones", scan, got, err, n)
+		}
+	}
+	if v := gather(t, reg)["vantage_storage_corrupt_values_total{kind=decision}"]; v != 1 {
+		t.Errorf("corrupt_values_total{kind=decision} = %v after two scans; want 1", v)
 	}
 	if err := s.Client().HDel(ctx, key, "corrupt").Err(); err != nil {
 		t.Fatal(err)

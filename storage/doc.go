@@ -16,6 +16,8 @@
 //
 //	key                               type    contents                                      TTL       writer    readers
 //	vantage:{meta}:schema             string  SchemaVersion ("1")                           none      Open      Open
+//	vantage:{meta}:epoch              string  random token naming the data set: a new one   none      Epoch     scheduler
+//	                                          means Redis lost its data (Store.Epoch)
 //	vantage:{d:NN}:decisions          hash    app -> "<version>|<fingerprint>|<payload>"    none      scheduler router, scheduler
 //	                                          (NN = 00..63 = FNV-1a(app) % 64; payload:
 //	                                          see codec.go)
@@ -66,6 +68,10 @@
 // ./storage/`, 2026-11-23); a scan costs redis-server 0.42 s of CPU and the client 0.61 s, so an unloaded
 // machine does it in about 1 s. The 1,000,000 decisions take 238 MB of Redis memory.
 //
+// A decision carries its expiry (ExpiresAt: the scheduler's DecisionTTL, a few recheck intervals); routers treat an
+// expired decision as none. ScanDecisions and Apps skip a value that does not decode, logging and counting it
+// once per Store (vantage_storage_corrupt_values_total{kind}), so that one corrupt value does not hide the others.
+//
 // Jobs: EnqueueJob XADDs (MAXLEN ~); ReadJobs XREADGROUPs (creating the group at "0" on NOGROUP, so jobs
 // enqueued before the first read are delivered); AckJob XACKs and XDELs in one MULTI; ReclaimJobs XAUTOCLAIMs
 // jobs idle for minIdle (a daemon died mid-job) and reads their delivery counts with XPENDING; a job delivered
@@ -78,8 +84,8 @@
 // Telemetry (telemetry.go): AddTelemetry pipelines one XADD per request record and, per application, one EXPIRE
 // and one ZADD GT; TelemetrySince reads an application's stream with XRANGE.
 //
-// Leases: AcquireLease (Lua) takes a free lease with SET NX PX, numbering it with INCR of the fence counter,
-// so tokens grow with every acquisition; RenewLease and ReleaseLease compare the holder and PEXPIRE or DEL in
+// Leases: AcquireLease (Lua) takes a free lease with SET NX PX, numbering it with INCR of the fence counter
+// raised to the server's clock in µs, so tokens grow with every acquisition, even across a loss of the data; RenewLease and ReleaseLease compare the holder and PEXPIRE or DEL in
 // Lua. Ad-hoc probes: AppendAdHocResult adds a result only while the record exists (Lua EXISTS + HSET).
 //
 // Fleet: a daemon's heartbeat is up while it is newer than DownAfterIntervals (3) of its own intervals; a PoP

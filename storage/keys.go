@@ -11,6 +11,9 @@ import (
 const (
 	// KeySchema holds the schema version (a decimal string).
 	KeySchema = "vantage:{meta}:schema"
+	// KeyEpoch holds a random token naming Redis's current data set (Store.Epoch): it changes when Redis
+	// loses its data.
+	KeyEpoch = "vantage:{meta}:epoch"
 	// DecisionBuckets is the number of hashes decisions are sharded over (fixed by the schema version).
 	DecisionBuckets = 64
 	// ChannelDecisions carries the name of every application whose decision changed.

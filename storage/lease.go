@@ -13,8 +13,14 @@ import (
 
 // acquireLeaseScript takes a free lease with SET NX PX, numbering it with the next fencing token, or renews it
 // when holder holds it already. KEYS[1] lease, KEYS[2] fence counter; ARGV[1] holder, ARGV[2] TTL ms.
-// Returns {1, token} when holder holds the lease, {0, token of the current holder} otherwise.
+// Returns {1, token} when holder holds the lease, {0, token of the current holder} otherwise. The next token is
+// the counter + 1, but at least the server's clock in Unix µs (exact in Lua's doubles until the year 2255):
+// when Redis loses its data the counter starts again above every token issued before (those are older times,
+// or counts past them of one per acquisition), so a fence written after the loss by a holder of an old token
+// never outranks the new holder.
+// TIME comes first: Redis before 5 refuses writes before a non-deterministic command in a script.
 var acquireLeaseScript = redis.NewScript(`
+local t = redis.call('TIME')
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local tok, h = string.match(cur, '^(%d+):(.*)$')
@@ -25,7 +31,12 @@ if cur then
   return {0, tonumber(tok) or 0}
 end
 local tok = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], tok .. ':' .. ARGV[1], 'NX', 'PX', ARGV[2])
+local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if tok < us then
+  tok = us
+  redis.call('SET', KEYS[2], string.format('%d', tok))
+end
+redis.call('SET', KEYS[1], string.format('%d', tok) .. ':' .. ARGV[1], 'NX', 'PX', ARGV[2])
 return {1, tok}
 `)
 
@@ -69,7 +80,8 @@ func checkLease(name, holder string, ttl time.Duration) error {
 }
 
 // AcquireLease takes lease name for holder for ttl when nobody holds it, and returns ok=true with a fencing
-// token: INCR of the lease's counter, so every acquisition gets a larger token than all before it. When holder
+// token: INCR of the lease's counter, raised to the Redis server's clock in Unix µs, so every acquisition gets a
+// larger token than all before it, even across a loss of Redis's data (see acquireLeaseScript). When holder
 // holds the lease already it is renewed and its token returned. When another holder has it, ok is false and token
 // is that holder's.
 func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (token int64, ok bool, err error) {

@@ -25,9 +25,11 @@ var metricCommands = []string{
 //	vantage_storage_redis_command_duration_seconds{command}           latency; a pipeline is one "pipeline"
 //	vantage_storage_redis_pool_connections{state="total"|"idle"}     connection pool size
 //	vantage_storage_redis_pool_timeouts_total                          waits for a free connection that timed out
+//	vantage_storage_corrupt_values_total{kind="decision"|"app"}        undecodable values skipped, each counted once
 type Metrics struct {
 	commands *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	corrupt  *prometheus.CounterVec
 	pool     func() *redis.PoolStats
 
 	connsDesc, timeoutsDesc *prometheus.Desc
@@ -42,6 +44,9 @@ func newMetrics(pool func() *redis.PoolStats) *Metrics {
 			Name: "redis_command_duration_seconds", Help: "Latency of Redis commands; a pipeline counts once as \"pipeline\".",
 			Buckets: []float64{.0002, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}},
 			[]string{"command"}),
+		corrupt: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "storage",
+			Name: "corrupt_values_total", Help: "Undecodable values found in Redis and skipped, by kind (decision, app); each distinct value counts once."},
+			[]string{"kind"}),
 		pool: pool,
 		connsDesc: prometheus.NewDesc("vantage_storage_redis_pool_connections",
 			"Connections in the Redis client's pool, by state (total, idle).", []string{"state"}, nil),
@@ -52,6 +57,9 @@ func newMetrics(pool func() *redis.PoolStats) *Metrics {
 		m.commands.WithLabelValues(c, "ok")
 		m.commands.WithLabelValues(c, "error")
 	}
+	for _, k := range corruptKinds {
+		m.corrupt.WithLabelValues(k)
+	}
 	return m
 }
 
@@ -59,6 +67,7 @@ func newMetrics(pool func() *redis.PoolStats) *Metrics {
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.commands.Describe(ch)
 	m.duration.Describe(ch)
+	m.corrupt.Describe(ch)
 	ch <- m.connsDesc
 	ch <- m.timeoutsDesc
 }
@@ -67,6 +76,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.commands.Collect(ch)
 	m.duration.Collect(ch)
+	m.corrupt.Collect(ch)
 	st := m.pool()
 	ch <- prometheus.MustNewConstMetric(m.connsDesc, prometheus.GaugeValue, float64(st.TotalConns), "total")
 	ch <- prometheus.MustNewConstMetric(m.connsDesc, prometheus.GaugeValue, float64(st.IdleConns), "idle")

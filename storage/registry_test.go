@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,7 +14,7 @@ import (
 )
 
 func init() {
-	areas = append(areas, area{"apps", testApps}, area{"adhoc", testAdHoc}, area{"lease", testLease})
+	areas = append(areas, area{"apps", testApps}, area{"adhoc", testAdHoc}, area{"lease", testLease}, area{"epoch", testEpoch})
 }
 
 func testApps(t *testing.T, open func(*testing.T, Options) *Store) {
@@ -38,8 +39,17 @@ func testApps(t *testing.T, open func(*testing.T, Options) *Store) {
 		}
 		r.waitFor(t, a.Name, 10*time.Second)
 	}
+	// An entry that does not decode (or names another app) is skipped, not fatal.
+	for field, v := range map[string]string{"garbage": "{not json", "alias": `{"name":"shop","mode":"host"}`} {
+		if err := s.Client().HSet(ctx, KeyApps, field, v).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	list, err := s.Apps(ctx)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Client().HDel(ctx, KeyApps, "garbage", "alias").Err(); err != nil {
 		t.Fatal(err)
 	}
 	var names []string
@@ -163,10 +173,13 @@ func testLease(t *testing.T, open func(*testing.T, Options) *Store) {
 	s := open(t, Options{})
 	ctx := testCtx(t)
 	const ttl = time.Minute
+	// wantTok names tokens: "" none (0); "+x" a new token, larger than every one before, remembered as x;
+	// "x" the token remembered as x. Tokens are the fence counter raised to the server's clock in µs, so
+	// their values are not known in advance, only their order.
 	type step struct {
 		name    string
 		do      func() (int64, bool, error)
-		wantTok int64
+		wantTok string
 		wantOK  bool
 	}
 	acquire := func(h string, ttl time.Duration) func() (int64, bool, error) {
@@ -186,32 +199,49 @@ func testLease(t *testing.T, open func(*testing.T, Options) *Store) {
 		}
 		return 0, false, nil
 	}
+	flushAll := func() (int64, bool, error) { flush(t, s); return 0, true, nil }
 	steps := []step{
-		{"a_acquires", acquire("a", ttl), 1, true},
-		{"b_refused_sees_a_token", acquire("b", ttl), 1, false},
-		{"a_reacquires_same_token", acquire("a", ttl), 1, true},
-		{"a_renews", renew("a"), 0, true},
-		{"b_cannot_renew", renew("b"), 0, false},
-		{"b_release_is_noop", release("b"), 0, true},
-		{"b_still_refused", acquire("b", ttl), 1, false},
-		{"a_releases", release("a"), 0, true},
-		{"a_cannot_renew_released", renew("a"), 0, false},
-		{"b_acquires_next_token", acquire("b", 300*time.Millisecond), 2, true},
-		{"b_lease_expires", waitExpiry, 0, true},
-		{"b_renew_after_expiry_fails", renew("b"), 0, false},
-		{"a_acquires_after_expiry", acquire("a", ttl), 3, true},
+		{"a_acquires", acquire("a", ttl), "+a1", true},
+		{"b_refused_sees_a_token", acquire("b", ttl), "a1", false},
+		{"a_reacquires_same_token", acquire("a", ttl), "a1", true},
+		{"a_renews", renew("a"), "", true},
+		{"b_cannot_renew", renew("b"), "", false},
+		{"b_release_is_noop", release("b"), "", true},
+		{"b_still_refused", acquire("b", ttl), "a1", false},
+		{"a_releases", release("a"), "", true},
+		{"a_cannot_renew_released", renew("a"), "", false},
+		{"b_acquires_next_token", acquire("b", 300*time.Millisecond), "+b1", true},
+		{"b_lease_expires", waitExpiry, "", true},
+		{"b_renew_after_expiry_fails", renew("b"), "", false},
+		{"a_acquires_after_expiry", acquire("a", ttl), "+a2", true},
+		{"redis_loses_its_data", flushAll, "", true},
+		{"a_cannot_renew_after_the_loss", renew("a"), "", false},
+		{"b_acquires_above_every_earlier_token", acquire("b", ttl), "+b2", true},
 	}
+	toks := map[string]int64{}
+	var last int64
 	for _, st := range steps {
 		tok, ok, err := st.do()
 		if err != nil {
 			t.Fatalf("%s: %v", st.name, err)
 		}
-		if tok != st.wantTok || ok != st.wantOK {
-			t.Errorf("%s: token, ok = %d, %v; want %d, %v", st.name, tok, ok, st.wantTok, st.wantOK)
+		var want int64
+		switch name, isNew := strings.CutPrefix(st.wantTok, "+"); {
+		case st.wantTok == "":
+		case isNew:
+			if tok <= last {
+				t.Errorf("%s: token %d, want a new one above %d", st.name, tok, last)
+			}
+			toks[name], last, want = tok, tok, tok
+		default:
+			want = toks[name]
+		}
+		if tok != want || ok != st.wantOK {
+			t.Errorf("%s: token, ok = %d, %v; want %d, %v", st.name, tok, ok, want, st.wantOK)
 		}
 	}
-	if l, held, err := s.LeaseInfo(ctx, "sched"); err != nil || !held || l.Holder != "a" || l.Token != 3 || l.TTL <= 0 || l.TTL > ttl {
-		t.Errorf("LeaseInfo = %+v, %v, %v; want a with token 3", l, held, err)
+	if l, held, err := s.LeaseInfo(ctx, "sched"); err != nil || !held || l.Holder != "b" || l.Token != toks["b2"] || l.TTL <= 0 || l.TTL > ttl {
+		t.Errorf("LeaseInfo = %+v, %v, %v; want b with token %d", l, held, err, toks["b2"])
 	}
 	// Contenders racing for a free lease: exactly one wins, and its token is the next one.
 	const n = 8
@@ -236,13 +266,45 @@ func testLease(t *testing.T, open func(*testing.T, Options) *Store) {
 		}()
 	}
 	wg.Wait()
-	if len(wins) != 1 || wins[0] != 1 {
-		t.Errorf("racing AcquireLease winners' tokens = %v; want exactly one, token 1", wins)
+	if len(wins) != 1 || wins[0] < 1 {
+		t.Errorf("racing AcquireLease winners' tokens = %v; want exactly one", wins)
 	}
 	if _, _, err := s.AcquireLease(ctx, "sched", "", ttl); err == nil {
 		t.Error("AcquireLease with an empty holder succeeded")
 	}
 	if _, _, err := s.AcquireLease(ctx, "sched", "a", 0); err == nil {
 		t.Error("AcquireLease with a zero TTL succeeded")
+	}
+}
+
+func testEpoch(t *testing.T, open func(*testing.T, Options) *Store) {
+	a, b := open(t, Options{}), open(t, Options{})
+	ctx := testCtx(t)
+	e1, err := a.Epoch(ctx)
+	if err != nil || e1 == "" {
+		t.Fatalf("Epoch = %q, %v", e1, err)
+	}
+	if e, err := b.Epoch(ctx); e != e1 || err != nil {
+		t.Errorf("second store's Epoch = %q, %v; want %q (one data set, one epoch)", e, err, e1)
+	}
+	flush(t, a)
+	e2, err := b.Epoch(ctx)
+	if err != nil || e2 == e1 || e2 == "" {
+		t.Errorf("Epoch after FLUSHALL = %q, %v; want a new epoch, not %q", e2, err, e1)
+	}
+	if e, err := a.Epoch(ctx); e != e2 || err != nil {
+		t.Errorf("the other store's Epoch after FLUSHALL = %q, %v; want %q", e, err, e2)
+	}
+	if v, err := a.Client().Get(ctx, KeySchema).Result(); v != fmt.Sprint(SchemaVersion) || err != nil {
+		t.Errorf("schema key after Epoch on an emptied Redis = %q, %v; want %d written back", v, err, SchemaVersion)
+	}
+	if err := a.Client().Set(ctx, KeySchema, SchemaVersion+1, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Epoch(ctx); !errors.Is(err, ErrSchema) {
+		t.Errorf("Epoch with schema version %d stored = %v; want ErrSchema", SchemaVersion+1, err)
+	}
+	if err := a.Client().Set(ctx, KeySchema, SchemaVersion, 0).Err(); err != nil { // for the next area
+		t.Fatal(err)
 	}
 }

@@ -2,7 +2,9 @@ package storage
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -121,6 +123,7 @@ type Store struct {
 	metrics  *Metrics
 
 	pingInterval time.Duration // idle time after which a watch pings; tests lower it
+	corrupt      corruptSeen   // undecodable values already reported
 }
 
 // ErrSchema is wrapped by Open's error when Redis holds a schema version this binary cannot use.
@@ -264,6 +267,55 @@ func (s *Store) checkSchema(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("storage: read schema version at %s: %w", KeySchema, err)
 	}
+	return checkVersion(raw)
+}
+
+// epochScript sets the schema version and the epoch when they are absent (an empty Redis) and returns both.
+// KEYS[1] schema, KEYS[2] epoch; ARGV[1] SchemaVersion, ARGV[2] a new random epoch. Returns {version, epoch,
+// 1 when the epoch was set by this call else 0}.
+var epochScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1])
+  v = ARGV[1]
+end
+local e = redis.call('GET', KEYS[2])
+local created = 0
+if not e then
+  redis.call('SET', KEYS[2], ARGV[2])
+  e, created = ARGV[2], 1
+end
+return {v, e, created}
+`)
+
+// Epoch returns the token naming Redis's current data set, stored at KeyEpoch: set to a new random value by
+// the first call that finds it absent, so it changes when Redis loses its data (FLUSHALL, a restart without
+// persistence, a failover to an empty replica) and every caller that compares it with the value it saw before
+// notices, whoever set the new one. It also writes the schema version back when it is absent, and fails with
+// ErrSchema when Redis holds another version. One small script: cheap enough to call every second.
+func (s *Store) Epoch(ctx context.Context) (string, error) {
+	var b [16]byte
+	rand.Read(b[:])
+	v, err := epochScript.Run(ctx, s.c, []string{KeySchema, KeyEpoch}, SchemaVersion, hex.EncodeToString(b[:])).Slice()
+	if err != nil {
+		return "", fmt.Errorf("storage: read the epoch at %s: %w", KeyEpoch, err)
+	}
+	if len(v) != 3 {
+		return "", fmt.Errorf("storage: read the epoch at %s: %w: reply %v", KeyEpoch, errCorrupt, v)
+	}
+	version, _ := v[0].(string)
+	epoch, _ := v[1].(string)
+	if err := checkVersion(version); err != nil {
+		return "", err
+	}
+	if created, _ := v[2].(int64); created == 1 {
+		s.log.Info("storage: new epoch: Redis holds no earlier Vantage data", "key", KeyEpoch, "epoch", epoch)
+	}
+	return epoch, nil
+}
+
+// checkVersion checks raw, the value of KeySchema, against SchemaVersion.
+func checkVersion(raw string) error {
 	v, err := strconv.Atoi(raw)
 	if err != nil {
 		return fmt.Errorf("%w: key %s holds %q, not a number", ErrSchema, KeySchema, raw)

@@ -22,6 +22,12 @@ import (
 	"github.com/vantage-edge/vantage/triangulate"
 )
 
+// DecisionTTLIntervals is how many runner intervals (smart.Config.Interval) a smart decision stays valid: a
+// round that fails or runs late must not expire it, but the decision of an app nobody analyses any more (its
+// runner gone, the app deleted while no scheduler ran) must not route forever. Routers treat an expired
+// decision as none.
+const DecisionTTLIntervals = 3
+
 // Store is what the runner reads and writes. *storage.Store satisfies it.
 type Store interface {
 	Apps(ctx context.Context) ([]storage.App, error)
@@ -403,6 +409,7 @@ func (r *Runner) analyzeApp(ctx context.Context, reg storage.App, fence int64) (
 			return a, fmt.Errorf("smart: app %s: %w", app, err)
 		}
 	}
+	a.Decision.ExpiresAt = now.Add(DecisionTTLIntervals * r.cfg.Interval)
 	changed, err := r.st.PutDecisionFenced(ctx, a.Decision, fence)
 	if err != nil {
 		return a, fmt.Errorf("smart: app %s: %w", app, err)

@@ -149,6 +149,9 @@ func TestRunLoop(t *testing.T) {
 				t.Fatal(err)
 			}
 			if ok && d.ComputedAt.Equal(want) {
+				if exp := want.Add(DecisionTTLIntervals * smart.DefaultConfig().Interval); !d.ExpiresAt.Equal(exp) {
+					t.Errorf("round %d: decision expires at %v, want %v (%d intervals after it was computed)", i, d.ExpiresAt, exp, DecisionTTLIntervals)
+				}
 				break
 			}
 			if time.Now().After(deadline) {

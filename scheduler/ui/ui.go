@@ -323,7 +323,11 @@ func (h *Handler) app(ctx context.Context, t scheduler.Target, now time.Time) (A
 	}
 	d, found, err := h.cfg.Store.Decision(ctx, t.App)
 	if err != nil {
-		return App{}, fmt.Errorf("ui: reading the decision of %q: %w", t.App, err)
+		if ctx.Err() != nil {
+			return App{}, fmt.Errorf("ui: reading the decision of %q: %w", t.App, err)
+		}
+		// One undecodable decision is that app's problem, shown on its row, not the page's.
+		a.LastError, found = fmt.Sprintf("reading its decision: %v", err), false
 	}
 	if found {
 		a.Status, a.Verdict, a.BestPoP, a.Estimated, a.Reason = d.Status, d.Verdict, d.BestPoP, d.Estimated, d.Reason

@@ -325,3 +325,35 @@ func TestNewValidates(t *testing.T) {
 		t.Fatal("New without a scheduler and a store: no error")
 	}
 }
+
+// TestStateSkipsCorruptData: an undecodable registry entry and an undecodable decision do not make the page
+// fail: the entry is skipped, the decision's app shows the error on its row, and the other apps are served.
+func TestStateSkipsCorruptData(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if err := e.st.Client().HSet(ctx, storage.KeyApps, "garbage", "{not json").Err(); err != nil {
+		t.Fatal(err)
+	}
+	key := storage.KeyDecisions(storage.DecisionBucket("tokyo-app"))
+	if err := e.st.Client().HSet(ctx, key, "tokyo-app", "1|ab|\x09garbage").Err(); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := e.get(t, "GET", PathState)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("state with corrupt data: %d %s", resp.StatusCode, body)
+	}
+	var st State
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	apps := map[string]App{}
+	for _, a := range st.Apps {
+		apps[a.App] = a
+	}
+	if len(apps) != 4 || apps["frankfurt-db"].BestPoP != "FRA" {
+		t.Errorf("apps %v, want the 4 good ones with their decisions", st.Apps)
+	}
+	if tokyo := apps["tokyo-app"]; !strings.Contains(tokyo.LastError, "corrupt value") || tokyo.BestPoP != "" {
+		t.Errorf("tokyo-app with a corrupt decision: %+v, want the error on its row", tokyo)
+	}
+}
