@@ -27,8 +27,10 @@ type Config struct {
 	// Debounce is how long the router waits after a decision-change notification before reloading, so that a
 	// burst of changes costs one reload (default 250 ms).
 	Debounce time.Duration
-	// MinReloadGap is the least time between the starts of two notification-driven reloads (default 1 s): a
-	// reload of a million decisions takes seconds, and notifications must not keep the router reloading.
+	// MinReloadGap caps the least time between the starts of two notification-driven reloads (default 1 s): a
+	// reload of a million decisions takes seconds, and notifications must not keep the router reloading. The
+	// gap is four times the last reload's duration up to this cap, so a small table follows changes within
+	// Debounce.
 	MinReloadGap time.Duration
 	// RetryInterval is the wait before retrying a failed reload (default 1 s).
 	RetryInterval time.Duration

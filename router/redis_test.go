@@ -268,7 +268,12 @@ func TestStaleWhenRedisDown(t *testing.T) {
 
 	restarted := time.Now()
 	srv.Restart(t) // an empty Redis (no persistence): the scheduler writes the decision again
-	put(t, st, dec("api", "LHR", "LHR:10"))
+	// The client's pool may still answer with its last dial error for a moment (go-redis retries dials in
+	// the background after a run of failures): the writer retries, as the scheduler does.
+	eventually(t, 15*time.Second, "decision written again", func() bool {
+		_, err := st.PutDecisions(context.Background(), []placement.Decision{dec("api", "LHR", "LHR:10")})
+		return err == nil
+	})
 	eventually(t, 15*time.Second, "recovered", func() bool {
 		return r.Route("api", "EWR", "x", KindFetch) == Result{"LHR", "remote-LHR", ReasonRemote, true}
 	})

@@ -228,14 +228,15 @@ func (r *Router) watchLoop(ctx context.Context) {
 
 func (r *Router) reloadLoop(ctx context.Context) {
 	var lastOK, lastStart time.Time // starts of the last successful reload and of the last reload
-	var wait time.Duration
+	var wait, took time.Duration    // until the next periodic reload; how long the last reload took
 	failures := 0
 	for {
-		if !r.waitReload(ctx, wait, lastOK, lastStart) {
+		if !r.waitReload(ctx, wait, lastOK, lastStart, took) {
 			return
 		}
 		lastStart = r.now()
 		err := r.Reload(ctx)
+		took = r.now().Sub(lastStart)
 		if ctx.Err() != nil {
 			return
 		}
@@ -261,11 +262,17 @@ func (r *Router) reloadLoop(ctx context.Context) {
 	}
 }
 
+// reloadGapFactor scales the last reload's duration into the gap before a notification-driven reload: with a
+// gap of 4 reload times, reloads take at most a fifth of the router's time however many notifications come,
+// and a small table (reloaded in milliseconds) follows a change, a deletion included, within the debounce.
+const reloadGapFactor = 4
+
 // waitReload waits until the next reload is due: after d, or earlier on a notification, debounced and at least
-// MinReloadGap after lastStart. A notification received before lastOK (the start of the last successful scan,
-// which saw that change) does not count: e.g. the watch's first resync racing the first reload. It reports
-// false when ctx is done.
-func (r *Router) waitReload(ctx context.Context, d time.Duration, lastOK, lastStart time.Time) bool {
+// min(MinReloadGap, reloadGapFactor × took) after lastStart (took: the last reload's duration). A notification
+// received before lastOK (the start of the last successful scan, which saw that change) does not count: e.g.
+// the watch's first resync racing the first reload. It reports false when ctx is done.
+func (r *Router) waitReload(ctx context.Context, d time.Duration, lastOK, lastStart time.Time, took time.Duration) bool {
+	gap := min(r.cfg.MinReloadGap, reloadGapFactor*took)
 	t := time.NewTimer(max(d, 0))
 	defer t.Stop()
 	for {
@@ -278,7 +285,7 @@ func (r *Router) waitReload(ctx context.Context, d time.Duration, lastOK, lastSt
 			if r.kickMs.Load() < lastOK.UnixMilli() {
 				continue
 			}
-			if !sleepCtx(ctx, max(r.cfg.Debounce, r.cfg.MinReloadGap-r.now().Sub(lastStart))) {
+			if !sleepCtx(ctx, max(r.cfg.Debounce, gap-r.now().Sub(lastStart))) {
 				return false
 			}
 			select { // notifications that arrived while debouncing are covered by the coming reload

@@ -182,6 +182,7 @@ type targetState struct {
 	lastChecked time.Time
 	lastErr     string
 	checks      int64
+	failures    int  // consecutive failed rechecks: the next one comes after retryAfter(failures)
 	urgent      bool // recheck at once, even in a new term: set when Redis lost its data, cleared by a check
 	kick        chan struct{}
 	cancel      context.CancelFunc
@@ -605,10 +606,27 @@ func (s *Scheduler) runCheck(ctx context.Context, term *Term, st *targetState) {
 	}
 	st.term = term.Seq
 	st.next = end.Add(jittered(s.cfg.RecheckInterval, s.cfg.Jitter))
+	if err != nil && cctx.Err() == nil {
+		st.failures++
+		st.next = end.Add(min(recheckRetry(st.failures), s.cfg.RecheckInterval))
+	} else {
+		st.failures = 0
+	}
 	if term.Ctx.Err() == nil { // a check cut short by the lease's loss is not the urgent one
 		st.urgent = false
 	}
 	st.mu.Unlock()
+}
+
+// Retries of a failed recheck (no PoP up, Redis unreachable, no result in time): the first after
+// RetryMin, each next one twice as late, never later than the recheck interval. A target whose recheck
+// failed (e.g. right after Redis lost its data, before the fleet's next heartbeat) is decided within
+// seconds of the cause going away, not an interval later.
+const RetryMin = 5 * time.Second
+
+// recheckRetry returns the wait before the next recheck after n consecutive failures (n >= 1).
+func recheckRetry(n int) time.Duration {
+	return RetryMin << min(n-1, 10)
 }
 
 // epochReader reads the identity of Redis's data set (storage.Store.Epoch).
