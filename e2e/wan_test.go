@@ -106,7 +106,7 @@ func TestPlacementOnEmulatedWAN(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tb.Close() })
-	srv := redistest.Start(t)
+	srv := redistest.Start(t) // forked from a thread of its own: the testbed retiring its namespace threads cannot kill it (Pdeathsig)
 	st := openStore(t, []string{srv.Addr()}, log)
 	startWANProbed(t, tb, spec.PoPs, st)
 
