@@ -12,7 +12,7 @@ RACE_PKGS = $(shell $(GO) list ./... | grep -v -e '/testbed' -e '/e2e')
 .PHONY: test demo deps bench build fuzz-short
 
 build:
-	$(GO) build -o bin/vantage ./cmd/vantage
+	$(GO) build -buildvcs=auto -o bin/vantage ./cmd/vantage
 
 deps:
 	@bash .ci/deps.sh

@@ -3,6 +3,7 @@ module github.com/vantage-edge/vantage
 go 1.26.0
 
 require (
+	code.dny.dev/ssrf v0.3.0
 	github.com/BurntSushi/toml v1.6.0
 	github.com/alicebob/miniredis/v2 v2.40.0
 	github.com/miekg/dns v1.1.73

@@ -268,6 +268,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		<-trafficDone
 		return err
 	}
+	e.out.linef("  all %d applications decided %.1f s after the fleet came up", len(Scenarios)+1, time.Since(registered).Seconds())
 	if <-trafficDone; trafficErr != nil {
 		return trafficErr
 	}

@@ -3,6 +3,7 @@ package prober
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -297,4 +299,66 @@ func (c *fakeClock) Advance(d time.Duration) {
 		kept = append(kept, w)
 	}
 	c.waiters = kept
+}
+
+// loopbackNS is a network namespace whose only interface is loopback, up.
+type loopbackNS struct {
+	enter EnterFunc // creates sockets inside the namespace
+}
+
+// loopbackNetns creates a loopbackNS and assigns each of extra to its loopback (those the kernel takes; the
+// others are logged), so that a probe of one that got past the deny policy would reach loopback rather than
+// fail: what it sent is then seen in loPackets. Nothing sent from the namespace can leave the host.
+func loopbackNetns(t *testing.T, extra []netip.Addr) loopbackNS {
+	t.Helper()
+	ns := loopbackNS{enter: emptyNetns(t)}
+	err := ns.enter(func() error {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return fmt.Errorf("listing links: %w", err)
+		}
+		if len(links) != 1 || links[0].Attrs().Name != "lo" {
+			return fmt.Errorf("the new namespace has links %v, want only lo", links)
+		}
+		if err := netlink.LinkSetUp(links[0]); err != nil {
+			return fmt.Errorf("setting lo up: %w", err)
+		}
+		for _, a := range extra {
+			a = a.Unmap().WithZone("")
+			if a.IsLoopback() {
+				continue // lo has them once up
+			}
+			bits := a.BitLen()
+			addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, bits)}}
+			if a.Is6() {
+				addr.Flags = unix.IFA_F_NODAD
+			}
+			if err := netlink.AddrAdd(links[0], addr); err != nil && !errors.Is(err, unix.EEXIST) {
+				t.Logf("namespace: %v not assigned to lo: %v", a, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("setting up the loopback namespace: %v", err)
+	}
+	return ns
+}
+
+// loPackets returns how many packets the namespace's loopback has sent.
+func (ns loopbackNS) loPackets(t *testing.T) uint64 {
+	t.Helper()
+	var n uint64
+	err := ns.enter(func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		n = lo.Attrs().Statistics.TxPackets
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("reading the namespace's loopback counters: %v", err)
+	}
+	return n
 }

@@ -252,7 +252,7 @@ func TestHTTPRebinding(t *testing.T) {
 		t.Errorf("Host header %q, want the name", hosts[0])
 	}
 	r = e.Probe(context.Background(), Target{Kind: placement.ProbeHTTP, Addr: "http://rebind.test:" + port + "/"})
-	if r.Class != ClassPolicy || !strings.Contains(r.Error, "rule rfc1918") {
-		t.Errorf("rebound name: class %q err %q, want policy naming rfc1918", r.Class, r.Error)
+	if r.Class != ClassPolicy || !strings.Contains(r.Error, "denied by policy (rfc1918)") || strings.Contains(r.Error, "10.0.0.1") {
+		t.Errorf("rebound name: class %q err %q, want policy naming rfc1918, not the address", r.Class, r.Error)
 	}
 }

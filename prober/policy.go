@@ -13,14 +13,16 @@ import (
 	"github.com/vantage-edge/vantage/placement"
 )
 
-// policyFor is the default deny policy plus the platform's own prefixes, with the allow-list.
+// policyFor is the default deny policy plus the platform's own prefixes, with the allow-list. The own prefixes
+// come first, so that an own prefix inside a registry range (a test's 203.0.113.0/24) is named "own-prefix".
 func policyFor(allow, own []netip.Prefix) placement.Policy {
 	p := placement.DefaultPolicy(allow...)
 	if len(own) > 0 {
-		p.Deny = slices.Clone(p.Deny)
+		deny := make([]placement.DenyRule, 0, len(own)+len(p.Deny))
 		for _, o := range own {
-			p.Deny = append(p.Deny, placement.DenyRule{Name: "own-prefix", Prefix: o})
+			deny = append(deny, placement.DenyRule{Name: "own-prefix", Prefix: o})
 		}
+		p.Deny = append(deny, p.Deny...)
 	}
 	return p
 }
@@ -132,6 +134,10 @@ func (e *Engine) resolve(ctx context.Context, host string) (netip.Addr, error) {
 // target: a name that mixes public and internal addresses is a rebinding attempt), and the address of the
 // preferred protocol is returned. Callers dial exactly that address, never the name. all is every address
 // the name resolved to (nil for a literal IP): DNS evidence, since a geo-DNS name resolves differently per PoP.
+//
+// A refused literal is named in the error with the rule (it is the caller's own input). A refused name is
+// not: its error names the rules only (see deniedName), and ip and all are empty, so that a probe cannot be
+// used to read which internal addresses a name resolves to.
 func (e *Engine) resolveAll(ctx context.Context, host string) (ip netip.Addr, all []netip.Addr, err error) {
 	if a, err := netip.ParseAddr(host); err == nil {
 		a = a.WithZone("")
@@ -151,14 +157,12 @@ func (e *Engine) resolveAll(ctx context.Context, host string) (ip netip.Addr, al
 		}
 		return netip.Addr{}, nil, fmt.Errorf("prober: resolving %q: %w", host, err)
 	}
+	if err := e.deniedName(host, addrs); err != nil {
+		return netip.Addr{}, nil, err
+	}
 	all = make([]netip.Addr, len(addrs))
 	for i, a := range addrs {
 		all[i] = a.Unmap()
-	}
-	for _, a := range addrs {
-		if err := e.policy.Check(a); err != nil {
-			return a.Unmap(), all, fmt.Errorf("prober: target %q resolved to %v: %w", host, addrs, err)
-		}
 	}
 	want4 := e.cfg.IPProtocol != IP6
 	var fallback netip.Addr
@@ -175,6 +179,39 @@ func (e *Engine) resolveAll(ctx context.Context, host string) (ip netip.Addr, al
 	}
 	return netip.Addr{}, all, fmt.Errorf("prober: resolving %q: %w (%s, fallback %v, got %v)", host, ErrNoAddress,
 		e.cfg.IPProtocol, !e.cfg.NoIPFallback, addrs)
+}
+
+// deniedName checks every address host resolved to and returns nil if all may be probed, else an error
+// wrapping placement.ErrDenied that names the host and the rules that refused its addresses, never the
+// addresses: `prober: target "example.test" resolves only to addresses denied by policy (link-local)`, or
+// `... resolves to 2 addresses, 1 of them denied by policy (rfc1918)`.
+func (e *Engine) deniedName(host string, addrs []netip.Addr) error {
+	var reasons []string
+	denied := 0
+	for _, a := range addrs {
+		err := e.policy.Check(a)
+		if err == nil {
+			continue
+		}
+		denied++
+		reason := "invalid address"
+		if de, ok := errors.AsType[*placement.DeniedError](err); ok {
+			reason = de.Reason()
+		}
+		if !slices.Contains(reasons, reason) {
+			reasons = append(reasons, reason)
+		}
+	}
+	if denied == 0 {
+		return nil
+	}
+	slices.Sort(reasons)
+	why := strings.Join(reasons, ", ")
+	if denied == len(addrs) {
+		return fmt.Errorf("prober: target %q resolves only to addresses %w (%s)", host, placement.ErrDenied, why)
+	}
+	return fmt.Errorf("prober: target %q resolves to %d addresses, %d of them %w (%s)", host, len(addrs), denied,
+		placement.ErrDenied, why)
 }
 
 // resolvConfServers returns the nameservers of /etc/resolv.conf.

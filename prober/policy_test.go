@@ -3,6 +3,7 @@ package prober
 import (
 	"context"
 	"errors"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -10,8 +11,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/placement/policytest"
 )
 
 // targetFor writes host (an IP or a name) as a target of kind.
@@ -20,62 +23,100 @@ func targetFor(kind placement.ProbeKind, host string) Target {
 	switch kind {
 	case placement.ProbeTCP:
 		return Target{Kind: kind, Addr: hp, Count: 1}
-	case placement.ProbeHTTP:
-		return Target{Kind: kind, Addr: "http://" + hp + "/", Count: 1}
+	case placement.ProbeHTTP: // a zone is escaped in a URL (RFC 6874)
+		return Target{Kind: kind, Addr: "http://" + strings.Replace(hp, "%", "%25", 1) + "/", Count: 1}
 	case placement.ProbeDNS:
 		return Target{Kind: kind, Addr: "example.com", Count: 1, DNS: DNSOptions{Server: hp}}
 	}
 	return Target{Kind: kind, Addr: host, Count: 1}
 }
 
-// TestPolicyDeniesEveryRange probes one address of every default deny rule (and of an own prefix), as a
-// literal and through a name, with every registered probe kind: each must be refused before anything is sent,
-// with an error naming the rule.
-func TestPolicyDeniesEveryRange(t *testing.T) {
-	own := netip.MustParsePrefix("203.0.113.0/24")
-	rules := append([]placement.DenyRule{}, placement.DefaultDenyRules...)
-	rules = append(rules, placement.DenyRule{Name: "own-prefix", Prefix: own})
-	for kind := range Registry {
-		for _, rule := range rules {
-			a := rule.Prefix.Addr()
-			if rule.Prefix.Bits() < a.BitLen() {
-				a = a.Next()
-			}
-			want := "rule " + rule.Name
-			if rule.Name == "ipv4-mapped" {
-				a = netip.MustParseAddr("::ffff:10.1.2.3") // judged as 10.1.2.3
-				want = "rule rfc1918"
-			}
+// TestPolicyRefusesEveryFormInANamespace probes every address the default policy refuses (placement's
+// policytest table: each IPv6 form that embeds a denied IPv4 address, each special-purpose range), and an own
+// prefix, with every registered probe kind, as a literal and through a name. It runs in a new network
+// namespace whose only interface is loopback, with every refused address assigned to it that the kernel takes:
+// nothing could leave the host even if the check were wrong, and a probe that slipped past it would reach
+// loopback (a refusal or an answer, and packets counted on lo) instead of failing by policy. Each probe must
+// be a policy result, sent nothing, and, through a name, show none of the addresses the name resolved to.
+func TestPolicyRefusesEveryFormInANamespace(t *testing.T) {
+	needRoot(t, "the namespace with only loopback that keeps refused probes on the host")
+	own := netip.MustParsePrefix("1.2.3.0/24") // global: only an own prefix refuses it (never probed: refused)
+	cases := append(policytest.Refused(),
+		policytest.Case{Name: "own_prefix", Addr: "1.2.3.4", Rule: "own-prefix"})
+	var targets []netip.Addr
+	for _, c := range cases {
+		targets = append(targets, netip.MustParseAddr(c.Addr))
+	}
+	ns := loopbackNetns(t, targets)
+	before := ns.loPackets(t)
+	for _, kind := range slices.Sorted(maps.Keys(Registry)) {
+		for _, tc := range cases {
+			a := netip.MustParseAddr(tc.Addr)
 			for _, viaName := range []bool{false, true} {
-				name := string(kind) + "/" + rule.Name + "/" + a.String()
+				name := string(kind) + "/" + tc.Name
 				if viaName {
 					name += "/via_name"
 				}
 				t.Run(name, func(t *testing.T) {
-					res := newFakeResolver(map[string][][]netip.Addr{"denied.test": {{a}}})
 					e := newEngine(t, func(c *Config) {
 						c.Allow = nil
 						c.OwnPrefixes = []netip.Prefix{own}
-						c.Resolver = res
+						c.Resolver = newFakeResolver(map[string][][]netip.Addr{"denied.test": {{a}}})
+						c.Enter = ns.enter
+						c.Timeout = 300 * time.Millisecond // a probe that slipped through fails fast on loopback
 					})
-					host := a.String()
+					host := tc.Addr
 					if viaName {
 						host = "denied.test"
 					}
 					r := e.Probe(context.Background(), targetFor(kind, host))
 					if r.Class != ClassPolicy || !errors.Is(r.Err, placement.ErrDenied) {
-						t.Fatalf("class %q err %v, want policy", r.Class, r.Err)
+						t.Fatalf("class %q err %v, want a policy refusal", r.Class, r.Err)
 					}
+					if r.Sent != 0 || len(r.Samples) != 0 {
+						t.Errorf("sent %d, %d samples to a denied address", r.Sent, len(r.Samples))
+					}
+					if !viaName {
+						if !strings.Contains(r.Error, "rule "+tc.Rule+", ") {
+							t.Errorf("error %q does not name rule %q", r.Error, tc.Rule)
+						}
+						if tc.Embeds != "" && !strings.Contains(r.Error, "embeds "+tc.Embeds) {
+							t.Errorf("error %q does not say it embeds %s", r.Error, tc.Embeds)
+						}
+						return
+					}
+					want := `target "denied.test" resolves only to addresses denied by policy (` + tc.Rule
 					if !strings.Contains(r.Error, want) {
-						t.Errorf("error %q does not name %q", r.Error, want)
+						t.Errorf("error %q lacks %q", r.Error, want)
 					}
-					if r.Sent != 0 {
-						t.Errorf("sent %d packets to a denied address", r.Sent)
+					for _, leak := range embeddedAndSelf(a) {
+						if strings.Contains(r.Error, leak) {
+							t.Errorf("error %q echoes the resolved address %s", r.Error, leak)
+						}
+					}
+					if r.IP.IsValid() || r.Resolved != nil {
+						t.Errorf("result echoes the resolved addresses: ip %v resolved %v", r.IP, r.Resolved)
 					}
 				})
 			}
 		}
 	}
+	if after := ns.loPackets(t); after != before {
+		t.Errorf("%d packets went over loopback in the namespace during refused probes", after-before)
+	}
+}
+
+// embeddedAndSelf returns the strings a refusal through a name must not contain: the address (unless it is
+// too short to be told from other text, "::") and every IPv4 address it embeds.
+func embeddedAndSelf(a netip.Addr) []string {
+	var out []string
+	if s := a.Unmap().String(); len(s) > 3 {
+		out = append(out, s)
+	}
+	for _, em := range placement.Embedded(a) {
+		out = append(out, em.Addr.String())
+	}
+	return out
 }
 
 // TestRebinding: a name is resolved once per probe, every sample dials the checked address, and a later
@@ -87,6 +128,7 @@ func TestRebinding(t *testing.T) {
 	res := newFakeResolver(map[string][][]netip.Addr{
 		"rebind.test": {addrs("127.0.0.1"), addrs("127.0.0.2"), addrs("10.0.0.1")},
 		"mixed.test":  {addrs("127.0.0.1", "10.0.0.1")},
+		"two.test":    {addrs("127.0.0.1", "127.0.0.2")},
 	})
 	e := newEngine(t, func(c *Config) { c.Resolver = res })
 	ctx := context.Background()
@@ -111,25 +153,29 @@ func TestRebinding(t *testing.T) {
 		t.Fatalf("second probe: success %v ip %v err %v", r.Success, r.IP, r.Err)
 	}
 	r = e.Probe(ctx, Target{Kind: placement.ProbeTCP, Addr: "rebind.test:" + port, Count: 1})
-	if r.Class != ClassPolicy || !strings.Contains(r.Error, "rule rfc1918") || r.Sent != 0 {
-		t.Errorf("rebound to 10.0.0.1: class %q err %q sent %d, want policy naming rfc1918", r.Class, r.Error, r.Sent)
+	if r.Class != ClassPolicy || !strings.Contains(r.Error, "resolves only to addresses denied by policy (rfc1918)") ||
+		r.Sent != 0 || strings.Contains(r.Error, "10.0.0.1") {
+		t.Errorf("rebound to 10.0.0.1: class %q err %q sent %d, want policy naming rfc1918, not the address",
+			r.Class, r.Error, r.Sent)
 	}
 
+	// A name with one denied address among public ones is refused whole, without echoing the addresses.
+	want := `target "mixed.test" resolves to 2 addresses, 1 of them denied by policy (rfc1918)`
 	r = e.Probe(ctx, Target{Kind: placement.ProbeTCP, Addr: "mixed.test:" + port, Count: 1})
-	if r.Class != ClassPolicy || !strings.Contains(r.Error, "10.0.0.1") {
-		t.Errorf("name with one denied address: class %q err %q, want policy naming 10.0.0.1", r.Class, r.Error)
+	if r.Class != ClassPolicy || !strings.Contains(r.Error, want) || strings.Contains(r.Error, "10.0.0.1") {
+		t.Errorf("name with one denied address: class %q err %q, want policy with %q and no address", r.Class, r.Error, want)
 	}
-	if !slices.Equal(r.Resolved, addrs("127.0.0.1", "10.0.0.1")) {
-		t.Errorf("Resolved %v, want the whole answer set, the denied address included", r.Resolved)
+	if r.Resolved != nil || r.IP.IsValid() {
+		t.Errorf("refused name: Resolved %v IP %v, want neither echoed", r.Resolved, r.IP)
 	}
 
 	// An HTTP probe records the answer set too; a literal IP has none.
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
 	defer hs.Close()
 	_, hport, _ := net.SplitHostPort(hs.Listener.Addr().String())
-	r = e.Probe(ctx, Target{Kind: placement.ProbeHTTP, Addr: "http://mixed.test:" + hport + "/"})
-	if !slices.Equal(r.Resolved, addrs("127.0.0.1", "10.0.0.1")) {
-		t.Errorf("http: Resolved %v, want [127.0.0.1 10.0.0.1]", r.Resolved)
+	r = e.Probe(ctx, Target{Kind: placement.ProbeHTTP, Addr: "http://two.test:" + hport + "/"})
+	if !r.Success || !slices.Equal(r.Resolved, addrs("127.0.0.1", "127.0.0.2")) {
+		t.Errorf("http: success %v err %v Resolved %v, want [127.0.0.1 127.0.0.2]", r.Success, r.Err, r.Resolved)
 	}
 	if r = e.Probe(ctx, Target{Kind: placement.ProbeHTTP, Addr: hs.URL + "/"}); !r.Success || r.Resolved != nil {
 		t.Errorf("http to a literal IP: success %v err %v Resolved %v, want success and none", r.Success, r.Err, r.Resolved)

@@ -211,8 +211,11 @@ func (n *Node) Command(ctx context.Context, name string, args ...string) *exec.C
 }
 
 // Resolve returns the address of a node or anycast name of the testbed ("FRA", "db", "edge"), or of
-// "<name>.<zone>".
+// "<name>.<zone>", or of a host's alias.
 func (tb *Testbed) Resolve(name string) (netip.Addr, bool) {
+	if i, ok := tb.plan.aliases[strings.ToLower(strings.TrimSuffix(name, "."))+"."]; ok {
+		return tb.nodes[i].addr, true
+	}
 	name = strings.TrimSuffix(strings.TrimSuffix(name, "."), "."+strings.TrimSuffix(tb.plan.zone, "."))
 	if n := tb.byName[name]; n != nil {
 		return n.addr, true

@@ -128,8 +128,11 @@ func TestRouterLogic(t *testing.T) {
 	r.setDelay(1, 3, 40*time.Millisecond)
 
 	t.Run("delay", func(t *testing.T) {
-		// Never early, and on time at the median: one late wake-up of this test process on a loaded machine
-		// is not the router's.
+		// Never early, and on time at the best of 5: one late wake-up of this test process (or of the router,
+		// which runs without real-time priority here) on a loaded machine is not a wrong delay. A packet may
+		// leave up to routerHopAllowance before its delay and, when it woke the router, be backdated by the
+		// router's learnt wake-up latency (at most routerWakeEarlyMax): earlier than that is a bug.
+		const early = routerHopAllowance + routerWakeEarlyMax
 		var took []time.Duration
 		for id := uint16(1); id <= 5; id++ {
 			t0 := time.Now()
@@ -139,14 +142,14 @@ func TestRouterLogic(t *testing.T) {
 			if !ok || got != id {
 				t.Fatalf("packet %d not delivered (got %d, %v)", id, got, ok)
 			}
-			if d < d01-routerHopAllowance {
-				t.Errorf("packet %d delivered after %v, before the %v delay", id, d, d01)
+			if d < d01-early {
+				t.Errorf("packet %d delivered after %v, before the %v delay (- %v)", id, d, d01, early)
 			}
 			took = append(took, d)
 		}
-		slices.Sort(took)
-		if med := took[len(took)/2]; med > d01+5*time.Millisecond {
-			t.Errorf("delivered after a median of %v (all %v), want about %v", med, took, d01)
+		// A delay applied twice (10 ms) is later than this, a missing one earlier than the check above.
+		if fastest := slices.Min(took); fastest > d01+d01/2 {
+			t.Errorf("delivered after %v at the fastest (all %v), want about %v", fastest, took, d01)
 		}
 	})
 	t.Run("fifo_per_pair_with_jitter", func(t *testing.T) {

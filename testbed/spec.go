@@ -189,6 +189,9 @@ type planGeoDNS struct {
 
 var nodeNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
 
+// hostnameRE matches a canonical (lower-case, fully qualified) host name of letters, digits and hyphens.
+var hostnameRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+$`)
+
 // resolve validates the spec and looks up every location.
 func (s *Spec) resolve() (*plan, error) {
 	p := &plan{name: s.Name, zone: s.Zone, dnsNode: -1, aliases: map[string]int{}, anyAliases: map[string]int{}}
@@ -329,7 +332,7 @@ func (s *Spec) resolve() (*plan, error) {
 func (p *plan) addAliases(field string, aliases []string, m map[string]int, i int) error {
 	for j, a := range aliases {
 		name := dns.CanonicalName(a)
-		if _, ok := dns.IsDomainName(name); !ok || a == "" {
+		if !hostnameRE.MatchString(name) {
 			return fmt.Errorf("testbed: spec: %s.aliases[%d]: %q is not a domain name", field, j, a)
 		}
 		_, dupHost := p.aliases[name]

@@ -128,3 +128,38 @@ func slicesIndex(nodes []planNode, name string) int {
 	}
 	return -1
 }
+
+// TestAliases checks that a host's aliases resolve to it, inside and outside the zone, and that a bad or
+// duplicate alias, or one without a DNS server, is refused naming the field.
+func TestAliasesSpec(t *testing.T) {
+	base := func() *Spec {
+		return &Spec{Name: "alias", PoPs: []string{"FRA"}, Hosts: []HostSpec{
+			{Name: "ns", Location: Location{PoP: "FRA"}, Services: Services{DNS: true}},
+			{Name: "tokyo", Location: Location{Region: "gcp:asia-northeast1"}, Aliases: []string{"asia-northeast1-run.googleapis.com"}},
+		}}
+	}
+	p, err := base().resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i, ok := p.aliases["asia-northeast1-run.googleapis.com."]; !ok || p.nodes[i].name != "tokyo" {
+		t.Errorf("aliases %v: want asia-northeast1-run.googleapis.com. -> tokyo", p.aliases)
+	}
+	for _, tt := range []struct {
+		name string
+		edit func(s *Spec)
+		want string
+	}{
+		{"bad", func(s *Spec) { s.Hosts[1].Aliases = []string{"not a name"} }, `hosts[1] (tokyo).aliases[0]: "not a name" is not a domain name`},
+		{"dup", func(s *Spec) { s.Hosts[1].Aliases = []string{"a.example", "A.example."} }, `hosts[1] (tokyo).aliases[1]: "A.example." is already an alias`},
+		{"no_dns", func(s *Spec) { s.Hosts = s.Hosts[1:] }, "aliases need a host with dns: true"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := base()
+			tt.edit(s)
+			if _, err := s.resolve(); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("resolve = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/vantage-edge/vantage/demo"
 	"github.com/vantage-edge/vantage/scheduler"
@@ -21,18 +20,16 @@ var demoEUID = os.Geteuid
 // runDemo is `vantage demo`: the README's main job.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("demo", "", stderr)
+	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisOptional, LogLevel: "warn"})
 	var (
-		redis     = fs.String("redis", "", "Redis address(es), comma-separated (default: an embedded Redis)")
-		listen    = fs.String("listen", demo.DefaultListen, "scheduler API, status page and /metrics address")
-		routerL   = fs.String("router-listen", demo.DefaultRouterListen, "router /metrics, /healthz and /readyz address")
-		recheck   = fs.Duration("recheck", scheduler.DefaultRecheckInterval, "recheck interval of every target")
-		queries   = fs.Int("queries", 5, "sequential database queries per user request")
-		requests  = fs.Int("requests", demo.DefaultRequests, "user requests timed with and without placement")
-		once      = fs.Bool("once", false, "exit after the first full report")
-		duration  = fs.Duration("duration", 0, "exit after this long (0: run until Ctrl-C)")
-		timeout   = fs.Duration("decide-timeout", demo.DefaultDecideTimeout, "give up when the fleet or a decision takes longer")
-		logFormat = fs.String("log-format", "text", "log format of the components (stderr): json or text")
-		logLevel  = fs.String("log-level", "warn", "log level of the components: debug, info, warn or error")
+		listen   = fs.String("listen", demo.DefaultListen, "scheduler API, status page and /metrics address")
+		routerL  = fs.String("router-listen", demo.DefaultRouterListen, "router /metrics, /healthz and /readyz address")
+		recheck  = fs.Duration("recheck", scheduler.DefaultRecheckInterval, "recheck interval of every target")
+		queries  = fs.Int("queries", 5, "sequential database queries per user request")
+		requests = fs.Int("requests", demo.DefaultRequests, "user requests timed with and without placement")
+		once     = fs.Bool("once", false, "exit after the first full report")
+		duration = fs.Duration("duration", 0, "exit after this long (0: run until Ctrl-C)")
+		timeout  = fs.Duration("decide-timeout", demo.DefaultDecideTimeout, "give up when the fleet or a decision takes longer")
 	)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -46,18 +43,25 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *requests < 1 {
 		return fmt.Errorf("%w: demo: --requests %d: want at least 1", errUsage, *requests)
 	}
-	if err := checkLogFlags(*logFormat, *logLevel); err != nil {
+	if err := df.check(); err != nil {
 		return err
 	}
 	if err := demo.CheckRoot(demoEUID()); err != nil {
 		return err
 	}
+	log, stop, err := df.start(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	defer stop()
 	cfg := demo.Config{Listen: *listen, RouterListen: *routerL, Recheck: *recheck, Queries: *queries,
-		Requests: *requests, DecideTimeout: *timeout, Once: *once, Logger: fleetLogger(stderr, *logFormat, *logLevel)}
-	for _, a := range strings.Split(*redis, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			cfg.Redis = append(cfg.Redis, a)
+		Requests: *requests, DecideTimeout: *timeout, Once: *once, Logger: log}
+	if df.hasRedis() { // else an embedded Redis
+		o, err := df.redisOptions(log)
+		if err != nil {
+			return err
 		}
+		cfg.Redis = o.Addrs
 	}
 	if *duration > 0 {
 		var cancel context.CancelFunc

@@ -3,10 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -25,20 +25,16 @@ const fleetProbePoll = 250 * time.Millisecond
 // come before or after the positional arguments.
 func runFleetProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("probe --fleet", "<tcp|http|icmp|dns> <target>", stderr)
-	fs.Bool("fleet", true, "probe through the fleet's scheduler instead of from this machine")
-	var (
-		url     = fs.String("scheduler", cmpOrEnv("VANTAGE_SCHEDULER", "http://127.0.0.1:8080"), "scheduler API URL ($VANTAGE_SCHEDULER)")
-		token   = fs.String("token", os.Getenv("VANTAGE_TOKEN"), "bearer token ($VANTAGE_TOKEN)")
-		pops    = fs.String("pops", "all", `PoP codes, comma-separated, or "all" (every PoP that is up)`)
-		count   = fs.Int("count", 0, "samples per PoP (0: the scheduler's default)")
-		asJSON  = fs.Bool("json", false, "print the scheduler's final answer as JSON")
-		timeout = fs.Duration("timeout", 2*time.Minute, "give up after this long")
-	)
-	flags, pos := splitFlags(args, map[string]bool{"fleet": true, "json": true})
-	if err := parseFlags(fs, flags); err != nil {
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "usage: vantage probe --fleet [flags] <tcp|http|icmp|dns> TARGET\n")
+		fleetProbeUsage(stderr)
+	}
+	f := addFleetProbeFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	pos = append(pos, fs.Args()...)
+	url, token := f.scheduler.get(), f.token.get()
+	pos := fs.Args()
 	if len(pos) != 2 {
 		return fmt.Errorf("%w: probe --fleet: want <kind> <target>, got %d arguments", errUsage, len(pos))
 	}
@@ -46,21 +42,21 @@ func runFleetProbe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	req := scheduler.ProbeRequest{Target: pos[1], Kind: kind, Count: *count}
-	if !strings.EqualFold(*pops, "all") {
-		req.PoPs = strings.Split(*pops, ",")
+	req := scheduler.ProbeRequest{Target: pos[1], Kind: kind, Count: f.count}
+	if !strings.EqualFold(f.pops, "all") {
+		req.PoPs = strings.Split(f.pops, ",")
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	base := strings.TrimRight(*url, "/")
+	base := strings.TrimRight(url, "/")
 	var rec scheduler.AdHocRecord
-	if err := fleetCall(ctx, http.MethodPost, base+"/v1/probes", *token, req, &rec); err != nil {
+	if err := fleetCall(ctx, http.MethodPost, base+"/v1/probes", token, req, &rec); err != nil {
 		return err
 	}
 	var st scheduler.AdHocStatus
 	for {
 		st = scheduler.AdHocStatus{}
-		if err := fleetCall(ctx, http.MethodGet, base+"/v1/probes/"+rec.ID, *token, nil, &st); err != nil {
+		if err := fleetCall(ctx, http.MethodGet, base+"/v1/probes/"+rec.ID, token, nil, &st); err != nil {
 			return err
 		}
 		progress(stderr, len(st.Results), len(rec.PoPs))
@@ -77,7 +73,7 @@ func runFleetProbe(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 	}
 	fmt.Fprintln(stderr)
-	if *asJSON {
+	if f.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(st)
@@ -86,36 +82,33 @@ func runFleetProbe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return nil
 }
 
-func cmpOrEnv(env, def string) string {
-	if v := os.Getenv(env); v != "" {
-		return v
-	}
-	return def
+// Where `vantage probe --fleet` finds its scheduler and its token when the flags are not given.
+const (
+	envScheduler     = "VANTAGE_SCHEDULER"
+	envToken         = "VANTAGE_TOKEN"
+	defaultScheduler = "http://127.0.0.1:8080"
+)
+
+// fleetProbeFlags are the flags of `vantage probe --fleet`.
+type fleetProbeFlags struct {
+	scheduler, token *envFlag
+	pops             string
+	count            int
+	json             bool
+	timeout          time.Duration
 }
 
-// splitFlags separates flags (with their values) from positional arguments, so flags may follow them.
-// boolFlags take no value unless written -flag=value.
-func splitFlags(args []string, boolFlags map[string]bool) (flags, pos []string) {
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			return flags, append(pos, args[i+1:]...)
-		}
-		if !strings.HasPrefix(a, "-") || a == "-" {
-			pos = append(pos, a)
-			continue
-		}
-		flags = append(flags, a)
-		name := strings.TrimLeft(a, "-")
-		if strings.Contains(name, "=") || boolFlags[name] {
-			continue
-		}
-		if i+1 < len(args) {
-			flags = append(flags, args[i+1])
-			i++
-		}
-	}
-	return flags, pos
+// addFleetProbeFlags registers the flags of `vantage probe --fleet` on fs (runProbe's help shows them too).
+func addFleetProbeFlags(fs *flag.FlagSet) *fleetProbeFlags {
+	f := &fleetProbeFlags{}
+	fs.Bool("fleet", false, "probe from every PoP of a running fleet, through its scheduler's API")
+	f.scheduler = envStringVar(fs, "scheduler", envScheduler, defaultScheduler, "the scheduler's API `URL`")
+	f.token = envStringVar(fs, "token", envToken, "", "bearer `token` for the scheduler's API (one of its --tokens)")
+	fs.StringVar(&f.pops, "pops", "all", `PoP codes, comma-separated, or "all" (every PoP that is up)`)
+	fs.IntVar(&f.count, "count", 0, "samples per PoP (0: the scheduler's default)")
+	fs.BoolVar(&f.json, "json", false, "print the scheduler's final answer as JSON")
+	fs.DurationVar(&f.timeout, "timeout", 2*time.Minute, "give up after this long")
+	return f
 }
 
 // progress draws "[#####     ] 5/10 PoPs" over itself.

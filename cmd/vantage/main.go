@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 )
 
@@ -98,7 +100,8 @@ func usage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-12s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintln(w, "\nRun 'vantage help <command>' for a command's flags.")
+	fmt.Fprintln(w, "\nRun 'vantage help <command>' for a command's flags. Flags may come before or after the")
+	fmt.Fprintln(w, "arguments; \"--\" ends them.")
 }
 
 // newFlagSet returns a FlagSet for a subcommand that reports errors instead of exiting and prints its usage
@@ -113,13 +116,94 @@ func newFlagSet(name, argsUsage string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args into fs and maps parse failures to usage errors.
+// parseFlags parses args into fs, with flags before, between or after the positional arguments, for every
+// subcommand: `vantage pop list --redis ADDR` and `vantage pop --redis ADDR list` are the same. "--" ends the
+// flags; everything after it is positional. Afterwards fs.Args() holds the positional arguments in order (a
+// subcommand that takes none refuses them itself). Parse failures are usage errors; -h and --help return
+// flag.ErrHelp.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	flags, pos := splitArgs(fs, args)
+	if err := fs.Parse(flags); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return fmt.Errorf("%w: %s: %v", errUsage, fs.Name(), err)
 	}
+	// A leading "--" leaves exactly pos in fs.Args(); the flags parsed above keep their values.
+	if err := fs.Parse(append([]string{"--"}, pos...)); err != nil {
+		return fmt.Errorf("%w: %s: %v", errUsage, fs.Name(), err)
+	}
 	return nil
+}
+
+// splitArgs separates args into flags (each with its value when the flag takes one as the next argument) and
+// positional arguments, by the flag package's syntax: -name, --name, -name=value, --name=value, or -name value
+// for a flag of fs that is not boolean. "-" alone is positional; "--" ends the flags. Unknown or malformed
+// flags go to flags as they are, for fs.Parse to report.
+func splitArgs(fs *flag.FlagSet, args []string) (flags, pos []string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return flags, append(pos, args[i+1:]...)
+		}
+		if len(a) < 2 || a[0] != '-' {
+			pos = append(pos, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimPrefix(a[1:], "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		f := fs.Lookup(name)
+		if f == nil || isBoolFlag(f) || i+1 == len(args) {
+			continue
+		}
+		i++
+		flags = append(flags, args[i])
+	}
+	return flags, pos
+}
+
+// isBoolFlag reports whether f takes no value (the flag package's own test).
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// envFlag is a string flag whose default is read from an environment variable after parsing, so that help
+// output shows "(default $NAME)" and never the variable's value: a token in the environment must not be
+// printed by --help. Build one with envStringVar.
+type envFlag struct {
+	env, fallback string
+	value         string
+	set           bool
+}
+
+// envStringVar registers the string flag name on fs: its value is the flag's when given, else $env when set
+// and not empty, else fallback. usage gets "(default $env[, else fallback])" appended.
+func envStringVar(fs *flag.FlagSet, name, env, fallback, usage string) *envFlag {
+	f := &envFlag{env: env, fallback: fallback}
+	def := "$" + env
+	if fallback != "" {
+		def += ", else " + fallback
+	}
+	fs.Var(f, name, usage+" (default "+def+")")
+	return f
+}
+
+// String is empty whatever the value, so the flag package never prints a default of its own.
+func (f *envFlag) String() string { return "" }
+
+func (f *envFlag) Set(s string) error {
+	f.value, f.set = s, true
+	return nil
+}
+
+// get returns the flag's value, else the environment's, else the fallback.
+func (f *envFlag) get() string {
+	if f.set {
+		return f.value
+	}
+	return cmp.Or(os.Getenv(f.env), f.fallback)
 }

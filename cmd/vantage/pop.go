@@ -2,15 +2,13 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/vantage-edge/vantage/geo"
 	"github.com/vantage-edge/vantage/storage"
 )
 
@@ -21,7 +19,7 @@ func init() {
 // runPop: vantage pop drain FRA | undrain FRA | list, against the fleet's Redis.
 func runPop(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("pop", "drain|undrain <PoP> | list", stderr)
-	rf := addFleetRedisFlags(fs)
+	rf := addRedisFlags(fs, true)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -42,7 +40,11 @@ func runPop(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	default:
 		return fmt.Errorf("%w: pop: unknown action %q (want drain, undrain or list)", errUsage, verb)
 	}
-	st, err := rf.open(ctx, fleetLogger(stderr, "text", "warn"))
+	log, err := newLogger(stderr, "text", "warn")
+	if err != nil {
+		return err
+	}
+	st, err := rf.open(ctx, log)
 	if err != nil {
 		return err
 	}
@@ -50,13 +52,47 @@ func runPop(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if verb == "list" {
 		return printFleet(ctx, st, stdout)
 	}
-	pop := strings.ToUpper(rest[1])
+	pop := strings.ToUpper(strings.TrimSpace(rest[1]))
+	if err := checkKnownPoP(ctx, st, verb, pop); err != nil {
+		return err
+	}
 	if err := st.SetDrained(ctx, pop, verb == "drain"); err != nil {
 		return fmt.Errorf("pop %s %s: %w", verb, pop, err)
 	}
 	fmt.Fprintf(stdout, "%s %sed\n", pop, verb)
 	return nil
 }
+
+// checkKnownPoP refuses a PoP code that is neither in the fleet Redis knows (a heartbeat or a drain flag) nor
+// in the PoP catalogue (geo.LookupPoP): a typo must not be reported "drained" while the PoP it meant keeps
+// its traffic. A catalogue PoP may be drained before its daemons first report.
+func checkKnownPoP(ctx context.Context, st *storage.Store, verb, pop string) error {
+	fleet, err := st.Fleet(ctx)
+	if err != nil {
+		return fmt.Errorf("pop %s %s: %w", verb, pop, err)
+	}
+	known := make([]string, 0, len(fleet))
+	for _, p := range fleet {
+		if strings.EqualFold(p.PoP, pop) {
+			return nil
+		}
+		known = append(known, p.PoP)
+	}
+	if _, ok := geo.LookupPoP(pop); ok {
+		return nil
+	}
+	inFleet := "the fleet in Redis has no PoP"
+	switch {
+	case len(known) > maxPoPsNamed:
+		inFleet = fmt.Sprintf("not among the %d PoPs of the fleet in Redis ('vantage pop list')", len(known))
+	case len(known) > 0:
+		inFleet = "the fleet in Redis has " + strings.Join(known, ", ")
+	}
+	return fmt.Errorf("%w: pop %s: unknown PoP %q: not in the PoP catalogue, and %s", errUsage, verb, pop, inFleet)
+}
+
+// maxPoPsNamed bounds the fleet's PoPs listed in an unknown-PoP error.
+const maxPoPsNamed = 20
 
 func printFleet(ctx context.Context, st *storage.Store, w io.Writer) error {
 	fleet, err := st.Fleet(ctx)
@@ -80,70 +116,4 @@ func printFleet(ctx context.Context, st *storage.Store, w io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", p.PoP, state, len(p.Daemons), seen)
 	}
 	return tw.Flush()
-}
-
-// fleetRedisFlags are the Redis connection flags of the fleet's commands (probed, scheduler, pop).
-type fleetRedisFlags struct {
-	addrs    string
-	master   string
-	username string
-}
-
-func addFleetRedisFlags(fs *flag.FlagSet) *fleetRedisFlags {
-	f := &fleetRedisFlags{}
-	fs.StringVar(&f.addrs, "redis", "", "Redis address host:port or unix:/path; several, comma-separated: a Cluster (or Sentinels with --redis-master) (required)")
-	fs.StringVar(&f.master, "redis-master", "", "Sentinel master name")
-	fs.StringVar(&f.username, "redis-user", "", "Redis ACL user (password from $VANTAGE_REDIS_PASSWORD)")
-	return f
-}
-
-func (f *fleetRedisFlags) options(log *slog.Logger) (storage.Options, error) {
-	if f.addrs == "" {
-		return storage.Options{}, fmt.Errorf("%w: --redis is required", errUsage)
-	}
-	var addrs []string
-	for _, a := range strings.Split(f.addrs, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			addrs = append(addrs, a)
-		}
-	}
-	return storage.Options{Addrs: addrs, MasterName: f.master, Username: f.username,
-		Password: os.Getenv("VANTAGE_REDIS_PASSWORD"), Logger: log}, nil
-}
-
-func (f *fleetRedisFlags) open(ctx context.Context, log *slog.Logger) (*storage.Store, error) {
-	o, err := f.options(log)
-	if err != nil {
-		return nil, err
-	}
-	st, err := storage.Open(ctx, o)
-	if err != nil {
-		return nil, fmt.Errorf("opening Redis %s: %w", f.addrs, err)
-	}
-	return st, nil
-}
-
-// fleetLogger returns a slog logger writing format ("json" or "text") at level to w.
-func fleetLogger(w io.Writer, format, level string) *slog.Logger {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		lv = slog.LevelInfo
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
-}
-
-// checkLogFlags validates --log-format and --log-level.
-func checkLogFlags(format, level string) error {
-	if format != "json" && format != "text" {
-		return fmt.Errorf("%w: --log-format %q: want json or text", errUsage, format)
-	}
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", errUsage, level)
-	}
-	return nil
 }

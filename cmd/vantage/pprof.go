@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,12 +11,6 @@ import (
 	"sync"
 	"time"
 )
-
-// addPprofFlag adds --pprof, the address of the Go profiler's endpoints, off unless given: profiles expose
-// internals, so they are served on their own address (keep it on loopback or an admin network).
-func addPprofFlag(fs *flag.FlagSet) *string {
-	return fs.String("pprof", "", "address of /debug/pprof/ (empty: off), e.g. 127.0.0.1:6060")
-}
 
 // servePprof serves /debug/pprof/ on addr until ctx is done or the returned stop function is called (which
 // also waits for the server to end); with an empty addr it does nothing.

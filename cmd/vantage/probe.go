@@ -31,6 +31,26 @@ const probeUsage = `<tcp|http|icmp|dns> TARGET...
 
 Flags may come before or after the arguments. Exit status 1 when a probe failed.`
 
+// fleetProbeAbout explains `vantage probe --fleet`, in its own help and in probe's.
+const fleetProbeAbout = `Fleet probing: vantage probe --fleet [flags] <tcp|http|icmp|dns> TARGET
+
+  Probes TARGET from every PoP of a running fleet (or the PoPs of --pops) through its scheduler's API
+  (POST /v1/probes), draws the progress across PoPs on stderr, then prints the PoPs ranked by RTT and the
+  engine's verdict (best PoP, anycast or not, location).
+  The scheduler is --scheduler, else $` + envScheduler + `, else ` + defaultScheduler + `.
+  The API wants a bearer token, one of the scheduler's --tokens: --token, else $` + envToken + `
+  (prefer the variable: other users of the machine can read a flag in the process list).
+`
+
+// fleetProbeUsage prints the help of `vantage probe --fleet` to w: the explanation and the flags.
+func fleetProbeUsage(w io.Writer) {
+	fmt.Fprintf(w, "\n%s\nflags with --fleet:\n", fleetProbeAbout)
+	fs := flag.NewFlagSet("probe --fleet", flag.ContinueOnError)
+	fs.SetOutput(w)
+	addFleetProbeFlags(fs)
+	fs.PrintDefaults()
+}
+
 // runProbe is `vantage probe KIND TARGET...`: probes each target from this machine and prints a table, or one
 // JSON Result per line with --json. With --fleet it hands its arguments to runFleetProbe instead.
 func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -39,6 +59,11 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	def := prober.DefaultConfig()
 	fs := newFlagSet("probe", probeUsage, stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: vantage probe [flags] %s\n\nflags probing from this machine:\n", probeUsage)
+		fs.PrintDefaults()
+		fleetProbeUsage(stderr)
+	}
 	var sources, allow, own, types listFlag
 	var (
 		count      = fs.Int("count", def.Count, fmt.Sprintf("samples per probe (at most %d)", prober.MaxCount))
@@ -60,10 +85,10 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(&own, "own-prefix", "the platform's own prefix: never a source, denied as a target (repeatable or comma list)")
 	fs.Var(&types, "type", "dns: query types, e.g. A,AAAA (default both, preferred protocol first)")
 
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	pos := fs.Args()
 	if len(pos) < 2 {
 		fs.Usage()
 		return fmt.Errorf("%w: probe: want a kind and at least one target", errUsage)
@@ -138,26 +163,6 @@ func hasFleetFlag(args []string) bool {
 		}
 	}
 	return false
-}
-
-// parseInterspersed parses fs from args where flags may follow positional arguments, and returns the
-// positional arguments in order.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := parseFlags(fs, args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		if len(args) > 0 && len(rest) < len(args) && args[len(args)-len(rest)-1] == "--" {
-			return append(pos, rest...), nil // everything after "--" is positional
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
 }
 
 // printProbeTable writes results as an aligned table, with a detail line for HTTP and DNS results.

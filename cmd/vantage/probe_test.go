@@ -11,10 +11,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/prober"
+	"github.com/vantage-edge/vantage/storage"
+	"github.com/vantage-edge/vantage/storage/redistest"
 )
 
 // probeListener starts a loopback TCP listener that accepts and closes, stopped in t.Cleanup.
@@ -171,25 +174,55 @@ func closedTCPPort(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func TestParseInterspersed(t *testing.T) {
-	tests := []struct {
-		name string
-		args []string
-		pos  []string
-		n    int
-	}{
-		{"flags_first", []string{"--count", "5", "tcp", "h:1"}, []string{"tcp", "h:1"}, 5},
-		{"flags_last", []string{"tcp", "h:1", "--count=4"}, []string{"tcp", "h:1"}, 4},
-		{"flags_between", []string{"tcp", "--count", "2", "h:1", "h:2"}, []string{"tcp", "h:1", "h:2"}, 2},
-		{"terminator", []string{"tcp", "--", "--count"}, []string{"tcp", "--count"}, 3},
+// TestFleetProbeFromEnvironment runs `vantage probe --fleet` against a real scheduler with its URL and token
+// from $VANTAGE_SCHEDULER and $VANTAGE_TOKEN; the flags, when given, win over the variables.
+func TestFleetProbeFromEnvironment(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tc := range tests {
+	t.Cleanup(func() { st.Close() })
+	// FRA is up but has no daemon: the ad-hoc probe ends at --adhoc-timeout with FRA pending ("no answer").
+	if err := st.PutHeartbeat(ctx, storage.Heartbeat{PoP: "FRA", DaemonID: "d1"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	api := freeAddr(t)
+	const token = "env-token-0123456789"
+	startCmd(t, "scheduler", "--redis", srv.Addr(), "--listen", api, "--token", token, "--adhoc-timeout", "1s",
+		"--lease-ttl", "1s", "--log-level", "warn")
+	waitHTTP(t, "http://"+api+"/readyz", 200, 15*time.Second)
+	target := probeListener(t)
+
+	for _, tc := range []struct {
+		name             string
+		envURL, envToken string
+		flags            []string
+		code             int
+		errHas           string
+	}{
+		{name: "both_from_the_environment", envURL: "http://" + api, envToken: token, errHas: "0/1 PoPs"},
+		{name: "flag_token_wins", envURL: "http://" + api, envToken: "wrong-token", flags: []string{"--token", token}, errHas: "0/1 PoPs"},
+		{name: "flag_scheduler_wins", envURL: "http://" + closedTCPPort(t), envToken: token,
+			flags: []string{"--scheduler", "http://" + api}, errHas: "0/1 PoPs"},
+		{name: "wrong_token_from_the_environment", envURL: "http://" + api, envToken: "wrong-token", code: 1, errHas: "401"},
+		{name: "no_token", envURL: "http://" + api, code: 1, errHas: "401"},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fs := newFlagSet("probe", "", &bytes.Buffer{})
-			n := fs.Int("count", 3, "")
-			pos, err := parseInterspersed(fs, tc.args)
-			if err != nil || strings.Join(pos, " ") != strings.Join(tc.pos, " ") || *n != tc.n {
-				t.Errorf("pos %q count %d err %v, want %q %d", pos, *n, err, tc.pos, tc.n)
+			t.Setenv(envScheduler, tc.envURL)
+			t.Setenv(envToken, tc.envToken)
+			var out, errb bytes.Buffer
+			args := append([]string{"probe", "tcp", target, "--fleet", "--pops", "FRA"}, tc.flags...)
+			if code := run(ctx, args, &out, &errb); code != tc.code {
+				t.Fatalf("%q: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", args, code, tc.code, out.String(), errb.String())
+			}
+			if !strings.Contains(errb.String(), tc.errHas) {
+				t.Errorf("stderr lacks %q:\n%s", tc.errHas, errb.String())
+			}
+			if tc.code == 0 && (!strings.Contains(out.String(), "FRA") || !strings.Contains(out.String(), "no answer")) {
+				t.Errorf("stdout lacks FRA with no answer:\n%s", out.String())
 			}
 		})
 	}

@@ -17,7 +17,7 @@ func init() {
 
 func runProbed(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("probed", "", stderr)
-	dc := addDaemonCommon(fs, true)
+	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisRequired})
 	cfg := daemon.DefaultProbedConfig()
 	cfg.Version = version
 	d, p := &cfg.Daemon, &cfg.Prober
@@ -37,10 +37,11 @@ func runProbed(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var sources, allow listFlag
 	fs.Var(&sources, "source", "source address(es) probes leave from, comma-separated (default: the kernel's choice)")
 	fs.Var(&allow, "allow", "CIDR lifting the deny policy (repeatable), e.g. 198.18.0.0/15 for the emulated WAN")
-	if err := dc.parse(ctx, fs, args, stderr); err != nil {
+	log, stop, err := parseDaemon(ctx, fs, df, args, stderr)
+	if err != nil {
 		return err
 	}
-	defer dc.stop()
+	defer stop()
 	for _, s := range sources {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
@@ -48,7 +49,6 @@ func runProbed(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		p.Sources = append(p.Sources, a)
 	}
-	var err error
 	if p.Allow, err = placement.ParsePrefixes("--allow", allow); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -63,8 +63,8 @@ func runProbed(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	cfg.Logger = dc.log
-	st, err := dc.open(ctx)
+	cfg.Logger = log
+	st, err := openStore(ctx, df, log)
 	if err != nil {
 		return err
 	}

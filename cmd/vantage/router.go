@@ -18,7 +18,7 @@ func init() {
 
 func runRouter(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("router", "", stderr)
-	dc := addDaemonCommon(fs, true)
+	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisRequired})
 	cfg := daemon.DefaultRouterConfig()
 	rc, fc := &cfg.Router, &cfg.Front
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "address of the HTTP front (requests to route)")
@@ -40,10 +40,11 @@ func runRouter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.Float64Var(&rc.SpreadAboveRPS, "spread-above-rps", rc.SpreadAboveRPS, "spread an application's requests above this rate (0: never)")
 	fs.Float64Var(&rc.SpreadEpsilonMs, "spread-epsilon-ms", rc.SpreadEpsilonMs, "spread over the candidates within this many ms of the best")
 	capacity := fs.String("capacity", "", "per-PoP capacity in requests/s for spreading weights: POP=RPS, comma-separated")
-	if err := dc.parse(ctx, fs, args, stderr); err != nil {
+	log, stop, err := parseDaemon(ctx, fs, df, args, stderr)
+	if err != nil {
 		return err
 	}
-	defer dc.stop()
+	defer stop()
 	spec := *workers
 	if *workersFile != "" {
 		b, err := os.ReadFile(*workersFile)
@@ -52,7 +53,6 @@ func runRouter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		spec += "\n" + string(b)
 	}
-	var err error
 	if fc.Workers, err = router.ParseWorkers(spec); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -62,8 +62,8 @@ func runRouter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	cfg.Logger = dc.log
-	st, err := dc.open(ctx)
+	cfg.Logger = log
+	st, err := openStore(ctx, df, log)
 	if err != nil {
 		return err
 	}

@@ -30,7 +30,7 @@ func (l *listFlag) Set(v string) error {
 
 func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("scheduler", "", stderr)
-	dc := addDaemonCommon(fs, true)
+	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisRequired})
 	cfg := daemon.DefaultSchedulerConfig()
 	s := &cfg.Scheduler
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "HTTP API, status page, /metrics, /healthz and /readyz address")
@@ -55,17 +55,17 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.Var(&allow, "allow", "CIDR lifting the deny policy for configured hosts (repeatable), e.g. 198.18.0.0/15")
 	fs.Var(&regionEPs, "region-endpoint", "region-id=host:port override (repeatable)")
 	fs.Var(&tokens, "token", "bearer token accepted (repeatable; prefer --tokens)")
-	if err := dc.parse(ctx, fs, args, stderr); err != nil {
+	log, stop, err := parseDaemon(ctx, fs, df, args, stderr)
+	if err != nil {
 		return err
 	}
-	defer dc.stop()
+	defer stop()
 	if sc := s.HostnameScheme; sc != "" && sc != "http" && sc != "https" {
 		return fmt.Errorf("%w: --hostname-scheme %q: want http or https", errUsage, sc)
 	}
 	if s.Jitter == 0 {
 		s.Jitter = -1 // the scheduler's "none"
 	}
-	var err error
 	if cfg.Allow, err = placement.ParsePrefixes("--allow", allow); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -94,8 +94,8 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	cfg.Logger = dc.log
-	st, err := dc.open(ctx)
+	cfg.Logger = log
+	st, err := openStore(ctx, df, log)
 	if err != nil {
 		return err
 	}

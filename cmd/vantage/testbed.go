@@ -188,6 +188,9 @@ func runTestbedList(_ context.Context, args []string, stdout, stderr io.Writer) 
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("%w: testbed list: unexpected arguments %q", errUsage, fs.Args())
+	}
 	states, err := testbed.States()
 	if err != nil {
 		return err

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/vantage-edge/vantage/daemon"
@@ -20,7 +19,7 @@ func init() {
 // runWorker: vantage worker --pop FRA --listen :9001 --db db:5432 [--n 5] [--redis host:port] [--serve-db :5432].
 func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("worker", "", stderr)
-	dc := addDaemonCommon(fs, false)
+	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisOptional})
 	cfg := daemon.DefaultWorkerConfig()
 	w := &cfg.Worker
 	fs.StringVar(&w.PoP, "pop", "", "IATA code of the PoP this worker host runs in (required)")
@@ -29,14 +28,14 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	n := fs.Int("n", worker.DefaultQueries, fmt.Sprintf("sequential database round trips per request (1 to %d)", worker.MaxQueries))
 	app := fs.String("app", "demo", "application name (reported in telemetry; with one application every Host is served)")
 	deploy := fs.String("deploy", "", "the application's deploy version, reported in telemetry")
-	redisAddr := fs.String("redis", "", "Redis for telemetry: host:port or unix:/path; several, comma-separated: a Cluster (empty: no telemetry)")
 	fs.StringVar(&cfg.ServeDB, "serve-db", "", "also serve the demo database on this address (and use it when --db is empty)")
 	fs.DurationVar(&w.FlushInterval, "flush", worker.DefaultFlushInterval, "send telemetry at least this often")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "address of /metrics, /healthz and /readyz (empty: off), e.g. 127.0.0.1:9103")
-	if err := dc.parse(ctx, fs, args, stderr); err != nil {
+	log, stop, err := parseDaemon(ctx, fs, df, args, stderr)
+	if err != nil {
 		return err
 	}
-	defer dc.stop()
+	defer stop()
 	switch {
 	case w.PoP == "":
 		return fmt.Errorf("%w: --pop is required", errUsage)
@@ -49,12 +48,11 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	w.PoP = strings.ToUpper(w.PoP)
 	w.Apps = []worker.App{{Name: *app, Deploy: *deploy, DB: *db, Queries: *n}}
-	cfg.Logger = dc.log.With("pop", w.PoP)
-	var st *storage.Store
-	if *redisAddr != "" {
-		var err error
-		if st, err = daemon.OpenStore(ctx, storage.Options{Addrs: splitList(*redisAddr), Password: os.Getenv("VANTAGE_REDIS_PASSWORD"), Logger: cfg.Logger}, cfg.Logger); err != nil {
-			return fmt.Errorf("worker: opening Redis %s: %w", *redisAddr, err)
+	cfg.Logger = log.With("pop", w.PoP)
+	var st *storage.Store // telemetry goes to Redis when --redis is given
+	if df.hasRedis() {
+		if st, err = openStore(ctx, df, cfg.Logger); err != nil {
+			return err
 		}
 		defer st.Close()
 	}
@@ -67,15 +65,4 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fmt.Fprintf(stdout, "worker %s serving %s (db %s, %d round trips) on %s\n", w.PoP, *app, cmp.Or(*db, k.DBAddr()), *n, k.Addr())
 	return k.Run(ctx) // the last telemetry batch is sent before Redis is closed
-}
-
-// splitList splits a comma-separated list, dropping empty items.
-func splitList(s string) []string {
-	var out []string
-	for _, a := range strings.Split(s, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			out = append(out, a)
-		}
-	}
-	return out
 }

@@ -1,12 +1,14 @@
-package worker_test
+package e2e_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -18,13 +20,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vantage-edge/vantage/daemon"
 	"github.com/vantage-edge/vantage/demo/worker"
 	"github.com/vantage-edge/vantage/placement"
-	"github.com/vantage-edge/vantage/probed"
-	"github.com/vantage-edge/vantage/prober"
 	"github.com/vantage-edge/vantage/router"
-	"github.com/vantage-edge/vantage/scheduler"
-	"github.com/vantage-edge/vantage/scheduler/smartrun"
 	"github.com/vantage-edge/vantage/smart"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
@@ -32,14 +31,17 @@ import (
 )
 
 // The emulated WAN of the end-to-end test: four PoPs, a database at AWS eu-central-1 (Frankfurt) for most
-// applications, a second one there for the application that gets slower when placed, and a database behind
-// an anycast address served from Sydney, Frankfurt and Ashburn.
+// applications (it also answers to the region's endpoint name, ec2.eu-central-1.amazonaws.com, on port 443),
+// a second one there for the application that gets slower when placed, and a database behind an anycast
+// address served from Sydney, Frankfurt and Ashburn.
 var e2eSpec = testbed.Spec{
 	Name: "placement-e2e",
 	PoPs: []string{"SYD", "FRA", "SIN", "IAD"},
 	Hosts: []testbed.HostSpec{
-		{Name: "db", Location: testbed.Location{Region: "aws:eu-central-1"}},
+		{Name: "db", Location: testbed.Location{Region: "aws:eu-central-1"}, Services: testbed.Services{TCP: []int{443}},
+			Aliases: []string{"ec2.eu-central-1.amazonaws.com"}},
 		{Name: "db2", Location: testbed.Location{Region: "aws:eu-central-1"}},
+		{Name: "ns", Location: testbed.Location{Region: "aws:eu-west-1"}, Services: testbed.Services{DNS: true}},
 	},
 	Anycast: []testbed.AnycastSpec{{Name: "dbany", Instances: []testbed.InstanceSpec{
 		{Name: "syd", Location: testbed.Location{PoP: "SYD"}},
@@ -48,25 +50,41 @@ var e2eSpec = testbed.Spec{
 	}}},
 }
 
-// The applications, all making e2eQueries sequential queries per request after connecting.
+// The smart applications' first traffic, before any decision: enough for the production thresholds
+// (smart.DefaultConfig: DefaultMinRequests requests from more than one PoP, DefaultMinObserved at each).
+const (
+	smartSydney    = 14
+	smartFrankfurt = 8
+)
+
+// The applications, all making e2eQueries sequential queries per request after connecting, and how each is
+// registered (its wrangler.toml placement).
 const (
 	e2eQueries  = 5
-	appNone     = "none.test"     // no placement
-	appHost     = "host.test"     // host = "db:5432"
-	appRegion   = "region.test"   // region = "aws:eu-central-1"
-	appSmart    = "smart.test"    // smart
-	appAnycast  = "anycast.test"  // host = "dbany:5432": anycast
-	appAnySmart = "anysmart.test" // smart, its database behind the anycast address
-	appSlower   = "slower.test"   // smart, on db2, whose path from FRA degrades once placed
+	appNone     = "none"     // no placement
+	appHost     = "host"     // host = "db.vantage.test:5432"
+	appRegion   = "region"   // region = "aws:eu-central-1"
+	appSmart    = "smart"    // smart
+	appAnycast  = "anycast"  // host = "dbany.vantage.test:5432": anycast
+	appAnySmart = "anysmart" // smart, its database behind the anycast address
+	appSlower   = "slower"   // smart, on db2, whose path from FRA degrades once placed
 	workerPort  = "8080"
 	frontPort   = "80"
+	dbHost      = "db.vantage.test:5432"
+	dbAnyHost   = "dbany.vantage.test:5432"
 )
 
 var e2eApps = []worker.App{
-	{Name: appNone, Deploy: "v1", DB: "db:5432"}, {Name: appHost, Deploy: "v1", DB: "db:5432"},
-	{Name: appRegion, Deploy: "v1", DB: "db:5432"}, {Name: appSmart, Deploy: "v1", DB: "db:5432"},
-	{Name: appAnycast, Deploy: "v1", DB: "dbany:5432"}, {Name: appAnySmart, Deploy: "v1", DB: "dbany:5432"},
-	{Name: appSlower, Deploy: "v1", DB: "db2:5432"},
+	{Name: appNone, Deploy: "v1", DB: dbHost}, {Name: appHost, Deploy: "v1", DB: dbHost},
+	{Name: appRegion, Deploy: "v1", DB: dbHost}, {Name: appSmart, Deploy: "v1", DB: dbHost},
+	{Name: appAnycast, Deploy: "v1", DB: dbAnyHost}, {Name: appAnySmart, Deploy: "v1", DB: dbAnyHost},
+	{Name: appSlower, Deploy: "v1", DB: "db2.vantage.test:5432"},
+}
+
+// e2ePlacements are the placements registered through the scheduler's API, by app.
+var e2ePlacements = map[string]string{
+	appHost: `host = "` + dbHost + `"`, appRegion: `region = "aws:eu-central-1"`, appAnycast: `host = "` + dbAnyHost + `"`,
+	appSmart: `mode = "smart"`, appAnySmart: `mode = "smart"`, appSlower: `mode = "smart"`,
 }
 
 // e2e is the running system.
@@ -166,7 +184,7 @@ func (e *e2e) waitDecision(t *testing.T, app string, st placement.Status, best s
 			if best != "" {
 				want = best
 			}
-			if e.rt["SYD"].Route(app, "SYD", "e2e-check", router.KindFetch).ExecPoP == want {
+			if routesTo(e.rt["SYD"], app, "SYD") == want {
 				t.Logf("%s: %s at %q (version %d) after %v", app, d.Status, d.BestPoP, d.Version, time.Since(t0).Round(time.Millisecond))
 				return d
 			}
@@ -187,18 +205,18 @@ func medianMs(rs []reply) float64 {
 	return ms[len(ms)/2]
 }
 
-// tbResolver resolves the testbed's names for the probers.
-type tbResolver struct{ tb *testbed.Testbed }
-
-func (r tbResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
-	if a, ok := r.tb.Resolve(host); ok {
-		return []netip.Addr{a}, nil
+// routesTo returns where r runs a fetch of app entering at ingress, for a request id outside the baseline.
+func routesTo(r *router.Router, app, ingress string) string {
+	for i := 0; ; i++ {
+		res := r.Route(app, ingress, fmt.Sprintf("e2e-check-%d", i), router.KindFetch)
+		if res.Reason != router.ReasonBaseline {
+			return res.ExecPoP
+		}
 	}
-	return nil, &net.DNSError{Err: "no such testbed node", Name: host, IsNotFound: true}
 }
 
-// run starts a goroutine owned by the test: ctx is cancelled and the goroutine awaited at cleanup.
-func run(t *testing.T, name string, fn func(ctx context.Context) error) {
+// goRun starts a component owned by the test: ctx is cancelled and the goroutine awaited at cleanup.
+func goRun(t *testing.T, name string, fn func(ctx context.Context) error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -211,17 +229,7 @@ func run(t *testing.T, name string, fn func(ctx context.Context) error) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	stop := context.AfterFunc(ctx, func() { srv.Close() })
-	defer stop()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
-}
-
-func testLog(t *testing.T) *slog.Logger {
+func e2eLog(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
@@ -232,16 +240,49 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// startE2E builds the whole system on the emulated WAN: a real redis-server; in every PoP a probe daemon
-// (probing from the PoP's namespace), a worker host and, in SYD and FRA, a router with its HTTP front (listening
-// in the PoP's namespace and forwarding through the emulated WAN); the scheduler with the host, region and
-// anycast targets; and the smart runner on the workers' telemetry.
+// nodeResolver resolves names with the testbed's DNS server, asked from node (as a PoP's resolver would).
+func nodeResolver(tb *testbed.Testbed, node *testbed.Node) *net.Resolver {
+	dns, _ := tb.DNSServer()
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return node.DialContext(ctx, network, dns.String())
+	}}
+}
+
+// postApp registers app's wrangler.toml through the scheduler's API.
+func postApp(ctx context.Context, apiURL, token, app, placementLines string) error {
+	body := fmt.Sprintf("name = %q\nmain = \"src/index.ts\"\n\n[placement]\n%s\n", app, placementLines)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, apiURL+"/v1/apps", strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/toml")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("POST /v1/apps %s: %s: %s", app, resp.Status, bytes.TrimSpace(b))
+	}
+	return nil
+}
+
+// startE2E builds the whole system on the emulated WAN from the one assembly (package daemon), with the
+// defaults the daemons ship with: a real redis-server; in every PoP a probe daemon (probing from the PoP's
+// namespace) and a worker host; in SYD and FRA a router with its HTTP front (listening in the PoP's namespace
+// and forwarding through the emulated WAN); the scheduler with its API, through which every application is
+// registered as a user would.
 func startE2E(t *testing.T) *e2e {
 	if os.Geteuid() != 0 {
-		t.Skip("worker: the end-to-end placement test needs root for the testbed's network namespaces (CI runs as root)")
+		t.Skip("e2e: the end-to-end placement test needs root for the testbed's network namespaces (CI runs as root)")
 	}
-	log := testLog(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	if testing.Short() {
+		t.Skip("e2e: skipped with -short")
+	}
+	log := e2eLog(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	t0 := time.Now()
 	spec := e2eSpec
@@ -255,139 +296,89 @@ func startE2E(t *testing.T) *e2e {
 		}
 	})
 	srv := redistest.Start(t)
-	open := func() *storage.Store {
-		st, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}, Logger: log})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st
+	st, err := daemon.OpenStore(ctx, storage.Options{Addrs: []string{srv.Addr()}, Logger: log}, log)
+	if err != nil {
+		t.Fatal(err)
 	}
-	e := &e2e{tb: tb, st: open(), ctx: ctx, users: map[string]*http.Client{}, fronts: map[string]string{}, rt: map[string]*router.Router{}}
+	t.Cleanup(func() { st.Close() })
+	e := &e2e{tb: tb, st: st, ctx: ctx, users: map[string]*http.Client{}, fronts: map[string]string{}, rt: map[string]*router.Router{}}
 
-	// The databases: the PING/PONG server in each database namespace (and both anycast instances).
+	// The databases: the PING/PONG server in each database namespace (and every anycast instance).
 	for _, name := range []string{"db", "db2", "dbany-syd", "dbany-fra", "dbany-iad"} {
-		n := tb.Node(name)
-		ln, err := n.Listen(ctx, "tcp4", ":5432")
+		ln, err := tb.Node(name).Listen(ctx, "tcp4", ":5432")
 		if err != nil {
 			t.Fatal(err)
 		}
-		run(t, "db "+name, func(ctx context.Context) error { return worker.ServeDB(ctx, ln) })
+		goRun(t, "db "+name, func(ctx context.Context) error { return worker.ServeDB(ctx, ln) })
 	}
 
 	workers := map[string]*url.URL{}
 	for _, pop := range spec.PoPs {
 		n := tb.Node(pop)
 		workers[pop] = &url.URL{Scheme: "http", Host: net.JoinHostPort(n.Addr().String(), workerPort)}
-
-		// The worker host.
-		w, err := worker.New(worker.Config{PoP: pop, Apps: e2eApps, Dial: n.DialContext, Report: e.st.AddTelemetry,
-			FlushInterval: 50 * time.Millisecond, Logger: log})
-		if err != nil {
-			t.Fatal(err)
-		}
 		ln, err := n.Listen(ctx, "tcp4", ":"+workerPort)
 		if err != nil {
 			t.Fatal(err)
 		}
-		run(t, "worker "+pop, func(ctx context.Context) error { return w.Serve(ctx, ln) })
-		run(t, "telemetry "+pop, w.Run)
+		wc := daemon.DefaultWorkerConfig()
+		wc.Listener, wc.Logger = ln, log
+		wc.Worker = worker.Config{PoP: pop, Apps: e2eApps, Dial: n.DialContext}
+		w, err := daemon.NewWorker(wc, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		goRun(t, "worker "+pop, w.Run)
 
-		// The probe daemon: its prober dials from the PoP's namespace.
-		pc := prober.DefaultConfig()
-		pc.Allow = []netip.Prefix{testbed.WANPrefix}
-		pc.Enter = n.Do
-		pc.Resolver = tbResolver{tb}
-		pc.Interval = 10 * time.Millisecond
-		pc.Logger = log
-		pe, err := prober.New(pc)
+		pc := daemon.DefaultProbedConfig()
+		pc.Listen, pc.Logger = "127.0.0.1:0", log
+		pc.Daemon.PoP, pc.Daemon.DaemonID = pop, "e2e-"+pop
+		pc.Prober.Allow = []netip.Prefix{testbed.WANPrefix}
+		pc.Prober.Enter, pc.Prober.Resolver = n.Do, nodeResolver(tb, n)
+		d, err := daemon.NewProbed(pc, st)
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, err := probed.New(probed.Config{PoP: pop, DaemonID: "e2e-" + pop, Heartbeat: 500 * time.Millisecond,
-			ReadBlock: 100 * time.Millisecond, Logger: log}, &probed.StoreQueue{DB: open(), PoP: pop, DaemonID: "e2e-" + pop}, pe, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		run(t, "probed "+pop, d.Run)
+		goRun(t, "probed "+pop, d.Run)
 	}
 
 	// Routers and fronts in SYD and FRA; users next to them.
 	for _, pop := range []string{"SYD", "FRA"} {
 		n := tb.Node(pop)
-		cfg := router.DefaultConfig()
-		cfg.RecheckInterval, cfg.Debounce, cfg.MinReloadGap, cfg.FleetInterval = time.Second, 20*time.Millisecond, 100*time.Millisecond, 200*time.Millisecond
-		cfg.PoPs, cfg.Logger = []string{pop}, log
-		rt, err := router.New(open(), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.rt[pop] = rt
-		run(t, "router "+pop, rt.Run)
-		front, err := router.NewFront(rt, router.FrontConfig{Ingress: pop, Workers: workers, Logger: log,
-			Transport: &http.Transport{DialContext: n.DialContext, MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute}})
-		if err != nil {
-			t.Fatal(err)
-		}
 		ln, err := n.Listen(ctx, "tcp4", ":"+frontPort)
 		if err != nil {
 			t.Fatal(err)
 		}
-		run(t, "front "+pop, func(ctx context.Context) error { return serveHTTP(ctx, ln, front) })
+		rc := daemon.DefaultRouterConfig()
+		rc.Listener, rc.Admin, rc.Logger = ln, "", log
+		rc.Front.Ingress, rc.Front.Workers, rc.Front.Transport = pop, workers, daemon.NewUpstreamTransport(n.DialContext)
+		rt, err := daemon.NewRouter(rc, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.rt[pop] = rt.Router()
+		goRun(t, "router "+pop, rt.Run)
 		e.fronts[pop] = "http://" + net.JoinHostPort(n.Addr().String(), frontPort)
 		tr := &http.Transport{DialContext: n.DialContext, MaxIdleConnsPerHost: 64}
 		t.Cleanup(tr.CloseIdleConnections)
 		e.users[pop] = &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	}
 
-	// The fleet is up (every daemon's first heartbeat) before the scheduler plans its first probes.
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		fleet, err := e.st.Fleet(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		up := 0
-		for _, p := range fleet {
-			if p.Up {
-				up++
-			}
-		}
-		if up == len(spec.PoPs) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("fleet %+v: want all %d PoPs up", fleet, len(spec.PoPs))
-		}
-	}
-
-	// The scheduler: host, region (its endpoint is the database at the region) and the anycast database.
-	sc, err := scheduler.New(scheduler.Config{Name: "e2e", InitialSpread: 100 * time.Millisecond, ResultTimeout: 3 * time.Second,
-		ResultPoll: 50 * time.Millisecond, Logger: log}, scheduler.StoreBackend{Store: open()}, scheduler.NewMetrics(nil))
+	// The scheduler, its API and the smart runner.
+	const token = "e2e-token"
+	sc := daemon.DefaultSchedulerConfig()
+	sc.Listen, sc.Logger = "127.0.0.1:0", log
+	sc.Tokens = map[string]string{token: "e2e"}
+	sc.Allow = []netip.Prefix{testbed.WANPrefix}
+	s, err := daemon.NewScheduler(sc, st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc.SetTargets("e2e", []scheduler.Target{
-		{App: appHost, Mode: placement.ModeHost, Target: "db:5432"},
-		{App: appRegion, Mode: placement.ModeRegion, Target: "aws:eu-central-1", Endpoint: "db:5432"},
-		{App: appAnycast, Mode: placement.ModeHost, Target: "dbany:5432"},
-	})
-	run(t, "scheduler", sc.Run)
-
-	// Smart placement: the applications registered in mode smart, and the runner.
-	for _, app := range []string{appSmart, appAnySmart, appSlower} {
-		if err := e.st.PutApp(ctx, storage.App{Name: app, Mode: placement.ModeSmart, DeployVersion: "v1"}); err != nil {
+	goRun(t, "scheduler", s.Run)
+	for _, app := range slices.Sorted(maps.Keys(e2ePlacements)) {
+		if err := postApp(ctx, s.URL(), token, app, e2ePlacements[app]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	scfg := smart.DefaultConfig()
-	scfg.MinRequests, scfg.MinCompare, scfg.Interval = 8, 3, 300*time.Millisecond
-	runner, err := smartrun.NewRunner(scfg, e.st, smartrun.FleetSources(e.st, func(h string) string {
-		return scheduler.TargetKey(placement.ProbeTCP, h)
-	}), smartrun.RunnerOptions{Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, "smart runner", runner.Run)
 	t.Logf("system up in %v (testbed %s)", time.Since(t0).Round(time.Millisecond), tb.Name())
 	return e
 }
@@ -406,8 +397,8 @@ func TestPlacementEndToEnd(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() { none = e.burst(t, appNone, "SYD", 3) })
 	for _, app := range []string{appSmart, appAnySmart, appSlower, appAnycast} {
-		wg.Go(func() { e.burst(t, app, "SYD", 6) })
-		wg.Go(func() { e.burst(t, app, "FRA", 4) })
+		wg.Go(func() { e.burst(t, app, "SYD", smartSydney) })
+		wg.Go(func() { e.burst(t, app, "FRA", smartFrankfurt) })
 	}
 	wg.Wait()
 	noneMs := medianMs(none)
@@ -420,10 +411,10 @@ func TestPlacementEndToEnd(t *testing.T) {
 	t.Logf("no placement: Sydney user sees %.0f ms (median of 3; %d round trips of %v each)", noneMs, e2eQueries+1, rtt)
 
 	// Decisions: the scheduler's from probes measured in every PoP's namespace, the runner's from telemetry.
-	e.waitDecision(t, appHost, placement.StatusSuccess, "FRA", 30*time.Second)
-	e.waitDecision(t, appRegion, placement.StatusSuccess, "FRA", 30*time.Second)
-	e.waitDecision(t, appSmart, placement.StatusSuccess, "FRA", 30*time.Second)
-	e.waitDecision(t, appSlower, placement.StatusSuccess, "FRA", 30*time.Second)
+	e.waitDecision(t, appHost, placement.StatusSuccess, "FRA", time.Minute)
+	e.waitDecision(t, appRegion, placement.StatusSuccess, "FRA", time.Minute)
+	e.waitDecision(t, appSmart, placement.StatusSuccess, "FRA", time.Minute)
+	e.waitDecision(t, appSlower, placement.StatusSuccess, "FRA", time.Minute)
 	t.Logf("decisions in place after %v", time.Since(t0).Round(time.Millisecond))
 
 	t.Run("placed_60_percent_faster", func(t *testing.T) {
@@ -454,22 +445,22 @@ func TestPlacementEndToEnd(t *testing.T) {
 	})
 
 	t.Run("anycast_database_not_placed", func(t *testing.T) {
-		d := e.waitDecision(t, appAnycast, placement.StatusUnsupportedApplication, "", 30*time.Second)
+		d := e.waitDecision(t, appAnycast, placement.StatusUnsupportedApplication, "", time.Minute)
 		if d.Verdict != placement.VerdictAnycast {
 			t.Errorf("%s: verdict %q, want anycast", appAnycast, d.Verdict)
 		}
 		// Smart mode does not count the anycast database: no supported back end.
-		e.waitDecision(t, appAnySmart, placement.StatusNoValidHosts, "", 30*time.Second)
+		e.waitDecision(t, appAnySmart, placement.StatusNoValidHosts, "", time.Minute)
 		for _, app := range []string{appAnycast, appAnySmart} {
 			for _, r := range e.sequential(t, app, "SYD", 2) {
 				if r.placement != "local-SYD" || r.exec != "SYD" || r.reason != "status" {
 					t.Errorf("%s: %+v, want run locally (local-SYD, reason status)", app, r)
 				}
 			}
-			// Nothing was ever routed: each of the 12 requests (6 + 4 before the decision, 2 after) ran where
-			// it entered.
+			// Nothing was ever routed: each request (before the decision, and 2 after) ran where it entered.
+			want := smartSydney + smartFrankfurt + 2
 			var n, routed int
-			for deadline := time.Now().Add(10 * time.Second); n < 12 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			for deadline := time.Now().Add(10 * time.Second); n < want && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 				n, routed = 0, 0
 				if _, err := e.st.TelemetrySince(e.ctx, app, time.Now().Add(-time.Hour), func(r storage.Telemetry) error {
 					n++
@@ -481,8 +472,8 @@ func TestPlacementEndToEnd(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if n != 12 || routed != 0 {
-				t.Errorf("%s: %d requests in telemetry, %d of them routed; want 12, none routed", app, n, routed)
+			if n != want || routed != 0 {
+				t.Errorf("%s: %d requests in telemetry, %d of them routed; want %d, none routed", app, n, routed, want)
 			}
 		}
 	})
@@ -494,9 +485,10 @@ func TestPlacementEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The router holds 1 % of requests back, by request id, as the baseline the placed ones are compared
-		// with: send six placed requests and three that the SYD router holds back (ids found through Route).
+		// with: send six placed requests and smart.DefaultMinCompare that the SYD router holds back (ids found
+		// through Route).
 		var ids []string
-		for i := 0; len(ids) < 3; i++ {
+		for i := 0; len(ids) < smart.DefaultMinCompare; i++ {
 			id := fmt.Sprintf("baseline-%d", i)
 			if e.rt["SYD"].Route(appSlower, "SYD", id, router.KindFetch).Reason == router.ReasonBaseline {
 				ids = append(ids, id)
@@ -509,7 +501,7 @@ func TestPlacementEndToEnd(t *testing.T) {
 			}
 		}
 		placed := e.burst(t, appSlower, "SYD", 6)
-		d := e.waitDecision(t, appSlower, placement.StatusUnsupportedApplication, "", 30*time.Second)
+		d := e.waitDecision(t, appSlower, placement.StatusUnsupportedApplication, "", time.Minute)
 		if v, ok, err := e.st.UnsupportedDeploy(e.ctx, appSlower); err != nil || !ok || v != "v1" {
 			t.Errorf("unsupported mark %q, %v, %v; want deploy v1", v, ok, err)
 		}
