@@ -3,9 +3,7 @@ package e2e_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -119,26 +117,6 @@ func decision(st *storage.Store, app string) (placement.Decision, bool) {
 	defer cancel()
 	d, ok, err := st.Decision(ctx, app)
 	return d, ok && err == nil
-}
-
-// register posts a wrangler.toml to the scheduler's API at base with token, as a user does.
-func register(t testing.TB, base, token, toml string) {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, base+"/v1/apps", strings.NewReader(toml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/toml")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("POST /v1/apps:\n%s\n%s: %s", toml, resp.Status, body)
-	}
 }
 
 // wrangler returns the wrangler.toml of app placed in mode (host, hostname, region) at target.

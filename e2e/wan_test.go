@@ -2,7 +2,7 @@ package e2e_test
 
 import (
 	"context"
-	"net"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -65,7 +65,6 @@ geodns:
 // server, asked from the PoP (so geo-DNS answers per PoP).
 func startWANProbed(t *testing.T, tb *testbed.Testbed, pops []string, st *storage.Store) {
 	t.Helper()
-	dns, hasDNS := tb.DNSServer()
 	for _, pop := range pops {
 		node := tb.Node(pop)
 		cfg := daemon.DefaultProbedConfig()
@@ -74,12 +73,7 @@ func startWANProbed(t *testing.T, tb *testbed.Testbed, pops []string, st *storag
 		cfg.Daemon.PoP, cfg.Daemon.DaemonID = pop, "d-"+pop
 		cfg.Prober.Allow = []netip.Prefix{tb.Prefix()}
 		cfg.Prober.Sources = []netip.Addr{node.Addr()}
-		cfg.Prober.Enter = node.Do
-		if hasDNS {
-			cfg.Prober.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-				return node.DialContext(ctx, network, dns.String())
-			}}
-		}
+		cfg.Prober.Enter, cfg.Prober.Resolver = node.Do, nodeResolver(tb, node)
 		d, err := daemon.NewProbed(cfg, st)
 		if err != nil {
 			t.Fatalf("probe daemon of %s: %v", pop, err)
@@ -157,7 +151,9 @@ func TestPlacementOnEmulatedWAN(t *testing.T) {
 		// A geo-DNS name: each PoP is answered with its nearest replica, so the answer sets are evidence.
 		{"www", placement.ModeHostname, "www." + zone},
 	} {
-		register(t, s.URL(), token, wrangler(app.name, app.mode, app.target))
+		if err := postApp(ctx, s.URL(), token, app.name, fmt.Sprintf("%s = %q", app.mode, app.target)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	want := map[string]struct {
 		pop       string

@@ -2,10 +2,209 @@ package scheduler
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vantage-edge/vantage/internal/testnet"
+	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/storage/redistest"
 )
+
+const testToken = "token-for-tests-0123456789"
+
+type apiEnv struct {
+	t    *testing.T
+	url  string
+	b    StoreBackend
+	s    *Scheduler
+	run  func() // starts the scheduler's loops
+	host string
+}
+
+func newAPIEnv(t *testing.T, quota Quota) *apiEnv {
+	t.Helper()
+	srv := redistest.Start(t)
+	f := &fleetEnv{t: t, addrs: []string{srv.Addr()}, log: testLogger(t)}
+	for i, pop := range []string{"FRA", "IAD", "SIN"} {
+		f.startDaemon(pop, "d-"+pop, loopbackProber(t, 10+i), time.Second)
+	}
+	st := f.open()
+	b := StoreBackend{st}
+	m := NewMetrics(nil)
+	s, err := New(Config{Name: "api", RecheckInterval: testRecheck, LeaseTTL: testLease, InitialSpread: 100 * time.Millisecond,
+		ResultTimeout: time.Second, ResultPoll: 50 * time.Millisecond, Logger: f.log}, b, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := &API{Sched: s, Decisions: b, Apps: b, Metrics: m, Logger: f.log,
+		Parser: placement.Parser{Policy: placement.DefaultPolicy(netip.MustParsePrefix("127.0.0.0/8"))},
+		Auth:   NewAuth(map[string]string{testToken: "ops"}, quota, nil),
+		AdHoc:  &AdHoc{Backend: b, Timeout: 5 * time.Second},
+	}
+	hs := httptest.NewServer(api.Handler())
+	t.Cleanup(hs.Close)
+	e := &apiEnv{t: t, url: hs.URL, b: b, s: s, host: testnet.Listen(t)}
+	e.run = func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { s.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	// Wait for the daemons' heartbeats.
+	waitUntil(t, "three PoPs up", 10*time.Second, func() bool {
+		ps, err := b.UpPoPs(context.Background())
+		return err == nil && len(ps) == 3
+	})
+	return e
+}
+
+func (e *apiEnv) do(method, path, token, ctype, body string) (int, http.Header, Envelope, string) {
+	e.t.Helper()
+	req, _ := http.NewRequest(method, e.url+path, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var env Envelope
+	json.Unmarshal(raw, &env)
+	return resp.StatusCode, resp.Header, env, string(raw)
+}
+
+func TestAPIAppsStatusAndAuth(t *testing.T) {
+	e := newAPIEnv(t, Quota{})
+	hostTOML := "name = \"billing\"\n[placement]\nhost = \"" + e.host + "\"\n"
+	for _, tc := range []struct {
+		name, method, path, token, ctype, body string
+		code                                   int
+		want                                   string
+	}{
+		{"post_without_token", "POST", "/v1/apps", "", "application/toml", hostTOML, 401, "bearer token"},
+		{"post_with_bad_token", "POST", "/v1/apps", "wrong-token-0123456789", "application/toml", hostTOML, 401, "bearer token"},
+		{"post_toml", "POST", "/v1/apps?account=acc1", testToken, "application/toml", hostTOML, 201, `"app":"billing"`},
+		{"post_jsonc", "POST", "/v1/apps", testToken, "application/json", `{"name": "catalog", // c
+			"placement": {"region": "aws:us-east-1"}}`, 201, `"endpoint":"ec2.us-east-1.amazonaws.com:443"`},
+		{"post_smart_has_no_target", "POST", "/v1/apps", testToken, "application/json", `{"name":"s","placement":{"mode":"smart"}}`, 400, "no target to probe"},
+		{"post_denied_host", "POST", "/v1/apps", testToken, "application/toml", "name = \"x\"\n[placement]\nhost = \"10.0.0.1:5432\"\n", 400, "10.0.0.1"},
+		{"post_bad_toml", "POST", "/v1/apps", testToken, "application/toml", "name = \n", 400, "request:1:8"},
+		{"status_unknown", "GET", "/client/v4/accounts/acc1/workers/services/nope", "", "", "", 404, "service_not_found"},
+		{"status_other_account", "GET", "/client/v4/accounts/acc2/workers/services/billing", "", "", "", 404, "service_not_found"},
+		{"list", "GET", "/v1/apps", "", "", "", 200, `"catalog"`},
+		{"delete_without_token", "DELETE", "/v1/apps/catalog", "", "", "", 401, "bearer"},
+		{"delete", "DELETE", "/v1/apps/catalog", testToken, "", "", 200, `"catalog"`},
+		{"delete_again", "DELETE", "/v1/apps/catalog", testToken, "", "", 404, "not registered"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, env, raw := e.do(tc.method, tc.path, tc.token, tc.ctype, tc.body)
+			if code != tc.code || !strings.Contains(raw, tc.want) {
+				t.Fatalf("%s %s: %d %s, want %d containing %q", tc.method, tc.path, code, raw, tc.code, tc.want)
+			}
+			if env.Success != (code < 300) || env.Errors == nil || env.Messages == nil {
+				t.Errorf("envelope %+v: success must match the status and errors/messages be arrays", env)
+			}
+		})
+	}
+	apps, err := e.b.Apps(context.Background())
+	if err != nil || len(apps) != 1 || apps[0].Name != "billing" || apps[0].Account != "acc1" {
+		t.Fatalf("app registry in Redis: %+v, %v; want billing of acc1 only", apps, err)
+	}
+
+	// Before the analysis the platform's field is absent.
+	code, _, _, raw := e.do("GET", "/client/v4/accounts/acc1/workers/services/billing", "", "", "")
+	if code != 200 || strings.Contains(raw, "placement_status") || !strings.Contains(raw, `"placement_mode":"host"`) {
+		t.Fatalf("status before analysis: %d %s; want 200, mode host, no placement_status", code, raw)
+	}
+	e.run()
+	var st ServiceStatus
+	waitUntil(t, "the status to show the analysis", 15*time.Second, func() bool {
+		_, _, env, _ := e.do("GET", "/client/v4/accounts/acc1/workers/services/billing", "", "", "")
+		b, _ := json.Marshal(env.Result)
+		st = ServiceStatus{}
+		json.Unmarshal(b, &st)
+		return st.PlacementStatus != ""
+	})
+	// Loopback answers in microseconds from three continents: anycast, not placeable.
+	if st.PlacementStatus != placement.StatusUnsupportedApplication || st.Vantage.Verdict != placement.VerdictAnycast ||
+		len(st.Vantage.Candidates) != 3 || st.Vantage.LastChecked.IsZero() || st.Placement == nil || st.Placement.Host != e.host {
+		t.Errorf("status after analysis: %+v", st)
+	}
+}
+
+func TestAPIAdHocProbesAndQuota(t *testing.T) {
+	e := newAPIEnv(t, Quota{PerMinute: 6, Burst: 2}) // one every 10 s after a burst of two
+	req := `{"target":"` + e.host + `","kind":"tcp","pops":"all","count":2}`
+	code, hdr, env, raw := e.do("POST", "/v1/probes", testToken, "application/json", req)
+	if code != 202 {
+		t.Fatalf("POST /v1/probes: %d %s", code, raw)
+	}
+	id := env.Result.(map[string]any)["id"].(string)
+	if hdr.Get("Location") != "/v1/probes/"+id {
+		t.Errorf("Location %q", hdr.Get("Location"))
+	}
+	var st AdHocStatus
+	waitUntil(t, "the ad-hoc probe to finish", 15*time.Second, func() bool {
+		_, _, env, _ := e.do("GET", "/v1/probes/"+id, testToken, "", "")
+		b, _ := json.Marshal(env.Result)
+		st = AdHocStatus{}
+		json.Unmarshal(b, &st)
+		return st.Done
+	})
+	if len(st.Results) != 3 || len(st.Pending) != 0 || st.Verdict == nil {
+		t.Fatalf("ad-hoc status %+v: want three results and a verdict", st)
+	}
+	for pop, r := range st.Results {
+		if r.Samples != 2 || r.Class != "" || len(r.Detail) == 0 {
+			t.Errorf("PoP %s result %+v: want 2 samples, success, the prober's detail", pop, r)
+		}
+	}
+	if st.Verdict.Verdict != placement.VerdictAnycast || len(st.Verdict.Candidates) != 3 {
+		t.Errorf("verdict %+v: want anycast over three candidates (loopback from three continents)", st.Verdict)
+	}
+	if rec, ok, err := e.b.AdHocProbe(context.Background(), id); err != nil || !ok || !rec.Done || len(rec.Verdict) == 0 || len(rec.Results) != 3 {
+		t.Errorf("stored ad-hoc record %+v (%v, %v): want done, with the verdict and the three results", rec, ok, err)
+	}
+
+	for _, tc := range []struct {
+		name, token, body string
+		code              int
+		want              string
+	}{
+		{"no_token", "", req, 401, "bearer"},
+		{"unknown_pop", testToken, `{"target":"x:1","kind":"tcp","pops":["ZZZ"]}`, 400, `ZZZ\" has no live daemon`},
+		{"quota_exhausted", testToken, req, 429, "quota"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, hdr, _, raw := e.do("POST", "/v1/probes", tc.token, "application/json", tc.body)
+			if code != tc.code || !strings.Contains(raw, tc.want) {
+				t.Fatalf("%d %s, want %d containing %q", code, raw, tc.code, tc.want)
+			}
+			if code == 429 {
+				ra, err := strconv.Atoi(hdr.Get("Retry-After"))
+				if err != nil || ra < 1 || ra > 10 {
+					t.Errorf("Retry-After %q: want 1..10 s", hdr.Get("Retry-After"))
+				}
+			}
+		})
+	}
+	if code, _, _, raw := e.do("GET", "/v1/probes/ffffffffffffffff", testToken, "", ""); code != 404 {
+		t.Errorf("unknown probe: %d %s", code, raw)
+	}
+}
 
 func TestAuthTokenBucket(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -79,5 +278,24 @@ func TestRegionEndpoints(t *testing.T) {
 	}
 	if _, err := ParseRegionEndpoints(strings.NewReader("aws:us-east-1 nope\n"), "f"); err == nil || !strings.Contains(err.Error(), "f:1") {
 		t.Errorf("bad endpoint error %v, want it located at f:1", err)
+	}
+}
+
+func TestRegionWithoutAnsweringEndpointIsEstimated(t *testing.T) {
+	e := newAPIEnv(t, Quota{})
+	// Port 1 of loopback: nobody listens, every PoP's probe is refused.
+	e.s.AddTarget("test", Target{App: "closed", Mode: placement.ModeRegion, Target: "aws:ap-northeast-1", Endpoint: "127.0.0.1:1"})
+	e.s.AddTarget("test", Target{App: "none", Mode: placement.ModeRegion, Target: "aws:us-east-1"})
+	e.run()
+	for app, want := range map[string]string{"closed": "SIN", "none": "IAD"} {
+		var d placement.Decision
+		waitUntil(t, "a decision for "+app, 15*time.Second, func() bool {
+			var ok bool
+			d, ok, _ = e.b.Decision(context.Background(), app)
+			return ok
+		})
+		if d.BestPoP != want || !d.Estimated || d.Status != placement.StatusSuccess {
+			t.Errorf("%s: %+v; want %s from the latency model, estimated", app, d, want)
+		}
 	}
 }

@@ -187,7 +187,7 @@ func TestScale(t *testing.T) {
 	done := make(chan struct{})
 	go func() { s.Run(runCtx); close(done) }()
 	defer func() { stop(); <-done }()
-	waitFor(t, "the lease", func() bool { ok, _ := s.Leading(); return ok })
+	waitUntil(t, "the lease", 30*time.Second, func() bool { ok, _ := s.Leading(); return ok })
 	t.Logf("%d targets, %d PoPs up; loops started and leading in %v", *scaleTargets, len(pops), time.Since(t0).Round(time.Millisecond))
 	time.Sleep(10 * time.Second) // warm-up
 	c0, d0, r0, w0 := cpuTime(), counter(m.decisions), counter(m.checks), time.Now()
