@@ -97,6 +97,34 @@ PASS
 	}
 }
 
+// TestBenchLogs parses BenchmarkFidelity's output as `go test -bench` prints it: the result line with its
+// custom metrics, then the benchmark's log (always printed, cut by the testing package).
+func TestBenchLogs(t *testing.T) {
+	out := `goos: linux
+pkg: github.com/vantage-edge/vantage/testbed
+BenchmarkFidelity-2   	       3	3068465701 ns/op	       685.0 handshakes	         0.1630 p50-dial-ms	        13.33 p99-dial-ms	         0.7290 p99-kernel-ms	       120.0 stolen-ms	         0.3390 worst-median-dial-ms
+--- BENCH: BenchmarkFidelity-2
+    bench_test.go:153: testbed vt116 (198.19.208.0/22) with 40 nodes up in 408ms
+    bench_test.go:165: the issue's precise bounds (BenchmarkFidelity's) are missed: a pair's median TCP connect is off by 338.507µs (> ±300µs)
+	... [output truncated]
+PASS
+ok  	github.com/vantage-edge/vantage/testbed	3.677s
+`
+	lines := ParseBench(out)
+	if len(lines) != 1 || lines[0].Name != "Fidelity" || lines[0].Procs != 2 || lines[0].N != 3 {
+		t.Fatalf("ParseBench = %+v, want one Fidelity-2 line of 3 iterations", lines)
+	}
+	for unit, want := range map[string]float64{"worst-median-dial-ms": 0.339, "p99-kernel-ms": 0.729, "stolen-ms": 120, "handshakes": 685} {
+		if got := lines[0].Metrics[unit]; got != want {
+			t.Errorf("%s = %v, want %v", unit, got, want)
+		}
+	}
+	logs := TestLogs(out)["BenchmarkFidelity-2"]
+	if len(logs) != 2 || !strings.HasPrefix(logs[1], "the issue's precise bounds") {
+		t.Errorf("benchmark log = %q, want its 2 lines", logs)
+	}
+}
+
 func TestPercentile(t *testing.T) {
 	tests := []struct {
 		name string

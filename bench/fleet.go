@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,22 +22,19 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/vantage-edge/vantage/daemon"
+	"github.com/vantage-edge/vantage/demo"
 	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/probed"
 	"github.com/vantage-edge/vantage/prober"
 	"github.com/vantage-edge/vantage/scheduler"
-	"github.com/vantage-edge/vantage/probed"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/testbed"
 )
 
-// Fleet parameters: short intervals, so that a new target's first recheck is not a timer away.
-const (
-	fleetRecheck       = 30 * time.Second
-	fleetHeartbeat     = time.Second
-	fleetResultTimeout = 3 * time.Second
-	fleetResultPoll    = 20 * time.Millisecond
-	fleetDecisionPoll  = 5 * time.Millisecond // how often the harness looks for the decision in Redis
-)
+// fleetDecisionPoll is how often the harness looks for a decision in Redis (the components themselves run
+// with the shipped defaults).
+const fleetDecisionPoll = 5 * time.Millisecond
 
 func quiet(o *options) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -54,111 +52,132 @@ func fleetSection(ctx context.Context, o *options) *Section {
 	return s
 }
 
-// timeToDecision runs the demo topology (the default emulated WAN, one probe daemon per PoP probing from its
-// namespace, a scheduler, a real redis-server) and times each new target from AddTarget to its decision in
-// Redis.
+// fleet is the running system of timeToDecision: the emulated WAN, a probe daemon per PoP and a scheduler
+// with its API, all on one Redis, built by the one assembly (package daemon) with the shipped defaults.
+type fleet struct {
+	spec  *testbed.Spec
+	tb    *testbed.Testbed
+	st    *storage.Store
+	sched *daemon.Scheduler
+	token string
+}
+
+// startFleet brings the fleet up on the Redis at redisAddr and waits until the scheduler leads with every PoP
+// up. Components run under ctx in wg. Whether it fails or not, the caller cancels ctx, waits for wg, then calls
+// the returned close, which closes the store and the testbed.
+func startFleet(ctx context.Context, o *options, redisAddr string, wg *sync.WaitGroup) (*fleet, func(), error) {
+	var closers []func() error
+	closeAll := func() {
+		for _, c := range slices.Backward(closers) {
+			c()
+		}
+	}
+	f := &fleet{spec: testbed.DefaultSpec(), token: "bench-token"}
+	var err error
+	if f.tb, err = testbed.Start(ctx, f.spec, testbed.Options{Logger: quiet(o), Nice: -10}); err != nil {
+		return nil, closeAll, fmt.Errorf("testbed: %w", err)
+	}
+	closers = append(closers, f.tb.Close)
+	// One store for every component, as the demo does; each blocked job read holds a connection.
+	if f.st, err = daemon.OpenStore(ctx, storage.Options{Addrs: []string{redisAddr}, PoolSize: 4*len(f.spec.PoPs) + 64}, quiet(o)); err != nil {
+		return nil, closeAll, err
+	}
+	closers = append(closers, f.st.Close)
+	run := func(what string, run func(context.Context) error) {
+		wg.Go(func() {
+			if err := run(ctx); err != nil {
+				o.log.Error("bench: fleet component stopped", "component", what, "err", err)
+			}
+		})
+	}
+	for _, pop := range f.spec.PoPs {
+		cfg := demo.ProbedConfig(f.tb, pop)
+		cfg.Listen, cfg.Logger, cfg.Version = "127.0.0.1:0", quiet(o), "bench"
+		cfg.Daemon.DaemonID = "bench-" + strings.ToLower(pop)
+		d, err := daemon.NewProbed(cfg, f.st)
+		if err != nil {
+			return nil, closeAll, err
+		}
+		run("probed "+pop, d.Run)
+	}
+	cfg := daemon.DefaultSchedulerConfig()
+	cfg.Listen, cfg.Logger = "127.0.0.1:0", quiet(o)
+	cfg.Scheduler.Name = "bench"
+	cfg.Tokens = map[string]string{f.token: "bench"}
+	cfg.Allow = []netip.Prefix{f.tb.Prefix()}
+	if f.sched, err = daemon.NewScheduler(cfg, f.st); err != nil {
+		return nil, closeAll, err
+	}
+	run("scheduler", f.sched.Run)
+	backend := scheduler.StoreBackend{Store: f.st}
+	if err := waitFor(ctx, 30*time.Second, func() bool {
+		lead, _ := f.sched.Scheduler().Leading()
+		up, _ := backend.UpPoPs(ctx)
+		return lead && len(up) == len(f.spec.PoPs)
+	}); err != nil {
+		return nil, closeAll, fmt.Errorf("the scheduler did not lead with every PoP up within 30 s")
+	}
+	return f, closeAll, nil
+}
+
+// nearest returns the PoP with the lowest emulated RTT to host, and that RTT in ms.
+func (f *fleet) nearest(host string) (string, float64) {
+	best, bestMs := "", math.Inf(1)
+	for _, pop := range f.spec.PoPs {
+		if rtt, err := f.tb.RTT(pop, host); err == nil && float64(rtt)/1e6 < bestMs {
+			best, bestMs = pop, float64(rtt)/1e6
+		}
+	}
+	return best, bestMs
+}
+
+// rttTo formats the emulated RTT from pop to host.
+func (f *fleet) rttTo(pop, host string) string {
+	rtt, err := f.tb.RTT(pop, host)
+	if err != nil {
+		return "?"
+	}
+	return num(float64(rtt)/1e6, 1) + " ms"
+}
+
+// timeToDecision runs the demo topology on the one assembly (the default emulated WAN, one probe daemon per
+// PoP probing from its namespace, a scheduler with its API, a real redis-server) and times each new
+// application from its POST /v1/apps to its decision in Redis.
 func timeToDecision(ctx context.Context, o *options, s *Section) {
+	decideTimeout := 2 * scheduler.DefaultResultTimeout // a recheck decides with what came by then
 	s.Intro += "**Time to decision**: the default emulated WAN (testbed/testdata/default.yaml, 26 PoPs), one " +
-		"`probed` daemon per PoP whose prober enters the PoP's namespace (`Config.Enter = Node.Do`, names resolved by " +
-		"the testbed's DNS server), one scheduler (lease, planner, engine) and a redis-server started by the harness. " +
-		"Once the scheduler leads and every PoP has a heartbeat, targets are registered one at a time " +
-		"(`Scheduler.AddTarget`, as the API or a config reload does); the time is from that call to the decision being " +
-		"readable in Redis (`Store.Decision`, polled every " + fleetDecisionPoll.String() + "). It includes the probes' " +
-		"own RTTs over the emulated WAN (up to ~300 ms per round, several rounds of the planner). Scheduler: " +
-		"RecheckInterval " + fleetRecheck.String() + ", ResultPoll " + fleetResultPoll.String() + ", ResultTimeout " +
-		fleetResultTimeout.String() + ", default InitialSpread (a target added while the scheduler leads is checked at " +
-		"once; the spread applies to targets loaded at start-up).\n\n"
+		"probe daemon per PoP and one scheduler with its API, built by the one assembly (package daemon) from " +
+		"`daemon.DefaultProbedConfig()` and `daemon.DefaultSchedulerConfig()`, the defaults `vantage probed` and " +
+		"`vantage scheduler` ship with (nothing shortened: ResultPoll " + scheduler.DefaultResultPoll.String() +
+		", ProbeCount " + strconv.Itoa(scheduler.DefaultProbeCount) + " samples " + prober.DefaultInterval.String() +
+		" apart, the planner at its default budget, heartbeat " + probed.DefaultHeartbeat.String() + "), each daemon's " +
+		"prober in its PoP's namespace as in the demo (`demo.ProbedConfig`: `Enter = Node.Do`, names resolved by the " +
+		"testbed's DNS server from the PoP), on a redis-server started by the harness. Once the scheduler leads and " +
+		"every PoP has a heartbeat, applications are registered one at a time as a user does: a wrangler.toml " +
+		"(`[placement] host = \"db.vantage.test:5432\"`) in a `POST /v1/apps` with a bearer token. The time is from " +
+		"that request to the decision being readable in Redis (`Store.Decision`, polled every " + fleetDecisionPoll.String() +
+		"): the API call, the probes' own RTTs over the emulated WAN (up to ~300 ms per round, several rounds of the " +
+		"planner) and the scheduler's result polling.\n\n"
 	red, err := startRedis(ctx)
 	if err != nil {
 		s.Notes = append(s.Notes, "time to decision: "+err.Error())
 		return
 	}
 	defer red.stop()
-	spec := testbed.DefaultSpec()
-	tb, err := testbed.Start(ctx, spec, testbed.Options{Logger: quiet(o), Nice: -10})
-	if err != nil {
-		s.Notes = append(s.Notes, "time to decision: testbed: "+err.Error())
-		return
-	}
-	defer tb.Close()
-	open := func() (*storage.Store, error) {
-		return storage.Open(ctx, storage.Options{Addrs: []string{red.addr}})
-	}
-	runCtx, stop := context.WithCancel(ctx)
+	runCtx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	defer func() { stop(); wg.Wait() }()
-	dnsAddr, _ := tb.DNSServer()
-	for _, pop := range spec.PoPs {
-		node := tb.Node(pop)
-		cfg := prober.DefaultConfig()
-		cfg.Allow = []netip.Prefix{tb.Prefix()}
-		cfg.Interval = 10 * time.Millisecond
-		cfg.Enter = node.Do
-		cfg.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return node.DialContext(ctx, network, dnsAddr.String())
-		}}
-		p, err := prober.New(cfg)
-		if err != nil {
-			s.Notes = append(s.Notes, "time to decision: prober: "+err.Error())
-			return
-		}
-		defer p.Close()
-		st, err := open()
-		if err != nil {
-			s.Notes = append(s.Notes, "time to decision: "+err.Error())
-			return
-		}
-		defer st.Close()
-		d, err := probed.New(probed.Config{PoP: pop, DaemonID: "bench-" + pop, Heartbeat: fleetHeartbeat, ReadBlock: 200 * time.Millisecond,
-			Logger: quiet(o)}, &probed.StoreQueue{DB: st, PoP: pop, DaemonID: "bench-" + pop}, p, nil)
-		if err != nil {
-			s.Notes = append(s.Notes, "time to decision: probed: "+err.Error())
-			return
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); d.Run(runCtx) }()
-	}
-	st, err := open()
+	f, closeFleet, err := startFleet(runCtx, o, red.addr, &wg)
+	defer func() {
+		cancel()
+		wg.Wait()
+		closeFleet()
+	}()
 	if err != nil {
 		s.Notes = append(s.Notes, "time to decision: "+err.Error())
 		return
 	}
-	defer st.Close()
-	sch, err := scheduler.New(scheduler.Config{Name: "bench", RecheckInterval: fleetRecheck, ResultTimeout: fleetResultTimeout,
-		ResultPoll: fleetResultPoll, LeaseTTL: 5 * time.Second, Logger: quiet(o)}, scheduler.StoreBackend{Store: st}, scheduler.NewMetrics(nil))
-	if err != nil {
-		s.Notes = append(s.Notes, "time to decision: scheduler: "+err.Error())
-		return
-	}
-	wg.Add(1)
-	go func() { defer wg.Done(); sch.Run(runCtx) }()
-	backend := scheduler.StoreBackend{Store: st}
-	if err := waitFor(ctx, 30*time.Second, func() bool {
-		lead, _ := sch.Leading()
-		up, _ := backend.UpPoPs(ctx)
-		return lead && len(up) == len(spec.PoPs)
-	}); err != nil {
-		s.Notes = append(s.Notes, "time to decision: the scheduler did not lead with every PoP up within 30 s")
-		return
-	}
+	zone := strings.TrimSuffix(f.tb.Zone(), ".")
 	t := &Table{Header: []string{"target", "mode", "decision", "best PoP (its emulated RTT)", "emulator's nearest PoP (RTT)", "time to decision (this machine)"}}
-	// nearest returns the PoP with the lowest emulated RTT to host, and that RTT in ms.
-	nearest := func(host string) (string, float64) {
-		best, bestMs := "", math.Inf(1)
-		for _, pop := range spec.PoPs {
-			if rtt, err := tb.RTT(pop, host); err == nil && float64(rtt)/1e6 < bestMs {
-				best, bestMs = pop, float64(rtt)/1e6
-			}
-		}
-		return best, bestMs
-	}
-	rttTo := func(pop, host string) string {
-		rtt, err := tb.RTT(pop, host)
-		if err != nil {
-			return "?"
-		}
-		return num(float64(rtt)/1e6, 1) + " ms"
-	}
 	misplaced := 0
 	var times []float64
 	rounds := 2
@@ -166,25 +185,28 @@ func timeToDecision(ctx context.Context, o *options, s *Section) {
 		rounds = 1
 	}
 	for round := range rounds {
-		for _, h := range spec.Hosts {
+		for _, h := range f.spec.Hosts {
 			if len(h.TCP) == 0 {
 				continue
 			}
-			addr, _ := tb.Resolve(h.Name)
 			app := fmt.Sprintf("bench-%s-%d", h.Name, round)
-			tg := scheduler.Target{App: app, Mode: placement.ModeHost, Target: netip.AddrPortFrom(addr, uint16(h.TCP[0])).String()}
+			target := fmt.Sprintf("%s.%s:%d", h.Name, zone, h.TCP[0])
+			wrangler := fmt.Sprintf("name = %q\nmain = \"src/index.ts\"\n\n[placement]\nhost = %q\n", app, target)
+			np, npMs := f.nearest(h.Name)
 			t0 := time.Now()
-			sch.AddTarget("bench", tg)
+			if err := demo.PostApp(ctx, f.sched.URL(), f.token, wrangler); err != nil {
+				t.Add(target, "host", "registration failed: "+err.Error(), "", fmt.Sprintf("%s (%s ms)", np, num(npMs, 1)), "")
+				continue
+			}
 			var d placement.Decision
-			err := waitFor(ctx, 30*time.Second, func() bool {
+			err := waitFor(ctx, decideTimeout, func() bool {
 				var ok bool
-				d, ok, _ = st.Decision(ctx, app)
+				d, ok, _ = f.st.Decision(ctx, app)
 				return ok && d.Status != ""
 			})
 			el := time.Since(t0)
-			np, npMs := nearest(h.Name)
 			if err != nil {
-				t.Add(h.Name+" "+tg.Target, "host", "none within 30 s", "", fmt.Sprintf("%s (%s ms)", np, num(npMs, 1)), "")
+				t.Add(target, "host", "none within "+decideTimeout.String(), "", fmt.Sprintf("%s (%s ms)", np, num(npMs, 1)), "")
 				continue
 			}
 			times = append(times, el.Seconds()*1000)
@@ -193,18 +215,18 @@ func timeToDecision(ctx context.Context, o *options, s *Section) {
 				s.Notes = append(s.Notes, fmt.Sprintf("%s: decision %s (verdict %s, estimated %v, confidence %.2f), candidates %v; the emulator's nearest PoP is %s at %s ms.",
 					app, d.BestPoP, d.Verdict, d.Estimated, d.Confidence, d.Candidates, np, num(npMs, 1)))
 			}
-			t.Add(h.Name+" "+tg.Target, "host", string(d.Status), fmt.Sprintf("%s (%s)", d.BestPoP, rttTo(d.BestPoP, h.Name)),
+			t.Add(target, "host", string(d.Status), fmt.Sprintf("%s (%s)", d.BestPoP, f.rttTo(d.BestPoP, h.Name)),
 				fmt.Sprintf("%s (%s ms)", np, num(npMs, 1)), fmt.Sprintf("%s ms", num(el.Seconds()*1000, 0)))
 		}
 	}
 	s.Tables = append(s.Tables, t)
 	if len(times) > 0 {
-		s.Notes = append(s.Notes, fmt.Sprintf("**New target to decision in Redis: median %s ms, max %s ms** over %d registrations (%d PoPs up); "+
+		s.Notes = append(s.Notes, fmt.Sprintf("**New application to decision in Redis: median %s ms, max %s ms** over %d registrations through the API (%d PoPs up, shipped defaults); "+
 			"%d of %d decisions name a PoP other than the emulator's nearest.",
-			num(Percentile(times, 0.5), 0), num(Percentile(times, 1), 0), len(times), len(spec.PoPs), misplaced, len(times)))
+			num(Percentile(times, 0.5), 0), num(Percentile(times, 1), 0), len(times), len(f.spec.PoPs), misplaced, len(times)))
 		s.Headline = append(s.Headline, "Fleet: "+strings.TrimSuffix(s.Notes[len(s.Notes)-1], "."))
 	}
-	s.Commands = append(s.Commands, "go run ./bench -only=fleet   (time to decision: in-process testbed, daemons and scheduler)")
+	s.Commands = append(s.Commands, "go run ./bench -only=fleet   (time to decision: in-process testbed, daemons and scheduler built by package daemon)")
 }
 
 // scaleLoad runs the scheduler's scale test (100,000 targets over 300 PoPs, stand-in fleet) and samples the

@@ -77,12 +77,13 @@ func Best(lines []BenchLine, unit string) []BenchLine {
 }
 
 // TestLogs returns, per test name, the lines the test logged (t.Logf) in `go test -v` output, with the
-// "file.go:123: " prefix removed. Subtests are keyed by their full name.
+// "file.go:123: " prefix removed. Subtests are keyed by their full name; a benchmark's log (always printed,
+// after its "--- BENCH:" line) by its name with the -GOMAXPROCS suffix.
 func TestLogs(out string) map[string][]string {
 	logs := map[string][]string{}
 	var cur string
 	logLine := regexp.MustCompile(`^\s+[\w.-]+\.go:\d+: (.*)$`)
-	status := regexp.MustCompile(`^\s*(?:=== (?:RUN|CONT|PAUSE|NAME)|--- (?:PASS|FAIL|SKIP):)\s+(\S+)`)
+	status := regexp.MustCompile(`^\s*(?:=== (?:RUN|CONT|PAUSE|NAME)|--- (?:PASS|FAIL|SKIP|BENCH):)\s+(\S+)`)
 	sc := bufio.NewScanner(strings.NewReader(out))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {

@@ -1,5 +1,5 @@
 // Command bench runs Vantage's side-by-side benchmarks (prober against blackbox_exporter, fping and hping3;
-// engine; router; fleet) in one run and writes bench/RESULTS.md.
+// engine; router; fleet; the emulated WAN's fidelity) in one run and writes bench/RESULTS.md.
 package main
 
 import (
@@ -22,7 +22,7 @@ import (
 )
 
 // Sections of a run, in order (-only picks some).
-var sectionNames = []string{"probing", "engine", "router", "fleet"}
+var sectionNames = []string{"probing", "engine", "router", "fleet", "fidelity"}
 
 // options are the command line of a run.
 type options struct {
@@ -85,6 +85,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	load0 := loadAvg()
 	sections := map[string]func(context.Context, *options) *Section{
 		"probing": probingSection, "engine": engineSection, "router": routerSection, "fleet": fleetSection,
+		"fidelity": fidelitySection,
 	}
 	for _, n := range sectionNames {
 		if !o.only[n] {

@@ -311,26 +311,14 @@ func (e *env) startDB(ctx context.Context) error {
 	return nil
 }
 
-// startFleet starts one probe daemon per PoP, in process, with the defaults of `vantage probed`: its prober's
-// sockets live in the PoP's namespace (the prober's Enter seam is Node.Do) and its names are resolved by the
-// testbed's DNS server, asked from the PoP (so geo-DNS answers per PoP).
+// startFleet starts one probe daemon per PoP, in process, configured by ProbedConfig.
 func (e *env) startFleet(ctx context.Context, pops []string) error {
-	dns, hasDNS := e.tb.DNSServer()
 	for _, pop := range pops {
-		node := e.tb.Node(pop)
-		cfg := daemon.DefaultProbedConfig()
+		cfg := ProbedConfig(e.tb, pop)
 		cfg.Listen = "127.0.0.1:0"
 		cfg.Version = "demo"
 		cfg.Logger = e.log.With("pop", pop)
-		cfg.Daemon.PoP, cfg.Daemon.DaemonID = pop, "demo-"+strings.ToLower(pop)
-		cfg.Prober.Allow = []netip.Prefix{e.tb.Prefix()}
-		cfg.Prober.Sources = []netip.Addr{node.Addr()}
-		cfg.Prober.Enter = node.Do
-		if hasDNS {
-			cfg.Prober.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-				return node.DialContext(ctx, network, dns.String())
-			}}
-		}
+		cfg.Daemon.DaemonID = "demo-" + strings.ToLower(pop)
 		d, err := daemon.NewProbed(cfg, e.st)
 		if err != nil {
 			return fmt.Errorf("demo: probe daemon of %s: %w", pop, err)
@@ -338,6 +326,25 @@ func (e *env) startFleet(ctx context.Context, pops []string) error {
 		e.run(ctx, "probed "+pop, d.Run)
 	}
 	return nil
+}
+
+// ProbedConfig returns the configuration of the probe daemon of pop, a PoP of tb: the defaults of `vantage
+// probed` (daemon.DefaultProbedConfig), with its prober's sockets in the PoP's namespace (the prober's Enter
+// seam is Node.Do), the PoP's address as its source, tb's prefix allowed, and names resolved by the testbed's
+// DNS server asked from the PoP (so geo-DNS answers per PoP). The caller sets Listen, Logger and DaemonID.
+func ProbedConfig(tb *testbed.Testbed, pop string) daemon.ProbedConfig {
+	node := tb.Node(pop)
+	cfg := daemon.DefaultProbedConfig()
+	cfg.Daemon.PoP = pop
+	cfg.Prober.Allow = []netip.Prefix{tb.Prefix()}
+	cfg.Prober.Sources = []netip.Addr{node.Addr()}
+	cfg.Prober.Enter = node.Do
+	if dns, ok := tb.DNSServer(); ok {
+		cfg.Prober.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return node.DialContext(ctx, network, dns.String())
+		}}
+	}
+	return cfg
 }
 
 // startScheduler starts the scheduler with the defaults of `vantage scheduler`, its API (one bearer token)
@@ -439,26 +446,36 @@ func (e *env) awaitFleet(ctx context.Context, pops []string, deadline time.Time)
 
 // register posts every showcase application's wrangler.toml to the scheduler's API, as a user would.
 func (e *env) register(ctx context.Context) error {
-	apiClient := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for _, s := range append(slices.Clone(Scenarios), smartScenario) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.apiURL+"/v1/apps", strings.NewReader(s.wrangler(e.zone)))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Type", "application/toml")
-		req.Header.Set("Authorization", "Bearer "+e.token)
-		resp, err := apiClient.Do(req)
-		if err != nil {
+		if err := PostApp(ctx, e.apiURL, e.token, s.wrangler(e.zone)); err != nil {
 			return fmt.Errorf("demo: registering %s: %w", s.App, err)
-		}
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusCreated {
-			return fmt.Errorf("demo: registering %s: %s: %s", s.App, resp.Status, bytes.TrimSpace(body))
 		}
 	}
 	e.out.linef("  registered %d applications through POST %s/v1/apps (%s in mode smart); probing them from the fleet...\n",
 		len(Scenarios)+1, e.apiURL, SmartApp)
+	return nil
+}
+
+// PostApp registers an application as a user does: its wrangler.toml in a POST /v1/apps to the scheduler's
+// API at apiURL ("http://127.0.0.1:8080"), with token as the bearer token. Anything but 201 Created is an
+// error carrying the API's answer.
+func PostApp(ctx context.Context, apiURL, token, wranglerTOML string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, apiURL+"/v1/apps", strings.NewReader(wranglerTOML))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/toml")
+	req.Header.Set("Authorization", "Bearer "+token)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("POST %s/v1/apps: %s: %s", apiURL, resp.Status, bytes.TrimSpace(body))
+	}
 	return nil
 }
 

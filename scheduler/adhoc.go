@@ -15,8 +15,8 @@ import (
 
 	"github.com/vantage-edge/vantage/geo"
 	"github.com/vantage-edge/vantage/placement"
-	"github.com/vantage-edge/vantage/prober"
 	"github.com/vantage-edge/vantage/probed"
+	"github.com/vantage-edge/vantage/prober"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/triangulate"
 )

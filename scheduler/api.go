@@ -1,14 +1,17 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/storage"
 )
 
 // MaxBodyBytes caps request bodies: a wrangler config or an ad-hoc probe request is a few KiB.
@@ -55,16 +59,18 @@ type PlacementHint struct {
 
 // VantageDetail is Vantage's view of an application: the decision and the recheck loop.
 type VantageDetail struct {
-	Target      string                `json:"target,omitempty"`
-	Endpoint    string                `json:"endpoint,omitempty"` // region mode: the endpoint probed
-	BestPoP     string                `json:"best_pop,omitempty"`
-	Candidates  []placement.Candidate `json:"candidates,omitempty"`
-	Verdict     placement.Verdict     `json:"verdict,omitempty"`
-	Estimated   bool                  `json:"estimated,omitempty"`
-	Confidence  float64               `json:"confidence,omitempty"`
-	Version     int64                 `json:"version,omitempty"`
-	LastChecked time.Time             `json:"last_checked,omitzero"` // when the decision was last computed
-	NextRecheck time.Time             `json:"next_recheck,omitzero"`
+	Target     string                `json:"target,omitempty"`
+	Endpoint   string                `json:"endpoint,omitempty"` // region mode: the endpoint probed
+	BestPoP    string                `json:"best_pop,omitempty"`
+	Candidates []placement.Candidate `json:"candidates,omitempty"`
+	Verdict    placement.Verdict     `json:"verdict,omitempty"`
+	// Reason says why the status is not SUCCESS (e.g. why no host was valid); empty on SUCCESS.
+	Reason      string    `json:"reason,omitempty"`
+	Estimated   bool      `json:"estimated,omitempty"`
+	Confidence  float64   `json:"confidence,omitempty"`
+	Version     int64     `json:"version,omitempty"`
+	LastChecked time.Time `json:"last_checked,omitzero"` // when the decision was last computed
+	NextRecheck time.Time `json:"next_recheck,omitzero"`
 }
 
 // decisionReader is the part of storage the status API reads.
@@ -72,9 +78,11 @@ type decisionReader interface {
 	Decision(ctx context.Context, app string) (placement.Decision, bool, error)
 }
 
-// appRegistry stores applications registered through the API, shared by every scheduler.
+// appRegistry stores applications registered through the API, shared by every scheduler (and read by the
+// smart runner); StoreBackend implements it.
 type appRegistry interface {
-	PutApp(ctx context.Context, t Target) error
+	RegisterApp(ctx context.Context, app storage.App) error
+	App(ctx context.Context, name string) (storage.App, bool, error)
 	DeleteApp(ctx context.Context, app string) error
 }
 
@@ -105,6 +113,7 @@ func (a *API) Handler() http.Handler {
 	route("POST /v1/apps", "apps_post", a.authed(a.postApp))
 	route("GET /v1/apps", "apps_list", a.listApps)
 	route("DELETE /v1/apps/{name}", "apps_delete", a.authed(a.deleteApp))
+	route("POST /v1/apps/{name}/deploys", "deploys_post", a.authed(a.postDeploy))
 	route("POST /v1/probes", "probes_post", a.authed(a.postProbe))
 	route("GET /v1/probes/{id}", "probes_get", a.authed(a.getProbe))
 	route("GET /client/v4/accounts/{account}/workers/services/{name}", "service", a.service)
@@ -199,8 +208,35 @@ func TargetFromConfig(c placement.Config, regions RegionEndpoints) (Target, bool
 	return t, true, t.Validate()
 }
 
+// Registration is the result of POST /v1/apps and POST /v1/apps/{name}/deploys: the application's target (for
+// mode smart only app, mode and account) and its deploy.
+type Registration struct {
+	Target
+	Deploy     string    `json:"deploy"`
+	DeployedAt time.Time `json:"deployed_at"`
+	// DeployGenerated reports that no version was given and Vantage made Deploy up.
+	DeployGenerated bool `json:"deploy_generated,omitempty"`
+}
+
+// MaxDeployLen bounds a deploy version given to the API.
+const MaxDeployLen = 128
+
+// deployVersion returns the deploy version given (v), or a generated one; an error for a version that is too
+// long or has spaces or control characters.
+func deployVersion(v string, now time.Time) (string, bool, error) {
+	if v == "" {
+		return fmt.Sprintf("vantage-%s-%04x", now.UTC().Format("20060102T150405.000Z"), rand.N(1<<16)), true, nil
+	}
+	if len(v) > MaxDeployLen || strings.IndexFunc(v, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		return "", false, fmt.Errorf("deploy version %.40q: want at most %d printable characters without spaces", v, MaxDeployLen)
+	}
+	return v, false, nil
+}
+
 // postApp registers an application from a wrangler config: TOML (Content-Type application/toml or
-// text/x-toml, or ?format=toml) or JSON/JSONC (anything else).
+// text/x-toml, or ?format=toml) or JSON/JSONC (anything else). ?deploy=VERSION names the deploy (the version
+// the workers report with their telemetry); without it every registration is a new deploy with a generated
+// version. Applications in mode smart go to the app registry only, where the smart runner analyses them.
 func (a *API) postApp(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
@@ -223,20 +259,101 @@ func (a *API) postApp(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, 10002, err.Error())
 		return
 	}
-	if !ok {
-		writeError(w, http.StatusBadRequest, 10003, fmt.Sprintf("app %q: placement mode %q has no target to probe (want host, hostname or region)", c.App, c.Mode))
+	smartMode := c.Mode == placement.ModeSmart
+	if !ok && !smartMode {
+		writeError(w, http.StatusBadRequest, 10003, fmt.Sprintf("app %q: placement mode %q: nothing to place (want smart, host, hostname or region)", c.App, c.Mode))
+		return
+	}
+	if smartMode {
+		t = Target{App: c.App, Mode: c.Mode}
+		if a.Apps == nil {
+			writeError(w, http.StatusServiceUnavailable, 10004, fmt.Sprintf("app %q: smart placement needs the app registry in Redis", c.App))
+			return
+		}
+	}
+	now := time.Now()
+	deploy, generated, err := deployVersion(r.URL.Query().Get("deploy"), now)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, 10002, err.Error())
 		return
 	}
 	t.Account = r.URL.Query().Get("account")
 	if a.Apps != nil {
-		if err := a.Apps.PutApp(r.Context(), t); err != nil {
+		if old, found, err := a.Apps.App(r.Context(), c.App); err != nil {
+			writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
+			return
+		} else if found && cmpOr(old.Source, SourceAPI) != SourceAPI {
+			writeError(w, http.StatusConflict, 10008, fmt.Sprintf("app %q is placed by a config file (%s): change the file instead", c.App, old.Source))
+			return
+		}
+		app := storage.App{Name: t.App, Mode: t.Mode, Target: t.Target, Account: t.Account, Source: SourceAPI,
+			DeployVersion: deploy, DeployedAt: now, DeployGenerated: generated}
+		if err := a.Apps.RegisterApp(r.Context(), app); err != nil {
 			writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
 			return
 		}
 	}
-	a.Sched.AddTarget(SourceAPI, t)
-	a.log().Info("scheduler: app registered", "app", t.App, "mode", t.Mode, "target", t.Target, "token", r.Context().Value(tokenKey{}))
-	writeJSON(w, http.StatusCreated, t)
+	if smartMode {
+		a.Sched.RemoveTarget(SourceAPI, t.App) // it may have had a probe target before
+	} else {
+		a.Sched.AddTarget(SourceAPI, t)
+	}
+	a.log().Info("scheduler: app registered", "app", t.App, "mode", t.Mode, "target", t.Target, "deploy", deploy, "token", r.Context().Value(tokenKey{}))
+	writeJSON(w, http.StatusCreated, Registration{Target: t, Deploy: deploy, DeployedAt: now, DeployGenerated: generated})
+}
+
+// postDeploy tells Vantage of a new deploy of an application registered through the API: the version from
+// ?version= or a JSON body {"version": "..."}, else a generated one. A smart application then leaves
+// UNSUPPORTED_APPLICATION and is analysed afresh from the new deploy's telemetry (its placement, if any,
+// holds until that telemetry says otherwise).
+func (a *API) postDeploy(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var body struct {
+		Version string `json:"version"`
+	}
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, 10001, fmt.Sprintf("reading body: %v", err))
+		return
+	}
+	if len(strings.TrimSpace(string(raw))) > 0 {
+		dec := json.NewDecoder(strings.NewReader(string(raw)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&body); err != nil {
+			writeError(w, http.StatusBadRequest, 10002, fmt.Sprintf("deploy of %q: body: %v (want {\"version\": \"...\"})", name, err))
+			return
+		}
+	}
+	if a.Apps == nil {
+		writeError(w, http.StatusServiceUnavailable, 10004, "deploys need the app registry in Redis")
+		return
+	}
+	app, found, err := a.Apps.App(r.Context(), name)
+	switch {
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
+		return
+	case !found:
+		writeError(w, http.StatusNotFound, 10007, fmt.Sprintf("app %q is not registered through the API", name))
+		return
+	case cmpOr(app.Source, SourceAPI) != SourceAPI:
+		writeError(w, http.StatusConflict, 10008, fmt.Sprintf("app %q is placed by a config file (%s): a changed file is a new deploy", name, app.Source))
+		return
+	}
+	now := time.Now()
+	deploy, generated, err := deployVersion(cmpOr(r.URL.Query().Get("version"), body.Version), now)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, 10002, err.Error())
+		return
+	}
+	app.DeployVersion, app.DeployedAt, app.DeployGenerated, app.UpdatedAt = deploy, now, generated, time.Time{}
+	if err := a.Apps.RegisterApp(r.Context(), app); err != nil {
+		writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
+		return
+	}
+	a.log().Info("scheduler: deploy", "app", name, "deploy", deploy, "generated", generated, "token", r.Context().Value(tokenKey{}))
+	t := Target{App: app.Name, Mode: app.Mode, Target: app.Target, Account: app.Account, Source: SourceAPI}
+	writeJSON(w, http.StatusCreated, Registration{Target: t, Deploy: deploy, DeployedAt: now, DeployGenerated: generated})
 }
 
 // SourceAPI is the Target.Source of applications registered through the API.
@@ -244,26 +361,64 @@ const SourceAPI = "api"
 
 func (a *API) deleteApp(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	registered := false
 	if a.Apps != nil {
+		old, found, err := a.Apps.App(r.Context(), name)
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
+			return
+		}
+		if found && cmpOr(old.Source, SourceAPI) != SourceAPI {
+			writeError(w, http.StatusConflict, 10008, fmt.Sprintf("app %q is placed by a config file (%s): remove the file instead", name, old.Source))
+			return
+		}
+		registered = found
 		if err := a.Apps.DeleteApp(r.Context(), name); err != nil {
 			writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
 			return
 		}
 	}
-	if !a.Sched.RemoveTarget(SourceAPI, name) {
+	if !a.Sched.RemoveTarget(SourceAPI, name) && !registered {
 		writeError(w, http.StatusNotFound, 10007, fmt.Sprintf("app %q is not registered through the API", name))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"app": name})
 }
 
+// listApps lists the scheduler's targets and the registry's smart applications (which have none), by app.
 func (a *API) listApps(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, a.Sched.Targets())
+	ts := a.Sched.Targets()
+	if lister, ok := a.Apps.(interface {
+		Apps(ctx context.Context) ([]storage.App, error)
+	}); ok {
+		apps, err := lister.Apps(r.Context())
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
+			return
+		}
+		for _, app := range apps {
+			if app.Mode == placement.ModeSmart {
+				ts = append(ts, Target{App: app.Name, Mode: app.Mode, Account: app.Account, Source: cmpOr(app.Source, SourceAPI)})
+			}
+		}
+		slices.SortFunc(ts, func(x, y Target) int { return cmp.Compare(x.App, y.App) })
+	}
+	writeJSON(w, http.StatusOK, ts)
 }
 
 func (a *API) service(w http.ResponseWriter, r *http.Request) {
 	name, account := r.PathValue("name"), r.PathValue("account")
 	ts, ok := a.Sched.Target(name)
+	if !ok && a.Apps != nil { // a smart application has no target: the registry knows it
+		app, found, err := a.Apps.App(r.Context(), name)
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, 10004, fmt.Sprintf("reading the app %q: %v", name, err))
+			return
+		}
+		if found && app.Mode == placement.ModeSmart {
+			ts, ok = TargetStatus{Target: Target{App: app.Name, Mode: app.Mode, Account: app.Account}}, true
+		}
+	}
 	if ok && ts.Account != "" && ts.Account != account {
 		ok = false
 	}
@@ -297,6 +452,7 @@ func (a *API) service(w http.ResponseWriter, r *http.Request) {
 		st.PlacementStatus = d.Status
 		st.Vantage.Target = cmpOr(st.Vantage.Target, d.Target)
 		st.Vantage.BestPoP, st.Vantage.Candidates, st.Vantage.Verdict = d.BestPoP, d.Candidates, d.Verdict
+		st.Vantage.Reason = d.Reason
 		st.Vantage.Estimated, st.Vantage.Confidence, st.Vantage.Version = d.Estimated, d.Confidence, d.Version
 		st.Vantage.LastChecked, st.Vantage.NextRecheck = d.ComputedAt, d.NextRecheck
 	}

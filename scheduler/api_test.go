@@ -15,6 +15,7 @@ import (
 
 	"github.com/vantage-edge/vantage/internal/testnet"
 	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
 )
 
@@ -31,6 +32,12 @@ type apiEnv struct {
 
 func newAPIEnv(t *testing.T, quota Quota) *apiEnv {
 	t.Helper()
+	return newAPIEnvWith(t, quota, nil)
+}
+
+// newAPIEnvWith is newAPIEnv with the scheduler's config and the API adjusted by edit (nil: none).
+func newAPIEnvWith(t *testing.T, quota Quota, edit func(*Config, *API)) *apiEnv {
+	t.Helper()
 	srv := redistest.Start(t)
 	f := &fleetEnv{t: t, addrs: []string{srv.Addr()}, log: testLogger(t)}
 	for i, pop := range []string{"FRA", "IAD", "SIN"} {
@@ -39,16 +46,21 @@ func newAPIEnv(t *testing.T, quota Quota) *apiEnv {
 	st := f.open()
 	b := StoreBackend{st}
 	m := NewMetrics(nil)
-	s, err := New(Config{Name: "api", RecheckInterval: testRecheck, LeaseTTL: testLease, InitialSpread: 100 * time.Millisecond,
-		ResultTimeout: time.Second, ResultPoll: 50 * time.Millisecond, Logger: f.log}, b, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := &API{Sched: s, Decisions: b, Apps: b, Metrics: m, Logger: f.log,
+	cfg := Config{Name: "api", RecheckInterval: testRecheck, LeaseTTL: testLease, InitialSpread: 100 * time.Millisecond,
+		ResultTimeout: time.Second, ResultPoll: 50 * time.Millisecond, Logger: f.log}
+	api := &API{Decisions: b, Apps: b, Metrics: m, Logger: f.log,
 		Parser: placement.Parser{Policy: placement.DefaultPolicy(netip.MustParsePrefix("127.0.0.0/8"))},
 		Auth:   NewAuth(map[string]string{testToken: "ops"}, quota, nil),
 		AdHoc:  &AdHoc{Backend: b, Timeout: 5 * time.Second},
 	}
+	if edit != nil {
+		edit(&cfg, api)
+	}
+	s, err := New(cfg, b, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api.Sched = s
 	hs := httptest.NewServer(api.Handler())
 	t.Cleanup(hs.Close)
 	e := &apiEnv{t: t, url: hs.URL, b: b, s: s, host: testnet.Listen(t)}
@@ -99,7 +111,9 @@ func TestAPIAppsStatusAndAuth(t *testing.T) {
 		{"post_toml", "POST", "/v1/apps?account=acc1", testToken, "application/toml", hostTOML, 201, `"app":"billing"`},
 		{"post_jsonc", "POST", "/v1/apps", testToken, "application/json", `{"name": "catalog", // c
 			"placement": {"region": "aws:us-east-1"}}`, 201, `"endpoint":"ec2.us-east-1.amazonaws.com:443"`},
-		{"post_smart_has_no_target", "POST", "/v1/apps", testToken, "application/json", `{"name":"s","placement":{"mode":"smart"}}`, 400, "no target to probe"},
+		{"post_smart", "POST", "/v1/apps?deploy=v1", testToken, "application/json", `{"name":"s","placement":{"mode":"smart"}}`, 201, `"deploy":"v1"`},
+		{"post_off_has_nothing_to_place", "POST", "/v1/apps", testToken, "application/toml", "name = \"o\"\n[placement]\nmode = \"off\"\n", 400, "nothing to place"},
+		{"post_bad_deploy", "POST", "/v1/apps?deploy=a+b", testToken, "application/toml", hostTOML, 400, "deploy version"},
 		{"post_denied_host", "POST", "/v1/apps", testToken, "application/toml", "name = \"x\"\n[placement]\nhost = \"10.0.0.1:5432\"\n", 400, "10.0.0.1"},
 		{"post_bad_toml", "POST", "/v1/apps", testToken, "application/toml", "name = \n", 400, "request:1:8"},
 		{"status_unknown", "GET", "/client/v4/accounts/acc1/workers/services/nope", "", "", "", 404, "service_not_found"},
@@ -120,8 +134,9 @@ func TestAPIAppsStatusAndAuth(t *testing.T) {
 		})
 	}
 	apps, err := e.b.Apps(context.Background())
-	if err != nil || len(apps) != 1 || apps[0].Name != "billing" || apps[0].Account != "acc1" {
-		t.Fatalf("app registry in Redis: %+v, %v; want billing of acc1 only", apps, err)
+	if err != nil || len(apps) != 2 || apps[0].Name != "billing" || apps[0].Account != "acc1" || apps[1].Name != "s" ||
+		apps[1].Mode != placement.ModeSmart || apps[1].DeployVersion != "v1" || apps[1].DeployGenerated {
+		t.Fatalf("app registry in Redis: %+v, %v; want billing of acc1 and s (smart, deploy v1)", apps, err)
 	}
 
 	// Before the analysis the platform's field is absent.
@@ -297,5 +312,135 @@ func TestRegionWithoutAnsweringEndpointIsEstimated(t *testing.T) {
 		if d.BestPoP != want || !d.Estimated || d.Status != placement.StatusSuccess {
 			t.Errorf("%s: %+v; want %s from the latency model, estimated", app, d, want)
 		}
+	}
+}
+
+// TestSharedEndpointFirstDecisions registers a host app and a region app probing the same host:port back to
+// back: both rechecks probe the same result key at once, and each must get its first decision from that
+// recheck, not after a result timeout (set here far beyond the test's deadline) or a recheck interval.
+func TestSharedEndpointFirstDecisions(t *testing.T) {
+	var e *apiEnv
+	host := testnet.Listen(t)
+	e = newAPIEnvWith(t, Quota{}, func(c *Config, a *API) {
+		c.RecheckInterval, c.ResultTimeout = 10*time.Minute, 5*time.Minute
+		a.Regions = RegionEndpoints{Overrides: map[string]string{"gcp:asia-northeast1": host}}
+	})
+	e.run()
+	for round := range 3 { // the race is between two rechecks: try it a few times
+		hostApp, regionApp := "tokyo-host-"+strconv.Itoa(round), "tokyo-region-"+strconv.Itoa(round)
+		for _, body := range []string{
+			"name = \"" + hostApp + "\"\n[placement]\nhost = \"" + host + "\"\n",
+			"name = \"" + regionApp + "\"\n[placement]\nregion = \"gcp:asia-northeast1\"\n",
+		} {
+			if code, _, _, raw := e.do("POST", "/v1/apps", testToken, "application/toml", body); code != 201 {
+				t.Fatalf("POST %q: %d %s", body, code, raw)
+			}
+		}
+		took := waitUntil(t, "first decisions of "+hostApp+" and "+regionApp, 20*time.Second, func() bool {
+			_, ok1, _ := e.b.Decision(context.Background(), hostApp)
+			_, ok2, _ := e.b.Decision(context.Background(), regionApp)
+			return ok1 && ok2
+		})
+		t.Logf("round %d: both decided %v after registration", round, took)
+	}
+}
+
+// TestAPISmartAppsAndDeploys registers a smart application through the API, reads its status and the list,
+// tells Vantage of deploys (a version given, a version generated) and deletes it.
+func TestAPISmartAppsAndDeploys(t *testing.T) {
+	e := newAPIEnv(t, Quota{})
+	ctx := context.Background()
+	smartTOML := "name = \"shop\"\n[unsafe.metadata.placement]\nmode = \"smart\"\n" // the legacy form: smart
+	if code, _, _, raw := e.do("POST", "/v1/apps?account=acc1", testToken, "application/toml", smartTOML); code != 201 ||
+		!strings.Contains(raw, `"mode":"smart"`) || !strings.Contains(raw, `"deploy_generated":true`) {
+		t.Fatalf("POST smart app: %d %s; want 201, mode smart, a generated deploy", code, raw)
+	}
+	app, ok, err := e.b.App(ctx, "shop")
+	if err != nil || !ok || app.Mode != placement.ModeSmart || app.Source != SourceAPI || !app.DeployGenerated ||
+		app.DeployVersion == "" || app.DeployedAt.IsZero() {
+		t.Fatalf("registry entry %+v (%v, %v); want smart, from the API, a generated deploy", app, ok, err)
+	}
+	if _, ok := e.s.Target("shop"); ok {
+		t.Error("a smart application has a probe target")
+	}
+	for _, tc := range []struct {
+		name, method, path, body string
+		code                     int
+		want                     string
+	}{
+		{"status_before_analysis", "GET", "/client/v4/accounts/acc1/workers/services/shop", "", 200, `"placement":{"mode":"smart"}`},
+		{"status_other_account", "GET", "/client/v4/accounts/acc2/workers/services/shop", "", 404, "service_not_found"},
+		{"list", "GET", "/v1/apps", "", 200, `"app":"shop","account":"acc1","mode":"smart"`},
+		{"deploy_with_version", "POST", "/v1/apps/shop/deploys", `{"version": "v7"}`, 201, `"deploy":"v7"`},
+		{"deploy_query_version", "POST", "/v1/apps/shop/deploys?version=v8", "", 201, `"deploy":"v8"`},
+		{"deploy_bad_body", "POST", "/v1/apps/shop/deploys", `{"versoin": "v9"}`, 400, "unknown field"},
+		{"deploy_unknown_app", "POST", "/v1/apps/nope/deploys", "", 404, "not registered"},
+		{"deploy_generated", "POST", "/v1/apps/shop/deploys", "", 201, `"deploy_generated":true`},
+		{"delete", "DELETE", "/v1/apps/shop", "", 200, `"shop"`},
+		{"delete_again", "DELETE", "/v1/apps/shop", "", 404, "not registered"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before, _, _ := e.b.App(ctx, "shop")
+			code, _, _, raw := e.do(tc.method, tc.path, testToken, "application/json", tc.body)
+			if code != tc.code || !strings.Contains(raw, tc.want) {
+				t.Fatalf("%s %s: %d %s, want %d containing %q", tc.method, tc.path, code, raw, tc.code, tc.want)
+			}
+			if tc.method == "POST" && code == 201 {
+				after, _, _ := e.b.App(ctx, "shop")
+				if after.DeployVersion == before.DeployVersion || !after.DeployedAt.After(before.DeployedAt) || after.Mode != placement.ModeSmart {
+					t.Errorf("deploy: registry %+v after %+v; want a new version deployed later", after, before)
+				}
+			}
+		})
+	}
+}
+
+// TestNoValidHostsReason checks that a target nothing listens on is NO_VALID_HOSTS with the probes' failure in
+// words, in the decision and in the status API.
+func TestNoValidHostsReason(t *testing.T) {
+	e := newAPIEnv(t, Quota{})
+	// Port 1 of loopback: nobody listens, every PoP's probe is refused.
+	body := "name = \"closed\"\n[placement]\nhost = \"127.0.0.1:1\"\n"
+	if code, _, _, raw := e.do("POST", "/v1/apps", testToken, "application/toml", body); code != 201 {
+		t.Fatalf("POST: %d %s", code, raw)
+	}
+	e.run()
+	var st ServiceStatus
+	waitUntil(t, "the status to show the analysis", 15*time.Second, func() bool {
+		_, _, env, _ := e.do("GET", "/client/v4/accounts/any/workers/services/closed", "", "", "")
+		b, _ := json.Marshal(env.Result)
+		st = ServiceStatus{}
+		json.Unmarshal(b, &st)
+		return st.PlacementStatus != ""
+	})
+	want := "every PoP's probe of 127.0.0.1:1 failed: refused: "
+	if st.PlacementStatus != placement.StatusNoValidHosts || !strings.HasPrefix(st.Vantage.Reason, want) ||
+		!strings.HasSuffix(st.Vantage.Reason, "(FRA, IAD, SIN)") {
+		t.Errorf("status %s, reason %q; want NO_VALID_HOSTS and a reason starting %q, naming the three PoPs", st.PlacementStatus, st.Vantage.Reason, want)
+	}
+	if d, _, err := e.b.Decision(context.Background(), "closed"); err != nil || d.Reason != st.Vantage.Reason {
+		t.Errorf("stored decision's reason %q (%v), want the status API's", d.Reason, err)
+	}
+}
+
+func TestFailureReason(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		rs   map[string]storage.Result
+		want string
+	}{
+		{"no_results", nil, "no PoP returned a result for h:80 within 30s"},
+		{"one_pop", map[string]storage.Result{"FRA": {Class: "timeout", Error: "i/o timeout"}},
+			"the only PoP's probe of h:80 failed: timeout: i/o timeout (FRA)"},
+		{"grouped", map[string]storage.Result{
+			"FRA": {Class: "refused", Error: "connection refused"}, "IAD": {Class: "refused", Error: "connection refused"},
+			"SIN": {Class: "timeout"}, "SYD": {}},
+			"every PoP's probe of h:80 failed: no sample answered (SYD); refused: connection refused (FRA, IAD); timeout (SIN)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := failureReason("h:80", tc.rs, 30*time.Second); got != tc.want {
+				t.Errorf("failureReason = %q\nwant %q", got, tc.want)
+			}
+		})
 	}
 }

@@ -23,6 +23,7 @@ type Metrics struct {
 	adhoc            *prometheus.CounterVec // outcome: accepted, rate_limited, unauthorized, invalid
 	apiRequests      *prometheus.CounterVec // route, code
 	estimatedDecided prometheus.Counter
+	configFiles      *prometheus.GaugeVec // state: ok, skipped
 }
 
 // NewMetrics creates the scheduler's metrics and registers them with reg (nil: not registered).
@@ -53,6 +54,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "api_requests_total", Help: "HTTP API requests by route and status code."}, []string{"route", "code"}),
 		estimatedDecided: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "scheduler",
 			Name: "estimated_decisions_total", Help: "Decisions taken from the latency model (no endpoint answered)."}),
+		configFiles: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "vantage", Subsystem: "scheduler",
+			Name: "config_files", Help: "Files of the config dirs at their latest load, by state (ok, or skipped: see the log and the status page)."}, []string{"state"}),
+	}
+	for _, st := range []string{ConfigOK, ConfigSkipped} {
+		m.configFiles.WithLabelValues(st)
 	}
 	for _, o := range []string{"success", "failure"} {
 		m.checks.WithLabelValues(o)
@@ -71,7 +77,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.checks, m.checkDuration, m.decisions, m.jobsEnqueued, m.jobsPending, m.results,
-			m.leader, m.leaseToken, m.targets, m.adhoc, m.apiRequests, m.estimatedDecided)
+			m.leader, m.leaseToken, m.targets, m.adhoc, m.apiRequests, m.estimatedDecided, m.configFiles)
 	}
 	return m
 }

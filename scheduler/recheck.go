@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -165,6 +167,9 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 	if r.Verdict.Placeable() {
 		dec.BestPoP = r.Best.PoP
 	}
+	if dec.Status != placement.StatusSuccess {
+		dec.Reason = s.reason(t, r, results)
+	}
 	if hasPrev {
 		stabilise(dec.Candidates, prev.Candidates, d.switchAbsMs, d.switchRel)
 	}
@@ -189,9 +194,51 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 	return dec, nil
 }
 
-// measure runs the planner's rounds: enqueue a job per planned PoP, wait for their results, ask for more.
-// It returns the latest result of every PoP for the target, this round's included.
+// flight is one measurement of a result key in progress. Targets whose probes are the same (a host app and
+// a region app whose endpoint is that host:port) share a TargetKey, and the daemons keep one latest result
+// per PoP and key: two rechecks probing it at once overwrote each other's results, and each waited out
+// ResultTimeout for a result of its own round that was gone. A recheck of a key in flight waits for that
+// measurement and shares its results instead.
+type flight struct {
+	done    chan struct{} // closed when results and err are set
+	results map[string]storage.Result
+	err     error
+}
+
+// measure returns the latest result of every PoP for t's key: from the measurement of the key already in
+// flight, else from its own (measureKey).
 func (s *Scheduler) measure(ctx context.Context, term *Term, t Target, pops []geo.PoP) (map[string]storage.Result, error) {
+	key := TargetKey(t.Kind(), s.probeAddr(t))
+	for {
+		s.flightMu.Lock()
+		f, ok := s.flights[key]
+		if !ok {
+			f = &flight{done: make(chan struct{})}
+			s.flights[key] = f
+			s.flightMu.Unlock()
+			f.results, f.err = s.measureKey(ctx, term, t, pops)
+			s.flightMu.Lock()
+			delete(s.flights, key)
+			s.flightMu.Unlock()
+			close(f.done)
+			return f.results, f.err
+		}
+		s.flightMu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-f.done:
+		}
+		if f.err == nil {
+			return maps.Clone(f.results), nil
+		}
+		// That measurement failed (its target was removed, say): measure again.
+	}
+}
+
+// measureKey runs the planner's rounds: enqueue a job per planned PoP, wait for their results, ask for more.
+// It returns the latest result of every PoP for the target, this round's included.
+func (s *Scheduler) measureKey(ctx context.Context, term *Term, t Target, pops []geo.PoP) (map[string]storage.Result, error) {
 	d := s.deps
 	// plan runs fn with a pooled planner (not held while waiting for results).
 	plan := func(fn func(p *triangulate.Planner) []string) []string {
@@ -411,4 +458,60 @@ func (s *Scheduler) probeAddr(t Target) string {
 		return s.cfg.HostnameScheme + "://" + t.Target + "/"
 	}
 	return t.ProbeAddr()
+}
+
+// reason says in words why a recheck of t did not end in SUCCESS: which probes failed and how, or why the
+// engine's verdict is not placeable.
+func (s *Scheduler) reason(t Target, r triangulate.Result, rs map[string]storage.Result) string {
+	addr := s.probeAddr(t)
+	if r.Status == placement.StatusNoValidHosts {
+		return failureReason(addr, rs, s.cfg.ResultTimeout)
+	}
+	var why string
+	switch r.Verdict {
+	case placement.VerdictAnycast:
+		why = fmt.Sprintf("%s answers as anycast (one address at several places): requests run where they enter", addr)
+	case placement.VerdictReplicated:
+		why = fmt.Sprintf("%s is replicated (one address per region): requests run where they enter", addr)
+	default:
+		why = fmt.Sprintf("verdict %q on %s", cmpOr(r.Verdict, placement.VerdictUnknown), addr)
+	}
+	if notes := r.Notes(); len(notes) > 0 {
+		why += " (" + strings.Join(notes, "; ") + ")"
+	}
+	return why
+}
+
+// failureReason summarises why no PoP measured addr: the failed probes grouped by class and error, each with
+// the PoPs that saw it, e.g. "every PoP's probe of 198.18.0.9:80 failed: refused: connect: connection refused
+// (FRA, IAD, SIN)".
+func failureReason(addr string, rs map[string]storage.Result, timeout time.Duration) string {
+	if len(rs) == 0 {
+		return fmt.Sprintf("no PoP returned a result for %s within %v", addr, timeout)
+	}
+	byCause := map[string][]string{}
+	for _, pop := range sortedApps(rs) {
+		r := rs[pop]
+		cause := r.Error
+		switch {
+		case succeeded(r):
+			cause = "answered, but the PoP is not in the catalogue"
+		case r.Class != "" && cause != "":
+			cause = r.Class + ": " + cause
+		case r.Class != "":
+			cause = r.Class
+		case cause == "":
+			cause = "no sample answered"
+		}
+		byCause[cause] = append(byCause[cause], pop)
+	}
+	parts := make([]string, 0, len(byCause))
+	for _, cause := range sortedApps(byCause) {
+		parts = append(parts, fmt.Sprintf("%s (%s)", cause, strings.Join(byCause[cause], ", ")))
+	}
+	what := "every PoP's probe"
+	if len(rs) == 1 {
+		what = "the only PoP's probe"
+	}
+	return fmt.Sprintf("%s of %s failed: %s", what, addr, strings.Join(parts, "; "))
 }

@@ -134,6 +134,13 @@ type Scheduler struct {
 	targets map[string]*targetState
 	wg      sync.WaitGroup
 	terms   map[int64]*termDue
+
+	flightMu sync.Mutex
+	flights  map[string]*flight // result key -> its measurement in progress
+
+	registry dirRegistry // where config dirs' smart applications go; nil: none (they are skipped)
+	dirMu    sync.Mutex
+	dirFiles map[string]map[string]ConfigFile // config dir -> path -> the latest load's view
 }
 
 type termDue struct {
@@ -194,6 +201,9 @@ func New(cfg Config, b Backend, m *Metrics) (*Scheduler, error) {
 	}
 	s.check = s.recheck
 	s.dueScan = b.NextRechecks
+	if r, ok := b.(dirRegistry); ok {
+		s.registry = r
+	}
 	return s, nil
 }
 
@@ -201,12 +211,14 @@ func New(cfg Config, b Backend, m *Metrics) (*Scheduler, error) {
 func newScheduler(cfg Config, leaser Leaser, m *Metrics) *Scheduler {
 	cfg.fill()
 	s := &Scheduler{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "scheduler", "scheduler", cfg.Name),
-		sem:     make(chan struct{}, cfg.Concurrency),
-		metrics: m,
-		targets: map[string]*targetState{},
-		terms:   map[int64]*termDue{},
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "scheduler", "scheduler", cfg.Name),
+		sem:      make(chan struct{}, cfg.Concurrency),
+		metrics:  m,
+		targets:  map[string]*targetState{},
+		terms:    map[int64]*termDue{},
+		flights:  map[string]*flight{},
+		dirFiles: map[string]map[string]ConfigFile{},
 	}
 	s.lead = newLeadership(leaser, cfg.LeaseName, cfg.Name, cfg.LeaseTTL, cfg.Clock, s.log)
 	s.lead.onTerm = func(leading bool, token int64) {

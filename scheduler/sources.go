@@ -1,13 +1,23 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/storage"
 )
 
 // Defaults of the target sources.
@@ -22,47 +32,225 @@ const (
 // SourceDir returns the Target.Source of the configs of dir.
 func SourceDir(dir string) string { return "dir:" + dir }
 
-// LoadDir reads every wrangler config of dir with parser and makes their probe-able placements the targets
-// of source SourceDir(dir). Bad files are reported in the error and skipped; the good ones are applied (a
-// reload that hits a half-written file keeps the rest of the directory).
-func (s *Scheduler) LoadDir(dir string, parser placement.Parser, regions RegionEndpoints) (int, error) {
-	cfgs, err := parser.LoadDir(dir)
-	if cfgs == nil && err != nil {
-		return 0, fmt.Errorf("scheduler: config dir %s: %w", dir, err)
-	}
-	var ts []Target
-	var errs []error
-	if err != nil {
-		errs = append(errs, err)
-	}
-	for _, c := range cfgs {
-		t, ok, terr := TargetFromConfig(c, regions)
-		if terr != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", c.Source, terr))
-			continue
-		}
-		if ok {
-			ts = append(ts, t)
-		}
-	}
-	s.SetTargets(SourceDir(dir), ts)
-	if len(errs) > 0 {
-		return len(ts), fmt.Errorf("scheduler: config dir %s: %w", dir, errors.Join(errs...))
-	}
-	return len(ts), nil
+// dirWriteTimeout bounds LoadDir's writes of a directory's smart applications to the app registry.
+const dirWriteTimeout = 10 * time.Second
+
+// Config file states, the values of vantage_scheduler_config_files{state} and ConfigFile.State.
+const (
+	ConfigOK      = "ok"
+	ConfigSkipped = "skipped"
+)
+
+// ConfigFile is one file of a config dir as the latest load saw it.
+type ConfigFile struct {
+	Path  string `json:"path"`
+	App   string `json:"app,omitempty"`
+	State string `json:"state"`           // ConfigOK or ConfigSkipped
+	Error string `json:"error,omitempty"` // why it was skipped
+	hash  string // the file's content hash, with Error what a skip is logged once for
 }
 
-// WatchDir loads dir now and every interval until ctx is done, logging bad files.
+// dirRegistry is where LoadDir hands a config dir's smart applications to the smart runner, which reads the app
+// registry in Redis; StoreBackend implements it (New uses it when its Backend does).
+type dirRegistry interface {
+	// SyncDirApps makes the registry's applications of source equal to apps: adds and changes them, removes
+	// the others of source. An application another source registered is left alone and returned in
+	// conflicts with the reason.
+	SyncDirApps(ctx context.Context, source string, apps []storage.App) (conflicts map[string]string, err error)
+}
+
+// LoadDir reads every wrangler config of dir with parser and makes their probe-able placements the targets
+// of source SourceDir(dir); smart placements are written to the app registry in Redis (as applications of
+// source SourceDir(dir), their deploy version the file's content hash: a changed file is a new deploy), where
+// the smart runner analyses them. Bad files are reported in the error, logged once per content and skipped;
+// the good ones are applied (a reload that hits a half-written file keeps the rest of the directory).
+func (s *Scheduler) LoadDir(dir string, parser placement.Parser, regions RegionEndpoints) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), dirWriteTimeout)
+	defer cancel()
+	n, skipped, err := s.loadDir(ctx, dir, parser, regions)
+	return n, errors.Join(err, skipped)
+}
+
+// loadDir is LoadDir: n targets and smart applications applied, the skipped files' errors (logged here), and
+// the errors that are not a file's (the directory, the registry).
+func (s *Scheduler) loadDir(ctx context.Context, dir string, parser placement.Parser, regions RegionEndpoints) (n int, skipped, err error) {
+	cfgs, perr := parser.LoadDir(dir)
+	if cfgs == nil && perr != nil {
+		if _, serr := os.Stat(dir); serr != nil {
+			return 0, nil, fmt.Errorf("scheduler: config dir %s: %w", dir, serr)
+		}
+	}
+	source := SourceDir(dir)
+	files := map[string]ConfigFile{}
+	var skips []error
+	skip := func(path, app string, err error) {
+		f := files[path]
+		f.Path, f.App, f.State = path, cmpOr(f.App, app), ConfigSkipped
+		f.Error = strings.TrimPrefix(strings.TrimSpace(f.Error+"; "+err.Error()), "; ")
+		files[path] = f
+		skips = append(skips, err)
+	}
+	for _, e := range unjoin(perr) {
+		skip(cmpOr(errPath(e), dir), "", e)
+	}
+	var ts []Target
+	var smartApps []storage.App
+	fileOf := map[string]string{} // smart app -> its file
+	for _, c := range cfgs {
+		t, ok, terr := TargetFromConfig(c, regions)
+		switch {
+		case terr != nil:
+			skip(c.Source, c.App, fmt.Errorf("%s: %w", c.Source, terr))
+		case ok:
+			ts = append(ts, t)
+			files[c.Source] = ConfigFile{Path: c.Source, App: c.App, State: ConfigOK}
+		case c.Mode == placement.ModeSmart && s.registry == nil:
+			skip(c.Source, c.App, fmt.Errorf("%s: app %q: smart placement needs the app registry in Redis", c.Source, c.App))
+		case c.Mode == placement.ModeSmart:
+			hash, herr := fileHash(c.Source)
+			if herr != nil {
+				skip(c.Source, c.App, herr)
+				continue
+			}
+			smartApps = append(smartApps, storage.App{Name: c.App, Mode: placement.ModeSmart, Source: source,
+				DeployVersion: "sha256:" + hash[:16], DeployGenerated: true})
+			fileOf[c.App] = c.Source
+			files[c.Source] = ConfigFile{Path: c.Source, App: c.App, State: ConfigOK}
+		default:
+			skip(c.Source, c.App, fmt.Errorf("%s: app %q: no placement (no [placement] table, or mode \"off\"): nothing to place", c.Source, c.App))
+		}
+	}
+	if cfgs != nil || perr == nil { // a directory of nothing but bad files keeps what it had
+		if s.registry != nil {
+			conflicts, rerr := s.registry.SyncDirApps(ctx, source, smartApps)
+			if rerr != nil {
+				err = fmt.Errorf("scheduler: config dir %s: %w", dir, rerr)
+			}
+			for _, app := range slices.Sorted(maps.Keys(conflicts)) {
+				skip(fileOf[app], app, fmt.Errorf("%s: app %q: %s", fileOf[app], app, conflicts[app]))
+			}
+			n += len(smartApps) - len(conflicts)
+		}
+		s.SetTargets(source, ts)
+		n += len(ts)
+	}
+	s.noteFiles(dir, files)
+	if len(skips) > 0 {
+		skipped = fmt.Errorf("scheduler: config dir %s: %w", dir, errors.Join(skips...))
+	}
+	return n, skipped, err
+}
+
+// noteFiles records the files of dir's latest load, logs each skipped file once per content and error (a
+// reload of an unchanged bad file says nothing), and sets vantage_scheduler_config_files.
+func (s *Scheduler) noteFiles(dir string, files map[string]ConfigFile) {
+	for path, f := range files {
+		if f.State == ConfigSkipped {
+			h, _ := fileHash(path) // "" for a path that cannot be read: the error says why
+			f.hash = h
+			files[path] = f
+		}
+	}
+	s.dirMu.Lock()
+	prev := s.dirFiles[dir]
+	s.dirFiles[dir] = files
+	counts := map[string]int{}
+	for _, fs := range s.dirFiles {
+		for _, f := range fs {
+			counts[f.State]++
+		}
+	}
+	s.dirMu.Unlock()
+	for _, path := range slices.Sorted(maps.Keys(files)) {
+		f, p := files[path], prev[path]
+		switch {
+		case f.State == ConfigSkipped && (p.State != ConfigSkipped || p.hash != f.hash || p.Error != f.Error):
+			s.log.Warn("scheduler: config file skipped", "dir", dir, "path", path, "app", f.App, "err", f.Error)
+		case f.State == ConfigOK && p.State == ConfigSkipped:
+			s.log.Info("scheduler: config file loaded", "dir", dir, "path", path, "app", f.App)
+		}
+	}
+	if s.metrics != nil {
+		for _, st := range []string{ConfigOK, ConfigSkipped} {
+			s.metrics.configFiles.WithLabelValues(st).Set(float64(counts[st]))
+		}
+	}
+}
+
+// SkippedConfigs returns the files the latest load of each config dir skipped, with the reason, by path.
+func (s *Scheduler) SkippedConfigs() []ConfigFile {
+	s.dirMu.Lock()
+	defer s.dirMu.Unlock()
+	out := []ConfigFile{}
+	for _, fs := range s.dirFiles {
+		for _, f := range fs {
+			if f.State == ConfigSkipped {
+				out = append(out, f)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b ConfigFile) int { return cmp.Compare(a.Path, b.Path) })
+	return out
+}
+
+// fileHash returns the hex SHA-256 of the file at path (at most placement.MaxConfigBytes+1 bytes of it).
+func fileHash(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("scheduler: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.LimitReader(f, placement.MaxConfigBytes+1)); err != nil {
+		return "", fmt.Errorf("scheduler: reading %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// unjoin returns the errors err joins (errors.Join), or err alone; none for nil.
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// errPath returns the file a placement error names, "" when it names none.
+func errPath(err error) string {
+	if ce := (*placement.ConfigError)(nil); errors.As(err, &ce) {
+		return ce.File
+	}
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+		return pe.Path
+	}
+	return ""
+}
+
+// WatchDir loads dir now and every interval until ctx is done. A skipped file is logged once per content;
+// an error that is not a file's (the directory unreadable, Redis) once per message.
 func (s *Scheduler) WatchDir(ctx context.Context, dir string, parser placement.Parser, regions RegionEndpoints, interval time.Duration) {
 	if interval <= 0 {
 		interval = DefaultDirReload
 	}
+	var last string
 	for {
-		n, err := s.LoadDir(dir, parser, regions)
-		if err != nil {
+		lctx, cancel := context.WithTimeout(ctx, dirWriteTimeout)
+		n, skipped, err := s.loadDir(lctx, dir, parser, regions)
+		cancel()
+		switch {
+		case err != nil && err.Error() != last && ctx.Err() == nil:
 			s.log.Warn("scheduler: loading the config dir", "dir", dir, "targets", n, "err", err)
-		} else {
-			s.log.Debug("scheduler: loaded the config dir", "dir", dir, "targets", n)
+		case err == nil && last != "":
+			s.log.Info("scheduler: loading the config dir works again", "dir", dir, "targets", n)
+		default:
+			s.log.Debug("scheduler: loaded the config dir", "dir", dir, "targets", n, "skipped", skipped)
+		}
+		last = ""
+		if err != nil {
+			last = err.Error()
 		}
 		t := time.NewTimer(interval)
 		select {

@@ -2,6 +2,8 @@ package scheduler
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/vantage-edge/vantage/placement"
@@ -62,6 +64,53 @@ func (b StoreBackend) PutApp(ctx context.Context, t Target) error {
 	return b.Store.PutApp(ctx, storage.App{Name: t.App, Mode: t.Mode, Target: t.Target, Account: t.Account})
 }
 
+// RegisterApp implements the API's app registry: registers or replaces app, in any mode.
+func (b StoreBackend) RegisterApp(ctx context.Context, app storage.App) error {
+	return b.Store.PutApp(ctx, app)
+}
+
+// SyncDirApps implements the config dir's registry: the applications of source become apps. An application
+// whose mode and deploy version are unchanged is not written again (a write notifies every scheduler and
+// the runner); one registered by another source is left alone and reported in conflicts.
+func (b StoreBackend) SyncDirApps(ctx context.Context, source string, apps []storage.App) (map[string]string, error) {
+	have, err := b.Apps(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byName := make(map[string]storage.App, len(have))
+	for _, a := range have {
+		byName[a.Name] = a
+	}
+	conflicts := map[string]string{}
+	want := map[string]bool{}
+	var errs []error
+	for _, a := range apps {
+		want[a.Name] = true
+		old, ok := byName[a.Name]
+		switch {
+		case ok && cmpOr(old.Source, SourceAPI) != source:
+			conflicts[a.Name] = fmt.Sprintf("already registered by %s, which stands", cmpOr(old.Source, SourceAPI))
+			continue
+		case ok && old.Mode == a.Mode && old.DeployVersion == a.DeployVersion && old.Account == a.Account:
+			continue
+		}
+		a.DeployedAt = b.now()
+		if err := b.Store.PutApp(ctx, a); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, a := range have {
+		if a.Source == source && !want[a.Name] {
+			if _, err := b.Store.DeleteApp(ctx, a.Name); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return conflicts, errors.Join(errs...)
+}
+
+func (b StoreBackend) now() time.Time { return time.Now() }
+
 // DeleteApp implements the API's app registry.
 func (b StoreBackend) DeleteApp(ctx context.Context, app string) error {
 	_, err := b.Store.DeleteApp(ctx, app)
@@ -77,6 +126,9 @@ func (b StoreBackend) APITargets(ctx context.Context, regions RegionEndpoints) (
 	}
 	var out []Target
 	for _, a := range apps {
+		if cmpOr(a.Source, SourceAPI) != SourceAPI {
+			continue // a config dir's smart application: its scheduler holds it
+		}
 		t := Target{App: a.Name, Mode: a.Mode, Target: a.Target, Account: a.Account}
 		if t.Mode == placement.ModeRegion {
 			if t.Endpoint, err = regions.Endpoint(t.Target); err != nil {

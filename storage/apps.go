@@ -18,12 +18,23 @@ const appsScanCount = 1000
 
 // App is a registered application: what the scheduler places and rechecks.
 type App struct {
-	Name          string         `json:"name"`
-	Mode          placement.Mode `json:"mode"`
-	Target        string         `json:"target,omitempty"`  // host:port, hostname, or provider:region, per Mode
-	Account       string         `json:"account,omitempty"` // the owning account
-	DeployVersion string         `json:"deploy_version,omitempty"`
-	UpdatedAt     time.Time      `json:"updated_at"` // set by PutApp when zero
+	Name    string         `json:"name"`
+	Mode    placement.Mode `json:"mode"`
+	Target  string         `json:"target,omitempty"`  // host:port, hostname, or provider:region, per Mode
+	Account string         `json:"account,omitempty"` // the owning account
+	// DeployVersion is the application's current deploy, as Vantage was told it (the API's deploy version, or
+	// a config file's content hash); a new one ends UNSUPPORTED_APPLICATION and starts a fresh smart analysis.
+	DeployVersion string `json:"deploy_version,omitempty"`
+	// DeployedAt is when Vantage was told of DeployVersion: telemetry from before it belongs to earlier deploys.
+	DeployedAt time.Time `json:"deployed_at,omitzero"`
+	// DeployGenerated reports that Vantage made DeployVersion up (no version was given, or it is a config
+	// file's hash), so the workers' telemetry does not carry it: the deploy's records are those reported since
+	// DeployedAt.
+	DeployGenerated bool `json:"deploy_generated,omitempty"`
+	// Source is who registered the application: "api" (also when empty) or "dir:<path>" for a config dir's
+	// smart application, which the directory's loader adds, changes and removes.
+	Source    string    `json:"source,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"` // set by PutApp when zero
 	// Config is the application's parsed placement configuration, opaque here.
 	Config json.RawMessage `json:"config,omitempty"`
 }

@@ -10,9 +10,11 @@ package storage
 //	                                                                                                  hosts
 //	vantage:{tel:<app>}:unsupported   string  deploy version found slower when placed:      30 d      smart     smart runner
 //	                                          UNSUPPORTED_APPLICATION until the next one              runner
+//	vantage:{tel}:fresh               hash    app -> records added since the runner last        none      worker    smart runner
+//	                                          consumed them (ConsumeFreshTelemetry)                     hosts
 //
-// AddTelemetry pipelines, per record, one XADD (MAXLEN ~, server-assigned id) and, per application, one EXPIRE
-// and one ZADD GT; in a Cluster go-redis splits the pipeline by slot. TelemetrySince reads an application's
+// AddTelemetry pipelines, per record, one XADD (MAXLEN ~, server-assigned id) and, per application, one EXPIRE,
+// one ZADD GT and one HINCRBY of its fresh-record counter; in a Cluster go-redis splits the pipeline by slot. TelemetrySince reads an application's
 // stream with XRANGE from the stream id of since minus TelemetryClockSlack (ids carry the Redis server's clock,
 // At the worker's), in pages of telemetryPage, and keeps the records whose At is not before since.
 
@@ -48,6 +50,10 @@ const (
 
 	// KeyTelemetryApps is the sorted set of applications with telemetry, scored by their latest report (Unix ms).
 	KeyTelemetryApps = "vantage:{tel}:apps"
+	// KeyTelemetryFresh is the hash of applications' records added since the smart runner last analysed them:
+	// whichever process writes telemetry counts it here, and the runner analyses an application as soon as it
+	// has enough new records instead of waiting for its interval.
+	KeyTelemetryFresh = "vantage:{tel}:fresh"
 
 	telemetryField = "r"
 	telemetryPage  = 1000
@@ -122,6 +128,7 @@ func (s *Store) AddTelemetry(ctx context.Context, recs []Telemetry) error {
 		return nil
 	}
 	latest := map[string]int64{}
+	count := map[string]int64{}
 	payloads := make([][]byte, len(recs))
 	for i := range recs {
 		if err := recs[i].Validate(); err != nil {
@@ -132,6 +139,7 @@ func (s *Store) AddTelemetry(ctx context.Context, recs []Telemetry) error {
 			return fmt.Errorf("storage: telemetry of %s: %w", recs[i].App, err)
 		}
 		payloads[i] = b
+		count[recs[i].App]++
 		if ms := recs[i].At.UnixMilli(); ms > latest[recs[i].App] {
 			latest[recs[i].App] = ms
 		}
@@ -146,6 +154,7 @@ func (s *Store) AddTelemetry(ctx context.Context, recs []Telemetry) error {
 	for app, ms := range latest {
 		pipe.Expire(ctx, KeyTelemetry(app), TelemetryTTL)
 		pipe.ZAddGT(ctx, KeyTelemetryApps, redis.Z{Score: float64(ms), Member: app})
+		pipe.HIncrBy(ctx, KeyTelemetryFresh, app, count[app])
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("storage: add %d telemetry records (first app %s): %w", len(recs), recs[0].App, err)
@@ -224,4 +233,43 @@ func (s *Store) UnsupportedDeploy(ctx context.Context, app string) (string, bool
 		return "", false, fmt.Errorf("storage: unsupported mark of %s: %w", app, err)
 	}
 	return v, true, nil
+}
+
+// FreshTelemetry returns, by application, the records added since ConsumeFreshTelemetry last took them.
+func (s *Store) FreshTelemetry(ctx context.Context) (map[string]int64, error) {
+	m, err := s.c.HGetAll(ctx, KeyTelemetryFresh).Result()
+	if err != nil {
+		return nil, fmt.Errorf("storage: fresh telemetry counts: %w", err)
+	}
+	out := make(map[string]int64, len(m))
+	for app, v := range m {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("storage: fresh telemetry count of %s: %q: %w", app, v, err)
+		}
+		out[app] = n
+	}
+	return out, nil
+}
+
+// consumeFreshScript takes ARGV[2] from the counter of ARGV[1] in KEYS[1], deleting it when nothing is left.
+var consumeFreshScript = redis.NewScript(`
+local v = redis.call('HINCRBY', KEYS[1], ARGV[1], -tonumber(ARGV[2]))
+if v <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return v
+`)
+
+// ConsumeFreshTelemetry takes n records (the count FreshTelemetry returned before an analysis) from app's
+// fresh-record counter; records added meanwhile stay counted. n <= 0 removes the counter.
+func (s *Store) ConsumeFreshTelemetry(ctx context.Context, app string, n int64) error {
+	if n <= 0 {
+		if err := s.c.HDel(ctx, KeyTelemetryFresh, app).Err(); err != nil {
+			return fmt.Errorf("storage: consume fresh telemetry of %s: %w", app, err)
+		}
+		return nil
+	}
+	if err := consumeFreshScript.Run(ctx, s.c, []string{KeyTelemetryFresh}, app, n).Err(); err != nil {
+		return fmt.Errorf("storage: consume fresh telemetry of %s: %w", app, err)
+	}
+	return nil
 }

@@ -18,6 +18,7 @@ func init() {
 		area{"telemetry", testTelemetry},
 		area{"telemetry_pages", testTelemetryPages},
 		area{"unsupported", testUnsupported},
+		area{"telemetry_fresh", testTelemetryFresh},
 	)
 }
 
@@ -169,4 +170,45 @@ func TestTelemetryValidate(t *testing.T) {
 	if err := s.AddTelemetry(context.Background(), []Telemetry{ok, bad}); err == nil || !strings.Contains(err.Error(), "ingress") {
 		t.Errorf("AddTelemetry with an invalid record = %v, want the ingress error", err)
 	}
+}
+
+// testTelemetryFresh checks the fresh-record counters: every batch counts its records per application, a
+// consumer takes what it read, and records added meanwhile stay counted.
+func testTelemetryFresh(t *testing.T, open func(*testing.T, Options) *Store) {
+	s := open(t, Options{})
+	ctx := testCtx(t)
+	now := time.Now().UTC()
+	batch := func(app string, n int) {
+		t.Helper()
+		recs := make([]Telemetry, n)
+		for i := range recs {
+			recs[i] = telemetryAt(app, now, 10)
+		}
+		if err := s.AddTelemetry(ctx, recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := func(step string, w map[string]int64) {
+		t.Helper()
+		got, err := s.FreshTelemetry(ctx)
+		if err != nil || !reflect.DeepEqual(got, w) {
+			t.Errorf("%s: FreshTelemetry = %v, %v; want %v", step, got, err, w)
+		}
+	}
+	want("empty", map[string]int64{})
+	batch("shop", 3)
+	batch("shop", 4)
+	batch("blog", 1)
+	want("two apps", map[string]int64{"shop": 7, "blog": 1})
+	if err := s.ConsumeFreshTelemetry(ctx, "shop", 5); err != nil {
+		t.Fatal(err)
+	}
+	want("five of shop's taken", map[string]int64{"shop": 2, "blog": 1})
+	if err := s.ConsumeFreshTelemetry(ctx, "shop", 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ConsumeFreshTelemetry(ctx, "blog", 0); err != nil {
+		t.Fatal(err)
+	}
+	want("all taken", map[string]int64{})
 }

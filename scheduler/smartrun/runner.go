@@ -1,6 +1,7 @@
 package smartrun
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,18 +42,45 @@ type Sources struct {
 	PoPRTT func(a, b string) float64
 }
 
-// Runner analyses every application in placement mode smart on an interval and stores the decisions, which
-// the routers pick up.
-type Runner struct {
-	cfg  smart.Config
-	st   Store
-	src  Sources
-	log  *slog.Logger
-	now  func() time.Time
-	tick func(d time.Duration) (<-chan time.Time, func())
-	lead func() (bool, int64)
-	runs *prometheus.CounterVec
+// freshCounter is implemented by *storage.Store: the per-application counts of records added since the runner
+// last analysed them, which every process writing telemetry (AddTelemetry) increments.
+type freshCounter interface {
+	FreshTelemetry(ctx context.Context) (map[string]int64, error)
+	ConsumeFreshTelemetry(ctx context.Context, app string, n int64) error
 }
+
+// appWatcher is implemented by *storage.Store: notifications of registered, changed (a new deploy) and deleted
+// applications.
+type appWatcher interface {
+	WatchApps(ctx context.Context, fn func(name string)) error
+}
+
+// Runner analyses every application in placement mode smart on an interval, as soon as one has
+// smart.Config.MinRequests new records, and when one is registered or deployed, and stores the decisions,
+// which the routers pick up.
+type Runner struct {
+	cfg    smart.Config
+	st     Store
+	src    Sources
+	log    *slog.Logger
+	now    func() time.Time
+	tick   func(d time.Duration) (<-chan time.Time, func())
+	lead   func() (bool, int64)
+	runs   *prometheus.CounterVec
+	poll   time.Duration
+	minGap time.Duration
+	last   map[string]time.Time // app -> its latest early analysis (Run's goroutine only)
+}
+
+// Defaults of RunnerOptions.
+const (
+	// DefaultPoll is how often Run looks for applications with enough new telemetry: one HGETALL of a small hash.
+	DefaultPoll = time.Second
+	// DefaultMinGap is the shortest time between two early analyses of one application: an application with
+	// thousands of requests a second reaches MinRequests new records every poll, and each analysis reads its
+	// whole window.
+	DefaultMinGap = 5 * time.Second
+)
 
 // RunnerOptions are the runner's optional seams.
 type RunnerOptions struct {
@@ -67,6 +96,11 @@ type RunnerOptions struct {
 	// token it returns, so a runner that lost the lease mid-round cannot overwrite its successor's decisions.
 	// Nil: always, unfenced.
 	Leading func() (leading bool, fence int64)
+	// Poll is how often Run checks the fresh-telemetry counters (default DefaultPoll; negative: never, only
+	// Config.Interval and registrations trigger analyses). It needs a Store with FreshTelemetry.
+	Poll time.Duration
+	// MinGap is the shortest time between two early analyses of one application (default DefaultMinGap).
+	MinGap time.Duration
 }
 
 // NewRunner returns a runner; cfg must be valid.
@@ -77,7 +111,8 @@ func NewRunner(cfg smart.Config, st Store, src Sources, o RunnerOptions) (*Runne
 	if st == nil {
 		return nil, errors.New("smart: nil Store")
 	}
-	r := &Runner{cfg: cfg, st: st, src: src, log: o.Logger, now: o.Now, tick: o.Tick, lead: o.Leading}
+	r := &Runner{cfg: cfg, st: st, src: src, log: o.Logger, now: o.Now, tick: o.Tick, lead: o.Leading,
+		poll: cmp.Or(o.Poll, DefaultPoll), minGap: cmp.Or(o.MinGap, DefaultMinGap), last: map[string]time.Time{}}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -105,26 +140,152 @@ func NewRunner(cfg smart.Config, st Store, src Sources, o RunnerOptions) (*Runne
 	return r, nil
 }
 
-// Run analyses every smart application at once and then every Config.Interval until ctx is done, skipping the
-// rounds when RunnerOptions.Leading says this instance does not lead. Failures of one round are logged; Run
-// returns nil when ctx is done.
+// Run analyses every smart application at once and then every Config.Interval until ctx is done; in between
+// it analyses an application as soon as it has Config.MinRequests new records (checked every
+// RunnerOptions.Poll, at most once per RunnerOptions.MinGap) and when it is registered or deployed (a change
+// notification of the registry). Everything is skipped while RunnerOptions.Leading says this instance does not
+// lead, and written under its fencing token. Failures are logged; Run returns nil when ctx is done.
 func (r *Runner) Run(ctx context.Context) error {
 	c, stop := r.tick(r.cfg.Interval)
 	defer stop()
+	var poll <-chan time.Time
+	if _, ok := r.st.(freshCounter); ok && r.poll > 0 {
+		t := time.NewTicker(r.poll)
+		defer t.Stop()
+		poll = t.C
+	}
+	changed := make(chan string, 256)
+	if w, ok := r.st.(appWatcher); ok {
+		wctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		defer func() { cancel(); wg.Wait() }()
+		wg.Go(func() {
+			w.WatchApps(wctx, func(name string) {
+				if name == storage.Resync {
+					return // Run's own rounds cover what a lost notification missed
+				}
+				select {
+				case changed <- name:
+				default: // full: the next round sees it
+				}
+			})
+		})
+	}
 	for {
-		leading, fence := true, int64(0)
-		if r.lead != nil {
-			leading, fence = r.lead()
-		}
+		leading, fence := r.leading()
 		if leading {
 			if _, err := r.runOnce(ctx, fence); err != nil && ctx.Err() == nil {
 				r.log.Warn("smart: analysis round failed", "err", err)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-c:
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-c:
+				break wait
+			case <-poll:
+				if err := r.runFresh(ctx); err != nil && ctx.Err() == nil {
+					r.log.Warn("smart: analysing applications with new telemetry", "err", err)
+				}
+			case name := <-changed:
+				names := map[string]bool{name: true}
+				for len(changed) > 0 {
+					names[<-changed] = true
+				}
+				if err := r.runApps(ctx, names); err != nil && ctx.Err() == nil {
+					r.log.Warn("smart: analysing registered or deployed applications", "err", err)
+				}
+			}
+		}
+	}
+}
+
+// leading asks RunnerOptions.Leading (nil: always, unfenced).
+func (r *Runner) leading() (bool, int64) {
+	if r.lead == nil {
+		return true, 0
+	}
+	return r.lead()
+}
+
+// runFresh analyses the smart applications with at least Config.MinRequests new records whose last early
+// analysis is MinGap old, and drops the counts of applications that are not smart.
+func (r *Runner) runFresh(ctx context.Context) error {
+	fc := r.st.(freshCounter)
+	fresh, err := fc.FreshTelemetry(ctx)
+	if err != nil {
+		return err
+	}
+	due := map[string]bool{}
+	for app, n := range fresh {
+		if n >= int64(r.cfg.MinRequests) && time.Since(r.last[app]) >= r.minGap {
+			due[app] = true
+		}
+	}
+	if len(due) == 0 {
+		return nil
+	}
+	return r.runApps(ctx, due)
+}
+
+// runApps analyses those of names that are smart applications of the registry, while leading.
+func (r *Runner) runApps(ctx context.Context, names map[string]bool) error {
+	leading, fence := r.leading()
+	if !leading {
+		return nil
+	}
+	apps, err := r.st.Apps(ctx)
+	if err != nil {
+		return fmt.Errorf("smart: listing apps: %w", err)
+	}
+	fresh := r.freshCounts(ctx)
+	var errs []error
+	for _, app := range apps {
+		if !names[app.Name] {
+			continue
+		}
+		delete(names, app.Name)
+		if app.Mode != placement.ModeSmart {
+			r.consume(ctx, app.Name, 0)
+			continue
+		}
+		r.last[app.Name] = time.Now()
+		if _, err := r.analyzeRegistered(ctx, app, fence, fresh[app.Name]); err != nil {
+			r.runs.WithLabelValues("error").Inc()
+			errs = append(errs, err)
+		}
+	}
+	for name := range names { // telemetry of an application that is not registered (or was deleted)
+		if _, ok := fresh[name]; ok {
+			r.consume(ctx, name, 0)
+		}
+		delete(r.last, name)
+	}
+	return errors.Join(errs...)
+}
+
+// freshCounts reads the fresh-telemetry counts (none when the Store does not count them or the read fails:
+// they are only an early trigger).
+func (r *Runner) freshCounts(ctx context.Context) map[string]int64 {
+	fc, ok := r.st.(freshCounter)
+	if !ok {
+		return nil
+	}
+	m, err := fc.FreshTelemetry(ctx)
+	if err != nil {
+		r.log.Debug("smart: reading the fresh-telemetry counts", "err", err)
+		return nil
+	}
+	return m
+}
+
+// consume takes n analysed records from app's fresh-telemetry count (n <= 0: all).
+func (r *Runner) consume(ctx context.Context, app string, n int64) {
+	if fc, ok := r.st.(freshCounter); ok {
+		if err := fc.ConsumeFreshTelemetry(ctx, app, n); err != nil {
+			r.log.Debug("smart: consuming the fresh-telemetry count", "app", app, "err", err)
 		}
 	}
 }
@@ -139,13 +300,14 @@ func (r *Runner) runOnce(ctx context.Context, fence int64) ([]smart.Analysis, er
 	if err != nil {
 		return nil, fmt.Errorf("smart: listing apps: %w", err)
 	}
+	fresh := r.freshCounts(ctx)
 	var out []smart.Analysis
 	var errs []error
 	for _, app := range apps {
 		if app.Mode != placement.ModeSmart {
 			continue
 		}
-		a, err := r.analyzeApp(ctx, app.Name, app.DeployVersion, fence)
+		a, err := r.analyzeRegistered(ctx, app, fence, fresh[app.Name])
 		if err != nil {
 			r.runs.WithLabelValues("error").Inc()
 			errs = append(errs, err)
@@ -159,15 +321,45 @@ func (r *Runner) runOnce(ctx context.Context, fence int64) ([]smart.Analysis, er
 // AnalyzeApp reads app's telemetry window, state and lookups, runs Analyze, marks an unsupported deploy and
 // stores the decision. deploy is the application's current deploy version ("" : the newest reported).
 func (r *Runner) AnalyzeApp(ctx context.Context, app, deploy string) (smart.Analysis, error) {
-	return r.analyzeApp(ctx, app, deploy, 0)
+	return r.analyzeApp(ctx, storage.App{Name: app, Mode: placement.ModeSmart, DeployVersion: deploy}, 0)
 }
 
-// analyzeApp is AnalyzeApp writing the decision under fence (0: unfenced).
-func (r *Runner) analyzeApp(ctx context.Context, app, deploy string, fence int64) (smart.Analysis, error) {
+// analyzeRegistered is analyzeApp, then takes the fresh records counted before it (fresh) from app's count.
+func (r *Runner) analyzeRegistered(ctx context.Context, app storage.App, fence, fresh int64) (smart.Analysis, error) {
+	a, err := r.analyzeApp(ctx, app, fence)
+	if err == nil && fresh > 0 {
+		r.consume(ctx, app.Name, fresh)
+	}
+	return a, err
+}
+
+// deployRecord relabels rec for app's current deploy and reports whether it counts. Workers report the
+// versions they were given (vantage worker --deploy); a version Vantage generated (none given to the API, a
+// config file's hash) or a record without one is matched by time instead: the records since Vantage was told
+// of the deploy are the deploy's, the earlier ones an earlier deploy's.
+func deployRecord(app storage.App, rec *storage.Telemetry) bool {
+	if app.DeployVersion == "" || (!app.DeployGenerated && rec.Deploy != "") {
+		return true // Analyze keeps those of app.DeployVersion
+	}
+	if rec.At.Before(app.DeployedAt) {
+		return false
+	}
+	rec.Deploy = app.DeployVersion
+	return true
+}
+
+// analyzeApp is AnalyzeApp for a registered application, writing the decision under fence (0: unfenced). A
+// placement that works is not thrown away for want of telemetry: when the window has too few requests of the
+// current deploy (a deploy just happened) and the previous decision places the application, that placement
+// stays until the new deploy's telemetry says otherwise.
+func (r *Runner) analyzeApp(ctx context.Context, reg storage.App, fence int64) (smart.Analysis, error) {
+	app := reg.Name
 	now := r.now()
-	in := smart.Input{App: app, Deploy: deploy, Now: now}
+	in := smart.Input{App: app, Deploy: reg.DeployVersion, Now: now}
 	if _, err := r.st.TelemetrySince(ctx, app, now.Add(-r.cfg.Window), func(t storage.Telemetry) error {
-		in.Records = append(in.Records, t)
+		if deployRecord(reg, &t) {
+			in.Records = append(in.Records, t)
+		}
 		return nil
 	}); err != nil {
 		return smart.Analysis{}, fmt.Errorf("smart: app %s: %w", app, err)
@@ -187,6 +379,18 @@ func (r *Runner) analyzeApp(ctx context.Context, app, deploy string, fence int64
 		return smart.Analysis{}, fmt.Errorf("smart: app %s: %w", app, err)
 	}
 	a := smart.Analyze(r.cfg, in, lk)
+	if a.Decision.Status != placement.StatusSuccess {
+		a.Decision.Reason = reason(r.cfg, a)
+	}
+	if a.Decision.Status == placement.StatusInsufficientInvocations && in.Previous.Status == placement.StatusSuccess &&
+		in.Previous.BestPoP != "" {
+		kept := in.Previous
+		kept.ComputedAt, kept.NextRecheck, kept.ExpiresAt = a.Decision.ComputedAt, a.Decision.NextRecheck, a.Decision.ExpiresAt
+		kept.Reason = ""
+		r.log.Debug("smart: keeping the placement until the deploy has enough telemetry", "app", app,
+			"deploy", a.Deploy, "best", kept.BestPoP, "why", a.Decision.Reason)
+		a.Decision = kept
+	}
 	if a.MarkUnsupported {
 		if err := r.st.MarkUnsupported(ctx, app, a.Deploy); err != nil {
 			return a, fmt.Errorf("smart: app %s: %w", app, err)
@@ -202,6 +406,33 @@ func (r *Runner) analyzeApp(ctx context.Context, app, deploy string, fence int64
 			"best", a.Decision.BestPoP, "requests", a.Requests, "local_ms", a.LocalMs, "routed_ms", a.RoutedMs, "baseline_ms", a.BaselineMs)
 	}
 	return a, nil
+}
+
+// reason says in words why an analysis did not end in SUCCESS.
+func reason(cfg smart.Config, a smart.Analysis) string {
+	switch a.Decision.Status {
+	case placement.StatusInsufficientInvocations:
+		return fmt.Sprintf("%d requests of deploy %q from %d PoPs in the last %v; the analysis needs %d from at least %d",
+			a.Requests, a.Deploy, len(a.Locations), cfg.Window, cfg.MinRequests, cfg.MinLocations)
+	case placement.StatusNoValidHosts:
+		if len(a.Excluded) == 0 {
+			return fmt.Sprintf("the %d requests made no subrequest to a back end: nothing to be near", a.Requests)
+		}
+		var parts []string
+		for _, why := range slices.Sorted(maps.Keys(a.Excluded)) {
+			parts = append(parts, fmt.Sprintf("%d %s", a.Excluded[why], why))
+		}
+		return "no subrequest counts towards placement (" + strings.Join(parts, ", ") + ")"
+	case placement.StatusInsufficientSubrequests:
+		return fmt.Sprintf("%.2f supported subrequests per request; placement needs at least %.2f", a.PerRequest, cfg.MinSubrequestsPerRequest)
+	case placement.StatusUnsupportedApplication:
+		if a.MarkUnsupported {
+			return fmt.Sprintf("deploy %q was slower when placed (%.0f ms per request routed, %.0f ms run where requests entered): running locally until the next deploy",
+				a.Deploy, a.RoutedMs, a.BaselineMs)
+		}
+		return fmt.Sprintf("deploy %q was found slower when placed: running locally until the next deploy", a.Deploy)
+	}
+	return ""
 }
 
 // lookups resolves the Sources for every back end in recs, so that Analyze stays pure.

@@ -327,3 +327,97 @@ func TestRunNotLeading(t *testing.T) {
 var now = smarttest.Now
 
 func newGen(t *testing.T) *smarttest.Gen { return smarttest.NewGen(t) }
+
+// TestRunEarlyAndDeploys drives Run with the production thresholds and interval on a real redis-server while
+// another client writes the telemetry, as worker hosts do: each step's analysis comes from enough new records
+// or a deploy, well before the one-minute interval. A new deploy ends UNSUPPORTED_APPLICATION; a deploy does not
+// throw away a placement that works.
+func TestRunEarlyAndDeploys(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := testCtx(t)
+	open := func() *storage.Store {
+		st, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	st, worker := open(), open()
+	t0 := time.Now().UTC()
+	if err := st.PutApp(ctx, storage.App{Name: "shop", Mode: placement.ModeSmart, DeployVersion: "v1", DeployedAt: t0.Add(-time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := smart.DefaultConfig()
+	r, err := NewRunner(cfg, st, Sources{}, RunnerOptions{Poll: 50 * time.Millisecond, MinGap: 10 * time.Millisecond,
+		Leading: func() (bool, int64) { return true, 1 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+
+	// add writes g's records from another client, starting at `from`.
+	add := func(from time.Time, g *smarttest.Gen) {
+		t.Helper()
+		for i := range g.Recs {
+			g.Recs[i].At = from.Add(time.Duration(i) * time.Second)
+		}
+		if err := worker.AddTelemetry(ctx, g.Recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// await waits, far less than cfg.Interval, for a decision computed after `after` and checks it.
+	await := func(step string, after time.Time, status placement.Status, best, reason string) placement.Decision {
+		t.Helper()
+		deadline := time.Now().Add(cfg.Interval / 2)
+		for {
+			d, ok, err := st.Decision(ctx, "shop")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok && d.ComputedAt.After(after) && d.Status == status {
+				if d.BestPoP != best || !strings.Contains(d.Reason, reason) || (status == placement.StatusSuccess) != (d.Reason == "") {
+					t.Fatalf("%s: decision %+v; want best %q and a reason containing %q", step, d, best, reason)
+				}
+				return d
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: decision %+v (found %v) after %v; want status %s computed after %v", step, d, ok, cfg.Interval/2, status, after)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	await("first_round", t0.Add(-time.Second), placement.StatusInsufficientInvocations, "", `0 requests of deploy "v1"`)
+
+	mark := time.Now()
+	add(t0.Add(-10*time.Minute), newGen(t).Add(25, "SYD", "SYD", 6).Add(10, "FRA", "FRA", 6))
+	await("enough_new_telemetry", mark, placement.StatusSuccess, "FRA", "")
+
+	mark = time.Now()
+	add(t0.Add(-9*time.Minute), newGen(t).Add(20, "SYD", "FRA", 6).Edit(20, func(r *storage.Telemetry) { r.DurationMs = 3000 }))
+	await("slower_when_placed", mark, placement.StatusUnsupportedApplication, "", `deploy "v1" was slower when placed`)
+
+	// A deploy Vantage is told without a version (generated: the workers go on reporting v1): the records
+	// since it are the new deploy's, and there are none yet.
+	deploy := func(at time.Time) time.Time {
+		t.Helper()
+		mark := time.Now()
+		app := storage.App{Name: "shop", Mode: placement.ModeSmart, DeployVersion: "vantage-" + at.Format(time.RFC3339), DeployGenerated: true, DeployedAt: at}
+		if err := st.PutApp(ctx, app); err != nil {
+			t.Fatal(err)
+		}
+		return mark
+	}
+	mark = deploy(t0.Add(-5 * time.Minute))
+	await("new_deploy_ends_unsupported", mark, placement.StatusInsufficientInvocations, "", "0 requests of deploy")
+
+	mark = time.Now()
+	add(t0.Add(-4*time.Minute), newGen(t).Add(25, "SYD", "SYD", 6).Add(10, "FRA", "FRA", 6))
+	await("new_deploy_analysed", mark, placement.StatusSuccess, "FRA", "")
+
+	mark = deploy(t0.Add(-3 * time.Minute))
+	await("placement_kept_over_a_deploy", mark, placement.StatusSuccess, "FRA", "")
+}

@@ -195,6 +195,13 @@ type State struct {
 	PoPs      []PoP     `json:"pops"`
 	Apps      []App     `json:"apps"`       // the first Config.MaxApps applications, by name
 	TotalApps int       `json:"total_apps"` // every application the scheduler places
+	// SkippedConfigs are the files of the config dir the scheduler's last load skipped, with the reason.
+	SkippedConfigs []scheduler.ConfigFile `json:"skipped_configs"`
+}
+
+// skippedConfigs is implemented by *scheduler.Scheduler: the config files its last loads skipped.
+type skippedConfigs interface {
+	SkippedConfigs() []scheduler.ConfigFile
 }
 
 // PoP is one PoP of the fleet on the map.
@@ -217,6 +224,7 @@ type App struct {
 	Endpoint    string                `json:"endpoint,omitempty"`
 	Status      placement.Status      `json:"status,omitempty"`
 	Verdict     placement.Verdict     `json:"verdict,omitempty"`
+	Reason      string                `json:"reason,omitempty"` // why the status is not SUCCESS
 	BestPoP     string                `json:"best_pop,omitempty"`
 	BestRTTMs   float64               `json:"best_rtt_ms,omitempty"`
 	Estimated   bool                  `json:"estimated,omitempty"`
@@ -266,7 +274,10 @@ func (h *Handler) State(ctx context.Context) (State, error) {
 	if err != nil {
 		return State{}, fmt.Errorf("ui: reading the fleet: %w", err)
 	}
-	st := State{Now: now, PoPs: make([]PoP, 0, len(fleet)), Apps: []App{}}
+	st := State{Now: now, PoPs: make([]PoP, 0, len(fleet)), Apps: []App{}, SkippedConfigs: []scheduler.ConfigFile{}}
+	if sc, ok := h.cfg.Sched.(skippedConfigs); ok {
+		st.SkippedConfigs = append(st.SkippedConfigs, sc.SkippedConfigs()...)
+	}
 	up := map[string]bool{}
 	for _, p := range fleet {
 		v := PoP{Code: p.PoP, State: "down", Daemons: len(p.Daemons), LastSeen: p.LastSeen}
@@ -315,7 +326,7 @@ func (h *Handler) app(ctx context.Context, t scheduler.Target, now time.Time) (A
 		return App{}, fmt.Errorf("ui: reading the decision of %q: %w", t.App, err)
 	}
 	if found {
-		a.Status, a.Verdict, a.BestPoP, a.Estimated = d.Status, d.Verdict, d.BestPoP, d.Estimated
+		a.Status, a.Verdict, a.BestPoP, a.Estimated, a.Reason = d.Status, d.Verdict, d.BestPoP, d.Estimated, d.Reason
 		a.Confidence, a.Candidates, a.LastRecheck, a.NextRecheck = d.Confidence, d.Candidates, d.ComputedAt, d.NextRecheck
 		for _, c := range d.Candidates {
 			if c.PoP == d.BestPoP {

@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -108,7 +110,7 @@ func newEnv(t *testing.T) *env {
 			Status: placement.StatusSuccess, Confidence: 0.9, ComputedAt: e.now, NextRecheck: e.now.Add(time.Minute),
 			Candidates: []placement.Candidate{{PoP: "FRA", RTTMs: 0.7}, {PoP: "LHR", RTTMs: 13.7}}},
 		{App: "edge-anycast", Mode: placement.ModeHost, Target: "edge.example.com:443", Verdict: placement.VerdictAnycast,
-			Status: placement.StatusUnsupportedApplication, Confidence: 1, ComputedAt: e.now},
+			Status: placement.StatusUnsupportedApplication, Confidence: 1, ComputedAt: e.now, Reason: "edge.example.com:443 answers as anycast"},
 		{App: "tokyo-app", Mode: placement.ModeRegion, Target: "gcp:asia-northeast1", BestPoP: "SIN", Verdict: placement.VerdictUnicast,
 			Status: placement.StatusSuccess, Estimated: true, ComputedAt: e.now, Candidates: []placement.Candidate{{PoP: "SIN", RTTMs: 70}}},
 	}
@@ -123,6 +125,13 @@ func newEnv(t *testing.T) *env {
 			t.Fatal(err)
 		}
 	}
+
+	// A config dir with a file the scheduler skips.
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "broken.toml"), []byte("name = \"broken\"\n[placement]\nhost = \n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.LoadDir(dir, placement.DefaultParser(), scheduler.RegionEndpoints{})
 
 	h, err := New(Config{Sched: s, Store: st, Now: func() time.Time { return e.now }})
 	if err != nil {
@@ -249,8 +258,12 @@ func TestState(t *testing.T) {
 		t.Errorf("frankfurt-db located %.0f km from Frankfurt: %+v", d, db.Location)
 	}
 
+	if sk := st.SkippedConfigs; len(sk) != 1 || !strings.HasSuffix(sk[0].Path, "broken.toml") || sk[0].State != scheduler.ConfigSkipped ||
+		!strings.Contains(sk[0].Error, "broken.toml:3") {
+		t.Errorf("skipped configs %+v, want broken.toml with its error", sk)
+	}
 	edge := apps["edge-anycast"]
-	if edge.Status != placement.StatusUnsupportedApplication || edge.BestPoP != "" || edge.Location != nil {
+	if edge.Status != placement.StatusUnsupportedApplication || edge.BestPoP != "" || edge.Location != nil || edge.Reason != "edge.example.com:443 answers as anycast" {
 		t.Errorf("edge-anycast: %+v", edge)
 	}
 	if len(edge.Instances) < 2 {

@@ -198,6 +198,28 @@ function drawTable() {
     td(tr, until(a.next_recheck, state.now));
     tr.addEventListener("click", () => { selected = a.app; render(); });
     tb.appendChild(tr);
+    if (a.reason && a.status !== "SUCCESS") {
+      // Why the status is not SUCCESS, in words, on a row of its own under the application.
+      const why = document.createElement("tr");
+      why.className = "reason";
+      const c = td(why, a.reason, "st-" + a.status);
+      c.colSpan = 10;
+      why.addEventListener("click", () => { selected = a.app; render(); });
+      tb.appendChild(why);
+    }
+  }
+}
+
+function drawSkipped() {
+  const files = state.skipped_configs || [];
+  $("skipped").hidden = files.length === 0;
+  const tb = $("skipped-files").tBodies[0];
+  while (tb.firstChild) tb.removeChild(tb.firstChild);
+  for (const f of files) {
+    const tr = document.createElement("tr");
+    td(tr, f.path);
+    td(tr, f.error, "bad");
+    tb.appendChild(tr);
   }
 }
 
@@ -223,6 +245,7 @@ function render() {
   drawPoPs();
   drawTargets();
   drawTable();
+  drawSkipped();
 }
 
 async function getJSON(url, opts) {
