@@ -93,7 +93,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		t.Fatalf("the ad-hoc probe did not complete: %v (state %q: %s)", err, st, text)
 	}
 	var apps string
-	if err := b.eval(ctx, "[...document.querySelectorAll('#apps tbody tr')].map(r => r.dataset.app).sort().join(',')", &apps); err != nil {
+	if err := b.eval(ctx, "[...document.querySelectorAll('#apps tbody tr[data-app]')].map(r => r.dataset.app).sort().join(',')", &apps); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{demo.SmartApp}
@@ -113,6 +113,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		{"disks of the selected app", "document.querySelectorAll('#disks path.disk').length", func(n float64) bool { return n > 0 }},
 		{"estimated locations", "document.querySelectorAll('#targets circle.loc').length", func(n float64) bool { return n >= 3 }},
 		{"anycast instances", "document.querySelectorAll('#targets path.inst').length", func(n float64) bool { return n >= 2 }},
+		{"why not SUCCESS (anycast, geo-DNS)", "document.querySelectorAll('#apps tbody tr.reason').length", func(n float64) bool { return n >= 2 }},
 		{"probe result rows", "document.querySelectorAll('#probe-results tbody tr').length", func(n float64) bool { return n == float64(len(demo.Spec().PoPs)) }},
 	}
 	for _, c := range checks {

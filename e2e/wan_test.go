@@ -2,13 +2,13 @@ package e2e_test
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vantage-edge/vantage/daemon"
+	"github.com/vantage-edge/vantage/demo"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
@@ -60,20 +60,13 @@ geodns:
     hosts: [web-eu, web-us, web-ap]
 `
 
-// startWANProbed starts the probe daemon of every PoP of tb with the defaults of `vantage probed`, its sockets
-// in the PoP's namespace (the prober's Enter seam is Node.Do) and its names resolved by the testbed's DNS
-// server, asked from the PoP (so geo-DNS answers per PoP).
+// startWANProbed starts the probe daemon of every PoP of tb as the demo does (demo.ProbedConfig: the defaults
+// of `vantage probed`, sockets in the PoP's namespace, names resolved by the testbed's DNS asked from the PoP).
 func startWANProbed(t *testing.T, tb *testbed.Testbed, pops []string, st *storage.Store) {
 	t.Helper()
 	for _, pop := range pops {
-		node := tb.Node(pop)
-		cfg := daemon.DefaultProbedConfig()
-		cfg.Listen = "127.0.0.1:0"
-		cfg.Logger = testLogger(t).With("pop", pop)
-		cfg.Daemon.PoP, cfg.Daemon.DaemonID = pop, "d-"+pop
-		cfg.Prober.Allow = []netip.Prefix{tb.Prefix()}
-		cfg.Prober.Sources = []netip.Addr{node.Addr()}
-		cfg.Prober.Enter, cfg.Prober.Resolver = node.Do, nodeResolver(tb, node)
+		cfg := demo.ProbedConfig(tb, pop)
+		cfg.Listen, cfg.Logger, cfg.Daemon.DaemonID = "127.0.0.1:0", testLogger(t).With("pop", pop), "d-"+pop
 		d, err := daemon.NewProbed(cfg, st)
 		if err != nil {
 			t.Fatalf("probe daemon of %s: %v", pop, err)
@@ -151,7 +144,7 @@ func TestPlacementOnEmulatedWAN(t *testing.T) {
 		// A geo-DNS name: each PoP is answered with its nearest replica, so the answer sets are evidence.
 		{"www", placement.ModeHostname, "www." + zone},
 	} {
-		if err := postApp(ctx, s.URL(), token, app.name, fmt.Sprintf("%s = %q", app.mode, app.target)); err != nil {
+		if err := demo.PostApp(ctx, s.URL(), token, wrangler(app.name, app.mode, app.target)); err != nil {
 			t.Fatal(err)
 		}
 	}
