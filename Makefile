@@ -3,11 +3,11 @@
 # through the module proxy.
 
 GO ?= go
-# Packages whose tests time packets on the emulated WAN run without the race detector, which would distort the
-# delays they check, one package at a time (-p 1) so that no other test binary competes with the router;
-# every other package runs with the race detector.
-TIMED_PKGS := ./testbed/...
-RACE_PKGS = $(shell $(GO) list ./... | grep -v '/testbed')
+# Packages whose tests time packets on the emulated WAN (the emulator's own and the whole-system tests of e2e/)
+# run without the race detector, which would distort the delays they check, one package at a time (-p 1) so
+# that no other test binary competes with the router; every other package runs with the race detector.
+TIMED_PKGS := ./testbed/... ./e2e/...
+RACE_PKGS = $(shell $(GO) list ./... | grep -v -e '/testbed' -e '/e2e')
 
 .PHONY: test demo deps bench build fuzz-short
 

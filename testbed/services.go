@@ -193,6 +193,9 @@ func (h *dnsHandler) lookup(name string, from netip.Addr) (netip.Addr, uint32, b
 	if i, ok := tb.plan.aliases[name]; ok {
 		return tb.nodes[i].addr, dnsStaticTTL, true
 	}
+	if i, ok := tb.plan.anyAliases[name]; ok {
+		return tb.any[tb.plan.anycast[i].name], dnsStaticTTL, true
+	}
 	if !dns.IsSubDomain(tb.plan.zone, name) || name == tb.plan.zone {
 		return netip.Addr{}, 0, false
 	}

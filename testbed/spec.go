@@ -66,6 +66,8 @@ type AnycastSpec struct {
 	Name      string `yaml:"name" json:"name"` // name of the address; instance nodes are "<name>-<instance>"
 	Services  `yaml:",inline"`
 	Instances []InstanceSpec `yaml:"instances" json:"instances"`
+	// Aliases are other DNS names the testbed's DNS server answers with the anycast address, as for a host.
+	Aliases []string `yaml:"aliases,omitempty" json:"aliases,omitempty"`
 }
 
 // InstanceSpec is one instance of an anycast address.
@@ -162,6 +164,7 @@ type plan struct {
 	anycast    []planAnycast
 	geodns     []planGeoDNS
 	aliases    map[string]int // canonical alias name -> node index
+	anyAliases map[string]int // canonical alias name -> anycast index
 	dnsNode    int            // node running the DNS server, or -1
 }
 
@@ -191,7 +194,7 @@ var hostnameRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+$`)
 
 // resolve validates the spec and looks up every location.
 func (s *Spec) resolve() (*plan, error) {
-	p := &plan{name: s.Name, zone: s.Zone, dnsNode: -1, aliases: map[string]int{}}
+	p := &plan{name: s.Name, zone: s.Zone, dnsNode: -1, aliases: map[string]int{}, anyAliases: map[string]int{}}
 	if p.zone == "" {
 		p.zone = DefaultZone
 	}
@@ -241,15 +244,8 @@ func (s *Spec) resolve() (*plan, error) {
 			}
 			p.dnsNode = len(p.nodes)
 		}
-		for j, a := range h.Aliases {
-			name := dns.CanonicalName(a)
-			if !hostnameRE.MatchString(name) {
-				return nil, fmt.Errorf("testbed: spec: %s.aliases[%d]: %q is not a domain name", field, j, a)
-			}
-			if _, dup := p.aliases[name]; dup {
-				return nil, fmt.Errorf("testbed: spec: %s.aliases[%d]: %q is already an alias", field, j, a)
-			}
-			p.aliases[name] = len(p.nodes)
+		if err := p.addAliases(field, h.Aliases, p.aliases, len(p.nodes)); err != nil {
+			return nil, err
 		}
 		if err := add(field, planNode{name: h.Name, kind: KindHost, city: city, point: pt, services: h.Services, anycast: -1}); err != nil {
 			return nil, err
@@ -273,6 +269,9 @@ func (s *Spec) resolve() (*plan, error) {
 		}
 		if len(a.Instances) == 0 {
 			return nil, fmt.Errorf("testbed: spec: %s.instances: at least one instance is needed", field)
+		}
+		if err := p.addAliases(field, a.Aliases, p.anyAliases, len(p.anycast)); err != nil {
+			return nil, err
 		}
 		pa := planAnycast{name: a.Name}
 		for j, in := range a.Instances {
@@ -322,10 +321,28 @@ func (s *Spec) resolve() (*plan, error) {
 		}
 		p.geodns = append(p.geodns, pg)
 	}
-	if len(p.aliases) > 0 && p.dnsNode < 0 {
-		return nil, errors.New("testbed: spec: hosts[].aliases need a host with dns: true")
+	if len(p.aliases)+len(p.anyAliases) > 0 && p.dnsNode < 0 {
+		return nil, errors.New("testbed: spec: aliases need a host with dns: true")
 	}
 	return p, nil
+}
+
+// addAliases checks the aliases of field (a host or an anycast address) and maps each to i in m; a name may
+// be the alias of one host or anycast address only.
+func (p *plan) addAliases(field string, aliases []string, m map[string]int, i int) error {
+	for j, a := range aliases {
+		name := dns.CanonicalName(a)
+		if !hostnameRE.MatchString(name) {
+			return fmt.Errorf("testbed: spec: %s.aliases[%d]: %q is not a domain name", field, j, a)
+		}
+		_, dupHost := p.aliases[name]
+		_, dupAny := p.anyAliases[name]
+		if dupHost || dupAny {
+			return fmt.Errorf("testbed: spec: %s.aliases[%d]: %q is already an alias", field, j, a)
+		}
+		m[name] = i
+	}
+	return nil
 }
 
 func checkName(field, name string) error {

@@ -33,6 +33,8 @@ func TestInvalidSpecs(t *testing.T) {
 		{file: "invalid-anycast-empty.yaml", want: "anycast[0] (edge).instances: at least one instance is needed"},
 		{file: "invalid-geodns-host.yaml", want: `geodns[0].hosts[1]: "nope" is not a host of the spec`},
 		{file: "invalid-geodns-no-dns.yaml", want: `geodns[0]: geo-DNS name "www" needs a host with dns: true`},
+		{file: "invalid-alias-dup.yaml", want: `anycast[0] (edge).aliases[0]: "EC2.us-east-1.amazonaws.com." is already an alias`},
+		{file: "invalid-alias-no-dns.yaml", want: "aliases need a host with dns: true"},
 	} {
 		t.Run(strings.TrimSuffix(tc.file, filepath.Ext(tc.file)), func(t *testing.T) {
 			path := filepath.Join("testdata", tc.file)
