@@ -11,6 +11,7 @@ import (
 
 	"github.com/vantage-edge/vantage/probed"
 	"github.com/vantage-edge/vantage/prober"
+	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/storage"
 )
 
@@ -131,4 +132,16 @@ func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() boo
 		time.Sleep(20 * time.Millisecond)
 	}
 	return time.Since(start)
+}
+
+// decision returns app's stored decision and whether there is one (none on a read error).
+func decision(t *testing.T, st *storage.Store, app string) (placement.Decision, bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	d, ok, err := st.Decision(ctx, app)
+	if err != nil {
+		return placement.Decision{}, false
+	}
+	return d, ok
 }
