@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/probed"
 	"github.com/vantage-edge/vantage/prober"
-	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/storage"
 )
 
