@@ -32,3 +32,21 @@ func openStore(ctx context.Context, df *daemonFlags, log *slog.Logger) (*storage
 	}
 	return daemon.OpenStore(ctx, o, log)
 }
+
+// runner is a component built by package daemon.
+type runner interface{ Run(ctx context.Context) error }
+
+// runOnStore opens the Redis the daemon flags name (retrying while it is unreachable), builds the component
+// on it and runs it until ctx is done.
+func runOnStore(ctx context.Context, df *daemonFlags, log *slog.Logger, build func(*storage.Store) (runner, error)) error {
+	st, err := openStore(ctx, df, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	k, err := build(st)
+	if err != nil {
+		return err
+	}
+	return k.Run(ctx)
+}
