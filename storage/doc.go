@@ -41,6 +41,8 @@
 //	                                          "r:<PoP>:<kind>" -> Result JSON
 //	vantage:{lease:<name>}            string  "<fencing token>:<holder>"                    lease TTL scheduler scheduler
 //	vantage:{lease:<name>}:fence      string  fencing token counter (INCR per acquisition)  none      scheduler scheduler
+//	vantage:{quota:<kind>:<name>}     hash    token bucket {tokens, last (Unix ms)} of a    until     scheduler scheduler
+//	                                          quota kind ("adhoc") for a token name         full
 //	vantage:{tel:<app>}:requests      stream  entries {r: Telemetry JSON}, one per request  MAXLEN ~  worker    smart runner
 //	                                          {app, deploy, ingress, exec, routed, reason,  100 000;  hosts
 //	                                          at, duration_ms, sub: [{host, duration_ms,    24 h
@@ -81,6 +83,9 @@
 // Leases: AcquireLease (Lua) takes a free lease with SET NX PX, numbering it with INCR of the fence counter,
 // so tokens grow with every acquisition; RenewLease and ReleaseLease compare the holder and PEXPIRE or DEL in
 // Lua. Ad-hoc probes: AppendAdHocResult adds a result only while the record exists (Lua EXISTS + HSET).
+//
+// Quotas: TakeQuota runs one Lua script on the bucket's hash: refill at the rate since the stored clock (never
+// moving it backwards), take one token or return the wait; every scheduler on the Redis shares the bucket.
 //
 // Fleet: a daemon's heartbeat is up while it is newer than DownAfterIntervals (3) of its own intervals; a PoP
 // is up when one of its daemons is.
