@@ -356,3 +356,50 @@ func TestRegionWithoutAnsweringEndpointIsEstimated(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaseHoldersUnique: two schedulers given the same name on one Redis are two holders: one leads, the other
+// stands by, and the holder in Redis is the name with a random part.
+func TestLeaseHoldersUnique(t *testing.T) {
+	srv := redistest.Start(t)
+	f := &fleetEnv{t: t, addrs: []string{srv.Addr()}, log: testLogger(t)}
+	ctx, cancel := context.WithCancel(context.Background())
+	var ls []*leadership
+	var done []chan struct{}
+	for range 2 {
+		l := newLeadership(StoreBackend{f.open()}, DefaultLeaseName, "same", 2*time.Second, RealClock{}, f.log)
+		ls = append(ls, l)
+		ch := make(chan struct{})
+		done = append(done, ch)
+		go func() { defer close(ch); l.run(ctx) }()
+	}
+	t.Cleanup(func() {
+		cancel()
+		for _, ch := range done {
+			<-ch
+		}
+	})
+	if ls[0].holder == ls[1].holder || !strings.HasPrefix(ls[0].holder, "same~") {
+		t.Fatalf("holders %q and %q: want two, each \"same~\" and a random part", ls[0].holder, ls[1].holder)
+	}
+	leaders := func() (n int, token int64) {
+		for _, l := range ls {
+			if term, _ := l.current(); term != nil {
+				n++
+				token = term.Token
+			}
+		}
+		return n, token
+	}
+	waitUntil(t, "a leader", 10*time.Second, func() bool { n, _ := leaders(); return n == 1 })
+	for range 10 { // over several renewals and standby polls (every 200 ms): never two leaders
+		if n, _ := leaders(); n != 1 {
+			t.Fatalf("%d schedulers named \"same\" lead at once", n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_, token := leaders()
+	lease, held, err := f.open().LeaseInfo(context.Background(), DefaultLeaseName)
+	if err != nil || !held || !strings.HasPrefix(lease.Holder, "same~") || lease.Token != token {
+		t.Errorf("lease in Redis %+v (%v, %v): want a \"same~\" holder with the leader's token %d", lease, held, err, token)
+	}
+}
