@@ -71,7 +71,9 @@
 // Jobs: EnqueueJob XADDs (MAXLEN ~); ReadJobs XREADGROUPs (creating the group at "0" on NOGROUP, so jobs
 // enqueued before the first read are delivered); AckJob XACKs and XDELs in one MULTI; ReclaimJobs XAUTOCLAIMs
 // jobs idle for minIdle (a daemon died mid-job) and reads their delivery counts with XPENDING; a job delivered
-// more than MaxJobAttempts times goes to the dead-letter list. Delivery is at least once.
+// more than MaxJobAttempts times goes to the dead-letter list. Delivery is at least once. PruneConsumers
+// (Lua: XINFO CONSUMERS, then XGROUP DELCONSUMER of each consumer idle long with nothing pending) removes the
+// consumers of daemons that stopped.
 //
 // Results: PutResult runs one Lua script on the target's slot: SET NX PX the done key (when it exists already,
 // the job's result was stored: nothing changes), then replace the PoP's latest result unless the stored one is
