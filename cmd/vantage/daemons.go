@@ -34,7 +34,9 @@ func openStore(ctx context.Context, df *daemonFlags, log *slog.Logger) (*storage
 }
 
 // runner is a component built by package daemon.
-type runner interface{ Run(ctx context.Context) error }
+type runner interface {
+	Run(ctx context.Context) error
+}
 
 // runOnStore opens the Redis the daemon flags name (retrying while it is unreachable), builds the component
 // on it and runs it until ctx is done.
