@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -72,9 +73,10 @@ func (f *fleet) startProbed(pop, id string, source int, gate *gateResolver, drai
 
 // sched is one running scheduler.
 type sched struct {
-	k  *daemon.Scheduler
-	st *storage.Store
-	r  *running
+	k   *daemon.Scheduler
+	url string // of its API, read before Run (URL races with Run's start)
+	st  *storage.Store
+	r   *running
 }
 
 func (s *sched) leading() bool { ok, _ := s.k.Scheduler().Leading(); return ok }
@@ -86,24 +88,45 @@ func (s *sched) kill() {
 	s.r.stop()
 }
 
-// startScheduler starts a scheduler named name placing the apps of the fleet's config dir.
-func (f *fleet) startScheduler(name string, regions scheduler.RegionEndpoints) *sched {
-	f.t.Helper()
+// schedulerConfig returns the config of a scheduler named name on the fleet: the daemon's defaults with the
+// fleet's intervals, loopback allowed, placing the apps of the fleet's config dir (none when it has none).
+func (f *fleet) schedulerConfig(name string) daemon.SchedulerConfig {
 	cfg := daemon.DefaultSchedulerConfig()
 	cfg.Listen, cfg.Logger = "127.0.0.1:0", f.log.With("scheduler", name)
 	cfg.Scheduler.Name = name
 	cfg.Scheduler.RecheckInterval, cfg.Scheduler.LeaseTTL = fleetRecheck, fleetLease
 	cfg.Scheduler.InitialSpread = 200 * time.Millisecond
 	cfg.Scheduler.ResultTimeout, cfg.Scheduler.ResultPoll = 1500*time.Millisecond, 50*time.Millisecond
-	cfg.Scheduler.Regions = regions
+	// Derived from the intervals as set, not the default's (scheduler.DefaultConfig fills in the 5-minute
+	// interval's; a caller that changes the interval must clear it).
+	cfg.Scheduler.DecisionTTL = 0
 	cfg.ConfigDir = f.dir
 	cfg.Allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	return cfg
+}
+
+// startScheduler starts a scheduler of cfg on its own connections to Redis.
+func (f *fleet) startScheduler(cfg daemon.SchedulerConfig) *sched {
+	f.t.Helper()
 	st := openStore(f.t, f.addrs, f.log)
 	k, err := daemon.NewScheduler(cfg, st)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	return &sched{k: k, st: st, r: start(f.t, "scheduler "+name, k.Run)}
+	return &sched{k: k, url: k.URL(), st: st, r: start(f.t, "scheduler "+cfg.Scheduler.Name, k.Run)}
+}
+
+// startPoPs starts a probe daemon in each of pops, the first probing from 127.0.0.source, the next from the
+// next address, and waits for their heartbeats in obs.
+func (f *fleet) startPoPs(obs *storage.Store, source int, pops ...string) {
+	f.t.Helper()
+	for i, pop := range pops {
+		f.startProbed(pop, "d-"+pop, source+i, newGate(f.hosts, true), time.Second)
+	}
+	eventually(f.t, 10*time.Second, fmt.Sprintf("%d PoPs up", len(pops)), func() bool {
+		ps, err := scheduler.StoreBackend{Store: obs}.UpPoPs(context.Background())
+		return err == nil && len(ps) == len(pops)
+	})
 }
 
 func leader(scheds ...*sched) *sched {
@@ -171,8 +194,13 @@ func testFleet(t *testing.T, addrs []string, stopRedis, restartRedis func()) {
 	for i, pop := range pops[1:] {
 		f.startProbed(pop, "d-"+pop, 4+i, newGate(f.hosts, true), 5*time.Second)
 	}
-	s1 := f.startScheduler("s1", regions)
-	s2 := f.startScheduler("s2", regions)
+	var scheds []*sched
+	for _, name := range []string{"s1", "s2"} {
+		cfg := f.schedulerConfig(name)
+		cfg.Scheduler.Regions = regions
+		scheds = append(scheds, f.startScheduler(cfg))
+	}
+	s1, s2 := scheds[0], scheds[1]
 
 	// 1. Decisions for both targets, with every PoP's result exactly once.
 	eventually(t, 20*time.Second, "decisions naming every PoP", func() bool {

@@ -191,11 +191,14 @@ func medianMs(rs []reply) float64 {
 }
 
 // routesTo returns where r runs a fetch of app entering at ingress, for a request id outside the baseline.
-func routesTo(r *router.Router, app, ingress string) string {
+func routesTo(r *router.Router, app, ingress string) string { return route(r, app, ingress).ExecPoP }
+
+// route returns how r routes a fetch of app entering at ingress, for a request id outside the baseline.
+func route(r *router.Router, app, ingress string) router.Result {
 	for i := 0; ; i++ {
 		res := r.Route(app, ingress, fmt.Sprintf("e2e-check-%d", i), router.KindFetch)
 		if res.Reason != router.ReasonBaseline {
-			return res.ExecPoP
+			return res
 		}
 	}
 }
@@ -293,10 +296,11 @@ func startE2E(t *testing.T) *e2e {
 	if err != nil {
 		t.Fatal(err)
 	}
+	api := s.URL() // before Run: URL races with Run's start
 	start(t, "scheduler", s.Run)
 	for _, app := range slices.Sorted(maps.Keys(e2ePlacements)) {
 		toml := fmt.Sprintf("name = %q\nmain = \"src/index.ts\"\n\n[placement]\n%s\n", app, e2ePlacements[app])
-		if err := demo.PostApp(ctx, s.URL(), token, toml, "v1"); err != nil { // the workers report deploy v1
+		if err := demo.PostApp(ctx, api, token, toml, "v1"); err != nil { // the workers report deploy v1
 			t.Fatal(err)
 		}
 	}

@@ -108,6 +108,7 @@ func TestPlacementOnEmulatedWAN(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	api := s.URL() // before Run: URL races with Run's start
 	start(t, "scheduler", s.Run)
 	eventually(t, 30*time.Second, "every PoP up", func() bool {
 		fleet, err := st.Fleet(ctx)
@@ -144,7 +145,7 @@ func TestPlacementOnEmulatedWAN(t *testing.T) {
 		// A geo-DNS name: each PoP is answered with its nearest replica, so the answer sets are evidence.
 		{"www", placement.ModeHostname, "www." + zone},
 	} {
-		if err := demo.PostApp(ctx, s.URL(), token, wrangler(app.name, app.mode, app.target), ""); err != nil {
+		if err := demo.PostApp(ctx, api, token, wrangler(app.name, app.mode, app.target), ""); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -80,6 +80,9 @@ func (a fuzzApps) App(context.Context, string) (storage.App, bool, error) {
 }
 func (a fuzzApps) DeleteApp(context.Context, string) error { return nil }
 
+// testToken is the bearer token the fuzzed API accepts.
+const testToken = "token-for-tests-0123456789"
+
 // fuzzAPI returns the API's handler over an embedded store, with the fakes above.
 func fuzzAPI(f *testing.F) http.Handler {
 	f.Helper()

@@ -73,10 +73,10 @@ func TestLoadDirReplacesTheDirectorysTargets(t *testing.T) {
 func TestLoadDirSmartAppsAndSkippedFiles(t *testing.T) {
 	srv := redistest.Start(t)
 	var logs syncBuffer
-	f := &fleetEnv{t: t, addrs: []string{srv.Addr()}, log: slog.New(slog.NewTextHandler(&logs, nil))}
-	b := StoreBackend{f.open()}
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	b := StoreBackend{openStore(t, srv.Addr(), log)}
 	reg := prometheus.NewRegistry()
-	s, err := New(Config{Name: "dir", Logger: f.log}, b, NewMetrics(reg))
+	s, err := New(Config{Name: "dir", Logger: log}, b, NewMetrics(reg))
 	if err != nil {
 		t.Fatal(err)
 	}
