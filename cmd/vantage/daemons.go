@@ -20,7 +20,11 @@ func parseDaemon(ctx context.Context, fs *flag.FlagSet, df *daemonFlags, args []
 	if fs.NArg() > 0 {
 		return nil, nil, fmt.Errorf("%w: %s takes no arguments, got %q", errUsage, fs.Name(), fs.Args())
 	}
-	return df.start(ctx, stderr)
+	log, stop, err = df.start(ctx, stderr)
+	if err == nil {
+		storage.SetClientLogger(log) // the Redis client's own lines in the daemon's format too
+	}
+	return log, stop, err
 }
 
 // openStore opens the Redis the daemon flags name, retrying while it is unreachable (a daemon may start
