@@ -2,6 +2,7 @@ package probed
 
 import (
 	"context"
+	"github.com/vantage-edge/vantage/internal/testwait"
 	"sync"
 	"testing"
 	"time"
@@ -148,7 +149,7 @@ func TestProbeBoundedByJobDeadline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the job acknowledged as expired", 15*time.Second, func() bool {
+	testwait.Eventually(t, 15*time.Second, "the job acknowledged as expired", func() bool {
 		return value(r.d.metrics.jobs.WithLabelValues("expired")) == 1 && pending(t, st, "FRA") == 0
 	})
 	p.mu.Lock()
@@ -165,7 +166,7 @@ func TestProbeBoundedByJobDeadline(t *testing.T) {
 	}
 	// The slot is free: a next job runs.
 	enqueue(t, st, "FRA", 1, "next.example:80", "next", "r", 1)
-	waitFor(t, "the next job's probe", 10*time.Second, func() bool { return len(p.started) == 2 })
+	testwait.Eventually(t, 10*time.Second, "the next job's probe", func() bool { return len(p.started) == 2 })
 }
 
 // TestReclaimerPrunesStaleConsumers: a daemon that stopped long ago (a consumer idle with nothing pending) is
@@ -200,9 +201,9 @@ func TestReclaimerPrunesStaleConsumers(t *testing.T) {
 	cfg.ConsumerIdle = 1200 * time.Millisecond // pruned every 100 ms
 	p := &slowProber{take: 0, started: make(chan string, 4)}
 	r := startDaemon(t, st, cfg, p)
-	waitFor(t, "the stale consumer deleted", 15*time.Second, func() bool { return !consumers()["gone-daemon"] })
+	testwait.Eventually(t, 15*time.Second, "the stale consumer deleted", func() bool { return !consumers()["gone-daemon"] })
 	enqueue(t, st, "FRA", 1, "y.example:80", "y", "r", 1)
-	waitFor(t, "fra-1 to run a job after the pruning", 15*time.Second, func() bool {
+	testwait.Eventually(t, 15*time.Second, "fra-1 to run a job after the pruning", func() bool {
 		return value(r.d.metrics.jobs.WithLabelValues("success")) == 1 && pending(t, st, "FRA") == 0
 	})
 }
