@@ -14,6 +14,7 @@ import (
 
 	"github.com/vantage-edge/vantage/daemon"
 	"github.com/vantage-edge/vantage/internal/testnet"
+	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/scheduler"
 	"github.com/vantage-edge/vantage/storage"
@@ -116,7 +117,7 @@ func (e *apiEnv) metric(series string) float64 {
 func (e *apiEnv) status(account, app string) scheduler.ServiceStatus {
 	e.t.Helper()
 	var st scheduler.ServiceStatus
-	eventually(e.t, 15*time.Second, "the status to show the analysis", func() bool {
+	testwait.Eventually(e.t, 15*time.Second, "the status to show the analysis", func() bool {
 		_, _, env, _ := e.do("GET", "/client/v4/accounts/"+account+"/workers/services/"+app, "", "", "")
 		b, _ := json.Marshal(env.Result)
 		st = scheduler.ServiceStatus{}
@@ -198,7 +199,7 @@ func TestAPIAdHocProbesAndQuota(t *testing.T) {
 		t.Errorf("Location %q", hdr.Get("Location"))
 	}
 	var st scheduler.AdHocStatus
-	eventually(t, 15*time.Second, "the ad-hoc probe to finish", func() bool {
+	testwait.Eventually(t, 15*time.Second, "the ad-hoc probe to finish", func() bool {
 		_, _, env, _ := e.do("GET", "/v1/probes/"+id, apiToken, "", "")
 		b, _ := json.Marshal(env.Result)
 		st = scheduler.AdHocStatus{}
@@ -293,7 +294,7 @@ func TestRegionWithoutAnsweringEndpointIsEstimated(t *testing.T) {
 	e.s.k.Scheduler().AddTarget("test", scheduler.Target{App: "none", Mode: placement.ModeRegion, Target: "aws:us-east-1"})
 	for app, want := range map[string]string{"closed": "SIN", "none": "IAD"} {
 		var d placement.Decision
-		eventually(t, 15*time.Second, "a decision for "+app, func() bool {
+		testwait.Eventually(t, 15*time.Second, "a decision for "+app, func() bool {
 			var ok bool
 			d, ok = decision(e.obs, app)
 			return ok
@@ -324,7 +325,7 @@ func TestSharedEndpointFirstDecisions(t *testing.T) {
 				t.Fatalf("POST %q: %d %s", body, code, raw)
 			}
 		}
-		took := eventually(t, 20*time.Second, "first decisions of "+hostApp+" and "+regionApp, func() bool {
+		took := testwait.Eventually(t, 20*time.Second, "first decisions of "+hostApp+" and "+regionApp, func() bool {
 			_, ok1 := decision(e.obs, hostApp)
 			_, ok2 := decision(e.obs, regionApp)
 			return ok1 && ok2
@@ -337,7 +338,7 @@ func TestSharedEndpointFirstDecisions(t *testing.T) {
 // tells Vantage of deploys (a version given, a version generated) and deletes it. A smart app is not probed:
 // no probe daemon is needed.
 func TestAPISmartAppsAndDeploys(t *testing.T) {
-	e := newAPIEnv(t, scheduler.Quota{}, nil)
+	e := newAPIEnv(t, scheduler.Quota{}, func(c *daemon.SchedulerConfig) { c.Smart.Interval = 200 * time.Millisecond })
 	ctx := context.Background()
 	smartTOML := "name = \"shop\"\n[unsafe.metadata.placement]\nmode = \"smart\"\n" // the legacy form: smart
 	if code, _, _, raw := e.do("POST", "/v1/apps?account=acc1", apiToken, "application/toml", smartTOML); code != 201 ||
@@ -352,8 +353,9 @@ func TestAPISmartAppsAndDeploys(t *testing.T) {
 	if _, ok := e.s.k.Scheduler().Target("shop"); ok {
 		t.Error("a smart application has a probe target")
 	}
-	// The smart runner decides at once (too few invocations yet): the statuses below are served with a decision.
-	eventually(t, 10*time.Second, "the smart runner's first decision", func() bool { _, ok := decision(e.obs, "shop"); return ok })
+	// The smart runner (every 200 ms here, every minute by default) decides the app at once: too few
+	// invocations yet. The statuses below are served with that decision.
+	testwait.Eventually(t, 10*time.Second, "the smart runner's first decision", func() bool { _, ok := decision(e.obs, "shop"); return ok })
 	for _, tc := range []struct {
 		name, method, path, body string
 		code                     int

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vantage-edge/vantage/daemon"
 	"github.com/vantage-edge/vantage/internal/testnet"
+	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/scheduler"
 	"github.com/vantage-edge/vantage/storage"
@@ -123,7 +124,7 @@ func (f *fleet) startPoPs(obs *storage.Store, source int, pops ...string) {
 	for i, pop := range pops {
 		f.startProbed(pop, "d-"+pop, source+i, newGate(f.hosts, true), time.Second)
 	}
-	eventually(f.t, 10*time.Second, fmt.Sprintf("%d PoPs up", len(pops)), func() bool {
+	testwait.Eventually(f.t, 10*time.Second, fmt.Sprintf("%d PoPs up", len(pops)), func() bool {
 		ps, err := scheduler.StoreBackend{Store: obs}.UpPoPs(context.Background())
 		return err == nil && len(ps) == len(pops)
 	})
@@ -203,7 +204,7 @@ func testFleet(t *testing.T, addrs []string, stopRedis, restartRedis func()) {
 	s1, s2 := scheds[0], scheds[1]
 
 	// 1. Decisions for both targets, with every PoP's result exactly once.
-	eventually(t, 20*time.Second, "decisions naming every PoP", func() bool {
+	testwait.Eventually(t, 20*time.Second, "decisions naming every PoP", func() bool {
 		d, ok := decision(obs, "shop")
 		if !ok || len(d.Candidates) != len(pops) {
 			return false
@@ -221,7 +222,7 @@ func testFleet(t *testing.T, addrs []string, stopRedis, restartRedis func()) {
 		t.Errorf("loopback host target: verdict %q best %q, want anycast and not placed (microseconds from four continents)", d.Verdict, d.BestPoP)
 	}
 	// Rechecks of the same target with noise only (microseconds between PoPs) do not change the decision.
-	eventually(t, 2*fleetRecheck+2*time.Second, "a recheck of the host target", func() bool {
+	testwait.Eventually(t, 2*fleetRecheck+2*time.Second, "a recheck of the host target", func() bool {
 		d2, ok := decision(obs, "shop")
 		return ok && d2.ComputedAt.After(d.ComputedAt)
 	})
@@ -242,7 +243,7 @@ func testFleet(t *testing.T, addrs []string, stopRedis, restartRedis func()) {
 	}
 	fra1Pending := func() int64 { return int64(len(fra1PEL())) }
 	// Kill it while one of its jobs is young: fra-2 may take over a job only after fleetReclaim of idleness.
-	eventually(t, 20*time.Second, "fra-1 to hold a fresh job of its own", func() bool {
+	testwait.Eventually(t, 20*time.Second, "fra-1 to hold a fresh job of its own", func() bool {
 		if fraGate.holding() == 0 {
 			return false
 		}
@@ -259,19 +260,19 @@ func testFleet(t *testing.T, addrs []string, stopRedis, restartRedis func()) {
 	if n := fra1Pending(); n == 0 {
 		t.Fatalf("no job of fra-1 pending right after it died (had %d): the kill test tests nothing", held)
 	}
-	took := eventually(t, fleetRecheck, "fra-1's jobs re-claimed and completed", func() bool {
+	took := testwait.Eventually(t, fleetRecheck, "fra-1's jobs re-claimed and completed", func() bool {
 		n, err := obs.PendingJobs(context.Background(), "FRA")
 		return err == nil && n == 0 && fra1Pending() == 0
 	})
 	t.Logf("fra-1 killed with %d jobs of its own pending; re-claimed and completed by fra-2 %v later (recheck interval %v)", held, took, fleetRecheck)
-	eventually(t, 2*fleetRecheck+time.Second, "a decision after the kill with FRA once", func() bool {
+	testwait.Eventually(t, 2*fleetRecheck+time.Second, "a decision after the kill with FRA once", func() bool {
 		d, ok := decision(obs, "shop")
 		return ok && d.ComputedAt.After(killed) && candidatePoPs(d)["FRA"] == 1 && len(d.Candidates) == len(pops)
 	})
 
 	// 3. Kill the leader: the other takes over within one lease period.
 	var lead, standby *sched
-	eventually(t, 5*time.Second, "a leader", func() bool { lead = leader(s1, s2); return lead != nil })
+	testwait.Eventually(t, 5*time.Second, "a leader", func() bool { lead = leader(s1, s2); return lead != nil })
 	standby = s1
 	if lead == s1 {
 		standby = s2
@@ -283,7 +284,7 @@ func testFleet(t *testing.T, addrs []string, stopRedis, restartRedis func()) {
 	}
 	killedAt := time.Now()
 	lead.kill()
-	takeover := eventually(t, 5*fleetLease, "the standby to lead", standby.leading)
+	takeover := testwait.Eventually(t, 5*fleetLease, "the standby to lead", standby.leading)
 	_, newToken := standby.k.Scheduler().Leading()
 	t.Logf("takeover %v after the leader died (lease %v, %v of it left at the kill), token %d -> %d",
 		takeover, fleetLease, lease.TTL, oldToken, newToken)
@@ -295,7 +296,7 @@ func testFleet(t *testing.T, addrs []string, stopRedis, restartRedis func()) {
 	if newToken <= oldToken {
 		t.Errorf("fencing token %d after takeover, want more than %d", newToken, oldToken)
 	}
-	eventually(t, 2*fleetRecheck+2*time.Second, "the new leader to recheck", func() bool {
+	testwait.Eventually(t, 2*fleetRecheck+2*time.Second, "the new leader to recheck", func() bool {
 		d, ok := decision(obs, "shop")
 		return ok && d.ComputedAt.After(killedAt)
 	})
@@ -305,7 +306,7 @@ func testFleet(t *testing.T, addrs []string, stopRedis, restartRedis func()) {
 	gated := time.Now()
 	sinGate := newGate(f.hosts, false)
 	f.startProbed("SIN", "d-SIN-2", 9, sinGate, 5*time.Second)
-	eventually(t, 20*time.Second, "a SIN job in flight on d-SIN-2", func() bool { return sinGate.heldCount() > 0 })
+	testwait.Eventually(t, 20*time.Second, "a SIN job in flight on d-SIN-2", func() bool { return sinGate.heldCount() > 0 })
 	stopRedis()
 	sinGate.openGate() // measured while Redis is away
 	time.Sleep(10 * time.Second)
@@ -314,7 +315,7 @@ func testFleet(t *testing.T, addrs []string, stopRedis, restartRedis func()) {
 	// Redis restarts empty (no persistence): a result in the history now was stored after the restart, and
 	// one that started before it was measured before or during the outage and kept buffered meanwhile. (A
 	// result's time is its probe's start, which for the held probe precedes the outage.)
-	eventually(t, 10*time.Second, "results measured during the outage to arrive", func() bool {
+	testwait.Eventually(t, 10*time.Second, "results measured during the outage to arrive", func() bool {
 		for _, key := range []string{scheduler.TargetKey(placement.ProbeTCP, host), scheduler.TargetKey(placement.ProbeTCP, endpoint)} {
 			rs, err := obs.History(context.Background(), key, 100)
 			if err != nil {
@@ -328,7 +329,7 @@ func testFleet(t *testing.T, addrs []string, stopRedis, restartRedis func()) {
 		}
 		return false
 	})
-	eventually(t, 20*time.Second, "decisions rewritten after the outage (Redis lost its data)", func() bool {
+	testwait.Eventually(t, 20*time.Second, "decisions rewritten after the outage (Redis lost its data)", func() bool {
 		d, ok := decision(obs, "shop")
 		r, ok2 := decision(obs, "eu-app")
 		return ok && ok2 && d.ComputedAt.After(back) && len(d.Candidates) == len(pops) && r.BestPoP == "FRA"

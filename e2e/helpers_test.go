@@ -17,20 +17,6 @@ import (
 	"github.com/vantage-edge/vantage/storage"
 )
 
-// eventually polls cond every 20 ms until it holds, or fails the test after timeout naming what it waited for;
-// it returns how long it took. It is the only poll helper of the package.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 // needRoot skips t unless it runs as root, which the emulated WAN needs.
 func needRoot(t *testing.T, what string) {
 	t.Helper()

@@ -11,6 +11,7 @@ import (
 	"github.com/vantage-edge/vantage/daemon"
 	"github.com/vantage-edge/vantage/demo/worker"
 	"github.com/vantage-edge/vantage/internal/testnet"
+	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/router"
 	"github.com/vantage-edge/vantage/scheduler"
@@ -60,7 +61,7 @@ func (e *apiEnv) putRemote(app, target string) {
 // that took after start.
 func (e *apiEnv) waitDeleted(rt *router.Router, app string, start time.Time) time.Duration {
 	e.t.Helper()
-	eventually(e.t, 5*time.Second, "the router to run "+app+" locally", func() bool {
+	testwait.Eventually(e.t, 5*time.Second, "the router to run "+app+" locally", func() bool {
 		return route(rt, app, "FRA").Reason == router.ReasonNoDecision
 	})
 	took := time.Since(start)
@@ -86,7 +87,7 @@ func TestDeleteStopsRouting(t *testing.T) {
 		t.Fatalf("POST /v1/apps = %d %s", code, raw)
 	}
 	e.putRemote("shop", host)
-	eventually(t, 10*time.Second, "the router to route shop to IAD", func() bool { return route(rt, "shop", "FRA").ExecPoP == "IAD" })
+	testwait.Eventually(t, 10*time.Second, "the router to route shop to IAD", func() bool { return route(rt, "shop", "FRA").ExecPoP == "IAD" })
 	start := time.Now()
 	if code, _, _, raw := e.do("DELETE", "/v1/apps/shop", apiToken, "", ""); code != 200 {
 		t.Fatalf("DELETE /v1/apps/shop = %d %s", code, raw)
@@ -101,18 +102,18 @@ func TestDeleteStopsRouting(t *testing.T) {
 		}
 	}
 	write("billing.toml", wrangler("billing", placement.ModeHost, host))
-	eventually(t, 10*time.Second, "billing loaded from the config dir", func() bool {
+	testwait.Eventually(t, 10*time.Second, "billing loaded from the config dir", func() bool {
 		_, ok := e.s.k.Scheduler().Target("billing")
 		return ok
 	})
 	e.putRemote("billing", host)
-	eventually(t, 10*time.Second, "the router to route billing to IAD", func() bool { return route(rt, "billing", "FRA").ExecPoP == "IAD" })
+	testwait.Eventually(t, 10*time.Second, "the router to route billing to IAD", func() bool { return route(rt, "billing", "FRA").ExecPoP == "IAD" })
 	// A reload that fails on another file keeps the decision (the removal is not trusted). broken.toml comes
 	// first, so that no reload sees the directory without billing.toml and without broken.toml; the gauge of
 	// loaded files says when a reload has seen both changes.
 	write("broken.toml", "name = \"broken\"\n[placement]\nhost = \n")
 	os.Remove(filepath.Join(dir, "billing.toml"))
-	eventually(t, 10*time.Second, "a reload of broken.toml alone", func() bool {
+	testwait.Eventually(t, 10*time.Second, "a reload of broken.toml alone", func() bool {
 		return e.metric(`vantage_scheduler_config_files{state="ok"}`) == 0 &&
 			e.metric(`vantage_scheduler_config_files{state="skipped"}`) == 1
 	})
@@ -137,7 +138,7 @@ func TestRedisDataLossRechecksAtOnce(t *testing.T) {
 		c.ConfigDir, c.ConfigReload = dir, 200*time.Millisecond
 	})
 	e.f.startPoPs(e.obs, 20, "FRA", "IAD", "SIN")
-	eventually(t, 10*time.Second, "the scheduler to lead", e.s.leading)
+	testwait.Eventually(t, 10*time.Second, "the scheduler to lead", e.s.leading)
 	// Written while it leads: checked at once (not at their offsets in the minute-long initial spread).
 	apps := []string{"alpha", "bravo", "charlie"}
 	for _, app := range apps {
@@ -153,7 +154,7 @@ func TestRedisDataLossRechecksAtOnce(t *testing.T) {
 		}
 		return true
 	}
-	eventually(t, 20*time.Second, "every app decided", func() bool { return decidedAfter(time.Time{}) })
+	testwait.Eventually(t, 20*time.Second, "every app decided", func() bool { return decidedAfter(time.Time{}) })
 	d, _ := decision(e.obs, apps[0])
 	if want := d.ComputedAt.Add(scheduler.DecisionTTLIntervals*time.Minute + resultTimeout); !d.ExpiresAt.Equal(want) {
 		t.Errorf("decision computed at %v expires at %v, want %v (%d intervals and a result timeout later)",
@@ -164,7 +165,7 @@ func TestRedisDataLossRechecksAtOnce(t *testing.T) {
 	if err := e.obs.Client().FlushAll(context.Background()).Err(); err != nil {
 		t.Fatal(err)
 	}
-	took := eventually(t, 3*resultTimeout, "every app decided again after FLUSHALL", func() bool { return decidedAfter(flush) })
+	took := testwait.Eventually(t, 3*resultTimeout, "every app decided again after FLUSHALL", func() bool { return decidedAfter(flush) })
 	t.Logf("every app decided again %v after FLUSHALL (result timeout %v, recheck interval and initial spread 1 min)", took, resultTimeout)
 	if took > resultTimeout {
 		t.Errorf("decided again %v after FLUSHALL, want within one result timeout (%v)", took, resultTimeout)

@@ -20,6 +20,7 @@ import (
 	"github.com/vantage-edge/vantage/daemon"
 	"github.com/vantage-edge/vantage/demo"
 	"github.com/vantage-edge/vantage/demo/worker"
+	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/router"
 	"github.com/vantage-edge/vantage/smart"
@@ -172,7 +173,7 @@ func (e *e2e) waitDecision(t *testing.T, app string, st placement.Status, best s
 	t.Helper()
 	want := cmp.Or(best, "SYD")
 	var d placement.Decision
-	took := eventually(t, timeout, fmt.Sprintf("%s: status %q at %q", app, st, best), func() bool {
+	took := testwait.Eventually(t, timeout, fmt.Sprintf("%s: status %q at %q", app, st, best), func() bool {
 		var ok bool
 		d, ok = decision(e.st, app)
 		return ok && d.Status == st && d.BestPoP == best && routesTo(e.rt["SYD"], app, "SYD") == want

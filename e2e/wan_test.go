@@ -9,6 +9,7 @@ import (
 
 	"github.com/vantage-edge/vantage/daemon"
 	"github.com/vantage-edge/vantage/demo"
+	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
@@ -110,7 +111,7 @@ func TestPlacementOnEmulatedWAN(t *testing.T) {
 	}
 	api := s.URL() // before Run: URL races with Run's start
 	start(t, "scheduler", s.Run)
-	eventually(t, 30*time.Second, "every PoP up", func() bool {
+	testwait.Eventually(t, 30*time.Second, "every PoP up", func() bool {
 		fleet, err := st.Fleet(ctx)
 		up := 0
 		for _, p := range fleet {
@@ -158,7 +159,7 @@ func TestPlacementOnEmulatedWAN(t *testing.T) {
 		"tokyo-app":    {"NRT", false},
 		"virginia-app": {"IAD", true},
 	}
-	eventually(t, 30*time.Second, "a decision for every app", func() bool {
+	testwait.Eventually(t, 30*time.Second, "a decision for every app", func() bool {
 		if d, ok := decision(st, "www"); !ok || d.Status == "" {
 			return false
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
 )
@@ -141,7 +142,7 @@ func TestLeaseHoldersUnique(t *testing.T) {
 		}
 		return n, token
 	}
-	waitUntil(t, "a leader", 10*time.Second, func() bool { n, _ := leaders(); return n == 1 })
+	testwait.Eventually(t, 10*time.Second, "a leader", func() bool { n, _ := leaders(); return n == 1 })
 	for range 10 { // over several renewals and standby polls (every 200 ms): never two leaders
 		if n, _ := leaders(); n != 1 {
 			t.Fatalf("%d schedulers named \"same\" lead at once", n)

@@ -21,16 +21,3 @@ func openStore(t testing.TB, addr string, log *slog.Logger) *storage.Store {
 	t.Cleanup(func() { st.Close() })
 	return st
 }
-
-// waitUntil polls cond until it holds, or fails the test after timeout.
-func waitUntil(t testing.TB, what string, timeout time.Duration, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
-}

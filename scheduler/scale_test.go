@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/vantage-edge/vantage/geo"
+	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
@@ -187,7 +188,7 @@ func TestScale(t *testing.T) {
 	done := make(chan struct{})
 	go func() { s.Run(runCtx); close(done) }()
 	defer func() { stop(); <-done }()
-	waitUntil(t, "the lease", 30*time.Second, func() bool { ok, _ := s.Leading(); return ok })
+	testwait.Eventually(t, 30*time.Second, "the lease", func() bool { ok, _ := s.Leading(); return ok })
 	t.Logf("%d targets, %d PoPs up; loops started and leading in %v", *scaleTargets, len(pops), time.Since(t0).Round(time.Millisecond))
 	time.Sleep(10 * time.Second) // warm-up
 	c0, d0, r0, w0 := cpuTime(), counter(m.decisions), counter(m.checks), time.Now()
