@@ -289,8 +289,9 @@ func testFleet(t *testing.T, addrs []string, stopRedis, restartRedis func()) {
 	t.Logf("takeover %v after the leader died (lease %v, %v of it left at the kill), token %d -> %d",
 		takeover, fleetLease, lease.TTL, oldToken, newToken)
 	// The lease expires in Redis lease.TTL after the kill; the standby polls every ttl/10. The slack absorbs
-	// scheduling on a loaded machine.
-	if limit := lease.TTL + fleetLease/10 + 300*time.Millisecond; takeover > limit {
+	// scheduling on a loaded machine (300 ms was missed by 10 ms on a 2-core machine shared by six builds); a
+	// standby that waited a whole lease period more would still miss it.
+	if limit := lease.TTL + fleetLease/10 + fleetLease/2; takeover > limit {
 		t.Errorf("takeover took %v, want within the lease's remaining %v plus one standby poll (%v)", takeover, lease.TTL, limit)
 	}
 	if newToken <= oldToken {
