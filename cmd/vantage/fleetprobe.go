@@ -99,10 +99,10 @@ const (
 // fleetProbeFlags are the flags of `vantage probe --fleet`.
 type fleetProbeFlags struct {
 	scheduler, token, ca *envFlag
-	pops             string
-	count            int
-	json             bool
-	timeout          time.Duration
+	pops                 string
+	count                int
+	json                 bool
+	timeout              time.Duration
 }
 
 // addFleetProbeFlags registers the flags of `vantage probe --fleet` on fs (runProbe's help shows them too).
