@@ -33,6 +33,8 @@ type SchedulerConfig struct {
 	// Listen is the address of the API, the status page and /metrics (Listener, when set, is used instead).
 	Listen   string
 	Listener net.Listener
+	// TLS serves the API and the status page over TLS (default: plain HTTP).
+	TLS TLSFiles
 	// ConfigDir is a directory of wrangler.toml / wrangler.jsonc files to place (empty: none), read again every
 	// ConfigReload.
 	ConfigDir    string
@@ -74,7 +76,7 @@ func (c SchedulerConfig) Validate() error {
 	if err := c.Smart.Validate(); err != nil {
 		return fmt.Errorf("scheduler: %w", err)
 	}
-	return nil
+	return c.TLS.validate("scheduler")
 }
 
 // Scheduler is a scheduler with its API, status page, telemetry ingest and smart runner.
@@ -94,6 +96,10 @@ func NewScheduler(cfg SchedulerConfig, st *storage.Store) (*Scheduler, error) {
 	}
 	log := logger(cfg.Logger)
 	cfg.Scheduler.Logger = log
+	g, err := newGroup("scheduler", cfg.TLS, log)
+	if err != nil {
+		return nil, err
+	}
 	if len(cfg.Tokens) == 0 {
 		log.Warn("scheduler: no bearer token configured: writes and ad-hoc probes are refused")
 	}
@@ -104,7 +110,7 @@ func NewScheduler(cfg SchedulerConfig, st *storage.Store) (*Scheduler, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &Scheduler{cfg: cfg, s: s, st: st, g: group{log: log}, parser: placement.Parser{Policy: placement.DefaultPolicy(cfg.Allow...)}}
+	k := &Scheduler{cfg: cfg, s: s, st: st, g: g, parser: placement.Parser{Policy: placement.DefaultPolicy(cfg.Allow...)}}
 	// Smart Placement: telemetry in (worker hosts write it to Redis, or POST it here), analysis by the leader,
 	// decisions written under its fencing token.
 	k.runner, err = smartrun.NewRunner(cfg.Smart, st, smartrun.FleetSources(st, nil), smartrun.RunnerOptions{
@@ -134,8 +140,8 @@ func NewScheduler(cfg SchedulerConfig, st *storage.Store) (*Scheduler, error) {
 // Scheduler returns the scheduler (its targets, leadership), for callers that watch it in process.
 func (k *Scheduler) Scheduler() *scheduler.Scheduler { return k.s }
 
-// URL returns the base URL of the API and the status page.
-func (k *Scheduler) URL() string { return "http://" + addrOf(k.g) }
+// URL returns the base URL of the API and the status page: https:// when it serves TLS.
+func (k *Scheduler) URL() string { return k.g.scheme() + "://" + addrOf(k.g) }
 
 // Run rechecks targets (while it holds the lease), watches the config dir and the app registry, runs the
 // smart analysis and serves the API until ctx is done.

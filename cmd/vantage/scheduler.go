@@ -32,7 +32,7 @@ func (l *listFlag) Set(v string) error {
 
 func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("scheduler", "", stderr)
-	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisRequired})
+	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisRequired, TLS: true})
 	cfg := daemon.DefaultSchedulerConfig()
 	sf := addSchedulerFlags(fs, &cfg)
 	log, stop, err := parseDaemon(ctx, fs, df, args, stderr)
@@ -40,6 +40,7 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	defer stop()
+	cfg.TLS = df.tlsFiles()
 	if err := sf.complete(&cfg); err != nil {
 		return err
 	}
