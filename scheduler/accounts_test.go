@@ -275,7 +275,7 @@ func TestAccountsCaps(t *testing.T) {
 		t.Errorf("third app: %d %s, want 403 naming the cap and the account", code, raw)
 	}
 	e.must(201, "POST", "/v1/apps?deploy=v2", tokA, hostConfig("a-one", "one.example:8443")) // a replacement
-	e.must(201, "POST", "/v1/apps", tokB, hostConfig("b-one", "b.example:443"))           // another account
+	e.must(201, "POST", "/v1/apps", tokB, hostConfig("b-one", "b.example:443"))              // another account
 	e.must(200, "DELETE", "/v1/apps/a-one", tokA, "")
 	e.must(201, "POST", "/v1/apps", tokA, hostConfig("a-three", "three.example:443"))
 
