@@ -85,7 +85,7 @@ func (c SchedulerConfig) Validate() error {
 		return fmt.Errorf("scheduler: %w", err)
 	}
 	if err := c.Limits.Validate(); err != nil {
-		return err
+		return fmt.Errorf("%w (--max-apps-per-account, --telemetry-per-second, --telemetry-burst)", err)
 	}
 	return nil
 }
