@@ -353,7 +353,8 @@ func (a *API) postProbe(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	quota, _ := a.AdHoc.Backend.(QuotaStore)
-	ok, wait, err := a.Auth.Take(r.Context(), quota, token)
+	// Buckets are per token; two accounts may both name a token "ci", so the account is part of the bucket's name.
+	ok, wait, err := a.Auth.Take(r.Context(), quota, p.Account+":"+token)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
 		return
