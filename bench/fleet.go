@@ -103,7 +103,7 @@ func startFleet(ctx context.Context, o *options, redisAddr string, wg *sync.Wait
 	cfg := daemon.DefaultSchedulerConfig()
 	cfg.Listen, cfg.Logger = "127.0.0.1:0", quiet(o)
 	cfg.Scheduler.Name = "bench"
-	cfg.Tokens = map[string]string{f.token: "bench"}
+	cfg.Tokens = scheduler.Tokens{f.token: scheduler.Operator("bench")}
 	cfg.Allow = []netip.Prefix{f.tb.Prefix()}
 	if f.sched, err = daemon.NewScheduler(cfg, f.st); err != nil {
 		return nil, closeAll, err

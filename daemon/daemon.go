@@ -9,6 +9,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/vantage-edge/vantage/internal/tlsfiles"
 	"github.com/vantage-edge/vantage/storage"
 )
 
@@ -63,10 +65,51 @@ func closeAll(lns ...net.Listener) {
 	}
 }
 
-// newServer returns an HTTP server with the package's limits, logging its errors to log.
-func newServer(h http.Handler, log *slog.Logger) *http.Server {
+// TLSFiles names the PEM certificate chain and private key a component serves every one of its HTTP listeners
+// with (the scheduler's API, the router's front and admin endpoints, probed's and the worker's metrics); both
+// empty: plain HTTP, the default. The files are read when the component is built and again when they change
+// (within tlsfiles.ReloadInterval), so a renewed certificate needs no restart.
+type TLSFiles struct {
+	Cert, Key string
+}
+
+// Enabled reports whether a certificate is configured.
+func (f TLSFiles) Enabled() bool { return f.Cert != "" || f.Key != "" }
+
+// validate checks that both files or neither are given; what prefixes the error (the component).
+func (f TLSFiles) validate(what string) error {
+	if f.Enabled() && (f.Cert == "" || f.Key == "") {
+		return fmt.Errorf("%s: TLS needs both a certificate (--tls-cert) and its key (--tls-key)", what)
+	}
+	return nil
+}
+
+// serverConfig returns the server TLS configuration of f, nil when f is empty.
+func (f TLSFiles) serverConfig(what string, log *slog.Logger) (*tls.Config, error) {
+	if !f.Enabled() {
+		return nil, nil
+	}
+	if err := f.validate(what); err != nil {
+		return nil, err
+	}
+	cfg, err := tlsfiles.Server(f.Cert, f.Key, log)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return cfg, nil
+}
+
+// newGroup returns a group logging to log whose servers use the TLS files f (none: plain HTTP).
+func newGroup(what string, f TLSFiles, log *slog.Logger) (group, error) {
+	tc, err := f.serverConfig(what, log)
+	return group{log: log, tls: tc}, err
+}
+
+// newServer returns an HTTP server with the package's limits, logging its errors to log, serving TLS with tc
+// when it is set.
+func newServer(h http.Handler, tc *tls.Config, log *slog.Logger) *http.Server {
 	return &http.Server{Handler: h, ReadHeaderTimeout: ReadHeaderTimeout, ReadTimeout: ReadTimeout,
-		WriteTimeout: WriteTimeout, IdleTimeout: IdleTimeout, MaxHeaderBytes: MaxHeaderBytes,
+		WriteTimeout: WriteTimeout, IdleTimeout: IdleTimeout, MaxHeaderBytes: MaxHeaderBytes, TLSConfig: tc.Clone(), // http2 setup writes to it
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 }
 
@@ -80,6 +123,7 @@ type endpoint struct {
 // group runs a component's servers and loops until its context is done, then shuts the servers down.
 type group struct {
 	log       *slog.Logger
+	tls       *tls.Config // nil: plain HTTP
 	endpoints []endpoint
 	loops     []func(ctx context.Context)
 }
@@ -87,8 +131,16 @@ type group struct {
 // serve adds h on ln (nothing when ln is nil).
 func (g *group) serve(name string, ln net.Listener, h http.Handler) {
 	if ln != nil {
-		g.endpoints = append(g.endpoints, endpoint{name: name, ln: ln, srv: newServer(h, g.log)})
+		g.endpoints = append(g.endpoints, endpoint{name: name, ln: ln, srv: newServer(h, g.tls, g.log)})
 	}
+}
+
+// scheme returns "https" when the group serves TLS, else "http".
+func (g *group) scheme() string {
+	if g.tls != nil {
+		return "https"
+	}
+	return "http"
 }
 
 // loop adds a function that runs until its context is done.
@@ -110,7 +162,13 @@ func (g *group) run(ctx context.Context) error {
 	errc := make(chan error, len(g.endpoints))
 	for _, e := range g.endpoints {
 		wg.Go(func() {
-			if err := e.srv.Serve(e.ln); !errors.Is(err, http.ErrServerClosed) {
+			var err error
+			if e.srv.TLSConfig != nil {
+				err = e.srv.ServeTLS(e.ln, "", "") // the certificate comes from TLSConfig
+			} else {
+				err = e.srv.Serve(e.ln)
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("%s %s: %w", e.name, e.ln.Addr(), err)
 				cancel()
 			}

@@ -23,6 +23,7 @@ import (
 	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/router"
+	"github.com/vantage-edge/vantage/scheduler"
 	"github.com/vantage-edge/vantage/smart/smarttest"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
@@ -93,7 +94,7 @@ func startSystem(t *testing.T) *system {
 		cfg.Scheduler.Name = fmt.Sprintf("scheduler-%d", i)
 		cfg.ConfigDir = s.dir
 		cfg.ConfigReload = time.Second // the test removes a file; the default reads the dir every minute
-		cfg.Tokens = map[string]string{testToken: "ops"}
+		cfg.Tokens = scheduler.Tokens{testToken: scheduler.Operator("ops")}
 		cfg.Allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 		k, err := daemon.NewScheduler(cfg, st)
 		if err != nil {

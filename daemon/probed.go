@@ -26,6 +26,8 @@ type ProbedConfig struct {
 	// set, is used instead.
 	Listen   string
 	Listener net.Listener
+	// TLS serves the endpoints over TLS (default: plain HTTP).
+	TLS TLSFiles
 	// AllDetail stores the prober's full result with every result (default: ad-hoc probes only).
 	AllDetail bool
 	// Version is advertised in heartbeats.
@@ -43,7 +45,7 @@ func (c ProbedConfig) Validate() error {
 	if c.Daemon.PoP == "" {
 		return errors.New("probed: --pop is required (the PoP of this daemon)")
 	}
-	return nil
+	return c.TLS.validate("probed")
 }
 
 // Probed is one PoP's probe daemon: its prober, job loop and HTTP endpoints.
@@ -61,6 +63,10 @@ func NewProbed(cfg ProbedConfig, st *storage.Store) (*Probed, error) {
 	}
 	log := logger(cfg.Logger)
 	cfg.Prober.Logger, cfg.Daemon.Logger = log, log
+	g, err := newGroup("probed", cfg.TLS, log)
+	if err != nil {
+		return nil, err
+	}
 	eng, err := prober.New(cfg.Prober)
 	if err != nil {
 		return nil, fmt.Errorf("probed: %w", err)
@@ -83,7 +89,7 @@ func NewProbed(cfg ProbedConfig, st *storage.Store) (*Probed, error) {
 		return nil, err
 	}
 	q.DaemonID = d.ID()
-	p := &Probed{cfg: cfg, eng: eng, d: d, g: group{log: log}}
+	p := &Probed{cfg: cfg, eng: eng, d: d, g: g}
 	p.g.serve("probed", ln, adminMux(reg, func() error {
 		if !d.Ready() {
 			return errors.New("Redis unreachable")

@@ -32,7 +32,9 @@ type RouterConfig struct {
 	// Listener and AdminListener, when set, are used instead.
 	Listen, Admin           string
 	Listener, AdminListener net.Listener
-	Logger                  *slog.Logger
+	// TLS serves the front and the admin endpoints over TLS (default: plain HTTP).
+	TLS    TLSFiles
+	Logger *slog.Logger
 }
 
 // DefaultRouterConfig returns the defaults of `vantage router`.
@@ -50,6 +52,9 @@ func (c RouterConfig) Validate() error {
 	}
 	if c.Listen == "" && c.Listener == nil {
 		return errors.New("router: the front needs an address (--listen)")
+	}
+	if err := c.TLS.validate("router"); err != nil {
+		return err
 	}
 	return c.Router.Validate()
 }
@@ -72,6 +77,10 @@ func NewRouter(cfg RouterConfig, st *storage.Store) (*Router, error) {
 		return nil, err
 	}
 	log := logger(cfg.Logger)
+	g, err := newGroup("router", cfg.TLS, log)
+	if err != nil {
+		return nil, err
+	}
 	reg := newRegistry()
 	cfg.Router.Logger, cfg.Router.Registerer = log, reg
 	cfg.Front.Logger, cfg.Front.Registerer = log, reg
@@ -79,7 +88,7 @@ func NewRouter(cfg RouterConfig, st *storage.Store) (*Router, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Router{cfg: cfg, rt: rt, g: group{log: log}}
+	r := &Router{cfg: cfg, rt: rt, g: g}
 	if cfg.Front.Transport == nil {
 		r.tr = NewUpstreamTransport(nil)
 		cfg.Front.Transport = r.tr

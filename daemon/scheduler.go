@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"time"
 
@@ -30,15 +31,24 @@ type SchedulerConfig struct {
 	Scheduler scheduler.Config
 	// Smart tunes Smart Placement's analysis and runner.
 	Smart smart.Config
-	// Listen is the address of the API, the status page and /metrics (Listener, when set, is used instead).
+	// Listen is the address of the API, the status page and /metrics (Listener, when set, is used instead);
+	// there /metrics needs an operator's token.
 	Listen   string
 	Listener net.Listener
+	// TLS serves the API, the status page and the metrics listener over TLS (default: plain HTTP).
+	TLS TLSFiles
+	// MetricsListen, when set, is the address of a second listener serving /metrics without a token, for
+	// scrapers on a network only operators reach (empty: /metrics on Listen only).
+	MetricsListen string
 	// ConfigDir is a directory of wrangler.toml / wrangler.jsonc files to place (empty: none), read again every
 	// ConfigReload.
 	ConfigDir    string
 	ConfigReload time.Duration
-	// Tokens maps the bearer tokens accepted to their names; none: writes and ad-hoc probes are refused.
-	Tokens map[string]string
+	// Tokens maps the bearer tokens accepted to whom they act for (scheduler.LoadTokensFile); none: every
+	// request but /healthz and /readyz is refused.
+	Tokens scheduler.Tokens
+	// Limits caps each account's applications and telemetry rate.
+	Limits scheduler.Limits
 	// Quota limits each token's ad-hoc probes.
 	Quota scheduler.Quota
 	// AdHocTimeout is how long an ad-hoc probe waits for its PoPs.
@@ -57,6 +67,8 @@ func DefaultSchedulerConfig() SchedulerConfig {
 		ConfigReload: scheduler.DefaultDirReload,
 		Quota:        scheduler.Quota{PerMinute: scheduler.DefaultQuotaPerMinute, Burst: scheduler.DefaultQuotaBurst},
 		AdHocTimeout: scheduler.DefaultAdHocTimeout,
+		Limits: scheduler.Limits{MaxAppsPerAccount: scheduler.DefaultMaxAppsPerAccount,
+			TelemetryPerSecond: scheduler.DefaultTelemetryPerSecond, TelemetryBurst: scheduler.DefaultTelemetryBurst},
 	}
 }
 
@@ -74,7 +86,10 @@ func (c SchedulerConfig) Validate() error {
 	if err := c.Smart.Validate(); err != nil {
 		return fmt.Errorf("scheduler: %w", err)
 	}
-	return nil
+	if err := c.Limits.Validate(); err != nil {
+		return fmt.Errorf("%w (--max-apps-per-account, --telemetry-per-second, --telemetry-burst)", err)
+	}
+	return c.TLS.validate("scheduler")
 }
 
 // Scheduler is a scheduler with its API, status page, telemetry ingest and smart runner.
@@ -94,8 +109,16 @@ func NewScheduler(cfg SchedulerConfig, st *storage.Store) (*Scheduler, error) {
 	}
 	log := logger(cfg.Logger)
 	cfg.Scheduler.Logger = log
+	g, err := newGroup("scheduler", cfg.TLS, log)
+	if err != nil {
+		return nil, err
+	}
 	if len(cfg.Tokens) == 0 {
-		log.Warn("scheduler: no bearer token configured: writes and ad-hoc probes are refused")
+		log.Warn("scheduler: no bearer token configured: every request but /healthz and /readyz is refused")
+	}
+	if lines := cfg.Tokens.LegacyLines(); len(lines) > 0 {
+		log.Warn("scheduler: tokens in the old \"TOKEN [NAME]\" form act as operators (account *); write \"TOKEN NAME ACCOUNT\"",
+			"lines", lines)
 	}
 	b := scheduler.StoreBackend{Store: st}
 	reg := newRegistry()
@@ -104,7 +127,7 @@ func NewScheduler(cfg SchedulerConfig, st *storage.Store) (*Scheduler, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &Scheduler{cfg: cfg, s: s, st: st, g: group{log: log}, parser: placement.Parser{Policy: placement.DefaultPolicy(cfg.Allow...)}}
+	k := &Scheduler{cfg: cfg, s: s, st: st, g: g, parser: placement.Parser{Policy: placement.DefaultPolicy(cfg.Allow...)}}
 	// Smart Placement: telemetry in (worker hosts write it to Redis, or POST it here), analysis by the leader,
 	// decisions written under its fencing token.
 	k.runner, err = smartrun.NewRunner(cfg.Smart, st, smartrun.FleetSources(st, nil), smartrun.RunnerOptions{
@@ -112,30 +135,49 @@ func NewScheduler(cfg SchedulerConfig, st *storage.Store) (*Scheduler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
-	page, err := ui.New(ui.Config{Sched: s, Store: st, MaxResultAge: 2 * cmp.Or(cfg.Scheduler.RecheckInterval, scheduler.DefaultRecheckInterval), Logger: log})
+	auth := scheduler.NewScopedAuth(cfg.Tokens, cfg.Quota, nil)
+	page, err := ui.New(ui.Config{Sched: s, Store: st, MaxResultAge: 2 * cmp.Or(cfg.Scheduler.RecheckInterval, scheduler.DefaultRecheckInterval),
+		Authenticate: auth.Authenticate, Logger: log})
 	if err != nil {
 		return nil, err
 	}
 	api := &scheduler.API{
-		Telemetry: smartrun.IngestHandler(st.AddTelemetry, log),
-		Sched:     s, Decisions: b, Apps: b, Regions: cfg.Scheduler.Regions, Parser: k.parser, Metrics: m, Logger: log, Gatherer: reg,
-		Auth:  scheduler.NewAuth(cfg.Tokens, cfg.Quota, nil),
-		AdHoc: &scheduler.AdHoc{Backend: b, Parser: k.parser, Timeout: cfg.AdHocTimeout},
-		Ready: func(ctx context.Context) error { return st.Client().Ping(ctx).Err() },
+		Sched: s, Decisions: b, Apps: b, Regions: cfg.Scheduler.Regions, Parser: k.parser, Metrics: m, Logger: log, Gatherer: reg,
+		Auth:   auth,
+		AdHoc:  &scheduler.AdHoc{Backend: b, Parser: k.parser, Timeout: cfg.AdHocTimeout},
+		Ready:  func(ctx context.Context) error { return st.Client().Ping(ctx).Err() },
+		Limits: cfg.Limits, Quotas: b,
 	}
+	api.Telemetry = smartrun.IngestHandler(api.GuardTelemetry(st.AddTelemetry), log)
 	ln, err := listen(cfg.Listener, cfg.Listen, "scheduler: --listen")
 	if err != nil {
 		return nil, err
 	}
+	mln, err := listen(nil, cfg.MetricsListen, "scheduler: --metrics-listen")
+	if err != nil {
+		closeAll(ln)
+		return nil, err
+	}
 	k.g.serve("scheduler", ln, ui.Wrap(api.Handler(), page))
+	metrics := http.NewServeMux()
+	metrics.Handle("GET /metrics", api.MetricsHandler())
+	k.g.serve("scheduler metrics", mln, metrics)
 	return k, nil
 }
 
 // Scheduler returns the scheduler (its targets, leadership), for callers that watch it in process.
 func (k *Scheduler) Scheduler() *scheduler.Scheduler { return k.s }
 
-// URL returns the base URL of the API and the status page.
-func (k *Scheduler) URL() string { return "http://" + addrOf(k.g) }
+// URL returns the base URL of the API and the status page: https:// when it serves TLS.
+func (k *Scheduler) URL() string { return k.g.scheme() + "://" + addrOf(k.g) }
+
+// MetricsURL returns the URL of /metrics on the MetricsListen listener, or "" without one.
+func (k *Scheduler) MetricsURL() string {
+	if len(k.g.endpoints) < 2 {
+		return ""
+	}
+	return k.g.scheme() + "://" + k.g.endpoints[1].ln.Addr().String() + "/metrics"
+}
 
 // Run rechecks targets (while it holds the lease), watches the config dir and the app registry, runs the
 // smart analysis and serves the API until ctx is done.

@@ -24,6 +24,8 @@ type WorkerConfig struct {
 	Listen        string
 	Listener      net.Listener
 	MetricsListen string
+	// TLS serves the worker and its metrics over TLS (default: plain HTTP); the demo database stays plain.
+	TLS TLSFiles
 	// ServeDB also serves the demo database on this address (DBListener, when set, instead); an application
 	// with no DB uses it.
 	ServeDB    string
@@ -42,13 +44,14 @@ func (c WorkerConfig) Validate() error {
 	if c.Listen == "" && c.Listener == nil {
 		return errors.New("worker: an address is required (--listen)")
 	}
-	return nil
+	return c.TLS.validate("worker")
 }
 
 // Worker is a demo worker host: applications making sequential database round trips, reporting telemetry.
 type Worker struct {
 	w    *worker.Worker
 	ln   net.Listener
+	mln  net.Listener // nil: no metrics endpoint
 	db   net.Listener
 	g    group
 	desc string
@@ -60,6 +63,10 @@ func NewWorker(cfg WorkerConfig, st *storage.Store) (*Worker, error) {
 		return nil, err
 	}
 	log := logger(cfg.Logger)
+	g, err := newGroup("worker", cfg.TLS, log)
+	if err != nil {
+		return nil, err
+	}
 	db, err := listen(cfg.DBListener, cfg.ServeDB, "worker: --serve-db")
 	if err != nil {
 		return nil, err
@@ -89,7 +96,7 @@ func NewWorker(cfg WorkerConfig, st *storage.Store) (*Worker, error) {
 		closeAll(db, ln)
 		return nil, err
 	}
-	k := &Worker{w: w, ln: ln, db: db, g: group{log: log}}
+	k := &Worker{w: w, ln: ln, mln: mln, db: db, g: g}
 	k.g.serve("worker", ln, w)
 	k.g.serve("worker metrics", mln, adminMux(reg, nil))
 	k.desc = fmt.Sprintf("worker %s on %s", cfg.Worker.PoP, ln.Addr())
@@ -98,6 +105,14 @@ func NewWorker(cfg WorkerConfig, st *storage.Store) (*Worker, error) {
 
 // Addr returns the worker's HTTP address; DBAddr the demo database's ("" when not served).
 func (k *Worker) Addr() string { return k.ln.Addr().String() }
+
+// MetricsAddr returns the address of /metrics, /healthz and /readyz, or "".
+func (k *Worker) MetricsAddr() string {
+	if k.mln == nil {
+		return ""
+	}
+	return k.mln.Addr().String()
+}
 
 // DBAddr returns the address of the demo database it serves, or "".
 func (k *Worker) DBAddr() string {

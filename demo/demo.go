@@ -358,7 +358,7 @@ func (e *env) startScheduler(ctx context.Context) error {
 	cfg.Listen, cfg.Logger = e.cfg.Listen, e.log
 	cfg.Scheduler.Name = "demo"
 	cfg.Scheduler.RecheckInterval = e.cfg.Recheck
-	cfg.Tokens = map[string]string{e.token: "demo"}
+	cfg.Tokens = scheduler.Tokens{e.token: scheduler.Operator("demo")}
 	cfg.Allow = []netip.Prefix{e.tb.Prefix()}
 	s, err := daemon.NewScheduler(cfg, e.st)
 	if err != nil {

@@ -233,7 +233,8 @@ func (e *env) whereNext() {
 	e.out.linef("\nWhere to look next:")
 	e.out.linef("  status page     %s/#token=%s", e.apiURL, e.token)
 	e.out.linef("  metrics         %s/metrics (scheduler)   %s/metrics (router)", e.apiURL, e.routerURL)
-	e.out.linef("  decision API    curl -s %s/client/v4/accounts/demo/workers/services/frankfurt-db", e.apiURL)
+	e.out.linef("                  curl -s -H 'Authorization: Bearer %s' %s/metrics   (the scheduler's needs the operator's token)", e.token, e.apiURL)
+	e.out.linef("  decision API    curl -s -H 'Authorization: Bearer %s' %s/client/v4/accounts/demo/workers/services/frankfurt-db", e.token, e.apiURL)
 	e.out.linef("  probe ad hoc    VANTAGE_TOKEN=%s vantage probe --fleet --scheduler %s tcp db.%s:%d", e.token, e.apiURL, e.zone, DBPort)
 	e.out.linef("                  curl -s -H 'Authorization: Bearer %s' -d '{\"kind\":\"http\",\"target\":\"www.%s\",\"pops\":\"all\"}' %s/v1/probes",
 		e.token, e.zone, e.apiURL)

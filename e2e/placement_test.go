@@ -23,6 +23,7 @@ import (
 	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/router"
+	"github.com/vantage-edge/vantage/scheduler"
 	"github.com/vantage-edge/vantage/smart"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
@@ -291,7 +292,7 @@ func startE2E(t *testing.T) *e2e {
 	const token = "e2e-token"
 	sc := daemon.DefaultSchedulerConfig()
 	sc.Listen, sc.Logger = "127.0.0.1:0", log
-	sc.Tokens = map[string]string{token: "e2e"}
+	sc.Tokens = scheduler.Tokens{token: scheduler.Operator("e2e")}
 	sc.Allow = []netip.Prefix{tb.Prefix()}
 	s, err := daemon.NewScheduler(sc, st)
 	if err != nil {

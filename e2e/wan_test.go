@@ -11,6 +11,7 @@ import (
 	"github.com/vantage-edge/vantage/demo"
 	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/scheduler"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
 	"github.com/vantage-edge/vantage/testbed"
@@ -103,7 +104,7 @@ func TestPlacementOnEmulatedWAN(t *testing.T) {
 	cfg.Listen, cfg.Logger = "127.0.0.1:0", log
 	cfg.Scheduler.Name = "s1"
 	cfg.Scheduler.HostnameScheme = "http" // the URL http://api.<zone>/
-	cfg.Tokens = map[string]string{token: "e2e"}
+	cfg.Tokens = scheduler.Tokens{token: scheduler.Operator("e2e")}
 	cfg.Allow = []netip.Prefix{tb.Prefix()}
 	s, err := daemon.NewScheduler(cfg, openStore(t, []string{srv.Addr()}, log))
 	if err != nil {

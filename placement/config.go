@@ -34,6 +34,7 @@ var (
 	ErrBadHost     = errors.New("invalid host")                    // not host:port, bad port, bad name, denied IP
 	ErrBadHostname = errors.New("invalid hostname")                // scheme, path, port, bad characters, denied IP
 	ErrBadHint     = errors.New("invalid hint")                    // empty, too long, spaces or non-ASCII
+	ErrBadAccount  = errors.New("invalid account id")              // empty, too long, or not letters, digits, '-', '_'
 )
 
 // Config is one application's placement, read from its wrangler config.
@@ -45,9 +46,12 @@ type Config struct {
 	Hostname string // ModeHostname only: lower-cased, no trailing dot, e.g. "api.example.com"
 	// Hint is wrangler's optional hint beside mode "smart" (or "off"), kept as written (at most MaxHintLen
 	// printable bytes, no spaces); Vantage's smart analysis places from telemetry and does not use it.
-	Hint   string
-	Source string // the file the config came from, as named to the parser
-	Legacy bool   // the placement was written as [unsafe.metadata.placement]
+	Hint string
+	// AccountID is the top-level account_id: the account that owns the application ("" when the config names
+	// none). At most MaxAccountIDLen letters, digits, '-' and '_' (wrangler's are 32 hex digits).
+	AccountID string
+	Source    string // the file the config came from, as named to the parser
+	Legacy    bool   // the placement was written as [unsafe.metadata.placement]
 }
 
 // Target returns what the placement is aimed at: the region ID, host:port or hostname; "" for ModeSmart and
@@ -183,7 +187,7 @@ func LoadFile(path string) (Config, error) { return DefaultParser().LoadFile(pat
 // LoadDir reads every wrangler config in dir with DefaultParser. See Parser.LoadDir.
 func LoadDir(dir string) ([]Config, error) { return DefaultParser().LoadDir(dir) }
 
-// ParseTOML parses a wrangler.toml: the top-level name, and the [placement] table
+// ParseTOML parses a wrangler.toml: the top-level name and account_id (optional), and the [placement] table
 //
 //	[placement]
 //	mode = "smart"                  # or: region = "aws:us-east-1"
@@ -210,7 +214,7 @@ func (p Parser) ParseTOML(name string, data []byte) (Config, error) {
 }
 
 // ParseJSONC parses a wrangler.jsonc or wrangler.json (JSON with comments and trailing commas): the top-level
-// "name" and the "placement" object, or its legacy form "unsafe": {"metadata": {"placement": {...}}}, with the
+// "name" and "account_id" (optional) and the "placement" object, or its legacy form "unsafe": {"metadata": {"placement": {...}}}, with the
 // same keys and rules as ParseTOML. Keys are matched exactly (case-sensitively) and a key twice in one object
 // is an error.
 func (p Parser) ParseJSONC(name string, data []byte) (Config, error) {
@@ -339,11 +343,12 @@ type rawTable struct {
 
 // rawDoc is a parsed config.
 type rawDoc struct {
-	file   string
-	name   *rawValue  // nil when absent
-	tables []rawTable // present ones only
-	errs   []error    // problems the reader found (duplicate keys)
-	table  string     // "table" or "object", for messages
+	file    string
+	name    *rawValue  // nil when absent
+	account *rawValue  // account_id; nil when absent
+	tables  []rawTable // present ones only
+	errs    []error    // problems the reader found (duplicate keys)
+	table   string     // "table" or "object", for messages
 }
 
 // knownKeys are the keys of a placement table, in the order they are checked.
@@ -400,6 +405,15 @@ func (p Parser) build(doc rawDoc) (Config, error) {
 			fail("name", doc.name, err)
 		} else {
 			c.App = s
+		}
+	}
+	if doc.account != nil {
+		if s, ok := doc.account.str(); !ok {
+			fail("account_id", doc.account, typeError(doc.account.kind, "a string"))
+		} else if err := CheckAccountID(s); err != nil {
+			fail("account_id", doc.account, err)
+		} else {
+			c.AccountID = s
 		}
 	}
 

@@ -45,6 +45,8 @@ func TestParseValidConfigs(t *testing.T) {
 		{"none.toml", Config{App: "no-placement", Mode: ModeNone}},
 		{"legacy.toml", Config{App: "legacy-app", Mode: ModeSmart, Legacy: true}},
 		{"legacy.jsonc", Config{App: "legacy-app", Mode: ModeSmart, Legacy: true}},
+		{"account.toml", Config{App: "billing", Mode: ModeHost, Host: "db.example.com:5432", AccountID: "023e105f4ecef8ad9ca31a8372d0c353"}},
+		{"account.jsonc", Config{App: "billing", Mode: ModeHost, Host: "db.example.com:5432", AccountID: "023e105f4ecef8ad9ca31a8372d0c353"}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			path := filepath.Join("testdata", "valid", tc.file)
@@ -150,6 +152,9 @@ func TestParseInvalidConfigs(t *testing.T) {
 		is   []error
 		want string
 	}{
+		{"account-bad.toml", []error{ErrBadAccount}, `testdata/invalid/account-bad.toml:2:1: account_id: "acme corp": invalid account id: character ' ' at offset 4: want letters, digits, '-' and '_'`},
+		{"account-duplicate.jsonc", []error{ErrDuplicate}, `testdata/invalid/account-duplicate.jsonc:4:3: account_id: "other": duplicate key: first given on line 3`},
+		{"account-type.jsonc", []error{ErrType}, `testdata/invalid/account-type.jsonc:3:3: account_id: 12345: want a string, got number`},
 		{"bad-name.toml", []error{ErrBadName}, `testdata/invalid/bad-name.toml:1:1: name: "My Worker": character 'M' at offset 0: want lower-case letters, digits, '-' and '_'`},
 		{"conflict-region-host.toml", []error{ErrConflict}, `testdata/invalid/conflict-region-host.toml:5:1: placement.host: "db.example.com:5432": set together with placement.region: region, host and hostname are exclusive`},
 		{"conflict-smart-hostname.toml", []error{ErrConflict}, `testdata/invalid/conflict-smart-hostname.toml:5:1: placement.hostname: "api.example.com": set together with mode "smart": a hostname is a placement of its own, drop mode or write mode = "targeted"`},

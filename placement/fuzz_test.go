@@ -22,7 +22,7 @@ import (
 
 // sentinels are the errors every config error must wrap one of.
 var sentinels = []error{ErrSyntax, ErrTooMany, ErrTooLarge, ErrType, ErrUnknownKey, ErrDuplicate, ErrBadName, ErrConflict,
-	ErrUnknownMode, ErrNoTarget, ErrBadRegion, ErrBadHost, ErrBadHostname, ErrBadHint}
+	ErrUnknownMode, ErrNoTarget, ErrBadRegion, ErrBadHost, ErrBadHostname, ErrBadHint, ErrBadAccount}
 
 func addSeeds(f *testing.F, exts ...string) {
 	f.Helper()
@@ -148,6 +148,9 @@ func checkErrors(t *testing.T, file string, data []byte, err error) {
 func renderTOML(c Config) []byte {
 	var b strings.Builder
 	b.WriteString("name = " + quote(c.App) + "\n")
+	if c.AccountID != "" {
+		b.WriteString("account_id = " + quote(c.AccountID) + "\n")
+	}
 	if c.Legacy {
 		b.WriteString("[unsafe.metadata.placement]\n")
 	} else {
@@ -185,11 +188,15 @@ func renderJSONC(c Config) []byte {
 	default:
 		p = `{"mode": "targeted", "` + string(c.Mode) + `": ` + quote(c.Target()) + `,}`
 	}
+	name := quote(c.App)
+	if c.AccountID != "" {
+		name += ",\n  \"account_id\": " + quote(c.AccountID)
+	}
 	if c.Legacy {
 		p = `{"metadata": {"placement": ` + p + `}}`
-		return []byte("{\n  \"name\": " + quote(c.App) + ",\n  // legacy\n  \"unsafe\": " + p + ",\n}\n")
+		return []byte("{\n  \"name\": " + name + ",\n  // legacy\n  \"unsafe\": " + p + ",\n}\n")
 	}
-	return []byte("{\n  \"name\": " + quote(c.App) + ",\n  \"placement\": " + p + ", // placement\n}\n")
+	return []byte("{\n  \"name\": " + name + ",\n  \"placement\": " + p + ", // placement\n}\n")
 }
 
 // FuzzHost checks the host validator alone: it never panics, what it accepts is a dialable host:port that it

@@ -89,10 +89,14 @@ func readJSONC(file string, data []byte) (rawDoc, error) {
 		doc.tables = append(doc.tables, t)
 	}
 
-	_, topByName := members(top, "", func(k string) bool { return k == "name" || k == "placement" || k == "unsafe" })
+	_, topByName := members(top, "", func(k string) bool { return k == "name" || k == "account_id" || k == "placement" || k == "unsafe" })
 	if m := topByName["name"]; m != nil {
 		rv := value(&m.Name, &m.Value)
 		doc.name = &rv
+	}
+	if m := topByName["account_id"]; m != nil {
+		rv := value(&m.Name, &m.Value)
+		doc.account = &rv
 	}
 	if m := topByName["placement"]; m != nil {
 		table(m, "placement", false)

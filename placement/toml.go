@@ -32,6 +32,10 @@ func readTOML(file string, data []byte) (rawDoc, error) {
 		rv := value(v, "name")
 		doc.name = &rv
 	}
+	if v, ok := top["account_id"]; ok {
+		rv := value(v, "account_id")
+		doc.account = &rv
+	}
 	table := func(v any, legacy bool, path ...string) {
 		t := rawTable{path: strings.Join(path, "."), legacy: legacy, value: value(v, path...)}
 		if m, ok := v.(map[string]any); ok {

@@ -31,6 +31,11 @@ func (p Parser) Validate(c Config) error {
 	if err := checkAppName(c.App); err != nil {
 		fail("name", c.App, err)
 	}
+	if c.AccountID != "" {
+		if err := CheckAccountID(c.AccountID); err != nil {
+			fail("account_id", c.AccountID, err)
+		}
+	}
 	if !c.Mode.Valid() {
 		fail("placement.mode", string(c.Mode), because(ErrUnknownMode, "%s (want %q, %q, %q, %q or none)",
 			ErrUnknownMode, ModeSmart, ModeRegion, ModeHost, ModeHostname))
@@ -83,6 +88,27 @@ func checkAppName(s string) error {
 		default:
 			return because(ErrBadName, "character %q at offset %d: want lower-case letters, digits, '-' and '_'",
 				rune(c), i)
+		}
+	}
+	return nil
+}
+
+// MaxAccountIDLen bounds an account id: wrangler's are 32 hexadecimal digits; 64 leaves room for other schemes
+// and keeps ids short enough for Redis keys and log lines.
+const MaxAccountIDLen = 64
+
+// CheckAccountID checks an account id (a config's account_id, an API path's or ?account=, a token's account):
+// 1 to MaxAccountIDLen ASCII letters, digits, '-' and '_'. Errors wrap ErrBadAccount.
+func CheckAccountID(s string) error {
+	switch {
+	case s == "":
+		return because(ErrBadAccount, "%s: empty", ErrBadAccount)
+	case len(s) > MaxAccountIDLen:
+		return because(ErrBadAccount, "%s: %d bytes, more than %d", ErrBadAccount, len(s), MaxAccountIDLen)
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return because(ErrBadAccount, "%s: character %q at offset %d: want letters, digits, '-' and '_'", ErrBadAccount, rune(c), i)
 		}
 	}
 	return nil

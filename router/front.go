@@ -31,6 +31,18 @@ const (
 	HeaderIngress = "vantage-ingress"
 )
 
+// internalHeaders are the headers the front itself sets towards the worker (HeaderIngress, HeaderReason) or
+// the client (HeaderPlacement, HeaderReason): a client's values are removed before forwarding, so a worker
+// never mistakes them for the router's. Forwarded and X-Forwarded-* are replaced by ReverseProxy's Rewrite
+// (SetXForwarded), hop-by-hop headers removed by ReverseProxy.
+//
+// Not stripped, by design: the request id (RequestIDHeader, cf-ray), the invocation kind (KindHeader) and the
+// application (AppHeader) are inputs the edge in front of the router sets, and which that edge must strip from
+// client requests when it does not set them itself. A client that chooses them only chooses how its own
+// request is handled (in or out of the baseline, a local run for a non-fetch kind, an application it could
+// name by its Host anyway): no other request's placement and no worker's view of where a request came from.
+var internalHeaders = []string{HeaderIngress, HeaderReason, HeaderPlacement}
+
 // FrontConfig configures a Front.
 type FrontConfig struct {
 	// Ingress is the PoP this front runs in (required).
@@ -43,7 +55,8 @@ type FrontConfig struct {
 	App       string
 	AppHeader string
 	// RequestIDHeader carries the request id (default DefaultRequestIDHeader). A request without one gets a
-	// random id, set on the forwarded request.
+	// random id, set on the forwarded request. It is taken from the request as it is (the edge in front sets
+	// it, as Cloudflare's cf-ray): see internalHeaders for what is stripped and why this is not.
 	RequestIDHeader string
 	// KindHeader carries the invocation kind (default DefaultKindHeader).
 	KindHeader string
@@ -130,13 +143,14 @@ func (f *Front) proxy(pop string, u *url.URL) *httputil.ReverseProxy {
 			pr.SetURL(u)
 			pr.Out.Host = pr.In.Host // the worker serves the application by its host name
 			pr.SetXForwarded()
+			for _, h := range internalHeaders {
+				pr.Out.Header.Del(h)
+			}
 			pr.Out.Header.Set(HeaderIngress, f.cfg.Ingress)
 			// The worker reports the reason in its telemetry, so Smart Placement can tell the unrouted
 			// baseline from other local runs; a client's own value never reaches it.
 			if res, ok := pr.In.Context().Value(resultKey{}).(Result); ok {
 				pr.Out.Header.Set(HeaderReason, res.Reason.String())
-			} else {
-				pr.Out.Header.Del(HeaderReason)
 			}
 		},
 		Transport: f.cfg.Transport,

@@ -303,3 +303,59 @@ func TestAdminHandler(t *testing.T) {
 		}
 	}
 }
+
+// TestFrontStripsInternalHeaders: the headers the front sets (towards the worker or the client) are never
+// taken from the client, and X-Forwarded-* carry the front's view, not the client's; the request id, by design
+// an input of the edge in front, reaches the worker.
+func TestFrontStripsInternalHeaders(t *testing.T) {
+	r := newTestRouter(t, noSource{}, nil)
+	install(t, r, dec("api.example.com", "LHR", "LHR:10"))
+	seen := make(chan http.Header, 1)
+	worker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		seen <- req.Header.Clone()
+		w.Header().Set(HeaderReason, "worker-must-not-leak")
+	}))
+	t.Cleanup(worker.Close)
+	u, _ := url.Parse(worker.URL)
+	front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": u, "LHR": u}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(front)
+	t.Cleanup(srv.Close)
+	routedID := idWhere(t, func(h uint64) bool { return h>>11 >= r.baselineThr })
+
+	req, _ := http.NewRequest("GET", srv.URL+"/", nil)
+	req.Host = "api.example.com"
+	req.Header.Set("cf-ray", routedID)
+	for _, h := range internalHeaders {
+		req.Header.Add(h, "spoofed-1")
+		req.Header.Add(h, "spoofed-2")
+	}
+	req.Header.Set("X-Forwarded-For", "203.0.113.66")
+	req.Header.Set("X-Forwarded-Host", "evil.example")
+	req.Header.Set("Forwarded", "for=203.0.113.66")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	got := <-seen
+	want := map[string][]string{
+		HeaderIngress:      {"EWR"},
+		HeaderReason:       {"remote"},
+		HeaderPlacement:    nil,
+		"X-Forwarded-For":  {"127.0.0.1"},
+		"X-Forwarded-Host": {"api.example.com"},
+		"Forwarded":        nil,
+		"Cf-Ray":           {routedID},
+	}
+	for h, w := range want {
+		if v := got.Values(h); strings.Join(v, "|") != strings.Join(w, "|") {
+			t.Errorf("the worker got %s %q; want %q", h, v, w)
+		}
+	}
+	if v := resp.Header.Values(HeaderReason); len(v) != 1 || v[0] != "remote" {
+		t.Errorf("the client got %s %q; want [remote]", HeaderReason, v)
+	}
+}

@@ -90,7 +90,8 @@ type AdHocRecord struct {
 	Count     int                 `json:"count"`
 	TimeoutMs int                 `json:"timeout_ms,omitempty"` // per sample
 	PoPs      []string            `json:"pops"`
-	Token     string              `json:"token,omitempty"` // name of the token that asked
+	Token     string              `json:"token,omitempty"`   // name of the token that asked
+	Account   string              `json:"account,omitempty"` // its account: only this account (and operators) read the probe
 	Created   time.Time           `json:"created"`
 	Deadline  time.Time           `json:"deadline"`
 }
@@ -209,9 +210,9 @@ func quoteValue(v any) string {
 	return fmt.Sprintf("%q", s)
 }
 
-// Start validates req (Check), enqueues one job per PoP and stores the record. Every PoP asked must have a live
-// daemon; a nil PoP list asks every PoP that is up.
-func (a *AdHoc) Start(ctx context.Context, req ProbeRequest, token string) (AdHocRecord, error) {
+// Start validates req (Check), enqueues one job per PoP and stores the record, as asked by by. Every PoP asked
+// must have a live daemon; a nil PoP list asks every PoP that is up.
+func (a *AdHoc) Start(ctx context.Context, req ProbeRequest, by Principal) (AdHocRecord, error) {
 	req, err := a.Check(req)
 	if err != nil {
 		return AdHocRecord{}, err
@@ -234,7 +235,7 @@ func (a *AdHoc) Start(ctx context.Context, req ProbeRequest, token string) (AdHo
 	}
 	now := a.now()
 	rec := AdHocRecord{ID: newID(), Target: req.Target, Kind: req.Kind, Count: req.Count, TimeoutMs: req.TimeoutMs, PoPs: pops,
-		Token: token, Created: now, Deadline: now.Add(cmpOr(a.Timeout, DefaultAdHocTimeout))}
+		Token: by.Name, Account: by.Account, Created: now, Deadline: now.Add(cmpOr(a.Timeout, DefaultAdHocTimeout))}
 	reqJSON, _ := json.Marshal(rec)
 	if err := a.Backend.PutAdHocProbe(ctx, storage.AdHocProbe{ID: rec.ID, Request: reqJSON, CreatedAt: now}, AdHocTTL); err != nil {
 		return AdHocRecord{}, fmt.Errorf("scheduler: ad-hoc probe: storing the record: %w", err)
@@ -335,7 +336,8 @@ func (a *AdHoc) verdict(rec AdHocRecord, rs map[string]storage.Result) *AdHocVer
 }
 
 func (a *API) postProbe(w http.ResponseWriter, r *http.Request) {
-	token, _ := r.Context().Value(tokenKey{}).(string)
+	p := principal(r)
+	token := p.Name
 	var req ProbeRequest
 	dec := json.NewDecoder(io.LimitReader(r.Body, MaxBodyBytes))
 	dec.DisallowUnknownFields()
@@ -351,7 +353,8 @@ func (a *API) postProbe(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	quota, _ := a.AdHoc.Backend.(QuotaStore)
-	ok, wait, err := a.Auth.Take(r.Context(), quota, token)
+	// Buckets are per token; two accounts may both name a token "ci", so the account is part of the bucket's name.
+	ok, wait, err := a.Auth.Take(r.Context(), quota, p.Account+":"+token)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
 		return
@@ -362,7 +365,7 @@ func (a *API) postProbe(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusTooManyRequests, 10429, fmt.Sprintf("ad-hoc probe quota of token %q exhausted; retry in %s", token, wait.Round(time.Millisecond)))
 		return
 	}
-	rec, err := a.AdHoc.Start(r.Context(), req, token)
+	rec, err := a.AdHoc.Start(r.Context(), req, p)
 	if err != nil {
 		code := http.StatusServiceUnavailable
 		if errors.Is(err, ErrBadRequest) {
@@ -384,13 +387,14 @@ func (a *API) countAdHoc(outcome string) {
 	}
 }
 
+// getProbe reports an ad-hoc probe to its account's tokens (and operators'); another account's is not found.
 func (a *API) getProbe(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	st, ok, err := a.AdHoc.Status(r.Context(), id)
 	switch {
 	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
-	case !ok:
+	case !ok || !principal(r).Sees(st.Account):
 		writeError(w, http.StatusNotFound, 10007, fmt.Sprintf("ad-hoc probe %q: %v", id, errNotFound))
 	default:
 		writeJSON(w, http.StatusOK, st)

@@ -100,9 +100,66 @@ type API struct {
 	Metrics   *Metrics
 	Logger    *slog.Logger
 	// Telemetry, when set, serves POST /v1/telemetry behind the bearer token: worker hosts' per-request
-	// telemetry for Smart Placement (scheduler/smartrun.IngestHandler). Nil: not served.
+	// telemetry for Smart Placement (scheduler/smartrun.IngestHandler, whose store function GuardTelemetry
+	// should wrap, so that a token writes only its account's applications' telemetry, within the account's
+	// rate). Nil: not served.
 	Telemetry http.Handler
+	// Limits caps each account's applications and telemetry rate (zero fields: the defaults).
+	Limits Limits
+	// Quotas keeps the per-account telemetry rate where every scheduler shares it (StoreBackend: in Redis);
+	// nil: GuardTelemetry does not limit the rate.
+	Quotas TelemetryQuotaStore
 }
+
+// Defaults of Limits.
+const (
+	// DefaultMaxAppsPerAccount caps the applications one account may register: each costs a recheck loop and
+	// probes from the fleet, so one account cannot crowd out the others.
+	DefaultMaxAppsPerAccount = 1000
+	// DefaultTelemetryPerSecond is the telemetry records per second one account may send (a busy Worker's
+	// sampled traffic), refilled continuously.
+	DefaultTelemetryPerSecond = 5000
+	// DefaultTelemetryBurst is how many records an idle account may send at once: two full batches
+	// (smartrun.MaxIngestRecords is 10,000).
+	DefaultTelemetryBurst = 20_000
+)
+
+// Limits are the per-account caps of the API.
+type Limits struct {
+	MaxAppsPerAccount  int     // applications per account; default DefaultMaxAppsPerAccount
+	TelemetryPerSecond float64 // telemetry records per second per account; default DefaultTelemetryPerSecond
+	TelemetryBurst     float64 // records at once; default DefaultTelemetryBurst (at least one batch)
+}
+
+// withDefaults returns l with zero fields defaulted.
+func (l Limits) withDefaults() Limits {
+	l.MaxAppsPerAccount = cmp.Or(l.MaxAppsPerAccount, DefaultMaxAppsPerAccount)
+	l.TelemetryPerSecond = cmp.Or(l.TelemetryPerSecond, DefaultTelemetryPerSecond)
+	l.TelemetryBurst = cmp.Or(l.TelemetryBurst, DefaultTelemetryBurst)
+	return l
+}
+
+// Validate checks the limits (after defaults).
+func (l Limits) Validate() error {
+	l = l.withDefaults()
+	switch {
+	case l.MaxAppsPerAccount < 0:
+		return fmt.Errorf("scheduler: max apps per account %d: want > 0", l.MaxAppsPerAccount)
+	case !(l.TelemetryPerSecond > 0):
+		return fmt.Errorf("scheduler: telemetry per second %v: want > 0", l.TelemetryPerSecond)
+	case !(l.TelemetryBurst >= 1):
+		return fmt.Errorf("scheduler: telemetry burst %v: want >= 1", l.TelemetryBurst)
+	}
+	return nil
+}
+
+// TelemetryQuotaStore keeps the telemetry quota where every scheduler shares it (storage.Store.TakeQuotaN).
+type TelemetryQuotaStore interface {
+	TakeQuotaN(ctx context.Context, kind, name string, n, perMinute, burst float64) (ok bool, wait time.Duration, err error)
+}
+
+// QuotaKindTelemetry is the TelemetryQuotaStore kind of the per-account telemetry rate.
+const QuotaKindTelemetry = "telemetry"
 
 // Handler returns the HTTP handler with every route.
 func (a *API) Handler() http.Handler {
@@ -111,20 +168,18 @@ func (a *API) Handler() http.Handler {
 		mux.Handle(pattern, a.instrument(name, h))
 	}
 	route("POST /v1/apps", "apps_post", a.authed(a.postApp))
-	route("GET /v1/apps", "apps_list", a.listApps)
+	route("GET /v1/apps", "apps_list", a.authed(a.listApps))
 	route("DELETE /v1/apps/{name}", "apps_delete", a.authed(a.deleteApp))
 	route("POST /v1/apps/{name}/deploys", "deploys_post", a.authed(a.postDeploy))
 	route("POST /v1/probes", "probes_post", a.authed(a.postProbe))
 	route("GET /v1/probes/{id}", "probes_get", a.authed(a.getProbe))
-	route("GET /client/v4/accounts/{account}/workers/services/{name}", "service", a.service)
+	route("GET /client/v4/accounts/{account}/workers/services/{name}", "service", a.authed(a.service))
+	route("PUT /client/v4/accounts/{account}/workers/services/{name}", "service_put", a.authed(a.putService))
+	route("DELETE /client/v4/accounts/{account}/workers/services/{name}", "service_delete", a.authed(a.deleteService))
 	if a.Telemetry != nil {
 		route("POST /v1/telemetry", "telemetry_post", a.authed(a.Telemetry.ServeHTTP))
 	}
-	g := a.Gatherer
-	if g == nil {
-		g = prometheus.DefaultGatherer
-	}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", a.authed(a.operatorOnly(a.MetricsHandler().ServeHTTP)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if a.Ready != nil {
@@ -157,14 +212,22 @@ func (a *API) instrument(name string, h http.Handler) http.Handler {
 	})
 }
 
-type tokenKey struct{}
+// MetricsHandler returns the /metrics handler without authentication, for a listener of its own that only
+// the operators' scrapers reach (on the API's listener /metrics needs an operator's token).
+func (a *API) MetricsHandler() http.Handler {
+	g := a.Gatherer
+	if g == nil {
+		g = prometheus.DefaultGatherer
+	}
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+}
 
-// authed requires a valid bearer token.
+// authed requires a valid bearer token and leaves whom it acts for in the request's context (PrincipalFrom).
 func (a *API) authed(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		name, ok := "", false
+		p, ok := Principal{}, false
 		if a.Auth != nil {
-			name, ok = a.Auth.Authenticate(r)
+			p, ok = a.Auth.Authenticate(r)
 		}
 		if !ok {
 			if a.Metrics != nil && r.URL.Path == "/v1/probes" {
@@ -174,8 +237,105 @@ func (a *API) authed(h http.HandlerFunc) http.HandlerFunc {
 			writeError(w, http.StatusUnauthorized, 10000, "authentication error: a valid bearer token is required")
 			return
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), tokenKey{}, name)))
+		h(w, r.WithContext(WithPrincipal(r.Context(), p)))
 	}
+}
+
+// operatorOnly refuses tokens of one account: h is for operators (AllAccounts).
+func (a *API) operatorOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if p, _ := PrincipalFrom(r.Context()); !p.IsOperator() {
+			writeError(w, http.StatusForbidden, 10010, "this endpoint needs an operator's token (account \"*\")")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// principal returns whom r acts for (authed put it there); the zero Principal, which sees nothing, otherwise.
+func principal(r *http.Request) Principal {
+	p, _ := PrincipalFrom(r.Context())
+	return p
+}
+
+// owner is who holds an application name: its account and source, from the app registry or, for a config
+// file's probe target, from this scheduler's targets.
+type owner struct {
+	account, source string
+	exists          bool
+}
+
+// ownerOf returns who holds the application name.
+func (a *API) ownerOf(ctx context.Context, name string) (owner, error) {
+	if a.Apps != nil {
+		app, found, err := a.Apps.App(ctx, name)
+		if err != nil {
+			return owner{}, err
+		}
+		if found {
+			return owner{account: app.Account, source: cmpOr(app.Source, SourceAPI), exists: true}, nil
+		}
+	}
+	if ts, ok := a.Sched.Target(name); ok {
+		return owner{account: ts.Account, source: cmpOr(ts.Source, SourceAPI), exists: true}, nil
+	}
+	return owner{}, nil
+}
+
+// notFound answers that app is not there for the caller: absent, or another account's (the same answer, so that
+// the API is no oracle of other accounts' names).
+func notFound(w http.ResponseWriter, app string) {
+	writeError(w, http.StatusNotFound, 10007, fmt.Sprintf("app %q is not registered through the API", app))
+}
+
+// accountApps counts the applications of account: the registry's and this scheduler's config-file targets.
+func (a *API) accountApps(ctx context.Context, account string) (int, error) {
+	names := map[string]bool{}
+	if lister, ok := a.Apps.(interface {
+		Apps(ctx context.Context) ([]storage.App, error)
+	}); ok {
+		apps, err := lister.Apps(ctx)
+		if err != nil {
+			return 0, err
+		}
+		for _, app := range apps {
+			if app.Account == account {
+				names[app.Name] = true
+			}
+		}
+	}
+	for _, t := range a.Sched.Targets() {
+		if t.Account == account {
+			names[t.App] = true
+		}
+	}
+	return len(names), nil
+}
+
+// resolveAccount returns the account an API write of p registers an application in: the one asked for
+// (?account=, the path of the platform's routes, a config's account_id; those given must agree), else p's own. A
+// token of one account writes only there (403 otherwise); an operator may leave it empty.
+func resolveAccount(p Principal, asked ...string) (string, int, error) {
+	account := ""
+	for _, acc := range asked {
+		switch {
+		case acc == "":
+		case account != "" && acc != account:
+			return "", http.StatusBadRequest, fmt.Errorf("account %q and account %q disagree: name one account", account, acc)
+		default:
+			if err := placement.CheckAccountID(acc); err != nil {
+				return "", http.StatusBadRequest, err
+			}
+			account = acc
+		}
+	}
+	if p.IsOperator() {
+		return account, 0, nil
+	}
+	if account != "" && account != p.Account {
+		return "", http.StatusForbidden, fmt.Errorf("token %q acts for account %q, not %q", p.Name, p.Account, account)
+	}
+	return p.Account, 0, nil
 }
 
 func writeJSON(w http.ResponseWriter, code int, result any) {
@@ -193,7 +353,7 @@ func writeError(w http.ResponseWriter, code, apiCode int, msg string) {
 // TargetFromConfig turns a parsed placement config into a probe target, resolving a region's endpoint. It
 // returns ok=false for modes with nothing to probe (smart, none).
 func TargetFromConfig(c placement.Config, regions RegionEndpoints) (Target, bool, error) {
-	t := Target{App: c.App, Mode: c.Mode, Target: c.Target()}
+	t := Target{App: c.App, Account: c.AccountID, Mode: c.Mode, Target: c.Target()}
 	switch c.Mode {
 	case placement.ModeHost, placement.ModeHostname:
 	case placement.ModeRegion:
@@ -236,8 +396,22 @@ func deployVersion(v string, now time.Time) (string, bool, error) {
 // postApp registers an application from a wrangler config: TOML (Content-Type application/toml or
 // text/x-toml, or ?format=toml) or JSON/JSONC (anything else). ?deploy=VERSION names the deploy (the version
 // the workers report with their telemetry); without it every registration is a new deploy with a generated
-// version. Applications in mode smart go to the app registry only, where the smart runner analyses them.
+// version. ?account= (or the config's account_id) names the owning account: a token of one account registers
+// only there (its own, when none is named). Applications in mode smart go to the app registry only, where the
+// smart runner analyses them.
 func (a *API) postApp(w http.ResponseWriter, r *http.Request) {
+	a.registerApp(w, r, "", r.URL.Query().Get("account"))
+}
+
+// putService is the platform-shaped registration: PUT /client/v4/accounts/{account}/workers/services/{name}
+// with a wrangler config naming the application {name}, owned by {account}; otherwise as POST /v1/apps.
+func (a *API) putService(w http.ResponseWriter, r *http.Request) {
+	a.registerApp(w, r, r.PathValue("name"), r.PathValue("account"))
+}
+
+// registerApp is postApp and putService: name, when not empty, must be the config's application.
+func (a *API) registerApp(w http.ResponseWriter, r *http.Request, name, account string) {
+	p := principal(r)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, 10001, fmt.Sprintf("reading body: %v", err))
@@ -252,6 +426,10 @@ func (a *API) postApp(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, 10002, err.Error())
+		return
+	}
+	if name != "" && c.App != name {
+		writeError(w, http.StatusBadRequest, 10002, fmt.Sprintf("the config names app %q, the path %q", c.App, name))
 		return
 	}
 	t, ok, err := TargetFromConfig(c, a.Regions)
@@ -277,15 +455,38 @@ func (a *API) postApp(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, 10002, err.Error())
 		return
 	}
-	t.Account = r.URL.Query().Get("account")
-	if a.Apps != nil {
-		if old, found, err := a.Apps.App(r.Context(), c.App); err != nil {
+	acct, code, err := resolveAccount(p, account, c.AccountID)
+	if err != nil {
+		writeError(w, code, 10011, fmt.Sprintf("app %q: %v", c.App, err))
+		return
+	}
+	t.Account = acct
+	old, err := a.ownerOf(r.Context(), c.App)
+	switch {
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
+		return
+	case old.exists && !p.Sees(old.account):
+		// Application names are one namespace (the router routes by name): the name is taken, by whom is not
+		// said.
+		writeError(w, http.StatusConflict, 10009, fmt.Sprintf("app %q: the name is not available", c.App))
+		return
+	case old.exists && old.source != SourceAPI:
+		writeError(w, http.StatusConflict, 10008, fmt.Sprintf("app %q is placed by a config file (%s): change the file instead", c.App, old.source))
+		return
+	}
+	if limit := a.Limits.withDefaults().MaxAppsPerAccount; acct != "" && (!old.exists || old.account != acct) {
+		n, err := a.accountApps(r.Context(), acct)
+		if err != nil {
 			writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
 			return
-		} else if found && cmpOr(old.Source, SourceAPI) != SourceAPI {
-			writeError(w, http.StatusConflict, 10008, fmt.Sprintf("app %q is placed by a config file (%s): change the file instead", c.App, old.Source))
+		}
+		if n >= limit {
+			writeError(w, http.StatusForbidden, 10012, fmt.Sprintf("app %q: account %q has %d applications, its cap (max apps per account %d): delete one first", c.App, acct, n, limit))
 			return
 		}
+	}
+	if a.Apps != nil {
 		app := storage.App{Name: t.App, Mode: t.Mode, Target: t.Target, Account: t.Account, Source: SourceAPI,
 			DeployVersion: deploy, DeployedAt: now, DeployGenerated: generated}
 		if err := a.Apps.RegisterApp(r.Context(), app); err != nil {
@@ -298,7 +499,7 @@ func (a *API) postApp(w http.ResponseWriter, r *http.Request) {
 	} else {
 		a.Sched.AddTarget(SourceAPI, t)
 	}
-	a.log().Info("scheduler: app registered", "app", t.App, "mode", t.Mode, "target", t.Target, "deploy", deploy, "token", r.Context().Value(tokenKey{}))
+	a.log().Info("scheduler: app registered", "app", t.App, "account", t.Account, "mode", t.Mode, "target", t.Target, "deploy", deploy, "token", p.Name)
 	writeJSON(w, http.StatusCreated, Registration{Target: t, Deploy: deploy, DeployedAt: now, DeployGenerated: generated})
 }
 
@@ -328,13 +529,14 @@ func (a *API) postDeploy(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, 10004, "deploys need the app registry in Redis")
 		return
 	}
+	p := principal(r)
 	app, found, err := a.Apps.App(r.Context(), name)
 	switch {
 	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
 		return
-	case !found:
-		writeError(w, http.StatusNotFound, 10007, fmt.Sprintf("app %q is not registered through the API", name))
+	case !found || !p.Sees(app.Account):
+		notFound(w, name)
 		return
 	case cmpOr(app.Source, SourceAPI) != SourceAPI:
 		writeError(w, http.StatusConflict, 10008, fmt.Sprintf("app %q is placed by a config file (%s): a changed file is a new deploy", name, app.Source))
@@ -351,7 +553,7 @@ func (a *API) postDeploy(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
 		return
 	}
-	a.log().Info("scheduler: deploy", "app", name, "deploy", deploy, "generated", generated, "token", r.Context().Value(tokenKey{}))
+	a.log().Info("scheduler: deploy", "app", name, "deploy", deploy, "generated", generated, "token", p.Name)
 	t := Target{App: app.Name, Mode: app.Mode, Target: app.Target, Account: app.Account, Source: SourceAPI}
 	writeJSON(w, http.StatusCreated, Registration{Target: t, Deploy: deploy, DeployedAt: now, DeployGenerated: generated})
 }
@@ -360,16 +562,36 @@ func (a *API) postDeploy(w http.ResponseWriter, r *http.Request) {
 const SourceAPI = "api"
 
 func (a *API) deleteApp(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
+	a.removeApp(w, r, r.PathValue("name"), "")
+}
+
+// deleteService is DELETE /client/v4/accounts/{account}/workers/services/{name}: DELETE /v1/apps/{name} of an
+// application of {account}.
+func (a *API) deleteService(w http.ResponseWriter, r *http.Request) {
+	a.removeApp(w, r, r.PathValue("name"), r.PathValue("account"))
+}
+
+// removeApp deletes the application name registered through the API, when the caller sees it (and it belongs
+// to account, when not empty); another account's application is not found.
+func (a *API) removeApp(w http.ResponseWriter, r *http.Request, name, account string) {
+	p := principal(r)
+	old, err := a.ownerOf(r.Context(), name)
+	switch {
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
+		return
+	case !old.exists || !p.Sees(old.account) || account != "" && old.account != account && old.account != "":
+		notFound(w, name)
+		return
+	case old.source != SourceAPI:
+		writeError(w, http.StatusConflict, 10008, fmt.Sprintf("app %q is placed by a config file (%s): remove the file instead", name, old.source))
+		return
+	}
 	registered := false
 	if a.Apps != nil {
-		old, found, err := a.Apps.App(r.Context(), name)
+		_, found, err := a.Apps.App(r.Context(), name)
 		if err != nil {
 			writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
-			return
-		}
-		if found && cmpOr(old.Source, SourceAPI) != SourceAPI {
-			writeError(w, http.StatusConflict, 10008, fmt.Sprintf("app %q is placed by a config file (%s): remove the file instead", name, old.Source))
 			return
 		}
 		registered = found
@@ -380,7 +602,7 @@ func (a *API) deleteApp(w http.ResponseWriter, r *http.Request) {
 	}
 	if !a.Sched.RemoveTarget(SourceAPI, name) {
 		if !registered {
-			writeError(w, http.StatusNotFound, 10007, fmt.Sprintf("app %q is not registered through the API", name))
+			notFound(w, name)
 			return
 		}
 		// A smart application has no target whose removal deletes its decision: delete it here, so routers stop
@@ -392,12 +614,15 @@ func (a *API) deleteApp(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	a.log().Info("scheduler: app deleted", "app", name, "account", old.account, "token", p.Name)
 	writeJSON(w, http.StatusOK, map[string]string{"app": name})
 }
 
-// listApps lists the scheduler's targets and the registry's smart applications (which have none), by app.
+// listApps lists the scheduler's targets and the registry's smart applications (which have none), by app: those
+// of the token's account (every one for an operator).
 func (a *API) listApps(w http.ResponseWriter, r *http.Request) {
-	ts := a.Sched.Targets()
+	p := principal(r)
+	ts := slices.DeleteFunc(a.Sched.Targets(), func(t Target) bool { return !p.Sees(t.Account) })
 	if lister, ok := a.Apps.(interface {
 		Apps(ctx context.Context) ([]storage.App, error)
 	}); ok {
@@ -407,7 +632,7 @@ func (a *API) listApps(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for _, app := range apps {
-			if app.Mode == placement.ModeSmart {
+			if app.Mode == placement.ModeSmart && p.Sees(app.Account) {
 				ts = append(ts, Target{App: app.Name, Mode: app.Mode, Account: app.Account, Source: cmpOr(app.Source, SourceAPI)})
 			}
 		}
@@ -416,7 +641,11 @@ func (a *API) listApps(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ts)
 }
 
+// service is the status API. It answers for an application of {account} that the token sees (an operator's
+// application without an account answers under any account, for an operator); everything else, another
+// account's application included, is not found, even when a decision exists.
 func (a *API) service(w http.ResponseWriter, r *http.Request) {
+	p := principal(r)
 	name, account := r.PathValue("name"), r.PathValue("account")
 	ts, ok := a.Sched.Target(name)
 	if !ok && a.Apps != nil { // a smart application has no target: the registry knows it
@@ -429,8 +658,12 @@ func (a *API) service(w http.ResponseWriter, r *http.Request) {
 			ts, ok = TargetStatus{Target: Target{App: app.Name, Mode: app.Mode, Account: app.Account}}, true
 		}
 	}
-	if ok && ts.Account != "" && ts.Account != account {
+	if ok && (!p.Sees(ts.Account) || ts.Account != "" && ts.Account != account) {
 		ok = false
+	}
+	if !ok && !p.IsOperator() { // a decision alone does not say whose it is: only an operator reads it
+		writeError(w, http.StatusNotFound, 10007, fmt.Sprintf("workers.api.error.service_not_found: %q", name))
+		return
 	}
 	d, found, err := a.Decisions.Decision(r.Context(), name)
 	if err != nil {

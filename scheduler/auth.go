@@ -9,10 +9,13 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vantage-edge/vantage/placement"
 )
 
 // Defaults of Quota.
@@ -30,10 +33,48 @@ type Quota struct {
 	Burst     float64 // default DefaultQuotaBurst
 }
 
+// AllAccounts is the account of an operator's token: it sees and changes every account's applications,
+// decisions and ad-hoc probes, the fleet's config files, and /metrics.
+const AllAccounts = "*"
+
+// Principal is whom a request acts for: a token's name (for logs and the ad-hoc quota) and its account.
+type Principal struct {
+	Name    string `json:"name"`
+	Account string `json:"account"` // an account id, or AllAccounts for an operator
+	// LegacyLine is, for a token read from an old "token [name]" line of a tokens file, that line's number
+	// (such tokens are operators); 0 otherwise.
+	LegacyLine int `json:"-"`
+}
+
+// Operator returns the Principal of an operator token called name.
+func Operator(name string) Principal { return Principal{Name: name, Account: AllAccounts} }
+
+// IsOperator reports whether p sees every account.
+func (p Principal) IsOperator() bool { return p.Account == AllAccounts }
+
+// Sees reports whether p may read and change the things of account: its own account's, or every account's
+// for an operator. Things without an account ("", registered before accounts existed or by an operator without
+// one) are an operator's only.
+func (p Principal) Sees(account string) bool {
+	return p.IsOperator() || account != "" && p.Account == account
+}
+
+// Tokens maps bearer tokens to whom they act for.
+type Tokens map[string]Principal
+
+// OperatorTokens returns tokens (token -> name) as operators' Tokens.
+func OperatorTokens(tokens map[string]string) Tokens {
+	out := make(Tokens, len(tokens))
+	for tok, name := range tokens {
+		out[tok] = Operator(name)
+	}
+	return out
+}
+
 // Auth checks bearer tokens and keeps one ad-hoc probe quota per token. The zero Auth (no tokens) refuses
 // every authenticated request.
 type Auth struct {
-	tokens map[string]string // token -> name (for logs and metrics-free audit)
+	tokens Tokens
 	quota  Quota
 	now    func() time.Time
 
@@ -46,9 +87,15 @@ type bucket struct {
 	last   time.Time
 }
 
-// NewAuth returns an Auth accepting tokens (token -> name) with quota per token; now is the clock (nil:
-// time.Now).
+// NewAuth returns an Auth accepting tokens (token -> name), every one an operator's (see NewScopedAuth), with
+// quota per token; now is the clock (nil: time.Now).
 func NewAuth(tokens map[string]string, quota Quota, now func() time.Time) *Auth {
+	return NewScopedAuth(OperatorTokens(tokens), quota, now)
+}
+
+// NewScopedAuth returns an Auth accepting tokens, each acting for its Principal's account, with quota per
+// token; now is the clock (nil: time.Now).
+func NewScopedAuth(tokens Tokens, quota Quota, now func() time.Time) *Auth {
 	quota.PerMinute = cmpOr(quota.PerMinute, DefaultQuotaPerMinute)
 	quota.Burst = cmpOr(quota.Burst, DefaultQuotaBurst)
 	if now == nil {
@@ -57,8 +104,59 @@ func NewAuth(tokens map[string]string, quota Quota, now func() time.Time) *Auth 
 	return &Auth{tokens: tokens, quota: quota, now: now, buckets: map[string]*bucket{}}
 }
 
-// ParseTokens reads bearer tokens, one a line as "token" or "token name"; blank lines and # comments are
-// skipped. name defaults to "token-<line>".
+// minTokenLen is the shortest bearer token a tokens file may hold: 16 random characters are beyond guessing
+// through an HTTP API.
+const minTokenLen = 16
+
+// ReadTokens reads a tokens file, one token a line as
+//
+//	TOKEN NAME ACCOUNT
+//
+// where ACCOUNT is an account id (placement.CheckAccountID) or AllAccounts ("*") for an operator. The old form
+// "TOKEN [NAME]" is still read, as an operator's token (Principal.LegacyLine says so, for a deprecation
+// warning). Blank lines and # comments are skipped; NAME defaults to "token-<line>". A token twice is an error.
+func ReadTokens(r io.Reader, file string) (Tokens, error) {
+	out := Tokens{}
+	sc := bufio.NewScanner(r)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) > 3 {
+			return nil, fmt.Errorf("scheduler: tokens %s:%d: want \"TOKEN NAME ACCOUNT\", got %d fields", file, n, len(f))
+		}
+		if len(f[0]) < minTokenLen {
+			return nil, fmt.Errorf("scheduler: tokens %s:%d: token shorter than %d characters", file, n, minTokenLen)
+		}
+		if _, dup := out[f[0]]; dup {
+			return nil, fmt.Errorf("scheduler: tokens %s:%d: the token of an earlier line again", file, n)
+		}
+		p := Principal{Name: "token-" + strconv.Itoa(n), Account: AllAccounts, LegacyLine: n}
+		if len(f) >= 2 {
+			p.Name = f[1]
+		}
+		if len(f) == 3 {
+			p.Account, p.LegacyLine = f[2], 0
+			if p.Account != AllAccounts {
+				if err := placement.CheckAccountID(p.Account); err != nil {
+					return nil, fmt.Errorf("scheduler: tokens %s:%d: account %.70q: %w", file, n, p.Account, err)
+				}
+			}
+		}
+		out[f[0]] = p
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("scheduler: reading tokens %s: %w", file, err)
+	}
+	return out, nil
+}
+
+// ParseTokens reads the old tokens format, one a line as "token" or "token name" (blank lines and # comments
+// skipped; name defaults to "token-<line>"), into token -> name.
+//
+// Deprecated: ReadTokens reads the tokens file with accounts (and this old form).
 func ParseTokens(r io.Reader, file string) (map[string]string, error) {
 	out := map[string]string{}
 	sc := bufio.NewScanner(r)
@@ -71,8 +169,8 @@ func ParseTokens(r io.Reader, file string) (map[string]string, error) {
 		if len(f) > 2 {
 			return nil, fmt.Errorf("scheduler: tokens %s:%d: want \"token [name]\", got %d fields", file, n, len(f))
 		}
-		if len(f[0]) < 16 {
-			return nil, fmt.Errorf("scheduler: tokens %s:%d: token shorter than 16 characters", file, n)
+		if len(f[0]) < minTokenLen {
+			return nil, fmt.Errorf("scheduler: tokens %s:%d: token shorter than %d characters", file, n, minTokenLen)
 		}
 		name := "token-" + strconv.Itoa(n)
 		if len(f) == 2 {
@@ -86,29 +184,62 @@ func ParseTokens(r io.Reader, file string) (map[string]string, error) {
 	return out, nil
 }
 
-// LoadTokensFile reads ParseTokens' format from path.
-func LoadTokensFile(path string) (map[string]string, error) {
+// LoadTokensFile reads ReadTokens' format from path.
+func LoadTokensFile(path string) (Tokens, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: tokens: %w", err)
 	}
 	defer f.Close()
-	return ParseTokens(f, path)
+	return ReadTokens(f, path)
 }
 
-// Authenticate returns the token's name when r carries "Authorization: Bearer <token>" for a known token.
-func (a *Auth) Authenticate(r *http.Request) (string, bool) {
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || tok == "" {
-		return "", false
-	}
-	for known, name := range a.tokens { // constant time per comparison; the set is small
-		if subtle.ConstantTimeCompare([]byte(known), []byte(tok)) == 1 {
-			return name, true
+// LegacyLines returns the line numbers of the tokens read from old "token [name]" lines, in order.
+func (t Tokens) LegacyLines() []int {
+	var out []int
+	for _, p := range t {
+		if p.LegacyLine > 0 {
+			out = append(out, p.LegacyLine)
 		}
 	}
-	return "", false
+	slices.Sort(out)
+	return out
+}
+
+// Authenticate returns whom r acts for when it carries "Authorization: Bearer <token>" (the scheme in any
+// case) for a known token.
+func (a *Auth) Authenticate(r *http.Request) (Principal, bool) {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return Principal{}, false
+	}
+	tok = strings.TrimSpace(tok)
+	if tok == "" {
+		return Principal{}, false
+	}
+	var (
+		found Principal
+		match int
+	)
+	for known, p := range a.tokens { // constant time per comparison; the set is small
+		if subtle.ConstantTimeCompare([]byte(known), []byte(tok)) == 1 {
+			found, match = p, 1
+		}
+	}
+	return found, match == 1
+}
+
+type principalKey struct{}
+
+// WithPrincipal returns ctx carrying p (as the API's authentication leaves it for its handlers).
+func WithPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// PrincipalFrom returns whom the request of ctx acts for, as WithPrincipal left it.
+func PrincipalFrom(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(Principal)
+	return p, ok
 }
 
 // Allow takes one request from the named token's bucket in this process (see Take for the shared one). When the bucket is empty it returns false and how

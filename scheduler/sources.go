@@ -112,7 +112,7 @@ func (s *Scheduler) loadDir(ctx context.Context, dir string, parser placement.Pa
 				skip(c.Source, c.App, herr)
 				continue
 			}
-			smartApps = append(smartApps, storage.App{Name: c.App, Mode: placement.ModeSmart, Source: source,
+			smartApps = append(smartApps, storage.App{Name: c.App, Mode: placement.ModeSmart, Account: c.AccountID, Source: source,
 				DeployVersion: "sha256:" + hash[:16], DeployGenerated: true})
 			fileOf[c.App] = c.Source
 			files[c.Source] = ConfigFile{Path: c.Source, App: c.App, State: ConfigOK}

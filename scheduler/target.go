@@ -15,7 +15,7 @@ import (
 // Target is one application's probe target, derived from its placement config.
 type Target struct {
 	App     string         `json:"app"`
-	Account string         `json:"account,omitempty"` // account id in the status API; empty: any account
+	Account string         `json:"account,omitempty"` // the owning account; empty: an operator's (any account in the status API)
 	Mode    placement.Mode `json:"mode"`              // host, hostname or region
 	Target  string         `json:"target"`            // host:port, hostname, or provider:region
 	// Endpoint is, for region targets, the host:port probed for the region (a per-provider template or an

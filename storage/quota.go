@@ -12,11 +12,11 @@ import (
 
 // takeQuotaScript is a token bucket kept in one hash, so that every scheduler on the Redis shares it.
 // KEYS[1] the bucket; ARGV[1] refill rate (tokens per ms), ARGV[2] burst, ARGV[3] the caller's clock (Unix ms),
-// ARGV[4] TTL ms. The bucket's clock never moves backwards: a caller whose clock lags gets no refill, one whose
-// clock leads refills early by its lead only once. Returns {1, 0} when a token was taken, {0, ms until the next
-// token} otherwise.
+// ARGV[4] TTL ms, ARGV[5] tokens to take (n). The bucket's clock never moves backwards: a caller whose clock lags gets no refill, one whose
+// clock leads refills early by its lead only once. Returns {1, 0} when n tokens were taken, {0, ms until n tokens are
+// there} otherwise (nothing is taken then).
 var takeQuotaScript = redis.NewScript(`
-local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local rate, burst, now, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
 local v = redis.call('HMGET', KEYS[1], 'tokens', 'last')
 local tokens, last = tonumber(v[1]) or burst, tonumber(v[2]) or now
 if now > last then
@@ -24,11 +24,11 @@ if now > last then
   last = now
 end
 local ok, wait = 0, 0
-if tokens >= 1 then
-  tokens = tokens - 1
+if tokens >= n then
+  tokens = tokens - n
   ok = 1
 else
-  wait = math.ceil((1 - tokens) / rate)
+  wait = math.ceil((n - tokens) / rate)
 end
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'last', string.format('%d', last))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -48,6 +48,13 @@ func KeyQuota(kind, name string) string {
 // kept in Redis so that every process on this Store shares it. It returns ok=false and how long until the next
 // token when the bucket is empty. The bucket expires once it would be full again.
 func (s *Store) TakeQuota(ctx context.Context, kind, name string, perMinute, burst float64) (ok bool, wait time.Duration, err error) {
+	return s.TakeQuotaN(ctx, kind, name, 1, perMinute, burst)
+}
+
+// TakeQuotaN is TakeQuota for n tokens at once (e.g. a batch of n telemetry records): all of them or none. When
+// fewer than n are there it returns ok=false and how long until n are; n above burst is never allowed and is
+// an error.
+func (s *Store) TakeQuotaN(ctx context.Context, kind, name string, n, perMinute, burst float64) (ok bool, wait time.Duration, err error) {
 	if err := validName("quota kind", kind); err != nil {
 		return false, 0, err
 	}
@@ -55,10 +62,13 @@ func (s *Store) TakeQuota(ctx context.Context, kind, name string, perMinute, bur
 		return false, 0, fmt.Errorf("storage: quota %s for %q: rate %v/min, burst %v: want a positive rate and a burst of at least 1",
 			kind, name, perMinute, burst)
 	}
+	if !(n > 0) || n > burst {
+		return false, 0, fmt.Errorf("storage: quota %s for %q: %v tokens at once: want 0 < n <= burst %v", kind, name, n, burst)
+	}
 	perMs := perMinute / float64(time.Minute/time.Millisecond)
 	ttl := int64(math.Ceil(burst/perMs)) + 1000 // full again by then: an absent bucket is a full one
 	v, err := takeQuotaScript.Run(ctx, s.c, []string{KeyQuota(kind, name)},
-		perMs, burst, s.o.Now().UnixMilli(), ttl).Int64Slice()
+		perMs, burst, s.o.Now().UnixMilli(), ttl, n).Int64Slice()
 	if err != nil {
 		return false, 0, fmt.Errorf("storage: quota %s for %q: %w", kind, name, err)
 	}

@@ -63,6 +63,47 @@ func testQuota(t *testing.T, open func(*testing.T, Options) *Store) {
 	}
 }
 
+func init() {
+	areas = append(areas, area{"quota_n", testQuotaN})
+}
+
+// testQuotaN: a batch takes n tokens at once or none; the wait is until n are there; n above the burst is an
+// error, not a wait that never ends.
+func testQuotaN(t *testing.T, open func(*testing.T, Options) *Store) {
+	var mu sync.Mutex
+	now := t0
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	s := open(t, Options{Now: clock})
+	ctx := testCtx(t)
+	const perMinute, burst = 60 * 100, 300 // 100 per second, 300 at once
+	for i, step := range []struct {
+		name    string
+		advance time.Duration
+		n       float64
+		ok      bool
+		wait    time.Duration
+	}{
+		{"batch_of_200", 0, 200, true, 0},
+		{"batch_of_200_refused_whole", 0, 200, false, time.Second},
+		{"batch_of_100_fits", 0, 100, true, 0},
+		{"empty", 0, 1, false, 10 * time.Millisecond},
+		{"half_a_second_refills_50", 500 * time.Millisecond, 50, true, 0},
+		{"idle_refills_to_burst", time.Hour, 300, true, 0},
+	} {
+		advance(step.advance)
+		ok, wait, err := s.TakeQuotaN(ctx, "telemetry", "acme", step.n, perMinute, burst)
+		if err != nil || ok != step.ok || wait != step.wait {
+			t.Errorf("step %d %s: ok %v wait %v err %v, want %v %v", i, step.name, ok, wait, err, step.ok, step.wait)
+		}
+	}
+	for _, n := range []float64{0, -1, burst + 1} {
+		if _, _, err := s.TakeQuotaN(ctx, "telemetry", "acme", n, perMinute, burst); err == nil {
+			t.Errorf("TakeQuotaN(n=%v) with burst %v: no error", n, burst)
+		}
+	}
+}
+
 func TestKeyQuota(t *testing.T) {
 	for _, tc := range []struct{ name, want string }{
 		{"ops", "vantage:{quota:adhoc:ops}"},

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/vantage-edge/vantage/internal/tlstest"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/storage/redistest"
 )
@@ -199,6 +200,22 @@ func TestOpenOptions(t *testing.T) {
 		{"tls_server_plain_client", redistest.Config{TLS: true}, func(srv *redistest.Server) Options {
 			return Options{Addrs: []string{srv.Addr()}, DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond}
 		}, "storage: ping redis at 127.0.0.1:"},
+		{"tls_client_certificate", redistest.Config{TLSAuthClients: true}, func(srv *redistest.Server) Options {
+			return Options{Addrs: []string{srv.Addr()}, TLS: srv.TLSConfig()}
+		}, ""},
+		{"tls_client_certificate_missing", redistest.Config{TLSAuthClients: true}, func(srv *redistest.Server) Options {
+			cfg := srv.TLSConfig()
+			cfg.Certificates = nil
+			return Options{Addrs: []string{srv.Addr()}, TLS: cfg}
+		}, "tls: certificate required"},
+		{"tls_wrong_ca", redistest.Config{TLS: true}, func(srv *redistest.Server) Options {
+			return Options{Addrs: []string{srv.Addr()}, TLS: tlstest.NewCA(t, "another CA").ClientConfig()}
+		}, "tls: failed to verify certificate: x509: certificate signed by unknown authority"},
+		{"tls_wrong_server_name", redistest.Config{TLS: true}, func(srv *redistest.Server) Options {
+			cfg := srv.TLSConfig()
+			cfg.ServerName = "redis.example"
+			return Options{Addrs: []string{srv.Addr()}, TLS: cfg}
+		}, "x509: certificate is valid for localhost, not redis.example"},
 		{"bad_address", redistest.Config{}, func(srv *redistest.Server) Options {
 			return Options{Addrs: []string{"no-port"}}
 		}, `storage: address "no-port": want host:port or unix:/path`},

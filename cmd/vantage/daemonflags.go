@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +11,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/vantage-edge/vantage/daemon"
+	"github.com/vantage-edge/vantage/internal/tlsfiles"
 	"github.com/vantage-edge/vantage/storage"
 )
 
@@ -40,17 +43,23 @@ const (
 type daemonFlagOptions struct {
 	Redis    redisNeed
 	LogLevel string // default of --log-level; "" is info
+	TLS      bool   // --tls-cert and --tls-key: the daemon's HTTP listeners serve TLS
 }
 
 // daemonFlags are the flags the daemons (probed, scheduler, router, worker, demo) share: --log-format,
-// --log-level, --pprof and, when asked for, the Redis connection (--redis, --redis-master, --redis-user; the
-// password from $VANTAGE_REDIS_PASSWORD). Register them with addDaemonFlags before parsing; after parsing,
+// --log-level, --pprof and, when asked for, the certificate of its HTTP listeners (--tls-cert, --tls-key) and
+// the Redis connection (--redis, --redis-master, --redis-user, the --redis-tls options; the password from
+// $VANTAGE_REDIS_PASSWORD). Register them with addDaemonFlags before parsing; after parsing,
 // start checks them and returns the logger, so that every line, the first included, is in the chosen format.
 type daemonFlags struct {
 	logFormat, logLevel string
 	pprof               string
+	tls                 *tlsFlags   // nil without the TLS option
 	redis               *redisFlags // nil with noRedis
 }
+
+// tlsFlags name the certificate and key every HTTP listener of a daemon serves.
+type tlsFlags struct{ cert, key string }
 
 // addDaemonFlags registers the daemon flags o asks for on fs.
 func addDaemonFlags(fs *flag.FlagSet, o daemonFlagOptions) *daemonFlags {
@@ -58,17 +67,32 @@ func addDaemonFlags(fs *flag.FlagSet, o daemonFlagOptions) *daemonFlags {
 	fs.StringVar(&d.logFormat, "log-format", defaultLogFormat, "log format: json or text")
 	fs.StringVar(&d.logLevel, "log-level", cmp.Or(o.LogLevel, defaultLogLevel), "log level: debug, info, warn or error")
 	fs.StringVar(&d.pprof, "pprof", "", pprofUsage)
+	if o.TLS {
+		d.tls = &tlsFlags{}
+		fs.StringVar(&d.tls.cert, "tls-cert", "", "PEM certificate chain: every HTTP listener serves TLS (with --tls-key; re-read when the file changes; empty: plain HTTP)")
+		fs.StringVar(&d.tls.key, "tls-key", "", "PEM private key of --tls-cert")
+	}
 	if o.Redis != noRedis {
 		d.redis = addRedisFlags(fs, o.Redis == redisRequired)
 	}
 	return d
 }
 
-// check reports a bad --log-format, --log-level or a missing required --redis as a usage error naming the
-// flag and its value.
+// check reports a bad --log-format, --log-level, an unusable --tls-cert or --tls-key, a missing required --redis
+// or an unusable Redis TLS file as a usage error naming the flag and its value.
 func (d *daemonFlags) check() error {
 	if _, err := newLogger(io.Discard, d.logFormat, d.logLevel); err != nil {
 		return err
+	}
+	if d.tls != nil {
+		if err := pairFlags("--tls-cert", d.tls.cert, "--tls-key", d.tls.key); err != nil {
+			return err
+		}
+		if d.tls.cert != "" {
+			if _, err := tlsfiles.Server(d.tls.cert, d.tls.key, nil); err != nil {
+				return fmt.Errorf("%w: --tls-cert %s, --tls-key %s: %w", errUsage, d.tls.cert, d.tls.key, err)
+			}
+		}
 	}
 	if d.redis != nil {
 		if _, err := d.redis.options(nil); err != nil {
@@ -102,6 +126,42 @@ func (d *daemonFlags) start(ctx context.Context, w io.Writer) (log *slog.Logger,
 	return log, stop, nil
 }
 
+// tlsFiles returns the certificate the HTTP listeners serve (none: plain HTTP).
+func (d *daemonFlags) tlsFiles() daemon.TLSFiles {
+	if d.tls == nil {
+		return daemon.TLSFiles{}
+	}
+	return daemon.TLSFiles{Cert: d.tls.cert, Key: d.tls.key}
+}
+
+// pairFlags checks a certificate flag and its key flag: both or neither, each a readable file; the usage error
+// names the flag at fault.
+func pairFlags(certFlag, cert, keyFlag, key string) error {
+	switch {
+	case cert == "" && key != "":
+		return fmt.Errorf("%w: %s %s needs %s", errUsage, keyFlag, key, certFlag)
+	case cert != "" && key == "":
+		return fmt.Errorf("%w: %s %s needs %s", errUsage, certFlag, cert, keyFlag)
+	}
+	if err := readable(certFlag, cert); err != nil {
+		return err
+	}
+	return readable(keyFlag, key)
+}
+
+// readable returns a usage error naming flag when file is set but cannot be opened.
+func readable(flag, file string) error {
+	if file == "" {
+		return nil
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", errUsage, flag, err)
+	}
+	f.Close()
+	return nil
+}
+
 // hasRedis reports whether --redis was given.
 func (d *daemonFlags) hasRedis() bool { return d.redis != nil && d.redis.addrs != "" }
 
@@ -122,12 +182,15 @@ func (d *daemonFlags) openRedis(ctx context.Context, log *slog.Logger) (*storage
 	return d.redis.open(ctx, log)
 }
 
-// redisFlags are the Redis connection flags: --redis, --redis-master and --redis-user; the password comes
-// from $VANTAGE_REDIS_PASSWORD, never from a flag.
+// redisFlags are the Redis connection flags: --redis, --redis-master, --redis-user and the TLS options
+// (--redis-tls, --redis-ca, --redis-cert, --redis-key, --redis-server-name); the password comes from
+// $VANTAGE_REDIS_PASSWORD, never from a flag.
 type redisFlags struct {
 	addrs    string
 	master   string
 	username string
+	tls      bool
+	tlsFiles tlsfiles.Client
 	required bool
 }
 
@@ -141,6 +204,11 @@ func addRedisFlags(fs *flag.FlagSet, required bool) *redisFlags {
 	fs.StringVar(&f.addrs, "redis", "", "Redis address host:port or unix:/path; several, comma-separated: a Cluster (or Sentinels with --redis-master)"+need)
 	fs.StringVar(&f.master, "redis-master", "", "Sentinel master name")
 	fs.StringVar(&f.username, "redis-user", "", "Redis ACL user (password from $"+envRedisPassword+")")
+	fs.BoolVar(&f.tls, "redis-tls", false, "speak TLS to Redis (every node and Sentinel); implied by the other --redis-* TLS flags")
+	fs.StringVar(&f.tlsFiles.CA, "redis-ca", "", "PEM file of the CAs Redis's certificates are checked against (default: the system's, or $SSL_CERT_FILE)")
+	fs.StringVar(&f.tlsFiles.Cert, "redis-cert", "", "PEM client certificate for Redis's tls-auth-clients (with --redis-key; re-read when it changes)")
+	fs.StringVar(&f.tlsFiles.Key, "redis-key", "", "PEM private key of --redis-cert")
+	fs.StringVar(&f.tlsFiles.ServerName, "redis-server-name", "", "name Redis's certificates must carry (default: the host of each address)")
 	return f
 }
 
@@ -158,8 +226,30 @@ func (f *redisFlags) options(log *slog.Logger) (storage.Options, error) {
 		}
 		return storage.Options{}, fmt.Errorf("%w: --redis is required", errUsage)
 	}
-	return storage.Options{Addrs: addrs, MasterName: f.master, Username: f.username,
-		Password: os.Getenv(envRedisPassword), Logger: log}, nil
+	o := storage.Options{Addrs: addrs, MasterName: f.master, Username: f.username,
+		Password: os.Getenv(envRedisPassword), Logger: log}
+	var err error
+	o.TLS, err = f.tlsConfig(log)
+	return o, err
+}
+
+// tlsConfig returns the client TLS configuration of the Redis TLS flags, nil when they are all off; a usage
+// error names the flag at fault.
+func (f *redisFlags) tlsConfig(log *slog.Logger) (*tls.Config, error) {
+	if !f.tls && f.tlsFiles == (tlsfiles.Client{}) {
+		return nil, nil
+	}
+	if err := readable("--redis-ca", f.tlsFiles.CA); err != nil {
+		return nil, err
+	}
+	if err := pairFlags("--redis-cert", f.tlsFiles.Cert, "--redis-key", f.tlsFiles.Key); err != nil {
+		return nil, err
+	}
+	cfg, err := f.tlsFiles.Config(log)
+	if err != nil {
+		return nil, fmt.Errorf("%w: Redis TLS: %w", errUsage, err)
+	}
+	return cfg, nil
 }
 
 // open opens the store the flags name (one attempt).

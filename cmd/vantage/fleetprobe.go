@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/vantage-edge/vantage/internal/tlsfiles"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/scheduler"
 )
@@ -46,17 +47,22 @@ func runFleetProbe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if !strings.EqualFold(f.pops, "all") {
 		req.PoPs = strings.Split(f.pops, ",")
 	}
+	client, err := f.client()
+	if err != nil {
+		return err
+	}
+	defer client.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	base := strings.TrimRight(url, "/")
 	var rec scheduler.AdHocRecord
-	if err := fleetCall(ctx, http.MethodPost, base+"/v1/probes", token, req, &rec); err != nil {
+	if err := fleetCall(ctx, client, http.MethodPost, base+"/v1/probes", token, req, &rec); err != nil {
 		return err
 	}
 	var st scheduler.AdHocStatus
 	for {
 		st = scheduler.AdHocStatus{}
-		if err := fleetCall(ctx, http.MethodGet, base+"/v1/probes/"+rec.ID, token, nil, &st); err != nil {
+		if err := fleetCall(ctx, client, http.MethodGet, base+"/v1/probes/"+rec.ID, token, nil, &st); err != nil {
 			return err
 		}
 		progress(stderr, len(st.Results), len(rec.PoPs))
@@ -86,16 +92,17 @@ func runFleetProbe(ctx context.Context, args []string, stdout, stderr io.Writer)
 const (
 	envScheduler     = "VANTAGE_SCHEDULER"
 	envToken         = "VANTAGE_TOKEN"
+	envSchedulerCA   = "VANTAGE_SCHEDULER_CA"
 	defaultScheduler = "http://127.0.0.1:8080"
 )
 
 // fleetProbeFlags are the flags of `vantage probe --fleet`.
 type fleetProbeFlags struct {
-	scheduler, token *envFlag
-	pops             string
-	count            int
-	json             bool
-	timeout          time.Duration
+	scheduler, token, ca *envFlag
+	pops                 string
+	count                int
+	json                 bool
+	timeout              time.Duration
 }
 
 // addFleetProbeFlags registers the flags of `vantage probe --fleet` on fs (runProbe's help shows them too).
@@ -104,11 +111,25 @@ func addFleetProbeFlags(fs *flag.FlagSet) *fleetProbeFlags {
 	fs.Bool("fleet", false, "probe from every PoP of a running fleet, through its scheduler's API")
 	f.scheduler = envStringVar(fs, "scheduler", envScheduler, defaultScheduler, "the scheduler's API `URL`")
 	f.token = envStringVar(fs, "token", envToken, "", "bearer `token` for the scheduler's API (one of its --tokens)")
+	f.ca = envStringVar(fs, "scheduler-ca", envSchedulerCA, "", "PEM `file` of the CAs an https:// scheduler's certificate is checked against (empty: the system's, or $SSL_CERT_FILE)")
 	fs.StringVar(&f.pops, "pops", "all", `PoP codes, comma-separated, or "all" (every PoP that is up)`)
 	fs.IntVar(&f.count, "count", 0, "samples per PoP (0: the scheduler's default)")
 	fs.BoolVar(&f.json, "json", false, "print the scheduler's final answer as JSON")
 	fs.DurationVar(&f.timeout, "timeout", 2*time.Minute, "give up after this long")
 	return f
+}
+
+// client returns the HTTP client of the scheduler's API, trusting --scheduler-ca when given.
+func (f *fleetProbeFlags) client() (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if ca := f.ca.get(); ca != "" {
+		cfg, err := tlsfiles.Client{CA: ca}.Config(nil)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --scheduler-ca: %w", errUsage, err)
+		}
+		tr.TLSClientConfig = cfg
+	}
+	return &http.Client{Transport: tr}, nil
 }
 
 // progress draws "[#####     ] 5/10 PoPs" over itself.
@@ -176,7 +197,7 @@ func printFleetTable(w io.Writer, st scheduler.AdHocStatus) {
 }
 
 // fleetCall sends a JSON request to the scheduler and decodes the envelope's result into out.
-func fleetCall(ctx context.Context, method, url, token string, body, out any) error {
+func fleetCall(ctx context.Context, client *http.Client, method, url, token string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -193,7 +214,7 @@ func fleetCall(ctx context.Context, method, url, token string, body, out any) er
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("probe --fleet: %s %s: %w", method, url, err)
 	}

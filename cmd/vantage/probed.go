@@ -19,7 +19,7 @@ func init() {
 
 func runProbed(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("probed", "", stderr)
-	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisRequired})
+	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisRequired, TLS: true})
 	cfg := daemon.DefaultProbedConfig()
 	cfg.Version = version
 	pf := addProbedFlags(fs, &cfg)
@@ -28,6 +28,7 @@ func runProbed(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer stop()
+	cfg.TLS = df.tlsFiles()
 	if err := pf.complete(&cfg); err != nil {
 		return err
 	}

@@ -20,7 +20,7 @@ func init() {
 
 func runRouter(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("router", "", stderr)
-	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisRequired})
+	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisRequired, TLS: true})
 	cfg := daemon.DefaultRouterConfig()
 	rf := addRouterFlags(fs, &cfg)
 	log, stop, err := parseDaemon(ctx, fs, df, args, stderr)
@@ -28,6 +28,7 @@ func runRouter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer stop()
+	cfg.TLS = df.tlsFiles()
 	if err := rf.complete(&cfg); err != nil {
 		return err
 	}

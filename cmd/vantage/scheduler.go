@@ -32,7 +32,7 @@ func (l *listFlag) Set(v string) error {
 
 func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("scheduler", "", stderr)
-	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisRequired})
+	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisRequired, TLS: true})
 	cfg := daemon.DefaultSchedulerConfig()
 	sf := addSchedulerFlags(fs, &cfg)
 	log, stop, err := parseDaemon(ctx, fs, df, args, stderr)
@@ -40,6 +40,7 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	defer stop()
+	cfg.TLS = df.tlsFiles()
 	if err := sf.complete(&cfg); err != nil {
 		return err
 	}
@@ -57,10 +58,14 @@ type schedulerFlags struct {
 func addSchedulerFlags(fs *flag.FlagSet, cfg *daemon.SchedulerConfig) *schedulerFlags {
 	f := &schedulerFlags{}
 	s := &cfg.Scheduler
-	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "HTTP API, status page, /metrics, /healthz and /readyz address")
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "HTTP API, status page, /metrics (operator token), /healthz and /readyz address")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "address serving /metrics without a token, for scrapers (empty: none)")
 	fs.StringVar(&cfg.ConfigDir, "config-dir", "", "directory of wrangler.toml / wrangler.jsonc files to place (reloaded every --config-reload)")
 	fs.DurationVar(&cfg.ConfigReload, "config-reload", cfg.ConfigReload, "how often --config-dir is read again")
-	f.tokensFile = fs.String("tokens", "", "file of bearer tokens (\"token [name]\" per line) for writes and ad-hoc probes")
+	f.tokensFile = fs.String("tokens", "", "file of bearer tokens, \"TOKEN NAME ACCOUNT\" per line (ACCOUNT * for an operator); every request but /healthz and /readyz needs one")
+	fs.IntVar(&cfg.Limits.MaxAppsPerAccount, "max-apps-per-account", cfg.Limits.MaxAppsPerAccount, "applications one account may register")
+	fs.Float64Var(&cfg.Limits.TelemetryPerSecond, "telemetry-per-second", cfg.Limits.TelemetryPerSecond, "telemetry records per second per account")
+	fs.Float64Var(&cfg.Limits.TelemetryBurst, "telemetry-burst", cfg.Limits.TelemetryBurst, "telemetry records one account may send at once")
 	fs.Float64Var(&cfg.Quota.PerMinute, "quota-per-minute", cfg.Quota.PerMinute, "ad-hoc probes per minute per token")
 	fs.Float64Var(&cfg.Quota.Burst, "quota-burst", cfg.Quota.Burst, "ad-hoc probes a token may start at once")
 	fs.StringVar(&s.Name, "name", "", "lease holder name (default hostname-pid)")
@@ -77,7 +82,7 @@ func addSchedulerFlags(fs *flag.FlagSet, cfg *daemon.SchedulerConfig) *scheduler
 	fs.StringVar(&s.HostnameScheme, "hostname-scheme", "", "probe hostname targets as http:// or https:// URLs (empty: plain HTTP to the bare name)")
 	fs.Var(&f.allow, "allow", "CIDR lifting the deny policy for configured hosts (repeatable), e.g. 198.18.0.0/15")
 	fs.Var(&f.regionEPs, "region-endpoint", "region-id=host:port override (repeatable)")
-	fs.Var(&f.tokens, "token", "bearer token accepted (repeatable; prefer --tokens)")
+	fs.Var(&f.tokens, "token", "operator's bearer token (account *) accepted (repeatable; prefer --tokens)")
 	return f
 }
 
@@ -107,14 +112,14 @@ func (f *schedulerFlags) complete(cfg *daemon.SchedulerConfig) error {
 		}
 		s.Regions.Overrides[id] = ep
 	}
-	cfg.Tokens = map[string]string{}
+	cfg.Tokens = scheduler.Tokens{}
 	if *f.tokensFile != "" {
 		if cfg.Tokens, err = scheduler.LoadTokensFile(*f.tokensFile); err != nil {
 			return err
 		}
 	}
 	for i, t := range f.tokens {
-		cfg.Tokens[t] = fmt.Sprintf("flag-%d", i+1)
+		cfg.Tokens[t] = scheduler.Operator(fmt.Sprintf("flag-%d", i+1))
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)

@@ -67,7 +67,20 @@ func startCmd(t *testing.T, args ...string) *syncBuffer {
 
 func httpGet(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
+	return httpGetAuth(t, url, "")
+}
+
+// httpGetAuth is httpGet with a bearer token ("": none).
+func httpGetAuth(t *testing.T, url, token string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err.Error()
 	}
@@ -108,11 +121,18 @@ func TestSchedulerAndProbedCommands(t *testing.T) {
 			"--listen", probedAddrs[pop], "--heartbeat", "200ms", "--reclaim-idle", "1s", "--log-format", "json",
 			"--tcp-idle-sockets", "16")
 	}
-	api := freeAddr(t)
+	api, metricsAddr := freeAddr(t), freeAddr(t)
 	token := "test-token-0123456789"
-	startCmd(t, "scheduler", "--redis", srv.Addr(), "--listen", api, "--config-dir", dir, "--config-reload", "200ms",
+	// The tokens file: an old-form line (an operator, with a deprecation warning) and a token of one account.
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	tenant := "tenant-token-0123456789"
+	if err := os.WriteFile(tokens, []byte("# old form\nlegacy-token-0123456789 legacy\n"+tenant+" ci acc\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	schedLog := startCmd(t, "scheduler", "--redis", srv.Addr(), "--listen", api, "--config-dir", dir, "--config-reload", "200ms",
 		"--allow", "127.0.0.0/8", "--recheck", "2s", "--lease-ttl", "1s", "--result-timeout", "1s",
-		"--region-endpoint", "aws:eu-central-1="+target, "--token", token, "--log-format", "text")
+		"--region-endpoint", "aws:eu-central-1="+target, "--token", token, "--tokens", tokens, "--metrics-listen", metricsAddr,
+		"--log-format", "text")
 
 	for pop, a := range probedAddrs {
 		waitHTTP(t, "http://"+a+"/readyz", 200, 10*time.Second)
@@ -141,7 +161,7 @@ func TestSchedulerAndProbedCommands(t *testing.T) {
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		_, body := httpGet(t, "http://"+api+"/client/v4/accounts/acc/workers/services/billing")
+		_, body := httpGetAuth(t, "http://"+api+"/client/v4/accounts/acc/workers/services/billing", token)
 		json.Unmarshal([]byte(body), &st)
 		if st.Result.PlacementStatus == "SUCCESS" {
 			break
@@ -154,6 +174,18 @@ func TestSchedulerAndProbedCommands(t *testing.T) {
 	if !st.Success || st.Result.PlacementMode != "region" || st.Result.Vantage.BestPoP != "FRA" ||
 		!st.Result.Vantage.Estimated || st.Result.Vantage.Endpoint != target {
 		t.Errorf("status %+v: want region mode, FRA, estimated, endpoint %s", st, target)
+	}
+	// billing's file names no account: an operator's (the legacy line's token is one), not account acc's.
+	for _, tc := range []struct {
+		token string
+		want  int
+	}{{"", 401}, {tenant, 404}, {"legacy-token-0123456789", 200}} {
+		if code, body := httpGetAuth(t, "http://"+api+"/client/v4/accounts/acc/workers/services/billing", tc.token); code != tc.want {
+			t.Errorf("status API with token %q: %d %.200s, want %d", tc.token, code, body, tc.want)
+		}
+	}
+	if !strings.Contains(schedLog.String(), "old") || !strings.Contains(schedLog.String(), "lines=[2]") {
+		t.Errorf("no deprecation warning naming the tokens file's old-form line 2 in the log:\n%s", schedLog.String())
 	}
 	ctx := context.Background()
 	obs, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}})
@@ -208,7 +240,16 @@ func TestSchedulerAndProbedCommands(t *testing.T) {
 	if _, err := obs.TelemetrySince(ctx, "shop", time.Now().Add(-time.Hour), func(storage.Telemetry) error { stored++; return nil }); err != nil || stored != 1 {
 		t.Errorf("telemetry in Redis: %d records (%v), want the 1 posted with the token", stored, err)
 	}
-	_, m := httpGet(t, "http://"+api+"/metrics")
+	if code, _ := httpGet(t, "http://"+api+"/metrics"); code != http.StatusUnauthorized {
+		t.Errorf("/metrics on --listen without a token: %d, want 401", code)
+	}
+	if code, _ := httpGetAuth(t, "http://"+api+"/metrics", tenant); code != http.StatusForbidden {
+		t.Errorf("/metrics on --listen with an account's token: %d, want 403", code)
+	}
+	if code, _ := httpGetAuth(t, "http://"+api+"/metrics", token); code != http.StatusOK {
+		t.Errorf("/metrics on --listen with the operator's token: %d, want 200", code)
+	}
+	_, m := httpGet(t, "http://"+metricsAddr+"/metrics") // --metrics-listen: no token
 	for _, name := range []string{"vantage_smart_analyses_total", "vantage_scheduler_rechecks_total", "vantage_scheduler_leader 1", "vantage_scheduler_decisions_written_total", "vantage_scheduler_jobs_enqueued_total", `vantage_scheduler_results_total{kind="tcp",outcome="success"}`} {
 		if !strings.Contains(m, name) {
 			t.Errorf("scheduler /metrics lacks %q", name)
@@ -226,6 +267,8 @@ func TestSchedulerUsageErrors(t *testing.T) {
 		{"bad_log_format", []string{"scheduler", "--redis", "127.0.0.1:1", "--log-format", "xml"}, `--log-format "xml"`},
 		{"bad_region_endpoint", []string{"scheduler", "--redis", "127.0.0.1:1", "--region-endpoint", "useast=1.2.3.4:443"}, "want provider:region"},
 		{"bad_allow", []string{"scheduler", "--redis", "127.0.0.1:1", "--allow", "10.0.0.0/33"}, "10.0.0.0/33"},
+		{"bad_app_cap", []string{"scheduler", "--redis", "127.0.0.1:1", "--max-apps-per-account", "-1"}, "--max-apps-per-account"},
+		{"bad_telemetry_rate", []string{"scheduler", "--redis", "127.0.0.1:1", "--telemetry-per-second", "-5"}, "--telemetry-per-second"},
 		{"bad_hostname_scheme", []string{"scheduler", "--redis", "127.0.0.1:1", "--hostname-scheme", "ftp"}, `--hostname-scheme "ftp"`},
 		{"probed_no_pop", []string{"probed", "--redis", "127.0.0.1:1"}, "--pop is required"},
 		{"probed_bad_source", []string{"probed", "--pop", "FRA", "--redis", "127.0.0.1:1", "--source", "nope"}, `--source "nope"`},

@@ -19,7 +19,7 @@ func init() {
 // runWorker: vantage worker --pop FRA --listen :9001 --db db:5432 [--n 5] [--redis host:port] [--serve-db :5432].
 func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("worker", "", stderr)
-	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisOptional})
+	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisOptional, TLS: true})
 	cfg := daemon.DefaultWorkerConfig()
 	w := &cfg.Worker
 	fs.StringVar(&w.PoP, "pop", "", "IATA code of the PoP this worker host runs in (required)")
@@ -36,6 +36,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer stop()
+	cfg.TLS = df.tlsFiles()
 	switch {
 	case w.PoP == "":
 		return fmt.Errorf("%w: --pop is required", errUsage)

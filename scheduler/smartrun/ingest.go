@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/vantage-edge/vantage/storage"
 )
@@ -25,7 +28,8 @@ const (
 // MaxIngestRecords; unknown fields are errors. Every record is validated before any is stored with add
 // (e.g. (*storage.Store).AddTelemetry, the function worker hosts call directly on Redis). It answers 204 on
 // success, 400 naming the bad record, 413 for an oversized batch, 405 for a method other than POST and 503
-// when add fails.
+// when add fails, unless add's error has an HTTPStatus() int method (scheduler.RefusalError: not found, rate
+// limited): then that status, with Retry-After when it has a RetryAfter() time.Duration above zero.
 func IngestHandler(add func(ctx context.Context, recs []storage.Telemetry) error, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -52,6 +56,14 @@ func IngestHandler(add func(ctx context.Context, recs []storage.Telemetry) error
 			}
 		}
 		if err := add(req.Context(), recs); err != nil {
+			var refusal interface{ HTTPStatus() int }
+			if errors.As(err, &refusal) {
+				if ra, ok := refusal.(interface{ RetryAfter() time.Duration }); ok && ra.RetryAfter() > 0 {
+					w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(ra.RetryAfter().Seconds()))))
+				}
+				http.Error(w, err.Error(), refusal.HTTPStatus())
+				return
+			}
 			log.Warn("smart: telemetry: storing a batch failed", "records", len(recs), "err", err)
 			http.Error(w, "smart: telemetry: storing failed: "+err.Error(), http.StatusServiceUnavailable)
 			return

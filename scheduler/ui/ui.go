@@ -78,6 +78,10 @@ type Config struct {
 	MaxResultAge time.Duration
 	// MaxApps caps the applications of a state read, in app order (default DefaultMaxApps).
 	MaxApps int
+	// Authenticate says whom a request of PathState acts for (the API's Auth.Authenticate): the state shows
+	// that account's applications (every one, and the config dir's skipped files, to an operator). Nil: every
+	// state read is refused.
+	Authenticate func(r *http.Request) (scheduler.Principal, bool)
 	// Now reads the clock (default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger // default: discard
@@ -158,9 +162,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-cache")
 		w.Write(h.index)
 	case p == PathState:
+		who, ok := scheduler.Principal{}, false
+		if h.cfg.Authenticate != nil {
+			who, ok = h.cfg.Authenticate(r)
+		}
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="vantage"`)
+			http.Error(w, "ui: a valid bearer token is required", http.StatusUnauthorized)
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), stateTimeout)
 		defer cancel()
-		st, err := h.State(ctx)
+		st, err := h.State(ctx, who)
 		if err != nil {
 			h.log.Warn("ui: reading the state", "err", err)
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
@@ -267,15 +280,16 @@ type Instance struct {
 	VP   string  `json:"vp"`
 }
 
-// State reads the fleet and every application.
-func (h *Handler) State(ctx context.Context) (State, error) {
+// State reads the fleet and the applications who sees (scheduler.Principal.Sees); the config dir's skipped
+// files only for an operator.
+func (h *Handler) State(ctx context.Context, who scheduler.Principal) (State, error) {
 	now := h.cfg.Now()
 	fleet, err := h.cfg.Store.Fleet(ctx)
 	if err != nil {
 		return State{}, fmt.Errorf("ui: reading the fleet: %w", err)
 	}
 	st := State{Now: now, PoPs: make([]PoP, 0, len(fleet)), Apps: []App{}, SkippedConfigs: []scheduler.ConfigFile{}}
-	if sc, ok := h.cfg.Sched.(skippedConfigs); ok {
+	if sc, ok := h.cfg.Sched.(skippedConfigs); ok && who.IsOperator() {
 		st.SkippedConfigs = append(st.SkippedConfigs, sc.SkippedConfigs()...)
 	}
 	up := map[string]bool{}
@@ -293,13 +307,13 @@ func (h *Handler) State(ctx context.Context) (State, error) {
 		}
 		st.PoPs = append(st.PoPs, v)
 	}
-	targets := h.cfg.Sched.Targets()
+	targets := slices.DeleteFunc(h.cfg.Sched.Targets(), func(t scheduler.Target) bool { return !who.Sees(t.Account) })
 	reg, err := h.cfg.Store.Apps(ctx)
 	if err != nil {
 		return State{}, fmt.Errorf("ui: reading the applications: %w", err)
 	}
 	for _, a := range reg {
-		if !slices.ContainsFunc(targets, func(t scheduler.Target) bool { return t.App == a.Name }) {
+		if who.Sees(a.Account) && !slices.ContainsFunc(targets, func(t scheduler.Target) bool { return t.App == a.Name }) {
 			targets = append(targets, scheduler.Target{App: a.Name, Mode: a.Mode, Target: a.Target, Account: a.Account})
 		}
 	}

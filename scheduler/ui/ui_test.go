@@ -69,9 +69,9 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	targets := []scheduler.Target{
-		{App: "frankfurt-db", Mode: placement.ModeHost, Target: "db.example.com:5432"},
+		{App: "frankfurt-db", Mode: placement.ModeHost, Target: "db.example.com:5432", Account: "acme"},
 		{App: "edge-anycast", Mode: placement.ModeHost, Target: "edge.example.com:443"},
-		{App: "tokyo-app", Mode: placement.ModeRegion, Target: "gcp:asia-northeast1"},
+		{App: "tokyo-app", Mode: placement.ModeRegion, Target: "gcp:asia-northeast1", Account: "globex"},
 	}
 	s.SetTargets(scheduler.SourceAPI, targets)
 	e.sched = s
@@ -115,7 +115,7 @@ func newEnv(t *testing.T) *env {
 			Status: placement.StatusSuccess, Estimated: true, ComputedAt: e.now, Candidates: []placement.Candidate{{PoP: "SIN", RTTMs: 70}}},
 	}
 	// An application in mode smart: in the registry, not among the scheduler's targets.
-	if err := st.PutApp(ctx, storage.App{Name: "sydney-smart", Mode: placement.ModeSmart, DeployVersion: "v1"}); err != nil {
+	if err := st.PutApp(ctx, storage.App{Name: "sydney-smart", Mode: placement.ModeSmart, DeployVersion: "v1", Account: "acme"}); err != nil {
 		t.Fatal(err)
 	}
 	decisions = append(decisions, placement.Decision{App: "sydney-smart", Mode: placement.ModeSmart, BestPoP: "FRA",
@@ -133,7 +133,9 @@ func newEnv(t *testing.T) *env {
 	}
 	s.LoadDir(dir, placement.DefaultParser(), scheduler.RegionEndpoints{})
 
-	h, err := New(Config{Sched: s, Store: st, Now: func() time.Time { return e.now }})
+	auth := scheduler.NewScopedAuth(scheduler.Tokens{opsToken: scheduler.Operator("ops"),
+		acmeToken: {Name: "acme-ci", Account: "acme"}}, scheduler.Quota{}, nil)
+	h, err := New(Config{Sched: s, Store: st, Authenticate: auth.Authenticate, Now: func() time.Time { return e.now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,11 +148,27 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
+// Tokens of the page's Authenticate: an operator's, and one of account acme.
+const (
+	opsToken  = "ops-token-0123456789"
+	acmeToken = "acme-token-0123456789"
+)
+
+// get requests path with the operator's token.
 func (e *env) get(t *testing.T, method, path string) (*http.Response, string) {
+	t.Helper()
+	return e.getAs(t, method, path, opsToken)
+}
+
+// getAs requests path with token ("": none).
+func (e *env) getAs(t *testing.T, method, path, token string) (*http.Response, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, e.srv.URL+path, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -287,12 +305,62 @@ func TestMaxApps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := h.State(context.Background())
+	st, err := h.State(context.Background(), scheduler.Operator("ops"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(st.Apps) != 2 || st.TotalApps != 4 || st.Apps[0].App != "edge-anycast" || st.Apps[1].App != "frankfurt-db" {
 		t.Errorf("apps %v total %d, want the first 2 by name of 4", st.Apps, st.TotalApps)
+	}
+}
+
+// TestStateByAccount: the state needs a token and shows a token of one account that account's applications
+// only, without the config dir's files; the page itself and its static files need none (the page asks for the
+// token).
+func TestStateByAccount(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		name, token string
+		code        int
+		apps        []string
+		skipped     int
+	}{
+		{"no_token", "", http.StatusUnauthorized, nil, 0},
+		{"unknown_token", "not-a-token-0123456789", http.StatusUnauthorized, nil, 0},
+		{"account_acme", acmeToken, http.StatusOK, []string{"frankfurt-db", "sydney-smart"}, 0},
+		{"operator", opsToken, http.StatusOK, []string{"edge-anycast", "frankfurt-db", "sydney-smart", "tokyo-app"}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := e.getAs(t, "GET", PathState, tc.token)
+			if resp.StatusCode != tc.code {
+				t.Fatalf("state: %d %s, want %d", resp.StatusCode, body, tc.code)
+			}
+			if tc.code != http.StatusOK {
+				if strings.Contains(body, "frankfurt") || strings.Contains(body, "tokyo") {
+					t.Errorf("refusal mentions an application: %s", body)
+				}
+				return
+			}
+			var st State
+			if err := json.Unmarshal([]byte(body), &st); err != nil {
+				t.Fatalf("%v: %s", err, body)
+			}
+			var apps []string
+			for _, a := range st.Apps {
+				apps = append(apps, a.App)
+			}
+			if strings.Join(apps, ",") != strings.Join(tc.apps, ",") || st.TotalApps != len(tc.apps) {
+				t.Errorf("apps %v (total %d), want %v", apps, st.TotalApps, tc.apps)
+			}
+			if len(st.SkippedConfigs) != tc.skipped {
+				t.Errorf("skipped configs %v, want %d", st.SkippedConfigs, tc.skipped)
+			}
+		})
+	}
+	for _, path := range []string{"/", "/ui/static/app.js"} {
+		if resp, body := e.getAs(t, "GET", path, ""); resp.StatusCode != http.StatusOK {
+			t.Errorf("%s without a token: %d %.100s, want 200", path, resp.StatusCode, body)
+		}
 	}
 }
 

@@ -8,17 +8,10 @@ package redistest
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -30,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vantage-edge/vantage/internal/tlstest"
 )
 
 // Timeouts for starting and stopping servers. They are generous because the test machines are shared and busy.
@@ -48,9 +43,11 @@ type Config struct {
 	Password string
 	// Users are ACL rules, one `--user` directive each, e.g. "alice on >secret ~* &* +@all".
 	Users []string
-	// TLS serves TLS only (the plain port is disabled) with a fresh self-signed certificate for 127.0.0.1;
-	// Server.TLSConfig returns a client configuration trusting it.
+	// TLS serves TLS only (the plain port is disabled) with a certificate for 127.0.0.1 from a fresh CA;
+	// Server.TLSConfig returns a client configuration trusting it, Server.CertFiles the PEM files.
 	TLS bool
+	// TLSAuthClients serves TLS and requires a client certificate from the CA (`--tls-auth-clients yes`).
+	TLSAuthClients bool
 	// Unix also listens on the unix socket Server.UnixSocket returns.
 	Unix bool
 	// Args are extra redis-server arguments, e.g. "--maxmemory", "64mb".
@@ -101,7 +98,7 @@ func StartWith(tb testing.TB, c Config) *Server {
 func newServer(tb testing.TB, c Config, extra []string) *Server {
 	tb.Helper()
 	s := &Server{bin: need(tb, "redis-server", "redis-server"), dir: tb.TempDir(), pass: c.Password}
-	if c.TLS {
+	if c.TLS || c.TLSAuthClients {
 		s.tls = writeCerts(tb, s.dir)
 	}
 	var err error
@@ -124,9 +121,13 @@ func (s *Server) buildArgs(c Config, extra []string) []string {
 		"--daemonize", "no", "--logfile", filepath.Join(s.dir, "redis.log"), "--loglevel", "notice",
 	}
 	if s.tls != nil {
+		auth := "no"
+		if c.TLSAuthClients {
+			auth = "yes"
+		}
 		args = append(args, "--port", "0", "--tls-port", p,
 			"--tls-cert-file", filepath.Join(s.dir, "server.crt"), "--tls-key-file", filepath.Join(s.dir, "server.key"),
-			"--tls-ca-cert-file", filepath.Join(s.dir, "ca.crt"), "--tls-auth-clients", "no")
+			"--tls-ca-cert-file", filepath.Join(s.dir, "ca.crt"), "--tls-auth-clients", auth)
 	} else {
 		args = append(args, "--port", p)
 	}
@@ -165,7 +166,17 @@ func (s *Server) UnixSocket() string { return filepath.Join(s.dir, "redis.sock")
 // Dir returns the server's data directory (its log is redis.log there).
 func (s *Server) Dir() string { return s.dir }
 
-// TLSConfig returns a client TLS configuration trusting the server's certificate, or nil for a plain server.
+// CertFiles returns the PEM files of a TLS server: its CA's certificate, and a client certificate from that CA
+// with its key. They are "" for a plain server.
+func (s *Server) CertFiles() (ca, clientCert, clientKey string) {
+	if s.tls == nil {
+		return "", "", ""
+	}
+	return filepath.Join(s.dir, "ca.crt"), filepath.Join(s.dir, "client.crt"), filepath.Join(s.dir, "client.key")
+}
+
+// TLSConfig returns a client TLS configuration trusting the server's certificate and presenting the client
+// certificate of CertFiles, or nil for a plain server.
 func (s *Server) TLSConfig() *tls.Config {
 	if s.tls == nil {
 		return nil
@@ -475,53 +486,17 @@ func (c *Cluster) Addrs() []string {
 	return out
 }
 
-// writeCerts writes a CA and a server certificate for 127.0.0.1 into dir and returns a client config trusting the
-// CA.
+// writeCerts writes a CA, a server certificate for 127.0.0.1 and a client certificate into dir and returns a
+// client configuration trusting the CA and presenting the client certificate.
 func writeCerts(tb testing.TB, dir string) *tls.Config {
 	tb.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatalf("redistest: CA key: %v", err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "redistest CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		tb.Fatalf("redistest: CA certificate: %v", err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatalf("redistest: server key: %v", err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		tb.Fatalf("redistest: server certificate: %v", err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		tb.Fatalf("redistest: server key: %v", err)
-	}
-	for name, block := range map[string]*pem.Block{
-		"ca.crt":     {Type: "CERTIFICATE", Bytes: caDER},
-		"server.crt": {Type: "CERTIFICATE", Bytes: der},
-		"server.key": {Type: "EC PRIVATE KEY", Bytes: keyDER},
-	} {
-		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o600); err != nil {
-			tb.Fatalf("redistest: write %s: %v", name, err)
-		}
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	ca := tlstest.NewCA(tb, "redistest CA")
+	ca.WriteFile(tb, dir, "ca.crt")
+	ca.Issue(tb, "127.0.0.1", "127.0.0.1", "localhost").WriteFiles(tb, dir, "server")
+	client := ca.Issue(tb, "redistest client")
+	client.WriteFiles(tb, dir, "client")
+	cfg := ca.ClientConfig()
+	cfg.ServerName = "127.0.0.1"
+	cfg.Certificates = []tls.Certificate{client.TLS}
+	return cfg
 }

@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"context"
+	"crypto/tls"
 	"os"
 	"os/exec"
 	"runtime"
@@ -60,6 +61,28 @@ func TestStartWith(t *testing.T) {
 			}
 			if got, err := s.Do(context.Background(), "PING"); err != nil || got != "PONG" {
 				t.Errorf("PING over TLS = %q, %v", got, err)
+			}
+		}},
+		{"tls_auth_clients", Config{TLSAuthClients: true}, func(t *testing.T, s *Server) {
+			if got, err := s.Do(context.Background(), "PING"); err != nil || got != "PONG" {
+				t.Errorf("PING over TLS with the client certificate = %q, %v", got, err)
+			}
+			cfg := s.TLSConfig()
+			cfg.Certificates = nil
+			c, err := tls.Dial("tcp", s.Addr(), cfg)
+			if err == nil {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				_, err = c.Write([]byte("PING\r\n"))
+				if err == nil {
+					_, err = c.Read(make([]byte, 64)) // TLS 1.3: the refusal arrives after the handshake
+				}
+			}
+			if err == nil {
+				t.Error("PING over TLS without a client certificate succeeded")
+			}
+			if ca, cert, key := s.CertFiles(); ca == "" || cert == "" || key == "" {
+				t.Errorf("CertFiles() = %q, %q, %q", ca, cert, key)
 			}
 		}},
 		{"acl_user", Config{Users: []string{"alice on >pw ~* &* +@all"}}, func(t *testing.T, s *Server) {

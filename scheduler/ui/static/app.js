@@ -258,12 +258,18 @@ async function getJSON(url, opts) {
   return body;
 }
 
+// The state needs a bearer token too: the one of the form's Token field (kept for the tab's session).
 async function pollState() {
-  try {
-    state = await getJSON("/ui/api/state");
-    render();
-  } catch (e) {
-    $("summary").textContent = "cannot read the state: " + e.message;
+  const token = $("probe-token").value.trim();
+  if (!token) {
+    $("summary").textContent = "A bearer token is needed to read the state: enter it in the Token field, or open the page with #token=…";
+  } else {
+    try {
+      state = await getJSON("/ui/api/state", { headers: { Authorization: "Bearer " + token } });
+      render();
+    } catch (e) {
+      $("summary").textContent = "cannot read the state: " + e.message;
+    }
   }
   setTimeout(pollState, STATE_POLL_MS);
 }
@@ -372,6 +378,7 @@ async function main() {
   drawBase(svg);
   const submit = fromFragment();
   $("probe-form").addEventListener("submit", runProbe);
+  $("probe-token").addEventListener("change", () => sessionStorage.setItem("vantage-token", $("probe-token").value.trim()));
   await pollState();
   if (submit) runProbe();
 }
