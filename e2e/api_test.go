@@ -21,10 +21,15 @@ import (
 	"github.com/vantage-edge/vantage/storage/redistest"
 )
 
-const apiToken = "token-for-tests-0123456789"
+// The scheduler's bearer tokens: an operator's, and one of each of the accounts acc1 and acc2.
+const (
+	apiToken  = "token-for-tests-0123456789"
+	acc1Token = "token-of-acc1-0123456789"
+	acc2Token = "token-of-acc2-0123456789"
+)
 
 // apiEnv is a scheduler as `vantage scheduler` runs it (API, status page, telemetry ingest, smart runner) with
-// one bearer token, on a real redis-server; the probe daemons of FRA, IAD and SIN start when the test says so.
+// an operator's token and one token of each of two accounts, on a real redis-server; the probe daemons of FRA, IAD and SIN start when the test says so.
 type apiEnv struct {
 	t     *testing.T
 	f     *fleet
@@ -50,17 +55,18 @@ func newAPIEnv(t *testing.T, quota scheduler.Quota, edit func(*daemon.SchedulerC
 	return e
 }
 
-// config returns the config of a scheduler named name accepting the test's token with the env's quota.
+// config returns the config of a scheduler named name accepting the test's tokens with the env's quota.
 func (e *apiEnv) config(name string) daemon.SchedulerConfig {
 	cfg := e.f.schedulerConfig(name)
-	cfg.Tokens, cfg.Quota, cfg.AdHocTimeout = map[string]string{apiToken: "ops"}, e.quota, 5*time.Second
+	cfg.Tokens, cfg.Quota, cfg.AdHocTimeout = scheduler.Tokens{apiToken: scheduler.Operator("ops"),
+		acc1Token: {Name: "acc1-ci", Account: "acc1"}, acc2Token: {Name: "acc2-ci", Account: "acc2"}}, e.quota, 5*time.Second
 	return cfg
 }
 
 // startFleet starts the probe daemons of FRA, IAD and SIN on loopback and waits for their heartbeats.
 func (e *apiEnv) startFleet() { e.f.startPoPs(e.obs, 10, "FRA", "IAD", "SIN") }
 
-// second starts a second scheduler on the same Redis with the same token and quota, as another process would
+// second starts a second scheduler on the same Redis with the same tokens and quota, as another process would
 // run it, and returns its URL.
 func (e *apiEnv) second() string {
 	e.t.Helper()
@@ -113,12 +119,12 @@ func (e *apiEnv) metric(series string) float64 {
 	return 0
 }
 
-// status polls app's status in account until the fleet's analysis shows in it.
-func (e *apiEnv) status(account, app string) scheduler.ServiceStatus {
+// status polls app's status in account, read with token, until the fleet's analysis shows in it.
+func (e *apiEnv) status(token, account, app string) scheduler.ServiceStatus {
 	e.t.Helper()
 	var st scheduler.ServiceStatus
 	testwait.Eventually(e.t, 15*time.Second, "the status to show the analysis", func() bool {
-		_, _, env, _ := e.do("GET", "/client/v4/accounts/"+account+"/workers/services/"+app, "", "", "")
+		_, _, env, _ := e.do("GET", "/client/v4/accounts/"+account+"/workers/services/"+app, token, "", "")
 		b, _ := json.Marshal(env.Result)
 		st = scheduler.ServiceStatus{}
 		json.Unmarshal(b, &st)
@@ -147,9 +153,10 @@ func TestAPIAppsStatusAndAuth(t *testing.T) {
 		{"post_bad_deploy", "POST", "/v1/apps?deploy=a+b", apiToken, "application/toml", hostTOML, 400, "deploy version"},
 		{"post_denied_host", "POST", "/v1/apps", apiToken, "application/toml", "name = \"x\"\n[placement]\nhost = \"10.0.0.1:5432\"\n", 400, "10.0.0.1"},
 		{"post_bad_toml", "POST", "/v1/apps", apiToken, "application/toml", "name = \n", 400, "request:1:8"},
-		{"status_unknown", "GET", "/client/v4/accounts/acc1/workers/services/nope", "", "", "", 404, "service_not_found"},
-		{"status_other_account", "GET", "/client/v4/accounts/acc2/workers/services/billing", "", "", "", 404, "service_not_found"},
-		{"list", "GET", "/v1/apps", "", "", "", 200, `"catalog"`},
+		{"status_without_token", "GET", "/client/v4/accounts/acc1/workers/services/billing", "", "", "", 401, "bearer token"},
+		{"status_unknown", "GET", "/client/v4/accounts/acc1/workers/services/nope", acc1Token, "", "", 404, "service_not_found"},
+		{"status_other_account", "GET", "/client/v4/accounts/acc2/workers/services/billing", acc2Token, "", "", 404, "service_not_found"},
+		{"list", "GET", "/v1/apps", apiToken, "", "", 200, `"catalog"`},
 		{"delete_without_token", "DELETE", "/v1/apps/catalog", "", "", "", 401, "bearer"},
 		{"delete", "DELETE", "/v1/apps/catalog", apiToken, "", "", 200, `"catalog"`},
 		{"delete_again", "DELETE", "/v1/apps/catalog", apiToken, "", "", 404, "not registered"},
@@ -171,12 +178,12 @@ func TestAPIAppsStatusAndAuth(t *testing.T) {
 	}
 
 	// Before the analysis (no probe daemon is up yet) the platform's field is absent.
-	code, _, _, raw := e.do("GET", "/client/v4/accounts/acc1/workers/services/billing", "", "", "")
+	code, _, _, raw := e.do("GET", "/client/v4/accounts/acc1/workers/services/billing", acc1Token, "", "")
 	if code != 200 || strings.Contains(raw, "placement_status") || !strings.Contains(raw, `"placement_mode":"host"`) {
 		t.Fatalf("status before analysis: %d %s; want 200, mode host, no placement_status", code, raw)
 	}
 	e.startFleet()
-	st := e.status("acc1", "billing")
+	st := e.status(acc1Token, "acc1", "billing")
 	// Loopback answers in microseconds from three continents: anycast, not placeable.
 	if st.PlacementStatus != placement.StatusUnsupportedApplication || st.Vantage.Verdict != placement.VerdictAnycast ||
 		len(st.Vantage.Candidates) != 3 || st.Vantage.LastChecked.IsZero() || st.Placement == nil || st.Placement.Host != e.host {
@@ -357,24 +364,24 @@ func TestAPISmartAppsAndDeploys(t *testing.T) {
 	// invocations yet. The statuses below are served with that decision.
 	testwait.Eventually(t, 10*time.Second, "the smart runner's first decision", func() bool { _, ok := decision(e.obs, "shop"); return ok })
 	for _, tc := range []struct {
-		name, method, path, body string
-		code                     int
-		want                     string
+		name, method, path, token, body string
+		code                            int
+		want                            string
 	}{
-		{"status_before_analysis", "GET", "/client/v4/accounts/acc1/workers/services/shop", "", 200, `"placement":{"mode":"smart"}`},
-		{"status_other_account", "GET", "/client/v4/accounts/acc2/workers/services/shop", "", 404, "service_not_found"},
-		{"list", "GET", "/v1/apps", "", 200, `"app":"shop","account":"acc1","mode":"smart"`},
-		{"deploy_with_version", "POST", "/v1/apps/shop/deploys", `{"version": "v7"}`, 201, `"deploy":"v7"`},
-		{"deploy_query_version", "POST", "/v1/apps/shop/deploys?version=v8", "", 201, `"deploy":"v8"`},
-		{"deploy_bad_body", "POST", "/v1/apps/shop/deploys", `{"versoin": "v9"}`, 400, "unknown field"},
-		{"deploy_unknown_app", "POST", "/v1/apps/nope/deploys", "", 404, "not registered"},
-		{"deploy_generated", "POST", "/v1/apps/shop/deploys", "", 201, `"deploy_generated":true`},
-		{"delete", "DELETE", "/v1/apps/shop", "", 200, `"shop"`},
-		{"delete_again", "DELETE", "/v1/apps/shop", "", 404, "not registered"},
+		{"status_before_analysis", "GET", "/client/v4/accounts/acc1/workers/services/shop", acc1Token, "", 200, `"placement":{"mode":"smart"}`},
+		{"status_other_account", "GET", "/client/v4/accounts/acc2/workers/services/shop", acc2Token, "", 404, "service_not_found"},
+		{"list", "GET", "/v1/apps", apiToken, "", 200, `"app":"shop","account":"acc1","mode":"smart"`},
+		{"deploy_with_version", "POST", "/v1/apps/shop/deploys", apiToken, `{"version": "v7"}`, 201, `"deploy":"v7"`},
+		{"deploy_query_version", "POST", "/v1/apps/shop/deploys?version=v8", apiToken, "", 201, `"deploy":"v8"`},
+		{"deploy_bad_body", "POST", "/v1/apps/shop/deploys", apiToken, `{"versoin": "v9"}`, 400, "unknown field"},
+		{"deploy_unknown_app", "POST", "/v1/apps/nope/deploys", apiToken, "", 404, "not registered"},
+		{"deploy_generated", "POST", "/v1/apps/shop/deploys", apiToken, "", 201, `"deploy_generated":true`},
+		{"delete", "DELETE", "/v1/apps/shop", apiToken, "", 200, `"shop"`},
+		{"delete_again", "DELETE", "/v1/apps/shop", apiToken, "", 404, "not registered"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before, _, _ := e.b.App(ctx, "shop")
-			code, _, _, raw := e.do(tc.method, tc.path, apiToken, "application/json", tc.body)
+			code, _, _, raw := e.do(tc.method, tc.path, tc.token, "application/json", tc.body)
 			if code != tc.code || !strings.Contains(raw, tc.want) {
 				t.Fatalf("%s %s: %d %s, want %d containing %q", tc.method, tc.path, code, raw, tc.code, tc.want)
 			}
@@ -398,7 +405,7 @@ func TestNoValidHostsReason(t *testing.T) {
 	if code, _, _, raw := e.do("POST", "/v1/apps", apiToken, "application/toml", body); code != 201 {
 		t.Fatalf("POST: %d %s", code, raw)
 	}
-	st := e.status("any", "closed")
+	st := e.status(apiToken, "any", "closed")
 	want := "every PoP's probe of 127.0.0.1:1 failed: refused: "
 	if st.PlacementStatus != placement.StatusNoValidHosts || !strings.HasPrefix(st.Vantage.Reason, want) ||
 		!strings.HasSuffix(st.Vantage.Reason, "(FRA, IAD, SIN)") {
