@@ -34,10 +34,6 @@ type Backend interface {
 	AdHocProbe(ctx context.Context, id string) (storage.AdHocProbe, bool, error)
 }
 
-// TargetKey is the key a target's results are stored under: kind and address, so two applications with the
-// same back end share their measurements.
-func TargetKey(kind placement.ProbeKind, addr string) string { return string(kind) + ":" + addr }
-
 // ErrNoPoPs is returned by a recheck when no PoP of the fleet is up.
 var ErrNoPoPs = errors.New("scheduler: no PoP of the fleet is up")
 
@@ -195,8 +191,8 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 }
 
 // flight is one measurement of a result key in progress. Targets whose probes are the same (a host app and
-// a region app whose endpoint is that host:port) share a TargetKey, and the daemons keep one latest result
-// per PoP and key: two rechecks probing it at once overwrote each other's results, and each waited out
+// a region app whose endpoint is that host:port) share a storage.TargetKey, and the daemons keep one latest
+// result per PoP and key: two rechecks probing it at once overwrote each other's results, and each waited out
 // ResultTimeout for a result of its own round that was gone. A recheck of a key in flight waits for that
 // measurement and shares its results instead.
 type flight struct {
@@ -208,7 +204,7 @@ type flight struct {
 // measure returns the latest result of every PoP for t's key: from the measurement of the key already in
 // flight, else from its own (measureKey).
 func (s *Scheduler) measure(ctx context.Context, term *Term, t Target, pops []geo.PoP) (map[string]storage.Result, error) {
-	key := TargetKey(t.Kind(), s.probeAddr(t))
+	key := storage.TargetKey(t.Kind(), s.probeAddr(t))
 	for {
 		s.flightMu.Lock()
 		f, ok := s.flights[key]
@@ -247,7 +243,7 @@ func (s *Scheduler) measureKey(ctx context.Context, term *Term, t Target, pops [
 		return fn(w.planner)
 	}
 	addr := s.probeAddr(t)
-	key := TargetKey(t.Kind(), addr)
+	key := storage.TargetKey(t.Kind(), addr)
 	var budget int
 	next := plan(func(p *triangulate.Planner) []string {
 		budget = p.Budget(len(pops))

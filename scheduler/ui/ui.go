@@ -341,7 +341,7 @@ func (h *Handler) app(ctx context.Context, t scheduler.Target, now time.Time) (A
 	}
 	var ms []triangulate.Measurement
 	if addr := t.ProbeAddr(); addr != "" {
-		rs, err := h.cfg.Store.LatestResults(ctx, scheduler.TargetKey(t.Kind(), addr))
+		rs, err := h.cfg.Store.LatestResults(ctx, storage.TargetKey(t.Kind(), addr))
 		if err != nil {
 			return App{}, fmt.Errorf("ui: reading the results of %q: %w", t.App, err)
 		}
