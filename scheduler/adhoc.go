@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -117,7 +118,7 @@ func (a *AdHoc) Start(ctx context.Context, req ProbeRequest, token string) (AdHo
 	if req.Count < 0 || req.Count > prober.MaxCount {
 		return AdHocRecord{}, fmt.Errorf("%w: count %d: want 1..%d", ErrBadRequest, req.Count, prober.MaxCount)
 	}
-	count := cmpOr(req.Count, DefaultProbeCount)
+	count := cmp.Or(req.Count, DefaultProbeCount)
 	up, err := a.Backend.UpPoPs(ctx)
 	if err != nil {
 		return AdHocRecord{}, fmt.Errorf("scheduler: ad-hoc probe: reading the fleet: %w", err)
@@ -147,7 +148,7 @@ func (a *AdHoc) Start(ctx context.Context, req ProbeRequest, token string) (AdHo
 	}
 	now := a.now()
 	rec := AdHocRecord{ID: newID(), Target: req.Target, Kind: req.Kind, Count: count, PoPs: pops, Token: token,
-		Created: now, Deadline: now.Add(cmpOr(a.Timeout, DefaultAdHocTimeout))}
+		Created: now, Deadline: now.Add(cmp.Or(a.Timeout, DefaultAdHocTimeout))}
 	reqJSON, _ := json.Marshal(rec)
 	if err := a.Backend.PutAdHocProbe(ctx, storage.AdHocProbe{ID: rec.ID, Request: reqJSON, CreatedAt: now}, AdHocTTL); err != nil {
 		return AdHocRecord{}, fmt.Errorf("scheduler: ad-hoc probe: storing the record: %w", err)

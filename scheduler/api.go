@@ -282,7 +282,7 @@ func (a *API) postApp(w http.ResponseWriter, r *http.Request) {
 		if old, found, err := a.Apps.App(r.Context(), c.App); err != nil {
 			writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
 			return
-		} else if found && cmpOr(old.Source, SourceAPI) != SourceAPI {
+		} else if found && cmp.Or(old.Source, SourceAPI) != SourceAPI {
 			writeError(w, http.StatusConflict, 10008, fmt.Sprintf("app %q is placed by a config file (%s): change the file instead", c.App, old.Source))
 			return
 		}
@@ -336,12 +336,12 @@ func (a *API) postDeploy(w http.ResponseWriter, r *http.Request) {
 	case !found:
 		writeError(w, http.StatusNotFound, 10007, fmt.Sprintf("app %q is not registered through the API", name))
 		return
-	case cmpOr(app.Source, SourceAPI) != SourceAPI:
+	case cmp.Or(app.Source, SourceAPI) != SourceAPI:
 		writeError(w, http.StatusConflict, 10008, fmt.Sprintf("app %q is placed by a config file (%s): a changed file is a new deploy", name, app.Source))
 		return
 	}
 	now := time.Now()
-	deploy, generated, err := deployVersion(cmpOr(r.URL.Query().Get("version"), body.Version), now)
+	deploy, generated, err := deployVersion(cmp.Or(r.URL.Query().Get("version"), body.Version), now)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, 10002, err.Error())
 		return
@@ -368,7 +368,7 @@ func (a *API) deleteApp(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
 			return
 		}
-		if found && cmpOr(old.Source, SourceAPI) != SourceAPI {
+		if found && cmp.Or(old.Source, SourceAPI) != SourceAPI {
 			writeError(w, http.StatusConflict, 10008, fmt.Sprintf("app %q is placed by a config file (%s): remove the file instead", name, old.Source))
 			return
 		}
@@ -408,7 +408,7 @@ func (a *API) listApps(w http.ResponseWriter, r *http.Request) {
 		}
 		for _, app := range apps {
 			if app.Mode == placement.ModeSmart {
-				ts = append(ts, Target{App: app.Name, Mode: app.Mode, Account: app.Account, Source: cmpOr(app.Source, SourceAPI)})
+				ts = append(ts, Target{App: app.Name, Mode: app.Mode, Account: app.Account, Source: cmp.Or(app.Source, SourceAPI)})
 			}
 		}
 		slices.SortFunc(ts, func(x, y Target) int { return cmp.Compare(x.App, y.App) })
@@ -460,7 +460,7 @@ func (a *API) service(w http.ResponseWriter, r *http.Request) {
 	}
 	if found {
 		st.PlacementStatus = d.Status
-		st.Vantage.Target = cmpOr(st.Vantage.Target, d.Target)
+		st.Vantage.Target = cmp.Or(st.Vantage.Target, d.Target)
 		st.Vantage.BestPoP, st.Vantage.Candidates, st.Vantage.Verdict = d.BestPoP, d.Candidates, d.Verdict
 		st.Vantage.Reason = d.Reason
 		st.Vantage.Estimated, st.Vantage.Confidence, st.Vantage.Version = d.Estimated, d.Confidence, d.Version

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"bufio"
+	"cmp"
 	"crypto/subtle"
 	"fmt"
 	"io"
@@ -48,8 +49,8 @@ type bucket struct {
 // NewAuth returns an Auth accepting tokens (token -> name) with quota per token; now is the clock (nil:
 // time.Now).
 func NewAuth(tokens map[string]string, quota Quota, now func() time.Time) *Auth {
-	quota.PerMinute = cmpOr(quota.PerMinute, DefaultQuotaPerMinute)
-	quota.Burst = cmpOr(quota.Burst, DefaultQuotaBurst)
+	quota.PerMinute = cmp.Or(quota.PerMinute, DefaultQuotaPerMinute)
+	quota.Burst = cmp.Or(quota.Burst, DefaultQuotaBurst)
 	if now == nil {
 		now = time.Now
 	}

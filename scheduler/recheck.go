@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -443,7 +444,7 @@ func (s *Scheduler) countResult(r storage.Result) {
 	}
 	o := "success"
 	if !succeeded(r) {
-		o = cmpOr(r.Class, "other")
+		o = cmp.Or(r.Class, "other")
 	}
 	s.metrics.results.WithLabelValues(string(r.Kind), o).Inc()
 }
@@ -470,7 +471,7 @@ func (s *Scheduler) reason(t Target, r triangulate.Result, rs map[string]storage
 	case placement.VerdictReplicated:
 		why = fmt.Sprintf("%s is replicated (one address per region): requests run where they enter", addr)
 	default:
-		why = fmt.Sprintf("verdict %q on %s", cmpOr(r.Verdict, placement.VerdictUnknown), addr)
+		why = fmt.Sprintf("verdict %q on %s", cmp.Or(r.Verdict, placement.VerdictUnknown), addr)
 	}
 	if notes := r.Notes(); len(notes) > 0 {
 		why += " (" + strings.Join(notes, "; ") + ")"

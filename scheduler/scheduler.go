@@ -4,6 +4,7 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -100,33 +101,25 @@ func (c *Config) fill() {
 		h, _ := os.Hostname()
 		c.Name = fmt.Sprintf("%s-%d", h, os.Getpid())
 	}
-	c.LeaseName = cmpOr(c.LeaseName, DefaultLeaseName)
-	c.LeaseTTL = cmpOr(c.LeaseTTL, DefaultLeaseTTL)
-	c.RecheckInterval = cmpOr(c.RecheckInterval, DefaultRecheckInterval)
+	c.LeaseName = cmp.Or(c.LeaseName, DefaultLeaseName)
+	c.LeaseTTL = cmp.Or(c.LeaseTTL, DefaultLeaseTTL)
+	c.RecheckInterval = cmp.Or(c.RecheckInterval, DefaultRecheckInterval)
 	if c.Jitter == 0 {
 		c.Jitter = DefaultJitter
 	}
-	c.InitialSpread = cmpOr(c.InitialSpread, DefaultInitialSpread)
-	c.Concurrency = cmpOr(c.Concurrency, DefaultConcurrency)
-	c.ResultTimeout = cmpOr(c.ResultTimeout, DefaultResultTimeout)
-	c.ResultPoll = cmpOr(c.ResultPoll, DefaultResultPoll)
-	c.ProbeCount = cmpOr(c.ProbeCount, DefaultProbeCount)
-	c.DecisionTTL = cmpOr(c.DecisionTTL, DecisionTTLIntervals*c.RecheckInterval+c.ResultTimeout)
-	c.EpochPoll = cmpOr(c.EpochPoll, DefaultEpochPoll)
+	c.InitialSpread = cmp.Or(c.InitialSpread, DefaultInitialSpread)
+	c.Concurrency = cmp.Or(c.Concurrency, DefaultConcurrency)
+	c.ResultTimeout = cmp.Or(c.ResultTimeout, DefaultResultTimeout)
+	c.ResultPoll = cmp.Or(c.ResultPoll, DefaultResultPoll)
+	c.ProbeCount = cmp.Or(c.ProbeCount, DefaultProbeCount)
+	c.DecisionTTL = cmp.Or(c.DecisionTTL, DecisionTTLIntervals*c.RecheckInterval+c.ResultTimeout)
+	c.EpochPoll = cmp.Or(c.EpochPoll, DefaultEpochPoll)
 	if c.Clock == nil {
 		c.Clock = RealClock{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-}
-
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // checkFunc rechecks one target under a term and returns the decision it wrote.

@@ -252,20 +252,11 @@ type Disk struct {
 	RadiusKm float64 `json:"radius_km"`
 }
 
-// Location is an estimated location.
-type Location struct {
-	Lat      float64 `json:"lat"`
-	Lon      float64 `json:"lon"`
-	RadiusKm float64 `json:"radius_km"`
-}
+// Location is an estimated location: that of "vantage triangulate"'s output.
+type Location = triangulate.VerdictLocation
 
-// Instance is one anycast instance.
-type Instance struct {
-	Lat  float64 `json:"lat"`
-	Lon  float64 `json:"lon"`
-	City string  `json:"city,omitempty"`
-	VP   string  `json:"vp"`
-}
+// Instance is one anycast instance: that of "vantage triangulate"'s output.
+type Instance = triangulate.VerdictInstance
 
 // State reads the fleet and every application.
 func (h *Handler) State(ctx context.Context) (State, error) {
@@ -369,18 +360,16 @@ func (h *Handler) locate(a *App, t scheduler.Target, ms []triangulate.Measuremen
 	if len(ms) > 0 {
 		h.mu.Lock()
 		r, err := h.engine.Decide(triangulate.Input{Target: t.Target, Measurements: ms})
+		var v triangulate.Verdict
 		if err == nil {
-			r = r.Clone()
+			v = triangulate.NewVerdict(r) // copies what it keeps from the engine's buffers
 		}
 		h.mu.Unlock()
 		if err == nil {
-			if r.HasLoc && r.Verdict.Placeable() {
-				a.Location = &Location{Lat: round4(r.Location.Lat), Lon: round4(r.Location.Lon), RadiusKm: math.Round(r.Location.RadiusKm)}
+			if r.Verdict.Placeable() {
+				a.Location = v.Location
 			}
-			for _, in := range r.Instances {
-				a.Instances = append(a.Instances, Instance{Lat: round4(in.Point.Lat), Lon: round4(in.Point.Lon), City: in.City, VP: in.VP})
-			}
-			a.Notes = r.Notes()
+			a.Instances, a.Notes = v.Instances, v.Notes
 		}
 	}
 	if a.Location == nil && t.Mode == placement.ModeRegion && (a.Estimated || len(ms) == 0) {
@@ -389,8 +378,6 @@ func (h *Handler) locate(a *App, t scheduler.Target, ms []triangulate.Measuremen
 		}
 	}
 }
-
-func round4(x float64) float64 { return math.Round(x*1e4) / 1e4 }
 
 // CataloguePoP is one entry of PathCatalogue.
 type CataloguePoP struct {
