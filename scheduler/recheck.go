@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -364,7 +365,7 @@ func (s *Scheduler) await(ctx context.Context, key string, want map[string]strin
 // measurements turns results into the engine's input: the minimum RTT of each successful probe.
 func measurements(rs map[string]storage.Result, lookup func(string) (geo.PoP, bool)) []triangulate.Measurement {
 	var ms []triangulate.Measurement
-	for _, pop := range sortedApps(rs) {
+	for _, pop := range slices.Sorted(maps.Keys(rs)) {
 		r := rs[pop]
 		if !succeeded(r) {
 			continue
@@ -384,7 +385,7 @@ func measurements(rs map[string]storage.Result, lookup func(string) (geo.PoP, bo
 // set.) A probe that failed after resolving still counts: the answer is evidence whatever the back end did.
 func dnsEvidence(rs map[string]storage.Result) []triangulate.DNSAnswer {
 	var ev []triangulate.DNSAnswer
-	for _, pop := range sortedApps(rs) {
+	for _, pop := range slices.Sorted(maps.Keys(rs)) {
 		if r := rs[pop]; len(r.Resolved) > 0 {
 			ev = append(ev, triangulate.DNSAnswer{VP: pop, Addrs: r.Resolved})
 		}
@@ -487,7 +488,7 @@ func failureReason(addr string, rs map[string]storage.Result, timeout time.Durat
 		return fmt.Sprintf("no PoP returned a result for %s within %v", addr, timeout)
 	}
 	byCause := map[string][]string{}
-	for _, pop := range sortedApps(rs) {
+	for _, pop := range slices.Sorted(maps.Keys(rs)) {
 		r := rs[pop]
 		cause := r.Error
 		switch {
@@ -503,7 +504,7 @@ func failureReason(addr string, rs map[string]storage.Result, timeout time.Durat
 		byCause[cause] = append(byCause[cause], pop)
 	}
 	parts := make([]string, 0, len(byCause))
-	for _, cause := range sortedApps(byCause) {
+	for _, cause := range slices.Sorted(maps.Keys(byCause)) {
 		parts = append(parts, fmt.Sprintf("%s (%s)", cause, strings.Join(byCause[cause], ", ")))
 	}
 	what := "every PoP's probe"

@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -431,7 +433,7 @@ func (s *Scheduler) Targets() []Target {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]Target, 0, len(s.targets))
-	for _, app := range sortedApps(s.targets) {
+	for _, app := range slices.Sorted(maps.Keys(s.targets)) {
 		st := s.targets[app]
 		st.mu.Lock()
 		out = append(out, st.t)
