@@ -23,15 +23,24 @@ test: deps
 	$(GO) test -p 1 -count=1 -timeout 20m $(TIMED_PKGS)
 	$(MAKE) fuzz-short
 
-# A short run of every config parser fuzzer over the committed corpus (placement/testdata/fuzz) and beyond.
-# The budgets are counts of executions (about 10 s each here), not durations: with a duration, Go 1.26's fuzz
-# coordinator can report the deadline itself as a failure, "context deadline exceeded" with no crasher
-# written (golang/go#75804, fixed in Go 1.27); it failed `make test` that way.
-FUZZ_TARGETS := FuzzParseWranglerTOML FuzzParseWranglerJSONC FuzzFormatsAgree FuzzHost FuzzHostname
-FUZZ_TIME ?= 250000x
+# A short run of every fuzzer over its committed corpus (<package>/testdata/fuzz/<FuzzName>/) and beyond: the
+# config parsers (placement), the decoders of values read from Redis (storage), and the HTTP API's POST handlers
+# (scheduler: apps, ad-hoc probes, telemetry; on an embedded miniredis, no Redis server needed). Each entry is
+# package:target. The budgets are counts of executions (10 to 50 s each on the shared 2-core machine, about
+# 5 minutes in all), not durations: with a duration, Go 1.26's fuzz coordinator can report the deadline itself
+# as a failure, "context deadline exceeded" with no crasher written (golang/go#75804, fixed in Go 1.27); it
+# failed `make test` that way.
+FUZZ_TARGETS := \
+	./placement:FuzzParseWranglerTOML ./placement:FuzzParseWranglerJSONC ./placement:FuzzFormatsAgree \
+	./placement:FuzzHost ./placement:FuzzHostname \
+	./storage:FuzzDecodeDecision ./storage:FuzzDecodeJob ./storage:FuzzDecodeApp ./storage:FuzzDecodeResult \
+	./storage:FuzzDecodeTelemetry \
+	./scheduler:FuzzAPIApps ./scheduler:FuzzAPIProbes ./scheduler:FuzzAPITelemetry
+FUZZ_TIME ?= 100000x
 fuzz-short:
-	@for f in $(FUZZ_TARGETS); do \
-		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZ_TIME) -fuzzminimizetime=20000x ./placement || exit 1; \
+	@for pt in $(FUZZ_TARGETS); do \
+		pkg=$${pt%%:*}; f=$${pt#*:}; \
+		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZ_TIME) -fuzzminimizetime=20000x $$pkg || exit 1; \
 	done
 
 demo: deps

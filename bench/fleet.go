@@ -194,7 +194,7 @@ func timeToDecision(ctx context.Context, o *options, s *Section) {
 			wrangler := fmt.Sprintf("name = %q\nmain = \"src/index.ts\"\n\n[placement]\nhost = %q\n", app, target)
 			np, npMs := f.nearest(h.Name)
 			t0 := time.Now()
-			if err := demo.PostApp(ctx, f.sched.URL(), f.token, wrangler); err != nil {
+			if err := demo.PostApp(ctx, f.sched.URL(), f.token, wrangler, ""); err != nil {
 				t.Add(target, "host", "registration failed: "+err.Error(), "", fmt.Sprintf("%s (%s ms)", np, num(npMs, 1)), "")
 				continue
 			}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/vantage-edge/vantage/daemon"
 	"github.com/vantage-edge/vantage/demo/worker"
+	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/router"
 	"github.com/vantage-edge/vantage/smart/smarttest"
@@ -185,14 +186,12 @@ func (s *system) telemetry(i int, app, deploy string, from time.Time, g *smartte
 func (s *system) await(step, app string, after time.Time, status placement.Status, best string, timeout time.Duration) placement.Decision {
 	s.t.Helper()
 	var d placement.Decision
-	var ok bool
-	if !eventually(timeout, func() bool {
+	testwait.Eventually(s.t, timeout, fmt.Sprintf("%s: %s: a decision %s at %q computed after %v", step, app, status, best, after.Format(time.TimeOnly)), func() bool {
+		var ok bool
 		var err error
 		d, ok, err = s.st.Decision(s.ctx, app)
 		return err == nil && ok && d.ComputedAt.After(after) && d.Status == status && d.BestPoP == best
-	}) {
-		s.t.Fatalf("%s: %s: decision %+v (stored %v) after %v; want %s at %q computed after %v", step, app, d, ok, timeout, status, best, after.Format(time.TimeOnly))
-	}
+	})
 	s.t.Logf("%s: %s %s at %q (%s)", step, app, d.Status, d.BestPoP, d.Reason)
 	return d
 }
@@ -203,18 +202,6 @@ func (s *system) routes(app string) (string, router.Reason) {
 		res := s.rt.Route(app, "SYD", fmt.Sprintf("check-%d", i), router.KindFetch)
 		if res.Reason != router.ReasonBaseline {
 			return res.ExecPoP, res.Reason
-		}
-	}
-}
-
-// eventually polls cond every 20 ms until it holds or timeout passes.
-func eventually(timeout time.Duration, cond func() bool) bool {
-	for deadline := time.Now().Add(timeout); ; time.Sleep(20 * time.Millisecond) {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
 		}
 	}
 }
@@ -253,10 +240,7 @@ func TestAssembly(t *testing.T) {
 	s.telemetry(0, "dir-smart", "", app.DeployedAt, smarttest.NewGen(t).Add(25, "SYD", "SYD", 6).Add(10, "FRA", "FRA", 6))
 	s.await("placed_from_telemetry", "api-smart", mark, placement.StatusSuccess, "FRA", smartWait)
 	s.await("placed_from_telemetry", "dir-smart", mark, placement.StatusSuccess, "FRA", smartWait)
-	if !eventually(5*time.Second, func() bool { pop, _ := s.routes("api-smart"); return pop == "FRA" }) {
-		pop, reason := s.routes("api-smart")
-		t.Fatalf("the router runs api-smart at %s (%s), want FRA", pop, reason)
-	}
+	testwait.Eventually(t, 5*time.Second, "the router runs api-smart at FRA", func() bool { pop, _ := s.routes("api-smart"); return pop == "FRA" })
 
 	// Placed, its requests got slower than the ones held back in Sydney: UNSUPPORTED_APPLICATION.
 	mark = time.Now()
@@ -273,19 +257,19 @@ func TestAssembly(t *testing.T) {
 	mark = time.Now()
 	s.telemetry(0, "api-smart", "v2", mark.Add(-time.Minute), smarttest.NewGen(t).Add(25, "SYD", "SYD", 6).Add(10, "FRA", "FRA", 6))
 	s.await("new_deploy_analysed", "api-smart", mark, placement.StatusSuccess, "FRA", smartWait)
-	if !eventually(5*time.Second, func() bool { pop, _ := s.routes("api-smart"); return pop == "FRA" }) {
-		t.Fatal("the router does not route api-smart to FRA after the new deploy's analysis")
-	}
+	testwait.Eventually(t, 5*time.Second, "the router runs api-smart at FRA after the new deploy's analysis", func() bool {
+		pop, _ := s.routes("api-smart")
+		return pop == "FRA"
+	})
 
 	// Deleting the application deletes its decision, and the router stops routing it within a second.
 	if code, body := s.call(0, http.MethodDelete, "/v1/apps/api-smart", "", nil); code/100 != 2 {
 		t.Fatalf("DELETE /v1/apps/api-smart: %d %s", code, body)
 	}
-	deleted := time.Now()
-	if !eventually(10*time.Second, func() bool { pop, _ := s.routes("api-smart"); return pop == "SYD" }) {
-		t.Fatal("the router still routes api-smart 10 s after its deletion")
-	}
-	took := time.Since(deleted)
+	took := testwait.Eventually(t, 10*time.Second, "the router runs the deleted api-smart locally", func() bool {
+		pop, _ := s.routes("api-smart")
+		return pop == "SYD"
+	})
 	t.Logf("deleted app routed locally %v after DELETE returned", took.Round(time.Millisecond))
 	if took > time.Second {
 		t.Errorf("the router stopped routing the deleted app after %v, want within 1 s", took)
@@ -301,12 +285,10 @@ func TestAssembly(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.await("redis_emptied", "dir-host", mark, placement.StatusUnsupportedApplication, "", daemon.DefaultSchedulerConfig().Scheduler.ResultTimeout)
-	if !eventually(smartWait, func() bool {
+	testwait.Eventually(t, smartWait, "the config dir's smart app registered again after Redis was emptied", func() bool {
 		apps, err := s.st.Apps(s.ctx)
 		return err == nil && slices.ContainsFunc(apps, func(a storage.App) bool { return a.Name == "dir-smart" })
-	}) {
-		t.Error("the config dir's smart app is not registered again after Redis was emptied")
-	}
+	})
 }
 
 func testLogger(t *testing.T) *slog.Logger {

@@ -120,7 +120,7 @@ func NewScheduler(cfg SchedulerConfig, st *storage.Store) (*Scheduler, error) {
 		Telemetry: smartrun.IngestHandler(st.AddTelemetry, log),
 		Sched:     s, Decisions: b, Apps: b, Regions: cfg.Scheduler.Regions, Parser: k.parser, Metrics: m, Logger: log, Gatherer: reg,
 		Auth:  scheduler.NewAuth(cfg.Tokens, cfg.Quota, nil),
-		AdHoc: &scheduler.AdHoc{Backend: b, Timeout: cfg.AdHocTimeout},
+		AdHoc: &scheduler.AdHoc{Backend: b, Parser: k.parser, Timeout: cfg.AdHocTimeout},
 		Ready: func(ctx context.Context) error { return st.Client().Ping(ctx).Err() },
 	}
 	ln, err := listen(cfg.Listener, cfg.Listen, "scheduler: --listen")

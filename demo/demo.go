@@ -134,6 +134,7 @@ type Scenario struct {
 	Mode   placement.Mode
 	Target string // host:port, hostname or region, with "{zone}" for the testbed's zone
 	About  string // what it shows
+	deploy string // the deploy version registered ("": Vantage names one)
 }
 
 // Scenarios are the showcase applications the demo registers, in report order.
@@ -150,7 +151,10 @@ var Scenarios = []Scenario{
 const SmartApp = "sydney-smart"
 
 // smartScenario is SmartApp's row of the report.
-var smartScenario = Scenario{App: SmartApp, Mode: placement.ModeSmart, Target: "(telemetry)", About: "smart: placed from its requests' telemetry"}
+var smartScenario = Scenario{App: SmartApp, Mode: placement.ModeSmart, Target: "(telemetry)", About: "smart: placed from its requests' telemetry", deploy: smartDeploy}
+
+// smartDeploy is the smart application's deploy version: its workers report it, and its registration says so.
+const smartDeploy = "v1"
 
 // The smart application's first traffic, made before any decision: enough for the production thresholds
 // (smart.DefaultConfig: DefaultMinRequests requests from DefaultMinLocations PoPs, DefaultMinObserved at each).
@@ -382,7 +386,7 @@ func (e *env) startRouter(ctx context.Context, pops []string) error {
 		cfg.Worker = worker.Config{PoP: pop, Dial: node.DialContext,
 			Apps: []worker.App{{Name: "frankfurt-db", DB: dbAddr, Queries: e.cfg.Queries},
 				{Name: UnplacedApp, DB: dbAddr, Queries: e.cfg.Queries},
-				{Name: SmartApp, Deploy: "v1", DB: dbAddr, Queries: e.cfg.Queries}}}
+				{Name: SmartApp, Deploy: smartDeploy, DB: dbAddr, Queries: e.cfg.Queries}}}
 		w, err := daemon.NewWorker(cfg, e.st)
 		if err != nil {
 			ln.Close()
@@ -447,7 +451,7 @@ func (e *env) awaitFleet(ctx context.Context, pops []string, deadline time.Time)
 // register posts every showcase application's wrangler.toml to the scheduler's API, as a user would.
 func (e *env) register(ctx context.Context) error {
 	for _, s := range append(slices.Clone(Scenarios), smartScenario) {
-		if err := PostApp(ctx, e.apiURL, e.token, s.wrangler(e.zone)); err != nil {
+		if err := PostApp(ctx, e.apiURL, e.token, s.wrangler(e.zone), s.deploy); err != nil {
 			return fmt.Errorf("demo: registering %s: %w", s.App, err)
 		}
 	}
@@ -458,9 +462,13 @@ func (e *env) register(ctx context.Context) error {
 
 // PostApp registers an application as a user does: its wrangler.toml in a POST /v1/apps to the scheduler's
 // API at apiURL ("http://127.0.0.1:8080"), with token as the bearer token. Anything but 201 Created is an
-// error carrying the API's answer.
-func PostApp(ctx context.Context, apiURL, token, wranglerTOML string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, apiURL+"/v1/apps", strings.NewReader(wranglerTOML))
+// error carrying the API's answer. A non-empty deploy is the deploy version the workers report (?deploy=).
+func PostApp(ctx context.Context, apiURL, token, wranglerTOML, deploy string) error {
+	u := apiURL + "/v1/apps"
+	if deploy != "" {
+		u += "?deploy=" + url.QueryEscape(deploy)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(wranglerTOML))
 	if err != nil {
 		return err
 	}

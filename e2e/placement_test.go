@@ -1,26 +1,24 @@
 package e2e_test
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/vantage-edge/vantage/daemon"
+	"github.com/vantage-edge/vantage/demo"
 	"github.com/vantage-edge/vantage/demo/worker"
 	"github.com/vantage-edge/vantage/internal/stats"
 	"github.com/vantage-edge/vantage/placement"
@@ -173,28 +171,15 @@ func (e *e2e) sequential(t *testing.T, app, ingress string, n int) []reply {
 // the decision says (to best, or locally).
 func (e *e2e) waitDecision(t *testing.T, app string, st placement.Status, best string, timeout time.Duration) placement.Decision {
 	t.Helper()
-	t0 := time.Now()
-	deadline := time.Now().Add(timeout)
-	for {
-		d, ok, err := e.st.Decision(e.ctx, app)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ok && d.Status == st && d.BestPoP == best {
-			want := "SYD"
-			if best != "" {
-				want = best
-			}
-			if routesTo(e.rt["SYD"], app, "SYD") == want {
-				t.Logf("%s: %s at %q (version %d) after %v", app, d.Status, d.BestPoP, d.Version, time.Since(t0).Round(time.Millisecond))
-				return d
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: decision %+v (stored %v) after %v, want status %q best %q", app, d, ok, timeout, st, best)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	want := cmp.Or(best, "SYD")
+	var d placement.Decision
+	took := eventually(t, timeout, fmt.Sprintf("%s: status %q at %q", app, st, best), func() bool {
+		var ok bool
+		d, ok = decision(e.st, app)
+		return ok && d.Status == st && d.BestPoP == best && routesTo(e.rt["SYD"], app, "SYD") == want
+	})
+	t.Logf("%s: %s at %q (version %d) after %v", app, d.Status, d.BestPoP, d.Version, took.Round(time.Millisecond))
+	return d
 }
 
 func medianMs(rs []reply) float64 {
@@ -215,74 +200,15 @@ func routesTo(r *router.Router, app, ingress string) string {
 	}
 }
 
-// goRun starts a component owned by the test: ctx is cancelled and the goroutine awaited at cleanup.
-func goRun(t *testing.T, name string, fn func(ctx context.Context) error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := fn(ctx); err != nil && ctx.Err() == nil {
-			t.Errorf("%s: %v", name, err)
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-}
-
-func e2eLog(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-// nodeResolver resolves names with the testbed's DNS server, asked from node (as a PoP's resolver would).
-func nodeResolver(tb *testbed.Testbed, node *testbed.Node) *net.Resolver {
-	dns, _ := tb.DNSServer()
-	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return node.DialContext(ctx, network, dns.String())
-	}}
-}
-
-// postApp registers app's wrangler.toml through the scheduler's API.
-func postApp(ctx context.Context, apiURL, token, app, placementLines string) error {
-	body := fmt.Sprintf("name = %q\nmain = \"src/index.ts\"\n\n[placement]\n%s\n", app, placementLines)
-	// The workers report deploy v1: the registration says so.
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, apiURL+"/v1/apps?deploy=v1", strings.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/toml")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("POST /v1/apps %s: %s: %s", app, resp.Status, bytes.TrimSpace(b))
-	}
-	return nil
-}
-
 // startE2E builds the whole system on the emulated WAN from the one assembly (package daemon), with the
 // defaults the daemons ship with: a real redis-server; in every PoP a probe daemon (probing from the PoP's
 // namespace) and a worker host; in SYD and FRA a router with its HTTP front (listening in the PoP's namespace
 // and forwarding through the emulated WAN); the scheduler with its API, through which every application is
 // registered as a user would.
 func startE2E(t *testing.T) *e2e {
-	if os.Geteuid() != 0 {
-		t.Skip("e2e: the end-to-end placement test needs root for the testbed's network namespaces (CI runs as root)")
-	}
-	if testing.Short() {
-		t.Skip("e2e: skipped with -short")
-	}
-	log := e2eLog(t)
+	needRoot(t, "end-to-end placement")
+	skipShort(t, "end-to-end placement")
+	log := testLogger(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	t0 := time.Now()
@@ -297,11 +223,7 @@ func startE2E(t *testing.T) *e2e {
 		}
 	})
 	srv := redistest.Start(t)
-	st, err := daemon.OpenStore(ctx, storage.Options{Addrs: []string{srv.Addr()}, Logger: log}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openStore(t, []string{srv.Addr()}, log)
 	e := &e2e{tb: tb, st: st, ctx: ctx, users: map[string]*http.Client{}, fronts: map[string]string{}, rt: map[string]*router.Router{}}
 
 	// The databases: the PING/PONG server in each database namespace (and every anycast instance).
@@ -310,7 +232,7 @@ func startE2E(t *testing.T) *e2e {
 		if err != nil {
 			t.Fatal(err)
 		}
-		goRun(t, "db "+name, func(ctx context.Context) error { return worker.ServeDB(ctx, ln) })
+		start(t, "db "+name, func(ctx context.Context) error { return worker.ServeDB(ctx, ln) })
 	}
 
 	workers := map[string]*url.URL{}
@@ -328,18 +250,15 @@ func startE2E(t *testing.T) *e2e {
 		if err != nil {
 			t.Fatal(err)
 		}
-		goRun(t, "worker "+pop, w.Run)
+		start(t, "worker "+pop, w.Run)
 
-		pc := daemon.DefaultProbedConfig()
-		pc.Listen, pc.Logger = "127.0.0.1:0", log
-		pc.Daemon.PoP, pc.Daemon.DaemonID = pop, "e2e-"+pop
-		pc.Prober.Allow = []netip.Prefix{testbed.WANPrefix}
-		pc.Prober.Enter, pc.Prober.Resolver = n.Do, nodeResolver(tb, n)
+		pc := demo.ProbedConfig(tb, pop)
+		pc.Listen, pc.Logger, pc.Daemon.DaemonID = "127.0.0.1:0", log, "e2e-"+pop
 		d, err := daemon.NewProbed(pc, st)
 		if err != nil {
 			t.Fatal(err)
 		}
-		goRun(t, "probed "+pop, d.Run)
+		start(t, "probed "+pop, d.Run)
 	}
 
 	// Routers and fronts in SYD and FRA; users next to them.
@@ -357,7 +276,7 @@ func startE2E(t *testing.T) *e2e {
 			t.Fatal(err)
 		}
 		e.rt[pop] = rt.Router()
-		goRun(t, "router "+pop, rt.Run)
+		start(t, "router "+pop, rt.Run)
 		e.fronts[pop] = "http://" + net.JoinHostPort(n.Addr().String(), frontPort)
 		tr := &http.Transport{DialContext: n.DialContext, MaxIdleConnsPerHost: 64}
 		t.Cleanup(tr.CloseIdleConnections)
@@ -369,14 +288,15 @@ func startE2E(t *testing.T) *e2e {
 	sc := daemon.DefaultSchedulerConfig()
 	sc.Listen, sc.Logger = "127.0.0.1:0", log
 	sc.Tokens = map[string]string{token: "e2e"}
-	sc.Allow = []netip.Prefix{testbed.WANPrefix}
+	sc.Allow = []netip.Prefix{tb.Prefix()}
 	s, err := daemon.NewScheduler(sc, st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	goRun(t, "scheduler", s.Run)
+	start(t, "scheduler", s.Run)
 	for _, app := range slices.Sorted(maps.Keys(e2ePlacements)) {
-		if err := postApp(ctx, s.URL(), token, app, e2ePlacements[app]); err != nil {
+		toml := fmt.Sprintf("name = %q\nmain = \"src/index.ts\"\n\n[placement]\n%s\n", app, e2ePlacements[app])
+		if err := demo.PostApp(ctx, s.URL(), token, toml, "v1"); err != nil { // the workers report deploy v1
 			t.Fatal(err)
 		}
 	}

@@ -144,7 +144,7 @@ func TestPlacementOnEmulatedWAN(t *testing.T) {
 		// A geo-DNS name: each PoP is answered with its nearest replica, so the answer sets are evidence.
 		{"www", placement.ModeHostname, "www." + zone},
 	} {
-		if err := demo.PostApp(ctx, s.URL(), token, wrangler(app.name, app.mode, app.target)); err != nil {
+		if err := demo.PostApp(ctx, s.URL(), token, wrangler(app.name, app.mode, app.target), ""); err != nil {
 			t.Fatal(err)
 		}
 	}

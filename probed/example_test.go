@@ -6,8 +6,8 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/vantage-edge/vantage/prober"
 	"github.com/vantage-edge/vantage/probed"
+	"github.com/vantage-edge/vantage/prober"
 	"github.com/vantage-edge/vantage/storage"
 )
 

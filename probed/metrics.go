@@ -19,7 +19,7 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "probed",
-			Name: "jobs_total", Help: "Jobs finished, by outcome (success, failure: probe failed but result stored; expired; abandoned at shutdown)."}, []string{"outcome"}),
+			Name: "jobs_total", Help: "Jobs finished, by outcome (success, failure: probe failed but result stored; expired: read or cut at its deadline; abandoned at shutdown)."}, []string{"outcome"}),
 		reclaimed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "probed",
 			Name: "jobs_reclaimed_total", Help: "Jobs taken over from daemons that left them unacknowledged."}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "vantage", Subsystem: "probed",

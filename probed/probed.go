@@ -4,6 +4,8 @@ package probed
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,9 +36,21 @@ const (
 	DefaultReclaimEvery = 10 * time.Second
 	// DefaultBufferSize bounds the results kept while Redis is unreachable (~1 KiB each).
 	DefaultBufferSize = 10000
-	// DefaultDrainTimeout is how long a stopping daemon lets in-flight probes finish before abandoning them
-	// to the other daemons of the PoP (they stay pending in the stream and are re-claimed).
+	// DefaultDrainTimeout is how long a stopping daemon lets in-flight probes finish and writes their results
+	// before abandoning the rest to the other daemons of the PoP (they stay pending in the stream and are
+	// re-claimed).
 	DefaultDrainTimeout = 10 * time.Second
+	// DefaultConsumerIdle is how long a consumer of the PoP's job group may stay idle with no job pending before
+	// the reclaimer deletes it: a daemon reads every ReadBlock, so an hour idle is a daemon that stopped (every
+	// start is a new consumer, and the group would grow with every restart). A live one deleted by mistake is
+	// re-created by its next read.
+	DefaultConsumerIdle = time.Hour
+	// drainFlushMin is the least time the drain gives the writer for the last results, even when the probes
+	// took the whole DrainTimeout: one round trip to Redis per result, on a healthy link.
+	drainFlushMin = 250 * time.Millisecond
+	// drainCancelGrace is how long the drain waits for probes to return once cancelled; a probe that does not
+	// honour its context is left behind (its result is discarded, its job stays pending).
+	drainCancelGrace = 250 * time.Millisecond
 	// DefaultBackoffMin and DefaultBackoffMax bound the exponential backoff between Redis attempts.
 	DefaultBackoffMin = 100 * time.Millisecond
 	DefaultBackoffMax = 5 * time.Second
@@ -45,14 +59,15 @@ const (
 // Config tunes a Daemon. Zero fields take the defaults above.
 type Config struct {
 	PoP          string // IATA code of this PoP; required
-	DaemonID     string // consumer name in the PoP's group; default hostname-pid
+	DaemonID     string // consumer name in the PoP's group; default hostname-pid-<random>, unique per start
 	Heartbeat    time.Duration
 	Concurrency  int
 	ReadBlock    time.Duration
 	ReclaimIdle  time.Duration
 	ReclaimEvery time.Duration
 	BufferSize   int
-	DrainTimeout time.Duration
+	DrainTimeout time.Duration // the whole drain after ctx ends: probes, then the last writes (see Run)
+	ConsumerIdle time.Duration // default DefaultConsumerIdle; < 0: never prune the PoP's consumers
 	BackoffMin   time.Duration
 	BackoffMax   time.Duration
 	Logger       *slog.Logger // default slog.Default()
@@ -63,8 +78,12 @@ func (c *Config) fill() error {
 		return errors.New("probed: config: PoP is empty")
 	}
 	if c.DaemonID == "" {
+		// The random part keeps two daemons apart that share a hostname and a pid (containers on one host
+		// network): sharing a consumer would mix their pending jobs.
 		h, _ := os.Hostname()
-		c.DaemonID = fmt.Sprintf("%s-%d", h, os.Getpid())
+		var b [4]byte
+		rand.Read(b[:])
+		c.DaemonID = fmt.Sprintf("%s-%d-%s", h, os.Getpid(), hex.EncodeToString(b[:]))
 	}
 	def := func(v *time.Duration, d time.Duration) {
 		if *v <= 0 {
@@ -76,6 +95,9 @@ func (c *Config) fill() error {
 	def(&c.ReclaimIdle, DefaultReclaimIdle)
 	def(&c.ReclaimEvery, DefaultReclaimEvery)
 	def(&c.DrainTimeout, DefaultDrainTimeout)
+	if c.ConsumerIdle == 0 {
+		c.ConsumerIdle = DefaultConsumerIdle
+	}
 	def(&c.BackoffMin, DefaultBackoffMin)
 	def(&c.BackoffMax, DefaultBackoffMax)
 	if c.Concurrency <= 0 {
@@ -113,6 +135,12 @@ type Queue interface {
 	Ack(ctx context.Context, j Job) error
 	// Heartbeat registers the daemon for interval.
 	Heartbeat(ctx context.Context, interval time.Duration) error
+}
+
+// ConsumerPruner is implemented by a Queue that can delete the PoP's stale consumers (StoreQueue); the
+// reclaimer calls it every ConsumerIdle/12.
+type ConsumerPruner interface {
+	PruneConsumers(ctx context.Context, idle time.Duration) ([]string, error)
 }
 
 // Prober runs one probe; *prober.Engine implements it.
@@ -171,9 +199,10 @@ func (d *Daemon) setReady(ok bool) {
 	}
 }
 
-// Run consumes jobs until ctx is done, then drains: it stops reading, lets in-flight probes finish for up to
-// DrainTimeout (abandoning the rest, which stay pending for the PoP's other daemons), and writes every
-// finished result it can before returning.
+// Run consumes jobs until ctx is done, then drains within DrainTimeout: it stops reading (a wait for a free
+// probe slot ends with ctx), lets in-flight probes finish until DrainTimeout after ctx ended (cancelling the
+// rest, which stay pending for the PoP's other daemons), and writes every finished result it can until the same
+// deadline (given at least drainFlushMin). Every probe is also bounded by its job's deadline.
 func (d *Daemon) Run(ctx context.Context) error {
 	// Probes and result writes outlive ctx by the drain timeout.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -183,6 +212,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	sem := make(chan struct{}, d.cfg.Concurrency)
 	var probes, loops sync.WaitGroup
+	// dispatch starts jobs as probe slots free up. The reader and the reclaimer both dispatch, so a slot
+	// counted free before a read may be gone: the wait for it ends with ctx, and the jobs not started stay
+	// pending in the stream (another daemon, or this one after a restart, re-claims them).
 	dispatch := func(jobs []Job, reclaimed bool) {
 		fresh := 0
 		defer func() {
@@ -190,7 +222,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 				d.log.Info("probed: re-claimed abandoned jobs", "jobs", fresh)
 			}
 		}()
-		for _, j := range jobs {
+		for i, j := range jobs {
 			d.mu.Lock()
 			dup := d.inFlight[j.ID]
 			if !dup {
@@ -200,11 +232,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 			if dup {
 				continue
 			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				d.mu.Lock()
+				delete(d.inFlight, j.ID)
+				d.mu.Unlock()
+				d.log.Info("probed: stopping; jobs read but not started stay pending", "jobs", len(jobs)-i)
+				return
+			}
 			if reclaimed {
 				fresh++
 				d.metrics.reclaimed.Inc()
 			}
-			sem <- struct{}{}
 			probes.Go(func() {
 				defer func() { <-sem }()
 				d.runJob(workCtx, j)
@@ -218,22 +258,29 @@ func (d *Daemon) Run(ctx context.Context) error {
 	loops.Go(func() { d.reclaimer(ctx, sem, dispatch) })
 
 	<-ctx.Done()
+	deadline := time.Now().Add(d.cfg.DrainTimeout)
 	loops.Wait()
 	d.log.Info("probed: draining", "in_flight", d.inFlightCount())
 	done := make(chan struct{})
 	go func() { probes.Wait(); close(done) }()
-	timer := time.NewTimer(d.cfg.DrainTimeout)
+	timer := time.NewTimer(time.Until(deadline))
 	select {
 	case <-done:
 	case <-timer.C:
 		d.log.Warn("probed: drain timeout; abandoning in-flight jobs to the PoP's other daemons", "in_flight", d.inFlightCount())
 		cancelWork()
-		<-done
+		grace := time.NewTimer(drainCancelGrace)
+		select {
+		case <-done:
+		case <-grace.C:
+			d.log.Warn("probed: probes did not return when cancelled; leaving them", "in_flight", d.inFlightCount())
+		}
+		grace.Stop()
 	}
 	timer.Stop()
-	// Flush what was measured, for at most the drain timeout again.
+	// Flush what was measured until the drain deadline.
 	d.out.close()
-	flush := time.AfterFunc(d.cfg.DrainTimeout, cancelWrite)
+	flush := time.AfterFunc(max(time.Until(deadline), drainFlushMin), cancelWrite)
 	<-writerDone
 	flush.Stop()
 	if n := d.out.len(); n > 0 {
@@ -262,6 +309,14 @@ func (d *Daemon) runJob(ctx context.Context, j Job) {
 		d.out.push(result{job: j, expired: true})
 		return
 	}
+	// The job's deadline bounds the probe: past it nobody waits for the result (the ad-hoc verdict or the
+	// recheck round was given without it), and a slow target must not hold a slot longer.
+	pctx := ctx
+	if !j.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		pctx, cancel = context.WithDeadline(ctx, j.Deadline)
+		defer cancel()
+	}
 	var r prober.Result
 	func() {
 		defer func() {
@@ -271,11 +326,18 @@ func (d *Daemon) runJob(ctx context.Context, j Job) {
 					Class: prober.ClassOther, Error: err.Error(), Err: err}
 			}
 		}()
-		r = d.p.Probe(ctx, j.Target)
+		r = d.p.Probe(pctx, j.Target)
 	}()
-	if ctx.Err() != nil {
+	switch {
+	case ctx.Err() != nil:
 		// Abandoned by the drain timeout: a cancelled probe is not a measurement. The job stays pending.
 		d.metrics.jobs.WithLabelValues("abandoned").Inc()
+		return
+	case pctx.Err() != nil:
+		// Cut by the job's deadline: acknowledged without a result, as a job read too late is.
+		d.log.Info("probed: probe cut at its job's deadline", "job", j.ID, "kind", j.Target.Kind, "target", j.Target.Addr)
+		d.metrics.jobs.WithLabelValues("expired").Inc()
+		d.out.push(result{job: j, expired: true})
 		return
 	}
 	d.out.push(result{job: j, r: r})
@@ -352,9 +414,20 @@ func (d *Daemon) reader(ctx context.Context, sem chan struct{}, dispatch func([]
 	}
 }
 
-// reclaimer takes over jobs abandoned by dead daemons of the PoP.
+// reclaimer takes over jobs abandoned by dead daemons of the PoP, and deletes the consumers of the daemons
+// that stopped (ConsumerPruner) every ConsumerIdle/12.
 func (d *Daemon) reclaimer(ctx context.Context, sem chan struct{}, dispatch func([]Job, bool)) {
+	pruner, _ := d.q.(ConsumerPruner)
+	var lastPrune time.Time
 	for sleepCtx(ctx, d.cfg.ReclaimEvery) {
+		if pruner != nil && d.cfg.ConsumerIdle > 0 && time.Since(lastPrune) >= d.cfg.ConsumerIdle/12 {
+			lastPrune = time.Now()
+			if names, err := pruner.PruneConsumers(ctx, d.cfg.ConsumerIdle); err != nil {
+				d.log.Warn("probed: pruning stale consumers", "err", err)
+			} else if len(names) > 0 {
+				d.log.Info("probed: deleted stale consumers", "consumers", names)
+			}
+		}
 		free := cap(sem) - len(sem)
 		if free <= 0 {
 			continue

@@ -3,6 +3,7 @@ package probed
 import (
 	"context"
 	"fmt"
+	"github.com/vantage-edge/vantage/internal/testwait"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -81,17 +82,6 @@ func fastConfig(pop, id string) Config {
 		BackoffMax: 500 * time.Millisecond, DrainTimeout: 5 * time.Second}
 }
 
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func enqueue(t *testing.T, st *storage.Store, pop string, n int, target, key, round string, count int) {
 	t.Helper()
 	for i := 0; i < n; i++ {
@@ -134,8 +124,8 @@ func TestDaemonRunsJobsStoresThenAcks(t *testing.T) {
 	target := testnet.Listen(t)
 	r := startDaemon(t, st, fastConfig("FRA", "fra-1"), newEngine(t))
 	enqueue(t, st, "FRA", 5, target, "k", "r", 2)
-	waitFor(t, "5 results", 10*time.Second, func() bool { return resultsOf(t, st, "FRA", "k", 5) == 5 })
-	waitFor(t, "every job acknowledged", 5*time.Second, func() bool { return pending(t, st, "FRA") == 0 })
+	testwait.Eventually(t, 10*time.Second, "5 results", func() bool { return resultsOf(t, st, "FRA", "k", 5) == 5 })
+	testwait.Eventually(t, 5*time.Second, "every job acknowledged", func() bool { return pending(t, st, "FRA") == 0 })
 	rs, _ := st.LatestResults(context.Background(), "k-0")
 	if got := rs["FRA"]; got.Round != "r-0" || got.Kind != placement.ProbeTCP || got.MinMs <= 0 || got.Samples != 2 || got.Class != "" {
 		t.Errorf("stored result %+v: want round r-0, kind tcp, 2 samples, a positive min RTT", got)
@@ -182,7 +172,7 @@ func TestDaemonKilledWithJobsInFlightOthersReclaim(t *testing.T) {
 	cfg.DrainTimeout = 50 * time.Millisecond // dies before its probes finish
 	d1 := startDaemon(t, st, cfg, stuck)
 	enqueue(t, st, "FRA", 4, target, "k", "r", 1)
-	waitFor(t, "4 probes in flight on fra-1", 10*time.Second, func() bool { return stuck.count() == 4 })
+	testwait.Eventually(t, 10*time.Second, "4 probes in flight on fra-1", func() bool { return stuck.count() == 4 })
 	d1.stop()
 	if n := resultsOf(t, st, "FRA", "k", 4); n != 0 {
 		t.Fatalf("%d results stored by a daemon whose probes never finished", n)
@@ -192,7 +182,7 @@ func TestDaemonKilledWithJobsInFlightOthersReclaim(t *testing.T) {
 	}
 	start := time.Now()
 	d2 := startDaemon(t, st, fastConfig("FRA", "fra-2"), newEngine(t))
-	waitFor(t, "fra-2 to re-claim and complete every job", 10*time.Second, func() bool {
+	testwait.Eventually(t, 10*time.Second, "fra-2 to re-claim and complete every job", func() bool {
 		return resultsOf(t, st, "FRA", "k", 4) == 4 && pending(t, st, "FRA") == 0
 	})
 	t.Logf("re-claimed and completed in %v", time.Since(start))
@@ -211,7 +201,7 @@ func TestDaemonDrainFinishesInFlightJobs(t *testing.T) {
 	gated := &gatedProber{p: newEngine(t), gate: make(chan struct{})}
 	d := startDaemon(t, st, fastConfig("FRA", "fra-1"), gated)
 	enqueue(t, st, "FRA", 3, target, "k", "r", 1)
-	waitFor(t, "3 probes in flight", 10*time.Second, func() bool { return gated.count() == 3 })
+	testwait.Eventually(t, 10*time.Second, "3 probes in flight", func() bool { return gated.count() == 3 })
 	d.cancel() // SIGTERM
 	time.Sleep(100 * time.Millisecond)
 	close(gated.gate) // the probes finish within the drain timeout
@@ -231,19 +221,19 @@ func TestDaemonSurvivesRedisOutageWithoutLosingResults(t *testing.T) {
 	gated := &gatedProber{p: newEngine(t), gate: make(chan struct{})}
 	d := startDaemon(t, st, fastConfig("FRA", "fra-1"), gated)
 	enqueue(t, st, "FRA", 3, target, "k", "r", 1)
-	waitFor(t, "3 probes in flight", 10*time.Second, func() bool { return gated.count() == 3 })
+	testwait.Eventually(t, 10*time.Second, "3 probes in flight", func() bool { return gated.count() == 3 })
 	srv.Stop(t)
 	close(gated.gate) // measured while Redis is away
-	waitFor(t, "3 results buffered", 10*time.Second, func() bool { return d.d.out.len() == 3 })
-	waitFor(t, "the daemon to notice", 10*time.Second, func() bool { return !d.d.Ready() })
+	testwait.Eventually(t, 10*time.Second, "3 results buffered", func() bool { return d.d.out.len() == 3 })
+	testwait.Eventually(t, 10*time.Second, "the daemon to notice", func() bool { return !d.d.Ready() })
 	time.Sleep(time.Second)
 	srv.Restart(t)
-	waitFor(t, "buffered results to arrive after the restart", 15*time.Second, func() bool {
+	testwait.Eventually(t, 15*time.Second, "buffered results to arrive after the restart", func() bool {
 		return resultsOf(t, st, "FRA", "k", 3) == 3
 	})
 	// New work after the restart (the stream and group are gone with the data: the daemon recreates them).
 	enqueue(t, st, "FRA", 2, target, "after", "a", 1)
-	waitFor(t, "jobs enqueued after the restart to complete", 15*time.Second, func() bool {
+	testwait.Eventually(t, 15*time.Second, "jobs enqueued after the restart to complete", func() bool {
 		return resultsOf(t, st, "FRA", "after", 2) == 2
 	})
 	if got := value(d.d.metrics.dropped); got != 0 {
@@ -299,7 +289,7 @@ func TestDaemonAcksExpiredJobsWithoutProbing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the expired job acknowledged", 10*time.Second, func() bool {
+	testwait.Eventually(t, 10*time.Second, "the expired job acknowledged", func() bool {
 		return value(r.d.metrics.jobs.WithLabelValues("expired")) == 1 && pending(t, st, "FRA") == 0
 	})
 	if gated.count() != 0 {

@@ -24,6 +24,7 @@ type jobStore interface {
 	PutResult(ctx context.Context, r storage.Result) (bool, error)
 	AppendAdHocResult(ctx context.Context, id string, r storage.Result) error
 	PutHeartbeat(ctx context.Context, h storage.Heartbeat, interval time.Duration) error
+	PruneConsumers(ctx context.Context, pop string, idle time.Duration) ([]string, error)
 }
 
 // StoreQueue is the Queue of one PoP on a storage.Store.
@@ -71,6 +72,11 @@ type jobParams struct {
 func (q *StoreQueue) Read(ctx context.Context, max int, block time.Duration) ([]Job, error) {
 	js, err := q.DB.ReadJobs(ctx, q.PoP, q.DaemonID, max, block)
 	return q.convert(js), err
+}
+
+// PruneConsumers implements ConsumerPruner: it deletes the PoP's consumers idle for idle with no job pending.
+func (q *StoreQueue) PruneConsumers(ctx context.Context, idle time.Duration) ([]string, error) {
+	return q.DB.PruneConsumers(ctx, q.PoP, idle)
 }
 
 // Reclaim implements Queue.

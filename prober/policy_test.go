@@ -3,6 +3,7 @@ package prober
 import (
 	"context"
 	"errors"
+	"github.com/vantage-edge/vantage/internal/testwait"
 	"maps"
 	"net"
 	"net/http"
@@ -143,7 +144,7 @@ func TestRebinding(t *testing.T) {
 	if !slices.Equal(r.Resolved, addrs("127.0.0.1")) {
 		t.Errorf("Resolved %v, want the name's answer set [127.0.0.1]", r.Resolved)
 	}
-	waitFor(t, func() bool { return a.count() == 3 }, "3 connections to the checked address")
+	testwait.Eventually(t, 5*time.Second, "3 connections to the checked address", func() bool { return a.count() == 3 })
 	if n := other.count(); n != 0 {
 		t.Errorf("%d connections reached the rebound address", n)
 	}

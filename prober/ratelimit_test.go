@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vantage-edge/vantage/placement"
+	"go.uber.org/ratelimit"
 )
 
 func TestLimiterZeroIsUnlimited(t *testing.T) {
@@ -27,7 +28,8 @@ func TestLimiterZeroIsUnlimited(t *testing.T) {
 	}
 }
 
-// TestLimiterRateLoose checks the rate within a loose bound; BenchmarkLimitedTCPProbes holds it to 1%.
+// TestLimiterRateLoose checks that the limiter never runs faster than its rate. There is no upper bound: on a
+// busy machine a wait may take any time; BenchmarkLimitedTCPProbes holds the rate itself to 1%.
 func TestLimiterRateLoose(t *testing.T) {
 	const rate, n, workers = 200, 100, 4
 	l := NewLimiter(rate, 0, nil)
@@ -45,13 +47,14 @@ func TestLimiterRateLoose(t *testing.T) {
 	wg.Wait()
 	el := time.Since(start)
 	want := time.Duration(n-1) * time.Second / rate // the first slot is free
-	if el < want*9/10 || el > want*3 {
-		t.Errorf("%d waits at %d/s took %v, want about %v", n, rate, el, want)
+	if el < want*9/10 {
+		t.Errorf("%d waits at %d/s took %v, want at least %v", n, rate, el, want*9/10)
 	}
 }
 
 func TestLimiterHonoursContext(t *testing.T) {
-	l := NewLimiter(1, 0, nil)
+	// One slot a minute: a Wait that ignored ctx would block for a minute, far past the 10 s allowed below.
+	l := &Limiter{l: ratelimit.New(1, ratelimit.Per(time.Minute), ratelimit.WithClock(reserveClock{RealClock{}}), ratelimit.WithoutSlack), clock: RealClock{}}
 	if err := l.Wait(context.Background()); err != nil { // the first slot is now
 		t.Fatal(err)
 	}
@@ -62,8 +65,8 @@ func TestLimiterHonoursContext(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Wait = %v, want DeadlineExceeded", err)
 	}
-	if el := time.Since(start); el > 500*time.Millisecond {
-		t.Errorf("cancelled Wait returned after %v, want about 50ms", el)
+	if el := time.Since(start); el > 10*time.Second {
+		t.Errorf("cancelled Wait returned after %v, want about 50ms (the next slot is a minute away)", el)
 	}
 	cancelled, cancel2 := context.WithCancel(context.Background())
 	cancel2()
@@ -87,7 +90,8 @@ func TestLimiterFakeClock(t *testing.T) {
 	case <-time.After(20 * time.Millisecond):
 	}
 	// Advance until the waiter is released (it may register its timer after the first Advance).
-	for i := 0; ; i++ {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
 		clk.Advance(100 * time.Millisecond)
 		select {
 		case err := <-done:
@@ -97,8 +101,8 @@ func TestLimiterFakeClock(t *testing.T) {
 			return
 		case <-time.After(10 * time.Millisecond):
 		}
-		if i > 100 {
-			t.Fatal("second Wait never released by the fake clock")
+		if time.Now().After(deadline) {
+			t.Fatal("second Wait not released by the fake clock within 10s")
 		}
 	}
 }
@@ -171,7 +175,8 @@ func TestPerTargetPoliteness(t *testing.T) {
 		t.Fatalf("second probe to %s went through before the clock moved: %+v", a1.addr(), r)
 	default:
 	}
-	for i := 0; ; i++ {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
 		clk.Advance(100 * time.Millisecond)
 		select {
 		case r := <-blocked:
@@ -181,8 +186,8 @@ func TestPerTargetPoliteness(t *testing.T) {
 			return
 		case <-time.After(10 * time.Millisecond):
 		}
-		if i > 100 {
-			t.Fatal("the blocked probe was never released")
+		if time.Now().After(deadline) {
+			t.Fatal("the blocked probe was not released within 10s")
 		}
 	}
 }

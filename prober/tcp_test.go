@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/vantage-edge/vantage/internal/testwait"
 	"io"
 	"net"
 	"net/netip"
@@ -44,7 +45,7 @@ func TestTCPProbeSuccess(t *testing.T) {
 	if r.Median < r.Min {
 		t.Errorf("median %v < min %v", r.Median, r.Min)
 	}
-	waitFor(t, func() bool { return a.count() == 3 }, "3 accepted connections")
+	testwait.Eventually(t, 5*time.Second, "3 accepted connections", func() bool { return a.count() == 3 })
 
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -209,17 +210,6 @@ func TestStartFromInjectedClock(t *testing.T) {
 	}
 }
 
-// waitFor polls cond for up to 5 s.
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 // TestTCPSlowHandshake takes the netpoller path: the first SYN is dropped by a full accept queue, a slot is
 // freed, and the kernel's SYN retransmission (1 s later) completes the handshake.
 func TestTCPSlowHandshake(t *testing.T) {
@@ -231,7 +221,7 @@ func TestTCPSlowHandshake(t *testing.T) {
 	}()
 	// Free the slot only once the probe's SYN is out (and dropped): a probe goroutine slow to start on a
 	// loaded machine would otherwise find the slot free and complete at once.
-	waitFor(t, func() bool { return synSent(t, addr) }, "the probe's SYN to "+addr)
+	testwait.Eventually(t, 5*time.Second, "the probe's SYN to "+addr, func() bool { return synSent(t, addr) })
 	time.Sleep(200 * time.Millisecond)
 	c, _, err := unix.Accept4(fd, unix.SOCK_CLOEXEC) // frees one slot of the accept queue
 	if err != nil {

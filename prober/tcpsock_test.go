@@ -3,6 +3,7 @@ package prober
 import (
 	"context"
 	"errors"
+	"github.com/vantage-edge/vantage/internal/testwait"
 	"net"
 	"net/netip"
 	"runtime"
@@ -59,7 +60,7 @@ func listenPeers(t *testing.T) (*acceptor, *peers) {
 
 func (p *peers) wait(t *testing.T, n int) ([]netip.AddrPort, []error) {
 	t.Helper()
-	waitFor(t, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.ends) >= n }, "the listener's reads")
+	testwait.Eventually(t, 5*time.Second, "the listener's reads", func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.ends) >= n })
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]netip.AddrPort(nil), p.addrs...), append([]error(nil), p.ends...)
@@ -192,7 +193,7 @@ func TestTCPSocketReuseAfterOutcomes(t *testing.T) {
 	for i := range 2 {
 		done := make(chan Result, 1)
 		go func() { done <- probe(addr, 5*time.Second) }()
-		waitFor(t, func() bool { return synSent(t, addr) }, "the probe's SYN to "+addr)
+		testwait.Eventually(t, 5*time.Second, "the probe's SYN to "+addr, func() bool { return synSent(t, addr) })
 		time.Sleep(100 * time.Millisecond)
 		select {
 		case r := <-done:

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"fmt"
+	"github.com/vantage-edge/vantage/internal/testwait"
 	"sync"
 	"testing"
 	"time"
@@ -42,19 +43,6 @@ func runRouter(t testing.TB, r *Router) {
 			t.Errorf("Run: %v", err)
 		}
 	})
-}
-
-// eventually polls cond every 5 ms until it holds or timeout passes, and returns how long it took.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return time.Since(start)
 }
 
 func put(t testing.TB, st *storage.Store, ds ...placement.Decision) {
@@ -124,7 +112,7 @@ func TestRunFollowsChanges(t *testing.T) {
 		c.Registerer = reg
 	})
 	runRouter(t, r)
-	eventually(t, 10*time.Second, "first snapshot", r.Ready)
+	testwait.Eventually(t, 10*time.Second, "first snapshot", r.Ready)
 	if got := r.Route("api", "EWR", "x", KindFetch); got.ExecPoP != "LHR" {
 		t.Fatalf("initial route %+v, want LHR", got)
 	}
@@ -138,7 +126,7 @@ func TestRunFollowsChanges(t *testing.T) {
 	}
 	burst = append(burst, dec("api", "CDG", "CDG:5"))
 	put(t, st, burst...)
-	took := eventually(t, 10*time.Second, "the last change reaches Route", func() bool {
+	took := testwait.Eventually(t, 10*time.Second, "the last change reaches Route", func() bool {
 		return r.Route("api", "EWR", "x", KindFetch).ExecPoP == "CDG"
 	})
 	time.Sleep(500 * time.Millisecond) // any reload still queued by the burst
@@ -167,13 +155,13 @@ func TestFailoverOnHeartbeatLoss(t *testing.T) {
 		c.BaselineFraction = 0
 	})
 	runRouter(t, r)
-	eventually(t, 10*time.Second, "routes to LHR with a fleet view", func() bool {
+	testwait.Eventually(t, 10*time.Second, "routes to LHR with a fleet view", func() bool {
 		fv := r.fleet.Load()
 		return fv != nil && fv.known && r.Route("api", "EWR", "x", KindFetch).ExecPoP == "LHR"
 	})
 	last := stopLHR()
 	var got Result
-	eventually(t, timeout+5*time.Second, "failover away from LHR", func() bool {
+	testwait.Eventually(t, timeout+5*time.Second, "failover away from LHR", func() bool {
 		got = r.Route("api", "EWR", "x", KindFetch)
 		return got.ExecPoP != "LHR"
 	})
@@ -192,7 +180,7 @@ func TestFailoverOnHeartbeatLoss(t *testing.T) {
 	}
 	// It comes back when it heartbeats again.
 	heartbeat(t, st, "LHR", interval)
-	eventually(t, 5*time.Second, "LHR back", func() bool { return r.Route("api", "EWR", "x", KindFetch).ExecPoP == "LHR" })
+	testwait.Eventually(t, 5*time.Second, "LHR back", func() bool { return r.Route("api", "EWR", "x", KindFetch).ExecPoP == "LHR" })
 }
 
 func TestDrainedPoPAvoided(t *testing.T) {
@@ -206,19 +194,19 @@ func TestDrainedPoPAvoided(t *testing.T) {
 		c.BaselineFraction = 0
 	})
 	runRouter(t, r)
-	eventually(t, 10*time.Second, "routes to LHR", func() bool { return r.Route("api", "EWR", "x", KindFetch).ExecPoP == "LHR" })
+	testwait.Eventually(t, 10*time.Second, "routes to LHR", func() bool { return r.Route("api", "EWR", "x", KindFetch).ExecPoP == "LHR" })
 	ctx := context.Background()
 	if err := st.SetDrained(ctx, "LHR", true); err != nil {
 		t.Fatal(err)
 	}
-	took := eventually(t, 5*time.Second, "drained LHR avoided", func() bool {
+	took := testwait.Eventually(t, 5*time.Second, "drained LHR avoided", func() bool {
 		return r.Route("api", "EWR", "x", KindFetch) == Result{"FRA", "remote-FRA", ReasonFailover, true}
 	})
 	t.Logf("drain seen after %v", took)
 	if err := st.SetDrained(ctx, "LHR", false); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "undrained LHR used again", func() bool {
+	testwait.Eventually(t, 5*time.Second, "undrained LHR used again", func() bool {
 		return r.Route("api", "EWR", "x", KindFetch) == Result{"LHR", "remote-LHR", ReasonRemote, true}
 	})
 }
@@ -239,14 +227,14 @@ func TestStaleWhenRedisDown(t *testing.T) {
 		c.Registerer = reg
 	})
 	runRouter(t, r)
-	eventually(t, 10*time.Second, "first snapshot", r.Ready)
+	testwait.Eventually(t, 10*time.Second, "first snapshot", r.Ready)
 	srv.Stop(t)
 	// The snapshot outlives the outage for MaxAge.
 	if got := r.Route("api", "EWR", "x", KindFetch); time.Since(r.Info().LastContact) < maxAge-100*time.Millisecond && got.Reason != ReasonRemote {
 		t.Errorf("just after Redis stopped: %+v, want remote-LHR from the kept snapshot", got)
 	}
 	var got Result
-	took := eventually(t, maxAge+10*time.Second, "stale", func() bool {
+	took := testwait.Eventually(t, maxAge+10*time.Second, "stale", func() bool {
 		got = r.Route("api", "EWR", "x", KindFetch)
 		return got.Reason == ReasonStale
 	})
@@ -270,11 +258,11 @@ func TestStaleWhenRedisDown(t *testing.T) {
 	srv.Restart(t) // an empty Redis (no persistence): the scheduler writes the decision again
 	// The client's pool may still answer with its last dial error for a moment (go-redis retries dials in
 	// the background after a run of failures): the writer retries, as the scheduler does.
-	eventually(t, 15*time.Second, "decision written again", func() bool {
+	testwait.Eventually(t, 15*time.Second, "decision written again", func() bool {
 		_, err := st.PutDecisions(context.Background(), []placement.Decision{dec("api", "LHR", "LHR:10")})
 		return err == nil
 	})
-	eventually(t, 15*time.Second, "recovered", func() bool {
+	testwait.Eventually(t, 15*time.Second, "recovered", func() bool {
 		return r.Route("api", "EWR", "x", KindFetch) == Result{"LHR", "remote-LHR", ReasonRemote, true}
 	})
 	t.Logf("recovered %v after the restart began", time.Since(restarted))
@@ -353,13 +341,13 @@ func TestCorruptDecisionSkipped(t *testing.T) {
 		c.Registerer = reg
 	})
 	runRouter(t, r)
-	eventually(t, 10*time.Second, "first snapshot despite the corrupt value", r.Ready)
+	testwait.Eventually(t, 10*time.Second, "first snapshot despite the corrupt value", r.Ready)
 	for app, want := range map[string]string{"api": "LHR", "shop": "FRA"} {
 		if got := r.Route(app, "EWR", "x", KindFetch); got.ExecPoP != want || got.Reason != ReasonRemote {
 			t.Errorf("%s: %+v, want remote %s", app, got, want)
 		}
 	}
-	eventually(t, 10*time.Second, "three more reloads", func() bool {
+	testwait.Eventually(t, 10*time.Second, "three more reloads", func() bool {
 		return gather(t, reg, "vantage_router_reloads_total")["success"] >= 4
 	})
 	if v := gather(t, reg, "vantage_storage_corrupt_values_total")["decision"]; v != 1 {
@@ -387,7 +375,7 @@ func TestStaleWhenScansFail(t *testing.T) {
 		c.Registerer = reg
 	})
 	runRouter(t, r)
-	eventually(t, 10*time.Second, "first snapshot", r.Ready)
+	testwait.Eventually(t, 10*time.Second, "first snapshot", r.Ready)
 	if got := r.Route("api", "EWR", "x", KindFetch); got.Reason != ReasonRemote {
 		t.Fatalf("before the failure: %+v, want remote", got)
 	}
@@ -396,7 +384,7 @@ func TestStaleWhenScansFail(t *testing.T) {
 	if err := st.Client().Set(context.Background(), bad, "not a hash", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	took := eventually(t, maxAge+10*time.Second, "stale", func() bool {
+	took := testwait.Eventually(t, maxAge+10*time.Second, "stale", func() bool {
 		return r.Route("api", "EWR", "x", KindFetch).Reason == ReasonStale
 	})
 	t.Logf("stale %v after scans began to fail (max age %v)", took, maxAge)
@@ -406,7 +394,7 @@ func TestStaleWhenScansFail(t *testing.T) {
 	if err := st.Client().Del(context.Background(), bad).Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "fresh again", func() bool {
+	testwait.Eventually(t, 10*time.Second, "fresh again", func() bool {
 		return r.Route("api", "EWR", "x", KindFetch).Reason == ReasonRemote
 	})
 }

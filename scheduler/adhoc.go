@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +29,25 @@ const (
 	DefaultAdHocTimeout = 30 * time.Second
 	// AdHocTTL is how long an ad-hoc probe's record and results are kept.
 	AdHocTTL = time.Hour
+	// MaxAdHocCount caps an ad-hoc probe's samples per PoP: the median of 20 samples is stable, and more turn a
+	// look at a target into a load test of it (times the PoPs asked), well below prober.MaxCount.
+	MaxAdHocCount = 20
+	// DefaultAdHocSampleTimeout is an ad-hoc probe's timeout per sample when the request names none: the
+	// prober's own default.
+	DefaultAdHocSampleTimeout = prober.DefaultTimeout
+	// MaxAdHocSampleTimeout caps the timeout per sample: a back end slower than 10 s to connect or answer is
+	// down for placement's purposes.
+	MaxAdHocSampleTimeout = 10 * time.Second
+	// MaxAdHocProbeTime caps count × timeout, the longest one PoP's probe may take: a PoP daemon's probe slot is
+	// held that long by a black-holed target (count 100 × 2 s held one ~210 s). It stays under
+	// DefaultAdHocTimeout, so a probe that uses all of it still reports before the verdict.
+	MaxAdHocProbeTime = 20 * time.Second
+	// MaxAdHocPoPs bounds an explicit PoP list: more than the catalogue's 340 PoPs can only be repeats.
+	MaxAdHocPoPs = 400
+	// maxPoPCodeLen bounds one PoP code (IATA codes have 3 letters; fleets may name theirs a little longer).
+	maxPoPCodeLen = 16
+	// maxQuotedValue is how much of a refused value an error message quotes.
+	maxQuotedValue = 64
 )
 
 // ProbeRequest is the body of POST /v1/probes.
@@ -35,7 +55,10 @@ type ProbeRequest struct {
 	Target string              `json:"target"` // host:port (tcp), URL or hostname (http), address (icmp), name (dns)
 	Kind   placement.ProbeKind `json:"kind"`
 	PoPs   PoPList             `json:"pops"`  // PoP codes, or "all" (every PoP that is up)
-	Count  int                 `json:"count"` // samples per PoP; 0: DefaultProbeCount, at most prober.MaxCount
+	Count  int                 `json:"count"` // samples per PoP; 0: DefaultProbeCount, at most MaxAdHocCount
+	// TimeoutMs is the timeout per sample in milliseconds; 0: DefaultAdHocSampleTimeout, at most
+	// MaxAdHocSampleTimeout, and Count × TimeoutMs at most MaxAdHocProbeTime.
+	TimeoutMs int `json:"timeout_ms,omitempty"`
 }
 
 // PoPList is a list of PoP codes; in JSON either an array or the string "all" (nil).
@@ -62,14 +85,15 @@ func (p *PoPList) UnmarshalJSON(b []byte) error {
 
 // AdHocRecord is a stored ad-hoc probe: the request and where its jobs went.
 type AdHocRecord struct {
-	ID       string              `json:"id"`
-	Target   string              `json:"target"`
-	Kind     placement.ProbeKind `json:"kind"`
-	Count    int                 `json:"count"`
-	PoPs     []string            `json:"pops"`
-	Token    string              `json:"token,omitempty"` // name of the token that asked
-	Created  time.Time           `json:"created"`
-	Deadline time.Time           `json:"deadline"`
+	ID        string              `json:"id"`
+	Target    string              `json:"target"`
+	Kind      placement.ProbeKind `json:"kind"`
+	Count     int                 `json:"count"`
+	TimeoutMs int                 `json:"timeout_ms,omitempty"` // per sample
+	PoPs      []string            `json:"pops"`
+	Token     string              `json:"token,omitempty"` // name of the token that asked
+	Created   time.Time           `json:"created"`
+	Deadline  time.Time           `json:"deadline"`
 }
 
 // AdHocStatus is GET /v1/probes/{id}: per-PoP results as they arrive and, once every PoP answered (or the
@@ -95,7 +119,12 @@ type AdHocVerdict struct {
 
 // AdHoc starts ad-hoc probes and reports on them.
 type AdHoc struct {
+	// Backend stores the records and enqueues the jobs. When it also keeps quotas (QuotaStore, as
+	// StoreBackend does in Redis), the API's ad-hoc quota is taken there, shared by every scheduler on it.
 	Backend Backend
+	// Parser validates targets by the rules of configs; its Policy should match the probers' allow-list. The
+	// zero Parser checks the syntax only (the probers still apply their policy).
+	Parser  placement.Parser
 	Timeout time.Duration // default DefaultAdHocTimeout
 	PoPs    func(code string) (geo.PoP, bool)
 	Now     func() time.Time
@@ -107,54 +136,113 @@ type AdHoc struct {
 // ErrBadRequest wraps every refusal of an ad-hoc probe request.
 var ErrBadRequest = errors.New("bad ad-hoc probe request")
 
-// Start validates req, enqueues one job per PoP and stores the record.
-func (a *AdHoc) Start(ctx context.Context, req ProbeRequest, token string) (AdHocRecord, error) {
+// Check validates req without I/O and returns it normalised: the kind, the target by the rules of configs
+// (placement.Parser.CheckProbeTarget), count and timeout within their caps and defaults, the PoP codes
+// upper-cased, without repeats, at most MaxAdHocPoPs. Errors wrap ErrBadRequest and name the field and (up to
+// 64 bytes of) the value.
+func (a *AdHoc) Check(req ProbeRequest) (ProbeRequest, error) {
+	bad := func(field string, value any, format string, args ...any) error {
+		return fmt.Errorf("%w: %s %s: %s", ErrBadRequest, field, quoteValue(value), fmt.Sprintf(format, args...))
+	}
 	if _, err := placement.ParseProbeKind(string(req.Kind)); err != nil {
-		return AdHocRecord{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
+		return req, bad("kind", string(req.Kind), "want one of tcp, http, icmp, dns")
 	}
-	if req.Target == "" {
-		return AdHocRecord{}, fmt.Errorf("%w: target is empty", ErrBadRequest)
+	target, err := a.Parser.CheckProbeTarget(req.Kind, req.Target)
+	if err != nil {
+		return req, bad("target", req.Target, "%v", err)
 	}
-	if req.Count < 0 || req.Count > prober.MaxCount {
-		return AdHocRecord{}, fmt.Errorf("%w: count %d: want 1..%d", ErrBadRequest, req.Count, prober.MaxCount)
+	req.Target = target
+	if req.Count < 0 || req.Count > MaxAdHocCount {
+		return req, bad("count", req.Count, "want 1..%d", MaxAdHocCount)
 	}
-	count := cmp.Or(req.Count, DefaultProbeCount)
+	req.Count = cmp.Or(req.Count, DefaultProbeCount)
+	if req.TimeoutMs < 0 || time.Duration(req.TimeoutMs)*time.Millisecond > MaxAdHocSampleTimeout {
+		return req, bad("timeout_ms", req.TimeoutMs, "want 1..%d", MaxAdHocSampleTimeout.Milliseconds())
+	}
+	req.TimeoutMs = cmp.Or(req.TimeoutMs, int(DefaultAdHocSampleTimeout.Milliseconds()))
+	if total := time.Duration(req.Count) * time.Duration(req.TimeoutMs) * time.Millisecond; total > MaxAdHocProbeTime {
+		return req, bad("count × timeout_ms", req.Count*req.TimeoutMs,
+			"%v per PoP, more than %v: fewer samples or a shorter timeout", total, MaxAdHocProbeTime)
+	}
+	if req.PoPs == nil {
+		return req, nil
+	}
+	if len(req.PoPs) > MaxAdHocPoPs {
+		return req, bad("pops", len(req.PoPs), "more than %d codes: use \"all\"", MaxAdHocPoPs)
+	}
+	pops := PoPList{}
+	for _, p := range req.PoPs {
+		p = strings.ToUpper(strings.TrimSpace(p))
+		if !validPoPCode(p) {
+			return req, bad("pops", p, "not a PoP code (1 to %d letters, digits, '-' or '_')", maxPoPCodeLen)
+		}
+		if !slices.Contains(pops, p) {
+			pops = append(pops, p)
+		}
+	}
+	req.PoPs = pops
+	return req, nil
+}
+
+// validPoPCode reports whether p can be a PoP code: 1 to maxPoPCodeLen upper-case letters, digits, '-', '_'.
+func validPoPCode(p string) bool {
+	if p == "" || len(p) > maxPoPCodeLen {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// quoteValue formats a refused value for an error: a string quoted, cut to maxQuotedValue bytes with its length
+// when longer.
+func quoteValue(v any) string {
+	s, ok := v.(string)
+	switch {
+	case !ok:
+		return fmt.Sprint(v)
+	case len(s) > maxQuotedValue:
+		return fmt.Sprintf("%q... (%d bytes)", s[:maxQuotedValue], len(s))
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// Start validates req (Check), enqueues one job per PoP and stores the record. Every PoP asked must have a live
+// daemon; a nil PoP list asks every PoP that is up.
+func (a *AdHoc) Start(ctx context.Context, req ProbeRequest, token string) (AdHocRecord, error) {
+	req, err := a.Check(req)
+	if err != nil {
+		return AdHocRecord{}, err
+	}
 	up, err := a.Backend.UpPoPs(ctx)
 	if err != nil {
 		return AdHocRecord{}, fmt.Errorf("scheduler: ad-hoc probe: reading the fleet: %w", err)
 	}
 	pops := up
 	if req.PoPs != nil {
-		upSet := map[string]bool{}
-		for _, p := range up {
-			upSet[p] = true
-		}
-		pops = nil
-		seen := map[string]bool{}
 		for _, p := range req.PoPs {
-			p = strings.ToUpper(strings.TrimSpace(p))
-			if seen[p] {
-				continue
+			if !slices.Contains(up, p) {
+				return AdHocRecord{}, fmt.Errorf("%w: pops %q: no live daemon (up: %s)", ErrBadRequest, p, strings.Join(up, ","))
 			}
-			seen[p] = true
-			if !upSet[p] {
-				return AdHocRecord{}, fmt.Errorf("%w: PoP %q has no live daemon (up: %s)", ErrBadRequest, p, strings.Join(up, ","))
-			}
-			pops = append(pops, p)
 		}
+		pops = req.PoPs
 	}
 	if len(pops) == 0 {
 		return AdHocRecord{}, fmt.Errorf("%w: %w", ErrBadRequest, ErrNoPoPs)
 	}
 	now := a.now()
-	rec := AdHocRecord{ID: newID(), Target: req.Target, Kind: req.Kind, Count: count, PoPs: pops, Token: token,
-		Created: now, Deadline: now.Add(cmp.Or(a.Timeout, DefaultAdHocTimeout))}
+	rec := AdHocRecord{ID: newID(), Target: req.Target, Kind: req.Kind, Count: req.Count, TimeoutMs: req.TimeoutMs, PoPs: pops,
+		Token: token, Created: now, Deadline: now.Add(cmp.Or(a.Timeout, DefaultAdHocTimeout))}
 	reqJSON, _ := json.Marshal(rec)
 	if err := a.Backend.PutAdHocProbe(ctx, storage.AdHocProbe{ID: rec.ID, Request: reqJSON, CreatedAt: now}, AdHocTTL); err != nil {
 		return AdHocRecord{}, fmt.Errorf("scheduler: ad-hoc probe: storing the record: %w", err)
 	}
 	for _, pop := range pops {
-		j := storage.Job{Round: rec.ID, Key: probed.AdHocKeyPrefix + rec.ID, Kind: rec.Kind, Target: rec.Target, Count: count, Deadline: rec.Deadline}
+		j := storage.Job{Round: rec.ID, Key: probed.AdHocKeyPrefix + rec.ID, Kind: rec.Kind, Target: rec.Target,
+			Count: rec.Count, TimeoutMs: rec.TimeoutMs, Deadline: rec.Deadline}
 		if _, err := a.Backend.EnqueueJob(ctx, pop, j); err != nil {
 			return AdHocRecord{}, fmt.Errorf("scheduler: ad-hoc probe %s: enqueueing for PoP %s: %w", rec.ID, pop, err)
 		}
@@ -252,12 +340,24 @@ func (a *API) postProbe(w http.ResponseWriter, r *http.Request) {
 	var req ProbeRequest
 	dec := json.NewDecoder(io.LimitReader(r.Body, MaxBodyBytes))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	err := dec.Decode(&req)
+	if err == nil {
+		req, err = a.AdHoc.Check(req) // refused before it costs quota or Redis
+	} else {
+		err = fmt.Errorf("ad-hoc probe request: %w", err)
+	}
+	if err != nil {
 		a.countAdHoc("invalid")
-		writeError(w, http.StatusBadRequest, 10002, fmt.Sprintf("ad-hoc probe request: %v", err))
+		writeError(w, http.StatusBadRequest, 10002, err.Error())
 		return
 	}
-	if ok, wait := a.Auth.Allow(token); !ok {
+	quota, _ := a.AdHoc.Backend.(QuotaStore)
+	ok, wait, err := a.Auth.Take(r.Context(), quota, token)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
+		return
+	}
+	if !ok {
 		a.countAdHoc("rate_limited")
 		w.Header().Set("Retry-After", retryAfter(wait))
 		writeError(w, http.StatusTooManyRequests, 10429, fmt.Sprintf("ad-hoc probe quota of token %q exhausted; retry in %s", token, wait.Round(time.Millisecond)))

@@ -28,6 +28,8 @@ type apiEnv struct {
 	s    *Scheduler
 	run  func() // starts the scheduler's loops
 	host string
+	f    *fleetEnv
+	api  *API
 }
 
 func newAPIEnv(t *testing.T, quota Quota) *apiEnv {
@@ -48,10 +50,10 @@ func newAPIEnvWith(t *testing.T, quota Quota, edit func(*Config, *API)) *apiEnv 
 	m := NewMetrics(nil)
 	cfg := Config{Name: "api", RecheckInterval: testRecheck, LeaseTTL: testLease, InitialSpread: 100 * time.Millisecond,
 		ResultTimeout: time.Second, ResultPoll: 50 * time.Millisecond, Logger: f.log}
-	api := &API{Decisions: b, Apps: b, Metrics: m, Logger: f.log,
-		Parser: placement.Parser{Policy: placement.DefaultPolicy(netip.MustParsePrefix("127.0.0.0/8"))},
-		Auth:   NewAuth(map[string]string{testToken: "ops"}, quota, nil),
-		AdHoc:  &AdHoc{Backend: b, Timeout: 5 * time.Second},
+	parser := placement.Parser{Policy: placement.DefaultPolicy(netip.MustParsePrefix("127.0.0.0/8"))}
+	api := &API{Decisions: b, Apps: b, Metrics: m, Logger: f.log, Parser: parser,
+		Auth:  NewAuth(map[string]string{testToken: "ops"}, quota, nil),
+		AdHoc: &AdHoc{Backend: b, Parser: parser, Timeout: 5 * time.Second},
 	}
 	if edit != nil {
 		edit(&cfg, api)
@@ -63,7 +65,7 @@ func newAPIEnvWith(t *testing.T, quota Quota, edit func(*Config, *API)) *apiEnv 
 	api.Sched = s
 	hs := httptest.NewServer(api.Handler())
 	t.Cleanup(hs.Close)
-	e := &apiEnv{t: t, url: hs.URL, b: b, s: s, host: testnet.Listen(t)}
+	e := &apiEnv{t: t, url: hs.URL, b: b, s: s, host: testnet.Listen(t), f: f, api: api}
 	e.run = func() {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
@@ -78,9 +80,28 @@ func newAPIEnvWith(t *testing.T, quota Quota, edit func(*Config, *API)) *apiEnv 
 	return e
 }
 
+// second returns the URL of a second scheduler's API on the same Redis (its own Store, Auth and AdHoc, with the
+// same tokens and quota), as another process would run it.
+func (e *apiEnv) second(quota Quota) string {
+	e.t.Helper()
+	b := StoreBackend{e.f.open()}
+	api := &API{Decisions: b, Apps: b, Logger: e.f.log, Parser: e.api.Parser,
+		Auth:  NewAuth(map[string]string{testToken: "ops"}, quota, nil),
+		AdHoc: &AdHoc{Backend: b, Parser: e.api.Parser, Timeout: 5 * time.Second},
+	}
+	hs := httptest.NewServer(api.Handler())
+	e.t.Cleanup(hs.Close)
+	return hs.URL
+}
+
 func (e *apiEnv) do(method, path, token, ctype, body string) (int, http.Header, Envelope, string) {
 	e.t.Helper()
-	req, _ := http.NewRequest(method, e.url+path, strings.NewReader(body))
+	return e.doAt(e.url, method, path, token, ctype, body)
+}
+
+func (e *apiEnv) doAt(url, method, path, token, ctype, body string) (int, http.Header, Envelope, string) {
+	e.t.Helper()
+	req, _ := http.NewRequest(method, url+path, strings.NewReader(body))
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -161,7 +182,7 @@ func TestAPIAppsStatusAndAuth(t *testing.T) {
 }
 
 func TestAPIAdHocProbesAndQuota(t *testing.T) {
-	e := newAPIEnv(t, Quota{PerMinute: 6, Burst: 2}) // one every 10 s after a burst of two
+	e := newAPIEnv(t, Quota{PerMinute: 6, Burst: 3}) // one every 10 s after a burst of three
 	req := `{"target":"` + e.host + `","kind":"tcp","pops":"all","count":2}`
 	code, hdr, env, raw := e.do("POST", "/v1/probes", testToken, "application/json", req)
 	if code != 202 {
@@ -194,19 +215,55 @@ func TestAPIAdHocProbesAndQuota(t *testing.T) {
 		t.Errorf("stored ad-hoc record %+v (%v, %v): want done, with the verdict and the three results", rec, ok, err)
 	}
 
+	// The quota (a burst of three, one used above) is kept in Redis: after one more on this scheduler a second
+	// scheduler takes the third, and then neither has one left. Refusals of bad requests (but an unknown PoP,
+	// which needs Redis) come first and cost no quota.
+	second := e.second(Quota{PerMinute: 6, Burst: 3})
+	long := strings.Repeat("a", 5000)
 	for _, tc := range []struct {
 		name, token, body string
+		onSecond          bool
 		code              int
 		want              string
 	}{
-		{"no_token", "", req, 401, "bearer"},
-		{"unknown_pop", testToken, `{"target":"x:1","kind":"tcp","pops":["ZZZ"]}`, 400, `ZZZ\" has no live daemon`},
-		{"quota_exhausted", testToken, req, 429, "quota"},
+		{"no_token", "", req, false, 401, "bearer"},
+		{"target_5000_bytes", testToken, `{"target":"` + long + `:80","kind":"tcp"}`, false, 400, `target "aaaaaaaaaaaaaaaa`},
+		{"target_5000_bytes_says_why", testToken, `{"target":"` + long + `","kind":"icmp"}`, false, 400, `(5000 bytes): 5000 bytes, more than 253`},
+		{"target_not_echoed", testToken, `{"target":"x:` + long + `","kind":"tcp"}`, true, 400, `(5002 bytes)`},
+		{"target_url_too_long", testToken, `{"target":"http://example.com/` + long + `","kind":"http"}`, false, 400, `more than 2048`},
+		{"target_bad_name", testToken, `{"target":"a..b:80","kind":"tcp"}`, false, 400, `target "a..b:80": empty label`},
+		{"target_denied", testToken, `{"target":"[64:ff9b::a9fe:a9fe]:80","kind":"tcp"}`, false, 400, `169.254.169.254`},
+		{"target_empty", testToken, `{"target":"","kind":"tcp"}`, false, 400, `target "": empty`},
+		{"kind", testToken, `{"target":"x:1","kind":"udp"}`, false, 400, `kind "udp": want one of`},
+		{"count_over_cap", testToken, `{"target":"x:1","kind":"tcp","count":21}`, false, 400, `count 21: want 1..20`},
+		{"count_negative", testToken, `{"target":"x:1","kind":"tcp","count":-1}`, false, 400, `count -1`},
+		{"timeout_over_cap", testToken, `{"target":"x:1","kind":"tcp","timeout_ms":60000}`, false, 400, `timeout_ms 60000: want 1..10000`},
+		{"count_times_timeout", testToken, `{"target":"x:1","kind":"tcp","count":20,"timeout_ms":2000}`, false, 400, `count × timeout_ms 40000: 40s per PoP, more than 20s`},
+		{"count_times_default_timeout", testToken, `{"target":"x:1","kind":"tcp","count":11}`, false, 400, `count × timeout_ms 22000`},
+		{"pops_too_many", testToken, `{"target":"x:1","kind":"tcp","pops":"` + strings.Repeat("FRA,", 401) + `FRA"}`, false, 400, `pops 402: more than 400 codes`},
+		{"pops_bad_code", testToken, `{"target":"x:1","kind":"tcp","pops":["` + long + `"]}`, false, 400, `(5000 bytes): not a PoP code`},
+		{"pops_empty_code", testToken, `{"target":"x:1","kind":"tcp","pops":["FRA",""]}`, false, 400, `pops "": not a PoP code`},
+		{"unknown_field", testToken, `{"target":"x:1","kind":"tcp","cuont":2}`, false, 400, `unknown field`},
+		{"unknown_pop", testToken, `{"target":"x:1","kind":"tcp","pops":["ZZZ"]}`, false, 400, `pops "ZZZ": no live daemon`},
+		{"quota_shared_second_scheduler", testToken, req, true, 202, `"id"`},
+		{"quota_exhausted", testToken, req, false, 429, "quota"},
+		{"quota_exhausted_second_scheduler", testToken, req, true, 429, "quota"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code, hdr, _, raw := e.do("POST", "/v1/probes", tc.token, "application/json", tc.body)
-			if code != tc.code || !strings.Contains(raw, tc.want) {
-				t.Fatalf("%d %s, want %d containing %q", code, raw, tc.code, tc.want)
+			url := e.url
+			if tc.onSecond {
+				url = second
+			}
+			code, hdr, env, raw := e.doAt(url, "POST", "/v1/probes", tc.token, "application/json", tc.body)
+			msg := raw
+			if len(env.Errors) > 0 {
+				msg = env.Errors[0].Message
+			}
+			if code != tc.code || !strings.Contains(msg, tc.want) {
+				t.Fatalf("%d %.300s, want %d containing %q", code, raw, tc.code, tc.want)
+			}
+			if len(raw) > 1024 {
+				t.Errorf("a %d-byte answer: a refusal must not echo the request", len(raw))
 			}
 			if code == 429 {
 				ra, err := strconv.Atoi(hdr.Get("Retry-After"))
@@ -442,5 +499,52 @@ func TestFailureReason(t *testing.T) {
 				t.Errorf("failureReason = %q\nwant %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestLeaseHoldersUnique: two schedulers given the same name on one Redis are two holders: one leads, the other
+// stands by, and the holder in Redis is the name with a random part.
+func TestLeaseHoldersUnique(t *testing.T) {
+	srv := redistest.Start(t)
+	f := &fleetEnv{t: t, addrs: []string{srv.Addr()}, log: testLogger(t)}
+	ctx, cancel := context.WithCancel(context.Background())
+	var ls []*leadership
+	var done []chan struct{}
+	for range 2 {
+		l := newLeadership(StoreBackend{f.open()}, DefaultLeaseName, "same", 2*time.Second, RealClock{}, f.log)
+		ls = append(ls, l)
+		ch := make(chan struct{})
+		done = append(done, ch)
+		go func() { defer close(ch); l.run(ctx) }()
+	}
+	t.Cleanup(func() {
+		cancel()
+		for _, ch := range done {
+			<-ch
+		}
+	})
+	if ls[0].holder == ls[1].holder || !strings.HasPrefix(ls[0].holder, "same~") {
+		t.Fatalf("holders %q and %q: want two, each \"same~\" and a random part", ls[0].holder, ls[1].holder)
+	}
+	leaders := func() (n int, token int64) {
+		for _, l := range ls {
+			if term, _ := l.current(); term != nil {
+				n++
+				token = term.Token
+			}
+		}
+		return n, token
+	}
+	waitUntil(t, "a leader", 10*time.Second, func() bool { n, _ := leaders(); return n == 1 })
+	for range 10 { // over several renewals and standby polls (every 200 ms): never two leaders
+		if n, _ := leaders(); n != 1 {
+			t.Fatalf("%d schedulers named \"same\" lead at once", n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_, token := leaders()
+	lease, held, err := f.open().LeaseInfo(context.Background(), DefaultLeaseName)
+	if err != nil || !held || !strings.HasPrefix(lease.Holder, "same~") || lease.Token != token {
+		t.Errorf("lease in Redis %+v (%v, %v): want a \"same~\" holder with the leader's token %d", lease, held, err, token)
 	}
 }

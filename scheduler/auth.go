@@ -3,6 +3,7 @@ package scheduler
 import (
 	"bufio"
 	"cmp"
+	"context"
 	"crypto/subtle"
 	"fmt"
 	"io"
@@ -111,7 +112,7 @@ func (a *Auth) Authenticate(r *http.Request) (string, bool) {
 	return "", false
 }
 
-// Allow takes one request from the named token's bucket. When the bucket is empty it returns false and how
+// Allow takes one request from the named token's bucket in this process (see Take for the shared one). When the bucket is empty it returns false and how
 // long until the next request would be allowed.
 func (a *Auth) Allow(name string) (bool, time.Duration) {
 	a.mu.Lock()
@@ -133,6 +134,29 @@ func (a *Auth) Allow(name string) (bool, time.Duration) {
 	}
 	wait := time.Duration((1 - b.tokens) / rate * float64(time.Second))
 	return false, wait
+}
+
+// QuotaStore keeps quotas where every scheduler shares them (storage.Store.TakeQuota, in Redis).
+type QuotaStore interface {
+	TakeQuota(ctx context.Context, kind, name string, perMinute, burst float64) (ok bool, wait time.Duration, err error)
+}
+
+// QuotaKindAdHoc is the QuotaStore kind of the ad-hoc probe quota.
+const QuotaKindAdHoc = "adhoc"
+
+// Take takes one ad-hoc probe from the named token's quota: from shared when it is not nil, so that N
+// schedulers allow the quota once and not N times, else from this process's bucket (Allow). An error means the
+// shared store could not answer; the request should be refused.
+func (a *Auth) Take(ctx context.Context, shared QuotaStore, name string) (bool, time.Duration, error) {
+	if shared == nil {
+		ok, wait := a.Allow(name)
+		return ok, wait, nil
+	}
+	ok, wait, err := shared.TakeQuota(ctx, QuotaKindAdHoc, name, a.quota.PerMinute, a.quota.Burst)
+	if err != nil {
+		return false, 0, fmt.Errorf("scheduler: ad-hoc quota of token %q: %w", name, err)
+	}
+	return ok, wait, nil
 }
 
 // retryAfter formats d as whole seconds, rounded up, at least 1.

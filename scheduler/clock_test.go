@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"sync"
-	"testing"
 	"time"
 )
 
@@ -86,16 +85,4 @@ func (c *fakeClock) Advance(d time.Duration) {
 	}
 	c.now = end
 	c.mu.Unlock()
-}
-
-// waitFor polls cond (real time) until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }

@@ -2,6 +2,8 @@ package scheduler
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"log/slog"
 	"sync"
 	"time"
@@ -42,8 +44,19 @@ type leadership struct {
 	changed chan struct{} // closed and replaced whenever term changes
 }
 
+// newLeadership returns the leadership of lease name for this process. The holder written in the lease is
+// name's Config.Name with a random part (leaseHolder): two schedulers started with the same --name (or the
+// default hostname-pid in containers that share a host and its pid numbers) are still two holders, so never
+// both lead, nor share a fencing token (the store numbers every acquisition by a new holder).
 func newLeadership(l Leaser, name, holder string, ttl time.Duration, clock Clock, log *slog.Logger) *leadership {
-	return &leadership{leaser: l, name: name, holder: holder, ttl: ttl, clock: clock, log: log, changed: make(chan struct{})}
+	return &leadership{leaser: l, name: name, holder: leaseHolder(holder), ttl: ttl, clock: clock, log: log, changed: make(chan struct{})}
+}
+
+// leaseHolder returns name with 64 random bits appended, "<name>~<16 hex digits>".
+func leaseHolder(name string) string {
+	var b [8]byte
+	rand.Read(b[:])
+	return name + "~" + hex.EncodeToString(b[:])
 }
 
 // current returns the current term (nil when not leading) and a channel closed at the next change.

@@ -3,8 +3,10 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"github.com/vantage-edge/vantage/internal/testwait"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,7 +31,7 @@ var errDead = errors.New("holder is dead")
 func (l *memLeaser) AcquireLease(_ context.Context, name, holder string, ttl time.Duration) (int64, bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.dead[holder] {
+	if l.dead[nameOf(holder)] {
 		return 0, false, errDead
 	}
 	now := l.clock.Now()
@@ -44,7 +46,7 @@ func (l *memLeaser) AcquireLease(_ context.Context, name, holder string, ttl tim
 func (l *memLeaser) RenewLease(_ context.Context, name, holder string, token int64, ttl time.Duration) (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.dead[holder] {
+	if l.dead[nameOf(holder)] {
 		return false, errDead
 	}
 	now := l.clock.Now()
@@ -58,7 +60,7 @@ func (l *memLeaser) RenewLease(_ context.Context, name, holder string, token int
 func (l *memLeaser) ReleaseLease(_ context.Context, name, holder string, token int64) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.dead[holder] {
+	if l.dead[nameOf(holder)] {
 		return errDead
 	}
 	if l.owner == holder && l.token == token {
@@ -73,6 +75,13 @@ func (l *memLeaser) holder() (string, int64) {
 	return l.owner, l.token
 }
 
+// nameOf returns the scheduler name a lease holder was made from (leaseHolder).
+func nameOf(holder string) string {
+	name, _, _ := strings.Cut(holder, "~")
+	return name
+}
+
+// kill makes every call of scheduler name's holder fail.
 func (l *memLeaser) kill(holder string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -166,7 +175,7 @@ func testTargets(apps ...string) []Target {
 // settle waits until every loop and the lease loop are parked on a timer.
 func (h *loopHarness) settle(t *testing.T, timers int) {
 	t.Helper()
-	waitFor(t, "loops to park on timers", func() bool { return h.clock.pending() >= timers })
+	testwait.Eventually(t, 10*time.Second, "loops to park on timers", func() bool { return h.clock.pending() >= timers })
 }
 
 func TestLoopFirstCheckAtHashOffsetThenEveryInterval(t *testing.T) {
@@ -175,7 +184,7 @@ func TestLoopFirstCheckAtHashOffsetThenEveryInterval(t *testing.T) {
 	apps := []string{"alpha", "bravo", "charlie", "delta"}
 	s, _ := h.start(t, "s1", cfg, nil)
 	s.SetTargets("test", testTargets(apps...))
-	waitFor(t, "lease", func() bool { ok, _ := s.Leading(); return ok })
+	testwait.Eventually(t, 10*time.Second, "lease", func() bool { ok, _ := s.Leading(); return ok })
 	start := h.clock.Now()
 	step := 500 * time.Millisecond
 	for h.clock.Now().Sub(start) < 70*time.Second {
@@ -207,7 +216,7 @@ func TestLoopTargetAddedWhileLeadingIsCheckedAtOnce(t *testing.T) {
 	h := newHarness()
 	cfg := Config{RecheckInterval: time.Minute, InitialSpread: 30 * time.Second, Jitter: -1, LeaseTTL: 3 * time.Second}
 	s, _ := h.start(t, "s1", cfg, nil)
-	waitFor(t, "lease", func() bool { ok, _ := s.Leading(); return ok })
+	testwait.Eventually(t, 10*time.Second, "lease", func() bool { ok, _ := s.Leading(); return ok })
 	for range 10 { // five seconds into the term, in steps the lease renews within
 		h.settle(t, 1)
 		h.clock.Advance(500 * time.Millisecond)
@@ -219,7 +228,7 @@ func TestLoopTargetAddedWhileLeadingIsCheckedAtOnce(t *testing.T) {
 	}
 	added := h.clock.Now()
 	s.AddTarget("api", testTargets(app)[0])
-	waitFor(t, "the new target's first check", func() bool {
+	testwait.Eventually(t, 10*time.Second, "the new target's first check", func() bool {
 		h.log.mu.Lock()
 		defer h.log.mu.Unlock()
 		return len(h.log.at[app]) == 1
@@ -245,14 +254,14 @@ func TestLoopSemaphoreBoundsConcurrency(t *testing.T) {
 	})
 	apps := []string{"a", "b", "c", "d", "e"}
 	s.SetTargets("test", testTargets(apps...))
-	waitFor(t, "two checks in flight", func() bool {
+	testwait.Eventually(t, 10*time.Second, "two checks in flight", func() bool {
 		h.log.mu.Lock()
 		defer h.log.mu.Unlock()
 		return h.log.all == 2
 	})
 	time.Sleep(50 * time.Millisecond) // a third would have started by now if the semaphore leaked
 	close(release)
-	waitFor(t, "every app checked", func() bool {
+	testwait.Eventually(t, 10*time.Second, "every app checked", func() bool {
 		for _, a := range apps {
 			if h.log.count(a) == 0 {
 				return false
@@ -278,7 +287,7 @@ func TestLoopPanicBecomesFailedCheck(t *testing.T) {
 		return nil
 	})
 	s.SetTargets("test", testTargets("app"))
-	waitFor(t, "first check", func() bool { st, _ := s.Target("app"); return st.Checks == 1 })
+	testwait.Eventually(t, 10*time.Second, "first check", func() bool { st, _ := s.Target("app"); return st.Checks == 1 })
 	st, _ := s.Target("app")
 	if st.LastError == "" || !contains(st.LastError, "panicked: boom") {
 		t.Fatalf("last error %q, want the panic", st.LastError)
@@ -287,7 +296,7 @@ func TestLoopPanicBecomesFailedCheck(t *testing.T) {
 		h.settle(t, 2)
 		h.clock.Advance(500 * time.Millisecond)
 	}
-	waitFor(t, "second check after the panic", func() bool { st, _ := s.Target("app"); return st.Checks == 2 })
+	testwait.Eventually(t, 10*time.Second, "second check after the panic", func() bool { st, _ := s.Target("app"); return st.Checks == 2 })
 	if st, _ := s.Target("app"); st.LastError != "" {
 		t.Errorf("last error %q after a good check", st.LastError)
 	}
@@ -317,7 +326,7 @@ func TestLoopStoredRecheckTimeIsHonouredOnTakeover(t *testing.T) {
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	waitFor(t, "the new app checked at once", func() bool { return h.log.count("new") == 1 })
+	testwait.Eventually(t, 10*time.Second, "the new app checked at once", func() bool { return h.log.count("new") == 1 })
 	for i := 0; i < 19; i++ {
 		h.settle(t, 3)
 		h.clock.Advance(time.Second)
@@ -327,7 +336,7 @@ func TestLoopStoredRecheckTimeIsHonouredOnTakeover(t *testing.T) {
 		t.Fatalf("app checked %d times before its stored next recheck", n)
 	}
 	h.clock.Advance(time.Second)
-	waitFor(t, "the app checked at its stored recheck time", func() bool { return h.log.count("later") == 1 })
+	testwait.Eventually(t, 10*time.Second, "the app checked at its stored recheck time", func() bool { return h.log.count("later") == 1 })
 }
 
 func TestLeaseTakeoverWithinOneLeasePeriod(t *testing.T) {
@@ -347,7 +356,7 @@ func TestLeaseTakeoverWithinOneLeasePeriod(t *testing.T) {
 	apps := []string{"a", "b", "c"}
 	s1, _ := h.start(t, "s1", cfg, busy)
 	s1.SetTargets("test", testTargets(apps...))
-	waitFor(t, "s1 leads", func() bool { ok, _ := s1.Leading(); return ok })
+	testwait.Eventually(t, 10*time.Second, "s1 leads", func() bool { ok, _ := s1.Leading(); return ok })
 	s2, _ := h.start(t, "s2", cfg, busy)
 	s2.SetTargets("test", testTargets(apps...))
 	for i := 0; i < 20; i++ { // 10 s: s1 keeps the lease and checks everything, s2 never checks
@@ -372,7 +381,7 @@ func TestLeaseTakeoverWithinOneLeasePeriod(t *testing.T) {
 	var took time.Duration
 	for took == 0 {
 		h.clock.Advance(100 * time.Millisecond)
-		waitFor(t, "loops to settle", func() bool {
+		testwait.Eventually(t, 10*time.Second, "loops to settle", func() bool {
 			want := 2
 			for _, s := range []*Scheduler{s1, s2} {
 				if ok, _ := s.Leading(); ok {
@@ -395,7 +404,7 @@ func TestLeaseTakeoverWithinOneLeasePeriod(t *testing.T) {
 		t.Error("s1 still believes it leads after s2 took over")
 	}
 	owner, tok := h.leaser.holder()
-	if owner != "s2" || tok != 2 {
+	if !strings.HasPrefix(owner, "s2~") || tok != 2 {
 		t.Errorf("lease held by %s token %d, want s2 with token 2", owner, tok)
 	}
 	for i := 0; i < 10; i++ {

@@ -60,7 +60,7 @@ const (
 
 // Config tunes a Scheduler. Zero fields take the defaults above.
 type Config struct {
-	Name            string        // lease holder id; default hostname-pid
+	Name            string        // lease holder id, with a random part appended in the lease; default hostname-pid
 	LeaseName       string        // default DefaultLeaseName
 	LeaseTTL        time.Duration // default DefaultLeaseTTL
 	RecheckInterval time.Duration // default DefaultRecheckInterval

@@ -133,8 +133,8 @@ func (s *Store) AdHocProbe(ctx context.Context, id string) (AdHocProbe, bool, er
 		if !strings.HasPrefix(f, adhocResultsPrefix) {
 			continue
 		}
-		var r Result
-		if err := json.Unmarshal([]byte(v), &r); err != nil {
+		r, err := decodeResult(v)
+		if err != nil {
 			return AdHocProbe{}, false, fmt.Errorf("storage: ad-hoc probe %s, field %s: %w", id, f, err)
 		}
 		p.Results = append(p.Results, r)

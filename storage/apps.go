@@ -91,9 +91,9 @@ func (s *Store) App(ctx context.Context, name string) (App, bool, error) {
 	if err != nil {
 		return App{}, false, fmt.Errorf("storage: get app %q: %w", name, err)
 	}
-	var a App
-	if err := json.Unmarshal([]byte(v), &a); err != nil {
-		return App{}, false, fmt.Errorf("storage: app %q: %w", name, err)
+	a, err := decodeApp(name, v)
+	if err != nil {
+		return App{}, false, err
 	}
 	return a, true, nil
 }
@@ -109,8 +109,8 @@ func (s *Store) Apps(ctx context.Context) ([]App, error) {
 			return nil, fmt.Errorf("storage: list apps: %w", err)
 		}
 		for i := 0; i+1 < len(kv); i += 2 {
-			var a App
-			if err := json.Unmarshal([]byte(kv[i+1]), &a); err != nil {
+			a, err := decodeApp(kv[i], kv[i+1])
+			if err != nil {
 				s.skipCorrupt("app", KeyApps+" "+kv[i], kv[i+1], err)
 				continue
 			}

@@ -43,6 +43,8 @@
 //	                                          "r:<PoP>:<kind>" -> Result JSON
 //	vantage:{lease:<name>}            string  "<fencing token>:<holder>"                    lease TTL scheduler scheduler
 //	vantage:{lease:<name>}:fence      string  fencing token counter (INCR per acquisition)  none      scheduler scheduler
+//	vantage:{quota:<kind>:<name>}     hash    token bucket {tokens, last (Unix ms)} of a    until     scheduler scheduler
+//	                                          quota kind ("adhoc") for a token name         full
 //	vantage:{tel:<app>}:requests      stream  entries {r: Telemetry JSON}, one per request  MAXLEN ~  worker    smart runner
 //	                                          {app, deploy, ingress, exec, routed, reason,  100 000;  hosts
 //	                                          at, duration_ms, sub: [{host, duration_ms,    24 h
@@ -77,7 +79,9 @@
 // Jobs: EnqueueJob XADDs (MAXLEN ~); ReadJobs XREADGROUPs (creating the group at "0" on NOGROUP, so jobs
 // enqueued before the first read are delivered); AckJob XACKs and XDELs in one MULTI; ReclaimJobs XAUTOCLAIMs
 // jobs idle for minIdle (a daemon died mid-job) and reads their delivery counts with XPENDING; a job delivered
-// more than MaxJobAttempts times goes to the dead-letter list. Delivery is at least once.
+// more than MaxJobAttempts times goes to the dead-letter list. Delivery is at least once. PruneConsumers
+// (Lua: XINFO CONSUMERS, then XGROUP DELCONSUMER of each consumer idle long with nothing pending) removes the
+// consumers of daemons that stopped.
 //
 // Results: PutResult runs one Lua script on the target's slot: SET NX PX the done key (when it exists already,
 // the job's result was stored: nothing changes), then replace the PoP's latest result unless the stored one is
@@ -89,6 +93,9 @@
 // Leases: AcquireLease (Lua) takes a free lease with SET NX PX, numbering it with INCR of the fence counter
 // raised to the server's clock in µs, so tokens grow with every acquisition, even across a loss of the data; RenewLease and ReleaseLease compare the holder and PEXPIRE or DEL in
 // Lua. Ad-hoc probes: AppendAdHocResult adds a result only while the record exists (Lua EXISTS + HSET).
+//
+// Quotas: TakeQuota runs one Lua script on the bucket's hash: refill at the rate since the stored clock (never
+// moving it backwards), take one token or return the wait; every scheduler on the Redis shares the bucket.
 //
 // Fleet: a daemon's heartbeat is up while it is newer than DownAfterIntervals (3) of its own intervals; a PoP
 // is up when one of its daemons is.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -98,9 +97,8 @@ func (s *Store) LatestResults(ctx context.Context, target string) (map[string]Re
 	}
 	out := make(map[string]Result, len(m))
 	for pop, v := range m {
-		_, js, ok := strings.Cut(v, "|")
-		var r Result
-		if !ok || json.Unmarshal([]byte(js), &r) != nil {
+		r, err := decodeLatest(v)
+		if err != nil {
 			return nil, fmt.Errorf("storage: latest result of %s for %s: %w: %.40q", pop, target, errCorrupt, v)
 		}
 		out[pop] = r
@@ -122,8 +120,8 @@ func (s *Store) History(ctx context.Context, target string, n int) ([]Result, er
 	}
 	out := make([]Result, 0, len(vs))
 	for i, v := range vs {
-		var r Result
-		if err := json.Unmarshal([]byte(v), &r); err != nil {
+		r, err := decodeResult(v)
+		if err != nil {
 			return nil, fmt.Errorf("storage: result history for %s, entry %d: %w", target, i, err)
 		}
 		out = append(out, r)

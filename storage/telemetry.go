@@ -177,8 +177,8 @@ func (s *Store) TelemetrySince(ctx context.Context, app string, since time.Time,
 		}
 		for _, m := range msgs {
 			raw, _ := m.Values[telemetryField].(string)
-			var t Telemetry
-			if json.Unmarshal([]byte(raw), &t) != nil || t.App != app {
+			t, err := decodeTelemetry(app, raw)
+			if err != nil {
 				skipped++
 				continue
 			}

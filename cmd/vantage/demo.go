@@ -8,6 +8,7 @@ import (
 
 	"github.com/vantage-edge/vantage/demo"
 	"github.com/vantage-edge/vantage/scheduler"
+	"github.com/vantage-edge/vantage/storage"
 )
 
 func init() {
@@ -54,6 +55,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer stop()
+	storage.SetClientLogger(log)
 	cfg := demo.Config{Listen: *listen, RouterListen: *routerL, Recheck: *recheck, Queries: *queries,
 		Requests: *requests, DecideTimeout: *timeout, Once: *once, Logger: log}
 	if df.hasRedis() { // else an embedded Redis

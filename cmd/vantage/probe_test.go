@@ -191,7 +191,7 @@ func TestFleetProbeFromEnvironment(t *testing.T) {
 	}
 	api := freeAddr(t)
 	const token = "env-token-0123456789"
-	startCmd(t, "scheduler", "--redis", srv.Addr(), "--listen", api, "--token", token, "--adhoc-timeout", "1s",
+	startCmd(t, "scheduler", "--redis", srv.Addr(), "--listen", api, "--token", token, "--adhoc-timeout", "1s", "--allow", "127.0.0.0/8",
 		"--lease-ttl", "1s", "--log-level", "warn")
 	waitHTTP(t, "http://"+api+"/readyz", 200, 15*time.Second)
 	target := probeListener(t)

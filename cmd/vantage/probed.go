@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net/netip"
@@ -9,6 +10,7 @@ import (
 	"github.com/vantage-edge/vantage/daemon"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/probed"
+	"github.com/vantage-edge/vantage/storage"
 )
 
 func init() {
@@ -20,9 +22,31 @@ func runProbed(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisRequired})
 	cfg := daemon.DefaultProbedConfig()
 	cfg.Version = version
+	pf := addProbedFlags(fs, &cfg)
+	log, stop, err := parseDaemon(ctx, fs, df, args, stderr)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	if err := pf.complete(&cfg); err != nil {
+		return err
+	}
+	cfg.Logger = log
+	return runOnStore(ctx, df, log, func(st *storage.Store) (runner, error) { return daemon.NewProbed(cfg, st) })
+}
+
+// probedFlags are the probe daemon's flags that are not a config field as they are.
+type probedFlags struct {
+	idle           *int
+	sources, allow listFlag
+}
+
+// addProbedFlags registers the probe daemon's flags on fs, defaulting from and writing into cfg.
+func addProbedFlags(fs *flag.FlagSet, cfg *daemon.ProbedConfig) *probedFlags {
+	f := &probedFlags{}
 	d, p := &cfg.Daemon, &cfg.Prober
 	fs.StringVar(&d.PoP, "pop", "", "IATA code of this daemon's PoP (required)")
-	fs.StringVar(&d.DaemonID, "id", "", "daemon id, the consumer name in the PoP's group (default hostname-pid)")
+	fs.StringVar(&d.DaemonID, "id", "", "daemon id, the consumer name in the PoP's group (default hostname-pid-random)")
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "address of /metrics, /healthz and /readyz")
 	fs.IntVar(&p.GlobalRate, "rate", 0, "probes per second for the whole daemon (0: unlimited)")
 	fs.IntVar(&p.TargetRate, "target-rate", 0, "probes per second per target address (0: unlimited)")
@@ -32,46 +56,37 @@ func runProbed(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.IntVar(&d.BufferSize, "buffer", probed.DefaultBufferSize, "results kept while Redis is unreachable")
 	fs.DurationVar(&d.DrainTimeout, "drain-timeout", probed.DefaultDrainTimeout, "on SIGTERM, how long in-flight probes may finish")
 	fs.DurationVar(&p.Timeout, "timeout", p.Timeout, "per-sample probe timeout")
-	idle := fs.Int("tcp-idle-sockets", p.IdleSockets, "disconnected TCP probe sockets kept per source address for reuse (0: none)")
+	f.idle = fs.Int("tcp-idle-sockets", p.IdleSockets, "disconnected TCP probe sockets kept per source address for reuse (0: none)")
 	fs.BoolVar(&cfg.AllDetail, "result-detail", false, "store the prober's full result with every result (default: ad-hoc probes only)")
-	var sources, allow listFlag
-	fs.Var(&sources, "source", "source address(es) probes leave from, comma-separated (default: the kernel's choice)")
-	fs.Var(&allow, "allow", "CIDR lifting the deny policy (repeatable), e.g. 198.18.0.0/15 for the emulated WAN")
-	log, stop, err := parseDaemon(ctx, fs, df, args, stderr)
-	if err != nil {
-		return err
-	}
-	defer stop()
-	for _, s := range sources {
+	fs.Var(&f.sources, "source", "source address(es) probes leave from, comma-separated (default: the kernel's choice)")
+	fs.Var(&f.allow, "allow", "CIDR lifting the deny policy (repeatable), e.g. 198.18.0.0/15 for the emulated WAN")
+	return f
+}
+
+// complete checks the parsed flags and fills what they name into cfg.
+func (f *probedFlags) complete(cfg *daemon.ProbedConfig) error {
+	p := &cfg.Prober
+	for _, s := range f.sources {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
 			return fmt.Errorf("%w: --source %q: %v", errUsage, s, err)
 		}
 		p.Sources = append(p.Sources, a)
 	}
-	if p.Allow, err = placement.ParsePrefixes("--allow", allow); err != nil {
+	var err error
+	if p.Allow, err = placement.ParsePrefixes("--allow", f.allow); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	switch {
-	case *idle < 0:
-		return fmt.Errorf("%w: --tcp-idle-sockets %d: want 0 or more", errUsage, *idle)
-	case *idle == 0:
+	case *f.idle < 0:
+		return fmt.Errorf("%w: --tcp-idle-sockets %d: want 0 or more", errUsage, *f.idle)
+	case *f.idle == 0:
 		p.IdleSockets = -1 // the prober's "none"
 	default:
-		p.IdleSockets = *idle
+		p.IdleSockets = *f.idle
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	cfg.Logger = log
-	st, err := openStore(ctx, df, log)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	k, err := daemon.NewProbed(cfg, st)
-	if err != nil {
-		return err
-	}
-	return k.Run(ctx)
+	return nil
 }

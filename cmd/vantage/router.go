@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/vantage-edge/vantage/daemon"
 	"github.com/vantage-edge/vantage/router"
+	"github.com/vantage-edge/vantage/storage"
 )
 
 func init() {
@@ -20,12 +22,31 @@ func runRouter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlagSet("router", "", stderr)
 	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisRequired})
 	cfg := daemon.DefaultRouterConfig()
+	rf := addRouterFlags(fs, &cfg)
+	log, stop, err := parseDaemon(ctx, fs, df, args, stderr)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	if err := rf.complete(&cfg); err != nil {
+		return err
+	}
+	cfg.Logger = log
+	return runOnStore(ctx, df, log, func(st *storage.Store) (runner, error) { return daemon.NewRouter(cfg, st) })
+}
+
+// routerFlags are the router's flags that are not a config field as they are.
+type routerFlags struct{ workers, workersFile, capacity *string }
+
+// addRouterFlags registers the router's flags on fs, defaulting from and writing into cfg.
+func addRouterFlags(fs *flag.FlagSet, cfg *daemon.RouterConfig) *routerFlags {
+	f := &routerFlags{}
 	rc, fc := &cfg.Router, &cfg.Front
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "address of the HTTP front (requests to route)")
 	fs.StringVar(&cfg.Admin, "admin", cfg.Admin, "address of /metrics, /healthz and /readyz (empty: none)")
 	fs.StringVar(&fc.Ingress, "ingress", "", "the PoP this router runs in, e.g. EWR (required)")
-	workers := fs.String("workers", "", "worker endpoint per PoP: POP=URL, comma-separated, e.g. EWR=http://127.0.0.1:9001")
-	workersFile := fs.String("workers-file", "", "file of POP=URL lines (# comments); merged with --workers")
+	f.workers = fs.String("workers", "", "worker endpoint per PoP: POP=URL, comma-separated, e.g. EWR=http://127.0.0.1:9001")
+	f.workersFile = fs.String("workers-file", "", "file of POP=URL lines (# comments); merged with --workers")
 	fs.StringVar(&fc.App, "app", "", "application of every request (default: from --app-header or the Host header)")
 	fs.StringVar(&fc.AppHeader, "app-header", "", "request header naming the application (default: the Host header)")
 	fs.StringVar(&fc.RequestIDHeader, "request-id-header", router.DefaultRequestIDHeader, "request header carrying the request id (generated when absent)")
@@ -39,40 +60,31 @@ func runRouter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.Float64Var(&rc.FailoverRatio, "failover-ratio", rc.FailoverRatio, "failover budget: or within best × this ratio")
 	fs.Float64Var(&rc.SpreadAboveRPS, "spread-above-rps", rc.SpreadAboveRPS, "spread an application's requests above this rate (0: never)")
 	fs.Float64Var(&rc.SpreadEpsilonMs, "spread-epsilon-ms", rc.SpreadEpsilonMs, "spread over the candidates within this many ms of the best")
-	capacity := fs.String("capacity", "", "per-PoP capacity in requests/s for spreading weights: POP=RPS, comma-separated")
-	log, stop, err := parseDaemon(ctx, fs, df, args, stderr)
-	if err != nil {
-		return err
-	}
-	defer stop()
-	spec := *workers
-	if *workersFile != "" {
-		b, err := os.ReadFile(*workersFile)
+	f.capacity = fs.String("capacity", "", "per-PoP capacity in requests/s for spreading weights: POP=RPS, comma-separated")
+	return f
+}
+
+// complete reads the workers file, parses the workers and capacities into cfg and checks it.
+func (f *routerFlags) complete(cfg *daemon.RouterConfig) error {
+	spec := *f.workers
+	if *f.workersFile != "" {
+		b, err := os.ReadFile(*f.workersFile)
 		if err != nil {
 			return fmt.Errorf("router: --workers-file: %w", err)
 		}
 		spec += "\n" + string(b)
 	}
-	if fc.Workers, err = router.ParseWorkers(spec); err != nil {
+	var err error
+	if cfg.Front.Workers, err = router.ParseWorkers(spec); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	if rc.PoPCapacityRPS, err = parseCapacities(*capacity); err != nil {
+	if cfg.Router.PoPCapacityRPS, err = parseCapacities(*f.capacity); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	cfg.Logger = log
-	st, err := openStore(ctx, df, log)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	k, err := daemon.NewRouter(cfg, st)
-	if err != nil {
-		return err
-	}
-	return k.Run(ctx)
+	return nil
 }
 
 // parseCapacities parses "LHR=5000,FRA=3000" (requests per second per PoP).

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -142,5 +143,24 @@ func TestRouterUsageErrors(t *testing.T) {
 				t.Errorf("exit %d, stderr %q; want 2 and %q", code, errb.String(), tc.want)
 			}
 		})
+	}
+}
+
+// TestRouterLogIsJSONFromTheFirstLine: with --log-format json, every line the router writes is JSON, the
+// Redis client library's own lines included (here: Redis unreachable while it starts).
+func TestRouterLogIsJSONFromTheFirstLine(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	var out, errb syncBuffer
+	code := run(ctx, []string{"router", "--log-format", "json", "--redis", "127.0.0.1:1", "--ingress", "SYD",
+		"--workers", "SYD=http://127.0.0.1:9", "--listen", "127.0.0.1:0", "--admin", ""}, &out, &errb)
+	lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
+	if len(lines) == 0 || lines[0] == "" {
+		t.Fatalf("exit %d and no log lines: want the router to log while Redis is unreachable", code)
+	}
+	for i, l := range lines {
+		if !json.Valid([]byte(l)) {
+			t.Errorf("line %d is not JSON: %q", i+1, l)
+		}
 	}
 }

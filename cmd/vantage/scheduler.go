@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/vantage-edge/vantage/daemon"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/scheduler"
+	"github.com/vantage-edge/vantage/storage"
 )
 
 func init() {
@@ -32,11 +34,33 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := newFlagSet("scheduler", "", stderr)
 	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisRequired})
 	cfg := daemon.DefaultSchedulerConfig()
+	sf := addSchedulerFlags(fs, &cfg)
+	log, stop, err := parseDaemon(ctx, fs, df, args, stderr)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	if err := sf.complete(&cfg); err != nil {
+		return err
+	}
+	cfg.Logger = log
+	return runOnStore(ctx, df, log, func(st *storage.Store) (runner, error) { return daemon.NewScheduler(cfg, st) })
+}
+
+// schedulerFlags are the scheduler's flags that are not a config field as they are.
+type schedulerFlags struct {
+	tokensFile, regionFile   *string
+	allow, regionEPs, tokens listFlag
+}
+
+// addSchedulerFlags registers the scheduler's flags on fs, defaulting from and writing into cfg.
+func addSchedulerFlags(fs *flag.FlagSet, cfg *daemon.SchedulerConfig) *schedulerFlags {
+	f := &schedulerFlags{}
 	s := &cfg.Scheduler
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "HTTP API, status page, /metrics, /healthz and /readyz address")
 	fs.StringVar(&cfg.ConfigDir, "config-dir", "", "directory of wrangler.toml / wrangler.jsonc files to place (reloaded every --config-reload)")
 	fs.DurationVar(&cfg.ConfigReload, "config-reload", cfg.ConfigReload, "how often --config-dir is read again")
-	tokensFile := fs.String("tokens", "", "file of bearer tokens (\"token [name]\" per line) for writes and ad-hoc probes")
+	f.tokensFile = fs.String("tokens", "", "file of bearer tokens (\"token [name]\" per line) for writes and ad-hoc probes")
 	fs.Float64Var(&cfg.Quota.PerMinute, "quota-per-minute", cfg.Quota.PerMinute, "ad-hoc probes per minute per token")
 	fs.Float64Var(&cfg.Quota.Burst, "quota-burst", cfg.Quota.Burst, "ad-hoc probes a token may start at once")
 	fs.StringVar(&s.Name, "name", "", "lease holder name (default hostname-pid)")
@@ -47,35 +71,36 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.DurationVar(&s.ResultTimeout, "result-timeout", s.ResultTimeout, "how long a recheck waits for the fleet's results")
 	fs.IntVar(&s.ProbeCount, "count", s.ProbeCount, "samples per probe job")
 	fs.IntVar(&s.Budget, "budget", 0, "PoPs probed per recheck (0: the planner's share of the fleet)")
-	regionFile := fs.String("region-endpoints", "", "file mapping region id to host:port (\"aws:us-east-1 198.18.0.9:443\" per line)")
+	f.regionFile = fs.String("region-endpoints", "", "file mapping region id to host:port (\"aws:us-east-1 198.18.0.9:443\" per line)")
 	fs.DurationVar(&cfg.AdHocTimeout, "adhoc-timeout", cfg.AdHocTimeout, "how long an ad-hoc probe waits for its PoPs")
 	fs.DurationVar(&cfg.Smart.Window, "smart-window", cfg.Smart.Window, "Smart Placement's analysis window of request telemetry")
 	fs.StringVar(&s.HostnameScheme, "hostname-scheme", "", "probe hostname targets as http:// or https:// URLs (empty: plain HTTP to the bare name)")
-	var allow, regionEPs, tokens listFlag
-	fs.Var(&allow, "allow", "CIDR lifting the deny policy for configured hosts (repeatable), e.g. 198.18.0.0/15")
-	fs.Var(&regionEPs, "region-endpoint", "region-id=host:port override (repeatable)")
-	fs.Var(&tokens, "token", "bearer token accepted (repeatable; prefer --tokens)")
-	log, stop, err := parseDaemon(ctx, fs, df, args, stderr)
-	if err != nil {
-		return err
-	}
-	defer stop()
+	fs.Var(&f.allow, "allow", "CIDR lifting the deny policy for configured hosts (repeatable), e.g. 198.18.0.0/15")
+	fs.Var(&f.regionEPs, "region-endpoint", "region-id=host:port override (repeatable)")
+	fs.Var(&f.tokens, "token", "bearer token accepted (repeatable; prefer --tokens)")
+	return f
+}
+
+// complete checks the parsed flags and fills what they name (files, lists) into cfg.
+func (f *schedulerFlags) complete(cfg *daemon.SchedulerConfig) error {
+	s := &cfg.Scheduler
 	if sc := s.HostnameScheme; sc != "" && sc != "http" && sc != "https" {
 		return fmt.Errorf("%w: --hostname-scheme %q: want http or https", errUsage, sc)
 	}
 	if s.Jitter == 0 {
 		s.Jitter = -1 // the scheduler's "none"
 	}
-	if cfg.Allow, err = placement.ParsePrefixes("--allow", allow); err != nil {
+	var err error
+	if cfg.Allow, err = placement.ParsePrefixes("--allow", f.allow); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	s.Regions.Overrides = map[string]string{}
-	if *regionFile != "" {
-		if s.Regions.Overrides, err = scheduler.LoadRegionEndpointsFile(*regionFile); err != nil {
+	if *f.regionFile != "" {
+		if s.Regions.Overrides, err = scheduler.LoadRegionEndpointsFile(*f.regionFile); err != nil {
 			return err
 		}
 	}
-	for _, r := range regionEPs {
+	for _, r := range f.regionEPs {
 		id, ep, err := scheduler.ParseRegionEndpoint(r)
 		if err != nil {
 			return fmt.Errorf("%w: --region-endpoint: %v", errUsage, err)
@@ -83,26 +108,16 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		s.Regions.Overrides[id] = ep
 	}
 	cfg.Tokens = map[string]string{}
-	if *tokensFile != "" {
-		if cfg.Tokens, err = scheduler.LoadTokensFile(*tokensFile); err != nil {
+	if *f.tokensFile != "" {
+		if cfg.Tokens, err = scheduler.LoadTokensFile(*f.tokensFile); err != nil {
 			return err
 		}
 	}
-	for i, t := range tokens {
+	for i, t := range f.tokens {
 		cfg.Tokens[t] = fmt.Sprintf("flag-%d", i+1)
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	cfg.Logger = log
-	st, err := openStore(ctx, df, log)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	k, err := daemon.NewScheduler(cfg, st)
-	if err != nil {
-		return err
-	}
-	return k.Run(ctx)
+	return nil
 }
