@@ -128,7 +128,9 @@ func TestValidate(t *testing.T) {
 			`api: placement.region: "aws:mars-1": not in the region catalogue`},
 		{"smart_with_hint", Config{App: "a", Mode: ModeSmart, Hint: "wnam"}, ""},
 		{"host_with_hint", Config{App: "a", Mode: ModeHost, Host: "db.example.com:5432", Hint: "wnam", Source: "api"},
-			`api: placement.hint: "wnam": a hint goes with mode "smart" (or "off") only`},
+			`api: placement.hint: "wnam": a hint goes with mode "smart" only`},
+		{"off_with_hint", Config{App: "a", Hint: "wnam", Source: "api"},
+			`api: placement.hint: "wnam": a hint goes with mode "smart" only`},
 		{"bad_hint", Config{App: "a", Mode: ModeSmart, Hint: "wnam\n", Source: "api"},
 			`api: placement.hint: "wnam\n": invalid hint: '\n': want printable ASCII without spaces`},
 	} {
