@@ -48,10 +48,10 @@ type Config struct {
 	// AccountID is the account_id the environment sets, else the top level's; "" when neither does (an empty
 	// account_id is ignored, with a warning, as wrangler does).
 	AccountID string
-	Mode     Mode   // ModeNone when the config has no placement or says mode = "off"
-	Region   string // ModeRegion only: a catalogue region ID, e.g. "aws:us-east-1"
-	Host     string // ModeHost only: host:port, host lower-cased, IPv6 in brackets, e.g. "db.example.com:5432"
-	Hostname string // ModeHostname only: lower-cased, no trailing dot, e.g. "api.example.com"
+	Mode      Mode   // ModeNone when the config has no placement or says mode = "off"
+	Region    string // ModeRegion only: a catalogue region ID, e.g. "aws:us-east-1"
+	Host      string // ModeHost only: host:port, host lower-cased, IPv6 in brackets, e.g. "db.example.com:5432"
+	Hostname  string // ModeHostname only: lower-cased, no trailing dot, e.g. "api.example.com"
 	// Hint is wrangler's optional hint beside mode "smart" (or "off"), kept as written (at most MaxHintLen
 	// printable bytes, no spaces); Vantage's smart analysis places from telemetry and does not use it.
 	Hint   string

@@ -253,8 +253,10 @@ func (p Parser) resolve(col *collector, doc rawDoc, top envKeys, env string) Con
 			strings.Join(envNames(doc), ", ")))
 		return c
 	case i < 0:
+		// wrangler reads the top level as the environment, all of it (the legacy placement too), named NAME-ENV.
 		col.warn("env", nil, fmt.Errorf("no environment %q in the config: the top level is read for it, "+
 			"as wrangler does (add [env.%s])", env, env))
+		own.place, own.hasPlace = top.place, top.hasPlace
 	case doc.envs[i].value.kind != doc.table:
 		e := doc.envs[i]
 		col.fail(e.path, &e.value, typeError(e.value.kind, article(doc.table)))

@@ -80,7 +80,9 @@ func readJSONC(file string, data []byte) (rawDoc, error) {
 	// read reads the keys placement needs from one environment's object obj, whose key path is at ("" for the
 	// top level). null is JSON's "not set", as wrangler reads it: a null placement is no placement (and an
 	// environment's inherits the top level's).
-	ours := func(k string) bool { return k == "name" || k == "placement" || k == "unsafe" || k == "account_id" || k == "env" }
+	ours := func(k string) bool {
+		return k == "name" || k == "placement" || k == "unsafe" || k == "account_id" || k == "env"
+	}
 	read := func(e *rawEnv, obj *hujson.Object, at string) map[string]*hujson.ObjectMember {
 		_, byName := members(obj, at, ours)
 		if m := byName["name"]; m != nil {
