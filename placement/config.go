@@ -24,7 +24,7 @@ var (
 	ErrTooLarge    = errors.New("config too large")                // more than MaxConfigBytes
 	ErrFormat      = errors.New("unknown config format")           // LoadFile: not .toml, .json or .jsonc
 	ErrType        = errors.New("wrong type")                      // e.g. host = 5432, placement = "smart"
-	ErrUnknownKey  = errors.New("unknown key")                     // a key in a placement table we do not know
+	ErrUnknownKey  = errors.New("unknown key")                     // a key in a placement table we do not know: a warning
 	ErrDuplicate   = errors.New("duplicate")                       // a key twice (JSONC), an application twice (LoadDir)
 	ErrBadName     = errors.New("invalid application name")        // name missing or not a valid Worker name
 	ErrConflict    = errors.New("placement options are exclusive") // two of smart, region, host, hostname

@@ -58,8 +58,11 @@ func FuzzParseWranglerTOML(f *testing.F) {
 	addSeeds(f, ".toml")
 	f.Add([]byte("name = \"a\"\nplacement = { mode = \"targeted\", host = \"[2001:db8::1]:443\" }\n"))
 	f.Add([]byte("name = \"a\"\n[unsafe.metadata]\nplacement.hostname = \"API.example.com.\"\n"))
+	f.Add([]byte("name = \"a\"\naccount_id = \"x\"\n[placement]\nmode = \"smart\"\n[env.staging]\nname = \"b\"\n[env.staging.placement]\nregion = \"aws:us-east-1\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := ParseWranglerTOML("fuzz.toml", data)
+		checkResult(t, "fuzz.toml", data, c, err)
+		c, err = Parser{Policy: DefaultPolicy(), Env: "staging"}.ParseTOML("fuzz.toml", data)
 		checkResult(t, "fuzz.toml", data, c, err)
 	})
 }
@@ -68,12 +71,15 @@ func FuzzParseWranglerJSONC(f *testing.F) {
 	addSeeds(f, ".json", ".jsonc")
 	f.Add([]byte("{\"name\":\"a\",\"placement\":{\"mode\":\"targeted\",\"host\":\"[2001:db8::1]:443\",},}"))
 	f.Add([]byte("/* c */ {\"name\":\"a\", \"unsafe\": {\"metadata\": {\"placement\": {\"hostname\": \"API.example.com.\"}}}}"))
+	f.Add([]byte("{\"name\":\"a\", \"env\": {\"staging\": {\"placement\": {\"host\": \"db:1\"}, \"account_id\": \"\"}}}"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		orig := bytes.Clone(data)
 		c, err := ParseWranglerJSONC("fuzz.jsonc", data)
 		if !bytes.Equal(data, orig) {
 			t.Fatalf("input modified")
 		}
+		checkResult(t, "fuzz.jsonc", data, c, err)
+		c, err = Parser{Policy: DefaultPolicy(), Env: "staging"}.ParseJSONC("fuzz.jsonc", data)
 		checkResult(t, "fuzz.jsonc", data, c, err)
 	})
 }
@@ -111,7 +117,7 @@ func checkResult(t *testing.T, file string, data []byte, c Config, err error) {
 		if err != nil {
 			t.Fatalf("config %+v rendered as\n%s\ndoes not parse: %v", c, rt.src, err)
 		}
-		again.Source = c.Source
+		again.Source, again.Env = c.Source, c.Env
 		again.Warnings, c.Warnings = nil, nil // a target beside mode "off" is dropped with a warning, and not rendered
 		if !reflect.DeepEqual(again, c) {
 			t.Fatalf("config %+v rendered as\n%s\nreads back as %+v", c, rt.src, again)
