@@ -10,6 +10,9 @@ command -v ping >/dev/null || need+=(iputils-ping)
 command -v curl >/dev/null || need+=(curl)
 # The status page's browser test (demo) drives Debian's headless Chromium.
 command -v chromium >/dev/null || need+=(chromium)
+# placement's wrangler differential runs wrangler itself (npm wrangler, installed by the test into its cache).
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 if [ "${1:-}" = "bench" ]; then
 	command -v prometheus-blackbox-exporter >/dev/null || need+=(prometheus-blackbox-exporter)
 	command -v fping >/dev/null || need+=(fping)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/netip"
@@ -13,7 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -223,12 +224,7 @@ func perTargetTable(e *env, cs []contender) *Table {
 			t.Header = append(t.Header, label)
 		}
 	}
-	keys := make([]string, 0, len(e.truth))
-	for k := range e.truth {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(e.truth)) {
 		row := []any{k, num(e.truth[k], 2)}
 		for _, c := range with {
 			if errs := c.perTarget[k]; len(errs) > 0 {

@@ -44,6 +44,9 @@ type SchedulerConfig struct {
 	// ConfigReload.
 	ConfigDir    string
 	ConfigReload time.Duration
+	// Env is the wrangler environment read from each config of ConfigDir and each config POSTed (as wrangler's
+	// --env; "": the top level and every environment, one app each, named NAME-ENV).
+	Env string
 	// Tokens maps the bearer tokens accepted to whom they act for (scheduler.LoadTokensFile); none: every
 	// request but /healthz and /readyz is refused.
 	Tokens scheduler.Tokens
@@ -127,7 +130,7 @@ func NewScheduler(cfg SchedulerConfig, st *storage.Store) (*Scheduler, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &Scheduler{cfg: cfg, s: s, st: st, g: g, parser: placement.Parser{Policy: placement.DefaultPolicy(cfg.Allow...)}}
+	k := &Scheduler{cfg: cfg, s: s, st: st, g: g, parser: placement.Parser{Policy: placement.DefaultPolicy(cfg.Allow...), Env: cfg.Env}}
 	// Smart Placement: telemetry in (worker hosts write it to Redis, or POST it here), analysis by the leader,
 	// decisions written under its fencing token.
 	k.runner, err = smartrun.NewRunner(cfg.Smart, st, smartrun.FleetSources(st, nil), smartrun.RunnerOptions{

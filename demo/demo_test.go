@@ -88,22 +88,3 @@ func TestScenariosParse(t *testing.T) {
 		})
 	}
 }
-
-func TestMedian(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		in   []float64
-		want float64
-	}{
-		{"empty", nil, 0},
-		{"one", []float64{3}, 3},
-		{"odd", []float64{5, 1, 3}, 3},
-		{"even", []float64{4, 1, 3, 2}, 2.5},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := median(tc.in); got != tc.want {
-				t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
-			}
-		})
-	}
-}

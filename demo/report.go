@@ -7,12 +7,12 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/vantage-edge/vantage/demo/worker"
+	"github.com/vantage-edge/vantage/internal/stats"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/router"
 )
@@ -169,7 +169,7 @@ func (e *env) sydney(ctx context.Context, deadline time.Time) error {
 		for j, t := range ts {
 			samples[j] = t.ms
 		}
-		med[i] = median(samples)
+		med[i] = stats.Median(samples)
 		var list []string
 		for _, s := range samples {
 			list = append(list, fmt.Sprintf("%.0f", s))
@@ -213,19 +213,6 @@ func (e *env) userRequest(ctx context.Context, c *http.Client, app, id string) (
 		return timing{}, fmt.Errorf("demo: user request to %s: %s (%v)", app, resp.Status, derr)
 	}
 	return timing{ms: float64(el.Microseconds()) / 1000, placement: resp.Header.Get(router.HeaderPlacement), exec: res.Exec}, nil
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	n := len(s)
-	if n == 0 {
-		return 0
-	}
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
 }
 
 // whereNext prints the URLs and commands to look further.

@@ -317,7 +317,7 @@ func testFleet(t *testing.T, addrs []string, stopRedis, restartRedis func()) {
 	// one that started before it was measured before or during the outage and kept buffered meanwhile. (A
 	// result's time is its probe's start, which for the held probe precedes the outage.)
 	testwait.Eventually(t, 10*time.Second, "results measured during the outage to arrive", func() bool {
-		for _, key := range []string{scheduler.TargetKey(placement.ProbeTCP, host), scheduler.TargetKey(placement.ProbeTCP, endpoint)} {
+		for _, key := range []string{storage.TargetKey(placement.ProbeTCP, host), storage.TargetKey(placement.ProbeTCP, endpoint)} {
 			rs, err := obs.History(context.Background(), key, 100)
 			if err != nil {
 				continue

@@ -20,6 +20,7 @@ import (
 	"github.com/vantage-edge/vantage/daemon"
 	"github.com/vantage-edge/vantage/demo"
 	"github.com/vantage-edge/vantage/demo/worker"
+	"github.com/vantage-edge/vantage/internal/stats"
 	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/router"
@@ -188,8 +189,7 @@ func medianMs(rs []reply) float64 {
 	for i, r := range rs {
 		ms[i] = r.ms
 	}
-	slices.Sort(ms)
-	return ms[len(ms)/2]
+	return stats.Median(ms)
 }
 
 // routesTo returns where r runs a fetch of app entering at ingress, for a request id outside the baseline.

@@ -24,34 +24,44 @@ var (
 	ErrTooLarge    = errors.New("config too large")                // more than MaxConfigBytes
 	ErrFormat      = errors.New("unknown config format")           // LoadFile: not .toml, .json or .jsonc
 	ErrType        = errors.New("wrong type")                      // e.g. host = 5432, placement = "smart"
-	ErrUnknownKey  = errors.New("unknown key")                     // a key in a placement table we do not know
+	ErrUnknownKey  = errors.New("unknown key")                     // a key in a placement table we do not know: a warning
 	ErrDuplicate   = errors.New("duplicate")                       // a key twice (JSONC), an application twice (LoadDir)
 	ErrBadName     = errors.New("invalid application name")        // name missing or not a valid Worker name
 	ErrConflict    = errors.New("placement options are exclusive") // two of smart, region, host, hostname
 	ErrUnknownMode = errors.New("unknown placement mode")          // mode other than "smart", "targeted", "off"
+	ErrNoMode      = errors.New("placement mode missing")          // a placement table with neither mode nor a target
+	ErrNoEnv       = errors.New("unknown environment")             // --env names an environment the config lacks
 	ErrNoTarget    = errors.New("placement target missing")        // mode "targeted" without region/host/hostname
 	ErrBadRegion   = errors.New("invalid region")                  // not provider:region, or not in the catalogue
 	ErrBadHost     = errors.New("invalid host")                    // not host:port, bad port, bad name, denied IP
 	ErrBadHostname = errors.New("invalid hostname")                // scheme, path, port, bad characters, denied IP
-	ErrBadHint     = errors.New("invalid hint")                    // empty, too long, spaces or non-ASCII
-	ErrBadAccount  = errors.New("invalid account id")              // empty, too long, or not letters, digits, '-', '_'
+	ErrBadHint     = errors.New("invalid hint")                    // Validate only: too long, spaces or non-ASCII
+	ErrBadAccount  = errors.New("invalid account id")              // too long, or not letters, digits, '-', '_'
 )
 
-// Config is one application's placement, read from its wrangler config.
+// Config is one application's placement, read from its wrangler config for one environment, resolved as
+// wrangler resolves it: an environment's own name, account_id and placement, else the top level's (the name
+// with "-ENV" appended).
 type Config struct {
-	App      string // the application's name: the config's top-level name
-	Mode     Mode   // ModeNone when the config has no placement or says mode = "off"
-	Region   string // ModeRegion only: a catalogue region ID, e.g. "aws:us-east-1"
-	Host     string // ModeHost only: host:port, host lower-cased, IPv6 in brackets, e.g. "db.example.com:5432"
-	Hostname string // ModeHostname only: lower-cased, no trailing dot, e.g. "api.example.com"
+	App string // the application's name: the environment's name, else the top-level name (+ "-" + Env)
+	// Env is the wrangler environment the config was resolved for (as wrangler's --env); "" for the top level.
+	Env string
+	// AccountID is the account_id the environment sets, else the top level's; "" when neither does (an empty
+	// account_id is ignored, with a warning, as wrangler does).
+	AccountID string
+	Mode      Mode   // ModeNone when the config has no placement or says mode = "off"
+	Region    string // ModeRegion only: a catalogue region ID, e.g. "aws:us-east-1"
+	Host      string // ModeHost only: host:port, host lower-cased, IPv6 in brackets, e.g. "db.example.com:5432"
+	Hostname  string // ModeHostname only: lower-cased, no trailing dot, e.g. "api.example.com"
 	// Hint is wrangler's optional hint beside mode "smart" (or "off"), kept as written (at most MaxHintLen
 	// printable bytes, no spaces); Vantage's smart analysis places from telemetry and does not use it.
-	Hint string
-	// AccountID is the top-level account_id: the account that owns the application ("" when the config names
-	// none). At most MaxAccountIDLen letters, digits, '-' and '_' (wrangler's are 32 hex digits).
-	AccountID string
-	Source    string // the file the config came from, as named to the parser
-	Legacy    bool   // the placement was written as [unsafe.metadata.placement]
+	Hint   string
+	Source string // the file the config came from, as named to the parser
+	Legacy bool   // the placement was written as [unsafe.metadata.placement]
+	// Warnings are what the config says that Vantage reads past, as wrangler does: unknown keys in a placement
+	// table, an empty account_id, a target beside mode "off", a hint the platform would not take. Each is
+	// formatted like a ConfigError (file:line:col: field: "value": reason); nil when there are none.
+	Warnings []string
 }
 
 // Target returns what the placement is aimed at: the region ID, host:port or hostname; "" for ModeSmart and
@@ -112,6 +122,17 @@ func (e *ConfigError) Error() string {
 		b.WriteString(e.Field)
 		b.WriteString(": ")
 	}
+	b.WriteString(e.Message())
+	return b.String()
+}
+
+// Unwrap returns the reason.
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Message returns the error without its location and field: the value (when there is one) and the reason,
+// e.g. `"db.example.com": missing port: want host:port, e.g. "db.example.com:5432"`.
+func (e *ConfigError) Message() string {
+	var b strings.Builder
 	switch v := e.Value.(type) {
 	case string:
 		fmt.Fprintf(&b, "%q: ", v)
@@ -123,9 +144,6 @@ func (e *ConfigError) Error() string {
 	}
 	return b.String()
 }
-
-// Unwrap returns the reason.
-func (e *ConfigError) Unwrap() error { return e.Err }
 
 // reason is a ConfigError's Err: its text is msg (or, when msg is empty, the cause's), and it unwraps to the
 // sentinel and the cause, so that errors.Is finds both ErrBadHost and ErrDenied in a refused address.
@@ -165,6 +183,11 @@ type Parser struct {
 	// Policy judges IP literals written as host or hostname. Names are judged later, when the prober resolves
 	// them.
 	Policy Policy
+	// Env is the wrangler environment to read, as wrangler's --env: "" reads the top level. With Env set, the
+	// top level is checked too (as wrangler does), and a config that defines environments but not this one is
+	// refused (ErrNoEnv); one that defines none is read with a warning. LoadDir and LoadFileEnvs read every
+	// environment when Env is "".
+	Env string
 }
 
 // DefaultParser returns the Parser the package-level functions use: DefaultPolicy with no allow-list.
@@ -187,16 +210,20 @@ func LoadFile(path string) (Config, error) { return DefaultParser().LoadFile(pat
 // LoadDir reads every wrangler config in dir with DefaultParser. See Parser.LoadDir.
 func LoadDir(dir string) ([]Config, error) { return DefaultParser().LoadDir(dir) }
 
-// ParseTOML parses a wrangler.toml: the top-level name and account_id (optional), and the [placement] table
+// ParseTOML parses a wrangler.toml: the top-level name, and the [placement] table
 //
 //	[placement]
 //	mode = "smart"                  # or: region = "aws:us-east-1"
 //	                                #     host = "db.example.com:5432"
 //	                                #     hostname = "api.example.com"
 //
-// or its legacy form [unsafe.metadata.placement] (same keys). mode may also be "off" (no placement) or
-// "targeted" (with exactly one of region, host, hostname, which is what a hint alone means). Every other
-// wrangler key (main, compatibility_date, [vars], [env.*] ...) is ignored. name names the file in errors.
+// or its legacy form [unsafe.metadata.placement] (same keys), and account_id; and the same keys of the
+// environment p.Env, [env.NAME] (see Config for how an environment inherits). The rules are wrangler's:
+// mode "smart" (with an optional hint), "off", or "targeted" (optional beside exactly one of region, host,
+// hostname); unknown keys in a placement table are warnings. Vantage is stricter where a value could never be
+// placed: a region must be in the catalogue, a host needs a port, a hostname is not a URL, IP literals pass
+// the deny policy, mode "targeted" needs a target, and the name is a Worker name. Every other wrangler key
+// (main, compatibility_date, [vars] ...) is ignored. name names the file in errors.
 // On failure the Config is zero and the error is a *ConfigError, or an errors.Join of them, one per problem
 // (at most 10, then one ErrTooMany counting the rest), in the order of the file.
 func (p Parser) ParseTOML(name string, data []byte) (Config, error) {
@@ -210,13 +237,13 @@ func (p Parser) ParseTOML(name string, data []byte) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
-	return p.build(doc)
+	return p.build(doc, p.Env)
 }
 
 // ParseJSONC parses a wrangler.jsonc or wrangler.json (JSON with comments and trailing commas): the top-level
-// "name" and "account_id" (optional) and the "placement" object, or its legacy form "unsafe": {"metadata": {"placement": {...}}}, with the
-// same keys and rules as ParseTOML. Keys are matched exactly (case-sensitively) and a key twice in one object
-// is an error.
+// "name" and the "placement" object, or its legacy form "unsafe": {"metadata": {"placement": {...}}}, with the
+// same keys and rules as ParseTOML, environments under "env": {"NAME": {...}}. Keys are matched exactly
+// (case-sensitively); a key placement reads given twice in one object is an error (wrangler keeps the last).
 func (p Parser) ParseJSONC(name string, data []byte) (Config, error) {
 	if err := checkSize(name, data); err != nil {
 		return Config{}, err
@@ -228,42 +255,81 @@ func (p Parser) ParseJSONC(name string, data []byte) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
-	return p.build(doc)
+	return p.build(doc, p.Env)
 }
 
-// LoadFile reads the wrangler config at path, choosing the format by extension: .toml, or .json / .jsonc.
+// LoadFile reads the wrangler config at path, choosing the format by extension: .toml, or .json / .jsonc,
+// and returns the environment p.Env.
 func (p Parser) LoadFile(path string) (Config, error) {
-	var parse func(string, []byte) (Config, error)
+	doc, err := readFile(path)
+	if err != nil {
+		return Config{}, err
+	}
+	return p.build(doc, p.Env)
+}
+
+// LoadFileEnvs reads the wrangler config at path like LoadFile and returns one Config per environment: the
+// top level, then every [env.NAME] in name order; only p.Env when it is set. A problem of the top level fails
+// them all (every environment inherits from it); an environment's own problems fail that environment only,
+// and the others are returned with the errors.
+func (p Parser) LoadFileEnvs(path string) ([]Config, error) {
+	doc, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if p.Env != "" {
+		c, err := p.build(doc, p.Env)
+		if err != nil {
+			return nil, err
+		}
+		return []Config{c}, nil
+	}
+	return p.buildAll(doc)
+}
+
+// readFile reads and decodes the wrangler config at path, by its extension.
+func readFile(path string) (rawDoc, error) {
+	toml := false
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".toml":
-		parse = p.ParseTOML
+		toml = true
 	case ".json", ".jsonc":
-		parse = p.ParseJSONC
 	default:
-		return Config{}, &ConfigError{File: path, Err: because(ErrFormat, "%s (want .toml, .json or .jsonc)", ErrFormat)}
+		return rawDoc{}, &ConfigError{File: path, Err: because(ErrFormat, "%s (want .toml, .json or .jsonc)", ErrFormat)}
 	}
 	// Stat first: opening a FIFO that happens to be named *.toml would block.
 	if fi, err := os.Stat(path); err != nil {
-		return Config{}, fmt.Errorf("placement: %w", err)
+		return rawDoc{}, fmt.Errorf("placement: %w", err)
 	} else if !fi.Mode().IsRegular() {
-		return Config{}, fmt.Errorf("placement: %s: not a regular file", path)
+		return rawDoc{}, fmt.Errorf("placement: %s: not a regular file", path)
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return Config{}, fmt.Errorf("placement: %w", err)
+		return rawDoc{}, fmt.Errorf("placement: %w", err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, MaxConfigBytes+1))
 	if err != nil {
-		return Config{}, fmt.Errorf("placement: read %s: %w", path, err)
+		return rawDoc{}, fmt.Errorf("placement: read %s: %w", path, err)
 	}
-	return parse(path, data)
+	if err := checkSize(path, data); err != nil {
+		return rawDoc{}, err
+	}
+	if err := checkNesting(path, data, toml); err != nil {
+		return rawDoc{}, err
+	}
+	if toml {
+		return readTOML(path, data)
+	}
+	return readJSONC(path, data)
 }
 
-// LoadDir reads every file in dir (not its subdirectories) named *.toml, *.json or *.jsonc, one application
-// per file, in file-name order; symbolic links are followed, directories and special files skipped. Bad input loses nothing else: the configs of the good files are returned
-// together with an errors.Join of every bad file's errors. Two files naming the same application are an
-// error (ErrDuplicate) on the second; the first is kept.
+// LoadDir reads every file in dir (not its subdirectories) named *.toml, *.json or *.jsonc, in file-name
+// order, and returns one application per (file, environment), as LoadFileEnvs reads them: the top level and
+// every environment (NAME-ENV unless it names itself), or only p.Env when it is set. Symbolic links are
+// followed, directories and special files skipped. Bad input loses nothing else: the configs of the good files
+// and environments are returned together with an errors.Join of every bad one's errors. Two configs naming the
+// same application are an error (ErrDuplicate) on the second; the first is kept.
 func (p Parser) LoadDir(dir string) ([]Config, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -272,7 +338,7 @@ func (p Parser) LoadDir(dir string) ([]Config, error) {
 	var (
 		out  []Config
 		errs []error
-		seen = map[string]string{} // app -> file
+		seen = map[string]Config{} // app -> where it was first defined
 	)
 	for _, e := range entries { // os.ReadDir sorts by name
 		switch strings.ToLower(filepath.Ext(e.Name())) {
@@ -284,26 +350,43 @@ func (p Parser) LoadDir(dir string) ([]Config, error) {
 		mode := e.Type()
 		if mode&fs.ModeSymlink != 0 {
 			if fi, err := os.Stat(path); err == nil {
-				mode = fi.Mode() // else LoadFile reports the dangling link
+				mode = fi.Mode() // else LoadFileEnvs reports the dangling link
 			}
 		}
 		if mode.IsDir() || mode&(fs.ModeNamedPipe|fs.ModeSocket|fs.ModeDevice|fs.ModeCharDevice|fs.ModeIrregular) != 0 {
 			continue // a directory or a special file that merely has a config's name
 		}
-		c, err := p.LoadFile(path)
+		cs, err := p.LoadFileEnvs(path)
 		if err != nil {
 			errs = append(errs, err)
-			continue
 		}
-		if first, dup := seen[c.App]; dup {
-			errs = append(errs, &ConfigError{File: path, Field: "name", Value: c.App,
-				Err: because(ErrDuplicate, "%s application: already defined in %s", ErrDuplicate, first)})
-			continue
+		for _, c := range cs {
+			if first, dup := seen[c.App]; dup {
+				errs = append(errs, &ConfigError{File: path, Field: envField(c.Env, "name"), Value: c.App,
+					Err: because(ErrDuplicate, "%s application: already defined in %s", ErrDuplicate, where(first))})
+				continue
+			}
+			seen[c.App] = c
+			out = append(out, c)
 		}
-		seen[c.App] = path
-		out = append(out, c)
 	}
 	return out, errors.Join(errs...)
+}
+
+// where names the file, and the environment, a config came from.
+func where(c Config) string {
+	if c.Env == "" {
+		return c.Source
+	}
+	return fmt.Sprintf("%s (env %s)", c.Source, c.Env)
+}
+
+// envField returns the key path of key in environment env ("" for the top level).
+func envField(env, key string) string {
+	if env == "" {
+		return key
+	}
+	return "env." + env + "." + key
 }
 
 func checkSize(name string, data []byte) error {
@@ -333,22 +416,32 @@ type rawField struct {
 	rawValue
 }
 
-// rawTable is [placement] or [unsafe.metadata.placement].
+// rawTable is [placement] or [unsafe.metadata.placement], of the top level or an environment.
 type rawTable struct {
-	path   string // "placement" or "unsafe.metadata.placement"
+	path   string // "placement", "unsafe.metadata.placement", "env.NAME.placement" ...
 	legacy bool
 	value  rawValue   // the table itself (kind tells whether it is one)
 	fields []rawField // in a fixed order: known keys first, then unknown ones sorted
 }
 
+// rawEnv is the top level or one environment: the keys placement reads.
+type rawEnv struct {
+	name    string    // the environment's name; "" for the top level
+	path    string    // "env.NAME"; "" for the top level
+	value   rawValue  // the environment's table itself; zero for the top level
+	appName *rawValue // name; nil when absent
+	account *rawValue // account_id; nil when absent
+	tables  []rawTable
+}
+
 // rawDoc is a parsed config.
 type rawDoc struct {
-	file    string
-	name    *rawValue  // nil when absent
-	account *rawValue  // account_id; nil when absent
-	tables  []rawTable // present ones only
-	errs    []error    // problems the reader found (duplicate keys)
-	table   string     // "table" or "object", for messages
+	file   string
+	top    rawEnv
+	envKey *rawValue // the env key itself; nil when absent
+	envs   []rawEnv  // by name
+	errs   []error   // problems the reader found (duplicate keys)
+	table  string    // "table" or "object", for messages
 }
 
 // knownKeys are the keys of a placement table, in the order they are checked.
@@ -373,190 +466,149 @@ func sortFields(fs []rawField) {
 	})
 }
 
-// build validates a document and turns it into a Config.
-func (p Parser) build(doc rawDoc) (Config, error) {
-	errs, extra := doc.errs, 0
-	if len(errs) > maxErrors {
-		errs, extra = errs[:maxErrors], len(errs)-maxErrors
-	}
-	fail := func(field string, v *rawValue, err error) {
-		if len(errs) >= maxErrors {
-			extra++ // counted, not located
-			return
-		}
-		ce := &ConfigError{File: doc.file, Field: field, Err: err}
-		if v != nil {
-			ce.Value = v.val
-			if v.pos != nil {
-				ce.Line, ce.Col = v.pos()
-			}
-		}
-		errs = append(errs, ce)
-	}
-	c := Config{Source: doc.file}
-
-	switch {
-	case doc.name == nil:
-		fail("name", nil, because(ErrBadName, "missing: every application needs a name"))
-	default:
-		if s, ok := doc.name.str(); !ok {
-			fail("name", doc.name, typeError(doc.name.kind, "a string"))
-		} else if err := checkAppName(s); err != nil {
-			fail("name", doc.name, err)
-		} else {
-			c.App = s
-		}
-	}
-	if doc.account != nil {
-		if s, ok := doc.account.str(); !ok {
-			fail("account_id", doc.account, typeError(doc.account.kind, "a string"))
-		} else if err := CheckAccountID(s); err != nil {
-			fail("account_id", doc.account, err)
-		} else {
-			c.AccountID = s
-		}
-	}
-
-	if len(doc.tables) > 1 {
-		t := doc.tables[1]
-		fail(t.path, &t.value, because(ErrConflict, "set together with %s: write the placement once, in [%s]",
-			doc.tables[0].path, doc.tables[0].path))
-	}
-	for i, t := range doc.tables {
-		if t.value.kind != doc.table {
-			fail(t.path, &t.value, typeError(t.value.kind, article(doc.table)))
-			continue
-		}
-		mode, target, hint, ok := p.buildTable(t, fail)
-		if i > 0 || !ok {
-			continue
-		}
-		c.Legacy = t.legacy
-		c.Mode, c.Hint = mode, hint
-		switch mode {
-		case ModeRegion:
-			c.Region = target
-		case ModeHost:
-			c.Host = target
-		case ModeHostname:
-			c.Hostname = target
-		}
-	}
-	if len(errs) > 0 {
-		slices.SortStableFunc(errs, func(a, b error) int {
-			la, ca := errLineCol(a)
-			lb, cb := errLineCol(b)
-			if la != lb {
-				return la - lb
-			}
-			return ca - cb
-		})
-		if extra > 0 {
-			errs = append(errs, tooMany(doc.file, extra))
-		}
-		return Config{}, errors.Join(errs...)
-	}
-	return c, nil
+// placed is what one placement table says.
+type placed struct {
+	mode   Mode
+	target string // normalised; "" for ModeSmart and ModeNone
+	hint   string // ModeSmart only
+	legacy bool
 }
 
-// buildTable checks one placement table and returns its mode, (normalised) target and hint; ok is false when
-// the table had errors, which were reported to fail.
-func (p Parser) buildTable(t rawTable, fail func(string, *rawValue, error)) (mode Mode, target, hint string, ok bool) {
+// buildTable checks one placement table by wrangler's rules (a hint goes with mode "smart" or "off", a target
+// with mode "targeted" or "off", mode is required without a target) and Vantage's stricter ones on the
+// target's value, and returns what it places; ok is false when the table had errors, which went to col.
+func (p Parser) buildTable(col *collector, t rawTable) (pl placed, ok bool) {
 	ok = true
 	bad := func(f *rawField, err error) {
-		fail(t.path+"."+f.key, &f.rawValue, err)
+		col.fail(t.path+"."+f.key, &f.rawValue, err)
 		ok = false
 	}
 	var (
-		modeField *rawField
-		modeWord  string
-		targets   []*rawField // region, host, hostname: exclusive
-		hintField *rawField
+		modeField, hintField *rawField
+		targets              []*rawField // region, host, hostname: exclusive, in the order written
+		unknown              []string
 	)
 	for i := range t.fields {
-		f := &t.fields[i]
-		if !slices.Contains(knownKeys, f.key) {
-			bad(f, because(ErrUnknownKey, "%s (want mode, region, host, hostname or hint)", ErrUnknownKey))
-			continue
+		switch f := &t.fields[i]; f.key {
+		case "mode":
+			modeField = f
+		case "hint":
+			hintField = f
+		case "region", "host", "hostname":
+			targets = append(targets, f)
+		default:
+			unknown = append(unknown, f.key)
+			col.warn(t.path+"."+f.key, &f.rawValue, because(ErrUnknownKey,
+				"%s, ignored (want mode, region, host, hostname or hint)", ErrUnknownKey))
 		}
+	}
+	slices.SortStableFunc(targets, func(a, b *rawField) int { return comparePos(a.pos, b.pos) })
+
+	var modeWord, hint, target string
+	if modeField != nil {
+		if s, isStr := modeField.str(); !isStr {
+			bad(modeField, typeError(modeField.kind, "a string"))
+		} else if modeWord = s; s != "smart" && s != "off" && s != "targeted" {
+			bad(modeField, because(ErrUnknownMode, "%s (want \"smart\", \"targeted\" or \"off\")", ErrUnknownMode))
+		}
+	}
+	for i, f := range targets {
 		s, isStr := f.str()
 		if !isStr {
 			bad(f, typeError(f.kind, "a string"))
-			if f.key != "mode" && f.key != "hint" {
-				targets = append(targets, f)
-			}
 			continue
 		}
-		var (
-			norm string
-			err  error
-		)
+		var err error
 		switch f.key {
-		case "mode":
-			modeField, modeWord = f, s
-			switch s {
-			case "smart", "off", "targeted":
-			default:
-				err = because(ErrUnknownMode, "%s (want \"smart\", \"targeted\" or \"off\")", ErrUnknownMode)
-			}
 		case "region":
-			norm, err = checkRegion(s)
+			s, err = checkRegion(s)
 		case "host":
-			norm, err = p.checkHost(s)
+			s, err = p.checkHost(s)
 		case "hostname":
-			norm, err = p.checkHostname(s)
-		case "hint":
-			hintField, hint, err = f, s, checkHint(s)
-		}
-		if f.key != "mode" && f.key != "hint" {
-			targets = append(targets, f)
-			target = norm
+			s, err = p.checkHostname(s)
 		}
 		if err != nil {
 			bad(f, err)
+		} else if i == 0 {
+			target = s
 		}
 	}
-	if len(targets) > 1 {
+	if hintField != nil {
+		var isStr bool
+		if hint, isStr = hintField.str(); !isStr {
+			bad(hintField, typeError(hintField.kind, "a string"))
+		}
+	}
+
+	switch {
+	case hintField != nil && len(targets) > 0:
+		bad(hintField, because(ErrConflict, "set together with %s.%s: a hint goes with mode \"smart\", "+
+			"a region, host or hostname with mode \"targeted\"", t.path, targets[0].key))
+	case len(targets) > 1:
 		// The first one written stands; the others conflict with it.
-		slices.SortStableFunc(targets, func(a, b *rawField) int {
-			la, ca := a.pos()
-			lb, cb := b.pos()
-			if la != lb {
-				return la - lb
-			}
-			return ca - cb
-		})
 		for _, h := range targets[1:] {
 			bad(h, because(ErrConflict, "set together with %s.%s: region, host and hostname are exclusive",
 				t.path, targets[0].key))
 		}
 	}
 	switch {
-	case modeField != nil && (modeWord == "smart" || modeWord == "off") && len(targets) > 0:
+	case modeField == nil && len(targets) == 0:
+		what := "want mode = \"smart\", \"targeted\" or \"off\", or one of region, host or hostname"
+		if hintField != nil {
+			what = "a hint goes with mode = \"smart\""
+		}
+		if len(unknown) > 0 {
+			what += " (unknown keys ignored: " + strings.Join(unknown, ", ")
+			if slices.ContainsFunc(unknown, func(k string) bool { return slices.Contains(knownKeys, strings.ToLower(k)) }) {
+				what += "; keys are lower-case"
+			}
+			what += ")"
+		}
+		col.fail(t.path+".mode", &rawValue{pos: t.value.pos}, because(ErrNoMode, "%s: %s", ErrNoMode, what))
+		ok = false
+	case modeField == nil:
+	case modeWord == "smart" && len(targets) > 0:
 		bad(targets[0], because(ErrConflict, "set together with mode %q: a %s is a placement of its own, "+
 			"drop mode or write mode = \"targeted\"", modeWord, targets[0].key))
-	case modeField != nil && modeWord == "targeted" && len(targets) == 0:
+	case modeWord == "targeted" && hintField != nil && len(targets) == 0:
+		bad(hintField, because(ErrConflict, "a hint goes with mode \"smart\" only"))
+	case modeWord == "targeted" && len(targets) == 0:
+		// wrangler passes this on; there is nothing to place it at.
 		bad(modeField, because(ErrNoTarget, "%s: mode \"targeted\" needs one of region, host or hostname", ErrNoTarget))
-	case hintField != nil && modeWord != "smart" && modeWord != "off":
-		bad(hintField, because(ErrConflict, "a hint goes with mode \"smart\" (or \"off\") only"))
+	case modeWord == "off" && hint != "":
+		bad(hintField, because(ErrConflict, "a hint goes with mode \"smart\" only, not with mode \"off\""))
 	}
 	if !ok {
-		return "", "", "", false
+		return placed{}, false
 	}
+	pl.legacy = t.legacy
 	switch {
+	case len(targets) == 1 && modeWord == "off":
+		col.warn(t.path+"."+targets[0].key, &targets[0].rawValue,
+			errors.New("ignored: mode is \"off\", so nothing is placed"))
 	case len(targets) == 1:
-		return Mode(targets[0].key), target, "", true
+		pl.mode, pl.target = Mode(targets[0].key), target
 	case modeWord == "smart":
-		return ModeSmart, "", hint, true
+		pl.mode = ModeSmart
+		if err := checkHint(hint); err != nil {
+			col.warn(t.path+".hint", &hintField.rawValue, fmt.Errorf("%w; Vantage does not use hints, and drops this one", err))
+		} else {
+			pl.hint = hint
+		}
 	}
-	return ModeNone, "", hint, true
+	return pl, true
 }
 
-// checkHint checks a placement hint: printable ASCII without spaces, at most MaxHintLen bytes.
+// comparePos orders two positions, line first.
+func comparePos(a, b func() (int, int)) int {
+	la, ca := a()
+	lb, cb := b()
+	return cmp.Or(cmp.Compare(la, lb), cmp.Compare(ca, cb))
+}
+
+// checkHint checks a placement hint: "" (none), or printable ASCII without spaces, at most MaxHintLen bytes.
+// wrangler takes any string; Vantage keeps only hints like these (and uses none).
 func checkHint(s string) error {
-	if s == "" {
-		return because(ErrBadHint, "%s: empty", ErrBadHint)
-	}
 	if len(s) > MaxHintLen {
 		return because(ErrBadHint, "%s: %d bytes, at most %d", ErrBadHint, len(s), MaxHintLen)
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,7 +23,7 @@ import (
 
 // sentinels are the errors every config error must wrap one of.
 var sentinels = []error{ErrSyntax, ErrTooMany, ErrTooLarge, ErrType, ErrUnknownKey, ErrDuplicate, ErrBadName, ErrConflict,
-	ErrUnknownMode, ErrNoTarget, ErrBadRegion, ErrBadHost, ErrBadHostname, ErrBadHint, ErrBadAccount}
+	ErrUnknownMode, ErrNoMode, ErrNoEnv, ErrNoTarget, ErrBadRegion, ErrBadHost, ErrBadHostname, ErrBadHint, ErrBadAccount}
 
 func addSeeds(f *testing.F, exts ...string) {
 	f.Helper()
@@ -57,8 +58,11 @@ func FuzzParseWranglerTOML(f *testing.F) {
 	addSeeds(f, ".toml")
 	f.Add([]byte("name = \"a\"\nplacement = { mode = \"targeted\", host = \"[2001:db8::1]:443\" }\n"))
 	f.Add([]byte("name = \"a\"\n[unsafe.metadata]\nplacement.hostname = \"API.example.com.\"\n"))
+	f.Add([]byte("name = \"a\"\naccount_id = \"x\"\n[placement]\nmode = \"smart\"\n[env.staging]\nname = \"b\"\n[env.staging.placement]\nregion = \"aws:us-east-1\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := ParseWranglerTOML("fuzz.toml", data)
+		checkResult(t, "fuzz.toml", data, c, err)
+		c, err = Parser{Policy: DefaultPolicy(), Env: "staging"}.ParseTOML("fuzz.toml", data)
 		checkResult(t, "fuzz.toml", data, c, err)
 	})
 }
@@ -67,12 +71,15 @@ func FuzzParseWranglerJSONC(f *testing.F) {
 	addSeeds(f, ".json", ".jsonc")
 	f.Add([]byte("{\"name\":\"a\",\"placement\":{\"mode\":\"targeted\",\"host\":\"[2001:db8::1]:443\",},}"))
 	f.Add([]byte("/* c */ {\"name\":\"a\", \"unsafe\": {\"metadata\": {\"placement\": {\"hostname\": \"API.example.com.\"}}}}"))
+	f.Add([]byte("{\"name\":\"a\", \"env\": {\"staging\": {\"placement\": {\"host\": \"db:1\"}, \"account_id\": \"\"}}}"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		orig := bytes.Clone(data)
 		c, err := ParseWranglerJSONC("fuzz.jsonc", data)
 		if !bytes.Equal(data, orig) {
 			t.Fatalf("input modified")
 		}
+		checkResult(t, "fuzz.jsonc", data, c, err)
+		c, err = Parser{Policy: DefaultPolicy(), Env: "staging"}.ParseJSONC("fuzz.jsonc", data)
 		checkResult(t, "fuzz.jsonc", data, c, err)
 	})
 }
@@ -83,7 +90,7 @@ func FuzzParseWranglerJSONC(f *testing.F) {
 func checkResult(t *testing.T, file string, data []byte, c Config, err error) {
 	t.Helper()
 	if err != nil {
-		if c != (Config{}) {
+		if !reflect.DeepEqual(c, Config{}) {
 			t.Fatalf("config %+v returned with error %v", c, err)
 		}
 		checkErrors(t, file, data, err)
@@ -110,8 +117,9 @@ func checkResult(t *testing.T, file string, data []byte, c Config, err error) {
 		if err != nil {
 			t.Fatalf("config %+v rendered as\n%s\ndoes not parse: %v", c, rt.src, err)
 		}
-		again.Source = c.Source
-		if again != c {
+		again.Source, again.Env = c.Source, c.Env
+		again.Warnings, c.Warnings = nil, nil // a target beside mode "off" is dropped with a warning, and not rendered
+		if !reflect.DeepEqual(again, c) {
 			t.Fatalf("config %+v rendered as\n%s\nreads back as %+v", c, rt.src, again)
 		}
 	}
@@ -188,15 +196,15 @@ func renderJSONC(c Config) []byte {
 	default:
 		p = `{"mode": "targeted", "` + string(c.Mode) + `": ` + quote(c.Target()) + `,}`
 	}
-	name := quote(c.App)
+	account := ""
 	if c.AccountID != "" {
-		name += ",\n  \"account_id\": " + quote(c.AccountID)
+		account = "  \"account_id\": " + quote(c.AccountID) + ",\n"
 	}
 	if c.Legacy {
 		p = `{"metadata": {"placement": ` + p + `}}`
-		return []byte("{\n  \"name\": " + name + ",\n  // legacy\n  \"unsafe\": " + p + ",\n}\n")
+		return []byte("{\n  \"name\": " + quote(c.App) + ",\n" + account + "  // legacy\n  \"unsafe\": " + p + ",\n}\n")
 	}
-	return []byte("{\n  \"name\": " + name + ",\n  \"placement\": " + p + ", // placement\n}\n")
+	return []byte("{\n  \"name\": " + quote(c.App) + ",\n" + account + "  \"placement\": " + p + ", // placement\n}\n")
 }
 
 // FuzzHost checks the host validator alone: it never panics, what it accepts is a dialable host:port that it
@@ -279,7 +287,8 @@ func FuzzFormatsAgree(f *testing.F) {
 		if pt, pj := problems(t, errT), problems(t, errJ); !slices.Equal(pt, pj) {
 			t.Fatalf("TOML\n%s-> %v\nJSONC\n%s-> %v", tomlSrc, errT, jsonSrc, errJ)
 		}
-		if ct != cj {
+		ct.Warnings, cj.Warnings = stripPos(ct.Warnings), stripPos(cj.Warnings)
+		if !reflect.DeepEqual(ct, cj) {
 			t.Fatalf("TOML\n%s-> %+v\nJSONC\n%s-> %+v", tomlSrc, ct, jsonSrc, cj)
 		}
 		if errT == nil {
@@ -364,4 +373,16 @@ func jsonQuote(s string) string {
 		panic(err)
 	}
 	return string(b)
+}
+
+// stripPos drops the file:line:col of warnings, which differ by format.
+func stripPos(ws []string) []string {
+	var out []string
+	for _, w := range ws {
+		if _, rest, ok := strings.Cut(w, ": "); ok {
+			w = rest
+		}
+		out = append(out, w)
+	}
+	return out
 }

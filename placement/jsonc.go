@@ -3,6 +3,7 @@ package placement
 import (
 	"bytes"
 	"regexp"
+	"slices"
 	"strconv"
 
 	"github.com/tailscale/hujson"
@@ -76,47 +77,71 @@ func readJSONC(file string, data []byte) (rawDoc, error) {
 		}
 		return names, byName
 	}
-	table := func(m *hujson.ObjectMember, path string, legacy bool) {
-		t := rawTable{path: path, legacy: legacy, value: value(&m.Name, &m.Value)}
-		if obj, ok := m.Value.Value.(*hujson.Object); ok {
-			names, byName := members(obj, path, func(string) bool { return true })
-			for _, k := range names {
-				f := byName[k]
-				t.fields = append(t.fields, rawField{key: k, rawValue: value(&f.Name, &f.Value)})
-			}
-			sortFields(t.fields)
+	// read reads the keys placement needs from one environment's object obj, whose key path is at ("" for the
+	// top level). null is JSON's "not set", as wrangler reads it: a null placement is no placement (and an
+	// environment's inherits the top level's).
+	ours := func(k string) bool {
+		return k == "name" || k == "placement" || k == "unsafe" || k == "account_id" || k == "env"
+	}
+	read := func(e *rawEnv, obj *hujson.Object, at string) map[string]*hujson.ObjectMember {
+		_, byName := members(obj, at, ours)
+		if m := byName["name"]; m != nil {
+			rv := value(&m.Name, &m.Value)
+			e.appName = &rv
 		}
-		doc.tables = append(doc.tables, t)
-	}
-
-	_, topByName := members(top, "", func(k string) bool { return k == "name" || k == "account_id" || k == "placement" || k == "unsafe" })
-	if m := topByName["name"]; m != nil {
-		rv := value(&m.Name, &m.Value)
-		doc.name = &rv
-	}
-	if m := topByName["account_id"]; m != nil {
-		rv := value(&m.Name, &m.Value)
-		doc.account = &rv
-	}
-	if m := topByName["placement"]; m != nil {
-		table(m, "placement", false)
-	}
-	if u := topByName["unsafe"]; u != nil {
-		if uo, ok := u.Value.Value.(*hujson.Object); ok {
-			for i := range uo.Members {
-				md := &uo.Members[i]
-				if md.Name.Value.(hujson.Literal).String() != "metadata" {
-					continue
+		if m := byName["account_id"]; m != nil {
+			rv := value(&m.Name, &m.Value)
+			e.account = &rv
+		}
+		table := func(m *hujson.ObjectMember, path string, legacy bool) {
+			if jsonKind(m.Value.Value) == "null" {
+				return
+			}
+			t := rawTable{path: path, legacy: legacy, value: value(&m.Name, &m.Value)}
+			if obj, ok := m.Value.Value.(*hujson.Object); ok {
+				names, byName := members(obj, path, func(string) bool { return true })
+				for _, k := range names {
+					f := byName[k]
+					t.fields = append(t.fields, rawField{key: k, rawValue: value(&f.Name, &f.Value)})
 				}
-				if mo, ok := md.Value.Value.(*hujson.Object); ok {
-					for j := range mo.Members {
-						if p := &mo.Members[j]; p.Name.Value.(hujson.Literal).String() == "placement" {
-							table(p, "unsafe.metadata.placement", true)
-							break
+				sortFields(t.fields)
+			}
+			e.tables = append(e.tables, t)
+		}
+		if m := byName["placement"]; m != nil {
+			table(m, join(at, "placement"), false)
+		}
+		if u := byName["unsafe"]; u != nil {
+			if uo, ok := u.Value.Value.(*hujson.Object); ok {
+				_, ub := members(uo, join(at, "unsafe"), func(k string) bool { return k == "metadata" })
+				if md := ub["metadata"]; md != nil {
+					if mo, ok := md.Value.Value.(*hujson.Object); ok {
+						path := join(at, "unsafe.metadata")
+						_, mb := members(mo, path, func(k string) bool { return k == "placement" })
+						if p := mb["placement"]; p != nil {
+							table(p, join(path, "placement"), true)
 						}
 					}
 				}
-				break
+			}
+		}
+		return byName
+	}
+
+	topByName := read(&doc.top, top, "")
+	if m := topByName["env"]; m != nil && jsonKind(m.Value.Value) != "null" {
+		rv := value(&m.Name, &m.Value)
+		doc.envKey = &rv
+		if obj, ok := m.Value.Value.(*hujson.Object); ok {
+			names, byName := members(obj, "env", func(string) bool { return true })
+			slices.Sort(names)
+			for _, name := range names {
+				em := byName[name]
+				e := rawEnv{name: name, path: "env." + name, value: value(&em.Name, &em.Value)}
+				if eo, ok := em.Value.Value.(*hujson.Object); ok {
+					read(&e, eo, e.path)
+				}
+				doc.envs = append(doc.envs, e)
 			}
 		}
 	}

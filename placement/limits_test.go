@@ -47,19 +47,20 @@ func TestBracketsInStringsAndCommentsDoNotNest(t *testing.T) {
 
 func TestTooManyErrorsAreCounted(t *testing.T) {
 	var b strings.Builder
-	b.WriteString("name = \"a\"\n[placement]\n")
-	for i := range 25 {
-		fmt.Fprintf(&b, "k%02d = 1\n", i)
+	b.WriteString("{\"name\": \"a\", \"placement\": {\n")
+	for range 25 {
+		b.WriteString("\"mode\": \"smart\",\n")
 	}
-	_, err := ParseWranglerTOML("w.toml", []byte(b.String()))
+	b.WriteString("}}\n")
+	_, err := ParseWranglerJSONC("w.jsonc", []byte(b.String()))
 	lines := strings.Split(err.Error(), "\n")
 	if len(lines) != 11 {
 		t.Fatalf("%d lines:\n%v", len(lines), err)
 	}
-	if want := `w.toml:3:1: placement.k00: 1: unknown key (want mode, region, host, hostname or hint)`; lines[0] != want {
+	if want := `w.jsonc:3:1: placement.mode: "smart": duplicate key: first given on line 2`; lines[0] != want {
 		t.Errorf("first: %s\nwant   %s", lines[0], want)
 	}
-	if want := `w.toml: too many errors: 15 more not shown`; lines[10] != want || !errors.Is(err, ErrTooMany) {
+	if want := `w.jsonc: too many errors: 14 more not shown`; lines[10] != want || !errors.Is(err, ErrTooMany) {
 		t.Errorf("last: %s\nwant  %s", lines[10], want)
 	}
 }

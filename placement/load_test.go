@@ -5,7 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,7 +20,7 @@ func TestLoadDirKeepsTheGoodFiles(t *testing.T) {
 		{App: "shop", Mode: ModeSmart, Source: filepath.Join(dir, "a-shop.toml")},
 		{App: "orders", Mode: ModeRegion, Region: "aws:us-east-1", Source: filepath.Join(dir, "b-orders.jsonc")},
 	}
-	if !slices.Equal(got, want) {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("configs:\n got %+v\nwant %+v", got, want)
 	}
 	wantErr := strings.Join([]string{
@@ -128,7 +128,9 @@ func TestValidate(t *testing.T) {
 			`api: placement.region: "aws:mars-1": not in the region catalogue`},
 		{"smart_with_hint", Config{App: "a", Mode: ModeSmart, Hint: "wnam"}, ""},
 		{"host_with_hint", Config{App: "a", Mode: ModeHost, Host: "db.example.com:5432", Hint: "wnam", Source: "api"},
-			`api: placement.hint: "wnam": a hint goes with mode "smart" (or "off") only`},
+			`api: placement.hint: "wnam": a hint goes with mode "smart" only`},
+		{"off_with_hint", Config{App: "a", Hint: "wnam", Source: "api"},
+			`api: placement.hint: "wnam": a hint goes with mode "smart" only`},
 		{"bad_hint", Config{App: "a", Mode: ModeSmart, Hint: "wnam\n", Source: "api"},
 			`api: placement.hint: "wnam\n": invalid hint: '\n': want printable ASCII without spaces`},
 	} {
@@ -167,10 +169,12 @@ func TestTOMLKeyPositions(t *testing.T) {
 		{"crlf", "name = \"a\"\r\n[placement]\r\nhost = \"10.0.0.5:1\"\r\n", 3, 1},
 		{"after_multiline_string", "name = \"a\"\ndescription = \"\"\"\n[placement]\nhost = 1\n\"\"\"\n[placement]\nhost = \"10.0.0.5:1\"\n", 7, 1},
 		{"legacy", "name = \"a\"\n[unsafe.metadata]\nplacement = { host = \"10.0.0.5:1\" }\n", 3, 15},
-		{"table_header_of_legacy", "name = \"a\"\n[placement]\n[unsafe.metadata.placement]\n", 3, 1},
+		{"table_header_of_legacy", "name = \"a\"\n[placement]\nmode = \"smart\"\n[unsafe.metadata.placement]\nmode = \"off\"\n", 4, 1},
+		{"missing_mode_at_header", "name = \"a\"\n\n[placement]\n", 3, 1},
+		{"env_placement", "name = \"a\"\n[env.staging.placement]\nhost = \"10.0.0.5:1\"\n", 3, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseWranglerTOML("w.toml", []byte(tc.src))
+			_, err := Parser{Policy: DefaultPolicy(), Env: "staging"}.ParseTOML("w.toml", []byte(tc.src))
 			var ce *ConfigError
 			if !errors.As(err, &ce) {
 				t.Fatalf("err = %v, want a *ConfigError", err)

@@ -2,6 +2,8 @@ package placement
 
 import (
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -28,34 +30,52 @@ func readTOML(file string, data []byte) (rawDoc, error) {
 	value := func(v any, path ...string) rawValue {
 		return rawValue{val: scalar(v), kind: tomlKind(v), pos: func() (int, int) { return loc.pos(path) }}
 	}
-	if v, ok := top["name"]; ok {
-		rv := value(v, "name")
-		doc.name = &rv
-	}
-	if v, ok := top["account_id"]; ok {
-		rv := value(v, "account_id")
-		doc.account = &rv
-	}
-	table := func(v any, legacy bool, path ...string) {
-		t := rawTable{path: strings.Join(path, "."), legacy: legacy, value: value(v, path...)}
-		if m, ok := v.(map[string]any); ok {
-			for k, fv := range m {
-				t.fields = append(t.fields, rawField{key: k, rawValue: value(fv, append(path[:len(path):len(path)], k)...)})
-			}
-			sortFields(t.fields)
+	// read reads the keys placement needs from one environment's table m, whose key path is at (nil for the
+	// top level).
+	read := func(e *rawEnv, m map[string]any, at ...string) {
+		key := func(k ...string) []string { return append(at[:len(at):len(at)], k...) }
+		if v, ok := m["name"]; ok {
+			rv := value(v, key("name")...)
+			e.appName = &rv
 		}
-		doc.tables = append(doc.tables, t)
-	}
-	if v, ok := top["placement"]; ok {
-		table(v, false, "placement")
-	}
-	// The legacy form: unsafe.metadata is passed through to the platform's upload metadata. Anything else
-	// under [unsafe] is none of ours.
-	if u, ok := top["unsafe"].(map[string]any); ok {
-		if md, ok := u["metadata"].(map[string]any); ok {
-			if v, ok := md["placement"]; ok {
-				table(v, true, "unsafe", "metadata", "placement")
+		if v, ok := m["account_id"]; ok {
+			rv := value(v, key("account_id")...)
+			e.account = &rv
+		}
+		table := func(v any, legacy bool, path ...string) {
+			t := rawTable{path: strings.Join(path, "."), legacy: legacy, value: value(v, path...)}
+			if m, ok := v.(map[string]any); ok {
+				for k, fv := range m {
+					t.fields = append(t.fields, rawField{key: k, rawValue: value(fv, append(path[:len(path):len(path)], k)...)})
+				}
+				sortFields(t.fields)
 			}
+			e.tables = append(e.tables, t)
+		}
+		if v, ok := m["placement"]; ok {
+			table(v, false, key("placement")...)
+		}
+		// The legacy form: unsafe.metadata is passed through to the platform's upload metadata. Anything else
+		// under [unsafe] is none of ours.
+		if u, ok := m["unsafe"].(map[string]any); ok {
+			if md, ok := u["metadata"].(map[string]any); ok {
+				if v, ok := md["placement"]; ok {
+					table(v, true, key("unsafe", "metadata", "placement")...)
+				}
+			}
+		}
+	}
+	read(&doc.top, top)
+	if v, ok := top["env"]; ok {
+		rv := value(v, "env")
+		doc.envKey = &rv
+		envs, _ := v.(map[string]any)
+		for _, name := range slices.Sorted(maps.Keys(envs)) {
+			e := rawEnv{name: name, path: "env." + name, value: value(envs[name], "env", name)}
+			if m, ok := envs[name].(map[string]any); ok {
+				read(&e, m, "env", name)
+			}
+			doc.envs = append(doc.envs, e)
 		}
 	}
 	return doc, nil

@@ -21,8 +21,8 @@ const (
 )
 
 // Validate checks a Config built by hand (or received from elsewhere) by the same rules the parsers apply:
-// a valid App, a known Mode, exactly the target field that Mode needs, and that target valid (in its
-// normalised form or not). Errors are *ConfigErrors naming c.Source and the config key.
+// a valid App, a known Mode, exactly the target field that Mode needs, that target valid (in its normalised
+// form or not), and a hint only with ModeSmart. AccountID, Env and Warnings are not checked. Errors are *ConfigErrors naming c.Source and the config key.
 func (p Parser) Validate(c Config) error {
 	var errs []error
 	fail := func(field string, value any, err error) {
@@ -60,8 +60,8 @@ func (p Parser) Validate(c Config) error {
 		}
 	}
 	if c.Hint != "" {
-		if c.Mode != ModeSmart && c.Mode != ModeNone {
-			fail("placement.hint", c.Hint, because(ErrConflict, "a hint goes with mode \"smart\" (or \"off\") only"))
+		if c.Mode != ModeSmart {
+			fail("placement.hint", c.Hint, because(ErrConflict, "a hint goes with mode \"smart\" only"))
 		} else if err := checkHint(c.Hint); err != nil {
 			fail("placement.hint", c.Hint, err)
 		}

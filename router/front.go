@@ -8,11 +8,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -278,10 +279,5 @@ func ParseWorkers(s string) (map[string]*url.URL, error) {
 
 // Workers returns the PoPs with a worker endpoint, sorted.
 func (f *Front) Workers() []string {
-	out := make([]string, 0, len(f.proxies))
-	for p := range f.proxies {
-		out = append(out, p)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(f.proxies))
 }

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -155,11 +156,11 @@ func (a *AdHoc) Check(req ProbeRequest) (ProbeRequest, error) {
 	if req.Count < 0 || req.Count > MaxAdHocCount {
 		return req, bad("count", req.Count, "want 1..%d", MaxAdHocCount)
 	}
-	req.Count = cmpOr(req.Count, DefaultProbeCount)
+	req.Count = cmp.Or(req.Count, DefaultProbeCount)
 	if req.TimeoutMs < 0 || time.Duration(req.TimeoutMs)*time.Millisecond > MaxAdHocSampleTimeout {
 		return req, bad("timeout_ms", req.TimeoutMs, "want 1..%d", MaxAdHocSampleTimeout.Milliseconds())
 	}
-	req.TimeoutMs = cmpOr(req.TimeoutMs, int(DefaultAdHocSampleTimeout.Milliseconds()))
+	req.TimeoutMs = cmp.Or(req.TimeoutMs, int(DefaultAdHocSampleTimeout.Milliseconds()))
 	if total := time.Duration(req.Count) * time.Duration(req.TimeoutMs) * time.Millisecond; total > MaxAdHocProbeTime {
 		return req, bad("count × timeout_ms", req.Count*req.TimeoutMs,
 			"%v per PoP, more than %v: fewer samples or a shorter timeout", total, MaxAdHocProbeTime)
@@ -235,7 +236,7 @@ func (a *AdHoc) Start(ctx context.Context, req ProbeRequest, by Principal) (AdHo
 	}
 	now := a.now()
 	rec := AdHocRecord{ID: newID(), Target: req.Target, Kind: req.Kind, Count: req.Count, TimeoutMs: req.TimeoutMs, PoPs: pops,
-		Token: by.Name, Account: by.Account, Created: now, Deadline: now.Add(cmpOr(a.Timeout, DefaultAdHocTimeout))}
+		Token: by.Name, Account: by.Account, Created: now, Deadline: now.Add(cmp.Or(a.Timeout, DefaultAdHocTimeout))}
 	reqJSON, _ := json.Marshal(rec)
 	if err := a.Backend.PutAdHocProbe(ctx, storage.AdHocProbe{ID: rec.ID, Request: reqJSON, CreatedAt: now}, AdHocTTL); err != nil {
 		return AdHocRecord{}, fmt.Errorf("scheduler: ad-hoc probe: storing the record: %w", err)

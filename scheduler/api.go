@@ -273,11 +273,11 @@ func (a *API) ownerOf(ctx context.Context, name string) (owner, error) {
 			return owner{}, err
 		}
 		if found {
-			return owner{account: app.Account, source: cmpOr(app.Source, SourceAPI), exists: true}, nil
+			return owner{account: app.Account, source: cmp.Or(app.Source, SourceAPI), exists: true}, nil
 		}
 	}
 	if ts, ok := a.Sched.Target(name); ok {
-		return owner{account: ts.Account, source: cmpOr(ts.Source, SourceAPI), exists: true}, nil
+		return owner{account: ts.Account, source: cmp.Or(ts.Source, SourceAPI), exists: true}, nil
 	}
 	return owner{}, nil
 }
@@ -538,12 +538,12 @@ func (a *API) postDeploy(w http.ResponseWriter, r *http.Request) {
 	case !found || !p.Sees(app.Account):
 		notFound(w, name)
 		return
-	case cmpOr(app.Source, SourceAPI) != SourceAPI:
+	case cmp.Or(app.Source, SourceAPI) != SourceAPI:
 		writeError(w, http.StatusConflict, 10008, fmt.Sprintf("app %q is placed by a config file (%s): a changed file is a new deploy", name, app.Source))
 		return
 	}
 	now := time.Now()
-	deploy, generated, err := deployVersion(cmpOr(r.URL.Query().Get("version"), body.Version), now)
+	deploy, generated, err := deployVersion(cmp.Or(r.URL.Query().Get("version"), body.Version), now)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, 10002, err.Error())
 		return
@@ -633,7 +633,7 @@ func (a *API) listApps(w http.ResponseWriter, r *http.Request) {
 		}
 		for _, app := range apps {
 			if app.Mode == placement.ModeSmart && p.Sees(app.Account) {
-				ts = append(ts, Target{App: app.Name, Mode: app.Mode, Account: app.Account, Source: cmpOr(app.Source, SourceAPI)})
+				ts = append(ts, Target{App: app.Name, Mode: app.Mode, Account: app.Account, Source: cmp.Or(app.Source, SourceAPI)})
 			}
 		}
 		slices.SortFunc(ts, func(x, y Target) int { return cmp.Compare(x.App, y.App) })
@@ -693,7 +693,7 @@ func (a *API) service(w http.ResponseWriter, r *http.Request) {
 	}
 	if found {
 		st.PlacementStatus = d.Status
-		st.Vantage.Target = cmpOr(st.Vantage.Target, d.Target)
+		st.Vantage.Target = cmp.Or(st.Vantage.Target, d.Target)
 		st.Vantage.BestPoP, st.Vantage.Candidates, st.Vantage.Verdict = d.BestPoP, d.Candidates, d.Verdict
 		st.Vantage.Reason = d.Reason
 		st.Vantage.Estimated, st.Vantage.Confidence, st.Vantage.Version = d.Estimated, d.Confidence, d.Version

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"fmt"
@@ -96,8 +97,8 @@ func NewAuth(tokens map[string]string, quota Quota, now func() time.Time) *Auth 
 // NewScopedAuth returns an Auth accepting tokens, each acting for its Principal's account, with quota per
 // token; now is the clock (nil: time.Now).
 func NewScopedAuth(tokens Tokens, quota Quota, now func() time.Time) *Auth {
-	quota.PerMinute = cmpOr(quota.PerMinute, DefaultQuotaPerMinute)
-	quota.Burst = cmpOr(quota.Burst, DefaultQuotaBurst)
+	quota.PerMinute = cmp.Or(quota.PerMinute, DefaultQuotaPerMinute)
+	quota.Burst = cmp.Or(quota.Burst, DefaultQuotaBurst)
 	if now == nil {
 		now = time.Now
 	}

@@ -1,11 +1,13 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -33,10 +35,6 @@ type Backend interface {
 	PutAdHocProbe(ctx context.Context, p storage.AdHocProbe, ttl time.Duration) error
 	AdHocProbe(ctx context.Context, id string) (storage.AdHocProbe, bool, error)
 }
-
-// TargetKey is the key a target's results are stored under: kind and address, so two applications with the
-// same back end share their measurements.
-func TargetKey(kind placement.ProbeKind, addr string) string { return string(kind) + ":" + addr }
 
 // ErrNoPoPs is returned by a recheck when no PoP of the fleet is up.
 var ErrNoPoPs = errors.New("scheduler: no PoP of the fleet is up")
@@ -195,8 +193,8 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 }
 
 // flight is one measurement of a result key in progress. Targets whose probes are the same (a host app and
-// a region app whose endpoint is that host:port) share a TargetKey, and the daemons keep one latest result
-// per PoP and key: two rechecks probing it at once overwrote each other's results, and each waited out
+// a region app whose endpoint is that host:port) share a storage.TargetKey, and the daemons keep one latest
+// result per PoP and key: two rechecks probing it at once overwrote each other's results, and each waited out
 // ResultTimeout for a result of its own round that was gone. A recheck of a key in flight waits for that
 // measurement and shares its results instead.
 type flight struct {
@@ -208,7 +206,7 @@ type flight struct {
 // measure returns the latest result of every PoP for t's key: from the measurement of the key already in
 // flight, else from its own (measureKey).
 func (s *Scheduler) measure(ctx context.Context, term *Term, t Target, pops []geo.PoP) (map[string]storage.Result, error) {
-	key := TargetKey(t.Kind(), s.probeAddr(t))
+	key := storage.TargetKey(t.Kind(), s.probeAddr(t))
 	for {
 		s.flightMu.Lock()
 		f, ok := s.flights[key]
@@ -247,7 +245,7 @@ func (s *Scheduler) measureKey(ctx context.Context, term *Term, t Target, pops [
 		return fn(w.planner)
 	}
 	addr := s.probeAddr(t)
-	key := TargetKey(t.Kind(), addr)
+	key := storage.TargetKey(t.Kind(), addr)
 	var budget int
 	next := plan(func(p *triangulate.Planner) []string {
 		budget = p.Budget(len(pops))
@@ -367,7 +365,7 @@ func (s *Scheduler) await(ctx context.Context, key string, want map[string]strin
 // measurements turns results into the engine's input: the minimum RTT of each successful probe.
 func measurements(rs map[string]storage.Result, lookup func(string) (geo.PoP, bool)) []triangulate.Measurement {
 	var ms []triangulate.Measurement
-	for _, pop := range sortedApps(rs) {
+	for _, pop := range slices.Sorted(maps.Keys(rs)) {
 		r := rs[pop]
 		if !succeeded(r) {
 			continue
@@ -387,7 +385,7 @@ func measurements(rs map[string]storage.Result, lookup func(string) (geo.PoP, bo
 // set.) A probe that failed after resolving still counts: the answer is evidence whatever the back end did.
 func dnsEvidence(rs map[string]storage.Result) []triangulate.DNSAnswer {
 	var ev []triangulate.DNSAnswer
-	for _, pop := range sortedApps(rs) {
+	for _, pop := range slices.Sorted(maps.Keys(rs)) {
 		if r := rs[pop]; len(r.Resolved) > 0 {
 			ev = append(ev, triangulate.DNSAnswer{VP: pop, Addrs: r.Resolved})
 		}
@@ -447,7 +445,7 @@ func (s *Scheduler) countResult(r storage.Result) {
 	}
 	o := "success"
 	if !succeeded(r) {
-		o = cmpOr(r.Class, "other")
+		o = cmp.Or(r.Class, "other")
 	}
 	s.metrics.results.WithLabelValues(string(r.Kind), o).Inc()
 }
@@ -474,7 +472,7 @@ func (s *Scheduler) reason(t Target, r triangulate.Result, rs map[string]storage
 	case placement.VerdictReplicated:
 		why = fmt.Sprintf("%s is replicated (one address per region): requests run where they enter", addr)
 	default:
-		why = fmt.Sprintf("verdict %q on %s", cmpOr(r.Verdict, placement.VerdictUnknown), addr)
+		why = fmt.Sprintf("verdict %q on %s", cmp.Or(r.Verdict, placement.VerdictUnknown), addr)
 	}
 	if notes := r.Notes(); len(notes) > 0 {
 		why += " (" + strings.Join(notes, "; ") + ")"
@@ -490,7 +488,7 @@ func failureReason(addr string, rs map[string]storage.Result, timeout time.Durat
 		return fmt.Sprintf("no PoP returned a result for %s within %v", addr, timeout)
 	}
 	byCause := map[string][]string{}
-	for _, pop := range sortedApps(rs) {
+	for _, pop := range slices.Sorted(maps.Keys(rs)) {
 		r := rs[pop]
 		cause := r.Error
 		switch {
@@ -506,7 +504,7 @@ func failureReason(addr string, rs map[string]storage.Result, timeout time.Durat
 		byCause[cause] = append(byCause[cause], pop)
 	}
 	parts := make([]string, 0, len(byCause))
-	for _, cause := range sortedApps(byCause) {
+	for _, cause := range slices.Sorted(maps.Keys(byCause)) {
 		parts = append(parts, fmt.Sprintf("%s (%s)", cause, strings.Join(byCause[cause], ", ")))
 	}
 	what := "every PoP's probe"

@@ -4,14 +4,17 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,33 +103,25 @@ func (c *Config) fill() {
 		h, _ := os.Hostname()
 		c.Name = fmt.Sprintf("%s-%d", h, os.Getpid())
 	}
-	c.LeaseName = cmpOr(c.LeaseName, DefaultLeaseName)
-	c.LeaseTTL = cmpOr(c.LeaseTTL, DefaultLeaseTTL)
-	c.RecheckInterval = cmpOr(c.RecheckInterval, DefaultRecheckInterval)
+	c.LeaseName = cmp.Or(c.LeaseName, DefaultLeaseName)
+	c.LeaseTTL = cmp.Or(c.LeaseTTL, DefaultLeaseTTL)
+	c.RecheckInterval = cmp.Or(c.RecheckInterval, DefaultRecheckInterval)
 	if c.Jitter == 0 {
 		c.Jitter = DefaultJitter
 	}
-	c.InitialSpread = cmpOr(c.InitialSpread, DefaultInitialSpread)
-	c.Concurrency = cmpOr(c.Concurrency, DefaultConcurrency)
-	c.ResultTimeout = cmpOr(c.ResultTimeout, DefaultResultTimeout)
-	c.ResultPoll = cmpOr(c.ResultPoll, DefaultResultPoll)
-	c.ProbeCount = cmpOr(c.ProbeCount, DefaultProbeCount)
-	c.DecisionTTL = cmpOr(c.DecisionTTL, DecisionTTLIntervals*c.RecheckInterval+c.ResultTimeout)
-	c.EpochPoll = cmpOr(c.EpochPoll, DefaultEpochPoll)
+	c.InitialSpread = cmp.Or(c.InitialSpread, DefaultInitialSpread)
+	c.Concurrency = cmp.Or(c.Concurrency, DefaultConcurrency)
+	c.ResultTimeout = cmp.Or(c.ResultTimeout, DefaultResultTimeout)
+	c.ResultPoll = cmp.Or(c.ResultPoll, DefaultResultPoll)
+	c.ProbeCount = cmp.Or(c.ProbeCount, DefaultProbeCount)
+	c.DecisionTTL = cmp.Or(c.DecisionTTL, DecisionTTLIntervals*c.RecheckInterval+c.ResultTimeout)
+	c.EpochPoll = cmp.Or(c.EpochPoll, DefaultEpochPoll)
 	if c.Clock == nil {
 		c.Clock = RealClock{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-}
-
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // checkFunc rechecks one target under a term and returns the decision it wrote.
@@ -438,7 +433,7 @@ func (s *Scheduler) Targets() []Target {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]Target, 0, len(s.targets))
-	for _, app := range sortedApps(s.targets) {
+	for _, app := range slices.Sorted(maps.Keys(s.targets)) {
 		st := s.targets[app]
 		st.mu.Lock()
 		out = append(out, st.t)

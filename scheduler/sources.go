@@ -85,13 +85,13 @@ func (s *Scheduler) loadDir(ctx context.Context, dir string, parser placement.Pa
 	var skips []error
 	skip := func(path, app string, err error) {
 		f := files[path]
-		f.Path, f.App, f.State = path, cmpOr(f.App, app), ConfigSkipped
+		f.Path, f.App, f.State = path, cmp.Or(f.App, app), ConfigSkipped
 		f.Error = strings.TrimPrefix(strings.TrimSpace(f.Error+"; "+err.Error()), "; ")
 		files[path] = f
 		skips = append(skips, err)
 	}
 	for _, e := range unjoin(perr) {
-		skip(cmpOr(errPath(e), dir), "", e)
+		skip(cmp.Or(errPath(e), dir), "", e)
 	}
 	var ts []Target
 	var smartApps []storage.App

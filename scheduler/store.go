@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -88,8 +89,8 @@ func (b StoreBackend) SyncDirApps(ctx context.Context, source string, apps []sto
 		want[a.Name] = true
 		old, ok := byName[a.Name]
 		switch {
-		case ok && cmpOr(old.Source, SourceAPI) != source:
-			conflicts[a.Name] = fmt.Sprintf("already registered by %s, which stands", cmpOr(old.Source, SourceAPI))
+		case ok && cmp.Or(old.Source, SourceAPI) != source:
+			conflicts[a.Name] = fmt.Sprintf("already registered by %s, which stands", cmp.Or(old.Source, SourceAPI))
 			continue
 		case ok && old.Mode == a.Mode && old.DeployVersion == a.DeployVersion && old.Account == a.Account:
 			continue
@@ -129,7 +130,7 @@ func (b StoreBackend) APITargets(ctx context.Context, regions RegionEndpoints) (
 	}
 	var out []Target
 	for _, a := range apps {
-		if cmpOr(a.Source, SourceAPI) != SourceAPI {
+		if cmp.Or(a.Source, SourceAPI) != SourceAPI {
 			continue // a config dir's smart application: its scheduler holds it
 		}
 		t := Target{App: a.Name, Mode: a.Mode, Target: a.Target, Account: a.Account}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"sort"
 	"strings"
 
 	"github.com/vantage-edge/vantage/placement"
@@ -154,14 +153,4 @@ func LoadRegionEndpointsFile(path string) (map[string]string, error) {
 	}
 	defer f.Close()
 	return ParseRegionEndpoints(f, path)
-}
-
-// sortedApps returns the keys of m in order.
-func sortedApps[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

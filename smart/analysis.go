@@ -2,11 +2,13 @@ package smart
 
 import (
 	"cmp"
+	"maps"
 	"math"
 	"slices"
 	"time"
 
 	"github.com/vantage-edge/vantage/geo"
+	"github.com/vantage-edge/vantage/internal/stats"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/triangulate"
@@ -205,7 +207,7 @@ func Analyze(cfg Config, in Input, lk Lookups) Analysis {
 	if a.PerRequest < cfg.MinSubrequestsPerRequest {
 		return finish(placement.StatusInsufficientSubrequests)
 	}
-	a.OverheadMs = median(outside)
+	a.OverheadMs = stats.Median(outside)
 
 	// Where each back end is.
 	eng, _ := triangulate.NewEngine(triangulate.DefaultConfig()) // the default config is valid
@@ -220,7 +222,7 @@ func Analyze(cfg Config, in Input, lk Lookups) Analysis {
 			}
 		}
 		var ms []triangulate.Measurement
-		for _, p := range sortedKeys(host.RTTs) {
+		for _, p := range slices.Sorted(maps.Keys(host.RTTs)) {
 			if pt, ok := lk.Locate(p); ok {
 				ms = append(ms, triangulate.Measurement{VP: p, Point: pt, RTTMs: host.RTTs[p]})
 			}
@@ -255,13 +257,13 @@ func Analyze(cfg Config, in Input, lk Lookups) Analysis {
 		}
 		v := bk{a.model(p, lk), false}
 		if ds := byExec[p]; len(ds) >= cfg.MinObserved {
-			v = bk{median(ds), true}
+			v = bk{stats.Median(ds), true}
 		}
 		memo[p] = v
 		return v.ms, v.obs
 	}
 	w, local := 0.0, 0.0
-	ingresses := sortedKeys(ingress)
+	ingresses := slices.Sorted(maps.Keys(ingress))
 	for _, i := range ingresses {
 		if b, _ := backend(i); !math.IsNaN(b) {
 			w += float64(ingress[i])
@@ -381,7 +383,7 @@ func slower(cfg Config, in Input, recs []storage.Telemetry, lk Lookups, a *Analy
 	}
 	var nr, nb int
 	var w, rs, bs float64
-	for _, i := range sortedKeys(routed) {
+	for _, i := range slices.Sorted(maps.Keys(routed)) {
 		f := lk.forward(i, l)
 		if len(base[i]) == 0 || math.IsNaN(f) {
 			continue
@@ -390,8 +392,8 @@ func slower(cfg Config, in Input, recs []storage.Telemetry, lk Lookups, a *Analy
 		nb += len(base[i])
 		wi := float64(len(routed[i]))
 		w += wi
-		rs += wi * (median(routed[i]) + f)
-		bs += wi * median(base[i])
+		rs += wi * (stats.Median(routed[i]) + f)
+		bs += wi * stats.Median(base[i])
 	}
 	if nr < cfg.MinCompare || nb < cfg.MinCompare {
 		return false
@@ -475,31 +477,7 @@ func execPoPs(recs []storage.Telemetry) []string {
 	for _, r := range recs {
 		set[r.Exec] = true
 	}
-	return sortedKeys(set)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
-}
-
-// median returns the median of xs (the mean of the middle two for an even count); NaN for none. xs is not
-// modified.
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
+	return slices.Sorted(maps.Keys(set))
 }
 
 func round3(v float64) float64 { return math.Round(v*1000) / 1000 }

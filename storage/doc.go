@@ -56,6 +56,8 @@
 //
 // (*) renewed by every heartbeat; (**) renewed by every PutAdHocProbe; (***) renewed by every batch.
 //
+// <target> is TargetKey(kind, address): the probe kind and the address probed, e.g. "tcp:db.example.com:5432".
+//
 // Decisions: PutDecision runs one Lua script on the bucket: it compares the stored fingerprint (FNV-1a of mode,
 // target, best PoP, verdict, status and the candidates' order) with the new one; when it differs it stores the
 // decision with version+1 and PUBLISHes the app on vantage:decisions, otherwise it stores it under the same

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -123,11 +125,7 @@ func (s *Store) Fleet(ctx context.Context) ([]PoPState, error) {
 		}
 		states[p].Drained = true
 	}
-	names := make([]string, 0, len(states))
-	for p := range states {
-		names = append(names, p)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(states))
 	hbs := make([]*redis.MapStringStringCmd, len(names))
 	_, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, n := range names {

@@ -3,6 +3,8 @@ package storage
 import (
 	"fmt"
 	"hash/fnv"
+
+	"github.com/vantage-edge/vantage/placement"
 )
 
 // Keys and channels of schema version 1. Every key starts with "vantage:" and carries a hash tag ({...}) so
@@ -66,6 +68,11 @@ func KeyJobs(pop string) string { return "vantage:{pop:" + pop + "}:jobs" }
 
 // KeyDeadJobs returns the list of pop's jobs that exhausted their attempts.
 func KeyDeadJobs(pop string) string { return "vantage:{pop:" + pop + "}:dead" }
+
+// TargetKey returns the name a target's results are stored under (Result.Target, Job.Key, and the target of
+// KeyLatest and KeyHistory): kind and address, e.g. "tcp:db.example.com:5432", so two applications with the
+// same back end share their measurements.
+func TargetKey(kind placement.ProbeKind, addr string) string { return string(kind) + ":" + addr }
 
 // KeyLatest returns the hash of target's latest result per PoP.
 func KeyLatest(target string) string { return "vantage:{t:" + target + "}:latest" }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vantage-edge/vantage/internal/stats"
 )
 
 // The fidelity bounds of the issue: a TCP handshake timed inside a namespace takes the emulated RTT within
@@ -136,7 +138,7 @@ func TestFidelity(t *testing.T) {
 				min      time.Duration
 				minLabel string
 			}{{"curl time_connect", curl, slices.Min(curl), "min"}, {"ping", pings, pingMin, "min (summary line)"}} {
-				med := median(tool.ds)
+				med := stats.Median(tool.ds)
 				t.Logf("%s->%s: emulated %v, %s %s %v (%+.3f ms), median %v (%+.3f ms) of %v", p.a, p.b, p.rtt, tool.name,
 					tool.minLabel, tool.min, ms(tool.min-p.rtt), med, ms(med-p.rtt), tool.ds)
 				if tol := delayTolerance(p.rtt); absDur(tool.min-p.rtt) > tol {
@@ -274,8 +276,8 @@ type fidelityFigures struct {
 func figures(pairs []*fidelityPair) fidelityFigures {
 	var f fidelityFigures
 	for _, p := range pairs {
-		f.worstDialMedian = max(f.worstDialMedian, absDur(median(p.samples)-p.rtt))
-		f.worstKernelMedian = max(f.worstKernelMedian, absDur(median(p.kernel)-p.rtt))
+		f.worstDialMedian = max(f.worstDialMedian, absDur(stats.Median(p.samples)-p.rtt))
+		f.worstKernelMedian = max(f.worstKernelMedian, absDur(stats.Median(p.kernel)-p.rtt))
 		for i, s := range p.samples {
 			f.dial = append(f.dial, absDur(s-p.rtt))
 			f.kernel = append(f.kernel, absDur(p.kernel[i]-p.rtt))
@@ -324,9 +326,9 @@ func logFidelity(t testing.TB, tb *Testbed, pairs []*fidelityPair, load machineL
 			how = "SetDelay"
 		}
 		t.Logf("%-10s -> %-10s emulated %9v (%s): dial median %9v (%+7.3f ms) min %9v max %9v; kernel median %+7.3f ms min %+7.3f ms max %+7.3f ms; n=%d",
-			p.a, p.b, p.rtt.Round(time.Microsecond), how, median(p.samples).Round(time.Microsecond), ms(median(p.samples)-p.rtt),
+			p.a, p.b, p.rtt.Round(time.Microsecond), how, stats.Median(p.samples).Round(time.Microsecond), ms(stats.Median(p.samples)-p.rtt),
 			slices.Min(p.samples).Round(time.Microsecond), slices.Max(p.samples).Round(time.Microsecond),
-			ms(median(p.kernel)-p.rtt), ms(slices.Min(p.kernel)-p.rtt), ms(slices.Max(p.kernel)-p.rtt), len(p.samples))
+			ms(stats.Median(p.kernel)-p.rtt), ms(slices.Min(p.kernel)-p.rtt), ms(slices.Max(p.kernel)-p.rtt), len(p.samples))
 	}
 	return f
 }

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -128,12 +127,6 @@ func handshakeRTT(c net.Conn) (time.Duration, error) {
 		return 0, ierr
 	}
 	return time.Duration(info.Rtt) * time.Microsecond, nil
-}
-
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 // TestRouterFixedDelay checks the bare machinery: two namespaces, a 10 ms one-way delay, a TCP handshake in the

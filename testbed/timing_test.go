@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vantage-edge/vantage/internal/stats"
 )
 
 // The unit tests check the emulator's delays coarsely, with bounds a busy 2-core machine meets (other builds
@@ -49,10 +51,10 @@ func checkRTT(dial, kernel []time.Duration, want time.Duration) error {
 		return fmt.Errorf("no handshake timed")
 	}
 	tol := delayTolerance(want)
-	if med := median(kernel); med < want-tol {
+	if med := stats.Median(kernel); med < want-tol {
 		return fmt.Errorf("median handshake RTT %v is early: emulated %v, tolerance %v", med, want, tol)
 	}
-	if med := median(dial); med < want-tol {
+	if med := stats.Median(dial); med < want-tol {
 		return fmt.Errorf("median TCP connect %v is early: emulated %v, tolerance %v", med, want, tol)
 	}
 	if fastest := slices.Min(kernel); fastest > want+tol {
@@ -76,7 +78,7 @@ func assertRTT(t testing.TB, what string, want time.Duration, measure func() (di
 			t.Fatalf("%s: %v", what, err)
 		}
 		t.Logf("%s: emulated RTT %v; kernel's handshake RTT median %v, fastest %v; TCP connect median %v; %v",
-			what, want, median(kernel), slices.Min(kernel), median(dial), load)
+			what, want, stats.Median(kernel), slices.Min(kernel), stats.Median(dial), load)
 		err = checkRTT(dial, kernel, want)
 		if err == nil {
 			return

@@ -78,4 +78,8 @@
 // "vantage triangulate: line N: reason" and skipped; the run goes on (a bad CSV row drops only that row).
 // The exit status is 0 when every line was good, 1 when any line was bad, 2 for bad flags or an unreadable
 // --pops file.
+//
+// In Go the format is read by a Decoder (NewDecoder, Decoder.Next; DecodeTarget for one JSONL line; a
+// Locator such as PoPLocator resolves vp codes) and written by WriteVerdict (NewVerdict builds the Verdict
+// type of an output line); the command only opens the files.
 package triangulate

@@ -62,6 +62,7 @@ func addSchedulerFlags(fs *flag.FlagSet, cfg *daemon.SchedulerConfig) *scheduler
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "address serving /metrics without a token, for scrapers (empty: none)")
 	fs.StringVar(&cfg.ConfigDir, "config-dir", "", "directory of wrangler.toml / wrangler.jsonc files to place (reloaded every --config-reload)")
 	fs.DurationVar(&cfg.ConfigReload, "config-reload", cfg.ConfigReload, "how often --config-dir is read again")
+	fs.StringVar(&cfg.Env, "env", "", "wrangler environment of the configs, as wrangler's --env (empty: the top level and every [env.NAME], one app each)")
 	f.tokensFile = fs.String("tokens", "", "file of bearer tokens, \"TOKEN NAME ACCOUNT\" per line (ACCOUNT * for an operator); every request but /healthz and /readyz needs one")
 	fs.IntVar(&cfg.Limits.MaxAppsPerAccount, "max-apps-per-account", cfg.Limits.MaxAppsPerAccount, "applications one account may register")
 	fs.Float64Var(&cfg.Limits.TelemetryPerSecond, "telemetry-per-second", cfg.Limits.TelemetryPerSecond, "telemetry records per second per account")

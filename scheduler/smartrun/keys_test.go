@@ -4,11 +4,12 @@ import (
 	"testing"
 
 	"github.com/vantage-edge/vantage/placement"
-	"github.com/vantage-edge/vantage/scheduler"
 	"github.com/vantage-edge/vantage/scheduler/smartrun"
+	"github.com/vantage-edge/vantage/storage"
 )
 
-// TestDefaultTargetKey checks that smart reads the fleet's results where the scheduler stores them.
+// TestDefaultTargetKey checks that smart reads the fleet's results where the scheduler stores them: the
+// storage.TargetKey of the probe kind of the host's placement mode.
 func TestDefaultTargetKey(t *testing.T) {
 	tests := []struct {
 		host string
@@ -21,8 +22,8 @@ func TestDefaultTargetKey(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.host, func(t *testing.T) {
-			if got, want := smartrun.DefaultTargetKey(tt.host), scheduler.TargetKey(tt.kind, tt.host); got != want {
-				t.Errorf("DefaultTargetKey(%q) = %q, want the scheduler's %q", tt.host, got, want)
+			if got, want := smartrun.DefaultTargetKey(tt.host), storage.TargetKey(tt.kind, tt.host); got != want {
+				t.Errorf("DefaultTargetKey(%q) = %q, want storage.TargetKey %q", tt.host, got, want)
 			}
 		})
 	}

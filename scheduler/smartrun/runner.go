@@ -521,13 +521,13 @@ func FleetSources(st *storage.Store, key func(host string) string) Sources {
 }
 
 // DefaultTargetKey returns the key the scheduler stores a back end's probe results under (the same as
-// scheduler.TargetKey): "tcp:<host:port>" for a subrequest host with a port (placement mode host), else
+// storage.TargetKey): "tcp:<host:port>" for a subrequest host with a port (placement mode host), else
 // "http:<host>" (mode hostname).
 func DefaultTargetKey(host string) string {
 	if _, _, err := net.SplitHostPort(host); err == nil {
-		return string(placement.ProbeTCP) + ":" + host
+		return storage.TargetKey(placement.ProbeTCP, host)
 	}
-	return string(placement.ProbeHTTP) + ":" + host
+	return storage.TargetKey(placement.ProbeHTTP, host)
 }
 
 // FleetVerdict runs the triangulation engine (default config) on a back end's RTTs by PoP (PoPs outside geo's

@@ -265,20 +265,11 @@ type Disk struct {
 	RadiusKm float64 `json:"radius_km"`
 }
 
-// Location is an estimated location.
-type Location struct {
-	Lat      float64 `json:"lat"`
-	Lon      float64 `json:"lon"`
-	RadiusKm float64 `json:"radius_km"`
-}
+// Location is an estimated location: that of "vantage triangulate"'s output.
+type Location = triangulate.VerdictLocation
 
-// Instance is one anycast instance.
-type Instance struct {
-	Lat  float64 `json:"lat"`
-	Lon  float64 `json:"lon"`
-	City string  `json:"city,omitempty"`
-	VP   string  `json:"vp"`
-}
+// Instance is one anycast instance: that of "vantage triangulate"'s output.
+type Instance = triangulate.VerdictInstance
 
 // State reads the fleet and the applications who sees (scheduler.Principal.Sees); the config dir's skipped
 // files only for an operator.
@@ -355,7 +346,7 @@ func (h *Handler) app(ctx context.Context, t scheduler.Target, now time.Time) (A
 	}
 	var ms []triangulate.Measurement
 	if addr := t.ProbeAddr(); addr != "" {
-		rs, err := h.cfg.Store.LatestResults(ctx, scheduler.TargetKey(t.Kind(), addr))
+		rs, err := h.cfg.Store.LatestResults(ctx, storage.TargetKey(t.Kind(), addr))
 		if err != nil {
 			return App{}, fmt.Errorf("ui: reading the results of %q: %w", t.App, err)
 		}
@@ -383,18 +374,16 @@ func (h *Handler) locate(a *App, t scheduler.Target, ms []triangulate.Measuremen
 	if len(ms) > 0 {
 		h.mu.Lock()
 		r, err := h.engine.Decide(triangulate.Input{Target: t.Target, Measurements: ms})
+		var v triangulate.Verdict
 		if err == nil {
-			r = r.Clone()
+			v = triangulate.NewVerdict(r) // copies what it keeps from the engine's buffers
 		}
 		h.mu.Unlock()
 		if err == nil {
-			if r.HasLoc && r.Verdict.Placeable() {
-				a.Location = &Location{Lat: round4(r.Location.Lat), Lon: round4(r.Location.Lon), RadiusKm: math.Round(r.Location.RadiusKm)}
+			if r.Verdict.Placeable() {
+				a.Location = v.Location
 			}
-			for _, in := range r.Instances {
-				a.Instances = append(a.Instances, Instance{Lat: round4(in.Point.Lat), Lon: round4(in.Point.Lon), City: in.City, VP: in.VP})
-			}
-			a.Notes = r.Notes()
+			a.Instances, a.Notes = v.Instances, v.Notes
 		}
 	}
 	if a.Location == nil && t.Mode == placement.ModeRegion && (a.Estimated || len(ms) == 0) {
@@ -403,8 +392,6 @@ func (h *Handler) locate(a *App, t scheduler.Target, ms []triangulate.Measuremen
 		}
 	}
 }
-
-func round4(x float64) float64 { return math.Round(x*1e4) / 1e4 }
 
 // CataloguePoP is one entry of PathCatalogue.
 type CataloguePoP struct {

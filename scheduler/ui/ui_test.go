@@ -82,7 +82,7 @@ func newEnv(t *testing.T) *env {
 	model := geo.DefaultModel()
 	put := func(target scheduler.Target, p string, rtt float64) {
 		t.Helper()
-		r := storage.Result{Target: scheduler.TargetKey(target.Kind(), target.ProbeAddr()), PoP: p, Kind: target.Kind(),
+		r := storage.Result{Target: storage.TargetKey(target.Kind(), target.ProbeAddr()), PoP: p, Kind: target.Kind(),
 			MinMs: rtt, MedianMs: rtt + 0.1, Samples: 3, At: e.now, JobID: "j-" + p}
 		if _, err := st.PutResult(ctx, r); err != nil {
 			t.Fatal(err)
@@ -91,12 +91,12 @@ func newEnv(t *testing.T) *env {
 	for _, p := range []string{"FRA", "LHR", "IAD", "SIN", "SYD"} {
 		put(targets[0], p, model.RTTMs(pop(t, p).Point, frankfurt))
 	}
-	stale := storage.Result{Target: scheduler.TargetKey(placement.ProbeTCP, "db.example.com:5432"), PoP: "GRU", Kind: placement.ProbeTCP,
+	stale := storage.Result{Target: storage.TargetKey(placement.ProbeTCP, "db.example.com:5432"), PoP: "GRU", Kind: placement.ProbeTCP,
 		MinMs: 190, Samples: 3, At: e.now.Add(-2 * DefaultMaxResultAge), JobID: "j-GRU"}
 	if _, err := st.PutResult(ctx, stale); err != nil {
 		t.Fatal(err)
 	}
-	failed := storage.Result{Target: scheduler.TargetKey(placement.ProbeTCP, "db.example.com:5432"), PoP: "SIN", Kind: placement.ProbeTCP,
+	failed := storage.Result{Target: storage.TargetKey(placement.ProbeTCP, "db.example.com:5432"), PoP: "SIN", Kind: placement.ProbeTCP,
 		Class: "timeout", Error: "timeout", At: e.now.Add(time.Second), JobID: "j-SIN-2"}
 	if _, err := st.PutResult(ctx, failed); err != nil {
 		t.Fatal(err)
