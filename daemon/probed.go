@@ -103,7 +103,7 @@ func NewProbed(cfg ProbedConfig, st *storage.Store) (*Probed, error) {
 func (p *Probed) ID() string { return p.d.ID() }
 
 // Addr returns the address of the daemon's HTTP endpoints, or "" when it has none.
-func (p *Probed) Addr() string { return addrOf(p.g) }
+func (p *Probed) Addr() string { return addrOf(&p.g) }
 
 // Run runs the daemon until ctx is done, then drains its in-flight probes (Daemon.DrainTimeout) and closes
 // the prober.
@@ -116,8 +116,9 @@ func (p *Probed) Run(ctx context.Context) error {
 	return err
 }
 
-// addrOf returns the address of g's first endpoint, or "".
-func addrOf(g group) string {
+// addrOf returns the address of g's first endpoint, or "". It reads only the endpoints, which are set before
+// Run: safe while Run runs.
+func addrOf(g *group) string {
 	if len(g.endpoints) == 0 {
 		return ""
 	}

@@ -172,7 +172,7 @@ func NewScheduler(cfg SchedulerConfig, st *storage.Store) (*Scheduler, error) {
 func (k *Scheduler) Scheduler() *scheduler.Scheduler { return k.s }
 
 // URL returns the base URL of the API and the status page: https:// when it serves TLS.
-func (k *Scheduler) URL() string { return k.g.scheme() + "://" + addrOf(k.g) }
+func (k *Scheduler) URL() string { return k.g.scheme() + "://" + addrOf(&k.g) }
 
 // MetricsURL returns the URL of /metrics on the MetricsListen listener, or "" without one.
 func (k *Scheduler) MetricsURL() string {
@@ -198,7 +198,7 @@ func (k *Scheduler) Run(ctx context.Context) error {
 		}
 	})
 	k.g.loop(func(ctx context.Context) { k.s.Run(ctx) })
-	k.g.log.Info("scheduler: serving", "addr", addrOf(k.g))
+	k.g.log.Info("scheduler: serving", "addr", addrOf(&k.g))
 	err := k.g.run(ctx)
 	k.g.log.Info("scheduler: stopped")
 	return err

@@ -95,6 +95,7 @@ type Config struct {
 func DefaultConfig() Config {
 	c := Config{}
 	c.fill()
+	c.DecisionTTL = 0 // derived in New from the intervals the caller ends up with (e.g. a --recheck flag)
 	return c
 }
 

@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vantage-edge/vantage/daemon"
 	"github.com/vantage-edge/vantage/internal/testnet"
+	"github.com/vantage-edge/vantage/scheduler"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
 )
@@ -283,5 +285,22 @@ func TestSchedulerUsageErrors(t *testing.T) {
 				t.Errorf("stderr %q does not contain %q", errb.String(), tc.want)
 			}
 		})
+	}
+}
+
+// TestSchedulerRecheckFlagDerivesTTL: a --recheck far from the default starts (the decisions' lifetime is
+// derived from the interval the flags end with, not the default's).
+func TestSchedulerRecheckFlagDerivesTTL(t *testing.T) {
+	cfg := daemon.DefaultSchedulerConfig()
+	fs := newFlagSet("scheduler", "", io.Discard)
+	sf := addSchedulerFlags(fs, &cfg)
+	if err := parseFlags(fs, []string{"--recheck", "1h"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sf.complete(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := scheduler.New(cfg.Scheduler, scheduler.StoreBackend{}, nil); err != nil {
+		t.Fatalf("scheduler.New with --recheck 1h: %v", err)
 	}
 }
