@@ -1,4 +1,4 @@
-package daemon_test
+package e2e_test
 
 import (
 	"bytes"
@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -14,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -51,11 +49,7 @@ func startSystem(t *testing.T) *system {
 	t.Cleanup(cancel)
 	srv := redistest.Start(t)
 	log := testLogger(t)
-	st, err := daemon.OpenStore(ctx, storage.Options{Addrs: []string{srv.Addr()}, Logger: log}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openStore(t, []string{srv.Addr()}, log)
 	s := &system{t: t, ctx: ctx, st: st, redis: srv, dir: t.TempDir()}
 
 	// A back end on loopback for the config dir's host application (every PoP sees it at once: anycast).
@@ -128,17 +122,7 @@ func startSystem(t *testing.T) *system {
 }
 
 // run runs a component until the test ends.
-func (s *system) run(name string, fn func(context.Context) error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := fn(ctx); err != nil {
-			s.t.Errorf("%s: %v", name, err)
-		}
-	}()
-	s.t.Cleanup(func() { cancel(); <-done })
-}
+func (s *system) run(name string, fn func(context.Context) error) { start(s.t, name, fn) }
 
 func (s *system) writeConfig(app, placementLine string) {
 	s.t.Helper()
@@ -290,15 +274,4 @@ func TestAssembly(t *testing.T) {
 		apps, err := s.st.Apps(s.ctx)
 		return err == nil && slices.ContainsFunc(apps, func(a storage.App) bool { return a.Name == "dir-smart" })
 	})
-}
-
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
