@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -252,16 +253,18 @@ func addrs(s ...string) []netip.Addr {
 	return out
 }
 
-// fakeClock is a Clock that moves only when advanced; After fires when the clock passes the deadline.
+// fakeClock is a Clock that moves only when advanced; a timer fires when the clock passes its deadline.
 type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []fakeWaiter
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer
 }
 
-type fakeWaiter struct {
-	at time.Time
-	ch chan time.Time
+// fakeTimer is a fakeClock's Timer.
+type fakeTimer struct {
+	clock *fakeClock
+	at    time.Time
+	ch    chan time.Time
 }
 
 func newFakeClock() *fakeClock {
@@ -274,31 +277,49 @@ func (c *fakeClock) Now() time.Time {
 	return c.now
 }
 
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+func (c *fakeClock) NewTimer(d time.Duration) Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
+	t := &fakeTimer{clock: c, at: c.now.Add(d), ch: make(chan time.Time, 1)}
 	if d <= 0 {
-		ch <- c.now
-		return ch
+		t.ch <- c.now
+		return t
 	}
-	c.waiters = append(c.waiters, fakeWaiter{c.now.Add(d), ch})
-	return ch
+	c.timers = append(c.timers, t)
+	return t
+}
+
+func (t *fakeTimer) C() <-chan time.Time { return t.ch }
+
+func (t *fakeTimer) Stop() bool {
+	c := t.clock
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if i := slices.Index(c.timers, t); i >= 0 {
+		c.timers = slices.Delete(c.timers, i, i+1)
+		return true
+	}
+	return false
+}
+
+// pending returns the number of timers not yet fired or stopped.
+func (c *fakeClock) pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.timers)
 }
 
 func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if !w.at.After(c.now) {
-			w.ch <- c.now
-			continue
+	c.timers = slices.DeleteFunc(c.timers, func(t *fakeTimer) bool {
+		if t.at.After(c.now) {
+			return false
 		}
-		kept = append(kept, w)
-	}
-	c.waiters = kept
+		t.ch <- c.now
+		return true
+	})
 }
 
 // loopbackNS is a network namespace whose only interface is loopback, up.

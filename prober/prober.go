@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/vantage-edge/vantage/internal/clock"
 	"github.com/vantage-edge/vantage/placement"
 )
 
@@ -52,21 +53,16 @@ type DNSOptions struct {
 	Chaos bool
 }
 
-// Clock is the time source: Now stamps and times probes, After waits between samples and for the rate
-// limiters. RealClock is the default; tests inject a fake.
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
+// Clock is the time source: Now stamps and times probes, NewTimer waits between samples and for the rate
+// limiters. RealClock is the default; tests inject a fake. It is internal/clock's Clock; see that package
+// for the rule.
+type Clock = clock.Clock
+
+// Timer is what Clock.NewTimer returns: internal/clock's Timer.
+type Timer = clock.Timer
 
 // RealClock is the Clock of the time package (monotonic readings included).
-type RealClock struct{}
-
-// Now returns time.Now().
-func (RealClock) Now() time.Time { return time.Now() }
-
-// After returns time.After(d).
-func (RealClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+type RealClock = clock.Real
 
 // Resolver resolves names; *net.Resolver implements it. network is "ip", "ip4" or "ip6".
 type Resolver interface {
@@ -347,10 +343,12 @@ func (e *Engine) pause(ctx context.Context) error {
 	if e.cfg.Interval <= 0 {
 		return nil
 	}
+	t := e.clock.NewTimer(e.cfg.Interval)
+	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-e.clock.After(e.cfg.Interval):
+	case <-t.C():
 		return nil
 	}
 }

@@ -56,10 +56,12 @@ func (l *Limiter) Wait(ctx context.Context) error {
 	if d <= 0 {
 		return nil
 	}
+	t := l.clock.NewTimer(d)
+	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-l.clock.After(d):
+	case <-t.C():
 		return nil
 	}
 }

@@ -3,11 +3,13 @@ package prober
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/placement"
 	"go.uber.org/ratelimit"
 )
@@ -84,26 +86,66 @@ func TestLimiterFakeClock(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- l.Wait(ctx) }()
+	testwait.Eventually(t, 10*time.Second, "the second Wait's timer", func() bool { return clk.pending() == 1 })
 	select {
 	case err := <-done:
 		t.Fatalf("second Wait returned %v before the clock moved", err)
-	case <-time.After(20 * time.Millisecond):
+	default:
 	}
-	// Advance until the waiter is released (it may register its timer after the first Advance).
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		clk.Advance(100 * time.Millisecond)
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
+	clk.Advance(100 * time.Millisecond)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("second Wait not released by the fake clock within 10s")
+	}
+}
+
+// TestWaitCancelStopsTimer: a Wait or a pause between samples that ends with its ctx stops its timer, so an
+// abandoned wait leaves nothing behind on the Clock.
+func TestWaitCancelStopsTimer(t *testing.T) {
+	a := listenTCP(t, "127.0.0.1:0", nil)
+	for _, tc := range []struct {
+		name string
+		wait func(ctx context.Context, clk *fakeClock) error
+	}{
+		{"limiter", func(ctx context.Context, clk *fakeClock) error {
+			l := NewLimiter(10, 0, clk)
+			if err := l.Wait(context.Background()); err != nil { // the first slot is free
+				return err
 			}
-			return
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("second Wait not released by the fake clock within 10s")
-		}
+			return l.Wait(ctx)
+		}},
+		{"pause", func(ctx context.Context, clk *fakeClock) error {
+			e := newEngine(t, func(c *Config) { c.Clock = clk; c.Interval = time.Second })
+			r := e.Probe(ctx, Target{Kind: placement.ProbeTCP, Addr: a.addr(), Count: 2})
+			if len(r.Samples) != 1 {
+				return fmt.Errorf("%d samples, want the one before the cancelled pause", len(r.Samples))
+			}
+			return ctx.Err()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newFakeClock()
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- tc.wait(ctx, clk) }()
+			testwait.Eventually(t, 10*time.Second, "the wait's timer", func() bool { return clk.pending() == 1 })
+			cancel()
+			select {
+			case err := <-done:
+				if !errors.Is(err, context.Canceled) {
+					t.Fatalf("wait = %v, want context.Canceled", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("wait not ended by its ctx within 10s")
+			}
+			if n := clk.pending(); n != 0 {
+				t.Errorf("%d timers pending after the cancelled wait, want 0 (stopped)", n)
+			}
+		})
 	}
 }
 
