@@ -127,7 +127,7 @@ func BenchmarkBuild1M(b *testing.B) {
 	cpu := processCPU()
 	defer func() { b.ReportMetric((processCPU()-cpu).Seconds()/float64(b.N), "cpu-s/op") }()
 	for b.Loop() {
-		bd := newBuilder(r, r.snap.Load(), r.now())
+		bd := newBuilder(r, r.snapshot(), r.now())
 		for _, d := range ds {
 			bd.add(d)
 		}

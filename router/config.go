@@ -12,7 +12,8 @@ import (
 
 // Limits of the compact snapshot encoding.
 const (
-	// MaxPoPs bounds the number of distinct PoP codes the router tracks (decisions, fleet, ingress). The real
+	// MaxPoPs bounds the number of distinct PoP codes the router tracks at once (decisions, fleet, ingress).
+	// Each full reload builds its table afresh from the codes in use, so retired codes do not count. The real
 	// network has a few hundred; the bound keeps per-PoP arrays small and indexes in 16 bits.
 	MaxPoPs = 4096
 	// maxCandidatesLimit bounds Config.MaxCandidates: candidates per application a snapshot cell holds.

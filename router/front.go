@@ -106,11 +106,9 @@ func NewFront(r *Router, cfg FrontConfig) (*Front, error) {
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
-	idx, err := r.intern(cfg.Ingress) // Route then builds no header strings for this ingress
-	if err != nil {
+	if err := r.setIngress(cfg.Ingress); err != nil { // Route then builds no header strings for this ingress
 		return nil, fmt.Errorf("router: front: ingress: %w", err)
 	}
-	r.hint.Store(&ingressHint{name: cfg.Ingress, idx: idx})
 	for pop, u := range cfg.Workers {
 		if !validPoP(pop) {
 			return nil, fmt.Errorf("router: front: worker PoP %q: want 1 to 16 letters, digits, '-' or '_'", pop)

@@ -75,7 +75,7 @@ func TestFront(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r.fleet.Store(nil)
+			r.setFleet(nil)
 			if tc.fleet != nil {
 				r.setFleet(pops(tc.fleet...))
 			}

@@ -53,7 +53,7 @@ func newMetrics(r *Router) *metrics {
 			"Decisions the last reload could not hold (bad names or PoP codes)."))),
 		age: prometheus.NewGaugeFunc(prometheus.GaugeOpts(opts("snapshot_age_seconds",
 			"Seconds since the current snapshot was loaded (0 before the first).")), func() float64 {
-			if s := r.snap.Load(); s != nil {
+			if s := r.snapshot(); s != nil {
 				return r.now().Sub(s.loadedAt).Seconds()
 			}
 			return 0
@@ -68,7 +68,7 @@ func newMetrics(r *Router) *metrics {
 		stale: prometheus.NewGaugeFunc(prometheus.GaugeOpts(opts("stale",
 			"1 when Redis has been unreachable for longer than the maximum age and every request runs locally.")),
 			func() float64 {
-				if r.snap.Load() != nil && r.stale() {
+				if r.snapshot() != nil && r.stale() {
 					return 1
 				}
 				return 0

@@ -156,7 +156,7 @@ func TestFailoverOnHeartbeatLoss(t *testing.T) {
 	})
 	runRouter(t, r)
 	testwait.Eventually(t, 10*time.Second, "routes to LHR with a fleet view", func() bool {
-		fv := r.fleet.Load()
+		fv := r.view.Load().fleet
 		return fv != nil && fv.known && r.Route("api", "EWR", "x", KindFetch).ExecPoP == "LHR"
 	})
 	last := stopLHR()

@@ -9,8 +9,10 @@ import (
 	"hash/maphash"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"math/bits"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,11 +47,11 @@ type Router struct {
 
 	checkSeed maphash.Seed // a second hash of names, to tell duplicates from fingerprint collisions at build
 
-	snap  atomic.Pointer[snapshot]
-	pops  atomic.Pointer[popTable]
-	popMu sync.Mutex // serialises interning (copy-on-write of pops)
-	fleet atomic.Pointer[fleetView]
-	hint  atomic.Pointer[ingressHint] // the usual ingress PoP: Route skips the map lookup for it
+	view atomic.Pointer[view] // the snapshot, the PoP table and the fleet view, published together
+	// popMu serialises publishing view, and guards ingress and fleetUp.
+	popMu   sync.Mutex
+	ingress string          // the usual ingress PoP (a front's, or Config.PoPs[0]); "" none
+	fleetUp map[string]bool // the last fleet: PoP code -> up and not drained; nil: none loaded yet
 
 	clockMs   atomic.Int64 // coarse clock (Unix ms), advanced every ClockResolution by Run
 	contactMs atomic.Int64 // last successful reload, i.e. full decision scan (Unix ms); 0: never
@@ -67,10 +69,15 @@ type Router struct {
 	maxAgeMs    int64
 	useCapacity bool
 
-	capacity [MaxPoPs]uint64 // per PoP index: capacity per rate window, 0 unknown; written before pops publishes
-	popRate  [MaxPoPs]uint64 // per PoP index: rate words of what this router sent there
-
 	m *metrics
+}
+
+// view is what Route reads, published as one pointer so that the snapshot, the table its indexes refer to and
+// the fleet view indexed by the same table are always consistent. pops holds every index snap and fleet use.
+type view struct {
+	snap  *snapshot // nil before the first load
+	pops  *popTable
+	fleet *fleetView // nil: no fleet loaded
 }
 
 // ingressHint is the ingress PoP of a front (or the first of Config.PoPs) with its index.
@@ -110,7 +117,6 @@ func New(src Source, cfg Config) (*Router, error) {
 	if r.now == nil {
 		r.now = time.Now
 	}
-	r.pops.Store(&popTable{index: map[string]uint16{}})
 	r.baselineThr = uint64(cfg.BaselineFraction * (1 << 53))
 	r.spreadEpsUs = uint64(math.Round(cfg.SpreadEpsilonMs * 1000))
 	r.failExtraUs = uint64(math.Round(cfg.FailoverExtraMs * 1000))
@@ -127,41 +133,100 @@ func New(src Source, cfg Config) (*Router, error) {
 			return nil, err
 		}
 	}
-	for i, p := range cfg.PoPs {
-		idx, err := r.intern(p)
-		if err != nil {
+	t := newPopTable()
+	for _, p := range cfg.PoPs {
+		if _, err := t.add(r, p); err != nil {
 			return nil, fmt.Errorf("router: config PoPs: %w", err)
 		}
-		if i == 0 {
-			r.hint.Store(&ingressHint{name: p, idx: idx})
-		}
 	}
+	if len(cfg.PoPs) > 0 {
+		r.ingress = cfg.PoPs[0]
+		t.setHint(r.ingress)
+	}
+	r.view.Store(&view{pops: t})
 	return r, nil
 }
 
-// intern returns code's PoP index, adding it to the table when new.
-func (r *Router) intern(code string) (uint16, error) {
-	if idx, ok := r.pops.Load().index[code]; ok {
-		return idx, nil
-	}
-	if !validPoP(code) {
-		return 0, fmt.Errorf("PoP code %.40q: want 1 to 16 letters, digits, '-' or '_'", code)
-	}
+// snapshot returns the current snapshot (nil before the first load).
+func (r *Router) snapshot() *snapshot { return r.view.Load().snap }
+
+// freshPoPs returns a new unpublished table holding the PoPs in use outside the decisions: the configured ones,
+// the ingress and the last fleet's, in that order (so that the configured ones always fit).
+func (r *Router) freshPoPs() *popTable {
 	r.popMu.Lock()
 	defer r.popMu.Unlock()
-	t := r.pops.Load()
-	if idx, ok := t.index[code]; ok {
-		return idx, nil
+	return r.freshPoPsLocked()
+}
+
+func (r *Router) freshPoPsLocked() *popTable {
+	t := newPopTable()
+	for _, p := range r.cfg.PoPs {
+		t.add(r, p) // validated by New
 	}
-	if len(t.names) >= MaxPoPs {
-		return 0, fmt.Errorf("PoP code %q: more than %d PoPs", code, MaxPoPs)
+	t.add(r, r.ingress)
+	for _, p := range slices.Sorted(maps.Keys(r.fleetUp)) {
+		t.add(r, p) // a full table: setFleet logs the PoPs it cannot hold
 	}
-	idx := uint16(len(t.names))
-	if c, ok := r.cfg.PoPCapacityRPS[code]; ok {
-		r.capacity[idx] = max(uint64(c*float64(r.windowMs)/1000), 1)
+	t.setHint(r.ingress)
+	return t
+}
+
+// storeSnapshot publishes s with its table (completed with the PoPs in use that arrived after its build: the
+// fleet's, the ingress), the fleet view rebuilt for that table and the per-PoP rates carried over by name.
+func (r *Router) storeSnapshot(s *snapshot) {
+	r.popMu.Lock()
+	defer r.popMu.Unlock()
+	old := r.view.Load()
+	t := s.pops
+	if t == nil { // a snapshot built elsewhere than by a builder: only the PoPs in use outside decisions
+		t = r.freshPoPsLocked()
 	}
-	r.pops.Store(t.with(code))
-	return idx, nil
+	missing := r.ingress != "" && !slices.Contains(t.names, r.ingress)
+	for p := range r.fleetUp {
+		_, ok := t.index[p]
+		missing = missing || (!ok && validPoP(p))
+	}
+	if missing {
+		t = t.clone()
+		t.add(r, r.ingress)
+		for _, p := range slices.Sorted(maps.Keys(r.fleetUp)) {
+			t.add(r, p)
+		}
+		t.setHint(r.ingress)
+	}
+	carryPoPRates(old.pops, t)
+	r.view.Store(&view{snap: s, pops: t, fleet: r.fleetViewLocked(t)})
+}
+
+// fleetViewLocked builds the fleet view of the last fleet for table t (nil when no fleet was loaded).
+func (r *Router) fleetViewLocked(t *popTable) *fleetView {
+	if r.fleetUp == nil {
+		return nil
+	}
+	v := &fleetView{avail: make([]bool, len(t.names))}
+	for p, ok := range r.fleetUp {
+		if idx, in := t.index[p]; in {
+			v.avail[idx] = ok
+			v.known = true
+		}
+	}
+	return v
+}
+
+// setIngress makes code the usual ingress PoP (a front's): it stays in every table, and Route recognises it
+// without a map lookup.
+func (r *Router) setIngress(code string) error {
+	r.popMu.Lock()
+	defer r.popMu.Unlock()
+	v := r.view.Load()
+	t := v.pops.clone()
+	if _, err := t.add(r, code); err != nil {
+		return err
+	}
+	r.ingress = code
+	t.setHint(code)
+	r.view.Store(&view{snap: v.snap, pops: t, fleet: v.fleet})
+	return nil
 }
 
 // inFailoverBudget reports whether a candidate RTT (µs) is within the failover budget of the best RTT (µs).
@@ -173,7 +238,7 @@ func (r *Router) inFailoverBudget(rtt, best uint64) bool {
 // and the spreading share deterministically. It reads only memory (no Redis, no locks, no allocations once
 // ingressPoP is known to the router: configured in Config.PoPs or a Front, seen in a decision or in the fleet).
 func (r *Router) Route(app, ingressPoP, requestID string, kind Kind) Result {
-	res := r.route(r.snap.Load(), app, ingressPoP, requestID, kind)
+	res := r.route(r.view.Load(), app, ingressPoP, requestID, kind)
 	r.m.routes[res.Reason].inc(requestID)
 	return res
 }
@@ -183,34 +248,34 @@ func (r *Router) Route(app, ingressPoP, requestID string, kind Kind) Result {
 // core would make a hot application's requests queue on that cache line.
 const rateSampleMask = 7
 
-func (r *Router) route(s *snapshot, app, ingress, requestID string, kind Kind) Result {
+func (r *Router) route(v *view, app, ingress, requestID string, kind Kind) Result {
+	s, pt := v.snap, v.pops
 	if kind != KindFetch {
-		return r.local(ingress, ReasonNotFetch)
+		return r.local(pt, ingress, ReasonNotFetch)
 	}
 	if s == nil {
-		return r.local(ingress, ReasonNoSnapshot)
+		return r.local(pt, ingress, ReasonNoSnapshot)
 	}
 	now := r.clockMs.Load()
 	if now-r.contactMs.Load() > r.maxAgeMs {
-		return r.local(ingress, ReasonStale)
+		return r.local(pt, ingress, ReasonStale)
 	}
 	c, ok := s.lookup(fingerprint(r.seed, app))
 	if !ok {
-		return r.local(ingress, ReasonNoDecision)
+		return r.local(pt, ingress, ReasonNoDecision)
 	}
 	meta := s.cells[c+cellMeta]
 	if s.expired(meta, now) {
-		return r.local(ingress, ReasonStaleDecision)
+		return r.local(pt, ingress, ReasonStaleDecision)
 	}
 	switch class(meta) {
 	case classStatus:
-		return r.local(ingress, ReasonStatus)
+		return r.local(pt, ingress, ReasonStatus)
 	case classVerdict:
-		return r.local(ingress, ReasonVerdict)
+		return r.local(pt, ingress, ReasonVerdict)
 	case classNoBest:
-		return r.local(ingress, ReasonNoDecision)
+		return r.local(pt, ingress, ReasonNoDecision)
 	}
-	pt := r.pops.Load() // loaded after s: it holds every index s uses
 	in, inOK := r.ingressIndex(pt, ingress)
 	nc := candCount(meta)
 	best := uint16(meta>>metaCandShift) & candPoPMask
@@ -232,9 +297,9 @@ func (r *Router) route(s *snapshot, app, ingress, requestID string, kind Kind) R
 	if h>>11 < r.baselineThr {
 		return r.localIn(pt, in, inOK, ingress, ReasonBaseline)
 	}
-	fv := r.fleet.Load()
+	fv := v.fleet
 	if hot {
-		if idx, ok := r.spread(fv, s, c, nc, h, epoch); ok {
+		if idx, ok := r.spread(pt, fv, s, c, nc, h, epoch); ok {
 			reason := ReasonSpread
 			if idx == best {
 				reason = ReasonRemote
@@ -267,7 +332,7 @@ func (r *Router) route(s *snapshot, app, ingress, requestID string, kind Kind) R
 // spread picks, deterministically from the request-id hash h, one of the available candidates within the
 // spread epsilon, weighted by headroom when every one of them has a configured capacity (equal weights
 // otherwise). It reports false when fewer than two candidates qualify.
-func (r *Router) spread(fv *fleetView, s *snapshot, c uint64, nc int, h, epoch uint64) (uint16, bool) {
+func (r *Router) spread(pt *popTable, fv *fleetView, s *snapshot, c uint64, nc int, h, epoch uint64) (uint16, bool) {
 	var idx [maxCandidatesLimit]uint16
 	var w [maxCandidatesLimit]uint64
 	n := 0
@@ -278,9 +343,9 @@ func (r *Router) spread(fv *fleetView, s *snapshot, c uint64, nc int, h, epoch u
 			continue
 		}
 		idx[n] = cd & candPoPMask
-		if cp := r.capacity[idx[n]]; cp == 0 {
+		if cp := pt.capacity[idx[n]]; cp == 0 {
 			weighted = false
-		} else if used := rateRead(atomic.LoadUint64(&r.popRate[idx[n]]), epoch); used < cp {
+		} else if used := rateRead(atomic.LoadUint64(&pt.rate[idx[n]]), epoch); used < cp {
 			w[n] = cp - used
 		}
 		n++
@@ -315,23 +380,22 @@ func (r *Router) spread(fv *fleetView, s *snapshot, c uint64, nc int, h, epoch u
 // configured.
 func (r *Router) remote(pt *popTable, idx uint16, epoch uint64, reason Reason) Result {
 	if r.useCapacity {
-		rateHit(&r.popRate[idx], epoch)
+		rateHit(&pt.rate[idx], epoch)
 	}
 	return Result{ExecPoP: pt.names[idx], Header: pt.remote[idx], Reason: reason, Routed: true}
 }
 
 // ingressIndex returns the PoP index of ingress in pt.
 func (r *Router) ingressIndex(pt *popTable, ingress string) (uint16, bool) {
-	if h := r.hint.Load(); h != nil && h.name == ingress {
-		return h.idx, true
+	if pt.hint.name == ingress && ingress != "" {
+		return pt.hint.idx, true
 	}
 	idx, ok := pt.index[ingress]
 	return idx, ok
 }
 
 // local is the result for running at the ingress.
-func (r *Router) local(ingress string, reason Reason) Result {
-	pt := r.pops.Load()
+func (r *Router) local(pt *popTable, ingress string, reason Reason) Result {
 	in, ok := r.ingressIndex(pt, ingress)
 	return r.localIn(pt, in, ok, ingress, reason)
 }

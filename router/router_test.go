@@ -57,7 +57,7 @@ func newTestRouter(t testing.TB, src Source, mod func(*Config)) *Router {
 // install swaps in a snapshot of ds, as a successful reload would, without a source.
 func install(t testing.TB, r *Router, ds ...placement.Decision) {
 	t.Helper()
-	b := newBuilder(r, r.snap.Load(), r.now())
+	b := newBuilder(r, r.snapshot(), r.now())
 	for _, d := range ds {
 		b.add(d)
 	}
@@ -65,7 +65,7 @@ func install(t testing.TB, r *Router, ds ...placement.Decision) {
 		t.Fatalf("install: %d decisions skipped, first: %v", b.skipped, b.firstErr)
 	}
 	now := r.now()
-	r.snap.Store(b.finish(now))
+	r.storeSnapshot(b.finish(now))
 	r.contactMs.Store(now.UnixMilli())
 	r.clockMs.Store(now.UnixMilli())
 }
@@ -182,7 +182,7 @@ func TestRouteRules(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r.fleet.Store(nil)
+			r.setFleet(nil)
 			if tc.fleet != nil {
 				r.setFleet(tc.fleet)
 			}
@@ -253,7 +253,7 @@ func TestRouteExpiredDecision(t *testing.T) {
 	}
 	install(t, r, expiring("never", 0), expiring("gone", -time.Second), expiring("minute", time.Minute),
 		expiring("far", 2*time.Hour))
-	if s := r.snap.Load(); s.reloadBy.IsZero() || s.reloadBy.After(now.Add(expiryRange)) {
+	if s := r.snapshot(); s.reloadBy.IsZero() || s.reloadBy.After(now.Add(expiryRange)) {
 		t.Errorf("snapshot with a decision expiring in 2 h: reloadBy %v, want within %v", s.reloadBy, expiryRange)
 	}
 	steps := []struct {
@@ -471,7 +471,7 @@ func TestSnapshotLookupAndDuplicates(t *testing.T) {
 	long := dec(strings.Repeat("x", 100_000), "SIN", "SIN:1")
 	ds = append(ds, newer, older, long)
 	install(t, r, ds...)
-	s := r.snap.Load()
+	s := r.snapshot()
 	if s.apps != n+1 {
 		t.Errorf("snapshot holds %d apps, want %d", s.apps, n+1)
 	}
@@ -505,7 +505,7 @@ func TestFingerprintCollision(t *testing.T) {
 	if s.apps != 1 || b.skipped != 1 || b.firstErr == nil || !strings.Contains(b.firstErr.Error(), "two applications share fingerprint") {
 		t.Fatalf("apps %d, skipped %d, err %v; want the collision reported and one app kept", s.apps, b.skipped, b.firstErr)
 	}
-	r.snap.Store(s)
+	r.storeSnapshot(s)
 	r.contactMs.Store(r.clockMs.Load())
 	if got := r.Route("first", "EWR", "x", KindFetch); got.ExecPoP != "LHR" {
 		t.Errorf("first: %+v, want LHR", got)
@@ -531,12 +531,12 @@ func TestReloadKeepsRates(t *testing.T) {
 	if spread() == 0 {
 		t.Fatal("hot app not spread before the reload")
 	}
-	old := r.snap.Load()
+	old := r.snapshot()
 	b := newBuilder(r, old, r.now())
 	b.add(d)
 	s := b.finish(time.Now())
 	carryRates(old, s, uint64(r.clockMs.Load()/r.windowMs))
-	r.snap.Store(s)
+	r.storeSnapshot(s)
 	if spread() == 0 {
 		t.Error("hot app not spread after the reload: its rate was forgotten")
 	}
@@ -558,7 +558,7 @@ func TestBuilderSkipsBadDecisions(t *testing.T) {
 	if b.skipped != 2 || s.apps != 3 {
 		t.Errorf("skipped %d, kept %d; want 2 skipped (empty name, bad best PoP), 3 kept", b.skipped, s.apps)
 	}
-	r.snap.Store(s)
+	r.storeSnapshot(s)
 	r.contactMs.Store(r.clockMs.Load())
 	r.setFleet(pops("LHR-", "AMS"))
 	if got := r.Route("bad-candidate", "EWR", "x", KindFetch); got.ExecPoP != "AMS" || got.Reason != ReasonFailover {

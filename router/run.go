@@ -33,7 +33,7 @@ func (r *Router) Run(ctx context.Context) error {
 }
 
 // Ready reports whether a snapshot has been loaded.
-func (r *Router) Ready() bool { return r.snap.Load() != nil }
+func (r *Router) Ready() bool { return r.snapshot() != nil }
 
 // SnapshotInfo describes the router's current state.
 type SnapshotInfo struct {
@@ -41,14 +41,17 @@ type SnapshotInfo struct {
 	LoadedAt    time.Time // when the snapshot was loaded; zero: none yet
 	LastContact time.Time // last successful reload (a full decision scan); zero: never
 	Stale       bool      // LastContact older than Config.MaxAge: Route runs everything locally
+	PoPs        int       // PoP codes the router tracks: the snapshot's, the fleet's and the configured ones
 }
 
 // Info returns the router's current state.
 func (r *Router) Info() SnapshotInfo {
 	var i SnapshotInfo
-	if s := r.snap.Load(); s != nil {
+	v := r.view.Load()
+	if s := v.snap; s != nil {
 		i.Apps, i.LoadedAt = s.apps, s.loadedAt
 	}
+	i.PoPs = len(v.pops.names)
 	if ms := r.contactMs.Load(); ms != 0 {
 		i.LastContact = time.UnixMilli(ms)
 	}
@@ -69,7 +72,7 @@ func (r *Router) Reload(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.ReloadTimeout)
 	defer cancel()
 	start := r.now()
-	old := r.snap.Load()
+	old := r.snapshot()
 	b := newBuilder(r, old, start)
 	err := r.scanInto(ctx, b)
 	if err != nil {
@@ -79,14 +82,14 @@ func (r *Router) Reload(ctx context.Context) error {
 	end := r.now()
 	s := b.finish(end)
 	carryRates(old, s, uint64(r.clockMs.Load()/r.windowMs))
-	r.snap.Store(s)
+	r.storeSnapshot(s) // with its fresh PoP table: codes no longer in use are forgotten
 	r.contactMs.Store(end.UnixMilli())
 	took := r.now().Sub(start)
 	r.m.reloads.WithLabelValues("success").Inc()
 	r.m.reloadSeconds.Observe(took.Seconds())
 	r.m.apps.Set(float64(s.apps))
 	r.m.skipped.Set(float64(b.skipped))
-	log := r.log.With("apps", s.apps, "expired", b.expired, "took", took.Round(time.Millisecond))
+	log := r.log.With("apps", s.apps, "pops", len(s.pops.names), "expired", b.expired, "took", took.Round(time.Millisecond))
 	if b.skipped > 0 {
 		log.Warn("router: snapshot loaded; some decisions skipped", "skipped", b.skipped, "first", b.firstErr)
 	} else {
@@ -148,22 +151,31 @@ func (r *Router) RefreshFleet(ctx context.Context) error {
 	return nil
 }
 
-// setFleet replaces the fleet view.
+// setFleet replaces the fleet view (nil states: none loaded), adding PoPs new to the current table by
+// copy-on-write. The fleet is kept by name, so that each reload's fresh table gets its view rebuilt.
 func (r *Router) setFleet(states []storage.PoPState) {
-	up := make(map[uint16]bool, len(states))
+	r.popMu.Lock()
+	defer r.popMu.Unlock()
+	cur := r.view.Load()
+	t := cur.pops
+	var up map[string]bool
+	if states != nil {
+		up = make(map[string]bool, len(states))
+	}
 	for _, st := range states {
-		idx, err := r.intern(st.PoP)
-		if err != nil {
-			r.log.Warn("router: fleet: PoP skipped", "err", err)
-			continue
+		if _, ok := t.index[st.PoP]; !ok {
+			if t == cur.pops {
+				t = t.clone()
+			}
+			if _, err := t.add(r, st.PoP); err != nil {
+				r.log.Warn("router: fleet: PoP skipped", "err", err)
+				continue
+			}
 		}
-		up[idx] = st.Up && !st.Drained
+		up[st.PoP] = st.Up && !st.Drained
 	}
-	v := &fleetView{known: len(up) > 0, avail: make([]bool, len(r.pops.Load().names))}
-	for idx, ok := range up {
-		v.avail[idx] = ok
-	}
-	r.fleet.Store(v)
+	r.fleetUp = up
+	r.view.Store(&view{snap: cur.snap, pops: t, fleet: r.fleetViewLocked(t)})
 }
 
 // kick asks the reload loop for an early (debounced) reload.
@@ -241,7 +253,7 @@ func (r *Router) reloadLoop(ctx context.Context) {
 			return
 		}
 		wait = r.cfg.RecheckInterval
-		if s := r.snap.Load(); s != nil && !s.reloadBy.IsZero() {
+		if s := r.snapshot(); s != nil && !s.reloadBy.IsZero() {
 			wait = min(wait, s.reloadBy.Sub(r.now())) // re-encode expiries beyond the field's range
 		}
 		switch {

@@ -6,35 +6,92 @@ import (
 	"hash/maphash"
 	"math"
 	"math/bits"
+	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/vantage-edge/vantage/placement"
 )
 
-// popTable interns PoP codes to 16-bit indexes and holds their header values. It only grows: a new table is a
-// copy (copy-on-write) published through Router.pops, so an index stays valid for the router's lifetime and
-// Route reads it without locks.
+// popTable interns PoP codes to 16-bit indexes and holds their header values and per-PoP state. A published
+// table is immutable but for its rate words: a PoP new to the fleet or an ingress is added by copy-on-write
+// (clone, then add), which keeps every index, so a snapshot built with a table stays valid with its extensions.
+// Each full reload builds a fresh table holding only the PoPs in use (the snapshot's, the fleet's, the
+// configured ones): retired or bogus codes leave it, and MaxPoPs cannot be exhausted by churn. The table is
+// published with the snapshot and the fleet view indexed by it (Router.view), so Route never mixes indexes of
+// two tables.
 type popTable struct {
-	index  map[string]uint16
-	names  []string
-	remote []string // "remote-" + name: the cf-placement value when routed there
-	local  []string // "local-" + name: the cf-placement value when run at that ingress
+	index    map[string]uint16
+	names    []string
+	remote   []string // "remote-" + name: the cf-placement value when routed there
+	local    []string // "local-" + name: the cf-placement value when run at that ingress
+	capacity []uint64 // per index: capacity per rate window, 0 unknown (Config.PoPCapacityRPS)
+	// rate holds per index the rate words of what this router sent there. Shared by a table's extensions
+	// (their indexes agree); a fresh table gets new words, carried over by name (carryPoPRates).
+	rate *[MaxPoPs]uint64
+	hint ingressHint // the usual ingress PoP: Route skips the map lookup for it; name "" none
 }
 
-// with returns a copy of t with code appended.
-func (t *popTable) with(code string) *popTable {
-	n := &popTable{
-		index:  make(map[string]uint16, len(t.names)+1),
-		names:  append(t.names[:len(t.names):len(t.names)], code),
-		remote: append(t.remote[:len(t.remote):len(t.remote)], "remote-"+code),
-		local:  append(t.local[:len(t.local):len(t.local)], "local-"+code),
-	}
+// newPopTable returns an empty table with fresh rate words.
+func newPopTable() *popTable {
+	return &popTable{index: map[string]uint16{}, rate: new([MaxPoPs]uint64)}
+}
+
+// clone returns a copy of t sharing its rate words, to add codes to before publishing it.
+func (t *popTable) clone() *popTable {
+	n := *t
+	n.index = make(map[string]uint16, len(t.names)+1)
 	for k, v := range t.index {
 		n.index[k] = v
 	}
-	n.index[code] = uint16(len(t.names))
-	return n
+	n.names = slices.Clip(t.names)
+	n.remote = slices.Clip(t.remote)
+	n.local = slices.Clip(t.local)
+	n.capacity = slices.Clip(t.capacity)
+	return &n
+}
+
+// add returns code's index in t, adding it when new. t must not be published yet (or be a clone).
+func (t *popTable) add(r *Router, code string) (uint16, error) {
+	if idx, ok := t.index[code]; ok {
+		return idx, nil
+	}
+	if !validPoP(code) {
+		return 0, fmt.Errorf("PoP code %.40q: want 1 to 16 letters, digits, '-' or '_'", code)
+	}
+	if len(t.names) >= MaxPoPs {
+		return 0, fmt.Errorf("PoP code %q: more than %d PoPs", code, MaxPoPs)
+	}
+	idx := uint16(len(t.names))
+	var capacity uint64
+	if c, ok := r.cfg.PoPCapacityRPS[code]; ok {
+		capacity = max(uint64(c*float64(r.windowMs)/1000), 1)
+	}
+	t.index[code] = idx
+	t.names = append(t.names, code)
+	t.remote = append(t.remote, "remote-"+code)
+	t.local = append(t.local, "local-"+code)
+	t.capacity = append(t.capacity, capacity)
+	return idx, nil
+}
+
+// setHint makes name the table's usual ingress, when the table holds it.
+func (t *popTable) setHint(name string) {
+	if idx, ok := t.index[name]; ok && name != "" {
+		t.hint = ingressHint{name: name, idx: idx}
+	}
+}
+
+// carryPoPRates copies old's per-PoP rate words into t by name, when t has rate words of its own.
+func carryPoPRates(old, t *popTable) {
+	if old == nil || old.rate == t.rate {
+		return
+	}
+	for i, name := range old.names {
+		if j, ok := t.index[name]; ok {
+			atomic.StoreUint64(&t.rate[j], atomic.LoadUint64(&old.rate[i]))
+		}
+	}
 }
 
 // validPoP reports whether code can be a PoP code: 1 to 16 letters, digits, '-' or '_' (it goes into a header).
@@ -86,6 +143,7 @@ const rttUnknown = math.MaxUint32
 // with odds ~2⁻⁶³ per request: it would then be routed like that other application, which costs latency,
 // never correctness (every PoP can run every application).
 type snapshot struct {
+	pops     *popTable // the table the candidates index, built with the snapshot
 	cells    []uint64
 	mask     uint64 // cell count - 1
 	apps     int
@@ -199,14 +257,15 @@ type builder struct {
 	items    []pending
 	skipped  int
 	firstErr error
-	baseMs   int64 // snapshot.expBaseMs: the reload's start (Unix ms)
-	far      bool  // a decision expires beyond the expiry field's range
-	expired  int   // decisions already expired when loaded
+	baseMs   int64     // snapshot.expBaseMs: the reload's start (Unix ms)
+	far      bool      // a decision expires beyond the expiry field's range
+	expired  int       // decisions already expired when loaded
+	pops     *popTable // the fresh table, unpublished until the snapshot is: only the build goroutine adds
 }
 
 // newBuilder returns a builder for a reload that started at start; old, when not nil, sizes it.
 func newBuilder(r *Router, old *snapshot, start time.Time) *builder {
-	b := &builder{r: r, baseMs: start.UnixMilli()}
+	b := &builder{r: r, baseMs: start.UnixMilli(), pops: r.freshPoPs()}
 	if old != nil {
 		b.items = make([]pending, 0, old.apps+old.apps/8)
 	}
@@ -241,7 +300,7 @@ func (b *builder) add(d placement.Decision) {
 	var cands [maxCellCandidates]uint64
 	nc := 0
 	if class == classPlace {
-		best, err := b.r.intern(d.BestPoP)
+		best, err := b.pops.add(b.r, d.BestPoP)
 		if err != nil {
 			b.skip(fmt.Errorf("router: decision app %q best_pop: %w", app, err))
 			return
@@ -276,7 +335,7 @@ func (b *builder) add(d placement.Decision) {
 			if flags == 0 {
 				continue
 			}
-			idx, err := b.r.intern(c.PoP)
+			idx, err := b.pops.add(b.r, c.PoP)
 			if err != nil {
 				continue // a bad candidate code loses that candidate only
 			}
@@ -317,7 +376,7 @@ func (b *builder) finish(now time.Time) *snapshot {
 	if n := uint64(len(b.items)) * 2; n > size {
 		size = 1 << bits.Len64(n-1)
 	}
-	s := &snapshot{cells: make([]uint64, size*cellWords), mask: size - 1, loadedAt: now, expBaseMs: b.baseMs}
+	s := &snapshot{pops: b.pops, cells: make([]uint64, size*cellWords), mask: size - 1, loadedAt: now, expBaseMs: b.baseMs}
 	if b.far {
 		s.reloadBy = time.UnixMilli(b.baseMs).Add(expiryRange)
 	}
