@@ -189,7 +189,9 @@ func TestPlacementOnEmulatedWAN(t *testing.T) {
 	if d, _ := decision(st, "www"); d.Verdict != placement.VerdictReplicated || d.Status != placement.StatusUnsupportedApplication || d.BestPoP != "" {
 		t.Errorf("www (geo-DNS): verdict %s status %s best %q, want replicated UNSUPPORTED_APPLICATION and no PoP", d.Verdict, d.Status, d.BestPoP)
 	}
-	// The measured RTT of the best PoP matches the emulated truth within a few ms.
+	// The measured RTT of the best PoP matches the emulated truth: never early by more than the emulator's
+	// timer slack (it may release a packet up to ~0.3 ms early; the testbed's own checks allow max(1 ms,
+	// RTT/10)), and late by at most a few ms on a busy machine.
 	d, _ := decision(st, "billing")
 	truth, err := tb.RTT("FRA", "db")
 	if err != nil {
@@ -198,7 +200,7 @@ func TestPlacementOnEmulatedWAN(t *testing.T) {
 	if len(d.Candidates) == 0 || d.Candidates[0].PoP != "FRA" {
 		t.Fatalf("billing candidates %v", d.Candidates)
 	}
-	if got := d.Candidates[0].RTTMs; got < truth.Seconds()*1000 || got > truth.Seconds()*1000+5 {
+	if got, want := d.Candidates[0].RTTMs, truth.Seconds()*1000; got < want-max(1, want/10) || got > want+5 {
 		t.Errorf("FRA->db measured %.3f ms, emulated %v", got, truth)
 	}
 }
