@@ -1,33 +1,19 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
+	"github.com/vantage-edge/vantage/internal/syncbuf"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/vantage-edge/vantage/demo"
 	"github.com/vantage-edge/vantage/storage/redistest"
 )
-
-// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // TestStatusPageInChromium runs the demo against a real redis-server, opens its status page in headless
 // Chromium (driven over the DevTools protocol), and checks that the page loads without console errors, shows
@@ -43,7 +29,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	defer cancel()
 
 	demoCtx, stopDemo := context.WithCancel(ctx)
-	var out syncBuffer
+	var out syncbuf.Buffer
 	ready := make(chan demo.Info, 1)
 	done := make(chan error, 1)
 	go func() {

@@ -1,7 +1,6 @@
 package scheduler
 
 import (
-	"bytes"
 	"context"
 	"strings"
 	"testing"
@@ -41,23 +40,6 @@ func TestAuthTokenBucket(t *testing.T) {
 	}
 	if ok, _ := a.Allow("other"); !ok {
 		t.Error("buckets are per token: another token must start full")
-	}
-}
-
-func TestParseTokens(t *testing.T) {
-	toks, err := ParseTokens(bytes.NewBufferString("# ops\nabcdefghijklmnop ops\n\nqrstuvwxyz0123456789\n"), "tokens")
-	if err != nil || toks["abcdefghijklmnop"] != "ops" || toks["qrstuvwxyz0123456789"] != "token-4" {
-		t.Fatalf("ParseTokens = %v, %v", toks, err)
-	}
-	for _, tc := range []struct{ name, in, want string }{
-		{"short", "abc\n", "tokens:1: token shorter than 16 characters"},
-		{"three_fields", "abcdefghijklmnop a b\n", "tokens:1: want \"token [name]\", got 3 fields"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if _, err := ParseTokens(strings.NewReader(tc.in), "tokens"); err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("error %v, want %q", err, tc.want)
-			}
-		})
 	}
 }
 

@@ -154,37 +154,6 @@ func ReadTokens(r io.Reader, file string) (Tokens, error) {
 	return out, nil
 }
 
-// ParseTokens reads the old tokens format, one a line as "token" or "token name" (blank lines and # comments
-// skipped; name defaults to "token-<line>"), into token -> name.
-//
-// Deprecated: ReadTokens reads the tokens file with accounts (and this old form).
-func ParseTokens(r io.Reader, file string) (map[string]string, error) {
-	out := map[string]string{}
-	sc := bufio.NewScanner(r)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		f := strings.Fields(line)
-		if len(f) > 2 {
-			return nil, fmt.Errorf("scheduler: tokens %s:%d: want \"token [name]\", got %d fields", file, n, len(f))
-		}
-		if len(f[0]) < minTokenLen {
-			return nil, fmt.Errorf("scheduler: tokens %s:%d: token shorter than %d characters", file, n, minTokenLen)
-		}
-		name := "token-" + strconv.Itoa(n)
-		if len(f) == 2 {
-			name = f[1]
-		}
-		out[f[0]] = name
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("scheduler: reading tokens %s: %w", file, err)
-	}
-	return out, nil
-}
-
 // LoadTokensFile reads ReadTokens' format from path.
 func LoadTokensFile(path string) (Tokens, error) {
 	f, err := os.Open(path)

@@ -1,14 +1,13 @@
 package scheduler
 
 import (
-	"bytes"
 	"context"
+	"github.com/vantage-edge/vantage/internal/syncbuf"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,7 +71,7 @@ func TestLoadDirReplacesTheDirectorysTargets(t *testing.T) {
 // content, counted in vantage_scheduler_config_files and listed by SkippedConfigs.
 func TestLoadDirSmartAppsAndSkippedFiles(t *testing.T) {
 	srv := redistest.Start(t)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	b := StoreBackend{openStore(t, srv.Addr(), log)}
 	reg := prometheus.NewRegistry()
@@ -169,16 +168,3 @@ func TestLoadDirSmartAppsAndSkippedFiles(t *testing.T) {
 		t.Errorf("SkippedConfigs = %+v; want taken.toml skipped as the API's", sk)
 	}
 }
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test reading it at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

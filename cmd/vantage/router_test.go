@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/vantage-edge/vantage/internal/syncbuf"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -151,7 +152,7 @@ func TestRouterUsageErrors(t *testing.T) {
 func TestRouterLogIsJSONFromTheFirstLine(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
-	var out, errb syncBuffer
+	var out, errb syncbuf.Buffer
 	code := run(ctx, []string{"router", "--log-format", "json", "--redis", "127.0.0.1:1", "--ingress", "SYD",
 		"--workers", "SYD=http://127.0.0.1:9", "--listen", "127.0.0.1:0", "--admin", ""}, &out, &errb)
 	lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
