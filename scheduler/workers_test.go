@@ -1,0 +1,123 @@
+package scheduler
+
+import (
+	"bytes"
+	"encoding/json"
+	"mime/multipart"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// multipartBody encodes fields (name -> value, in order of the pairs) as a multipart form.
+func multipartBody(t *testing.T, pairs ...string) (string, string) {
+	t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if err := mw.WriteField(pairs[i], pairs[i+1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mw.Close()
+	return buf.String(), mw.FormDataContentType()
+}
+
+func (e *accountsEnv) doCT(method, path, token, ct, body string) (int, string) {
+	e.t.Helper()
+	req, err := http.NewRequest(method, e.url+path, strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", ct)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	return resp.StatusCode, b.String()
+}
+
+func TestWorkersScriptSettings(t *testing.T) {
+	e := newAccountsEnv(t, Limits{})
+	base := "/client/v4/accounts/" + acctA + "/workers/scripts/"
+	jsonCT := "application/json"
+	for _, tc := range []struct {
+		name      string
+		ct, body  string
+		multipart []string
+		want      int
+		wantIn    []string
+	}{
+		{name: "smart, SDK form", multipart: []string{"settings[placement][mode]", "smart"}, want: 200,
+			wantIn: []string{`"placement":{"mode":"smart"}`}},
+		{name: "region, settings JSON part", multipart: []string{"settings", `{"placement":{"region":"aws:us-east-1"}}`}, want: 200,
+			wantIn: []string{`"mode":"targeted","region":"aws:us-east-1"`}},
+		{name: "host, plain JSON", ct: jsonCT, body: `{"placement":{"host":"db.shop.example:5432"}}`, want: 200,
+			wantIn: []string{`"mode":"targeted","host":"db.shop.example:5432"`}},
+		{name: "hostname with mode targeted", ct: jsonCT, body: `{"placement":{"mode":"targeted","hostname":"api.shop.example"}}`, want: 200,
+			wantIn: []string{`"mode":"targeted","hostname":"api.shop.example"`}},
+		{name: "bad mode", ct: jsonCT, body: `{"placement":{"mode":"fast"}}`, want: 400, wantIn: []string{"placement.mode"}},
+		{name: "two targets", ct: jsonCT, body: `{"placement":{"host":"a.example:1","hostname":"b.example"}}`, want: 400, wantIn: []string{"exclusive"}},
+		{name: "unknown field", ct: jsonCT, body: `{"placement":{"hint":"x"}}`, want: 400, wantIn: []string{"placement.hint"}},
+		{name: "empty region", ct: jsonCT, body: `{"placement":{"region":""}}`, want: 400, wantIn: []string{"placement.region"}},
+		{name: "host without port", ct: jsonCT, body: `{"placement":{"host":"db.shop.example"}}`, want: 400, wantIn: []string{"placement"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body, ct := tc.body, tc.ct
+			if tc.multipart != nil {
+				body, ct = multipartBody(t, tc.multipart...)
+			}
+			code, raw := e.doCT("PATCH", base+"shop/settings", tokA, ct, body)
+			if code != tc.want {
+				t.Fatalf("PATCH: %d %s, want %d", code, raw, tc.want)
+			}
+			for _, s := range tc.wantIn {
+				if !strings.Contains(raw, s) {
+					t.Errorf("PATCH: %s lacks %s", raw, s)
+				}
+			}
+			if code == 200 {
+				got := e.must(200, "GET", base+"shop/settings", tokA, "")
+				var env struct{ Result ScriptSettings }
+				json.Unmarshal([]byte(got), &env)
+				if env.Result.Placement == nil || !strings.Contains(got, tc.wantIn[0]) {
+					t.Errorf("GET settings: %s, want %s", got, tc.wantIn[0])
+				}
+			}
+		})
+	}
+	// The last good placement holds after the bad ones.
+	if got := e.must(200, "GET", base+"shop/settings", tokA, ""); !strings.Contains(got, `"hostname":"api.shop.example"`) {
+		t.Errorf("after refused PATCHes: %s", got)
+	}
+	// Another account's script is not found, and B cannot reach it under A's path either.
+	e.must(404, "GET", "/client/v4/accounts/"+acctB+"/workers/scripts/shop/settings", tokB, "")
+	e.must(404, "GET", base+"shop/settings", tokB, "")
+	e.must(401, "GET", base+"shop/settings", "not-a-token-0123456789", "")
+
+	// The list, the service as wrangler reads it, the delete.
+	e.must(200, "PATCH", base+"cart/settings", tokA, `{"placement":{"mode":"smart"}}`)
+	list := e.must(200, "GET", "/client/v4/accounts/"+acctA+"/workers/scripts", tokA, "")
+	var l struct{ Result []WorkerScript }
+	if err := json.Unmarshal([]byte(list), &l); err != nil || len(l.Result) != 2 || l.Result[0].ID != "cart" || l.Result[0].PlacementMode != "smart" ||
+		l.Result[1].ID != "shop" || l.Result[1].Placement == nil || l.Result[1].Placement.Hostname != "api.shop.example" {
+		t.Errorf("list: %s (%v)", list, err)
+	}
+	if other := e.must(200, "GET", "/client/v4/accounts/"+acctB+"/workers/scripts", tokB, ""); strings.Contains(other, "shop") {
+		t.Errorf("B's list shows A's script: %s", other)
+	}
+	svc := e.must(200, "GET", "/client/v4/accounts/"+acctA+"/workers/services/shop", tokA, "")
+	var s struct{ Result ServiceStatus }
+	json.Unmarshal([]byte(svc), &s)
+	if sc := s.Result.DefaultEnvironment.Script; sc.PlacementMode != "targeted" || sc.Placement == nil || sc.Placement.Hostname != "api.shop.example" || sc.Vantage != nil {
+		t.Errorf("service: %s", svc)
+	}
+	e.must(404, "DELETE", "/client/v4/accounts/"+acctB+"/workers/scripts/shop", tokB, "")
+	e.must(200, "DELETE", base+"cart", tokA, "")
+	e.must(404, "GET", base+"cart/settings", tokA, "")
+	e.must(404, "DELETE", base+"cart", tokA, "")
+}
