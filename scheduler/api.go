@@ -72,6 +72,7 @@ type VantageDetail struct {
 	Estimated   bool      `json:"estimated,omitempty"`
 	Confidence  float64   `json:"confidence,omitempty"`
 	Version     int64     `json:"version,omitempty"`
+	Deploy      string    `json:"deploy,omitempty"`      // the current deploy (scripts' answers only)
 	LastChecked time.Time `json:"last_checked,omitzero"` // when the decision was last computed
 	NextRecheck time.Time `json:"next_recheck,omitzero"`
 }
@@ -181,6 +182,7 @@ func (a *API) Handler() http.Handler {
 	route("DELETE /client/v4/accounts/{account}/workers/services/{name}", "service_delete", a.authed(a.deleteService))
 	route("GET /client/v4/accounts/{account}/workers/scripts", "scripts_list", a.authed(a.listScripts))
 	route("DELETE /client/v4/accounts/{account}/workers/scripts/{name}", "script_delete", a.authed(a.deleteScript))
+	route("PUT /client/v4/accounts/{account}/workers/scripts/{name}", "script_put", a.authed(a.putScript))
 	route("GET /client/v4/accounts/{account}/workers/scripts/{name}/settings", "script_settings", a.authed(a.getScriptSettings))
 	route("PATCH /client/v4/accounts/{account}/workers/scripts/{name}/settings", "script_settings_patch", a.authed(a.patchScriptSettings))
 	if a.Telemetry != nil {

@@ -62,6 +62,7 @@ type scriptState struct {
 	decision placement.Decision
 	decided  bool
 	deployed time.Time
+	deploy   string
 }
 
 // platformMode is mode in the platform's spelling: "smart" or "targeted" ("" for none).
@@ -106,7 +107,8 @@ func (s scriptState) script(detail bool) WorkerScript {
 		d := s.decision
 		ws.Vantage = &VantageDetail{Target: s.Target.Target, Endpoint: s.Endpoint, BestPoP: d.BestPoP,
 			Candidates: d.Candidates, Verdict: d.Verdict, Reason: d.Reason, Estimated: d.Estimated,
-			Confidence: d.Confidence, Version: d.Version, LastChecked: d.ComputedAt, NextRecheck: d.NextRecheck}
+			Confidence: d.Confidence, Version: d.Version, LastChecked: d.ComputedAt, NextRecheck: d.NextRecheck,
+			Deploy: s.deploy}
 	}
 	return ws
 }
@@ -125,7 +127,7 @@ func (a *API) lookupScript(ctx context.Context, p Principal, account, name strin
 			return s, false, fmt.Errorf("reading the app %q: %w", name, err)
 		}
 		if found {
-			s.deployed = app.DeployedAt
+			s.deployed, s.deploy = app.DeployedAt, app.DeployVersion
 			if !ok {
 				s.Target, ok = Target{App: app.Name, Mode: app.Mode, Target: app.Target, Account: app.Account, Source: cmp.Or(app.Source, SourceAPI)}, true
 			}
@@ -367,4 +369,46 @@ func (a *API) deleteScript(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.removeApp(w, r, name, account)
+}
+
+// putScript is PUT /client/v4/accounts/{account}/workers/scripts/{name}, the script upload: of its multipart
+// form only the metadata matters (a JSON part, as wrangler sends it, or metadata[...] fields, as the SDK does).
+// metadata.placement sets the placement; without one the script keeps its own (a new script needs one). Every
+// upload is a new deploy with a generated version, as POST /v1/apps/{name}/deploys: a smart script leaves
+// UNSUPPORTED_APPLICATION and is analysed afresh.
+func (a *API) putScript(w http.ResponseWriter, r *http.Request) {
+	name, account := r.PathValue("name"), r.PathValue("account")
+	meta, code, err := formObject(w, r, "metadata")
+	if err != nil {
+		writeError(w, code, 10002, err.Error())
+		return
+	}
+	raw, ok := meta["placement"]
+	if !ok {
+		s, found, err := a.lookupScript(r.Context(), principal(r), account, name)
+		switch {
+		case err != nil:
+			writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
+			return
+		case !found || s.Mode == placement.ModeNone:
+			writeError(w, http.StatusBadRequest, 10021, fmt.Sprintf("metadata.placement: script %q has no placement: Vantage places scripts that name one", name))
+			return
+		}
+		pp := s.script(false).Placement
+		b, _ := json.Marshal(PlatformPlacement{Mode: pp.Mode, Region: pp.Region, Host: pp.Host, Hostname: pp.Hostname})
+		json.Unmarshal(b, &raw) // the platform's shape again, for placeScript's checks
+	}
+	if _, ok := a.placeScript(w, r, name, account, raw); !ok {
+		return
+	}
+	s, found, err := a.lookupScript(r.Context(), principal(r), account, name)
+	switch {
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
+		return
+	case !found: // deleted meanwhile
+		scriptNotFound(w, name)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.script(true))
 }

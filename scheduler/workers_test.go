@@ -121,3 +121,60 @@ func TestWorkersScriptSettings(t *testing.T) {
 	e.must(404, "GET", base+"cart/settings", tokA, "")
 	e.must(404, "DELETE", base+"cart", tokA, "")
 }
+
+func TestWorkersScriptUpload(t *testing.T) {
+	e := newAccountsEnv(t, Limits{})
+	path := "/client/v4/accounts/" + acctA + "/workers/scripts/"
+	deployOf := func(raw string) (WorkerScript, string) {
+		t.Helper()
+		var env struct{ Result WorkerScript }
+		if err := json.Unmarshal([]byte(raw), &env); err != nil || env.Result.Vantage == nil || env.Result.Vantage.Deploy == "" {
+			t.Fatalf("upload answer %s: no deploy (%v)", raw, err)
+		}
+		return env.Result, env.Result.Vantage.Deploy
+	}
+	// A new script without a placement has nothing for Vantage to place.
+	body, ct := multipartBody(t, "metadata", `{"main_module":"index.js"}`, "index.js", "export default {}")
+	if code, raw := e.doCT("PUT", path+"shop", tokA, ct, body); code != 400 || !strings.Contains(raw, "metadata.placement") {
+		t.Fatalf("upload without placement: %d %s", code, raw)
+	}
+	// wrangler's JSON metadata part.
+	body, ct = multipartBody(t, "metadata", `{"main_module":"index.js","placement":{"mode":"smart"}}`, "index.js", "export default {}")
+	code, raw := e.doCT("PUT", path+"shop", tokA, ct, body)
+	if code != 200 {
+		t.Fatalf("upload: %d %s", code, raw)
+	}
+	s1, d1 := deployOf(raw)
+	if s1.PlacementMode != "smart" {
+		t.Errorf("upload: %s", raw)
+	}
+	// Again without a placement: the placement holds, the deploy is new.
+	body, ct = multipartBody(t, "metadata", `{"main_module":"index.js"}`)
+	code, raw = e.doCT("PUT", path+"shop", tokA, ct, body)
+	if code != 200 {
+		t.Fatalf("second upload: %d %s", code, raw)
+	}
+	s2, d2 := deployOf(raw)
+	if s2.PlacementMode != "smart" || d2 == d1 {
+		t.Errorf("second upload: %s, first deploy %s", raw, d1)
+	}
+	app, found, err := e.st.App(t.Context(), "shop")
+	if err != nil || !found || app.DeployVersion != d2 {
+		t.Errorf("registry: %+v %v %v, want deploy %s", app, found, err, d2)
+	}
+	// The SDK's metadata[...] fields change the placement; a bad one is refused naming the field.
+	body, ct = multipartBody(t, "metadata[main_module]", "index.js", "metadata[placement][host]", targetA)
+	code, raw = e.doCT("PUT", path+"shop", tokA, ct, body)
+	if s3, _ := deployOf(raw); code != 200 || s3.Placement == nil || s3.Placement.Host != targetA || s3.PlacementMode != "targeted" {
+		t.Errorf("SDK-style upload: %d %s", code, raw)
+	}
+	body, ct = multipartBody(t, "metadata[placement][mode]", "fast")
+	if code, raw := e.doCT("PUT", path+"shop", tokA, ct, body); code != 400 || !strings.Contains(raw, "placement.mode") {
+		t.Errorf("bad placement upload: %d %s", code, raw)
+	}
+	// Another account cannot take the name.
+	body, ct = multipartBody(t, "metadata", `{"placement":{"mode":"smart"}}`)
+	if code, raw := e.doCT("PUT", "/client/v4/accounts/"+acctB+"/workers/scripts/shop", tokB, ct, body); code != 409 {
+		t.Errorf("B uploading A's name: %d %s", code, raw)
+	}
+}
