@@ -262,7 +262,7 @@ func jsonText(v any) string {
 
 // formObject reads the object key of r's body: from a multipart form, a JSON part or field named key, or
 // fields key[a][b] (as the SDK encodes nested objects; every value a string); from any other body, the JSON
-// object that is the body. An empty body is an empty object.
+// object that is the body (or its member key). An empty body is an empty object.
 func formObject(w http.ResponseWriter, r *http.Request, key string) (map[string]any, int, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
@@ -270,12 +270,20 @@ func formObject(w http.ResponseWriter, r *http.Request, key string) (map[string]
 	}
 	out := map[string]any{}
 	ct, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if first, _, _ := bytes.Cut(body, []byte("\n")); ct != "multipart/form-data" && bytes.HasPrefix(first, []byte("--")) {
+		// The SDK's script upload sends its multipart form as Content-Type application/javascript: the form's
+		// first line names the boundary.
+		ct, params = "multipart/form-data", map[string]string{"boundary": string(bytes.TrimSpace(first[2:]))}
+	}
 	if ct != "multipart/form-data" {
 		if len(bytes.TrimSpace(body)) == 0 {
 			return out, 0, nil
 		}
 		if err := json.Unmarshal(body, &out); err != nil {
 			return nil, http.StatusBadRequest, fmt.Errorf("%s: body: %w (want a JSON object)", key, err)
+		}
+		if inner, ok := out[key].(map[string]any); ok { // {"settings": {...}} as well as {...}
+			return inner, 0, nil
 		}
 		return out, 0, nil
 	}
