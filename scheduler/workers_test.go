@@ -7,6 +7,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/vantage-edge/vantage/placement"
 )
 
 // multipartBody encodes fields (name -> value, in order of the pairs) as a multipart form.
@@ -176,5 +179,35 @@ func TestWorkersScriptUpload(t *testing.T) {
 	body, ct = multipartBody(t, "metadata", `{"placement":{"mode":"smart"}}`)
 	if code, raw := e.doCT("PUT", "/client/v4/accounts/"+acctB+"/workers/scripts/shop", tokB, ct, body); code != 409 {
 		t.Errorf("B uploading A's name: %d %s", code, raw)
+	}
+}
+
+// Once analysed, a script's placement carries the analysis's status and time, in the settings, the list and
+// the service as wrangler reads it; Vantage's detail stays under "vantage".
+func TestWorkersAnalysedPlacement(t *testing.T) {
+	e := newAccountsEnv(t, Limits{})
+	base := "/client/v4/accounts/" + acctA + "/workers/"
+	got := e.must(200, "PATCH", base+"scripts/shop/settings", tokA, `{"placement":{"mode":"smart"}}`)
+	if strings.Contains(got, "status") || strings.Contains(got, "last_analyzed_at") {
+		t.Errorf("before analysis: %s", got)
+	}
+	at := time.Date(2026, 11, 2, 3, 4, 5, 0, time.UTC)
+	if _, err := e.st.PutDecision(t.Context(), placement.Decision{App: "shop", Mode: placement.ModeSmart, BestPoP: "FRA",
+		Status: placement.StatusSuccess, ComputedAt: at, Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	want := `"placement":{"mode":"smart","status":"SUCCESS","last_analyzed_at":"2026-11-02T03:04:05Z"}`
+	for _, path := range []string{"scripts/shop/settings", "scripts", "services/shop"} {
+		got := e.must(200, "GET", base+path, tokA, "")
+		if !strings.Contains(got, want) {
+			t.Errorf("GET %s: %s lacks %s", path, got, want)
+		}
+		if path != "scripts" && !strings.Contains(got, `"vantage":{`) || strings.Contains(got, `"placement":{"mode":"smart","status":"SUCCESS","last_analyzed_at":"2026-11-02T03:04:05Z","best_pop"`) {
+			t.Errorf("GET %s: %s: Vantage's detail misplaced", path, got)
+		}
+	}
+	if got := e.must(200, "GET", base+"services/shop", tokA, ""); !strings.Contains(got, `"default_environment":{"environment":"production","script":{"id":"shop","placement":`) ||
+		!strings.Contains(got, `"placement_mode":"smart","placement_status":"SUCCESS"`) {
+		t.Errorf("service: %s", got)
 	}
 }
