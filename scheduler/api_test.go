@@ -137,9 +137,9 @@ func TestAPIAppsStatusAndAuth(t *testing.T) {
 		{"post_bad_deploy", "POST", "/v1/apps?deploy=a+b", testToken, "application/toml", hostTOML, 400, "deploy version"},
 		{"post_denied_host", "POST", "/v1/apps", testToken, "application/toml", "name = \"x\"\n[placement]\nhost = \"10.0.0.1:5432\"\n", 400, "10.0.0.1"},
 		{"post_bad_toml", "POST", "/v1/apps", testToken, "application/toml", "name = \n", 400, "request:1:8"},
-		{"status_unknown", "GET", "/client/v4/accounts/acc1/workers/services/nope", "", "", "", 404, "service_not_found"},
-		{"status_other_account", "GET", "/client/v4/accounts/acc2/workers/services/billing", "", "", "", 404, "service_not_found"},
-		{"list", "GET", "/v1/apps", "", "", "", 200, `"catalog"`},
+		{"status_unknown", "GET", "/client/v4/accounts/acc1/workers/services/nope", testToken, "", "", 404, "service_not_found"},
+		{"status_other_account", "GET", "/client/v4/accounts/acc2/workers/services/billing", testToken, "", "", 404, "service_not_found"},
+		{"list", "GET", "/v1/apps", testToken, "", "", 200, `"catalog"`},
 		{"delete_without_token", "DELETE", "/v1/apps/catalog", "", "", "", 401, "bearer"},
 		{"delete", "DELETE", "/v1/apps/catalog", testToken, "", "", 200, `"catalog"`},
 		{"delete_again", "DELETE", "/v1/apps/catalog", testToken, "", "", 404, "not registered"},
@@ -161,14 +161,14 @@ func TestAPIAppsStatusAndAuth(t *testing.T) {
 	}
 
 	// Before the analysis the platform's field is absent.
-	code, _, _, raw := e.do("GET", "/client/v4/accounts/acc1/workers/services/billing", "", "", "")
+	code, _, _, raw := e.do("GET", "/client/v4/accounts/acc1/workers/services/billing", testToken, "", "")
 	if code != 200 || strings.Contains(raw, "placement_status") || !strings.Contains(raw, `"placement_mode":"host"`) {
 		t.Fatalf("status before analysis: %d %s; want 200, mode host, no placement_status", code, raw)
 	}
 	e.run()
 	var st ServiceStatus
 	waitUntil(t, "the status to show the analysis", 15*time.Second, func() bool {
-		_, _, env, _ := e.do("GET", "/client/v4/accounts/acc1/workers/services/billing", "", "", "")
+		_, _, env, _ := e.do("GET", "/client/v4/accounts/acc1/workers/services/billing", testToken, "", "")
 		b, _ := json.Marshal(env.Result)
 		st = ServiceStatus{}
 		json.Unmarshal(b, &st)
@@ -464,7 +464,7 @@ func TestNoValidHostsReason(t *testing.T) {
 	e.run()
 	var st ServiceStatus
 	waitUntil(t, "the status to show the analysis", 15*time.Second, func() bool {
-		_, _, env, _ := e.do("GET", "/client/v4/accounts/any/workers/services/closed", "", "", "")
+		_, _, env, _ := e.do("GET", "/client/v4/accounts/any/workers/services/closed", testToken, "", "")
 		b, _ := json.Marshal(env.Result)
 		st = ServiceStatus{}
 		json.Unmarshal(b, &st)
