@@ -1,7 +1,6 @@
 package scheduler
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"os"
@@ -47,35 +46,54 @@ const status = async (p) => { try { await p; return 200; } catch (e) { return e.
 })().catch((e) => { console.error(e); process.exit(1); });
 `
 
-// installSDK installs the SDK into a cache dir reused across runs ($VANTAGE_NPM_CACHE, else
-// /tmp/vantage-npm-sdk) and returns its node_modules; it skips without node or npm (fails under CI=true).
+// installSDK installs the SDK once into the cache shared with placement's wrangler differential
+// ($VANTAGE_NPM_CACHE, else $XDG_CACHE_HOME/vantage-npm, else /tmp/vantage-npm) and returns its node_modules. It
+// skips where node or npm is missing, and where the install fails outside CI (under CI it fails).
 func installSDK(t *testing.T) string {
 	t.Helper()
 	for _, tool := range []string{"node", "npm"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is missing: the Workers API is tested with the official SDK under node", tool)
-			}
-			t.Skipf("%s is missing: skipping the test with the official Cloudflare SDK (npm cloudflare@%s)", tool, sdkVersion)
+			t.Skipf("%s not found: the Workers API is tested with the official Cloudflare SDK (npm cloudflare@%s) under Node.js >= 18 (Debian: apt-get install nodejs npm; .ci/deps.sh installs them)", tool, sdkVersion)
 		}
 	}
-	dir := filepath.Join(cmp.Or(os.Getenv("VANTAGE_NPM_CACHE"), "/tmp/vantage-npm-sdk"), "cloudflare-"+sdkVersion)
+	cache := os.Getenv("VANTAGE_NPM_CACHE")
+	if cache == "" {
+		if x := os.Getenv("XDG_CACHE_HOME"); x != "" {
+			cache = filepath.Join(x, "vantage-npm")
+		} else {
+			cache = filepath.Join(os.TempDir(), "vantage-npm")
+		}
+	}
+	dir := filepath.Join(cache, "cloudflare-"+sdkVersion)
 	modules := filepath.Join(dir, "node_modules")
-	var pkg struct{ Version string }
-	if raw, err := os.ReadFile(filepath.Join(modules, "cloudflare", "package.json")); err == nil && json.Unmarshal(raw, &pkg) == nil && pkg.Version == sdkVersion {
+	if _, err := os.Stat(filepath.Join(modules, "cloudflare", "package.json")); err == nil {
 		return modules
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(cache, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// Install into a fresh directory and rename it into place, so that a run that stops half way, or two runs
+	// at once, never leave a broken package behind.
+	tmp, err := os.MkdirTemp(cache, "install-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(tmp)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "npm", "install", "--no-audit", "--no-fund", "--prefix", dir, "cloudflare@"+sdkVersion)
+	cmd := exec.CommandContext(ctx, "npm", "install", "--prefix", tmp, "--no-audit", "--no-fund", "--ignore-scripts",
+		"cloudflare@"+sdkVersion)
+	cmd.Env = append(os.Environ(), "npm_config_update_notifier=false")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "true" {
+		if os.Getenv("CI") != "" {
 			t.Fatalf("npm install cloudflare@%s: %v\n%s", sdkVersion, err, out)
 		}
-		t.Skipf("npm install cloudflare@%s failed (no registry?): %v\n%s", sdkVersion, err, out)
+		t.Skipf("npm install cloudflare@%s failed (offline?): %v\n%s", sdkVersion, err, out)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		if _, serr := os.Stat(filepath.Join(modules, "cloudflare", "package.json")); serr != nil {
+			t.Fatalf("installing the SDK into %s: %v", dir, err)
+		} // else another run installed it first
 	}
 	return modules
 }
