@@ -47,6 +47,9 @@ type ServiceStatus struct {
 	PlacementStatus placement.Status `json:"placement_status,omitempty"` // absent before analysis
 	Placement       *PlacementHint   `json:"placement,omitempty"`
 	Vantage         VantageDetail    `json:"vantage"`
+	// DefaultEnvironment is where the platform (and wrangler) read the placement:
+	// default_environment.script.{placement_mode, placement_status, placement}, in the platform's spelling.
+	DefaultEnvironment ServiceEnvironment `json:"default_environment"`
 }
 
 // PlacementHint is the application's placement as configured, in the wrangler config's spelling.
@@ -69,6 +72,7 @@ type VantageDetail struct {
 	Estimated   bool      `json:"estimated,omitempty"`
 	Confidence  float64   `json:"confidence,omitempty"`
 	Version     int64     `json:"version,omitempty"`
+	Deploy      string    `json:"deploy,omitempty"`      // the current deploy (scripts' answers only)
 	LastChecked time.Time `json:"last_checked,omitzero"` // when the decision was last computed
 	NextRecheck time.Time `json:"next_recheck,omitzero"`
 }
@@ -176,6 +180,11 @@ func (a *API) Handler() http.Handler {
 	route("GET /client/v4/accounts/{account}/workers/services/{name}", "service", a.authed(a.service))
 	route("PUT /client/v4/accounts/{account}/workers/services/{name}", "service_put", a.authed(a.putService))
 	route("DELETE /client/v4/accounts/{account}/workers/services/{name}", "service_delete", a.authed(a.deleteService))
+	route("GET /client/v4/accounts/{account}/workers/scripts", "scripts_list", a.authed(a.listScripts))
+	route("DELETE /client/v4/accounts/{account}/workers/scripts/{name}", "script_delete", a.authed(a.deleteScript))
+	route("PUT /client/v4/accounts/{account}/workers/scripts/{name}", "script_put", a.authed(a.putScript))
+	route("GET /client/v4/accounts/{account}/workers/scripts/{name}/settings", "script_settings", a.authed(a.getScriptSettings))
+	route("PATCH /client/v4/accounts/{account}/workers/scripts/{name}/settings", "script_settings_patch", a.authed(a.patchScriptSettings))
 	if a.Telemetry != nil {
 		route("POST /v1/telemetry", "telemetry_post", a.authed(a.Telemetry.ServeHTTP))
 	}
@@ -411,7 +420,6 @@ func (a *API) putService(w http.ResponseWriter, r *http.Request) {
 
 // registerApp is postApp and putService: name, when not empty, must be the config's application.
 func (a *API) registerApp(w http.ResponseWriter, r *http.Request, name, account string) {
-	p := principal(r)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, 10001, fmt.Sprintf("reading body: %v", err))
@@ -432,58 +440,67 @@ func (a *API) registerApp(w http.ResponseWriter, r *http.Request, name, account 
 		writeError(w, http.StatusBadRequest, 10002, fmt.Sprintf("the config names app %q, the path %q", c.App, name))
 		return
 	}
+	if reg, ok := a.registerConfig(w, r, c, account, r.URL.Query().Get("deploy")); ok {
+		writeJSON(w, http.StatusCreated, reg)
+	}
+}
+
+// registerConfig registers the application of c for r's caller in account (as registerApp), deploy naming the
+// deploy ("": a generated version). ok=false means it has answered r with the error.
+func (a *API) registerConfig(w http.ResponseWriter, r *http.Request, c placement.Config, account, deployParam string) (reg Registration, ok bool) {
+	p := principal(r)
 	t, ok, err := TargetFromConfig(c, a.Regions)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, 10002, err.Error())
-		return
+		return Registration{}, false
 	}
 	smartMode := c.Mode == placement.ModeSmart
 	if !ok && !smartMode {
 		writeError(w, http.StatusBadRequest, 10003, fmt.Sprintf("app %q: placement mode %q: nothing to place (want smart, host, hostname or region)", c.App, c.Mode))
-		return
+		return Registration{}, false
 	}
 	if smartMode {
 		t = Target{App: c.App, Mode: c.Mode}
 		if a.Apps == nil {
 			writeError(w, http.StatusServiceUnavailable, 10004, fmt.Sprintf("app %q: smart placement needs the app registry in Redis", c.App))
-			return
+			return Registration{}, false
 		}
 	}
 	now := time.Now()
-	deploy, generated, err := deployVersion(r.URL.Query().Get("deploy"), now)
+	deploy, generated, err := deployVersion(deployParam, now)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, 10002, err.Error())
-		return
+		return Registration{}, false
 	}
 	acct, code, err := resolveAccount(p, account, c.AccountID)
 	if err != nil {
 		writeError(w, code, 10011, fmt.Sprintf("app %q: %v", c.App, err))
-		return
+		return Registration{}, false
 	}
 	t.Account = acct
 	old, err := a.ownerOf(r.Context(), c.App)
 	switch {
 	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
-		return
+		return Registration{}, false
 	case old.exists && !p.Sees(old.account):
 		// Application names are one namespace (the router routes by name): the name is taken, by whom is not
 		// said.
 		writeError(w, http.StatusConflict, 10009, fmt.Sprintf("app %q: the name is not available", c.App))
-		return
+		return Registration{}, false
 	case old.exists && old.source != SourceAPI:
 		writeError(w, http.StatusConflict, 10008, fmt.Sprintf("app %q is placed by a config file (%s): change the file instead", c.App, old.source))
-		return
+		return Registration{}, false
 	}
 	if limit := a.Limits.withDefaults().MaxAppsPerAccount; acct != "" && (!old.exists || old.account != acct) {
 		n, err := a.accountApps(r.Context(), acct)
 		if err != nil {
 			writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
-			return
+			return Registration{}, false
 		}
 		if n >= limit {
 			writeError(w, http.StatusForbidden, 10012, fmt.Sprintf("app %q: account %q has %d applications, its cap (max apps per account %d): delete one first", c.App, acct, n, limit))
-			return
+			return Registration{}, false
 		}
 	}
 	if a.Apps != nil {
@@ -491,7 +508,7 @@ func (a *API) registerApp(w http.ResponseWriter, r *http.Request, name, account 
 			DeployVersion: deploy, DeployedAt: now, DeployGenerated: generated}
 		if err := a.Apps.RegisterApp(r.Context(), app); err != nil {
 			writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
-			return
+			return Registration{}, false
 		}
 	}
 	if smartMode {
@@ -500,7 +517,7 @@ func (a *API) registerApp(w http.ResponseWriter, r *http.Request, name, account 
 		a.Sched.AddTarget(SourceAPI, t)
 	}
 	a.log().Info("scheduler: app registered", "app", t.App, "account", t.Account, "mode", t.Mode, "target", t.Target, "deploy", deploy, "token", p.Name)
-	writeJSON(w, http.StatusCreated, Registration{Target: t, Deploy: deploy, DeployedAt: now, DeployGenerated: generated})
+	return Registration{Target: t, Deploy: deploy, DeployedAt: now, DeployGenerated: generated}, true
 }
 
 // postDeploy tells Vantage of a new deploy of an application registered through the API: the version from
@@ -699,6 +716,8 @@ func (a *API) service(w http.ResponseWriter, r *http.Request) {
 		st.Vantage.Estimated, st.Vantage.Confidence, st.Vantage.Version = d.Estimated, d.Confidence, d.Version
 		st.Vantage.LastChecked, st.Vantage.NextRecheck = d.ComputedAt, d.NextRecheck
 	}
+	ss := scriptState{Target: Target{App: name, Mode: mode, Target: st.Vantage.Target}, decision: d, decided: found}
+	st.DefaultEnvironment = ServiceEnvironment{Environment: "production", Script: ss.script(false)}
 	writeJSON(w, http.StatusOK, st)
 }
 
