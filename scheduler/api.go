@@ -165,43 +165,73 @@ type TelemetryQuotaStore interface {
 // QuotaKindTelemetry is the TelemetryQuotaStore kind of the per-account telemetry rate.
 const QuotaKindTelemetry = "telemetry"
 
+// apiRoute is one route of Handler: its mux pattern, its metrics name and its handler.
+type apiRoute struct {
+	pattern, name string
+	handler       func(a *API) http.HandlerFunc
+	instrumented  bool // counted in the API's request metrics
+}
+
+// routes is every route Handler serves, the one table the mux and the OpenAPI document's test read
+// (TestOpenAPIDocumentsEveryRoute).
+func (a *API) routes() []apiRoute {
+	authed := func(pattern, name string, h func(a *API) http.HandlerFunc) apiRoute {
+		return apiRoute{pattern: pattern, name: name, instrumented: true, handler: func(a *API) http.HandlerFunc { return a.authed(h(a)) }}
+	}
+	rs := []apiRoute{
+		authed("POST /v1/apps", "apps_post", func(a *API) http.HandlerFunc { return a.postApp }),
+		authed("GET /v1/apps", "apps_list", func(a *API) http.HandlerFunc { return a.listApps }),
+		authed("DELETE /v1/apps/{name}", "apps_delete", func(a *API) http.HandlerFunc { return a.deleteApp }),
+		authed("POST /v1/apps/{name}/deploys", "deploys_post", func(a *API) http.HandlerFunc { return a.postDeploy }),
+		authed("POST /v1/probes", "probes_post", func(a *API) http.HandlerFunc { return a.postProbe }),
+		authed("GET /v1/probes/{id}", "probes_get", func(a *API) http.HandlerFunc { return a.getProbe }),
+		authed("GET /client/v4/accounts/{account}/workers/services/{name}", "service", func(a *API) http.HandlerFunc { return a.service }),
+		authed("PUT /client/v4/accounts/{account}/workers/services/{name}", "service_put", func(a *API) http.HandlerFunc { return a.putService }),
+		authed("DELETE /client/v4/accounts/{account}/workers/services/{name}", "service_delete", func(a *API) http.HandlerFunc { return a.deleteService }),
+		authed("GET /client/v4/accounts/{account}/workers/scripts", "scripts_list", func(a *API) http.HandlerFunc { return a.listScripts }),
+		authed("DELETE /client/v4/accounts/{account}/workers/scripts/{name}", "script_delete", func(a *API) http.HandlerFunc { return a.deleteScript }),
+		authed("PUT /client/v4/accounts/{account}/workers/scripts/{name}", "script_put", func(a *API) http.HandlerFunc { return a.putScript }),
+		authed("GET /client/v4/accounts/{account}/workers/scripts/{name}/settings", "script_settings", func(a *API) http.HandlerFunc { return a.getScriptSettings }),
+		authed("PATCH /client/v4/accounts/{account}/workers/scripts/{name}/settings", "script_settings_patch", func(a *API) http.HandlerFunc { return a.patchScriptSettings }),
+	}
+	if a.Telemetry != nil {
+		rs = append(rs, authed("POST /v1/telemetry", "telemetry_post", func(a *API) http.HandlerFunc { return a.Telemetry.ServeHTTP }))
+	}
+	return append(rs,
+		apiRoute{pattern: "GET /metrics", name: "metrics", handler: func(a *API) http.HandlerFunc {
+			return a.authed(a.operatorOnly(a.MetricsHandler().ServeHTTP))
+		}},
+		apiRoute{pattern: "GET /healthz", name: "healthz", handler: func(a *API) http.HandlerFunc {
+			return func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") }
+		}},
+		apiRoute{pattern: "GET /readyz", name: "readyz", handler: func(a *API) http.HandlerFunc { return a.readyz }},
+		apiRoute{pattern: "GET /openapi.json", name: "openapi", handler: func(a *API) http.HandlerFunc { return serveOpenAPI }},
+	)
+}
+
 // Handler returns the HTTP handler with every route.
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
-	route := func(pattern, name string, h http.HandlerFunc) {
-		mux.Handle(pattern, a.instrument(name, h))
-	}
-	route("POST /v1/apps", "apps_post", a.authed(a.postApp))
-	route("GET /v1/apps", "apps_list", a.authed(a.listApps))
-	route("DELETE /v1/apps/{name}", "apps_delete", a.authed(a.deleteApp))
-	route("POST /v1/apps/{name}/deploys", "deploys_post", a.authed(a.postDeploy))
-	route("POST /v1/probes", "probes_post", a.authed(a.postProbe))
-	route("GET /v1/probes/{id}", "probes_get", a.authed(a.getProbe))
-	route("GET /client/v4/accounts/{account}/workers/services/{name}", "service", a.authed(a.service))
-	route("PUT /client/v4/accounts/{account}/workers/services/{name}", "service_put", a.authed(a.putService))
-	route("DELETE /client/v4/accounts/{account}/workers/services/{name}", "service_delete", a.authed(a.deleteService))
-	route("GET /client/v4/accounts/{account}/workers/scripts", "scripts_list", a.authed(a.listScripts))
-	route("DELETE /client/v4/accounts/{account}/workers/scripts/{name}", "script_delete", a.authed(a.deleteScript))
-	route("PUT /client/v4/accounts/{account}/workers/scripts/{name}", "script_put", a.authed(a.putScript))
-	route("GET /client/v4/accounts/{account}/workers/scripts/{name}/settings", "script_settings", a.authed(a.getScriptSettings))
-	route("PATCH /client/v4/accounts/{account}/workers/scripts/{name}/settings", "script_settings_patch", a.authed(a.patchScriptSettings))
-	if a.Telemetry != nil {
-		route("POST /v1/telemetry", "telemetry_post", a.authed(a.Telemetry.ServeHTTP))
-	}
-	mux.Handle("GET /metrics", a.authed(a.operatorOnly(a.MetricsHandler().ServeHTTP)))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if a.Ready != nil {
-			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-			defer cancel()
-			if err := a.Ready(ctx); err != nil {
-				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-				return
-			}
+	for _, rt := range a.routes() {
+		var h http.Handler = rt.handler(a)
+		if rt.instrumented {
+			h = a.instrument(rt.name, h)
 		}
-		io.WriteString(w, "ok\n")
-	})
+		mux.Handle(rt.pattern, h)
+	}
 	return mux
+}
+
+func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
+	if a.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := a.Ready(ctx); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	}
+	io.WriteString(w, "ok\n")
 }
 
 type statusRecorder struct {
