@@ -74,7 +74,7 @@ func newAccountsEnv(t *testing.T, limits Limits) *accountsEnv {
 		Limits: limits, Quotas: b,
 	}
 	api.Telemetry = smartrun.IngestHandler(api.GuardTelemetry(st.AddTelemetry), nil)
-	hs := httptest.NewServer(api.Handler())
+	hs := httptest.NewServer(validated(t, api.Handler()))
 	t.Cleanup(hs.Close)
 	return &accountsEnv{t: t, url: hs.URL, st: st, s: s, api: api}
 }
