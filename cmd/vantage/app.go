@@ -339,4 +339,3 @@ func statusText(s placement.Status) string {
 }
 
 func dash(s string) string { return cmp.Or(s, "-") }
-
