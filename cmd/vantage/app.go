@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -32,50 +33,54 @@ const appTimeout = 30 * time.Second
 // runApp is `vantage app list|get|apply|delete`: the ops team's view of the scheduler's API, with the
 // scheduler, token and CA found as `vantage probe --fleet` finds them.
 func runApp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	fs := newFlagSet("app", "list|get NAME|apply -f FILE|delete NAME", stderr)
+	fs.Usage = func() {
 		appUsage(stderr)
-		if len(args) == 0 {
-			return fmt.Errorf("%w: app: want a subcommand: list, get, apply or delete", errUsage)
-		}
-		return flag.ErrHelp
+		fmt.Fprintln(stderr, "\nflags:")
+		fs.PrintDefaults()
 	}
-	sub, args := args[0], args[1:]
-	var argsUsage string
-	switch sub {
-	case "list":
-		argsUsage = ""
-	case "get", "delete":
-		argsUsage = "NAME"
-	case "apply":
-		argsUsage = "-f wrangler.toml"
-	default:
-		appUsage(stderr)
-		return fmt.Errorf("%w: app: unknown subcommand %q (want list, get, apply or delete)", errUsage, sub)
-	}
-	fs := newFlagSet("app "+sub, argsUsage, stderr)
 	f := &fleetProbeFlags{
 		scheduler: envStringVar(fs, "scheduler", envScheduler, defaultScheduler, "the scheduler's API `URL`"),
 		token:     envStringVar(fs, "token", envToken, "", "bearer `token` for the scheduler's API (one of its --tokens)"),
 		ca:        envStringVar(fs, "scheduler-ca", envSchedulerCA, "", "PEM `file` of the CAs an https:// scheduler's certificate is checked against (empty: the system's, or $SSL_CERT_FILE)"),
 	}
 	fs.DurationVar(&f.timeout, "timeout", appTimeout, "give up after this long")
+	fs.BoolVar(&f.json, "json", false, "list, get: print the API's answers as JSON")
 	var file, env, deploy string
-	switch sub {
-	case "list", "get":
-		fs.BoolVar(&f.json, "json", false, "print the API's answers as JSON")
-	case "apply":
-		fs.StringVar(&file, "f", "", "the wrangler config (`file`: .toml, .json or .jsonc) to register")
-		fs.StringVar(&env, "env", "", "the wrangler environment to register (as wrangler's --env; empty: the top level)")
-		fs.StringVar(&deploy, "deploy", "", "the deploy `version` (empty: the scheduler makes one up)")
-	}
+	fs.StringVar(&file, "f", "", "apply: the wrangler config (`file`: .toml, .json or .jsonc) to register")
+	fs.StringVar(&env, "env", "", "apply: the wrangler environment to register (as wrangler's --env; empty: the top level)")
+	fs.StringVar(&deploy, "deploy", "", "apply: the deploy `version` (empty: the scheduler makes one up)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	pos := fs.Args()
+	if len(pos) == 0 {
+		return fmt.Errorf("%w: app: want a subcommand: list, get, apply or delete", errUsage)
+	}
+	sub, pos := pos[0], pos[1:]
+	// The flags each subcommand takes beside --scheduler, --token, --scheduler-ca and --timeout.
+	own := map[string][]string{"list": {"json"}, "get": {"json"}, "apply": {"f", "env", "deploy"}, "delete": nil}
+	takes, ok := own[sub]
+	if !ok {
+		return fmt.Errorf("%w: app: unknown subcommand %q (want list, get, apply or delete)", errUsage, sub)
+	}
+	var stray error
+	fs.Visit(func(fl *flag.Flag) {
+		switch fl.Name {
+		case "scheduler", "token", "scheduler-ca", "timeout":
+		default:
+			if !slices.Contains(takes, fl.Name) && stray == nil {
+				stray = fmt.Errorf("%w: app %s: flag -%s is not one of app %s's", errUsage, sub, fl.Name, sub)
+			}
+		}
+	})
+	if stray != nil {
+		return stray
+	}
 	switch {
-	case argsUsage == "NAME" && len(pos) != 1:
+	case (sub == "get" || sub == "delete") && len(pos) != 1:
 		return fmt.Errorf("%w: app %s: want NAME, got %d arguments", errUsage, sub, len(pos))
-	case argsUsage != "NAME" && len(pos) != 0:
+	case (sub == "list" || sub == "apply") && len(pos) != 0:
 		return fmt.Errorf("%w: app %s: unexpected arguments %q", errUsage, sub, pos)
 	case sub == "apply" && file == "":
 		return fmt.Errorf("%w: app apply: -f FILE is required", errUsage)
@@ -114,8 +119,8 @@ func appUsage(w io.Writer) {
   delete NAME                            delete an application registered through the API
 
 Every subcommand takes --scheduler URL (default $VANTAGE_SCHEDULER, else http://127.0.0.1:8080),
---token (default $VANTAGE_TOKEN), --scheduler-ca FILE (default $VANTAGE_SCHEDULER_CA) and --timeout.
-Run 'vantage app <subcommand> -h' for its flags.
+--token (default $VANTAGE_TOKEN), --scheduler-ca FILE (default $VANTAGE_SCHEDULER_CA) and --timeout;
+flags may come before or after the subcommand and its arguments.
 `)
 }
 

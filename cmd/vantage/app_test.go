@@ -78,7 +78,7 @@ func TestAppCommand(t *testing.T) {
 	if f := strings.Fields(lines[2]); len(f) != 5 || f[1] != "host" || f[2] != backend {
 		t.Errorf("list: shop-staging's row %q: want app, host, %s, status, best PoP", lines[2], backend)
 	}
-	out, _ = vantage(t, 0, "list", "--json")
+	out, _ = vantage(t, 0, "--json", "list") // flags before the subcommand too
 	var views []struct {
 		App    string                  `json:"app"`
 		Mode   string                  `json:"mode"`
@@ -138,6 +138,8 @@ func TestAppCommand(t *testing.T) {
 			{name: "apply_without_f", args: []string{"apply"}, code: 2, errHas: "-f"},
 			{name: "apply_unknown_env", args: []string{"apply", "-f", hostCfg, "--env", "prod"}, code: 1, errHas: "prod"},
 			{name: "apply_rejected_config", args: []string{"apply", "-f", badCfg}, code: 1, errHas: "bad.toml"},
+			{name: "flag_of_another_subcommand", args: []string{"list", "-f", hostCfg}, code: 2, errHas: "-f"},
+			{name: "no_subcommand", args: []string{"--json"}, code: 2, errHas: "subcommand"},
 			{name: "get_without_name", args: []string{"get"}, code: 2, errHas: "NAME"},
 			{name: "unknown_subcommand", args: []string{"frob"}, code: 2, errHas: "frob"},
 			{name: "no_token", args: []string{"list"}, token: "-", code: 1, errHas: "no token"},
