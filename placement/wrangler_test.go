@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/vantage-edge/vantage/internal/npmtest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -246,44 +247,5 @@ func wranglerPackage(t *testing.T) string {
 	} else if major, _ := strconv.Atoi(string(m[1])); major < wranglerMinNode {
 		t.Skipf("node %s is older than wrangler %s needs (Node.js >= %d)", bytes.TrimSpace(v), wranglerVersion, wranglerMinNode)
 	}
-	cache := os.Getenv("VANTAGE_NPM_CACHE")
-	if cache == "" {
-		if x := os.Getenv("XDG_CACHE_HOME"); x != "" {
-			cache = filepath.Join(x, "vantage-npm")
-		} else {
-			cache = filepath.Join(os.TempDir(), "vantage-npm")
-		}
-	}
-	dir := filepath.Join(cache, "wrangler-"+wranglerVersion)
-	pkg := filepath.Join(dir, "node_modules", "wrangler")
-	if _, err := os.Stat(filepath.Join(pkg, "package.json")); err == nil {
-		return pkg
-	}
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// Install into a fresh directory and rename it into place, so that a run that stops half way, or two
-	// runs at once, never leave a broken package behind.
-	tmp, err := os.MkdirTemp(cache, "install-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(tmp)
-	ctx, cancel := context.WithTimeout(t.Context(), npmInstallTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "npm", "install", "--prefix", tmp, "--no-audit", "--no-fund", "--ignore-scripts",
-		"wrangler@"+wranglerVersion)
-	cmd.Env = append(cleanEnv(), "npm_config_update_notifier=false")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("npm install wrangler@%s: %v\n%s", wranglerVersion, err, b)
-		}
-		t.Skipf("npm install wrangler@%s failed (offline?): %v\n%s", wranglerVersion, err, b)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		if _, serr := os.Stat(filepath.Join(pkg, "package.json")); serr != nil {
-			t.Fatalf("installing wrangler into %s: %v", dir, err)
-		} // else another run installed it first
-	}
-	return pkg
+	return filepath.Join(npmtest.Install(t, "wrangler", wranglerVersion, cleanEnv(), npmInstallTimeout), "wrangler")
 }

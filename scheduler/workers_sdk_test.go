@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"encoding/json"
+	"github.com/vantage-edge/vantage/internal/npmtest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,46 +57,7 @@ func installSDK(t *testing.T) string {
 			t.Skipf("%s not found: the Workers API is tested with the official Cloudflare SDK (npm cloudflare@%s) under Node.js >= 18 (Debian: apt-get install nodejs npm; .ci/deps.sh installs them)", tool, sdkVersion)
 		}
 	}
-	cache := os.Getenv("VANTAGE_NPM_CACHE")
-	if cache == "" {
-		if x := os.Getenv("XDG_CACHE_HOME"); x != "" {
-			cache = filepath.Join(x, "vantage-npm")
-		} else {
-			cache = filepath.Join(os.TempDir(), "vantage-npm")
-		}
-	}
-	dir := filepath.Join(cache, "cloudflare-"+sdkVersion)
-	modules := filepath.Join(dir, "node_modules")
-	if _, err := os.Stat(filepath.Join(modules, "cloudflare", "package.json")); err == nil {
-		return modules
-	}
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// Install into a fresh directory and rename it into place, so that a run that stops half way, or two runs
-	// at once, never leave a broken package behind.
-	tmp, err := os.MkdirTemp(cache, "install-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(tmp)
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "npm", "install", "--prefix", tmp, "--no-audit", "--no-fund", "--ignore-scripts",
-		"cloudflare@"+sdkVersion)
-	cmd.Env = append(os.Environ(), "npm_config_update_notifier=false")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("npm install cloudflare@%s: %v\n%s", sdkVersion, err, out)
-		}
-		t.Skipf("npm install cloudflare@%s failed (offline?): %v\n%s", sdkVersion, err, out)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		if _, serr := os.Stat(filepath.Join(modules, "cloudflare", "package.json")); serr != nil {
-			t.Fatalf("installing the SDK into %s: %v", dir, err)
-		} // else another run installed it first
-	}
-	return modules
+	return npmtest.Install(t, "cloudflare", sdkVersion, os.Environ(), 5*time.Minute)
 }
 
 func TestWorkersAPIWithOfficialSDK(t *testing.T) {
