@@ -206,16 +206,13 @@ func TestAssembly(t *testing.T) {
 	}
 	s := startSystem(t)
 	t0 := time.Now()
-	// The config dir's host app decided: a scheduler leads. (A smart app registered before any scheduler
-	// leads is analysed at the runner's next round, up to a minute later: its registration notification finds
-	// no leader.)
-	s.await("config_dir_host", "dir-host", t0, placement.StatusUnsupportedApplication, "", time.Minute) // loopback: every PoP at once
-	t0 = time.Now()
+	// Registered at once, likely before any scheduler leads: the runner that comes to lead analyses it then.
 	toml := "name = \"api-smart\"\nmain = \"src/index.ts\"\n\n[placement]\nmode = \"smart\"\n"
 	if code, body := s.call(0, http.MethodPost, "/v1/apps?deploy=v1", "application/toml", []byte(toml)); code != http.StatusCreated {
 		t.Fatalf("POST /v1/apps (smart): %d %s", code, body)
 	}
 	s.await("registered", "api-smart", t0, placement.StatusInsufficientInvocations, "", smartWait)
+	s.await("config_dir_host", "dir-host", t0, placement.StatusUnsupportedApplication, "", time.Minute) // loopback: every PoP at once
 
 	// Users in Sydney and Frankfurt; at FRA the database is near: both apps are placed there.
 	mark := time.Now()

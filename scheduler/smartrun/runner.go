@@ -149,26 +149,35 @@ func NewRunner(cfg smart.Config, st Store, src Sources, o RunnerOptions) (*Runne
 // Run analyses every smart application at once and then every Config.Interval until ctx is done; in between
 // it analyses an application as soon as it has Config.MinRequests new records (checked every
 // RunnerOptions.Poll, at most once per RunnerOptions.MinGap) and when it is registered or deployed (a change
-// notification of the registry). Everything is skipped while RunnerOptions.Leading says this instance does not
+// notification of the registry). It runs a full round at once when it comes to lead (checked every Poll) and
+// when its subscription to the registry's notifications is (re)made, since notifications may have been lost
+// in between. Everything is skipped while RunnerOptions.Leading says this instance does not
 // lead, and written under its fencing token. Failures are logged; Run returns nil when ctx is done.
 func (r *Runner) Run(ctx context.Context) error {
 	c, stop := r.tick(r.cfg.Interval)
 	defer stop()
+	// poll drives the early analyses (a Store that counts fresh telemetry) and, with Leading set, the check
+	// for a lease gained between rounds: a scheduler that takes over analyses at once, not an interval later.
 	var poll <-chan time.Time
-	if _, ok := r.st.(freshCounter); ok && r.poll > 0 {
+	if _, ok := r.st.(freshCounter); (ok || r.lead != nil) && r.poll > 0 {
 		t := time.NewTicker(r.poll)
 		defer t.Stop()
 		poll = t.C
 	}
 	changed := make(chan string, 256)
+	resync := make(chan struct{}, 1)
 	if w, ok := r.st.(appWatcher); ok {
 		wctx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		defer func() { cancel(); wg.Wait() }()
 		wg.Go(func() {
 			w.WatchApps(wctx, func(name string) {
-				if name == storage.Resync {
-					return // Run's own rounds cover what a lost notification missed
+				if name == storage.Resync { // (re)subscribed: notifications may have been lost, run a round
+					select {
+					case resync <- struct{}{}:
+					default: // one is pending
+					}
+					return
 				}
 				select {
 				case changed <- name:
@@ -191,7 +200,17 @@ func (r *Runner) Run(ctx context.Context) error {
 				return nil
 			case <-c:
 				break wait
+			case <-resync:
+				break wait
 			case <-poll:
+				was := leading
+				if leading, _ = r.leading(); leading && !was {
+					r.log.Info("smart: leading, analysing every application")
+					break wait
+				}
+				if _, ok := r.st.(freshCounter); !ok || !leading {
+					continue
+				}
 				if err := r.runFresh(ctx); err != nil && ctx.Err() == nil {
 					r.log.Warn("smart: analysing applications with new telemetry", "err", err)
 				}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
@@ -125,9 +126,11 @@ func TestRunLoop(t *testing.T) {
 	}
 	ticks := make(chan time.Time)
 	stopped := make(chan struct{})
-	clock := make(chan time.Time, 10)
+	var clock atomic.Pointer[time.Time] // extra rounds (the registry's resync) read the same time
+	t1 := time.Now().UTC().Truncate(time.Millisecond)
+	clock.Store(&t1)
 	r, err := NewRunner(smart.DefaultConfig(), st, Sources{}, RunnerOptions{
-		Now:  func() time.Time { return <-clock },
+		Now:  func() time.Time { return *clock.Load() },
 		Tick: func(time.Duration) (<-chan time.Time, func()) { return ticks, func() { close(stopped) } },
 	})
 	if err != nil {
@@ -136,12 +139,11 @@ func TestRunLoop(t *testing.T) {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(rctx) }()
-	t1 := time.Now().UTC().Truncate(time.Millisecond)
 	for i, want := range []time.Time{t1, t1.Add(time.Minute), t1.Add(2 * time.Minute)} {
 		if i > 0 {
+			clock.Store(&want)
 			ticks <- want
 		}
-		clock <- want
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			d, ok, err := st.Decision(ctx, "shop")
@@ -273,7 +275,14 @@ func TestRunNotLeading(t *testing.T) {
 	asked := make(chan struct{}, 10)
 	r, err := NewRunner(smart.DefaultConfig(), st, Sources{}, RunnerOptions{
 		Tick:    func(time.Duration) (<-chan time.Time, func()) { return ticks, func() {} },
-		Leading: func() (bool, int64) { asked <- struct{}{}; return leading.Load(), 7 },
+		Leading: func() (bool, int64) {
+			select {
+			case asked <- struct{}{}:
+			default: // asked also by the lease check every Poll: the test waits for one ask at a time
+			}
+			return leading.Load(), 7
+		},
+		Poll: time.Hour, // the lease check is TestRunGainsLease's
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -423,4 +432,92 @@ func TestRunEarlyAndDeploys(t *testing.T) {
 
 	mark = deploy(t0.Add(-3 * time.Minute))
 	await("placement_kept_over_a_deploy", mark, placement.StatusSuccess, "FRA", "")
+}
+
+// TestRunGainsLease checks that a smart application registered while no runner leads is analysed as soon as
+// one comes to lead, not an interval later: the registration's notification found no leader, and the lease
+// check every Poll runs a full round.
+func TestRunGainsLease(t *testing.T) {
+	st := openStore(t)
+	ctx := testCtx(t)
+	var leading atomic.Bool
+	r, err := NewRunner(smart.DefaultConfig(), st, Sources{}, RunnerOptions{
+		Tick:    func(time.Duration) (<-chan time.Time, func()) { return nil, func() {} }, // no interval round
+		Leading: func() (bool, int64) { return leading.Load(), 3 },
+		Poll:    20 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	if err := st.PutApp(ctx, storage.App{Name: "shop", Mode: placement.ModeSmart}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the notification reaches a runner that does not lead
+	if _, ok, err := st.Decision(ctx, "shop"); err != nil || ok {
+		t.Fatalf("a decision was stored while not leading (%v, %v)", ok, err)
+	}
+	leading.Store(true)
+	testwait.Eventually(t, 10*time.Second, "a decision once leading", func() bool {
+		_, ok, err := st.Decision(ctx, "shop")
+		return err == nil && ok
+	})
+}
+
+// resyncStore is a Store whose registry notifications the test sends: fn(storage.Resync) as after a lost
+// subscription, with no notification of what changed meanwhile.
+type resyncStore struct {
+	Store
+	resync chan struct{}
+}
+
+func (s resyncStore) WatchApps(ctx context.Context, fn func(string)) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.resync:
+			fn(storage.Resync)
+		}
+	}
+}
+
+// TestRunResync checks that a (re)subscription to the registry's notifications runs a full round: what was
+// registered while the subscription was down is analysed without waiting for the interval.
+func TestRunResync(t *testing.T) {
+	st := openStore(t)
+	ctx := testCtx(t)
+	rs := resyncStore{Store: st, resync: make(chan struct{})}
+	if err := st.PutApp(ctx, storage.App{Name: "first", Mode: placement.ModeSmart}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRunner(smart.DefaultConfig(), rs, Sources{}, RunnerOptions{
+		Tick: func(time.Duration) (<-chan time.Time, func()) { return nil, func() {} },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	testwait.Eventually(t, 10*time.Second, "Run's first round", func() bool {
+		_, ok, err := st.Decision(ctx, "first")
+		return err == nil && ok
+	})
+	if err := st.PutApp(ctx, storage.App{Name: "shop", Mode: placement.ModeSmart}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if _, ok, err := st.Decision(ctx, "shop"); err != nil || ok {
+		t.Fatalf("a decision was stored with no round run (%v, %v)", ok, err)
+	}
+	rs.resync <- struct{}{}
+	testwait.Eventually(t, 10*time.Second, "a decision after the resync", func() bool {
+		_, ok, err := st.Decision(ctx, "shop")
+		return err == nil && ok
+	})
 }
