@@ -274,7 +274,7 @@ func TestRunNotLeading(t *testing.T) {
 	var leading atomic.Bool
 	asked := make(chan struct{}, 10)
 	r, err := NewRunner(smart.DefaultConfig(), st, Sources{}, RunnerOptions{
-		Tick:    func(time.Duration) (<-chan time.Time, func()) { return ticks, func() {} },
+		Tick: func(time.Duration) (<-chan time.Time, func()) { return ticks, func() {} },
 		Leading: func() (bool, int64) {
 			select {
 			case asked <- struct{}{}:
