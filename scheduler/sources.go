@@ -53,10 +53,10 @@ type ConfigFile struct {
 // dirRegistry is where LoadDir hands a config dir's smart applications to the smart runner, which reads the app
 // registry in Redis; StoreBackend implements it (New uses it when its Backend does).
 type dirRegistry interface {
-	// SyncDirApps makes the registry's applications of source equal to apps: adds and changes them, removes
-	// the others of source. An application another source registered is left alone and returned in
-	// conflicts with the reason.
-	SyncDirApps(ctx context.Context, source string, apps []storage.App) (conflicts map[string]string, err error)
+	// SyncDirApps makes the registry's applications of source equal to apps: adds and changes them and, when
+	// prune is set, removes the others of source. An application another source registered is left alone
+	// and returned in conflicts with the reason.
+	SyncDirApps(ctx context.Context, source string, apps []storage.App, prune bool) (conflicts map[string]string, err error)
 }
 
 // LoadDir reads every wrangler config of dir with parser and makes their probe-able placements the targets
@@ -122,7 +122,8 @@ func (s *Scheduler) loadDir(ctx context.Context, dir string, parser placement.Pa
 	}
 	if cfgs != nil || perr == nil { // a directory of nothing but bad files keeps what it had
 		if s.registry != nil {
-			conflicts, rerr := s.registry.SyncDirApps(ctx, source, smartApps)
+			// As for targets below: only a clean read removes the smart apps whose files are gone.
+			conflicts, rerr := s.registry.SyncDirApps(ctx, source, smartApps, len(skips) == 0)
 			if rerr != nil {
 				err = fmt.Errorf("scheduler: config dir %s: %w", dir, rerr)
 			}

@@ -144,8 +144,9 @@ func TestLoadDirSmartAppsAndSkippedFiles(t *testing.T) {
 		t.Errorf("%d 'config file skipped' log lines after two loads, want 2 (once per file):\n%s", n, logs.String())
 	}
 
-	// A changed file is a new deploy; a changed bad file is logged again; a removed smart file leaves the registry;
-	// an application the API registered is not taken over.
+	// A changed file is a new deploy; a changed bad file is logged again; a removed smart file's app stays while
+	// another file fails to load (it may be the removed one, half renamed); an application the API registered is
+	// not taken over.
 	write("shop.toml", "name = \"shop\"\n# redeployed\n[placement]\nmode = \"smart\"\n")
 	write("broken.toml", "name = \"broken\"\n[placement]\nhost = 5\n")
 	os.Remove(filepath.Join(dir, "legacy.jsonc"))
@@ -158,13 +159,28 @@ func TestLoadDirSmartAppsAndSkippedFiles(t *testing.T) {
 	if a := apps["shop"]; a.DeployVersion == shop.DeployVersion || !a.DeployedAt.After(shop.DeployedAt) {
 		t.Errorf("shop after its file changed: %+v; want a new deploy (was %s)", a, shop.DeployVersion)
 	}
-	if _, ok := apps["legacy"]; ok || apps["taken"].Source != SourceAPI {
-		t.Errorf("registry %+v; want legacy gone and taken still the API's", apps)
+	if _, ok := apps["legacy"]; !ok || apps["taken"].Source != SourceAPI {
+		t.Errorf("registry %+v; want legacy kept (broken.toml fails to load) and taken still the API's", apps)
 	}
 	if n := skippedLines(); n != 4 {
 		t.Errorf("%d 'config file skipped' lines, want 4 (broken.toml changed, taken.toml new):\n%s", n, logs.String())
 	}
 	if sk := s.SkippedConfigs(); len(sk) != 3 || !strings.Contains(sk[2].Error, "already registered by api") {
 		t.Errorf("SkippedConfigs = %+v; want taken.toml skipped as the API's", sk)
+	}
+
+	// A clean read: the removed smart file's app leaves the registry, with its decision.
+	for _, f := range []string{"broken.toml", "plain.toml", "taken.toml"} {
+		os.Remove(filepath.Join(dir, f))
+	}
+	if _, err := b.PutDecision(ctx, placement.Decision{App: "legacy", Mode: placement.ModeSmart, Status: placement.StatusInsufficientInvocations}); err != nil {
+		t.Fatal(err)
+	}
+	load("clean", 2)
+	if _, ok := registry()["legacy"]; ok {
+		t.Errorf("registry %+v; want legacy gone after a clean read", registry())
+	}
+	if _, ok, err := b.Decision(ctx, "legacy"); err != nil || ok {
+		t.Errorf("legacy's decision: found %v (%v), want deleted with the app", ok, err)
 	}
 }

@@ -70,10 +70,11 @@ func (b StoreBackend) RegisterApp(ctx context.Context, app storage.App) error {
 	return b.Store.PutApp(ctx, app)
 }
 
-// SyncDirApps implements the config dir's registry: the applications of source become apps. An application
-// whose mode and deploy version are unchanged is not written again (a write notifies every scheduler and
-// the runner); one registered by another source is left alone and reported in conflicts.
-func (b StoreBackend) SyncDirApps(ctx context.Context, source string, apps []storage.App) (map[string]string, error) {
+// SyncDirApps implements the config dir's registry: the applications of source become apps, and with prune
+// the others of source are deleted with their decisions. An application whose mode and deploy version are
+// unchanged is not written again (a write notifies every scheduler and the runner); one registered by another
+// source is left alone and reported in conflicts.
+func (b StoreBackend) SyncDirApps(ctx context.Context, source string, apps []storage.App, prune bool) (map[string]string, error) {
 	have, err := b.Apps(ctx)
 	if err != nil {
 		return nil, err
@@ -101,7 +102,7 @@ func (b StoreBackend) SyncDirApps(ctx context.Context, source string, apps []sto
 		}
 	}
 	for _, a := range have {
-		if a.Source == source && !want[a.Name] {
+		if prune && a.Source == source && !want[a.Name] {
 			// The app's file left the directory: the app and its decision go (routers stop routing it).
 			if _, err := b.Store.DeleteApp(ctx, a.Name); err != nil {
 				errs = append(errs, err)
