@@ -14,7 +14,7 @@ import (
 )
 
 // dnsHandler answers the test zone: a.test (A and AAAA), missing.test (NXDOMAIN), big.test (100 A records,
-// truncated over UDP), slow.test (never answered), and CHAOS TXT id.server / hostname.bind. The answers'
+// truncated over UDP), tcp.test (an A record over TCP, REFUSED over UDP), slow.test (never answered), and CHAOS TXT id.server / hostname.bind. The answers'
 // addresses are documentation ranges: data only, nothing is sent to them.
 func dnsHandler(w dns.ResponseWriter, req *dns.Msg) {
 	m := new(dns.Msg)
@@ -41,6 +41,12 @@ func dnsHandler(w dns.ResponseWriter, req *dns.Msg) {
 		}
 		if _, udp := w.LocalAddr().(*net.UDPAddr); udp {
 			m.Truncate(dns.MinMsgSize)
+		}
+	case q.Name == "tcp.test.": // answered over TCP only
+		if _, udp := w.LocalAddr().(*net.UDPAddr); udp {
+			m.Rcode = dns.RcodeRefused
+		} else {
+			rr("tcp.test. 60 IN A 192.0.2.7")
 		}
 	case q.Name == "slow.test.":
 		return
@@ -120,6 +126,16 @@ func TestDNSProbe(t *testing.T) {
 					t.Errorf("%d answers, want all 100 over TCP", len(r.DNS.Answers))
 				}
 			}},
+		{name: "transport_tcp", target: "tcp.test", opts: DNSOptions{Types: []string{"A"}, Transport: "tcp"},
+			rcode: "NOERROR", samples: 3, check: func(t *testing.T, r Result) {
+				if d := r.DNS; d.AnswerRRs != 1 || d.AuthorityRRs != 0 || d.AdditionalRRs != 0 || d.Connect <= 0 {
+					t.Errorf("sections %d/%d/%d connect %v, want 1/0/0 and a timed connect",
+						d.AnswerRRs, d.AuthorityRRs, d.AdditionalRRs, d.Connect)
+				}
+			}},
+		{name: "udp_refused_where_tcp_answers", target: "tcp.test", opts: DNSOptions{Types: []string{"A"}},
+			class: ClassDNS, rcode: "REFUSED", samples: 3},
+		{name: "bad_transport", target: "a.test", opts: DNSOptions{Transport: "quic"}, class: ClassOther},
 		{name: "server_silent", target: "slow.test", timeout: 200 * time.Millisecond, class: ClassTimeout},
 		{name: "unknown_type", target: "a.test", opts: DNSOptions{Types: []string{"BOGUS"}}, class: ClassOther},
 		{name: "bad_name", target: "a..test", class: ClassOther},

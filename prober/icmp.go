@@ -50,7 +50,7 @@ func (p *icmpProber) Probe(ctx context.Context, t Target) Result {
 	pinger.Interval = interval
 	pinger.Timeout = time.Duration(n-1)*interval + e.timeout(t)
 	pinger.RecordRtts = true
-	pinger.RecordTTLs = false
+	pinger.RecordTTLs = true // the reply's hop limit, for blackbox_exporter's probe_icmp_reply_hop_limit
 	if src.IsValid() {
 		pinger.Source = src.String()
 	}
@@ -66,6 +66,9 @@ func (p *icmpProber) Probe(ctx context.Context, t Target) Result {
 	r.Sent = st.PacketsSent
 	for _, rtt := range st.Rtts {
 		r.Samples = append(r.Samples, Duration(rtt))
+	}
+	if n := len(st.TTLs); n > 0 {
+		r.ReplyTTL = int(st.TTLs[n-1])
 	}
 	if err != nil {
 		if r.Sent == 0 {

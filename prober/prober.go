@@ -38,6 +38,16 @@ type HTTPOptions struct {
 	FollowRedirects    bool   // follow up to MaxRedirects redirects, each target resolved and policy-checked
 	InsecureSkipVerify bool   // do not verify the server certificate
 	CAFile             string // PEM file of CAs to verify the server with, instead of the system roots
+
+	// Method is the request method; empty: HEAD. A GET reads the whole body (HTTPResult.BodyBytes).
+	Method string
+	// Headers are set on every request; a "Host" entry sets the Host header (as Host does).
+	Headers map[string]string
+	// ValidStatus are the accepted status codes; empty: 2xx and 3xx (redirects are answers).
+	ValidStatus []int
+	// Single sends one request, timed phase by phase and counted as the probe's one sample (its processing
+	// time), as blackbox_exporter does; Count is then ignored.
+	Single bool
 }
 
 // DNSOptions tune a dns probe.
@@ -51,6 +61,8 @@ type DNSOptions struct {
 	// Chaos also asks the server CHAOS-class TXT id.server and hostname.bind, which name the anycast site that
 	// answered (triangulation uses them).
 	Chaos bool
+	// Transport is "udp" (the default: UDP, and TCP again when the answer is truncated) or "tcp" (TCP only).
+	Transport string
 }
 
 // Clock is the time source: Now stamps and times probes, NewTimer waits between samples and for the rate
