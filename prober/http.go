@@ -291,7 +291,8 @@ func parseHTTPTarget(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// tlsConfig builds the TLS client config of an http probe: SNI override, CA file, skip-verify.
+// tlsConfig builds the TLS client config of an http probe: SNI override (ServerName, else Host), CA file,
+// skip-verify.
 func tlsConfig(o HTTPOptions) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: o.InsecureSkipVerify}
 	if o.Host != "" {
@@ -300,6 +301,9 @@ func tlsConfig(o HTTPOptions) (*tls.Config, error) {
 			h = hh
 		}
 		cfg.ServerName = h
+	}
+	if o.ServerName != "" {
+		cfg.ServerName = o.ServerName
 	}
 	if o.CAFile != "" {
 		pem, err := os.ReadFile(o.CAFile)

@@ -129,6 +129,8 @@ func TestHTTPSProbeSNIAndVerification(t *testing.T) {
 			wantSNI: "example.com", wantHost: "example.com:" + port},
 		{name: "host_override_sets_sni_and_host", addr: "https://127.0.0.1:" + port + "/",
 			opts: HTTPOptions{CAFile: ca, Host: "example.com"}, wantSNI: "example.com", wantHost: "example.com"},
+		{name: "server_name_sets_sni_only", addr: "https://127.0.0.1:" + port + "/",
+			opts: HTTPOptions{CAFile: ca, ServerName: "example.com"}, wantSNI: "example.com", wantHost: "127.0.0.1:" + port},
 		{name: "unknown_ca_is_tls_error", addr: "https://example.com:" + port + "/", class: ClassTLS},
 		{name: "insecure_skip_verify", addr: "https://example.com:" + port + "/",
 			opts: HTTPOptions{InsecureSkipVerify: true}, wantSNI: "example.com"},

@@ -38,6 +38,7 @@ type HTTPOptions struct {
 	FollowRedirects    bool   // follow up to MaxRedirects redirects, each target resolved and policy-checked
 	InsecureSkipVerify bool   // do not verify the server certificate
 	CAFile             string // PEM file of CAs to verify the server with, instead of the system roots
+	ServerName         string // SNI and the name verified, without changing the Host header; empty: Host's, else the URL's
 
 	// Method is the request method; empty: HEAD. A GET reads the whole body (HTTPResult.BodyBytes).
 	Method string
