@@ -13,8 +13,10 @@ command -v chromium >/dev/null || need+=(chromium)
 # placement's wrangler differential runs wrangler itself (npm wrangler, installed by the test into its cache).
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+# The exporter's tests run blackbox_exporter side by side and a real Prometheus scraping `vantage exporter`.
+command -v prometheus-blackbox-exporter >/dev/null || need+=(prometheus-blackbox-exporter)
+command -v prometheus >/dev/null || need+=(prometheus)
 if [ "${1:-}" = "bench" ]; then
-	command -v prometheus-blackbox-exporter >/dev/null || need+=(prometheus-blackbox-exporter)
 	command -v fping >/dev/null || need+=(fping)
 	command -v hping3 >/dev/null || need+=(hping3)
 fi

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 
+	"github.com/vantage-edge/vantage/exporter"
 	"github.com/vantage-edge/vantage/probed"
 	"github.com/vantage-edge/vantage/prober"
 	"github.com/vantage-edge/vantage/storage"
@@ -28,6 +29,9 @@ type ProbedConfig struct {
 	Listener net.Listener
 	// TLS serves the endpoints over TLS (default: plain HTTP).
 	TLS TLSFiles
+	// ProbeModules is a blackbox_exporter configuration file whose modules the daemon's /probe answers, so that
+	// Prometheus can scrape any PoP as a blackbox_exporter; empty: exporter.DefaultFile's modules.
+	ProbeModules string
 	// AllDetail stores the prober's full result with every result (default: ad-hoc probes only).
 	AllDetail bool
 	// Version is advertised in heartbeats.
@@ -52,6 +56,7 @@ func (c ProbedConfig) Validate() error {
 type Probed struct {
 	cfg ProbedConfig
 	eng *prober.Engine
+	x   *exporter.Exporter
 	d   *probed.Daemon
 	g   group
 }
@@ -67,17 +72,29 @@ func NewProbed(cfg ProbedConfig, st *storage.Store) (*Probed, error) {
 	if err != nil {
 		return nil, err
 	}
+	modules := exporter.DefaultFile()
+	if cfg.ProbeModules != "" {
+		if modules, err = exporter.Load(cfg.ProbeModules); err != nil {
+			return nil, fmt.Errorf("probed: --probe-modules: %w", err)
+		}
+	}
 	eng, err := prober.New(cfg.Prober)
 	if err != nil {
+		return nil, fmt.Errorf("probed: %w", err)
+	}
+	x, err := exporter.New(exporter.Config{File: modules, Prober: cfg.Prober, Logger: log})
+	if err != nil {
+		eng.Close()
 		return nil, fmt.Errorf("probed: %w", err)
 	}
 	ln, err := listen(cfg.Listener, cfg.Listen, "probed: --listen")
 	if err != nil {
 		eng.Close()
+		x.Close()
 		return nil, err
 	}
 	reg := newRegistry()
-	reg.MustRegister(eng.Collector())
+	reg.MustRegister(eng.Collector(), x.Collector())
 	q := &probed.StoreQueue{DB: st, PoP: cfg.Daemon.PoP, Version: cfg.Version, SourceIPs: cfg.Prober.Sources, AllDetail: cfg.AllDetail}
 	if ln != nil {
 		q.Addr = ln.Addr().String()
@@ -85,17 +102,20 @@ func NewProbed(cfg ProbedConfig, st *storage.Store) (*Probed, error) {
 	d, err := probed.New(cfg.Daemon, q, eng, reg)
 	if err != nil {
 		eng.Close()
+		x.Close()
 		closeAll(ln)
 		return nil, err
 	}
 	q.DaemonID = d.ID()
-	p := &Probed{cfg: cfg, eng: eng, d: d, g: g}
-	p.g.serve("probed", ln, adminMux(reg, func() error {
+	p := &Probed{cfg: cfg, eng: eng, x: x, d: d, g: g}
+	mux := adminMux(reg, func() error {
 		if !d.Ready() {
 			return errors.New("Redis unreachable")
 		}
 		return nil
-	}))
+	})
+	mux.Handle("GET /probe", x) // blackbox_exporter's /probe, with this PoP's prober settings
+	p.g.serve("probed", ln, mux)
 	return p, nil
 }
 
@@ -109,6 +129,7 @@ func (p *Probed) Addr() string { return addrOf(&p.g) }
 // the prober.
 func (p *Probed) Run(ctx context.Context) error {
 	defer p.eng.Close()
+	defer p.x.Close()
 	p.g.loop(func(ctx context.Context) { p.d.Run(ctx) })
 	p.g.log.Info("probed: running", "pop", p.cfg.Daemon.PoP, "daemon", p.d.ID(), "listen", p.Addr(), "sources", p.cfg.Prober.Sources)
 	err := p.g.run(ctx)

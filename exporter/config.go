@@ -255,3 +255,27 @@ func (m Module) Unsupported() []string {
 	}
 	return why
 }
+
+// defaultModules are the modules of DefaultFile: blackbox_exporter's example modules that the exporter runs.
+const defaultModules = `modules:
+  http_2xx:
+    prober: http
+  http_post_2xx:
+    prober: http
+    http:
+      method: POST
+  tcp_connect:
+    prober: tcp
+  icmp:
+    prober: icmp
+`
+
+// DefaultFile returns the modules served when no configuration file is given (the probe daemon's /probe):
+// http_2xx, http_post_2xx, tcp_connect and icmp, as in the blackbox.yml Debian ships.
+func DefaultFile() *File {
+	f, err := Parse("(built in)", []byte(defaultModules))
+	if err != nil {
+		panic(err) // a constant that does not parse is a programming error
+	}
+	return f
+}

@@ -58,6 +58,7 @@ func addProbedFlags(fs *flag.FlagSet, cfg *daemon.ProbedConfig) *probedFlags {
 	fs.DurationVar(&d.DrainTimeout, "drain-timeout", probed.DefaultDrainTimeout, "on SIGTERM, how long in-flight probes may finish")
 	fs.DurationVar(&p.Timeout, "timeout", p.Timeout, "per-sample probe timeout")
 	f.idle = fs.Int("tcp-idle-sockets", p.IdleSockets, "disconnected TCP probe sockets kept per source address for reuse (0: none)")
+	fs.StringVar(&cfg.ProbeModules, "probe-modules", "", "blackbox_exporter configuration whose modules /probe on --listen answers (default: http_2xx, http_post_2xx, tcp_connect, icmp)")
 	fs.BoolVar(&cfg.AllDetail, "result-detail", false, "store the prober's full result with every result (default: ad-hoc probes only)")
 	fs.Var(&f.sources, "source", "source address(es) probes leave from, comma-separated (default: the kernel's choice)")
 	fs.Var(&f.allow, "allow", "CIDR lifting the deny policy (repeatable), e.g. 198.18.0.0/15 for the emulated WAN")
