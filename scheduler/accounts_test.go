@@ -42,9 +42,9 @@ type accountsEnv struct {
 	t      *testing.T
 	url    string
 	client *http.Client // validates every exchange against openapi.json
-	st  *storage.Store
-	s   *Scheduler
-	api *API
+	st     *storage.Store
+	s      *Scheduler
+	api    *API
 }
 
 func newAccountsEnv(t *testing.T, limits Limits) *accountsEnv {
