@@ -84,6 +84,7 @@ func Validate(req *http.Request, reqBody []byte, status int, header http.Header,
 	reqBody = standardizeJSONC(route, req.Header, reqBody)
 	vreq := req.Clone(req.Context())
 	vreq.Body = io.NopCloser(bytes.NewReader(reqBody))
+	vreq.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(reqBody)), nil } // kin-openapi reads this first
 	vreq.ContentLength = int64(len(reqBody))
 	in := &openapi3filter.RequestValidationInput{Request: vreq, PathParams: params, Route: route,
 		Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, MultiError: true}}

@@ -76,11 +76,16 @@ func (r *recordTB) Errorf(format string, args ...any) {
 	r.errs = append(r.errs, fmt.Sprintf(format, args...))
 }
 
-// TestTransportAndHandlerReport sends a good and a bad exchange through Transport and Handler: each reports the
-// bad one only, and the client still reads the body it was sent.
+// TestTransportAndHandlerReport sends good exchanges (a JSONC config among them) and a bad one through Transport
+// and Handler: each reports the bad one only, and the client still reads the body it was sent.
 func TestTransportAndHandlerReport(t *testing.T) {
 	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/v1/apps" {
+			w.WriteHeader(http.StatusCreated)
+			io.WriteString(w, `{"success":true,"errors":[],"messages":[],"result":{"app":"good","mode":"smart","target":"","deploy":"v1","deployed_at":"2026-01-02T03:04:05Z"}}`)
+			return
+		}
 		if r.URL.Path == "/v1/apps/bad" {
 			io.WriteString(w, `{"success":true,"errors":[],"messages":[],"result":{"app":"bad","extra":true}}`)
 			return
@@ -99,8 +104,13 @@ func TestTransportAndHandlerReport(t *testing.T) {
 			}
 			hs := httptest.NewServer(h)
 			defer hs.Close()
-			for _, app := range []string{"good", "bad"} {
+			for _, app := range []string{"good", "bad", ""} {
 				req, _ := http.NewRequest("DELETE", hs.URL+"/v1/apps/"+app, nil)
+				if app == "" { // a wrangler.jsonc: the document allows its comments
+					req, _ = http.NewRequest("POST", hs.URL+"/v1/apps", strings.NewReader("{\"name\": \"good\", // c\n \"placement\": {\"mode\": \"smart\"},}"))
+					req.Header.Set("Content-Type", "application/json")
+					app = "good"
+				}
 				resp, err := client.Do(req)
 				if err != nil {
 					t.Fatal(err)
