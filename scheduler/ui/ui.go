@@ -138,12 +138,25 @@ func New(cfg Config) (*Handler, error) {
 	return h, nil
 }
 
+// routes are the mux patterns of the page's routes, each documented in the OpenAPI document (scheduler/openapi,
+// tag "status page"; TestOpenAPIDocumentsThePage compares the two). GET patterns serve HEAD too.
+var routes = []string{
+	"GET /{$}",
+	"GET /ui/{$}",
+	"GET /ui/index.html",
+	"GET " + PathState,
+	"GET " + PathCatalogue,
+	"GET " + PathStatic + "{file}",
+}
+
 // Wrap returns a handler serving the page at "/" and under "/ui/", and every other path with api (the
-// scheduler's API.Handler()).
+// scheduler's API.Handler()). Other paths under "/ui/" are the page's too: 404, or 405 for a method but GET.
 func Wrap(api http.Handler, h *Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
-	mux.Handle("GET /{$}", h)
+	for _, p := range routes {
+		mux.Handle(p, h)
+	}
 	mux.Handle("/ui/", h)
 	return mux
 }

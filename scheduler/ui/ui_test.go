@@ -10,13 +10,18 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/getkin/kin-openapi/openapi3"
+
 	"github.com/vantage-edge/vantage/geo"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/scheduler"
+	"github.com/vantage-edge/vantage/scheduler/openapi"
+	"github.com/vantage-edge/vantage/scheduler/openapitest"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
 )
@@ -24,10 +29,11 @@ import (
 // env is a real redis-server with a fleet, results and decisions written through the store, a scheduler
 // holding the targets (not running: the page reads its target list), and the page in front of an API stub.
 type env struct {
-	st    *storage.Store
-	sched *scheduler.Scheduler
-	srv   *httptest.Server
-	now   time.Time
+	client *http.Client // validates every exchange with the page against openapi.json
+	st     *storage.Store
+	sched  *scheduler.Scheduler
+	srv    *httptest.Server
+	now    time.Time
 }
 
 func pop(t *testing.T, code string) geo.PoP {
@@ -145,6 +151,7 @@ func newEnv(t *testing.T) *env {
 	})
 	e.srv = httptest.NewServer(Wrap(api, h))
 	t.Cleanup(e.srv.Close)
+	e.client = openapitest.Client(t)
 	return e
 }
 
@@ -163,6 +170,12 @@ func (e *env) get(t *testing.T, method, path string) (*http.Response, string) {
 // getAs requests path with token ("": none).
 func (e *env) getAs(t *testing.T, method, path, token string) (*http.Response, string) {
 	t.Helper()
+	return e.send(t, e.client, method, path, token)
+}
+
+// send requests path with token ("": none) through client.
+func (e *env) send(t *testing.T, client *http.Client, method, path, token string) (*http.Response, string) {
+	t.Helper()
 	req, err := http.NewRequest(method, e.srv.URL+path, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +183,7 @@ func (e *env) getAs(t *testing.T, method, path, token string) (*http.Response, s
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +214,11 @@ func TestRoutes(t *testing.T) {
 		{"POST to the root is the API's", "POST", "/", 418, "", "api POST /"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, body := e.get(t, tc.method, tc.path)
+			client := e.client
+			if tc.code == http.StatusTeapot {
+				client = http.DefaultClient // the API stub's answers are not the API's
+			}
+			resp, body := e.send(t, client, tc.method, tc.path, opsToken)
 			if resp.StatusCode != tc.code {
 				t.Fatalf("%s %s: %d, want %d (%q)", tc.method, tc.path, resp.StatusCode, tc.code, body)
 			}
@@ -423,5 +440,32 @@ func TestStateSkipsCorruptData(t *testing.T) {
 	}
 	if tokyo := apps["tokyo-app"]; !strings.Contains(tokyo.LastError, "corrupt value") || tokyo.BestPoP != "" {
 		t.Errorf("tokyo-app with a corrupt decision: %+v, want the error on its row", tokyo)
+	}
+}
+
+// TestOpenAPIDocumentsThePage compares the page's routes with the document's operations tagged "status page",
+// both ways (scheduler's TestOpenAPIDocumentsEveryRoute compares the others with the API's routes).
+func TestOpenAPIDocumentsThePage(t *testing.T) {
+	doc, err := openapi3.NewLoader().LoadFromData(openapi.Document)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var served, documented []string
+	for _, p := range routes {
+		method, path, _ := strings.Cut(p, " ")
+		path = strings.TrimSuffix(path, "{$}") // "/{$}" is "/" exactly, as the document's "/" is
+		served = append(served, method+" "+path)
+	}
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			if slices.Contains(op.Tags, "status page") {
+				documented = append(documented, method+" "+path)
+			}
+		}
+	}
+	slices.Sort(served)
+	slices.Sort(documented)
+	if !slices.Equal(served, documented) {
+		t.Errorf("routes served:\n%s\nroutes documented:\n%s", strings.Join(served, "\n"), strings.Join(documented, "\n"))
 	}
 }
