@@ -162,8 +162,10 @@ func frontSection(ctx context.Context, o *options) *Section {
 	add(c, stop, err, "nginx")
 	c, stop, err = startHAProxyFront(ctx, e)
 	add(c, stop, err, "HAProxy")
-	c, stop, err = startVantageFront(ctx, o, e)
+	c, stop, err = startVantageFront(ctx, o, e, 0)
 	add(c, stop, err, "vantage router")
+	c, stop, err = startVantageFront(ctx, o, e, 1)
+	add(c, stop, err, "vantage router, GOMAXPROCS=1")
 	s.Commands = append(s.Commands, "go build -o vantage ./cmd/vantage",
 		"vantage router --redis REDIS --ingress EWR --workers EWR=http://127.0.0.1:WORKER_PORT --listen 127.0.0.1:PORT --admin 127.0.0.1:PORT --log-level warn")
 	for _, h := range frontHooks {
@@ -245,6 +247,10 @@ func frontSection(ctx context.Context, o *options) *Section {
 			"(goal >= 0.5x: %s); p99 %s ms vs %s ms = %.2fx (goal <= 2x: %s).", num(v.rps, 0), num(ng.rps, 0), ratio, verdict(ratio >= 0.5),
 			num(v.p99, 2), num(ng.p99, 2), lat, verdict(lat <= 2)))
 	}
+	if v1, ok := aggs["vantage router, GOMAXPROCS=1"]; ok && okN {
+		s.Headline = append(s.Headline, fmt.Sprintf("Router front with GOMAXPROCS=1: %s requests/s = %.2fx nginx; p99 %s ms = %.2fx nginx's.",
+			num(v1.rps, 0), v1.rps/ng.rps, num(v1.p99, 2), v1.p99/ng.p99))
+	}
 	if h, ok := aggs["HAProxy"]; ok && okV {
 		s.Notes = append(s.Notes, fmt.Sprintf("`vantage router` / HAProxy: %.2fx requests/s.", v.rps/h.rps))
 	}
@@ -315,6 +321,11 @@ func (p *proc) pids() []int {
 
 // startProc starts bin with args, its output in dir/name.log.
 func startProc(dir, name, bin string, args ...string) (*proc, error) {
+	return startProcEnv(dir, name, nil, bin, args...)
+}
+
+// startProcEnv is startProc with env added to the harness's environment.
+func startProcEnv(dir, name string, env []string, bin string, args ...string) (*proc, error) {
 	logf, err := os.Create(filepath.Join(dir, name+".log"))
 	if err != nil {
 		return nil, err
@@ -322,6 +333,9 @@ func startProc(dir, name, bin string, args ...string) (*proc, error) {
 	defer logf.Close()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%s: %w", bin, err)
 	}
@@ -409,17 +423,21 @@ backend b
 		note: "HAProxy " + version("haproxy", "-v") + ", `nbthread 2`, `http-reuse always`."}, p.stop, nil
 }
 
-// startVantageFront builds the vantage binary and runs `vantage router` on the harness's Redis.
-func startVantageFront(ctx context.Context, o *options, e *frontEnv) (frontContender, func(), error) {
+// startVantageFront builds the vantage binary (once) and runs `vantage router` on the harness's Redis;
+// procs > 0 sets GOMAXPROCS (a second row: on a loaded 2-core machine the Go scheduler's idle threads spinning
+// for work cost a share of the CPU the front competes for).
+func startVantageFront(ctx context.Context, o *options, e *frontEnv, procs int) (frontContender, func(), error) {
 	wp, err := e.workerPort()
 	if err != nil {
 		return frontContender{}, nil, err
 	}
 	bin := filepath.Join(e.dir, "vantage")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/vantage")
-	build.Dir = o.root
-	if out, err := build.CombinedOutput(); err != nil {
-		return frontContender{}, nil, fmt.Errorf("go build ./cmd/vantage: %w: %s", err, tail(string(out), 5))
+	if _, err := os.Stat(bin); err != nil {
+		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/vantage")
+		build.Dir = o.root
+		if out, err := build.CombinedOutput(); err != nil {
+			return frontContender{}, nil, fmt.Errorf("go build ./cmd/vantage: %w: %s", err, tail(string(out), 5))
+		}
 	}
 	port, err := freePort()
 	if err != nil {
@@ -429,15 +447,22 @@ func startVantageFront(ctx context.Context, o *options, e *frontEnv) (frontConte
 	if err != nil {
 		return frontContender{}, nil, err
 	}
-	p, err := startProc(e.dir, "vantage-router", bin, "router", "--redis", e.redisAddr, "--ingress", "EWR",
+	name, env := "vantage router", []string(nil)
+	if procs > 0 {
+		name, env = fmt.Sprintf("vantage router, GOMAXPROCS=%d", procs), []string{fmt.Sprintf("GOMAXPROCS=%d", procs)}
+	}
+	p, err := startProcEnv(e.dir, strings.NewReplacer(" ", "", ",", "-", "=", "").Replace(name), env, bin, "router", "--redis", e.redisAddr, "--ingress", "EWR",
 		"--workers", fmt.Sprintf("EWR=http://127.0.0.1:%d", wp), "--listen", fmt.Sprintf("127.0.0.1:%d", port),
 		"--admin", fmt.Sprintf("127.0.0.1:%d", admin), "--log-level", "warn")
 	if err != nil {
 		return frontContender{}, nil, err
 	}
-	return frontContender{name: "vantage router", url: fmt.Sprintf("http://127.0.0.1:%d/", port), pids: p.pids, workerPort: wp,
-		note: fmt.Sprintf("`vantage router` with the shipped defaults (`--upstream-max-idle-per-host` %d, GOMAXPROCS = %d CPUs).",
-			router.DefaultMaxIdlePerWorker, runtime.NumCPU())}, p.stop, nil
+	note := fmt.Sprintf("the shipped defaults (`--upstream-max-idle-per-host` %d, GOMAXPROCS = %d CPUs).",
+		router.DefaultMaxIdlePerWorker, runtime.NumCPU())
+	if procs > 0 {
+		note = fmt.Sprintf("the same binary and flags with the environment GOMAXPROCS=%d.", procs)
+	}
+	return frontContender{name: name, url: fmt.Sprintf("http://127.0.0.1:%d/", port), pids: p.pids, workerPort: wp, note: note}, p.stop, nil
 }
 
 // version returns the first line of `bin flag` (nginx prints it to stderr).
