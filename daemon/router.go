@@ -91,6 +91,9 @@ func NewRouter(cfg RouterConfig, st *storage.Store) (*Router, error) {
 	r := &Router{cfg: cfg, rt: rt, g: g}
 	if cfg.Front.Transport == nil {
 		r.tr = NewUpstreamTransport(nil)
+		if cfg.Front.MaxIdlePerWorker > 0 {
+			r.tr.MaxIdleConnsPerHost = cfg.Front.MaxIdlePerWorker
+		}
 		cfg.Front.Transport = r.tr
 	}
 	if r.front, err = router.NewFront(rt, cfg.Front); err != nil {
@@ -110,19 +113,21 @@ func NewRouter(cfg RouterConfig, st *storage.Store) (*Router, error) {
 	return r, nil
 }
 
-// NewUpstreamTransport returns the transport a router front forwards with: connections to workers are kept
-// and reused, environment proxies are never used, and dial (nil: a net.Dialer) makes the connections.
+// NewUpstreamTransport returns the transport a router front forwards with where its HTTP/1.1 path does not
+// (https workers, HTTP/2 by ALPN when they offer it; upgrades): connections to workers are kept and reused
+// (router.DefaultMaxIdlePerWorker per worker), environment proxies are never used, and dial (nil: a
+// net.Dialer) makes the connections, the front's HTTP/1.1 path's included.
 func NewUpstreamTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
 	if dial == nil {
-		dial = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		dial = (&net.Dialer{Timeout: router.DefaultDialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	}
 	return &http.Transport{
 		Proxy:                 nil, // a router never forwards through $HTTP_PROXY
 		DialContext:           dial,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   1024, // sized to the front's concurrency: no connection churn toward a worker
-		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   router.DefaultMaxIdlePerWorker, // sized to the front's concurrency: no churn toward a worker
+		IdleConnTimeout:       router.DefaultIdleConnTimeout,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		ResponseHeaderTimeout: WriteTimeout,
@@ -145,9 +150,8 @@ func (r *Router) AdminAddr() string {
 
 // Run loads decisions and serves the front until ctx is done.
 func (r *Router) Run(ctx context.Context) error {
-	if r.tr != nil {
-		defer r.tr.CloseIdleConnections()
-	}
+	defer r.front.CloseIdleConnections() // the HTTP/1.1 path's pools and the transport's
+
 	r.g.loop(func(ctx context.Context) { r.rt.Run(ctx) })
 	r.g.log.Info("router: running", "ingress", r.cfg.Front.Ingress, "front", r.Addr(), "admin", cmp.Or(r.AdminAddr(), "none"),
 		"workers", strings.Join(r.front.Workers(), ","))

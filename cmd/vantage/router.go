@@ -52,6 +52,9 @@ func addRouterFlags(fs *flag.FlagSet, cfg *daemon.RouterConfig) *routerFlags {
 	fs.StringVar(&fc.AppHeader, "app-header", "", "request header naming the application (default: the Host header)")
 	fs.StringVar(&fc.RequestIDHeader, "request-id-header", router.DefaultRequestIDHeader, "request header carrying the request id (generated when absent)")
 	fs.StringVar(&fc.KindHeader, "kind-header", router.DefaultKindHeader, "request header carrying the invocation kind (fetch, rpc, entrypoint, cron, asset)")
+	fs.IntVar(&fc.MaxIdlePerWorker, "upstream-max-idle-per-host", router.DefaultMaxIdlePerWorker,
+		"idle connections kept to each worker for reuse: at least the requests in flight toward one worker")
+	fs.DurationVar(&fc.UpstreamTimeout, "upstream-timeout", router.DefaultUpstreamTimeout, "bound on one exchange with a worker (request written, response read)")
 	fs.DurationVar(&rc.RecheckInterval, "recheck", rc.RecheckInterval, "full snapshot reload period (changes also reload at once)")
 	fs.DurationVar(&rc.Debounce, "debounce", rc.Debounce, "wait after a change notification before reloading")
 	fs.DurationVar(&rc.FleetInterval, "fleet-interval", rc.FleetInterval, "fleet (up/down/drained PoPs) refresh period")
