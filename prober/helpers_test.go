@@ -29,7 +29,9 @@ func newEngine(t *testing.T, mod func(*Config)) *Engine {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Allow = []netip.Prefix{loopback4, loopback6}
-	cfg.Timeout = 2 * time.Second
+	// Generous: a TLS handshake under -race on a busy 2-core machine took over 2 s. Every test that wants a
+	// timeout sets its own short one.
+	cfg.Timeout = 15 * time.Second
 	cfg.Interval = time.Millisecond
 	cfg.Resolver = newFakeResolver(nil) // never the system resolver: no test may send DNS off the host
 	cfg.DNSConfig = func() ([]string, error) { return nil, errors.New("no resolv.conf in tests") }
