@@ -335,7 +335,8 @@ function drawHistoryChart(rows) {
   svg.toggleAttribute("hidden", pts.length === 0); // an SVG element has no hidden property
   if (!pts.length) return;
   const CW = 700, CH = 120, L = 48, R = 12, T = 14, B = 22;
-  const t0 = pts[0].t, t1 = Math.max(pts[pts.length - 1].t, t0 + 60000);
+  // To now: the newest decision still holds.
+  const t0 = pts[0].t, t1 = Math.max(pts[pts.length - 1].t, state ? new Date(state.now).getTime() : 0, t0 + 60000);
   const vmax = Math.max(...pts.map((p) => p.v)) * 1.15;
   const x = (t) => L + (CW - L - R) * (t - t0) / (t1 - t0);
   const y = (v) => CH - B - (CH - T - B) * v / vmax;
