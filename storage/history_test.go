@@ -1,12 +1,14 @@
 package storage
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/storage/redistest"
 )
 
 func init() {
@@ -143,5 +145,54 @@ func testDecisionHistoryOff(t *testing.T, open func(*testing.T, Options) *Store)
 	got := historyOf(t, def, "busy", 0)
 	if len(got) != DefaultDecisionHistoryLen || got[0] != fmt.Sprintf("%d:%s:changed", DefaultDecisionHistoryLen+5, bests[(DefaultDecisionHistoryLen+4)%2]) {
 		t.Errorf("default history: %d entries, newest %q; want %d, the last write's", len(got), got[0], DefaultDecisionHistoryLen)
+	}
+}
+
+// BenchmarkPutDecisionsHistory times PutDecisions of 1,000 changing decisions on a real redis-server with the
+// decision history kept (the default) and without it (DecisionHistoryLen -1), and reports the history's Redis
+// memory per entry. Run:
+//
+//	go test -run '^$' -bench PutDecisionsHistory ./storage/
+func BenchmarkPutDecisionsHistory(b *testing.B) {
+	const n = 1000
+	srv := redistest.Start(b)
+	ctx := context.Background()
+	for _, bc := range []struct {
+		name string
+		hlen int
+	}{{"history", 0}, {"no_history", -1}} {
+		b.Run(bc.name, func(b *testing.B) {
+			s, err := Open(ctx, Options{Addrs: []string{srv.Addr()}, DecisionHistoryLen: bc.hlen})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			if err := s.Client().FlushAll(ctx).Err(); err != nil {
+				b.Fatal(err)
+			}
+			ds := make([]placement.Decision, n)
+			for i := range ds {
+				ds[i] = benchDecision(i)
+			}
+			round := 0
+			for b.Loop() {
+				round++
+				for i := range ds { // every decision changes: every write is recorded
+					ds[i].BestPoP = ds[i].Candidates[round%len(ds[i].Candidates)].PoP
+				}
+				if _, err := s.PutDecisions(ctx, ds); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+			if bc.hlen == 0 {
+				mem, err := s.Client().MemoryUsage(ctx, KeyDecisionHistory(ds[0].App)).Result()
+				if err != nil {
+					b.Fatal(err)
+				}
+				entries := min(round, DefaultDecisionHistoryLen)
+				b.ReportMetric(float64(mem)/float64(entries), "history-B/entry")
+			}
+		})
 	}
 }
