@@ -45,9 +45,6 @@ function td(tr, text, cls) {
   return c;
 }
 
-const px = (lon, lat) => projection([lon, lat])[0];
-const py = (lon, lat) => projection([lon, lat])[1];
-
 // auth returns the Authorization header of the form's token.
 const auth = () => ({ Authorization: "Bearer " + $("probe-token").value.trim() });
 
