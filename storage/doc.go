@@ -23,6 +23,13 @@
 //	                                          see codec.go)
 //	vantage:{d:NN}:fences             hash    app -> fencing token (lease) of the last      none      scheduler scheduler
 //	                                          fenced write (PutDecisionFenced)
+//	vantage:{d:NN}:dhistory:<app>     list    app's recent decisions, newest first:         none      scheduler API, status page
+//	                                          "<computed-at Unix ms>|<version>|<changed 0/1>|
+//	                                          <DecisionRecord JSON>", capped (LTRIM) at
+//	                                          Options.DecisionHistoryLen (default 100); written
+//	                                          by PutDecision's script when the decision changed
+//	                                          or the newest entry is DecisionHistoryEvery (1 h)
+//	                                          old; deleted with the decision
 //	vantage:decisions                 channel app name on every decision change or delete   -         scheduler router
 //	vantage:{fleet}:pops              set     PoPs that ever sent a heartbeat               none      probed    scheduler, router
 //	vantage:{fleet}:hb:<PoP>          hash    daemon id -> Heartbeat JSON {pop, daemon,     24 h (*)  probed    scheduler, router

@@ -33,6 +33,7 @@ func (l *listFlag) Set(v string) error {
 func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("scheduler", "", stderr)
 	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisRequired, TLS: true})
+	df.redis.addHistoryFlags(fs)
 	cfg := daemon.DefaultSchedulerConfig()
 	sf := addSchedulerFlags(fs, &cfg)
 	log, stop, err := parseDaemon(ctx, fs, df, args, stderr)

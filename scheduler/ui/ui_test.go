@@ -2,7 +2,9 @@ package ui
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
@@ -206,6 +208,10 @@ func TestRoutes(t *testing.T) {
 		{"style", "GET", "/ui/static/style.css", 200, "text/css", "#map"},
 		{"state", "GET", PathState, 200, "application/json", `"apps"`},
 		{"catalogue", "GET", PathCatalogue, 200, "application/json", `"FRA"`},
+		{"app page", "GET", "/ui/app/frankfurt-db", 200, "text/html", "app-card"},
+		{"app page without a name", "GET", "/ui/app/", 404, "", ""},
+		{"vendored map data", "GET", "/ui/static/vendor/countries-110m.json", 200, "application/json", `"countries"`},
+		{"vendored d3-geo", "GET", "/ui/static/vendor/d3-geo.min.js", 200, "javascript", "geoNaturalEarth1"},
 		{"unknown ui path", "GET", "/ui/nope", 404, "", ""},
 		{"state by POST", "POST", PathState, 405, "", ""},
 		{"api route", "GET", "/v1/apps", 418, "", "api GET /v1/apps"},
@@ -393,7 +399,12 @@ func TestNoExternalResources(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		for _, m := range externalURL.FindAllString(string(b), -1) {
+		text := string(b)
+		if strings.HasPrefix(path, "static/vendor/") && strings.HasPrefix(text, "// ") {
+			// A vendored library's banner names its home page (a comment, never fetched).
+			_, text, _ = strings.Cut(text, "\n")
+		}
+		for _, m := range externalURL.FindAllString(text, -1) {
 			if m != "http://www.w3.org" { // the SVG namespace, an identifier, never fetched
 				t.Errorf("%s refers to %s", path, m)
 			}
@@ -467,5 +478,54 @@ func TestOpenAPIDocumentsThePage(t *testing.T) {
 	slices.Sort(documented)
 	if !slices.Equal(served, documented) {
 		t.Errorf("routes served:\n%s\nroutes documented:\n%s", strings.Join(served, "\n"), strings.Join(documented, "\n"))
+	}
+}
+
+// TestVendoredAssets checks the embedded map libraries and data against the sums vendor.sh recorded (a
+// hand-edited or truncated file fails), that every vendored file is listed, and that the page loads them.
+func TestVendoredAssets(t *testing.T) {
+	sums, err := fs.ReadFile(static, "static/vendor/SHA256SUMS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(sums)), "\n") {
+		want, name, ok := strings.Cut(line, "  ")
+		if !ok {
+			t.Fatalf("SHA256SUMS line %q: want \"<sum>  <file>\"", line)
+		}
+		b, err := fs.ReadFile(static, "static/vendor/"+name)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if got := fmt.Sprintf("%x", sha256.Sum256(b)); got != want {
+			t.Errorf("%s: sha256 %s, want %s (re-run make ui-assets)", name, got, want)
+		}
+		listed[name] = true
+	}
+	ents, err := fs.ReadDir(static, "static/vendor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.Name() != "SHA256SUMS" && !listed[e.Name()] {
+			t.Errorf("static/vendor/%s is not in SHA256SUMS", e.Name())
+		}
+	}
+	for _, f := range []string{"d3-array.min.js", "d3-geo.min.js", "topojson-client.min.js", "countries-110m.json",
+		"LICENSE.d3-geo", "LICENSE.world-atlas"} {
+		if !listed[f] {
+			t.Errorf("%s is not vendored", f)
+		}
+	}
+	index, err := fs.ReadFile(static, "static/index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"d3-array.min.js", "d3-geo.min.js", "topojson-client.min.js"} {
+		if !strings.Contains(string(index), `src="/ui/static/vendor/`+s+`"`) {
+			t.Errorf("index.html does not load %s", s)
+		}
 	}
 }
