@@ -13,6 +13,9 @@ command -v chromium >/dev/null || need+=(chromium)
 # placement's wrangler differential runs wrangler itself (npm wrangler, installed by the test into its cache).
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+# storage's second-language decision reader (storage/reader/python) runs on Debian's Python and its redis module.
+[ -x /usr/bin/python3 ] || need+=(python3)
+/usr/bin/python3 -c 'import redis' 2>/dev/null || need+=(python3-redis)
 if [ "${1:-}" = "bench" ]; then
 	command -v prometheus-blackbox-exporter >/dev/null || need+=(prometheus-blackbox-exporter)
 	command -v fping >/dev/null || need+=(fping)
