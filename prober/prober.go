@@ -154,8 +154,9 @@ type Config struct {
 	MaxTargets int           // per-target limiters kept; default DefaultMaxTargets
 	TargetIdle time.Duration // idle per-target limiters are evicted after this; default DefaultTargetIdle
 
-	// ICMPPrivileged forces raw (true) or unprivileged datagram (false) ICMP sockets; nil: raw when running as
-	// root, unprivileged otherwise.
+	// ICMPPrivileged forces raw (true) or unprivileged datagram (false) ICMP sockets; nil: raw when the process
+	// holds CAP_NET_RAW (root, or a non-root daemon granted it), falling back to datagram when the kernel
+	// refuses; datagram otherwise.
 	ICMPPrivileged *bool
 
 	Resolver       Resolver                             // default net.DefaultResolver

@@ -134,6 +134,7 @@ type Result struct {
 	Error    string              `json:"error,omitempty"`
 	HTTP     *HTTPResult         `json:"http,omitempty"`
 	DNS      *DNSResult          `json:"dns,omitempty"`
+	ICMP     *ICMPResult         `json:"icmp,omitempty"`
 	Err      error               `json:"-"`
 }
 

@@ -20,7 +20,7 @@
 //	                                          means Redis lost its data (Store.Epoch)
 //	vantage:{d:NN}:decisions          hash    app -> "<version>|<fingerprint>|<payload>"    none      scheduler router, scheduler
 //	                                          (NN = 00..63 = FNV-1a(app) % 64; payload:
-//	                                          see codec.go)
+//	                                          see DECISIONS.md)
 //	vantage:{d:NN}:fences             hash    app -> fencing token (lease) of the last      none      scheduler scheduler
 //	                                          fenced write (PutDecisionFenced)
 //	vantage:{d:NN}:dhistory:<app>     list    app's recent decisions, newest first:         none      scheduler API, status page
@@ -64,6 +64,10 @@
 // (*) renewed by every heartbeat; (**) renewed by every PutAdHocProbe; (***) renewed by every batch.
 //
 // <target> is TargetKey(kind, address): the probe kind and the address probed, e.g. "tcp:db.example.com:5432".
+//
+// Decisions are meant to be read by routers in any language: DECISIONS.md specifies their keys and bytes,
+// versioned by a codec byte, and reader/python/vantage_decisions.py is a second reader that CI checks against
+// this package (TestPythonReaderDecodesEveryField).
 //
 // Decisions: PutDecision runs one Lua script on the bucket: it compares the stored fingerprint (FNV-1a of mode,
 // target, best PoP, verdict, status and the candidates' order) with the new one; when it differs it stores the

@@ -38,8 +38,8 @@ func runProbed(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // probedFlags are the probe daemon's flags that are not a config field as they are.
 type probedFlags struct {
-	idle           *int
-	sources, allow listFlag
+	idle                *int
+	sources, allow, own listFlag
 }
 
 // addProbedFlags registers the probe daemon's flags on fs, defaulting from and writing into cfg.
@@ -62,6 +62,7 @@ func addProbedFlags(fs *flag.FlagSet, cfg *daemon.ProbedConfig) *probedFlags {
 	fs.BoolVar(&cfg.AllDetail, "result-detail", false, "store the prober's full result with every result (default: ad-hoc probes only)")
 	fs.Var(&f.sources, "source", "source address(es) probes leave from, comma-separated (default: the kernel's choice)")
 	fs.Var(&f.allow, "allow", "CIDR lifting the deny policy (repeatable), e.g. 198.18.0.0/15 for the emulated WAN")
+	fs.Var(&f.own, "own-prefix", "CIDR of the platform's own anycast prefixes (repeatable): refuse to start with a --source inside one; deny targets inside them")
 	return f
 }
 
@@ -78,6 +79,18 @@ func (f *probedFlags) complete(cfg *daemon.ProbedConfig) error {
 	var err error
 	if p.Allow, err = placement.ParsePrefixes("--allow", f.allow); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if p.OwnPrefixes, err = placement.ParsePrefixes("--own-prefix", f.own); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	// Refused here, before Redis is dialled, and again by prober.New for any other caller.
+	for _, s := range p.Sources {
+		for _, o := range p.OwnPrefixes {
+			if o.Contains(s.Unmap()) {
+				return fmt.Errorf("%w: --source %v is inside --own-prefix %v: replies to it would be routed to the "+
+					"nearest PoP announcing the prefix, not to this daemon; probe from a unicast address", errUsage, s, o)
+			}
+		}
 	}
 	switch {
 	case *f.idle < 0:
