@@ -13,6 +13,9 @@ command -v chromium >/dev/null || need+=(chromium)
 # placement's wrangler differential runs wrangler itself (npm wrangler, installed by the test into its cache).
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+# router/proxysync's differential runs real HAProxy and nginx fed by the router's tables.
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v nginx >/dev/null || need+=(nginx)
 if [ "${1:-}" = "bench" ]; then
 	command -v prometheus-blackbox-exporter >/dev/null || need+=(prometheus-blackbox-exporter)
 	command -v fping >/dev/null || need+=(fping)
