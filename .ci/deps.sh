@@ -24,6 +24,9 @@ command -v buildah >/dev/null || need+=(buildah)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 # prober's CAP_NET_RAW test drops to nobody with setpriv in a network namespace made by unshare (util-linux).
 command -v setpriv >/dev/null || need+=(util-linux)
+# router/proxysync's differential runs real HAProxy and nginx fed by the router's tables.
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v nginx >/dev/null || need+=(nginx)
 if [ "${1:-}" = "bench" ]; then
 	command -v fping >/dev/null || need+=(fping)
 	command -v hping3 >/dev/null || need+=(hping3)
