@@ -31,9 +31,10 @@ const (
 	// DefaultMeshInterval is how often every PoP measures every other: PoP-to-PoP paths change on routing
 	// timescales, and a round of a 300-PoP fleet is ~90,000 probes.
 	DefaultMeshInterval = 10 * time.Minute
-	// DefaultMeshBudget is the most mesh probes enqueued per minute: a 35-PoP fleet's round (1,190 pairs)
-	// fits in the default interval; a larger fleet's round stretches past it rather than load the PoPs.
-	DefaultMeshBudget = 120
+	// DefaultMeshBudget is the most mesh probes enqueued per minute, fleet-wide: 100 a second, spread over
+	// every PoP (each one's share is 1/N of it, a few TCP handshakes a second at most). A fleet of up to ~245
+	// PoPs measures its whole mesh within the default interval; a larger one's round stretches past it.
+	DefaultMeshBudget = 6000
 	// DefaultMeshProbeCount is the samples per mesh probe; the minimum is kept.
 	DefaultMeshProbeCount = 3
 	// MeshMaxAgeIntervals is how many mesh intervals a pair's measurement counts: a missed round (a PoP
