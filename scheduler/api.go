@@ -187,6 +187,7 @@ func (a *API) routes() []apiRoute {
 		authed("GET /v1/apps/{name}/history", "history_get", func(a *API) http.HandlerFunc { return a.appHistory }),
 		authed("POST /v1/probes", "probes_post", func(a *API) http.HandlerFunc { return a.postProbe }),
 		authed("GET /v1/probes/{id}", "probes_get", func(a *API) http.HandlerFunc { return a.getProbe }),
+		authed("GET /v1/mesh", "mesh_get", func(a *API) http.HandlerFunc { return a.getMesh }),
 		authed("GET /client/v4/accounts/{account}/workers/services/{name}", "service", func(a *API) http.HandlerFunc { return a.service }),
 		authed("PUT /client/v4/accounts/{account}/workers/services/{name}", "service_put", func(a *API) http.HandlerFunc { return a.putService }),
 		authed("DELETE /client/v4/accounts/{account}/workers/services/{name}", "service_delete", func(a *API) http.HandlerFunc { return a.deleteService }),
@@ -377,6 +378,16 @@ func resolveAccount(p Principal, asked ...string) (string, int, error) {
 		return "", http.StatusForbidden, fmt.Errorf("token %q acts for account %q, not %q", p.Name, p.Account, account)
 	}
 	return p.Account, 0, nil
+}
+
+// getMesh is GET /v1/mesh: the PoP mesh and the mislocated PoPs (Scheduler.Mesh), not enveloped.
+func (a *API) getMesh(w http.ResponseWriter, r *http.Request) {
+	v := MeshView{Pairs: []MeshPair{}, Mislocated: []MislocatedPoP{}}
+	if a.Sched != nil {
+		v = a.Sched.Mesh()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
 }
 
 func writeJSON(w http.ResponseWriter, code int, result any) {

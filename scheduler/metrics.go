@@ -25,6 +25,7 @@ type Metrics struct {
 	estimatedDecided prometheus.Counter
 	configFiles      *prometheus.GaugeVec // state: ok, skipped
 	redisDataLost    prometheus.Counter
+	mesh             *meshMetrics // registered with the others
 }
 
 // NewMetrics creates the scheduler's metrics and registers them with reg (nil: not registered).
@@ -60,6 +61,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		redisDataLost: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "scheduler",
 			Name: "redis_data_lost_total", Help: "Times Redis was found emptied or replaced (its epoch changed): every target was rechecked at once."}),
 	}
+	m.mesh = newMeshMetrics(reg)
 	for _, st := range []string{ConfigOK, ConfigSkipped} {
 		m.configFiles.WithLabelValues(st)
 	}

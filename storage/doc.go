@@ -33,7 +33,11 @@
 //	vantage:decisions                 channel app name on every decision change or delete   -         scheduler router
 //	vantage:{fleet}:pops              set     PoPs that ever sent a heartbeat               none      probed    scheduler, router
 //	vantage:{fleet}:hb:<PoP>          hash    daemon id -> Heartbeat JSON {pop, daemon,     24 h (*)  probed    scheduler, router
-//	                                          addr, version, source_ips, at, interval_ns}
+//	                                          addr, version, source_ips, mesh_addr, at,
+//	                                          interval_ns}
+//	vantage:{mesh}:rtt                hash    "<src PoP>><dst PoP>" -> "<at Unix ms>|<MeshRTT   none (+)  probed    scheduler
+//	                                          JSON {src, dst, rtt_ms, samples, at}>": the
+//	                                          latest mesh measurement of each ordered pair
 //	vantage:{fleet}:drained           set     drained PoPs                                  none      operator  scheduler, router
 //	vantage:{pop:<PoP>}:jobs          stream  entries {job: Job JSON}; consumer group       MAXLEN ~  scheduler probed
 //	                                          "probers"; acked entries are deleted          100 000
@@ -61,6 +65,7 @@
 //	vantage:{tel:<app>}:unsupported   string  deploy version found slower when placed:      30 d      smart     smart runner
 //	                                          UNSUPPORTED_APPLICATION until the next one              runner
 //
+// (+) MeshRTTs deletes the pairs older than the age it is asked for (the scheduler: three mesh intervals);
 // (*) renewed by every heartbeat; (**) renewed by every PutAdHocProbe; (***) renewed by every batch.
 //
 // <target> is TargetKey(kind, address): the probe kind and the address probed, e.g. "tcp:db.example.com:5432".
@@ -97,6 +102,11 @@
 // Results: PutResult runs one Lua script on the target's slot: SET NX PX the done key (when it exists already,
 // the job's result was stored: nothing changes), then replace the PoP's latest result unless the stored one is
 // newer, LPUSH the history and LTRIM it to HistoryLen.
+//
+// Mesh (mesh.go): every PoP measures every other PoP's mesh port (Heartbeat.MeshAddr) with a TCP probe job
+// whose Job.Key is "mesh:<dst PoP>"; the daemon stores the result with PutMeshRTT (one Lua script: HSET unless
+// the stored pair is newer) instead of PutResult. The scheduler reads the whole hash (MeshRTTs) to fit its
+// calibration and serves it as GET /v1/mesh.
 //
 // Telemetry (telemetry.go): AddTelemetry pipelines one XADD per request record and, per application, one EXPIRE
 // and one ZADD GT; TelemetrySince reads an application's stream with XRANGE.

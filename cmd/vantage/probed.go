@@ -49,6 +49,8 @@ func addProbedFlags(fs *flag.FlagSet, cfg *daemon.ProbedConfig) *probedFlags {
 	fs.StringVar(&d.PoP, "pop", "", "IATA code of this daemon's PoP (required)")
 	fs.StringVar(&d.DaemonID, "id", "", "daemon id, the consumer name in the PoP's group (default hostname-pid-random)")
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "address of /metrics, /healthz and /readyz")
+	fs.StringVar(&cfg.MeshListen, "mesh-listen", cfg.MeshListen, "TCP address answering the other PoPs' mesh probes, e.g. :9102 (empty: this PoP takes no part in the mesh that calibrates the scheduler)")
+	fs.StringVar(&cfg.MeshAdvertise, "mesh-advertise", cfg.MeshAdvertise, "address the other PoPs dial for the mesh (default: --mesh-listen's host, else the first --source with its port)")
 	fs.IntVar(&p.GlobalRate, "rate", 0, "probes per second for the whole daemon (0: unlimited)")
 	fs.IntVar(&p.TargetRate, "target-rate", 0, "probes per second per target address (0: unlimited)")
 	fs.DurationVar(&d.Heartbeat, "heartbeat", probed.DefaultHeartbeat, "heartbeat interval")
