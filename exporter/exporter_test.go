@@ -177,7 +177,7 @@ func TestSideBySide(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.module, func(t *testing.T) {
 			if tc.module == "icmp" {
-				needRoot(t, "ICMP side by side (blackbox_exporter opens a raw socket)")
+				testnet.NeedRoot(t, "ICMP side by side (blackbox_exporter opens a raw socket)")
 			}
 			q := "/probe?module=" + tc.module + "&target=" + url.QueryEscape(tc.target)
 			want, got := scrape(t, bb+q), scrape(t, vx+q)
@@ -302,35 +302,35 @@ func TestProbeTimeout(t *testing.T) {
 // whose only interface is loopback (holding 169.254.169.254), so nothing could leave the host either way.
 func TestDenyPolicy(t *testing.T) {
 	metadata := netip.MustParseAddr("169.254.169.254")
-	ns := newLoopbackNS(t, metadata)
+	ns := testnet.NewLoopbackNS(t, metadata)
 	var ln net.Listener
-	if err := ns.enter(func() (err error) { ln, err = net.Listen("tcp", "169.254.169.254:80"); return err }); err != nil {
+	if err := ns.Enter(func() (err error) { ln, err = net.Listen("tcp", "169.254.169.254:80"); return err }); err != nil {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	const cfg = "modules:\n  tcp_connect:\n    prober: tcp\n  http_2xx:\n    prober: http\n  icmp:\n    prober: icmp\n    timeout: 2s\n"
-	_, denied := newExporter(t, cfg, func(c *prober.Config) { c.Enter = ns.enter })
+	_, denied := newExporter(t, cfg, func(c *prober.Config) { c.Enter = ns.Enter })
 	_, allowed := newExporter(t, cfg, func(c *prober.Config) {
-		c.Enter = ns.enter
+		c.Enter = ns.Enter
 		c.Allow = append(c.Allow, netip.MustParsePrefix("169.254.0.0/16"))
 	})
 	for _, q := range []string{"module=tcp_connect&target=169.254.169.254:80", "module=http_2xx&target=http://169.254.169.254/",
 		"module=icmp&target=169.254.169.254"} {
 		t.Run(strings.SplitN(strings.TrimPrefix(q, "module="), "&", 2)[0], func(t *testing.T) {
-			before := ns.packets(t)
+			before := ns.Packets(t)
 			_, body := get(t, denied+"/probe?debug=true&"+q)
 			if !strings.Contains(body, "probe_success 0") || !strings.Contains(body, "class=policy") {
 				t.Errorf("denied: want probe_success 0 refused by policy:\n%s", body)
 			}
-			if after := ns.packets(t); after != before {
+			if after := ns.Packets(t); after != before {
 				t.Errorf("denied: %d packets sent, want none", after-before)
 			}
 			if v := value(scrape(t, allowed+"/probe?"+q), "probe_success"); v != 1 {
 				t.Errorf("with --allow 169.254.0.0/16: probe_success %v, want 1", v)
 			}
-			if after := ns.packets(t); after == before {
+			if after := ns.Packets(t); after == before {
 				t.Errorf("with --allow: no packet sent")
 			}
 		})

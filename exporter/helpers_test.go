@@ -1,8 +1,6 @@
 package exporter
 
 import (
-	"errors"
-	"fmt"
 	"io"
 	"maps"
 	"net"
@@ -12,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -22,9 +19,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
+	"github.com/vantage-edge/vantage/internal/testnet"
 	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/prober"
 )
@@ -189,110 +185,5 @@ func dnsServer(t *testing.T) string {
 		}
 		w.WriteMsg(m)
 	})
-	for range 10 {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err != nil {
-			pc.Close()
-			continue
-		}
-		for _, s := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}} {
-			started := make(chan struct{})
-			s.NotifyStartedFunc = func() { close(started) }
-			done := make(chan struct{})
-			go func() { defer close(done); s.ActivateAndServe() }()
-			<-started
-			t.Cleanup(func() { s.Shutdown(); <-done })
-		}
-		return pc.LocalAddr().String()
-	}
-	t.Fatal("no free UDP+TCP port pair")
-	return ""
-}
-
-func needRoot(t *testing.T, why string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skipf("skipping: %s needs root (run as root, as CI does)", why)
-	}
-}
-
-// loopbackNS is a new network namespace whose only interface is loopback, up, with extra addresses on it:
-// nothing sent from it can leave the host, and whatever is sent is counted on its loopback.
-type loopbackNS struct {
-	enter prober.EnterFunc
-}
-
-func newLoopbackNS(t *testing.T, extra ...netip.Addr) loopbackNS {
-	t.Helper()
-	needRoot(t, "creating a network namespace")
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("netns.Get: %v", err)
-	}
-	ns, err := netns.New()
-	if err != nil {
-		runtime.UnlockOSThread()
-		orig.Close()
-		t.Skipf("skipping: cannot create a network namespace: %v", err)
-	}
-	if err := netns.Set(orig); err != nil {
-		t.Fatalf("netns.Set back: %v", err) // the thread stays locked and dies with the goroutine
-	}
-	runtime.UnlockOSThread()
-	t.Cleanup(func() { ns.Close(); orig.Close() })
-	l := loopbackNS{enter: func(open func() error) error {
-		runtime.LockOSThread()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			return err
-		}
-		err := open()
-		if serr := netns.Set(orig); serr != nil {
-			return errors.Join(err, serr)
-		}
-		runtime.UnlockOSThread()
-		return err
-	}}
-	err = l.enter(func() error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		if err := netlink.LinkSetUp(lo); err != nil {
-			return err
-		}
-		for _, a := range extra {
-			if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
-				return fmt.Errorf("adding %v to lo: %w", a, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("setting up the namespace: %v", err)
-	}
-	return l
-}
-
-// packets returns how many packets the namespace's loopback has sent.
-func (l loopbackNS) packets(t *testing.T) uint64 {
-	t.Helper()
-	var n uint64
-	if err := l.enter(func() error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		n = lo.Attrs().Statistics.TxPackets
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return testnet.DNSServer(t, h)
 }

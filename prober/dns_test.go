@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/vantage-edge/vantage/internal/testnet"
 	"github.com/vantage-edge/vantage/placement"
 )
 
@@ -60,29 +62,7 @@ func dnsHandler(w dns.ResponseWriter, req *dns.Msg) {
 // dnsServer starts dnsHandler on 127.0.0.1, UDP and TCP on the same port, shut down in t.Cleanup.
 func dnsServer(t *testing.T) string {
 	t.Helper()
-	for range 10 {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err != nil {
-			pc.Close() // the TCP port is taken: try another
-			continue
-		}
-		for _, s := range []*dns.Server{{PacketConn: pc, Handler: dns.HandlerFunc(dnsHandler)},
-			{Listener: ln, Handler: dns.HandlerFunc(dnsHandler)}} {
-			started := make(chan struct{})
-			s.NotifyStartedFunc = func() { close(started) }
-			done := make(chan struct{})
-			go func() { defer close(done); s.ActivateAndServe() }()
-			<-started
-			t.Cleanup(func() { s.Shutdown(); <-done })
-		}
-		return pc.LocalAddr().String()
-	}
-	t.Fatal("no free UDP+TCP port pair")
-	return ""
+	return testnet.DNSServer(t, dns.HandlerFunc(dnsHandler))
 }
 
 func TestDNSProbe(t *testing.T) {
