@@ -240,7 +240,7 @@ function drawHeatmap() {
   while (svg.firstChild) svg.removeChild(svg.firstChild);
   if (!pairs.length) return;
 
-  const cs = Math.max(6, Math.min(24, Math.floor(720 / n)));
+  const cs = Math.max(6, Math.min(32, Math.floor(720 / n)));
   const font = Math.min(11, cs - 2);
   const L = font >= 6 ? 56 : 6, T = font >= 6 ? 46 : 6;
   const Wd = L + n * cs + 2, Ht = T + n * cs + 2;
@@ -261,6 +261,9 @@ function drawHeatmap() {
     r.dataset.src = p.src;
     r.dataset.dst = p.dst;
     el("title", {}, r).textContent = `${p.src} → ${p.dst}: ${ms(p.rtt_ms)}`;
+    // A small mesh has room for the values themselves.
+    if (cs >= 30) el("text", { x: L + j * cs + cs / 2 - 0.5, y: T + i * cs + cs / 2 + 3, class: "cellval", "text-anchor": "middle" }, grid)
+      .textContent = p.rtt_ms < 10 ? p.rtt_ms.toFixed(1) : Math.round(p.rtt_ms);
   }
   if (font >= 6) {
     codes.forEach((c, i) => {
