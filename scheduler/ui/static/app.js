@@ -15,6 +15,8 @@ const MESH_POLL_MS = 30000;    // the mesh is remeasured every few minutes
 const MESH_POLL_EMPTY_MS = 5000; // until the first pairs arrive
 const MESH_POLL_BIG_MS = 120000; // a large fleet's mesh is a large read (one entry per ordered pair)
 const MESH_BIG_PAIRS = 20000;
+const MESH_MAP_ALL_POPS = 12;  // a larger fleet's map draws only ...
+const MESH_MAP_LINKS = 4;      // ... each PoP's fastest pairs (its neighbourhood): all n² would hide the map
 const HEATMAP_MAX_POPS = 120;  // the heat map's rows and columns at most (120² cells)
 const HISTORY_ROWS = 50;
 const MAX_DISKS = 10;       // the smallest disks say where a target is; the big ones shade the whole map
@@ -151,8 +153,9 @@ function rttColor(ms) {
   return `hsl(${Math.round(130 - 130 * t)}, 75%, 55%)`;
 }
 
-// drawMesh draws the PoP mesh's RTTs (the fastest direction of each pair) and marks the PoPs it finds
-// mislocated; nothing when the API has no mesh.
+// drawMesh draws the PoP mesh's RTTs (the fastest direction of each pair; in a fleet of more than
+// MESH_MAP_ALL_POPS, only each PoP's MESH_MAP_LINKS fastest pairs: the heat map has them all) and marks the
+// PoPs it finds mislocated; nothing when the API has no mesh.
 function drawMesh() {
   drawHeatmap();
   const g = clear("mesh");
@@ -166,8 +169,19 @@ function drawMesh() {
     const k = [p.src, p.dst].sort().join("-");
     if (!best.has(k) || p.rtt_ms < best.get(k).rtt_ms) best.set(k, p);
   }
+  let lines = [...best.values()];
+  const fleet = new Set(lines.flatMap((p) => [p.src, p.dst]));
+  if (fleet.size > MESH_MAP_ALL_POPS) {
+    const keep = new Set();
+    for (const code of fleet) {
+      lines.filter((p) => p.src === code || p.dst === code).sort((a, b) => a.rtt_ms - b.rtt_ms)
+        .slice(0, MESH_MAP_LINKS).forEach((p) => keep.add(p));
+    }
+    lines = lines.filter((p) => keep.has(p));
+  }
+  $("lg-mesh-what").textContent = fleet.size > MESH_MAP_ALL_POPS ? `each PoP's ${MESH_MAP_LINKS} fastest links` : "PoP × PoP RTT";
   // Slow pairs first, so that the short fast ones are drawn on top.
-  for (const p of [...best.values()].sort((a, b) => b.rtt_ms - a.rtt_ms)) {
+  for (const p of lines.sort((a, b) => b.rtt_ms - a.rtt_ms)) {
     const a = pops[p.src], b = pops[p.dst];
     const l = arc(g, [a.lon, a.lat], [b.lon, b.lat], "meshline");
     if (!l) continue;
@@ -229,7 +243,7 @@ function drawHeatmap() {
     const rtts = pairs.map((p) => p.rtt_ms).sort((a, b) => a - b);
     const newest = pairs.reduce((t, p) => (p.at > t ? p.at : t), "");
     status.textContent = `${pairs.length} of ${all.length * (all.length - 1)} ordered pairs measured among ${all.length} PoPs` +
-      `, median ${ms(rtts[rtts.length >> 1])}, newest ${ago(newest, state ? state.now : new Date())}. ` +
+      `, median ${ms(rtts[rtts.length >> 1])}, newest ${ago(newest, Math.max(Date.now(), Date.parse(newest)))}. ` +
       "Rows measure, columns are measured; PoPs west to east." +
       (all.length > n ? ` The first ${n} PoPs are drawn.` : "");
   }
