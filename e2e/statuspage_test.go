@@ -299,7 +299,8 @@ func checkMeshOnPage(ctx context.Context, t *testing.T, b *browser, api, token s
 }
 
 // TestStatusPageMislocatedPoP runs the probe daemons of the emulated WAN and a scheduler whose catalogue lists
-// FRA in Sydney (as TestMeshOnEmulatedWAN), and checks that the status page shows the measured mesh's heat map
+// FRA in Sydney (as TestMeshOnEmulatedWAN), and checks that the status page says it needs a token to read the
+// mesh, then, given one, shows the measured mesh's heat map
 // and flags FRA with the mesh's reason: in the mislocated list, the heat map and on the map, where FRA is drawn
 // where the scheduler's catalogue puts it (beside SYD). It writes screenshots: the page,
 // status-page-mislocated.png, and its mesh card, status-page-mesh.png (docs/statuspage-mesh.png).
@@ -345,6 +346,14 @@ func TestStatusPageMislocatedPoP(t *testing.T) {
 	testwait.Eventually(t, time.Minute, "FRA flagged mislocated by the mesh", func() bool { return s.Scheduler().Mislocated("FRA") })
 
 	b := startChromium(ctx, t, bin)
+	// Without a token the page reads no mesh, and says so.
+	if err := b.call(ctx, "Page.navigate", map[string]any{"url": s.URL() + "/ui/"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.waitFor(ctx, "document.getElementById('mesh-status').textContent",
+		"A bearer token is needed to read the mesh: enter it in the Token field.", 30*time.Second); err != nil {
+		t.Error(err)
+	}
 	if err := b.call(ctx, "Page.navigate", map[string]any{"url": s.URL() + "/#token=" + token}, nil); err != nil {
 		t.Fatal(err)
 	}
