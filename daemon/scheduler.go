@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/vantage-edge/vantage/geo"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/scheduler"
 	"github.com/vantage-edge/vantage/scheduler/smartrun"
@@ -140,7 +141,7 @@ func NewScheduler(cfg SchedulerConfig, st *storage.Store) (*Scheduler, error) {
 	}
 	auth := scheduler.NewScopedAuth(cfg.Tokens, cfg.Quota, nil)
 	page, err := ui.New(ui.Config{Sched: s, Store: st, MaxResultAge: 2 * cmp.Or(cfg.Scheduler.RecheckInterval, scheduler.DefaultRecheckInterval),
-		Authenticate: auth.Authenticate, Logger: log})
+		Authenticate: auth.Authenticate, Logger: log, PoPs: popLookup(cfg.Scheduler.PoPs)})
 	if err != nil {
 		return nil, err
 	}
@@ -228,4 +229,17 @@ func (k *Scheduler) Run(ctx context.Context) error {
 	err := k.g.run(ctx)
 	k.g.log.Info("scheduler: stopped")
 	return err
+}
+
+// popLookup locates PoP codes in cat, the scheduler's catalogue, so that the status page draws each PoP where
+// the scheduler places it (a mislocated PoP too); nil when cat is (the page then uses geo.LookupPoP).
+func popLookup(cat []geo.PoP) func(string) (geo.PoP, bool) {
+	if cat == nil {
+		return nil
+	}
+	byCode := make(map[string]geo.PoP, len(cat))
+	for _, p := range cat {
+		byCode[p.Code] = p
+	}
+	return func(c string) (geo.PoP, bool) { p, ok := byCode[c]; return p, ok }
 }

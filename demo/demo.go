@@ -81,6 +81,9 @@ type Config struct {
 	// Ready, when set, is called once the report is printed, with where the demo serves (for tests and
 	// tools driving the running demo).
 	Ready func(Info)
+	// MeshInterval is how often every PoP measures every other (default: the scheduler's,
+	// scheduler.DefaultMeshInterval; negative: no mesh): the status page's PoP × PoP heat map fills over one.
+	MeshInterval time.Duration
 }
 
 // Info says where a running demo serves.
@@ -361,6 +364,9 @@ func (e *env) startScheduler(ctx context.Context) error {
 	cfg.Listen, cfg.Logger = e.cfg.Listen, e.log
 	cfg.Scheduler.Name = "demo"
 	cfg.Scheduler.RecheckInterval = e.cfg.Recheck
+	if e.cfg.MeshInterval != 0 {
+		cfg.Scheduler.MeshInterval = e.cfg.MeshInterval
+	}
 	cfg.Tokens = scheduler.Tokens{e.token: scheduler.Operator("demo")}
 	cfg.Allow = []netip.Prefix{e.tb.Prefix()}
 	s, err := daemon.NewScheduler(cfg, e.st)

@@ -330,10 +330,20 @@ func (b *browser) consoleErrors() []consoleEntry {
 
 // screenshot captures the whole page as PNG.
 func (b *browser) screenshot(ctx context.Context) ([]byte, error) {
+	return b.screenshotClip(ctx, nil)
+}
+
+// screenshotClip captures the page's rectangle clip (CDP's Page.Viewport: x, y, width, height in CSS pixels
+// of the whole page, and scale) as PNG; nil: the whole page.
+func (b *browser) screenshotClip(ctx context.Context, clip map[string]float64) ([]byte, error) {
 	var r struct {
 		Data []byte `json:"data"` // base64 in JSON: decoded by encoding/json
 	}
-	if err := b.call(ctx, "Page.captureScreenshot", map[string]any{"format": "png", "captureBeyondViewport": true}, &r); err != nil {
+	params := map[string]any{"format": "png", "captureBeyondViewport": true}
+	if clip != nil {
+		params["clip"] = clip
+	}
+	if err := b.call(ctx, "Page.captureScreenshot", params, &r); err != nil {
 		return nil, err
 	}
 	if len(r.Data) < 8 || string(r.Data[1:4]) != "PNG" {

@@ -26,6 +26,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		listen   = fs.String("listen", demo.DefaultListen, "scheduler API, status page and /metrics address")
 		routerL  = fs.String("router-listen", demo.DefaultRouterListen, "router /metrics, /healthz and /readyz address")
 		recheck  = fs.Duration("recheck", scheduler.DefaultRecheckInterval, "recheck interval of every target")
+		meshIvl  = fs.Duration("mesh-interval", scheduler.DefaultMeshInterval, "how often every PoP measures every other (the status page's heat map fills over one)")
 		queries  = fs.Int("queries", 5, "sequential database queries per user request")
 		requests = fs.Int("requests", demo.DefaultRequests, "user requests timed with and without placement")
 		once     = fs.Bool("once", false, "exit after the first full report")
@@ -56,7 +57,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer stop()
 	storage.SetClientLogger(log)
-	cfg := demo.Config{Listen: *listen, RouterListen: *routerL, Recheck: *recheck, Queries: *queries,
+	cfg := demo.Config{Listen: *listen, RouterListen: *routerL, Recheck: *recheck, MeshInterval: *meshIvl, Queries: *queries,
 		Requests: *requests, DecideTimeout: *timeout, Once: *once, Logger: log}
 	if df.hasRedis() { // else an embedded Redis
 		o, err := df.redisOptions(log)

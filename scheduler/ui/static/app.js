@@ -1,8 +1,8 @@
 // Vantage status page: polls /ui/api/state, draws the fleet and the targets on a world map (Natural Earth land
 // and borders from the embedded world-atlas TopoJSON, projected with d3-geo), lists the applications, shows
 // one application's page (its candidates, reasons and decision history from GET /v1/apps/{name}/history), draws
-// the PoP mesh's RTTs when the API serves GET /v1/mesh, and runs ad-hoc probes through the scheduler's API
-// (POST /v1/probes, GET /v1/probes/{id}).
+// the PoP mesh's RTTs (on the map, and as a PoP × PoP heat map with the mislocated PoPs) when the API serves
+// GET /v1/mesh, and runs ad-hoc probes through the scheduler's API (POST /v1/probes, GET /v1/probes/{id}).
 "use strict";
 
 const SVGNS = "http://www.w3.org/2000/svg";
@@ -12,6 +12,12 @@ const STATE_POLL_MS = 3000;
 const PROBE_POLL_MS = 500;
 const HISTORY_POLL_MS = 15000; // an app's history changes at most once per recheck
 const MESH_POLL_MS = 30000;    // the mesh is remeasured every few minutes
+const MESH_POLL_EMPTY_MS = 5000; // until the first pairs arrive
+const MESH_POLL_BIG_MS = 120000; // a large fleet's mesh is a large read (one entry per ordered pair)
+const MESH_BIG_PAIRS = 20000;
+const MESH_MAP_ALL_POPS = 12;  // a larger fleet's map draws only ...
+const MESH_MAP_LINKS = 4;      // ... each PoP's fastest pairs (its neighbourhood): all n² would hide the map
+const HEATMAP_MAX_POPS = 120;  // the heat map's rows and columns at most (120² cells)
 const HISTORY_ROWS = 50;
 const MAX_DISKS = 10;       // the smallest disks say where a target is; the big ones shade the whole map
 const MAX_DISK_KM = 5000;  // nor is a disk wider than a continent drawn
@@ -23,6 +29,8 @@ let catalogue = [];
 let world = null;         // the countries TopoJSON
 let mesh = null;          // GET /v1/mesh's answer, when the API has it
 let meshServed = false;   // the API documents GET /v1/mesh
+let meshError = "";       // why the latest read of GET /v1/mesh failed
+let meshGen = 0;          // counts the reads of GET /v1/mesh: the heat map is redrawn after each
 let hist = { app: null, at: 0, rows: null, error: "" };
 
 const projection = d3.geoNaturalEarth1().fitExtent([[8, 8], [W - 8, H - 8]], { type: "Sphere" });
@@ -145,9 +153,11 @@ function rttColor(ms) {
   return `hsl(${Math.round(130 - 130 * t)}, 75%, 55%)`;
 }
 
-// drawMesh draws the PoP mesh's RTTs (the fastest direction of each pair) and marks the PoPs it finds
-// mislocated; nothing when the API has no mesh.
+// drawMesh draws the PoP mesh's RTTs (the fastest direction of each pair; in a fleet of more than
+// MESH_MAP_ALL_POPS, only each PoP's MESH_MAP_LINKS fastest pairs: the heat map has them all) and marks the
+// PoPs it finds mislocated; nothing when the API has no mesh.
 function drawMesh() {
+  drawHeatmap();
   const g = clear("mesh");
   const pairs = (mesh && mesh.pairs) || [];
   $("lg-mesh").hidden = pairs.length === 0;
@@ -159,8 +169,19 @@ function drawMesh() {
     const k = [p.src, p.dst].sort().join("-");
     if (!best.has(k) || p.rtt_ms < best.get(k).rtt_ms) best.set(k, p);
   }
+  let lines = [...best.values()];
+  const fleet = new Set(lines.flatMap((p) => [p.src, p.dst]));
+  if (fleet.size > MESH_MAP_ALL_POPS) {
+    const keep = new Set();
+    for (const code of fleet) {
+      lines.filter((p) => p.src === code || p.dst === code).sort((a, b) => a.rtt_ms - b.rtt_ms)
+        .slice(0, MESH_MAP_LINKS).forEach((p) => keep.add(p));
+    }
+    lines = lines.filter((p) => keep.has(p));
+  }
+  $("lg-mesh-what").textContent = fleet.size > MESH_MAP_ALL_POPS ? `each PoP's ${MESH_MAP_LINKS} fastest links` : "PoP × PoP RTT";
   // Slow pairs first, so that the short fast ones are drawn on top.
-  for (const p of [...best.values()].sort((a, b) => b.rtt_ms - a.rtt_ms)) {
+  for (const p of lines.sort((a, b) => b.rtt_ms - a.rtt_ms)) {
     const a = pops[p.src], b = pops[p.dst];
     const l = arc(g, [a.lon, a.lat], [b.lon, b.lat], "meshline");
     if (!l) continue;
@@ -173,7 +194,139 @@ function drawMesh() {
     const [x, y] = projection([p.lon, p.lat]);
     const c = el("circle", { cx: x, cy: y, r: 9, class: "mislocated" }, g);
     el("title", {}, c).textContent = `${m.pop}: mislocated? ${m.reason}`;
+    el("text", { x: x - 11, y: y + 18, class: "mislabel", "text-anchor": "end" }, g).textContent = `${m.pop} mislocated?`;
   }
+}
+
+// --- the PoP mesh's heat map ---
+
+let heat = { key: "", hoverBound: false };
+
+// meshPoPs lists the PoPs of the heat map, west to east (then the PoPs the catalogue cannot place, by code):
+// the fleet's and every PoP of a measured pair or of the mislocated list.
+function meshPoPs(pairs, mislocated) {
+  const lon = {}, city = {};
+  for (const p of (state ? state.pops : [])) {
+    if (p.located) lon[p.code] = p.lon;
+    if (p.city) city[p.code] = p.city;
+  }
+  const set = new Set((state ? state.pops : []).map((p) => p.code));
+  for (const p of pairs) { set.add(p.src); set.add(p.dst); }
+  for (const m of mislocated) set.add(m.pop);
+  const codes = [...set].sort((a, b) => {
+    const la = a in lon, lb = b in lon;
+    if (la !== lb) return la ? -1 : 1;
+    return (la ? lon[a] - lon[b] : 0) || a.localeCompare(b);
+  });
+  return { codes, city };
+}
+
+// drawHeatmap draws the mesh as a matrix, a row per measuring PoP and a column per measured one, each cell
+// coloured by the pair's RTT (rttColor, as the map's lines), the mislocated PoPs' rows and columns outlined
+// and listed with the mesh's reason; or says why there is nothing to draw.
+function drawHeatmap() {
+  const svg = $("heatmap");
+  const pairs = (mesh && mesh.pairs) || [];
+  const mislocated = (mesh && mesh.mislocated) || [];
+  const { codes: all, city } = meshPoPs(pairs, mislocated);
+  const codes = all.slice(0, HEATMAP_MAX_POPS);
+  const n = codes.length;
+  const status = $("mesh-status");
+  drawMislocated(mislocated, city, pairs.length > 0);
+  if (!meshServed) status.textContent = "This API does not serve GET /v1/mesh: there is no mesh to show.";
+  else if (!$("probe-token").value.trim()) status.textContent = "A bearer token is needed to read the mesh: enter it in the Token field.";
+  else if (meshError) status.textContent = "cannot read the mesh: " + meshError;
+  else if (!mesh) status.textContent = "loading…";
+  else if (!pairs.length) status.textContent = "No mesh measured yet: every PoP measures every other once per mesh interval " +
+    "(the scheduler's --mesh-interval, 10 minutes by default), and the heat map fills as the results arrive.";
+  else {
+    const rtts = pairs.map((p) => p.rtt_ms).sort((a, b) => a - b);
+    const newest = pairs.reduce((t, p) => (p.at > t ? p.at : t), "");
+    status.textContent = `${pairs.length} of ${all.length * (all.length - 1)} ordered pairs measured among ${all.length} PoPs` +
+      `, median ${ms(rtts[rtts.length >> 1])}, newest ${ago(newest, Math.max(Date.now(), Date.parse(newest)))}. ` +
+      "Rows measure, columns are measured; PoPs west to east." +
+      (all.length > n ? ` The first ${n} PoPs are drawn.` : "");
+  }
+  svg.toggleAttribute("hidden", pairs.length === 0); // an SVG element has no hidden property
+  const key = pairs.length ? [meshGen, codes.join(","), mislocated.map((m) => m.pop).join(",")].join("|") : "";
+  if (key === heat.key) return;
+  heat.key = key;
+  while (svg.firstChild) svg.removeChild(svg.firstChild);
+  if (!pairs.length) return;
+
+  const cs = Math.max(6, Math.min(32, Math.floor(720 / n)));
+  const font = Math.min(11, cs - 2);
+  const L = font >= 6 ? 56 : 6, T = font >= 6 ? 46 : 6;
+  const Wd = L + n * cs + 2, Ht = T + n * cs + 2;
+  svg.setAttribute("viewBox", `0 0 ${Wd} ${Ht}`);
+  svg.setAttribute("width", Wd);
+  svg.setAttribute("height", Ht);
+  const idx = new Map(codes.map((c, i) => [c, i]));
+  const bad = new Map(mislocated.map((m) => [m.pop, m.reason]));
+  const rtt = new Map(pairs.map((p) => [p.src + ">" + p.dst, p]));
+  const grid = el("g", { class: "cells" }, svg);
+  // The unmeasured background first: one rect per row, so that a large fleet is not n² empty rects.
+  for (let i = 0; i < n; i++) el("rect", { x: L, y: T + i * cs, width: n * cs, height: cs - 1, class: "nocell" }, grid);
+  for (let i = 0; i < n; i++) el("rect", { x: L + i * cs, y: T + i * cs, width: cs - 1, height: cs - 1, class: "diag" }, grid);
+  for (const p of pairs) {
+    const i = idx.get(p.src), j = idx.get(p.dst);
+    if (i === undefined || j === undefined) continue;
+    const r = el("rect", { x: L + j * cs, y: T + i * cs, width: cs - 1, height: cs - 1, class: "cell", fill: rttColor(p.rtt_ms) }, grid);
+    r.dataset.src = p.src;
+    r.dataset.dst = p.dst;
+    el("title", {}, r).textContent = `${p.src} → ${p.dst}: ${ms(p.rtt_ms)}`;
+    // A small mesh has room for the values themselves.
+    if (cs >= 30) el("text", { x: L + j * cs + cs / 2 - 0.5, y: T + i * cs + cs / 2 + 3, class: "cellval", "text-anchor": "middle" }, grid)
+      .textContent = p.rtt_ms < 10 ? p.rtt_ms.toFixed(1) : Math.round(p.rtt_ms);
+  }
+  if (font >= 6) {
+    codes.forEach((c, i) => {
+      const why = bad.get(c);
+      const cls = why !== undefined ? "hlabel misloc" : "hlabel";
+      const tip = `${c}${city[c] ? " " + city[c] : ""}` + (why !== undefined ? `: mislocated? ${why}` : "");
+      const rl = el("text", { x: L - 4, y: T + i * cs + cs / 2 + font / 2 - 1, class: cls, "text-anchor": "end", "font-size": font }, svg);
+      rl.textContent = why !== undefined ? "⚠ " + c : c;
+      el("title", {}, rl).textContent = tip;
+      const x = L + i * cs + cs / 2 + font / 2 - 1, y = T - 4;
+      const cl = el("text", { x, y, class: cls, transform: `rotate(-90 ${x} ${y})`, "font-size": font }, svg);
+      cl.textContent = why !== undefined ? "⚠ " + c : c;
+      el("title", {}, cl).textContent = tip;
+    });
+  }
+  for (const [c, why] of bad) {
+    const i = idx.get(c);
+    if (i === undefined) continue;
+    const row = el("rect", { x: L - 0.5, y: T + i * cs - 0.5, width: n * cs, height: cs, class: "misband" }, svg);
+    el("title", {}, row).textContent = `${c}: mislocated? ${why}`;
+    el("rect", { x: L + i * cs - 0.5, y: T - 0.5, width: cs, height: n * cs, class: "misband" }, svg);
+  }
+  if (!heat.hoverBound) {
+    heat.hoverBound = true;
+    svg.addEventListener("mouseover", (ev) => {
+      const d = ev.target.dataset || {};
+      if (!d.src) return;
+      const fwd = mesh && mesh.pairs.find((p) => p.src === d.src && p.dst === d.dst);
+      const back = mesh && mesh.pairs.find((p) => p.src === d.dst && p.dst === d.src);
+      if (!fwd) return;
+      $("mesh-hover").textContent = `${fwd.src} → ${fwd.dst}: ${ms(fwd.rtt_ms)}` + (back ? ` (back: ${ms(back.rtt_ms)})` : "") +
+        `, measured ${ago(fwd.at, new Date())}`;
+    });
+  }
+}
+
+// drawMislocated lists the PoPs the mesh finds mislocated, with the mesh's reason.
+function drawMislocated(mislocated, city, measured) {
+  const ul = $("mislocated");
+  ul.textContent = "";
+  const li = (text, cls) => { const e = document.createElement("li"); e.textContent = text; if (cls) e.className = cls; ul.appendChild(e); return e; };
+  for (const m of mislocated) {
+    const e = li("", "bad");
+    e.dataset.pop = m.pop;
+    const b = document.createElement("b");
+    b.textContent = m.pop + (city[m.pop] ? ` (${city[m.pop]})` : "");
+    e.append(b, `: ${m.reason}. Set aside (no location or anycast evidence from it) until the mesh agrees with its catalogue location.`);
+  }
+  if (!mislocated.length) li(measured ? "None: every PoP's catalogue location agrees with its mesh RTTs." : "None known: no mesh yet.", "pending");
 }
 
 function drawTargets() {
@@ -559,12 +712,17 @@ async function pollMesh() {
     try {
       mesh = await getJSON("/v1/mesh", { headers: auth() });
       if (mesh && mesh.result && !mesh.pairs) mesh = mesh.result; // inside the API's envelope
+      meshError = "";
+      meshGen++;
     } catch (e) {
       mesh = null;
+      meshError = e.message;
     }
-    if (state) drawMesh();
   }
-  setTimeout(pollMesh, MESH_POLL_MS);
+  if (state) drawMesh();
+  else drawHeatmap();
+  const n = mesh && mesh.pairs ? mesh.pairs.length : 0;
+  setTimeout(pollMesh, n === 0 ? MESH_POLL_EMPTY_MS : n > MESH_BIG_PAIRS ? MESH_POLL_BIG_MS : MESH_POLL_MS);
 }
 
 async function main() {
