@@ -33,6 +33,8 @@
 //	vantage:{pop:<PoP>}:dead          list    Job JSON of jobs past MaxJobAttempts          1000 long probed    operator
 //	vantage:{t:<target>}:latest       hash    PoP -> "<at Unix ms>|<Result JSON>"           none      probed    scheduler
 //	vantage:{t:<target>}:history      list    Result JSON, newest first                     256 long  probed    scheduler, API
+//	vantage:{t:<target>}:recent       hash    PoP -> "<at ms>:<min ms>;..." (":-": failed), 8 per PoP probed    scheduler
+//	                                          newest first by time (the decision's window)
 //	vantage:{t:<target>}:done:<PoP>:<job id>
 //	                                  string  "1": the job's result is stored (dedup)       24 h      probed    probed
 //	vantage:{apps}:apps               hash    app name -> App JSON {name, mode, target,     none      scheduler scheduler, API
@@ -85,7 +87,9 @@
 //
 // Results: PutResult runs one Lua script on the target's slot: SET NX PX the done key (when it exists already,
 // the job's result was stored: nothing changes), then replace the PoP's latest result unless the stored one is
-// newer, LPUSH the history and LTRIM it to HistoryLen.
+// newer, LPUSH the history and LTRIM it to HistoryLen, and insert "<at ms>:<min ms>" (":-" for a failure) into
+// the PoP's field of the recent hash (KeyRecent), newest first by time, cut to RecentLen entries: a decision
+// takes each PoP's minimum RTT over a window of these, so one noisy round does not move a placement.
 //
 // Telemetry (telemetry.go): AddTelemetry pipelines one XADD per request record and, per application, one EXPIRE
 // and one ZADD GT; TelemetrySince reads an application's stream with XRANGE.
