@@ -37,6 +37,9 @@
 //	                                          newest first by time (the decision's window)
 //	vantage:{t:<target>}:done:<PoP>:<job id>
 //	                                  string  "1": the job's result is stored (dedup)       24 h      probed    probed
+//	vantage:{x:<app>}:explain         string  Explanation JSON {app, computed_at, verdict,   decision  scheduler API, status
+//	                                          best_pop, notes, set_aside, calibration,      TTL                 page
+//	                                          window, chaos, instances} (explain.go)
 //	vantage:{apps}:apps               hash    app name -> App JSON {name, mode, target,     none      scheduler scheduler, API
 //	                                          account, deploy_version, updated_at, config}
 //	vantage:apps                      channel app name on every register/change/delete      -         scheduler scheduler

@@ -15,7 +15,8 @@ import (
 
 func init() {
 	areas = append(areas, area{"jobs", testJobs}, area{"jobs_reclaim", testJobsReclaim},
-		area{"jobs_corrupt", testJobsCorrupt}, area{"results", testResults})
+		area{"jobs_corrupt", testJobsCorrupt}, area{"results", testResults},
+		area{"explanation", testExplanation})
 }
 
 func job(target string) Job {
@@ -314,5 +315,36 @@ func testJobsCorrupt(t *testing.T, open func(*testing.T, Options) *Store) {
 	}
 	if st, err := s.JobStats(ctx, "SIN"); err != nil || st != (JobStats{}) {
 		t.Errorf("JobStats after reclaiming a corrupt entry = %+v, %v; want it deleted", st, err)
+	}
+}
+
+func testExplanation(t *testing.T, open func(*testing.T, Options) *Store) {
+	s := open(t, Options{})
+	ctx := testCtx(t)
+	if _, ok, err := s.Explanation(ctx, "shop"); ok || err != nil {
+		t.Fatalf("Explanation before any = %v, %v; want none", ok, err)
+	}
+	e := Explanation{App: "shop", ComputedAt: t0, Verdict: "unicast", BestPoP: "FRA",
+		Notes:       []string{"vantage point SIN breaks the speed-of-light bound"},
+		SetAside:    []SetAside{{PoP: "SIN", Reason: "speed-of-light"}},
+		Calibration: ExplainCalibration{Kind: "calibrated", PoPs: 12, Suspects: []string{"SIN"}},
+		Window: ExplainWindow{Rounds: 3, Seconds: 900,
+			FromHistory: []WindowedPoPRT{{PoP: "FRA", LatestMs: 62, UsedMs: 12, UsedAt: t0.Add(-time.Minute)}}},
+		Chaos: map[string]string{"FRA": "fra1"}}
+	if err := s.PutExplanation(ctx, e, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := s.Explanation(ctx, "shop")
+	if err != nil || !ok || !reflect.DeepEqual(got, e) {
+		t.Errorf("Explanation = %+v, %v, %v; want %+v", got, ok, err, e)
+	}
+	if ttl, err := s.Client().PTTL(ctx, KeyExplain("shop")).Result(); err != nil || ttl <= 0 || ttl > time.Hour {
+		t.Errorf("explanation TTL = %v, %v; want the decision's hour", ttl, err)
+	}
+	if err := s.DeleteExplanation(ctx, "shop"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := s.Explanation(ctx, "shop"); ok || err != nil {
+		t.Errorf("Explanation after delete = %v, %v; want none", ok, err)
 	}
 }
