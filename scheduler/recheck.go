@@ -3,6 +3,7 @@ package scheduler
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -32,6 +33,10 @@ type Backend interface {
 	EnqueueJob(ctx context.Context, pop string, j storage.Job) (string, error)
 	// LatestResults returns the latest stored result of each PoP for a result key, by PoP.
 	LatestResults(ctx context.Context, key string) (map[string]storage.Result, error)
+	// RecentResults returns each PoP's recent results for a result key, newest first: the history window.
+	RecentResults(ctx context.Context, key string) (map[string][]storage.Sample, error)
+	// PutExplanation stores why a decision is what it is, for ttl.
+	PutExplanation(ctx context.Context, e storage.Explanation, ttl time.Duration) error
 	PutAdHocProbe(ctx context.Context, p storage.AdHocProbe, ttl time.Duration) error
 	AdHocProbe(ctx context.Context, id string) (storage.AdHocProbe, bool, error)
 }
@@ -110,10 +115,18 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 		return placement.Decision{}, ErrNoPoPs
 	}
 	var results map[string]storage.Result
+	var fromHistory []storage.WindowedPoPRT
 	if addr := t.ProbeAddr(); addr != "" {
 		results, err = s.measure(ctx, term, t, pops)
 		if err != nil {
 			return placement.Decision{}, err
+		}
+		key := storage.TargetKey(t.Kind(), s.probeAddr(t))
+		if recent, rerr := d.backend.RecentResults(ctx, key); rerr != nil {
+			// The latest round alone still decides; one noisy round may then move the placement.
+			s.log.Warn("scheduler: reading the history window; deciding on the latest round", "app", t.App, "key", key, "err", rerr)
+		} else {
+			results, fromHistory = windowed(results, recent, s.cfg.Clock.Now(), s.cfg.HistoryRounds, s.cfg.HistoryWindow)
 		}
 	}
 	in := triangulateInput(t.Target, results, d.pops)
@@ -185,6 +198,7 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 			s.metrics.estimatedDecided.Inc()
 		}
 	}
+	s.explain(ctx, w.engine.Config().Calibration, dec, &r, results, fromHistory)
 	if changed {
 		s.log.Info("scheduler: decision changed", "app", t.App, "best_pop", dec.BestPoP, "previous", in.Previous,
 			"verdict", dec.Verdict, "status", dec.Status, "estimated", dec.Estimated, "notes", r.Notes())
@@ -383,14 +397,33 @@ func measurements(rs map[string]storage.Result, lookup func(string) (geo.PoP, bo
 // evidence: a geo-DNS name answers each PoP with a nearby replica, and disjoint answer sets make the target
 // replicated. (The whole set, not the one address dialed: with round-robin DNS each PoP picks one of the same
 // set.) A probe that failed after resolving still counts: the answer is evidence whatever the back end did.
+//
+// The CHAOS TXT id.server (else hostname.bind) answer a PoP got from the target itself (a host target on port
+// 53: ChaosPort) names the anycast site that answered it: different answers make the one address anycast.
 func dnsEvidence(rs map[string]storage.Result) []triangulate.DNSAnswer {
 	var ev []triangulate.DNSAnswer
 	for _, pop := range slices.Sorted(maps.Keys(rs)) {
-		if r := rs[pop]; len(r.Resolved) > 0 {
-			ev = append(ev, triangulate.DNSAnswer{VP: pop, Addrs: r.Resolved})
+		r := rs[pop]
+		if id := chaosID(r); len(r.Resolved) > 0 || id != "" {
+			ev = append(ev, triangulate.DNSAnswer{VP: pop, Addrs: r.Resolved, ServerID: id})
 		}
 	}
 	return ev
+}
+
+// chaosID returns the CHAOS TXT id.server answer of r's DNS evidence, else its hostname.bind answer, else "".
+func chaosID(r storage.Result) string {
+	if len(r.DNS) == 0 {
+		return ""
+	}
+	var d struct {
+		ServerID string `json:"id_server"`
+		Hostname string `json:"hostname_bind"`
+	}
+	if json.Unmarshal(r.DNS, &d) != nil {
+		return ""
+	}
+	return cmp.Or(d.ServerID, d.Hostname)
 }
 
 // succeeded reports whether r holds an RTT: no failure class and at least one answered sample. (An HTTP

@@ -53,6 +53,13 @@ const (
 	// rechecks any more (its app deleted while a scheduler was down, every scheduler gone) must not route
 	// forever: routers treat an expired decision as none.
 	DecisionTTLIntervals = 3
+	// DefaultHistoryRounds and DefaultHistoryWindow are the history window of a decision: each PoP's RTT is
+	// the minimum of its last 3 results no older than 15 minutes, so one noisy round (a busy PoP, a queue on
+	// the path) does not move a placement, and a target that really moved is followed within 3 rechecks.
+	// tailscale's netcheck keeps the lowest latency per region over its last 5 minutes of reports for the
+	// same reason.
+	DefaultHistoryRounds = 3
+	DefaultHistoryWindow = 15 * time.Minute
 	// DefaultEpochPoll is how often the scheduler checks that Redis still holds its data (Config.EpochPoll): an
 	// emptied Redis is noticed within about this time, for one small script per poll.
 	DefaultEpochPoll = time.Second
@@ -71,6 +78,12 @@ type Config struct {
 	ResultPoll      time.Duration // default DefaultResultPoll
 	ProbeCount      int           // default DefaultProbeCount
 	Budget          int           // PoPs probed per recheck (planner budget); 0: the planner's default
+	// HistoryRounds and HistoryWindow are the history window: a decision takes each PoP's minimum RTT over
+	// its last HistoryRounds results (default DefaultHistoryRounds; 1: the latest only) no older than
+	// HistoryWindow (default DefaultHistoryWindow). A PoP whose latest probe failed counts as failed. The
+	// storage keeps storage.Options.RecentLen results per PoP: more rounds than that are not read.
+	HistoryRounds int
+	HistoryWindow time.Duration
 	// DecisionTTL is how long a written decision stays valid (its ExpiresAt); default DecisionTTLIntervals ×
 	// RecheckInterval + ResultTimeout (a recheck's own wait). It must exceed RecheckInterval + ResultTimeout,
 	// or decisions expire between rechecks.
@@ -115,6 +128,8 @@ func (c *Config) fill() {
 	c.ResultTimeout = cmp.Or(c.ResultTimeout, DefaultResultTimeout)
 	c.ResultPoll = cmp.Or(c.ResultPoll, DefaultResultPoll)
 	c.ProbeCount = cmp.Or(c.ProbeCount, DefaultProbeCount)
+	c.HistoryRounds = cmp.Or(c.HistoryRounds, DefaultHistoryRounds)
+	c.HistoryWindow = cmp.Or(c.HistoryWindow, DefaultHistoryWindow)
 	c.DecisionTTL = cmp.Or(c.DecisionTTL, DecisionTTLIntervals*c.RecheckInterval+c.ResultTimeout)
 	c.EpochPoll = cmp.Or(c.EpochPoll, DefaultEpochPoll)
 	if c.Clock == nil {
@@ -200,6 +215,10 @@ func New(cfg Config, b Backend, m *Metrics) (*Scheduler, error) {
 	if sc := s.cfg.HostnameScheme; sc != "" && sc != "http" && sc != "https" {
 		return nil, fmt.Errorf("scheduler: config: HostnameScheme %q: want http, https or empty", sc)
 	}
+	if s.cfg.HistoryRounds < 1 || s.cfg.HistoryWindow < 0 {
+		return nil, fmt.Errorf("scheduler: config: history window of %d rounds, %v: want at least 1 round and a positive duration",
+			s.cfg.HistoryRounds, s.cfg.HistoryWindow)
+	}
 	if min := s.cfg.RecheckInterval + s.cfg.ResultTimeout; s.cfg.DecisionTTL <= min {
 		return nil, fmt.Errorf("scheduler: config: DecisionTTL %v: must exceed RecheckInterval + ResultTimeout (%v), or decisions expire between rechecks",
 			s.cfg.DecisionTTL, min)
@@ -266,6 +285,13 @@ func (s *Scheduler) forget(removed []*targetState) {
 		if err := s.decisions.DeleteDecision(ctx, app); err != nil {
 			s.log.Warn("scheduler: deleting the decision of a removed app", "app", app, "err", err)
 			continue
+		}
+		if ed, ok := s.decisions.(interface {
+			DeleteExplanation(ctx context.Context, app string) error
+		}); ok {
+			if err := ed.DeleteExplanation(ctx, app); err != nil {
+				s.log.Warn("scheduler: deleting the explanation of a removed app (it expires with the decision's TTL)", "app", app, "err", err)
+			}
 		}
 		s.log.Info("scheduler: app removed; decision deleted", "app", app)
 	}

@@ -77,6 +77,8 @@ func addSchedulerFlags(fs *flag.FlagSet, cfg *daemon.SchedulerConfig) *scheduler
 	fs.DurationVar(&s.ResultTimeout, "result-timeout", s.ResultTimeout, "how long a recheck waits for the fleet's results")
 	fs.IntVar(&s.ProbeCount, "count", s.ProbeCount, "samples per probe job")
 	fs.IntVar(&s.Budget, "budget", 0, "PoPs probed per recheck (0: the planner's share of the fleet)")
+	fs.IntVar(&s.HistoryRounds, "history-rounds", s.HistoryRounds, "a decision takes each PoP's minimum RTT over its last N results (1: the latest only)")
+	fs.DurationVar(&s.HistoryWindow, "history-window", s.HistoryWindow, "... none older than this")
 	f.regionFile = fs.String("region-endpoints", "", "file mapping region id to host:port (\"aws:us-east-1 198.18.0.9:443\" per line)")
 	fs.DurationVar(&cfg.AdHocTimeout, "adhoc-timeout", cfg.AdHocTimeout, "how long an ad-hoc probe waits for its PoPs")
 	fs.DurationVar(&cfg.Smart.Window, "smart-window", cfg.Smart.Window, "Smart Placement's analysis window of request telemetry")

@@ -1,0 +1,173 @@
+package scheduler
+
+import (
+	"context"
+	"math"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vantage-edge/vantage/geo"
+	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/storage"
+	"github.com/vantage-edge/vantage/storage/redistest"
+)
+
+// historyPoPs are the fleet of the history tests: around a target in Frankfurt.
+var historyPoPs = []string{"FRA", "AMS", "CDG", "LHR", "WAW", "MAD", "ARN", "VIE"}
+
+// historyFleet is a real redis-server with the PoPs up and a responder standing in for their daemons: it
+// answers every job with the latency model's RTT from the PoP to the target's point, plus extraMs[PoP], through
+// the calls a daemon makes (ReadJobs, PutResult, AckJob).
+type historyFleet struct {
+	st    *storage.Store
+	b     StoreBackend
+	mu    sync.Mutex
+	extra map[string]float64
+	round atomic.Int64
+}
+
+func newHistoryFleet(t *testing.T, target geo.Point) *historyFleet {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	rs := redistest.Start(t)
+	st := openStore(t, rs.Addr(), nil)
+	f := &historyFleet{st: st, b: StoreBackend{st}, extra: map[string]float64{}}
+	for _, p := range historyPoPs {
+		if err := st.PutHeartbeat(ctx, storage.Heartbeat{PoP: p, DaemonID: "d-" + p, At: time.Now()}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	model := geo.DefaultModel()
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	for _, code := range historyPoPs {
+		p, ok := geo.LookupPoP(code)
+		if !ok {
+			t.Fatalf("PoP %s not in the catalogue", code)
+		}
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				jobs, err := st.ReadJobs(ctx, code, "responder", 10, 50*time.Millisecond)
+				if err != nil {
+					continue
+				}
+				for _, j := range jobs {
+					f.mu.Lock()
+					rtt := model.RTTMs(p.Point, target) + f.extra[code]
+					f.mu.Unlock()
+					st.PutResult(ctx, storage.Result{Target: j.Key, PoP: code, Kind: j.Kind, MinMs: rtt, MedianMs: rtt,
+						Samples: 3, At: time.Now(), JobID: j.ID, Round: j.Round})
+					st.AckJob(ctx, code, j.ID)
+				}
+			}
+		})
+	}
+	return f
+}
+
+func (f *historyFleet) setExtra(pop string, ms float64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.extra[pop] = ms
+}
+
+// TestDecisionSurvivesOneNoisyRound: a round with +50 ms on the best PoP leaves the decision as it was (the
+// PoP's minimum over the history window), and the explanation says so; with a window of one round the same
+// round moves the placement (what the window is for); three noisy rounds in a row move it (a target that really
+// moved is followed).
+func TestDecisionSurvivesOneNoisyRound(t *testing.T) {
+	frankfurt := geo.Point{Lat: 50.11, Lon: 8.68}
+	for _, tc := range []struct {
+		name   string
+		rounds int
+		// want is the best PoP after each recheck; noisy says which rechecks see FRA +50 ms.
+		noisy []bool
+		want  []string
+	}{
+		{"default_window_one_noisy_round", 0, []bool{false, true, false}, []string{"FRA", "FRA", "FRA"}},
+		{"default_window_three_noisy_rounds", 0, []bool{false, true, true, true}, []string{"FRA", "FRA", "FRA", "CDG"}},
+		{"window_of_one_round", 1, []bool{false, true}, []string{"FRA", "CDG"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newHistoryFleet(t, frankfurt)
+			s, err := New(Config{Name: "history", HistoryRounds: tc.rounds, Budget: len(historyPoPs),
+				ResultTimeout: 20 * time.Second, ResultPoll: 10 * time.Millisecond}, f.b, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			term := &Term{Ctx: ctx, Token: 1, Seq: 1, Start: time.Now()}
+			tgt := Target{App: "db", Mode: placement.ModeHost, Target: "198.18.7.1:5432"}
+			for i, noisy := range tc.noisy {
+				extra := 0.0
+				if noisy {
+					extra = 50
+				}
+				f.setExtra("FRA", extra)
+				dec, err := s.recheck(ctx, term, tgt)
+				if err != nil {
+					t.Fatalf("recheck %d: %v", i, err)
+				}
+				if dec.BestPoP != tc.want[i] || dec.Verdict != placement.VerdictUnicast {
+					t.Errorf("recheck %d (FRA +%.0f ms): best %q, verdict %s; want %q (candidates %+v)", i, extra, dec.BestPoP, dec.Verdict, tc.want[i], dec.Candidates)
+				}
+				e, ok, err := f.st.Explanation(ctx, "db")
+				if err != nil || !ok {
+					t.Fatalf("recheck %d: explanation %v, %v", i, ok, err)
+				}
+				if !e.ComputedAt.Equal(dec.ComputedAt) || e.BestPoP != dec.BestPoP || e.Calibration.Kind != "fibre" ||
+					e.Window.Rounds != s.cfg.HistoryRounds || e.Window.Seconds != DefaultHistoryWindow.Seconds() {
+					t.Errorf("recheck %d: explanation %+v does not match the decision %+v", i, e, dec)
+				}
+				fromHistory := len(e.Window.FromHistory) == 1 && e.Window.FromHistory[0].PoP == "FRA" &&
+					math.Abs(e.Window.FromHistory[0].LatestMs-e.Window.FromHistory[0].UsedMs-50) < 1e-6
+				if wantFrom := noisy && tc.want[i] == "FRA"; fromHistory != wantFrom {
+					t.Errorf("recheck %d: explanation's window %+v; want FRA's RTT from history: %v", i, e.Window, wantFrom)
+				}
+				t.Logf("recheck %d: FRA +%.0f ms: best %s; notes %q", i, extra, dec.BestPoP, e.Notes)
+			}
+		})
+	}
+}
+
+func TestWindowed(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	res := func(ms float64, ok bool) storage.Result {
+		r := storage.Result{MinMs: ms, Samples: 3, At: now}
+		if !ok {
+			r.Class, r.Samples = "timeout", 0
+		}
+		return r
+	}
+	smp := func(ago time.Duration, ms float64, ok bool) storage.Sample {
+		return storage.Sample{At: now.Add(-ago), MinMs: ms, OK: ok}
+	}
+	for _, tc := range []struct {
+		name    string
+		latest  storage.Result
+		recent  []storage.Sample
+		wantMs  float64
+		wantHis bool
+	}{
+		{"no_history", res(20, true), nil, 20, false},
+		{"latest_is_min", res(20, true), []storage.Sample{smp(0, 20, true), smp(5*time.Minute, 25, true)}, 20, false},
+		{"earlier_round_lower", res(60, true), []storage.Sample{smp(0, 60, true), smp(5*time.Minute, 10, true)}, 10, true},
+		{"lower_but_beyond_3_rounds", res(60, true), []storage.Sample{smp(0, 60, true), smp(time.Minute, 61, true), smp(2*time.Minute, 62, true), smp(3*time.Minute, 10, true)}, 60, false},
+		{"lower_but_too_old", res(60, true), []storage.Sample{smp(0, 60, true), smp(16*time.Minute, 10, true)}, 60, false},
+		{"failed_sample_skipped", res(60, true), []storage.Sample{smp(0, 60, true), smp(time.Minute, 0, false), smp(2*time.Minute, 30, true)}, 30, true},
+		{"latest_failed_stays_failed", res(0, false), []storage.Sample{smp(0, 0, false), smp(time.Minute, 10, true)}, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, from := windowed(map[string]storage.Result{"FRA": tc.latest}, map[string][]storage.Sample{"FRA": tc.recent},
+				now, DefaultHistoryRounds, DefaultHistoryWindow)
+			if got := out["FRA"]; got.MinMs != tc.wantMs || succeeded(got) != succeeded(tc.latest) {
+				t.Errorf("windowed = %+v; want MinMs %v, success as the latest", got, tc.wantMs)
+			}
+			if (len(from) == 1) != tc.wantHis {
+				t.Errorf("from history = %+v; want %v", from, tc.wantHis)
+			}
+		})
+	}
+}
