@@ -2,6 +2,9 @@ package scheduler
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -129,6 +132,52 @@ func TestDecisionSurvivesOneNoisyRound(t *testing.T) {
 				t.Logf("recheck %d: FRA +%.0f ms: best %s; notes %q", i, extra, dec.BestPoP, e.Notes)
 			}
 		})
+	}
+}
+
+// TestStatusServesExplanation: the status API serves the decision's explanation (validated against
+// openapi.json): the history window and the PoP whose RTT came from it.
+func TestStatusServesExplanation(t *testing.T) {
+	f := newHistoryFleet(t, geo.Point{Lat: 50.11, Lon: 8.68})
+	s, err := New(Config{Name: "explain", Budget: len(historyPoPs), ResultTimeout: 20 * time.Second,
+		ResultPoll: 10 * time.Millisecond}, f.b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	term := &Term{Ctx: ctx, Token: 1, Seq: 1, Start: time.Now()}
+	tgt := Target{App: "db", Mode: placement.ModeHost, Target: "198.18.7.2:5432"}
+	s.AddTarget(SourceAPI, tgt)
+	for _, extra := range []float64{0, 50} {
+		f.setExtra("FRA", extra)
+		if _, err := s.recheck(ctx, term, tgt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	api := &API{Sched: s, Decisions: f.b, Apps: f.b, Parser: placement.DefaultParser(),
+		Auth: NewAuth(map[string]string{"ops-token": "ops"}, Quota{}, nil)}
+	hs := httptest.NewServer(validated(t, api.Handler()))
+	t.Cleanup(hs.Close)
+	req, _ := http.NewRequest("GET", hs.URL+"/client/v4/accounts/any/workers/services/db", nil)
+	req.Header.Set("Authorization", "Bearer ops-token")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var env struct {
+		Result ServiceStatus `json:"result"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("status %d, %v", resp.StatusCode, err)
+	}
+	e := env.Result.Vantage.Explanation
+	if e == nil {
+		t.Fatalf("status %+v: no explanation", env.Result.Vantage)
+	}
+	if e.BestPoP != "FRA" || len(e.Window.FromHistory) != 1 || e.Window.FromHistory[0].PoP != "FRA" ||
+		e.Window.Rounds != DefaultHistoryRounds || e.Calibration.Kind != "fibre" || len(e.Notes) == 0 {
+		t.Errorf("explanation %+v; want FRA kept from the history window, fibre disks, a note", e)
 	}
 }
 

@@ -254,6 +254,14 @@ type App struct {
 	// Instances are the anycast instances found by latency.
 	Instances []Instance `json:"instances,omitempty"`
 	Notes     []string   `json:"notes,omitempty"`
+	// Explanation is why the stored decision is what it is, as the scheduler wrote it (when the Store
+	// reads explanations and one is stored).
+	Explanation *storage.Explanation `json:"explanation,omitempty"`
+}
+
+// explanationStore reads a decision's explanation; *storage.Store implements it.
+type explanationStore interface {
+	Explanation(ctx context.Context, app string) (storage.Explanation, bool, error)
 }
 
 // Disk is one PoP's disk about a target.
@@ -341,6 +349,13 @@ func (h *Handler) app(ctx context.Context, t scheduler.Target, now time.Time) (A
 			if c.PoP == d.BestPoP {
 				a.BestRTTMs = c.RTTMs
 				break
+			}
+		}
+		if es, ok := h.cfg.Store.(explanationStore); ok {
+			if e, found, err := es.Explanation(ctx, t.App); err != nil {
+				h.log.Warn("ui: reading a decision's explanation", "app", t.App, "err", err)
+			} else if found {
+				a.Explanation = &e
 			}
 		}
 	}
