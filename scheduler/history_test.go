@@ -3,9 +3,9 @@ package scheduler
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"net/http"
 	"net/http/httptest"
-	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
