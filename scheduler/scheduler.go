@@ -98,7 +98,7 @@ type Config struct {
 	Regions        RegionEndpoints
 	// PoPs is the catalogue PoP codes of the fleet are located with; nil: geo.PoPs().
 	PoPs    []geo.PoP
-	Engine  *triangulate.Config        // nil: triangulate.DefaultConfig()
+	Engine  *triangulate.Config        // nil: triangulate.ProductionConfig(nil)
 	Planner *triangulate.PlannerConfig // nil: triangulate.DefaultPlannerConfig() with Engine
 	Clock   Clock                      // default RealClock
 	Logger  *slog.Logger               // default slog.Default()
@@ -203,7 +203,7 @@ type targetState struct {
 // New returns a scheduler that rechecks targets on b with the triangulation engine; metrics may be nil.
 func New(cfg Config, b Backend, m *Metrics) (*Scheduler, error) {
 	s := newScheduler(cfg, b, m)
-	ecfg := triangulate.DefaultConfig()
+	ecfg := triangulate.ProductionConfig(nil)
 	if s.cfg.Engine != nil {
 		ecfg = *s.cfg.Engine
 	}

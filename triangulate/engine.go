@@ -15,6 +15,7 @@ type Engine struct {
 	cfg    Config
 	cities []geo.PoP
 	cityV  []vec3
+	cityW  []float64 // each city's weight: the catalogue cities within CityWeightKm of it (a population proxy)
 
 	// scratch, reused by every call
 	vps        map[string]*vpEntry // vantage points seen, by id (bounded by maxVPCache)
@@ -42,6 +43,8 @@ type Engine struct {
 	top        []int
 	cands      []placement.Candidate
 	instances  []Instance
+	instV      []vec3 // the instances' points
+	unexpl     []bool // iterate: disks no instance explains (or set aside)
 	violations []Violation
 }
 
@@ -59,6 +62,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	for i, c := range e.cities {
 		e.cityV[i] = toVec(c.Point)
 	}
+	e.cityW = cityWeights(e.cityV)
 	return e, nil
 }
 
