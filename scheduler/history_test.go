@@ -6,13 +6,14 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/vantage-edge/vantage/geo"
 	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/prober"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
 )
@@ -28,7 +29,10 @@ type historyFleet struct {
 	b     StoreBackend
 	mu    sync.Mutex
 	extra map[string]float64
-	round atomic.Int64
+	// chaos answers jobs that ask CHAOS questions (the daemon's prober.DNSResult JSON) with id.server
+	// chaos[PoP]; params counts the jobs by their Params.
+	chaos  map[string]string
+	params map[string]int
 }
 
 func newHistoryFleet(t *testing.T, target geo.Point) *historyFleet {
@@ -36,7 +40,7 @@ func newHistoryFleet(t *testing.T, target geo.Point) *historyFleet {
 	ctx, cancel := context.WithCancel(context.Background())
 	rs := redistest.Start(t)
 	st := openStore(t, rs.Addr(), nil)
-	f := &historyFleet{st: st, b: StoreBackend{st}, extra: map[string]float64{}}
+	f := &historyFleet{st: st, b: StoreBackend{st}, extra: map[string]float64{}, chaos: map[string]string{}, params: map[string]int{}}
 	for _, p := range historyPoPs {
 		if err := st.PutHeartbeat(ctx, storage.Heartbeat{PoP: p, DaemonID: "d-" + p, At: time.Now()}, time.Hour); err != nil {
 			t.Fatal(err)
@@ -59,9 +63,15 @@ func newHistoryFleet(t *testing.T, target geo.Point) *historyFleet {
 				for _, j := range jobs {
 					f.mu.Lock()
 					rtt := model.RTTMs(p.Point, target) + f.extra[code]
+					f.params[string(j.Params)]++
+					id := f.chaos[code]
 					f.mu.Unlock()
-					st.PutResult(ctx, storage.Result{Target: j.Key, PoP: code, Kind: j.Kind, MinMs: rtt, MedianMs: rtt,
-						Samples: 3, At: time.Now(), JobID: j.ID, Round: j.Round})
+					r := storage.Result{Target: j.Key, PoP: code, Kind: j.Kind, MinMs: rtt, MedianMs: rtt,
+						Samples: 3, At: time.Now(), JobID: j.ID, Round: j.Round}
+					if strings.Contains(string(j.Params), `"Chaos":true`) {
+						r.DNS, _ = json.Marshal(prober.DNSResult{Server: j.Target, ServerID: id})
+					}
+					st.PutResult(ctx, r)
 					st.AckJob(ctx, code, j.ID)
 				}
 			}
@@ -178,6 +188,60 @@ func TestStatusServesExplanation(t *testing.T) {
 	if e.BestPoP != "FRA" || len(e.Window.FromHistory) != 1 || e.Window.FromHistory[0].PoP != "FRA" ||
 		e.Window.Rounds != DefaultHistoryRounds || e.Calibration.Kind != "fibre" || len(e.Notes) == 0 {
 		t.Errorf("explanation %+v; want FRA kept from the history window, fibre disks, a note", e)
+	}
+}
+
+// TestChaosAnswersAreAnycastEvidence: the jobs of a host target on port 53 ask CHAOS questions, those of
+// another port do not; different id.server answers from the PoPs make the target anycast (though its RTTs are
+// those of one place), the same answer everywhere changes nothing; the explanation lists the answers.
+func TestChaosAnswersAreAnycastEvidence(t *testing.T) {
+	f := newHistoryFleet(t, geo.Point{Lat: 50.11, Lon: 8.68})
+	s, err := New(Config{Name: "chaos", Budget: len(historyPoPs), ResultTimeout: 20 * time.Second,
+		ResultPoll: 10 * time.Millisecond}, f.b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	term := &Term{Ctx: ctx, Token: 1, Seq: 1, Start: time.Now()}
+	for _, tc := range []struct {
+		name, target string
+		ids          func(pop string) string
+		verdict      placement.Verdict
+		chaosJobs    bool
+	}{
+		{"port_53_one_site", "198.18.7.53:53", func(string) string { return "ns1.fra" }, placement.VerdictUnicast, true},
+		{"port_53_sites_differ", "198.18.7.54:53", func(pop string) string { return "ns1." + strings.ToLower(pop) }, placement.VerdictAnycast, true},
+		{"other_port_no_chaos", "198.18.7.55:5432", func(pop string) string { return "ns1." + pop }, placement.VerdictUnicast, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.mu.Lock()
+			for _, p := range historyPoPs {
+				f.chaos[p] = tc.ids(p)
+			}
+			clear(f.params)
+			f.mu.Unlock()
+			dec, err := s.recheck(ctx, term, Target{App: tc.name, Mode: placement.ModeHost, Target: tc.target})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if dec.Verdict != tc.verdict {
+				t.Errorf("verdict %s, want %s (reason %q)", dec.Verdict, tc.verdict, dec.Reason)
+			}
+			f.mu.Lock()
+			chaosJobs, plain := f.params[string(chaosParams)], f.params[""]
+			f.mu.Unlock()
+			if tc.chaosJobs && (chaosJobs != len(historyPoPs) || plain != 0) || !tc.chaosJobs && (chaosJobs != 0 || plain != len(historyPoPs)) {
+				t.Errorf("jobs asking CHAOS %d, plain %d; want CHAOS on all: %v", chaosJobs, plain, tc.chaosJobs)
+			}
+			e, ok, err := f.st.Explanation(ctx, tc.name)
+			if err != nil || !ok {
+				t.Fatalf("explanation: %v %v", ok, err)
+			}
+			if tc.chaosJobs && (len(e.Chaos) != len(historyPoPs) || e.Chaos["FRA"] != tc.ids("FRA")) || !tc.chaosJobs && len(e.Chaos) != 0 {
+				t.Errorf("explanation's CHAOS answers %v", e.Chaos)
+			}
+			t.Logf("%s: %s, %q; notes %q", tc.target, dec.Verdict, dec.Reason, e.Notes)
+		})
 	}
 }
 

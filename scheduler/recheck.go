@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"net"
 	"slices"
 	"sort"
 	"strings"
@@ -284,6 +285,9 @@ func (s *Scheduler) measureKey(ctx context.Context, term *Term, t Target, pops [
 				Key:   key, Target: addr, Kind: t.Kind(), Count: s.cfg.ProbeCount,
 				Deadline: deadline,
 			}
+			if asksChaos(t.Kind(), addr) {
+				j.Params = chaosParams
+			}
 			if _, err := d.backend.EnqueueJob(ctx, pop, j); err != nil {
 				return nil, fmt.Errorf("scheduler: app %q: enqueueing a job for PoP %s: %w", t.App, pop, err)
 			}
@@ -409,6 +413,20 @@ func dnsEvidence(rs map[string]storage.Result) []triangulate.DNSAnswer {
 		}
 	}
 	return ev
+}
+
+// ChaosPort is the port of the host targets whose probes also ask CHAOS TXT id.server and hostname.bind: a
+// DNS server's. Different answers from different PoPs are evidence of anycast, as in vantage triangulate.
+const ChaosPort = "53"
+
+// chaosParams are the job parameters of such a target: the daemon's tcp probe then asks its own target
+// (prober.DNSOptions.Chaos; probed decodes storage.Job.Params into {"http": ..., "dns": ...}).
+var chaosParams = json.RawMessage(`{"dns":{"Chaos":true}}`)
+
+// asksChaos reports whether a probe of kind at addr also asks CHAOS questions: tcp to port ChaosPort.
+func asksChaos(kind placement.ProbeKind, addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	return kind == placement.ProbeTCP && err == nil && port == ChaosPort
 }
 
 // chaosID returns the CHAOS TXT id.server answer of r's DNS evidence, else its hostname.bind answer, else "".
