@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vantage-edge/vantage/geo"
+	"github.com/vantage-edge/vantage/internal/shareddata"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/prober"
 	"github.com/vantage-edge/vantage/storage"
@@ -243,6 +244,47 @@ func TestChaosAnswersAreAnycastEvidence(t *testing.T) {
 			t.Logf("%s: %s, %q; notes %q", tc.target, dec.Verdict, dec.Reason, e.Notes)
 		})
 	}
+}
+
+// TestGeoIPPriorIsANote: with MaxMind's test City database, a target whose address GeoIP places in London
+// but which answers from Frankfurt is placed at FRA as without the database, and the decision's explanation
+// notes the far-off prior; an address the database does not know has no prior.
+func TestGeoIPPriorIsANote(t *testing.T) {
+	g, err := geo.OpenGeoIP(shareddata.Path(t, "maxmind-test-mmdb", "GeoIP2-City-Test.mmdb"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	prior := GeoIPPrior(g)
+	if p, ok := prior("81.2.69.142:5432"); !ok || geo.DistanceKm(p.Point, geo.Point{Lat: 51.5, Lon: -0.13}) > 50 {
+		t.Fatalf("prior of 81.2.69.142 = %+v, %v; want London", p, ok)
+	}
+	for _, addr := range []string{"198.18.7.9:5432", "db.example.com:5432"} {
+		if p, ok := prior(addr); ok {
+			t.Errorf("prior of %s = %+v; want none", addr, p)
+		}
+	}
+	f := newHistoryFleet(t, geo.Point{Lat: 50.11, Lon: 8.68})
+	s, err := New(Config{Name: "geoip", Budget: len(historyPoPs), ResultTimeout: 20 * time.Second,
+		ResultPoll: 10 * time.Millisecond, Prior: prior}, f.b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// 81.2.69.142 is data here: the responder answers for the PoPs, nothing is sent to it.
+	dec, err := s.recheck(ctx, &Term{Ctx: ctx, Token: 1, Seq: 1, Start: time.Now()},
+		Target{App: "london-by-geoip", Mode: placement.ModeHost, Target: "81.2.69.142:5432"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _, err := f.st.Explanation(ctx, "london-by-geoip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dec.BestPoP != "FRA" || dec.Verdict != placement.VerdictUnicast || !strings.Contains(strings.Join(e.Notes, ";"), "GeoIP places the target") {
+		t.Errorf("decision %s %s, notes %q; want FRA, unicast and a note on the GeoIP prior", dec.BestPoP, dec.Verdict, e.Notes)
+	}
+	t.Logf("notes: %q", e.Notes)
 }
 
 func TestWindowed(t *testing.T) {

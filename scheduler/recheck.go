@@ -9,6 +9,7 @@ import (
 	"maps"
 	"math"
 	"net"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -133,6 +134,9 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 	in := triangulateInput(t.Target, results, d.pops)
 	if hasPrev {
 		in.Previous = prev.BestPoP
+	}
+	if prior, ok := s.prior(t); ok {
+		in.Prior = &prior
 	}
 
 	// The engine is taken from the pool only now: a recheck spends most of its time waiting for results,
@@ -266,6 +270,9 @@ func (s *Scheduler) measureKey(ctx context.Context, term *Term, t Target, pops [
 		budget = p.Budget(len(pops))
 		if s.cfg.Budget > 0 {
 			budget = min(s.cfg.Budget, len(pops))
+		}
+		if prior, ok := s.prior(t); ok {
+			return p.FirstFrom(pops, &prior.Point)
 		}
 		return p.First(pops)
 	})
@@ -413,6 +420,39 @@ func dnsEvidence(rs map[string]storage.Result) []triangulate.DNSAnswer {
 		}
 	}
 	return ev
+}
+
+// prior returns t's prior location (Config.Prior on the address probed), if any.
+func (s *Scheduler) prior(t Target) (triangulate.Prior, bool) {
+	if s.cfg.Prior == nil {
+		return triangulate.Prior{}, false
+	}
+	addr := s.probeAddr(t)
+	if addr == "" {
+		return triangulate.Prior{}, false
+	}
+	return s.cfg.Prior(addr)
+}
+
+// GeoIPPrior returns a Config.Prior looking the probed address's IP up in g: a host:port or IP target whose
+// host is an IP literal (a name is not resolved here: the daemons resolve it, each from its PoP). An address
+// the database does not locate has no prior.
+func GeoIPPrior(g *geo.GeoIP) func(addr string) (triangulate.Prior, bool) {
+	return func(addr string) (triangulate.Prior, bool) {
+		host := addr
+		if h, _, err := net.SplitHostPort(addr); err == nil {
+			host = h
+		}
+		ip, err := netip.ParseAddr(host)
+		if err != nil {
+			return triangulate.Prior{}, false
+		}
+		info, err := g.Lookup(ip)
+		if err != nil || !info.HasLocation || info.Anycast {
+			return triangulate.Prior{}, false
+		}
+		return triangulate.Prior{Point: info.Point, AccuracyKm: info.AccuracyKm, Source: "GeoIP"}, true
+	}
 }
 
 // ChaosPort is the port of the host targets whose probes also ask CHAOS TXT id.server and hostname.bind: a

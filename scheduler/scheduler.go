@@ -97,7 +97,11 @@ type Config struct {
 	HostnameScheme string
 	Regions        RegionEndpoints
 	// PoPs is the catalogue PoP codes of the fleet are located with; nil: geo.PoPs().
-	PoPs    []geo.PoP
+	PoPs []geo.PoP
+	// Prior returns a target's prior location by the address probed (GeoIPPrior: a GeoIP database, --geoip);
+	// nil: none. The planner's first picks start near it, and a prior far outside the measured region is a
+	// note on the decision; it never decides.
+	Prior   func(addr string) (triangulate.Prior, bool)
 	Engine  *triangulate.Config        // nil: triangulate.ProductionConfig(nil)
 	Planner *triangulate.PlannerConfig // nil: triangulate.DefaultPlannerConfig() with Engine
 	Clock   Clock                      // default RealClock

@@ -480,7 +480,7 @@ func TestFlagsString(t *testing.T) {
 	if s := (FlagTie | FlagSpeedOfLight).String(); s != "tie,speed-of-light" {
 		t.Fatalf("String = %q", s)
 	}
-	if len(flagNames) != 11 || FlagPriorMismatch != 1<<10 {
+	if len(flagNames) != 12 || FlagPriorFar != 1<<11 {
 		t.Fatal("flagNames out of step with the flag constants")
 	}
 }
@@ -511,5 +511,55 @@ func TestVPCacheResetKeepsCall(t *testing.T) {
 	}
 	if i, ok := e.lookup("new-a"); !ok || e.ms[i].RTTMs != 5 {
 		t.Errorf("lookup(new-a) = %d, %v; want the merged minimum 5 ms", i, ok)
+	}
+}
+
+// TestPriorIsANoteNeverTheVerdict: a prior inside the measured region says nothing; one far outside it (a
+// GeoIP database placing a Frankfurt server in Sydney) becomes a note and changes neither the verdict, the
+// best PoP nor the location; an anycast target's prior is not judged (it has no one location).
+func TestPriorIsANoteNeverTheVerdict(t *testing.T) {
+	model := geo.DefaultModel()
+	target := geo.Point{Lat: 50.11, Lon: 8.68}
+	var ms []Measurement
+	for _, code := range []string{"FRA", "AMS", "CDG", "LHR", "WAW", "MAD", "IAD", "SIN", "NRT", "GRU"} {
+		p, _ := geo.LookupPoP(code)
+		ms = append(ms, Measurement{VP: code, Point: p.Point, RTTMs: model.RTTMs(p.Point, target)})
+	}
+	e, err := NewEngine(ProductionConfig(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := e.Decide(Input{Measurements: ms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base = base.Clone()
+	for _, tc := range []struct {
+		name  string
+		prior Prior
+		far   bool
+	}{
+		{"prior_in_frankfurt", Prior{Point: geo.Point{Lat: 50.1, Lon: 8.6}, AccuracyKm: 20, Source: "GeoIP"}, false},
+		{"prior_in_cologne_just_outside", Prior{Point: geo.Point{Lat: 50.94, Lon: 6.96}, Source: "GeoIP"}, false},
+		{"prior_in_paris", Prior{Point: geo.Point{Lat: 48.86, Lon: 2.35}, Source: "GeoIP"}, true},
+		{"prior_in_sydney", Prior{Point: geo.Point{Lat: -33.87, Lon: 151.21}, AccuracyKm: 50, Source: "GeoIP"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prior := tc.prior
+			r, err := e.Decide(Input{Measurements: ms, Prior: &prior})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Verdict != base.Verdict || r.Best != base.Best || r.Location != base.Location || r.Confidence != base.Confidence {
+				t.Errorf("the prior changed the decision: %v %v %v %v; without it %v %v %v %v", r.Verdict, r.Best, r.Location, r.Confidence,
+					base.Verdict, base.Best, base.Location, base.Confidence)
+			}
+			if r.Flags.Has(FlagPriorFar) != tc.far {
+				t.Errorf("flags %v; want prior-far %v (location %v)", r.Flags, tc.far, r.Location)
+			}
+			if tc.far && (r.PriorOffKm < 300 || !strings.Contains(strings.Join(r.Notes(), ";"), "GeoIP places the target")) {
+				t.Errorf("notes %q, off %.0f km", r.Notes(), r.PriorOffKm)
+			}
+		})
 	}
 }
