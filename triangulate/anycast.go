@@ -31,7 +31,9 @@ func (e *Engine) verdict(r *Result) {
 			if l := cal.Line(m.VP); !l.IsZero() {
 				br := l.RadiusKm(m.RTTMs)
 				cr = min(br+e.cfg.CalibrationSlackKm, fr)
-				tr = min(br+e.cfg.AnycastSlackKm, fr)
+				if e.cfg.AnycastCalibratedMaxMs <= 0 || m.RTTMs <= e.cfg.AnycastCalibratedMaxMs {
+					tr = min(br+e.cfg.AnycastSlackKm, fr)
+				}
 				e.calibrated = true
 			}
 		}
