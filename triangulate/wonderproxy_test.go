@@ -341,8 +341,8 @@ func TestWonderProxyAnycastDetection(t *testing.T) {
 	}
 	tpr := float64(tp) / targets
 	fpr := float64(fp) / float64(len(w.ids))
-	t.Logf("anycast, production configuration, mesh without the target's servers: %d synthetic targets (2-6 WonderProxy cities each): true-positive rate %.3f; per instance count k: %v (detected, total)", targets, tpr, byK)
-	t.Logf("  instance count within +-1: %.1f%% of the targets (%.1f%% of the detected); iGreedy's single pass: %.1f%%",
+	t.Logf("anycast: production configuration, mesh without the target's servers: %d synthetic targets (2-6 WonderProxy cities each): true-positive rate %.3f; per instance count k: %v (detected, total)", targets, tpr, byK)
+	t.Logf("anycast: instance count within +-1: %.1f%% of the targets (%.1f%% of the detected); iGreedy's single pass: %.1f%%",
 		100*float64(countOK)/targets, 100*float64(countOK)/float64(max(tp, 1)), 100*float64(countOKOnePass)/targets)
 	t.Logf("unicast: %d WonderProxy servers (leave-one-out): false-positive rate %.3f (%d)", len(w.ids), fpr, fp)
 	// The goals are TPR >= 0.95, FPR <= 0.01 and counts within +-1 for 90 % of the targets; the count bound
