@@ -383,9 +383,12 @@ func (e *Engine) collapse(d *disk, disks []disk) int {
 }
 
 // iterate finds instances the greedy set of disjoint disks hides behind a large disk: with every instance
-// found collapsed to its city, the disks that contain none of those cities (by more than InstanceExplainKm) are
-// unexplained; a greedy set of disjoint disks among them are new instances, collapsed in turn, until every
-// disk is explained or MaxInstances is reached. A disk set aside as an outlier is never evidence.
+// found collapsed to its city, the small disks (RTT <= IterateMaxMs) that contain none of those cities (by
+// more than InstanceExplainKm) are unexplained; a greedy set of disjoint disks among them are new instances,
+// collapsed in turn, until every small disk is explained or MaxInstances is reached. A hidden instance shows
+// in the small disk of a VP near it; a large disk that misses every city found says more about its VP's
+// calibration line (a long path over a fast cable) than about an instance. A disk set aside as an outlier is
+// never evidence.
 func (e *Engine) iterate(disks []disk) {
 	e.unexpl = slices.Grow(e.unexpl[:0], len(disks))[:len(disks)]
 	tolAng := e.cfg.InstanceExplainKm / geo.EarthRadiusKm
@@ -394,7 +397,7 @@ func (e *Engine) iterate(disks []disk) {
 		for i := range disks {
 			// unexpl doubles as greedy's exclusion mask: true is "explained or set aside".
 			e.unexpl[i] = true
-			if e.trial[i] {
+			if e.trial[i] || e.ms[disks[i].idx].RTTMs > e.cfg.IterateMaxMs {
 				continue
 			}
 			explained := false
