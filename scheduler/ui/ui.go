@@ -72,7 +72,7 @@ type Config struct {
 	// PoPs locates PoP codes (the fleet, the disks); nil: geo.LookupPoP.
 	PoPs func(code string) (geo.PoP, bool)
 	// Engine is the triangulation engine's configuration used to locate targets for the map (estimated
-	// location, anycast instances); nil: triangulate.DefaultConfig(). It should match the scheduler's.
+	// location, anycast instances); nil: triangulate.ProductionConfig(nil). It should match the scheduler's.
 	Engine *triangulate.Config
 	// MaxResultAge drops older per-PoP results from the map (default DefaultMaxResultAge).
 	MaxResultAge time.Duration
@@ -114,7 +114,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	ec := triangulate.DefaultConfig()
+	ec := triangulate.ProductionConfig(nil)
 	if cfg.Engine != nil {
 		ec = *cfg.Engine
 	}
