@@ -563,3 +563,52 @@ func TestPriorIsANoteNeverTheVerdict(t *testing.T) {
 		})
 	}
 }
+
+// TestIterateFindsInstanceBehindALargeDisk: instances in Frankfurt, Tokyo and Paris. Brussels sees the Paris
+// one through a disk that overlaps Frankfurt's, so iGreedy's set of disjoint disks holds two; collapsed to
+// Frankfurt, that instance does not explain Brussels' disk, and the search of the rest finds the third.
+func TestIterateFindsInstanceBehindALargeDisk(t *testing.T) {
+	pt := func(lat, lon float64) geo.Point { return geo.Point{Lat: lat, Lon: lon} }
+	fra, bru := pt(50.03, 8.56), pt(50.85, 4.35)
+	ms := []Measurement{
+		{VP: "FRA", Point: fra, RTTMs: 0.5},
+		{VP: "MZ", Point: pt(49.99, 8.27), RTTMs: 0.6},
+		{VP: "NRT", Point: pt(35.77, 140.39), RTTMs: 0.5},
+		{VP: "KIX", Point: pt(34.43, 135.23), RTTMs: 4.5},
+		{VP: "BRU", Point: bru, RTTMs: 3.0},
+		{VP: "IAD", Point: pt(38.95, -77.45), RTTMs: 70},
+	}
+	// The premise: Brussels' fibre disk reaches Frankfurt's, and does not hold Frankfurt.
+	if d := geo.DistanceKm(fra, bru); !(d < geo.MaxDistanceKm(3.0)+geo.MaxDistanceKm(0.5)) || !(d > geo.MaxDistanceKm(3.0)) {
+		t.Fatalf("Brussels-Frankfurt %.0f km: the disks do not overlap as the test needs", d)
+	}
+	for _, tc := range []struct {
+		iterate bool
+		want    int
+	}{{false, 2}, {true, 3}} {
+		cfg := DefaultConfig()
+		cfg.IterateInstances = tc.iterate
+		e, err := NewEngine(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := e.Decide(Input{Measurements: ms})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var vps []string
+		for _, in := range r.Instances {
+			vps = append(vps, in.VP+":"+in.City)
+			if in.City == "" || in.RadiusKm <= 0 {
+				t.Errorf("iterate %v: instance %+v without a city or a radius", tc.iterate, in)
+			}
+		}
+		if r.Verdict != placement.VerdictAnycast || len(r.Instances) != tc.want {
+			t.Errorf("iterate %v: %v with instances %v; want anycast with %d", tc.iterate, r.Verdict, vps, tc.want)
+		}
+		if tc.iterate && (len(r.Instances) != 3 || r.Instances[2].VP != "BRU" || geo.DistanceKm(r.Instances[2].Point, bru) > geo.MaxDistanceKm(3.0)) {
+			t.Errorf("the third instance %v: want one in Brussels' disk", vps)
+		}
+		t.Logf("iterate %v: %v", tc.iterate, vps)
+	}
+}
