@@ -84,8 +84,17 @@ func (s *Scheduler) explain(ctx context.Context, cal *triangulate.Calibration, d
 				Lat: in.Point.Lat, Lon: in.Point.Lon, RadiusKm: in.RadiusKm})
 		}
 	}
-	if err := s.deps.backend.PutExplanation(ctx, e, s.cfg.DecisionTTL); err != nil && ctx.Err() == nil {
+	err := s.deps.backend.PutExplanation(ctx, e, s.cfg.DecisionTTL)
+	if err != nil && ctx.Err() == nil {
 		s.log.Warn("scheduler: writing the decision's explanation", "app", dec.App, "err", err)
+	}
+	if s.metrics != nil {
+		s.metrics.windowed.Add(float64(len(fromHistory)))
+		if err != nil {
+			s.metrics.explanations.WithLabelValues("failed").Inc()
+		} else {
+			s.metrics.explanations.WithLabelValues("written").Inc()
+		}
 	}
 }
 

@@ -106,8 +106,9 @@ func TestDecisionSurvivesOneNoisyRound(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newHistoryFleet(t, frankfurt)
+			m := NewMetrics(nil)
 			s, err := New(Config{Name: "history", HistoryRounds: tc.rounds, Budget: len(historyPoPs),
-				ResultTimeout: 20 * time.Second, ResultPoll: 10 * time.Millisecond}, f.b, nil)
+				ResultTimeout: 20 * time.Second, ResultPoll: 10 * time.Millisecond}, f.b, m)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -141,6 +142,15 @@ func TestDecisionSurvivesOneNoisyRound(t *testing.T) {
 					t.Errorf("recheck %d: explanation's window %+v; want FRA's RTT from history: %v", i, e.Window, wantFrom)
 				}
 				t.Logf("recheck %d: FRA +%.0f ms: best %s; notes %q", i, extra, dec.BestPoP, e.Notes)
+			}
+			kept := 0
+			for i, noisy := range tc.noisy {
+				if noisy && tc.want[i] == "FRA" {
+					kept++
+				}
+			}
+			if got := counter(m.windowed); got != float64(kept) || counter(m.explanations) != float64(len(tc.noisy)) {
+				t.Errorf("vantage_scheduler_windowed_rtts_total %v, explanations_total %v; want %d and %d", got, counter(m.explanations), kept, len(tc.noisy))
 			}
 		})
 	}
