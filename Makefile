@@ -9,13 +9,18 @@ GO ?= go
 TIMED_PKGS := ./testbed/... ./e2e/...
 RACE_PKGS = $(shell $(GO) list ./... | grep -v -e '/testbed' -e '/e2e')
 
-.PHONY: test demo deps bench build fuzz-short
+.PHONY: test demo deps bench build fuzz-short ui-assets
 
 build:
 	$(GO) build -buildvcs=auto -o bin/vantage ./cmd/vantage
 
 deps:
 	@bash .ci/deps.sh
+
+# The status page's vendored map libraries and Natural Earth data (scheduler/ui/static/vendor), fetched from
+# the npm registry at pinned versions; TestVendoredAssets checks the committed files against its SHA256SUMS.
+ui-assets:
+	@bash scheduler/ui/vendor.sh
 
 test: deps
 	$(GO) vet ./...

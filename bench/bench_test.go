@@ -269,3 +269,45 @@ func TestRedisAddrFromCmdline(t *testing.T) {
 		})
 	}
 }
+
+func TestParseWrk(t *testing.T) {
+	out := `Running 4s test @ http://127.0.0.1:19002/
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.75ms    2.55ms  23.53ms   87.99%
+    Req/Sec    32.13k    19.13k   59.62k    44.44%
+  Latency Distribution
+     50%  748.00us
+     75%    1.20ms
+     90%    3.10ms
+     99%   41.09ms
+  253241 requests in 4.00s, 40.09MB read
+  Socket errors: connect 0, read 2, write 1, timeout 3
+  Non-2xx or 3xx responses: 4
+Requests/sec:  63184.15
+Transfer/sec:     10.02MB
+`
+	r, err := ParseWrk(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.rps != 63184.15 || r.requests != 253241 || r.p50 != 0.748 || r.p99 != 41.09 || r.errors != 10 {
+		t.Errorf("ParseWrk = %+v, want rps 63184.15, 253241 requests, p50 0.748 ms, p99 41.09 ms, 10 errors", r)
+	}
+	if _, err := ParseWrk("unable to connect to 127.0.0.1:1 Connection refused"); err == nil {
+		t.Error("ParseWrk of a failed run: no error")
+	}
+}
+
+func TestCountTimeWait(t *testing.T) {
+	tcp := `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:4A51 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:8B1C 0100007F:4A51 06 00000000:00000000 03:00000D2C 00000000     0        0 0 3 0000000000000000
+   2: 0100007F:4A51 0100007F:8B1E 06 00000000:00000000 03:00000D2C 00000000     0        0 0 3 0000000000000000
+   3: 0100007F:8B20 0100007F:4A52 06 00000000:00000000 03:00000D2C 00000000     0        0 0 3 0000000000000000
+   4: 0100007F:8B22 0100007F:4A51 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000
+`
+	if got := CountTimeWait(tcp, 0x4A51); got != 2 {
+		t.Errorf("CountTimeWait(port 0x4A51) = %d, want 2 (one each way; not the listener, not ESTABLISHED)", got)
+	}
+}

@@ -22,7 +22,7 @@ import (
 )
 
 // Sections of a run, in order (-only picks some).
-var sectionNames = []string{"probing", "engine", "router", "fleet", "fidelity"}
+var sectionNames = []string{"probing", "engine", "router", "front", "fleet", "fidelity"}
 
 // options are the command line of a run.
 type options struct {
@@ -84,7 +84,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	r := &Report{Started: time.Now(), Command: cmdline, Machine: machine(ctx)}
 	load0 := loadAvg()
 	sections := map[string]func(context.Context, *options) *Section{
-		"probing": probingSection, "engine": engineSection, "router": routerSection, "fleet": fleetSection,
+		"probing": probingSection, "engine": engineSection, "router": routerSection, "front": frontSection, "fleet": fleetSection,
 		"fidelity": fidelitySection,
 	}
 	for _, n := range sectionNames {

@@ -160,6 +160,7 @@ func probingSection(ctx context.Context, o *options) *Section {
 		fmt.Sprintf("%s %s vantage -targets T -conc N -dur %s [-rtts]   (inside the PoP's namespace: ip netns exec NS ...)", "bench", workerArg, window),
 		"prometheus-blackbox-exporter --config.file=blackbox.yml --web.listen-address=127.0.0.1:PORT --log.level=warn",
 		fmt.Sprintf("%s %s blackbox -url http://127.0.0.1:PORT -targets T -conc N -dur %s [-rtts]", "bench", workerArg, window),
+		fmt.Sprintf("%s %s exporter -config blackbox.yml -listen 127.0.0.1:PORT   (vantage exporter, loopback only; driven as blackbox_exporter is)", "bench", workerArg),
 		"fping -C COUNT -q -p PERIOD_MS -i 0 -t 2000 IP...",
 		"hping3 -S -p PORT -c COUNT -i uINTERVAL IP   (one per TCP target, all at once)")
 	return s
@@ -279,6 +280,9 @@ func runEnv(ctx context.Context, o *options, exe string, e *env) []contender {
 		v.conc, b.conc = light.conc, light.conc
 		cs = append(cs, v, b)
 	}
+	if e.name == "loopback" {
+		cs = append(cs, runVantageExporter(ctx, exe, e))
+	}
 	cs = append(cs, runFping(ctx, e))
 	cs = append(cs, runHping(ctx, e))
 	for i := range cs {
@@ -349,8 +353,11 @@ func runVantage(ctx context.Context, exe string, e *env) contender {
 	return fromWorker("Vantage prober", "vantage", r, e)
 }
 
-// exporter is a blackbox_exporter process started for a round of probes.
+// exporter is a blackbox_exporter process (or `vantage exporter`, the harness re-executed as
+// "__worker exporter", when name says so) started for a round of probes.
 type exporter struct {
+	name   string // "blackbox_exporter" or "vantage exporter"
+	kind   string // "blackbox" or "vantage-exporter"
 	addr   string
 	cmd    *exec.Cmd
 	log    bytes.Buffer
@@ -367,7 +374,13 @@ func startExporter(ctx context.Context, e *env) (*exporter, error) {
 			return nil, fmt.Errorf("not installed (apt-get install prometheus-blackbox-exporter)")
 		}
 	}
-	x := &exporter{}
+	return startExporterBin(ctx, e, &exporter{name: "blackbox_exporter", kind: "blackbox"}, bin)
+}
+
+// startExporterBin starts x: bin with blackbox_exporter's flags, or, when bin is empty, `vantage exporter`
+// (the harness, exe, re-executed) with the same configuration file.
+func startExporterBin(ctx context.Context, e *env, x *exporter, bin string, exe ...string) (*exporter, error) {
+	var err error
 	if x.dir, err = os.MkdirTemp("", "bench-blackbox-"); err != nil {
 		return nil, err
 	}
@@ -384,7 +397,11 @@ func startExporter(ctx context.Context, e *env) (*exporter, error) {
 	x.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	bctx, cancel := context.WithCancel(ctx)
 	x.cancel = cancel
-	x.cmd = e.command(bctx, bin, "--config.file="+cfg, "--web.listen-address="+x.addr, "--log.level=warn")
+	if bin != "" {
+		x.cmd = e.command(bctx, bin, "--config.file="+cfg, "--web.listen-address="+x.addr, "--log.level=warn")
+	} else {
+		x.cmd = e.command(bctx, exe[0], workerArg, "exporter", "-config", cfg, "-listen", x.addr)
+	}
 	x.cmd.Stdout, x.cmd.Stderr = &x.log, &x.log
 	if err := x.cmd.Start(); err != nil {
 		cancel()
@@ -403,7 +420,7 @@ func (x *exporter) stop() {
 // round drives the exporter for one window; its CPU is read from /proc before and after (`ip netns exec`
 // execs the program in place: the pid is the exporter's).
 func (x *exporter) round(ctx context.Context, exe string, e *env) contender {
-	c := contender{name: "blackbox_exporter", kind: "blackbox"}
+	c := contender{name: x.name, kind: x.kind}
 	cpu0, err := procCPU(x.cmd.Process.Pid)
 	if err != nil {
 		c.failed = err.Error()
@@ -420,8 +437,24 @@ func (x *exporter) round(ctx context.Context, exe string, e *env) contender {
 		c.failed = err.Error()
 		return c
 	}
-	c = fromWorker("blackbox_exporter", "blackbox", r, e)
+	c = fromWorker(x.name, x.kind, r, e)
 	c.cpu, c.driverCPU = (cpu1 - cpu0).Seconds(), r.CPU
+	return c
+}
+
+// runVantageExporter drives `vantage exporter` through /probe exactly as blackbox_exporter is driven (same
+// configuration, driver, targets and probes in flight), for one window per round.
+func runVantageExporter(ctx context.Context, exe string, e *env) contender {
+	x, err := startExporterBin(ctx, e, &exporter{name: "vantage exporter", kind: "vantage-exporter"}, "", exe)
+	if err != nil {
+		return contender{name: "vantage exporter", kind: "vantage-exporter", failed: err.Error()}
+	}
+	defer x.stop()
+	var c contender
+	for range e.rounds {
+		c = merge(c, x.round(ctx, exe, e))
+	}
+	c.conc = e.conc
 	return c
 }
 

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vantage-edge/vantage/daemon"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/prober"
 )
@@ -43,6 +44,9 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("bench worker: want vantage or blackbox")
 	}
 	kind := args[0]
+	if kind == "exporter" {
+		return serveExporter(ctx, args[1:])
+	}
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	targets := fs.String("targets", "", "comma-separated host:port")
 	conc := fs.Int("conc", 64, "probes in flight")
@@ -129,6 +133,24 @@ func loadLoop(ctx context.Context, targets []string, conc int, dur time.Duration
 	res.Wall = time.Since(start).Seconds()
 	res.CPU = (cpuSelf() - cpu0).Seconds()
 	return res
+}
+
+// serveExporter runs `vantage exporter` (daemon.NewExporter, as the command does) on -listen with the
+// blackbox_exporter configuration -config, allowed to probe loopback and the emulated WAN, until killed.
+func serveExporter(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("exporter", flag.ContinueOnError)
+	cfg := daemon.DefaultExporterConfig()
+	fs.StringVar(&cfg.File, "config", "", "blackbox_exporter configuration")
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "address of /probe")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg.Prober.Allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("198.18.0.0/15")}
+	x, err := daemon.NewExporter(cfg)
+	if err != nil {
+		return fmt.Errorf("bench worker: %w", err)
+	}
+	return x.Run(ctx)
 }
 
 // waitBlackbox waits until the exporter answers its /metrics page (it was just started).

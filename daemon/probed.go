@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 
+	"github.com/vantage-edge/vantage/exporter"
 	"github.com/vantage-edge/vantage/probed"
 	"github.com/vantage-edge/vantage/prober"
 	"github.com/vantage-edge/vantage/storage"
@@ -28,6 +29,16 @@ type ProbedConfig struct {
 	Listener net.Listener
 	// TLS serves the endpoints over TLS (default: plain HTTP).
 	TLS TLSFiles
+	// ProbeModules is a blackbox_exporter configuration file whose modules the daemon's /probe answers, so that
+	// Prometheus can scrape any PoP as a blackbox_exporter; empty: exporter.DefaultFile's modules.
+	ProbeModules string
+	// MeshListen is where the daemon answers the other PoPs' mesh probes (TCP, accept and close; see
+	// probed.ServeMesh), e.g. ":9102"; empty: it does not, and the scheduler's mesh leaves this PoP out. The
+	// socket is opened inside Prober.Enter, as the probes' sockets are (a PoP's namespace on the emulated WAN).
+	MeshListen string
+	// MeshAdvertise is the address the other PoPs dial for the mesh, advertised in the heartbeats; default
+	// MeshListen when it names a host, else the first of Prober.Sources with MeshListen's port.
+	MeshAdvertise string
 	// AllDetail stores the prober's full result with every result (default: ad-hoc probes only).
 	AllDetail bool
 	// Version is advertised in heartbeats.
@@ -52,8 +63,47 @@ func (c ProbedConfig) Validate() error {
 type Probed struct {
 	cfg ProbedConfig
 	eng *prober.Engine
+	x   *exporter.Exporter
 	d   *probed.Daemon
 	g   group
+	// mesh answers the mesh probes (nil: none), dialled by the other PoPs at meshAddr.
+	mesh     net.Listener
+	meshAddr string
+}
+
+// listenMesh opens cfg.MeshListen inside cfg.Prober.Enter and returns it with the address to advertise; no
+// MeshListen: none.
+func listenMesh(cfg ProbedConfig) (net.Listener, string, error) {
+	if cfg.MeshListen == "" {
+		return nil, "", nil
+	}
+	host, port, err := net.SplitHostPort(cfg.MeshListen)
+	if err != nil {
+		return nil, "", fmt.Errorf("probed: --mesh-listen %q: %w", cfg.MeshListen, err)
+	}
+	enter := cfg.Prober.Enter
+	if enter == nil {
+		enter = func(open func() error) error { return open() }
+	}
+	var ln net.Listener
+	if err := enter(func() (err error) { ln, err = net.Listen("tcp", cfg.MeshListen); return err }); err != nil {
+		return nil, "", fmt.Errorf("probed: --mesh-listen %s: %w", cfg.MeshListen, err)
+	}
+	if port == "0" {
+		_, port, _ = net.SplitHostPort(ln.Addr().String())
+	}
+	adv := cfg.MeshAdvertise
+	switch ip := net.ParseIP(host); {
+	case adv != "":
+	case host != "" && (ip == nil || !ip.IsUnspecified()):
+		adv = net.JoinHostPort(host, port)
+	case len(cfg.Prober.Sources) > 0:
+		adv = net.JoinHostPort(cfg.Prober.Sources[0].String(), port)
+	default:
+		ln.Close()
+		return nil, "", fmt.Errorf("probed: --mesh-listen %s names no host and there is no --source: set --mesh-advertise to the address the other PoPs dial", cfg.MeshListen)
+	}
+	return ln, adv, nil
 }
 
 // NewProbed assembles the probe daemon of cfg.Daemon.PoP on st.
@@ -67,37 +117,63 @@ func NewProbed(cfg ProbedConfig, st *storage.Store) (*Probed, error) {
 	if err != nil {
 		return nil, err
 	}
+	modules := exporter.DefaultFile()
+	if cfg.ProbeModules != "" {
+		if modules, err = exporter.Load(cfg.ProbeModules); err != nil {
+			return nil, fmt.Errorf("probed: --probe-modules: %w", err)
+		}
+	}
 	eng, err := prober.New(cfg.Prober)
 	if err != nil {
+		return nil, fmt.Errorf("probed: %w", err)
+	}
+	x, err := exporter.New(exporter.Config{File: modules, Prober: cfg.Prober, Logger: log})
+	if err != nil {
+		eng.Close()
 		return nil, fmt.Errorf("probed: %w", err)
 	}
 	ln, err := listen(cfg.Listener, cfg.Listen, "probed: --listen")
 	if err != nil {
 		eng.Close()
+		x.Close()
 		return nil, err
 	}
 	reg := newRegistry()
-	reg.MustRegister(eng.Collector())
-	q := &probed.StoreQueue{DB: st, PoP: cfg.Daemon.PoP, Version: cfg.Version, SourceIPs: cfg.Prober.Sources, AllDetail: cfg.AllDetail}
+	reg.MustRegister(eng.Collector(), x.Collector())
+	mln, meshAddr, err := listenMesh(cfg)
+	if err != nil {
+		eng.Close()
+		x.Close()
+		closeAll(ln)
+		return nil, err
+	}
+	q := &probed.StoreQueue{DB: st, PoP: cfg.Daemon.PoP, Version: cfg.Version, SourceIPs: cfg.Prober.Sources, AllDetail: cfg.AllDetail,
+		MeshAddr: meshAddr}
 	if ln != nil {
 		q.Addr = ln.Addr().String()
 	}
 	d, err := probed.New(cfg.Daemon, q, eng, reg)
 	if err != nil {
 		eng.Close()
-		closeAll(ln)
+		x.Close()
+		closeAll(ln, mln)
 		return nil, err
 	}
 	q.DaemonID = d.ID()
-	p := &Probed{cfg: cfg, eng: eng, d: d, g: g}
-	p.g.serve("probed", ln, adminMux(reg, func() error {
+	p := &Probed{cfg: cfg, eng: eng, x: x, d: d, g: g, mesh: mln, meshAddr: meshAddr}
+	mux := adminMux(reg, func() error {
 		if !d.Ready() {
 			return errors.New("Redis unreachable")
 		}
 		return nil
-	}))
+	})
+	mux.Handle("GET /probe", x) // blackbox_exporter's /probe, with this PoP's prober settings
+	p.g.serve("probed", ln, mux)
 	return p, nil
 }
+
+// MeshAddr returns the address the daemon advertises for mesh probes, or "" when it answers none.
+func (p *Probed) MeshAddr() string { return p.meshAddr }
 
 // ID returns the daemon's consumer name in its PoP's group.
 func (p *Probed) ID() string { return p.d.ID() }
@@ -109,7 +185,12 @@ func (p *Probed) Addr() string { return addrOf(&p.g) }
 // the prober.
 func (p *Probed) Run(ctx context.Context) error {
 	defer p.eng.Close()
+	defer p.x.Close()
 	p.g.loop(func(ctx context.Context) { p.d.Run(ctx) })
+	if p.mesh != nil {
+		p.g.loop(func(ctx context.Context) { probed.ServeMesh(ctx, p.mesh, p.g.log) })
+		p.g.log.Info("probed: answering mesh probes", "listen", p.mesh.Addr().String(), "advertised", p.meshAddr)
+	}
 	p.g.log.Info("probed: running", "pop", p.cfg.Daemon.PoP, "daemon", p.d.ID(), "listen", p.Addr(), "sources", p.cfg.Prober.Sources)
 	err := p.g.run(ctx)
 	p.g.log.Info("probed: stopped", "pop", p.cfg.Daemon.PoP)

@@ -6,12 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vantage-edge/vantage/router"
+	"github.com/vantage-edge/vantage/router/proxysync"
 	"github.com/vantage-edge/vantage/storage"
 )
 
@@ -28,14 +33,47 @@ type RouterConfig struct {
 	// Front configures the HTTP front; Front.Ingress and its worker are required. Router.PoPs defaults to the
 	// ingress.
 	Front router.FrontConfig
+	// Proxies, when it names a map file, keeps HAProxy's or nginx's own tables in sync with the router
+	// (router/proxysync), beside the front or instead of it.
+	Proxies ProxySyncConfig
 	// Listen is the front's address and Admin the address of /metrics, /healthz and /readyz (empty: none);
-	// Listener and AdminListener, when set, are used instead.
+	// Listener and AdminListener, when set, are used instead. Listen may be empty when Proxies has a target:
+	// the router then only keeps the proxies' tables.
 	Listen, Admin           string
 	Listener, AdminListener net.Listener
 	// TLS serves the front and the admin endpoints over TLS (default: plain HTTP).
 	TLS    TLSFiles
 	Logger *slog.Logger
 }
+
+// ProxySyncConfig configures the proxy table sync of a router.
+type ProxySyncConfig struct {
+	// HAProxyMapFile is the map file HAProxy's configuration reads; HAProxySocket its runtime API (a stats
+	// socket at level admin; empty: the file only, read when HAProxy starts or reloads).
+	HAProxyMapFile, HAProxySocket string
+	// NginxMapFile is the include file of nginx's tables; nginx reloads by SIGHUP to the pid in NginxPIDFile,
+	// or else by NginxReloadCommand (default proxysync.DefaultNginxReload).
+	NginxMapFile, NginxPIDFile string
+	NginxReloadCommand         []string
+	// PoPs are the PoPs the proxies forward to (a backend or upstream each). Empty: the front's workers' PoPs,
+	// or every PoP when there is no front.
+	PoPs []string
+}
+
+// targets returns the configured proxies.
+func (c ProxySyncConfig) targets() []proxysync.Target {
+	var ts []proxysync.Target
+	if c.HAProxyMapFile != "" {
+		ts = append(ts, &proxysync.HAProxy{MapFile: c.HAProxyMapFile, Socket: c.HAProxySocket})
+	}
+	if c.NginxMapFile != "" {
+		ts = append(ts, &proxysync.Nginx{MapFile: c.NginxMapFile, PIDFile: c.NginxPIDFile, ReloadCommand: c.NginxReloadCommand})
+	}
+	return ts
+}
+
+// serveFront reports whether the router serves its HTTP front.
+func (c RouterConfig) serveFront() bool { return c.Listen != "" || c.Listener != nil }
 
 // DefaultRouterConfig returns the defaults of `vantage router`.
 func DefaultRouterConfig() RouterConfig {
@@ -47,11 +85,15 @@ func (c RouterConfig) Validate() error {
 	if c.Front.Ingress == "" {
 		return errors.New("router: --ingress is required (the PoP this router runs in)")
 	}
-	if c.Front.Workers[c.Front.Ingress] == nil {
-		return fmt.Errorf("router: no worker endpoint for the ingress PoP %s (--workers %s=URL)", c.Front.Ingress, c.Front.Ingress)
+	proxies := len(c.Proxies.targets()) > 0
+	if !c.serveFront() && !proxies {
+		return errors.New("router: the front needs an address (--listen), unless the router keeps proxy tables (--haproxy-map-file, --nginx-map-file)")
 	}
-	if c.Listen == "" && c.Listener == nil {
-		return errors.New("router: the front needs an address (--listen)")
+	if c.Proxies.HAProxySocket != "" && c.Proxies.HAProxyMapFile == "" {
+		return errors.New("router: --haproxy-socket needs --haproxy-map-file (the map the runtime API updates)")
+	}
+	if c.serveFront() && c.Front.Workers[c.Front.Ingress] == nil {
+		return fmt.Errorf("router: no worker endpoint for the ingress PoP %s (--workers %s=URL)", c.Front.Ingress, c.Front.Ingress)
 	}
 	if err := c.TLS.validate("router"); err != nil {
 		return err
@@ -63,7 +105,8 @@ func (c RouterConfig) Validate() error {
 type Router struct {
 	cfg   RouterConfig
 	rt    *router.Router
-	front *router.Front
+	front *router.Front // nil: no front (proxy tables only)
+	sync  *proxysync.Sync
 	tr    *http.Transport
 	g     group
 }
@@ -84,16 +127,29 @@ func NewRouter(cfg RouterConfig, st *storage.Store) (*Router, error) {
 	reg := newRegistry()
 	cfg.Router.Logger, cfg.Router.Registerer = log, reg
 	cfg.Front.Logger, cfg.Front.Registerer = log, reg
-	rt, err := router.New(st, cfg.Router)
+	var src router.Source = st
+	names := proxysync.Record(st)
+	if len(cfg.Proxies.targets()) > 0 {
+		src = names // the proxies' tables are keyed by application name, which the snapshot does not keep
+	}
+	rt, err := router.New(src, cfg.Router)
 	if err != nil {
 		return nil, err
 	}
 	r := &Router{cfg: cfg, rt: rt, g: g}
-	if cfg.Front.Transport == nil {
-		r.tr = NewUpstreamTransport(nil)
-		cfg.Front.Transport = r.tr
+	if cfg.serveFront() {
+		if cfg.Front.Transport == nil {
+			r.tr = NewUpstreamTransport(nil)
+			if cfg.Front.MaxIdlePerWorker > 0 {
+				r.tr.MaxIdleConnsPerHost = cfg.Front.MaxIdlePerWorker
+			}
+			cfg.Front.Transport = r.tr
+		}
+		if r.front, err = router.NewFront(rt, cfg.Front); err != nil {
+			return nil, err
+		}
 	}
-	if r.front, err = router.NewFront(rt, cfg.Front); err != nil {
+	if r.sync, err = newProxySync(cfg, rt, names, reg, log); err != nil {
 		return nil, err
 	}
 	ln, err := listen(cfg.Listener, cfg.Listen, "router: --listen")
@@ -105,24 +161,50 @@ func NewRouter(cfg RouterConfig, st *storage.Store) (*Router, error) {
 		closeAll(ln)
 		return nil, err
 	}
-	r.g.serve("router front", ln, r.front)
+	if r.front != nil {
+		r.g.serve("router front", ln, r.front)
+	}
 	r.g.serve("router admin", aln, router.AdminHandler(rt, reg))
 	return r, nil
 }
 
-// NewUpstreamTransport returns the transport a router front forwards with: connections to workers are kept
-// and reused, environment proxies are never used, and dial (nil: a net.Dialer) makes the connections.
+// newProxySync returns the proxy table sync of cfg.Proxies (nil when it has no target), after creating the
+// map files that do not exist yet, so that the proxies can start before the first snapshot.
+func newProxySync(cfg RouterConfig, rt *router.Router, names *proxysync.Names, reg prometheus.Registerer, log *slog.Logger) (*proxysync.Sync, error) {
+	targets := cfg.Proxies.targets()
+	if len(targets) == 0 {
+		return nil, nil
+	}
+	for _, t := range targets {
+		if e, ok := t.(interface{ EnsureFile(string) error }); ok {
+			if err := e.EnsureFile(cfg.Front.Ingress); err != nil {
+				return nil, fmt.Errorf("router: proxy tables: %w", err)
+			}
+		}
+	}
+	pops := cfg.Proxies.PoPs
+	if len(pops) == 0 && cfg.serveFront() {
+		pops = slices.Sorted(maps.Keys(cfg.Front.Workers))
+	}
+	return proxysync.New(rt, names, proxysync.Config{Ingress: cfg.Front.Ingress, PoPs: pops,
+		BaselineFraction: cfg.Router.BaselineFraction, Targets: targets, Logger: log, Registerer: reg})
+}
+
+// NewUpstreamTransport returns the transport a router front forwards with where its HTTP/1.1 path does not
+// (https workers, HTTP/2 by ALPN when they offer it; upgrades): connections to workers are kept and reused
+// (router.DefaultMaxIdlePerWorker per worker), environment proxies are never used, and dial (nil: a
+// net.Dialer) makes the connections, the front's HTTP/1.1 path's included.
 func NewUpstreamTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
 	if dial == nil {
-		dial = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		dial = (&net.Dialer{Timeout: router.DefaultDialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	}
 	return &http.Transport{
 		Proxy:                 nil, // a router never forwards through $HTTP_PROXY
 		DialContext:           dial,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   1024, // sized to the front's concurrency: no connection churn toward a worker
-		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   router.DefaultMaxIdlePerWorker, // sized to the front's concurrency: no churn toward a worker
+		IdleConnTimeout:       router.DefaultIdleConnTimeout,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		ResponseHeaderTimeout: WriteTimeout,
@@ -132,25 +214,47 @@ func NewUpstreamTransport(dial func(ctx context.Context, network, addr string) (
 // Router returns the router (Route, Ready), for callers that route in process.
 func (r *Router) Router() *router.Router { return r.rt }
 
-// Addr returns the front's address; AdminAddr the admin endpoints' ("" when none).
-func (r *Router) Addr() string { return r.g.endpoints[0].ln.Addr().String() }
+// Addr returns the front's address ("" when the router serves no front); AdminAddr the admin endpoints' ("" when
+// none).
+func (r *Router) Addr() string {
+	if r.front == nil {
+		return ""
+	}
+	return r.g.endpoints[0].ln.Addr().String()
+}
 
 // AdminAddr returns the address of /metrics, /healthz and /readyz, or "".
 func (r *Router) AdminAddr() string {
-	if len(r.g.endpoints) < 2 {
+	i := 1
+	if r.front == nil {
+		i = 0
+	}
+	if len(r.g.endpoints) <= i {
 		return ""
 	}
-	return r.g.endpoints[1].ln.Addr().String()
+	return r.g.endpoints[i].ln.Addr().String()
 }
 
 // Run loads decisions and serves the front until ctx is done.
 func (r *Router) Run(ctx context.Context) error {
-	if r.tr != nil {
-		defer r.tr.CloseIdleConnections()
+	if r.front != nil {
+		defer r.front.CloseIdleConnections() // the HTTP/1.1 path's pools and the transport's
 	}
+
 	r.g.loop(func(ctx context.Context) { r.rt.Run(ctx) })
-	r.g.log.Info("router: running", "ingress", r.cfg.Front.Ingress, "front", r.Addr(), "admin", cmp.Or(r.AdminAddr(), "none"),
-		"workers", strings.Join(r.front.Workers(), ","))
+	var workers []string
+	if r.front != nil {
+		workers = r.front.Workers()
+	}
+	var proxies []string
+	if r.sync != nil {
+		r.g.loop(func(ctx context.Context) { r.sync.Run(ctx) })
+		for _, t := range r.cfg.Proxies.targets() {
+			proxies = append(proxies, t.Name())
+		}
+	}
+	r.g.log.Info("router: running", "ingress", r.cfg.Front.Ingress, "front", cmp.Or(r.Addr(), "none"), "admin", cmp.Or(r.AdminAddr(), "none"),
+		"workers", strings.Join(workers, ","), "proxy_tables", cmp.Or(strings.Join(proxies, ","), "none"))
 	err := r.g.run(ctx)
 	r.g.log.Info("router: stopped")
 	return err

@@ -133,7 +133,7 @@ func NewScheduler(cfg SchedulerConfig, st *storage.Store) (*Scheduler, error) {
 	k := &Scheduler{cfg: cfg, s: s, st: st, g: g, parser: placement.Parser{Policy: placement.DefaultPolicy(cfg.Allow...), Env: cfg.Env}}
 	// Smart Placement: telemetry in (worker hosts write it to Redis, or POST it here), analysis by the leader,
 	// decisions written under its fencing token.
-	k.runner, err = smartrun.NewRunner(cfg.Smart, st, smartrun.FleetSources(st, nil), smartrun.RunnerOptions{
+	k.runner, err = smartrun.NewRunner(cfg.Smart, st, meshSources(s, smartrun.FleetSources(st, nil)), smartrun.RunnerOptions{
 		Logger: log, Registerer: reg, Leading: s.Leading})
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)
@@ -166,6 +166,32 @@ func NewScheduler(cfg SchedulerConfig, st *storage.Store) (*Scheduler, error) {
 	metrics.Handle("GET /metrics", api.MetricsHandler())
 	k.g.serve("scheduler metrics", mln, metrics)
 	return k, nil
+}
+
+// meshSources completes the smart runner's sources with the PoP mesh: the forwarding RTT between PoPs is the
+// mesh's (the latency model answers for pairs it has not measured), and the PoPs the mesh found mislocated are
+// left out of the back ends' RTTs and of the anycast test on them (src is smartrun.FleetSources).
+func meshSources(s *scheduler.Scheduler, src smartrun.Sources) smartrun.Sources {
+	src.PoPRTT = s.MeshRTT
+	rtts := src.HostRTTs
+	src.HostRTTs = func(ctx context.Context, host string) (map[string]float64, error) {
+		m, err := rtts(ctx, host)
+		for pop := range m {
+			if s.Mislocated(pop) {
+				delete(m, pop)
+			}
+		}
+		return m, err
+	}
+	src.Verdict = func(ctx context.Context, host string) (placement.Verdict, bool, error) {
+		m, err := src.HostRTTs(ctx, host)
+		if err != nil || len(m) == 0 {
+			return "", false, err
+		}
+		v := smartrun.FleetVerdict(host, m)
+		return v, v != placement.VerdictUnknown, nil
+	}
+	return src
 }
 
 // Scheduler returns the scheduler (its targets, leadership), for callers that watch it in process.

@@ -51,6 +51,8 @@ const (
 	FrontPort  = 80
 	WorkerPort = 8080
 	DBPort     = 5432
+	// MeshPort is where every PoP's probe daemon answers the mesh probes, in the PoP's namespace.
+	MeshPort = 9102
 )
 
 // ErrNotRoot is returned without root: the emulated WAN creates network namespaces and TUN devices.
@@ -343,6 +345,7 @@ func ProbedConfig(tb *testbed.Testbed, pop string) daemon.ProbedConfig {
 	cfg.Prober.Allow = []netip.Prefix{tb.Prefix()}
 	cfg.Prober.Sources = []netip.Addr{node.Addr()}
 	cfg.Prober.Enter = node.Do
+	cfg.MeshListen = netip.AddrPortFrom(node.Addr(), MeshPort).String()
 	if dns, ok := tb.DNSServer(); ok {
 		cfg.Prober.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return node.DialContext(ctx, network, dns.String())

@@ -87,7 +87,7 @@ func (e *apiEnv) doAt(url, method, path, token, ctype, body string) (int, http.H
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := apiClient(e.t).Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -143,7 +143,7 @@ func (s *system) call(i int, method, path, contentType string, body []byte) (int
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := apiClient(s.t).Do(req)
 	if err != nil {
 		s.t.Fatal(err)
 	}

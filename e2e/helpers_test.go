@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/vantage-edge/vantage/daemon"
 	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/scheduler/openapitest"
 	"github.com/vantage-edge/vantage/storage"
 )
 
@@ -24,6 +26,10 @@ func needRoot(t *testing.T, what string) {
 		t.Skipf("%s: the emulated WAN needs root for network namespaces and /dev/net/tun (CI runs as root)", what)
 	}
 }
+
+// apiClient is the client of every call the tests make to a scheduler's API: it validates each request and
+// response against the API's OpenAPI document, a mismatch failing t.
+func apiClient(t testing.TB) *http.Client { return openapitest.Client(t) }
 
 // skipShort skips t under -short.
 func skipShort(t *testing.T, what string) {

@@ -16,10 +16,13 @@ import (
 )
 
 // TestStatusPageInChromium runs the demo against a real redis-server, opens its status page in headless
-// Chromium (driven over the DevTools protocol), and checks that the page loads without console errors, shows
-// the fleet and the demo's applications, and that an ad-hoc probe started from the form (auto-submitted from
-// the URL fragment) completes with FRA first. It writes a screenshot to the test's temporary directory, and to
-// bench/out/status-page.png when VANTAGE_SCREENSHOTS is set.
+// Chromium (driven over the DevTools protocol), and checks that the page loads without console errors, draws
+// the land and borders, the fleet, the disks and the anycast target's instances, shows the demo's applications
+// and the anycast application's page (opened from the URL fragment) with its decision history, that an ad-hoc
+// probe started from the form (auto-submitted from the fragment) completes with FRA first, and that an
+// application's own address (/ui/app/NAME) shows its history. It writes screenshots of both pages to the
+// test's temporary directory, and to bench/out/status-page.png and status-page-app.png when
+// VANTAGE_SCREENSHOTS is set.
 func TestStatusPageInChromium(t *testing.T) {
 	needRoot(t, "the status page in Chromium")
 	skipShort(t, "the status page in Chromium")
@@ -69,7 +72,8 @@ func TestStatusPageInChromium(t *testing.T) {
 	name = info.Testbed.Name()
 
 	b := startChromium(ctx, t, bin)
-	url := info.APIURL + "/#token=" + info.Token + "&kind=tcp&target=db.vantage.test:5432&pops=all&count=3&submit=1"
+	const anycastApp = "edge-anycast"
+	url := info.APIURL + "/#token=" + info.Token + "&kind=tcp&target=db.vantage.test:5432&pops=all&count=3&submit=1&app=" + anycastApp
 	if err := b.call(ctx, "Page.navigate", map[string]any{"url": url}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -77,6 +81,18 @@ func TestStatusPageInChromium(t *testing.T) {
 		var text string
 		b.eval(ctx, "document.getElementById('probe-status').textContent", &text)
 		t.Fatalf("the ad-hoc probe did not complete: %v (state %q: %s)", err, st, text)
+	}
+	// The application's page: its decision history is read from the API once the state is.
+	if _, err := b.waitFor(ctx, "String(document.querySelectorAll('#history tbody tr').length > 0)", "true", time.Minute); err != nil {
+		var status string
+		b.eval(ctx, "document.getElementById('history-status').textContent", &status)
+		t.Errorf("the page of %s shows no history: %v (%q)", anycastApp, err, status)
+	}
+	var title, firstVerdict string
+	b.eval(ctx, "document.getElementById('app-title').textContent", &title)
+	b.eval(ctx, "document.querySelector('#history tbody tr') ? document.querySelector('#history tbody tr').cells[6].textContent : ''", &firstVerdict)
+	if title != anycastApp || firstVerdict != "anycast" {
+		t.Errorf("application page: title %q, newest history verdict %q; want %s, anycast", title, firstVerdict, anycastApp)
 	}
 	var apps string
 	if err := b.eval(ctx, "[...document.querySelectorAll('#apps tbody tr[data-app]')].map(r => r.dataset.app).sort().join(',')", &apps); err != nil {
@@ -94,11 +110,17 @@ func TestStatusPageInChromium(t *testing.T) {
 		name, expr string
 		ok         func(float64) bool
 	}{
+		{"countries drawn (Natural Earth 1:110m has 177)", "document.querySelectorAll('#land path.country').length", func(n float64) bool { return n > 100 }},
+		{"land has shape", "Math.max(...[...document.querySelectorAll('#land path.country')].map(p => p.getAttribute('d').length))", func(n float64) bool { return n > 1000 }},
+		{"borders drawn", "document.querySelectorAll('#land path.border').length", func(n float64) bool { return n == 1 }},
 		{"PoPs drawn up", "document.querySelectorAll('#pops circle.pop.up').length", func(n float64) bool { return n == float64(len(demo.Spec().PoPs)) }},
 		{"catalogue dots", "document.querySelectorAll('#catalogue circle').length", func(n float64) bool { return n > 100 }},
 		{"disks of the selected app", "document.querySelectorAll('#disks path.disk').length", func(n float64) bool { return n > 0 }},
 		{"estimated locations", "document.querySelectorAll('#targets circle.loc').length", func(n float64) bool { return n >= 3 }},
 		{"anycast instances", "document.querySelectorAll('#targets path.inst').length", func(n float64) bool { return n >= 2 }},
+		{"the anycast app's instances, highlighted", "document.querySelectorAll('#targets path.inst:not(.dim)').length", func(n float64) bool { return n >= 2 }},
+		{"candidate rows of the app's page", "document.querySelectorAll('#candidates tbody tr').length", func(n float64) bool { return n >= 1 }},
+		{"reasons of the app's page", "document.querySelectorAll('#app-reasons li').length", func(n float64) bool { return n >= 1 }},
 		{"why not SUCCESS (anycast, geo-DNS)", "document.querySelectorAll('#apps tbody tr.reason').length", func(n float64) bool { return n >= 2 }},
 		{"probe result rows", "document.querySelectorAll('#probe-results tbody tr').length", func(n float64) bool { return n == float64(len(demo.Spec().PoPs)) }},
 	}
@@ -121,11 +143,36 @@ func TestStatusPageInChromium(t *testing.T) {
 		t.Errorf("ad-hoc verdict %q, want unicast at FRA", verdict)
 	}
 
+	shoot(ctx, t, b, "status-page.png")
+
+	// An application's own address: its page, its history, its best PoP among the candidates.
+	const dbApp = "frankfurt-db"
+	if err := b.call(ctx, "Page.navigate", map[string]any{"url": info.APIURL + "/ui/app/" + dbApp + "#token=" + info.Token}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.waitFor(ctx, "String(document.querySelectorAll('#history tbody tr').length > 0 && document.getElementById('app-title').textContent)", dbApp, time.Minute); err != nil {
+		t.Errorf("/ui/app/%s: %v", dbApp, err)
+	}
+	var best string
+	b.eval(ctx, "document.querySelector('#history tbody tr') ? document.querySelector('#history tbody tr').cells[3].textContent : ''", &best)
+	if best != "FRA" {
+		t.Errorf("/ui/app/%s: newest history row places it at %q, want FRA", dbApp, best)
+	}
+	shoot(ctx, t, b, "status-page-app.png")
+	for _, e := range b.consoleErrors() {
+		t.Errorf("console %s: %s", e.Level, e.Text)
+	}
+}
+
+// shoot writes a screenshot of the page to the test's temporary directory (logged), and to bench/out when
+// VANTAGE_SCREENSHOTS is set.
+func shoot(ctx context.Context, t *testing.T, b *browser, name string) {
+	t.Helper()
 	png, err := b.screenshot(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "status-page.png")
+	path := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(path, png, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -135,12 +182,9 @@ func TestStatusPageInChromium(t *testing.T) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, "status-page.png"), png, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("screenshot also written to %s", filepath.Join(dir, "status-page.png"))
-	}
-	for _, e := range b.consoleErrors() {
-		t.Errorf("console %s: %s", e.Level, e.Text)
+		t.Logf("screenshot also written to %s", filepath.Join(dir, name))
 	}
 }

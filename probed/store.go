@@ -23,6 +23,7 @@ type jobStore interface {
 	AckJob(ctx context.Context, pop, id string) error
 	PutResult(ctx context.Context, r storage.Result) (bool, error)
 	AppendAdHocResult(ctx context.Context, id string, r storage.Result) error
+	PutMeshRTT(ctx context.Context, m storage.MeshRTT) (bool, error)
 	PutHeartbeat(ctx context.Context, h storage.Heartbeat, interval time.Duration) error
 	PruneConsumers(ctx context.Context, pop string, idle time.Duration) ([]string, error)
 }
@@ -35,6 +36,7 @@ type StoreQueue struct {
 	Addr      string       // the daemon's /metrics address, advertised in heartbeats
 	Version   string       // build version, advertised in heartbeats
 	SourceIPs []netip.Addr // advertised in heartbeats
+	MeshAddr  string       // where this daemon answers mesh probes (ServeMesh), advertised in heartbeats
 	// AllDetail stores the prober's full result (samples, phases, DNS answers) as Detail with every result;
 	// by default only ad-hoc probes' results carry it: the scheduler reads the summary fields, and every
 	// poll of a target's latest results decodes whatever is stored.
@@ -88,6 +90,9 @@ func (q *StoreQueue) Reclaim(ctx context.Context, minIdle time.Duration, max int
 // Store implements Queue: the summary fields for the engine, and the prober's full result as Detail for
 // ad-hoc probes (all results with AllDetail).
 func (q *StoreQueue) Store(ctx context.Context, j Job, r prober.Result) error {
+	if dst, ok := strings.CutPrefix(j.Key, MeshKeyPrefix); ok {
+		return q.storeMesh(ctx, dst, r)
+	}
 	id, adhoc := strings.CutPrefix(j.Key, AdHocKeyPrefix)
 	var detail json.RawMessage
 	if adhoc || q.AllDetail {
@@ -118,6 +123,16 @@ func (q *StoreQueue) Store(ctx context.Context, j Job, r prober.Result) error {
 	return err
 }
 
+// storeMesh stores a mesh probe's minimum RTT as the pair (this PoP, dst). A failed probe stores nothing: the
+// pair keeps its last measurement, which the scheduler stops using once it is older than its maximum age.
+func (q *StoreQueue) storeMesh(ctx context.Context, dst string, r prober.Result) error {
+	if !r.Success || len(r.Samples) == 0 {
+		return nil
+	}
+	_, err := q.DB.PutMeshRTT(ctx, storage.MeshRTT{Src: q.PoP, Dst: dst, RTTMs: r.Min.Ms(), Samples: len(r.Samples), At: r.Start})
+	return err
+}
+
 // Ack implements Queue.
 func (q *StoreQueue) Ack(ctx context.Context, j Job) error {
 	return q.DB.AckJob(ctx, q.PoP, j.StreamID)
@@ -130,5 +145,5 @@ func (q *StoreQueue) Heartbeat(ctx context.Context, interval time.Duration) erro
 		ips[i] = a.String()
 	}
 	return q.DB.PutHeartbeat(ctx, storage.Heartbeat{PoP: q.PoP, DaemonID: q.DaemonID, Addr: q.Addr,
-		Version: q.Version, SourceIPs: ips}, interval)
+		Version: q.Version, SourceIPs: ips, MeshAddr: q.MeshAddr}, interval)
 }

@@ -62,8 +62,13 @@ func (p *dnsProber) Probe(ctx context.Context, t Target) Result {
 		r.finish(err)
 		return r
 	}
+	if t.DNS.Transport != "" && t.DNS.Transport != "udp" && t.DNS.Transport != "tcp" {
+		r.finish(fmt.Errorf("prober: dns transport %q: want udp or tcp", t.DNS.Transport))
+		return r
+	}
+	resolveStart := e.clock.Now()
 	ip, err := e.resolve(ctx, host)
-	r.IP = ip
+	r.IP, r.Resolve = ip, Duration(e.clock.Now().Sub(resolveStart))
 	if err != nil {
 		r.finish(err)
 		return r
@@ -87,14 +92,16 @@ func (p *dnsProber) Probe(ctx context.Context, t Target) Result {
 			}
 		}
 		r.Sent++
-		resp, rtt, local, err := p.exchange(ctx, dst, src, qname, types[0], dns.ClassINET, timeout)
+		resp, x, err := p.exchange(ctx, t.DNS.Transport, dst, src, qname, types[0], dns.ClassINET, timeout)
 		if err != nil {
 			firstErr = cmpErr(firstErr, fmt.Errorf("prober: dns %s %s @%v: %w", qname, dns.TypeToString[types[0]], dst, err))
 			continue
 		}
-		r.Samples = append(r.Samples, Duration(rtt))
-		r.Source = local
+		r.Samples = append(r.Samples, Duration(x.rtt))
+		r.Source = x.local
 		r.DNS.Rcode = dns.RcodeToString[resp.Rcode]
+		r.DNS.AnswerRRs, r.DNS.AuthorityRRs, r.DNS.AdditionalRRs = len(resp.Answer), len(resp.Ns), len(resp.Extra)
+		r.DNS.Connect = Duration(x.connect)
 		if !answered[types[0]] {
 			answered[types[0]] = true
 			r.DNS.Answers = append(r.DNS.Answers, answers(resp)...)
@@ -103,7 +110,7 @@ func (p *dnsProber) Probe(ctx context.Context, t Target) Result {
 	if len(r.Samples) > 0 {
 		firstErr = nil
 		for _, qt := range types[1:] {
-			resp, _, _, err := p.exchange(ctx, dst, src, qname, qt, dns.ClassINET, timeout)
+			resp, _, err := p.exchange(ctx, t.DNS.Transport, dst, src, qname, qt, dns.ClassINET, timeout)
 			if err != nil {
 				continue // the timed type answered: the other types are extra information
 			}
@@ -114,7 +121,7 @@ func (p *dnsProber) Probe(ctx context.Context, t Target) Result {
 		}
 	}
 	if t.DNS.Chaos && len(r.Samples) > 0 {
-		c := p.chaosOf(ctx, dst, src, timeout)
+		c := p.chaosOf(ctx, t.DNS.Transport, dst, src, timeout)
 		r.DNS.ServerID, r.DNS.Hostname, r.DNS.ChaosErr = c.ServerID, c.Hostname, c.ChaosErr
 	}
 	r.finish(firstErr)
@@ -140,51 +147,63 @@ func (p *dnsProber) types(names []string) ([]uint16, error) {
 	return out, nil
 }
 
-// exchange sends one query to dst from src and returns the answer, the RTT miekg/dns measured and the local
-// address. A truncated UDP answer is asked again over TCP (and that RTT is returned).
-func (p *dnsProber) exchange(ctx context.Context, dst netip.AddrPort, src netip.Addr, qname string, qtype, qclass uint16, timeout time.Duration) (*dns.Msg, time.Duration, netip.Addr, error) {
+// exchanged is how one query went: the RTT miekg/dns measured, the time the connection took to open before
+// it, and the local address.
+type exchanged struct {
+	rtt, connect time.Duration
+	local        netip.Addr
+}
+
+// exchange sends one query to dst from src over transport ("tcp", else UDP) and returns the answer. A
+// truncated UDP answer is asked again over TCP (and that exchange is returned).
+func (p *dnsProber) exchange(ctx context.Context, transport string, dst netip.AddrPort, src netip.Addr, qname string, qtype, qclass uint16, timeout time.Duration) (*dns.Msg, exchanged, error) {
 	m := new(dns.Msg)
 	m.SetQuestion(qname, qtype)
 	m.Question[0].Qclass = qclass
 	m.RecursionDesired = qclass == dns.ClassINET
 	m.SetEdns0(dnsUDPSize, false)
-	resp, rtt, local, err := p.exchangeOver(ctx, "udp", dst, src, m, timeout)
-	if err == nil && resp.Truncated {
-		resp, rtt, local, err = p.exchangeOver(ctx, "tcp", dst, src, m, timeout)
+	if transport == "tcp" {
+		return p.exchangeOver(ctx, "tcp", dst, src, m, timeout)
 	}
-	return resp, rtt, local, err
+	resp, x, err := p.exchangeOver(ctx, "udp", dst, src, m, timeout)
+	if err == nil && resp.Truncated {
+		resp, x, err = p.exchangeOver(ctx, "tcp", dst, src, m, timeout)
+	}
+	return resp, x, err
 }
 
-func (p *dnsProber) exchangeOver(ctx context.Context, network string, dst netip.AddrPort, src netip.Addr, m *dns.Msg, timeout time.Duration) (*dns.Msg, time.Duration, netip.Addr, error) {
+func (p *dnsProber) exchangeOver(ctx context.Context, network string, dst netip.AddrPort, src netip.Addr, m *dns.Msg, timeout time.Duration) (*dns.Msg, exchanged, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	t0 := p.e.clock.Now()
 	c, err := p.e.dial(ctx, network, dst, src, timeout)
 	if err != nil {
-		return nil, 0, netip.Addr{}, err
+		return nil, exchanged{}, err
 	}
 	defer c.Close()
-	var local netip.Addr
+	x := exchanged{connect: p.e.clock.Now().Sub(t0)}
 	if ap, err := netip.ParseAddrPort(c.LocalAddr().String()); err == nil {
-		local = ap.Addr().Unmap()
+		x.local = ap.Addr().Unmap()
 	}
 	// miekg/dns obeys the context's deadline only: a cancellation unblocks the read through the socket.
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	client := &dns.Client{Net: network, Timeout: timeout, UDPSize: dnsUDPSize}
 	resp, rtt, err := client.ExchangeWithConnContext(ctx, m, &dns.Conn{Conn: c})
-	return resp, rtt, local, err
+	x.rtt = rtt
+	return resp, x, err
 }
 
-// chaosOf asks dst CHAOS TXT id.server and hostname.bind (UDP, TCP when truncated) from src and returns the
-// answers, with the errors of the questions that failed in ChaosErr.
-func (p *dnsProber) chaosOf(ctx context.Context, dst netip.AddrPort, src netip.Addr, timeout time.Duration) *DNSResult {
+// chaosOf asks dst CHAOS TXT id.server and hostname.bind over transport (DNSOptions.Transport) from src and
+// returns the answers, with the errors of the questions that failed in ChaosErr.
+func (p *dnsProber) chaosOf(ctx context.Context, transport string, dst netip.AddrPort, src netip.Addr, timeout time.Duration) *DNSResult {
 	r := &DNSResult{Server: dst.String()}
 	var errs []string
 	var err error
-	if r.ServerID, err = p.chaos(ctx, dst, src, "id.server.", timeout); err != nil {
+	if r.ServerID, err = p.chaos(ctx, transport, dst, src, "id.server.", timeout); err != nil {
 		errs = append(errs, err.Error())
 	}
-	if r.Hostname, err = p.chaos(ctx, dst, src, "hostname.bind.", timeout); err != nil {
+	if r.Hostname, err = p.chaos(ctx, transport, dst, src, "hostname.bind.", timeout); err != nil {
 		errs = append(errs, err.Error())
 	}
 	r.ChaosErr = strings.Join(errs, "; ")
@@ -192,8 +211,8 @@ func (p *dnsProber) chaosOf(ctx context.Context, dst netip.AddrPort, src netip.A
 }
 
 // chaos asks a CHAOS-class TXT question and returns the TXT strings joined by spaces.
-func (p *dnsProber) chaos(ctx context.Context, dst netip.AddrPort, src netip.Addr, qname string, timeout time.Duration) (string, error) {
-	resp, _, _, err := p.exchange(ctx, dst, src, qname, dns.TypeTXT, dns.ClassCHAOS, timeout)
+func (p *dnsProber) chaos(ctx context.Context, transport string, dst netip.AddrPort, src netip.Addr, qname string, timeout time.Duration) (string, error) {
+	resp, _, err := p.exchange(ctx, transport, dst, src, qname, dns.TypeTXT, dns.ClassCHAOS, timeout)
 	if err != nil {
 		return "", fmt.Errorf("CH TXT %s: %w", qname, err)
 	}

@@ -10,11 +10,13 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/vantage-edge/vantage/internal/testnet"
 	"github.com/vantage-edge/vantage/placement"
 )
 
 // dnsHandler answers the test zone: a.test (A and AAAA), missing.test (NXDOMAIN), big.test (100 A records,
-// truncated over UDP), slow.test (never answered), and CHAOS TXT id.server / hostname.bind. The answers'
+// truncated over UDP), tcp.test (an A record over TCP, REFUSED over UDP), slow.test (never answered), and CHAOS TXT id.server / hostname.bind. The answers'
 // addresses are documentation ranges: data only, nothing is sent to them.
 func dnsHandler(w dns.ResponseWriter, req *dns.Msg) {
 	m := new(dns.Msg)
@@ -42,6 +44,12 @@ func dnsHandler(w dns.ResponseWriter, req *dns.Msg) {
 		if _, udp := w.LocalAddr().(*net.UDPAddr); udp {
 			m.Truncate(dns.MinMsgSize)
 		}
+	case q.Name == "tcp.test.": // answered over TCP only
+		if _, udp := w.LocalAddr().(*net.UDPAddr); udp {
+			m.Rcode = dns.RcodeRefused
+		} else {
+			rr("tcp.test. 60 IN A 192.0.2.7")
+		}
 	case q.Name == "slow.test.":
 		return
 	case q.Name == "a.test.":
@@ -54,29 +62,7 @@ func dnsHandler(w dns.ResponseWriter, req *dns.Msg) {
 // dnsServer starts dnsHandler on 127.0.0.1, UDP and TCP on the same port, shut down in t.Cleanup.
 func dnsServer(t *testing.T) string {
 	t.Helper()
-	for range 10 {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err != nil {
-			pc.Close() // the TCP port is taken: try another
-			continue
-		}
-		for _, s := range []*dns.Server{{PacketConn: pc, Handler: dns.HandlerFunc(dnsHandler)},
-			{Listener: ln, Handler: dns.HandlerFunc(dnsHandler)}} {
-			started := make(chan struct{})
-			s.NotifyStartedFunc = func() { close(started) }
-			done := make(chan struct{})
-			go func() { defer close(done); s.ActivateAndServe() }()
-			<-started
-			t.Cleanup(func() { s.Shutdown(); <-done })
-		}
-		return pc.LocalAddr().String()
-	}
-	t.Fatal("no free UDP+TCP port pair")
-	return ""
+	return testnet.DNSServer(t, dns.HandlerFunc(dnsHandler))
 }
 
 func TestDNSProbe(t *testing.T) {
@@ -120,6 +106,16 @@ func TestDNSProbe(t *testing.T) {
 					t.Errorf("%d answers, want all 100 over TCP", len(r.DNS.Answers))
 				}
 			}},
+		{name: "transport_tcp", target: "tcp.test", opts: DNSOptions{Types: []string{"A"}, Transport: "tcp"},
+			rcode: "NOERROR", samples: 3, check: func(t *testing.T, r Result) {
+				if d := r.DNS; d.AnswerRRs != 1 || d.AuthorityRRs != 0 || d.AdditionalRRs != 0 || d.Connect <= 0 {
+					t.Errorf("sections %d/%d/%d connect %v, want 1/0/0 and a timed connect",
+						d.AnswerRRs, d.AuthorityRRs, d.AdditionalRRs, d.Connect)
+				}
+			}},
+		{name: "udp_refused_where_tcp_answers", target: "tcp.test", opts: DNSOptions{Types: []string{"A"}},
+			class: ClassDNS, rcode: "REFUSED", samples: 3},
+		{name: "bad_transport", target: "a.test", opts: DNSOptions{Transport: "quic"}, class: ClassOther},
 		{name: "server_silent", target: "slow.test", timeout: 200 * time.Millisecond, class: ClassTimeout},
 		{name: "unknown_type", target: "a.test", opts: DNSOptions{Types: []string{"BOGUS"}}, class: ClassOther},
 		{name: "bad_name", target: "a..test", class: ClassOther},

@@ -3,19 +3,17 @@ package prober
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/vantage-edge/vantage/internal/testnet"
 )
 
 var (
@@ -29,7 +27,9 @@ func newEngine(t *testing.T, mod func(*Config)) *Engine {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Allow = []netip.Prefix{loopback4, loopback6}
-	cfg.Timeout = 2 * time.Second
+	// Generous: a TLS handshake under -race on a busy 2-core machine took over 2 s. Every test that wants a
+	// timeout sets its own short one.
+	cfg.Timeout = 15 * time.Second
 	cfg.Interval = time.Millisecond
 	cfg.Resolver = newFakeResolver(nil) // never the system resolver: no test may send DNS off the host
 	cfg.DNSConfig = func() ([]string, error) { return nil, errors.New("no resolv.conf in tests") }
@@ -166,54 +166,12 @@ func fullBacklogFD(t *testing.T) (string, int) {
 	return "", 0
 }
 
-// needRoot skips the test unless running as root.
 func isRoot() bool { return os.Geteuid() == 0 }
 
-func needRoot(t *testing.T, why string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skipf("skipping: %s needs root (run as root, as CI does)", why)
-	}
-}
+func needRoot(t *testing.T, why string) { t.Helper(); testnet.NeedRoot(t, why) }
 
-// emptyNetns returns an EnterFunc that creates sockets in a new network namespace with no interface up and
-// no route: any connect from it fails with ENETUNREACH and nothing leaves the host. It exercises the Enter
-// seam the probe daemon uses for emulated-WAN namespaces.
-func emptyNetns(t *testing.T) EnterFunc {
-	t.Helper()
-	needRoot(t, "creating a network namespace")
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("netns.Get: %v", err)
-	}
-	ns, err := netns.New() // unshares this thread into the new namespace
-	if err != nil {
-		runtime.UnlockOSThread()
-		orig.Close()
-		t.Skipf("skipping: cannot create a network namespace: %v", err)
-	}
-	if err := netns.Set(orig); err != nil {
-		// The thread is stuck in the new namespace: keep it locked so it dies with this goroutine.
-		t.Fatalf("netns.Set back: %v", err)
-	}
-	runtime.UnlockOSThread()
-	t.Cleanup(func() { ns.Close(); orig.Close() })
-	return func(open func() error) error {
-		runtime.LockOSThread()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			return err
-		}
-		err := open()
-		if serr := netns.Set(orig); serr != nil {
-			return errors.Join(err, serr) // the thread stays locked and dies with the goroutine
-		}
-		runtime.UnlockOSThread()
-		return err
-	}
-}
+// emptyNetns is testnet.EmptyNetns, as the prober's EnterFunc.
+func emptyNetns(t *testing.T) EnterFunc { t.Helper(); return testnet.EmptyNetns(t) }
 
 // fakeResolver answers names from a table; the n-th lookup of a name gets answers[name][n] (the last entry
 // once they run out), so a test can make the second resolution differ (DNS rebinding).
@@ -320,66 +278,4 @@ func (c *fakeClock) Advance(d time.Duration) {
 		t.ch <- c.now
 		return true
 	})
-}
-
-// loopbackNS is a network namespace whose only interface is loopback, up.
-type loopbackNS struct {
-	enter EnterFunc // creates sockets inside the namespace
-}
-
-// loopbackNetns creates a loopbackNS and assigns each of extra to its loopback (those the kernel takes; the
-// others are logged), so that a probe of one that got past the deny policy would reach loopback rather than
-// fail: what it sent is then seen in loPackets. Nothing sent from the namespace can leave the host.
-func loopbackNetns(t *testing.T, extra []netip.Addr) loopbackNS {
-	t.Helper()
-	ns := loopbackNS{enter: emptyNetns(t)}
-	err := ns.enter(func() error {
-		links, err := netlink.LinkList()
-		if err != nil {
-			return fmt.Errorf("listing links: %w", err)
-		}
-		if len(links) != 1 || links[0].Attrs().Name != "lo" {
-			return fmt.Errorf("the new namespace has links %v, want only lo", links)
-		}
-		if err := netlink.LinkSetUp(links[0]); err != nil {
-			return fmt.Errorf("setting lo up: %w", err)
-		}
-		for _, a := range extra {
-			a = a.Unmap().WithZone("")
-			if a.IsLoopback() {
-				continue // lo has them once up
-			}
-			bits := a.BitLen()
-			addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, bits)}}
-			if a.Is6() {
-				addr.Flags = unix.IFA_F_NODAD
-			}
-			if err := netlink.AddrAdd(links[0], addr); err != nil && !errors.Is(err, unix.EEXIST) {
-				t.Logf("namespace: %v not assigned to lo: %v", a, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("setting up the loopback namespace: %v", err)
-	}
-	return ns
-}
-
-// loPackets returns how many packets the namespace's loopback has sent.
-func (ns loopbackNS) loPackets(t *testing.T) uint64 {
-	t.Helper()
-	var n uint64
-	err := ns.enter(func() error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		n = lo.Attrs().Statistics.TxPackets
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("reading the namespace's loopback counters: %v", err)
-	}
-	return n
 }

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,10 +26,11 @@ import (
 // UserAgent is sent with every HTTP probe.
 const UserAgent = "vantage-prober/1"
 
-// httpProber measures HTTP HEAD. A first HEAD opens the connection and is timed phase by phase (resolve,
-// connect, TLS, processing, transfer) as blackbox_exporter does; then Count further HEADs go over the same
-// kept-alive connection, and each sample is the time from the request written to the first response byte:
-// the layer-7 round trip, comparable to a TCP CONNECT RTT plus the server's HEAD handling time.
+// httpProber measures HTTP HEAD (or HTTPOptions.Method). A first request opens the connection and is timed
+// phase by phase (resolve, connect, TLS, processing, transfer) as blackbox_exporter does; then Count further
+// requests go over the same kept-alive connection, and each sample is the time from the request written to
+// the first response byte: the layer-7 round trip, comparable to a TCP CONNECT RTT plus the server's HEAD
+// handling time. HTTPOptions.Single makes the first request the only one, and its sample.
 //
 // The name is resolved and policy-checked once; the transport's DialContext dials that checked IP (no second
 // resolution, no DNS rebinding) while the URL keeps the name for the Host header and SNI. Redirects are not
@@ -36,8 +38,14 @@ const UserAgent = "vantage-prober/1"
 // only, so the keep-alive connection is one TCP connection.
 type httpProber struct{ e *Engine }
 
-// acceptStatus reports whether an HTTP status counts as success: 2xx, and 3xx since redirects are answers.
-func acceptStatus(code int) bool { return code >= 200 && code < 400 }
+// acceptStatus reports whether an HTTP status counts as success: one of valid, or when valid is empty 2xx,
+// and 3xx since redirects are answers.
+func acceptStatus(code int, valid []int) bool {
+	if len(valid) > 0 {
+		return slices.Contains(valid, code)
+	}
+	return code >= 200 && code < 400
+}
 
 func (p *httpProber) Probe(ctx context.Context, t Target) Result {
 	e := p.e
@@ -56,6 +64,7 @@ func (p *httpProber) Probe(ctx context.Context, t Target) Result {
 		return r
 	}
 	r.HTTP.Phases.Resolve = Duration(e.clock.Now().Sub(resolveStart))
+	r.Resolve = r.HTTP.Phases.Resolve
 	src, err := e.source(ip)
 	if err != nil {
 		r.finish(err)
@@ -125,19 +134,22 @@ func (p *httpProber) Probe(ctx context.Context, t Target) Result {
 		ResponseHeaderTimeout: timeout,
 	}
 	defer tr.CloseIdleConnections()
-	redirects := 0
-	client := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error {
+	client := &http.Client{Transport: tr, CheckRedirect: func(_ *http.Request, via []*http.Request) error {
 		if !t.HTTP.FollowRedirects {
 			return http.ErrUseLastResponse
 		}
-		if redirects++; redirects > MaxRedirects {
+		if len(via) > MaxRedirects {
 			return fmt.Errorf("prober: http %s: more than %d redirects", t.Addr, MaxRedirects)
 		}
+		r.HTTP.Redirects = max(r.HTTP.Redirects, len(via)) // via grows per request: count once
 		return nil
 	}}
 
 	var firstErr error
 	n := e.count(t)
+	if t.HTTP.Single {
+		n, r.Sent = 0, 1
+	}
 	for i := 0; i <= n; i++ { // request 0 opens the connection; 1..n are the timed samples
 		if i > 1 {
 			if err := e.pause(ctx); err != nil {
@@ -148,9 +160,9 @@ func (p *httpProber) Probe(ctx context.Context, t Target) Result {
 		if i > 0 {
 			r.Sent++
 		}
-		ht, status, loc, tlsVersion, err := p.head(ctx, client, u, t.HTTP.Host, timeout)
+		ht, ans, err := p.head(ctx, client, u, t.HTTP, timeout)
 		if err != nil {
-			err = fmt.Errorf("prober: http HEAD %s (%v): %w", u, ip, err)
+			err = fmt.Errorf("prober: http %s %s (%v): %w", method(t.HTTP), u, ip, err)
 			if i == 0 {
 				r.finish(err) // no connection, no samples
 				return r
@@ -158,9 +170,10 @@ func (p *httpProber) Probe(ctx context.Context, t Target) Result {
 			firstErr = cmpErr(firstErr, err)
 			continue
 		}
-		r.HTTP.Status, r.HTTP.Location = status, loc
-		if tlsVersion != "" {
-			r.HTTP.TLSVersion = tlsVersion
+		r.HTTP.Status, r.HTTP.Location, r.HTTP.Proto = ans.status, ans.location, ans.proto
+		r.HTTP.ContentLength, r.HTTP.BodyBytes, r.HTTP.TLS = ans.contentLength, ans.bodyBytes, ans.tls
+		if ans.tls != nil {
+			r.HTTP.TLSVersion = tls.VersionName(ans.tls.Version)
 		}
 		if i == 0 {
 			ph := &r.HTTP.Phases
@@ -176,6 +189,9 @@ func (p *httpProber) Probe(ctx context.Context, t Target) Result {
 			ph.Processing = Duration(ht.firstByte.Sub(ht.wrote))
 			ph.Transfer = Duration(ht.end.Sub(ht.firstByte))
 			ph.FirstByte = Duration(ht.firstByte.Sub(ht.start))
+			if t.HTTP.Single {
+				r.Samples = append(r.Samples, ph.Processing)
+			}
 			continue
 		}
 		r.Samples = append(r.Samples, Duration(ht.firstByte.Sub(ht.wrote)))
@@ -186,8 +202,8 @@ func (p *httpProber) Probe(ctx context.Context, t Target) Result {
 	if len(r.Samples) > 0 {
 		firstErr = nil
 	}
-	if firstErr == nil && r.HTTP.Status != 0 && !acceptStatus(r.HTTP.Status) {
-		firstErr = fmt.Errorf("prober: http HEAD %s: status %d: %w", u, r.HTTP.Status, ErrHTTPStatus)
+	if firstErr == nil && r.HTTP.Status != 0 && !acceptStatus(r.HTTP.Status, t.HTTP.ValidStatus) {
+		firstErr = fmt.Errorf("prober: http %s %s: status %d: %w", method(t.HTTP), u, r.HTTP.Status, ErrHTTPStatus)
 	}
 	r.finish(firstErr)
 	return r
@@ -199,8 +215,19 @@ type headTimes struct {
 	reused                                          bool
 }
 
-// head sends one HEAD request and reads its answer.
-func (p *httpProber) head(ctx context.Context, client *http.Client, u *url.URL, hostOverride string, timeout time.Duration) (headTimes, int, string, string, error) {
+// method returns o's request method, HEAD by default.
+func method(o HTTPOptions) string { return cmp.Or(strings.ToUpper(o.Method), http.MethodHead) }
+
+// answer is what one request's response said.
+type answer struct {
+	status                   int
+	location, proto          string
+	contentLength, bodyBytes int64
+	tls                      *tls.ConnectionState
+}
+
+// head sends one request (HEAD unless o.Method says otherwise) and reads its answer, body included.
+func (p *httpProber) head(ctx context.Context, client *http.Client, u *url.URL, o HTTPOptions, timeout time.Duration) (headTimes, answer, error) {
 	clk := p.e.clock
 	var ht headTimes
 	trace := &httptrace.ClientTrace{
@@ -212,30 +239,34 @@ func (p *httpProber) head(ctx context.Context, client *http.Client, u *url.URL, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodHead, u.String(), nil)
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), method(o), u.String(), nil)
 	if err != nil {
-		return ht, 0, "", "", err
-	}
-	if hostOverride != "" {
-		req.Host = hostOverride
+		return ht, answer{}, err
 	}
 	req.Header.Set("User-Agent", UserAgent)
+	for k, v := range o.Headers {
+		if strings.EqualFold(k, "Host") {
+			req.Host = v
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	if o.Host != "" {
+		req.Host = o.Host
+	}
 	ht.start = clk.Now()
 	resp, err := client.Do(req)
 	if err != nil {
-		return ht, 0, "", "", err
+		return ht, answer{}, err
 	}
-	_, err = io.Copy(io.Discard, resp.Body)
+	n, err := io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	ht.end = clk.Now()
 	if ht.firstByte.IsZero() {
 		ht.firstByte = ht.end
 	}
-	tlsVersion := ""
-	if resp.TLS != nil {
-		tlsVersion = tls.VersionName(resp.TLS.Version)
-	}
-	return ht, resp.StatusCode, resp.Header.Get("Location"), tlsVersion, err
+	return ht, answer{status: resp.StatusCode, location: resp.Header.Get("Location"), proto: resp.Proto,
+		contentLength: resp.ContentLength, bodyBytes: n, tls: resp.TLS}, err
 }
 
 // parseHTTPTarget accepts a URL or a bare host[:port] (taken as http://host[:port]/).
@@ -260,7 +291,8 @@ func parseHTTPTarget(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// tlsConfig builds the TLS client config of an http probe: SNI override, CA file, skip-verify.
+// tlsConfig builds the TLS client config of an http probe: SNI override (ServerName, else Host), CA file,
+// skip-verify.
 func tlsConfig(o HTTPOptions) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: o.InsecureSkipVerify}
 	if o.Host != "" {
@@ -269,6 +301,9 @@ func tlsConfig(o HTTPOptions) (*tls.Config, error) {
 			h = hh
 		}
 		cfg.ServerName = h
+	}
+	if o.ServerName != "" {
+		cfg.ServerName = o.ServerName
 	}
 	if o.CAFile != "" {
 		pem, err := os.ReadFile(o.CAFile)

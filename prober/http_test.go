@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/pem"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -128,6 +129,8 @@ func TestHTTPSProbeSNIAndVerification(t *testing.T) {
 			wantSNI: "example.com", wantHost: "example.com:" + port},
 		{name: "host_override_sets_sni_and_host", addr: "https://127.0.0.1:" + port + "/",
 			opts: HTTPOptions{CAFile: ca, Host: "example.com"}, wantSNI: "example.com", wantHost: "example.com"},
+		{name: "server_name_sets_sni_only", addr: "https://127.0.0.1:" + port + "/",
+			opts: HTTPOptions{CAFile: ca, ServerName: "example.com"}, wantSNI: "example.com", wantHost: "127.0.0.1:" + port},
 		{name: "unknown_ca_is_tls_error", addr: "https://example.com:" + port + "/", class: ClassTLS},
 		{name: "insecure_skip_verify", addr: "https://example.com:" + port + "/",
 			opts: HTTPOptions{InsecureSkipVerify: true}, wantSNI: "example.com"},
@@ -196,6 +199,60 @@ func TestHTTPProbeStatusAndRedirects(t *testing.T) {
 			}
 			if !strings.Contains(r.HTTP.Location, tc.locHas) {
 				t.Errorf("location %q lacks %q", r.HTTP.Location, tc.locHas)
+			}
+		})
+	}
+}
+
+// TestHTTPProbeSingleRequest: blackbox_exporter's way, one request (here a GET with headers) timed phase by
+// phase and counted as the sample; the body is read and measured; valid status codes and followed redirects
+// are reported.
+func TestHTTPProbeSingleRequest(t *testing.T) {
+	s := newHTTPServer(t, false, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || r.Header.Get("X-Probe") != "yes" {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		switch r.URL.Path {
+		case "/moved":
+			http.Redirect(w, r, "/twice", http.StatusFound)
+		case "/twice":
+			http.Redirect(w, r, "/", http.StatusMovedPermanently)
+		default:
+			io.WriteString(w, "hello")
+		}
+	})
+	tests := []struct {
+		name      string
+		path      string
+		valid     []int
+		follow    bool
+		class     Class
+		redirects int
+	}{
+		{name: "get_200", path: "/"},
+		{name: "200_not_valid", path: "/", valid: []int{201}, class: ClassHTTPStatus},
+		{name: "two_redirects_followed", path: "/moved", follow: true, redirects: 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEngine(t, nil)
+			r := e.Probe(context.Background(), Target{Kind: placement.ProbeHTTP, Addr: s.URL + tc.path, Count: 5,
+				HTTP: HTTPOptions{Single: true, Method: "get", Headers: map[string]string{"X-Probe": "yes"},
+					ValidStatus: tc.valid, FollowRedirects: tc.follow}})
+			if r.Class != tc.class || r.HTTP.Status != http.StatusOK {
+				t.Fatalf("class %q status %d err %v, want %q 200", r.Class, r.HTTP.Status, r.Err, tc.class)
+			}
+			h := r.HTTP
+			if r.Sent != 1 || len(r.Samples) != 1 || r.Samples[0] != h.Phases.Processing {
+				t.Errorf("sent %d samples %v, want the one request's processing time %v", r.Sent, r.Samples, h.Phases.Processing)
+			}
+			if h.BodyBytes != 5 || h.ContentLength != 5 || h.Proto != "HTTP/1.1" || h.Redirects != tc.redirects || h.TLS != nil {
+				t.Errorf("body %d length %d proto %q redirects %d tls %v, want 5 5 HTTP/1.1 %d nil",
+					h.BodyBytes, h.ContentLength, h.Proto, h.Redirects, h.TLS != nil, tc.redirects)
+			}
+			if r.Resolve != h.Phases.Resolve {
+				t.Errorf("resolve %v, phases say %v", r.Resolve, h.Phases.Resolve)
 			}
 		})
 	}

@@ -99,10 +99,12 @@ func (e *Engine) source(dst netip.Addr) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("prober: no source address of %v's IP family among %v", dst, e.cfg.Sources)
 }
 
-// prepare resolves host into r.IP and r.Resolved (see resolveAll) and readies the probe (see ready).
+// prepare resolves host into r.IP and r.Resolved (see resolveAll), timed into r.Resolve, and readies the
+// probe (see ready).
 func (e *Engine) prepare(ctx context.Context, r *Result, host string) error {
+	start := e.clock.Now()
 	ip, all, err := e.resolveAll(ctx, host)
-	r.IP, r.Resolved = ip, all
+	r.IP, r.Resolved, r.Resolve = ip, all, Duration(e.clock.Now().Sub(start))
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package prober
 import (
 	"context"
 	"errors"
-	"github.com/vantage-edge/vantage/internal/testwait"
 	"maps"
 	"net"
 	"net/http"
@@ -13,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vantage-edge/vantage/internal/testnet"
+	"github.com/vantage-edge/vantage/internal/testwait"
 
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/placement/policytest"
@@ -48,8 +50,8 @@ func TestPolicyRefusesEveryFormInANamespace(t *testing.T) {
 	for _, c := range cases {
 		targets = append(targets, netip.MustParseAddr(c.Addr))
 	}
-	ns := loopbackNetns(t, targets)
-	before := ns.loPackets(t)
+	ns := testnet.NewLoopbackNS(t, targets...)
+	before := ns.Packets(t)
 	for _, kind := range slices.Sorted(maps.Keys(Registry)) {
 		for _, tc := range cases {
 			a := netip.MustParseAddr(tc.Addr)
@@ -63,7 +65,7 @@ func TestPolicyRefusesEveryFormInANamespace(t *testing.T) {
 						c.Allow = nil
 						c.OwnPrefixes = []netip.Prefix{own}
 						c.Resolver = newFakeResolver(map[string][][]netip.Addr{"denied.test": {{a}}})
-						c.Enter = ns.enter
+						c.Enter = ns.Enter
 						c.Timeout = 300 * time.Millisecond // a probe that slipped through fails fast on loopback
 					})
 					host := tc.Addr
@@ -102,7 +104,7 @@ func TestPolicyRefusesEveryFormInANamespace(t *testing.T) {
 			}
 		}
 	}
-	if after := ns.loPackets(t); after != before {
+	if after := ns.Packets(t); after != before {
 		t.Errorf("%d packets went over loopback in the namespace during refused probes", after-before)
 	}
 }

@@ -38,6 +38,17 @@ type HTTPOptions struct {
 	FollowRedirects    bool   // follow up to MaxRedirects redirects, each target resolved and policy-checked
 	InsecureSkipVerify bool   // do not verify the server certificate
 	CAFile             string // PEM file of CAs to verify the server with, instead of the system roots
+	ServerName         string // SNI and the name verified, without changing the Host header; empty: Host's, else the URL's
+
+	// Method is the request method; empty: HEAD. A GET reads the whole body (HTTPResult.BodyBytes).
+	Method string
+	// Headers are set on every request; a "Host" entry sets the Host header (as Host does).
+	Headers map[string]string
+	// ValidStatus are the accepted status codes; empty: 2xx and 3xx (redirects are answers).
+	ValidStatus []int
+	// Single sends one request, timed phase by phase and counted as the probe's one sample (its processing
+	// time), as blackbox_exporter does; Count is then ignored.
+	Single bool
 }
 
 // DNSOptions tune a dns probe.
@@ -52,6 +63,8 @@ type DNSOptions struct {
 	// answered (triangulation uses them). A tcp probe with Chaos asks its own target (a DNS server's address,
 	// e.g. "198.18.0.53:53") once it connected, and returns the answers in Result.DNS.
 	Chaos bool
+	// Transport is "udp" (the default: UDP, and TCP again when the answer is truncated) or "tcp" (TCP only).
+	Transport string
 }
 
 // Clock is the time source: Now stamps and times probes, NewTimer waits between samples and for the rate
@@ -142,8 +155,9 @@ type Config struct {
 	MaxTargets int           // per-target limiters kept; default DefaultMaxTargets
 	TargetIdle time.Duration // idle per-target limiters are evicted after this; default DefaultTargetIdle
 
-	// ICMPPrivileged forces raw (true) or unprivileged datagram (false) ICMP sockets; nil: raw when running as
-	// root, unprivileged otherwise.
+	// ICMPPrivileged forces raw (true) or unprivileged datagram (false) ICMP sockets; nil: raw when the process
+	// holds CAP_NET_RAW (root, or a non-root daemon granted it), falling back to datagram when the kernel
+	// refuses; datagram otherwise.
 	ICMPPrivileged *bool
 
 	Resolver       Resolver                             // default net.DefaultResolver

@@ -115,23 +115,26 @@ func Classify(err error) Class {
 // "vantage probe --json"); Err is kept for errors.Is in the same process and is not serialised.
 type Result struct {
 	Kind     placement.ProbeKind `json:"kind"`
-	Target   string              `json:"target"`             // as given
-	IP       netip.Addr          `json:"ip,omitzero"`        // the resolved, policy-checked address that was dialed
-	Resolved []netip.Addr        `json:"resolved,omitempty"` // every address a target name resolved to (none for an IP)
-	Source   netip.Addr          `json:"source,omitzero"`    // the local address the probe left from
-	Start    time.Time           `json:"start"`              // from the injected clock
-	Duration Duration            `json:"duration_ms"`        // whole probe, resolution and waits included
-	Samples  []Duration          `json:"samples_ms"`         // one RTT per answered sample, in order
-	Min      Duration            `json:"min_ms,omitzero"`    // smallest sample
+	Target   string              `json:"target"`              // as given
+	IP       netip.Addr          `json:"ip,omitzero"`         // the resolved, policy-checked address that was dialed
+	Resolved []netip.Addr        `json:"resolved,omitempty"`  // every address a target name resolved to (none for an IP)
+	Source   netip.Addr          `json:"source,omitzero"`     // the local address the probe left from
+	Start    time.Time           `json:"start"`               // from the injected clock
+	Duration Duration            `json:"duration_ms"`         // whole probe, resolution and waits included
+	Resolve  Duration            `json:"resolve_ms,omitzero"` // resolving the target's name (dns: the server's)
+	Samples  []Duration          `json:"samples_ms"`          // one RTT per answered sample, in order
+	Min      Duration            `json:"min_ms,omitzero"`     // smallest sample
 	Median   Duration            `json:"median_ms,omitzero"`
 	Sent     int                 `json:"sent"`
 	Received int                 `json:"received"`
-	Loss     float64             `json:"loss"` // (Sent-Received)/Sent, 0..1
+	Loss     float64             `json:"loss"`                // (Sent-Received)/Sent, 0..1
+	ReplyTTL int                 `json:"reply_ttl,omitempty"` // icmp: the last echo reply's TTL (hop limit)
 	Success  bool                `json:"success"`
 	Class    Class               `json:"class,omitempty"` // empty on success
 	Error    string              `json:"error,omitempty"`
 	HTTP     *HTTPResult         `json:"http,omitempty"`
 	DNS      *DNSResult          `json:"dns,omitempty"`
+	ICMP     *ICMPResult         `json:"icmp,omitempty"`
 	Err      error               `json:"-"`
 }
 
@@ -154,6 +157,13 @@ type HTTPResult struct {
 	TLSVersion string     `json:"tls_version,omitempty"` // e.g. "TLS 1.3"
 	ServerName string     `json:"server_name,omitempty"` // SNI sent
 	Location   string     `json:"location,omitempty"`    // redirect target when not followed
+	Proto      string     `json:"proto,omitempty"`       // of the last response, e.g. "HTTP/1.1"
+	// ContentLength is the last response's Content-Length (-1: not given); BodyBytes the bytes of its body read.
+	ContentLength int64 `json:"content_length"`
+	BodyBytes     int64 `json:"body_bytes"`
+	Redirects     int   `json:"redirects"` // redirects followed
+	// TLS is the last response's TLS connection state (nil for plain HTTP): certificates for expiry metrics.
+	TLS *tls.ConnectionState `json:"-"`
 }
 
 // DNSAnswer is one resource record of a DNS answer section.
@@ -172,6 +182,12 @@ type DNSResult struct {
 	ServerID string      `json:"id_server"`     // CHAOS TXT id.server: names the anycast site that answered
 	Hostname string      `json:"hostname_bind"` // CHAOS TXT hostname.bind
 	ChaosErr string      `json:"chaos_error,omitempty"`
+	// The section sizes of the last timed answer, and the time its connection took to open (a UDP "connect"
+	// only binds the socket) before the query was sent.
+	AnswerRRs     int      `json:"answer_rrs"`
+	AuthorityRRs  int      `json:"authority_rrs"`
+	AdditionalRRs int      `json:"additional_rrs"`
+	Connect       Duration `json:"connect_ms"`
 }
 
 // finish fills the summary fields from Samples, Sent and err.

@@ -61,23 +61,53 @@ type FrontConfig struct {
 	RequestIDHeader string
 	// KindHeader carries the invocation kind (default DefaultKindHeader).
 	KindHeader string
-	// Transport forwards the requests (default: a clone of http.DefaultTransport).
+	// Transport forwards what the HTTP/1.1 path does not carry: requests to https workers (HTTP/2 when the
+	// worker offers it by ALPN), protocol upgrades, bodies of unknown length, 100-continue (default: a clone of
+	// http.DefaultTransport with MaxIdleConnsPerHost set to MaxIdlePerWorker).
 	Transport http.RoundTripper
-	// Logger receives forwarding errors (default: discard).
+	// Dial connects to plain-HTTP workers on the HTTP/1.1 path (default: Transport's DialContext when
+	// Transport is an *http.Transport that has one, else a net.Dialer with DefaultDialTimeout).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// MaxIdlePerWorker is how many idle connections to each plain-HTTP worker are kept for reuse (default
+	// DefaultMaxIdlePerWorker): size it to the requests in flight toward one worker.
+	MaxIdlePerWorker int
+	// UpstreamTimeout bounds one exchange with a worker on the HTTP/1.1 path (default DefaultUpstreamTimeout);
+	// IdleConnTimeout closes pooled connections idle that long (default DefaultIdleConnTimeout).
+	UpstreamTimeout, IdleConnTimeout time.Duration
+	// Logger receives forwarding errors (default: discard). A request its client canceled is not an error:
+	// it is counted in vantage_router_requests_canceled_total and logged at debug level.
 	Logger *slog.Logger
-	// Registerer, when set, registers vantage_router_request_duration_seconds.
+	// Registerer, when set, registers vantage_router_request_duration_seconds and
+	// vantage_router_requests_canceled_total.
 	Registerer prometheus.Registerer
 }
 
-// Front is the HTTP front of the router: it applies Route to every request, forwards it (httputil.ReverseProxy)
-// to the execution PoP's worker, and adds the cf-placement and reason headers to the response.
+// Front is the HTTP front of the router: it applies Route to every request, forwards it to the execution
+// PoP's worker, and adds the cf-placement and reason headers to the response.
+//
+// Requests to a plain-HTTP worker take a lean HTTP/1.1 path (upstream.go): pooled keep-alive connections, the
+// request written and the response read in the handler's goroutine, header values precomputed, buffers
+// pooled. Requests to https workers (HTTP/2 by ALPN where offered) and the few requests that path does not
+// carry (see fastPathOK) go through httputil.ReverseProxy with FrontConfig.Transport.
 type Front struct {
-	r        *Router
-	cfg      FrontConfig
-	log      *slog.Logger
-	proxies  map[string]*httputil.ReverseProxy
-	local    string // cf-placement value at the ingress
-	duration *prometheus.HistogramVec
+	r           *Router
+	cfg         FrontConfig
+	log         *slog.Logger
+	workers     map[string]*worker
+	local       string // cf-placement value at the ingress
+	ingressLine string // the vantage-ingress request header line
+	placement   map[string][]string
+	duration    *prometheus.HistogramVec
+	observe     [3]prometheus.Observer // routed, baseline, local
+	canceled    prometheus.Counter
+}
+
+// worker is the way to one PoP's worker: the HTTP/1.1 path (nil for an https worker) and the reverse proxy.
+type worker struct {
+	pop   string
+	url   *url.URL
+	up    *upstream
+	proxy *httputil.ReverseProxy
 }
 
 type resultKey struct{}
@@ -99,10 +129,29 @@ func NewFront(r *Router, cfg FrontConfig) (*Front, error) {
 	if cfg.KindHeader == "" {
 		cfg.KindHeader = DefaultKindHeader
 	}
-	if cfg.Transport == nil {
-		cfg.Transport = http.DefaultTransport.(*http.Transport).Clone()
+	if cfg.MaxIdlePerWorker <= 0 {
+		cfg.MaxIdlePerWorker = DefaultMaxIdlePerWorker
 	}
-	f := &Front{r: r, cfg: cfg, log: cfg.Logger, proxies: map[string]*httputil.ReverseProxy{}, local: "local-" + cfg.Ingress}
+	if cfg.UpstreamTimeout <= 0 {
+		cfg.UpstreamTimeout = DefaultUpstreamTimeout
+	}
+	if cfg.IdleConnTimeout <= 0 {
+		cfg.IdleConnTimeout = DefaultIdleConnTimeout
+	}
+	if cfg.Transport == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = cfg.MaxIdlePerWorker
+		cfg.Transport = tr
+	}
+	if cfg.Dial == nil {
+		if tr, ok := cfg.Transport.(*http.Transport); ok && tr.DialContext != nil {
+			cfg.Dial = tr.DialContext
+		} else {
+			cfg.Dial = (&net.Dialer{Timeout: DefaultDialTimeout, KeepAlive: 30 * time.Second}).DialContext
+		}
+	}
+	f := &Front{r: r, cfg: cfg, log: cfg.Logger, workers: map[string]*worker{}, local: "local-" + cfg.Ingress,
+		ingressLine: canonIngress + ": " + cfg.Ingress + "\r\n", placement: map[string][]string{}}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
@@ -116,23 +165,86 @@ func NewFront(r *Router, cfg FrontConfig) (*Front, error) {
 		if u == nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return nil, fmt.Errorf("router: front: worker of %s: URL %v: want http(s)://host[:port]", pop, u)
 		}
-		f.proxies[pop] = f.proxy(pop, u)
+		wk := &worker{pop: pop, url: u, proxy: f.proxy(pop, u)}
+		if u.Scheme == "http" && (u.Path == "" || u.Path == "/") && u.RawQuery == "" {
+			wk.up = &upstream{addr: hostPort(u), dial: cfg.Dial, maxIdle: cfg.MaxIdlePerWorker,
+				idleTTL: cfg.IdleConnTimeout, timeout: cfg.UpstreamTimeout}
+		}
+		f.workers[pop] = wk
+		f.placement["remote-"+pop] = []string{"remote-" + pop}
 	}
+	f.placement[f.local] = []string{f.local}
 	f.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "request_duration_seconds",
 		Help: "Duration of requests through the front, by placement: routed (run away from the ingress), baseline " +
 			"(held back on purpose) or local (everything else).",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), // 0.5 ms to 16 s
 	}, []string{"placement"})
-	for _, p := range []string{"routed", "baseline", "local"} {
-		f.duration.WithLabelValues(p)
+	for i, p := range []string{"routed", "baseline", "local"} {
+		f.observe[i] = f.duration.WithLabelValues(p)
 	}
+	f.canceled = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "requests_canceled_total",
+		Help: "Requests whose client went away (canceled) before the worker's response was forwarded to its end: " +
+			"not a failure of the router or the worker, and not logged one by one.",
+	})
 	if cfg.Registerer != nil {
-		if err := cfg.Registerer.Register(f.duration); err != nil {
-			return nil, fmt.Errorf("router: front: registering metrics: %w", err)
+		for _, c := range []prometheus.Collector{f.duration, f.canceled} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("router: front: registering metrics: %w", err)
+			}
 		}
 	}
 	return f, nil
+}
+
+// hostPort returns u's host with the scheme's default port when it has none.
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	if u.Scheme == "https" {
+		return net.JoinHostPort(u.Hostname(), "443")
+	}
+	return net.JoinHostPort(u.Hostname(), "80")
+}
+
+// placementValue returns the cf-placement header value of h, shared when precomputed (every worker PoP and
+// the ingress are).
+func (f *Front) placementValue(h string) []string {
+	if v, ok := f.placement[h]; ok {
+		return v
+	}
+	return []string{h}
+}
+
+// CloseIdleConnections closes the idle connections to the workers (on shutdown).
+func (f *Front) CloseIdleConnections() {
+	for _, wk := range f.workers {
+		if wk.up != nil {
+			wk.up.closeIdle()
+		}
+	}
+	if tr, ok := f.cfg.Transport.(interface{ CloseIdleConnections() }); ok {
+		tr.CloseIdleConnections()
+	}
+}
+
+// failed handles a forwarding error: a client that went away is counted (and logged at debug level), any
+// other error logged at WARN and, when the response has not started, answered with 502 and the placement.
+func (f *Front) failed(w http.ResponseWriter, req *http.Request, wk *worker, res Result, err error, canceled, sent bool) {
+	if canceled || req.Context().Err() != nil {
+		f.canceled.Inc()
+		f.log.Debug("router: front: client canceled the request", "pop", wk.pop, "err", err)
+		return
+	}
+	f.log.Warn("router: front: forwarding failed", "pop", wk.pop, "worker", wk.url.Redacted(), "err", err)
+	if sent {
+		panic(http.ErrAbortHandler) // the response has started: abort it, the client sees a truncated reply
+	}
+	w.Header().Set(HeaderPlacement, res.Header)
+	w.Header().Set(HeaderReason, res.Reason.String())
+	http.Error(w, fmt.Sprintf("router: worker at %s unreachable", wk.pop), http.StatusBadGateway)
 }
 
 // proxy returns the reverse proxy to pop's worker at u.
@@ -162,12 +274,10 @@ func (f *Front) proxy(pop string, u *url.URL) *httputil.ReverseProxy {
 		},
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
 			res, _ := req.Context().Value(resultKey{}).(Result)
-			f.log.Warn("router: front: forwarding failed", "pop", pop, "worker", u.Redacted(), "err", err)
-			w.Header().Set(HeaderPlacement, res.Header)
-			w.Header().Set(HeaderReason, res.Reason.String())
-			http.Error(w, fmt.Sprintf("router: worker at %s unreachable", pop), http.StatusBadGateway)
+			f.failed(w, req, f.workers[pop], res, err, errors.Is(err, context.Canceled), false)
 		},
-		ErrorLog: slog.NewLogLogger(f.log.Handler(), slog.LevelWarn),
+		BufferPool: proxyBufferPool{},
+		ErrorLog:   slog.NewLogLogger(f.log.Handler(), slog.LevelWarn),
 	}
 }
 
@@ -194,21 +304,27 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		req.Header.Set(f.cfg.RequestIDHeader, id)
 	}
 	res := f.r.Route(app, f.cfg.Ingress, id, kind)
-	p := f.proxies[res.ExecPoP]
-	if p == nil {
+	wk := f.workers[res.ExecPoP]
+	if wk == nil {
 		res = Result{ExecPoP: f.cfg.Ingress, Header: f.local, Reason: ReasonNoWorker}
 		f.r.m.routes[ReasonNoWorker].inc(id)
-		p = f.proxies[f.cfg.Ingress]
+		wk = f.workers[f.cfg.Ingress]
 	}
-	p.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), resultKey{}, res)))
-	placement := "local"
+	if wk.up != nil && fastPathOK(req) {
+		if ferr := f.forward(w, req, wk.up, res); ferr != nil {
+			f.failed(w, req, wk, res, ferr.err, ferr.canceled, ferr.sent)
+		}
+	} else {
+		wk.proxy.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), resultKey{}, res)))
+	}
+	placement := 2 // local
 	switch {
 	case res.Routed:
-		placement = "routed"
+		placement = 0
 	case res.Reason == ReasonBaseline:
-		placement = "baseline"
+		placement = 1
 	}
-	f.duration.WithLabelValues(placement).Observe(time.Since(start).Seconds())
+	f.observe[placement].Observe(time.Since(start).Seconds())
 }
 
 // app returns the request's application name.
@@ -277,5 +393,5 @@ func ParseWorkers(s string) (map[string]*url.URL, error) {
 
 // Workers returns the PoPs with a worker endpoint, sorted.
 func (f *Front) Workers() []string {
-	return slices.Sorted(maps.Keys(f.proxies))
+	return slices.Sorted(maps.Keys(f.workers))
 }

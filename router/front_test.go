@@ -49,8 +49,8 @@ func TestFront(t *testing.T) {
 	}
 	srv := httptest.NewServer(front)
 	t.Cleanup(srv.Close)
-	routedID := idWhere(t, func(h uint64) bool { return h>>11 >= r.baselineThr })
-	baseID := idWhere(t, func(h uint64) bool { return h>>11 < r.baselineThr })
+	routedID := idWhere(t, func(h uint64) bool { return h >= r.baselineThr })
+	baseID := idWhere(t, func(h uint64) bool { return h < r.baselineThr })
 
 	tests := []struct {
 		name       string
@@ -185,7 +185,7 @@ func TestFrontWorkerDown(t *testing.T) {
 	t.Cleanup(srv.Close)
 	req, _ := http.NewRequest("GET", srv.URL, nil)
 	req.Host = "api.example.com"
-	req.Header.Set("cf-ray", idWhere(t, func(h uint64) bool { return h>>11 >= r.baselineThr }))
+	req.Header.Set("cf-ray", idWhere(t, func(h uint64) bool { return h >= r.baselineThr }))
 	resp, err := srv.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -323,7 +323,7 @@ func TestFrontStripsInternalHeaders(t *testing.T) {
 	}
 	srv := httptest.NewServer(front)
 	t.Cleanup(srv.Close)
-	routedID := idWhere(t, func(h uint64) bool { return h>>11 >= r.baselineThr })
+	routedID := idWhere(t, func(h uint64) bool { return h >= r.baselineThr })
 
 	req, _ := http.NewRequest("GET", srv.URL+"/", nil)
 	req.Host = "api.example.com"

@@ -48,6 +48,7 @@ type Router struct {
 	checkSeed maphash.Seed // a second hash of names, to tell duplicates from fingerprint collisions at build
 
 	view atomic.Pointer[view] // the snapshot, the PoP table and the fleet view, published together
+	gen  atomic.Uint64        // view publications (Generation)
 	// popMu serialises publishing view, and guards ingress and fleetUp.
 	popMu   sync.Mutex
 	ingress string          // the usual ingress PoP (a front's, or Config.PoPs[0]); "" none
@@ -61,7 +62,7 @@ type Router struct {
 	notify    chan struct{}
 
 	// Precomputed from cfg.
-	baselineThr uint64 // request ids with idHash>>11 below this are the baseline
+	baselineThr uint64 // request ids whose MurmurHash2 is below this are the baseline (baseline.go)
 	spreadEpsUs uint64
 	failExtraUs uint64
 	spreadCount uint64 // per-window count above which an application is spread; 0: spreading disabled
@@ -117,7 +118,7 @@ func New(src Source, cfg Config) (*Router, error) {
 	if r.now == nil {
 		r.now = time.Now
 	}
-	r.baselineThr = uint64(cfg.BaselineFraction * (1 << 53))
+	r.baselineThr = BaselineThreshold(cfg.BaselineFraction)
 	r.spreadEpsUs = uint64(math.Round(cfg.SpreadEpsilonMs * 1000))
 	r.failExtraUs = uint64(math.Round(cfg.FailoverExtraMs * 1000))
 	r.windowMs = max(cfg.RateWindow.Milliseconds(), 1)
@@ -195,7 +196,7 @@ func (r *Router) storeSnapshot(s *snapshot) {
 		t.setHint(r.ingress)
 	}
 	carryPoPRates(old.pops, t)
-	r.view.Store(&view{snap: s, pops: t, fleet: r.fleetViewLocked(t)})
+	r.publishLocked(&view{snap: s, pops: t, fleet: r.fleetViewLocked(t)})
 }
 
 // fleetViewLocked builds the fleet view of the last fleet for table t (nil when no fleet was loaded).
@@ -225,7 +226,7 @@ func (r *Router) setIngress(code string) error {
 	}
 	r.ingress = code
 	t.setHint(code)
-	r.view.Store(&view{snap: v.snap, pops: t, fleet: v.fleet})
+	r.publishLocked(&view{snap: v.snap, pops: t, fleet: v.fleet})
 	return nil
 }
 
@@ -249,6 +250,12 @@ func (r *Router) Route(app, ingressPoP, requestID string, kind Kind) Result {
 const rateSampleMask = 7
 
 func (r *Router) route(v *view, app, ingress, requestID string, kind Kind) Result {
+	return r.decide(v, app, ingress, requestID, kind, false)
+}
+
+// decide is Route's rule. With table set it answers for a proxy's table (Place): no baseline, no spreading and
+// no rate counted, whatever requestID.
+func (r *Router) decide(v *view, app, ingress, requestID string, kind Kind, table bool) Result {
 	s, pt := v.snap, v.pops
 	if kind != KindFetch {
 		return r.local(pt, ingress, ReasonNotFetch)
@@ -282,8 +289,11 @@ func (r *Router) route(v *view, app, ingress, requestID string, kind Kind) Resul
 	if inOK && best == in {
 		return Result{ExecPoP: ingress, Header: pt.local[in], Reason: ReasonIngressBest}
 	}
-	h := idHash(requestID)
 	epoch := uint64(now / r.windowMs)
+	if table {
+		return r.failover(pt, v.fleet, s, c, nc, best, in, inOK, ingress, epoch, false)
+	}
+	h := idHash(requestID)
 	hot := false
 	if r.spreadCount > 0 && nc > 1 {
 		var est uint64
@@ -294,7 +304,7 @@ func (r *Router) route(v *view, app, ingress, requestID string, kind Kind) Resul
 		}
 		hot = est*(rateSampleMask+1) > r.spreadCount
 	}
-	if h>>11 < r.baselineThr {
+	if r.inBaseline(requestID) {
 		return r.localIn(pt, in, inOK, ingress, ReasonBaseline)
 	}
 	fv := v.fleet
@@ -310,8 +320,14 @@ func (r *Router) route(v *view, app, ingress, requestID string, kind Kind) Resul
 			return r.remote(pt, idx, epoch, reason)
 		}
 	}
+	return r.failover(pt, fv, s, c, nc, best, in, inOK, ingress, epoch, true)
+}
+
+// failover routes to the best PoP when available, else to the first available candidate within the failover
+// budget, else locally. count says whether the PoP's rate counts the request (Route) or not (Place).
+func (r *Router) failover(pt *popTable, fv *fleetView, s *snapshot, c uint64, nc int, best, in uint16, inOK bool, ingress string, epoch uint64, count bool) Result {
 	if fv.available(best) {
-		return r.remote(pt, best, epoch, ReasonRemote)
+		return r.remoteCounted(pt, best, epoch, ReasonRemote, count)
 	}
 	for i := 1; i < nc; i++ {
 		cd := s.cand(c, i)
@@ -323,10 +339,17 @@ func (r *Router) route(v *view, app, ingress, requestID string, kind Kind) Resul
 			return Result{ExecPoP: ingress, Header: pt.local[in], Reason: ReasonFailover}
 		}
 		if fv.available(idx) {
-			return r.remote(pt, idx, epoch, ReasonFailover)
+			return r.remoteCounted(pt, idx, epoch, ReasonFailover, count)
 		}
 	}
 	return r.localIn(pt, in, inOK, ingress, ReasonUnavailable)
+}
+
+func (r *Router) remoteCounted(pt *popTable, idx uint16, epoch uint64, reason Reason, count bool) Result {
+	if !count {
+		return Result{ExecPoP: pt.names[idx], Header: pt.remote[idx], Reason: reason, Routed: true}
+	}
+	return r.remote(pt, idx, epoch, reason)
 }
 
 // spread picks, deterministically from the request-id hash h, one of the available candidates within the

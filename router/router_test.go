@@ -104,12 +104,12 @@ func pops(codes ...string) []storage.PoPState {
 	return out
 }
 
-// idWhere returns the first request id "req-N" whose hash satisfies ok.
+// idWhere returns the first request id "req-N" whose baseline hash (MurmurHash2) satisfies ok.
 func idWhere(t testing.TB, ok func(h uint64) bool) string {
 	t.Helper()
 	for i := range 100000 {
 		id := fmt.Sprintf("req-%d", i)
-		if ok(idHash(id)) {
+		if ok(uint64(MurmurHash2(id))) {
 			return id
 		}
 	}
@@ -135,8 +135,8 @@ func TestRouteRules(t *testing.T) {
 		with(dec("nohosts", "LHR"), func(d *placement.Decision) { d.Status = placement.StatusNoValidHosts }),
 		dec("nobest", ""),
 	)
-	id := idWhere(t, func(h uint64) bool { return h>>11 >= r.baselineThr })
-	baseID := idWhere(t, func(h uint64) bool { return h>>11 < r.baselineThr })
+	id := idWhere(t, func(h uint64) bool { return h >= r.baselineThr })
+	baseID := idWhere(t, func(h uint64) bool { return h < r.baselineThr })
 	all := pops("LHR", "FRA", "AMS", "CDG", "SIN", "HKG", "NRT", "EWR", "IAD", "SYD", "MEL")
 
 	tests := []struct {
@@ -188,6 +188,13 @@ func TestRouteRules(t *testing.T) {
 			}
 			if got := r.Route(tc.app, tc.ingress, tc.id, tc.kind); got != tc.want {
 				t.Errorf("Route(%q, %q, %q, %v) = %+v, want %+v", tc.app, tc.ingress, tc.id, tc.kind, got, tc.want)
+			}
+			// A proxy's table holds Route's answer for a fetch outside the baseline (the proxy applies the
+			// baseline and the kind itself).
+			if want := r.Route(tc.app, tc.ingress, id, KindFetch); tc.ingress == "EWR" {
+				if got := r.Place(tc.app, tc.ingress); got != want {
+					t.Errorf("Place(%q, %q) = %+v, want Route's %+v", tc.app, tc.ingress, got, want)
+				}
 			}
 		})
 	}

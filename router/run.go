@@ -175,7 +175,7 @@ func (r *Router) setFleet(states []storage.PoPState) {
 		up[st.PoP] = st.Up && !st.Drained
 	}
 	r.fleetUp = up
-	r.view.Store(&view{snap: cur.snap, pops: t, fleet: r.fleetViewLocked(t)})
+	r.publishLocked(&view{snap: cur.snap, pops: t, fleet: r.fleetViewLocked(t)})
 }
 
 // kick asks the reload loop for an early (debounced) reload.

@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -191,8 +192,10 @@ func (a *API) routes() []apiRoute {
 		authed("GET /v1/apps", "apps_list", func(a *API) http.HandlerFunc { return a.listApps }),
 		authed("DELETE /v1/apps/{name}", "apps_delete", func(a *API) http.HandlerFunc { return a.deleteApp }),
 		authed("POST /v1/apps/{name}/deploys", "deploys_post", func(a *API) http.HandlerFunc { return a.postDeploy }),
+		authed("GET /v1/apps/{name}/history", "history_get", func(a *API) http.HandlerFunc { return a.appHistory }),
 		authed("POST /v1/probes", "probes_post", func(a *API) http.HandlerFunc { return a.postProbe }),
 		authed("GET /v1/probes/{id}", "probes_get", func(a *API) http.HandlerFunc { return a.getProbe }),
+		authed("GET /v1/mesh", "mesh_get", func(a *API) http.HandlerFunc { return a.getMesh }),
 		authed("GET /client/v4/accounts/{account}/workers/services/{name}", "service", func(a *API) http.HandlerFunc { return a.service }),
 		authed("PUT /client/v4/accounts/{account}/workers/services/{name}", "service_put", func(a *API) http.HandlerFunc { return a.putService }),
 		authed("DELETE /client/v4/accounts/{account}/workers/services/{name}", "service_delete", func(a *API) http.HandlerFunc { return a.deleteService }),
@@ -383,6 +386,16 @@ func resolveAccount(p Principal, asked ...string) (string, int, error) {
 		return "", http.StatusForbidden, fmt.Errorf("token %q acts for account %q, not %q", p.Name, p.Account, account)
 	}
 	return p.Account, 0, nil
+}
+
+// getMesh is GET /v1/mesh: the PoP mesh and the mislocated PoPs (Scheduler.Mesh), not enveloped.
+func (a *API) getMesh(w http.ResponseWriter, r *http.Request) {
+	v := MeshView{Pairs: []MeshPair{}, Mislocated: []MislocatedPoP{}}
+	if a.Sched != nil {
+		v = a.Sched.Mesh()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
 }
 
 func writeJSON(w http.ResponseWriter, code int, result any) {
@@ -611,6 +624,56 @@ func (a *API) postDeploy(w http.ResponseWriter, r *http.Request) {
 	a.log().Info("scheduler: deploy", "app", name, "deploy", deploy, "generated", generated, "token", p.Name)
 	t := Target{App: app.Name, Mode: app.Mode, Target: app.Target, Account: app.Account, Source: SourceAPI}
 	writeJSON(w, http.StatusCreated, Registration{Target: t, Deploy: deploy, DeployedAt: now, DeployGenerated: generated})
+}
+
+// historyReader reads an application's decision history (storage.Store.DecisionHistory, through
+// StoreBackend).
+type historyReader interface {
+	DecisionHistory(ctx context.Context, app string, limit int) ([]storage.DecisionRecord, error)
+}
+
+// AppHistory is the result of GET /v1/apps/{name}/history.
+type AppHistory struct {
+	App string `json:"app"`
+	// Decisions are the application's recent decisions, newest first: each change, and an unchanged decision
+	// now and then (storage.Options.DecisionHistoryEvery), capped (storage.Options.DecisionHistoryLen).
+	Decisions []storage.DecisionRecord `json:"decisions"`
+}
+
+// appHistory is GET /v1/apps/{name}/history[?limit=N]: the decision history of an application the token sees
+// (any source: API, config file, smart); another account's is not found.
+func (a *API) appHistory(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	limit := 0
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			writeError(w, http.StatusBadRequest, 10002, fmt.Sprintf("limit %q: want a positive integer", v))
+			return
+		}
+		limit = n
+	}
+	hr, ok := a.Decisions.(historyReader)
+	if !ok {
+		writeError(w, http.StatusServiceUnavailable, 10004, "decision histories need the decisions in Redis")
+		return
+	}
+	p := principal(r)
+	o, err := a.ownerOf(r.Context(), name)
+	switch {
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
+		return
+	case !o.exists || !p.Sees(o.account):
+		writeError(w, http.StatusNotFound, 10007, fmt.Sprintf("app %q is not found", name))
+		return
+	}
+	ds, err := hr.DecisionHistory(r.Context(), name, limit)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, AppHistory{App: name, Decisions: ds})
 }
 
 // SourceAPI is the Target.Source of applications registered through the API.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/scheduler/openapitest"
 	"github.com/vantage-edge/vantage/scheduler/smartrun"
 	"github.com/vantage-edge/vantage/storage"
 )
@@ -145,6 +146,9 @@ func post(t *testing.T, h http.Handler, path, ctype string, body []byte) (int, [
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	out, _ := io.ReadAll(rec.Result().Body)
+	if err := openapitest.Validate(req, body, rec.Code, rec.Header(), out); err != nil {
+		t.Error(err)
+	}
 	return rec.Code, out
 }
 

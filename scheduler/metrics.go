@@ -27,6 +27,7 @@ type Metrics struct {
 	redisDataLost    prometheus.Counter
 	windowed         prometheus.Counter     // PoP RTTs taken from an earlier result of the history window
 	explanations     *prometheus.CounterVec // outcome: written, failed
+	mesh             *meshMetrics           // registered with the others
 }
 
 // NewMetrics creates the scheduler's metrics and registers them with reg (nil: not registered).
@@ -69,6 +70,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, o := range []string{"written", "failed"} {
 		m.explanations.WithLabelValues(o)
 	}
+	m.mesh = newMeshMetrics(reg)
 	for _, st := range []string{ConfigOK, ConfigSkipped} {
 		m.configFiles.WithLabelValues(st)
 	}

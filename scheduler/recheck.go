@@ -50,6 +50,7 @@ var ErrNoPoPs = errors.New("scheduler: no PoP of the fleet is up")
 type workers struct {
 	engine  *triangulate.Engine
 	planner *triangulate.Planner
+	gen     int64 // the mesh calibration the engine was built with (meshState.gen)
 }
 
 // recheckDeps are the recheck's collaborators.
@@ -62,6 +63,10 @@ type recheckDeps struct {
 	// switchAbsMs and switchRel are the engine's hysteresis margins, reused to keep the candidates' order
 	// when their RTTs moved by less.
 	switchAbsMs, switchRel float64
+
+	// ecfg is the engine's configuration without the mesh's calibration; mesh, when not nil, supplies that.
+	ecfg triangulate.Config
+	mesh *meshState
 
 	fleetMu   sync.Mutex
 	fleetAt   time.Time
@@ -83,7 +88,7 @@ func (s *Scheduler) upPoPs(ctx context.Context) ([]geo.PoP, error) {
 	defer d.fleetMu.Unlock()
 	now := s.cfg.Clock.Now()
 	if d.fleetPoPs != nil && now.Sub(d.fleetAt) < FleetCacheTTL {
-		return d.fleetPoPs, nil
+		return s.trusted(d.fleetPoPs), nil
 	}
 	codes, err := d.backend.UpPoPs(ctx)
 	if err != nil {
@@ -99,7 +104,7 @@ func (s *Scheduler) upPoPs(ctx context.Context) ([]geo.PoP, error) {
 		out = append(out, p)
 	}
 	d.fleetPoPs, d.fleetAt = out, now
-	return out, nil
+	return s.trusted(out), nil
 }
 
 // recheck probes t from a planned set of PoPs, runs the engine and writes the decision.
@@ -141,7 +146,7 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 
 	// The engine is taken from the pool only now: a recheck spends most of its time waiting for results,
 	// and the engines' buffers (~170 KiB each) should scale with the CPUs, not with rechecks in flight.
-	w := d.pool.Get().(*workers)
+	w := d.getWorkers()
 	defer d.pool.Put(w)
 	var r triangulate.Result
 	switch t.Mode {
@@ -259,7 +264,7 @@ func (s *Scheduler) measureKey(ctx context.Context, term *Term, t Target, pops [
 	d := s.deps
 	// plan runs fn with a pooled planner (not held while waiting for results).
 	plan := func(fn func(p *triangulate.Planner) []string) []string {
-		w := d.pool.Get().(*workers)
+		w := d.getWorkers()
 		defer d.pool.Put(w)
 		return fn(w.planner)
 	}

@@ -84,6 +84,14 @@ type Config struct {
 	// storage keeps storage.Options.RecentLen results per PoP: more rounds than that are not read.
 	HistoryRounds int
 	HistoryWindow time.Duration
+	// MeshInterval is how often every PoP measures every other (the PoP mesh that calibrates the engine);
+	// default DefaultMeshInterval; negative: no mesh.
+	MeshInterval time.Duration
+	// MeshBudget caps the mesh probes enqueued per minute (default DefaultMeshBudget): a large fleet's round
+	// then takes longer than MeshInterval.
+	MeshBudget int
+	// Calibration tunes the fit of the mesh's calibration; nil: triangulate.DefaultCalibrationConfig().
+	Calibration *triangulate.CalibrationConfig
 	// DecisionTTL is how long a written decision stays valid (its ExpiresAt); default DecisionTTLIntervals ×
 	// RecheckInterval + ResultTimeout (a recheck's own wait). It must exceed RecheckInterval + ResultTimeout,
 	// or decisions expire between rechecks.
@@ -134,6 +142,8 @@ func (c *Config) fill() {
 	c.ProbeCount = cmp.Or(c.ProbeCount, DefaultProbeCount)
 	c.HistoryRounds = cmp.Or(c.HistoryRounds, DefaultHistoryRounds)
 	c.HistoryWindow = cmp.Or(c.HistoryWindow, DefaultHistoryWindow)
+	c.MeshInterval = cmp.Or(c.MeshInterval, DefaultMeshInterval)
+	c.MeshBudget = cmp.Or(c.MeshBudget, DefaultMeshBudget)
 	c.DecisionTTL = cmp.Or(c.DecisionTTL, DecisionTTLIntervals*c.RecheckInterval+c.ResultTimeout)
 	c.EpochPoll = cmp.Or(c.EpochPoll, DefaultEpochPoll)
 	if c.Clock == nil {
@@ -242,11 +252,18 @@ func New(cfg Config, b Backend, m *Metrics) (*Scheduler, error) {
 		lookup = func(c string) (geo.PoP, bool) { p, ok := byCode[c]; return p, ok }
 	}
 	s.deps = &recheckDeps{backend: b, pops: lookup, regions: geo.LookupRegion,
-		switchAbsMs: ecfg.SwitchAbsMs, switchRel: ecfg.SwitchRel}
+		switchAbsMs: ecfg.SwitchAbsMs, switchRel: ecfg.SwitchRel, ecfg: ecfg}
 	s.deps.pool.New = func() any {
 		e, _ := triangulate.NewEngine(ecfg) // validated above
 		p, _ := triangulate.NewPlanner(pcfg)
 		return &workers{engine: e, planner: p}
+	}
+	if mb, ok := b.(MeshBackend); ok && s.cfg.MeshInterval > 0 {
+		mesh, err := newMeshState(s.cfg, mb, m)
+		if err != nil {
+			return nil, err
+		}
+		s.deps.mesh = mesh
 	}
 	s.check = s.recheck
 	s.dueScan = b.NextRechecks
@@ -339,6 +356,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 
 	var lw sync.WaitGroup
 	lw.Go(func() { s.lead.run(ctx) })
+	if m := s.meshState(); m != nil {
+		lw.Go(func() { s.runMesh(ctx, m) })
+	}
 	if s.deps != nil {
 		if e, ok := s.deps.backend.(epochReader); ok {
 			lw.Go(func() { s.watchEpoch(ctx, e.Epoch) })

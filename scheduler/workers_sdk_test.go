@@ -3,13 +3,16 @@ package scheduler
 import (
 	"context"
 	"encoding/json"
-	"github.com/vantage-edge/vantage/internal/npmtest"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vantage-edge/vantage/internal/npmtest"
+	"github.com/vantage-edge/vantage/scheduler/openapitest"
 )
 
 // sdkVersion is the official Cloudflare TypeScript SDK the Workers API is tested with.
@@ -71,7 +74,10 @@ func TestWorkersAPIWithOfficialSDK(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", script, e.url+"/client/v4", tokA, acctA, tokB, acctB)
+	// node makes the calls: the server validates each exchange against openapi.json.
+	sdk := httptest.NewServer(openapitest.Handler(t, e.api.Handler()))
+	defer sdk.Close()
+	cmd := exec.CommandContext(ctx, "node", script, sdk.URL+"/client/v4", tokA, acctA, tokB, acctB)
 	cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

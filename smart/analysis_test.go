@@ -493,3 +493,26 @@ func BenchmarkAnalyze(b *testing.B) {
 		}
 	}
 }
+
+// TestForwardFromMeshWithModelFallback: the forwarding RTT between two PoPs is the mesh's measurement
+// (Lookups.PoPRTT, the scheduler's MeshRTT) when there is one, the latency model's otherwise.
+func TestForwardFromMeshWithModelFallback(t *testing.T) {
+	mesh := map[[2]string]float64{{"SYD", "SIN"}: 93.5}
+	lk := Lookups{PoPRTT: func(a, b string) float64 {
+		if v, ok := mesh[[2]string{a, b}]; ok {
+			return v
+		}
+		return math.NaN()
+	}}.withDefaults()
+	if got := lk.forward("SYD", "SIN"); got != 93.5 {
+		t.Errorf("forward(SYD, SIN) = %v, want the mesh's 93.5", got)
+	}
+	syd, _ := geo.LookupPoP("SYD")
+	nrt, _ := geo.LookupPoP("NRT")
+	if got, want := lk.forward("SYD", "NRT"), lk.Model.RTTMs(syd.Point, nrt.Point); got != want || math.IsNaN(got) {
+		t.Errorf("forward(SYD, NRT) = %v, want the model's %v", got, want)
+	}
+	if got := lk.forward("SYD", "SYD"); got != 0 {
+		t.Errorf("forward(SYD, SYD) = %v, want 0", got)
+	}
+}

@@ -27,7 +27,9 @@ import (
 //	varint  expires-at (Unix nanoseconds; 0: never)            (codec 2 and later)
 //	string  reason                                             (codec 2 and later)
 //
-// Codec 1 values (written before expiry and reasons) still decode, with no expiry and no reason.
+// Codec 1 values (written before expiry and reasons) still decode, with no expiry and no reason; a newer codec
+// is refused with an error saying so. DECISIONS.md specifies this layout byte for byte for readers in other
+// languages (reader/python is one): a change here is a new codec number and a change there.
 const decisionCodec = 2
 
 // maxCandidates bounds the candidate count a decoder accepts, so a corrupt value cannot allocate wildly.
@@ -181,7 +183,11 @@ func decodeDecision(where, v string) (placement.Decision, error) {
 	}
 	r := decoder{s: payload}
 	codec := r.byte1()
-	if codec != 1 && codec != decisionCodec {
+	if codec > decisionCodec && r.err == nil {
+		return d, fmt.Errorf("storage: decision %s: %w: codec %d is newer than this binary reads (1 to %d): upgrade vantage",
+			where, errCorrupt, codec, decisionCodec)
+	}
+	if codec < 1 {
 		return d, fmt.Errorf("storage: decision %s: %w: codec %d, want 1 to %d", where, errCorrupt, codec, decisionCodec)
 	}
 	d.App = r.str()

@@ -6,7 +6,7 @@ import (
 )
 
 // corruptKinds are the kinds of values a scan skips when they do not decode (the metric's label values).
-var corruptKinds = []string{"decision", "app"}
+var corruptKinds = []string{"decision", "app", "mesh"}
 
 // maxCorruptRemembered bounds the corrupt values a Store remembers having logged: past it, new ones are still
 // skipped and counted but logged at debug level, so a Redis full of garbage cannot grow the set or flood the log.

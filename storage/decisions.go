@@ -38,9 +38,13 @@ const Resync = ""
 
 // putDecisionScript stores a decision, bumping its version and publishing its app when the fingerprint changed.
 // A fenced write (ARGV[5] > 0, the writer's lease token) is refused when the app's decision was written under a
-// newer token, and records its token otherwise.
-// KEYS[1] bucket, KEYS[2] the bucket's fences; ARGV[1] app, ARGV[2] fingerprint, ARGV[3] payload, ARGV[4]
-// channel, ARGV[5] fencing token or 0. Returns {changed, version}, or {-1, newer token} when fenced off.
+// newer token, and records its token otherwise. It then records the decision in the app's history when it
+// changed, or when the newest entry is at least ARGV[8] ms older than it, and trims the history to ARGV[7]
+// entries (0: no history).
+// KEYS[1] bucket, KEYS[2] the bucket's fences, KEYS[3] the app's history; ARGV[1] app, ARGV[2] fingerprint,
+// ARGV[3] payload, ARGV[4] channel, ARGV[5] fencing token or 0, ARGV[6] computed-at (Unix ms), ARGV[7] history
+// cap, ARGV[8] history interval (ms), ARGV[9] history entry (JSON). Returns {changed, version}, or {-1, newer
+// token} when fenced off.
 var putDecisionScript = redis.NewScript(`
 local fence = tonumber(ARGV[5])
 if fence > 0 then
@@ -58,6 +62,20 @@ end
 if changed == 1 then ver = ver + 1 end
 redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', ver) .. '|' .. ARGV[2] .. '|' .. ARGV[3])
 if changed == 1 then redis.call('PUBLISH', ARGV[4], ARGV[1]) end
+local cap = tonumber(ARGV[7])
+if cap > 0 then
+  local at = tonumber(ARGV[6])
+  local record = changed == 1
+  if not record then
+    local head = redis.call('LINDEX', KEYS[3], 0)
+    local hat = head and tonumber(string.match(head, '^(%d+)|'))
+    record = (not hat) or at - hat >= tonumber(ARGV[8])
+  end
+  if record then
+    redis.call('LPUSH', KEYS[3], ARGV[6] .. '|' .. string.format('%d', ver) .. '|' .. changed .. '|' .. ARGV[9])
+    redis.call('LTRIM', KEYS[3], 0, cap - 1)
+  end
+end
 return {changed, ver}
 `)
 
@@ -73,10 +91,12 @@ if n == 1 then redis.call('PUBLISH', ARGV[2], ARGV[1]) end
 return n
 `)
 
-// deleteFencedDecisionScript deletes a decision and its fence and publishes its app when it existed.
-// KEYS[1] bucket, KEYS[2] the bucket's fences; ARGV[1] app, ARGV[2] channel.
+// deleteFencedDecisionScript deletes a decision, its fence and its history and publishes its app when the
+// decision existed. KEYS[1] bucket, KEYS[2] the bucket's fences, KEYS[3] the app's history; ARGV[1] app,
+// ARGV[2] channel.
 var deleteFencedDecisionScript = redis.NewScript(`
 redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
 local n = redis.call('HDEL', KEYS[1], ARGV[1])
 if n == 1 then redis.call('PUBLISH', ARGV[2], ARGV[1]) end
 return n
@@ -131,11 +151,20 @@ func (s *Store) putDecisions(ctx context.Context, ds []placement.Decision, fence
 	}
 	keys := make([][]string, len(ds))
 	args := make([][]any, len(ds))
+	hcap, every := max(s.o.DecisionHistoryLen, 0), s.o.DecisionHistoryEvery.Milliseconds()
 	for i := range ds {
 		d := &ds[i]
 		b := DecisionBucket(d.App)
-		keys[i] = []string{KeyDecisions(b), KeyDecisionFences(b)}
-		args[i] = []any{d.App, fingerprint(d), encodeDecision(d), ChannelDecisions, fence}
+		at := d.ComputedAt
+		if at.IsZero() {
+			at = s.o.Now()
+		}
+		var entry []byte
+		if hcap > 0 {
+			entry = historyEntry(d, at)
+		}
+		keys[i] = []string{KeyDecisions(b), KeyDecisionFences(b), KeyDecisionHistory(d.App)}
+		args[i] = []any{d.App, fingerprint(d), encodeDecision(d), ChannelDecisions, fence, max(at.UnixMilli(), 0), hcap, every, entry}
 	}
 	cmds, err := s.evalMany(ctx, putDecisionScript, keys, args)
 	if err != nil {
@@ -236,13 +265,14 @@ func (s *Store) Decision(ctx context.Context, app string) (placement.Decision, b
 	return d, true, nil
 }
 
-// DeleteDecision deletes app's decision and, when one was stored, publishes app on ChannelDecisions.
+// DeleteDecision deletes app's decision and its history and, when one was stored, publishes app on ChannelDecisions.
 func (s *Store) DeleteDecision(ctx context.Context, app string) error {
 	if err := validName("decision app", app); err != nil {
 		return err
 	}
 	b := DecisionBucket(app)
-	err := deleteFencedDecisionScript.Run(ctx, s.c, []string{KeyDecisions(b), KeyDecisionFences(b)}, app, ChannelDecisions).Err()
+	keys := []string{KeyDecisions(b), KeyDecisionFences(b), KeyDecisionHistory(app)}
+	err := deleteFencedDecisionScript.Run(ctx, s.c, keys, app, ChannelDecisions).Err()
 	if err != nil {
 		return fmt.Errorf("storage: delete decision %q: %w", app, err)
 	}

@@ -20,13 +20,24 @@
 //	                                          means Redis lost its data (Store.Epoch)
 //	vantage:{d:NN}:decisions          hash    app -> "<version>|<fingerprint>|<payload>"    none      scheduler router, scheduler
 //	                                          (NN = 00..63 = FNV-1a(app) % 64; payload:
-//	                                          see codec.go)
+//	                                          see DECISIONS.md)
 //	vantage:{d:NN}:fences             hash    app -> fencing token (lease) of the last      none      scheduler scheduler
 //	                                          fenced write (PutDecisionFenced)
+//	vantage:{d:NN}:dhistory:<app>     list    app's recent decisions, newest first:         none      scheduler API, status page
+//	                                          "<computed-at Unix ms>|<version>|<changed 0/1>|
+//	                                          <DecisionRecord JSON>", capped (LTRIM) at
+//	                                          Options.DecisionHistoryLen (default 100); written
+//	                                          by PutDecision's script when the decision changed
+//	                                          or the newest entry is DecisionHistoryEvery (1 h)
+//	                                          old; deleted with the decision
 //	vantage:decisions                 channel app name on every decision change or delete   -         scheduler router
 //	vantage:{fleet}:pops              set     PoPs that ever sent a heartbeat               none      probed    scheduler, router
 //	vantage:{fleet}:hb:<PoP>          hash    daemon id -> Heartbeat JSON {pop, daemon,     24 h (*)  probed    scheduler, router
-//	                                          addr, version, source_ips, at, interval_ns}
+//	                                          addr, version, source_ips, mesh_addr, at,
+//	                                          interval_ns}
+//	vantage:{mesh}:rtt                hash    "<src PoP>><dst PoP>" -> "<at Unix ms>|<MeshRTT   none (+)  probed    scheduler
+//	                                          JSON {src, dst, rtt_ms, samples, at}>": the
+//	                                          latest mesh measurement of each ordered pair
 //	vantage:{fleet}:drained           set     drained PoPs                                  none      operator  scheduler, router
 //	vantage:{pop:<PoP>}:jobs          stream  entries {job: Job JSON}; consumer group       MAXLEN ~  scheduler probed
 //	                                          "probers"; acked entries are deleted          100 000
@@ -59,9 +70,14 @@
 //	vantage:{tel:<app>}:unsupported   string  deploy version found slower when placed:      30 d      smart     smart runner
 //	                                          UNSUPPORTED_APPLICATION until the next one              runner
 //
+// (+) MeshRTTs deletes the pairs older than the age it is asked for (the scheduler: three mesh intervals);
 // (*) renewed by every heartbeat; (**) renewed by every PutAdHocProbe; (***) renewed by every batch.
 //
 // <target> is TargetKey(kind, address): the probe kind and the address probed, e.g. "tcp:db.example.com:5432".
+//
+// Decisions are meant to be read by routers in any language: DECISIONS.md specifies their keys and bytes,
+// versioned by a codec byte, and reader/python/vantage_decisions.py is a second reader that CI checks against
+// this package (TestPythonReaderDecodesEveryField).
 //
 // Decisions: PutDecision runs one Lua script on the bucket: it compares the stored fingerprint (FNV-1a of mode,
 // target, best PoP, verdict, status and the candidates' order) with the new one; when it differs it stores the
@@ -93,6 +109,11 @@
 // newer, LPUSH the history and LTRIM it to HistoryLen, and insert "<at ms>:<min ms>" (":-" for a failure) into
 // the PoP's field of the recent hash (KeyRecent), newest first by time, cut to RecentLen entries: a decision
 // takes each PoP's minimum RTT over a window of these, so one noisy round does not move a placement.
+//
+// Mesh (mesh.go): every PoP measures every other PoP's mesh port (Heartbeat.MeshAddr) with a TCP probe job
+// whose Job.Key is "mesh:<dst PoP>"; the daemon stores the result with PutMeshRTT (one Lua script: HSET unless
+// the stored pair is newer) instead of PutResult. The scheduler reads the whole hash (MeshRTTs) to fit its
+// calibration and serves it as GET /v1/mesh.
 //
 // Telemetry (telemetry.go): AddTelemetry pipelines one XADD per request record and, per application, one EXPIRE
 // and one ZADD GT; TelemetrySince reads an application's stream with XRANGE.

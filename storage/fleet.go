@@ -24,12 +24,14 @@ const (
 
 // Heartbeat is one probe daemon's periodic sign of life, written with PutHeartbeat.
 type Heartbeat struct {
-	PoP       string    `json:"pop"`
-	DaemonID  string    `json:"daemon"`
-	Addr      string    `json:"addr,omitempty"`       // the daemon's API address, host:port
-	Version   string    `json:"version,omitempty"`    // the daemon's build version
-	SourceIPs []string  `json:"source_ips,omitempty"` // the addresses its probes leave from
-	At        time.Time `json:"at"`                   // when it was sent; zero: PutHeartbeat's clock
+	PoP       string   `json:"pop"`
+	DaemonID  string   `json:"daemon"`
+	Addr      string   `json:"addr,omitempty"`       // the daemon's API address, host:port
+	Version   string   `json:"version,omitempty"`    // the daemon's build version
+	SourceIPs []string `json:"source_ips,omitempty"` // the addresses its probes leave from
+	// MeshAddr is where the daemon answers the other PoPs' mesh probes (host:port, TCP); empty: it does not.
+	MeshAddr string    `json:"mesh_addr,omitempty"`
+	At       time.Time `json:"at"` // when it was sent; zero: PutHeartbeat's clock
 	// Interval is the daemon's heartbeat interval, as passed to PutHeartbeat.
 	Interval time.Duration `json:"interval_ns"`
 }

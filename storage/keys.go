@@ -60,6 +60,12 @@ func KeyDecisions(bucket int) string { return decisionKeys[bucket] }
 // (same hash slot as the bucket).
 func KeyDecisionFences(bucket int) string { return fenceKeys[bucket] }
 
+// KeyDecisionHistory returns the capped list of app's recent decisions, newest first (same hash slot as its
+// decision's bucket, so one script writes both).
+func KeyDecisionHistory(app string) string {
+	return fmt.Sprintf("vantage:{d:%02d}:dhistory:%s", DecisionBucket(app), app)
+}
+
 // KeyHeartbeats returns the hash of pop's daemon heartbeats.
 func KeyHeartbeats(pop string) string { return "vantage:{fleet}:hb:" + pop }
 

@@ -36,6 +36,12 @@ const (
 	DefaultResultDedupTTL  = 24 * time.Hour
 	DefaultAdHocTTL        = 24 * time.Hour
 	DefaultMaxJobAttempts  = 5
+	// DefaultDecisionHistoryLen caps each application's decision history (see Options.DecisionHistoryLen).
+	DefaultDecisionHistoryLen = 100
+	// DefaultDecisionHistoryEvery is how often an unchanged decision is recorded in the history anyway: a
+	// few per hour show the RTT trend of a stable placement without recording every recheck (at the default
+	// 5-minute recheck interval, 1 write in 12).
+	DefaultDecisionHistoryEvery = time.Hour
 )
 
 // Options say how to reach Redis. One address: a single node; several addresses with MasterName: Sentinel (the
@@ -76,6 +82,15 @@ type Options struct {
 	// MaxJobAttempts is how many deliveries a job gets before ReclaimJobs moves it to the dead-letter list
 	// (default 5).
 	MaxJobAttempts int
+	// DecisionHistoryLen caps the decisions kept per application in its history (DecisionHistory), newest
+	// first (default 100; negative: no history is kept). An entry of a decision with five candidates takes
+	// about 320 bytes of Redis memory (BenchmarkPutDecisionsHistory): 1,000,000 applications with full
+	// histories of 100 would take about 32 GB, so a fleet that large lowers it. Only changes and an hourly
+	// sample are recorded, so a stable application's history fills slowly.
+	DecisionHistoryLen int
+	// DecisionHistoryEvery is how long an unchanged decision waits before it is recorded in the history again
+	// (default 1 h); a changed decision is always recorded.
+	DecisionHistoryEvery time.Duration
 	// EmbeddedDir is where an embedded server (no Addrs) puts its unix socket; empty: a new temporary directory.
 	EmbeddedDir string
 	// Now is the clock (default time.Now); tests inject their own.
@@ -116,6 +131,12 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxJobAttempts <= 0 {
 		o.MaxJobAttempts = DefaultMaxJobAttempts
+	}
+	if o.DecisionHistoryLen == 0 {
+		o.DecisionHistoryLen = DefaultDecisionHistoryLen
+	}
+	if o.DecisionHistoryEvery <= 0 {
+		o.DecisionHistoryEvery = DefaultDecisionHistoryEvery
 	}
 	if o.Now == nil {
 		o.Now = time.Now

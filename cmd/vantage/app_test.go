@@ -32,7 +32,7 @@ func TestAppCommand(t *testing.T) {
 	startCmd(t, "scheduler", "--redis", srv.Addr(), "--listen", api, "--tokens", tokens, "--allow", "127.0.0.0/8",
 		"--recheck", "1s", "--lease-ttl", "1s", "--result-timeout", "1s", "--log-level", "warn")
 	waitHTTP(t, "http://"+api+"/readyz", 200, 15*time.Second)
-	t.Setenv(envScheduler, "http://"+api)
+	t.Setenv(envScheduler, validatingProxy(t, api)) // every call of the CLI is validated against openapi.json
 	t.Setenv(envToken, token)
 	t.Setenv(envSchedulerCA, "")
 

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/vantage-edge/vantage/daemon"
 	"github.com/vantage-edge/vantage/internal/tlsfiles"
@@ -192,6 +193,16 @@ type redisFlags struct {
 	tls      bool
 	tlsFiles tlsfiles.Client
 	required bool
+	// history and historyEvery are the decision history's cap and interval (--decision-history,
+	// --decision-history-every), registered by the commands that write decisions only (addHistoryFlags).
+	history      *int
+	historyEvery *time.Duration
+}
+
+// addHistoryFlags registers the decision history's flags on fs, for a command that writes decisions.
+func (f *redisFlags) addHistoryFlags(fs *flag.FlagSet) {
+	f.history = fs.Int("decision-history", storage.DefaultDecisionHistoryLen, "decisions kept per application in its history in Redis, newest first (0: none)")
+	f.historyEvery = fs.Duration("decision-history-every", storage.DefaultDecisionHistoryEvery, "how often an unchanged decision is recorded in the history anyway (a change always is)")
 }
 
 // addRedisFlags registers the Redis connection flags on fs; required says whether --redis must be given.
@@ -228,6 +239,15 @@ func (f *redisFlags) options(log *slog.Logger) (storage.Options, error) {
 	}
 	o := storage.Options{Addrs: addrs, MasterName: f.master, Username: f.username,
 		Password: os.Getenv(envRedisPassword), Logger: log}
+	if f.history != nil {
+		if o.DecisionHistoryLen = *f.history; o.DecisionHistoryLen <= 0 {
+			o.DecisionHistoryLen = -1 // the store's "none"
+		}
+		if *f.historyEvery <= 0 {
+			return storage.Options{}, fmt.Errorf("%w: --decision-history-every %v: want > 0", errUsage, *f.historyEvery)
+		}
+		o.DecisionHistoryEvery = *f.historyEvery
+	}
 	var err error
 	o.TLS, err = f.tlsConfig(log)
 	return o, err

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vantage-edge/vantage/storage"
 )
 
 func TestDaemonFlags(t *testing.T) {
@@ -163,5 +165,48 @@ func TestDaemonFlagsStart(t *testing.T) {
 	var none bytes.Buffer
 	if _, _, err := d.start(ctx, &none); !errors.Is(err, errUsage) || none.Len() != 0 {
 		t.Errorf("start with --log-format xml: %v, logged %q; want a usage error and nothing logged", err, none.String())
+	}
+}
+
+// TestDecisionHistoryFlags: the scheduler's --decision-history and --decision-history-every reach the store's
+// options (0 keeps no history); commands without them keep the store's defaults.
+func TestDecisionHistoryFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		register  bool
+		args      []string
+		wantLen   int
+		wantEvery time.Duration
+		err       string
+	}{
+		{"defaults", true, nil, storage.DefaultDecisionHistoryLen, storage.DefaultDecisionHistoryEvery, ""},
+		{"set", true, []string{"--decision-history", "20", "--decision-history-every", "10m"}, 20, 10 * time.Minute, ""},
+		{"off", true, []string{"--decision-history", "0"}, -1, storage.DefaultDecisionHistoryEvery, ""},
+		{"bad_interval", true, []string{"--decision-history-every", "0s"}, 0, 0, "--decision-history-every 0s: want > 0"},
+		{"not_registered", false, nil, 0, 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := newFlagSet("scheduler", "", io.Discard)
+			d := addDaemonFlags(fs, daemonFlagOptions{Redis: redisRequired})
+			if tc.register {
+				d.redis.addHistoryFlags(fs)
+			}
+			if err := parseFlags(fs, append([]string{"--redis", "a:1"}, tc.args...)); err != nil {
+				t.Fatal(err)
+			}
+			o, err := d.redisOptions(nil)
+			if tc.err != "" {
+				if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err %v, want a usage error containing %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.DecisionHistoryLen != tc.wantLen || o.DecisionHistoryEvery != tc.wantEvery {
+				t.Errorf("history options %d, %v; want %d, %v", o.DecisionHistoryLen, o.DecisionHistoryEvery, tc.wantLen, tc.wantEvery)
+			}
+		})
 	}
 }

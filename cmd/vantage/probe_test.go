@@ -194,6 +194,7 @@ func TestFleetProbeFromEnvironment(t *testing.T) {
 	startCmd(t, "scheduler", "--redis", srv.Addr(), "--listen", api, "--token", token, "--adhoc-timeout", "1s", "--allow", "127.0.0.0/8",
 		"--lease-ttl", "1s", "--log-level", "warn")
 	waitHTTP(t, "http://"+api+"/readyz", 200, 15*time.Second)
+	apiURL := validatingProxy(t, api) // every API call of the command is validated against openapi.json
 	target := probeListener(t)
 
 	for _, tc := range []struct {
@@ -203,12 +204,12 @@ func TestFleetProbeFromEnvironment(t *testing.T) {
 		code             int
 		errHas           string
 	}{
-		{name: "both_from_the_environment", envURL: "http://" + api, envToken: token, errHas: "0/1 PoPs"},
-		{name: "flag_token_wins", envURL: "http://" + api, envToken: "wrong-token", flags: []string{"--token", token}, errHas: "0/1 PoPs"},
+		{name: "both_from_the_environment", envURL: apiURL, envToken: token, errHas: "0/1 PoPs"},
+		{name: "flag_token_wins", envURL: apiURL, envToken: "wrong-token", flags: []string{"--token", token}, errHas: "0/1 PoPs"},
 		{name: "flag_scheduler_wins", envURL: "http://" + closedTCPPort(t), envToken: token,
-			flags: []string{"--scheduler", "http://" + api}, errHas: "0/1 PoPs"},
-		{name: "wrong_token_from_the_environment", envURL: "http://" + api, envToken: "wrong-token", code: 1, errHas: "401"},
-		{name: "no_token", envURL: "http://" + api, code: 1, errHas: "401"},
+			flags: []string{"--scheduler", apiURL}, errHas: "0/1 PoPs"},
+		{name: "wrong_token_from_the_environment", envURL: apiURL, envToken: "wrong-token", code: 1, errHas: "401"},
+		{name: "no_token", envURL: apiURL, code: 1, errHas: "401"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv(envScheduler, tc.envURL)

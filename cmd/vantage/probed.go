@@ -38,8 +38,8 @@ func runProbed(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // probedFlags are the probe daemon's flags that are not a config field as they are.
 type probedFlags struct {
-	idle           *int
-	sources, allow listFlag
+	idle                *int
+	sources, allow, own listFlag
 }
 
 // addProbedFlags registers the probe daemon's flags on fs, defaulting from and writing into cfg.
@@ -49,6 +49,8 @@ func addProbedFlags(fs *flag.FlagSet, cfg *daemon.ProbedConfig) *probedFlags {
 	fs.StringVar(&d.PoP, "pop", "", "IATA code of this daemon's PoP (required)")
 	fs.StringVar(&d.DaemonID, "id", "", "daemon id, the consumer name in the PoP's group (default hostname-pid-random)")
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "address of /metrics, /healthz and /readyz")
+	fs.StringVar(&cfg.MeshListen, "mesh-listen", cfg.MeshListen, "TCP address answering the other PoPs' mesh probes, e.g. :9102 (empty: this PoP takes no part in the mesh that calibrates the scheduler)")
+	fs.StringVar(&cfg.MeshAdvertise, "mesh-advertise", cfg.MeshAdvertise, "address the other PoPs dial for the mesh (default: --mesh-listen's host, else the first --source with its port)")
 	fs.IntVar(&p.GlobalRate, "rate", 0, "probes per second for the whole daemon (0: unlimited)")
 	fs.IntVar(&p.TargetRate, "target-rate", 0, "probes per second per target address (0: unlimited)")
 	fs.DurationVar(&d.Heartbeat, "heartbeat", probed.DefaultHeartbeat, "heartbeat interval")
@@ -58,9 +60,11 @@ func addProbedFlags(fs *flag.FlagSet, cfg *daemon.ProbedConfig) *probedFlags {
 	fs.DurationVar(&d.DrainTimeout, "drain-timeout", probed.DefaultDrainTimeout, "on SIGTERM, how long in-flight probes may finish")
 	fs.DurationVar(&p.Timeout, "timeout", p.Timeout, "per-sample probe timeout")
 	f.idle = fs.Int("tcp-idle-sockets", p.IdleSockets, "disconnected TCP probe sockets kept per source address for reuse (0: none)")
+	fs.StringVar(&cfg.ProbeModules, "probe-modules", "", "blackbox_exporter configuration whose modules /probe on --listen answers (default: http_2xx, http_post_2xx, tcp_connect, icmp)")
 	fs.BoolVar(&cfg.AllDetail, "result-detail", false, "store the prober's full result with every result (default: ad-hoc probes only)")
 	fs.Var(&f.sources, "source", "source address(es) probes leave from, comma-separated (default: the kernel's choice)")
 	fs.Var(&f.allow, "allow", "CIDR lifting the deny policy (repeatable), e.g. 198.18.0.0/15 for the emulated WAN")
+	fs.Var(&f.own, "own-prefix", "CIDR of the platform's own anycast prefixes (repeatable): refuse to start with a --source inside one; deny targets inside them")
 	return f
 }
 
@@ -77,6 +81,18 @@ func (f *probedFlags) complete(cfg *daemon.ProbedConfig) error {
 	var err error
 	if p.Allow, err = placement.ParsePrefixes("--allow", f.allow); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if p.OwnPrefixes, err = placement.ParsePrefixes("--own-prefix", f.own); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	// Refused here, before Redis is dialled, and again by prober.New for any other caller.
+	for _, s := range p.Sources {
+		for _, o := range p.OwnPrefixes {
+			if o.Contains(s.Unmap()) {
+				return fmt.Errorf("%w: --source %v is inside --own-prefix %v: replies to it would be routed to the "+
+					"nearest PoP announcing the prefix, not to this daemon; probe from a unicast address", errUsage, s, o)
+			}
+		}
 	}
 	switch {
 	case *f.idle < 0:

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/vantage-edge/vantage/internal/syncbuf"
+	"github.com/vantage-edge/vantage/internal/testwait"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -162,6 +163,46 @@ func TestRouterLogIsJSONFromTheFirstLine(t *testing.T) {
 	for i, l := range lines {
 		if !json.Valid([]byte(l)) {
 			t.Errorf("line %d is not JSON: %q", i+1, l)
+		}
+	}
+}
+
+// TestRouterProxyTables runs `vantage router` without a front, keeping a HAProxy map file (no runtime API) and
+// an nginx include (reloaded by a command) in sync with a decision stored in a real redis-server.
+func TestRouterProxyTables(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	d := placement.Decision{App: "api.example.com", Mode: placement.ModeHost, Target: "db.example.com:5432",
+		BestPoP: "LHR", Status: placement.StatusSuccess, Verdict: placement.VerdictUnicast,
+		Candidates: []placement.Candidate{{PoP: "LHR", RTTMs: 5}}}
+	if _, err := st.PutDecision(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	hmap, nmap, reloaded := filepath.Join(dir, "vantage.map"), filepath.Join(dir, "tables.conf"), filepath.Join(dir, "reloaded")
+	adminAddr := freeAddr(t)
+	startCmd(t, "router", "--redis", srv.Addr(), "--listen", "", "--admin", adminAddr, "--ingress", "EWR",
+		"--proxy-pops", "EWR,LHR", "--haproxy-map-file", hmap, "--nginx-map-file", nmap,
+		"--nginx-reload-cmd", "touch "+reloaded, "--debounce", "20ms")
+	waitHTTP(t, "http://"+adminAddr+"/readyz", 200, 15*time.Second)
+	testwait.Eventually(t, 10*time.Second, "both tables route api.example.com to LHR, nginx reloaded", func() bool {
+		h, _ := os.ReadFile(hmap)
+		n, _ := os.ReadFile(nmap)
+		_, err := os.Stat(reloaded)
+		return strings.Contains(string(h), "\napi.example.com LHR/remote\n") &&
+			strings.Contains(string(n), "    api.example.com LHR;\n") && err == nil
+	})
+	_, body := httpGet(t, "http://"+adminAddr+"/metrics")
+	for _, want := range []string{`vantage_proxysync_syncs_total{proxy="haproxy",result="success"}`,
+		`vantage_proxysync_entries{proxy="nginx"} 1`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
 		}
 	}
 }

@@ -34,6 +34,7 @@ func (l *listFlag) Set(v string) error {
 func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("scheduler", "", stderr)
 	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisRequired, TLS: true})
+	df.redis.addHistoryFlags(fs)
 	cfg := daemon.DefaultSchedulerConfig()
 	sf := addSchedulerFlags(fs, &cfg)
 	log, stop, err := parseDaemon(ctx, fs, df, args, stderr)
@@ -91,6 +92,8 @@ func addSchedulerFlags(fs *flag.FlagSet, cfg *daemon.SchedulerConfig) *scheduler
 	f.geoipFile = fs.String("geoip", "", "GeoIP2/GeoLite2/DB-IP City .mmdb: a target's prior location orders the first PoPs probed; a prior far outside the measured region is a note, never the verdict")
 	fs.IntVar(&s.HistoryRounds, "history-rounds", s.HistoryRounds, "a decision takes each PoP's minimum RTT over its last N results (1: the latest only)")
 	fs.DurationVar(&s.HistoryWindow, "history-window", s.HistoryWindow, "... none older than this")
+	fs.DurationVar(&s.MeshInterval, "mesh-interval", s.MeshInterval, "how often every PoP measures every other (the mesh that calibrates the engine and finds mislocated PoPs; negative: no mesh)")
+	fs.IntVar(&s.MeshBudget, "mesh-budget", s.MeshBudget, "mesh probes enqueued per minute at most (a large fleet's mesh round then takes longer than --mesh-interval)")
 	f.regionFile = fs.String("region-endpoints", "", "file mapping region id to host:port (\"aws:us-east-1 198.18.0.9:443\" per line)")
 	fs.DurationVar(&cfg.AdHocTimeout, "adhoc-timeout", cfg.AdHocTimeout, "how long an ad-hoc probe waits for its PoPs")
 	fs.DurationVar(&cfg.Smart.Window, "smart-window", cfg.Smart.Window, "Smart Placement's analysis window of request telemetry")

@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/vantage-edge/vantage/internal/syncbuf"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,8 +20,10 @@ import (
 
 	"github.com/vantage-edge/vantage/daemon"
 	"github.com/vantage-edge/vantage/internal/shareddata"
+	"github.com/vantage-edge/vantage/internal/syncbuf"
 	"github.com/vantage-edge/vantage/internal/testnet"
 	"github.com/vantage-edge/vantage/scheduler"
+	"github.com/vantage-edge/vantage/scheduler/openapitest"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
 )
@@ -80,6 +84,15 @@ func httpGetAuth(t *testing.T, url, token string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// validatingProxy returns the URL of a proxy to the scheduler API at addr that validates each exchange against
+// the API's OpenAPI document (openapitest.Handler), a mismatch failing t: the commands' clients go through it.
+func validatingProxy(t *testing.T, addr string) string {
+	t.Helper()
+	hs := httptest.NewServer(openapitest.Handler(t, httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: addr})))
+	t.Cleanup(hs.Close)
+	return hs.URL
+}
+
 func waitHTTP(t *testing.T, url string, want int, timeout time.Duration) string {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -135,6 +148,7 @@ func TestSchedulerAndProbedCommands(t *testing.T) {
 		}
 	}
 	waitHTTP(t, "http://"+api+"/readyz", 200, 10*time.Second)
+	apiURL := validatingProxy(t, api) // every API call below is validated against openapi.json
 
 	// The region app from --config-dir: its endpoint answers in microseconds from three continents, which
 	// the engine calls anycast, so the decision falls back to the latency model: FRA, estimated.
@@ -152,7 +166,7 @@ func TestSchedulerAndProbedCommands(t *testing.T) {
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		_, body := httpGetAuth(t, "http://"+api+"/client/v4/accounts/acc/workers/services/billing", token)
+		_, body := httpGetAuth(t, apiURL+"/client/v4/accounts/acc/workers/services/billing", token)
 		json.Unmarshal([]byte(body), &st)
 		if st.Result.PlacementStatus == "SUCCESS" {
 			break
@@ -171,7 +185,7 @@ func TestSchedulerAndProbedCommands(t *testing.T) {
 		token string
 		want  int
 	}{{"", 401}, {tenant, 404}, {"legacy-token-0123456789", 200}} {
-		if code, body := httpGetAuth(t, "http://"+api+"/client/v4/accounts/acc/workers/services/billing", tc.token); code != tc.want {
+		if code, body := httpGetAuth(t, apiURL+"/client/v4/accounts/acc/workers/services/billing", tc.token); code != tc.want {
 			t.Errorf("status API with token %q: %d %.200s, want %d", tc.token, code, body, tc.want)
 		}
 	}
@@ -189,7 +203,7 @@ func TestSchedulerAndProbedCommands(t *testing.T) {
 	}
 	// vantage probe --fleet through the scheduler's API.
 	var out, errb bytes.Buffer
-	if code := run(ctx, []string{"probe", "--fleet", "tcp", target, "--scheduler", "http://" + api, "--token", token, "--count", "2"}, &out, &errb); code != 0 {
+	if code := run(ctx, []string{"probe", "--fleet", "tcp", target, "--scheduler", apiURL, "--token", token, "--count", "2"}, &out, &errb); code != 0 {
 		t.Fatalf("vantage probe --fleet: exit %d; stderr %q", code, errb.String())
 	}
 	if !strings.Contains(errb.String(), "3/3 PoPs") {
@@ -200,11 +214,11 @@ func TestSchedulerAndProbedCommands(t *testing.T) {
 			t.Errorf("probe --fleet output lacks %q:\n%s", want, out.String())
 		}
 	}
-	if err := runFleetProbe(ctx, []string{"--fleet", "tcp", target, "--scheduler", "http://" + api, "--token", "wrong-token-0123456789"}, &out, &errb); err == nil || !strings.Contains(err.Error(), "401") {
+	if err := runFleetProbe(ctx, []string{"--fleet", "tcp", target, "--scheduler", apiURL, "--token", "wrong-token-0123456789"}, &out, &errb); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Errorf("probe --fleet with a bad token: %v, want a 401", err)
 	}
 	// The status page, and Smart Placement's telemetry endpoint (writes need the token).
-	if code, page := httpGet(t, "http://"+api+"/"); code != 200 || !strings.Contains(page, "<html") {
+	if code, page := httpGet(t, apiURL+"/"); code != 200 || !strings.Contains(page, "<html") {
 		t.Errorf("status page: %d %.200q", code, page)
 	}
 	tel := `[{"app":"shop","deploy":"v1","ingress":"SYD","exec":"SYD","at":"` + time.Now().UTC().Format(time.RFC3339Nano) +
@@ -213,7 +227,8 @@ func TestSchedulerAndProbedCommands(t *testing.T) {
 		token string
 		want  int
 	}{{"", http.StatusUnauthorized}, {token, http.StatusNoContent}} {
-		req, _ := http.NewRequest(http.MethodPost, "http://"+api+"/v1/telemetry", strings.NewReader(tel))
+		req, _ := http.NewRequest(http.MethodPost, apiURL+"/v1/telemetry", strings.NewReader(tel))
+		req.Header.Set("Content-Type", "application/json")
 		if tc.token != "" {
 			req.Header.Set("Authorization", "Bearer "+tc.token)
 		}
@@ -231,13 +246,13 @@ func TestSchedulerAndProbedCommands(t *testing.T) {
 	if _, err := obs.TelemetrySince(ctx, "shop", time.Now().Add(-time.Hour), func(storage.Telemetry) error { stored++; return nil }); err != nil || stored != 1 {
 		t.Errorf("telemetry in Redis: %d records (%v), want the 1 posted with the token", stored, err)
 	}
-	if code, _ := httpGet(t, "http://"+api+"/metrics"); code != http.StatusUnauthorized {
+	if code, _ := httpGet(t, apiURL+"/metrics"); code != http.StatusUnauthorized {
 		t.Errorf("/metrics on --listen without a token: %d, want 401", code)
 	}
-	if code, _ := httpGetAuth(t, "http://"+api+"/metrics", tenant); code != http.StatusForbidden {
+	if code, _ := httpGetAuth(t, apiURL+"/metrics", tenant); code != http.StatusForbidden {
 		t.Errorf("/metrics on --listen with an account's token: %d, want 403", code)
 	}
-	if code, _ := httpGetAuth(t, "http://"+api+"/metrics", token); code != http.StatusOK {
+	if code, _ := httpGetAuth(t, apiURL+"/metrics", token); code != http.StatusOK {
 		t.Errorf("/metrics on --listen with the operator's token: %d, want 200", code)
 	}
 	_, m := httpGet(t, "http://"+metricsAddr+"/metrics") // --metrics-listen: no token

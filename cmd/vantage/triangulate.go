@@ -32,6 +32,7 @@ func runTriangulate(ctx context.Context, args []string, stdout, stderr io.Writer
 	popsFile := fs.String("pops", "", "PoP list resolving vp codes given without lat/lon (geo.LoadPoPsFile formats: Cloudflare/CloudFront JSON, CSV); codes not in it fall back to the embedded Cloudflare catalogue")
 	in := fs.String("in", "-", "input file, JSONL or CSV (detected by its first line); - for stdin")
 	geoipFile := fs.String("geoip", "", "GeoIP2/GeoLite2/DB-IP City .mmdb: an IP target's prior location, noted when far outside the measured region (never the verdict)")
+	meshFile := fs.String("mesh", "", "calibrate the disks from a mesh of vantage points measuring each other, JSON Lines {\"src\",\"dst\",\"rtt_ms\"} (triangulate/FORMAT.md), as the fleet calibrates from its PoP mesh")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -55,7 +56,15 @@ func runTriangulate(ctx context.Context, args []string, stdout, stderr io.Writer
 		defer g.Close()
 		prior = scheduler.GeoIPPrior(g) // the fleet's lookup: an IP target's City record
 	}
-	cfg := triangulate.ProductionConfig(nil)
+	var cal *triangulate.Calibration
+	if *meshFile != "" {
+		c, err := loadMesh(*meshFile, triangulate.PoPLocator(pops), stderr)
+		if err != nil {
+			return err
+		}
+		cal = c
+	}
+	cfg := triangulate.ProductionConfig(cal)
 	cfg.Cities = append(pops, geo.PoPs()...)
 	engine, err := triangulate.NewEngine(cfg)
 	if err != nil {
@@ -89,6 +98,30 @@ func runTriangulate(ctx context.Context, args []string, stdout, stderr io.Writer
 		return exitError{code: 1}
 	}
 	return nil
+}
+
+// loadMesh reads a mesh file and fits its calibration with triangulate.MeshCalibration, as the scheduler does
+// with the fleet's mesh; the suspects (mislocated vantage points) are reported on stderr.
+func loadMesh(path string, loc triangulate.Locator, stderr io.Writer) (*triangulate.Calibration, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: triangulate: --mesh: %w", errUsage, err)
+	}
+	defer f.Close()
+	pairs, err := triangulate.ReadMesh(f, loc)
+	if err != nil {
+		return nil, fmt.Errorf("%w: triangulate: --mesh %s: %w", errUsage, path, err)
+	}
+	cal, err := triangulate.MeshCalibration(pairs, triangulate.DefaultCalibrationConfig())
+	if err != nil {
+		return nil, fmt.Errorf("%w: triangulate: --mesh %s: %w", errUsage, path, err)
+	}
+	fmt.Fprintf(stderr, "vantage triangulate: mesh %s: %d pairs, %d vantage points calibrated\n", path, len(pairs), len(cal.PerVP))
+	for _, s := range cal.Suspects {
+		fmt.Fprintf(stderr, "vantage triangulate: mesh: %s is mislocated (%d pairs faster than light in fibre over its listed distance, worst by %.0f km): never trusted for location or anycast\n",
+			s.VP, s.Violations, s.WorstKm)
+	}
+	return cal, nil
 }
 
 // judgeAll decides every target dec reads and writes its verdict to out; a bad line goes to badLine. prior,

@@ -229,3 +229,68 @@ func TestTriangulateGeoIP(t *testing.T) {
 		t.Errorf("--geoip of a non-database: exit %d, stderr %q; want a usage error", code, stderr)
 	}
 }
+
+// meshFile writes the full mesh of codes as JSON Lines, RTTs 1.2 x the fibre bound + 2 ms over the true
+// distances; a code in listed is written with those coordinates instead of its own (a mislocated site).
+func meshFile(t *testing.T, codes []string, listed map[string]geo.Point) string {
+	t.Helper()
+	var b strings.Builder
+	for _, a := range codes {
+		for _, c := range codes {
+			if a == c {
+				continue
+			}
+			pa, _ := geo.LookupPoP(a)
+			pc, _ := geo.LookupPoP(c)
+			rtt := 1.2*geo.DistanceKm(pa.Point, pc.Point)/geo.FibreKmPerMs + 2
+			src := fmt.Sprintf(`"src":%q`, a)
+			if p, ok := listed[a]; ok {
+				src += fmt.Sprintf(`,"src_lat":%v,"src_lon":%v`, p.Lat, p.Lon)
+			}
+			dst := fmt.Sprintf(`"dst":%q`, c)
+			if p, ok := listed[c]; ok {
+				dst += fmt.Sprintf(`,"dst_lat":%v,"dst_lon":%v`, p.Lat, p.Lon)
+			}
+			fmt.Fprintf(&b, "{%s,%s,\"rtt_ms\":%.3f}\n", src, dst, rtt)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "mesh.jsonl")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestTriangulateMesh: --mesh calibrates the disks (a smaller location region than the fibre bound's), names
+// the mislocated vantage points on stderr, and refuses a bad mesh file with its line and field.
+func TestTriangulateMesh(t *testing.T) {
+	in := phantomLine(t, "198.18.3.7", triVPs, "FRA") + "\n"
+	code, plain, stderr := runTri(t, in)
+	if code != 0 || len(plain) != 1 || plain[0].Location == nil {
+		t.Fatalf("without a mesh: exit %d, %+v, stderr %q", code, plain, stderr)
+	}
+	mesh := meshFile(t, triVPs, map[string]geo.Point{"WAW": {Lat: -33.9, Lon: 151.2}}) // Warsaw listed in Sydney
+	code, cal, stderr := runTri(t, in, "--mesh", mesh)
+	if code != 0 || len(cal) != 1 || cal[0].Location == nil {
+		t.Fatalf("with a mesh: exit %d, %+v, stderr %q", code, cal, stderr)
+	}
+	if !strings.Contains(stderr, "WAW is mislocated") || !strings.Contains(stderr, "14 vantage points calibrated") {
+		t.Errorf("stderr %q: want WAW named mislocated and 14 vantage points calibrated", stderr)
+	}
+	if !(cal[0].Location.RadiusKm < plain[0].Location.RadiusKm) {
+		t.Errorf("calibrated region radius %v km, want below the fibre bound's %v km", cal[0].Location.RadiusKm, plain[0].Location.RadiusKm)
+	}
+	fra, _ := geo.LookupPoP("FRA")
+	if d := geo.DistanceKm(geo.Point{Lat: cal[0].Location.Lat, Lon: cal[0].Location.Lon}, fra.Point); d > cal[0].Location.RadiusKm+50 {
+		t.Errorf("calibrated location %.0f km from FRA, radius %.0f", d, cal[0].Location.RadiusKm)
+	}
+
+	bad := filepath.Join(t.TempDir(), "bad.jsonl")
+	if err := os.WriteFile(bad, []byte(`{"src":"FRA","dst":"LHR","rtt_ms":9.7}`+"\n"+`{"src":"FRA","dst":"LHR","rtt_ms":-3}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"triangulate", "--mesh", bad}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `line 2: triangulate: invalid mesh: "rtt_ms": -3: negative`) {
+		t.Fatalf("bad mesh: exit %d, stderr %q", code, errb.String())
+	}
+}

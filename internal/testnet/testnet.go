@@ -1,5 +1,5 @@
-// Package testnet is the loopback TCP service that tests and benchmarks probe: a listener that accepts every
-// connection and closes it at once.
+// Package testnet is the loopback services and network namespaces that tests and benchmarks probe: a TCP
+// listener that accepts every connection and closes it, a DNS server, and namespaces nothing can leave.
 package testnet
 
 import (

@@ -1,6 +1,7 @@
-// Package ui serves the scheduler's status page: a world map of the fleet and the targets, the applications'
-// table and an ad-hoc probe form, from embedded static files (no CDN, no external fonts or scripts) and two
-// JSON endpoints.
+// Package ui serves the scheduler's status page: a world map of the fleet and the targets (Natural Earth land
+// and borders, the PoPs, each target's disks, location and anycast instances, the PoP mesh's RTTs), the
+// applications' table, an application's page with its decision history, and an ad-hoc probe form, from
+// embedded static files (no CDN, no external fonts or scripts) and two JSON endpoints.
 package ui
 
 import (
@@ -15,6 +16,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +36,8 @@ const (
 	PathState = "/ui/api/state"
 	// PathCatalogue is the JSON endpoint of the PoP catalogue the map draws as background dots.
 	PathCatalogue = "/ui/api/catalogue"
+	// PathApp prefixes an application's page, PathApp + name (also reachable as "/#app=name").
+	PathApp = "/ui/app/"
 	// PathStatic prefixes the page's static files (script, style sheet).
 	PathStatic = "/ui/static/"
 )
@@ -138,12 +142,27 @@ func New(cfg Config) (*Handler, error) {
 	return h, nil
 }
 
+// routes are the mux patterns of the page's routes, each documented in the OpenAPI document (scheduler/openapi,
+// tag "status page"; TestOpenAPIDocumentsThePage compares the two). GET patterns serve HEAD too.
+var routes = []string{
+	"GET /{$}",
+	"GET /ui/{$}",
+	"GET /ui/index.html",
+	"GET " + PathState,
+	"GET " + PathCatalogue,
+	"GET " + PathStatic + "{file}",
+	"GET " + PathStatic + "vendor/{file}",
+	"GET " + PathApp + "{name}",
+}
+
 // Wrap returns a handler serving the page at "/" and under "/ui/", and every other path with api (the
-// scheduler's API.Handler()).
+// scheduler's API.Handler()). Other paths under "/ui/" are the page's too: 404, or 405 for a method but GET.
 func Wrap(api http.Handler, h *Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
-	mux.Handle("GET /{$}", h)
+	for _, p := range routes {
+		mux.Handle(p, h)
+	}
 	mux.Handle("/ui/", h)
 	return mux
 }
@@ -157,7 +176,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	setSecurityHeaders(w)
 	switch p := r.URL.Path; {
-	case p == "/" || p == "/ui/" || p == "/ui/index.html":
+	case p == "/" || p == "/ui/" || p == "/ui/index.html" || isAppPage(p):
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-cache")
 		w.Write(h.index)
@@ -189,6 +208,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// isAppPage reports whether p is an application's page, PathApp + a name: the page itself, which shows
+// that application (its history is read from the API with the page's token).
+func isAppPage(p string) bool {
+	name, ok := strings.CutPrefix(p, PathApp)
+	return ok && name != "" && !strings.Contains(name, "/")
 }
 
 // setSecurityHeaders confines the page to its own origin: no script, style, font or image from elsewhere.

@@ -2,7 +2,9 @@ package ui
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
@@ -10,13 +12,18 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/getkin/kin-openapi/openapi3"
+
 	"github.com/vantage-edge/vantage/geo"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/scheduler"
+	"github.com/vantage-edge/vantage/scheduler/openapi"
+	"github.com/vantage-edge/vantage/scheduler/openapitest"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
 )
@@ -24,10 +31,11 @@ import (
 // env is a real redis-server with a fleet, results and decisions written through the store, a scheduler
 // holding the targets (not running: the page reads its target list), and the page in front of an API stub.
 type env struct {
-	st    *storage.Store
-	sched *scheduler.Scheduler
-	srv   *httptest.Server
-	now   time.Time
+	client *http.Client // validates every exchange with the page against openapi.json
+	st     *storage.Store
+	sched  *scheduler.Scheduler
+	srv    *httptest.Server
+	now    time.Time
 }
 
 func pop(t *testing.T, code string) geo.PoP {
@@ -152,6 +160,7 @@ func newEnv(t *testing.T) *env {
 	})
 	e.srv = httptest.NewServer(Wrap(api, h))
 	t.Cleanup(e.srv.Close)
+	e.client = openapitest.Client(t)
 	return e
 }
 
@@ -170,6 +179,12 @@ func (e *env) get(t *testing.T, method, path string) (*http.Response, string) {
 // getAs requests path with token ("": none).
 func (e *env) getAs(t *testing.T, method, path, token string) (*http.Response, string) {
 	t.Helper()
+	return e.send(t, e.client, method, path, token)
+}
+
+// send requests path with token ("": none) through client.
+func (e *env) send(t *testing.T, client *http.Client, method, path, token string) (*http.Response, string) {
+	t.Helper()
 	req, err := http.NewRequest(method, e.srv.URL+path, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -177,7 +192,7 @@ func (e *env) getAs(t *testing.T, method, path, token string) (*http.Response, s
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,6 +215,10 @@ func TestRoutes(t *testing.T) {
 		{"style", "GET", "/ui/static/style.css", 200, "text/css", "#map"},
 		{"state", "GET", PathState, 200, "application/json", `"apps"`},
 		{"catalogue", "GET", PathCatalogue, 200, "application/json", `"FRA"`},
+		{"app page", "GET", "/ui/app/frankfurt-db", 200, "text/html", "app-card"},
+		{"app page without a name", "GET", "/ui/app/", 404, "", ""},
+		{"vendored map data", "GET", "/ui/static/vendor/countries-110m.json", 200, "application/json", `"countries"`},
+		{"vendored d3-geo", "GET", "/ui/static/vendor/d3-geo.min.js", 200, "javascript", "geoNaturalEarth1"},
 		{"unknown ui path", "GET", "/ui/nope", 404, "", ""},
 		{"state by POST", "POST", PathState, 405, "", ""},
 		{"api route", "GET", "/v1/apps", 418, "", "api GET /v1/apps"},
@@ -208,7 +227,11 @@ func TestRoutes(t *testing.T) {
 		{"POST to the root is the API's", "POST", "/", 418, "", "api POST /"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, body := e.get(t, tc.method, tc.path)
+			client := e.client
+			if tc.code == http.StatusTeapot {
+				client = http.DefaultClient // the API stub's answers are not the API's
+			}
+			resp, body := e.send(t, client, tc.method, tc.path, opsToken)
 			if resp.StatusCode != tc.code {
 				t.Fatalf("%s %s: %d, want %d (%q)", tc.method, tc.path, resp.StatusCode, tc.code, body)
 			}
@@ -389,7 +412,12 @@ func TestNoExternalResources(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		for _, m := range externalURL.FindAllString(string(b), -1) {
+		text := string(b)
+		if strings.HasPrefix(path, "static/vendor/") && strings.HasPrefix(text, "// ") {
+			// A vendored library's banner names its home page (a comment, never fetched).
+			_, text, _ = strings.Cut(text, "\n")
+		}
+		for _, m := range externalURL.FindAllString(text, -1) {
 			if m != "http://www.w3.org" { // the SVG namespace, an identifier, never fetched
 				t.Errorf("%s refers to %s", path, m)
 			}
@@ -436,5 +464,81 @@ func TestStateSkipsCorruptData(t *testing.T) {
 	}
 	if tokyo := apps["tokyo-app"]; !strings.Contains(tokyo.LastError, "corrupt value") || tokyo.BestPoP != "" {
 		t.Errorf("tokyo-app with a corrupt decision: %+v, want the error on its row", tokyo)
+	}
+}
+
+// TestOpenAPIDocumentsThePage compares the page's routes with the document's operations tagged "status page",
+// both ways (scheduler's TestOpenAPIDocumentsEveryRoute compares the others with the API's routes).
+func TestOpenAPIDocumentsThePage(t *testing.T) {
+	doc, err := openapi3.NewLoader().LoadFromData(openapi.Document)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var served, documented []string
+	for _, p := range routes {
+		method, path, _ := strings.Cut(p, " ")
+		path = strings.TrimSuffix(path, "{$}") // "/{$}" is "/" exactly, as the document's "/" is
+		served = append(served, method+" "+path)
+	}
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			if slices.Contains(op.Tags, "status page") {
+				documented = append(documented, method+" "+path)
+			}
+		}
+	}
+	slices.Sort(served)
+	slices.Sort(documented)
+	if !slices.Equal(served, documented) {
+		t.Errorf("routes served:\n%s\nroutes documented:\n%s", strings.Join(served, "\n"), strings.Join(documented, "\n"))
+	}
+}
+
+// TestVendoredAssets checks the embedded map libraries and data against the sums vendor.sh recorded (a
+// hand-edited or truncated file fails), that every vendored file is listed, and that the page loads them.
+func TestVendoredAssets(t *testing.T) {
+	sums, err := fs.ReadFile(static, "static/vendor/SHA256SUMS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(sums)), "\n") {
+		want, name, ok := strings.Cut(line, "  ")
+		if !ok {
+			t.Fatalf("SHA256SUMS line %q: want \"<sum>  <file>\"", line)
+		}
+		b, err := fs.ReadFile(static, "static/vendor/"+name)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if got := fmt.Sprintf("%x", sha256.Sum256(b)); got != want {
+			t.Errorf("%s: sha256 %s, want %s (re-run make ui-assets)", name, got, want)
+		}
+		listed[name] = true
+	}
+	ents, err := fs.ReadDir(static, "static/vendor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.Name() != "SHA256SUMS" && !listed[e.Name()] {
+			t.Errorf("static/vendor/%s is not in SHA256SUMS", e.Name())
+		}
+	}
+	for _, f := range []string{"d3-array.min.js", "d3-geo.min.js", "topojson-client.min.js", "countries-110m.json",
+		"LICENSE.d3-geo", "LICENSE.world-atlas"} {
+		if !listed[f] {
+			t.Errorf("%s is not vendored", f)
+		}
+	}
+	index, err := fs.ReadFile(static, "static/index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"d3-array.min.js", "d3-geo.min.js", "topojson-client.min.js"} {
+		if !strings.Contains(string(index), `src="/ui/static/vendor/`+s+`"`) {
+			t.Errorf("index.html does not load %s", s)
+		}
 	}
 }

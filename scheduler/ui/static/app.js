@@ -1,19 +1,32 @@
-// Vantage status page: polls /ui/api/state, draws the fleet and the targets on an equirectangular map, lists
-// the applications, and runs ad-hoc probes through the scheduler's API (POST /v1/probes, GET /v1/probes/{id}).
+// Vantage status page: polls /ui/api/state, draws the fleet and the targets on a world map (Natural Earth land
+// and borders from the embedded world-atlas TopoJSON, projected with d3-geo), lists the applications, shows
+// one application's page (its candidates, reasons and decision history from GET /v1/apps/{name}/history), draws
+// the PoP mesh's RTTs when the API serves GET /v1/mesh, and runs ad-hoc probes through the scheduler's API
+// (POST /v1/probes, GET /v1/probes/{id}).
 "use strict";
 
 const SVGNS = "http://www.w3.org/2000/svg";
-const W = 1000, H = 500;
+const W = 1000, H = 510;
 const EARTH_KM = 6371.0088;
 const STATE_POLL_MS = 3000;
 const PROBE_POLL_MS = 500;
+const HISTORY_POLL_MS = 15000; // an app's history changes at most once per recheck
+const MESH_POLL_MS = 30000;    // the mesh is remeasured every few minutes
+const HISTORY_ROWS = 50;
 const MAX_DISKS = 10;       // the smallest disks say where a target is; the big ones shade the whole map
 const MAX_DISK_KM = 5000;  // nor is a disk wider than a continent drawn
 
 let state = null;
-let selected = null;      // app name whose disks are drawn
+let selected = null;      // app name whose page is shown and whose disks are drawn
 let adhoc = null;         // latest ad-hoc probe status
 let catalogue = [];
+let world = null;         // the countries TopoJSON
+let mesh = null;          // GET /v1/mesh's answer, when the API has it
+let meshServed = false;   // the API documents GET /v1/mesh
+let hist = { app: null, at: 0, rows: null, error: "" };
+
+const projection = d3.geoNaturalEarth1().fitExtent([[8, 8], [W - 8, H - 8]], { type: "Sphere" });
+const geoPath = d3.geoPath(projection);
 
 const $ = (id) => document.getElementById(id);
 
@@ -32,8 +45,8 @@ function td(tr, text, cls) {
   return c;
 }
 
-const px = (lon) => (lon + 180) / 360 * W;
-const py = (lat) => (90 - lat) / 180 * H;
+// auth returns the Authorization header of the form's token.
+const auth = () => ({ Authorization: "Bearer " + $("probe-token").value.trim() });
 
 function ago(t, now) {
   if (!t) return "—";
@@ -56,47 +69,42 @@ function dur(s) {
 
 const ms = (v) => (v === undefined || v === null) ? "—" : (v < 10 ? v.toFixed(2) : v.toFixed(1)) + " ms";
 
-// ring returns the geodesic circle of radiusKm about (lat, lon) as [lon, lat] points with continuous longitudes,
-// closed along the pole when the circle encloses one.
-function ring(lat, lon, radiusKm) {
-  const d = Math.min(radiusKm / EARTH_KM, Math.PI * 0.999);
-  const p1 = lat * Math.PI / 180, l1 = lon * Math.PI / 180;
-  const pts = [];
-  let prev = null;
-  for (let i = 0; i <= 96; i++) {
-    const th = i / 96 * 2 * Math.PI;
-    const p2 = Math.asin(Math.sin(p1) * Math.cos(d) + Math.cos(p1) * Math.sin(d) * Math.cos(th));
-    let l2 = l1 + Math.atan2(Math.sin(th) * Math.sin(d) * Math.cos(p1), Math.cos(d) - Math.sin(p1) * Math.sin(p2));
-    let lo = l2 * 180 / Math.PI;
-    if (prev !== null) {
-      while (lo - prev > 180) lo -= 360;
-      while (lo - prev < -180) lo += 360;
-    }
-    pts.push([lo, p2 * 180 / Math.PI]);
-    prev = lo;
-  }
-  const span = pts[pts.length - 1][0] - pts[0][0];
-  if (Math.abs(span) > 180) { // encloses a pole: close the polygon along it
-    const pole = (90 - lat) * Math.PI / 180 * EARTH_KM < radiusKm ? 90 : -90;
-    pts.push([pts[pts.length - 1][0], pole], [pts[0][0], pole]);
-  }
-  return pts;
+// drawDisk draws the geodesic circle of radiusKm about (lat, lon), cut at the antimeridian and closed along a
+// pole it encloses by d3-geo.
+function drawDisk(g, lat, lon, radiusKm, cls) {
+  const deg = Math.min(radiusKm / EARTH_KM * 180 / Math.PI, 179);
+  const d = geoPath(d3.geoCircle().center([lon, lat]).radius(deg).precision(2)());
+  if (d) return el("path", { d, class: cls }, g);
+  return null;
 }
 
-function drawRing(g, lat, lon, radiusKm, cls) {
-  const pts = ring(lat, lon, radiusKm);
-  for (const shift of [-360, 0, 360]) {
-    const d = pts.map((p, i) => (i ? "L" : "M") + px(p[0] + shift).toFixed(1) + "," + py(p[1]).toFixed(1)).join("") + "Z";
-    el("path", { d, class: cls }, g);
-  }
+// arc draws the great-circle line between two [lon, lat] points.
+function arc(g, a, b, cls) {
+  const d = geoPath({ type: "LineString", coordinates: [a, b] });
+  return d ? el("path", { d, class: cls }, g) : null;
 }
 
 function drawBase(svg) {
   const g = el("g", { id: "base" }, svg);
-  for (let lon = -180; lon <= 180; lon += 30) el("line", { x1: px(lon), y1: 0, x2: px(lon), y2: H, class: "grat" }, g);
-  for (let lat = -60; lat <= 60; lat += 30) el("line", { x1: 0, y1: py(lat), x2: W, y2: py(lat), class: lat === 0 ? "grat equator" : "grat" }, g);
+  el("path", { d: geoPath({ type: "Sphere" }), class: "sphere" }, g);
+  el("path", { d: geoPath(d3.geoGraticule10()), class: "grat" }, g);
+  const land = el("g", { id: "land" }, svg);
+  if (world) {
+    for (const f of topojson.feature(world, world.objects.countries).features) {
+      const d = geoPath(f);
+      if (!d) continue;
+      const c = el("path", { d, class: "country" }, land);
+      el("title", {}, c).textContent = f.properties.name;
+    }
+    el("path", { d: geoPath(topojson.mesh(world, world.objects.countries, (a, b) => a !== b)), class: "border" }, land);
+  }
+  el("path", { d: geoPath({ type: "Sphere" }), class: "outline" }, svg);
   const cat = el("g", { id: "catalogue" }, svg);
-  for (const p of catalogue) el("circle", { cx: px(p.lon).toFixed(1), cy: py(p.lat).toFixed(1), r: 1.3, class: "cat" }, cat);
+  for (const p of catalogue) {
+    const xy = projection([p.lon, p.lat]);
+    el("circle", { cx: xy[0].toFixed(1), cy: xy[1].toFixed(1), r: 1.1, class: "cat" }, cat);
+  }
+  el("g", { id: "mesh" }, svg);
   el("g", { id: "disks" }, svg);
   el("g", { id: "targets" }, svg);
   el("g", { id: "pops" }, svg);
@@ -119,15 +127,52 @@ function drawPoPs() {
   const placed = [];
   const sorted = [...state.pops].filter((p) => p.located).sort((a, b) => a.code.localeCompare(b.code));
   for (const p of sorted) {
-    const c = el("circle", { cx: px(p.lon), cy: py(p.lat), r: 4, class: "pop " + p.state }, g);
-    const t = el("title", {}, c);
-    t.textContent = `${p.code} ${p.city || ""}: ${p.state}, ${p.daemons} daemon(s)`;
-    const x = px(p.lon) + 5, y = py(p.lat) - 5;
-    if (placed.every(([a, b]) => Math.abs(a - x) > 22 || Math.abs(b - y) > 9)) {
-      const l = el("text", { x, y, class: "poplabel" }, g);
-      l.textContent = p.code;
-      placed.push([x, y]);
+    const [x, y] = projection([p.lon, p.lat]);
+    const c = el("circle", { cx: x, cy: y, r: 4.5, class: "pop " + p.state }, g);
+    c.dataset.pop = p.code;
+    el("title", {}, c).textContent = `${p.code} ${p.city || ""}: ${p.state}, ${p.daemons} daemon(s)`;
+    const lx = x + 6, ly = y - 6;
+    if (placed.every(([a, b]) => Math.abs(a - lx) > 24 || Math.abs(b - ly) > 10)) {
+      el("text", { x: lx, y: ly, class: "poplabel" }, g).textContent = p.code;
+      placed.push([lx, ly]);
     }
+  }
+}
+
+// rttColor maps an RTT to a colour from green (10 ms or less) to red (250 ms or more), on a log scale.
+function rttColor(ms) {
+  const t = Math.max(0, Math.min(1, Math.log(Math.max(ms, 1) / 10) / Math.log(25)));
+  return `hsl(${Math.round(130 - 130 * t)}, 75%, 55%)`;
+}
+
+// drawMesh draws the PoP mesh's RTTs (the fastest direction of each pair) and marks the PoPs it finds
+// mislocated; nothing when the API has no mesh.
+function drawMesh() {
+  const g = clear("mesh");
+  const pairs = (mesh && mesh.pairs) || [];
+  $("lg-mesh").hidden = pairs.length === 0;
+  if (!pairs.length) return;
+  const pops = popByCode();
+  const best = new Map();
+  for (const p of pairs) {
+    if (p.src === p.dst || !pops[p.src] || !pops[p.dst] || !(p.rtt_ms >= 0)) continue;
+    const k = [p.src, p.dst].sort().join("-");
+    if (!best.has(k) || p.rtt_ms < best.get(k).rtt_ms) best.set(k, p);
+  }
+  // Slow pairs first, so that the short fast ones are drawn on top.
+  for (const p of [...best.values()].sort((a, b) => b.rtt_ms - a.rtt_ms)) {
+    const a = pops[p.src], b = pops[p.dst];
+    const l = arc(g, [a.lon, a.lat], [b.lon, b.lat], "meshline");
+    if (!l) continue;
+    l.setAttribute("stroke", rttColor(p.rtt_ms));
+    el("title", {}, l).textContent = `${p.src} ↔ ${p.dst}: ${ms(p.rtt_ms)}`;
+  }
+  for (const m of (mesh.mislocated || [])) {
+    const p = pops[m.pop];
+    if (!p) continue;
+    const [x, y] = projection([p.lon, p.lat]);
+    const c = el("circle", { cx: x, cy: y, r: 9, class: "mislocated" }, g);
+    el("title", {}, c).textContent = `${m.pop}: mislocated? ${m.reason}`;
   }
 }
 
@@ -136,12 +181,18 @@ function drawTargets() {
   const disks = clear("disks");
   const pops = popByCode();
   let caption = "";
-  for (const a of state.apps) {
+  const diamond = (x, y, r) => `M${x},${y - r}L${x + r},${y}L${x},${y + r}L${x - r},${y}Z`;
+  // The selected application last, on top of the others.
+  const apps = [...state.apps].sort((a, b) => (a.app === selected) - (b.app === selected));
+  for (const a of apps) {
     const sel = a.app === selected;
     if (sel) {
       const all = a.disks || [];
       const ds = all.filter((d) => d.radius_km <= MAX_DISK_KM).slice(0, MAX_DISKS);
-      for (const d of [...ds].reverse()) drawRing(disks, d.lat, d.lon, d.radius_km, "disk");
+      for (const d of [...ds].reverse()) {
+        const p = drawDisk(disks, d.lat, d.lon, d.radius_km, "disk");
+        if (p) el("title", {}, p).textContent = `${d.pop}: ${ms(d.rtt_ms)}, so within ${d.radius_km} km`;
+      }
       caption = `${a.app}: ${all.length} probe disk(s)` +
         (ds.length < all.length ? ` (${ds.length} smallest drawn)` : "") +
         (a.location ? `; estimated location ${a.location.lat.toFixed(2)}, ${a.location.lon.toFixed(2)}` +
@@ -151,31 +202,156 @@ function drawTargets() {
         (a.best_pop ? `; runs at ${a.best_pop}` : "; not placed (runs where requests enter)");
     }
     if (a.location) {
-      if (sel && a.location.radius_km) drawRing(g, a.location.lat, a.location.lon, a.location.radius_km, "locarea");
+      if (sel && a.location.radius_km) drawDisk(g, a.location.lat, a.location.lon, a.location.radius_km, "locarea");
       const best = pops[a.best_pop];
-      if (best) el("line", { x1: px(best.lon), y1: py(best.lat), x2: px(a.location.lon), y2: py(a.location.lat), class: "bestline" }, g);
-      const c = el("circle", { cx: px(a.location.lon), cy: py(a.location.lat), r: sel ? 5 : 3.5, class: sel ? "loc" : "loc dim" }, g);
+      if (best) arc(g, [best.lon, best.lat], [a.location.lon, a.location.lat], sel ? "bestline" : "bestline dim");
+      const [x, y] = projection([a.location.lon, a.location.lat]);
+      const c = el("circle", { cx: x, cy: y, r: sel ? 5.5 : 3.5, class: sel ? "loc" : "loc dim" }, g);
       el("title", {}, c).textContent = `${a.app}: estimated location of ${a.target}`;
-      if (sel) el("text", { x: px(a.location.lon) + 7, y: py(a.location.lat) + 12, class: "applabel" }, g).textContent = a.app;
+      if (sel) el("text", { x: x + 8, y: y + 13, class: "applabel" }, g).textContent = a.app;
     }
-    for (const i of (a.instances || [])) {
-      const x = px(i.lon), y = py(i.lat), r = sel ? 5 : 3.5;
-      const d = el("path", { d: `M${x},${y - r}L${x + r},${y}L${x},${y + r}L${x - r},${y}Z`, class: "inst" }, g);
-      if (!sel) d.setAttribute("opacity", "0.45");
+    (a.instances || []).forEach((i, n) => {
+      const [x, y] = projection([i.lon, i.lat]);
+      const d = el("path", { d: diamond(x, y, sel ? 10 : 8), class: sel ? "inst" : "inst dim" }, g);
       el("title", {}, d).textContent = `${a.app}: anycast instance near ${i.city || i.vp}`;
-    }
+      if (sel) el("text", { x: x + 9, y: y + 17, class: "applabel" }, g).textContent = `${a.app} #${n + 1}`;
+    });
     if (sel && pops[a.best_pop]) {
       const b = pops[a.best_pop];
-      el("circle", { cx: px(b.lon), cy: py(b.lat), r: 8, class: "bestring" }, g);
+      const [x, y] = projection([b.lon, b.lat]);
+      el("circle", { cx: x, cy: y, r: 9, class: "bestring" }, g);
     }
   }
   if (adhoc) {
     for (const [pop, r] of Object.entries(adhoc.results || {})) {
       const p = pops[pop];
-      if (p && r.samples > 0 && !r.class && r.min_ms / 2 * 299.792458 * 2 / 3 <= MAX_DISK_KM) drawRing(disks, p.lat, p.lon, r.min_ms / 2 * 299.792458 * 2 / 3, "disk adhoc");
+      const km = r.min_ms / 2 * 299.792458 * 2 / 3;
+      if (p && r.samples > 0 && !r.class && km <= MAX_DISK_KM) drawDisk(disks, p.lat, p.lon, km, "disk adhoc");
     }
   }
   $("map-caption").textContent = caption;
+}
+
+// select shows app's page: the map's disks, the detail card, and the URL (#app=NAME) to come back to it.
+function select(app) {
+  selected = app;
+  const q = new URLSearchParams(location.hash.replace(/^#/, ""));
+  q.delete("token"); // never keep the token in the address bar
+  q.delete("submit");
+  q.set("app", app);
+  history.replaceState(null, "", "#" + q.toString());
+  render();
+  loadHistory(true);
+}
+
+// loadHistory reads the selected application's decision history (every HISTORY_POLL_MS, or at once when forced).
+async function loadHistory(force) {
+  const app = selected;
+  if (!app || !$("probe-token").value.trim()) return;
+  if (!force && hist.app === app && Date.now() - hist.at < HISTORY_POLL_MS) return;
+  hist.at = Date.now();
+  try {
+    const r = await getJSON("/v1/apps/" + encodeURIComponent(app) + "/history?limit=" + HISTORY_ROWS, { headers: auth() });
+    if (app === selected) hist = { app, at: hist.at, rows: r.result.decisions || [], error: "" };
+  } catch (e) {
+    if (app === selected) hist = { app, at: hist.at, rows: null, error: e.message };
+  }
+  if (app === selected) drawDetail();
+}
+
+function row(tb, cells) {
+  const tr = document.createElement("tr");
+  for (const [text, cls] of cells) td(tr, text, cls);
+  tb.appendChild(tr);
+  return tr;
+}
+
+// drawDetail fills the selected application's page: what it is, why its status is what it is, its ranked
+// candidates and its decisions over time.
+function drawDetail() {
+  const a = state && state.apps.find((x) => x.app === selected);
+  $("app-card").hidden = !a;
+  if (!a) return;
+  const perRequest = a.mode === "smart";
+  $("app-title").textContent = a.app;
+  $("app-meta").textContent = `${a.mode} · ${a.target}` + (a.endpoint ? ` → ${a.endpoint}` : "") +
+    ` · ${a.status || "no decision yet"}` + (a.verdict ? ` · ${a.verdict}` : "") +
+    (a.best_pop ? ` · runs at ${a.best_pop}` + (a.estimated ? " (latency model)" : "") : " · not placed") +
+    (a.confidence ? ` · confidence ${a.confidence.toFixed(2)}` : "") + ` · ${a.checks} check(s)`;
+
+  const why = $("app-reasons");
+  why.textContent = "";
+  const reasons = [];
+  if (a.reason) reasons.push([a.reason, "st-" + a.status]);
+  else if (a.status === "SUCCESS") reasons.push([`${a.best_pop} is the fastest of ${(a.candidates || []).length} candidate(s)` +
+    (a.estimated ? ", from the latency model" : ", as measured"), "st-SUCCESS"]);
+  for (const n of (a.notes || [])) reasons.push([n, ""]);
+  if (a.last_error) reasons.push(["last recheck: " + a.last_error, "bad"]);
+  if (a.disks && a.disks.length) reasons.push([`${a.disks.length} PoP(s) measured it; the nearest, ${a.disks[0].pop}, at ${ms(a.disks[0].rtt_ms)}`, ""]);
+  if (a.explanation) reasons.push([explainText(a.explanation), ""]); // the scheduler's own, stored with the decision
+  for (const [text, cls] of reasons) {
+    const li = document.createElement("li");
+    li.textContent = text;
+    if (cls) li.className = cls;
+    why.appendChild(li);
+  }
+
+  const cb = $("candidates").tBodies[0];
+  while (cb.firstChild) cb.removeChild(cb.firstChild);
+  const cands = a.candidates || [];
+  const worst = Math.max(1, ...cands.map((c) => c.rtt_ms));
+  cands.slice(0, 12).forEach((c, i) => {
+    const tr = row(cb, [[String(i + 1)], [c.pop, c.pop === a.best_pop ? "ok" : ""]]);
+    const cell = td(tr, ms(c.rtt_ms) + (perRequest ? " per request" : ""));
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    bar.style.width = Math.max(2, 110 * c.rtt_ms / worst) + "px";
+    cell.appendChild(bar);
+  });
+  if (!cands.length) row(cb, [["—"], ["no candidates", "pending"], [""]]);
+
+  const hb = $("history").tBodies[0];
+  while (hb.firstChild) hb.removeChild(hb.firstChild);
+  const rows = hist.app === a.app ? hist.rows : null;
+  $("history-status").textContent = hist.app !== a.app ? "loading…" : hist.error ? "cannot read the history: " + hist.error :
+    rows.length === 0 ? "no decision recorded yet" : `${rows.length} decision(s), newest first: every change, and the unchanged decision now and then`;
+  for (const r of rows || []) {
+    const tr = row(hb, [[new Date(r.at).toLocaleString()], ["v" + r.version], [r.changed ? "changed" : "same", r.changed ? "chg" : "pending"],
+      [r.best_pop || "—"], [r.best_pop ? ms(r.rtt_ms) : "—"], [r.status || "—", "st-" + (r.status || "none")], [r.verdict || "—"],
+      [r.confidence ? r.confidence.toFixed(2) : "—"], [r.reason || (r.candidates || []).map((c) => `${c.pop} ${ms(c.rtt_ms)}`).join(", ")]]);
+    tr.lastChild.className = "why";
+  }
+  drawHistoryChart(rows || []);
+}
+
+// drawHistoryChart plots the best PoP's RTT of each recorded decision over time, labelling each change.
+function drawHistoryChart(rows) {
+  const svg = $("history-chart");
+  while (svg.firstChild) svg.removeChild(svg.firstChild);
+  const pts = rows.filter((r) => r.best_pop && r.rtt_ms > 0).map((r) => ({ t: new Date(r.at).getTime(), v: r.rtt_ms, r }))
+    .sort((a, b) => a.t - b.t || a.r.version - b.r.version);
+  svg.toggleAttribute("hidden", pts.length === 0); // an SVG element has no hidden property
+  if (!pts.length) return;
+  const CW = 700, CH = 120, L = 48, R = 12, T = 14, B = 22;
+  // To now: the newest decision still holds.
+  const t0 = pts[0].t, t1 = Math.max(pts[pts.length - 1].t, state ? new Date(state.now).getTime() : 0, t0 + 60000);
+  const vmax = Math.max(...pts.map((p) => p.v)) * 1.15;
+  const x = (t) => L + (CW - L - R) * (t - t0) / (t1 - t0);
+  const y = (v) => CH - B - (CH - T - B) * v / vmax;
+  el("line", { x1: L, y1: CH - B, x2: CW - R, y2: CH - B, class: "axis" }, svg);
+  el("line", { x1: L, y1: T, x2: L, y2: CH - B, class: "axis" }, svg);
+  el("text", { x: L - 6, y: T + 4, class: "tick", "text-anchor": "end" }, svg).textContent = ms(vmax);
+  el("text", { x: L - 6, y: CH - B, class: "tick", "text-anchor": "end" }, svg).textContent = "0";
+  el("text", { x: L, y: CH - 6, class: "tick" }, svg).textContent = new Date(t0).toLocaleTimeString();
+  el("text", { x: CW - R, y: CH - 6, class: "tick", "text-anchor": "end" }, svg).textContent = new Date(t1).toLocaleTimeString();
+  el("path", { d: pts.map((p, i) => (i ? "H" + x(p.t).toFixed(1) + "V" : "M" + x(p.t).toFixed(1) + ",") + y(p.v).toFixed(1)).join("") + "H" + (CW - R), class: "hline" }, svg);
+  let prev = null;
+  for (const p of pts) {
+    const c = el("circle", { cx: x(p.t), cy: y(p.v), r: p.r.changed ? 3.5 : 2.5, class: p.r.changed ? "hdot chg" : "hdot" }, svg);
+    el("title", {}, c).textContent = `${new Date(p.t).toLocaleString()}: ${p.r.best_pop} ${ms(p.v)} (v${p.r.version})`;
+    if (p.r.best_pop !== prev) el("text", { x: x(p.t) + 4, y: y(p.v) - 5, class: "tick pop-at" }, svg).textContent = p.r.best_pop;
+    prev = p.r.best_pop;
+  }
 }
 
 function drawTable() {
@@ -196,7 +372,7 @@ function drawTable() {
     td(tr, a.confidence ? a.confidence.toFixed(2) : "—");
     td(tr, ago(a.last_recheck, state.now) + (a.last_error ? " ⚠" : "")).title = a.last_error || "";
     td(tr, until(a.next_recheck, state.now));
-    tr.addEventListener("click", () => { selected = a.app; render(); });
+    tr.addEventListener("click", () => select(a.app));
     tb.appendChild(tr);
     if (a.reason && a.status !== "SUCCESS") {
       // Why the status is not SUCCESS, in words, on a row of its own under the application.
@@ -204,7 +380,7 @@ function drawTable() {
       why.className = "reason";
       const c = td(why, a.reason, "st-" + a.status);
       c.colSpan = 10;
-      why.addEventListener("click", () => { selected = a.app; render(); });
+      why.addEventListener("click", () => select(a.app));
       tb.appendChild(why);
     }
     if (a.app === selected && a.explanation) {
@@ -265,10 +441,12 @@ function render() {
   if (!state) return;
   if (!selected || !state.apps.some((a) => a.app === selected)) selected = state.apps.length ? state.apps[0].app : null;
   drawSummary();
+  drawMesh();
   drawPoPs();
   drawTargets();
   drawTable();
   drawSkipped();
+  drawDetail();
 }
 
 async function getJSON(url, opts) {
@@ -288,8 +466,9 @@ async function pollState() {
     $("summary").textContent = "A bearer token is needed to read the state: enter it in the Token field, or open the page with #token=…";
   } else {
     try {
-      state = await getJSON("/ui/api/state", { headers: { Authorization: "Bearer " + token } });
+      state = await getJSON("/ui/api/state", { headers: auth() });
       render();
+      loadHistory(false);
     } catch (e) {
       $("summary").textContent = "cannot read the state: " + e.message;
     }
@@ -391,18 +570,39 @@ function fromFragment() {
   set("probe-pops", "pops");
   set("probe-count", "count");
   if (!$("probe-token").value) $("probe-token").value = sessionStorage.getItem("vantage-token") || "";
+  const path = location.pathname.match(/^\/ui\/app\/([^/]+)$/);
+  if (path) selected = decodeURIComponent(path[1]);
   if (q.has("app")) selected = q.get("app");
   return q.get("submit") === "1";
 }
 
+// pollMesh reads the PoP mesh's RTTs when the API documents GET /v1/mesh (asked once, from /openapi.json, so
+// that an API without it is never sent a request that would 404).
+async function pollMesh() {
+  if (meshServed && $("probe-token").value.trim()) {
+    try {
+      mesh = await getJSON("/v1/mesh", { headers: auth() });
+      if (mesh && mesh.result && !mesh.pairs) mesh = mesh.result; // inside the API's envelope
+    } catch (e) {
+      mesh = null;
+    }
+    if (state) drawMesh();
+  }
+  setTimeout(pollMesh, MESH_POLL_MS);
+}
+
 async function main() {
   const svg = $("map");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   try { catalogue = await getJSON("/ui/api/catalogue"); } catch (e) { catalogue = []; }
+  try { world = await getJSON("/ui/static/vendor/countries-110m.json"); } catch (e) { world = null; }
+  try { meshServed = "/v1/mesh" in ((await getJSON("/openapi.json")).paths || {}); } catch (e) { meshServed = false; }
   drawBase(svg);
   const submit = fromFragment();
   $("probe-form").addEventListener("submit", runProbe);
   $("probe-token").addEventListener("change", () => sessionStorage.setItem("vantage-token", $("probe-token").value.trim()));
   await pollState();
+  pollMesh();
   if (submit) runProbe();
 }
 

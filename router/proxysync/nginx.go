@@ -1,0 +1,135 @@
+package proxysync
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// DefaultNginxReload is the command that makes nginx reload its configuration when Nginx.PIDFile is not set.
+var DefaultNginxReload = []string{"nginx", "-s", "reload"}
+
+// Nginx keeps an nginx include file of http-level blocks, regenerated on every change, and makes nginx reload
+// it (SIGHUP to the master process named by PIDFile, or ReloadCommand). The file defines:
+//
+//	$vantage_ingress        the ingress PoP (geo with only a default)
+//	$vantage_baseline       1 for request ids in the baseline (split_clients on $vantage_request_id), else 0
+//	$vantage_route_pop      per application ($vantage_app): the execution PoP when routed away, else ""
+//	$vantage_route_reason   per application: remote or failover, else ""
+//
+// deploy/nginx/vantage.conf defines $vantage_app and $vantage_request_id and turns these into the upstream and
+// the headers.
+type Nginx struct {
+	// MapFile is the include file's path.
+	MapFile string
+	// PIDFile, when set, names the file holding nginx's master pid: reloads send it SIGHUP.
+	PIDFile string
+	// ReloadCommand reloads nginx when PIDFile is empty (default DefaultNginxReload).
+	ReloadCommand []string
+
+	applied []byte // the content nginx reloaded successfully last
+}
+
+// Name returns "nginx".
+func (n *Nginx) Name() string { return "nginx" }
+
+// nginxFile returns the include file for t.
+func nginxFile(t *Table) []byte {
+	var b bytes.Buffer
+	b.WriteString("# Written by vantage router (router/proxysync): do not edit, it is rewritten on every change.\n")
+	fmt.Fprintf(&b, "geo $vantage_ingress {\n    default %s;\n}\n", t.Ingress)
+	b.WriteString("# The baseline: request ids whose MurmurHash2 falls in the first " + t.BaselinePercent + " of its range.\n")
+	b.WriteString("split_clients \"$vantage_request_id\" $vantage_baseline {\n")
+	switch t.BaselinePercent {
+	case "0.00%":
+	case "100.00%":
+		b.WriteString("    * 1;\n") // split_clients' 100% part stops one short of the range: Go's rule takes it all
+	default:
+		fmt.Fprintf(&b, "    %s 1;\n", t.BaselinePercent)
+	}
+	if t.BaselinePercent != "100.00%" {
+		b.WriteString("    * 0;\n")
+	}
+	b.WriteString("}\n")
+	apps := t.Apps()
+	for _, v := range []struct {
+		name  string
+		value func(Route) string
+	}{
+		{"$vantage_route_pop", func(r Route) string { return r.PoP }},
+		{"$vantage_route_reason", func(r Route) string { return r.Reason.String() }},
+	} {
+		fmt.Fprintf(&b, "map $vantage_app %s {\n    default \"\";\n", v.name)
+		for _, app := range apps {
+			fmt.Fprintf(&b, "    %s%s %s;\n", nginxKeyEscape(app), app, v.value(t.Routes[app]))
+		}
+		b.WriteString("}\n")
+	}
+	return b.Bytes()
+}
+
+// Apply rewrites the include file and reloads nginx when the content differs from what nginx last reloaded.
+func (n *Nginx) Apply(ctx context.Context, t *Table) error {
+	file := nginxFile(t)
+	if bytes.Equal(file, n.applied) {
+		return nil
+	}
+	if err := writeAtomic(n.MapFile, file); err != nil {
+		return err
+	}
+	if err := n.reload(ctx); err != nil {
+		return err
+	}
+	n.applied = file
+	return nil
+}
+
+// reload makes nginx re-read its configuration.
+func (n *Nginx) reload(ctx context.Context) error {
+	if n.PIDFile != "" {
+		b, err := os.ReadFile(n.PIDFile)
+		if err != nil {
+			return fmt.Errorf("nginx: reading the pid file: %w", err)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 1 {
+			return fmt.Errorf("nginx: pid file %s: %q is not a pid", n.PIDFile, strings.TrimSpace(string(b)))
+		}
+		if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+			return fmt.Errorf("nginx: reload (SIGHUP to %d from %s): %w", pid, n.PIDFile, err)
+		}
+		return nil
+	}
+	argv := n.ReloadCommand
+	if len(argv) == 0 {
+		argv = DefaultNginxReload
+	}
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("nginx: reload %q: %w: %s", strings.Join(argv, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// EnsureFile writes an empty table to the include file when it does not exist, so that nginx can start
+// before the router has loaded its first snapshot; an existing file (the last table written) is left alone.
+func (n *Nginx) EnsureFile(ingress string) error {
+	if _, err := os.Stat(n.MapFile); err == nil {
+		return nil
+	}
+	return writeAtomic(n.MapFile, nginxFile(&Table{Ingress: ingress, BaselinePercent: "0.00%"}))
+}
+
+// nginxKeyEscape returns the prefix a map key needs: "\\" for the names of map's special parameters.
+func nginxKeyEscape(app string) string {
+	switch app {
+	case "default", "hostnames", "include", "volatile":
+		return "\\"
+	}
+	return ""
+}

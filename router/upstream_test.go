@@ -1,0 +1,334 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// countingListener counts the connections accepted from it.
+type countingListener struct {
+	net.Listener
+	accepted atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.accepted.Add(1)
+	}
+	return c, err
+}
+
+// startUpstream starts a loopback worker serving h on a counting listener.
+func startUpstream(t *testing.T, h http.Handler) (*url.URL, *countingListener) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &countingListener{Listener: ln}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(cl)
+	t.Cleanup(func() { srv.Close() })
+	return &url.URL{Scheme: "http", Host: ln.Addr().String()}, cl
+}
+
+// TestFrontReusesUpstreamConnections sends waves of concurrent requests through the front; every wave holds
+// `conc` requests at the worker at once (the worker answers only when all have arrived), so each wave needs
+// `conc` connections. With a pool of at least `conc` the worker accepts exactly `conc` connections over all
+// waves; with a smaller pool the connections returned past its size are closed and dialled again (the churn
+// that left thousands of sockets in TIME_WAIT).
+func TestFrontReusesUpstreamConnections(t *testing.T) {
+	const conc, waves = 8, 5
+	tests := []struct {
+		name       string
+		pool       int
+		wantMax    int64 // accepted connections at most
+		wantMinExc int64 // accepted connections more than this (0: no lower bound)
+	}{
+		{"pool_at_concurrency", conc, conc, 0},
+		{"pool_above_concurrency", 4 * conc, conc, 0},
+		{"pool_below_concurrency_churns", 2, waves * conc, 2 * conc},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			arrived, gate := 0, make(chan struct{})
+			u, ln := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				arrived++
+				g := gate
+				if arrived == conc {
+					close(gate)
+					arrived, gate = 0, make(chan struct{})
+				}
+				mu.Unlock()
+				select {
+				case <-g:
+				case <-r.Context().Done():
+				}
+				io.WriteString(w, "ok")
+			}))
+			r := newTestRouter(t, noSource{}, nil)
+			front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": u},
+				MaxIdlePerWorker: tc.pool, Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(front)
+			t.Cleanup(srv.Close)
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc}}
+			t.Cleanup(client.CloseIdleConnections)
+			for wave := range waves {
+				var wg sync.WaitGroup
+				errs := make(chan error, conc)
+				for range conc {
+					wg.Go(func() {
+						resp, err := client.Get(srv.URL + "/x")
+						if err != nil {
+							errs <- err
+							return
+						}
+						body, _ := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 || string(body) != "ok" {
+							errs <- fmt.Errorf("status %d body %q", resp.StatusCode, body)
+						}
+					})
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					t.Fatalf("wave %d: %v", wave, err)
+				}
+			}
+			got := ln.accepted.Load()
+			t.Logf("%d requests, %d in flight, pool %d: the worker accepted %d connections", waves*conc, conc, tc.pool, got)
+			if got > tc.wantMax || got <= tc.wantMinExc {
+				t.Errorf("worker accepted %d connections, want (%d, %d]", got, tc.wantMinExc, tc.wantMax)
+			}
+		})
+	}
+}
+
+// lockedBuffer is a log destination safe for concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestFrontCanceledClient cancels requests while the worker holds them, on the HTTP/1.1 path and on the
+// ReverseProxy path (a request with a body of unknown length): each is counted in
+// vantage_router_requests_canceled_total, logged at debug level, never at WARN, and the front drops its
+// exchange with the worker (the worker sees its request canceled).
+func TestFrontCanceledClient(t *testing.T) {
+	tests := []struct {
+		name    string
+		chunked bool // a body of unknown length: the ReverseProxy path
+	}{
+		{"http1_path", false},
+		{"reverse_proxy_path", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			arrived, workerSawCancel := make(chan struct{}, 1), make(chan struct{}, 1)
+			u, _ := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body) // the worker's server sees a closed connection once the body is read
+				arrived <- struct{}{}
+				select {
+				case <-r.Context().Done():
+					workerSawCancel <- struct{}{}
+				case <-time.After(30 * time.Second):
+					io.WriteString(w, "too late")
+				}
+			}))
+			var logs lockedBuffer
+			reg := prometheus.NewPedanticRegistry()
+			r := newTestRouter(t, noSource{}, nil)
+			front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": u}, Registerer: reg,
+				Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := gather(t, reg, "vantage_router_requests_canceled_total")[""]; got != 0 {
+				t.Fatalf("canceled before any request = %v, want 0", got)
+			}
+			srv := httptest.NewServer(front)
+			t.Cleanup(srv.Close)
+			ctx, cancel := context.WithCancel(context.Background())
+			var body io.Reader
+			if tc.chunked {
+				body = io.MultiReader(strings.NewReader("part")) // not a known type: sent chunked
+			}
+			req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL, body)
+			done := make(chan error, 1)
+			go func() {
+				resp, err := srv.Client().Do(req)
+				if err == nil {
+					resp.Body.Close()
+				}
+				done <- err
+			}()
+			<-arrived
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Fatalf("client: %v, want context.Canceled", err)
+			}
+			select {
+			case <-workerSawCancel:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the worker's request was not canceled: the front kept the exchange going")
+			}
+			deadline := time.Now().Add(20 * time.Second) // a bound for a stuck test, not a speed assertion
+			for gather(t, reg, "vantage_router_requests_canceled_total")[""] != 1 {
+				if time.Now().After(deadline) {
+					t.Fatalf("vantage_router_requests_canceled_total = %v, want 1; logs:\n%s",
+						gather(t, reg, "vantage_router_requests_canceled_total")[""], logs.String())
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			out := logs.String()
+			if strings.Contains(out, "level=WARN") || strings.Contains(out, "level=ERROR") {
+				t.Errorf("a canceled request was logged at WARN or above:\n%s", out)
+			}
+			if !strings.Contains(out, "client canceled the request") {
+				t.Errorf("no debug line for the canceled request:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestFrontRetriesStaleConnection: a worker that closes every connection after one response, without saying
+// so (no Connection: close), leaves a dead connection in the pool; the next request, which has no body, is
+// sent again on a new connection instead of failing.
+func TestFrontRetriesStaleConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			go func() {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}()
+		}
+	}()
+	r := newTestRouter(t, noSource{}, nil)
+	front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": {Scheme: "http", Host: ln.Addr().String()}},
+		Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(front)
+	t.Cleanup(srv.Close)
+	for i := range 3 {
+		resp, err := srv.Client().Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "ok" {
+			t.Fatalf("request %d: status %d body %q, want 200 ok", i, resp.StatusCode, body)
+		}
+	}
+	if got := accepted.Load(); got != 3 {
+		t.Errorf("worker accepted %d connections, want 3 (one per request)", got)
+	}
+}
+
+// TestFrontForwarding checks what the HTTP/1.1 path sends and returns: the request body, the forwarding
+// headers, hop-by-hop headers removed both ways, a chunked response with a trailer, and HEAD.
+func TestFrontForwarding(t *testing.T) {
+	u, _ := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Trailer", "X-Sum")
+		w.Header().Set("Keep-Alive", "timeout=5")
+		w.Header().Set("X-Up", "1")
+		w.WriteHeader(201)
+		if r.Method == "HEAD" {
+			return
+		}
+		fmt.Fprintf(w, "%s %s body=%s len=%d xff=%s xfh=%s xfp=%s proxyauth=%q", r.Method, r.URL.RequestURI(), b,
+			r.ContentLength, r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Host"),
+			r.Header.Get("X-Forwarded-Proto"), r.Header.Get("Proxy-Authorization"))
+		w.(http.Flusher).Flush() // chunked
+		w.Header().Set("X-Sum", "42")
+	}))
+	r := newTestRouter(t, noSource{}, nil)
+	front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": u}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(front)
+	t.Cleanup(srv.Close)
+
+	req, _ := http.NewRequest("POST", srv.URL+"/p/a?q=1&r=%20", strings.NewReader("hello"))
+	req.Host = "app.example.com"
+	req.Header.Set("Proxy-Authorization", "secret")
+	req.Header.Set("X-Forwarded-For", "6.6.6.6")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	want := `POST /p/a?q=1&r=%20 body=hello len=5 xff=127.0.0.1 xfh=app.example.com xfp=http proxyauth=""`
+	if resp.StatusCode != 201 || string(body) != want {
+		t.Errorf("got %d %q\nwant 201 %q", resp.StatusCode, body, want)
+	}
+	if resp.Header.Get("X-Up") != "1" || resp.Header.Get("Keep-Alive") != "" || resp.Trailer.Get("X-Sum") != "42" ||
+		resp.Header.Get(HeaderPlacement) != "local-EWR" || resp.Header.Get(HeaderReason) != "no_snapshot" {
+		t.Errorf("response headers %v trailers %v: want X-Up, no Keep-Alive, trailer X-Sum 42, local-EWR/no_snapshot",
+			resp.Header, resp.Trailer)
+	}
+
+	req, _ = http.NewRequest("HEAD", srv.URL+"/h", nil)
+	resp, err = srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 201 || resp.Header.Get(HeaderPlacement) != "local-EWR" {
+		t.Errorf("HEAD: %d %v, want 201 with local-EWR", resp.StatusCode, resp.Header)
+	}
+}
