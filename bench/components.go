@@ -55,8 +55,10 @@ func engineSection(ctx context.Context, o *options) *Section {
 		{"placement regret, p95", "<= 5 ms", "TestWonderProxyPlacementRegret", " ms", `placement regret over .* p95 ([\d.]+) ms`},
 		{"PoPs probed (median share)", "<= 15 %", "TestWonderProxyPlacementRegret", " %", `PoPs probed: median ([\d.]+)%`},
 		{"anycast true-positive rate", ">= 0.95", "TestWonderProxyAnycastDetection", "", `true-positive rate ([\d.]+)`},
-		{"anycast false-positive rate (unicast servers)", "<= 0.02", "TestWonderProxyAnycastDetection", "", `false-positive rate ([\d.]+)`},
-		{"geolocation median error, engine", "", "TestWonderProxyGeolocation", " km", `engine \(.*median error\s+([\d.]+) km`},
+		{"anycast false-positive rate (unicast servers)", "<= 0.01", "TestWonderProxyAnycastDetection", "", `false-positive rate ([\d.]+)`},
+		{"anycast instance count within +-1 (all targets)", ">= 90 %", "TestWonderProxyAnycastDetection", " %", `instance count within \+-1: ([\d.]+)% of the targets`},
+		{"geolocation median error, production configuration", "", "TestWonderProxyGeolocation", " km", `production \(.*median error\s+([\d.]+) km`},
+		{"geolocation median error below plain CBG", ">= 25 %", "TestWonderProxyGeolocation", " %", `production \(.*median error\s+[\d.]+ km \(([\d.]+)% below`},
 		{"geolocation median error, plain CBG", "", "TestWonderProxyGeolocation", " km", `plain CBG .*median error\s+([\d.]+) km`},
 	} {
 		v, ok := findFloat(logs[f.test], regexp.MustCompile(f.re))

@@ -121,16 +121,8 @@ func (p *dnsProber) Probe(ctx context.Context, t Target) Result {
 		}
 	}
 	if t.DNS.Chaos && len(r.Samples) > 0 {
-		var errs []string
-		r.DNS.ServerID, err = p.chaos(ctx, t.DNS.Transport, dst, src, "id.server.", timeout)
-		if err != nil {
-			errs = append(errs, err.Error())
-		}
-		r.DNS.Hostname, err = p.chaos(ctx, t.DNS.Transport, dst, src, "hostname.bind.", timeout)
-		if err != nil {
-			errs = append(errs, err.Error())
-		}
-		r.DNS.ChaosErr = strings.Join(errs, "; ")
+		c := p.chaosOf(ctx, t.DNS.Transport, dst, src, timeout)
+		r.DNS.ServerID, r.DNS.Hostname, r.DNS.ChaosErr = c.ServerID, c.Hostname, c.ChaosErr
 	}
 	r.finish(firstErr)
 	return r
@@ -200,6 +192,22 @@ func (p *dnsProber) exchangeOver(ctx context.Context, network string, dst netip.
 	resp, rtt, err := client.ExchangeWithConnContext(ctx, m, &dns.Conn{Conn: c})
 	x.rtt = rtt
 	return resp, x, err
+}
+
+// chaosOf asks dst CHAOS TXT id.server and hostname.bind over transport (DNSOptions.Transport) from src and
+// returns the answers, with the errors of the questions that failed in ChaosErr.
+func (p *dnsProber) chaosOf(ctx context.Context, transport string, dst netip.AddrPort, src netip.Addr, timeout time.Duration) *DNSResult {
+	r := &DNSResult{Server: dst.String()}
+	var errs []string
+	var err error
+	if r.ServerID, err = p.chaos(ctx, transport, dst, src, "id.server.", timeout); err != nil {
+		errs = append(errs, err.Error())
+	}
+	if r.Hostname, err = p.chaos(ctx, transport, dst, src, "hostname.bind.", timeout); err != nil {
+		errs = append(errs, err.Error())
+	}
+	r.ChaosErr = strings.Join(errs, "; ")
+	return r
 }
 
 // chaos asks a CHAOS-class TXT question and returns the TXT strings joined by spaces.

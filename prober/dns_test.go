@@ -218,3 +218,28 @@ func TestDNSProbeCancel(t *testing.T) {
 		t.Errorf("cancelled query: success %v samples %v", r.Success, r.Samples)
 	}
 }
+
+// TestTCPProbeAsksChaos: a tcp probe of a DNS server's address with DNSOptions.Chaos times the TCP handshake
+// and asks the same address CHAOS TXT id.server and hostname.bind; without Chaos it asks nothing, and a server
+// that does not answer CHAOS leaves the probe a success with the error noted.
+func TestTCPProbeAsksChaos(t *testing.T) {
+	srv := dnsServer(t)
+	e := newEngine(t, nil)
+	r := e.Probe(context.Background(), Target{Kind: placement.ProbeTCP, Addr: srv, Count: 2, DNS: DNSOptions{Chaos: true}})
+	if !r.Success || len(r.Samples) != 2 {
+		t.Fatalf("probe: success %v class %q err %v samples %d", r.Success, r.Class, r.Err, len(r.Samples))
+	}
+	if r.DNS == nil || r.DNS.ServerID != "lhr1" || r.DNS.Hostname != "ns1.lhr" || r.DNS.ChaosErr != "" || r.DNS.Server != srv {
+		t.Errorf("DNS %+v; want id.server lhr1, hostname.bind ns1.lhr from %s", r.DNS, srv)
+	}
+	if r := e.Probe(context.Background(), Target{Kind: placement.ProbeTCP, Addr: srv, Count: 1}); r.DNS != nil {
+		t.Errorf("without Chaos: DNS %+v; want none", r.DNS)
+	}
+	// A TCP listener with no DNS server behind its port: the CHAOS questions fail, the probe does not.
+	a := listenTCP(t, "127.0.0.1:0", nil)
+	r = e.Probe(context.Background(), Target{Kind: placement.ProbeTCP, Addr: a.addr(), Count: 1, Timeout: 300 * time.Millisecond,
+		DNS: DNSOptions{Chaos: true}})
+	if !r.Success || r.DNS == nil || r.DNS.ServerID != "" || r.DNS.ChaosErr == "" {
+		t.Errorf("no DNS server: success %v DNS %+v; want success with the CHAOS error noted", r.Success, r.DNS)
+	}
+}

@@ -60,7 +60,8 @@ type DNSOptions struct {
 	// Samples time the first type.
 	Types []string
 	// Chaos also asks the server CHAOS-class TXT id.server and hostname.bind, which name the anycast site that
-	// answered (triangulation uses them).
+	// answered (triangulation uses them). A tcp probe with Chaos asks its own target (a DNS server's address,
+	// e.g. "198.18.0.53:53") once it connected, and returns the answers in Result.DNS.
 	Chaos bool
 	// Transport is "udp" (the default: UDP, and TCP again when the answer is truncated) or "tcp" (TCP only).
 	Transport string

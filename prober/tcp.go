@@ -76,6 +76,11 @@ func (p *tcpProber) Probe(ctx context.Context, t Target) Result {
 	}
 	if len(r.Samples) > 0 {
 		firstErr = nil // partial loss is reported as Loss, not as a failure
+		if t.DNS.Chaos {
+			// A DNS server's address (a host target on port 53): its CHAOS id.server answer names the anycast
+			// site this PoP reached. Evidence only: the TCP samples are the result.
+			r.DNS = (&dnsProber{e}).chaosOf(ctx, t.DNS.Transport, netip.AddrPortFrom(ip, uint16(port)), r.Source, timeout)
+		}
 	}
 	r.finish(firstErr)
 	return r

@@ -315,7 +315,7 @@ func (a *AdHoc) verdict(rec AdHocRecord, rs map[string]storage.Result) *AdHocVer
 	}
 	a.mu.Unlock()
 	if e == nil {
-		e, _ = triangulate.NewEngine(triangulate.DefaultConfig())
+		e, _ = triangulate.NewEngine(triangulate.ProductionConfig(nil)) // the fleet's configuration; valid
 	}
 	defer func() { a.mu.Lock(); a.engines = append(a.engines, e); a.mu.Unlock() }()
 	r, err := e.Decide(triangulate.Input{Target: rec.Target, Measurements: ms})

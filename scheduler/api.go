@@ -76,6 +76,14 @@ type VantageDetail struct {
 	Deploy      string    `json:"deploy,omitempty"`      // the current deploy (scripts' answers only)
 	LastChecked time.Time `json:"last_checked,omitzero"` // when the decision was last computed
 	NextRecheck time.Time `json:"next_recheck,omitzero"`
+	// Explanation says why the decision is what it is (the engine's notes, the PoPs set aside, the
+	// calibration, the history window); absent when none is stored (it expires with the decision).
+	Explanation *storage.Explanation `json:"explanation,omitempty"`
+}
+
+// explanationReader reads a decision's explanation; StoreBackend implements it.
+type explanationReader interface {
+	Explanation(ctx context.Context, app string) (storage.Explanation, bool, error)
 }
 
 // decisionReader is the part of storage the status API reads.
@@ -808,6 +816,14 @@ func (a *API) service(w http.ResponseWriter, r *http.Request) {
 		st.Vantage.Reason = d.Reason
 		st.Vantage.Estimated, st.Vantage.Confidence, st.Vantage.Version = d.Estimated, d.Confidence, d.Version
 		st.Vantage.LastChecked, st.Vantage.NextRecheck = d.ComputedAt, d.NextRecheck
+		if er, ok := a.Decisions.(explanationReader); ok {
+			// The explanation is extra: a failure to read it is logged, and the status served without it.
+			if e, found, err := er.Explanation(r.Context(), name); err != nil {
+				a.log().Warn("scheduler: reading a decision's explanation", "app", name, "err", err)
+			} else if found {
+				st.Vantage.Explanation = &e
+			}
+		}
 	}
 	ss := scriptState{Target: Target{App: name, Mode: mode, Target: st.Vantage.Target}, decision: d, decided: found}
 	st.DefaultEnvironment = ServiceEnvironment{Environment: "production", Script: ss.script(false)}

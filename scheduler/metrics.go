@@ -25,7 +25,9 @@ type Metrics struct {
 	estimatedDecided prometheus.Counter
 	configFiles      *prometheus.GaugeVec // state: ok, skipped
 	redisDataLost    prometheus.Counter
-	mesh             *meshMetrics // registered with the others
+	windowed         prometheus.Counter     // PoP RTTs taken from an earlier result of the history window
+	explanations     *prometheus.CounterVec // outcome: written, failed
+	mesh             *meshMetrics           // registered with the others
 }
 
 // NewMetrics creates the scheduler's metrics and registers them with reg (nil: not registered).
@@ -60,6 +62,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "config_files", Help: "Files of the config dirs at their latest load, by state (ok, or skipped: see the log and the status page)."}, []string{"state"}),
 		redisDataLost: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "scheduler",
 			Name: "redis_data_lost_total", Help: "Times Redis was found emptied or replaced (its epoch changed): every target was rechecked at once."}),
+		windowed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "scheduler",
+			Name: "windowed_rtts_total", Help: "PoP RTTs a decision took from an earlier result of its history window because the latest was slower (a noisy round kept out)."}),
+		explanations: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "scheduler",
+			Name: "explanations_total", Help: "Decision explanations written beside the decisions, by outcome (written, failed)."}, []string{"outcome"}),
+	}
+	for _, o := range []string{"written", "failed"} {
+		m.explanations.WithLabelValues(o)
 	}
 	m.mesh = newMeshMetrics(reg)
 	for _, st := range []string{ConfigOK, ConfigSkipped} {
@@ -82,7 +91,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.checks, m.checkDuration, m.decisions, m.jobsEnqueued, m.jobsPending, m.results,
-			m.leader, m.leaseToken, m.targets, m.adhoc, m.apiRequests, m.estimatedDecided, m.configFiles, m.redisDataLost)
+			m.leader, m.leaseToken, m.targets, m.adhoc, m.apiRequests, m.estimatedDecided, m.configFiles, m.redisDataLost,
+			m.windowed, m.explanations)
 	}
 	return m
 }

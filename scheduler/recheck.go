@@ -3,10 +3,13 @@ package scheduler
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"math"
+	"net"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -32,6 +35,10 @@ type Backend interface {
 	EnqueueJob(ctx context.Context, pop string, j storage.Job) (string, error)
 	// LatestResults returns the latest stored result of each PoP for a result key, by PoP.
 	LatestResults(ctx context.Context, key string) (map[string]storage.Result, error)
+	// RecentResults returns each PoP's recent results for a result key, newest first: the history window.
+	RecentResults(ctx context.Context, key string) (map[string][]storage.Sample, error)
+	// PutExplanation stores why a decision is what it is, for ttl.
+	PutExplanation(ctx context.Context, e storage.Explanation, ttl time.Duration) error
 	PutAdHocProbe(ctx context.Context, p storage.AdHocProbe, ttl time.Duration) error
 	AdHocProbe(ctx context.Context, id string) (storage.AdHocProbe, bool, error)
 }
@@ -115,15 +122,26 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 		return placement.Decision{}, ErrNoPoPs
 	}
 	var results map[string]storage.Result
+	var fromHistory []storage.WindowedPoPRT
 	if addr := t.ProbeAddr(); addr != "" {
 		results, err = s.measure(ctx, term, t, pops)
 		if err != nil {
 			return placement.Decision{}, err
 		}
+		key := storage.TargetKey(t.Kind(), s.probeAddr(t))
+		if recent, rerr := d.backend.RecentResults(ctx, key); rerr != nil {
+			// The latest round alone still decides; one noisy round may then move the placement.
+			s.log.Warn("scheduler: reading the history window; deciding on the latest round", "app", t.App, "key", key, "err", rerr)
+		} else {
+			results, fromHistory = windowed(results, recent, s.cfg.Clock.Now(), s.cfg.HistoryRounds, s.cfg.HistoryWindow)
+		}
 	}
 	in := triangulateInput(t.Target, results, d.pops)
 	if hasPrev {
 		in.Previous = prev.BestPoP
+	}
+	if prior, ok := s.prior(t); ok {
+		in.Prior = &prior
 	}
 
 	// The engine is taken from the pool only now: a recheck spends most of its time waiting for results,
@@ -190,6 +208,7 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 			s.metrics.estimatedDecided.Inc()
 		}
 	}
+	s.explain(ctx, w.engine.Config().Calibration, dec, &r, results, fromHistory)
 	if changed {
 		s.log.Info("scheduler: decision changed", "app", t.App, "best_pop", dec.BestPoP, "previous", in.Previous,
 			"verdict", dec.Verdict, "status", dec.Status, "estimated", dec.Estimated, "notes", r.Notes())
@@ -257,6 +276,9 @@ func (s *Scheduler) measureKey(ctx context.Context, term *Term, t Target, pops [
 		if s.cfg.Budget > 0 {
 			budget = min(s.cfg.Budget, len(pops))
 		}
+		if prior, ok := s.prior(t); ok {
+			return p.FirstFrom(pops, &prior.Point)
+		}
 		return p.First(pops)
 	})
 	if len(next) > budget {
@@ -274,6 +296,9 @@ func (s *Scheduler) measureKey(ctx context.Context, term *Term, t Target, pops [
 				Round: fmt.Sprintf("%s/%s/%d/%d/%d", s.cfg.Name, t.App, term.Token, seq, round),
 				Key:   key, Target: addr, Kind: t.Kind(), Count: s.cfg.ProbeCount,
 				Deadline: deadline,
+			}
+			if asksChaos(t.Kind(), addr) {
+				j.Params = chaosParams
 			}
 			if _, err := d.backend.EnqueueJob(ctx, pop, j); err != nil {
 				return nil, fmt.Errorf("scheduler: app %q: enqueueing a job for PoP %s: %w", t.App, pop, err)
@@ -388,14 +413,80 @@ func measurements(rs map[string]storage.Result, lookup func(string) (geo.PoP, bo
 // evidence: a geo-DNS name answers each PoP with a nearby replica, and disjoint answer sets make the target
 // replicated. (The whole set, not the one address dialed: with round-robin DNS each PoP picks one of the same
 // set.) A probe that failed after resolving still counts: the answer is evidence whatever the back end did.
+//
+// The CHAOS TXT id.server (else hostname.bind) answer a PoP got from the target itself (a host target on port
+// 53: ChaosPort) names the anycast site that answered it: different answers make the one address anycast.
 func dnsEvidence(rs map[string]storage.Result) []triangulate.DNSAnswer {
 	var ev []triangulate.DNSAnswer
 	for _, pop := range slices.Sorted(maps.Keys(rs)) {
-		if r := rs[pop]; len(r.Resolved) > 0 {
-			ev = append(ev, triangulate.DNSAnswer{VP: pop, Addrs: r.Resolved})
+		r := rs[pop]
+		if id := chaosID(r); len(r.Resolved) > 0 || id != "" {
+			ev = append(ev, triangulate.DNSAnswer{VP: pop, Addrs: r.Resolved, ServerID: id})
 		}
 	}
 	return ev
+}
+
+// prior returns t's prior location (Config.Prior on the address probed), if any.
+func (s *Scheduler) prior(t Target) (triangulate.Prior, bool) {
+	if s.cfg.Prior == nil {
+		return triangulate.Prior{}, false
+	}
+	addr := s.probeAddr(t)
+	if addr == "" {
+		return triangulate.Prior{}, false
+	}
+	return s.cfg.Prior(addr)
+}
+
+// GeoIPPrior returns a Config.Prior looking the probed address's IP up in g: a host:port or IP target whose
+// host is an IP literal (a name is not resolved here: the daemons resolve it, each from its PoP). An address
+// the database does not locate has no prior.
+func GeoIPPrior(g *geo.GeoIP) func(addr string) (triangulate.Prior, bool) {
+	return func(addr string) (triangulate.Prior, bool) {
+		host := addr
+		if h, _, err := net.SplitHostPort(addr); err == nil {
+			host = h
+		}
+		ip, err := netip.ParseAddr(host)
+		if err != nil {
+			return triangulate.Prior{}, false
+		}
+		info, err := g.Lookup(ip)
+		if err != nil || !info.HasLocation || info.Anycast {
+			return triangulate.Prior{}, false
+		}
+		return triangulate.Prior{Point: info.Point, AccuracyKm: info.AccuracyKm, Source: "GeoIP"}, true
+	}
+}
+
+// ChaosPort is the port of the host targets whose probes also ask CHAOS TXT id.server and hostname.bind: a
+// DNS server's. Different answers from different PoPs are evidence of anycast, as in vantage triangulate.
+const ChaosPort = "53"
+
+// chaosParams are the job parameters of such a target: the daemon's tcp probe then asks its own target
+// (prober.DNSOptions.Chaos; probed decodes storage.Job.Params into {"http": ..., "dns": ...}).
+var chaosParams = json.RawMessage(`{"dns":{"Chaos":true}}`)
+
+// asksChaos reports whether a probe of kind at addr also asks CHAOS questions: tcp to port ChaosPort.
+func asksChaos(kind placement.ProbeKind, addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	return kind == placement.ProbeTCP && err == nil && port == ChaosPort
+}
+
+// chaosID returns the CHAOS TXT id.server answer of r's DNS evidence, else its hostname.bind answer, else "".
+func chaosID(r storage.Result) string {
+	if len(r.DNS) == 0 {
+		return ""
+	}
+	var d struct {
+		ServerID string `json:"id_server"`
+		Hostname string `json:"hostname_bind"`
+	}
+	if json.Unmarshal(r.DNS, &d) != nil {
+		return ""
+	}
+	return cmp.Or(d.ServerID, d.Hostname)
 }
 
 // succeeded reports whether r holds an RTT: no failure class and at least one answered sample. (An HTTP

@@ -53,6 +53,13 @@ const (
 	// rechecks any more (its app deleted while a scheduler was down, every scheduler gone) must not route
 	// forever: routers treat an expired decision as none.
 	DecisionTTLIntervals = 3
+	// DefaultHistoryRounds and DefaultHistoryWindow are the history window of a decision: each PoP's RTT is
+	// the minimum of its last 3 results no older than 15 minutes, so one noisy round (a busy PoP, a queue on
+	// the path) does not move a placement, and a target that really moved is followed within 3 rechecks.
+	// tailscale's netcheck keeps the lowest latency per region over its last 5 minutes of reports for the
+	// same reason.
+	DefaultHistoryRounds = 3
+	DefaultHistoryWindow = 15 * time.Minute
 	// DefaultEpochPoll is how often the scheduler checks that Redis still holds its data (Config.EpochPoll): an
 	// emptied Redis is noticed within about this time, for one small script per poll.
 	DefaultEpochPoll = time.Second
@@ -71,6 +78,12 @@ type Config struct {
 	ResultPoll      time.Duration // default DefaultResultPoll
 	ProbeCount      int           // default DefaultProbeCount
 	Budget          int           // PoPs probed per recheck (planner budget); 0: the planner's default
+	// HistoryRounds and HistoryWindow are the history window: a decision takes each PoP's minimum RTT over
+	// its last HistoryRounds results (default DefaultHistoryRounds; 1: the latest only) no older than
+	// HistoryWindow (default DefaultHistoryWindow). A PoP whose latest probe failed counts as failed. The
+	// storage keeps storage.Options.RecentLen results per PoP: more rounds than that are not read.
+	HistoryRounds int
+	HistoryWindow time.Duration
 	// MeshInterval is how often every PoP measures every other (the PoP mesh that calibrates the engine);
 	// default DefaultMeshInterval; negative: no mesh.
 	MeshInterval time.Duration
@@ -92,8 +105,12 @@ type Config struct {
 	HostnameScheme string
 	Regions        RegionEndpoints
 	// PoPs is the catalogue PoP codes of the fleet are located with; nil: geo.PoPs().
-	PoPs    []geo.PoP
-	Engine  *triangulate.Config        // nil: triangulate.DefaultConfig()
+	PoPs []geo.PoP
+	// Prior returns a target's prior location by the address probed (GeoIPPrior: a GeoIP database, --geoip);
+	// nil: none. The planner's first picks start near it, and a prior far outside the measured region is a
+	// note on the decision; it never decides.
+	Prior   func(addr string) (triangulate.Prior, bool)
+	Engine  *triangulate.Config        // nil: triangulate.ProductionConfig(nil)
 	Planner *triangulate.PlannerConfig // nil: triangulate.DefaultPlannerConfig() with Engine
 	Clock   Clock                      // default RealClock
 	Logger  *slog.Logger               // default slog.Default()
@@ -123,6 +140,8 @@ func (c *Config) fill() {
 	c.ResultTimeout = cmp.Or(c.ResultTimeout, DefaultResultTimeout)
 	c.ResultPoll = cmp.Or(c.ResultPoll, DefaultResultPoll)
 	c.ProbeCount = cmp.Or(c.ProbeCount, DefaultProbeCount)
+	c.HistoryRounds = cmp.Or(c.HistoryRounds, DefaultHistoryRounds)
+	c.HistoryWindow = cmp.Or(c.HistoryWindow, DefaultHistoryWindow)
 	c.MeshInterval = cmp.Or(c.MeshInterval, DefaultMeshInterval)
 	c.MeshBudget = cmp.Or(c.MeshBudget, DefaultMeshBudget)
 	c.DecisionTTL = cmp.Or(c.DecisionTTL, DecisionTTLIntervals*c.RecheckInterval+c.ResultTimeout)
@@ -198,7 +217,7 @@ type targetState struct {
 // New returns a scheduler that rechecks targets on b with the triangulation engine; metrics may be nil.
 func New(cfg Config, b Backend, m *Metrics) (*Scheduler, error) {
 	s := newScheduler(cfg, b, m)
-	ecfg := triangulate.DefaultConfig()
+	ecfg := triangulate.ProductionConfig(nil)
 	if s.cfg.Engine != nil {
 		ecfg = *s.cfg.Engine
 	}
@@ -209,6 +228,10 @@ func New(cfg Config, b Backend, m *Metrics) (*Scheduler, error) {
 	}
 	if sc := s.cfg.HostnameScheme; sc != "" && sc != "http" && sc != "https" {
 		return nil, fmt.Errorf("scheduler: config: HostnameScheme %q: want http, https or empty", sc)
+	}
+	if s.cfg.HistoryRounds < 1 || s.cfg.HistoryWindow < 0 {
+		return nil, fmt.Errorf("scheduler: config: history window of %d rounds, %v: want at least 1 round and a positive duration",
+			s.cfg.HistoryRounds, s.cfg.HistoryWindow)
 	}
 	if min := s.cfg.RecheckInterval + s.cfg.ResultTimeout; s.cfg.DecisionTTL <= min {
 		return nil, fmt.Errorf("scheduler: config: DecisionTTL %v: must exceed RecheckInterval + ResultTimeout (%v), or decisions expire between rechecks",
@@ -283,6 +306,13 @@ func (s *Scheduler) forget(removed []*targetState) {
 		if err := s.decisions.DeleteDecision(ctx, app); err != nil {
 			s.log.Warn("scheduler: deleting the decision of a removed app", "app", app, "err", err)
 			continue
+		}
+		if ed, ok := s.decisions.(interface {
+			DeleteExplanation(ctx context.Context, app string) error
+		}); ok {
+			if err := ed.DeleteExplanation(ctx, app); err != nil {
+				s.log.Warn("scheduler: deleting the explanation of a removed app (it expires with the decision's TTL)", "app", app, "err", err)
+			}
 		}
 		s.log.Info("scheduler: app removed; decision deleted", "app", app)
 	}

@@ -210,7 +210,7 @@ func Analyze(cfg Config, in Input, lk Lookups) Analysis {
 	a.OverheadMs = stats.Median(outside)
 
 	// Where each back end is.
-	eng, _ := triangulate.NewEngine(triangulate.DefaultConfig()) // the default config is valid
+	eng, _ := triangulate.NewEngine(triangulate.ProductionConfig(nil)) // the fleet's configuration; valid
 	for name, h := range hosts {
 		host := Host{Host: name, PerRequest: float64(h.n) / float64(a.Requests), RTTs: map[string]float64{}}
 		for p, v := range h.obs {

@@ -44,8 +44,13 @@
 //	vantage:{pop:<PoP>}:dead          list    Job JSON of jobs past MaxJobAttempts          1000 long probed    operator
 //	vantage:{t:<target>}:latest       hash    PoP -> "<at Unix ms>|<Result JSON>"           none      probed    scheduler
 //	vantage:{t:<target>}:history      list    Result JSON, newest first                     256 long  probed    scheduler, API
+//	vantage:{t:<target>}:recent       hash    PoP -> "<at ms>:<min ms>;..." (":-": failed), 8 per PoP probed    scheduler
+//	                                          newest first by time (the decision's window)
 //	vantage:{t:<target>}:done:<PoP>:<job id>
 //	                                  string  "1": the job's result is stored (dedup)       24 h      probed    probed
+//	vantage:{x:<app>}:explain         string  Explanation JSON {app, computed_at, verdict,   decision  scheduler API, status
+//	                                          best_pop, notes, set_aside, calibration,      TTL                 page
+//	                                          window, chaos, instances} (explain.go)
 //	vantage:{apps}:apps               hash    app name -> App JSON {name, mode, target,     none      scheduler scheduler, API
 //	                                          account, deploy_version, updated_at, config}
 //	vantage:apps                      channel app name on every register/change/delete      -         scheduler scheduler
@@ -101,7 +106,9 @@
 //
 // Results: PutResult runs one Lua script on the target's slot: SET NX PX the done key (when it exists already,
 // the job's result was stored: nothing changes), then replace the PoP's latest result unless the stored one is
-// newer, LPUSH the history and LTRIM it to HistoryLen.
+// newer, LPUSH the history and LTRIM it to HistoryLen, and insert "<at ms>:<min ms>" (":-" for a failure) into
+// the PoP's field of the recent hash (KeyRecent), newest first by time, cut to RecentLen entries: a decision
+// takes each PoP's minimum RTT over a window of these, so one noisy round does not move a placement.
 //
 // Mesh (mesh.go): every PoP measures every other PoP's mesh port (Heartbeat.MeshAddr) with a TCP probe job
 // whose Job.Key is "mesh:<dst PoP>"; the daemon stores the result with PutMeshRTT (one Lua script: HSET unless

@@ -2,6 +2,8 @@ package storage
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -13,7 +15,8 @@ import (
 
 func init() {
 	areas = append(areas, area{"jobs", testJobs}, area{"jobs_reclaim", testJobsReclaim},
-		area{"jobs_corrupt", testJobsCorrupt}, area{"results", testResults})
+		area{"jobs_corrupt", testJobsCorrupt}, area{"results", testResults},
+		area{"explanation", testExplanation})
 }
 
 func job(target string) Job {
@@ -233,6 +236,42 @@ func testResults(t *testing.T, open func(*testing.T, Options) *Store) {
 	if _, err := s.PutResult(ctx, Result{Target: target}); err == nil {
 		t.Error("PutResult without a PoP succeeded")
 	}
+	// Recent: each PoP's results newest first by time (the late older one in its place), failures kept as such,
+	// a redelivered job not twice, capped at RecentLen.
+	failed := res("FRA", "j4", t0.Add(time.Minute), 0)
+	failed.Class, failed.Error, failed.Samples = "timeout", "i/o timeout", 0
+	if _, err := s.PutResult(ctx, failed); err != nil {
+		t.Fatal(err)
+	}
+	recent, err := s.RecentResults(ctx, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantR := map[string][]Sample{
+		"LHR": {{At: t0.Add(time.Minute), MinMs: 11, OK: true}, {At: t0, MinMs: 10, OK: true}, {At: t0.Add(-time.Minute), MinMs: 99, OK: true}},
+		"FRA": {{At: t0.Add(time.Minute)}, {At: t0, MinMs: 20, OK: true}},
+		"NRT": {{At: t0, MinMs: 200, OK: true}, {At: t0, MinMs: 200, OK: true}},
+		"AMS": {{At: t0, MinMs: 5, OK: true}},
+	}
+	if !reflect.DeepEqual(recent, wantR) {
+		t.Errorf("RecentResults =\n %+v\nwant\n %+v", recent, wantR)
+	}
+	s2 := open(t, Options{RecentLen: 2})
+	for i := range 4 {
+		if _, err := s2.PutResult(ctx, res("SIN", fmt.Sprint("k", i), t0.Add(time.Duration(i)*time.Minute), float64(30+i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := s2.RecentResults(ctx, target); err != nil || !reflect.DeepEqual(got["SIN"],
+		[]Sample{{At: t0.Add(3 * time.Minute), MinMs: 33, OK: true}, {At: t0.Add(2 * time.Minute), MinMs: 32, OK: true}}) {
+		t.Errorf("RecentResults with RecentLen 2 = %+v, %v; want the 2 newest", got["SIN"], err)
+	}
+	if err := s2.Client().HSet(ctx, KeyRecent(target), "SIN", "12:x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.RecentResults(ctx, target); !errors.Is(err, errCorrupt) {
+		t.Errorf("RecentResults of a corrupt entry: %v; want errCorrupt", err)
+	}
 }
 
 // testJobsCorrupt: an entry that is not a job (bad JSON, no job field) can never run: whether a daemon reads it
@@ -276,5 +315,36 @@ func testJobsCorrupt(t *testing.T, open func(*testing.T, Options) *Store) {
 	}
 	if st, err := s.JobStats(ctx, "SIN"); err != nil || st != (JobStats{}) {
 		t.Errorf("JobStats after reclaiming a corrupt entry = %+v, %v; want it deleted", st, err)
+	}
+}
+
+func testExplanation(t *testing.T, open func(*testing.T, Options) *Store) {
+	s := open(t, Options{})
+	ctx := testCtx(t)
+	if _, ok, err := s.Explanation(ctx, "shop"); ok || err != nil {
+		t.Fatalf("Explanation before any = %v, %v; want none", ok, err)
+	}
+	e := Explanation{App: "shop", ComputedAt: t0, Verdict: "unicast", BestPoP: "FRA",
+		Notes:       []string{"vantage point SIN breaks the speed-of-light bound"},
+		SetAside:    []SetAside{{PoP: "SIN", Reason: "speed-of-light"}},
+		Calibration: ExplainCalibration{Kind: "calibrated", PoPs: 12, Suspects: []string{"SIN"}},
+		Window: ExplainWindow{Rounds: 3, Seconds: 900,
+			FromHistory: []WindowedPoPRT{{PoP: "FRA", LatestMs: 62, UsedMs: 12, UsedAt: t0.Add(-time.Minute)}}},
+		Chaos: map[string]string{"FRA": "fra1"}}
+	if err := s.PutExplanation(ctx, e, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := s.Explanation(ctx, "shop")
+	if err != nil || !ok || !reflect.DeepEqual(got, e) {
+		t.Errorf("Explanation = %+v, %v, %v; want %+v", got, ok, err, e)
+	}
+	if ttl, err := s.Client().PTTL(ctx, KeyExplain("shop")).Result(); err != nil || ttl <= 0 || ttl > time.Hour {
+		t.Errorf("explanation TTL = %v, %v; want the decision's hour", ttl, err)
+	}
+	if err := s.DeleteExplanation(ctx, "shop"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := s.Explanation(ctx, "shop"); ok || err != nil {
+		t.Errorf("Explanation after delete = %v, %v; want none", ok, err)
 	}
 }

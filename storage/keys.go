@@ -86,6 +86,11 @@ func KeyLatest(target string) string { return "vantage:{t:" + target + "}:latest
 // KeyHistory returns the capped list of target's results, newest first.
 func KeyHistory(target string) string { return "vantage:{t:" + target + "}:history" }
 
+// KeyRecent returns the hash of target's recent results by PoP: field PoP, value up to Options.RecentLen
+// entries "<at Unix ms>:<min RTT ms>" (or "<at Unix ms>:-" for a failed probe), newest first, separated by
+// ';'. A decision takes each PoP's minimum over a window of them (Store.RecentResults).
+func KeyRecent(target string) string { return "vantage:{t:" + target + "}:recent" }
+
 // keyDone returns the dedup marker of one job's result (same slot as the target's other keys).
 func keyDone(target, pop, jobID string) string {
 	return "vantage:{t:" + target + "}:done:" + pop + ":" + jobID

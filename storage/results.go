@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -37,26 +39,108 @@ type Result struct {
 }
 
 // putResultScript stores a result unless its job's result was stored already.
-// KEYS[1] latest hash, KEYS[2] history list, KEYS[3] dedup key; ARGV[1] PoP, ARGV[2] at (Unix ms), ARGV[3] JSON,
-// ARGV[4] history length, ARGV[5] dedup TTL ms, ARGV[6] "1" when there is a job id. Returns 1 when stored.
+// KEYS[1] latest hash, KEYS[2] history list, KEYS[3] dedup key, KEYS[4] recent hash; ARGV[1] PoP, ARGV[2] at
+// (Unix ms), ARGV[3] JSON, ARGV[4] history length, ARGV[5] dedup TTL ms, ARGV[6] "1" when there is a job id,
+// ARGV[7] the recent entry ("<at ms>:<min ms>" or "<at ms>:-"), ARGV[8] recent length. Returns 1 when stored.
+//
+// The PoP's recent entries are kept newest first by time (a late result is inserted where it belongs) and cut
+// to ARGV[8].
 var putResultScript = redis.NewScript(`
 if ARGV[6] == '1' then
   if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[5]) then return 0 end
 end
+local at = tonumber(ARGV[2])
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local newer = true
 if cur then
-  local at = tonumber(string.match(cur, '^(-?%d+)|'))
-  if at and at > tonumber(ARGV[2]) then newer = false end
+  local cat = tonumber(string.match(cur, '^(-?%d+)|'))
+  if cat and cat > at then newer = false end
 end
 if newer then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3]) end
 redis.call('LPUSH', KEYS[2], ARGV[3])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
+local out, placed, n, max = {}, false, 0, tonumber(ARGV[8])
+local rec = redis.call('HGET', KEYS[4], ARGV[1]) or ''
+for e in string.gmatch(rec, '[^;]+') do
+  local eat = tonumber(string.match(e, '^(-?%d+):'))
+  if not placed and (eat == nil or eat <= at) then
+    table.insert(out, ARGV[7]); placed = true
+  end
+  table.insert(out, e)
+end
+if not placed then table.insert(out, ARGV[7]) end
+while #out > max do table.remove(out) end
+redis.call('HSET', KEYS[4], ARGV[1], table.concat(out, ';'))
 return 1
 `)
 
+// Sample is one entry of a PoP's recent results of a target (RecentResults): when it was measured and its
+// minimum RTT, or OK false for a probe that failed.
+type Sample struct {
+	At    time.Time
+	MinMs float64 // smallest RTT sample, ms; 0 when !OK
+	OK    bool    // the probe succeeded: no failure class and at least one answered sample
+}
+
+// recentEntry encodes r as an entry of the recent hash: "<at ms>:<min ms>", or "<at ms>:-" for a failure.
+func recentEntry(r Result) string {
+	if r.Class != "" || r.Error != "" || r.Samples <= 0 {
+		return strconv.FormatInt(r.At.UnixMilli(), 10) + ":-"
+	}
+	return strconv.FormatInt(r.At.UnixMilli(), 10) + ":" + strconv.FormatFloat(r.MinMs, 'g', -1, 64)
+}
+
+// decodeRecent decodes a PoP's field of the recent hash, newest first.
+func decodeRecent(v string) ([]Sample, error) {
+	var out []Sample
+	for _, e := range strings.Split(v, ";") {
+		if e == "" {
+			continue
+		}
+		a, m, ok := strings.Cut(e, ":")
+		if !ok {
+			return nil, fmt.Errorf("%w: recent entry %.40q: no ':'", errCorrupt, e)
+		}
+		ms, err := strconv.ParseInt(a, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%w: recent entry %.40q: %w", errCorrupt, e, err)
+		}
+		s := Sample{At: time.UnixMilli(ms).UTC()}
+		if m != "-" {
+			if s.MinMs, err = strconv.ParseFloat(m, 64); err != nil {
+				return nil, fmt.Errorf("%w: recent entry %.40q: %w", errCorrupt, e, err)
+			}
+			s.OK = true
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// RecentResults returns each PoP's recent results of target (up to Options.RecentLen per PoP, newest first):
+// the window a decision takes each PoP's minimum RTT over.
+func (s *Store) RecentResults(ctx context.Context, target string) (map[string][]Sample, error) {
+	if err := validName("result target", target); err != nil {
+		return nil, err
+	}
+	m, err := s.c.HGetAll(ctx, KeyRecent(target)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("storage: recent results for %s: %w", target, err)
+	}
+	out := make(map[string][]Sample, len(m))
+	for pop, v := range m {
+		ss, err := decodeRecent(v)
+		if err != nil {
+			return nil, fmt.Errorf("storage: recent results of %s for %s: %w", pop, target, err)
+		}
+		out[pop] = ss
+	}
+	return out, nil
+}
+
 // PutResult stores r as r.PoP's latest result for r.Target (unless a newer one is stored) and prepends it to the
-// target's history, capped at Options.HistoryLen. When r.JobID is set the result is stored once per (PoP,
+// target's history, capped at Options.HistoryLen, and to the PoP's recent results (RecentResults), capped at
+// Options.RecentLen. When r.JobID is set the result is stored once per (PoP,
 // JobID) within Options.ResultDedupTTL: a re-delivered job's result returns stored=false and changes nothing.
 func (s *Store) PutResult(ctx context.Context, r Result) (stored bool, err error) {
 	if err := validName("result target", r.Target); err != nil {
@@ -77,9 +161,9 @@ func (s *Store) PutResult(ctx context.Context, r Result) (stored bool, err error
 	if r.JobID != "" {
 		hasJob = "1"
 	}
-	keys := []string{KeyLatest(r.Target), KeyHistory(r.Target), keyDone(r.Target, r.PoP, r.JobID)}
+	keys := []string{KeyLatest(r.Target), KeyHistory(r.Target), keyDone(r.Target, r.PoP, r.JobID), KeyRecent(r.Target)}
 	n, err := putResultScript.Run(ctx, s.c, keys, r.PoP, r.At.UnixMilli(), b, s.o.HistoryLen,
-		s.o.ResultDedupTTL.Milliseconds(), hasJob).Int()
+		s.o.ResultDedupTTL.Milliseconds(), hasJob, recentEntry(r), s.o.RecentLen).Int()
 	if err != nil {
 		return false, fmt.Errorf("storage: put result of %s for %s (job %q): %w", r.PoP, r.Target, r.JobID, err)
 	}

@@ -31,6 +31,7 @@ const (
 // Schema defaults; see the Options fields of the same names.
 const (
 	DefaultHistoryLen      = 256
+	DefaultRecentLen       = 8
 	DefaultJobStreamMaxLen = 100_000
 	DefaultResultDedupTTL  = 24 * time.Hour
 	DefaultAdHocTTL        = 24 * time.Hour
@@ -70,6 +71,10 @@ type Options struct {
 
 	// HistoryLen caps the result history kept per target (default 256 entries).
 	HistoryLen int
+	// RecentLen caps the recent results kept per target and PoP (KeyRecent; default 8 entries): more than the
+	// scheduler's history window reads (3 rounds by default), so a window of a few more rounds needs no
+	// migration.
+	RecentLen int
 	// JobStreamMaxLen caps each PoP's job stream, approximately (default 100 000 entries).
 	JobStreamMaxLen int64
 	// ResultDedupTTL is how long a job's result is remembered to drop duplicates (default 24 h).
@@ -114,6 +119,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.HistoryLen <= 0 {
 		o.HistoryLen = DefaultHistoryLen
+	}
+	if o.RecentLen <= 0 {
+		o.RecentLen = DefaultRecentLen
 	}
 	if o.JobStreamMaxLen <= 0 {
 		o.JobStreamMaxLen = DefaultJobStreamMaxLen

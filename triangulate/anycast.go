@@ -31,7 +31,9 @@ func (e *Engine) verdict(r *Result) {
 			if l := cal.Line(m.VP); !l.IsZero() {
 				br := l.RadiusKm(m.RTTMs)
 				cr = min(br+e.cfg.CalibrationSlackKm, fr)
-				tr = min(br+e.cfg.AnycastSlackKm, fr)
+				if e.cfg.AnycastCalibratedMaxMs <= 0 || m.RTTMs <= e.cfg.AnycastCalibratedMaxMs {
+					tr = min(br+e.cfg.AnycastSlackKm, fr)
+				}
 				e.calibrated = true
 			}
 		}
@@ -302,21 +304,149 @@ func (e *Engine) anycast(r *Result, disks []disk) {
 			e.picked = append(e.picked[:0], e.saved...)
 		}
 	}
+	e.instV = e.instV[:0]
 	for _, p := range e.picked {
-		d := disks[p].withContains()
-		m := &e.ms[d.idx]
-		inst := Instance{VP: m.VP, Point: m.Point, RadiusKm: d.radiusKm}
-		bestDot := -2.0
-		for ci := range e.cityV {
-			if dot := e.cityV[ci].dot(d.centre); dot >= d.cosR && dot > bestDot {
-				bestDot = dot
-				inst.Point, inst.City, inst.PoP = e.cities[ci].Point, e.cities[ci].City, e.cities[ci].Code
-			}
-		}
-		e.instances = append(e.instances, inst)
+		e.place(&disks[p], disks)
+	}
+	if e.cfg.IterateInstances {
+		e.iterate(disks)
 	}
 	r.Instances = e.instances
 }
+
+// place appends the instance of disk d: collapsed to its most likely city (collapse), else the VP itself.
+func (e *Engine) place(d *disk, disks []disk) {
+	dc := d.withContains()
+	m := &e.ms[dc.idx]
+	inst := Instance{VP: m.VP, Point: m.Point, RadiusKm: dc.radiusKm}
+	v := dc.centre
+	if ci := e.collapse(&dc, disks); ci >= 0 {
+		inst.Point, inst.City, inst.PoP = e.cities[ci].Point, e.cities[ci].City, e.cities[ci].Code
+		v = e.cityV[ci]
+	}
+	e.instances = append(e.instances, inst)
+	e.instV = append(e.instV, v)
+}
+
+// collapse returns the city (index into e.cities) an instance seen through disk d (prepared by withContains)
+// most likely is, or -1 when no city lies in d. With IterateInstances, the cities of d that the most disks
+// (not set aside) contain, within InstanceExplainKm, come first: a city that explains more of the measurements
+// is likelier, and a wrong pick would leave disks unexplained and count an instance twice. Among them iGreedy scores each city c in the disk by
+// alpha x pop(c)/pop(all cities in the disk) + (1-alpha) x (1 - distance(c, VP)/radius) with alpha 1/2: the
+// large city wins unless a smaller one is much nearer the VP. The catalogue has no population: a city's weight
+// is the number of catalogue cities within CityWeightKm of it (a metro with several PoPs or airports is a
+// large one). Without IterateInstances the city nearest the VP is taken, as before.
+func (e *Engine) collapse(d *disk, disks []disk) int {
+	best, bestScore := -1, math.Inf(-1)
+	if !e.cfg.IterateInstances {
+		for ci := range e.cityV {
+			if dot := e.cityV[ci].dot(d.centre); dot >= d.cosR && dot > bestScore {
+				best, bestScore = ci, dot
+			}
+		}
+		return best
+	}
+	total := 0.0
+	for ci := range e.cityV {
+		if e.cityV[ci].dot(d.centre) >= d.cosR {
+			total += e.cityW[ci]
+		}
+	}
+	if total == 0 {
+		return -1
+	}
+	const alpha = 0.5 // iGreedy's default weighing of population against distance
+	tolAng := e.cfg.InstanceExplainKm / geo.EarthRadiusKm
+	bestN := -1
+	for ci := range e.cityV {
+		dot := e.cityV[ci].dot(d.centre)
+		if dot < d.cosR {
+			continue
+		}
+		n := 0
+		if disks != nil {
+			for i := range disks {
+				if !e.trial[i] && angle(e.cityV[ci], disks[i].centre) <= disks[i].radiusKm/geo.EarthRadiusKm+tolAng {
+					n++
+				}
+			}
+		}
+		near := 1.0
+		if d.radiusKm > 0 {
+			near = 1 - angle(e.cityV[ci], d.centre)*geo.EarthRadiusKm/d.radiusKm
+		}
+		if score := alpha*e.cityW[ci]/total + (1-alpha)*near; n > bestN || n == bestN && score > bestScore {
+			best, bestScore, bestN = ci, score, n
+		}
+	}
+	return best
+}
+
+// iterate finds instances the greedy set of disjoint disks hides behind a large disk: with every instance
+// found collapsed to its city, the small disks (RTT <= IterateMaxMs) that contain none of those cities (by
+// more than InstanceExplainKm) are unexplained; a greedy set of disjoint disks among them are new instances,
+// collapsed in turn, until every small disk is explained or MaxInstances is reached. A hidden instance shows
+// in the small disk of a VP near it; a large disk that misses every city found says more about its VP's
+// calibration line (a long path over a fast cable) than about an instance. A disk set aside as an outlier is
+// never evidence.
+func (e *Engine) iterate(disks []disk) {
+	e.unexpl = slices.Grow(e.unexpl[:0], len(disks))[:len(disks)]
+	tolAng := e.cfg.InstanceExplainKm / geo.EarthRadiusKm
+	for len(e.instances) < e.cfg.MaxInstances {
+		any := false
+		for i := range disks {
+			// unexpl doubles as greedy's exclusion mask: true is "explained or set aside".
+			e.unexpl[i] = true
+			if e.trial[i] || e.ms[disks[i].idx].RTTMs > e.cfg.IterateMaxMs {
+				continue
+			}
+			explained := false
+			for _, v := range e.instV {
+				if angle(v, disks[i].centre) <= disks[i].radiusKm/geo.EarthRadiusKm+tolAng {
+					explained = true
+					break
+				}
+			}
+			if !explained {
+				e.unexpl[i] = false
+				any = true
+			}
+		}
+		if !any {
+			return
+		}
+		n := len(e.instances)
+		for _, p := range e.picked[:e.greedy(disks, e.unexpl)] {
+			if len(e.instances) == e.cfg.MaxInstances {
+				break
+			}
+			e.place(&disks[p], disks)
+		}
+		if len(e.instances) == n {
+			return
+		}
+	}
+}
+
+// cityWeights returns each city's weight: the number of cities within CityWeightKm of it, itself included.
+func cityWeights(vs []vec3) []float64 {
+	w := make([]float64, len(vs))
+	cosR := math.Cos(CityWeightKm / geo.EarthRadiusKm)
+	for i := range vs {
+		w[i]++
+		for j := i + 1; j < len(vs); j++ {
+			if vs[i].dot(vs[j]) >= cosR {
+				w[i]++
+				w[j]++
+			}
+		}
+	}
+	return w
+}
+
+// CityWeightKm is the radius of a city's metro when cities are weighed (collapse): cities of the catalogue
+// within it count towards one metro's size.
+const CityWeightKm = 100
 
 // dnsEvidence applies the DNS answers: vantage points that received disjoint A/AAAA answer sets mean the name
 // is replicated (geo-DNS); different CHAOS id.server answers for the one address mean anycast (Fan, Heidemann,

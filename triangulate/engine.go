@@ -15,6 +15,7 @@ type Engine struct {
 	cfg    Config
 	cities []geo.PoP
 	cityV  []vec3
+	cityW  []float64 // each city's weight: the catalogue cities within CityWeightKm of it (a population proxy)
 
 	// scratch, reused by every call
 	vps        map[string]*vpEntry // vantage points seen, by id (bounded by maxVPCache)
@@ -42,6 +43,8 @@ type Engine struct {
 	top        []int
 	cands      []placement.Candidate
 	instances  []Instance
+	instV      []vec3 // the instances' points
+	unexpl     []bool // iterate: disks no instance explains (or set aside)
 	violations []Violation
 }
 
@@ -59,6 +62,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	for i, c := range e.cities {
 		e.cityV[i] = toVec(c.Point)
 	}
+	e.cityW = cityWeights(e.cityV)
 	return e, nil
 }
 
@@ -87,6 +91,9 @@ func (e *Engine) Decide(in Input) (Result, error) {
 	e.verdict(&r)
 	if len(in.DNS) > 0 {
 		e.dnsEvidence(&r, in.DNS)
+	}
+	if in.Prior != nil && r.Verdict == placement.VerdictUnicast && r.HasLoc {
+		e.checkPrior(&r, in.Prior)
 	}
 	switch r.Verdict {
 	case placement.VerdictUnicast:
@@ -202,4 +209,23 @@ func (e *Engine) confidence(r *Result) float64 {
 	}
 	c := cov * sep * cons
 	return math.Round(min(max(c, 0), 1)*1000) / 1000
+}
+
+// PriorToleranceKm is how far outside the measured region (beyond the prior's own accuracy radius) a prior may
+// lie before it is noted as far off: the region is conservative already, and a database's city-level point is
+// good to tens of km.
+const PriorToleranceKm = 200
+
+// checkPrior sets FlagPriorFar when prior lies outside the feasible region of the location estimate by more
+// than its accuracy and PriorToleranceKm. It only adds a note.
+func (e *Engine) checkPrior(r *Result, prior *Prior) {
+	if math.IsNaN(prior.Lat) || math.IsNaN(prior.Lon) || e.inRegion(toVec(prior.Point), prior.AccuracyKm+PriorToleranceKm) {
+		return
+	}
+	r.Flags |= FlagPriorFar
+	r.PriorOffKm = geo.DistanceKm(prior.Point, r.Location.Point)
+	r.PriorSource = prior.Source
+	if r.PriorSource == "" {
+		r.PriorSource = "the prior"
+	}
 }

@@ -480,7 +480,7 @@ func TestFlagsString(t *testing.T) {
 	if s := (FlagTie | FlagSpeedOfLight).String(); s != "tie,speed-of-light" {
 		t.Fatalf("String = %q", s)
 	}
-	if len(flagNames) != 11 || FlagPriorMismatch != 1<<10 {
+	if len(flagNames) != 12 || FlagPriorFar != 1<<11 {
 		t.Fatal("flagNames out of step with the flag constants")
 	}
 }
@@ -511,5 +511,104 @@ func TestVPCacheResetKeepsCall(t *testing.T) {
 	}
 	if i, ok := e.lookup("new-a"); !ok || e.ms[i].RTTMs != 5 {
 		t.Errorf("lookup(new-a) = %d, %v; want the merged minimum 5 ms", i, ok)
+	}
+}
+
+// TestPriorIsANoteNeverTheVerdict: a prior inside the measured region says nothing; one far outside it (a
+// GeoIP database placing a Frankfurt server in Sydney) becomes a note and changes neither the verdict, the
+// best PoP nor the location; an anycast target's prior is not judged (it has no one location).
+func TestPriorIsANoteNeverTheVerdict(t *testing.T) {
+	model := geo.DefaultModel()
+	target := geo.Point{Lat: 50.11, Lon: 8.68}
+	var ms []Measurement
+	for _, code := range []string{"FRA", "AMS", "CDG", "LHR", "WAW", "MAD", "IAD", "SIN", "NRT", "GRU"} {
+		p, _ := geo.LookupPoP(code)
+		ms = append(ms, Measurement{VP: code, Point: p.Point, RTTMs: model.RTTMs(p.Point, target)})
+	}
+	e, err := NewEngine(ProductionConfig(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := e.Decide(Input{Measurements: ms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base = base.Clone()
+	for _, tc := range []struct {
+		name  string
+		prior Prior
+		far   bool
+	}{
+		{"prior_in_frankfurt", Prior{Point: geo.Point{Lat: 50.1, Lon: 8.6}, AccuracyKm: 20, Source: "GeoIP"}, false},
+		{"prior_in_cologne_just_outside", Prior{Point: geo.Point{Lat: 50.94, Lon: 6.96}, Source: "GeoIP"}, false},
+		{"prior_in_paris", Prior{Point: geo.Point{Lat: 48.86, Lon: 2.35}, Source: "GeoIP"}, true},
+		{"prior_in_sydney", Prior{Point: geo.Point{Lat: -33.87, Lon: 151.21}, AccuracyKm: 50, Source: "GeoIP"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prior := tc.prior
+			r, err := e.Decide(Input{Measurements: ms, Prior: &prior})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Verdict != base.Verdict || r.Best != base.Best || r.Location != base.Location || r.Confidence != base.Confidence {
+				t.Errorf("the prior changed the decision: %v %v %v %v; without it %v %v %v %v", r.Verdict, r.Best, r.Location, r.Confidence,
+					base.Verdict, base.Best, base.Location, base.Confidence)
+			}
+			if r.Flags.Has(FlagPriorFar) != tc.far {
+				t.Errorf("flags %v; want prior-far %v (location %v)", r.Flags, tc.far, r.Location)
+			}
+			if tc.far && (r.PriorOffKm < 300 || !strings.Contains(strings.Join(r.Notes(), ";"), "GeoIP places the target")) {
+				t.Errorf("notes %q, off %.0f km", r.Notes(), r.PriorOffKm)
+			}
+		})
+	}
+}
+
+// TestIterateFindsInstanceBehindALargeDisk: instances in Frankfurt, Tokyo and Paris. Brussels sees the Paris
+// one through a disk that overlaps Frankfurt's, so iGreedy's set of disjoint disks holds two; collapsed to
+// Frankfurt, that instance does not explain Brussels' disk, and the search of the rest finds the third.
+func TestIterateFindsInstanceBehindALargeDisk(t *testing.T) {
+	pt := func(lat, lon float64) geo.Point { return geo.Point{Lat: lat, Lon: lon} }
+	fra, bru := pt(50.03, 8.56), pt(50.85, 4.35)
+	ms := []Measurement{
+		{VP: "FRA", Point: fra, RTTMs: 0.5},
+		{VP: "MZ", Point: pt(49.99, 8.27), RTTMs: 0.6},
+		{VP: "NRT", Point: pt(35.77, 140.39), RTTMs: 0.5},
+		{VP: "KIX", Point: pt(34.43, 135.23), RTTMs: 4.5},
+		{VP: "BRU", Point: bru, RTTMs: 3.0},
+		{VP: "IAD", Point: pt(38.95, -77.45), RTTMs: 70},
+	}
+	// The premise: Brussels' fibre disk reaches Frankfurt's, and does not hold Frankfurt.
+	if d := geo.DistanceKm(fra, bru); !(d < geo.MaxDistanceKm(3.0)+geo.MaxDistanceKm(0.5)) || !(d > geo.MaxDistanceKm(3.0)) {
+		t.Fatalf("Brussels-Frankfurt %.0f km: the disks do not overlap as the test needs", d)
+	}
+	for _, tc := range []struct {
+		iterate bool
+		want    int
+	}{{false, 2}, {true, 3}} {
+		cfg := DefaultConfig()
+		cfg.IterateInstances = tc.iterate
+		e, err := NewEngine(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := e.Decide(Input{Measurements: ms})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var vps []string
+		for _, in := range r.Instances {
+			vps = append(vps, in.VP+":"+in.City)
+			if in.City == "" || in.RadiusKm <= 0 {
+				t.Errorf("iterate %v: instance %+v without a city or a radius", tc.iterate, in)
+			}
+		}
+		if r.Verdict != placement.VerdictAnycast || len(r.Instances) != tc.want {
+			t.Errorf("iterate %v: %v with instances %v; want anycast with %d", tc.iterate, r.Verdict, vps, tc.want)
+		}
+		if tc.iterate && (len(r.Instances) != 3 || r.Instances[2].VP != "BRU" || geo.DistanceKm(r.Instances[2].Point, bru) > geo.MaxDistanceKm(3.0)) {
+			t.Errorf("the third instance %v: want one in Brussels' disk", vps)
+		}
+		t.Logf("iterate %v: %v", tc.iterate, vps)
 	}
 }

@@ -30,6 +30,17 @@ type Input struct {
 	Measurements []Measurement // one per vantage point; duplicates are merged keeping the minimum RTT
 	DNS          []DNSAnswer   // optional DNS evidence (hostname targets)
 	Previous     string        // optional: the VP id chosen last time, for hysteresis
+	// Prior is optional: where a database (GeoIP) says the target is. It never decides anything: a prior far
+	// outside the measured region becomes a note (FlagPriorFar), and the Planner probes near it first.
+	Prior *Prior
+}
+
+// Prior is a target's location according to a database: a hint, never the verdict (GeoIP databases are often
+// wrong for servers, and an anycast address has no one location).
+type Prior struct {
+	geo.Point
+	AccuracyKm float64 // the database's accuracy radius, km (0: unknown)
+	Source     string  // what says so, e.g. "GeoIP"
 }
 
 // ErrInvalidMeasurement is wrapped by every error about a measurement the engine refuses (negative, NaN,

@@ -92,7 +92,12 @@ func (p *Planner) Budget(n int) int {
 // First returns the PoP codes to probe a new target from first: PlannerConfig.First PoPs (at most the budget)
 // chosen by farthest-point sampling, starting from the PoP nearest the centre of mass of the list, ties
 // broken by code. The result is a fresh slice.
-func (p *Planner) First(pops []geo.PoP) []string {
+func (p *Planner) First(pops []geo.PoP) []string { return p.FirstFrom(pops, nil) }
+
+// FirstFrom is First with a prior location of the target (a GeoIP answer; nil: none): the sampling starts from
+// the PoP nearest the prior, so the first disk is likely small, and spreads from there as First does. A wrong
+// prior costs nothing but the order: the PoPs are as well spread.
+func (p *Planner) FirstFrom(pops []geo.PoP, prior *geo.Point) []string {
 	k := min(p.cfg.First, p.Budget(len(pops)), len(pops))
 	if k == 0 {
 		return nil
@@ -105,6 +110,9 @@ func (p *Planner) First(pops []geo.PoP) []string {
 		sum = sum.add(v)
 	}
 	centre := sum.unit()
+	if prior != nil && !math.IsNaN(prior.Lat) && !math.IsNaN(prior.Lon) {
+		centre = toVec(*prior)
+	}
 	start := 0
 	for i := range pops {
 		if d, b := p.vecs[i].dot(centre), p.vecs[start].dot(centre); d > b || d == b && pops[i].Code < pops[start].Code {

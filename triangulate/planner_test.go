@@ -214,3 +214,27 @@ func TestPlannerOnTheEmulatedWAN(t *testing.T) {
 		}
 	}
 }
+
+// TestPlannerFirstFromPrior: a prior location starts the first picks at the PoP nearest it, as well spread as
+// without one; no prior is First.
+func TestPlannerFirstFromPrior(t *testing.T) {
+	p, err := NewPlanner(DefaultPlannerConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pops := geo.PoPs()
+	plain := p.First(pops)
+	if got := p.FirstFrom(pops, nil); !slices.Equal(got, plain) {
+		t.Errorf("FirstFrom(nil) = %v; want First's %v", got, plain)
+	}
+	for _, tc := range []struct {
+		name  string
+		prior geo.Point
+		want  string
+	}{{"sydney", geo.Point{Lat: -33.87, Lon: 151.21}, "SYD"}, {"frankfurt", geo.Point{Lat: 50.11, Lon: 8.68}, "FRA"}} {
+		got := p.FirstFrom(pops, &tc.prior)
+		if len(got) != len(plain) || got[0] != tc.want {
+			t.Errorf("%s: FirstFrom = %v; want %d picks starting at %s", tc.name, got, len(plain), tc.want)
+		}
+	}
+}

@@ -24,11 +24,12 @@ const (
 	FlagDNSAnycast                        // vantage points got different CHAOS id.server answers
 	FlagEstimated                         // best PoP from the latency model, not from measurements
 	FlagPriorMismatch                     // region mode: the measured location excludes the region's coordinates
+	FlagPriorFar                          // Input.Prior lies far outside the measured region (see PriorOffKm)
 )
 
 var flagNames = []string{
 	"kept-previous", "tie", "duplicate-vp", "too-few", "speed-of-light", "inconsistent",
-	"calibration-miss", "dns-replicated", "dns-anycast", "estimated", "prior-mismatch",
+	"calibration-miss", "dns-replicated", "dns-anycast", "estimated", "prior-mismatch", "prior-far",
 }
 
 // Has reports whether all of g are set in f.
@@ -85,6 +86,10 @@ type Result struct {
 	Violations []Violation           // vantage points left out for breaking the speed-of-light bound
 	Flags      Flags
 	VPs        int // distinct valid vantage points
+	// PriorOffKm is how far Input.Prior lies from the location estimate's centre, km, when FlagPriorFar is set;
+	// PriorSource is its Source.
+	PriorOffKm  float64
+	PriorSource string
 }
 
 // Clone returns a deep copy of r that does not alias the engine.
@@ -133,5 +138,7 @@ func (r *Result) Notes() []string {
 	add(FlagDNSAnycast, "vantage points received different CHAOS id.server answers: anycast")
 	add(FlagEstimated, "best PoP chosen from the latency model, not measured")
 	add(FlagPriorMismatch, "the measured location excludes the configured region's coordinates: check the region hint")
+	add(FlagPriorFar, "%s places the target %.0f km from the measured location (radius %.0f km): the database is likely wrong for it; the measurements decide",
+		r.PriorSource, r.PriorOffKm, r.Location.RadiusKm)
 	return out
 }

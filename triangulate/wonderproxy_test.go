@@ -116,19 +116,29 @@ func (w *wpWorld) allPairs(skip int) []Pair {
 	return out
 }
 
-// calibrationWithout fits the per-VP bestlines with target j held out of everything (leave-one-out).
+// calibrationWithout fits the per-VP bestlines with target j held out of everything (leave-one-out): the
+// mesh is built only from the other servers.
 func (w *wpWorld) calibrationWithout(j int, cc CalibrationConfig) *Calibration {
-	code := ""
-	if j >= 0 {
-		code = w.pops[j].Code
+	if j < 0 {
+		return w.calibrationWithoutSet(nil, cc)
+	}
+	return w.calibrationWithoutSet([]int{j}, cc)
+}
+
+// calibrationWithoutSet fits the per-VP lines with every server of out (indices) held out of everything: the
+// mesh of an anycast target's world, whose instances are those servers.
+func (w *wpWorld) calibrationWithoutSet(out []int, cc CalibrationConfig) *Calibration {
+	held := map[string]bool{}
+	for _, j := range out {
+		held[w.pops[j].Code] = true
 	}
 	var viol []Pair
 	for i := range w.ids {
-		if i == j {
+		if held[w.pops[i].Code] {
 			continue
 		}
 		for _, p := range w.byDist[i] {
-			if p.Peer != code && violatesFibre(p.DistanceKm, p.RTTMs, cc.ToleranceKm) {
+			if !held[p.Peer] && violatesFibre(p.DistanceKm, p.RTTMs, cc.ToleranceKm) {
 				viol = append(viol, p)
 			}
 		}
@@ -140,12 +150,12 @@ func (w *wpWorld) calibrationWithout(j int, cc CalibrationConfig) *Calibration {
 	}
 	buf := make([]Pair, 0, len(w.ids))
 	for i := range w.ids {
-		if i == j || suspect[w.pops[i].Code] {
+		if held[w.pops[i].Code] || suspect[w.pops[i].Code] {
 			continue
 		}
 		buf = buf[:0]
 		for _, p := range w.byDist[i] {
-			if p.Peer != code && !suspect[p.Peer] {
+			if !held[p.Peer] && !suspect[p.Peer] {
 				buf = append(buf, p)
 			}
 		}
@@ -260,18 +270,14 @@ func idxOf(w *wpWorld, code string) int {
 	return slices.Index(w.ids, id)
 }
 
+// TestWonderProxyAnycastDetection measures the production configuration (ProductionConfig) on synthetic anycast
+// targets (2-6 WonderProxy servers answering as one address: each VP sees its nearest) and on every server as a
+// unicast target. The calibration of every target's world is fitted on a mesh without the target's servers.
 func TestWonderProxyAnycastDetection(t *testing.T) {
 	w := wpLoad(t)
-	cal := w.calibrationWithout(-1, DefaultCalibrationConfig())
-	cfg := DefaultConfig()
-	cfg.Calibration = cal
-	e, err := NewEngine(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rng := rand.New(rand.NewPCG(20200719, 5))
 	const targets = 600
-	tp, countOK := 0, 0
+	tp, countOK, countOKOnePass := 0, 0, 0
 	byK := map[int][2]int{}
 	for range targets {
 		k := 2 + rng.IntN(5)
@@ -291,6 +297,11 @@ func TestWonderProxyAnycastDetection(t *testing.T) {
 				ms = append(ms, Measurement{VP: w.pops[i].Code, Point: w.pops[i].Point, RTTMs: best})
 			}
 		}
+		cfg := ProductionConfig(w.calibrationWithoutSet(inst, DefaultCalibrationConfig()))
+		e, err := NewEngine(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
 		r, err := e.Decide(Input{Measurements: ms})
 		if err != nil {
 			t.Fatal(err)
@@ -305,12 +316,20 @@ func TestWonderProxyAnycastDetection(t *testing.T) {
 			}
 		}
 		byK[k] = c
+		// iGreedy's single pass, for comparison.
+		cfg.IterateInstances = false
+		e1, _ := NewEngine(cfg)
+		r1, err := e1.Decide(Input{Measurements: ms})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := len(r1.Instances) - k; r1.Verdict == placement.VerdictAnycast && d >= -1 && d <= 1 {
+			countOKOnePass++
+		}
 	}
 	fp := 0
 	for j := range w.ids {
-		cfg := DefaultConfig()
-		cfg.Calibration = w.calibrationWithout(j, DefaultCalibrationConfig())
-		ej, _ := NewEngine(cfg)
+		ej, _ := NewEngine(ProductionConfig(w.calibrationWithout(j, DefaultCalibrationConfig())))
 		r, err := ej.Decide(Input{Measurements: w.measurements(j, nil)})
 		if err != nil {
 			t.Fatal(err)
@@ -322,13 +341,20 @@ func TestWonderProxyAnycastDetection(t *testing.T) {
 	}
 	tpr := float64(tp) / targets
 	fpr := float64(fp) / float64(len(w.ids))
-	t.Logf("anycast: %d synthetic targets (2-6 WonderProxy cities each): true-positive rate %.3f; instance count within +-1 for %.1f%% of the detected; per instance count k: %v (detected, total)", targets, tpr, 100*float64(countOK)/float64(max(tp, 1)), byK)
+	t.Logf("anycast: production configuration, mesh without the target's servers: %d synthetic targets (2-6 WonderProxy cities each): true-positive rate %.3f; per instance count k: %v (detected, total)", targets, tpr, byK)
+	t.Logf("anycast: instance count within +-1: %.1f%% of the targets (%.1f%% of the detected); iGreedy's single pass: %.1f%%",
+		100*float64(countOK)/targets, 100*float64(countOK)/float64(max(tp, 1)), 100*float64(countOKOnePass)/targets)
 	t.Logf("unicast: %d WonderProxy servers (leave-one-out): false-positive rate %.3f (%d)", len(w.ids), fpr, fp)
-	if tpr < 0.95 || fpr > 0.02 {
-		t.Errorf("anycast TPR %.3f (want >= 0.95), FPR %.3f (want <= 0.02)", tpr, fpr)
+	// The goals are TPR >= 0.95, FPR <= 0.01 and counts within +-1 for 90 % of the targets; the count bound
+	// below is what the engine holds today (bench/ENGINE.md), so that a regression fails.
+	if tpr < 0.95 || fpr > 0.01 {
+		t.Errorf("anycast TPR %.3f (want >= 0.95), FPR %.3f (want <= 0.01)", tpr, fpr)
 	}
-	if float64(countOK) < 0.75*float64(tp) {
-		t.Errorf("instance count within +-1 for only %d of %d detected", countOK, tp)
+	if float64(countOK) < 0.85*targets {
+		t.Errorf("instance count within +-1 for only %d of %d targets", countOK, targets)
+	}
+	if countOK <= countOKOnePass {
+		t.Errorf("iterating finds the instance count within +-1 for %d targets, the single pass for %d: no gain", countOK, countOKOnePass)
 	}
 }
 
@@ -348,9 +374,7 @@ func TestWonderProxyGeolocation(t *testing.T) {
 			continue
 		}
 		ms := w.measurements(j, nil)
-		cfg := DefaultConfig()
-		cfg.Calibration = w.calibrationWithout(j, DefaultCalibrationConfig())
-		e, err := NewEngine(cfg)
+		e, err := NewEngine(ProductionConfig(w.calibrationWithout(j, DefaultCalibrationConfig())))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -378,8 +402,8 @@ func TestWonderProxyGeolocation(t *testing.T) {
 	mp, mc := percentile(errPlain, .5), percentile(errCal, .5)
 	t.Logf("geolocation, leave-one-out over %d WonderProxy servers (220, 98, 99 have wrong published coordinates: not scored)", len(errCal))
 	t.Logf("  plain CBG (2/3 c disks):           median error %4.0f km, p75 %4.0f, p90 %4.0f; median region radius %4.0f km", mp, percentile(errPlain, .75), percentile(errPlain, .9), percentile(radPlain, .5))
-	t.Logf("  engine (per-VP calibrated lines):  median error %4.0f km, p75 %4.0f, p90 %4.0f; median region radius %4.0f km; truth inside the region for %d/%d",
-		mc, percentile(errCal, .75), percentile(errCal, .9), percentile(radCal, .5), inside, len(errCal))
+	t.Logf("  production (ProductionConfig, per-VP lines from a mesh without the target): median error %4.0f km (%.0f%% below plain CBG), p75 %4.0f, p90 %4.0f; median region radius %4.0f km; truth inside the region for %d/%d",
+		mc, 100*(1-mc/mp), percentile(errCal, .75), percentile(errCal, .9), percentile(radCal, .5), inside, len(errCal))
 	if float64(len(errCal)) < 0.95*float64(len(w.ids)-3) {
 		t.Errorf("both located only %d of %d targets", len(errCal), len(w.ids)-3)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/vantage-edge/vantage/daemon"
+	"github.com/vantage-edge/vantage/geo"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/scheduler"
 	"github.com/vantage-edge/vantage/storage"
@@ -45,6 +46,7 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := sf.complete(&cfg); err != nil {
 		return err
 	}
+	defer sf.close()
 	cfg.Logger = log
 	return runOnStore(ctx, df, log, func(st *storage.Store) (runner, error) { return daemon.NewScheduler(cfg, st) })
 }
@@ -52,7 +54,16 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // schedulerFlags are the scheduler's flags that are not a config field as they are.
 type schedulerFlags struct {
 	tokensFile, regionFile   *string
+	geoipFile                *string
 	allow, regionEPs, tokens listFlag
+	geoip                    *geo.GeoIP // opened by complete from --geoip; close releases it
+}
+
+// close releases what complete opened.
+func (f *schedulerFlags) close() {
+	if f.geoip != nil {
+		f.geoip.Close()
+	}
 }
 
 // addSchedulerFlags registers the scheduler's flags on fs, defaulting from and writing into cfg.
@@ -78,6 +89,9 @@ func addSchedulerFlags(fs *flag.FlagSet, cfg *daemon.SchedulerConfig) *scheduler
 	fs.DurationVar(&s.ResultTimeout, "result-timeout", s.ResultTimeout, "how long a recheck waits for the fleet's results")
 	fs.IntVar(&s.ProbeCount, "count", s.ProbeCount, "samples per probe job")
 	fs.IntVar(&s.Budget, "budget", 0, "PoPs probed per recheck (0: the planner's share of the fleet)")
+	f.geoipFile = fs.String("geoip", "", "GeoIP2/GeoLite2/DB-IP City .mmdb: a target's prior location orders the first PoPs probed; a prior far outside the measured region is a note, never the verdict")
+	fs.IntVar(&s.HistoryRounds, "history-rounds", s.HistoryRounds, "a decision takes each PoP's minimum RTT over its last N results (1: the latest only)")
+	fs.DurationVar(&s.HistoryWindow, "history-window", s.HistoryWindow, "... none older than this")
 	fs.DurationVar(&s.MeshInterval, "mesh-interval", s.MeshInterval, "how often every PoP measures every other (the mesh that calibrates the engine and finds mislocated PoPs; negative: no mesh)")
 	fs.IntVar(&s.MeshBudget, "mesh-budget", s.MeshBudget, "mesh probes enqueued per minute at most (a large fleet's mesh round then takes longer than --mesh-interval)")
 	f.regionFile = fs.String("region-endpoints", "", "file mapping region id to host:port (\"aws:us-east-1 198.18.0.9:443\" per line)")
@@ -127,6 +141,12 @@ func (f *schedulerFlags) complete(cfg *daemon.SchedulerConfig) error {
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if *f.geoipFile != "" {
+		if f.geoip, err = geo.OpenGeoIP(*f.geoipFile, ""); err != nil {
+			return fmt.Errorf("%w: --geoip: %w", errUsage, err)
+		}
+		s.Prior = scheduler.GeoIPPrior(f.geoip)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/vantage-edge/vantage/daemon"
+	"github.com/vantage-edge/vantage/internal/shareddata"
 	"github.com/vantage-edge/vantage/internal/syncbuf"
 	"github.com/vantage-edge/vantage/internal/testnet"
 	"github.com/vantage-edge/vantage/scheduler"
@@ -304,5 +306,40 @@ func TestSchedulerRecheckFlagDerivesTTL(t *testing.T) {
 	}
 	if _, err := scheduler.New(cfg.Scheduler, scheduler.StoreBackend{}, nil); err != nil {
 		t.Fatalf("scheduler.New with --recheck 1h: %v", err)
+	}
+}
+
+// TestSchedulerGeoIPFlag: --geoip opens a City database and gives the scheduler a prior per IP target; a file
+// that is not one is a usage error naming it.
+func TestSchedulerGeoIPFlag(t *testing.T) {
+	for _, tc := range []struct {
+		name, file string
+		ok         bool
+	}{
+		{"city_database", shareddata.Path(t, "maxmind-test-mmdb", "GeoIP2-City-Test.mmdb"), true},
+		{"not_a_database", "scheduler_test.go", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := daemon.DefaultSchedulerConfig()
+			fs := newFlagSet("scheduler", "", io.Discard)
+			sf := addSchedulerFlags(fs, &cfg)
+			if err := parseFlags(fs, []string{"--geoip", tc.file, "--token", "t0123456789abcdef"}); err != nil {
+				t.Fatal(err)
+			}
+			err := sf.complete(&cfg)
+			t.Cleanup(sf.close)
+			if !tc.ok {
+				if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.file) {
+					t.Errorf("complete = %v; want a usage error naming %s", err, tc.file)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p, ok := cfg.Scheduler.Prior("81.2.69.142:443"); !ok || p.Source != "GeoIP" {
+				t.Errorf("prior of 81.2.69.142 = %+v, %v; want London from GeoIP", p, ok)
+			}
+		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/vantage-edge/vantage/geo"
+	"github.com/vantage-edge/vantage/scheduler"
 	"github.com/vantage-edge/vantage/triangulate"
 )
 
@@ -30,6 +31,7 @@ func runTriangulate(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs := newFlagSet("triangulate", "< measurements.jsonl|csv > verdicts.jsonl", stderr)
 	popsFile := fs.String("pops", "", "PoP list resolving vp codes given without lat/lon (geo.LoadPoPsFile formats: Cloudflare/CloudFront JSON, CSV); codes not in it fall back to the embedded Cloudflare catalogue")
 	in := fs.String("in", "-", "input file, JSONL or CSV (detected by its first line); - for stdin")
+	geoipFile := fs.String("geoip", "", "GeoIP2/GeoLite2/DB-IP City .mmdb: an IP target's prior location, noted when far outside the measured region (never the verdict)")
 	meshFile := fs.String("mesh", "", "calibrate the disks from a mesh of vantage points measuring each other, JSON Lines {\"src\",\"dst\",\"rtt_ms\"} (triangulate/FORMAT.md), as the fleet calibrates from its PoP mesh")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -45,15 +47,25 @@ func runTriangulate(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		pops = list
 	}
-	cfg := triangulate.DefaultConfig()
-	cfg.Cities = append(pops, geo.PoPs()...)
+	var prior func(string) (triangulate.Prior, bool)
+	if *geoipFile != "" {
+		g, err := geo.OpenGeoIP(*geoipFile, "")
+		if err != nil {
+			return fmt.Errorf("%w: triangulate: --geoip: %w", errUsage, err)
+		}
+		defer g.Close()
+		prior = scheduler.GeoIPPrior(g) // the fleet's lookup: an IP target's City record
+	}
+	var cal *triangulate.Calibration
 	if *meshFile != "" {
-		cal, err := loadMesh(*meshFile, triangulate.PoPLocator(pops), stderr)
+		c, err := loadMesh(*meshFile, triangulate.PoPLocator(pops), stderr)
 		if err != nil {
 			return err
 		}
-		cfg.Calibration = cal
+		cal = c
 	}
+	cfg := triangulate.ProductionConfig(cal)
+	cfg.Cities = append(pops, geo.PoPs()...)
 	engine, err := triangulate.NewEngine(cfg)
 	if err != nil {
 		return fmt.Errorf("triangulate: %w", err)
@@ -74,7 +86,7 @@ func runTriangulate(ctx context.Context, args []string, stdout, stderr io.Writer
 		bad++
 		fmt.Fprintf(stderr, "vantage triangulate: line %d: %v\n", line, err)
 	}
-	err = judgeAll(ctx, triangulate.NewDecoder(r, engine.Config(), triangulate.PoPLocator(pops)), engine, out, badLine)
+	err = judgeAll(ctx, triangulate.NewDecoder(r, engine.Config(), triangulate.PoPLocator(pops)), engine, prior, out, badLine)
 	if ferr := out.Flush(); err == nil && ferr != nil {
 		err = fmt.Errorf("triangulate: writing output: %w", ferr)
 	}
@@ -112,9 +124,11 @@ func loadMesh(path string, loc triangulate.Locator, stderr io.Writer) (*triangul
 	return cal, nil
 }
 
-// judgeAll decides every target dec reads and writes its verdict to out; a bad line goes to badLine. It
-// returns nil at the end of the input, else the error that stopped it.
-func judgeAll(ctx context.Context, dec *triangulate.Decoder, engine *triangulate.Engine, out io.Writer, badLine func(int, error)) error {
+// judgeAll decides every target dec reads and writes its verdict to out; a bad line goes to badLine. prior,
+// if not nil, gives a target its prior location by name. It returns nil at the end of the input, else the
+// error that stopped it.
+func judgeAll(ctx context.Context, dec *triangulate.Decoder, engine *triangulate.Engine, prior func(string) (triangulate.Prior, bool),
+	out io.Writer, badLine func(int, error)) error {
 	for {
 		target, line, err := dec.Next(ctx)
 		var le *triangulate.LineError
@@ -129,6 +143,11 @@ func judgeAll(ctx context.Context, dec *triangulate.Decoder, engine *triangulate
 			return fmt.Errorf("%w: %w", errUsage, err)
 		case err != nil:
 			return err
+		}
+		if prior != nil && target.Prior == nil {
+			if p, ok := prior(target.Target); ok {
+				target.Prior = &p
+			}
 		}
 		res, err := engine.Decide(target)
 		if err == nil {

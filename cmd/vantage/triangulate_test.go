@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/vantage-edge/vantage/geo"
+	"github.com/vantage-edge/vantage/internal/shareddata"
 	"github.com/vantage-edge/vantage/triangulate"
 )
 
@@ -200,6 +201,32 @@ func TestTriangulateReadsStdin(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := run(context.Background(), []string{"triangulate"}, &out, &errb); code != 0 || !strings.Contains(out.String(), `"best_vp":"SIN"`) {
 		t.Fatalf("exit %d out %q err %q", code, out.String(), errb.String())
+	}
+}
+
+// TestTriangulateGeoIP: with --geoip, an IP target that GeoIP places in London but that answers from Frankfurt
+// keeps its verdict and best PoP and gets a note; a target the database does not know gets none.
+func TestTriangulateGeoIP(t *testing.T) {
+	// 81.2.69.142 is data here (GeoIP2-City-Test: London); the measurements are generated.
+	input := phantomLine(t, "81.2.69.142", triVPs, "FRA") + "\n" + phantomLine(t, "198.18.3.7", triVPs, "FRA") + "\n"
+	code, plain, stderr := runTri(t, input)
+	if code != 0 || stderr != "" || len(plain) != 2 {
+		t.Fatalf("without --geoip: exit %d, stderr %q, %d lines", code, stderr, len(plain))
+	}
+	code, vs, stderr := runTri(t, input, "--geoip", shareddata.Path(t, "maxmind-test-mmdb", "GeoIP2-City-Test.mmdb"))
+	if code != 0 || stderr != "" || len(vs) != 2 {
+		t.Fatalf("exit %d, stderr %q, %d lines", code, stderr, len(vs))
+	}
+	london, other := vs[0], vs[1]
+	if london.Verdict != plain[0].Verdict || london.BestVP != plain[0].BestVP || london.BestVP != "FRA" ||
+		!strings.Contains(strings.Join(london.Notes, ";"), "GeoIP places the target") {
+		t.Errorf("81.2.69.142: %+v; want FRA, unicast as without --geoip (%+v) and a GeoIP note", london, plain[0])
+	}
+	if strings.Contains(strings.Join(other.Notes, ";"), "GeoIP") {
+		t.Errorf("198.18.3.7 (not in the database): notes %q", other.Notes)
+	}
+	if code, _, stderr := runTri(t, input, "--geoip", "triangulate_test.go"); code != 2 || !strings.Contains(stderr, "--geoip") {
+		t.Errorf("--geoip of a non-database: exit %d, stderr %q; want a usage error", code, stderr)
 	}
 }
 

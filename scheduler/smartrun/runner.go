@@ -549,10 +549,10 @@ func DefaultTargetKey(host string) string {
 	return storage.TargetKey(placement.ProbeHTTP, host)
 }
 
-// FleetVerdict runs the triangulation engine (default config) on a back end's RTTs by PoP (PoPs outside geo's
+// FleetVerdict runs the triangulation engine (triangulate.ProductionConfig) on a back end's RTTs by PoP (PoPs outside geo's
 // catalogue are left out) and returns its verdict.
 func FleetVerdict(host string, rtts map[string]float64) placement.Verdict {
-	eng, _ := triangulate.NewEngine(triangulate.DefaultConfig()) // the default config is valid
+	eng, _ := triangulate.NewEngine(triangulate.ProductionConfig(nil)) // the fleet's configuration; valid
 	var ms []triangulate.Measurement
 	for _, p := range slices.Sorted(maps.Keys(rtts)) {
 		if pop, ok := geo.LookupPoP(p); ok {

@@ -76,7 +76,7 @@ type Config struct {
 	// PoPs locates PoP codes (the fleet, the disks); nil: geo.LookupPoP.
 	PoPs func(code string) (geo.PoP, bool)
 	// Engine is the triangulation engine's configuration used to locate targets for the map (estimated
-	// location, anycast instances); nil: triangulate.DefaultConfig(). It should match the scheduler's.
+	// location, anycast instances); nil: triangulate.ProductionConfig(nil). It should match the scheduler's.
 	Engine *triangulate.Config
 	// MaxResultAge drops older per-PoP results from the map (default DefaultMaxResultAge).
 	MaxResultAge time.Duration
@@ -118,7 +118,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	ec := triangulate.DefaultConfig()
+	ec := triangulate.ProductionConfig(nil)
 	if cfg.Engine != nil {
 		ec = *cfg.Engine
 	}
@@ -280,6 +280,14 @@ type App struct {
 	// Instances are the anycast instances found by latency.
 	Instances []Instance `json:"instances,omitempty"`
 	Notes     []string   `json:"notes,omitempty"`
+	// Explanation is why the stored decision is what it is, as the scheduler wrote it (when the Store
+	// reads explanations and one is stored).
+	Explanation *storage.Explanation `json:"explanation,omitempty"`
+}
+
+// explanationStore reads a decision's explanation; *storage.Store implements it.
+type explanationStore interface {
+	Explanation(ctx context.Context, app string) (storage.Explanation, bool, error)
 }
 
 // Disk is one PoP's disk about a target.
@@ -367,6 +375,13 @@ func (h *Handler) app(ctx context.Context, t scheduler.Target, now time.Time) (A
 			if c.PoP == d.BestPoP {
 				a.BestRTTMs = c.RTTMs
 				break
+			}
+		}
+		if es, ok := h.cfg.Store.(explanationStore); ok {
+			if e, found, err := es.Explanation(ctx, t.App); err != nil {
+				h.log.Warn("ui: reading a decision's explanation", "app", t.App, "err", err)
+			} else if found {
+				a.Explanation = &e
 			}
 		}
 	}

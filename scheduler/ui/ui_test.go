@@ -134,6 +134,13 @@ func newEnv(t *testing.T) *env {
 		}
 	}
 
+	// The scheduler's explanation of frankfurt-db's decision.
+	if err := st.PutExplanation(ctx, storage.Explanation{App: "frankfurt-db", ComputedAt: e.now, BestPoP: "FRA",
+		SetAside:    []storage.SetAside{{PoP: "SIN", Reason: "probe failed: timeout"}},
+		Calibration: storage.ExplainCalibration{Kind: "fibre"}, Window: storage.ExplainWindow{Rounds: 3, Seconds: 900}}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+
 	// A config dir with a file the scheduler skips.
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "broken.toml"), []byte("name = \"broken\"\n[placement]\nhost = \n"), 0o644); err != nil {
@@ -294,6 +301,12 @@ func TestState(t *testing.T) {
 	// SIN's latest result failed and GRU's is stale: neither is drawn.
 	if strings.Join(disks, ",") != "FRA,LHR,IAD,SYD" {
 		t.Errorf("frankfurt-db disks %v, want FRA,LHR,IAD,SYD", disks)
+	}
+	if ex := db.Explanation; ex == nil || len(ex.SetAside) != 1 || ex.SetAside[0].PoP != "SIN" || ex.Window.Rounds != 3 {
+		t.Errorf("frankfurt-db: explanation %+v, want the stored one", ex)
+	}
+	if edge := apps["edge-anycast"]; edge.Explanation != nil {
+		t.Errorf("edge-anycast: explanation %+v, none stored", edge.Explanation)
 	}
 	if db.Location == nil {
 		t.Fatal("frankfurt-db: no location")

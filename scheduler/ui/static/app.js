@@ -441,6 +441,7 @@ function drawDetail() {
   for (const n of (a.notes || [])) reasons.push([n, ""]);
   if (a.last_error) reasons.push(["last recheck: " + a.last_error, "bad"]);
   if (a.disks && a.disks.length) reasons.push([`${a.disks.length} PoP(s) measured it; the nearest, ${a.disks[0].pop}, at ${ms(a.disks[0].rtt_ms)}`, ""]);
+  if (a.explanation) reasons.push([explainText(a.explanation), ""]); // the scheduler's own, stored with the decision
   for (const [text, cls] of reasons) {
     const li = document.createElement("li");
     li.textContent = text;
@@ -535,7 +536,30 @@ function drawTable() {
       why.addEventListener("click", () => select(a.app));
       tb.appendChild(why);
     }
+    if (a.app === selected && a.explanation) {
+      // The selected application's explanation: the engine's notes, the PoPs set aside, the calibration and
+      // the history window of its decision.
+      const ex = document.createElement("tr");
+      ex.className = "explain";
+      const c = td(ex, explainText(a.explanation));
+      c.colSpan = 10;
+      tb.appendChild(ex);
+    }
   }
+}
+
+function explainText(e) {
+  const parts = [];
+  const cal = e.calibration || {};
+  parts.push(cal.kind === "calibrated" ? `disks: calibrated per PoP (${cal.pops || 0} lines` +
+    (cal.suspects && cal.suspects.length ? `; mislocated: ${cal.suspects.join(", ")}` : "") + ")" : "disks: fibre bound (2/3 c)");
+  const w = e.window || {};
+  parts.push(`RTTs: each PoP's minimum over its last ${w.rounds} results within ${Math.round((w.seconds || 0) / 60)} min`);
+  for (const s of (e.set_aside || [])) parts.push(`set aside ${s.pop}: ${s.reason}`);
+  if (e.chaos) parts.push("CHAOS: " + Object.entries(e.chaos).map(([p, id]) => `${p}=${id}`).join(", "));
+  for (const n of (e.notes || [])) parts.push(n);
+  for (const i of (e.instances || [])) parts.push(`instance ${i.city || i.pop || (i.lat.toFixed(1) + "," + i.lon.toFixed(1))} (± ${Math.round(i.radius_km)} km)`);
+  return "Why: " + parts.join("; ");
 }
 
 function drawSkipped() {
