@@ -564,3 +564,49 @@ func sampled(recs []Telemetry, rate float64) []Telemetry {
 	}
 	return out
 }
+
+// TelemetryBatch is one delivery of telemetry (the body of POST /v1/telemetry): request records, aggregated
+// windows, or both. Records are folded into windows when stored.
+type TelemetryBatch struct {
+	Records []Telemetry       `json:"records,omitempty"`
+	Windows []TelemetryWindow `json:"windows,omitempty"`
+}
+
+// Validate checks every record and window, naming the first bad one.
+func (b *TelemetryBatch) Validate() error {
+	for i := range b.Records {
+		if err := b.Records[i].Validate(); err != nil {
+			return fmt.Errorf("record %d: %w", i, err)
+		}
+	}
+	for i := range b.Windows {
+		if err := b.Windows[i].Validate(); err != nil {
+			return fmt.Errorf("window %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// Apps returns the applications of the batch with their units (records, and windows: one each), sorted.
+func (b *TelemetryBatch) Apps() (apps []string, units map[string]int) {
+	units = map[string]int{}
+	for i := range b.Records {
+		units[b.Records[i].App]++
+	}
+	for i := range b.Windows {
+		units[b.Windows[i].App]++
+	}
+	return slices.Sorted(maps.Keys(units)), units
+}
+
+// AddTelemetryBatch stores a batch: its records and windows merged into the windows (AddTelemetryWindows), a
+// sample of its records on their streams (AddTelemetry). An invalid batch writes nothing.
+func (s *Store) AddTelemetryBatch(ctx context.Context, b TelemetryBatch) error {
+	if err := b.Validate(); err != nil {
+		return fmt.Errorf("storage: telemetry batch: %w", err)
+	}
+	if err := s.AddTelemetryWindows(ctx, append(FoldTelemetry(b.Records), b.Windows...)); err != nil {
+		return err
+	}
+	return s.AddTelemetrySample(ctx, sampled(b.Records, s.o.TelemetrySampleRate))
+}
