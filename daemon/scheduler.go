@@ -152,7 +152,7 @@ func NewScheduler(cfg SchedulerConfig, st *storage.Store) (*Scheduler, error) {
 		Ready:  func(ctx context.Context) error { return st.Client().Ping(ctx).Err() },
 		Limits: cfg.Limits, Quotas: b,
 	}
-	api.Telemetry = smartrun.IngestHandler(api.GuardTelemetry(st.AddTelemetry), log)
+	api.Telemetry = smartrun.IngestHandler(api.GuardTelemetry(st.AddTelemetryBatch), log)
 	ln, err := listen(cfg.Listener, cfg.Listen, "scheduler: --listen")
 	if err != nil {
 		return nil, err

@@ -62,12 +62,13 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tLog{t, mu, &on}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
-// openStore opens Redis at addrs as a daemon does (its own connections); the test's cleanup closes it.
+// openStore opens Redis at addrs as a daemon does (its own connections); the test's cleanup closes it. Every
+// telemetry record is also kept on its stream (TelemetrySampleRate 1), where the tests count requests one by one.
 func openStore(t testing.TB, addrs []string, log *slog.Logger) *storage.Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	st, err := daemon.OpenStore(ctx, storage.Options{Addrs: addrs, Logger: log}, log)
+	st, err := daemon.OpenStore(ctx, storage.Options{Addrs: addrs, Logger: log, TelemetrySampleRate: 1}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

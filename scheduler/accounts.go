@@ -30,32 +30,28 @@ func (e *RefusalError) RetryAfter() time.Duration { return e.Wait }
 // GuardTelemetry wraps add (the store function of scheduler/smartrun.IngestHandler) with the accounts' rules,
 // for requests the API authenticated: a token of one account sends telemetry only for its account's
 // applications (another's, or an unknown one, is a 404 that does not say which); every record counts against
-// the rate of its application's account (Limits.TelemetryPerSecond, shared in Quotas), over which the batch
+// the rate of its application's account (Limits.TelemetryPerSecond, shared in Quotas; an aggregated window counts as one record), over which the batch
 // is refused whole with a 429 naming the cap. An operator's records of applications without an account count
 // against no account.
-func (a *API) GuardTelemetry(add func(ctx context.Context, recs []storage.Telemetry) error) func(ctx context.Context, recs []storage.Telemetry) error {
-	return func(ctx context.Context, recs []storage.Telemetry) error {
+func (a *API) GuardTelemetry(add func(ctx context.Context, b storage.TelemetryBatch) error) func(ctx context.Context, b storage.TelemetryBatch) error {
+	return func(ctx context.Context, b storage.TelemetryBatch) error {
 		p, ok := PrincipalFrom(ctx)
 		if !ok {
 			return &RefusalError{Code: http.StatusUnauthorized, Msg: "telemetry: a valid bearer token is required"}
 		}
 		perAccount := map[string]int{}
-		accountOf := map[string]string{}
-		for i, rec := range recs {
-			acct, seen := accountOf[rec.App]
-			if !seen {
-				o, err := a.ownerOf(ctx, rec.App)
-				if err != nil {
-					return fmt.Errorf("scheduler: telemetry: the owner of app %q: %w", rec.App, err)
-				}
-				if !p.IsOperator() && (!o.exists || !p.Sees(o.account)) {
-					return &RefusalError{Code: http.StatusNotFound,
-						Msg: fmt.Sprintf("telemetry: record %d: app %q is not registered through the API", i, rec.App)}
-				}
-				acct, accountOf[rec.App] = o.account, o.account
+		apps, units := b.Apps()
+		for _, app := range apps {
+			o, err := a.ownerOf(ctx, app)
+			if err != nil {
+				return fmt.Errorf("scheduler: telemetry: the owner of app %q: %w", app, err)
 			}
-			if acct != "" {
-				perAccount[acct]++
+			if !p.IsOperator() && (!o.exists || !p.Sees(o.account)) {
+				return &RefusalError{Code: http.StatusNotFound,
+					Msg: fmt.Sprintf("telemetry: app %q is not registered through the API", app)}
+			}
+			if o.account != "" {
+				perAccount[o.account] += units[app]
 			}
 		}
 		if a.Quotas != nil {
@@ -77,6 +73,6 @@ func (a *API) GuardTelemetry(add func(ctx context.Context, recs []storage.Teleme
 				}
 			}
 		}
-		return add(ctx, recs)
+		return add(ctx, b)
 	}
 }

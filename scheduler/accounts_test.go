@@ -75,7 +75,7 @@ func newAccountsEnv(t *testing.T, limits Limits) *accountsEnv {
 		AdHoc:  &AdHoc{Backend: b, Parser: placement.DefaultParser(), Timeout: time.Minute},
 		Limits: limits, Quotas: b,
 	}
-	api.Telemetry = smartrun.IngestHandler(api.GuardTelemetry(st.AddTelemetry), nil)
+	api.Telemetry = smartrun.IngestHandler(api.GuardTelemetry(st.AddTelemetryBatch), nil)
 	hs := httptest.NewServer(api.Handler())
 	t.Cleanup(hs.Close)
 	return &accountsEnv{t: t, url: hs.URL, client: openapitest.Client(t), st: st, s: s, api: api}
@@ -123,6 +123,18 @@ func telemetry(app string, n int) string {
 		recs[i] = storage.Telemetry{App: app, Ingress: "FRA", Exec: "FRA", At: time.Now(), DurationMs: 3}
 	}
 	b, _ := json.Marshal(recs)
+	return string(b)
+}
+
+// aggregatedTelemetry is a batch of n requests of app folded into windows, as a worker host that aggregates
+// sends it.
+func aggregatedTelemetry(app string, n int) string {
+	recs := make([]storage.Telemetry, n)
+	for i := range recs {
+		recs[i] = storage.Telemetry{App: app, Ingress: "FRA", Exec: "FRA", At: time.Now(), DurationMs: 3,
+			Subrequests: []storage.Subrequest{{Host: "db:5432", DurationMs: 1}}}
+	}
+	b, _ := json.Marshal(storage.TelemetryBatch{Windows: storage.FoldTelemetry(recs)})
 	return string(b)
 }
 
@@ -205,6 +217,8 @@ func TestAccountsIsolation(t *testing.T) {
 		{"a_reads_its_status", "GET", svc(acctA, "shop-db"), tokA2, "", 200},
 		{"a_reads_its_probe_with_another_token", "GET", "/v1/probes/" + probeA, tokA2, "", 200},
 		{"a_sends_its_telemetry", "POST", "/v1/telemetry", tokA, telemetry("shop-smart", 2), 204},
+		{"a_sends_its_aggregated_telemetry", "POST", "/v1/telemetry", tokA, aggregatedTelemetry("shop-smart", 3), 204},
+		{"b_sends_aggregated_telemetry", "POST", "/v1/telemetry", tokB, aggregatedTelemetry("shop-smart", 3), 404},
 		{"b_reads_its_status", "GET", svc(acctB, "rival-api"), tokB, "", 200},
 		{"operator_reads_a_status", "GET", svc(acctA, "shop-db"), tokOps, "", 200},
 		{"operator_reads_a_probe", "GET", "/v1/probes/" + probeA, tokOps, "", 200},

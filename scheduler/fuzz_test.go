@@ -104,11 +104,9 @@ func fuzzAPI(f *testing.F) http.Handler {
 	api := &API{Sched: s, Decisions: b, Logger: log, Parser: parser,
 		Auth:  NewAuth(map[string]string{testToken: "ops"}, Quota{}, nil),
 		AdHoc: &AdHoc{Backend: b, Parser: parser},
-		Telemetry: smartrun.IngestHandler(func(_ context.Context, recs []storage.Telemetry) error {
-			for i := range recs {
-				if err := recs[i].Validate(); err != nil {
-					panic("telemetry handler stored an invalid record: " + err.Error())
-				}
+		Telemetry: smartrun.IngestHandler(func(_ context.Context, b storage.TelemetryBatch) error {
+			if err := b.Validate(); err != nil {
+				panic("telemetry handler stored an invalid batch: " + err.Error())
 			}
 			return nil
 		}, log),

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/vantage-edge/vantage/geo"
-	"github.com/vantage-edge/vantage/internal/stats"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/triangulate"
@@ -127,28 +126,33 @@ type Analysis struct {
 //     fastest first, with the estimated mean duration in ms as their RTTMs: the router's failover budget and
 //     spreading epsilon then compare durations seen by users.
 func Analyze(cfg Config, in Input, lk Lookups) Analysis {
+	recs := window(cfg, in)
+	deploy := in.Deploy
+	if deploy == "" && len(recs) > 0 {
+		deploy = recs[len(recs)-1].Deploy
+	}
+	recs = slices.DeleteFunc(recs, func(r storage.Telemetry) bool { return r.Deploy != deploy })
+	return analyze(cfg, in.state(deploy), summarizeRecords(recs), lk)
+}
+
+// analyze is Analyze and AnalyzeAggregates from the summary of the window's requests of st.deploy.
+func analyze(cfg Config, st state, sum *summary, lk Lookups) Analysis {
 	lk = lk.withDefaults()
 	a := Analysis{Excluded: map[Exclusion]int{}, LocalMs: math.NaN()}
-	d := placement.Decision{App: in.App, Mode: placement.ModeSmart, ComputedAt: in.Now, NextRecheck: in.Now.Add(cfg.Interval)}
+	d := placement.Decision{App: st.app, Mode: placement.ModeSmart, ComputedAt: st.now, NextRecheck: st.now.Add(cfg.Interval)}
+	a.Deploy = st.deploy
+	a.Requests = sum.requests
+	a.Locations = sum.execPoPs()
 
-	recs := window(cfg, in)
-	a.Deploy = in.Deploy
-	if a.Deploy == "" && len(recs) > 0 {
-		a.Deploy = recs[len(recs)-1].Deploy
-	}
-	recs = slices.DeleteFunc(recs, func(r storage.Telemetry) bool { return r.Deploy != a.Deploy })
-	a.Requests = len(recs)
-	a.Locations = execPoPs(recs)
-
-	finish := func(st placement.Status) Analysis {
-		d.Status = st
+	finish := func(status placement.Status) Analysis {
+		d.Status = status
 		a.Decision = d
 		return a
 	}
-	if in.Unsupported && in.UnsupportedDeploy == a.Deploy {
+	if st.unsupported && st.unsupportedDeploy == a.Deploy {
 		return finish(placement.StatusUnsupportedApplication)
 	}
-	if slower(cfg, in, recs, lk, &a) {
+	if slower(cfg, st.previous, sum, lk, &a) {
 		a.MarkUnsupported = true
 		return finish(placement.StatusUnsupportedApplication)
 	}
@@ -163,42 +167,26 @@ func Analyze(cfg Config, in Input, lk Lookups) Analysis {
 		obs   map[string]float64 // smallest observed duration by exec PoP
 	}
 	hosts := map[string]*hostAcc{}
-	outside := make([]float64, 0, len(recs)) // request time outside counted subrequests
+	excluded := map[string]bool{}
 	counted := 0
-	type excl struct {
-		why Exclusion
-		out bool
-	}
-	byHost := map[string]excl{} // exclusion by host (waitUntil is per subrequest)
-	for _, r := range recs {
-		inSub := 0.0
-		for _, s := range r.Subrequests {
-			if s.WaitUntil {
-				a.Excluded[ExcludedWaitUntil]++
-				continue
-			}
-			e, seen := byHost[s.Host]
-			if !seen {
-				e.why, e.out = exclude(cfg, lk, s)
-				byHost[s.Host] = e
-			}
-			if e.out {
-				a.Excluded[e.why]++
-				continue
-			}
-			h := hosts[s.Host]
-			if h == nil {
-				h = &hostAcc{obs: map[string]float64{}, fleet: lk.HostRTTs(s.Host)}
-				hosts[s.Host] = h
-			}
-			h.n++
-			counted++
-			inSub += s.DurationMs
-			if v, ok := h.obs[r.Exec]; !ok || s.DurationMs < v {
-				h.obs[r.Exec] = s.DurationMs
-			}
+	for _, name := range slices.Sorted(maps.Keys(sum.hosts)) {
+		hs := sum.hosts[name]
+		a.Excluded[ExcludedWaitUntil] += hs.waitUntil
+		if hs.n == 0 {
+			continue
 		}
-		outside = append(outside, max(r.DurationMs-inSub, 0))
+		if why, out := exclude(cfg, lk, storage.Subrequest{Host: name}); out {
+			a.Excluded[why] += hs.n
+			excluded[name] = true
+			continue
+		}
+		hosts[name] = &hostAcc{n: hs.n, obs: hs.minByExec, fleet: lk.HostRTTs(name)}
+		counted += hs.n
+	}
+	for why, n := range a.Excluded {
+		if n == 0 {
+			delete(a.Excluded, why)
+		}
 	}
 	if len(hosts) == 0 {
 		return finish(placement.StatusNoValidHosts)
@@ -207,7 +195,7 @@ func Analyze(cfg Config, in Input, lk Lookups) Analysis {
 	if a.PerRequest < cfg.MinSubrequestsPerRequest {
 		return finish(placement.StatusInsufficientSubrequests)
 	}
-	a.OverheadMs = stats.Median(outside)
+	a.OverheadMs = sum.overhead(excluded)
 
 	// Where each back end is.
 	eng, _ := triangulate.NewEngine(triangulate.ProductionConfig(nil)) // the fleet's configuration; valid
@@ -240,11 +228,14 @@ func Analyze(cfg Config, in Input, lk Lookups) Analysis {
 	})
 
 	// Back-end time at every PoP that matters: candidates and ingresses.
-	byExec := map[string][]float64{}
+	byExec := map[string]*dist{}
 	ingress := map[string]int{}
-	for _, r := range recs {
-		byExec[r.Exec] = append(byExec[r.Exec], r.DurationMs)
-		ingress[r.Ingress]++
+	for _, g := range sum.groups {
+		if byExec[g.exec] == nil {
+			byExec[g.exec] = &dist{}
+		}
+		byExec[g.exec].merge(g.dur)
+		ingress[g.ingress] += g.dur.count()
 	}
 	type bk struct {
 		ms  float64
@@ -256,8 +247,8 @@ func Analyze(cfg Config, in Input, lk Lookups) Analysis {
 			return v.ms, v.obs
 		}
 		v := bk{a.model(p, lk), false}
-		if ds := byExec[p]; len(ds) >= cfg.MinObserved {
-			v = bk{stats.Median(ds), true}
+		if ds := byExec[p]; ds != nil && ds.count() >= cfg.MinObserved {
+			v = bk{ds.median(), true}
 		}
 		memo[p] = v
 		return v.ms, v.obs
@@ -308,7 +299,7 @@ func Analyze(cfg Config, in Input, lk Lookups) Analysis {
 		return a
 	}
 	best := a.Estimates[0]
-	if prev := in.Previous; prev.Status == placement.StatusSuccess && prev.BestPoP != "" && prev.BestPoP != best.PoP {
+	if prev := st.previous; prev.Status == placement.StatusSuccess && prev.BestPoP != "" && prev.BestPoP != best.PoP {
 		for _, e := range a.Estimates {
 			if e.PoP == prev.BestPoP && !cfg.significant(best.MeanMs, e.MeanMs) {
 				best = e // hysteresis: the previous choice holds
@@ -366,34 +357,40 @@ func exclude(cfg Config, lk Lookups, s storage.Subrequest) (Exclusion, bool) {
 
 // slower runs the slower-placement check (step 2 of Analyze) and reports whether placement made the
 // application slower.
-func slower(cfg Config, in Input, recs []storage.Telemetry, lk Lookups, a *Analysis) bool {
-	l := in.Previous.BestPoP
-	if in.Previous.Status != placement.StatusSuccess || l == "" {
+func slower(cfg Config, prev placement.Decision, sum *summary, lk Lookups, a *Analysis) bool {
+	l := prev.BestPoP
+	if prev.Status != placement.StatusSuccess || l == "" {
 		return false
 	}
-	reasons := slices.ContainsFunc(recs, func(r storage.Telemetry) bool { return r.Reason != "" })
-	routed, base := map[string][]float64{}, map[string][]float64{}
-	for _, r := range recs {
+	reasons := slices.ContainsFunc(sum.groups, func(g group) bool { return g.reason != "" })
+	routed, base := map[string]*dist{}, map[string]*dist{}
+	add := func(m map[string]*dist, i string, d dist) {
+		if m[i] == nil {
+			m[i] = &dist{}
+		}
+		m[i].merge(d)
+	}
+	for _, g := range sum.groups {
 		switch {
-		case r.Routed && r.Exec == l:
-			routed[r.Ingress] = append(routed[r.Ingress], r.DurationMs)
-		case !r.Routed && r.Exec == r.Ingress && r.Ingress != l && (r.Reason == "baseline" || (!reasons && r.Reason == "")):
-			base[r.Ingress] = append(base[r.Ingress], r.DurationMs)
+		case g.routed && g.exec == l:
+			add(routed, g.ingress, g.dur)
+		case !g.routed && g.exec == g.ingress && g.ingress != l && (g.reason == "baseline" || (!reasons && g.reason == "")):
+			add(base, g.ingress, g.dur)
 		}
 	}
 	var nr, nb int
 	var w, rs, bs float64
 	for _, i := range slices.Sorted(maps.Keys(routed)) {
 		f := lk.forward(i, l)
-		if len(base[i]) == 0 || math.IsNaN(f) {
+		if base[i] == nil || math.IsNaN(f) {
 			continue
 		}
-		nr += len(routed[i])
-		nb += len(base[i])
-		wi := float64(len(routed[i]))
+		nr += routed[i].count()
+		nb += base[i].count()
+		wi := float64(routed[i].count())
 		w += wi
-		rs += wi * (stats.Median(routed[i]) + f)
-		bs += wi * stats.Median(base[i])
+		rs += wi * (routed[i].median() + f)
+		bs += wi * base[i].median()
 	}
 	if nr < cfg.MinCompare || nb < cfg.MinCompare {
 		return false
@@ -469,15 +466,6 @@ func (lk Lookups) forward(a, b string) float64 {
 		return math.NaN()
 	}
 	return lk.Model.RTTMs(pa, pb)
-}
-
-// execPoPs returns the distinct execution PoPs of recs, sorted.
-func execPoPs(recs []storage.Telemetry) []string {
-	set := map[string]bool{}
-	for _, r := range recs {
-		set[r.Exec] = true
-	}
-	return slices.Sorted(maps.Keys(set))
 }
 
 func round3(v float64) float64 { return math.Round(v*1000) / 1000 }

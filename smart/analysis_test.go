@@ -25,20 +25,61 @@ func success(best string) placement.Decision {
 	return placement.Decision{App: "shop", Mode: placement.ModeSmart, Status: placement.StatusSuccess, BestPoP: best}
 }
 
+// analyzeCase is one scenario of TestAnalyze, also run on aggregates by TestAggregatesDecideLikeRecords.
+type analyzeCase struct {
+	name        string
+	cfg         func(*Config)
+	in          func(t *testing.T) Input
+	lk          Lookups
+	wantStatus  placement.Status
+	wantBest    string
+	wantMark    bool
+	wantExclude map[Exclusion]int
+	check       func(t *testing.T, a Analysis)
+}
+
+func (tt analyzeCase) config(t *testing.T) Config {
+	t.Helper()
+	cfg := DefaultConfig()
+	if tt.cfg != nil {
+		tt.cfg(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 func TestAnalyze(t *testing.T) {
+	for _, tt := range analyzeCases(t) {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := tt.config(t)
+			in := tt.in(t)
+			a := Analyze(cfg, in, tt.lk)
+			d := a.Decision
+			if d.Status != tt.wantStatus || d.BestPoP != tt.wantBest || a.MarkUnsupported != tt.wantMark {
+				t.Fatalf("status %q best %q mark %v, want %q %q %v\nanalysis %+v", d.Status, d.BestPoP, a.MarkUnsupported,
+					tt.wantStatus, tt.wantBest, tt.wantMark, a)
+			}
+			if d.App != "shop" || d.Mode != placement.ModeSmart || !d.ComputedAt.Equal(in.Now) {
+				t.Errorf("decision %+v: want app shop, mode smart, computed at %v", d, in.Now)
+			}
+			for why, n := range tt.wantExclude {
+				if a.Excluded[why] != n {
+					t.Errorf("excluded %v: %d, want %d (all: %v)", why, a.Excluded[why], n, a.Excluded)
+				}
+			}
+			if tt.check != nil {
+				tt.check(t, a)
+			}
+		})
+	}
+}
+
+func analyzeCases(t *testing.T) []analyzeCase {
 	sydFRA := rtt(t, "SYD", "FRA")
 	local := 2 + 6*rtt(t, "SYD", "db") // a Sydney request run in Sydney
-	tests := []struct {
-		name        string
-		cfg         func(*Config)
-		in          func(t *testing.T) Input
-		lk          Lookups
-		wantStatus  placement.Status
-		wantBest    string
-		wantMark    bool
-		wantExclude map[Exclusion]int
-		check       func(t *testing.T, a Analysis)
-	}{
+	return []analyzeCase{
 		{
 			name:       "no_telemetry",
 			in:         func(t *testing.T) Input { return Input{App: "shop", Now: now} },
@@ -414,35 +455,6 @@ func TestAnalyze(t *testing.T) {
 			wantStatus: placement.StatusSuccess,
 			wantBest:   "FRA",
 		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg := DefaultConfig()
-			if tt.cfg != nil {
-				tt.cfg(&cfg)
-			}
-			if err := cfg.Validate(); err != nil {
-				t.Fatal(err)
-			}
-			in := tt.in(t)
-			a := Analyze(cfg, in, tt.lk)
-			d := a.Decision
-			if d.Status != tt.wantStatus || d.BestPoP != tt.wantBest || a.MarkUnsupported != tt.wantMark {
-				t.Fatalf("status %q best %q mark %v, want %q %q %v\nanalysis %+v", d.Status, d.BestPoP, a.MarkUnsupported,
-					tt.wantStatus, tt.wantBest, tt.wantMark, a)
-			}
-			if d.App != "shop" || d.Mode != placement.ModeSmart || !d.ComputedAt.Equal(in.Now) {
-				t.Errorf("decision %+v: want app shop, mode smart, computed at %v", d, in.Now)
-			}
-			for why, n := range tt.wantExclude {
-				if a.Excluded[why] != n {
-					t.Errorf("excluded %v: %d, want %d (all: %v)", why, a.Excluded[why], n, a.Excluded)
-				}
-			}
-			if tt.check != nil {
-				tt.check(t, a)
-			}
-		})
 	}
 }
 

@@ -61,10 +61,18 @@
 //	vantage:{lease:<name>}:fence      string  fencing token counter (INCR per acquisition)  none      scheduler scheduler
 //	vantage:{quota:<kind>:<name>}     hash    token bucket {tokens, last (Unix ms)} of a    until     scheduler scheduler
 //	                                          quota kind ("adhoc") for a token name         full
-//	vantage:{tel:<app>}:requests      stream  entries {r: Telemetry JSON}, one per request  MAXLEN ~  worker    smart runner
-//	                                          {app, deploy, ingress, exec, routed, reason,  100 000;  hosts
-//	                                          at, duration_ms, sub: [{host, duration_ms,    24 h
-//	                                          wait_until}]}                                 (***)
+//	vantage:{tel:<app>}:requests      stream  entries {r: Telemetry JSON}, a 1 % sample of  MAXLEN ~  worker    debugging
+//	                                          requests (Options.TelemetrySampleRate)        100 000;  hosts
+//	                                          {app, deploy, ingress, exec, routed, reason,  24 h
+//	                                          at, duration_ms, sub: [{host, duration_ms,    (***)
+//	                                          wait_until}]}
+//	vantage:{tel:<app>}:agg:<start>   hash    one 10 s window of app's requests (start:     1 h after worker    smart runner
+//	                                          Unix s); per cell c|<deploy>|<ingress>|<exec>|  last      hosts,
+//	                                          <routed 0/1>|<reason>|: n, s (sum µs), l        write     scheduler
+//	                                          (latest start ms), d<i>, o<i> (loghist buckets)           API
+//	                                          of durations, time outside subrequests); per
+//	                                          back end h|<deploy>|<exec>|<host>|: n, s, m
+//	                                          (min µs), w (waitUntil count)
 //	vantage:{tel}:apps                zset    app -> Unix ms of its latest report           none      worker    smart runner
 //	                                                                                                  hosts
 //	vantage:{tel:<app>}:unsupported   string  deploy version found slower when placed:      30 d      smart     smart runner
@@ -115,8 +123,15 @@
 // the stored pair is newer) instead of PutResult. The scheduler reads the whole hash (MeshRTTs) to fit its
 // calibration and serves it as GET /v1/mesh.
 //
-// Telemetry (telemetry.go): AddTelemetry pipelines one XADD per request record and, per application, one EXPIRE
-// and one ZADD GT; TelemetrySince reads an application's stream with XRANGE.
+// Telemetry (telemetry.go, telemagg.go): requests are aggregated per application and TelemetryAggWindow (10 s)
+// window in vantage:{tel:<app>}:agg:<start> hashes (per deploy x ingress x exec PoP x routed x reason: count, sum,
+// latest start, loghist buckets of durations and of time outside subrequests; per deploy x exec PoP x back end:
+// count, sum, minimum, waitUntil count), expiring TelemetryAggTTL (1 h: the 15-minute analysis window plus a
+// margin) after their last write. AddTelemetryWindows runs one Lua script per application and window (HINCRBY
+// per field, compare-and-set minima and maxima, PEXPIRE) and, per application, one ZADD GT and one HINCRBY of
+// the fresh counter; AddTelemetry folds records into windows and keeps a sample (Options.TelemetrySampleRate,
+// 1 %) on the application's stream for debugging (one XADD each). TelemetryWindows reads a time range with one
+// HGETALL per window; TelemetrySince reads the sampled stream with XRANGE.
 //
 // Leases: AcquireLease (Lua) takes a free lease with SET NX PX, numbering it with INCR of the fence counter
 // raised to the server's clock in µs, so tokens grow with every acquisition, even across a loss of the data; RenewLease and ReleaseLease compare the holder and PEXPIRE or DEL in

@@ -91,6 +91,10 @@ type Options struct {
 	// DecisionHistoryEvery is how long an unchanged decision waits before it is recorded in the history again
 	// (default 1 h); a changed decision is always recorded.
 	DecisionHistoryEvery time.Duration
+	// TelemetrySampleRate is the fraction of request records AddTelemetry keeps on their applications'
+	// streams, for debugging, besides folding every one into the aggregated windows the analysis reads
+	// (default DefaultTelemetrySampleRate, 1 %; 1: every record; negative: none).
+	TelemetrySampleRate float64
 	// EmbeddedDir is where an embedded server (no Addrs) puts its unix socket; empty: a new temporary directory.
 	EmbeddedDir string
 	// Now is the clock (default time.Now); tests inject their own.
@@ -140,6 +144,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.TelemetrySampleRate == 0 {
+		o.TelemetrySampleRate = DefaultTelemetrySampleRate
 	}
 }
 

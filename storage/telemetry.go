@@ -2,7 +2,8 @@ package storage
 
 // Telemetry schema (rows for doc.go's table, same columns; (***) renewed by every batch):
 //
-//	vantage:{tel:<app>}:requests      stream  entries {r: Telemetry JSON}, one per request  MAXLEN ~  worker    smart runner
+//	vantage:{tel:<app>}:requests      stream  entries {r: Telemetry JSON}, a sample of the  MAXLEN ~  worker    debugging
+//	                                          requests (Options.TelemetrySampleRate, 1 %)
 //	                                          {app, deploy, ingress, exec, routed, reason,  100 000;  hosts
 //	                                          at, duration_ms, sub: [{host, duration_ms,    24 h
 //	                                          wait_until}]}                                 (***)
@@ -13,8 +14,9 @@ package storage
 //	vantage:{tel}:fresh               hash    app -> records added since the runner last        none      worker    smart runner
 //	                                          consumed them (ConsumeFreshTelemetry)                     hosts
 //
-// AddTelemetry pipelines, per record, one XADD (MAXLEN ~, server-assigned id) and, per application, one EXPIRE,
-// one ZADD GT and one HINCRBY of its fresh-record counter; in a Cluster go-redis splits the pipeline by slot. TelemetrySince reads an application's
+// AddTelemetry folds records into aggregated windows (telemagg.go: what the analysis reads) and pipelines, per
+// sampled record, one XADD (MAXLEN ~, server-assigned id) and, per application, one EXPIRE; in a Cluster
+// go-redis splits the pipeline by slot. TelemetrySince reads an application's
 // stream with XRANGE from the stream id of since minus TelemetryClockSlack (ids carry the Redis server's clock,
 // At the worker's), in pages of telemetryPage, and keeps the records whose At is not before since.
 
@@ -23,8 +25,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -100,6 +104,9 @@ func (t *Telemetry) Validate() error {
 			return fmt.Errorf("%w (app %s)", err, t.App)
 		}
 	}
+	if strings.Contains(t.Deploy, aggSep) {
+		return fmt.Errorf("storage: telemetry of %s: deploy %q contains %q", t.App, t.Deploy, aggSep)
+	}
 	if !(t.DurationMs >= 0) || t.DurationMs > 1e9 {
 		return fmt.Errorf("storage: telemetry of %s: duration_ms %v: want 0 to 1e9", t.App, t.DurationMs)
 	}
@@ -113,6 +120,9 @@ func (t *Telemetry) Validate() error {
 		if s.Host == "" {
 			return fmt.Errorf("storage: telemetry of %s: subrequest %d: empty host", t.App, i)
 		}
+		if strings.Contains(s.Host, aggSep) {
+			return fmt.Errorf("storage: telemetry of %s: subrequest %d: host %q contains %q", t.App, i, s.Host, aggSep)
+		}
 		if !(s.DurationMs >= 0) || s.DurationMs > 1e9 {
 			return fmt.Errorf("storage: telemetry of %s: subrequest %d (%s): duration_ms %v: want 0 to 1e9", t.App, i, s.Host, s.DurationMs)
 		}
@@ -120,15 +130,33 @@ func (t *Telemetry) Validate() error {
 	return nil
 }
 
-// AddTelemetry stores a batch of records, each on its application's stream (capped at about
-// TelemetryStreamMaxLen entries), renews the streams' TTL and the applications' latest-report scores. An invalid
-// record fails the whole batch before anything is written.
+// AddTelemetry folds a batch of records into their applications' aggregated windows (AddTelemetryWindows: what
+// the analysis reads) and keeps a sample of them (Options.TelemetrySampleRate) on their streams for debugging
+// (capped at about TelemetryStreamMaxLen entries, TTL renewed). An invalid record fails the whole batch before
+// anything is written.
 func (s *Store) AddTelemetry(ctx context.Context, recs []Telemetry) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	latest := map[string]int64{}
-	count := map[string]int64{}
+	for i := range recs {
+		if err := recs[i].Validate(); err != nil {
+			return err
+		}
+	}
+	if err := s.AddTelemetryWindows(ctx, FoldTelemetry(recs)); err != nil {
+		return err
+	}
+	return s.AddTelemetrySample(ctx, sampled(recs, s.o.TelemetrySampleRate))
+}
+
+// AddTelemetrySample stores records on their applications' streams (capped at about TelemetryStreamMaxLen
+// entries) and renews the streams' TTL: the per-request records kept for debugging. The analysis does not read
+// them; a worker host that aggregates itself sends its sample here and its windows to AddTelemetryWindows.
+func (s *Store) AddTelemetrySample(ctx context.Context, recs []Telemetry) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	apps := map[string]bool{}
 	payloads := make([][]byte, len(recs))
 	for i := range recs {
 		if err := recs[i].Validate(); err != nil {
@@ -139,10 +167,7 @@ func (s *Store) AddTelemetry(ctx context.Context, recs []Telemetry) error {
 			return fmt.Errorf("storage: telemetry of %s: %w", recs[i].App, err)
 		}
 		payloads[i] = b
-		count[recs[i].App]++
-		if ms := recs[i].At.UnixMilli(); ms > latest[recs[i].App] {
-			latest[recs[i].App] = ms
-		}
+		apps[recs[i].App] = true
 	}
 	pipe := s.c.Pipeline()
 	for i := range recs {
@@ -151,13 +176,11 @@ func (s *Store) AddTelemetry(ctx context.Context, recs []Telemetry) error {
 			Values: []any{telemetryField, payloads[i]},
 		})
 	}
-	for app, ms := range latest {
+	for _, app := range slices.Sorted(maps.Keys(apps)) {
 		pipe.Expire(ctx, KeyTelemetry(app), TelemetryTTL)
-		pipe.ZAddGT(ctx, KeyTelemetryApps, redis.Z{Score: float64(ms), Member: app})
-		pipe.HIncrBy(ctx, KeyTelemetryFresh, app, count[app])
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("storage: add %d telemetry records (first app %s): %w", len(recs), recs[0].App, err)
+		return fmt.Errorf("storage: add %d sampled telemetry records (first app %s): %w", len(recs), recs[0].App, err)
 	}
 	return nil
 }

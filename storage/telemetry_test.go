@@ -19,6 +19,8 @@ func init() {
 		area{"telemetry_pages", testTelemetryPages},
 		area{"unsupported", testUnsupported},
 		area{"telemetry_fresh", testTelemetryFresh},
+		area{"telemetry_windows", testTelemetryWindows},
+		area{"telemetry_sample", testTelemetrySample},
 	)
 }
 
@@ -31,7 +33,7 @@ func telemetryAt(app string, at time.Time, ms float64) Telemetry {
 }
 
 func testTelemetry(t *testing.T, open func(*testing.T, Options) *Store) {
-	s := open(t, Options{})
+	s := open(t, Options{TelemetrySampleRate: 1})
 	ctx := testCtx(t)
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	old := telemetryAt("shop", now.Add(-20*time.Minute), 100)
@@ -87,7 +89,7 @@ func testTelemetry(t *testing.T, open func(*testing.T, Options) *Store) {
 
 // testTelemetryPages reads more records than one XRANGE page.
 func testTelemetryPages(t *testing.T, open func(*testing.T, Options) *Store) {
-	s := open(t, Options{})
+	s := open(t, Options{TelemetrySampleRate: 1})
 	ctx := testCtx(t)
 	now := time.Now().UTC()
 	const n = telemetryPage*2 + 17

@@ -197,6 +197,8 @@ type redisFlags struct {
 	// --decision-history-every), registered by the commands that write decisions only (addHistoryFlags).
 	history      *int
 	historyEvery *time.Duration
+	// sample is --telemetry-sample-rate: the fraction of request records kept on the streams for debugging.
+	sample float64
 }
 
 // addHistoryFlags registers the decision history's flags on fs, for a command that writes decisions.
@@ -214,6 +216,7 @@ func addRedisFlags(fs *flag.FlagSet, required bool) *redisFlags {
 	}
 	fs.StringVar(&f.addrs, "redis", "", "Redis address host:port or unix:/path; several, comma-separated: a Cluster (or Sentinels with --redis-master)"+need)
 	fs.StringVar(&f.master, "redis-master", "", "Sentinel master name")
+	fs.Float64Var(&f.sample, "telemetry-sample-rate", storage.DefaultTelemetrySampleRate, "fraction of telemetry request records this process writes that are also kept one by one on the app's stream, for debugging (0 to 1; the analysis reads the aggregated windows)")
 	fs.StringVar(&f.username, "redis-user", "", "Redis ACL user (password from $"+envRedisPassword+")")
 	fs.BoolVar(&f.tls, "redis-tls", false, "speak TLS to Redis (every node and Sentinel); implied by the other --redis-* TLS flags")
 	fs.StringVar(&f.tlsFiles.CA, "redis-ca", "", "PEM file of the CAs Redis's certificates are checked against (default: the system's, or $SSL_CERT_FILE)")
@@ -238,7 +241,13 @@ func (f *redisFlags) options(log *slog.Logger) (storage.Options, error) {
 		return storage.Options{}, fmt.Errorf("%w: --redis is required", errUsage)
 	}
 	o := storage.Options{Addrs: addrs, MasterName: f.master, Username: f.username,
-		Password: os.Getenv(envRedisPassword), Logger: log}
+		Password: os.Getenv(envRedisPassword), Logger: log, TelemetrySampleRate: f.sample}
+	if !(f.sample >= 0 && f.sample <= 1) {
+		return storage.Options{}, fmt.Errorf("%w: --telemetry-sample-rate %v: want 0 to 1", errUsage, f.sample)
+	}
+	if f.sample == 0 {
+		o.TelemetrySampleRate = -1 // the store's "none"
+	}
 	if f.history != nil {
 		if o.DecisionHistoryLen = *f.history; o.DecisionHistoryLen <= 0 {
 			o.DecisionHistoryLen = -1 // the store's "none"

@@ -133,7 +133,7 @@ func TestSchedulerAndProbedCommands(t *testing.T) {
 	if err := os.WriteFile(tokens, []byte("# old form\nlegacy-token-0123456789 legacy\n"+tenant+" ci acc\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	schedLog := startCmd(t, "scheduler", "--redis", srv.Addr(), "--listen", api, "--config-dir", dir, "--config-reload", "200ms",
+	schedLog := startCmd(t, "scheduler", "--redis", srv.Addr(), "--telemetry-sample-rate", "1", "--listen", api, "--config-dir", dir, "--config-reload", "200ms",
 		"--allow", "127.0.0.0/8", "--recheck", "2s", "--lease-ttl", "1s", "--result-timeout", "1s",
 		"--region-endpoint", "aws:eu-central-1="+target, "--token", token, "--tokens", tokens, "--metrics-listen", metricsAddr,
 		"--log-format", "text")

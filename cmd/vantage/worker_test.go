@@ -40,7 +40,7 @@ func TestWorkerCommand(t *testing.T) {
 	var out, errOut bytes.Buffer
 	go func() {
 		done <- run(cmdCtx, []string{"worker", "--pop", "fra", "--listen", listen, "--serve-db", dbAddr, "--n", "3",
-			"--app", "shop", "--deploy", "v3", "--redis", srv.Addr(), "--flush", "1h", "--metrics-listen", metricsAt}, &out, &errOut)
+			"--app", "shop", "--deploy", "v3", "--redis", srv.Addr(), "--telemetry-sample-rate", "1", "--flush", "1h", "--metrics-listen", metricsAt}, &out, &errOut)
 	}()
 	var res worker.Result
 	deadline := time.Now().Add(15 * time.Second)

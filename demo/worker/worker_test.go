@@ -112,7 +112,7 @@ func TestDBProtocol(t *testing.T) {
 func TestWorker(t *testing.T) {
 	ctx := testCtx(t)
 	srv := redistest.Start(t)
-	st, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}})
+	st, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}, TelemetrySampleRate: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package smartrun
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,18 +20,19 @@ import (
 const (
 	// MaxIngestBytes caps one telemetry batch posted to IngestHandler.
 	MaxIngestBytes = 4 << 20
-	// MaxIngestRecords caps the records of one batch.
+	// MaxIngestRecords caps the records of one batch, and its windows.
 	MaxIngestRecords = 10_000
 )
 
 // IngestHandler returns an http.Handler accepting telemetry batches for the scheduler's API (mount it at, e.g.,
-// POST /v1/telemetry): the body is a JSON array of storage.Telemetry records, at most MaxIngestBytes and
-// MaxIngestRecords; unknown fields are errors. Every record is validated before any is stored with add
-// (e.g. (*storage.Store).AddTelemetry, the function worker hosts call directly on Redis). It answers 204 on
+// POST /v1/telemetry): the body is a JSON array of storage.Telemetry records, or a storage.TelemetryBatch object
+// {"records": [...], "windows": [...]} carrying aggregated windows too, at most MaxIngestBytes and
+// MaxIngestRecords records and as many windows; unknown fields are errors. Every record and window is validated
+// before any is stored with add (e.g. (*storage.Store).AddTelemetryBatch, which folds the records into windows). It answers 204 on
 // success, 400 naming the bad record, 413 for an oversized batch, 405 for a method other than POST and 503
 // when add fails, unless add's error has an HTTPStatus() int method (scheduler.RefusalError: not found, rate
 // limited): then that status, with Retry-After when it has a RetryAfter() time.Duration above zero.
-func IngestHandler(add func(ctx context.Context, recs []storage.Telemetry) error, log *slog.Logger) http.Handler {
+func IngestHandler(add func(ctx context.Context, b storage.TelemetryBatch) error, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -40,7 +42,7 @@ func IngestHandler(add func(ctx context.Context, recs []storage.Telemetry) error
 			http.Error(w, "smart: telemetry: POST only", http.StatusMethodNotAllowed)
 			return
 		}
-		recs, err := decodeBatch(http.MaxBytesReader(w, req.Body, MaxIngestBytes))
+		b, err := decodeBatch(http.MaxBytesReader(w, req.Body, MaxIngestBytes))
 		if err != nil {
 			code := http.StatusBadRequest
 			if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) || errors.Is(err, errTooMany) {
@@ -49,13 +51,11 @@ func IngestHandler(add func(ctx context.Context, recs []storage.Telemetry) error
 			http.Error(w, err.Error(), code)
 			return
 		}
-		for i := range recs {
-			if err := recs[i].Validate(); err != nil {
-				http.Error(w, fmt.Sprintf("smart: telemetry: record %d: %v", i, err), http.StatusBadRequest)
-				return
-			}
+		if err := b.Validate(); err != nil {
+			http.Error(w, "smart: telemetry: "+err.Error(), http.StatusBadRequest)
+			return
 		}
-		if err := add(req.Context(), recs); err != nil {
+		if err := add(req.Context(), b); err != nil {
 			var refusal interface{ HTTPStatus() int }
 			if errors.As(err, &refusal) {
 				if ra, ok := refusal.(interface{ RetryAfter() time.Duration }); ok && ra.RetryAfter() > 0 {
@@ -64,7 +64,7 @@ func IngestHandler(add func(ctx context.Context, recs []storage.Telemetry) error
 				http.Error(w, err.Error(), refusal.HTTPStatus())
 				return
 			}
-			log.Warn("smart: telemetry: storing a batch failed", "records", len(recs), "err", err)
+			log.Warn("smart: telemetry: storing a batch failed", "records", len(b.Records), "windows", len(b.Windows), "err", err)
 			http.Error(w, "smart: telemetry: storing failed: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
@@ -72,32 +72,52 @@ func IngestHandler(add func(ctx context.Context, recs []storage.Telemetry) error
 	})
 }
 
-var errTooMany = fmt.Errorf("smart: telemetry: more than %d records in one batch", MaxIngestRecords)
+var errTooMany = fmt.Errorf("smart: telemetry: more than %d records or windows in one batch", MaxIngestRecords)
 
-// decodeBatch reads a JSON array of records. Unknown fields are errors.
-func decodeBatch(r io.Reader) ([]storage.Telemetry, error) {
-	dec := json.NewDecoder(r)
+// decodeBatch reads a JSON array of records or a batch object. Unknown fields are errors.
+func decodeBatch(r io.Reader) (storage.TelemetryBatch, error) {
+	var b storage.TelemetryBatch
+	br := bufio.NewReader(r)
+	for {
+		c, err := br.Peek(1)
+		if err != nil {
+			return b, fmt.Errorf("smart: telemetry: %w", err)
+		}
+		if c[0] != ' ' && c[0] != '\t' && c[0] != '\n' && c[0] != '\r' {
+			break
+		}
+		br.ReadByte()
+	}
+	dec := json.NewDecoder(br)
 	dec.DisallowUnknownFields()
-	var out []storage.Telemetry
+	if c, _ := br.Peek(1); c[0] == '{' {
+		if err := dec.Decode(&b); err != nil {
+			return b, fmt.Errorf("smart: telemetry: batch: %w", err)
+		}
+		if len(b.Records) > MaxIngestRecords || len(b.Windows) > MaxIngestRecords {
+			return b, errTooMany
+		}
+		return b, nil
+	}
 	tok, err := dec.Token()
 	if err != nil {
-		return nil, fmt.Errorf("smart: telemetry: %w", err)
+		return b, fmt.Errorf("smart: telemetry: %w", err)
 	}
 	if tok != json.Delim('[') {
-		return nil, fmt.Errorf("smart: telemetry: body starts with %v: want a JSON array of records", tok)
+		return b, fmt.Errorf("smart: telemetry: body starts with %v: want a JSON array of records or a batch object", tok)
 	}
 	for dec.More() {
-		if len(out) == MaxIngestRecords {
-			return nil, errTooMany
+		if len(b.Records) == MaxIngestRecords {
+			return b, errTooMany
 		}
 		var t storage.Telemetry
 		if err := dec.Decode(&t); err != nil {
-			return nil, fmt.Errorf("smart: telemetry: record %d: %w", len(out), err)
+			return b, fmt.Errorf("smart: telemetry: record %d: %w", len(b.Records), err)
 		}
-		out = append(out, t)
+		b.Records = append(b.Records, t)
 	}
 	if _, err := dec.Token(); err != nil {
-		return nil, fmt.Errorf("smart: telemetry: %w", err)
+		return b, fmt.Errorf("smart: telemetry: %w", err)
 	}
-	return out, nil
+	return b, nil
 }

@@ -31,7 +31,7 @@ const DecisionTTLIntervals = 3
 // Store is what the runner reads and writes. *storage.Store satisfies it.
 type Store interface {
 	Apps(ctx context.Context) ([]storage.App, error)
-	TelemetrySince(ctx context.Context, app string, since time.Time, fn func(storage.Telemetry) error) (int, error)
+	TelemetryWindows(ctx context.Context, app string, since, until time.Time) ([]storage.TelemetryWindow, int, error)
 	Decision(ctx context.Context, app string) (placement.Decision, bool, error)
 	PutDecisionFenced(ctx context.Context, d placement.Decision, fence int64) (bool, error)
 	UnsupportedDeploy(ctx context.Context, app string) (string, bool, error)
@@ -365,19 +365,40 @@ func (r *Runner) analyzeRegistered(ctx context.Context, app storage.App, fence, 
 	return a, err
 }
 
-// deployRecord relabels rec for app's current deploy and reports whether it counts. Workers report the
-// versions they were given (vantage worker --deploy); a version Vantage generated (none given to the API, a
-// config file's hash) or a record without one is matched by time instead: the records since Vantage was told
-// of the deploy are the deploy's, the earlier ones an earlier deploy's.
-func deployRecord(app storage.App, rec *storage.Telemetry) bool {
-	if app.DeployVersion == "" || (!app.DeployGenerated && rec.Deploy != "") {
-		return true // Analyze keeps those of app.DeployVersion
+// deployWindow relabels w's cells and back ends for app's current deploy, dropping those that do not count.
+// Workers report the versions they were given (vantage worker --deploy); a version Vantage generated (none given
+// to the API, a config file's hash) or a cell without one is matched by time instead: the cells with a request
+// since Vantage was told of the deploy are the deploy's (to the window: the window holding the deploy counts
+// whole), the earlier ones an earlier deploy's.
+func deployWindow(app storage.App, w storage.TelemetryWindow) storage.TelemetryWindow {
+	if app.DeployVersion == "" {
+		return w // AnalyzeAggregates keeps those of the newest deploy
 	}
-	if rec.At.Before(app.DeployedAt) {
-		return false
+	byTime := func(deploy string) bool { return app.DeployGenerated || deploy == "" }
+	out := storage.TelemetryWindow{App: w.App, Start: w.Start}
+	var latest time.Time
+	for _, c := range w.Cells {
+		if byTime(c.Deploy) {
+			if c.Last.Before(app.DeployedAt) {
+				continue
+			}
+			c.Deploy = app.DeployVersion
+		}
+		if c.Last.After(latest) {
+			latest = c.Last
+		}
+		out.Cells = append(out.Cells, c)
 	}
-	rec.Deploy = app.DeployVersion
-	return true
+	for _, h := range w.Hosts {
+		if byTime(h.Deploy) {
+			if latest.Before(app.DeployedAt) {
+				continue // no request of the window counted
+			}
+			h.Deploy = app.DeployVersion
+		}
+		out.Hosts = append(out.Hosts, h)
+	}
+	return out
 }
 
 // analyzeApp is AnalyzeApp for a registered application, writing the decision under fence (0: unfenced). A
@@ -387,14 +408,16 @@ func deployRecord(app storage.App, rec *storage.Telemetry) bool {
 func (r *Runner) analyzeApp(ctx context.Context, reg storage.App, fence int64) (smart.Analysis, error) {
 	app := reg.Name
 	now := r.now()
-	in := smart.Input{App: app, Deploy: reg.DeployVersion, Now: now}
-	if _, err := r.st.TelemetrySince(ctx, app, now.Add(-r.cfg.Window), func(t storage.Telemetry) error {
-		if deployRecord(reg, &t) {
-			in.Records = append(in.Records, t)
-		}
-		return nil
-	}); err != nil {
+	in := smart.AggregateInput{App: app, Deploy: reg.DeployVersion, Now: now}
+	ws, skipped, err := r.st.TelemetryWindows(ctx, app, now.Add(-r.cfg.Window), now)
+	if err != nil {
 		return smart.Analysis{}, fmt.Errorf("smart: app %s: %w", app, err)
+	}
+	if skipped > 0 {
+		r.log.Warn("smart: telemetry fields that do not parse skipped", "app", app, "fields", skipped)
+	}
+	for _, w := range ws {
+		in.Windows = append(in.Windows, deployWindow(reg, w))
 	}
 	prev, _, err := r.st.Decision(ctx, app)
 	if err != nil {
@@ -406,11 +429,11 @@ func (r *Runner) analyzeApp(ctx context.Context, reg storage.App, fence int64) (
 	if in.UnsupportedDeploy, in.Unsupported, err = r.st.UnsupportedDeploy(ctx, app); err != nil {
 		return smart.Analysis{}, fmt.Errorf("smart: app %s: %w", app, err)
 	}
-	lk, err := r.lookups(ctx, in.Records)
+	lk, err := r.lookups(ctx, in.Windows)
 	if err != nil {
 		return smart.Analysis{}, fmt.Errorf("smart: app %s: %w", app, err)
 	}
-	a := smart.Analyze(r.cfg, in, lk)
+	a := smart.AnalyzeAggregates(r.cfg, in, lk)
 	if a.Decision.Status != placement.StatusSuccess {
 		a.Decision.Reason = reason(r.cfg, a)
 	}
@@ -468,13 +491,13 @@ func reason(cfg smart.Config, a smart.Analysis) string {
 	return ""
 }
 
-// lookups resolves the Sources for every back end in recs, so that Analyze stays pure.
-func (r *Runner) lookups(ctx context.Context, recs []storage.Telemetry) (smart.Lookups, error) {
+// lookups resolves the Sources for every back end in ws, so that the analysis stays pure.
+func (r *Runner) lookups(ctx context.Context, ws []storage.TelemetryWindow) (smart.Lookups, error) {
 	verdicts := map[string]placement.Verdict{}
 	rtts := map[string]map[string]float64{}
-	for _, t := range recs {
-		for _, s := range t.Subrequests {
-			if _, seen := rtts[s.Host]; seen || s.WaitUntil {
+	for _, w := range ws {
+		for _, s := range w.Hosts {
+			if _, seen := rtts[s.Host]; seen || s.Count == 0 {
 				continue
 			}
 			rtts[s.Host] = nil

@@ -220,10 +220,14 @@ func TestFleetSources(t *testing.T) {
 func TestIngestHandler(t *testing.T) {
 	st := openStore(t)
 	ctx := testCtx(t)
-	srv := httptest.NewServer(IngestHandler(st.AddTelemetry, nil))
+	srv := httptest.NewServer(IngestHandler(st.AddTelemetryBatch, nil))
 	t.Cleanup(srv.Close)
 	good := newGen(t).Add(3, "SYD", "FRA", 5).Recs
 	goodBody, _ := json.Marshal(good)
+	aggBody, _ := json.Marshal(storage.TelemetryBatch{Windows: newGen(t).Add(4, "FRA", "FRA", 5).Windows(), Records: good[:1]})
+	badAgg := newGen(t).Add(4, "FRA", "FRA", 5).Windows()
+	badAgg[0].Cells[0].Count = 5
+	badAggBody, _ := json.Marshal(storage.TelemetryBatch{Windows: badAgg})
 	bad := append([]storage.Telemetry(nil), good...)
 	bad[1].Exec = ""
 	badBody, _ := json.Marshal(bad)
@@ -233,14 +237,17 @@ func TestIngestHandler(t *testing.T) {
 		body     string
 		wantCode int
 		wantBody string
-		wantRecs int // records stored after this step
+		wantRecs int // requests stored (in windows) after this step
 	}{
 		{"get", http.MethodGet, "", http.StatusMethodNotAllowed, "POST only", 0},
-		{"not_an_array", http.MethodPost, `{"app":"shop"}`, http.StatusBadRequest, "want a JSON array", 0},
+		{"not_an_array", http.MethodPost, `"shop"`, http.StatusBadRequest, "want a JSON array of records or a batch object", 0},
+		{"unknown_batch_field", http.MethodPost, `{"app":"shop"}`, http.StatusBadRequest, `batch: json: unknown field "app"`, 0},
+		{"invalid_window", http.MethodPost, string(badAggBody), http.StatusBadRequest, "window 0: storage: telemetry window of shop", 0},
 		{"unknown_field", http.MethodPost, `[{"app":"shop","color":"red"}]`, http.StatusBadRequest, `record 0: json: unknown field "color"`, 0},
 		{"invalid_record", http.MethodPost, string(badBody), http.StatusBadRequest, "record 1: storage: telemetry exec PoP is empty (app shop)", 0},
 		{"too_large", http.MethodPost, "[" + strings.Repeat(" ", MaxIngestBytes) + "]", http.StatusRequestEntityTooLarge, "", 0},
 		{"good", http.MethodPost, string(goodBody), http.StatusNoContent, "", 3},
+		{"aggregates_and_a_record", http.MethodPost, string(aggBody), http.StatusNoContent, "", 3 + 4 + 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -255,9 +262,13 @@ func TestIngestHandler(t *testing.T) {
 			if resp.StatusCode != tt.wantCode || !strings.Contains(b.String(), tt.wantBody) {
 				t.Errorf("%s: %d %q, want %d containing %q", tt.name, resp.StatusCode, b.String(), tt.wantCode, tt.wantBody)
 			}
-			n := 0
-			if _, err := st.TelemetrySince(ctx, "shop", time.Time{}, func(storage.Telemetry) error { n++; return nil }); err != nil || n != tt.wantRecs {
-				t.Errorf("stored records: %d (%v), want %d", n, err, tt.wantRecs)
+			ws, _, err := st.TelemetryWindows(ctx, "shop", smarttest.Now.Add(-time.Hour), smarttest.Now)
+			n := int64(0)
+			for _, w := range ws {
+				n += w.Requests()
+			}
+			if err != nil || n != int64(tt.wantRecs) {
+				t.Errorf("stored requests: %d (%v), want %d", n, err, tt.wantRecs)
 			}
 		})
 	}

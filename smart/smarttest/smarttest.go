@@ -86,3 +86,7 @@ func (g *Gen) SetClock(t time.Time) *Gen {
 	g.at = t
 	return g
 }
+
+// Windows returns the records folded into aggregation windows, as worker hosts report them
+// (storage.FoldTelemetry).
+func (g *Gen) Windows() []storage.TelemetryWindow { return storage.FoldTelemetry(g.Recs) }
