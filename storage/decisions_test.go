@@ -258,7 +258,7 @@ func testScanDecisions(t *testing.T, open func(*testing.T, Options) *Store) {
 func TestScanDecisionsLarge(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := testCtx(t)
-	s, err := Open(ctx, Options{Addrs: []string{srv.Addr()}, Logger: testLogger(t)})
+	s, err := Open(ctx, Options{Addrs: []string{srv.Addr()}, Logger: testLogger(t), ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -97,6 +98,10 @@ func TestStore(t *testing.T) {
 						if o.Logger == nil {
 							o.Logger = testLogger(t)
 						}
+						// Generous: thousands of decisions a pipeline on miniredis's Lua under -race beside a heavy
+						// build took over the default 2 s. No test of this table is about timeouts.
+						o.ReadTimeout = cmp.Or(o.ReadTimeout, 30*time.Second)
+						o.WriteTimeout = cmp.Or(o.WriteTimeout, 30*time.Second)
 						s, err := Open(testCtx(t), o)
 						if err != nil {
 							t.Fatalf("Open(%v): %v", b.addrs, err)
