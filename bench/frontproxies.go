@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -57,6 +58,9 @@ func seedFrontDecisions(ctx context.Context, addr string) error {
 	}
 	return nil
 }
+
+// luaLoad finds the shipped HAProxy configuration's directive loading vantage.lua.
+var luaLoad = regexp.MustCompile(`(?m)^\s*(lua-load(?:-per-thread)?)\s+/etc/haproxy/vantage\.lua\s*$`)
 
 func init() {
 	frontHooks = append(frontHooks,
@@ -148,6 +152,11 @@ func startHAProxyVantage(ctx context.Context, o *options, e *frontEnv) (frontCon
 	if !ok1 || !ok2 {
 		return frontContender{}, nil, fmt.Errorf("deploy/haproxy/haproxy.cfg: no # BEGIN vantage ... # END vantage block")
 	}
+	// The directive loading vantage.lua as the shipped global section has it (lua-load or lua-load-per-thread).
+	lua := luaLoad.FindStringSubmatch(string(b))
+	if lua == nil {
+		return frontContender{}, nil, fmt.Errorf("deploy/haproxy/haproxy.cfg: no lua-load of /etc/haproxy/vantage.lua")
+	}
 	mapFile, sock := filepath.Join(e.dir, "vantage.map"), filepath.Join(e.dir, "haproxy-admin.sock")
 	sync, err := startSync(ctx, o, e, "haproxy-sync", "--haproxy-map-file", mapFile, "--haproxy-socket", sock)
 	if err != nil {
@@ -161,7 +170,7 @@ func startHAProxyVantage(ctx context.Context, o *options, e *frontEnv) (frontCon
 	cfg := fmt.Sprintf(`global
   nbthread 2
   stats socket %s mode 600 level admin
-  lua-load %s
+  %s %s
 defaults
   mode http
   timeout connect 5s
@@ -175,7 +184,7 @@ backend pop_EWR
   server w 127.0.0.1:%d
 backend pop_LHR
   server w 127.0.0.1:%d
-`, sock, filepath.Join(deploy, "vantage.lua"), port, strings.ReplaceAll(block, "/etc/haproxy/vantage.map", mapFile), ewr, lhr)
+`, sock, lua[1], filepath.Join(deploy, "vantage.lua"), port, strings.ReplaceAll(block, "/etc/haproxy/vantage.map", mapFile), ewr, lhr)
 	path := filepath.Join(e.dir, "haproxy-vantage.cfg")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return frontContender{}, both(nil, sync), err
@@ -229,10 +238,10 @@ events { worker_connections 8192; }
 http {
   access_log off;
   keepalive_requests 10000000;
-%[3]s  include %[4]s;
-  include %[5]s/vantage.conf;
-  map_hash_bucket_size 128;
+%[3]s  map_hash_bucket_size 128;
   map_hash_max_size 262144;
+  include %[4]s;
+  include %[5]s/vantage.conf;
   upstream vantage_pop_EWR { server 127.0.0.1:%[6]d; keepalive 256; keepalive_requests 10000000; }
   upstream vantage_pop_LHR { server 127.0.0.1:%[7]d; keepalive 256; keepalive_requests 10000000; }
   server {
