@@ -97,7 +97,7 @@ func frontSection(ctx context.Context, o *options) *Section {
 			"total time, p50/p99 the median of the rounds' wrk percentiles. CPU is the front's processes' "+
 			"user+system time over its windows (/proc/<pid>/stat) per request. TIME_WAIT counts the loopback sockets "+
 			"toward the front's worker port after its last round (from /proc/net/tcp).", frontWrkThreads, frontWrkConns)}
-	rounds, dur := 3, 4*time.Second
+	rounds, dur := 5, 4*time.Second
 	if o.quick {
 		rounds, dur = 2, 2*time.Second
 	}
@@ -175,6 +175,8 @@ func frontSection(ctx context.Context, o *options) *Section {
 	add(c, stop, err, "vantage router")
 	c, stop, err = startVantageFront(ctx, o, e, 1)
 	add(c, stop, err, "vantage router, GOMAXPROCS=1")
+	c, stop, err = startVantageFront(ctx, o, e, 0, "--gc-percent", "100")
+	add(c, stop, err, "vantage router, --gc-percent 100")
 	s.Commands = append(s.Commands, "go build -o vantage ./cmd/vantage",
 		"vantage router --redis REDIS --ingress EWR --workers EWR=http://127.0.0.1:WORKER_PORT,LHR=http://127.0.0.1:WORKER_PORT2 --listen 127.0.0.1:PORT --admin 127.0.0.1:PORT --log-level warn")
 	for _, h := range frontHooks {
@@ -206,7 +208,7 @@ func frontSection(ctx context.Context, o *options) *Section {
 
 	t := &Table{Header: []string{"front", "requests/s (this machine)", "p50 ms", "p99 ms", "CPU µs per request",
 		"errors", "TIME_WAIT toward the worker", "requests/s per round"}}
-	type agg struct{ rps, p50, p99 float64 }
+	type agg struct{ rps, p50, p99, cpu float64 }
 	aggs := map[string]agg{}
 	for i, c := range cs {
 		rs := results[i]
@@ -224,7 +226,7 @@ func frontSection(ctx context.Context, o *options) *Section {
 			p50s, p99s = append(p50s, r.p50), append(p99s, r.p99)
 			per = append(per, r.rps)
 		}
-		a := agg{float64(reqs) / wall, Percentile(p50s, 0.5), Percentile(p99s, 0.5)}
+		a := agg{float64(reqs) / wall, Percentile(p50s, 0.5), Percentile(p99s, 0.5), float64(cpu.Microseconds()) / float64(reqs)}
 		aggs[c.name] = a
 		var perS []string
 		for _, x := range per {
@@ -275,7 +277,8 @@ func frontSection(ctx context.Context, o *options) *Section {
 			verdict = "**met**"
 		}
 		s.Headline = append(s.Headline, fmt.Sprintf("%s: %s requests/s vs %s requests/s for %s plain = %.2fx (goal >= 0.9x: %s); "+
-			"p99 %s ms vs %s ms.", pair[0], num(with.rps, 0), num(plain.rps, 0), pair[1], ratio, verdict, num(with.p99, 2), num(plain.p99, 2)))
+			"p99 %s ms vs %s ms; CPU per request %s µs vs %s µs = %.2fx.", pair[0], num(with.rps, 0), num(plain.rps, 0), pair[1], ratio,
+			verdict, num(with.p99, 2), num(plain.p99, 2), num(with.cpu, 1), num(plain.cpu, 1), with.cpu/plain.cpu))
 	}
 	return s
 }
@@ -449,7 +452,7 @@ backend b
 // startVantageFront builds the vantage binary (once) and runs `vantage router` on the harness's Redis;
 // procs > 0 sets GOMAXPROCS (a second row: on a loaded 2-core machine the Go scheduler's idle threads spinning
 // for work cost a share of the CPU the front competes for).
-func startVantageFront(ctx context.Context, o *options, e *frontEnv, procs int) (frontContender, func(), error) {
+func startVantageFront(ctx context.Context, o *options, e *frontEnv, procs int, extra ...string) (frontContender, func(), error) {
 	wp, err := e.workerPort()
 	if err != nil {
 		return frontContender{}, nil, err
@@ -474,16 +477,23 @@ func startVantageFront(ctx context.Context, o *options, e *frontEnv, procs int) 
 	if procs > 0 {
 		name, env = fmt.Sprintf("vantage router, GOMAXPROCS=%d", procs), []string{fmt.Sprintf("GOMAXPROCS=%d", procs)}
 	}
-	p, err := startProcEnv(e.dir, strings.NewReplacer(" ", "", ",", "-", "=", "").Replace(name), env, bin, "router", "--redis", e.redisAddr, "--ingress", "EWR",
+	if len(extra) > 0 {
+		name += ", " + strings.Join(extra, " ")
+	}
+	args := append([]string{"router", "--redis", e.redisAddr, "--ingress", "EWR",
 		"--workers", fmt.Sprintf("EWR=http://127.0.0.1:%d,LHR=http://127.0.0.1:%d", wp, lhr), "--listen", fmt.Sprintf("127.0.0.1:%d", port),
-		"--admin", fmt.Sprintf("127.0.0.1:%d", admin), "--log-level", "warn")
+		"--admin", fmt.Sprintf("127.0.0.1:%d", admin), "--log-level", "warn"}, extra...)
+	p, err := startProcEnv(e.dir, strings.NewReplacer(" ", "", ",", "-", "=", "").Replace(name), env, bin, args...)
 	if err != nil {
 		return frontContender{}, nil, err
 	}
-	note := fmt.Sprintf("the shipped defaults (`--upstream-max-idle-per-host` %d, GOMAXPROCS = %d CPUs).",
-		router.DefaultMaxIdlePerWorker, runtime.NumCPU())
+	note := fmt.Sprintf("the shipped defaults (`--upstream-max-idle-per-host` %d, `--gc-percent` 400, `--memory-limit` 1GiB, "+
+		"GOMAXPROCS = %d CPUs).", router.DefaultMaxIdlePerWorker, runtime.NumCPU())
 	if procs > 0 {
 		note = fmt.Sprintf("the same binary and flags with the environment GOMAXPROCS=%d.", procs)
+	}
+	if len(extra) > 0 {
+		note = fmt.Sprintf("the same binary with `%s`: Go's default GC target, as before `--gc-percent` existed.", strings.Join(extra, " "))
 	}
 	return frontContender{name: name, url: fmt.Sprintf("http://127.0.0.1:%d/", port), pids: p.pids, workerPort: lhr, note: note}, p.stop, nil
 }
