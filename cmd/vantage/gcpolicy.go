@@ -12,10 +12,10 @@ import (
 )
 
 // The router's garbage collector policy (--gc-percent, --memory-limit). The router's live heap is small (the
-// snapshot table holds no pointers) while every request allocates a little: at Go's default GOGC=100 the
-// collector runs hundreds of times a second under load, which cost the front 1.3-2.4x in requests/s in
-// bench/ (bench/ROUTER.md). A higher GC percent lets the heap grow further between collections; the memory
-// limit bounds what that can cost, chiefly during a snapshot reload (658 MB allocated per million decisions),
+// snapshot table holds no pointers) while every request allocates a little, so at Go's default GOGC=100 the
+// collector runs often under load. A higher GC percent lets the heap grow further between collections (20%
+// less CPU per million-decision reload; per request, within this machine's noise: bench/ROUTER.md); the memory
+// limit bounds what that can cost, chiefly during a snapshot reload (~700 MB allocated per million decisions),
 // where the collector works harder as the heap nears it instead of letting it grow to 5x the live heap.
 const (
 	// DefaultRouterGCPercent is --gc-percent's default for `vantage router`.
