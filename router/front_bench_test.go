@@ -3,7 +3,6 @@ package router
 import (
 	"bufio"
 	"bytes"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -98,5 +97,4 @@ func BenchmarkFrontServeHTTP(b *testing.B) {
 			}
 		})
 	}
-	_ = io.Discard
 }
