@@ -53,7 +53,7 @@ func (e *frontEnv) workerPort() (int, error) {
 }
 
 // frontWorkerPorts is how many ports the worker listens on (one per contender, hooks included).
-const frontWorkerPorts = 8
+const frontWorkerPorts = 12
 
 // frontHook starts one more contender. The rows "HAProxy + Vantage maps" and "nginx + Vantage map" are
 // filled by the proxy table sync (issue 18 items 2-3): it appends a hook here that starts the proxy fed by
@@ -86,13 +86,18 @@ func frontSection(ctx context.Context, o *options) *Section {
 		Intro: fmt.Sprintf("Requests/s and latency through each front with `wrk -t%d -c%d` on loopback, all forwarding to "+
 			"the same worker: one nginx process answering `200 ok` (3 bytes) on one port per front. Contenders: nginx as a "+
 			"plain reverse proxy (keepalive upstream), HAProxy as a plain reverse proxy (`http-reuse always`), and "+
-			"`vantage router` (the binary, as assembled by daemon.NewRouter, reading decisions from a real redis-server; "+
-			"no decision for the app, so every request runs at the ingress and gets `cf-placement: local-EWR`). Each "+
+			"`vantage router` (the binary, as assembled by daemon.NewRouter, reading decisions from a real redis-server), "+
+			"and HAProxy and nginx running the shipped deploy/haproxy and deploy/nginx rules with the tables `vantage router "+
+			"--listen \"\"` keeps in sync. Redis holds "+strconv.Itoa(frontDecisions)+" decisions (half routed to LHR, half "+
+			"best at the ingress EWR), the benchmarked application among the routed ones: every request of wrk (no "+
+			"cf-ray, so each front makes a request id; 1%% baseline held back at EWR) runs at LHR, whose worker is a "+
+			"second port of the same worker process, and gets `cf-placement: remote-LHR`; the plain proxies forward "+
+			"everything to the worker without a lookup. Each "+
 			"round runs every front once, in a rotated order (alternating rounds); requests/s is total requests over "+
 			"total time, p50/p99 the median of the rounds' wrk percentiles. CPU is the front's processes' "+
 			"user+system time over its windows (/proc/<pid>/stat) per request. TIME_WAIT counts the loopback sockets "+
 			"toward the front's worker port after its last round (from /proc/net/tcp).", frontWrkThreads, frontWrkConns)}
-	rounds, dur := 3, 4*time.Second
+	rounds, dur := 5, 4*time.Second
 	if o.quick {
 		rounds, dur = 2, 2*time.Second
 	}
@@ -142,6 +147,10 @@ func frontSection(ctx context.Context, o *options) *Section {
 	}
 	stops = append(stops, red.stop)
 	e.redisAddr = red.addr
+	if err := seedFrontDecisions(ctx, red.addr); err != nil {
+		s.Skipped = "decisions: " + err.Error()
+		return s
+	}
 
 	var cs []frontContender
 	add := func(c frontContender, stop func(), err error, name string) {
@@ -166,8 +175,10 @@ func frontSection(ctx context.Context, o *options) *Section {
 	add(c, stop, err, "vantage router")
 	c, stop, err = startVantageFront(ctx, o, e, 1)
 	add(c, stop, err, "vantage router, GOMAXPROCS=1")
+	c, stop, err = startVantageFront(ctx, o, e, 0, "--gc-percent", "100")
+	add(c, stop, err, "vantage router, --gc-percent 100")
 	s.Commands = append(s.Commands, "go build -o vantage ./cmd/vantage",
-		"vantage router --redis REDIS --ingress EWR --workers EWR=http://127.0.0.1:WORKER_PORT --listen 127.0.0.1:PORT --admin 127.0.0.1:PORT --log-level warn")
+		"vantage router --redis REDIS --ingress EWR --workers EWR=http://127.0.0.1:WORKER_PORT,LHR=http://127.0.0.1:WORKER_PORT2 --listen 127.0.0.1:PORT --admin 127.0.0.1:PORT --log-level warn")
 	for _, h := range frontHooks {
 		c, stop, err := h.start(ctx, o, e)
 		add(c, stop, err, h.name)
@@ -197,7 +208,7 @@ func frontSection(ctx context.Context, o *options) *Section {
 
 	t := &Table{Header: []string{"front", "requests/s (this machine)", "p50 ms", "p99 ms", "CPU µs per request",
 		"errors", "TIME_WAIT toward the worker", "requests/s per round"}}
-	type agg struct{ rps, p50, p99 float64 }
+	type agg struct{ rps, p50, p99, cpu float64 }
 	aggs := map[string]agg{}
 	for i, c := range cs {
 		rs := results[i]
@@ -215,7 +226,7 @@ func frontSection(ctx context.Context, o *options) *Section {
 			p50s, p99s = append(p50s, r.p50), append(p99s, r.p99)
 			per = append(per, r.rps)
 		}
-		a := agg{float64(reqs) / wall, Percentile(p50s, 0.5), Percentile(p99s, 0.5)}
+		a := agg{float64(reqs) / wall, Percentile(p50s, 0.5), Percentile(p99s, 0.5), float64(cpu.Microseconds()) / float64(reqs)}
 		aggs[c.name] = a
 		var perS []string
 		for _, x := range per {
@@ -253,6 +264,21 @@ func frontSection(ctx context.Context, o *options) *Section {
 	}
 	if h, ok := aggs["HAProxy"]; ok && okV {
 		s.Notes = append(s.Notes, fmt.Sprintf("`vantage router` / HAProxy: %.2fx requests/s.", v.rps/h.rps))
+	}
+	for _, pair := range [][2]string{{"HAProxy + Vantage maps", "HAProxy"}, {"nginx + Vantage map", "nginx"}} {
+		with, ok1 := aggs[pair[0]]
+		plain, ok2 := aggs[pair[1]]
+		if !ok1 || !ok2 {
+			continue
+		}
+		ratio := with.rps / plain.rps
+		verdict := "**not met**"
+		if ratio >= 0.9 {
+			verdict = "**met**"
+		}
+		s.Headline = append(s.Headline, fmt.Sprintf("%s: %s requests/s vs %s requests/s for %s plain = %.2fx (goal >= 0.9x: %s); "+
+			"p99 %s ms vs %s ms; CPU per request %s µs vs %s µs = %.2fx.", pair[0], num(with.rps, 0), num(plain.rps, 0), pair[1], ratio,
+			verdict, num(with.p99, 2), num(plain.p99, 2), num(with.cpu, 1), num(plain.cpu, 1), with.cpu/plain.cpu))
 	}
 	return s
 }
@@ -426,18 +452,18 @@ backend b
 // startVantageFront builds the vantage binary (once) and runs `vantage router` on the harness's Redis;
 // procs > 0 sets GOMAXPROCS (a second row: on a loaded 2-core machine the Go scheduler's idle threads spinning
 // for work cost a share of the CPU the front competes for).
-func startVantageFront(ctx context.Context, o *options, e *frontEnv, procs int) (frontContender, func(), error) {
+func startVantageFront(ctx context.Context, o *options, e *frontEnv, procs int, extra ...string) (frontContender, func(), error) {
 	wp, err := e.workerPort()
 	if err != nil {
 		return frontContender{}, nil, err
 	}
-	bin := filepath.Join(e.dir, "vantage")
-	if _, err := os.Stat(bin); err != nil {
-		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/vantage")
-		build.Dir = o.root
-		if out, err := build.CombinedOutput(); err != nil {
-			return frontContender{}, nil, fmt.Errorf("go build ./cmd/vantage: %w: %s", err, tail(string(out), 5))
-		}
+	lhr, err := e.workerPort()
+	if err != nil {
+		return frontContender{}, nil, err
+	}
+	bin, err := vantageBin(ctx, o, e)
+	if err != nil {
+		return frontContender{}, nil, err
 	}
 	port, err := freePort()
 	if err != nil {
@@ -451,18 +477,39 @@ func startVantageFront(ctx context.Context, o *options, e *frontEnv, procs int) 
 	if procs > 0 {
 		name, env = fmt.Sprintf("vantage router, GOMAXPROCS=%d", procs), []string{fmt.Sprintf("GOMAXPROCS=%d", procs)}
 	}
-	p, err := startProcEnv(e.dir, strings.NewReplacer(" ", "", ",", "-", "=", "").Replace(name), env, bin, "router", "--redis", e.redisAddr, "--ingress", "EWR",
-		"--workers", fmt.Sprintf("EWR=http://127.0.0.1:%d", wp), "--listen", fmt.Sprintf("127.0.0.1:%d", port),
-		"--admin", fmt.Sprintf("127.0.0.1:%d", admin), "--log-level", "warn")
+	if len(extra) > 0 {
+		name += ", " + strings.Join(extra, " ")
+	}
+	args := append([]string{"router", "--redis", e.redisAddr, "--ingress", "EWR",
+		"--workers", fmt.Sprintf("EWR=http://127.0.0.1:%d,LHR=http://127.0.0.1:%d", wp, lhr), "--listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"--admin", fmt.Sprintf("127.0.0.1:%d", admin), "--log-level", "warn"}, extra...)
+	p, err := startProcEnv(e.dir, strings.NewReplacer(" ", "", ",", "-", "=", "").Replace(name), env, bin, args...)
 	if err != nil {
 		return frontContender{}, nil, err
 	}
-	note := fmt.Sprintf("the shipped defaults (`--upstream-max-idle-per-host` %d, GOMAXPROCS = %d CPUs).",
-		router.DefaultMaxIdlePerWorker, runtime.NumCPU())
+	note := fmt.Sprintf("the shipped defaults (`--upstream-max-idle-per-host` %d, `--gc-percent` 400, `--memory-limit` 1GiB, "+
+		"GOMAXPROCS = %d CPUs).", router.DefaultMaxIdlePerWorker, runtime.NumCPU())
 	if procs > 0 {
 		note = fmt.Sprintf("the same binary and flags with the environment GOMAXPROCS=%d.", procs)
 	}
-	return frontContender{name: name, url: fmt.Sprintf("http://127.0.0.1:%d/", port), pids: p.pids, workerPort: wp, note: note}, p.stop, nil
+	if len(extra) > 0 {
+		note = fmt.Sprintf("the same binary with `%s`: Go's default GC target, as before `--gc-percent` existed.", strings.Join(extra, " "))
+	}
+	return frontContender{name: name, url: fmt.Sprintf("http://127.0.0.1:%d/", port), pids: p.pids, workerPort: lhr, note: note}, p.stop, nil
+}
+
+// vantageBin builds the vantage binary into the scratch directory (once) and returns its path.
+func vantageBin(ctx context.Context, o *options, e *frontEnv) (string, error) {
+	bin := filepath.Join(e.dir, "vantage")
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/vantage")
+	build.Dir = o.root
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/vantage: %w: %s", err, tail(string(out), 5))
+	}
+	return bin, nil
 }
 
 // version returns the first line of `bin flag` (nginx prints it to stderr).

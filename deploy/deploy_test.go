@@ -16,6 +16,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/vantage-edge/vantage/router/proxysync"
 )
 
 // vantageBinary builds ./cmd/vantage once for the package's tests.
@@ -387,5 +389,64 @@ func TestDockerfile(t *testing.T) {
 	}
 	if len(entry) != 1 || !strings.Contains(entry[0], "/usr/local/bin/vantage") {
 		t.Errorf("ENTRYPOINT %v does not run vantage", entry)
+	}
+}
+
+// TestProxyConfigsAccepted checks that the shipped deploy/nginx/nginx.conf and deploy/haproxy/haproxy.cfg, as
+// whole files, are accepted by the proxies themselves (`nginx -t`, `haproxy -c`), with their /etc paths moved
+// to a scratch directory holding the table `vantage router` writes before its first snapshot (EnsureFile).
+// router/proxysync's differential test runs their rules; this one catches an error in the files around them.
+func TestProxyConfigsAccepted(t *testing.T) {
+	for _, c := range []struct {
+		proxy, conf, etc, table string
+		ensure                  func(path string) error
+		check                   func(dir, conf string) []string
+	}{
+		{"nginx", "nginx/nginx.conf", "/etc/nginx/vantage/", "tables.conf",
+			func(p string) error { return (&proxysync.Nginx{MapFile: p}).EnsureFile("EWR") },
+			func(dir, conf string) []string {
+				return []string{"nginx", "-t", "-c", conf, "-e", filepath.Join(dir, "error.log"), "-g", "pid " + filepath.Join(dir, "nginx.pid") + ";"}
+			}},
+		{"haproxy", "haproxy/haproxy.cfg", "/etc/haproxy/", "vantage.map",
+			func(p string) error { return (&proxysync.HAProxy{MapFile: p}).EnsureFile("EWR") },
+			func(dir, conf string) []string { return []string{"haproxy", "-c", "-f", conf} }},
+	} {
+		t.Run(c.proxy, func(t *testing.T) {
+			if _, err := exec.LookPath(c.proxy); err != nil {
+				t.Skipf("%s not installed (Debian package %s; .ci/deps.sh installs it)", c.proxy, c.proxy)
+			}
+			dir := t.TempDir()
+			etc := dir + "/"
+			for _, f := range []string{"vantage.conf", "vantage-proxy.conf", "vantage.lua"} {
+				b, err := os.ReadFile(filepath.Join(c.proxy, f))
+				if errors.Is(err, os.ErrNotExist) {
+					continue
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, f), bytes.ReplaceAll(b, []byte(c.etc), []byte(etc)), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := c.ensure(filepath.Join(dir, c.table)); err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.ReadFile(c.conf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := strings.ReplaceAll(string(b), c.etc, etc)
+			s = strings.ReplaceAll(s, "/run/haproxy/admin.sock", filepath.Join(dir, "admin.sock"))
+			s = strings.ReplaceAll(s, " group vantage", "") // the group need not exist here
+			conf := filepath.Join(dir, filepath.Base(c.conf))
+			if err := os.WriteFile(conf, []byte(s), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			argv := c.check(dir, conf)
+			if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+				t.Fatalf("%s refuses the shipped %s: %v\n%s", c.proxy, c.conf, err, out)
+			}
+		})
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -166,6 +169,11 @@ func BenchmarkReload1M(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportAllocs()
+		// The peak resident memory of the reloads alone: the fill's garbage returned to the OS first, then the
+		// kernel's high-water mark reset (clear_refs 5). Run with GOGC / GOMEMLIMIT to see what `vantage router
+		// --gc-percent / --memory-limit` do to it.
+		debug.FreeOSMemory()
+		hwmReset := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
 		cpu, rcpu := processCPU(), redisCPU(b, st)
 		for b.Loop() {
 			if err := r.Reload(context.Background()); err != nil {
@@ -174,10 +182,32 @@ func BenchmarkReload1M(b *testing.B) {
 		}
 		b.ReportMetric((processCPU()-cpu).Seconds()/float64(b.N), "cpu-s/op")
 		b.ReportMetric((redisCPU(b, st)-rcpu).Seconds()/float64(b.N), "redis-cpu-s/op")
+		if hwm := procStatusKB("VmHWM"); hwmReset && hwm > 0 {
+			b.ReportMetric(float64(hwm)/1024, "peak-rss-MB")
+		}
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		b.ReportMetric(float64(ms.HeapAlloc)/(1<<20), "live-heap-MB")
 		if got := r.Info().Apps; got != benchApps {
 			b.Fatalf("snapshot holds %d apps, want %d", got, benchApps)
 		}
 	})
+}
+
+// procStatusKB returns a "kB" field of /proc/self/status (0 when it cannot be read).
+func procStatusKB(field string) int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 // callTimer samples the time of single calls: every callSample-th call is timed on its own (time.Now before

@@ -100,6 +100,9 @@ type Front struct {
 	duration    *prometheus.HistogramVec
 	observe     [3]prometheus.Observer // routed, baseline, local
 	canceled    prometheus.Counter
+	// The canonical forms of the configured request headers: read from the request's header map directly,
+	// so that a request does not canonicalize (allocate) each name again.
+	kindKey, idKey, appKey string
 }
 
 // worker is the way to one PoP's worker: the HTTP/1.1 path (nil for an https worker) and the reverse proxy.
@@ -151,7 +154,9 @@ func NewFront(r *Router, cfg FrontConfig) (*Front, error) {
 		}
 	}
 	f := &Front{r: r, cfg: cfg, log: cfg.Logger, workers: map[string]*worker{}, local: "local-" + cfg.Ingress,
-		ingressLine: canonIngress + ": " + cfg.Ingress + "\r\n", placement: map[string][]string{}}
+		ingressLine: canonIngress + ": " + cfg.Ingress + "\r\n", placement: map[string][]string{},
+		kindKey: http.CanonicalHeaderKey(cfg.KindHeader), idKey: http.CanonicalHeaderKey(cfg.RequestIDHeader),
+		appKey: http.CanonicalHeaderKey(cfg.AppHeader)}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
@@ -290,7 +295,7 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	kind := KindFetch
-	if v := req.Header.Get(f.cfg.KindHeader); v != "" {
+	if v := headerValue(req.Header, f.kindKey); v != "" {
 		k, err := ParseKind(v)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
@@ -298,10 +303,10 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		kind = k
 	}
-	id := req.Header.Get(f.cfg.RequestIDHeader)
+	id := headerValue(req.Header, f.idKey)
 	if id == "" {
 		id = newRequestID()
-		req.Header.Set(f.cfg.RequestIDHeader, id)
+		req.Header[f.idKey] = []string{id}
 	}
 	res := f.r.Route(app, f.cfg.Ingress, id, kind)
 	wk := f.workers[res.ExecPoP]
@@ -333,13 +338,24 @@ func (f *Front) app(req *http.Request) string {
 	case f.cfg.App != "":
 		return f.cfg.App
 	case f.cfg.AppHeader != "":
-		return req.Header.Get(f.cfg.AppHeader)
+		return headerValue(req.Header, f.appKey)
 	}
 	host := req.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+	if strings.LastIndexByte(host, ':') >= 0 { // a port, or an IPv6 literal (SplitHostPort allocates its error)
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
 	}
 	return strings.ToLower(host)
+}
+
+// headerValue returns the first value of the header named by the canonical key k (as http.Header.Get, without
+// canonicalizing k again).
+func headerValue(h http.Header, k string) string {
+	if v := h[k]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // newRequestID returns 16 random hex digits.

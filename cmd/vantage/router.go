@@ -24,16 +24,22 @@ func runRouter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	df := addDaemonFlags(fs, daemonFlagOptions{Redis: redisRequired, TLS: true})
 	cfg := daemon.DefaultRouterConfig()
 	rf := addRouterFlags(fs, &cfg)
+	gc := addGCFlags(fs, DefaultRouterGCPercent, DefaultRouterMemoryLimit)
 	log, stop, err := parseDaemon(ctx, fs, df, args, stderr)
 	if err != nil {
 		return err
 	}
 	defer stop()
+	policy, err := gc.resolve(fs, os.Getenv)
+	if err != nil {
+		return fmt.Errorf("%w: router: %w", errUsage, err)
+	}
 	cfg.TLS = df.tlsFiles()
 	if err := rf.complete(&cfg); err != nil {
 		return err
 	}
 	cfg.Logger = log
+	policy.apply(log)
 	return runOnStore(ctx, df, log, func(st *storage.Store) (runner, error) { return daemon.NewRouter(cfg, st) })
 }
 

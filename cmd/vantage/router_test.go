@@ -119,6 +119,16 @@ func TestRouterCommand(t *testing.T) {
 			t.Errorf("/metrics lacks %s", re)
 		}
 	}
+	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" { // else the environment's values are in effect
+		for _, re := range []string{
+			`go_gc_gogc_percent 400\n`,                   // --gc-percent's default, in effect
+			`go_gc_gomemlimit_bytes 1\.073741824e\+09\n`, // --memory-limit's default, 1GiB
+		} {
+			if !regexp.MustCompile(re).MatchString(metrics) {
+				t.Errorf("/metrics lacks %s", re)
+			}
+		}
+	}
 }
 
 func TestRouterUsageErrors(t *testing.T) {

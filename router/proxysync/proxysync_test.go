@@ -169,7 +169,7 @@ func setup(t *testing.T, prepare func(context.Context, *storage.Store)) (*storag
 	}
 	hport, nport := freePort(t), freePort(t)
 	var hcfg, ncfg strings.Builder
-	fmt.Fprintf(&hcfg, "global\n    stats socket %s mode 600 level admin\n    lua-load %s/haproxy/vantage.lua\n", hp.Socket, deploy)
+	fmt.Fprintf(&hcfg, "global\n    stats socket %s mode 600 level admin\n    lua-load-per-thread %s/haproxy/vantage.lua\n", hp.Socket, deploy)
 	fmt.Fprintf(&hcfg, "defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n")
 	fmt.Fprintf(&hcfg, "frontend edge\n    bind 127.0.0.1:%d\n%s\n", hport, haproxyBlock(t, hp.MapFile))
 	fmt.Fprintf(&ncfg, "pid %s;\nworker_processes 1;\nevents { worker_connections 256; }\nhttp {\n    access_log off;\n", ng.PIDFile)
