@@ -30,10 +30,8 @@ command -v nginx >/dev/null || need+=(nginx)
 if [ "${1:-}" = "bench" ]; then
 	command -v fping >/dev/null || need+=(fping)
 	command -v hping3 >/dev/null || need+=(hping3)
-	# The router front's section: wrk drives nginx and HAProxy as plain reverse proxies beside `vantage router`.
+	# The router front's section: wrk drives nginx and HAProxy (installed above) beside `vantage router`.
 	command -v wrk >/dev/null || need+=(wrk)
-	command -v nginx >/dev/null || need+=(nginx)
-	command -v haproxy >/dev/null || need+=(haproxy)
 fi
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
