@@ -165,6 +165,7 @@ type snapshot struct {
 	overflow map[uint32][2]uint64
 	n        uint64 // slot count
 	salt     uint64 // the tag salt (tagOf)
+	tagMask  uint64 // the tag bits kept (slotTagMask; fewer only in tests, to force tag collisions)
 	apps     int
 	loadedAt time.Time
 	// expBaseMs is the time (Unix ms, the reload's start) the slots' expiry fields count from.
@@ -256,8 +257,9 @@ func fingerprint(seed maphash.Seed, app string) uint64 {
 // home returns the first slot of fingerprint fp's probe run in a table of n slots (n < 2³²).
 func home(fp, n uint64) uint64 { return uint64(uint32(fp)) * n >> 32 }
 
-// tagOf returns fingerprint fp's tag under salt, in a slot's tag bits (never 0).
-func tagOf(fp, salt uint64) uint64 { return max(fmix64(fp^salt)&slotTagMask, 1<<32) }
+// tagOf returns fingerprint fp's tag: 32 bits of a mix of all of its 64 under the snapshot's salt, in a slot's
+// tag bits (never 0).
+func (s *snapshot) tagOf(fp uint64) uint64 { return max(fmix64(fp^s.salt)&s.tagMask, 1<<32) }
 
 // lookup returns the slot index holding fingerprint fp.
 func (s *snapshot) lookup(fp uint64) (uint64, bool) {
@@ -268,7 +270,7 @@ func (s *snapshot) lookup(fp uint64) (uint64, bool) {
 // find returns the slot index and word holding fingerprint fp. Slots are read atomically: the hot bit is set
 // while Route reads them.
 func (s *snapshot) find(fp uint64) (uint64, uint64, bool) {
-	tag, n := tagOf(fp, s.salt), s.n
+	tag, n := s.tagOf(fp), s.n
 	for i := home(fp, n); ; {
 		w := atomic.LoadUint64(&s.slots[i])
 		if w&slotTagMask == tag {
@@ -345,9 +347,9 @@ type builder struct {
 	expired  int       // decisions already expired when loaded
 	pops     *popTable // the fresh table, unpublished until the snapshot is: only the build goroutine adds
 	retagged int       // tag salts drawn again (finish)
-	// Test seams: maxProfiles (0: the constant) and the tag salts (nil: saltFor's).
+	// Test seams: maxProfiles (0: the constant), the tag bits (0: slotTagMask).
 	maxProfiles int
-	salts       func(attempt uint64) uint64
+	tagMask     uint64
 }
 
 // newBuilder returns a builder for a reload that started at start; old, when not nil, sizes it.
@@ -461,7 +463,10 @@ func (b *builder) add(d placement.Decision) {
 func (b *builder) finish(now time.Time) *snapshot {
 	n := max(uint64(len(b.items))+uint64(len(b.items))/4, 8) // load <= 4/5
 	s := &snapshot{pops: b.pops, slots: make([]uint64, n), cold: make([]uint64, n*coldWords), n: n,
-		loadedAt: now, expBaseMs: b.baseMs, hotAbove: b.r.spreadCount}
+		tagMask: slotTagMask, loadedAt: now, expBaseMs: b.baseMs, hotAbove: b.r.spreadCount}
+	if b.tagMask != 0 {
+		s.tagMask = b.tagMask
+	}
 	if b.far {
 		s.reloadBy = time.UnixMilli(b.baseMs).Add(expiryRange)
 	}
@@ -536,9 +541,6 @@ func (b *builder) finish(now time.Time) *snapshot {
 // saltFor returns the tag salt of a build's attempt: 0 first, then fixed pseudo-random values (the snapshot
 // does not depend on anything but its decisions and the router's seed).
 func (b *builder) saltFor(attempt uint64) uint64 {
-	if b.salts != nil {
-		return b.salts(attempt)
-	}
 	if attempt == 0 {
 		return 0
 	}
@@ -553,7 +555,7 @@ func (s *snapshot) tag() bool {
 		if fp == 0 {
 			continue
 		}
-		s.slots[j] = s.slots[j]&^slotTagMask | tagOf(fp, s.salt)
+		s.slots[j] = s.slots[j]&^slotTagMask | s.tagOf(fp)
 	}
 	for j := range s.n {
 		fp := s.cold[j*coldWords+coldFP]
