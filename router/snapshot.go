@@ -164,7 +164,7 @@ type snapshot struct {
 	// candidates needs it.
 	overflow map[uint32][2]uint64
 	n        uint64 // slot count
-	salt     uint64 // the tag salt (tagOf)
+	salt     uint64 // the tag salt (tagOf), odd
 	tagMask  uint64 // the tag bits kept (slotTagMask; fewer only in tests, to force tag collisions)
 	apps     int
 	loadedAt time.Time
@@ -257,9 +257,10 @@ func fingerprint(seed maphash.Seed, app string) uint64 {
 // home returns the first slot of fingerprint fp's probe run in a table of n slots (n < 2³²).
 func home(fp, n uint64) uint64 { return uint64(uint32(fp)) * n >> 32 }
 
-// tagOf returns fingerprint fp's tag: 32 bits of a mix of all of its 64 under the snapshot's salt, in a slot's
-// tag bits (never 0).
-func (s *snapshot) tagOf(fp uint64) uint64 { return max(fmix64(fp^s.salt)&s.tagMask, 1<<32) }
+// tagOf returns fingerprint fp's tag: the high 32 bits of fp times the snapshot's salt (odd), in a slot's tag
+// bits (never 0). The first salt, 1, keeps fp's high bits, independent of the low bits home uses; the others
+// mix the low bits in, so that two fingerprints' tags differ again.
+func (s *snapshot) tagOf(fp uint64) uint64 { return max(fp*s.salt&s.tagMask, 1<<32) }
 
 // lookup returns the slot index holding fingerprint fp.
 func (s *snapshot) lookup(fp uint64) (uint64, bool) {
@@ -320,6 +321,14 @@ func (c record) cand(i int) uint16 {
 		return uint16(c.meta >> (metaCandShift + 16*i))
 	}
 	return uint16(c.rest >> (16 * (i - 3)))
+}
+
+// hotBytes returns the size of the hot table: what Route reads for every application it finds.
+func (s *snapshot) hotBytes() int { return 8 * len(s.slots) }
+
+// bytes returns the memory of the snapshot's tables (the side map counted at its entries' size).
+func (s *snapshot) bytes() int {
+	return s.hotBytes() + 8*len(s.cold) + 8*len(s.profiles) + 20*len(s.overflow)
 }
 
 // rateWord returns slot i's mutable rate word.
@@ -529,7 +538,7 @@ func (b *builder) finish(now time.Time) *snapshot {
 	s.profiles = slices.Clip(s.profiles)
 	// Tag the slots, with another salt while some application's probe run meets its own tag before its slot.
 	for attempt := uint64(0); ; attempt++ {
-		s.salt = b.saltFor(attempt)
+		s.salt = saltFor(attempt)
 		if s.tag() {
 			break
 		}
@@ -538,13 +547,13 @@ func (b *builder) finish(now time.Time) *snapshot {
 	return s
 }
 
-// saltFor returns the tag salt of a build's attempt: 0 first, then fixed pseudo-random values (the snapshot
-// does not depend on anything but its decisions and the router's seed).
-func (b *builder) saltFor(attempt uint64) uint64 {
+// saltFor returns the tag salt of a build's attempt: 1 first, then fixed odd pseudo-random values (the
+// snapshot does not depend on anything but its decisions and the router's seed).
+func saltFor(attempt uint64) uint64 {
 	if attempt == 0 {
-		return 0
+		return 1
 	}
-	return fmix64(attempt * prime1)
+	return fmix64(attempt*prime1) | 1
 }
 
 // tag sets the tags of s's slots under s.salt and reports whether every application finds its own slot: no
