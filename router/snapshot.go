@@ -479,15 +479,20 @@ func (b *builder) finish(now time.Time) *snapshot {
 	if b.far {
 		s.reloadBy = time.UnixMilli(b.baseMs).Add(expiryRange)
 	}
-	// Place the items by whole fingerprint: owner is the item index + 1 per slot, to tell duplicates from
-	// fingerprint collisions.
+	// Place the items by whole fingerprint, the profiles shared: owner is the item index + 1 per slot, to tell
+	// duplicates from fingerprint collisions.
 	owner := make([]int32, n)
+	p := profiler{s: s, ids: map[record]uint64{}, limit: maxProfiles}
+	if b.maxProfiles != 0 {
+		p.limit = b.maxProfiles
+	}
 	for i := range b.items {
 		it := &b.items[i]
 		for j := home(it.fp, n); ; {
 			fp := s.cold[j*coldWords+coldFP]
 			if fp == 0 {
 				s.cold[j*coldWords+coldFP] = it.fp
+				s.slots[j] = p.low(j, it)
 				owner[j] = int32(i) + 1
 				s.apps++
 				break
@@ -497,6 +502,7 @@ func (b *builder) finish(now time.Time) *snapshot {
 				if prev.check != it.check {
 					b.skip(fmt.Errorf("router: two applications share fingerprint %#x: the one scanned later (version %d) is skipped", it.fp, it.version))
 				} else if it.version >= prev.version {
+					s.slots[j] = p.low(j, it) // the loser's profile, if its own, stays unused
 					owner[j] = int32(i) + 1
 				}
 				break
@@ -505,35 +511,6 @@ func (b *builder) finish(now time.Time) *snapshot {
 				j = 0
 			}
 		}
-	}
-	// Share the profiles and fill the slots' low words.
-	capProfiles := b.maxProfiles
-	if capProfiles == 0 {
-		capProfiles = maxProfiles
-	}
-	ids := map[record]uint64{}
-	for j, o := range owner {
-		if o == 0 {
-			continue
-		}
-		it := &b.items[o-1]
-		exp := it.meta >> metaExpShift & metaExpMask
-		rec := record{it.meta &^ (metaExpMask << metaExpShift), it.cands}
-		id, ok := ids[rec]
-		if !ok {
-			if len(ids) < capProfiles {
-				id = uint64(len(ids))
-				ids[rec] = id
-				s.profiles = append(s.profiles, rec.meta, rec.rest)
-			} else {
-				id = profOverflow
-				if s.overflow == nil {
-					s.overflow = map[uint32][2]uint64{}
-				}
-				s.overflow[uint32(j)] = [2]uint64{rec.meta, rec.rest}
-			}
-		}
-		s.slots[j] = id<<slotProfShift | exp<<slotExpShift
 	}
 	s.profiles = slices.Clip(s.profiles)
 	// Tag the slots, with another salt while some application's probe run meets its own tag before its slot.
@@ -545,6 +522,36 @@ func (b *builder) finish(now time.Time) *snapshot {
 		b.retagged++
 	}
 	return s
+}
+
+// profiler shares the profiles of a snapshot being built.
+type profiler struct {
+	s     *snapshot
+	ids   map[record]uint64
+	limit int // profiles indexed by slots; more go to the side map
+}
+
+// low returns the low word of slot j for item it (profile and expiry), adding its profile when new.
+func (p *profiler) low(j uint64, it *pending) uint64 {
+	exp := it.meta >> metaExpShift & metaExpMask
+	rec := record{it.meta &^ (metaExpMask << metaExpShift), it.cands}
+	id, ok := p.ids[rec]
+	switch {
+	case ok:
+		delete(p.s.overflow, uint32(j)) // a duplicate replacing a side-map profile
+	case len(p.ids) < p.limit:
+		id = uint64(len(p.ids))
+		p.ids[rec] = id
+		p.s.profiles = append(p.s.profiles, rec.meta, rec.rest)
+		delete(p.s.overflow, uint32(j))
+	default:
+		id = profOverflow
+		if p.s.overflow == nil {
+			p.s.overflow = map[uint32][2]uint64{}
+		}
+		p.s.overflow[uint32(j)] = [2]uint64{rec.meta, rec.rest}
+	}
+	return id<<slotProfShift | exp<<slotExpShift
 }
 
 // saltFor returns the tag salt of a build's attempt: 1 first, then fixed odd pseudo-random values (the
