@@ -134,9 +134,13 @@ func BenchmarkBuild1M(b *testing.B) {
 		for _, d := range ds {
 			bd.add(d)
 		}
-		if s := bd.finish(r.now()); s.apps != benchApps {
+		s := bd.finish(r.now())
+		if s.apps != benchApps {
 			b.Fatalf("built %d apps", s.apps)
 		}
+		b.ReportMetric(float64(s.hotBytes())/float64(s.apps), "hot-B/app")
+		b.ReportMetric(float64(s.bytes())/float64(s.apps), "table-B/app")
+		b.ReportMetric(float64(len(s.profiles)/2), "profiles")
 	}
 }
 

@@ -16,7 +16,7 @@ const (
 	// Each full reload builds its table afresh from the codes in use, so retired codes do not count. The real
 	// network has a few hundred; the bound keeps per-PoP arrays small and indexes in 16 bits.
 	MaxPoPs = 4096
-	// maxCandidatesLimit bounds Config.MaxCandidates: candidates per application a snapshot cell holds.
+	// maxCandidatesLimit bounds Config.MaxCandidates: candidates per application a snapshot profile holds.
 	maxCandidatesLimit = maxCellCandidates
 )
 

@@ -25,6 +25,7 @@ type metrics struct {
 	reloadSeconds  prometheus.Histogram
 	apps           prometheus.Gauge
 	skipped        prometheus.Gauge
+	bytes          prometheus.GaugeFunc
 	age            prometheus.GaugeFunc
 	contactAge     prometheus.GaugeFunc
 	stale          prometheus.GaugeFunc
@@ -51,6 +52,14 @@ func newMetrics(r *Router) *metrics {
 			"Applications in the current snapshot."))),
 		skipped: prometheus.NewGauge(prometheus.GaugeOpts(opts("snapshot_skipped_decisions",
 			"Decisions the last reload could not hold (bad names or PoP codes)."))),
+		bytes: prometheus.NewGaugeFunc(prometheus.GaugeOpts(opts("snapshot_bytes",
+			"Memory of the current snapshot's tables in bytes (hot slots, shared profiles, cold fingerprints and rates).")),
+			func() float64 {
+				if s := r.snapshot(); s != nil {
+					return float64(s.bytes())
+				}
+				return 0
+			}),
 		age: prometheus.NewGaugeFunc(prometheus.GaugeOpts(opts("snapshot_age_seconds",
 			"Seconds since the current snapshot was loaded (0 before the first).")), func() float64 {
 			if s := r.snapshot(); s != nil {
@@ -84,7 +93,7 @@ func newMetrics(r *Router) *metrics {
 func (m *metrics) register(reg prometheus.Registerer) error {
 	var errs []error
 	for _, c := range []prometheus.Collector{routesCollector{m}, m.reloads, m.fleetRefreshes, m.reloadSeconds, m.apps,
-		m.skipped, m.age, m.contactAge, m.stale} {
+		m.skipped, m.bytes, m.age, m.contactAge, m.stale} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

@@ -267,14 +267,15 @@ func (r *Router) decide(v *view, app, ingress, requestID string, kind Kind, tabl
 	if now-r.contactMs.Load() > r.maxAgeMs {
 		return r.local(pt, ingress, ReasonStale)
 	}
-	c, ok := s.lookup(fingerprint(r.seed, app))
+	c, slot, ok := s.find(fingerprint(r.seed, app))
 	if !ok {
 		return r.local(pt, ingress, ReasonNoDecision)
 	}
-	meta := s.cells[c+cellMeta]
-	if s.expired(meta, now) {
+	if s.expired(slot, now) {
 		return r.local(pt, ingress, ReasonStaleDecision)
 	}
+	rec := s.record(c, slot)
+	meta := rec.meta
 	switch class(meta) {
 	case classStatus:
 		return r.local(pt, ingress, ReasonStatus)
@@ -291,25 +292,28 @@ func (r *Router) decide(v *view, app, ingress, requestID string, kind Kind, tabl
 	}
 	epoch := uint64(now / r.windowMs)
 	if table {
-		return r.failover(pt, v.fleet, s, c, nc, best, in, inOK, ingress, epoch, false)
+		return r.failover(pt, v.fleet, rec, nc, best, in, inOK, ingress, epoch, false)
 	}
 	h := idHash(requestID)
 	hot := false
 	if r.spreadCount > 0 && nc > 1 {
-		var est uint64
+		// A clear hot bit means the estimate is at most the threshold (snapshot): only counted requests and
+		// hot applications read the rate word, which is cold for the many rarely requested applications.
 		if h&rateSampleMask == 0 {
-			est = rateHit(s.rateWord(c), epoch)
-		} else {
-			est = rateRead(atomic.LoadUint64(s.rateWord(c)), epoch)
+			hot = rateHit(s.rateWord(c), epoch)*(rateSampleMask+1) > r.spreadCount
+			if hot && slot&slotHot == 0 {
+				s.setHot(c)
+			}
+		} else if slot&slotHot != 0 {
+			hot = rateRead(atomic.LoadUint64(s.rateWord(c)), epoch)*(rateSampleMask+1) > r.spreadCount
 		}
-		hot = est*(rateSampleMask+1) > r.spreadCount
 	}
 	if r.inBaseline(requestID) {
 		return r.localIn(pt, in, inOK, ingress, ReasonBaseline)
 	}
 	fv := v.fleet
 	if hot {
-		if idx, ok := r.spread(pt, fv, s, c, nc, h, epoch); ok {
+		if idx, ok := r.spread(pt, fv, rec, nc, h, epoch); ok {
 			reason := ReasonSpread
 			if idx == best {
 				reason = ReasonRemote
@@ -320,17 +324,17 @@ func (r *Router) decide(v *view, app, ingress, requestID string, kind Kind, tabl
 			return r.remote(pt, idx, epoch, reason)
 		}
 	}
-	return r.failover(pt, fv, s, c, nc, best, in, inOK, ingress, epoch, true)
+	return r.failover(pt, fv, rec, nc, best, in, inOK, ingress, epoch, true)
 }
 
 // failover routes to the best PoP when available, else to the first available candidate within the failover
 // budget, else locally. count says whether the PoP's rate counts the request (Route) or not (Place).
-func (r *Router) failover(pt *popTable, fv *fleetView, s *snapshot, c uint64, nc int, best, in uint16, inOK bool, ingress string, epoch uint64, count bool) Result {
+func (r *Router) failover(pt *popTable, fv *fleetView, rec record, nc int, best, in uint16, inOK bool, ingress string, epoch uint64, count bool) Result {
 	if fv.available(best) {
 		return r.remoteCounted(pt, best, epoch, ReasonRemote, count)
 	}
 	for i := 1; i < nc; i++ {
-		cd := s.cand(c, i)
+		cd := rec.cand(i)
 		if cd&candFailover == 0 {
 			continue
 		}
@@ -355,13 +359,13 @@ func (r *Router) remoteCounted(pt *popTable, idx uint16, epoch uint64, reason Re
 // spread picks, deterministically from the request-id hash h, one of the available candidates within the
 // spread epsilon, weighted by headroom when every one of them has a configured capacity (equal weights
 // otherwise). It reports false when fewer than two candidates qualify.
-func (r *Router) spread(pt *popTable, fv *fleetView, s *snapshot, c uint64, nc int, h, epoch uint64) (uint16, bool) {
+func (r *Router) spread(pt *popTable, fv *fleetView, rec record, nc int, h, epoch uint64) (uint16, bool) {
 	var idx [maxCandidatesLimit]uint16
 	var w [maxCandidatesLimit]uint64
 	n := 0
 	weighted := r.useCapacity
 	for i := range nc {
-		cd := s.cand(c, i)
+		cd := rec.cand(i)
 		if cd&candSpread == 0 || !fv.available(cd&candPoPMask) {
 			continue
 		}

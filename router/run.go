@@ -89,7 +89,11 @@ func (r *Router) Reload(ctx context.Context) error {
 	r.m.reloadSeconds.Observe(took.Seconds())
 	r.m.apps.Set(float64(s.apps))
 	r.m.skipped.Set(float64(b.skipped))
-	log := r.log.With("apps", s.apps, "pops", len(s.pops.names), "expired", b.expired, "took", took.Round(time.Millisecond))
+	log := r.log.With("apps", s.apps, "pops", len(s.pops.names), "expired", b.expired, "profiles", len(s.profiles)/2,
+		"bytes", s.bytes(), "took", took.Round(time.Millisecond))
+	if b.retagged > 0 {
+		log = log.With("tag_salts_redrawn", b.retagged)
+	}
 	if b.skipped > 0 {
 		log.Warn("router: snapshot loaded; some decisions skipped", "skipped", b.skipped, "first", b.firstErr)
 	} else {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math"
-	"math/bits"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -127,45 +126,90 @@ const (
 // rttUnknown marks a best PoP whose RTT the decision does not give: no other candidate is then within budget.
 const rttUnknown = math.MaxUint32
 
-// snapshot is an immutable set of decisions in a compact, pointer-free encoding (the GC does not scan it): an
-// open-addressing hash table (linear probing, load <= 1/2) of 32-byte cells, four words each:
+// snapshot is an immutable set of decisions in a compact, pointer-free encoding (the GC does not scan it),
+// laid out so that Route's lookup stays in the CPU caches with a million applications:
 //
-//	word 0: the application's fingerprint, maphash.String(Router.seed, app), 0 mapped to 1; 0 is an empty cell;
-//	word 1: class (bits 0-1) | candidate count (2-4) | expiry (5-15) | candidates 0-2 (16 bits each from bit
-//	        16), best first;
-//	word 2: the application's rate estimate (the only mutable word, updated atomically; see rate.go);
-//	word 3: candidates 3-6.
+//   - slots, the hot table: one 64-bit word per slot, an open-addressing hash table (linear probing from
+//     home(fp), load <= 4/5) holding per application its tag (bits 32-63, never 0; 0 is an empty slot), its
+//     profile (bits 12-31), its expiry field (bits 1-11) and the hot bit (bit 0, see below). 8 bytes per slot,
+//     10 bytes per application: a million applications in 10 MB;
+//   - profiles, shared: the class and the candidates (up to 7, 16 bits each with precomputed flags, best
+//     first) of a decision, two words per profile, deduplicated across applications: applications served by
+//     the same PoPs at the same distances share one (a few thousand profiles are a few tens of KB);
+//   - cold, beside the slots: per slot the full fingerprint (for reloads) and the rate word (the only mutable
+//     word besides the hot bit, updated atomically; see rate.go). Route touches it only for one request in
+//     rateSampleMask+1 and for applications whose hot bit is set.
 //
-// A lookup reads one cell, usually one cache line: for a cold application that is one memory access, where a
-// map of names to records costs three or four. Names are not stored: the 64-bit keyed fingerprint stands for
-// the name. Two applications of a snapshot sharing one is detected at build (the later is skipped and logged;
-// odds ~n²/2⁶⁵, 3·10⁻⁸ for a million). An application absent from the snapshot matches a stored fingerprint
-// with odds ~2⁻⁶³ per request: it would then be routed like that other application, which costs latency,
-// never correctness (every PoP can run every application).
+// A lookup reads one slot, usually one cache line, then the profile's line (hot when profiles are shared).
+// Names are not stored: the 64-bit keyed fingerprint, maphash.String(Router.seed, app), stands for the name.
+// Two applications of a snapshot sharing one are detected at build (the later is skipped and logged; odds
+// ~n²/2⁶⁵, 3·10⁻⁸ for a million). The slot holds the fingerprint's home (from its low 32 bits) and a 32-bit tag
+// of all 64 bits (tagOf): the build checks that no application's probe run meets another's equal tag before
+// its own (else it draws another tag salt), so every application in the snapshot finds its own slot. An
+// application absent from the snapshot matches a stored tag with odds ~2⁻³² per slot its probe run meets
+// (~3·10⁻⁹ per request at load 4/5): it would then be routed like that other application, which costs
+// latency, never correctness (every PoP can run every application).
+//
+// The hot bit is set when the application's rate estimate exceeded the spreading threshold at a counted
+// request (or was carried over above it by a reload), and never cleared in a snapshot's life. Without writes
+// an estimate only decreases (rate.go), so a clear bit means the estimate is below the threshold: Route then
+// skips reading the rate word, which for the million cold applications would miss the caches.
 type snapshot struct {
 	pops     *popTable // the table the candidates index, built with the snapshot
-	cells    []uint64
-	mask     uint64 // cell count - 1
+	slots    []uint64  // the hot table (see above)
+	cold     []uint64  // per slot: fingerprint (coldFP), rate word (coldRate)
+	profiles []uint64  // per profile: meta (class, candidate count, candidates 0-2), candidates 3-6
+	// overflow holds by slot index the profile of applications beyond maxProfiles distinct profiles (their slot
+	// says profOverflow): only a snapshot of more than a million applications with pairwise different
+	// candidates needs it.
+	overflow map[uint32][2]uint64
+	n        uint64 // slot count
+	salt     uint64 // the tag salt (tagOf), odd
+	tagMask  uint64 // the tag bits kept (slotTagMask; fewer only in tests, to force tag collisions)
 	apps     int
 	loadedAt time.Time
-	// expBaseMs is the time (Unix ms, the reload's start) the cells' expiry fields count from.
+	// expBaseMs is the time (Unix ms, the reload's start) the slots' expiry fields count from.
 	expBaseMs int64
-	// reloadBy, when not zero, is when a cell's expiry leaves the field's range: the reload loop reloads by
+	// reloadBy, when not zero, is when a slot's expiry leaves the field's range: the reload loop reloads by
 	// then, so that the decision's expiry is encoded again.
 	reloadBy time.Time
+	// hotAbove is Router.spreadCount: a rate estimate (in sampled units times rateSampleMask+1) above it sets
+	// the hot bit; 0: spreading disabled.
+	hotAbove uint64
 }
 
-// The fields of cell word 1 (cellMeta), read by Route through the accessors below.
+// The fields of a profile's meta word, read by Route through the accessors below. Builder items (pending.meta)
+// use the same layout with the expiry field in bits 5-15; a profile's bits 5-15 are 0.
 const (
 	metaClassMask  = 1<<2 - 1 // bits 0-1: the record class
 	metaCountShift = 2        // bits 2-4: the candidate count (at most maxCellCandidates)
 	metaCountMask  = 1<<3 - 1
-	metaExpShift   = 5 // bits 5-15: the expiry field (expiryField)
+	metaExpShift   = 5 // bits 5-15 (pending only): the expiry field (expiryField)
 	metaExpMask    = 1<<11 - 1
 	metaCandShift  = 16 // bits 16-63: candidates 0-2
 )
 
-// The expiry field of a cell is 0 when the decision does not expire within the field's range, else 1 + the
+// The fields of a slot.
+const (
+	slotHot       = 1 // bit 0: the hot bit
+	slotExpShift  = 1 // bits 1-11: the expiry field
+	slotProfShift = 12
+	slotProfMask  = 1<<20 - 1 // bits 12-31: the profile index
+	slotTagMask   = 0xFFFFFFFF << 32
+	// profOverflow in a slot's profile field: the profile is in snapshot.overflow.
+	profOverflow = slotProfMask
+	// maxProfiles is how many distinct profiles the slots index; more go to snapshot.overflow.
+	maxProfiles = profOverflow
+)
+
+// Cold word offsets (two words per slot).
+const (
+	coldFP    = 0
+	coldRate  = 1
+	coldWords = 2
+)
+
+// The expiry field of a slot is 0 when the decision does not expire within the field's range, else 1 + the
 // whole expiry units (1.024 s) from snapshot.expBaseMs to the decision's ExpiresAt: Route compares it with the
 // coarse clock in two instructions, and an expiry is early by less than a unit. A decision expiring beyond the
 // range (about 35 minutes) is encoded again by a later reload (see snapshot.reloadBy).
@@ -174,15 +218,15 @@ const (
 	expiryRange     = ((metaExpMask - 1) << expiryUnitShift) * time.Millisecond
 )
 
-// class returns the record class of a cell's meta word.
+// class returns the record class of a profile's meta word.
 func class(meta uint64) uint64 { return meta & metaClassMask }
 
-// candCount returns the candidate count of a cell's meta word.
+// candCount returns the candidate count of a profile's meta word.
 func candCount(meta uint64) int { return int(meta >> metaCountShift & metaCountMask) }
 
-// expired reports whether a cell's meta word says its decision has expired at nowMs (the coarse clock).
-func (s *snapshot) expired(meta uint64, nowMs int64) bool {
-	e := meta >> metaExpShift & metaExpMask
+// expired reports whether a slot says its decision has expired at nowMs (the coarse clock).
+func (s *snapshot) expired(slot uint64, nowMs int64) bool {
+	e := slot >> slotExpShift & metaExpMask
 	return e != 0 && uint64(max(nowMs-s.expBaseMs, 0))>>expiryUnitShift >= e-1
 }
 
@@ -202,16 +246,7 @@ func expiryField(exp time.Time, baseMs int64) uint64 {
 	return k + 1
 }
 
-// Cell word offsets.
-const (
-	cellFP    = 0
-	cellMeta  = 1
-	cellRate  = 2
-	cellCands = 3
-	cellWords = 4
-)
-
-// maxCellCandidates is how many candidates a cell holds.
+// maxCellCandidates is how many candidates a profile holds.
 const maxCellCandidates = 7
 
 // fingerprint returns app's fingerprint under seed (never 0).
@@ -219,29 +254,88 @@ func fingerprint(seed maphash.Seed, app string) uint64 {
 	return max(maphash.String(seed, app), 1)
 }
 
-// lookup returns the cell (word index) holding fingerprint fp.
+// home returns the first slot of fingerprint fp's probe run in a table of n slots (n < 2³²).
+func home(fp, n uint64) uint64 { return uint64(uint32(fp)) * n >> 32 }
+
+// tagOf returns fingerprint fp's tag: the high 32 bits of fp times the snapshot's salt (odd), in a slot's tag
+// bits (never 0). The first salt, 1, keeps fp's high bits, independent of the low bits home uses; the others
+// mix the low bits in, so that two fingerprints' tags differ again.
+func (s *snapshot) tagOf(fp uint64) uint64 { return max(fp*s.salt&s.tagMask, 1<<32) }
+
+// lookup returns the slot index holding fingerprint fp.
 func (s *snapshot) lookup(fp uint64) (uint64, bool) {
-	for i := fp & s.mask; ; i = (i + 1) & s.mask {
-		c := i * cellWords
-		switch s.cells[c+cellFP] {
-		case fp:
-			return c, true
-		case 0:
-			return 0, false
+	i, _, ok := s.find(fp)
+	return i, ok
+}
+
+// find returns the slot index and word holding fingerprint fp. Slots are read atomically: the hot bit is set
+// while Route reads them.
+func (s *snapshot) find(fp uint64) (uint64, uint64, bool) {
+	tag, n := s.tagOf(fp), s.n
+	for i := home(fp, n); ; {
+		w := atomic.LoadUint64(&s.slots[i])
+		if w&slotTagMask == tag {
+			return i, w, true
+		}
+		if w == 0 {
+			return 0, 0, false
+		}
+		if i++; i == n {
+			i = 0
 		}
 	}
 }
 
-// cand returns candidate i of the cell at c.
-func (s *snapshot) cand(c uint64, i int) uint16 {
-	if i < 3 {
-		return uint16(s.cells[c+cellMeta] >> (metaCandShift + 16*i))
+// findExact returns the slot index holding fingerprint fp, comparing whole fingerprints (the cold words): for
+// reloads, which must not mistake another application for fp.
+func (s *snapshot) findExact(fp uint64) (uint64, bool) {
+	for i := home(fp, s.n); ; {
+		switch s.cold[i*coldWords+coldFP] {
+		case fp:
+			return i, true
+		case 0:
+			return 0, false
+		}
+		if i++; i == s.n {
+			i = 0
+		}
 	}
-	return uint16(s.cells[c+cellCands] >> (16 * (i - 3)))
 }
 
-// rateWord returns the cell's mutable rate word.
-func (s *snapshot) rateWord(c uint64) *uint64 { return &s.cells[c+cellRate] }
+// record is an application's profile: meta (class, count, candidates 0-2) and candidates 3-6.
+type record struct{ meta, rest uint64 }
+
+// record returns the profile of the slot i holding word w.
+func (s *snapshot) record(i, w uint64) record {
+	p := w >> slotProfShift & slotProfMask
+	if p == profOverflow {
+		o := s.overflow[uint32(i)]
+		return record{o[0], o[1]}
+	}
+	return record{s.profiles[2*p], s.profiles[2*p+1]}
+}
+
+// cand returns candidate i of the record.
+func (c record) cand(i int) uint16 {
+	if i < 3 {
+		return uint16(c.meta >> (metaCandShift + 16*i))
+	}
+	return uint16(c.rest >> (16 * (i - 3)))
+}
+
+// hotBytes returns the size of the hot table: what Route reads for every application it finds.
+func (s *snapshot) hotBytes() int { return 8 * len(s.slots) }
+
+// bytes returns the memory of the snapshot's tables (the side map counted at its entries' size).
+func (s *snapshot) bytes() int {
+	return s.hotBytes() + 8*len(s.cold) + 8*len(s.profiles) + 20*len(s.overflow)
+}
+
+// rateWord returns slot i's mutable rate word.
+func (s *snapshot) rateWord(i uint64) *uint64 { return &s.cold[i*coldWords+coldRate] }
+
+// setHot sets slot i's hot bit.
+func (s *snapshot) setHot(i uint64) { atomic.OrUint64(&s.slots[i], slotHot) }
 
 // pending is one decision's cell before the table is built. It holds no pointers (a million of them must not
 // cost the GC a scan, nor keep the decoded names alive): check, a second keyed hash of the name, tells a
@@ -261,6 +355,10 @@ type builder struct {
 	far      bool      // a decision expires beyond the expiry field's range
 	expired  int       // decisions already expired when loaded
 	pops     *popTable // the fresh table, unpublished until the snapshot is: only the build goroutine adds
+	retagged int       // tag salts drawn again (finish)
+	// Test seams: maxProfiles (0: the constant), the tag bits (0: slotTagMask).
+	maxProfiles int
+	tagMask     uint64
 }
 
 // newBuilder returns a builder for a reload that started at start; old, when not nil, sizes it.
@@ -369,43 +467,128 @@ func (b *builder) add(d placement.Decision) {
 		meta: meta, cands: rest, version: d.Version})
 }
 
-// finish builds the hash table. When an application appears twice (a scan may return a key twice), the higher
+// finish builds the tables. When an application appears twice (a scan may return a key twice), the higher
 // version wins, then the later one.
 func (b *builder) finish(now time.Time) *snapshot {
-	size := uint64(8)
-	if n := uint64(len(b.items)) * 2; n > size {
-		size = 1 << bits.Len64(n-1)
+	n := max(uint64(len(b.items))+uint64(len(b.items))/4, 8) // load <= 4/5
+	s := &snapshot{pops: b.pops, slots: make([]uint64, n), cold: make([]uint64, n*coldWords), n: n,
+		tagMask: slotTagMask, loadedAt: now, expBaseMs: b.baseMs, hotAbove: b.r.spreadCount}
+	if b.tagMask != 0 {
+		s.tagMask = b.tagMask
 	}
-	s := &snapshot{pops: b.pops, cells: make([]uint64, size*cellWords), mask: size - 1, loadedAt: now, expBaseMs: b.baseMs}
 	if b.far {
 		s.reloadBy = time.UnixMilli(b.baseMs).Add(expiryRange)
 	}
-	owner := make([]int32, size) // item index + 1 per cell, to tell duplicates from fingerprint collisions
+	// Place the items by whole fingerprint, the profiles shared: owner is the item index + 1 per slot, to tell
+	// duplicates from fingerprint collisions.
+	owner := make([]int32, n)
+	p := profiler{s: s, ids: map[record]uint64{}, limit: maxProfiles}
+	if b.maxProfiles != 0 {
+		p.limit = b.maxProfiles
+	}
 	for i := range b.items {
 		it := &b.items[i]
-		for j := it.fp & s.mask; ; j = (j + 1) & s.mask {
-			c := j * cellWords
-			fp := s.cells[c+cellFP]
+		for j := home(it.fp, n); ; {
+			fp := s.cold[j*coldWords+coldFP]
 			if fp == 0 {
-				s.cells[c+cellFP], s.cells[c+cellMeta], s.cells[c+cellCands] = it.fp, it.meta, it.cands
+				s.cold[j*coldWords+coldFP] = it.fp
+				s.slots[j] = p.low(j, it)
 				owner[j] = int32(i) + 1
 				s.apps++
 				break
 			}
-			if fp != it.fp {
-				continue
+			if fp == it.fp {
+				prev := &b.items[owner[j]-1]
+				if prev.check != it.check {
+					b.skip(fmt.Errorf("router: two applications share fingerprint %#x: the one scanned later (version %d) is skipped", it.fp, it.version))
+				} else if it.version >= prev.version {
+					s.slots[j] = p.low(j, it) // the loser's profile, if its own, stays unused
+					owner[j] = int32(i) + 1
+				}
+				break
 			}
-			prev := &b.items[owner[j]-1]
-			if prev.check != it.check {
-				b.skip(fmt.Errorf("router: two applications share fingerprint %#x: the one scanned later (version %d) is skipped", it.fp, it.version))
-			} else if it.version >= prev.version {
-				s.cells[c+cellMeta], s.cells[c+cellCands] = it.meta, it.cands
-				owner[j] = int32(i) + 1
+			if j++; j == n {
+				j = 0
 			}
-			break
 		}
 	}
+	s.profiles = slices.Clip(s.profiles)
+	// Tag the slots, with another salt while some application's probe run meets its own tag before its slot.
+	for attempt := uint64(0); ; attempt++ {
+		s.salt = saltFor(attempt)
+		if s.tag() {
+			break
+		}
+		b.retagged++
+	}
 	return s
+}
+
+// profiler shares the profiles of a snapshot being built.
+type profiler struct {
+	s     *snapshot
+	ids   map[record]uint64
+	limit int // profiles indexed by slots; more go to the side map
+}
+
+// low returns the low word of slot j for item it (profile and expiry), adding its profile when new.
+func (p *profiler) low(j uint64, it *pending) uint64 {
+	exp := it.meta >> metaExpShift & metaExpMask
+	rec := record{it.meta &^ (metaExpMask << metaExpShift), it.cands}
+	id, ok := p.ids[rec]
+	switch {
+	case ok:
+		delete(p.s.overflow, uint32(j)) // a duplicate replacing a side-map profile
+	case len(p.ids) < p.limit:
+		id = uint64(len(p.ids))
+		p.ids[rec] = id
+		p.s.profiles = append(p.s.profiles, rec.meta, rec.rest)
+		delete(p.s.overflow, uint32(j))
+	default:
+		id = profOverflow
+		if p.s.overflow == nil {
+			p.s.overflow = map[uint32][2]uint64{}
+		}
+		p.s.overflow[uint32(j)] = [2]uint64{rec.meta, rec.rest}
+	}
+	return id<<slotProfShift | exp<<slotExpShift
+}
+
+// saltFor returns the tag salt of a build's attempt: 1 first, then fixed odd pseudo-random values (the
+// snapshot does not depend on anything but its decisions and the router's seed).
+func saltFor(attempt uint64) uint64 {
+	if attempt == 0 {
+		return 1
+	}
+	return fmix64(attempt*prime1) | 1
+}
+
+// tag sets the tags of s's slots under s.salt and reports whether every application finds its own slot: no
+// slot of its probe run before its own holds an equal tag.
+func (s *snapshot) tag() bool {
+	for j := range s.n {
+		fp := s.cold[j*coldWords+coldFP]
+		if fp == 0 {
+			continue
+		}
+		s.slots[j] = s.slots[j]&^slotTagMask | s.tagOf(fp)
+	}
+	for j := range s.n {
+		fp := s.cold[j*coldWords+coldFP]
+		if fp == 0 {
+			continue
+		}
+		tag := s.slots[j] & slotTagMask
+		for i := home(fp, s.n); i != j; {
+			if s.slots[i]&slotTagMask == tag {
+				return false
+			}
+			if i++; i == s.n {
+				i = 0
+			}
+		}
+	}
+	return true
 }
 
 // rttMicros converts an RTT in ms to whole microseconds; negative, NaN or absurd values are unknown.
@@ -417,18 +600,22 @@ func rttMicros(ms float64) uint64 {
 }
 
 // carryRates copies the recent rate estimates of old's applications into s (fingerprints are stable for the
-// router's lifetime), so that a reload does not forget which applications are hot.
+// router's lifetime), so that a reload does not forget which applications are hot; an estimate above the
+// spreading threshold in either of its windows sets the hot bit.
 func carryRates(old, s *snapshot, epoch uint64) {
 	if old == nil || s == nil {
 		return
 	}
-	for c := uint64(0); c < uint64(len(old.cells)); c += cellWords {
-		st := atomic.LoadUint64(&old.cells[c+cellRate])
+	for c := uint64(0); c < uint64(len(old.cold)); c += coldWords {
+		st := atomic.LoadUint64(&old.cold[c+coldRate])
 		if st == 0 || (epoch-rateEpoch(st))&rateEpochMask > 1 {
 			continue
 		}
-		if nc, ok := s.lookup(old.cells[c+cellFP]); ok {
-			atomic.StoreUint64(s.rateWord(nc), st)
+		if j, ok := s.findExact(old.cold[c+coldFP]); ok {
+			atomic.StoreUint64(s.rateWord(j), st)
+			if est := max(st>>rateCountBits&rateCountMax, st&rateCountMax); s.hotAbove > 0 && est*(rateSampleMask+1) > s.hotAbove {
+				s.setHot(j)
+			}
 		}
 	}
 }
