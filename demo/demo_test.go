@@ -88,3 +88,30 @@ func TestScenariosParse(t *testing.T) {
 		})
 	}
 }
+
+// TestNearestPoP checks the emulator's nearest PoP of the demo's hosts (the truth TestDemoOnce and the e2e
+// placement tests compare decisions with): in their own city, or the PoP nearest their region.
+func TestNearestPoP(t *testing.T) {
+	spec := Spec()
+	for _, tc := range []struct{ host, want string }{
+		{"db", "FRA"},       // pop: FRA
+		{"mumbai", "BOM"},   // pop: BOM
+		{"api", "IAD"},      // aws:us-east-1, Ashburn
+		{"tokyo", "NRT"},    // gcp:asia-northeast1
+		{"ns", "LHR"},       // aws:eu-west-1, Dublin
+		{"saopaulo", "GRU"}, // aws:sa-east-1
+	} {
+		t.Run(tc.host, func(t *testing.T) {
+			n, err := NearestPoP(spec, tc.host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n.PoP != tc.want || n.Next == "" || n.Next == n.PoP || n.NextMs < n.RTTMs {
+				t.Errorf("NearestPoP(%s) = %+v, want %s, and a slower runner-up", tc.host, n, tc.want)
+			}
+		})
+	}
+	if _, err := NearestPoP(spec, "nope"); err == nil {
+		t.Error("NearestPoP of a host not in the spec: no error")
+	}
+}

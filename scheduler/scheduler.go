@@ -11,6 +11,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"os"
 	"runtime/debug"
@@ -171,6 +172,9 @@ type Scheduler struct {
 	metrics *Metrics
 	deps    *recheckDeps
 	seq     atomic.Int64 // recheck sequence, part of job ids
+	// adds counts AddTarget and RemoveTarget calls: a source's listing read before one must not undo it
+	// (setTargets).
+	adds atomic.Int64
 	// decisions deletes the decision of a target that was removed (nil: decisions are left alone, as in the
 	// loop tests, which have no store).
 	decisions decisionDeleter
@@ -178,8 +182,11 @@ type Scheduler struct {
 	mu      sync.Mutex
 	ctx     context.Context // Run's context; nil before Run
 	targets map[string]*targetState
-	wg      sync.WaitGroup
-	terms   map[int64]*termDue
+	// removedAt holds, by app, the source and adds count of each RemoveTarget a listing of that source may
+	// not have seen yet (setTargets).
+	removedAt map[string]removal
+	wg        sync.WaitGroup
+	terms     map[int64]*termDue
 
 	flightMu sync.Mutex
 	flights  map[string]*flight // result key -> its measurement in progress
@@ -192,6 +199,12 @@ type Scheduler struct {
 	lostCh chan struct{}
 }
 
+// removal is one RemoveTarget: of which source, at which Scheduler.adds count.
+type removal struct {
+	source string
+	seq    int64
+}
+
 type termDue struct {
 	once sync.Once
 	due  map[string]time.Time
@@ -202,6 +215,7 @@ type targetState struct {
 	mu          sync.Mutex
 	t           Target
 	added       time.Time // when AddTarget first saw it
+	addSeq      int64     // the Scheduler.adds count of the last AddTarget that set t (0: set by a listing)
 	term        int64     // Seq of the term next was computed in
 	next        time.Time // next recheck in that term
 	lastChecked time.Time
@@ -382,21 +396,33 @@ func (s *Scheduler) Leading() (bool, int64) {
 // SetTargets replaces the targets of one source ("api", "dir:/etc/vantage/apps") with ts: new targets start
 // a loop, removed ones stop, changed ones are rechecked at once. An app listed by two sources keeps the
 // first one's target. The decisions of removed targets are deleted (see forget).
-func (s *Scheduler) SetTargets(source string, ts []Target) {
+func (s *Scheduler) SetTargets(source string, ts []Target) { s.setTargets(source, ts, math.MaxInt64) }
+
+// setTargets is SetTargets for a listing read after the first readAfter AddTarget and RemoveTarget calls
+// (s.adds before the read): a target that a later AddTarget set (an application registered through the API
+// while the listing was read) is neither removed nor changed back by it, and one a later RemoveTarget removed
+// is not added back. Without that, SyncAPIApps, reading the registry while
+// applications were being registered, removed a just-registered application and deleted its decision; the
+// next read added it again, and the new loop's probe round raced the removed loop's abandoned round on the
+// same result key (each PoP keeps one latest result per key), so its first decision waited out ResultTimeout.
+func (s *Scheduler) setTargets(source string, ts []Target, readAfter int64) {
 	s.mu.Lock()
-	removed := s.setTargetsLocked(source, ts)
+	removed := s.setTargetsLocked(source, ts, readAfter)
 	s.mu.Unlock()
 	s.forget(removed)
 }
 
-// setTargetsLocked is SetTargets' work under s.mu; it returns the removed targets.
-func (s *Scheduler) setTargetsLocked(source string, ts []Target) (removed []*targetState) {
+// setTargetsLocked is setTargets' work under s.mu; it returns the removed targets.
+func (s *Scheduler) setTargetsLocked(source string, ts []Target, readAfter int64) (removed []*targetState) {
 	seen := map[string]bool{}
 	for _, t := range ts {
 		t.Source = source
 		seen[t.App] = true
 		st, ok := s.targets[t.App]
 		if !ok {
+			if r, ok := s.removedAt[t.App]; ok && r.source == source && r.seq > readAfter {
+				continue // removed while the listing was read
+			}
 			st = &targetState{t: t, added: s.cfg.Clock.Now(), kick: make(chan struct{}, 1)}
 			s.targets[t.App] = st
 			if s.ctx != nil {
@@ -405,7 +431,7 @@ func (s *Scheduler) setTargetsLocked(source string, ts []Target) (removed []*tar
 			continue
 		}
 		st.mu.Lock()
-		if st.t.Source != source {
+		if st.t.Source != source || st.addSeq > readAfter {
 			st.mu.Unlock()
 			continue
 		}
@@ -416,11 +442,16 @@ func (s *Scheduler) setTargetsLocked(source string, ts []Target) (removed []*tar
 			st.kickNow()
 		}
 	}
+	for app, r := range s.removedAt {
+		if r.source == source && r.seq <= readAfter { // read after the removal: this listing speaks for the app
+			delete(s.removedAt, app)
+		}
+	}
 	for app, st := range s.targets {
 		st.mu.Lock()
-		src := st.t.Source
+		src, newer := st.t.Source, st.addSeq > readAfter
 		st.mu.Unlock()
-		if src == source && !seen[app] {
+		if src == source && !seen[app] && !newer {
 			if st.cancel != nil {
 				st.cancel()
 			}
@@ -439,8 +470,10 @@ func (s *Scheduler) AddTarget(source string, t Target) {
 	s.mu.Lock()
 	st, ok := s.targets[t.App]
 	t.Source = source
+	seq := s.adds.Add(1)
+	delete(s.removedAt, t.App)
 	if !ok {
-		st = &targetState{t: t, added: s.cfg.Clock.Now(), kick: make(chan struct{}, 1)}
+		st = &targetState{t: t, added: s.cfg.Clock.Now(), addSeq: seq, kick: make(chan struct{}, 1)}
 		s.targets[t.App] = st
 		if s.ctx != nil {
 			s.startLocked(st)
@@ -453,7 +486,7 @@ func (s *Scheduler) AddTarget(source string, t Target) {
 	}
 	s.mu.Unlock()
 	st.mu.Lock()
-	st.t = t
+	st.t, st.addSeq = t, seq
 	st.mu.Unlock()
 	st.kickNow()
 }
@@ -760,6 +793,10 @@ func (s *Scheduler) RemoveTarget(source, app string) bool {
 		st.cancel()
 	}
 	delete(s.targets, app)
+	if s.removedAt == nil {
+		s.removedAt = map[string]removal{}
+	}
+	s.removedAt[app] = removal{source, s.adds.Add(1)}
 	if s.metrics != nil {
 		s.metrics.targets.Set(float64(len(s.targets)))
 	}

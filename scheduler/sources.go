@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"maps"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -133,7 +134,7 @@ func (s *Scheduler) loadDir(ctx context.Context, dir string, parser placement.Pa
 			n += len(smartApps) - len(conflicts)
 		}
 		s.mu.Lock()
-		removed := s.setTargetsLocked(source, ts)
+		removed := s.setTargetsLocked(source, ts, math.MaxInt64)
 		s.mu.Unlock()
 		// An app whose file left the directory is deleted with its decision, but only on a clean read: a file
 		// that failed to parse (half written) is not evidence that its app was removed. Its decision then
@@ -294,6 +295,8 @@ func (s *Scheduler) SyncAPIApps(ctx context.Context, b StoreBackend, regions Reg
 		})
 	})
 	for {
+		// Registrations through this scheduler's API (AddTarget) made while the registry is read stand.
+		readAfter := s.adds.Load()
 		ts, err := b.APITargets(ctx, regions)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -301,7 +304,7 @@ func (s *Scheduler) SyncAPIApps(ctx context.Context, b StoreBackend, regions Reg
 			}
 			s.log.Warn("scheduler: reading the app registry", "err", err)
 		} else {
-			s.SetTargets(SourceAPI, ts)
+			s.setTargets(SourceAPI, ts, readAfter)
 		}
 		t := time.NewTimer(interval)
 		select {

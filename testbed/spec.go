@@ -352,6 +352,12 @@ func checkName(field, name string) error {
 	return nil
 }
 
+// Point returns the coordinates of the location, from geo's catalogues as the testbed places its nodes.
+func (l Location) Point() (geo.Point, error) {
+	_, p, err := l.resolve("location")
+	return p, err
+}
+
 // resolve returns the city and coordinates of a location.
 func (l Location) resolve(field string) (string, geo.Point, error) {
 	set := 0

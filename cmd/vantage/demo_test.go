@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"os"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/vantage-edge/vantage/demo"
-	"github.com/vantage-edge/vantage/geo"
 )
 
 // TestDemoNotRoot checks the one-line refusal without root: the decision is made on the effective user id
@@ -153,30 +151,11 @@ func TestDemoOnce(t *testing.T) {
 	// The emulator's truth: each unicast back end's nearest PoP of the demo's WAN (its delays are the latency
 	// model's), and the anycast and geo-DNS targets never placed.
 	nearest := func(host string) string {
-		spec := demo.Spec()
-		for _, h := range spec.Hosts {
-			if h.Name != host {
-				continue
-			}
-			var at geo.Point
-			if h.PoP != "" {
-				p, _ := geo.LookupPoP(h.PoP)
-				at = p.Point
-			} else {
-				r, err := geo.LookupRegion(h.Region)
-				if err != nil {
-					t.Fatal(err)
-				}
-				at = r.Point
-			}
-			return slices.MinFunc(spec.PoPs, func(a, b string) int {
-				pa, _ := geo.LookupPoP(a)
-				pb, _ := geo.LookupPoP(b)
-				return cmp.Compare(geo.DefaultModel().RTTMs(pa.Point, at), geo.DefaultModel().RTTMs(pb.Point, at))
-			})
+		n, err := demo.NearestPoP(demo.Spec(), host)
+		if err != nil {
+			t.Fatal(err)
 		}
-		t.Fatalf("the demo's spec has no host %s", host)
-		return ""
+		return n.PoP
 	}
 	for _, tc := range []struct {
 		app, mode, status string
