@@ -284,15 +284,21 @@ func (e *Engine) mostInconsistent(disks []disk, excluded []bool) (int, int) {
 	return best, e.conflicts[best]
 }
 
-// anycast records the verdict, recounts the instances with Config.CountMarginKm and places one instance per
+// anycast records the verdict, recounts the instances with Config.CountMarginKm (and, with
+// Config.CountOutliers, the verdict's outliers back in) and places one instance per
 // picked disk: the catalogue city nearest the VP that
 // lies inside its disk (iGreedy places instances at the most populous city in the disk; the PoP catalogue is
 // our list of large cities), else the VP itself.
 func (e *Engine) anycast(r *Result, disks []disk) {
 	r.Verdict = placement.VerdictAnycast
-	if e.cfg.CountMarginKm != e.cfg.AnycastMarginKm {
-		// Count again with the counting margin, on the same disks and without the same outliers; keep the
-		// larger set.
+	if e.cfg.CountOutliers {
+		// Count with the outliers of the verdict back in (only the calibration's suspects stay out): a VP the
+		// robust test set aside is most often the one witness of an instance of its own.
+		copy(e.trial, e.excluded)
+	}
+	if e.cfg.CountMarginKm != e.cfg.AnycastMarginKm || e.cfg.CountOutliers {
+		// Count again with the counting margin, on the same disks and without the same outliers (with
+		// CountOutliers, with every VP but the calibration's suspects); keep the larger set.
 		e.countBuf = e.countBuf[:0]
 		for i := range disks {
 			e.countBuf = append(e.countBuf, makeDisk(i, disks[i].centre, disks[i].radiusKm).withMargin(e.cfg.CountMarginKm))

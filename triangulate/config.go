@@ -90,6 +90,15 @@ type Config struct {
 	// 81 % to 84 % of the detected targets). Default 0.
 	CountMarginKm float64
 
+	// CountOutliers, when true, lets the count and placement of the instances use the vantage points the
+	// robust verdict set aside (MaxOutliers). Setting aside the most inconsistent VP guards the verdict
+	// against one mislocated VP or bad measurement; once the target is anycast on the evidence without it,
+	// that VP is most often the only witness of an instance of its own (Tel Aviv beside a Jerusalem instance)
+	// and setting it aside hides that instance. The Calibration's suspects stay set aside. Default true: on
+	// WonderProxy, counts within +-1 rise from 85.7 % to 87.3 % of the synthetic anycast targets, with the
+	// verdicts (TPR, FPR) unchanged.
+	CountOutliers bool
+
 	// MaxInstances caps the number of anycast instances enumerated. Default 64.
 	MaxInstances int
 
@@ -152,6 +161,7 @@ func DefaultConfig() Config {
 		AnycastCalibratedMaxMs:    160,
 		MaxOutliers:               1,
 		CountMarginKm:             0,
+		CountOutliers:             true,
 		MaxInstances:              64,
 		IterateInstances:          true,
 		IterateMaxMs:              20,

@@ -574,7 +574,7 @@ func TestIterateFindsInstanceBehindALargeDisk(t *testing.T) {
 		{VP: "FRA", Point: fra, RTTMs: 0.5},
 		{VP: "MZ", Point: pt(49.99, 8.27), RTTMs: 0.6},
 		{VP: "NRT", Point: pt(35.77, 140.39), RTTMs: 0.5},
-		{VP: "KIX", Point: pt(34.43, 135.23), RTTMs: 4.5},
+		{VP: "KIX", Point: pt(34.43, 135.23), RTTMs: 5.5}, // 492 km from NRT: served by the Tokyo instance
 		{VP: "BRU", Point: bru, RTTMs: 3.0},
 		{VP: "IAD", Point: pt(38.95, -77.45), RTTMs: 70},
 	}
