@@ -208,11 +208,11 @@ func TestRouterProxyTables(t *testing.T) {
 		return strings.Contains(string(h), "\napi.example.com LHR/remote\n") &&
 			strings.Contains(string(n), "    api.example.com LHR;\n") && err == nil
 	})
-	_, body := httpGet(t, "http://"+adminAddr+"/metrics")
-	for _, want := range []string{`vantage_proxysync_syncs_total{proxy="haproxy",result="success"}`,
-		`vantage_proxysync_entries{proxy="nginx"} 1`} {
-		if !strings.Contains(body, want) {
-			t.Errorf("/metrics lacks %s", want)
-		}
-	}
+	// The metrics are set once a sync is over, after it wrote the files: wait for them too.
+	var body string
+	testwait.Eventually(t, 10*time.Second, "the sync's metrics", func() bool {
+		_, body = httpGet(t, "http://"+adminAddr+"/metrics")
+		return strings.Contains(body, `vantage_proxysync_syncs_total{proxy="haproxy",result="success"}`) &&
+			strings.Contains(body, `vantage_proxysync_entries{proxy="nginx"} 1`)
+	})
 }
