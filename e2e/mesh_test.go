@@ -17,8 +17,6 @@ import (
 	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/scheduler"
-	"github.com/vantage-edge/vantage/storage/redistest"
-	"github.com/vantage-edge/vantage/testbed"
 )
 
 // TestMeshOnEmulatedWAN runs the probe daemons of every PoP of the emulated WAN, each answering mesh probes in
@@ -28,21 +26,10 @@ import (
 func TestMeshOnEmulatedWAN(t *testing.T) {
 	needRoot(t, "the PoP mesh on the emulated WAN")
 	skipShort(t, "the PoP mesh on the emulated WAN")
-	spec, err := testbed.ParseSpec(strings.NewReader(wanSpec), "yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	log := testLogger(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tb, err := testbed.Start(ctx, spec, testbed.Options{Logger: log, Nice: -10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tb.Close() })
-	srv := redistest.Start(t)
-	st := openStore(t, []string{srv.Addr()}, log)
-	startWANProbed(t, tb, spec.PoPs, st)
+	tb, st, redis, pops := startWANFleet(ctx, t, log)
 	testwait.Eventually(t, 30*time.Second, "every PoP up and answering mesh probes", func() bool {
 		fleet, err := st.Fleet(ctx)
 		n := 0
@@ -51,7 +38,7 @@ func TestMeshOnEmulatedWAN(t *testing.T) {
 				n++
 			}
 		}
-		return err == nil && n == len(spec.PoPs)
+		return err == nil && n == len(pops)
 	})
 
 	// The scheduler's catalogue lists FRA in Sydney; the testbed (the truth) has it in Frankfurt.
@@ -73,7 +60,7 @@ func TestMeshOnEmulatedWAN(t *testing.T) {
 	cfg.Scheduler.MeshInterval = interval
 	cfg.Tokens = scheduler.Tokens{token: scheduler.Operator("e2e")}
 	cfg.Allow = []netip.Prefix{tb.Prefix()}
-	s, err := daemon.NewScheduler(cfg, openStore(t, []string{srv.Addr()}, log))
+	s, err := daemon.NewScheduler(cfg, openStore(t, []string{redis}, log))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +78,7 @@ func TestMeshOnEmulatedWAN(t *testing.T) {
 	}
 
 	// The mesh was measured by the real daemons: every ordered pair, at the emulated RTTs.
-	n := len(spec.PoPs)
+	n := len(pops)
 	testwait.Eventually(t, 2*interval, "every ordered pair of PoPs measured", func() bool { return len(s.Scheduler().Mesh().Pairs) == n*(n-1) })
 	view := fetchMesh(t, api, token)
 	if len(view.Pairs) != n*(n-1) || len(view.Mislocated) != 1 || view.Mislocated[0].PoP != "FRA" || view.Mislocated[0].Reason == "" {

@@ -20,7 +20,6 @@ import (
 	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/scheduler"
 	"github.com/vantage-edge/vantage/storage/redistest"
-	"github.com/vantage-edge/vantage/testbed"
 )
 
 // statusPageMeshInterval is the demo's mesh interval in TestStatusPageInChromium: the whole mesh is measured
@@ -308,21 +307,10 @@ func TestStatusPageMislocatedPoP(t *testing.T) {
 	needRoot(t, "the status page's mesh in Chromium")
 	skipShort(t, "the status page's mesh in Chromium")
 	bin := chromiumBinary(t)
-	spec, err := testbed.ParseSpec(strings.NewReader(wanSpec), "yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	log := testLogger(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	tb, err := testbed.Start(ctx, spec, testbed.Options{Logger: log, Nice: -10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tb.Close() })
-	srv := redistest.Start(t)
-	st := openStore(t, []string{srv.Addr()}, log)
-	startWANProbed(t, tb, spec.PoPs, st)
+	tb, _, redis, pops := startWANFleet(ctx, t, log)
 
 	cat := geo.PoPs()
 	for i := range cat {
@@ -338,7 +326,7 @@ func TestStatusPageMislocatedPoP(t *testing.T) {
 	cfg.Scheduler.MeshInterval = 8 * time.Second
 	cfg.Tokens = scheduler.Tokens{token: scheduler.Operator("e2e")}
 	cfg.Allow = []netip.Prefix{tb.Prefix()}
-	s, err := daemon.NewScheduler(cfg, openStore(t, []string{srv.Addr()}, log))
+	s, err := daemon.NewScheduler(cfg, openStore(t, []string{redis}, log))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +345,7 @@ func TestStatusPageMislocatedPoP(t *testing.T) {
 	if err := b.call(ctx, "Page.navigate", map[string]any{"url": s.URL() + "/#token=" + token}, nil); err != nil {
 		t.Fatal(err)
 	}
-	checkMeshOnPage(ctx, t, b, s.URL(), token, len(spec.PoPs), "FRA")
+	checkMeshOnPage(ctx, t, b, s.URL(), token, len(pops), "FRA")
 	// FRA is drawn where the scheduler's catalogue puts it, ringed as mislocated: beside SYD.
 	var px float64
 	if err := b.eval(ctx, `(() => { const c = (p) => document.querySelector('#pops circle[data-pop=' + p + ']');

@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
@@ -62,6 +63,26 @@ geodns:
     hosts: [web-eu, web-us, web-ap]
 `
 
+// startWANFleet starts the emulated WAN of wanSpec (closed when the test ends), a redis-server (forked from a
+// thread of its own: the testbed retiring its namespace threads cannot kill it, Pdeathsig), a store on it, and
+// every PoP's probe daemon (startWANProbed). It returns them with the redis-server's address and the PoPs.
+func startWANFleet(ctx context.Context, t *testing.T, log *slog.Logger) (*testbed.Testbed, *storage.Store, string, []string) {
+	t.Helper()
+	spec, err := testbed.ParseSpec(strings.NewReader(wanSpec), "yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb, err := testbed.Start(ctx, spec, testbed.Options{Logger: log, Nice: -10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tb.Close() })
+	srv := redistest.Start(t)
+	st := openStore(t, []string{srv.Addr()}, log)
+	startWANProbed(t, tb, spec.PoPs, st)
+	return tb, st, srv.Addr(), spec.PoPs
+}
+
 // startWANProbed starts the probe daemon of every PoP of tb as the demo does (demo.ProbedConfig: the defaults
 // of `vantage probed`, sockets in the PoP's namespace, names resolved by the testbed's DNS asked from the PoP).
 func startWANProbed(t *testing.T, tb *testbed.Testbed, pops []string, st *storage.Store) {
@@ -83,21 +104,10 @@ func startWANProbed(t *testing.T, tb *testbed.Testbed, pops []string, st *storag
 func TestPlacementOnEmulatedWAN(t *testing.T) {
 	needRoot(t, "placement on the emulated WAN")
 	skipShort(t, "placement on the emulated WAN")
-	spec, err := testbed.ParseSpec(strings.NewReader(wanSpec), "yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	log := testLogger(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	tb, err := testbed.Start(ctx, spec, testbed.Options{Logger: log, Nice: -10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tb.Close() })
-	srv := redistest.Start(t) // forked from a thread of its own: the testbed retiring its namespace threads cannot kill it (Pdeathsig)
-	st := openStore(t, []string{srv.Addr()}, log)
-	startWANProbed(t, tb, spec.PoPs, st)
+	tb, st, redis, pops := startWANFleet(ctx, t, log)
 
 	const token = "e2e-wan-token-0123456789"
 	cfg := daemon.DefaultSchedulerConfig()
@@ -106,7 +116,7 @@ func TestPlacementOnEmulatedWAN(t *testing.T) {
 	cfg.Scheduler.HostnameScheme = "http" // the URL http://api.<zone>/
 	cfg.Tokens = scheduler.Tokens{token: scheduler.Operator("e2e")}
 	cfg.Allow = []netip.Prefix{tb.Prefix()}
-	s, err := daemon.NewScheduler(cfg, openStore(t, []string{srv.Addr()}, log))
+	s, err := daemon.NewScheduler(cfg, openStore(t, []string{redis}, log))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +130,7 @@ func TestPlacementOnEmulatedWAN(t *testing.T) {
 				up++
 			}
 		}
-		return err == nil && up == len(spec.PoPs)
+		return err == nil && up == len(pops)
 	})
 
 	addr := func(name string) string {
