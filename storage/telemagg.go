@@ -173,6 +173,7 @@ type TelemetryAggregator struct {
 	mu      sync.Mutex
 	windows map[aggWindowKey]*aggWindow
 	n       int64
+	groups  int // cells and back-end groups open since the last Drain
 }
 
 type aggWindowKey struct {
@@ -198,22 +199,34 @@ func NewTelemetryAggregator() *TelemetryAggregator {
 }
 
 // Add folds one valid record (see Telemetry.Validate) into its window.
-func (a *TelemetryAggregator) Add(t *Telemetry) {
+func (a *TelemetryAggregator) Add(t *Telemetry) { a.AddCapped(t, 0) }
+
+// AddCapped folds one valid record into its window like Add, unless that would open more than maxGroups cells
+// and back-end groups (TelemetryCell, TelemetryHost) in all since the last Drain: then it adds nothing and
+// returns false. maxGroups <= 0: no cap. The groups are what the aggregator holds in memory, and what a flush
+// writes.
+func (a *TelemetryAggregator) AddCapped(t *Telemetry, maxGroups int) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.n++
 	wk := aggWindowKey{t.App, WindowStart(t.At).Unix()}
 	w := a.windows[wk]
+	ck := aggCellKey{t.Deploy, t.Ingress, t.Exec, ReasonClass(t.Reason), t.Routed}
+	if maxGroups > 0 {
+		if n := w.newGroups(ck, t); n > 0 && a.groups+n > maxGroups {
+			return false
+		}
+	}
+	a.n++
 	if w == nil {
 		w = &aggWindow{cells: map[aggCellKey]*TelemetryCell{}, hosts: map[aggHostKey]*TelemetryHost{}}
 		a.windows[wk] = w
 	}
-	ck := aggCellKey{t.Deploy, t.Ingress, t.Exec, ReasonClass(t.Reason), t.Routed}
 	c := w.cells[ck]
 	if c == nil {
 		c = &TelemetryCell{Deploy: ck.deploy, Ingress: ck.ingress, Exec: ck.exec, Routed: ck.routed, Reason: ck.reason,
 			Durations: loghist.Histogram{}, Outside: loghist.Histogram{}}
 		w.cells[ck] = c
+		a.groups++
 	}
 	inSub := 0.0
 	for _, s := range t.Subrequests {
@@ -222,6 +235,7 @@ func (a *TelemetryAggregator) Add(t *Telemetry) {
 		if h == nil {
 			h = &TelemetryHost{Deploy: t.Deploy, Exec: t.Exec, Host: s.Host, MinMs: math.Inf(1)}
 			w.hosts[hk] = h
+			a.groups++
 		}
 		if s.WaitUntil {
 			h.WaitUntil++
@@ -239,6 +253,31 @@ func (a *TelemetryAggregator) Add(t *Telemetry) {
 	}
 	c.Durations.Add(t.DurationMs)
 	c.Outside.Add(max(t.DurationMs-inSub, 0))
+	return true
+}
+
+// newGroups returns how many groups adding t (whose cell is ck) would open in w (nil: a window not open yet).
+func (w *aggWindow) newGroups(ck aggCellKey, t *Telemetry) int {
+	n := 0
+	if w == nil || w.cells[ck] == nil {
+		n++
+	}
+	for i, s := range t.Subrequests {
+		if w != nil && w.hosts[aggHostKey{t.Deploy, t.Exec, s.Host}] != nil {
+			continue
+		}
+		if !slices.ContainsFunc(t.Subrequests[:i], func(p Subrequest) bool { return p.Host == s.Host }) {
+			n++
+		}
+	}
+	return n
+}
+
+// Groups returns the cells and back-end groups open since the last Drain.
+func (a *TelemetryAggregator) Groups() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.groups
 }
 
 // Requests returns the number of records added since the last Drain.
@@ -252,7 +291,7 @@ func (a *TelemetryAggregator) Requests() int64 {
 func (a *TelemetryAggregator) Drain() []TelemetryWindow {
 	a.mu.Lock()
 	ws := a.windows
-	a.windows, a.n = map[aggWindowKey]*aggWindow{}, 0
+	a.windows, a.n, a.groups = map[aggWindowKey]*aggWindow{}, 0, 0
 	a.mu.Unlock()
 	keys := slices.SortedFunc(maps.Keys(ws), func(x, y aggWindowKey) int {
 		if c := strings.Compare(x.app, y.app); c != 0 {
@@ -570,6 +609,10 @@ func sampled(recs []Telemetry, rate float64) []Telemetry {
 type TelemetryBatch struct {
 	Records []Telemetry       `json:"records,omitempty"`
 	Windows []TelemetryWindow `json:"windows,omitempty"`
+	// Samples are request records already counted in Windows: a worker host that aggregates its requests
+	// itself sends a sample of them for debugging. They are kept on their streams as they are, neither folded
+	// into windows nor sampled again.
+	Samples []Telemetry `json:"samples,omitempty"`
 }
 
 // Validate checks every record and window, naming the first bad one.
@@ -584,14 +627,23 @@ func (b *TelemetryBatch) Validate() error {
 			return fmt.Errorf("window %d: %w", i, err)
 		}
 	}
+	for i := range b.Samples {
+		if err := b.Samples[i].Validate(); err != nil {
+			return fmt.Errorf("sample %d: %w", i, err)
+		}
+	}
 	return nil
 }
 
-// Apps returns the applications of the batch with their units (records, and windows: one each), sorted.
+// Apps returns the applications of the batch with their units (records, windows and samples: one each),
+// sorted.
 func (b *TelemetryBatch) Apps() (apps []string, units map[string]int) {
 	units = map[string]int{}
 	for i := range b.Records {
 		units[b.Records[i].App]++
+	}
+	for i := range b.Samples {
+		units[b.Samples[i].App]++
 	}
 	for i := range b.Windows {
 		units[b.Windows[i].App]++
@@ -600,7 +652,8 @@ func (b *TelemetryBatch) Apps() (apps []string, units map[string]int) {
 }
 
 // AddTelemetryBatch stores a batch: its records and windows merged into the windows (AddTelemetryWindows), a
-// sample of its records on their streams (AddTelemetry). An invalid batch writes nothing.
+// sample of its records and all its samples on their streams (AddTelemetrySample). An invalid batch writes
+// nothing.
 func (s *Store) AddTelemetryBatch(ctx context.Context, b TelemetryBatch) error {
 	if err := b.Validate(); err != nil {
 		return fmt.Errorf("storage: telemetry batch: %w", err)
@@ -608,5 +661,5 @@ func (s *Store) AddTelemetryBatch(ctx context.Context, b TelemetryBatch) error {
 	if err := s.AddTelemetryWindows(ctx, append(FoldTelemetry(b.Records), b.Windows...)); err != nil {
 		return err
 	}
-	return s.AddTelemetrySample(ctx, sampled(b.Records, s.o.TelemetrySampleRate))
+	return s.AddTelemetrySample(ctx, slices.Concat(sampled(b.Records, s.o.TelemetrySampleRate), b.Samples))
 }

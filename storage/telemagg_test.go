@@ -86,6 +86,78 @@ func testTelemetrySample(t *testing.T, open func(*testing.T, Options) *Store) {
 	}
 }
 
+// testTelemetryBatchSamples stores a worker host's batch: windows it folded itself and a sample of its records.
+// The windows are what the analysis reads; the samples go to the stream as they are, whatever the store's own
+// sample rate, and are not counted a second time.
+func testTelemetryBatchSamples(t *testing.T, open func(*testing.T, Options) *Store) {
+	s := open(t, Options{TelemetrySampleRate: -1})
+	ctx := testCtx(t)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	recs := aggRecords(now)
+	b := TelemetryBatch{Windows: FoldTelemetry(recs), Samples: recs[:2]}
+	if err := s.AddTelemetryBatch(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	if _, err := s.TelemetrySince(ctx, "shop", now.Add(-time.Hour), func(Telemetry) error { n++; return nil }); err != nil || n != 2 {
+		t.Errorf("records on the stream = %d, %v; want the 2 samples", n, err)
+	}
+	ws, _, err := s.TelemetryWindows(ctx, "shop", now.Add(-time.Minute), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var requests int64
+	for i := range ws {
+		requests += ws[i].Requests()
+	}
+	if requests != int64(len(recs)) {
+		t.Errorf("windows hold %d requests, want %d (samples not counted again)", requests, len(recs))
+	}
+	if fresh, _ := s.FreshTelemetry(ctx); fresh["shop"] != int64(len(recs)) {
+		t.Errorf("FreshTelemetry = %v, want shop: %d", fresh, len(recs))
+	}
+	bad := TelemetryBatch{Samples: []Telemetry{{App: "shop"}}}
+	if err := s.AddTelemetryBatch(ctx, bad); err == nil || !strings.Contains(err.Error(), "sample 0: ") {
+		t.Errorf("AddTelemetryBatch(bad sample) = %v, want an error naming sample 0", err)
+	}
+}
+
+// TestAggregatorCap checks that AddCapped opens no more groups than its cap, and still adds records that fall
+// in groups already open.
+func TestAggregatorCap(t *testing.T) {
+	now := time.Now()
+	rec := func(exec, host string) *Telemetry {
+		r := telemetryAt("shop", now, 10)
+		r.Exec = exec
+		r.Subrequests = []Subrequest{{Host: host, DurationMs: 1}, {Host: host, DurationMs: 2}}
+		return &r
+	}
+	a := NewTelemetryAggregator()
+	steps := []struct {
+		name       string
+		rec        *Telemetry
+		want       bool
+		wantGroups int
+	}{
+		{"first_opens_cell_and_host", rec("FRA", "db:1"), true, 2},
+		{"same_groups", rec("FRA", "db:1"), true, 2},
+		{"new_host", rec("FRA", "db:2"), true, 3},
+		{"new_cell_and_host_over_cap", rec("SYD", "db:1"), false, 3},
+		{"still_open_groups", rec("FRA", "db:2"), true, 3},
+	}
+	for _, st := range steps {
+		if got := a.AddCapped(st.rec, 3); got != st.want || a.Groups() != st.wantGroups {
+			t.Errorf("%s: AddCapped = %v with %d groups, want %v with %d", st.name, got, a.Groups(), st.want, st.wantGroups)
+		}
+	}
+	if n := a.Requests(); n != 4 {
+		t.Errorf("Requests = %d, want the 4 added", n)
+	}
+	if ws := a.Drain(); len(ws) != 1 || len(ws[0].Cells) != 1 || len(ws[0].Hosts) != 2 || a.Groups() != 0 {
+		t.Errorf("Drain = %+v (then %d groups), want one window of one cell and two hosts, then none", ws, a.Groups())
+	}
+}
+
 func TestTelemetryWindowValidate(t *testing.T) {
 	now := time.Now()
 	good := func() TelemetryWindow {

@@ -21,6 +21,7 @@ func init() {
 		area{"telemetry_fresh", testTelemetryFresh},
 		area{"telemetry_windows", testTelemetryWindows},
 		area{"telemetry_sample", testTelemetrySample},
+		area{"telemetry_batch_samples", testTelemetryBatchSamples},
 	)
 }
 

@@ -20,14 +20,15 @@ import (
 const (
 	// MaxIngestBytes caps one telemetry batch posted to IngestHandler.
 	MaxIngestBytes = 4 << 20
-	// MaxIngestRecords caps the records of one batch, and its windows.
+	// MaxIngestRecords caps the records of one batch, and its windows, and its samples.
 	MaxIngestRecords = 10_000
 )
 
 // IngestHandler returns an http.Handler accepting telemetry batches for the scheduler's API (mount it at, e.g.,
 // POST /v1/telemetry): the body is a JSON array of storage.Telemetry records, or a storage.TelemetryBatch object
-// {"records": [...], "windows": [...]} carrying aggregated windows too, at most MaxIngestBytes and
-// MaxIngestRecords records and as many windows; unknown fields are errors. Every record and window is validated
+// {"records": [...], "windows": [...], "samples": [...]} carrying aggregated windows and the sampled records of
+// a worker host that aggregates itself, at most MaxIngestBytes and MaxIngestRecords records and as many windows
+// and samples; unknown fields are errors. Every record and window is validated
 // before any is stored with add (e.g. (*storage.Store).AddTelemetryBatch, which folds the records into windows). It answers 204 on
 // success, 400 naming the bad record, 413 for an oversized batch, 405 for a method other than POST and 503
 // when add fails, unless add's error has an HTTPStatus() int method (scheduler.RefusalError: not found, rate
@@ -64,7 +65,7 @@ func IngestHandler(add func(ctx context.Context, b storage.TelemetryBatch) error
 				http.Error(w, err.Error(), refusal.HTTPStatus())
 				return
 			}
-			log.Warn("smart: telemetry: storing a batch failed", "records", len(b.Records), "windows", len(b.Windows), "err", err)
+			log.Warn("smart: telemetry: storing a batch failed", "records", len(b.Records), "windows", len(b.Windows), "samples", len(b.Samples), "err", err)
 			http.Error(w, "smart: telemetry: storing failed: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
@@ -72,7 +73,7 @@ func IngestHandler(add func(ctx context.Context, b storage.TelemetryBatch) error
 	})
 }
 
-var errTooMany = fmt.Errorf("smart: telemetry: more than %d records or windows in one batch", MaxIngestRecords)
+var errTooMany = fmt.Errorf("smart: telemetry: more than %d records, windows or samples in one batch", MaxIngestRecords)
 
 // decodeBatch reads a JSON array of records or a batch object. Unknown fields are errors.
 func decodeBatch(r io.Reader) (storage.TelemetryBatch, error) {
@@ -94,7 +95,7 @@ func decodeBatch(r io.Reader) (storage.TelemetryBatch, error) {
 		if err := dec.Decode(&b); err != nil {
 			return b, fmt.Errorf("smart: telemetry: batch: %w", err)
 		}
-		if len(b.Records) > MaxIngestRecords || len(b.Windows) > MaxIngestRecords {
+		if len(b.Records) > MaxIngestRecords || len(b.Windows) > MaxIngestRecords || len(b.Samples) > MaxIngestRecords {
 			return b, errTooMany
 		}
 		return b, nil

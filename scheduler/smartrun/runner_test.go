@@ -228,6 +228,11 @@ func TestIngestHandler(t *testing.T) {
 	badAgg := newGen(t).Add(4, "FRA", "FRA", 5).Windows()
 	badAgg[0].Cells[0].Count = 5
 	badAggBody, _ := json.Marshal(storage.TelemetryBatch{Windows: badAgg})
+	// A worker host that aggregates itself: windows, and a sample of the records already counted in them.
+	sampledBody, _ := json.Marshal(storage.TelemetryBatch{Windows: newGen(t).Add(4, "SYD", "SYD", 5).Windows(), Samples: good[:1]})
+	badSample := append([]storage.Telemetry(nil), good[:1]...)
+	badSample[0].Ingress = ""
+	badSampleBody, _ := json.Marshal(storage.TelemetryBatch{Samples: badSample})
 	bad := append([]storage.Telemetry(nil), good...)
 	bad[1].Exec = ""
 	badBody, _ := json.Marshal(bad)
@@ -248,6 +253,8 @@ func TestIngestHandler(t *testing.T) {
 		{"too_large", http.MethodPost, "[" + strings.Repeat(" ", MaxIngestBytes) + "]", http.StatusRequestEntityTooLarge, "", 0},
 		{"good", http.MethodPost, string(goodBody), http.StatusNoContent, "", 3},
 		{"aggregates_and_a_record", http.MethodPost, string(aggBody), http.StatusNoContent, "", 3 + 4 + 1},
+		{"invalid_sample", http.MethodPost, string(badSampleBody), http.StatusBadRequest, "sample 0: storage: telemetry ingress PoP is empty", 3 + 4 + 1},
+		{"aggregates_and_a_sample", http.MethodPost, string(sampledBody), http.StatusNoContent, "", 3 + 4 + 1 + 4}, // the sample is not counted again
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
