@@ -17,7 +17,8 @@ const DefaultWorkerListen = "127.0.0.1:9001"
 // WorkerConfig configures a demo worker host. Start from DefaultWorkerConfig.
 type WorkerConfig struct {
 	// Worker configures the applications it runs; Worker.PoP is required. Worker.Report defaults to the
-	// store's telemetry ingest when a store is given.
+	// store's telemetry ingest (AddTelemetryBatch: the worker's aggregated windows and sampled records) when a
+	// store is given; worker.PostTelemetry sends them through a scheduler's API instead.
 	Worker worker.Config
 	// Listen is the worker's HTTP address (Listener, when set, is used instead); MetricsListen the address of
 	// /metrics, /healthz and /readyz (empty: none).
@@ -77,7 +78,7 @@ func NewWorker(cfg WorkerConfig, st *storage.Store) (*Worker, error) {
 		}
 	}
 	if cfg.Worker.Report == nil && st != nil {
-		cfg.Worker.Report = st.AddTelemetry
+		cfg.Worker.Report = st.AddTelemetryBatch
 	}
 	reg := newRegistry()
 	cfg.Worker.Logger, cfg.Worker.Registerer = log, reg

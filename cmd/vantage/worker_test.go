@@ -40,7 +40,7 @@ func TestWorkerCommand(t *testing.T) {
 	var out, errOut bytes.Buffer
 	go func() {
 		done <- run(cmdCtx, []string{"worker", "--pop", "fra", "--listen", listen, "--serve-db", dbAddr, "--n", "3",
-			"--app", "shop", "--deploy", "v3", "--redis", srv.Addr(), "--telemetry-sample-rate", "1", "--flush", "1h", "--metrics-listen", metricsAt}, &out, &errOut)
+			"--app", "shop", "--deploy", "v3", "--redis", srv.Addr(), "--telemetry-sample-rate", "1", "--window", "1h", "--metrics-listen", metricsAt}, &out, &errOut)
 	}()
 	var res worker.Result
 	deadline := time.Now().Add(15 * time.Second)
@@ -86,6 +86,11 @@ func TestWorkerCommand(t *testing.T) {
 	if len(got) != 1 || got[0].Deploy != "v3" || len(got[0].Subrequests) != 4 || got[0].Subrequests[0].Host != dbAddr {
 		t.Errorf("telemetry %+v, want one record of deploy v3 with 4 subrequests (connect + 3) to %s", got, dbAddr)
 	}
+	// What the analysis reads: the request in an aggregated window, sent at shutdown.
+	ws, _, err := st.TelemetryWindows(ctx, "shop", time.Now().Add(-time.Minute), time.Now())
+	if err != nil || len(ws) != 1 || ws[0].Requests() != 1 || len(ws[0].Hosts) != 1 || ws[0].Hosts[0].Count != 4 {
+		t.Errorf("windows %+v, %v; want one request with 4 subrequests to one back end", ws, err)
+	}
 }
 
 func TestWorkerCommandUsage(t *testing.T) {
@@ -99,6 +104,10 @@ func TestWorkerCommandUsage(t *testing.T) {
 		{"bad_n", []string{"--pop", "FRA", "--db", "db:5432", "--n", "0"}, "--n 0: want 1 to 100"},
 		{"bad_db", []string{"--pop", "FRA", "--db", "db"}, `worker: app demo: db "db": want host:port`},
 		{"argument", []string{"--pop", "FRA", "--db", "db:1", "extra"}, `worker takes no arguments, got ["extra"]`},
+		{"bad_window", []string{"--pop", "FRA", "--db", "db:1", "--window", "0s"}, "--window 0s: want > 0"},
+		{"bad_max_groups", []string{"--pop", "FRA", "--db", "db:1", "--max-groups", "0"}, "--max-groups 0: want > 0"},
+		{"bad_sample_rate", []string{"--pop", "FRA", "--db", "db:1", "--telemetry-sample-rate", "2"}, "--telemetry-sample-rate 2: want 0 to 1"},
+		{"scheduler_and_redis", []string{"--pop", "FRA", "--db", "db:1", "--scheduler", "http://127.0.0.1:1", "--redis", "127.0.0.1:1"}, "--scheduler and --redis: telemetry goes to one of them"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,15 +1,17 @@
 // Package worker is Vantage's demo worker host: an HTTP server running small applications that make sequential
-// round trips to their database, answering with the timings and reporting per-request telemetry for smart
-// placement.
+// round trips to their database, answering with the timings and reporting aggregated telemetry windows (and a
+// sample of per-request records) for smart placement.
 package worker
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -32,13 +34,22 @@ const (
 	MaxQueries = 100
 	// DefaultQueryTimeout bounds the connection and each round trip to the database.
 	DefaultQueryTimeout = 5 * time.Second
-	// DefaultBatchSize and DefaultFlushInterval: telemetry is sent when this many records are waiting, or this
-	// long after the first one, whichever comes first.
-	DefaultBatchSize     = 100
-	DefaultFlushInterval = time.Second
-	// DefaultQueueLen bounds the records waiting to be sent; more are dropped (and counted), never blocking
-	// requests on a slow Redis.
+	// DefaultWindow is how long the worker aggregates before it sends: storage's window, so that each flush
+	// writes each application's window once (one script call per application and window).
+	DefaultWindow = storage.TelemetryAggWindow
+	// DefaultSampleRate is the fraction of requests also sent one by one, as records for debugging.
+	DefaultSampleRate = storage.DefaultTelemetrySampleRate
+	// DefaultMaxGroups caps the groups (app x deploy x ingress x exec x reason cells, and app x deploy x exec x
+	// back-end groups) open in one window: memory stays bounded whatever the requests carry; requests that
+	// would open more are dropped from the telemetry and counted.
+	DefaultMaxGroups = 10_000
+	// DefaultQueueLen bounds the sampled records waiting to be sent; more are dropped (and counted), never
+	// blocking requests on a slow sink.
 	DefaultQueueLen = 10_000
+	// maxBatchGroups and maxBatchSamples bound one Report call: a POST /v1/telemetry stays far below the API's
+	// caps (smartrun.MaxIngestBytes, MaxIngestRecords) and one Redis script call stays short.
+	maxBatchGroups  = 1000
+	maxBatchSamples = 1000
 	// flushTimeout bounds one batch's write, including the final one at shutdown.
 	flushTimeout = 5 * time.Second
 	// readHeaderTimeout bounds a request's headers.
@@ -66,14 +77,22 @@ type Config struct {
 	// Dial connects to the databases from this PoP (on the emulated WAN: the PoP node's DialContext). Default: a
 	// net.Dialer.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
-	// Report sends a batch of telemetry (e.g. (*storage.Store).AddTelemetry). Nil: no telemetry.
-	Report func(ctx context.Context, recs []storage.Telemetry) error
+	// Report sends a batch of telemetry: aggregated windows and sampled records (e.g.
+	// (*storage.Store).AddTelemetryBatch, or PostTelemetry to a scheduler's POST /v1/telemetry). Nil: no
+	// telemetry.
+	Report func(ctx context.Context, b storage.TelemetryBatch) error
 	// QueryTimeout bounds the connection and each round trip (default DefaultQueryTimeout).
 	QueryTimeout time.Duration
-	// BatchSize, FlushInterval and QueueLen tune the telemetry sender (defaults above).
-	BatchSize     int
-	FlushInterval time.Duration
-	QueueLen      int
+	// Window is how long requests are aggregated before the windows are sent, at the end of each window of the
+	// clock (default DefaultWindow; a shorter one sends partial windows that the store merges).
+	Window time.Duration
+	// SampleRate is the fraction of requests also sent one by one as records (default DefaultSampleRate; 1:
+	// every request; negative: none).
+	SampleRate float64
+	// MaxGroups caps the open groups of a window (default DefaultMaxGroups); QueueLen the sampled records
+	// waiting (default DefaultQueueLen).
+	MaxGroups int
+	QueueLen  int
 	// Logger receives telemetry and serving errors (default: discard).
 	Logger *slog.Logger
 	// Registerer, when set, registers the worker's metrics (namespace vantage, subsystem worker).
@@ -99,11 +118,13 @@ type Worker struct {
 	apps  map[string]App
 	only  *App
 	log   *slog.Logger
-	queue chan storage.Telemetry
+	agg   *storage.TelemetryAggregator // the window being aggregated; drained by flush
+	queue chan storage.Telemetry       // sampled records waiting for flush
 
 	running  atomic.Bool
-	dropped  prometheus.Counter
-	failed   prometheus.Counter
+	telReqs  *prometheus.CounterVec // requests' telemetry by result: sent, failed, dropped
+	samples  *prometheus.CounterVec // sampled records by result: sent, failed, dropped
+	batches  *prometheus.CounterVec // Report calls by result: success, error
 	requests *prometheus.CounterVec
 	duration prometheus.Histogram
 }
@@ -123,19 +144,24 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.QueryTimeout <= 0 {
 		cfg.QueryTimeout = DefaultQueryTimeout
 	}
-	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = DefaultBatchSize
+	cfg.Window = cmp.Or(cfg.Window, DefaultWindow)
+	if cfg.Window < 0 {
+		return nil, fmt.Errorf("worker: window %v: want > 0", cfg.Window)
 	}
-	if cfg.FlushInterval <= 0 {
-		cfg.FlushInterval = DefaultFlushInterval
+	cfg.SampleRate = cmp.Or(cfg.SampleRate, DefaultSampleRate)
+	if !(cfg.SampleRate <= 1) {
+		return nil, fmt.Errorf("worker: sample rate %v: want at most 1 (negative: none)", cfg.SampleRate)
 	}
-	if cfg.QueueLen <= 0 {
-		cfg.QueueLen = DefaultQueueLen
+	cfg.MaxGroups = cmp.Or(cfg.MaxGroups, DefaultMaxGroups)
+	cfg.QueueLen = cmp.Or(cfg.QueueLen, DefaultQueueLen)
+	if cfg.MaxGroups < 0 || cfg.QueueLen < 0 {
+		return nil, fmt.Errorf("worker: max groups %d, queue %d: want > 0", cfg.MaxGroups, cfg.QueueLen)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	w := &Worker{cfg: cfg, apps: map[string]App{}, log: cfg.Logger, queue: make(chan storage.Telemetry, cfg.QueueLen)}
+	w := &Worker{cfg: cfg, apps: map[string]App{}, log: cfg.Logger, agg: storage.NewTelemetryAggregator(),
+		queue: make(chan storage.Telemetry, cfg.QueueLen)}
 	if w.log == nil {
 		w.log = slog.New(slog.DiscardHandler)
 	}
@@ -163,10 +189,23 @@ func New(cfg Config) (*Worker, error) {
 			w.only = &a
 		}
 	}
-	w.dropped = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "worker",
-		Name: "telemetry_dropped_total", Help: "Telemetry records dropped because the queue was full."})
-	w.failed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "worker",
-		Name: "telemetry_failed_total", Help: "Telemetry records lost because their batch could not be sent."})
+	w.telReqs = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "worker",
+		Name: "telemetry_requests_total", Help: "Requests by the fate of their aggregated telemetry: sent, failed (its batch " +
+			"could not be sent) or dropped (it would have opened more groups than --max-groups in its window)."}, []string{"result"})
+	w.samples = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "worker",
+		Name: "telemetry_samples_total", Help: "Sampled request records by fate: sent, failed (its batch could not be sent) " +
+			"or dropped (the queue was full)."}, []string{"result"})
+	w.batches = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "worker",
+		Name: "telemetry_batches_total", Help: "Telemetry batches sent, by result (success or error)."}, []string{"result"})
+	for _, r := range []string{"sent", "failed", "dropped"} {
+		w.telReqs.WithLabelValues(r)
+		w.samples.WithLabelValues(r)
+	}
+	w.batches.WithLabelValues("success")
+	w.batches.WithLabelValues("error")
+	groups := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "vantage", Subsystem: "worker",
+		Name: "telemetry_open_groups", Help: "Groups open in the telemetry window being aggregated (capped by --max-groups)."},
+		func() float64 { return float64(w.agg.Groups()) })
 	w.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "worker",
 		Name: "requests_total", Help: "Requests run, by result (success or error)."}, []string{"result"})
 	w.requests.WithLabelValues("success")
@@ -175,7 +214,7 @@ func New(cfg Config) (*Worker, error) {
 		Name: "request_duration_seconds", Help: "Duration of the requests run, back-end round trips included.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)})
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{w.dropped, w.failed, w.requests, w.duration} {
+		for _, c := range []prometheus.Collector{w.telReqs, w.samples, w.batches, groups, w.requests, w.duration} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("worker: registering metrics: %w", err)
 			}
@@ -185,7 +224,7 @@ func New(cfg Config) (*Worker, error) {
 }
 
 // ServeHTTP runs the request's application: it connects to the database, makes the round trips, answers with
-// a Result and queues the telemetry. The router's ingress header (absent: this PoP) and placement reason, when
+// a Result and adds its telemetry to the window (and, sampled, to the queue of records). The router's ingress header (absent: this PoP) and placement reason, when
 // forwarded, go into the telemetry. ?n= overrides the application's query count (1 to MaxQueries).
 func (w *Worker) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	start := time.Now()
@@ -227,7 +266,7 @@ func (w *Worker) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	for _, q := range res.QueryMs {
 		t.Subrequests = append(t.Subrequests, storage.Subrequest{Host: app.DB, DurationMs: q})
 	}
-	w.enqueue(t)
+	w.record(&t)
 	rw.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(rw).Encode(res)
 }
@@ -274,21 +313,30 @@ func (w *Worker) run(ctx context.Context, app App, res *Result) error {
 	return nil
 }
 
-// enqueue queues t for the sender, dropping it when the queue is full or there is no sender.
-func (w *Worker) enqueue(t storage.Telemetry) {
+// record adds t to the window being aggregated (unless it would open more than Config.MaxGroups groups) and,
+// sampled, queues it as a record; with no Config.Report it does nothing.
+func (w *Worker) record(t *storage.Telemetry) {
 	if w.cfg.Report == nil {
 		return
 	}
+	if !w.agg.AddCapped(t, w.cfg.MaxGroups) {
+		w.telReqs.WithLabelValues("dropped").Inc()
+		return
+	}
+	if w.cfg.SampleRate < 1 && !(rand.Float64() < w.cfg.SampleRate) {
+		return
+	}
 	select {
-	case w.queue <- t:
+	case w.queue <- *t:
 	default:
-		w.dropped.Inc()
+		w.samples.WithLabelValues("dropped").Inc()
 	}
 }
 
-// Run sends the queued telemetry in batches (Config.BatchSize records, or Config.FlushInterval after the first
-// waiting one) until ctx is done, then sends what is left (bounded by flushTimeout) and returns nil. A batch
-// that fails is logged, counted and dropped. Run returns at once when there is no Config.Report.
+// Run sends the telemetry at the end of each Config.Window of the clock: the aggregated windows and the sampled
+// records, in batches of a bounded size. When ctx is done it sends what is left (bounded by flushTimeout) and
+// returns nil. A batch that fails is logged, counted and dropped. Run returns at once when there is no
+// Config.Report.
 func (w *Worker) Run(ctx context.Context) error {
 	if w.cfg.Report == nil {
 		<-ctx.Done()
@@ -298,49 +346,85 @@ func (w *Worker) Run(ctx context.Context) error {
 		return errors.New("worker: Run called twice")
 	}
 	defer w.running.Store(false)
-	var batch []storage.Telemetry
-	var timer *time.Timer
-	var timerC <-chan time.Time
-	flush := func() {
-		if len(batch) == 0 {
-			return
-		}
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
-		defer cancel()
-		if err := w.cfg.Report(fctx, batch); err != nil {
-			w.failed.Add(float64(len(batch)))
-			w.log.Warn("worker: sending telemetry failed", "pop", w.cfg.PoP, "records", len(batch), "err", err)
-		}
-		batch = batch[:0]
-		if timer != nil {
-			timer.Stop()
-			timer, timerC = nil, nil
-		}
-	}
 	for {
+		now := time.Now()
+		t := time.NewTimer(now.Truncate(w.cfg.Window).Add(w.cfg.Window).Sub(now))
 		select {
 		case <-ctx.Done():
-			for len(w.queue) > 0 {
-				batch = append(batch, <-w.queue)
-				if len(batch) >= w.cfg.BatchSize {
-					flush()
-				}
-			}
-			flush()
+			t.Stop()
+			w.flush(ctx)
 			return nil
-		case t := <-w.queue:
-			batch = append(batch, t)
-			if len(batch) >= w.cfg.BatchSize {
-				flush()
-			} else if timer == nil {
-				timer = time.NewTimer(w.cfg.FlushInterval)
-				timerC = timer.C
-			}
-		case <-timerC:
-			timer, timerC = nil, nil
-			flush()
+		case <-t.C:
+			w.flush(ctx)
 		}
 	}
+}
+
+// flush sends the windows aggregated so far and the queued samples.
+func (w *Worker) flush(ctx context.Context) {
+	ws := w.agg.Drain()
+	var samples []storage.Telemetry
+	for len(w.queue) > 0 {
+		samples = append(samples, <-w.queue)
+	}
+	for _, b := range batches(ws, samples, maxBatchGroups, maxBatchSamples) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+		err := w.cfg.Report(fctx, b)
+		cancel()
+		var n int64
+		for i := range b.Windows {
+			n += b.Windows[i].Requests()
+		}
+		result := "sent"
+		if err != nil {
+			result = "failed"
+			w.batches.WithLabelValues("error").Inc()
+			w.log.Warn("worker: sending telemetry failed", "pop", w.cfg.PoP, "windows", len(b.Windows), "requests", n,
+				"samples", len(b.Samples), "err", err)
+		} else {
+			w.batches.WithLabelValues("success").Inc()
+		}
+		w.telReqs.WithLabelValues(result).Add(float64(n))
+		w.samples.WithLabelValues(result).Add(float64(len(b.Samples)))
+	}
+}
+
+// batches splits windows and samples into batches of at most maxGroups groups (a window's cells and hosts; a
+// window too large is split, the store merging its parts) and maxSamples samples.
+func batches(ws []storage.TelemetryWindow, samples []storage.Telemetry, maxGroups, maxSamples int) []storage.TelemetryBatch {
+	var out []storage.TelemetryBatch
+	groups := maxGroups // of the last batch: full, so that the first group starts one
+	part := func(w *storage.TelemetryWindow) *storage.TelemetryWindow {
+		if groups == maxGroups {
+			out = append(out, storage.TelemetryBatch{})
+			groups = 0
+		}
+		b := &out[len(out)-1]
+		if n := len(b.Windows); n == 0 || b.Windows[n-1].App != w.App || !b.Windows[n-1].Start.Equal(w.Start) {
+			b.Windows = append(b.Windows, storage.TelemetryWindow{App: w.App, Start: w.Start})
+		}
+		groups++
+		return &b.Windows[len(b.Windows)-1]
+	}
+	for i := range ws {
+		w := &ws[i]
+		for _, c := range w.Cells {
+			p := part(w)
+			p.Cells = append(p.Cells, c)
+		}
+		for _, h := range w.Hosts {
+			p := part(w)
+			p.Hosts = append(p.Hosts, h)
+		}
+	}
+	for i := 0; len(samples) > 0; i++ {
+		if i == len(out) {
+			out = append(out, storage.TelemetryBatch{})
+		}
+		n := min(len(samples), maxSamples)
+		out[i].Samples, samples = samples[:n], samples[n:]
+	}
+	return out
 }
 
 // Serve serves HTTP on ln until ctx is done, then shuts down gracefully (bounded by flushTimeout).

@@ -5,9 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +19,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/router"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
@@ -126,7 +131,7 @@ func TestWorker(t *testing.T) {
 	dead.Close()
 	at := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	w, err := New(Config{
-		PoP: "FRA", Report: st.AddTelemetry, FlushInterval: 20 * time.Millisecond, QueryTimeout: 2 * time.Second,
+		PoP: "FRA", Report: st.AddTelemetryBatch, Window: 20 * time.Millisecond, SampleRate: 1, QueryTimeout: 2 * time.Second,
 		Apps: []App{{Name: "shop.test", Deploy: "v7", DB: db, Queries: 5}, {Name: "down.test", DB: deadAddr}},
 		Now:  func() time.Time { return at },
 	})
@@ -187,7 +192,31 @@ func TestWorker(t *testing.T) {
 			want = append(want, tel)
 		})
 	}
-	// The telemetry arrives within a few flush intervals, in request order.
+	// The aggregated windows arrive within a few windows: the requests folded, as the analysis reads them.
+	wantWs := storage.FoldTelemetry(want)
+	for i := range wantWs {
+		for j := range wantWs[i].Cells {
+			wantWs[i].Cells[j].Last = wantWs[i].Cells[j].Last.Truncate(time.Millisecond)
+			wantWs[i].Cells[j].SumMs = math.Round(wantWs[i].Cells[j].SumMs*1000) / 1000
+		}
+		for j := range wantWs[i].Hosts {
+			wantWs[i].Hosts[j].SumMs = math.Round(wantWs[i].Hosts[j].SumMs*1000) / 1000
+			wantWs[i].Hosts[j].MinMs = math.Round(wantWs[i].Hosts[j].MinMs*1000) / 1000
+		}
+	}
+	var gotWs []storage.TelemetryWindow
+	testwait.Eventually(t, 10*time.Second, "the requests in aggregated windows", func() bool {
+		gotWs, _, err = st.TelemetryWindows(ctx, "shop.test", at.Add(-time.Minute), at.Add(time.Minute))
+		var n int64
+		for i := range gotWs {
+			n += gotWs[i].Requests()
+		}
+		return err == nil && n == int64(len(want))
+	})
+	if !reflect.DeepEqual(gotWs, wantWs) {
+		t.Errorf("windows:\n got %+v\nwant %+v", gotWs, wantWs)
+	}
+	// At SampleRate 1 every request is also sent as a record, in request order.
 	deadline := time.Now().Add(10 * time.Second)
 	var got []storage.Telemetry
 	for len(got) < len(want) && time.Now().Before(deadline) {
@@ -210,24 +239,27 @@ func TestWorker(t *testing.T) {
 	}
 }
 
-// TestTelemetryQueue checks that a full queue drops records without blocking requests, that a failing sink
-// counts its losses, and that Run sends what is queued when it stops.
-func TestTelemetryQueue(t *testing.T) {
+// TestTelemetrySender checks the sender's bounds and losses: a request that would open more groups than
+// MaxGroups is dropped from the telemetry, a sample that finds the queue full is dropped, a failing sink counts
+// what it lost, and Run sends what is left when it stops, without blocking a request at any point.
+func TestTelemetrySender(t *testing.T) {
 	ctx := testCtx(t)
 	db := startDB(t)
 	var mu sync.Mutex
-	var sent []storage.Telemetry
+	var sent []storage.TelemetryBatch
 	fail := true
-	report := func(_ context.Context, recs []storage.Telemetry) error {
+	report := func(_ context.Context, b storage.TelemetryBatch) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if fail {
 			return errors.New("redis down")
 		}
-		sent = append(sent, recs...)
+		sent = append(sent, b)
 		return nil
 	}
-	w, err := New(Config{PoP: "LHR", Apps: []App{{Name: "a", DB: db, Queries: 1}}, Report: report, QueueLen: 2, BatchSize: 10, FlushInterval: time.Hour})
+	// One request opens two groups: its cell (app x deploy x ingress x exec x reason) and its back end.
+	w, err := New(Config{PoP: "LHR", Apps: []App{{Name: "a", DB: db, Queries: 1}}, Report: report, MaxGroups: 2,
+		SampleRate: 1, QueueLen: 1, Window: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,28 +272,108 @@ func TestTelemetryQueue(t *testing.T) {
 	go func() { served <- w.Serve(sctx, ln) }()
 	t.Cleanup(func() { stop(); <-served })
 	url := "http://" + ln.Addr().String()
-	for range 3 { // no sender yet: the third is dropped
-		if resp, body := get(t, ctx, url, "a", nil); resp.StatusCode != 200 {
-			t.Fatalf("%d %s", resp.StatusCode, body)
+	steps := []struct {
+		name    string
+		ingress string
+		want    map[string]float64 // counters after the step
+	}{
+		{"first_opens_two_groups", "LHR", map[string]float64{"requests_dropped": 0, "samples_dropped": 0}},
+		{"same_groups_queue_full", "LHR", map[string]float64{"requests_dropped": 0, "samples_dropped": 1}},
+		{"new_cell_over_the_cap", "SYD", map[string]float64{"requests_dropped": 1, "samples_dropped": 1}},
+	}
+	for _, st := range steps {
+		if resp, body := get(t, ctx, url, "a", map[string]string{router.HeaderIngress: st.ingress}); resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", st.name, resp.StatusCode, body)
+		}
+		got := map[string]float64{"requests_dropped": counter(t, w.telReqs.WithLabelValues("dropped")),
+			"samples_dropped": counter(t, w.samples.WithLabelValues("dropped"))}
+		if !reflect.DeepEqual(got, st.want) {
+			t.Errorf("%s: counters %v, want %v", st.name, got, st.want)
 		}
 	}
-	if got := counter(t, w.dropped); got != 1 {
-		t.Errorf("dropped %v, want 1", got)
-	}
-	// The sender stops at once (ctx already done) and sends the two queued records: they fail.
+	// The sender stops at once (ctx already done) and sends the window of two requests and one sample: they fail.
 	done, cancel := context.WithCancel(ctx)
 	cancel()
 	w.Run(done)
-	if got := counter(t, w.failed); got != 2 {
-		t.Errorf("failed %v, want 2", got)
+	if r, s, b := counter(t, w.telReqs.WithLabelValues("failed")), counter(t, w.samples.WithLabelValues("failed")),
+		counter(t, w.batches.WithLabelValues("error")); r != 2 || s != 1 || b != 1 {
+		t.Errorf("failed: %v requests, %v samples, %v batches; want 2, 1, 1", r, s, b)
 	}
 	mu.Lock()
 	fail = false
 	mu.Unlock()
 	get(t, ctx, url, "a", nil)
 	w.Run(done)
-	if len(sent) != 1 || sent[0].App != "a" || sent[0].Exec != "LHR" {
-		t.Errorf("sent %+v, want the one record queued before Run stopped", sent)
+	if len(sent) != 1 || len(sent[0].Windows) != 1 || sent[0].Windows[0].Requests() != 1 || len(sent[0].Samples) != 1 ||
+		sent[0].Samples[0].Exec != "LHR" || sent[0].Samples[0].Ingress != "LHR" {
+		t.Errorf("sent %+v, want one window of the one request made since, and its sample", sent)
+	}
+	if r := counter(t, w.telReqs.WithLabelValues("sent")); r != 1 {
+		t.Errorf("sent requests %v, want 1", r)
+	}
+}
+
+// TestBatches checks that a flush is cut into batches within the caps, and that the batches add up to what was
+// aggregated (the store merges the parts of a window).
+func TestBatches(t *testing.T) {
+	at := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	var recs []storage.Telemetry
+	for i := range 7 {
+		recs = append(recs, storage.Telemetry{App: "shop", Ingress: []string{"SYD", "FRA", "LHR"}[i%3], Exec: "FRA", At: at,
+			DurationMs: 10, Subrequests: []storage.Subrequest{{Host: fmt.Sprintf("db%d:5432", i%2), DurationMs: 3}}})
+		recs = append(recs, storage.Telemetry{App: "blog", Ingress: "SYD", Exec: "SYD", At: at.Add(storage.TelemetryAggWindow), DurationMs: 5})
+	}
+	ws := storage.FoldTelemetry(recs) // blog: 1 cell; shop: 3 cells and 2 hosts
+	tests := []struct {
+		name                  string
+		groups, samples       int
+		nSamples, wantBatches int
+	}{
+		{"all_in_one", 100, 100, 3, 1},
+		{"window_split", 2, 100, 3, 3},
+		{"samples_spread", 100, 1, 3, 3},
+		{"more_sample_batches_than_group_ones", 5, 1, 4, 4},
+		{"no_samples", 10, 10, 0, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bs := batches(ws, recs[:tt.nSamples], tt.groups, tt.samples)
+			if len(bs) != tt.wantBatches {
+				t.Errorf("%d batches, want %d", len(bs), tt.wantBatches)
+			}
+			a := map[string]*storage.TelemetryWindow{}
+			samples := 0
+			for _, b := range bs {
+				groups := 0
+				for _, w := range b.Windows {
+					groups += len(w.Cells) + len(w.Hosts)
+					if err := w.Validate(); err != nil {
+						t.Errorf("part of a window: %v", err)
+					}
+					k := w.App + w.Start.String()
+					if a[k] == nil {
+						a[k] = &storage.TelemetryWindow{App: w.App, Start: w.Start}
+					}
+					a[k].Cells = append(a[k].Cells, w.Cells...)
+					a[k].Hosts = append(a[k].Hosts, w.Hosts...)
+				}
+				if groups > tt.groups || len(b.Samples) > tt.samples {
+					t.Errorf("batch of %d groups and %d samples, want at most %d and %d", groups, len(b.Samples), tt.groups, tt.samples)
+				}
+				samples += len(b.Samples)
+			}
+			if samples != tt.nSamples {
+				t.Errorf("%d samples sent, want %d", samples, tt.nSamples)
+			}
+			if len(a) != len(ws) {
+				t.Fatalf("%d windows sent, want %d", len(a), len(ws))
+			}
+			for _, w := range ws {
+				if got := a[w.App+w.Start.String()]; !reflect.DeepEqual(*got, w) {
+					t.Errorf("window %s at %v: parts add up to %+v, want %+v", w.App, w.Start, *got, w)
+				}
+			}
+		})
 	}
 }
 
@@ -285,6 +397,9 @@ func TestNewErrors(t *testing.T) {
 		{"bad_db", Config{PoP: "FRA", Apps: []App{{Name: "a", DB: "db"}}}, `worker: app a: db "db": want host:port: address db: missing port in address`},
 		{"too_many_queries", Config{PoP: "FRA", Apps: []App{{Name: "a", DB: "db:1", Queries: 101}}}, "worker: app a: queries 101: want 1 to 100"},
 		{"duplicate", Config{PoP: "FRA", Apps: []App{{Name: "a", DB: "db:1"}, {Name: "A", DB: "db:2"}}}, "worker: app A given twice"},
+		{"negative_window", Config{PoP: "FRA", Apps: []App{{Name: "a", DB: "db:1"}}, Window: -time.Second}, "worker: window -1s: want > 0"},
+		{"sample_rate_above_1", Config{PoP: "FRA", Apps: []App{{Name: "a", DB: "db:1"}}, SampleRate: 2}, "worker: sample rate 2: want at most 1 (negative: none)"},
+		{"negative_max_groups", Config{PoP: "FRA", Apps: []App{{Name: "a", DB: "db:1"}}, MaxGroups: -1}, "worker: max groups -1, queue 10000: want > 0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -292,5 +407,41 @@ func TestNewErrors(t *testing.T) {
 				t.Fatalf("New = %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestPostTelemetry posts a batch to a real HTTP server: the body is the batch, the token goes along, and a
+// refusal is an error quoting the status and the body.
+func TestPostTelemetry(t *testing.T) {
+	ctx := testCtx(t)
+	var got storage.TelemetryBatch
+	var auth string
+	refuse := false
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
+		auth = req.Header.Get("Authorization")
+		if refuse {
+			http.Error(rw, "telemetry: account over its rate", http.StatusTooManyRequests)
+			return
+		}
+		if err := json.NewDecoder(req.Body).Decode(&got); err != nil || req.Method != http.MethodPost || req.URL.Path != "/v1/telemetry" {
+			http.Error(rw, fmt.Sprintf("%s %s: %v", req.Method, req.URL.Path, err), http.StatusBadRequest)
+			return
+		}
+		rw.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	post := PostTelemetry(srv.Client(), srv.URL+"/v1/telemetry", "tok")
+	at := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	rec := storage.Telemetry{App: "a", Ingress: "SYD", Exec: "FRA", Routed: true, At: at, DurationMs: 3}
+	b := storage.TelemetryBatch{Windows: storage.FoldTelemetry([]storage.Telemetry{rec}), Samples: []storage.Telemetry{rec}}
+	if err := post(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if auth != "Bearer tok" || len(got.Windows) != 1 || got.Windows[0].Requests() != 1 || len(got.Samples) != 1 || got.Samples[0].Exec != "FRA" {
+		t.Errorf("server got %+v with %q, want the batch with bearer tok", got, auth)
+	}
+	refuse = true
+	if err := post(ctx, b); err == nil || !strings.Contains(err.Error(), "429 Too Many Requests: telemetry: account over its rate") {
+		t.Errorf("refused post = %v, want the status and the body", err)
 	}
 }
