@@ -166,7 +166,9 @@ const smartDeploy = "v1"
 const (
 	smartSydney    = smart.DefaultMinRequests     // requests from Sydney (through the SYD front)
 	smartFrankfurt = 2 * smart.DefaultMinObserved // and from Frankfurt (at the FRA worker)
-	smartSettle    = 10 * time.Second             // after the traffic, how long an INSUFFICIENT_* status may still change
+	// smartSettle is how long after the traffic an INSUFFICIENT_* status may still change: the workers send their
+	// aggregated telemetry at the end of each window, then the runner analyses it.
+	smartSettle = worker.DefaultWindow + 10*time.Second
 )
 
 // UnplacedApp is the Sydney application deployed without placement, for the comparison: the same worker code
