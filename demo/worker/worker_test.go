@@ -377,7 +377,7 @@ func TestBatches(t *testing.T) {
 	}
 }
 
-func counter(t *testing.T, c interface{ Write(*dto.Metric) error }) float64 {
+func counter(t testing.TB, c interface{ Write(*dto.Metric) error }) float64 {
 	t.Helper()
 	var m dto.Metric
 	if err := c.Write(&m); err != nil {
