@@ -130,7 +130,8 @@
 // margin) after their last write. AddTelemetryWindows runs one Lua script per application and window (HINCRBY
 // per field, compare-and-set minima and maxima, PEXPIRE) and, per application, one ZADD GT and one HINCRBY of
 // the fresh counter; AddTelemetry folds records into windows and keeps a sample (Options.TelemetrySampleRate,
-// 1 %) on the application's stream for debugging (one XADD each). TelemetryWindows reads a time range with one
+// 1 %) on the application's stream for debugging (one XADD each); AddTelemetryBatch stores a worker host's own
+// windows and its samples (TelemetryBatch.Samples, kept as they are). TelemetryWindows reads a time range with one
 // HGETALL per window; TelemetrySince reads the sampled stream with XRANGE.
 //
 // Leases: AcquireLease (Lua) takes a free lease with SET NX PX, numbering it with INCR of the fence counter

@@ -191,7 +191,7 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w.telReqs = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "worker",
 		Name: "telemetry_requests_total", Help: "Requests by the fate of their aggregated telemetry: sent, failed (its batch " +
-			"could not be sent) or dropped (it would have opened more groups than --max-groups in its window)."}, []string{"result"})
+			"could not be sent) or dropped (it would have opened more groups than Config.MaxGroups, --max-groups, in its window)."}, []string{"result"})
 	w.samples = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "worker",
 		Name: "telemetry_samples_total", Help: "Sampled request records by fate: sent, failed (its batch could not be sent) " +
 			"or dropped (the queue was full)."}, []string{"result"})
