@@ -5,14 +5,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/vantage-edge/vantage/demo/worker"
+	"github.com/vantage-edge/vantage/internal/testwait"
+	"github.com/vantage-edge/vantage/scheduler/openapitest"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
 )
@@ -90,6 +95,53 @@ func TestWorkerCommand(t *testing.T) {
 	ws, _, err := st.TelemetryWindows(ctx, "shop", time.Now().Add(-time.Minute), time.Now())
 	if err != nil || len(ws) != 1 || ws[0].Requests() != 1 || len(ws[0].Hosts) != 1 || ws[0].Hosts[0].Count != 4 {
 		t.Errorf("windows %+v, %v; want one request with 4 subrequests to one back end", ws, err)
+	}
+}
+
+// TestWorkerCommandScheduler runs `vantage worker --scheduler`: its telemetry goes to the API as a batch of
+// aggregated windows, with the token, valid against openapi.json (sent at shutdown here).
+func TestWorkerCommandScheduler(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var got []storage.TelemetryBatch
+	var auth []string
+	api := httptest.NewServer(openapitest.Handler(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b storage.TelemetryBatch
+		if err := json.NewDecoder(r.Body).Decode(&b); err != nil || r.URL.Path != "/v1/telemetry" {
+			http.Error(w, fmt.Sprintf("%s: %v", r.URL.Path, err), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		got, auth = append(got, b), append(auth, r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	})))
+	defer api.Close()
+	listen, dbAddr := workerFreeAddr(t), workerFreeAddr(t)
+	cmdCtx, stop := context.WithCancel(ctx)
+	done := make(chan int, 1)
+	var out, errOut bytes.Buffer
+	go func() {
+		done <- run(cmdCtx, []string{"worker", "--pop", "fra", "--listen", listen, "--serve-db", dbAddr, "--app", "shop",
+			"--scheduler", api.URL + "/", "--token", "tok", "--window", "1h"}, &out, &errOut)
+	}()
+	testwait.Eventually(t, 15*time.Second, "the worker answering", func() bool {
+		resp, err := http.Get("http://" + listen + "/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	stop()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || len(got[0].Records) != 0 || len(got[0].Windows) != 1 || got[0].Windows[0].Requests() != 1 || auth[0] != "Bearer tok" {
+		t.Errorf("the API got %+v with %q, want one batch of one window of one request, with the token", got, auth)
 	}
 }
 
