@@ -20,13 +20,14 @@ type RecheckRead struct {
 	Key string // "" for none
 }
 
-// RecheckState is what RecheckInputs read for one RecheckRead. Err is set (and the rest empty) when that item
-// could not be read or decoded: the other items stand.
+// RecheckState is what RecheckInputs read for one RecheckRead. Err is set (and the rest empty) when that item's
+// decision could not be read or decoded, RecentErr when its recent results could not: the other items stand.
 type RecheckState struct {
 	Decision    placement.Decision
 	HasDecision bool
 	Recent      map[string][]Sample
 	Err         error
+	RecentErr   error
 }
 
 // readRecheckScript reads many apps' decisions and recent results. KEYS: 2 per item (the decision bucket,
@@ -65,7 +66,7 @@ func (s *Store) RecheckInputs(ctx context.Context, rs []RecheckRead) ([]RecheckS
 			o := &out[i]
 			o.Decision, o.HasDecision, o.Err = s.Decision(ctx, r.App)
 			if o.Err == nil && r.Key != "" {
-				o.Recent, o.Err = s.RecentResults(ctx, r.Key)
+				o.Recent, o.RecentErr = s.RecentResults(ctx, r.Key)
 			}
 		}
 		return out, nil
@@ -117,7 +118,7 @@ func (s *Store) RecheckInputs(ctx context.Context, rs []RecheckRead) ([]RecheckS
 			val, _ := flat[j+1].(string)
 			ss, err := decodeRecent(val)
 			if err != nil {
-				o.Err = fmt.Errorf("storage: recent results of %s for %s: %w", pop, r.Key, err)
+				o.Recent, o.RecentErr = nil, fmt.Errorf("storage: recent results of %s for %s: %w", pop, r.Key, err)
 				break
 			}
 			o.Recent[pop] = ss
