@@ -345,6 +345,15 @@ func (s *Scheduler) measureKey(ctx context.Context, term *Term, t Target, pops [
 		if s.cfg.Budget > 0 {
 			budget = min(s.cfg.Budget, len(pops))
 		}
+		if budget >= len(pops) {
+			// The budget covers every PoP up: probe them all in one round (the planner's rounds would pick
+			// among them, at a cost in scheduler CPU and in latency of a round trip per round).
+			all := make([]string, len(pops))
+			for i, p := range pops {
+				all[i] = p.Code
+			}
+			return all
+		}
 		if prior, ok := s.prior(t); ok {
 			return p.FirstFrom(pops, &prior.Point)
 		}
