@@ -98,6 +98,9 @@ type batcher struct {
 	log     *slog.Logger
 	metrics *Metrics
 	reply   string // this scheduler instance's results stream
+	// fallback is how long a round waits for an announcement before looking at the stored results
+	// (NoteFallbackPoll; tests shorten or lengthen it).
+	fallback time.Duration
 
 	mu        sync.Mutex
 	jobs      []jobReq
@@ -112,7 +115,7 @@ type batcher struct {
 func newBatcher(b BatchBackend, name string, tick time.Duration, log *slog.Logger, m *Metrics) *batcher {
 	var r [6]byte
 	rand.Read(r[:])
-	return &batcher{b: b, tick: tick, log: log, metrics: m, waiters: map[string]*waiter{},
+	return &batcher{b: b, tick: tick, log: log, metrics: m, waiters: map[string]*waiter{}, fallback: NoteFallbackPoll,
 		reply: storage.KeyResultNotes(name + "-" + hex.EncodeToString(r[:]))}
 }
 
@@ -364,7 +367,7 @@ func (s *Scheduler) jobsFor(t Target, key, addr, round string, pops []string, de
 }
 
 // awaitBatch waits for w's results until deadline: woken by the listener, else looking at the stored results
-// every NoteFallbackPoll. latest is filled with the results of w's round.
+// every bt.fallback. latest is filled with the results of w's round.
 func (s *Scheduler) awaitBatch(ctx context.Context, bt *batcher, w *waiter, key string, deadline time.Time, latest map[string]storage.Result) error {
 	defer func() {
 		for pop, r := range bt.forget(w) {
@@ -373,7 +376,7 @@ func (s *Scheduler) awaitBatch(ctx context.Context, bt *batcher, w *waiter, key 
 		}
 	}()
 	for {
-		wait := min(NoteFallbackPoll, deadline.Sub(s.cfg.Clock.Now()))
+		wait := min(bt.fallback, deadline.Sub(s.cfg.Clock.Now()))
 		if wait <= 0 {
 			s.log.Debug("scheduler: results missing at the deadline", "key", key, "round", w.round, "want", len(w.want))
 			return nil
