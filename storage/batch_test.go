@@ -7,11 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/vantage-edge/vantage/placement"
 )
 
 func init() {
-	areas = append(areas, area{"job_batches", testJobBatches}, area{"decision_batch", testDecisionBatch})
+	areas = append(areas, area{"job_batches", testJobBatches}, area{"job_batch_hostile", testJobBatchHostile},
+		area{"decision_batch", testDecisionBatch})
 }
 
 func TestEncodeJobBatchBounds(t *testing.T) {
@@ -258,5 +261,33 @@ func testDecisionBatch(t *testing.T, open func(*testing.T, Options) *Store) {
 	}
 	if !st[2].HasDecision || st[2].Decision.BestPoP != "LHR" {
 		t.Errorf("inputs of again: %+v", st[2])
+	}
+}
+
+// testJobBatchHostile: a batch entry with a malformed probe, as a buggy or hostile writer could XADD it: the good
+// probe is delivered and, once stored, acknowledges the entry; an entry that is not a batch at all is dropped.
+func testJobBatchHostile(t *testing.T, open func(*testing.T, Options) *Store) {
+	s := open(t, Options{})
+	ctx := testCtx(t)
+	raw := `{"v":1,"probes":[{"target":"a:1","kind":"tcp","round":"r"},{"target":"b:1","kind":"tcp","rm":"-rf"}]}`
+	if err := s.Client().XAdd(ctx, &redis.XAddArgs{Stream: KeyJobs("FRA"), Values: []any{batchField, raw}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Client().XAdd(ctx, &redis.XAddArgs{Stream: KeyJobs("FRA"), Values: []any{batchField, `{"v":1,"probes":7}`}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	js, err := s.ReadJobs(ctx, "FRA", "d1", 10, 0)
+	if err != nil || len(js) != 1 || js[0].Target != "a:1" || js[0].Index != 0 {
+		t.Fatalf("ReadJobs = %+v, %v; want only the good probe", js, err)
+	}
+	if st, err := s.JobStats(ctx, "FRA"); err != nil || st.Queued != 1 {
+		t.Errorf("JobStats = %+v, %v; want the broken entry dropped, the other pending", st, err)
+	}
+	r := &Result{Target: "a", Kind: placement.ProbeTCP, MinMs: 1, Samples: 1, At: t0, JobID: js[0].ID, Round: "r"}
+	if _, err := s.PutResultBatch(ctx, "FRA", []BatchResult{{Result: r, Ack: js[0].Entry}}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := s.JobStats(ctx, "FRA"); err != nil || st.Queued != 0 {
+		t.Errorf("JobStats = %+v, %v; want the entry acknowledged with its only good probe", st, err)
 	}
 }
