@@ -13,6 +13,8 @@ type Metrics struct {
 	redisErrors *prometheus.CounterVec // op: read, reclaim, store, ack
 	heartbeats  *prometheus.CounterVec // outcome
 	redisUp     prometheus.Gauge
+	// batchResults is vantage_probed_batch_results: results per write (one script call with a StoreQueue).
+	batchResults prometheus.Histogram
 }
 
 // NewMetrics creates the daemon's metrics and registers them with reg (nil: not registered).
@@ -34,6 +36,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "heartbeats_total", Help: "Heartbeats by outcome."}, []string{"outcome"}),
 		redisUp: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "vantage", Subsystem: "probed",
 			Name: "redis_up", Help: "1 when the last Redis operation succeeded."}),
+		batchResults: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "vantage", Subsystem: "probed",
+			Name: "batch_results", Help: "Results stored per write to Redis (one script call per write).",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512}}),
 	}
 	for _, o := range []string{"success", "failure", "expired", "abandoned"} {
 		m.jobs.WithLabelValues(o)
@@ -45,7 +50,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.heartbeats.WithLabelValues(o)
 	}
 	if reg != nil {
-		reg.MustRegister(m.jobs, m.reclaimed, m.inFlight, m.buffered, m.dropped, m.redisErrors, m.heartbeats, m.redisUp)
+		reg.MustRegister(m.jobs, m.reclaimed, m.inFlight, m.buffered, m.dropped, m.redisErrors, m.heartbeats, m.redisUp, m.batchResults)
 	}
 	return m
 }

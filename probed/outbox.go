@@ -3,6 +3,7 @@ package probed
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/vantage-edge/vantage/prober"
 )
@@ -66,6 +67,50 @@ func (o *outbox) peek(ctx context.Context) (result, bool) {
 		case <-wake:
 		}
 	}
+}
+
+// peekN returns up to n of the oldest results without removing them, blocking until there is one; false
+// when the outbox is closed and empty or ctx is done.
+func (o *outbox) peekN(ctx context.Context, n int) ([]result, bool) {
+	if _, ok := o.peek(ctx); !ok {
+		return nil, false
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]result(nil), o.items[:min(n, len(o.items))]...), true
+}
+
+// gather waits up to d for the outbox to hold n results or for done to report true, checked on every push.
+func (o *outbox) gather(ctx context.Context, d time.Duration, n int, done func() bool) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		o.mu.Lock()
+		full, closed, wake := len(o.items) >= n, o.closed, o.wake
+		o.mu.Unlock()
+		if full || closed || done() {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		case <-wake:
+		}
+	}
+}
+
+// popN removes rs from the head of the outbox, those still there (older ones may have been dropped).
+func (o *outbox) popN(rs []result) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, r := range rs {
+		if len(o.items) > 0 && o.items[0].job.ID == r.job.ID && o.items[0].job.StreamID == r.job.StreamID {
+			o.items = o.items[1:]
+		}
+	}
+	o.metrics.buffered.Set(float64(len(o.items)))
 }
 
 // pop removes r if it is still the oldest (it may have been dropped meanwhile).

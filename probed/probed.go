@@ -51,6 +51,12 @@ const (
 	// drainCancelGrace is how long the drain waits for probes to return once cancelled; a probe that does not
 	// honour its context is left behind (its result is discarded, its job stays pending).
 	drainCancelGrace = 250 * time.Millisecond
+	// DefaultFlushDelay is how long the writer lets results gather once one is ready while probes are still
+	// running: the results of a job batch then go to Redis in one call, and a slow probe holds back the
+	// others by at most this long.
+	DefaultFlushDelay = 20 * time.Millisecond
+	// DefaultFlushMax is the most results one write carries.
+	DefaultFlushMax = 512
 	// DefaultBackoffMin and DefaultBackoffMax bound the exponential backoff between Redis attempts.
 	DefaultBackoffMin = 100 * time.Millisecond
 	DefaultBackoffMax = 5 * time.Second
@@ -70,7 +76,9 @@ type Config struct {
 	ConsumerIdle time.Duration // default DefaultConsumerIdle; < 0: never prune the PoP's consumers
 	BackoffMin   time.Duration
 	BackoffMax   time.Duration
-	Logger       *slog.Logger // default slog.Default()
+	FlushDelay   time.Duration // default DefaultFlushDelay; < 0: write each result as soon as it is ready
+	FlushMax     int           // default DefaultFlushMax
+	Logger       *slog.Logger  // default slog.Default()
 }
 
 func (c *Config) fill() error {
@@ -100,6 +108,12 @@ func (c *Config) fill() error {
 	}
 	def(&c.BackoffMin, DefaultBackoffMin)
 	def(&c.BackoffMax, DefaultBackoffMax)
+	if c.FlushDelay == 0 {
+		c.FlushDelay = DefaultFlushDelay
+	}
+	if c.FlushMax <= 0 {
+		c.FlushMax = DefaultFlushMax
+	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = DefaultConcurrency
 	}
@@ -115,7 +129,10 @@ func (c *Config) fill() error {
 // Job is one probe to run, as read from the PoP's stream.
 type Job struct {
 	ID       string        // job id: results are stored idempotently under it (per PoP)
-	StreamID string        // the stream entry to acknowledge
+	StreamID string        // the stream entry to acknowledge, once all its probes are stored
+	Index    int           // the probe's index in its stream entry (a batch of Parts probes)
+	Parts    int           // probes of the stream entry; 0 or 1: a single job
+	Reply    string        // the results stream the result is announced on ("" for none)
 	Round    string        // the recheck round or ad-hoc probe the job belongs to, echoed in the result
 	Target   prober.Target // what to probe
 	Key      string        // the placement target's key the result is stored under (e.g. "host:db.example.com:5432")
@@ -131,10 +148,25 @@ type Queue interface {
 	Reclaim(ctx context.Context, minIdle time.Duration, max int) ([]Job, error)
 	// Store writes r as j's result (idempotent per job id).
 	Store(ctx context.Context, j Job, r prober.Result) error
-	// Ack acknowledges j; called only after Store succeeded (or for an expired job).
+	// Ack acknowledges j's stream entry; called only after Store succeeded for every probe of the entry (or
+	// they expired).
 	Ack(ctx context.Context, j Job) error
 	// Heartbeat registers the daemon for interval.
 	Heartbeat(ctx context.Context, interval time.Duration) error
+}
+
+// Done is a finished probe for BatchQueue.StoreBatch: its result (nil when acknowledged without one,
+// e.g. expired) and whether its stream entry is to be acknowledged with it (every probe of it is done).
+type Done struct {
+	Job    Job
+	Result *prober.Result
+	Ack    bool
+}
+
+// BatchQueue is implemented by a Queue that stores many results and acknowledges their entries in one
+// operation (StoreQueue: one script call); the writer then uses it instead of Store and Ack per job.
+type BatchQueue interface {
+	StoreBatch(ctx context.Context, ds []Done) error
 }
 
 // ConsumerPruner is implemented by a Queue that can delete the PoP's stale consumers (StoreQueue); the
@@ -160,7 +192,10 @@ type Daemon struct {
 
 	mu       sync.Mutex
 	inFlight map[string]bool // job ids being probed here, so a reclaim does not run a job twice
-	ready    bool            // Redis answered the last attempt
+	// entries holds, by stream entry, the indices of its probes not yet stored: the entry is acknowledged
+	// with the write that stores the last of them.
+	entries map[string]map[int]bool
+	ready   bool // Redis answered the last attempt
 }
 
 // New returns a daemon; metrics are registered with reg (nil: not registered).
@@ -173,6 +208,7 @@ func New(cfg Config, q Queue, p Prober, reg prometheus.Registerer) (*Daemon, err
 		log:      cfg.Logger.With("component", "probed", "pop", cfg.PoP, "daemon", cfg.DaemonID),
 		metrics:  NewMetrics(reg),
 		inFlight: map[string]bool{},
+		entries:  map[string]map[int]bool{},
 	}
 	d.out = newOutbox(cfg.BufferSize, d.metrics)
 	return d, nil
@@ -222,9 +258,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 				d.log.Info("probed: re-claimed abandoned jobs", "jobs", fresh)
 			}
 		}()
+		d.track(jobs)
 		for i, j := range jobs {
 			d.mu.Lock()
-			dup := d.inFlight[j.ID]
+			dup := d.inFlight[j.ID] || !d.entries[entryOf(j)][j.Index]
 			if !dup {
 				d.inFlight[j.ID] = true
 			}
@@ -289,6 +326,35 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return nil
 }
 
+// entryOf returns the stream entry j belongs to.
+func entryOf(j Job) string {
+	if j.StreamID != "" {
+		return j.StreamID
+	}
+	return j.ID
+}
+
+// track records the stream entries of jobs just delivered with the indices of their probes, unless an entry
+// is tracked already (a re-delivery of an entry this daemon is working on: the probes it stored are not run
+// again).
+func (d *Daemon) track(jobs []Job) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fresh := map[string]bool{}
+	for _, j := range jobs {
+		e := entryOf(j)
+		set, ok := d.entries[e]
+		if !ok {
+			set = map[int]bool{}
+			d.entries[e] = set
+			fresh[e] = true
+		}
+		if fresh[e] {
+			set[j.Index] = true
+		}
+	}
+}
+
 func (d *Daemon) inFlightCount() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -306,7 +372,7 @@ func (d *Daemon) runJob(ctx context.Context, j Job) {
 	defer d.metrics.inFlight.Dec()
 	if !j.Deadline.IsZero() && time.Now().After(j.Deadline) {
 		d.metrics.jobs.WithLabelValues("expired").Inc()
-		d.out.push(result{job: j, expired: true})
+		d.finish(j, result{job: j, expired: true})
 		return
 	}
 	// The job's deadline bounds the probe: past it nobody waits for the result (the ad-hoc verdict or the
@@ -337,10 +403,19 @@ func (d *Daemon) runJob(ctx context.Context, j Job) {
 		// Cut by the job's deadline: acknowledged without a result, as a job read too late is.
 		d.log.Info("probed: probe cut at its job's deadline", "job", j.ID, "kind", j.Target.Kind, "target", j.Target.Addr)
 		d.metrics.jobs.WithLabelValues("expired").Inc()
-		d.out.push(result{job: j, expired: true})
+		d.finish(j, result{job: j, expired: true})
 		return
 	}
-	d.out.push(result{job: j, r: r})
+	d.finish(j, result{job: j, r: r})
+}
+
+// finish hands j's outcome to the writer; j is no longer in flight (the writer's wait for the probes still
+// running ends with the last one).
+func (d *Daemon) finish(j Job, r result) {
+	d.mu.Lock()
+	delete(d.inFlight, j.ID)
+	d.mu.Unlock()
+	d.out.push(r)
 }
 
 // backoff doubles d within the configured bounds.
@@ -445,23 +520,30 @@ func (d *Daemon) reclaimer(ctx context.Context, sem chan struct{}, dispatch func
 	}
 }
 
-// writer stores results and acknowledges their jobs, retrying with backoff while Redis is away; results stay
-// in the bounded outbox meanwhile.
+// writer stores results and acknowledges their jobs' entries, retrying with backoff while Redis is away;
+// results stay in the bounded outbox meanwhile. Results ready together are written together (BatchQueue):
+// once one is ready, the writer waits up to FlushDelay for the probes still running.
 func (d *Daemon) writer(ctx context.Context) {
 	var wait time.Duration
 	for {
-		res, ok := d.out.peek(ctx)
+		rs, ok := d.out.peekN(ctx, d.cfg.FlushMax)
 		if !ok {
 			return
 		}
-		err := d.complete(ctx, res)
+		if d.cfg.FlushDelay > 0 && len(rs) < d.cfg.FlushMax && d.inFlightCount() > 0 {
+			d.out.gather(ctx, d.cfg.FlushDelay, d.cfg.FlushMax, func() bool { return d.inFlightCount() == 0 })
+			if rs, ok = d.out.peekN(ctx, d.cfg.FlushMax); !ok {
+				return
+			}
+		}
+		err := d.complete(ctx, rs)
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
 			d.setReady(false)
 			wait = d.backoff(wait)
-			d.log.Warn("probed: storing a result; keeping it buffered", "job", res.job.ID, "err", err, "backoff", wait, "buffered", d.out.len())
+			d.log.Warn("probed: storing results; keeping them buffered", "results", len(rs), "err", err, "backoff", wait, "buffered", d.out.len())
 			if !sleepCtx(ctx, wait) {
 				return
 			}
@@ -469,26 +551,85 @@ func (d *Daemon) writer(ctx context.Context) {
 		}
 		wait = 0
 		d.setReady(true)
-		d.out.pop(res)
+		d.out.popN(rs)
 	}
 }
 
-func (d *Daemon) complete(ctx context.Context, res result) error {
-	if !res.expired {
-		if err := d.q.Store(ctx, res.job, res.r); err != nil {
+// complete stores rs and acknowledges the entries whose every probe is then stored.
+func (d *Daemon) complete(ctx context.Context, rs []result) error {
+	ds := make([]Done, len(rs))
+	d.mu.Lock()
+	left := map[string]int{}
+	counted := map[string]map[int]bool{}
+	for i, res := range rs {
+		e := entryOf(res.job)
+		if _, ok := left[e]; !ok {
+			left[e] = len(d.entries[e])
+			counted[e] = map[int]bool{}
+		}
+		if d.entries[e][res.job.Index] && !counted[e][res.job.Index] {
+			counted[e][res.job.Index] = true
+			left[e]--
+		}
+		ds[i] = Done{Job: res.job}
+		if !res.expired {
+			r := res.r
+			ds[i].Result = &r
+		}
+	}
+	// The entry is acknowledged with its last probe in rs, when none of its probes is left.
+	seen := map[string]bool{}
+	for i := len(rs) - 1; i >= 0; i-- {
+		e := entryOf(rs[i].job)
+		if !seen[e] {
+			seen[e] = true
+			_, tracked := d.entries[e]
+			ds[i].Ack = left[e] <= 0 || !tracked
+		}
+	}
+	d.mu.Unlock()
+	if bq, ok := d.q.(BatchQueue); ok {
+		if err := bq.StoreBatch(ctx, ds); err != nil {
 			d.metrics.redisErrors.WithLabelValues("store").Inc()
 			return err
 		}
-		o := "success"
-		if !res.r.Success {
-			o = "failure"
+	} else {
+		for _, dn := range ds {
+			if dn.Result != nil {
+				if err := d.q.Store(ctx, dn.Job, *dn.Result); err != nil {
+					d.metrics.redisErrors.WithLabelValues("store").Inc()
+					return err
+				}
+			}
+			if dn.Ack {
+				if err := d.q.Ack(ctx, dn.Job); err != nil {
+					d.metrics.redisErrors.WithLabelValues("ack").Inc()
+					// Stored; retrying stores again, which is idempotent per job id.
+					return err
+				}
+			}
 		}
-		d.metrics.jobs.WithLabelValues(o).Inc()
 	}
-	if err := d.q.Ack(ctx, res.job); err != nil {
-		d.metrics.redisErrors.WithLabelValues("ack").Inc()
-		// The result is stored; only the ack is retried (Store is idempotent, so retrying both is safe).
-		return err
+	d.metrics.batchResults.Observe(float64(len(ds)))
+	d.mu.Lock()
+	for _, dn := range ds {
+		e := entryOf(dn.Job)
+		if set := d.entries[e]; set != nil {
+			delete(set, dn.Job.Index)
+			if len(set) == 0 {
+				delete(d.entries, e)
+			}
+		}
+	}
+	d.mu.Unlock()
+	for _, dn := range ds {
+		switch {
+		case dn.Result == nil:
+		case dn.Result.Success:
+			d.metrics.jobs.WithLabelValues("success").Inc()
+		default:
+			d.metrics.jobs.WithLabelValues("failure").Inc()
+		}
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ type jobStore interface {
 	ReclaimJobs(ctx context.Context, pop, consumer string, minIdle time.Duration, count int) ([]storage.Job, error)
 	AckJob(ctx context.Context, pop, id string) error
 	PutResult(ctx context.Context, r storage.Result) (bool, error)
+	PutResultBatch(ctx context.Context, pop string, rs []storage.BatchResult) (int, error)
 	AppendAdHocResult(ctx context.Context, id string, r storage.Result) error
 	PutMeshRTT(ctx context.Context, m storage.MeshRTT) (bool, error)
 	PutHeartbeat(ctx context.Context, h storage.Heartbeat, interval time.Duration) error
@@ -43,7 +44,10 @@ type StoreQueue struct {
 	AllDetail bool
 }
 
-var _ Queue = (*StoreQueue)(nil)
+var (
+	_ Queue      = (*StoreQueue)(nil)
+	_ BatchQueue = (*StoreQueue)(nil)
+)
 
 func (q *StoreQueue) convert(js []storage.Job) []Job {
 	out := make([]Job, 0, len(js))
@@ -59,7 +63,12 @@ func (q *StoreQueue) convert(js []storage.Job) []Job {
 		if key == "" {
 			key = j.Target
 		}
-		out = append(out, Job{ID: j.ID, StreamID: j.ID, Round: j.Round, Target: t, Key: key, Deadline: j.Deadline})
+		entry := j.Entry
+		if entry == "" {
+			entry = j.ID
+		}
+		out = append(out, Job{ID: j.ID, StreamID: entry, Index: j.Index, Parts: j.Parts, Reply: j.Reply,
+			Round: j.Round, Target: t, Key: key, Deadline: j.Deadline})
 	}
 	return out
 }
@@ -87,18 +96,45 @@ func (q *StoreQueue) Reclaim(ctx context.Context, minIdle time.Duration, max int
 	return q.convert(js), err
 }
 
-// Store implements Queue: the summary fields for the engine, and the prober's full result as Detail for
-// ad-hoc probes (all results with AllDetail).
-func (q *StoreQueue) Store(ctx context.Context, j Job, r prober.Result) error {
-	if dst, ok := strings.CutPrefix(j.Key, MeshKeyPrefix); ok {
-		return q.storeMesh(ctx, dst, r)
+// StoreBatch implements BatchQueue: the results of ad-hoc and mesh probes go their own way (one call each),
+// all others, with the acknowledgements, in one storage.PutResultBatch call.
+func (q *StoreQueue) StoreBatch(ctx context.Context, ds []Done) error {
+	brs := make([]storage.BatchResult, 0, len(ds))
+	for _, dn := range ds {
+		br := storage.BatchResult{Reply: dn.Job.Reply}
+		if dn.Ack {
+			br.Ack = dn.Job.StreamID
+		}
+		if dn.Result != nil {
+			special := strings.HasPrefix(dn.Job.Key, MeshKeyPrefix) || strings.HasPrefix(dn.Job.Key, AdHocKeyPrefix)
+			if special {
+				if err := q.Store(ctx, dn.Job, *dn.Result); err != nil {
+					return err
+				}
+			} else {
+				sr, err := q.result(dn.Job, *dn.Result)
+				if err != nil {
+					return err
+				}
+				br.Result = &sr
+			}
+		}
+		if br.Result != nil || br.Ack != "" {
+			brs = append(brs, br)
+		}
 	}
-	id, adhoc := strings.CutPrefix(j.Key, AdHocKeyPrefix)
+	_, err := q.DB.PutResultBatch(ctx, q.PoP, brs)
+	return err
+}
+
+// result is r as stored for j.
+func (q *StoreQueue) result(j Job, r prober.Result) (storage.Result, error) {
+	_, adhoc := strings.CutPrefix(j.Key, AdHocKeyPrefix)
 	var detail json.RawMessage
 	if adhoc || q.AllDetail {
 		var err error
 		if detail, err = json.Marshal(r); err != nil {
-			return err
+			return storage.Result{}, err
 		}
 	}
 	sr := storage.Result{
@@ -112,6 +148,20 @@ func (q *StoreQueue) Store(ctx context.Context, j Job, r prober.Result) error {
 	for _, a := range r.Resolved {
 		sr.Resolved = append(sr.Resolved, a.String())
 	}
+	return sr, nil
+}
+
+// Store implements Queue: the summary fields for the engine, and the prober's full result as Detail for
+// ad-hoc probes (all results with AllDetail).
+func (q *StoreQueue) Store(ctx context.Context, j Job, r prober.Result) error {
+	if dst, ok := strings.CutPrefix(j.Key, MeshKeyPrefix); ok {
+		return q.storeMesh(ctx, dst, r)
+	}
+	id, adhoc := strings.CutPrefix(j.Key, AdHocKeyPrefix)
+	sr, err := q.result(j, r)
+	if err != nil {
+		return err
+	}
 	if adhoc {
 		err := q.DB.AppendAdHocResult(ctx, id, sr)
 		if errors.Is(err, storage.ErrNotFound) {
@@ -119,7 +169,7 @@ func (q *StoreQueue) Store(ctx context.Context, j Job, r prober.Result) error {
 		}
 		return err
 	}
-	_, err := q.DB.PutResult(ctx, sr)
+	_, err = q.DB.PutResult(ctx, sr)
 	return err
 }
 

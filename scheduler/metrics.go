@@ -28,6 +28,9 @@ type Metrics struct {
 	windowed         prometheus.Counter     // PoP RTTs taken from an earlier result of the history window
 	explanations     *prometheus.CounterVec // outcome: written, failed
 	mesh             *meshMetrics           // registered with the others
+	// batchJobs, batchReads and batchDecisions are the sizes of the per-tick Redis calls (batch.go): probes
+	// per PoP's job entry, rechecks per read, decisions per write.
+	batchJobs, batchReads, batchDecisions prometheus.Histogram
 }
 
 // NewMetrics creates the scheduler's metrics and registers them with reg (nil: not registered).
@@ -89,7 +92,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, o := range []string{"accepted", "rate_limited", "unauthorized", "invalid"} {
 		m.adhoc.WithLabelValues(o)
 	}
+	batch := func(name, help string) prometheus.Histogram {
+		return prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "vantage", Subsystem: "scheduler",
+			Name: name, Help: help, Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}})
+	}
+	m.batchJobs = batch("batch_jobs", "Probes per job stream entry a tick sends a PoP (one XADD per PoP per tick).")
+	m.batchReads = batch("batch_reads", "Rechecks whose previous decision and recent results one script call read.")
+	m.batchDecisions = batch("batch_decisions", "Decisions (with their explanations) one script call wrote.")
 	if reg != nil {
+		reg.MustRegister(m.batchJobs, m.batchReads, m.batchDecisions)
 		reg.MustRegister(m.checks, m.checkDuration, m.decisions, m.jobsEnqueued, m.jobsPending, m.results,
 			m.leader, m.leaseToken, m.targets, m.adhoc, m.apiRequests, m.estimatedDecided, m.configFiles, m.redisDataLost,
 			m.windowed, m.explanations)

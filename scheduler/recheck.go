@@ -71,6 +71,9 @@ type recheckDeps struct {
 	fleetMu   sync.Mutex
 	fleetAt   time.Time
 	fleetPoPs []geo.PoP
+
+	batchOnce sync.Once
+	batch     *batcher // nil: no batching (batchFor)
 }
 
 // MaxResultPoll is the longest pause between two looks for a recheck's results (the pause doubles from
@@ -110,9 +113,16 @@ func (s *Scheduler) upPoPs(ctx context.Context) ([]geo.PoP, error) {
 // recheck probes t from a planned set of PoPs, runs the engine and writes the decision.
 func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placement.Decision, error) {
 	d := s.deps
-	prev, hasPrev, err := d.backend.Decision(ctx, t.App)
-	if err != nil {
-		return placement.Decision{}, fmt.Errorf("scheduler: app %q: reading the previous decision: %w", t.App, err)
+	// With a batcher, the previous decision is read with the recent results once the results are in, in the
+	// tick's one read for every recheck (it is used only then).
+	bt := d.batchFor(s)
+	var prev placement.Decision
+	var hasPrev bool
+	var err error
+	if bt == nil {
+		if prev, hasPrev, err = d.backend.Decision(ctx, t.App); err != nil {
+			return placement.Decision{}, fmt.Errorf("scheduler: app %q: reading the previous decision: %w", t.App, err)
+		}
 	}
 	pops, err := s.upPoPs(ctx)
 	if err != nil {
@@ -123,15 +133,36 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 	}
 	var results map[string]storage.Result
 	var fromHistory []storage.WindowedPoPRT
-	if addr := t.ProbeAddr(); addr != "" {
+	addr := t.ProbeAddr()
+	key := storage.TargetKey(t.Kind(), s.probeAddr(t))
+	if addr != "" {
 		results, err = s.measure(ctx, term, t, pops)
 		if err != nil {
 			return placement.Decision{}, err
 		}
-		key := storage.TargetKey(t.Kind(), s.probeAddr(t))
-		if recent, rerr := d.backend.RecentResults(ctx, key); rerr != nil {
+	}
+	var recent map[string][]storage.Sample
+	var recentErr error
+	if bt != nil {
+		in := storage.RecheckRead{App: t.App}
+		if addr != "" {
+			in.Key = key
+		}
+		st, err := bt.read(ctx, in)
+		if err != nil {
+			return placement.Decision{}, fmt.Errorf("scheduler: app %q: reading the previous decision: %w", t.App, err)
+		}
+		prev, hasPrev, recent, recentErr = st.Decision, st.HasDecision, st.Recent, st.RecentErr
+		if addr != "" && recentErr == nil {
+			s.addRecent(results, recent, pops, t, key)
+		}
+	} else if addr != "" {
+		recent, recentErr = d.backend.RecentResults(ctx, key)
+	}
+	if addr != "" {
+		if recentErr != nil {
 			// The latest round alone still decides; one noisy round may then move the placement.
-			s.log.Warn("scheduler: reading the history window; deciding on the latest round", "app", t.App, "key", key, "err", rerr)
+			s.log.Warn("scheduler: reading the history window; deciding on the latest round", "app", t.App, "key", key, "err", recentErr)
 		} else {
 			results, fromHistory = windowed(results, recent, s.cfg.Clock.Now(), s.cfg.HistoryRounds, s.cfg.HistoryWindow)
 		}
@@ -147,7 +178,8 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 	// The engine is taken from the pool only now: a recheck spends most of its time waiting for results,
 	// and the engines' buffers (~170 KiB each) should scale with the CPUs, not with rechecks in flight.
 	w := d.getWorkers()
-	defer d.pool.Put(w)
+	release := sync.OnceFunc(func() { d.pool.Put(w) })
+	defer release()
 	var r triangulate.Result
 	switch t.Mode {
 	case placement.ModeRegion:
@@ -197,23 +229,60 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 	if ctx.Err() != nil { // the lease was lost (the new leader writes) or the target was removed
 		return dec, fmt.Errorf("scheduler: app %q: lease lost or app removed before writing: %w", t.App, ctx.Err())
 	}
+	var changed bool
+	if bt != nil {
+		// Fenced per app, with its explanation, in the tick's one write for every recheck.
+		e := s.explanation(w.engine.Config().Calibration, dec, &r, results, fromHistory)
+		notes := r.Notes()
+		release() // not held while waiting for the tick
+		out, err := bt.write(ctx, s.decisionWrite(dec, &e, term))
+		if err != nil {
+			return dec, fmt.Errorf("scheduler: app %q: writing the decision: %w", t.App, err)
+		}
+		changed = out.Changed
+		s.countExplanation(len(fromHistory), nil)
+		s.countDecision(dec, changed)
+		if changed {
+			s.log.Info("scheduler: decision changed", "app", t.App, "best_pop", dec.BestPoP, "previous", in.Previous,
+				"verdict", dec.Verdict, "status", dec.Status, "estimated", dec.Estimated, "notes", notes)
+		}
+		return dec, nil
+	}
 	// Fenced: if this scheduler paused past its lease, a successor's decision stands.
-	changed, err := d.backend.PutDecisionFenced(ctx, dec, term.Token)
+	changed, err = d.backend.PutDecisionFenced(ctx, dec, term.Token)
 	if err != nil {
 		return dec, fmt.Errorf("scheduler: app %q: writing the decision: %w", t.App, err)
 	}
-	if s.metrics != nil {
-		s.metrics.decisions.WithLabelValues(fmt.Sprint(changed)).Inc()
-		if dec.Estimated {
-			s.metrics.estimatedDecided.Inc()
-		}
-	}
+	s.countDecision(dec, changed)
 	s.explain(ctx, w.engine.Config().Calibration, dec, &r, results, fromHistory)
 	if changed {
 		s.log.Info("scheduler: decision changed", "app", t.App, "best_pop", dec.BestPoP, "previous", in.Previous,
 			"verdict", dec.Verdict, "status", dec.Status, "estimated", dec.Estimated, "notes", r.Notes())
 	}
 	return dec, nil
+}
+
+// countDecision counts a decision written.
+func (s *Scheduler) countDecision(dec placement.Decision, changed bool) {
+	if s.metrics != nil {
+		s.metrics.decisions.WithLabelValues(fmt.Sprint(changed)).Inc()
+		if dec.Estimated {
+			s.metrics.estimatedDecided.Inc()
+		}
+	}
+}
+
+// addRecent adds to results, for every PoP up that this recheck did not measure, its newest recent result
+// when it succeeded and is fresh (2 × RecheckInterval): what the unbatched recheck took from the stored latest
+// results (a late result of an earlier recheck's job, or a PoP the planner did not pick this time).
+func (s *Scheduler) addRecent(results map[string]storage.Result, recent map[string][]storage.Sample, pops []geo.PoP, t Target, key string) {
+	now := s.cfg.Clock.Now()
+	for pop, ss := range recent {
+		if _, ok := results[pop]; ok || len(ss) == 0 || !ss[0].OK || now.Sub(ss[0].At) > 2*s.cfg.RecheckInterval || !containsPoP(pops, pop) {
+			continue
+		}
+		results[pop] = storage.Result{Target: key, PoP: pop, Kind: t.Kind(), MinMs: ss[0].MinMs, MedianMs: ss[0].MinMs, Samples: 1, At: ss[0].At}
+	}
 }
 
 // flight is one measurement of a result key in progress. Targets whose probes are the same (a host app and
@@ -276,6 +345,15 @@ func (s *Scheduler) measureKey(ctx context.Context, term *Term, t Target, pops [
 		if s.cfg.Budget > 0 {
 			budget = min(s.cfg.Budget, len(pops))
 		}
+		if budget >= len(pops) {
+			// The budget covers every PoP up: probe them all in one round (the planner's rounds would pick
+			// among them, at a cost in scheduler CPU and in latency of a round trip per round).
+			all := make([]string, len(pops))
+			for i, p := range pops {
+				all[i] = p.Code
+			}
+			return all
+		}
 		if prior, ok := s.prior(t); ok {
 			return p.FirstFrom(pops, &prior.Point)
 		}
@@ -287,10 +365,24 @@ func (s *Scheduler) measureKey(ctx context.Context, term *Term, t Target, pops [
 	latest := map[string]storage.Result{}
 	probed := map[string]bool{}
 	seq := s.seq.Add(1)
+	bt := d.batchFor(s)
 	for round := 0; len(next) > 0; round++ {
 		want := map[string]string{} // pop -> round id
 		deadline := s.cfg.Clock.Now().Add(s.cfg.ResultTimeout)
+		if bt != nil {
+			id := fmt.Sprintf("%s/%s/%d/%d/%d", s.cfg.Name, t.App, term.Token, seq, round)
+			for _, pop := range next {
+				probed[pop] = true
+			}
+			w := bt.enqueue(id, s.jobsFor(t, key, addr, id, next, deadline))
+			if err := s.awaitBatch(ctx, bt, w, key, deadline, latest); err != nil {
+				return nil, fmt.Errorf("scheduler: app %q: %w", t.App, err)
+			}
+		}
 		for _, pop := range next {
+			if bt != nil {
+				break
+			}
 			probed[pop] = true
 			j := storage.Job{
 				Round: fmt.Sprintf("%s/%s/%d/%d/%d", s.cfg.Name, t.App, term.Token, seq, round),
@@ -308,8 +400,10 @@ func (s *Scheduler) measureKey(ctx context.Context, term *Term, t Target, pops [
 				s.metrics.jobsEnqueued.Inc()
 			}
 		}
-		if err := s.await(ctx, key, want, deadline, latest); err != nil {
-			return nil, err
+		if bt == nil {
+			if err := s.await(ctx, key, want, deadline, latest); err != nil {
+				return nil, err
+			}
 		}
 		budget -= len(next)
 		if budget <= 0 {

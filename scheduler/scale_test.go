@@ -50,7 +50,7 @@ func scaleTargetPoint(key string) geo.Point {
 
 // TestScaleResponder is not a test: TestScale runs the test binary again with it, in its own process, to stand
 // in for the 300 PoPs' daemons. It answers every job with the latency model's RTT between the PoP and the
-// target's (hashed) location, through the same storage calls a daemon makes (PutResult, AckJob), so that the
+// target's (hashed) location, through the same storage call a daemon makes (PutResultBatch), so that the
 // scheduler's CPU can be measured apart from the fleet's.
 func TestScaleResponder(t *testing.T) {
 	addr := os.Getenv(responderEnv)
@@ -80,12 +80,21 @@ func TestScaleResponder(t *testing.T) {
 						}
 						continue
 					}
-					for _, j := range jobs {
+					// One PutResultBatch per read, as a daemon's writer does: results stored, announced on the
+					// scheduler's results stream, entries acknowledged (a read returns whole entries).
+					brs := make([]storage.BatchResult, 0, len(jobs))
+					for i, j := range jobs {
 						idle = false
 						rtt := model.RTTMs(p.Point, scaleTargetPoint(j.Key))
-						st.PutResult(ctx, storage.Result{Target: j.Key, PoP: p.Code, Kind: j.Kind, MinMs: rtt, MedianMs: rtt,
-							Samples: 3, At: time.Now(), JobID: j.ID, Round: j.Round})
-						st.AckJob(ctx, p.Code, j.ID)
+						br := storage.BatchResult{Result: &storage.Result{Target: j.Key, PoP: p.Code, Kind: j.Kind, MinMs: rtt, MedianMs: rtt,
+							Samples: 3, At: time.Now(), JobID: j.ID, Round: j.Round}, Reply: j.Reply}
+						if i == len(jobs)-1 || jobs[i+1].Entry != j.Entry {
+							br.Ack = j.Entry
+						}
+						brs = append(brs, br)
+					}
+					if len(brs) > 0 {
+						st.PutResultBatch(ctx, p.Code, brs)
 					}
 				}
 				if idle {

@@ -79,6 +79,10 @@ type Config struct {
 	ResultPoll      time.Duration // default DefaultResultPoll
 	ProbeCount      int           // default DefaultProbeCount
 	Budget          int           // PoPs probed per recheck (planner budget); 0: the planner's default
+	// BatchTick is how often the rechecks in flight send their jobs (one stream entry per PoP), read their
+	// inputs and write their decisions, each in one Redis call per tick (batch.go); default DefaultBatchTick;
+	// negative: no batching (one job, read and write per recheck).
+	BatchTick time.Duration
 	// HistoryRounds and HistoryWindow are the history window: a decision takes each PoP's minimum RTT over
 	// its last HistoryRounds results (default DefaultHistoryRounds; 1: the latest only) no older than
 	// HistoryWindow (default DefaultHistoryWindow). A PoP whose latest probe failed counts as failed. The
@@ -141,6 +145,7 @@ func (c *Config) fill() {
 	c.ResultTimeout = cmp.Or(c.ResultTimeout, DefaultResultTimeout)
 	c.ResultPoll = cmp.Or(c.ResultPoll, DefaultResultPoll)
 	c.ProbeCount = cmp.Or(c.ProbeCount, DefaultProbeCount)
+	c.BatchTick = cmp.Or(c.BatchTick, DefaultBatchTick)
 	c.HistoryRounds = cmp.Or(c.HistoryRounds, DefaultHistoryRounds)
 	c.HistoryWindow = cmp.Or(c.HistoryWindow, DefaultHistoryWindow)
 	c.MeshInterval = cmp.Or(c.MeshInterval, DefaultMeshInterval)

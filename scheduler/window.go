@@ -45,6 +45,29 @@ func windowed(rs map[string]storage.Result, recent map[string][]storage.Sample, 
 // stands without its explanation.
 func (s *Scheduler) explain(ctx context.Context, cal *triangulate.Calibration, dec placement.Decision, r *triangulate.Result,
 	rs map[string]storage.Result, fromHistory []storage.WindowedPoPRT) {
+	e := s.explanation(cal, dec, r, rs, fromHistory)
+	err := s.deps.backend.PutExplanation(ctx, e, s.cfg.DecisionTTL)
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("scheduler: writing the decision's explanation", "app", dec.App, "err", err)
+	}
+	s.countExplanation(len(fromHistory), err)
+}
+
+// countExplanation counts an explanation written (err nil) or not, and the PoPs whose RTT came from history.
+func (s *Scheduler) countExplanation(fromHistory int, err error) {
+	if s.metrics != nil {
+		s.metrics.windowed.Add(float64(fromHistory))
+		if err != nil {
+			s.metrics.explanations.WithLabelValues("failed").Inc()
+		} else {
+			s.metrics.explanations.WithLabelValues("written").Inc()
+		}
+	}
+}
+
+// explanation says why dec is what it is.
+func (s *Scheduler) explanation(cal *triangulate.Calibration, dec placement.Decision, r *triangulate.Result,
+	rs map[string]storage.Result, fromHistory []storage.WindowedPoPRT) storage.Explanation {
 	e := storage.Explanation{App: dec.App, ComputedAt: dec.ComputedAt, Verdict: string(dec.Verdict), BestPoP: dec.BestPoP,
 		Notes: r.Notes(), Calibration: describeCalibration(cal),
 		Window: storage.ExplainWindow{Rounds: s.cfg.HistoryRounds, Seconds: s.cfg.HistoryWindow.Seconds(), FromHistory: fromHistory}}
@@ -84,18 +107,7 @@ func (s *Scheduler) explain(ctx context.Context, cal *triangulate.Calibration, d
 				Lat: in.Point.Lat, Lon: in.Point.Lon, RadiusKm: in.RadiusKm})
 		}
 	}
-	err := s.deps.backend.PutExplanation(ctx, e, s.cfg.DecisionTTL)
-	if err != nil && ctx.Err() == nil {
-		s.log.Warn("scheduler: writing the decision's explanation", "app", dec.App, "err", err)
-	}
-	if s.metrics != nil {
-		s.metrics.windowed.Add(float64(len(fromHistory)))
-		if err != nil {
-			s.metrics.explanations.WithLabelValues("failed").Inc()
-		} else {
-			s.metrics.explanations.WithLabelValues("written").Inc()
-		}
-	}
+	return e
 }
 
 // describeCalibration summarises the calibration of the engine's disks.

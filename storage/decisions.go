@@ -45,7 +45,10 @@ const Resync = ""
 // ARGV[3] payload, ARGV[4] channel, ARGV[5] fencing token or 0, ARGV[6] computed-at (Unix ms), ARGV[7] history
 // cap, ARGV[8] history interval (ms), ARGV[9] history entry (JSON). Returns {changed, version}, or {-1, newer
 // token} when fenced off.
-var putDecisionScript = redis.NewScript(`
+var putDecisionScript = redis.NewScript(putDecisionLua)
+
+// putDecisionLua is putDecisionScript's source, also the body of putDecisionBatchScript's per-decision function.
+const putDecisionLua = `
 local fence = tonumber(ARGV[5])
 if fence > 0 then
   local f = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
@@ -77,7 +80,7 @@ if cap > 0 then
   end
 end
 return {changed, ver}
-`)
+`
 
 // ErrFenced is returned by PutDecisionFenced when the decision was already written under a newer fencing
 // token: the writer's lease has passed to another scheduler, whose decision stands.

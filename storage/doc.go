@@ -39,8 +39,20 @@
 //	                                          JSON {src, dst, rtt_ms, samples, at}>": the
 //	                                          latest mesh measurement of each ordered pair
 //	vantage:{fleet}:drained           set     drained PoPs                                  none      operator  scheduler, router
-//	vantage:{pop:<PoP>}:jobs          stream  entries {job: Job JSON}; consumer group       MAXLEN ~  scheduler probed
-//	                                          "probers"; acked entries are deleted          100 000
+//	vantage:{pop:<PoP>}:jobs          stream  entries {job: Job JSON} (one probe: ad-hoc,   MAXLEN ~  scheduler probed
+//	                                          mesh, older schedulers) or {batch: {"v":1,    100 000
+//	                                          "reply": results stream, "probes": [Job JSON,
+//	                                          ...]}} (a recheck tick's probes for the PoP,
+//	                                          <= MaxBatchProbes 256 and MaxBatchBytes 64 KiB;
+//	                                          probe i's job id is "<entry id>.<i>");
+//	                                          consumer group "probers"; an entry is acked
+//	                                          and deleted once all its probes are stored
+//	vantage:{notes:<scheduler>}:results
+//	                                  stream  entries {r: JSON array of Result (no detail)}: MAXLEN ~  probed    scheduler
+//	                                          the results of a batch, announced by the      10 000;
+//	                                          script that stores them; one per scheduler    10 min
+//	                                          instance (name and a random part)             after last
+//	                                                                                        write
 //	vantage:{pop:<PoP>}:dead          list    Job JSON of jobs past MaxJobAttempts          1000 long probed    operator
 //	vantage:{t:<target>}:latest       hash    PoP -> "<at Unix ms>|<Result JSON>"           none      probed    scheduler
 //	vantage:{t:<target>}:history      list    Result JSON, newest first                     256 long  probed    scheduler, API
@@ -117,6 +129,22 @@
 // newer, LPUSH the history and LTRIM it to HistoryLen, and insert "<at ms>:<min ms>" (":-" for a failure) into
 // the PoP's field of the recent hash (KeyRecent), newest first by time, cut to RecentLen entries: a decision
 // takes each PoP's minimum RTT over a window of these, so one noisy round does not move a placement.
+//
+// Batches (batch.go, decbatch.go): a scheduler sends the probes of every recheck in flight once per tick
+// (scheduler.Config.BatchTick, 50 ms) as one batch entry per PoP (EnqueueJobBatches: one pipeline of XADDs).
+// ReadJobs and ReclaimJobs return a batch's probes as Jobs sharing the entry (Job.Entry, Index, Parts); a
+// malformed probe (unknown field, bad kind, empty target) is logged and left out, naming the field and value,
+// and the others run; a malformed entry is dropped whole. A daemon stores its finished probes with
+// PutResultBatch: one script doing each result's PutResult work (same keys, same dedup per PoP and job id, so a
+// re-delivered batch stores only what was not stored), one XADD per results stream named by the probes' reply
+// (their compact results: the scheduler's rounds are woken by one blocking XREAD per tick instead of polling
+// each target's latest results), and XACK+XDEL of the entries whose every probe is then stored. The scheduler
+// reads its rechecks' previous decisions and recent results with RecheckInputs (one script) and writes their
+// decisions and explanations with PutDecisionBatch (one script running PutDecisionFenced's per app: fenced per
+// app, ErrFenced per app; a fenced-off app's explanation is not written). On a Redis Cluster, whose scripts
+// touch one slot, PutResultBatch, RecheckInputs and PutDecisionBatch fall back to one call per item. A daemon
+// older than job batches cannot read a batch entry and drops it as corrupt: upgrade the daemons before the
+// schedulers, or run the schedulers with batching off (Config.BatchTick < 0) until every daemon is upgraded.
 //
 // Mesh (mesh.go): every PoP measures every other PoP's mesh port (Heartbeat.MeshAddr) with a TCP probe job
 // whose Job.Key is "mesh:<dst PoP>"; the daemon stores the result with PutMeshRTT (one Lua script: HSET unless

@@ -37,6 +37,13 @@ type Job struct {
 	Params    json.RawMessage `json:"params,omitempty"`  // kind-specific options (HTTP host, DNS query...), opaque here
 	// Attempt counts deliveries, this one included: 1 from ReadJobs, more from ReclaimJobs.
 	Attempt int `json:"-"`
+	// Entry is the stream entry to acknowledge (AckJob) once every probe of it is done: ID for a single job;
+	// for a probe of a batch entry (EnqueueJobBatches), ID is "<Entry>.<Index>" and Parts the entry's probes.
+	Entry string `json:"-"`
+	Index int    `json:"-"`
+	Parts int    `json:"-"`
+	// Reply is the results stream (KeyResultNotes) the probe's result is announced on; "" for none.
+	Reply string `json:"-"`
 }
 
 // JobStats describe one PoP's job queue.
@@ -118,42 +125,61 @@ func (s *Store) ReadJobs(ctx context.Context, pop, consumer string, count int, b
 	var jobs []Job
 	for _, st := range streams {
 		for _, m := range st.Messages {
-			j, ok := s.decodeOrDrop(ctx, pop, m)
-			if !ok {
-				continue
+			for _, j := range s.decodeOrDrop(ctx, pop, m) {
+				j.Attempt = 1
+				jobs = append(jobs, j)
 			}
-			j.Attempt = 1
-			jobs = append(jobs, j)
 		}
 	}
 	return jobs, nil
 }
 
+// decodeEntry decodes a job stream entry: a single job (field "job", as every scheduler before job batches
+// wrote, and ad-hoc and mesh probes still do) or a batch (field "batch"). Malformed probes of a batch are
+// reported in errs; err means the whole entry is unusable.
+func decodeEntry(pop string, m redis.XMessage) (jobs []Job, errs []error, err error) {
+	if raw, ok := m.Values[batchField].(string); ok {
+		return DecodeJobBatch(pop, m.ID, raw)
+	}
+	j, err := decodeJob(pop, m)
+	if err != nil {
+		return nil, nil, err
+	}
+	return []Job{j}, nil, nil
+}
+
+// decodeJob decodes a single-job entry (field "job").
 func decodeJob(pop string, m redis.XMessage) (Job, error) {
 	raw, ok := m.Values[jobField].(string)
 	if !ok {
-		return Job{}, fmt.Errorf("storage: job %s of %s: no %q field", m.ID, pop, jobField)
+		return Job{}, fmt.Errorf("storage: job %s of %s: no %q or %q field", m.ID, pop, jobField, batchField)
 	}
 	var j Job
 	if err := json.Unmarshal([]byte(raw), &j); err != nil {
 		return Job{}, fmt.Errorf("storage: job %s of %s: %w", m.ID, pop, err)
 	}
-	j.ID = m.ID
+	j.ID, j.Entry, j.Parts = m.ID, m.ID, 1
 	return j, nil
 }
 
 // decodeOrDrop decodes m, or, when it is corrupt (it can never run), logs it and acknowledges and deletes it
-// and reports false; errors of the deletion are only logged.
-func (s *Store) decodeOrDrop(ctx context.Context, pop string, m redis.XMessage) (Job, bool) {
-	j, err := decodeJob(pop, m)
-	if err == nil {
-		return j, true
+// and returns no job; errors of the deletion are only logged. The malformed probes of a batch are logged and
+// left out (the entry is acknowledged once its other probes are done).
+func (s *Store) decodeOrDrop(ctx context.Context, pop string, m redis.XMessage) []Job {
+	jobs, errs, err := decodeEntry(pop, m)
+	for _, e := range errs {
+		s.log.Warn("storage: dropping a malformed probe of a job batch", "pop", pop, "id", m.ID, "err", e)
 	}
-	s.log.Warn("storage: dropping corrupt job", "pop", pop, "id", m.ID, "err", err)
+	if err == nil && len(jobs) > 0 {
+		return jobs
+	}
+	if err != nil {
+		s.log.Warn("storage: dropping corrupt job", "pop", pop, "id", m.ID, "err", err)
+	}
 	if err := s.AckJob(ctx, pop, m.ID); err != nil {
 		s.log.Warn("storage: drop job", "pop", pop, "id", m.ID, "err", err)
 	}
-	return Job{}, false
+	return nil
 }
 
 // AckJob acknowledges job id of pop and deletes it from the stream. Acknowledging twice is harmless.
@@ -210,23 +236,32 @@ func (s *Store) ReclaimJobs(ctx context.Context, pop, consumer string, minIdle t
 	}
 	var jobs []Job
 	for i, m := range msgs {
-		j, ok := s.decodeOrDrop(ctx, pop, m)
-		if !ok {
+		js := s.decodeOrDrop(ctx, pop, m)
+		if len(js) == 0 {
 			continue
 		}
-		j.Attempt = 1
+		attempt := 1
 		if p := pend[i].Val(); len(p) == 1 {
-			j.Attempt = int(p[0].RetryCount)
+			attempt = int(p[0].RetryCount)
 		}
-		if j.Attempt > s.o.MaxJobAttempts {
+		if attempt > s.o.MaxJobAttempts {
 			// A failed move leaves the job pending, to be moved at the next reclaim; the jobs claimed with it
 			// are still returned (dropping them here would strand them for another minIdle).
-			if err := s.deadJob(ctx, pop, j, m.Values[jobField]); err != nil {
+			raw := m.Values[jobField]
+			if b, ok := m.Values[batchField]; ok {
+				raw = b
+			}
+			j := js[0]
+			j.ID, j.Attempt = m.ID, attempt
+			if err := s.deadJob(ctx, pop, j, raw); err != nil {
 				s.log.Warn("storage: dead-lettering a job; it stays pending", "pop", pop, "id", j.ID, "err", err)
 			}
 			continue
 		}
-		jobs = append(jobs, j)
+		for _, j := range js {
+			j.Attempt = attempt
+			jobs = append(jobs, j)
+		}
 	}
 	return jobs, nil
 }

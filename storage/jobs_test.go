@@ -44,7 +44,7 @@ func testJobs(t *testing.T, open func(*testing.T, Options) *Store) {
 		t.Fatalf("ReadJobs: %v", err)
 	}
 	want := job("a:1")
-	want.ID, want.Attempt = ids[0], 1
+	want.ID, want.Attempt, want.Entry, want.Parts = ids[0], 1, ids[0], 1
 	if len(got) != 2 || !reflect.DeepEqual(got[0], want) || got[1].Target != "b:2" || got[1].ID != ids[1] {
 		t.Fatalf("ReadJobs = %+v; want a:1 (%+v), b:2", got, want)
 	}

@@ -58,6 +58,7 @@ func addProbedFlags(fs *flag.FlagSet, cfg *daemon.ProbedConfig) *probedFlags {
 	fs.DurationVar(&d.ReclaimIdle, "reclaim-idle", probed.DefaultReclaimIdle, "take over jobs other daemons left unacknowledged this long")
 	fs.IntVar(&d.BufferSize, "buffer", probed.DefaultBufferSize, "results kept while Redis is unreachable")
 	fs.DurationVar(&d.DrainTimeout, "drain-timeout", probed.DefaultDrainTimeout, "on SIGTERM, how long in-flight probes may finish")
+	fs.DurationVar(&d.FlushDelay, "flush-delay", probed.DefaultFlushDelay, "once a result is ready, how long to wait for the probes still running so that their results are written in one call (negative: write each at once)")
 	fs.DurationVar(&p.Timeout, "timeout", p.Timeout, "per-sample probe timeout")
 	f.idle = fs.Int("tcp-idle-sockets", p.IdleSockets, "disconnected TCP probe sockets kept per source address for reuse (0: none)")
 	fs.StringVar(&cfg.ProbeModules, "probe-modules", "", "blackbox_exporter configuration whose modules /probe on --listen answers (default: http_2xx, http_post_2xx, tcp_connect, icmp)")

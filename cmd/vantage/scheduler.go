@@ -89,6 +89,7 @@ func addSchedulerFlags(fs *flag.FlagSet, cfg *daemon.SchedulerConfig) *scheduler
 	fs.DurationVar(&s.ResultTimeout, "result-timeout", s.ResultTimeout, "how long a recheck waits for the fleet's results")
 	fs.IntVar(&s.ProbeCount, "count", s.ProbeCount, "samples per probe job")
 	fs.IntVar(&s.Budget, "budget", 0, "PoPs probed per recheck (0: the planner's share of the fleet)")
+	fs.DurationVar(&s.BatchTick, "batch-tick", s.BatchTick, "how often the rechecks in flight send their jobs (one stream entry per PoP), read their inputs and write their decisions, one Redis call each (negative: no batching, e.g. while daemons older than job batches run)")
 	f.geoipFile = fs.String("geoip", "", "GeoIP2/GeoLite2/DB-IP City .mmdb: a target's prior location orders the first PoPs probed; a prior far outside the measured region is a note, never the verdict")
 	fs.IntVar(&s.HistoryRounds, "history-rounds", s.HistoryRounds, "a decision takes each PoP's minimum RTT over its last N results (1: the latest only)")
 	fs.DurationVar(&s.HistoryWindow, "history-window", s.HistoryWindow, "... none older than this")
