@@ -28,6 +28,8 @@ type Metrics struct {
 	windowed         prometheus.Counter     // PoP RTTs taken from an earlier result of the history window
 	explanations     *prometheus.CounterVec // outcome: written, failed
 	mesh             *meshMetrics           // registered with the others
+	shardsLed        prometheus.Gauge
+	shardHandovers   *prometheus.CounterVec // event: acquired, released, lost
 }
 
 // NewMetrics creates the scheduler's metrics and registers them with reg (nil: not registered).
@@ -70,6 +72,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, o := range []string{"written", "failed"} {
 		m.explanations.WithLabelValues(o)
 	}
+	m.shardsLed = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "vantage", Subsystem: "scheduler",
+		Name: "shards_led", Help: "Shards of the targets this scheduler leads (holds the lease of)."})
+	m.shardHandovers = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "scheduler",
+		Name: "shard_handovers_total", Help: "Shard leases this scheduler acquired, released (rebalance, shutdown) or lost (refused or not renewed in time)."}, []string{"event"})
+	for _, e := range []string{"acquired", "released", "lost"} {
+		m.shardHandovers.WithLabelValues(e)
+	}
 	m.mesh = newMeshMetrics(reg)
 	for _, st := range []string{ConfigOK, ConfigSkipped} {
 		m.configFiles.WithLabelValues(st)
@@ -92,7 +101,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.checks, m.checkDuration, m.decisions, m.jobsEnqueued, m.jobsPending, m.results,
 			m.leader, m.leaseToken, m.targets, m.adhoc, m.apiRequests, m.estimatedDecided, m.configFiles, m.redisDataLost,
-			m.windowed, m.explanations)
+			m.windowed, m.explanations, m.shardsLed, m.shardHandovers)
 	}
 	return m
 }
