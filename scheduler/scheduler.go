@@ -70,10 +70,7 @@ const (
 type Config struct {
 	Name            string        // lease holder id, with a random part appended in the lease; default hostname-pid
 	LeaseName       string        // default DefaultLeaseName; also the lease group of the shard leases
-	// Shards is the number of shards the targets are split into by a hash of the app name (default
-	// DefaultShards), each led under its own lease by one scheduler of the fleet (shards.go). Every scheduler
-	// of a fleet must use the same count: the first to start stores it in Redis, and the others adopt it.
-	Shards          int
+	Shards          int           // shards of the targets, each led under its own lease (shards.go); default DefaultShards
 	LeaseTTL        time.Duration // default DefaultLeaseTTL
 	RecheckInterval time.Duration // default DefaultRecheckInterval
 	Jitter          float64       // fraction of RecheckInterval, default DefaultJitter; negative: none

@@ -18,9 +18,11 @@ import (
 // The fleet-wide work (the PoP mesh, the smart runner, the pending-jobs gauge) stays with the single lease
 // Config.LeaseName (leadership, Leading): one scheduler does it, whichever shards it leads.
 
-// DefaultShards is the default number of shards (Config.Shards): enough to balance a fleet of tens of
-// schedulers to within a few percent, few enough that a round over every shard lease stays cheap (one script
-// call per shard per LeaseTTL/3 when held, per LeaseTTL/10 when polled for).
+// DefaultShards is the default number of shards (Config.Shards). Every scheduler of a fleet must split the
+// targets the same way: the first to start stores its count in Redis (storage.Store.AgreeShards), and one
+// started with another count logs a warning and adopts the stored one. 64 is enough to balance a fleet of
+// tens of schedulers to within a few shards, few enough that a round over every shard lease stays cheap (one
+// script call per shard held per LeaseTTL/3, per shard polled for per LeaseTTL/10).
 const DefaultShards = 64
 
 // shardRegistry is the part of the store the schedulers of a fleet agree through (storage.Store): the lease
