@@ -188,7 +188,7 @@ func (s *Scheduler) finished(term *Term, st *targetState, run *running) {
 	st.run = nil
 	close(run.done)
 	sh := s.shards[st.shard]
-	sh.inflight--
+	sh.inflight = max(sh.inflight-1, 0) // 0 already: the shards were split again (adoptShards) meanwhile
 	if sh.inflight == 0 && sh.drained != nil {
 		close(sh.drained)
 		sh.drained = nil

@@ -118,12 +118,16 @@ func (s *Scheduler) runShards(ctx context.Context) {
 	reg, _ := s.lead.leaser.(shardRegistry)
 	s.members.Store(1)
 	agreed := reg == nil
-	var beat time.Time
+	var beat, agreedAt time.Time
 	defer s.releaseShards(ctx, reg)
 	for {
 		start := s.cfg.Clock.Now()
-		if !agreed {
-			agreed = s.agreeShards(ctx, reg)
+		// Agreed again every LeaseTTL/3: the count goes with Redis's data, and the first scheduler to find it
+		// gone stores it again.
+		if reg != nil && (!agreed || start.Sub(agreedAt) >= s.cfg.LeaseTTL/3) {
+			if s.agreeShards(ctx, reg) {
+				agreed, agreedAt = true, start
+			}
 		}
 		if agreed {
 			if reg != nil {
@@ -156,9 +160,14 @@ func (s *Scheduler) agreeShards(ctx context.Context, reg shardRegistry) bool {
 		}
 		return false
 	}
-	if n != s.cfg.Shards {
-		s.log.Warn("scheduler: the fleet splits targets into another number of shards than --shards: using the fleet's (every scheduler must agree)",
-			"shards", n, "configured", s.cfg.Shards)
+	if n != len(s.shards) {
+		s.log.Warn("scheduler: the fleet splits targets into another number of shards than this scheduler: using the fleet's (every scheduler must agree)",
+			"shards", n, "had", len(s.shards), "configured", s.cfg.Shards)
+		for _, sh := range s.shards { // only when Redis lost the count and another count was stored meanwhile
+			if sh.token != 0 {
+				s.releaseShard(ctx, sh, "shard count changed")
+			}
+		}
 		s.adoptShards(n)
 	}
 	return true
