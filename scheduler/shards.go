@@ -357,13 +357,14 @@ func (s *Scheduler) loseShard(sh *shard, why string) {
 }
 
 // releaseShard ends sh's term and gives its lease up once the shard's rechecks stopped, so its next leader
-// never checks a target this one still checks. Rechecks that do not stop in time (they are cancelled; a
-// recheck ignoring its context) leave the lease to expire instead.
+// never checks a target this one still checks. Rechecks that do not stop within LeaseTTL/10 (they are
+// cancelled: a recheck ignoring its context) leave the lease to expire instead, and the other shards' renewals
+// are not held up.
 func (s *Scheduler) releaseShard(ctx context.Context, sh *shard, why string) {
 	tok, until := sh.token, sh.validUntil
 	drained := s.endTerm(sh)
 	if drained != nil {
-		t := s.cfg.Clock.NewTimer(max(until.Sub(s.cfg.Clock.Now()), 0))
+		t := s.cfg.Clock.NewTimer(max(min(until.Sub(s.cfg.Clock.Now()), s.cfg.LeaseTTL/10), 0))
 		select {
 		case <-drained:
 			t.Stop()
