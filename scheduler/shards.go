@@ -295,16 +295,18 @@ func (s *Scheduler) beginTerms(ctx context.Context, acquired []*shard, start tim
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
 	begun := make([]bool, len(s.shards))
+	idx := make([]int, 0, len(acquired))
 	for _, sh := range acquired {
 		tctx, cancel := context.WithCancel(ctx)
 		sh.term = &Term{Ctx: tctx, Token: sh.token, Seq: s.termSeq.Add(1), Start: start}
 		sh.cancel, sh.late = cancel, nil
 		begun[sh.idx] = true
-		s.log.Info("scheduler: leading a shard", "shard", sh.idx, "lease", sh.name, "token", sh.token)
+		idx = append(idx, sh.idx)
 		if s.metrics != nil {
 			s.metrics.shardHandovers.WithLabelValues("acquired").Inc()
 		}
 	}
+	s.log.Info("scheduler: leading shards", "acquired", idx, "shards", len(s.shards), "members", s.members.Load())
 	for app, at := range stored {
 		if st, ok := s.targets[app]; ok && st.run == nil {
 			continue // queued below
