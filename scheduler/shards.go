@@ -85,13 +85,16 @@ type ShardStatus struct {
 	Shards  int    `json:"shards"`  // shards of the fleet
 	Led     []int  `json:"led"`     // shards this scheduler leads
 	Members int    `json:"members"` // schedulers of the fleet as last counted (1 without a registry)
+	// FleetLease is whether this scheduler holds the fleet-wide lease (mesh, smart runner: Leading).
+	FleetLease bool `json:"fleet_lease"`
 }
 
 // Shards returns which shards this scheduler leads.
 func (s *Scheduler) Shards() ShardStatus {
+	lead, _ := s.Leading()
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	st := ShardStatus{Holder: s.lead.holder, Shards: len(s.shards), Led: []int{}, Members: int(s.members.Load())}
+	st := ShardStatus{Holder: s.lead.holder, Shards: len(s.shards), Led: []int{}, Members: int(s.members.Load()), FleetLease: lead}
 	for _, sh := range s.shards {
 		if sh.term != nil && sh.term.Ctx.Err() == nil {
 			st.Led = append(st.Led, sh.idx)
