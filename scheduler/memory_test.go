@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -74,4 +75,42 @@ func BenchmarkIdleTargetMemory(b *testing.B) {
 	}
 	b.ReportMetric(bytes, "bytes/target")
 	b.ReportMetric(gs, "goroutines/target")
+}
+
+// BenchmarkDispatch measures the heap's own cost per recheck: 10,000 targets due at once on the real clock,
+// each recheck a no-op that returns at once, so what is timed is the push, the pop, the semaphore and the
+// recheck's goroutine (bench/FLEET.md).
+//
+//	go test ./scheduler -run '^$' -bench Dispatch -benchtime 20x
+func BenchmarkDispatch(b *testing.B) {
+	const n = 10_000
+	ts := make([]Target, n)
+	for i := range ts {
+		app := fmt.Sprintf("app-%07d", i)
+		ts[i] = Target{App: app, Mode: placement.ModeHost, Target: app + ".example:5432"}
+	}
+	for range b.N {
+		b.StopTimer()
+		h := newHarness()
+		s := newScheduler(Config{Name: "bench", RecheckInterval: time.Hour, InitialSpread: time.Nanosecond, LeaseTTL: time.Minute,
+			Logger: quietLogger()}, h.leaser, nil)
+		var checks atomic.Int64
+		s.check = func(context.Context, *Term, Target) (placement.Decision, error) {
+			checks.Add(1)
+			return placement.Decision{}, nil
+		}
+		s.SetTargets("api", ts)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		b.StartTimer()
+		go func() { s.Run(ctx); close(done) }()
+		for checks.Load() < n {
+			time.Sleep(time.Millisecond)
+		}
+		b.StopTimer()
+		cancel()
+		<-done
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/recheck")
 }
