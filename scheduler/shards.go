@@ -141,7 +141,16 @@ func (s *Scheduler) runShards(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		t := s.cfg.Clock.NewTimer(s.cfg.LeaseTTL/10 - s.cfg.Clock.Now().Sub(start))
+		// The next round comes in LeaseTTL/10, or when a held shard's lease may be lost, whichever is first: a
+		// term ends before its lease can expire in Redis, never a round later.
+		now := s.cfg.Clock.Now()
+		wait := s.cfg.LeaseTTL/10 - now.Sub(start)
+		for _, sh := range s.shards {
+			if sh.token != 0 {
+				wait = min(wait, sh.validUntil.Sub(now))
+			}
+		}
+		t := s.cfg.Clock.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
