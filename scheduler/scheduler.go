@@ -352,7 +352,7 @@ func (s *Scheduler) forget(removed []*targetState) {
 	}
 }
 
-// newScheduler builds the loop machinery without the recheck (tests set check).
+// newScheduler builds the recheck machinery (heap, shards, leases) without the recheck (tests set check).
 func newScheduler(cfg Config, leaser Leaser, m *Metrics) *Scheduler {
 	cfg.fill()
 	s := &Scheduler{
@@ -416,7 +416,7 @@ func (s *Scheduler) Leading() (bool, int64) {
 }
 
 // SetTargets replaces the targets of one source ("api", "dir:/etc/vantage/apps") with ts: new targets start
-// a loop, removed ones stop, changed ones are rechecked at once. An app listed by two sources keeps the
+// their rechecks, removed ones stop, changed ones are rechecked at once. An app listed by two sources keeps the
 // first one's target. The decisions of removed targets are deleted (see forget).
 func (s *Scheduler) SetTargets(source string, ts []Target) { s.setTargets(source, ts, math.MaxInt64) }
 
@@ -425,7 +425,7 @@ func (s *Scheduler) SetTargets(source string, ts []Target) { s.setTargets(source
 // while the listing was read) is neither removed nor changed back by it, and one a later RemoveTarget removed
 // is not added back. Without that, SyncAPIApps, reading the registry while
 // applications were being registered, removed a just-registered application and deleted its decision; the
-// next read added it again, and the new loop's probe round raced the removed loop's abandoned round on the
+// next read added it again, and the new target's probe round raced the removed one's abandoned round on the
 // same result key (each PoP keeps one latest result per key), so its first decision waited out ResultTimeout.
 func (s *Scheduler) setTargets(source string, ts []Target, readAfter int64) {
 	s.mu.Lock()
@@ -530,7 +530,7 @@ func (s *Scheduler) removeLocked(st *targetState) {
 	}
 }
 
-// Target returns the target of app and its loop's state.
+// Target returns the target of app and its recheck state.
 func (s *Scheduler) Target(app string) (TargetStatus, bool) {
 	s.mu.Lock()
 	st, ok := s.targets[app]
@@ -543,7 +543,7 @@ func (s *Scheduler) Target(app string) (TargetStatus, bool) {
 	return TargetStatus{Target: st.t, LastChecked: st.lastChecked, LastError: st.lastErr, Checks: st.checks}, true
 }
 
-// TargetStatus is a target with its recheck loop's latest outcome.
+// TargetStatus is a target with its latest recheck's outcome.
 type TargetStatus struct {
 	Target
 	LastChecked time.Time `json:"last_checked,omitzero"` // when this scheduler last finished a recheck
