@@ -247,6 +247,9 @@ func newTargetState(t Target, added time.Time, addSeq int64) *targetState {
 
 // New returns a scheduler that rechecks targets on b with the triangulation engine; metrics may be nil.
 func New(cfg Config, b Backend, m *Metrics) (*Scheduler, error) {
+	if cfg.Shards < 0 || cfg.Shards > MaxShards {
+		return nil, fmt.Errorf("scheduler: config: Shards %d: want 1 to %d (0: the default %d)", cfg.Shards, MaxShards, DefaultShards)
+	}
 	s := newScheduler(cfg, b, m)
 	ecfg := triangulate.ProductionConfig(nil)
 	if s.cfg.Engine != nil {

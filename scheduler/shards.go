@@ -25,6 +25,10 @@ import (
 // script call per shard held per LeaseTTL/3, per shard polled for per LeaseTTL/10).
 const DefaultShards = 64
 
+// MaxShards bounds Config.Shards: every shard is a lease each scheduler renews or polls for, a few script
+// calls per shard per lease period.
+const MaxShards = 1024
+
 // shardRegistry is the part of the store the schedulers of a fleet agree through (storage.Store): the lease
 // group's members and its shard count. Without it (a Leaser alone) a scheduler counts only itself.
 type shardRegistry interface {

@@ -187,3 +187,34 @@ func TestShardsBalanceTakeOverAndMove(t *testing.T) {
 		t.Errorf("an app was checked %d times in parallel", h.log.maxPar)
 	}
 }
+
+// TestShardsConfig: New refuses a shard count out of range and takes the default for 0.
+func TestShardsConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		shards int
+		want   int // 0: refused
+	}{
+		{"default", 0, DefaultShards},
+		{"one", 1, 1},
+		{"max", MaxShards, MaxShards},
+		{"negative", -1, 0},
+		{"too_many", MaxShards + 1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := New(Config{Shards: tc.shards, Logger: quietLogger()}, StoreBackend{}, nil)
+			if tc.want == 0 {
+				if err == nil {
+					t.Fatalf("Shards %d accepted", tc.shards)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := s.Shards().Shards; n != tc.want {
+				t.Errorf("Shards %d: %d shards, want %d", tc.shards, n, tc.want)
+			}
+		})
+	}
+}
