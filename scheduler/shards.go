@@ -17,6 +17,12 @@ import (
 //
 // The fleet-wide work (the PoP mesh, the smart runner, the pending-jobs gauge) stays with the single lease
 // Config.LeaseName (leadership, Leading): one scheduler does it, whichever shards it leads.
+//
+// Known gap: decisions are fenced per app with the token of the lease they were written under, and tokens of
+// different leases are ordered only by their acquisition time. A smart app's decision carries the fleet-wide
+// lease's token; if the app is registered again in a probed mode (no delete in between) and that token is newer
+// than its shard's, the shard's rechecks are fenced off (storage.ErrFenced) until the shard changes hands. A
+// fence per lease (or the smart decision's fence dropped on a mode change) would close it.
 
 // DefaultShards is the default number of shards (Config.Shards). Every scheduler of a fleet must split the
 // targets the same way: the first to start stores its count in Redis (storage.Store.AgreeShards), and one
