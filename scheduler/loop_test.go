@@ -15,18 +15,35 @@ import (
 	"github.com/vantage-edge/vantage/placement"
 )
 
-// memLeaser is an in-memory lease with SET NX PX semantics on the fake clock: the real one lives in Redis
-// (storage), whose expiry runs on the wall clock, which these loop tests do not control.
+// memLeaser is in-memory leases with SET NX PX semantics on the fake clock, one per name: the real ones live
+// in Redis (storage), whose expiry runs on the wall clock, which these loop tests do not control.
 type memLeaser struct {
-	clock *fakeClock
-	mu    sync.Mutex
+	clock  *fakeClock
+	mu     sync.Mutex
+	leases map[string]*memLease
+	dead   map[string]bool // holders whose calls fail, as if their process died
+}
+
+type memLease struct {
 	owner string
 	token int64
 	until time.Time
-	dead  map[string]bool // holders whose calls fail, as if their process died
 }
 
 var errDead = errors.New("holder is dead")
+
+// leaseLocked returns lease name, made on first use. The caller holds l.mu.
+func (l *memLeaser) leaseLocked(name string) *memLease {
+	if l.leases == nil {
+		l.leases = map[string]*memLease{}
+	}
+	x, ok := l.leases[name]
+	if !ok {
+		x = &memLease{}
+		l.leases[name] = x
+	}
+	return x
+}
 
 func (l *memLeaser) AcquireLease(_ context.Context, name, holder string, ttl time.Duration) (int64, bool, error) {
 	l.mu.Lock()
@@ -34,13 +51,14 @@ func (l *memLeaser) AcquireLease(_ context.Context, name, holder string, ttl tim
 	if l.dead[nameOf(holder)] {
 		return 0, false, errDead
 	}
+	x := l.leaseLocked(name)
 	now := l.clock.Now()
-	if l.owner != "" && now.Before(l.until) {
+	if x.owner != "" && now.Before(x.until) {
 		return 0, false, nil
 	}
-	l.token++
-	l.owner, l.until = holder, now.Add(ttl)
-	return l.token, true, nil
+	x.token++
+	x.owner, x.until = holder, now.Add(ttl)
+	return x.token, true, nil
 }
 
 func (l *memLeaser) RenewLease(_ context.Context, name, holder string, token int64, ttl time.Duration) (bool, error) {
@@ -49,11 +67,12 @@ func (l *memLeaser) RenewLease(_ context.Context, name, holder string, token int
 	if l.dead[nameOf(holder)] {
 		return false, errDead
 	}
+	x := l.leaseLocked(name)
 	now := l.clock.Now()
-	if l.owner != holder || l.token != token || !now.Before(l.until) {
+	if x.owner != holder || x.token != token || !now.Before(x.until) {
 		return false, nil
 	}
-	l.until = now.Add(ttl)
+	x.until = now.Add(ttl)
 	return true, nil
 }
 
@@ -63,16 +82,18 @@ func (l *memLeaser) ReleaseLease(_ context.Context, name, holder string, token i
 	if l.dead[nameOf(holder)] {
 		return errDead
 	}
-	if l.owner == holder && l.token == token {
-		l.owner = ""
+	if x := l.leaseLocked(name); x.owner == holder && x.token == token {
+		x.owner = ""
 	}
 	return nil
 }
 
+// holder returns the holder and token of the fleet-wide lease.
 func (l *memLeaser) holder() (string, int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.owner, l.token
+	x := l.leaseLocked(DefaultLeaseName)
+	return x.owner, x.token
 }
 
 // nameOf returns the scheduler name a lease holder was made from (leaseHolder).
@@ -142,6 +163,15 @@ type loopHarness struct {
 	clock  *fakeClock
 	leaser *memLeaser
 	log    *checkLog
+	mu     sync.Mutex
+	scheds []*Scheduler
+}
+
+// track adds s to the schedulers settle waits for.
+func (h *loopHarness) track(s *Scheduler) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.scheds = append(h.scheds, s)
 }
 
 func newHarness() *loopHarness {
@@ -156,6 +186,7 @@ func (h *loopHarness) start(t *testing.T, name string, cfg Config, body func(con
 	cfg.Logger = quietLogger()
 	s := newScheduler(cfg, h.leaser, NewMetrics(nil))
 	s.check = h.log.fn(h.clock, name, body)
+	h.track(s)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
@@ -172,10 +203,26 @@ func testTargets(apps ...string) []Target {
 	return ts
 }
 
-// settle waits until every loop and the lease loop are parked on a timer.
-func (h *loopHarness) settle(t *testing.T, timers int) {
+// settle waits until every scheduler is parked: no recheck running, its dispatcher waiting, and its timers (the
+// lease loop's, the shard manager's, the dispatcher's when it waits for a due target) pending on the fake clock.
+func (h *loopHarness) settle(t *testing.T) {
 	t.Helper()
-	testwait.Eventually(t, 10*time.Second, "loops to park on timers", func() bool { return h.clock.pending() >= timers })
+	testwait.Eventually(t, 10*time.Second, "schedulers to park on timers", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		want := 0
+		for _, s := range h.scheds {
+			ok, armed := s.quiet()
+			if !ok {
+				return false
+			}
+			want += 2
+			if armed {
+				want++
+			}
+		}
+		return h.clock.pending() >= want
+	})
 }
 
 func TestLoopFirstCheckAtHashOffsetThenEveryInterval(t *testing.T) {
@@ -188,10 +235,10 @@ func TestLoopFirstCheckAtHashOffsetThenEveryInterval(t *testing.T) {
 	start := h.clock.Now()
 	step := 500 * time.Millisecond
 	for h.clock.Now().Sub(start) < 70*time.Second {
-		h.settle(t, len(apps)+1)
+		h.settle(t)
 		h.clock.Advance(step)
 	}
-	h.settle(t, len(apps)+1)
+	h.settle(t)
 	for _, app := range apps {
 		h.log.mu.Lock()
 		at := h.log.at[app]
@@ -218,10 +265,10 @@ func TestLoopTargetAddedWhileLeadingIsCheckedAtOnce(t *testing.T) {
 	s, _ := h.start(t, "s1", cfg, nil)
 	testwait.Eventually(t, 10*time.Second, "lease", func() bool { ok, _ := s.Leading(); return ok })
 	for range 10 { // five seconds into the term, in steps the lease renews within
-		h.settle(t, 1)
+		h.settle(t)
 		h.clock.Advance(500 * time.Millisecond)
 	}
-	h.settle(t, 1)
+	h.settle(t)
 	app := "late-app"
 	if offset(app, 30*time.Second) < 2*time.Second {
 		t.Fatalf("pick another app name: %s's offset is %v", app, offset(app, 30*time.Second))
@@ -293,7 +340,7 @@ func TestLoopPanicBecomesFailedCheck(t *testing.T) {
 		t.Fatalf("last error %q, want the panic", st.LastError)
 	}
 	for i := 0; i < 120; i++ {
-		h.settle(t, 2)
+		h.settle(t)
 		h.clock.Advance(500 * time.Millisecond)
 	}
 	testwait.Eventually(t, 10*time.Second, "second check after the panic", func() bool { st, _ := s.Target("app"); return st.Checks == 2 })
@@ -317,6 +364,7 @@ func TestLoopStoredRecheckTimeIsHonouredOnTakeover(t *testing.T) {
 		Clock: h.clock, Name: "s1", Logger: quietLogger()}
 	s := newScheduler(cfg, h.leaser, nil)
 	s.check = h.log.fn(h.clock, "s1", nil)
+	h.track(s)
 	base := h.clock.Now()
 	s.dueScan = func(context.Context) (map[string]time.Time, error) {
 		return map[string]time.Time{"later": base.Add(20 * time.Second)}, nil
@@ -328,10 +376,10 @@ func TestLoopStoredRecheckTimeIsHonouredOnTakeover(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 	testwait.Eventually(t, 10*time.Second, "the new app checked at once", func() bool { return h.log.count("new") == 1 })
 	for i := 0; i < 19; i++ {
-		h.settle(t, 3)
+		h.settle(t)
 		h.clock.Advance(time.Second)
 	}
-	h.settle(t, 3)
+	h.settle(t)
 	if n := h.log.count("later"); n != 0 {
 		t.Fatalf("app checked %d times before its stored next recheck", n)
 	}
@@ -360,7 +408,7 @@ func TestLeaseTakeoverWithinOneLeasePeriod(t *testing.T) {
 	s2, _ := h.start(t, "s2", cfg, busy)
 	s2.SetTargets("test", testTargets(apps...))
 	for i := 0; i < 20; i++ { // 10 s: s1 keeps the lease and checks everything, s2 never checks
-		h.settle(t, len(apps)+2) // s1's loops and both lease loops; s2's loops wait for the lease
+		h.settle(t) // s1 leads every shard and the fleet-wide lease; s2 polls
 		h.clock.Advance(500 * time.Millisecond)
 	}
 	if ok, _ := s2.Leading(); ok {
@@ -381,15 +429,7 @@ func TestLeaseTakeoverWithinOneLeasePeriod(t *testing.T) {
 	var took time.Duration
 	for took == 0 {
 		h.clock.Advance(100 * time.Millisecond)
-		testwait.Eventually(t, 10*time.Second, "loops to settle", func() bool {
-			want := 2
-			for _, s := range []*Scheduler{s1, s2} {
-				if ok, _ := s.Leading(); ok {
-					want += len(apps)
-				}
-			}
-			return h.clock.pending() == want
-		})
+		h.settle(t)
 		if ok, _ := s2.Leading(); ok {
 			took = h.clock.Now().Sub(died)
 		}
@@ -408,7 +448,7 @@ func TestLeaseTakeoverWithinOneLeasePeriod(t *testing.T) {
 		t.Errorf("lease held by %s token %d, want s2 with token 2", owner, tok)
 	}
 	for i := 0; i < 10; i++ {
-		h.settle(t, len(apps)+2)
+		h.settle(t)
 		h.clock.Advance(500 * time.Millisecond)
 	}
 	h.log.mu.Lock()
@@ -420,6 +460,9 @@ func TestLeaseTakeoverWithinOneLeasePeriod(t *testing.T) {
 	}
 	if h.log.maxPar > 1 {
 		t.Errorf("an app was checked %d times in parallel", h.log.maxPar)
+	}
+	if led := s2.Shards().Led; len(led) != DefaultShards {
+		t.Errorf("s2 leads %d shards after the takeover, want all %d", len(led), DefaultShards)
 	}
 }
 

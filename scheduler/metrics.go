@@ -31,6 +31,8 @@ type Metrics struct {
 	// batchJobs, batchReads and batchDecisions are the sizes of the per-tick Redis calls (batch.go): probes
 	// per PoP's job entry, rechecks per read, decisions per write.
 	batchJobs, batchReads, batchDecisions prometheus.Histogram
+	shardsLed                             prometheus.Gauge
+	shardHandovers                        *prometheus.CounterVec // event: acquired, released, lost
 }
 
 // NewMetrics creates the scheduler's metrics and registers them with reg (nil: not registered).
@@ -73,6 +75,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, o := range []string{"written", "failed"} {
 		m.explanations.WithLabelValues(o)
 	}
+	m.shardsLed = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "vantage", Subsystem: "scheduler",
+		Name: "shards_led", Help: "Shards of the targets this scheduler leads (holds the lease of)."})
+	m.shardHandovers = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "scheduler",
+		Name: "shard_handovers_total", Help: "Shard leases this scheduler acquired, released (rebalance, shutdown) or lost (refused or not renewed in time)."}, []string{"event"})
+	for _, e := range []string{"acquired", "released", "lost"} {
+		m.shardHandovers.WithLabelValues(e)
+	}
 	m.mesh = newMeshMetrics(reg)
 	for _, st := range []string{ConfigOK, ConfigSkipped} {
 		m.configFiles.WithLabelValues(st)
@@ -103,7 +112,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.batchJobs, m.batchReads, m.batchDecisions)
 		reg.MustRegister(m.checks, m.checkDuration, m.decisions, m.jobsEnqueued, m.jobsPending, m.results,
 			m.leader, m.leaseToken, m.targets, m.adhoc, m.apiRequests, m.estimatedDecided, m.configFiles, m.redisDataLost,
-			m.windowed, m.explanations)
+			m.windowed, m.explanations, m.shardsLed, m.shardHandovers)
 	}
 	return m
 }

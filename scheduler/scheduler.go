@@ -69,7 +69,8 @@ const (
 // Config tunes a Scheduler. Zero fields take the defaults above.
 type Config struct {
 	Name            string        // lease holder id, with a random part appended in the lease; default hostname-pid
-	LeaseName       string        // default DefaultLeaseName
+	LeaseName       string        // default DefaultLeaseName; also the lease group of the shard leases
+	Shards          int           // shards of the targets, each led under its own lease (shards.go); default DefaultShards
 	LeaseTTL        time.Duration // default DefaultLeaseTTL
 	RecheckInterval time.Duration // default DefaultRecheckInterval
 	Jitter          float64       // fraction of RecheckInterval, default DefaultJitter; negative: none
@@ -136,6 +137,7 @@ func (c *Config) fill() {
 	}
 	c.LeaseName = cmp.Or(c.LeaseName, DefaultLeaseName)
 	c.LeaseTTL = cmp.Or(c.LeaseTTL, DefaultLeaseTTL)
+	c.Shards = cmp.Or(c.Shards, DefaultShards)
 	c.RecheckInterval = cmp.Or(c.RecheckInterval, DefaultRecheckInterval)
 	if c.Jitter == 0 {
 		c.Jitter = DefaultJitter
@@ -166,7 +168,8 @@ type checkFunc func(ctx context.Context, term *Term, t Target) (placement.Decisi
 // dueScanFunc returns every stored decision's next recheck time, read once per term.
 type dueScanFunc func(ctx context.Context) (map[string]time.Time, error)
 
-// Scheduler runs one loop per target; only while it holds the lease do the loops recheck.
+// Scheduler rechecks the targets of the shards it leads, driven by a timer heap (dispatch.go); it does the
+// fleet-wide work (mesh, smart runner) while it holds the single lease Config.LeaseName.
 type Scheduler struct {
 	cfg     Config
 	log     *slog.Logger
@@ -190,8 +193,18 @@ type Scheduler struct {
 	// removedAt holds, by app, the source and adds count of each RemoveTarget a listing of that source may
 	// not have seen yet (setTargets).
 	removedAt map[string]removal
-	wg        sync.WaitGroup
-	terms     map[int64]*termDue
+	wg        sync.WaitGroup // rechecks in flight
+
+	// qmu guards the heap of due targets, each target's queue fields and the shards' terms (dispatch.go).
+	qmu      sync.Mutex
+	queue    dueHeap
+	shards   []*shard
+	wake     chan struct{} // wakes the dispatcher when the first due target changed
+	parked   atomic.Bool   // the dispatcher waits (tests)
+	armed    atomic.Bool   // ... on a timer
+	inflight atomic.Int64  // rechecks running
+	members  atomic.Int64  // schedulers of the fleet as last counted
+	termSeq  atomic.Int64  // Term.Seq of the shard terms
 
 	flightMu sync.Mutex
 	flights  map[string]*flight // result key -> its measurement in progress
@@ -210,12 +223,7 @@ type removal struct {
 	seq    int64
 }
 
-type termDue struct {
-	once sync.Once
-	due  map[string]time.Time
-}
-
-// targetState is a target and its loop.
+// targetState is a target and its recheck state.
 type targetState struct {
 	mu          sync.Mutex
 	t           Target
@@ -228,13 +236,25 @@ type targetState struct {
 	checks      int64
 	failures    int  // consecutive failed rechecks: the next one comes after retryAfter(failures)
 	urgent      bool // recheck at once, even in a new term: set when Redis lost its data, cleared by a check
-	kick        chan struct{}
-	cancel      context.CancelFunc
-	done        chan struct{}
+
+	// Guarded by Scheduler.qmu:
+	shard   int32     // shardOf(app)
+	hidx    int32     // index in the heap of due targets, -1 when not in it
+	at      time.Time // due time while in the heap
+	kicked  bool      // recheck at once (changed), as soon as its shard is led and no recheck of it runs
+	removed bool
+	run     *running // the recheck in flight, nil when none
+}
+
+func newTargetState(t Target, added time.Time, addSeq int64) *targetState {
+	return &targetState{t: t, added: added, addSeq: addSeq, hidx: -1}
 }
 
 // New returns a scheduler that rechecks targets on b with the triangulation engine; metrics may be nil.
 func New(cfg Config, b Backend, m *Metrics) (*Scheduler, error) {
+	if cfg.Shards < 0 || cfg.Shards > MaxShards {
+		return nil, fmt.Errorf("scheduler: config: Shards %d: want 1 to %d (0: the default %d)", cfg.Shards, MaxShards, DefaultShards)
+	}
 	s := newScheduler(cfg, b, m)
 	ecfg := triangulate.ProductionConfig(nil)
 	if s.cfg.Engine != nil {
@@ -300,10 +320,10 @@ type decisionDeleter interface {
 	DeleteDecision(ctx context.Context, app string) error
 }
 
-// forgetTimeout bounds the wait for removed targets' loops to stop and the deletion of their decisions.
+// forgetTimeout bounds the wait for removed targets' rechecks to stop and the deletion of their decisions.
 const forgetTimeout = 30 * time.Second
 
-// forget deletes the decisions of removed targets, each once its loop has stopped: a recheck in flight would
+// forget deletes the decisions of removed targets, each once its recheck has stopped: a recheck in flight would
 // otherwise write the decision again after the delete, and routers would keep routing a deleted application.
 // DeleteDecision publishes the app, so routers drop it at their next (debounced) reload.
 func (s *Scheduler) forget(removed []*targetState) {
@@ -313,9 +333,12 @@ func (s *Scheduler) forget(removed []*targetState) {
 	ctx, cancel := context.WithTimeout(context.Background(), forgetTimeout)
 	defer cancel()
 	for _, st := range removed {
-		if st.done != nil {
+		s.qmu.Lock()
+		run := st.run
+		s.qmu.Unlock()
+		if run != nil {
 			select {
-			case <-st.done:
+			case <-run.done:
 			case <-ctx.Done():
 			}
 		}
@@ -337,7 +360,7 @@ func (s *Scheduler) forget(removed []*targetState) {
 	}
 }
 
-// newScheduler builds the loop machinery without the recheck (tests set check).
+// newScheduler builds the recheck machinery (heap, shards, leases) without the recheck (tests set check).
 func newScheduler(cfg Config, leaser Leaser, m *Metrics) *Scheduler {
 	cfg.fill()
 	s := &Scheduler{
@@ -346,12 +369,13 @@ func newScheduler(cfg Config, leaser Leaser, m *Metrics) *Scheduler {
 		sem:      make(chan struct{}, cfg.Concurrency),
 		metrics:  m,
 		targets:  map[string]*targetState{},
-		terms:    map[int64]*termDue{},
+		wake:     make(chan struct{}, 1),
 		flights:  map[string]*flight{},
 		dirFiles: map[string]map[string]ConfigFile{},
 		lostCh:   make(chan struct{}),
 	}
 	s.lead = newLeadership(leaser, cfg.LeaseName, cfg.Name, cfg.LeaseTTL, cfg.Clock, s.log)
+	s.shards = newShards(cfg.LeaseName, cfg.Shards)
 	s.lead.onTerm = func(leading bool, token int64) {
 		if m != nil {
 			m.setLeader(leading, token)
@@ -360,7 +384,8 @@ func newScheduler(cfg Config, leaser Leaser, m *Metrics) *Scheduler {
 	return s
 }
 
-// Run elects and rechecks until ctx is done, then stops every loop and releases the lease.
+// Run leads shards and rechecks their targets, and competes for the fleet-wide lease, until ctx is done; then
+// it stops every recheck and releases its leases.
 func (s *Scheduler) Run(ctx context.Context) error {
 	s.mu.Lock()
 	if s.ctx != nil {
@@ -368,13 +393,12 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		return errors.New("scheduler: Run called twice")
 	}
 	s.ctx = ctx
-	for _, st := range s.targets {
-		s.startLocked(st)
-	}
 	s.mu.Unlock()
 
 	var lw sync.WaitGroup
 	lw.Go(func() { s.lead.run(ctx) })
+	lw.Go(func() { s.dispatch(ctx) })
+	lw.Go(func() { s.runShards(ctx) })
 	if m := s.meshState(); m != nil {
 		lw.Go(func() { s.runMesh(ctx, m) })
 	}
@@ -389,7 +413,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	return nil
 }
 
-// Leading reports whether this scheduler holds the lease now, and the fencing token.
+// Leading reports whether this scheduler holds the fleet-wide lease now (it then runs the mesh and the smart
+// runner), and its fencing token. The rechecks follow the shard leases (Shards).
 func (s *Scheduler) Leading() (bool, int64) {
 	t, _ := s.lead.current()
 	if t == nil || t.Ctx.Err() != nil {
@@ -399,7 +424,7 @@ func (s *Scheduler) Leading() (bool, int64) {
 }
 
 // SetTargets replaces the targets of one source ("api", "dir:/etc/vantage/apps") with ts: new targets start
-// a loop, removed ones stop, changed ones are rechecked at once. An app listed by two sources keeps the
+// their rechecks, removed ones stop, changed ones are rechecked at once. An app listed by two sources keeps the
 // first one's target. The decisions of removed targets are deleted (see forget).
 func (s *Scheduler) SetTargets(source string, ts []Target) { s.setTargets(source, ts, math.MaxInt64) }
 
@@ -408,7 +433,7 @@ func (s *Scheduler) SetTargets(source string, ts []Target) { s.setTargets(source
 // while the listing was read) is neither removed nor changed back by it, and one a later RemoveTarget removed
 // is not added back. Without that, SyncAPIApps, reading the registry while
 // applications were being registered, removed a just-registered application and deleted its decision; the
-// next read added it again, and the new loop's probe round raced the removed loop's abandoned round on the
+// next read added it again, and the new target's probe round raced the removed one's abandoned round on the
 // same result key (each PoP keeps one latest result per key), so its first decision waited out ResultTimeout.
 func (s *Scheduler) setTargets(source string, ts []Target, readAfter int64) {
 	s.mu.Lock()
@@ -428,11 +453,7 @@ func (s *Scheduler) setTargetsLocked(source string, ts []Target, readAfter int64
 			if r, ok := s.removedAt[t.App]; ok && r.source == source && r.seq > readAfter {
 				continue // removed while the listing was read
 			}
-			st = &targetState{t: t, added: s.cfg.Clock.Now(), kick: make(chan struct{}, 1)}
-			s.targets[t.App] = st
-			if s.ctx != nil {
-				s.startLocked(st)
-			}
+			s.addLocked(newTargetState(t, s.cfg.Clock.Now(), 0))
 			continue
 		}
 		st.mu.Lock()
@@ -444,7 +465,7 @@ func (s *Scheduler) setTargetsLocked(source string, ts []Target, readAfter int64
 		st.t = t
 		st.mu.Unlock()
 		if changed {
-			st.kickNow()
+			s.kick(st)
 		}
 	}
 	for app, r := range s.removedAt {
@@ -457,10 +478,7 @@ func (s *Scheduler) setTargetsLocked(source string, ts []Target, readAfter int64
 		src, newer := st.t.Source, st.addSeq > readAfter
 		st.mu.Unlock()
 		if src == source && !seen[app] && !newer {
-			if st.cancel != nil {
-				st.cancel()
-			}
-			delete(s.targets, app)
+			s.removeLocked(st)
 			removed = append(removed, st)
 		}
 	}
@@ -478,11 +496,7 @@ func (s *Scheduler) AddTarget(source string, t Target) {
 	seq := s.adds.Add(1)
 	delete(s.removedAt, t.App)
 	if !ok {
-		st = &targetState{t: t, added: s.cfg.Clock.Now(), addSeq: seq, kick: make(chan struct{}, 1)}
-		s.targets[t.App] = st
-		if s.ctx != nil {
-			s.startLocked(st)
-		}
+		s.addLocked(newTargetState(t, s.cfg.Clock.Now(), seq))
 		if s.metrics != nil {
 			s.metrics.targets.Set(float64(len(s.targets)))
 		}
@@ -493,10 +507,38 @@ func (s *Scheduler) AddTarget(source string, t Target) {
 	st.mu.Lock()
 	st.t, st.addSeq = t, seq
 	st.mu.Unlock()
-	st.kickNow()
+	s.kick(st)
 }
 
-// Target returns the target of app and its loop's state.
+// addLocked holds a new target and, when its shard is led, queues it at its due time (at once: it was added
+// during the term). The caller holds s.mu.
+func (s *Scheduler) addLocked(st *targetState) {
+	app := st.t.App
+	s.targets[app] = st
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	st.shard = shardOf(app, len(s.shards))
+	if sh := s.shards[st.shard]; sh.term != nil {
+		s.pushLocked(st, s.dueLocked(sh.term, st, sh.lateDue))
+	}
+}
+
+// removeLocked drops a target: out of the heap, its recheck in flight cancelled. The caller holds s.mu.
+func (s *Scheduler) removeLocked(st *targetState) {
+	st.mu.Lock()
+	app := st.t.App
+	st.mu.Unlock()
+	delete(s.targets, app)
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	st.removed = true
+	s.unqueueLocked(st)
+	if st.run != nil {
+		st.run.cancel()
+	}
+}
+
+// Target returns the target of app and its recheck state.
 func (s *Scheduler) Target(app string) (TargetStatus, bool) {
 	s.mu.Lock()
 	st, ok := s.targets[app]
@@ -509,7 +551,7 @@ func (s *Scheduler) Target(app string) (TargetStatus, bool) {
 	return TargetStatus{Target: st.t, LastChecked: st.lastChecked, LastError: st.lastErr, Checks: st.checks}, true
 }
 
-// TargetStatus is a target with its recheck loop's latest outcome.
+// TargetStatus is a target with its latest recheck's outcome.
 type TargetStatus struct {
 	Target
 	LastChecked time.Time `json:"last_checked,omitzero"` // when this scheduler last finished a recheck
@@ -531,23 +573,6 @@ func (s *Scheduler) Targets() []Target {
 	return out
 }
 
-func (st *targetState) kickNow() {
-	select {
-	case st.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (s *Scheduler) startLocked(st *targetState) {
-	ctx, cancel := context.WithCancel(s.ctx)
-	st.cancel = cancel
-	st.done = make(chan struct{})
-	s.wg.Go(func() {
-		defer close(st.done)
-		s.loop(ctx, st)
-	})
-}
-
 // offset returns the deterministic start offset of app in [0, spread): a hash of the name, so restarts and
 // standbys agree and targets do not start in a herd.
 func offset(app string, spread time.Duration) time.Duration {
@@ -567,100 +592,9 @@ func jittered(d time.Duration, jitter float64) time.Duration {
 	return d + time.Duration((rand.Float64()*2-1)*jitter*float64(d))
 }
 
-// due returns when st is next due in term: its stored next recheck, else (never checked) at once when it was
-// added during the term (a new application is placed within seconds), else at its offset in the initial
-// spread (targets loaded together at start-up do not probe all at once).
-func (s *Scheduler) due(term *Term, st *targetState) time.Time {
-	st.mu.Lock()
-	if st.urgent {
-		st.mu.Unlock()
-		return term.Start
-	}
-	if st.term == term.Seq && !st.next.IsZero() {
-		n := st.next
-		st.mu.Unlock()
-		return n
-	}
-	app, added := st.t.App, st.added
-	st.mu.Unlock()
-	if s.dueScan != nil {
-		s.mu.Lock()
-		td, ok := s.terms[term.Seq]
-		if !ok {
-			td = &termDue{}
-			s.terms[term.Seq] = td
-			for seq := range s.terms { // keep only the latest terms
-				if seq < term.Seq-2 {
-					delete(s.terms, seq)
-				}
-			}
-		}
-		s.mu.Unlock()
-		td.once.Do(func() {
-			m, err := s.dueScan(term.Ctx)
-			if err != nil {
-				s.log.Warn("scheduler: reading stored recheck times; spreading rechecks from now", "err", err)
-			}
-			td.due = m
-		})
-		if at, ok := td.due[app]; ok {
-			return at
-		}
-	}
-	if added.After(term.Start) {
-		return added
-	}
-	return term.Start.Add(offset(app, min(s.cfg.InitialSpread, s.cfg.RecheckInterval)))
-}
-
-// loop is one target's life: wait to lead, wait until due (or a kick), recheck under the semaphore, repeat.
-func (s *Scheduler) loop(ctx context.Context, st *targetState) {
-	for {
-		term := s.lead.wait(ctx)
-		if term == nil {
-			return
-		}
-		wait := s.due(term, st).Sub(s.cfg.Clock.Now())
-		if wait > 0 {
-			timer := s.cfg.Clock.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				timer.Stop()
-				return
-			case <-term.Ctx.Done():
-				timer.Stop()
-				continue
-			case <-st.kick:
-				timer.Stop()
-			case <-timer.C():
-			}
-		}
-		select {
-		case s.sem <- struct{}{}:
-		case <-ctx.Done():
-			return
-		case <-term.Ctx.Done():
-			continue
-		}
-		if term.Ctx.Err() != nil { // lost the lease while waiting for a slot
-			<-s.sem
-			continue
-		}
-		// The recheck runs on a goroutine of its own: its deep stack (Redis client, engine) is freed when it
-		// ends instead of staying with the loop's goroutine, which at 100,000 targets is most of the memory.
-		done := make(chan struct{})
-		go func() { defer close(done); s.runCheck(ctx, term, st) }()
-		<-done
-		<-s.sem
-	}
-}
-
-// runCheck runs one recheck under term, turning a panic into a failed check. The recheck is cancelled when
-// the term ends or when ctx (the target's loop) is: a removed target's recheck must not write its decision.
-func (s *Scheduler) runCheck(ctx context.Context, term *Term, st *targetState) {
-	cctx, cancel := context.WithCancel(term.Ctx)
-	defer cancel()
-	defer context.AfterFunc(ctx, cancel)()
+// runCheck runs one recheck under term, turning a panic into a failed check. cctx is the term's context or
+// a child cancelled when the target is removed: a removed target's recheck must not write its decision.
+func (s *Scheduler) runCheck(cctx context.Context, term *Term, st *targetState) {
 	st.mu.Lock()
 	t := st.t
 	st.mu.Unlock()
@@ -767,7 +701,7 @@ func (s *Scheduler) dataLost() {
 		st.mu.Lock()
 		st.urgent = true
 		st.mu.Unlock()
-		st.kickNow()
+		s.kick(st)
 	}
 	close(s.lostCh)
 	s.lostCh = make(chan struct{})
@@ -780,7 +714,7 @@ func (s *Scheduler) dataLostSignal() <-chan struct{} {
 	return s.lostCh
 }
 
-// RemoveTarget stops the loop of app if source holds it and deletes its decision (see forget), and reports
+// RemoveTarget stops rechecking app if source holds it and deletes its decision (see forget), and reports
 // whether it did.
 func (s *Scheduler) RemoveTarget(source, app string) bool {
 	s.mu.Lock()
@@ -794,10 +728,7 @@ func (s *Scheduler) RemoveTarget(source, app string) bool {
 		s.mu.Unlock()
 		return false
 	}
-	if st.cancel != nil {
-		st.cancel()
-	}
-	delete(s.targets, app)
+	s.removeLocked(st)
 	if s.removedAt == nil {
 		s.removedAt = map[string]removal{}
 	}

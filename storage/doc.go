@@ -71,6 +71,10 @@
 //	                                          "r:<PoP>:<kind>" -> Result JSON
 //	vantage:{lease:<name>}            string  "<fencing token>:<holder>"                    lease TTL scheduler scheduler
 //	vantage:{lease:<name>}:fence      string  fencing token counter (INCR per acquisition)  none      scheduler scheduler
+//	vantage:{lease:<group>}:members   zset    scheduler (lease holder) -> expiry, Unix ms    2 × lease scheduler scheduler
+//	                                          of the server's clock (HeartbeatMember)       TTL
+//	vantage:{lease:<group>}:shards    string  shard count of the group's targets            none      scheduler scheduler
+//	                                          (AgreeShards: the first to start stores it)
 //	vantage:{quota:<kind>:<name>}     hash    token bucket {tokens, last (Unix ms)} of a    until     scheduler scheduler
 //	                                          quota kind ("adhoc") for a token name         full
 //	vantage:{tel:<app>}:requests      stream  entries {r: Telemetry JSON}, a 1 % sample of  MAXLEN ~  worker    debugging
@@ -164,7 +168,9 @@
 //
 // Leases: AcquireLease (Lua) takes a free lease with SET NX PX, numbering it with INCR of the fence counter
 // raised to the server's clock in µs, so tokens grow with every acquisition, even across a loss of the data; RenewLease and ReleaseLease compare the holder and PEXPIRE or DEL in
-// Lua. Ad-hoc probes: AppendAdHocResult adds a result only while the record exists (Lua EXISTS + HSET).
+// Lua. The schedulers of a fleet split the targets into shards, each a lease "<group>-shard-NNN" of its own
+// (its own slot); HeartbeatMember (Lua: ZREMRANGEBYSCORE of the expired, ZADD, ZRANGE) counts them for their
+// fair share, and AgreeShards (SET NX, GET) makes them split alike. Ad-hoc probes: AppendAdHocResult adds a result only while the record exists (Lua EXISTS + HSET).
 //
 // Quotas: TakeQuota runs one Lua script on the bucket's hash: refill at the rate since the stored clock (never
 // moving it backwards), take one token or return the wait; every scheduler on the Redis shares the bucket.

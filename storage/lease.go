@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -147,4 +148,77 @@ func (s *Store) LeaseInfo(ctx context.Context, name string) (Lease, bool, error)
 		return Lease{}, false, fmt.Errorf("storage: lease %s: %w: %q", name, errCorrupt, get.Val())
 	}
 	return Lease{Holder: holder, Token: t, TTL: max(ttl.Val(), 0)}, true, nil
+}
+
+// KeyLeaseMembers returns the sorted set of the members of a lease group (schedulers sharing a fleet's shard
+// leases): member -> expiry in Unix ms on the Redis server's clock. Same slot as the group's own lease.
+func KeyLeaseMembers(group string) string { return "vantage:{lease:" + group + "}:members" }
+
+// KeyShardCount returns the number of shards a lease group's targets are split into, written by the first
+// member to start (AgreeShards). Same slot as the group's own lease.
+func KeyShardCount(group string) string { return "vantage:{lease:" + group + "}:shards" }
+
+// heartbeatMemberScript drops the expired members of a group, (re)announces ARGV[1] until now + ARGV[2] ms
+// (none when ARGV[1] is empty) and returns the members left. KEYS[1] members. The expiry is the server's clock,
+// so members on hosts whose clocks differ agree on who is alive.
+var heartbeatMemberScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if ARGV[1] ~= '' then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) * 2 then
+    redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+  end
+end
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+`)
+
+// HeartbeatMember announces member in lease group for ttl and returns the group's live members (member
+// included), sorted. A member that stops calling drops out ttl after its last call; LeaveMember drops it at once.
+func (s *Store) HeartbeatMember(ctx context.Context, group, member string, ttl time.Duration) ([]string, error) {
+	if err := checkLease(group, member, ttl); err != nil {
+		return nil, err
+	}
+	v, err := heartbeatMemberScript.Run(ctx, s.c, []string{KeyLeaseMembers(group)}, member, ttl.Milliseconds()).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("storage: heartbeat of %s in lease group %s: %w", member, group, err)
+	}
+	slices.Sort(v)
+	return v, nil
+}
+
+// LeaveMember removes member from lease group at once (a clean shutdown; a crashed member expires instead).
+func (s *Store) LeaveMember(ctx context.Context, group, member string) error {
+	if err := checkLease(group, member, time.Second); err != nil {
+		return err
+	}
+	if err := s.c.ZRem(ctx, KeyLeaseMembers(group), member).Err(); err != nil {
+		return fmt.Errorf("storage: %s leaving lease group %s: %w", member, group, err)
+	}
+	return nil
+}
+
+// agreeShardsScript stores ARGV[1] as the group's shard count unless one is stored, and returns the stored one.
+// KEYS[1] shard count.
+var agreeShardsScript = redis.NewScript(`
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+`)
+
+// AgreeShards stores n as lease group's shard count when none is stored yet, and returns the stored count:
+// every member of a group must split targets the same way, so a member started with another count adopts the
+// stored one (or refuses to run). The count has no TTL; it goes with Redis's data.
+func (s *Store) AgreeShards(ctx context.Context, group string, n int) (int, error) {
+	if err := validName("lease group", group); err != nil {
+		return 0, err
+	}
+	if n < 1 {
+		return 0, fmt.Errorf("storage: lease group %s: shard count %d: want at least 1", group, n)
+	}
+	v, err := agreeShardsScript.Run(ctx, s.c, []string{KeyShardCount(group)}, n).Int()
+	if err != nil {
+		return 0, fmt.Errorf("storage: shard count of lease group %s: %w", group, err)
+	}
+	return v, nil
 }

@@ -85,6 +85,7 @@ func addSchedulerFlags(fs *flag.FlagSet, cfg *daemon.SchedulerConfig) *scheduler
 	fs.DurationVar(&s.RecheckInterval, "recheck", s.RecheckInterval, "recheck interval per target (jittered)")
 	fs.Float64Var(&s.Jitter, "jitter", s.Jitter, "recheck jitter, a fraction of --recheck (0: none)")
 	fs.DurationVar(&s.LeaseTTL, "lease-ttl", s.LeaseTTL, "leader lease; a dead leader is replaced within it")
+	fs.IntVar(&s.Shards, "shards", s.Shards, "shards the targets are split into, each led by one scheduler of the fleet under its own lease (the fleet's first scheduler stores the count in Redis; the others adopt it)")
 	fs.IntVar(&s.Concurrency, "concurrency", s.Concurrency, "rechecks in flight at once")
 	fs.DurationVar(&s.ResultTimeout, "result-timeout", s.ResultTimeout, "how long a recheck waits for the fleet's results")
 	fs.IntVar(&s.ProbeCount, "count", s.ProbeCount, "samples per probe job")

@@ -236,6 +236,13 @@ type State struct {
 	TotalApps int       `json:"total_apps"` // every application the scheduler places
 	// SkippedConfigs are the files of the config dir the scheduler's last load skipped, with the reason.
 	SkippedConfigs []scheduler.ConfigFile `json:"skipped_configs"`
+	// Shards is which shards of the targets this scheduler leads (an operator's read only).
+	Shards *scheduler.ShardStatus `json:"shards,omitempty"`
+}
+
+// shardStatus is implemented by *scheduler.Scheduler: the shards it leads.
+type shardStatus interface {
+	Shards() scheduler.ShardStatus
 }
 
 // skippedConfigs is implemented by *scheduler.Scheduler: the config files its last loads skipped.
@@ -316,6 +323,10 @@ func (h *Handler) State(ctx context.Context, who scheduler.Principal) (State, er
 	st := State{Now: now, PoPs: make([]PoP, 0, len(fleet)), Apps: []App{}, SkippedConfigs: []scheduler.ConfigFile{}}
 	if sc, ok := h.cfg.Sched.(skippedConfigs); ok && who.IsOperator() {
 		st.SkippedConfigs = append(st.SkippedConfigs, sc.SkippedConfigs()...)
+	}
+	if ss, ok := h.cfg.Sched.(shardStatus); ok && who.IsOperator() {
+		v := ss.Shards()
+		st.Shards = &v
 	}
 	up := map[string]bool{}
 	for _, p := range fleet {

@@ -394,6 +394,10 @@ func TestStateByAccount(t *testing.T) {
 			if len(st.SkippedConfigs) != tc.skipped {
 				t.Errorf("skipped configs %v, want %d", st.SkippedConfigs, tc.skipped)
 			}
+			// The shards this scheduler leads: an operator's read only.
+			if operator := tc.skipped > 0; (st.Shards != nil) != operator || operator && st.Shards.Shards != scheduler.DefaultShards {
+				t.Errorf("shards %+v, want them shown to an operator only", st.Shards)
+			}
 		})
 	}
 	for _, path := range []string{"/", "/ui/static/app.js"} {
