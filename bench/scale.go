@@ -42,7 +42,8 @@ type scaleOptions struct {
 	window      time.Duration
 	warmup      time.Duration
 	rate        int
-	concurrency int // registrations in flight
+	concurrency int  // registration requests in flight
+	single      bool // one POST /v1/apps per target instead of POST /v1/apps/bulk
 	out         string
 	vantage     string // a built vantage binary; empty: go build ./cmd/vantage
 	root        string
@@ -63,7 +64,8 @@ func runScale(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&o.window, "window", time.Minute, "measurement window")
 	fs.DurationVar(&o.warmup, "warmup", 30*time.Second, "wait after the last registration before the window (the first rechecks of new targets are spread over 30 s)")
 	fs.IntVar(&o.rate, "simulate-rate", 200, "probes per second per simulated PoP (vantage probed --simulate-rate)")
-	fs.IntVar(&o.concurrency, "register-concurrency", 8, "registrations in flight")
+	fs.IntVar(&o.concurrency, "register-concurrency", 2, "registration requests in flight")
+	fs.BoolVar(&o.single, "register-single", false, "register with one POST /v1/apps per target (default: POST /v1/apps/bulk, 10,000 per request)")
 	fs.StringVar(&o.out, "out", "", "append the markdown report to this file (default: stdout)")
 	fs.StringVar(&o.vantage, "vantage", "", "vantage binary to run (default: go build ./cmd/vantage into a temporary directory)")
 	if err := fs.Parse(args); err != nil {
@@ -207,7 +209,7 @@ func scaleRun(ctx context.Context, o *scaleOptions) (*scaleReport, error) {
 	r.rssBase = procRSS(p.sched.Process.Pid)
 	log("redis %s, %d simulated PoPs up, scheduler leading (RSS %s MiB); registering %d targets", p.red.addr, o.pops, num(float64(r.rssBase)/(1<<20), 0), o.targets)
 	t0 := time.Now()
-	if err := registerTargets(ctx, p.api, o.targets, o.concurrency, func(done int) {
+	if err := registerTargets(ctx, p.api, o.targets, o.concurrency, !o.single, func(done int) {
 		log("registered %d/%d (%.0f/s)", done, o.targets, float64(done)/time.Since(t0).Seconds())
 	}); err != nil {
 		return fail(err)
@@ -289,7 +291,7 @@ func sampleScale(ctx context.Context, p *scaleProcs) (scaleSample, error) {
 	if err != nil {
 		return s, err
 	}
-	s.rechecks, s.rechecksOK = m["vantage_scheduler_rechecks_total"], m[`vantage_scheduler_rechecks_total{outcome="ok"}`]
+	s.rechecks, s.rechecksOK = m["vantage_scheduler_rechecks_total"], m[`vantage_scheduler_rechecks_total{outcome="success"}`]
 	s.decisions, s.jobs = m["vantage_scheduler_decisions_written_total"], m["vantage_scheduler_jobs_enqueued_total"]
 	s.schedCPU, s.probedCPU = cpuSeconds(p.sched.Process.Pid), cpuSeconds(p.probed.Process.Pid)
 	info, err := p.rc.Info(ctx, "stats", "cpu", "commandstats").Result()
@@ -361,36 +363,47 @@ func upPoPs(ctx context.Context, addr string) int {
 	return len(up)
 }
 
-// registerTargets registers n host targets through POST /v1/apps, conc at a time, as a user would (a
-// wrangler.jsonc per application, an operator's bearer token); progress is called every 10 %.
-func registerTargets(ctx context.Context, api string, n, conc int, progress func(done int)) error {
+// registerTargets registers n host targets through the API as an operator would, with an operator's bearer
+// token: bulk, POST /v1/apps/bulk with up to scheduler.MaxBulkApps wrangler configs per request; else one
+// POST /v1/apps per application. conc requests are in flight; progress is called every 10 %.
+func registerTargets(ctx context.Context, api string, n, conc int, bulk bool, progress func(done int)) error {
+	per := 1
+	path, ctype := "/v1/apps", "application/json"
+	if bulk {
+		per, path, ctype = scheduler.MaxBulkApps, "/v1/apps/bulk", "application/x-ndjson"
+	}
 	var next, done atomic.Int64
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc}, Timeout: time.Minute}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc}, Timeout: 5 * time.Minute}
 	errc := make(chan error, conc)
 	var wg sync.WaitGroup
 	for range conc {
 		wg.Go(func() {
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(n) || ctx.Err() != nil {
+			for ctx.Err() == nil {
+				first := next.Add(int64(per)) - int64(per)
+				if first >= int64(n) {
 					return
 				}
-				body := fmt.Sprintf(`{"name": "app-%07d", "placement": {"host": "h%07d.bench.example:5432"}}`, i, i)
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, api+"/v1/apps", strings.NewReader(body))
+				last := min(first+int64(per), int64(n))
+				var body strings.Builder
+				for i := first; i < last; i++ {
+					fmt.Fprintf(&body, `{"name": "app-%07d", "placement": {"host": "h%07d.bench.example:5432"}}`+"\n", i, i)
+				}
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, api+path, strings.NewReader(body.String()))
 				req.Header.Set("Authorization", "Bearer "+scaleToken)
-				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Content-Type", ctype)
 				resp, err := client.Do(req)
 				if err != nil {
-					errc <- fmt.Errorf("bench scale: POST /v1/apps app-%07d: %w", i, err)
+					errc <- fmt.Errorf("bench scale: POST %s app-%07d...: %w", path, first, err)
 					return
 				}
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				if resp.StatusCode != http.StatusCreated {
-					errc <- fmt.Errorf("bench scale: POST /v1/apps app-%07d: %s: %s", i, resp.Status, b)
+				if resp.StatusCode/100 != 2 || (bulk && !strings.Contains(string(b), `"success":true`)) {
+					errc <- fmt.Errorf("bench scale: POST %s app-%07d...: %s: %s", path, first, resp.Status, tail(string(b), 3))
 					return
 				}
-				if d := done.Add(1); d%max(int64(n)/10, 1) == 0 {
+				step := max(int64(n)/10, 1)
+				if d := done.Add(last - first); d/step != (d-(last-first))/step {
 					progress(int(d))
 				}
 			}
@@ -530,9 +543,9 @@ func (r *scaleReport) markdown() string {
 	fmt.Fprintf(&b, "\n### Scale run: %s targets, %d simulated PoPs, recheck %v (%s)\n\n", num(float64(o.targets), 0), o.pops, o.recheck, r.started.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "    %s\n\n", o.cmdline)
 	fmt.Fprintf(&b, "Commit measured: `%s`. Machine: %d CPUs, load average %s before, %s after. Window %.0f s after a %v warm-up; "+
-		"registration of the targets took %v (%s/s through `POST /v1/apps`, %d in flight).\n\n",
+		"registration of the targets took %v (%s/s through `%s`, %d requests in flight).\n\n",
 		r.commit, runtime.NumCPU(), r.load0, r.load1, w.seconds, o.warmup, r.registerTime.Round(time.Second),
-		num(float64(o.targets)/r.registerTime.Seconds(), 0), o.concurrency)
+		num(float64(o.targets)/r.registerTime.Seconds(), 0), map[bool]string{true: "POST /v1/apps", false: "POST /v1/apps/bulk"}[o.single], o.concurrency)
 	t := &Table{Header: []string{"figure", "value"}}
 	t.Add("rechecks completed (vantage_scheduler_rechecks_total)", fmt.Sprintf("**%s /s** (%s ok); a %v recheck of every target needs %s /s",
 		num(rps, 1), num(w.rechecksOK/w.seconds, 1), o.recheck, num(need, 1)))
