@@ -323,14 +323,20 @@ func (a *API) ownerOf(ctx context.Context, name string) (owner, error) {
 		if err != nil {
 			return owner{}, err
 		}
-		if found {
-			return owner{account: app.Account, source: cmp.Or(app.Source, SourceAPI), exists: true}, nil
-		}
+		return a.ownerFrom(name, app, found), nil
+	}
+	return a.ownerFrom(name, storage.App{}, false), nil
+}
+
+// ownerFrom is ownerOf given name's registry entry (found false: none).
+func (a *API) ownerFrom(name string, app storage.App, found bool) owner {
+	if found {
+		return owner{account: app.Account, source: cmp.Or(app.Source, SourceAPI), exists: true}
 	}
 	if ts, ok := a.Sched.Target(name); ok {
-		return owner{account: ts.Account, source: cmp.Or(ts.Source, SourceAPI), exists: true}, nil
+		return owner{account: ts.Account, source: cmp.Or(ts.Source, SourceAPI), exists: true}
 	}
-	return owner{}, nil
+	return owner{}
 }
 
 // notFound answers that app is not there for the caller: absent, or another account's (the same answer, so that
@@ -501,7 +507,7 @@ func (a *API) registerApp(w http.ResponseWriter, r *http.Request, name, account 
 // deploy ("": a generated version). ok=false means it has answered r with the error.
 func (a *API) registerConfig(w http.ResponseWriter, r *http.Request, c placement.Config, account, deployParam string) (reg Registration, ok bool) {
 	p := principal(r)
-	app, t, rerr := a.checkRegistration(r.Context(), p, c, account, deployParam, time.Now(), a.accountApps)
+	app, t, rerr := a.checkRegistration(r.Context(), p, c, account, deployParam, time.Now(), a.ownerOf, a.accountApps)
 	if rerr != nil {
 		writeError(w, rerr.status, rerr.code, rerr.msg)
 		return Registration{}, false
@@ -524,9 +530,10 @@ type registrationError struct {
 }
 
 // checkRegistration checks the registration of c's application by p in account at now (deployParam naming the
-// deploy, "": generated) and returns the registry entry and the target to hold; accountApps counts an
-// account's applications for its cap.
+// deploy, "": generated) and returns the registry entry and the target to hold; ownerOf says who holds a name
+// (API.ownerOf), accountApps counts an account's applications for its cap (API.accountApps).
 func (a *API) checkRegistration(ctx context.Context, p Principal, c placement.Config, account, deployParam string, now time.Time,
+	ownerOf func(ctx context.Context, name string) (owner, error),
 	accountApps func(ctx context.Context, account string) (int, error)) (storage.App, Target, *registrationError) {
 	fail := func(status, code int, msg string) (storage.App, Target, *registrationError) {
 		return storage.App{}, Target{}, &registrationError{status, code, msg}
@@ -554,7 +561,7 @@ func (a *API) checkRegistration(ctx context.Context, p Principal, c placement.Co
 		return fail(code, 10011, fmt.Sprintf("app %q: %v", c.App, err))
 	}
 	t.Account = acct
-	old, err := a.ownerOf(ctx, c.App)
+	old, err := ownerOf(ctx, c.App)
 	switch {
 	case err != nil:
 		return fail(http.StatusServiceUnavailable, 10004, err.Error())

@@ -3,13 +3,17 @@ package scheduler
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"time"
 
+	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/storage"
 )
 
@@ -22,10 +26,11 @@ const (
 	MaxBulkBodyBytes = 16 << 20
 )
 
-// bulkRegistry is an app registry that writes many applications at once (StoreBackend); without it a bulk
-// request writes them one by one.
+// bulkRegistry is an app registry that reads and writes many applications at once (StoreBackend); without it
+// a bulk request reads and writes them one by one.
 type bulkRegistry interface {
 	RegisterApps(ctx context.Context, apps []storage.App) error
+	AppsNamed(ctx context.Context, names []string) (map[string]storage.App, error)
 }
 
 // BulkResult is the result of POST /v1/apps/bulk.
@@ -57,10 +62,14 @@ func (a *API) postAppsBulk(w http.ResponseWriter, r *http.Request) {
 		counted[acct] = n
 		return n, err
 	}
+	// Parse every line, then read the registry entries of every name at once, then check each line.
+	type parsed struct {
+		line int
+		c    placement.Config
+	}
 	var (
-		apps    []storage.App
-		targets []Target
-		errs    []APIError
+		configs []parsed
+		errs    []lineError
 		seen    = map[string]int{}
 	)
 	sc := bufio.NewScanner(bytes.NewReader(body))
@@ -72,23 +81,39 @@ func (a *API) postAppsBulk(w http.ResponseWriter, r *http.Request) {
 		if len(text) == 0 {
 			continue
 		}
-		if len(apps)+len(errs) >= MaxBulkApps {
+		if len(configs)+len(errs) >= MaxBulkApps {
 			writeError(w, http.StatusRequestEntityTooLarge, 10001, fmt.Sprintf("line %d: more than %d applications in one request", line, MaxBulkApps))
 			return
 		}
 		c, err := a.Parser.ParseJSONC(fmt.Sprintf("line %d", line), text)
 		if err != nil {
-			errs = append(errs, APIError{Code: 10002, Message: err.Error()})
+			errs = append(errs, lineError{line, APIError{Code: 10002, Message: err.Error()}})
 			continue
 		}
 		if first, dup := seen[c.App]; dup {
-			errs = append(errs, APIError{Code: 10002, Message: fmt.Sprintf("line %d: app %q: given on line %d already", line, c.App, first)})
+			errs = append(errs, lineError{line, APIError{Code: 10002, Message: fmt.Sprintf("line %d: app %q: given on line %d already", line, c.App, first)}})
 			continue
 		}
 		seen[c.App] = line
-		app, t, rerr := a.checkRegistration(r.Context(), p, c, account, deploy, now, countApps)
+		configs = append(configs, parsed{line, c})
+	}
+	if err := sc.Err(); err != nil {
+		writeError(w, http.StatusBadRequest, 10002, fmt.Sprintf("line %d: %v", line+1, err))
+		return
+	}
+	ownerOf, err := a.bulkOwners(r.Context(), seen)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
+		return
+	}
+	var (
+		apps    []storage.App
+		targets []Target
+	)
+	for _, pc := range configs {
+		app, t, rerr := a.checkRegistration(r.Context(), p, pc.c, account, deploy, now, ownerOf, countApps)
 		if rerr != nil {
-			errs = append(errs, APIError{Code: rerr.code, Message: fmt.Sprintf("line %d: %s", line, rerr.msg)})
+			errs = append(errs, lineError{pc.line, APIError{Code: rerr.code, Message: fmt.Sprintf("line %d: %s", pc.line, rerr.msg)}})
 			continue
 		}
 		if app.Account != "" {
@@ -96,9 +121,10 @@ func (a *API) postAppsBulk(w http.ResponseWriter, r *http.Request) {
 		}
 		apps, targets = append(apps, app), append(targets, t)
 	}
-	if err := sc.Err(); err != nil {
-		writeError(w, http.StatusBadRequest, 10002, fmt.Sprintf("line %d: %v", line+1, err))
-		return
+	slices.SortStableFunc(errs, func(x, y lineError) int { return cmp.Compare(x.line, y.line) })
+	out := make([]APIError, len(errs))
+	for i, e := range errs {
+		out[i] = e.err
 	}
 	if err := a.registerApps(r.Context(), apps); err != nil {
 		writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
@@ -110,8 +136,31 @@ func (a *API) postAppsBulk(w http.ResponseWriter, r *http.Request) {
 	a.log().Info("scheduler: apps registered in bulk", "registered", len(apps), "failed", len(errs), "account", account, "token", p.Name)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
-	json.NewEncoder(w).Encode(Envelope{Success: len(errs) == 0, Errors: append([]APIError{}, errs...), Messages: []string{},
+	json.NewEncoder(w).Encode(Envelope{Success: len(errs) == 0, Errors: out, Messages: []string{},
 		Result: BulkResult{Registered: len(apps), Failed: len(errs)}})
+}
+
+// lineError is a refused line of a bulk request.
+type lineError struct {
+	line int
+	err  APIError
+}
+
+// bulkOwners reads the registry entries of names at once (bulkRegistry) and returns ownerOf for them; without
+// bulkRegistry, API.ownerOf.
+func (a *API) bulkOwners(ctx context.Context, names map[string]int) (func(context.Context, string) (owner, error), error) {
+	b, ok := a.Apps.(bulkRegistry)
+	if !ok {
+		return a.ownerOf, nil
+	}
+	have, err := b.AppsNamed(ctx, slices.Collect(maps.Keys(names)))
+	if err != nil {
+		return nil, err
+	}
+	return func(_ context.Context, name string) (owner, error) {
+		app, found := have[name]
+		return a.ownerFrom(name, app, found), nil
+	}, nil
 }
 
 // registerApps writes apps to the registry: at once when it can, else one by one.
@@ -133,4 +182,9 @@ func (a *API) registerApps(ctx context.Context, apps []storage.App) error {
 // RegisterApps implements bulkRegistry: storage.Store.PutApps.
 func (b StoreBackend) RegisterApps(ctx context.Context, apps []storage.App) error {
 	return b.Store.PutApps(ctx, apps)
+}
+
+// AppsNamed implements bulkRegistry: storage.Store.AppsNamed.
+func (b StoreBackend) AppsNamed(ctx context.Context, names []string) (map[string]storage.App, error) {
+	return b.Store.AppsNamed(ctx, names)
 }

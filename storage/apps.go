@@ -109,6 +109,41 @@ func (s *Store) PutApps(ctx context.Context, apps []App) error {
 	return nil
 }
 
+// AppsNamed returns the registered applications among names (absent ones are not in the map), reading them
+// with one HMGET per putAppsChunk names in one pipeline. An entry that does not decode is skipped, as Apps does.
+func (s *Store) AppsNamed(ctx context.Context, names []string) (map[string]App, error) {
+	out := make(map[string]App, len(names))
+	if len(names) == 0 {
+		return out, nil
+	}
+	var cmds []*redis.SliceCmd
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := 0; i < len(names); i += putAppsChunk {
+			cmds = append(cmds, p.HMGet(ctx, KeyApps, names[i:min(i+putAppsChunk, len(names))]...))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: get %d apps (%s...): %w", len(names), names[0], err)
+	}
+	for ci, cmd := range cmds {
+		for j, v := range cmd.Val() {
+			str, ok := v.(string)
+			if !ok {
+				continue // absent
+			}
+			name := names[ci*putAppsChunk+j]
+			a, err := decodeApp(name, str)
+			if err != nil {
+				s.skipCorrupt("app", KeyApps+" "+name, str, err)
+				continue
+			}
+			out[name] = a
+		}
+	}
+	return out, nil
+}
+
 // DeleteApp removes app name (and publishes it on ChannelApps when it existed); it reports whether it existed.
 // The application's decision is separate: delete it with DeleteDecision.
 func (s *Store) DeleteApp(ctx context.Context, name string) (bool, error) {

@@ -13,7 +13,7 @@ func init() {
 }
 
 // testAppsBulk: PutApps writes every application of several HSET chunks with one Resync notification, and
-// writes none when one of them is invalid.
+// writes none when one of them is invalid; AppsNamed reads some back at once.
 func testAppsBulk(t *testing.T, open func(*testing.T, Options) *Store) {
 	s := open(t, Options{Now: func() time.Time { return t0 }})
 	ctx := testCtx(t)
@@ -39,6 +39,10 @@ func testAppsBulk(t *testing.T, open func(*testing.T, Options) *Store) {
 	}
 	if a := got[n-1]; a.Name != apps[n-1].Name || a.Target != apps[n-1].Target || !a.UpdatedAt.Equal(t0) {
 		t.Errorf("last app %+v, want %+v updated at %v", a, apps[n-1], t0)
+	}
+	named, err := s.AppsNamed(ctx, []string{apps[0].Name, "absent", apps[n-1].Name})
+	if err != nil || len(named) != 2 || named[apps[n-1].Name].Target != apps[n-1].Target {
+		t.Errorf("AppsNamed: %v %v, want the first and the last app", named, err)
 	}
 	bad := []App{{Name: "fine", Mode: placement.ModeHost, Target: "f.example:1"}, {Name: "no-mode", Mode: "nonsense"}}
 	if err := s.PutApps(ctx, bad); err == nil {
