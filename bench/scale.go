@@ -561,6 +561,12 @@ func (r *scaleReport) markdown() string {
 	t.Add("Redis memory per target at the end of the window ((used_memory - before) / targets: registry, results, decisions, history)",
 		fmt.Sprintf("**%s bytes** (%s MiB; %s rechecks done since the start, %s targets)", num(float64(r.redisMemEnd-r.redisMemBase)/float64(o.targets), 0),
 			num(float64(r.redisMemEnd-r.redisMemBase)/(1<<20), 1), num(r.rechecksTotal, 0), num(float64(o.targets), 0)))
+	if checked := math.Min(r.rechecksTotal, float64(o.targets)); checked >= 1000 {
+		// While the first rechecks are still running (recheck interval longer than the run), each recheck is a
+		// target's first: the growth since registering, divided by them, is what a target rechecked once adds.
+		t.Add("Redis memory a target adds once rechecked ((used_memory end - once registered) / rechecks done, at most targets)",
+			fmt.Sprintf("**%s bytes** (%s rechecks)", num(float64(r.redisMemEnd-r.redisMemReg)/checked, 0), num(checked, 0)))
+	}
 	t.Add("scheduler RSS per target", fmt.Sprintf("**%s KiB** (%s MiB before registering, %s MiB after, %s MiB at the end)",
 		num(float64(r.rssEnd-r.rssBase)/1024/float64(o.targets), 2), num(float64(r.rssBase)/(1<<20), 0), num(float64(r.rssReg)/(1<<20), 0), num(float64(r.rssEnd)/(1<<20), 0)))
 	var sb strings.Builder
