@@ -1,5 +1,6 @@
 // Command bench runs Vantage's side-by-side benchmarks (prober against blackbox_exporter, fping and hping3;
-// engine; router; fleet; the emulated WAN's fidelity) in one run and writes bench/RESULTS.md.
+// engine; router; fleet; the emulated WAN's fidelity) in one run and writes bench/RESULTS.md; `bench scale`
+// is the fleet's scale run (bench/FLEET.md).
 package main
 
 import (

@@ -99,31 +99,30 @@ func runScale(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // scaleReport is what a scale run measured.
 type scaleReport struct {
-	o                     *scaleOptions
-	started               time.Time
-	load0, load1, commit  string
-	registerTime          time.Duration
-	targetsHeld           float64
-	redisMemBase          int64 // used_memory before registering
-	redisMemReg           int64 // ... after registering
-	redisMemEnd           int64 // ... at the end of the window
-	rssBase, rssReg       int64 // scheduler VmRSS before and after registering
-	rssEnd                int64
-	rechecksTotal         float64 // the scheduler's rechecks since it started, at the end of the window
-	win                   scaleWindow
-	cmdCalls              map[string]int64 // INFO commandstats calls over the window
-	redisCores, probedCPU float64
+	o                    *scaleOptions
+	started              time.Time
+	load0, load1, commit string
+	registerTime         time.Duration
+	targetsHeld          float64
+	redisMemBase         int64 // used_memory before registering
+	redisMemReg          int64 // ... after registering
+	redisMemEnd          int64 // ... at the end of the window
+	rssBase, rssReg      int64 // scheduler VmRSS before and after registering
+	rssEnd               int64
+	rechecksTotal        float64 // the scheduler's rechecks since it started, at the end of the window
+	win                  scaleWindow
+	cmdCalls             map[string]int64 // INFO commandstats calls over the window
 }
 
 // scaleWindow are the deltas over the measurement window.
 type scaleWindow struct {
-	seconds                  float64
-	rechecks, decisions      float64
-	jobs                     float64
-	schedCPU                 float64 // seconds
-	commands, netIn, netOut  int64
-	redisCPU, probedCPUSecs  float64
-	rechecksOK, rechecksFail float64
+	seconds                 float64
+	rechecks, decisions     float64
+	jobs                    float64
+	schedCPU                float64 // seconds
+	commands, netIn, netOut int64
+	redisCPU, probedCPUSecs float64
+	rechecksOK              float64
 }
 
 // scaleProcs are the processes of a run.
@@ -133,7 +132,6 @@ type scaleProcs struct {
 	probed      *exec.Cmd
 	sched       *exec.Cmd
 	api, mets   string // the scheduler's API and tokenless /metrics URLs
-	logs        []*bytes.Buffer
 	stop        []func()
 	schedLogBuf *syncWriter
 }
@@ -282,7 +280,7 @@ func (b scaleSample) sub(a scaleSample) scaleWindow {
 	return scaleWindow{seconds: b.at.Sub(a.at).Seconds(), rechecks: b.rechecks - a.rechecks, decisions: b.decisions - a.decisions,
 		jobs: b.jobs - a.jobs, schedCPU: b.schedCPU - a.schedCPU, commands: b.commands - a.commands, netIn: b.netIn - a.netIn,
 		netOut: b.netOut - a.netOut, redisCPU: b.redisCPU - a.redisCPU, probedCPUSecs: b.probedCPU - a.probedCPU,
-		rechecksOK: b.rechecksOK - a.rechecksOK, rechecksFail: (b.rechecks - b.rechecksOK) - (a.rechecks - a.rechecksOK)}
+		rechecksOK: b.rechecksOK - a.rechecksOK}
 }
 
 func sampleScale(ctx context.Context, p *scaleProcs) (scaleSample, error) {
@@ -547,8 +545,8 @@ func (r *scaleReport) markdown() string {
 		r.commit, runtime.NumCPU(), r.load0, r.load1, w.seconds, o.warmup, r.registerTime.Round(time.Second),
 		num(float64(o.targets)/r.registerTime.Seconds(), 0), map[bool]string{true: "POST /v1/apps", false: "POST /v1/apps/bulk"}[o.single], o.concurrency)
 	t := &Table{Header: []string{"figure", "value"}}
-	t.Add("rechecks completed (vantage_scheduler_rechecks_total)", fmt.Sprintf("**%s /s** (%s ok); a %v recheck of every target needs %s /s",
-		num(rps, 1), num(w.rechecksOK/w.seconds, 1), o.recheck, num(need, 1)))
+	t.Add("rechecks completed (vantage_scheduler_rechecks_total)", fmt.Sprintf("**%s /s** (%s successful, %s decisions written /s); a %v recheck of every target needs %s /s",
+		num(rps, 1), num(w.rechecksOK/w.seconds, 1), num(w.decisions/w.seconds, 1), o.recheck, num(need, 1)))
 	t.Add("scheduler CPU (/proc/<pid>/stat utime+stime)", fmt.Sprintf("%s cores: **%s ms per recheck**", num(schedCores, 2), num(r.perRecheck(w.schedCPU*1000), 2)))
 	t.Add("rechecks per second per scheduler core", "**"+num(rps/schedCores, 0)+"**")
 	t.Add("Redis commands per recheck (total_commands_processed)", fmt.Sprintf("**%s** (%s commands/s)", num(r.perRecheck(float64(w.commands)), 0), num(float64(w.commands)/w.seconds, 0)))
