@@ -1,5 +1,6 @@
 // Command bench runs Vantage's side-by-side benchmarks (prober against blackbox_exporter, fping and hping3;
-// engine; router; fleet; the emulated WAN's fidelity) in one run and writes bench/RESULTS.md.
+// engine; router; fleet; the emulated WAN's fidelity) in one run and writes bench/RESULTS.md; `bench scale`
+// is the fleet's scale run (bench/FLEET.md).
 package main
 
 import (
@@ -43,6 +44,13 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == scaleArg {
+		if err := runScale(ctx, os.Args[2:], os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -6,10 +6,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vantage-edge/vantage/exporter"
 	"github.com/vantage-edge/vantage/probed"
 	"github.com/vantage-edge/vantage/prober"
+	"github.com/vantage-edge/vantage/prober/simulate"
 	"github.com/vantage-edge/vantage/storage"
 )
 
@@ -44,6 +49,34 @@ type ProbedConfig struct {
 	// Version is advertised in heartbeats.
 	Version string
 	Logger  *slog.Logger
+	// Simulate, when set, makes this a SIMULATION for scale runs: jobs are answered from the latency model
+	// (package prober/simulate), no probe touches the network, results are marked simulated, /probe and the
+	// mesh are off, and one process may stand in for many PoPs (SimulateConfig.PoPs). Nil: real probes.
+	Simulate *SimulateConfig
+}
+
+// SimulateConfig configures a simulated probe daemon (ProbedConfig.Simulate); see simulate.Config for the
+// fields' defaults.
+type SimulateConfig struct {
+	// PoPs are the catalogue PoPs this process stands in for, one job loop each on the one Redis client;
+	// empty: Daemon.PoP alone.
+	PoPs []string
+	// Rate is the probes per second each simulated PoP answers at most (0: unlimited).
+	Rate int
+	// JitterMs is the jitter added to each sample (0: simulate.DefaultJitterMs; negative: none).
+	JitterMs float64
+	// FailFraction of the probes are answered as timeouts.
+	FailFraction float64
+	// Seed seeds the jitter and the failures (0: a fixed default).
+	Seed uint64
+}
+
+// pops returns the PoPs a simulated daemon stands in for.
+func (c SimulateConfig) pops(dflt string) []string {
+	if len(c.PoPs) == 0 {
+		return []string{dflt}
+	}
+	return c.PoPs
 }
 
 // DefaultProbedConfig returns the defaults of `vantage probed`.
@@ -53,18 +86,30 @@ func DefaultProbedConfig() ProbedConfig {
 
 // Validate checks what NewProbed cannot default.
 func (c ProbedConfig) Validate() error {
-	if c.Daemon.PoP == "" {
+	if c.Daemon.PoP == "" && (c.Simulate == nil || len(c.Simulate.PoPs) == 0) {
 		return errors.New("probed: --pop is required (the PoP of this daemon)")
+	}
+	if c.Simulate != nil {
+		switch {
+		case c.MeshListen != "":
+			return errors.New("probed: --mesh-listen: a simulated daemon takes no part in the mesh (--simulate)")
+		case c.ProbeModules != "":
+			return errors.New("probed: --probe-modules: a simulated daemon serves no /probe (--simulate)")
+		}
+		if _, err := simulate.LookupPoPs(c.Simulate.pops(c.Daemon.PoP)); err != nil {
+			return fmt.Errorf("probed: --simulate: %w", err)
+		}
 	}
 	return c.TLS.validate("probed")
 }
 
-// Probed is one PoP's probe daemon: its prober, job loop and HTTP endpoints.
+// Probed is one PoP's probe daemon: its prober, job loop and HTTP endpoints; simulated (ProbedConfig.Simulate),
+// one job loop per simulated PoP and no prober.
 type Probed struct {
 	cfg ProbedConfig
-	eng *prober.Engine
-	x   *exporter.Exporter
-	d   *probed.Daemon
+	eng *prober.Engine     // nil when simulated
+	x   *exporter.Exporter // nil when simulated
+	ds  []*probed.Daemon   // one per PoP: the daemon's own, or every simulated PoP's
 	g   group
 	// mesh answers the mesh probes (nil: none), dialled by the other PoPs at meshAddr.
 	mesh     net.Listener
@@ -117,6 +162,9 @@ func NewProbed(cfg ProbedConfig, st *storage.Store) (*Probed, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Simulate != nil {
+		return newSimulated(cfg, st, g)
+	}
 	modules := exporter.DefaultFile()
 	if cfg.ProbeModules != "" {
 		if modules, err = exporter.Load(cfg.ProbeModules); err != nil {
@@ -160,23 +208,73 @@ func NewProbed(cfg ProbedConfig, st *storage.Store) (*Probed, error) {
 		return nil, err
 	}
 	q.DaemonID = d.ID()
-	p := &Probed{cfg: cfg, eng: eng, x: x, d: d, g: g, mesh: mln, meshAddr: meshAddr}
-	mux := adminMux(reg, func() error {
-		if !d.Ready() {
-			return errors.New("Redis unreachable")
+	p := &Probed{cfg: cfg, eng: eng, x: x, ds: []*probed.Daemon{d}, g: g, mesh: mln, meshAddr: meshAddr}
+	mux := p.adminMux(reg)
+	mux.Handle("GET /probe", x) // blackbox_exporter's /probe, with this PoP's prober settings
+	p.g.serve("probed", ln, mux)
+	return p, nil
+}
+
+// adminMux serves /metrics from reg, /healthz, and /readyz while every job loop reaches Redis.
+func (p *Probed) adminMux(reg prometheus.Gatherer) *http.ServeMux {
+	return adminMux(reg, func() error {
+		for _, d := range p.ds {
+			if !d.Ready() {
+				return errors.New("Redis unreachable")
+			}
 		}
 		return nil
 	})
-	mux.Handle("GET /probe", x) // blackbox_exporter's /probe, with this PoP's prober settings
-	p.g.serve("probed", ln, mux)
+}
+
+// newSimulated assembles a simulated daemon (cfg.Simulate): for each PoP a job loop on st answering from
+// simulate.Prober, their metrics on one registry labelled by pop, and the process's vantage_probed_simulated.
+func newSimulated(cfg ProbedConfig, st *storage.Store, g group) (*Probed, error) {
+	sc := *cfg.Simulate
+	pops, err := simulate.LookupPoPs(sc.pops(cfg.Daemon.PoP))
+	if err != nil {
+		return nil, fmt.Errorf("probed: --simulate: %w", err)
+	}
+	ln, err := listen(cfg.Listener, cfg.Listen, "probed: --listen")
+	if err != nil {
+		return nil, err
+	}
+	reg := newRegistry()
+	sm := simulate.NewMetrics(reg)
+	p := &Probed{cfg: cfg, g: g}
+	for _, pop := range pops {
+		sim, err := simulate.New(simulate.Config{From: pop, Rate: sc.Rate, JitterMs: sc.JitterMs, FailFraction: sc.FailFraction,
+			Seed: sc.Seed, Metrics: sm})
+		if err != nil {
+			closeAll(ln)
+			return nil, fmt.Errorf("probed: --simulate: %w", err)
+		}
+		dc := cfg.Daemon
+		dc.PoP = pop.Code
+		if dc.DaemonID != "" && len(pops) > 1 {
+			dc.DaemonID += "-" + strings.ToLower(pop.Code)
+		}
+		q := &probed.StoreQueue{DB: st, PoP: pop.Code, Version: cfg.Version + "+" + simulate.Marker}
+		if ln != nil {
+			q.Addr = ln.Addr().String()
+		}
+		d, err := probed.New(dc, q, sim, prometheus.WrapRegistererWith(prometheus.Labels{"pop": pop.Code}, reg))
+		if err != nil {
+			closeAll(ln)
+			return nil, err
+		}
+		q.DaemonID = d.ID()
+		p.ds = append(p.ds, d)
+	}
+	p.g.serve("probed", ln, p.adminMux(reg))
 	return p, nil
 }
 
 // MeshAddr returns the address the daemon advertises for mesh probes, or "" when it answers none.
 func (p *Probed) MeshAddr() string { return p.meshAddr }
 
-// ID returns the daemon's consumer name in its PoP's group.
-func (p *Probed) ID() string { return p.d.ID() }
+// ID returns the daemon's consumer name in its PoP's group (simulated: the first PoP's).
+func (p *Probed) ID() string { return p.ds[0].ID() }
 
 // Addr returns the address of the daemon's HTTP endpoints, or "" when it has none.
 func (p *Probed) Addr() string { return addrOf(&p.g) }
@@ -184,14 +282,25 @@ func (p *Probed) Addr() string { return addrOf(&p.g) }
 // Run runs the daemon until ctx is done, then drains its in-flight probes (Daemon.DrainTimeout) and closes
 // the prober.
 func (p *Probed) Run(ctx context.Context) error {
-	defer p.eng.Close()
-	defer p.x.Close()
-	p.g.loop(func(ctx context.Context) { p.d.Run(ctx) })
+	if p.eng != nil {
+		defer p.eng.Close()
+		defer p.x.Close()
+	}
+	for _, d := range p.ds {
+		p.g.loop(func(ctx context.Context) { d.Run(ctx) })
+	}
+	if s := p.cfg.Simulate; s != nil {
+		p.g.log.Warn("probed: SIMULATION: jobs are answered from the latency model, not measured on the network; every result is marked simulated",
+			"pops", len(p.ds), "rate_per_pop", s.Rate, "jitter_ms", s.JitterMs, "fail_fraction", s.FailFraction, "listen", p.Addr())
+		err := p.g.run(ctx)
+		p.g.log.Info("probed: simulation stopped", "pops", len(p.ds))
+		return err
+	}
 	if p.mesh != nil {
 		p.g.loop(func(ctx context.Context) { probed.ServeMesh(ctx, p.mesh, p.g.log) })
 		p.g.log.Info("probed: answering mesh probes", "listen", p.mesh.Addr().String(), "advertised", p.meshAddr)
 	}
-	p.g.log.Info("probed: running", "pop", p.cfg.Daemon.PoP, "daemon", p.d.ID(), "listen", p.Addr(), "sources", p.cfg.Prober.Sources)
+	p.g.log.Info("probed: running", "pop", p.cfg.Daemon.PoP, "daemon", p.ID(), "listen", p.Addr(), "sources", p.cfg.Prober.Sources)
 	err := p.g.run(ctx)
 	p.g.log.Info("probed: stopped", "pop", p.cfg.Daemon.PoP)
 	return err

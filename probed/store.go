@@ -137,6 +137,9 @@ func (q *StoreQueue) result(j Job, r prober.Result) (storage.Result, error) {
 			return storage.Result{}, err
 		}
 	}
+	if r.Simulated && detail == nil {
+		detail = simulatedDetail // the mark that this is no measurement travels with the result
+	}
 	sr := storage.Result{
 		Target: j.Key, PoP: q.PoP, Kind: r.Kind,
 		MinMs: r.Min.Ms(), MedianMs: r.Median.Ms(), Samples: len(r.Samples), Loss: r.Loss,
@@ -182,6 +185,9 @@ func (q *StoreQueue) storeMesh(ctx context.Context, dst string, r prober.Result)
 	_, err := q.DB.PutMeshRTT(ctx, storage.MeshRTT{Src: q.PoP, Dst: dst, RTTMs: r.Min.Ms(), Samples: len(r.Samples), At: r.Start})
 	return err
 }
+
+// simulatedDetail is the Detail of a simulated result (prober.Result.Simulated) stored without its full detail.
+var simulatedDetail = json.RawMessage(`{"simulated":true}`)
 
 // Ack implements Queue.
 func (q *StoreQueue) Ack(ctx context.Context, j Job) error {

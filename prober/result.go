@@ -135,7 +135,9 @@ type Result struct {
 	HTTP     *HTTPResult         `json:"http,omitempty"`
 	DNS      *DNSResult          `json:"dns,omitempty"`
 	ICMP     *ICMPResult         `json:"icmp,omitempty"`
-	Err      error               `json:"-"`
+	// Simulated marks a result answered from the latency model (package prober/simulate), not measured.
+	Simulated bool  `json:"simulated,omitempty"`
+	Err       error `json:"-"`
 }
 
 // HTTPPhases are the timings of the HEAD request that opened the connection, from httptrace hooks, as in

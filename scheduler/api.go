@@ -189,6 +189,7 @@ func (a *API) routes() []apiRoute {
 	}
 	rs := []apiRoute{
 		authed("POST /v1/apps", "apps_post", func(a *API) http.HandlerFunc { return a.postApp }),
+		authed("POST /v1/apps/bulk", "apps_bulk", func(a *API) http.HandlerFunc { return a.postAppsBulk }),
 		authed("GET /v1/apps", "apps_list", func(a *API) http.HandlerFunc { return a.listApps }),
 		authed("DELETE /v1/apps/{name}", "apps_delete", func(a *API) http.HandlerFunc { return a.deleteApp }),
 		authed("POST /v1/apps/{name}/deploys", "deploys_post", func(a *API) http.HandlerFunc { return a.postDeploy }),
@@ -322,14 +323,20 @@ func (a *API) ownerOf(ctx context.Context, name string) (owner, error) {
 		if err != nil {
 			return owner{}, err
 		}
-		if found {
-			return owner{account: app.Account, source: cmp.Or(app.Source, SourceAPI), exists: true}, nil
-		}
+		return a.ownerFrom(name, app, found), nil
+	}
+	return a.ownerFrom(name, storage.App{}, false), nil
+}
+
+// ownerFrom is ownerOf given name's registry entry (found false: none).
+func (a *API) ownerFrom(name string, app storage.App, found bool) owner {
+	if found {
+		return owner{account: app.Account, source: cmp.Or(app.Source, SourceAPI), exists: true}
 	}
 	if ts, ok := a.Sched.Target(name); ok {
-		return owner{account: ts.Account, source: cmp.Or(ts.Source, SourceAPI), exists: true}, nil
+		return owner{account: ts.Account, source: cmp.Or(ts.Source, SourceAPI), exists: true}
 	}
-	return owner{}, nil
+	return owner{}
 }
 
 // notFound answers that app is not there for the caller: absent, or another account's (the same answer, so that
@@ -500,75 +507,93 @@ func (a *API) registerApp(w http.ResponseWriter, r *http.Request, name, account 
 // deploy ("": a generated version). ok=false means it has answered r with the error.
 func (a *API) registerConfig(w http.ResponseWriter, r *http.Request, c placement.Config, account, deployParam string) (reg Registration, ok bool) {
 	p := principal(r)
-	t, ok, err := TargetFromConfig(c, a.Regions)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, 10002, err.Error())
+	app, t, rerr := a.checkRegistration(r.Context(), p, c, account, deployParam, time.Now(), a.ownerOf, a.accountApps)
+	if rerr != nil {
+		writeError(w, rerr.status, rerr.code, rerr.msg)
 		return Registration{}, false
-	}
-	smartMode := c.Mode == placement.ModeSmart
-	if !ok && !smartMode {
-		writeError(w, http.StatusBadRequest, 10003, fmt.Sprintf("app %q: placement mode %q: nothing to place (want smart, host, hostname or region)", c.App, c.Mode))
-		return Registration{}, false
-	}
-	if smartMode {
-		t = Target{App: c.App, Mode: c.Mode}
-		if a.Apps == nil {
-			writeError(w, http.StatusServiceUnavailable, 10004, fmt.Sprintf("app %q: smart placement needs the app registry in Redis", c.App))
-			return Registration{}, false
-		}
-	}
-	now := time.Now()
-	deploy, generated, err := deployVersion(deployParam, now)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, 10002, err.Error())
-		return Registration{}, false
-	}
-	acct, code, err := resolveAccount(p, account, c.AccountID)
-	if err != nil {
-		writeError(w, code, 10011, fmt.Sprintf("app %q: %v", c.App, err))
-		return Registration{}, false
-	}
-	t.Account = acct
-	old, err := a.ownerOf(r.Context(), c.App)
-	switch {
-	case err != nil:
-		writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
-		return Registration{}, false
-	case old.exists && !p.Sees(old.account):
-		// Application names are one namespace (the router routes by name): the name is taken, by whom is not
-		// said.
-		writeError(w, http.StatusConflict, 10009, fmt.Sprintf("app %q: the name is not available", c.App))
-		return Registration{}, false
-	case old.exists && old.source != SourceAPI:
-		writeError(w, http.StatusConflict, 10008, fmt.Sprintf("app %q is placed by a config file (%s): change the file instead", c.App, old.source))
-		return Registration{}, false
-	}
-	if limit := a.Limits.withDefaults().MaxAppsPerAccount; acct != "" && (!old.exists || old.account != acct) {
-		n, err := a.accountApps(r.Context(), acct)
-		if err != nil {
-			writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
-			return Registration{}, false
-		}
-		if n >= limit {
-			writeError(w, http.StatusForbidden, 10012, fmt.Sprintf("app %q: account %q has %d applications, its cap (max apps per account %d): delete one first", c.App, acct, n, limit))
-			return Registration{}, false
-		}
 	}
 	if a.Apps != nil {
-		app := storage.App{Name: t.App, Mode: t.Mode, Target: t.Target, Account: t.Account, Source: SourceAPI,
-			DeployVersion: deploy, DeployedAt: now, DeployGenerated: generated}
 		if err := a.Apps.RegisterApp(r.Context(), app); err != nil {
 			writeError(w, http.StatusServiceUnavailable, 10004, err.Error())
 			return Registration{}, false
 		}
 	}
+	a.applyRegistration(t)
+	a.log().Info("scheduler: app registered", "app", t.App, "account", t.Account, "mode", t.Mode, "target", t.Target, "deploy", app.DeployVersion, "token", p.Name)
+	return Registration{Target: t, Deploy: app.DeployVersion, DeployedAt: app.DeployedAt, DeployGenerated: app.DeployGenerated}, true
+}
+
+// registrationError is a refused registration: its HTTP status, API error code and message.
+type registrationError struct {
+	status, code int
+	msg          string
+}
+
+// checkRegistration checks the registration of c's application by p in account at now (deployParam naming the
+// deploy, "": generated) and returns the registry entry and the target to hold; ownerOf says who holds a name
+// (API.ownerOf), accountApps counts an account's applications for its cap (API.accountApps).
+func (a *API) checkRegistration(ctx context.Context, p Principal, c placement.Config, account, deployParam string, now time.Time,
+	ownerOf func(ctx context.Context, name string) (owner, error),
+	accountApps func(ctx context.Context, account string) (int, error)) (storage.App, Target, *registrationError) {
+	fail := func(status, code int, msg string) (storage.App, Target, *registrationError) {
+		return storage.App{}, Target{}, &registrationError{status, code, msg}
+	}
+	t, ok, err := TargetFromConfig(c, a.Regions)
+	if err != nil {
+		return fail(http.StatusBadRequest, 10002, err.Error())
+	}
+	smartMode := c.Mode == placement.ModeSmart
+	if !ok && !smartMode {
+		return fail(http.StatusBadRequest, 10003, fmt.Sprintf("app %q: placement mode %q: nothing to place (want smart, host, hostname or region)", c.App, c.Mode))
+	}
 	if smartMode {
-		a.Sched.RemoveTarget(SourceAPI, t.App) // it may have had a probe target before
+		t = Target{App: c.App, Mode: c.Mode}
+		if a.Apps == nil {
+			return fail(http.StatusServiceUnavailable, 10004, fmt.Sprintf("app %q: smart placement needs the app registry in Redis", c.App))
+		}
+	}
+	deploy, generated, err := deployVersion(deployParam, now)
+	if err != nil {
+		return fail(http.StatusBadRequest, 10002, err.Error())
+	}
+	acct, code, err := resolveAccount(p, account, c.AccountID)
+	if err != nil {
+		return fail(code, 10011, fmt.Sprintf("app %q: %v", c.App, err))
+	}
+	t.Account = acct
+	old, err := ownerOf(ctx, c.App)
+	switch {
+	case err != nil:
+		return fail(http.StatusServiceUnavailable, 10004, err.Error())
+	case old.exists && !p.Sees(old.account):
+		// Application names are one namespace (the router routes by name): the name is taken, by whom is not
+		// said.
+		return fail(http.StatusConflict, 10009, fmt.Sprintf("app %q: the name is not available", c.App))
+	case old.exists && old.source != SourceAPI:
+		return fail(http.StatusConflict, 10008, fmt.Sprintf("app %q is placed by a config file (%s): change the file instead", c.App, old.source))
+	}
+	if limit := a.Limits.withDefaults().MaxAppsPerAccount; acct != "" && (!old.exists || old.account != acct) {
+		n, err := accountApps(ctx, acct)
+		if err != nil {
+			return fail(http.StatusServiceUnavailable, 10004, err.Error())
+		}
+		if n >= limit {
+			return fail(http.StatusForbidden, 10012, fmt.Sprintf("app %q: account %q has %d applications, its cap (max apps per account %d): delete one first", c.App, acct, n, limit))
+		}
+	}
+	app := storage.App{Name: t.App, Mode: t.Mode, Target: t.Target, Account: t.Account, Source: SourceAPI,
+		DeployVersion: deploy, DeployedAt: now, DeployGenerated: generated}
+	return app, t, nil
+}
+
+// applyRegistration makes this scheduler hold t, registered (its registry entry written): a smart application
+// has no probe target (it may have had one before).
+func (a *API) applyRegistration(t Target) {
+	if t.Mode == placement.ModeSmart {
+		a.Sched.RemoveTarget(SourceAPI, t.App)
 	} else {
 		a.Sched.AddTarget(SourceAPI, t)
 	}
-	a.log().Info("scheduler: app registered", "app", t.App, "account", t.Account, "mode", t.Mode, "target", t.Target, "deploy", deploy, "token", p.Name)
-	return Registration{Target: t, Deploy: deploy, DeployedAt: now, DeployGenerated: generated}, true
 }
 
 // postDeploy tells Vantage of a new deploy of an application registered through the API: the version from

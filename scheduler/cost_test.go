@@ -21,6 +21,7 @@ import (
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/probed"
 	"github.com/vantage-edge/vantage/prober"
+	"github.com/vantage-edge/vantage/prober/simulate"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
 )
@@ -57,7 +58,7 @@ func (p modelProber) Probe(_ context.Context, t prober.Target) prober.Result {
 	if i := strings.LastIndexByte(host, ':'); i > 0 {
 		host = host[:i]
 	}
-	d := prober.Duration(p.model.RTTMs(p.at, scaleTargetPoint(host)) * float64(time.Millisecond))
+	d := prober.Duration(p.model.RTTMs(p.at, simulate.TargetPoint(host)) * float64(time.Millisecond))
 	return prober.Result{Kind: t.Kind, Target: t.Addr, Start: time.Now(), Samples: []prober.Duration{d, d, d},
 		Min: d, Median: d, Sent: 3, Received: 3, Success: true}
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"hash/fnv"
-	"math"
 	"os"
 	"os/exec"
 	"runtime"
@@ -19,6 +17,7 @@ import (
 	"github.com/vantage-edge/vantage/geo"
 	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/prober/simulate"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
 
@@ -37,16 +36,6 @@ var (
 
 // responderEnv names the Redis address a re-executed test binary answers jobs on (TestScaleResponder).
 const responderEnv = "VANTAGE_SCALE_RESPONDER"
-
-// scaleTargetPoint places bench target key deterministically on the globe.
-func scaleTargetPoint(key string) geo.Point {
-	h := fnv.New64a()
-	h.Write([]byte(key))
-	v := h.Sum64()
-	u1 := float64(v&0xffffffff) / (1 << 32)
-	u2 := float64(v>>32) / (1 << 32)
-	return geo.Point{Lat: math.Asin(2*u1-1) * 180 / math.Pi, Lon: u2*360 - 180}
-}
 
 // TestScaleResponder is not a test: TestScale runs the test binary again with it, in its own process, to stand
 // in for the 300 PoPs' daemons. It answers every job with the latency model's RTT between the PoP and the
@@ -85,7 +74,7 @@ func TestScaleResponder(t *testing.T) {
 					brs := make([]storage.BatchResult, 0, len(jobs))
 					for i, j := range jobs {
 						idle = false
-						rtt := model.RTTMs(p.Point, scaleTargetPoint(j.Key))
+						rtt := model.RTTMs(p.Point, simulate.TargetPoint(j.Key))
 						br := storage.BatchResult{Result: &storage.Result{Target: j.Key, PoP: p.Code, Kind: j.Kind, MinMs: rtt, MedianMs: rtt,
 							Samples: 3, At: time.Now(), JobID: j.ID, Round: j.Round}, Reply: j.Reply}
 						if i == len(jobs)-1 || jobs[i+1].Entry != j.Entry {
@@ -247,7 +236,7 @@ func BenchmarkDecisionWrite(b *testing.B) {
 		for pb.Next() {
 			i := seq.next()
 			app := fmt.Sprintf("app-%06d", i%100_000)
-			tp := scaleTargetPoint(app)
+			tp := simulate.TargetPoint(app)
 			ms := make(map[string]storage.Result, 45)
 			for j := 0; j < 45; j++ {
 				p := pops[(int(i)*7+j*13)%len(pops)]

@@ -66,6 +66,84 @@ func (s *Store) PutApp(ctx context.Context, app App) error {
 	return nil
 }
 
+// putAppsChunk is how many applications PutApps writes per HSET: a command of ~0.3 MiB, short enough not to
+// hold Redis for long.
+const putAppsChunk = 1000
+
+// PutApps registers or replaces many applications at once, one HSET per putAppsChunk in one transaction, and
+// publishes Resync on ChannelApps once: every watcher reloads the registry instead of being told each name.
+// Either every application is written or, on an error, none is.
+func (s *Store) PutApps(ctx context.Context, apps []App) error {
+	if len(apps) == 0 {
+		return nil
+	}
+	now := s.o.Now().UTC()
+	fields := make([]any, 0, 2*len(apps))
+	for _, app := range apps {
+		if err := validName("app name", app.Name); err != nil {
+			return err
+		}
+		if !app.Mode.Valid() {
+			return fmt.Errorf("storage: app %q: mode %q: want one of smart, region, host, hostname or none", app.Name, app.Mode)
+		}
+		if app.UpdatedAt.IsZero() {
+			app.UpdatedAt = now
+		}
+		app.UpdatedAt = app.UpdatedAt.UTC()
+		b, err := json.Marshal(app)
+		if err != nil {
+			return fmt.Errorf("storage: put app %q: %w", app.Name, err)
+		}
+		fields = append(fields, app.Name, b)
+	}
+	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for i := 0; i < len(fields); i += 2 * putAppsChunk {
+			p.HSet(ctx, KeyApps, fields[i:min(i+2*putAppsChunk, len(fields))]...)
+		}
+		p.Publish(ctx, ChannelApps, Resync)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storage: put %d apps (%s...): %w", len(apps), apps[0].Name, err)
+	}
+	return nil
+}
+
+// AppsNamed returns the registered applications among names (absent ones are not in the map), reading them
+// with one HMGET per putAppsChunk names in one pipeline. An entry that does not decode is skipped, as Apps does.
+func (s *Store) AppsNamed(ctx context.Context, names []string) (map[string]App, error) {
+	out := make(map[string]App, len(names))
+	if len(names) == 0 {
+		return out, nil
+	}
+	var cmds []*redis.SliceCmd
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := 0; i < len(names); i += putAppsChunk {
+			cmds = append(cmds, p.HMGet(ctx, KeyApps, names[i:min(i+putAppsChunk, len(names))]...))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: get %d apps (%s...): %w", len(names), names[0], err)
+	}
+	for ci, cmd := range cmds {
+		for j, v := range cmd.Val() {
+			str, ok := v.(string)
+			if !ok {
+				continue // absent
+			}
+			name := names[ci*putAppsChunk+j]
+			a, err := decodeApp(name, str)
+			if err != nil {
+				s.skipCorrupt("app", KeyApps+" "+name, str, err)
+				continue
+			}
+			out[name] = a
+		}
+	}
+	return out, nil
+}
+
 // DeleteApp removes app name (and publishes it on ChannelApps when it existed); it reports whether it existed.
 // The application's decision is separate: delete it with DeleteDecision.
 func (s *Store) DeleteApp(ctx context.Context, name string) (bool, error) {

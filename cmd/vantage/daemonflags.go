@@ -199,6 +199,9 @@ type redisFlags struct {
 	historyEvery *time.Duration
 	// sample is --telemetry-sample-rate: the fraction of request records kept on the streams for debugging.
 	sample float64
+	// poolSize is the connections per Redis node (0: go-redis's default), set by a command that holds many
+	// blocking reads at once (probed --simulate: one per simulated PoP).
+	poolSize int
 }
 
 // addHistoryFlags registers the decision history's flags on fs, for a command that writes decisions.
@@ -241,7 +244,7 @@ func (f *redisFlags) options(log *slog.Logger) (storage.Options, error) {
 		return storage.Options{}, fmt.Errorf("%w: --redis is required", errUsage)
 	}
 	o := storage.Options{Addrs: addrs, MasterName: f.master, Username: f.username,
-		Password: os.Getenv(envRedisPassword), Logger: log, TelemetrySampleRate: f.sample}
+		Password: os.Getenv(envRedisPassword), Logger: log, TelemetrySampleRate: f.sample, PoolSize: f.poolSize}
 	if !(f.sample >= 0 && f.sample <= 1) {
 		return storage.Options{}, fmt.Errorf("%w: --telemetry-sample-rate %v: want 0 to 1", errUsage, f.sample)
 	}

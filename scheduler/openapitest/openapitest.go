@@ -36,7 +36,8 @@ var (
 func init() {
 	// The status page's HTML, style sheet and script, TOML configs and the SDK's upload (a multipart form sent as
 	// application/javascript) are strings like text/plain: their schemas say so.
-	for _, ct := range []string{"text/html", "text/css", "text/javascript", "application/toml", "text/x-toml", "application/javascript"} {
+	for _, ct := range []string{"text/html", "text/css", "text/javascript", "application/toml", "text/x-toml", "application/javascript",
+		"application/x-ndjson", "application/jsonl"} {
 		openapi3filter.RegisterBodyDecoder(ct, openapi3filter.PlainBodyDecoder)
 	}
 }
