@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vantage-edge/vantage/geo"
+	"github.com/vantage-edge/vantage/internal/strictjson"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/probed"
 	"github.com/vantage-edge/vantage/prober"
@@ -340,9 +341,11 @@ func (a *API) postProbe(w http.ResponseWriter, r *http.Request) {
 	p := principal(r)
 	token := p.Name
 	var req ProbeRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, MaxBodyBytes))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(&req)
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes))
+	if err == nil {
+		// Strict: unknown fields and known ones in another case ("tArget") are refused, as openapi.json does.
+		err = strictjson.Unmarshal(body, &req)
+	}
 	if err == nil {
 		req, err = a.AdHoc.Check(req) // refused before it costs quota or Redis
 	} else {

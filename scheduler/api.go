@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/vantage-edge/vantage/internal/strictjson"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/storage"
 )
@@ -611,9 +612,7 @@ func (a *API) postDeploy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(strings.TrimSpace(string(raw))) > 0 {
-		dec := json.NewDecoder(strings.NewReader(string(raw)))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&body); err != nil {
+		if err := strictjson.Unmarshal(raw, &body); err != nil {
 			writeError(w, http.StatusBadRequest, 10002, fmt.Sprintf("deploy of %q: body: %v (want {\"version\": \"...\"})", name, err))
 			return
 		}

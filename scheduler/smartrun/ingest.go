@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/vantage-edge/vantage/internal/strictjson"
 	"github.com/vantage-edge/vantage/storage"
 )
 
@@ -75,7 +76,8 @@ func IngestHandler(add func(ctx context.Context, b storage.TelemetryBatch) error
 
 var errTooMany = fmt.Errorf("smart: telemetry: more than %d records, windows or samples in one batch", MaxIngestRecords)
 
-// decodeBatch reads a JSON array of records or a batch object. Unknown fields are errors.
+// decodeBatch reads a JSON array of records or a batch object. Unknown fields are errors, and so are known
+// ones spelled in another case (strictjson), which openapi.json refuses too.
 func decodeBatch(r io.Reader) (storage.TelemetryBatch, error) {
 	var b storage.TelemetryBatch
 	br := bufio.NewReader(r)
@@ -92,7 +94,12 @@ func decodeBatch(r io.Reader) (storage.TelemetryBatch, error) {
 	dec := json.NewDecoder(br)
 	dec.DisallowUnknownFields()
 	if c, _ := br.Peek(1); c[0] == '{' {
-		if err := dec.Decode(&b); err != nil {
+		var raw json.RawMessage
+		err := dec.Decode(&raw)
+		if err == nil {
+			err = strictjson.Unmarshal(raw, &b)
+		}
+		if err != nil {
 			return b, fmt.Errorf("smart: telemetry: batch: %w", err)
 		}
 		if len(b.Records) > MaxIngestRecords || len(b.Windows) > MaxIngestRecords || len(b.Samples) > MaxIngestRecords {
@@ -112,7 +119,12 @@ func decodeBatch(r io.Reader) (storage.TelemetryBatch, error) {
 			return b, errTooMany
 		}
 		var t storage.Telemetry
-		if err := dec.Decode(&t); err != nil {
+		var raw json.RawMessage
+		err := dec.Decode(&raw)
+		if err == nil {
+			err = strictjson.Unmarshal(raw, &t)
+		}
+		if err != nil {
 			return b, fmt.Errorf("smart: telemetry: record %d: %w", len(b.Records), err)
 		}
 		b.Records = append(b.Records, t)

@@ -1,0 +1,127 @@
+// Package strictjson decodes JSON bodies the way an API documents them: unknown fields are refused, and so is a
+// known field spelled in another case ("tArget"), which encoding/json would otherwise accept.
+package strictjson
+
+import (
+	"bytes"
+	"encoding"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+)
+
+// Unmarshal decodes data into v (a pointer) refusing unknown fields and field names that match a known one
+// only when case is ignored. The error names the field.
+func Unmarshal(data []byte, v any) error {
+	if err := checkKeys(json.RawMessage(data), reflect.TypeOf(v), ""); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
+var (
+	jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
+
+// checkKeys walks raw along t and refuses an object key that is not the exact JSON name of a field of the
+// struct it decodes into. Values that decode themselves (json.Unmarshaler) and values that are not valid JSON
+// (the decoder reports those) are left alone.
+func checkKeys(raw json.RawMessage, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer {
+		if t.Implements(jsonUnmarshaler) || t.Implements(textUnmarshaler) {
+			return nil
+		}
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(jsonUnmarshaler) || reflect.PointerTo(t).Implements(textUnmarshaler) {
+		return nil
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(raw, &obj) != nil {
+			return nil
+		}
+		fields := fieldTypes(t)
+		for k, v := range obj {
+			ft, ok := fields[k]
+			if !ok {
+				for name := range fields {
+					if strings.EqualFold(name, k) {
+						return fmt.Errorf("json: field %q%s: unknown field (did you mean %q? names are case-sensitive)", k, at(path), name)
+					}
+				}
+				continue // unknown in every case: DisallowUnknownFields reports it
+			}
+			if err := checkKeys(v, ft, path+"."+k); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		var elems []json.RawMessage
+		if json.Unmarshal(raw, &elems) != nil {
+			return nil
+		}
+		for i, e := range elems {
+			if err := checkKeys(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	case reflect.Map:
+		var m map[string]json.RawMessage
+		if json.Unmarshal(raw, &m) != nil {
+			return nil
+		}
+		for k, e := range m {
+			if err := checkKeys(e, t.Elem(), path+"."+k); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func at(path string) string {
+	if path == "" {
+		return ""
+	}
+	return " in " + strings.TrimPrefix(path, ".")
+}
+
+// fieldTypes returns the JSON names of t's fields (embedded structs' fields promoted) and their types.
+func fieldTypes(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for f := range t.Fields() {
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" {
+			et := f.Type
+			if et.Kind() == reflect.Pointer {
+				et = et.Elem()
+			}
+			if et.Kind() == reflect.Struct {
+				for n, ft := range fieldTypes(et) {
+					if _, ok := out[n]; !ok {
+						out[n] = ft
+					}
+				}
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out[name] = f.Type
+	}
+	return out
+}

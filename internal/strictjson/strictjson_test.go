@@ -1,0 +1,58 @@
+package strictjson
+
+import (
+	"strings"
+	"testing"
+)
+
+type inner struct {
+	Host string `json:"host"`
+}
+
+type embedded struct {
+	Version string `json:"version"`
+}
+
+type req struct {
+	embedded
+	Target string            `json:"target"`
+	Count  int               `json:"count,omitempty"`
+	Inner  *inner            `json:"inner"`
+	List   []inner           `json:"list"`
+	ByPoP  map[string]inner  `json:"by_pop"`
+	Ignore string            `json:"-"`
+	Extra  map[string]string `json:"extra"`
+}
+
+func TestUnmarshal(t *testing.T) {
+	for _, tc := range []struct {
+		name, body, wantErr string
+	}{
+		{"exact", `{"target":"a:1","count":2,"version":"v1","inner":{"host":"h"},"list":[{"host":"x"}],"by_pop":{"FRA":{"host":"y"}},"extra":{"Any":"case"}}`, ""},
+		{"case_top", `{"tArget":"a:1"}`, `field "tArget": unknown field (did you mean "target"?`},
+		{"case_embedded", `{"Version":"v"}`, `field "Version": unknown field (did you mean "version"?`},
+		{"case_nested", `{"inner":{"HOST":"h"}}`, `field "HOST" in inner`},
+		{"case_in_list", `{"list":[{"host":"a"},{"Host":"b"}]}`, `field "Host" in list[1]`},
+		{"case_in_map", `{"by_pop":{"FRA":{"hOst":"b"}}}`, `field "hOst" in by_pop.FRA`},
+		{"unknown", `{"nope":1}`, `unknown field "nope"`},
+		{"ignored_field_is_unknown", `{"Ignore":"x"}`, `unknown field "Ignore"`},
+		{"syntax", `{"target":`, `unexpected EOF`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var r req
+			err := Unmarshal([]byte(tc.body), &r)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Unmarshal: %v", err)
+				}
+				if r.Target != "a:1" || r.Version != "v1" || r.Inner.Host != "h" || r.ByPoP["FRA"].Host != "y" {
+					t.Fatalf("decoded %+v", r)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("Unmarshal(%s) = %v, want an error containing %q", tc.body, err, tc.wantErr)
+			}
+		})
+	}
+}
