@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/storage"
 )
@@ -65,19 +66,19 @@ func (w *waiter) finishLocked(err error) {
 	}
 }
 
-type readReq struct {
-	in   storage.RecheckRead
-	out  storage.RecheckState
+// callReq is one recheck's share of a batched call: its input, and its output or the call's error once done
+// is closed.
+type callReq[In, Out any] struct {
+	in   In
+	out  Out
 	err  error
 	done chan struct{}
 }
 
-type writeReq struct {
-	in   storage.DecisionWrite
-	out  storage.DecisionWritten
-	err  error
-	done chan struct{}
-}
+type (
+	readReq  = callReq[storage.RecheckRead, storage.RecheckState]
+	writeReq = callReq[storage.DecisionWrite, storage.DecisionWritten]
+)
 
 type jobReq struct {
 	pop string
@@ -245,38 +246,26 @@ func (b *batcher) flusher() {
 }
 
 func (b *batcher) flushWrites(ctx context.Context, reqs []*writeReq) {
-	if len(reqs) == 0 {
-		return
-	}
-	ws := make([]storage.DecisionWrite, len(reqs))
-	for i, r := range reqs {
-		ws[i] = r.in
-	}
-	out, err := b.b.PutDecisionBatch(ctx, ws)
-	if b.metrics != nil {
-		b.metrics.batchDecisions.Observe(float64(len(ws)))
-	}
-	for i, r := range reqs {
-		if err != nil {
-			r.err = err
-		} else {
-			r.out = out[i]
-		}
-		close(r.done)
-	}
+	flushCalls(ctx, reqs, b.b.PutDecisionBatch, b.metrics, func(m *Metrics) prometheus.Histogram { return m.batchDecisions })
 }
 
 func (b *batcher) flushReads(ctx context.Context, reqs []*readReq) {
+	flushCalls(ctx, reqs, b.b.RecheckInputs, b.metrics, func(m *Metrics) prometheus.Histogram { return m.batchReads })
+}
+
+// flushCalls makes one call for reqs' inputs and hands each request its output (or the call's error).
+func flushCalls[In, Out any](ctx context.Context, reqs []*callReq[In, Out], call func(context.Context, []In) ([]Out, error),
+	m *Metrics, size func(*Metrics) prometheus.Histogram) {
 	if len(reqs) == 0 {
 		return
 	}
-	rs := make([]storage.RecheckRead, len(reqs))
+	ins := make([]In, len(reqs))
 	for i, r := range reqs {
-		rs[i] = r.in
+		ins[i] = r.in
 	}
-	out, err := b.b.RecheckInputs(ctx, rs)
-	if b.metrics != nil {
-		b.metrics.batchReads.Observe(float64(len(rs)))
+	out, err := call(ctx, ins)
+	if m != nil {
+		size(m).Observe(float64(len(ins)))
 	}
 	for i, r := range reqs {
 		if err != nil {
