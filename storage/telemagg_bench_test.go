@@ -6,7 +6,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -75,24 +74,14 @@ func (h *countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(int64(len(cmds))); return next(ctx, cmds) }
 }
 
-// infoInt reads one integer field of INFO.
+// infoInt reads one numeric field of INFO (redistest.InfoFloat).
 func infoInt(b *testing.B, c redis.UniversalClient, section, field string) float64 {
 	b.Helper()
-	s, err := c.Info(context.Background(), section).Result()
+	v, err := redistest.InfoFloat(context.Background(), c, section, field)
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, l := range strings.Split(s, "\r\n") {
-		if v, ok := strings.CutPrefix(l, field+":"); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return f
-		}
-	}
-	b.Fatalf("INFO %s has no %s", section, field)
-	return 0
+	return v
 }
 
 // BenchmarkTelemetryIngest measures what 100,000 requests/s of simulated telemetry cost Redis (a real

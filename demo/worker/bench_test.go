@@ -7,7 +7,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -56,24 +55,14 @@ func benchTraffic(start time.Time) []storage.Telemetry {
 	return recs
 }
 
-// benchInfo reads one integer field of INFO.
+// benchInfo reads one numeric field of INFO (redistest.InfoFloat).
 func benchInfo(b *testing.B, c redis.UniversalClient, section, field string) float64 {
 	b.Helper()
-	s, err := c.Info(context.Background(), section).Result()
+	v, err := redistest.InfoFloat(context.Background(), c, section, field)
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, l := range strings.Split(s, "\r\n") {
-		if v, ok := strings.CutPrefix(l, field+":"); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return f
-		}
-	}
-	b.Fatalf("INFO %s has no %s", section, field)
-	return 0
+	return v
 }
 
 // BenchmarkWorkerTelemetry measures the telemetry cost per request of the worker's path, into a real

@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/vantage-edge/vantage/internal/tlstest"
 )
 
@@ -499,4 +500,22 @@ func writeCerts(tb testing.TB, dir string) *tls.Config {
 	cfg.ServerName = "127.0.0.1"
 	cfg.Certificates = []tls.Certificate{client.TLS}
 	return cfg
+}
+
+// InfoFloat reads one numeric field of Redis's INFO section (e.g. "stats", "total_commands_processed").
+func InfoFloat(ctx context.Context, c redis.UniversalClient, section, field string) (float64, error) {
+	s, err := c.Info(ctx, section).Result()
+	if err != nil {
+		return 0, fmt.Errorf("redistest: INFO %s: %w", section, err)
+	}
+	for _, l := range strings.Split(s, "\r\n") {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return 0, fmt.Errorf("redistest: INFO %s field %s: %w", section, field, err)
+			}
+			return f, nil
+		}
+	}
+	return 0, fmt.Errorf("redistest: INFO %s has no field %s", section, field)
 }
