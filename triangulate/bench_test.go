@@ -1,7 +1,9 @@
 package triangulate
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -68,4 +70,34 @@ func cpuTime(tb testing.TB) time.Duration {
 		tb.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkPlannerNext measures one planning round of a recheck: n PoPs up, the first eight probed (the
+// Planner's First set) and the next Step chosen, as the scheduler asks between probe rounds.
+func BenchmarkPlannerNext(b *testing.B) {
+	for _, n := range []int{60, 300} {
+		b.Run(fmt.Sprintf("pops=%d", n), func(b *testing.B) {
+			pops := geo.PoPs()[:n]
+			p, err := NewPlanner(DefaultPlannerConfig())
+			if err != nil {
+				b.Fatal(err)
+			}
+			world := benchWorld(b, n)
+			rounds := make([][]Measurement, len(world))
+			for i, ms := range world {
+				first := p.First(pops)
+				for _, m := range ms {
+					if slices.Contains(first, m.VP) {
+						rounds[i] = append(rounds[i], m)
+					}
+				}
+			}
+			budget := p.Budget(n)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				p.Next(pops, rounds[i%len(rounds)], budget)
+			}
+		})
+	}
 }

@@ -76,6 +76,7 @@ func (e *Engine) Config() Config { return e.cfg }
 func (e *Engine) Decide(in Input) (Result, error) {
 	var r Result
 	r.Target = in.Target
+	e.region = nil // only a location made by this call counts (an anycast verdict makes none)
 	dup, err := e.normalize(in.Measurements)
 	if err != nil {
 		if in.Target != "" {

@@ -43,7 +43,9 @@ type Planner struct {
 	engine *Engine
 	model  func(a, b geo.Point) float64
 
+	pairs   *pairRTT
 	vecs    []vec3
+	idx     []int // the measurements' indices in pairs
 	minDist []float64
 	probed  map[string]bool
 	scored  []scoredPoP
@@ -51,7 +53,8 @@ type Planner struct {
 }
 
 type scoredPoP struct {
-	i     int
+	i     int     // index in the PoP list
+	pi    int     // index in Planner.pairs
 	score float64 // modelled RTT from the location estimate
 	bound float64 // triangle-inequality lower bound on its RTT: max over probes of RTT - model(PoP, VP)
 }
@@ -77,7 +80,8 @@ func NewPlanner(cfg PlannerConfig) (*Planner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Planner{cfg: cfg, engine: e, model: e.model(), probed: map[string]bool{}}, nil
+	m := e.model()
+	return &Planner{cfg: cfg, engine: e, model: m, pairs: newPairRTT(m), probed: map[string]bool{}}, nil
 }
 
 // Budget returns how many PoPs of a list of n a target may be probed from in all.
@@ -209,9 +213,14 @@ func (p *Planner) Next(pops []geo.PoP, sofar []Measurement, budgetLeft int) []st
 	cv := toVec(centre)
 
 	// Candidates: PoPs not probed that could still beat the best; their distance to the nearest probed PoP.
+	// The model RTTs between PoPs, and their vectors, come from p.pairs: they are the same every round.
+	p.pairs.reserve(len(pops) + len(sofar))
+	p.idx = p.idx[:0]
 	p.vecs = p.vecs[:0]
 	for _, m := range sofar {
-		p.vecs = append(p.vecs, toVec(m.Point))
+		i := p.pairs.index(m.VP, m.Point)
+		p.idx = append(p.idx, i)
+		p.vecs = append(p.vecs, p.pairs.vecs[i])
 	}
 	p.scored = p.scored[:0]
 	p.minDist = p.minDist[:0]
@@ -220,7 +229,8 @@ func (p *Planner) Next(pops []geo.PoP, sofar []Measurement, budgetLeft int) []st
 		if p.probed[q.Code] {
 			continue
 		}
-		qv := toVec(q.Point)
+		qi := p.pairs.index(q.Code, q.Point)
+		qv := p.pairs.vecs[qi]
 		in := e.inRegion(qv, 0)
 		if !in && geo.MinRTTMs(distKm(qv, cv)-radius) >= bestRTT {
 			continue // cannot beat the best, wherever the target is in its region
@@ -230,10 +240,10 @@ func (p *Planner) Next(pops []geo.PoP, sofar []Measurement, budgetLeft int) []st
 			nearest = min(nearest, 1-qv.dot(v))
 		}
 		bound := 0.0 // an RTT is never negative, whatever the model says
-		for _, m := range sofar {
-			bound = max(bound, m.RTTMs-p.model(q.Point, m.Point))
+		for k, m := range sofar {
+			bound = max(bound, m.RTTMs-p.pairs.rtt(qi, p.idx[k]))
 		}
-		p.scored = append(p.scored, scoredPoP{i: i, score: p.model(q.Point, centre), bound: bound})
+		p.scored = append(p.scored, scoredPoP{i: i, pi: qi, score: p.model(q.Point, centre), bound: bound})
 		p.minDist = append(p.minDist, nearest)
 		inRegion = append(inRegion, in)
 	}
@@ -283,9 +293,9 @@ func (p *Planner) Next(pops []geo.PoP, sofar []Measurement, budgetLeft int) []st
 		taken[pick] = true
 		out = append(out, pops[p.scored[pick].i].Code)
 		// What was just picked counts as probed for the exploration distances.
-		pv := toVec(pops[p.scored[pick].i].Point)
-		for j := range p.scored {
-			p.minDist[j] = min(p.minDist[j], 1-toVec(pops[p.scored[j].i].Point).dot(pv))
+		pv := p.pairs.vecs[p.scored[pick].pi]
+		for j, c := range p.scored {
+			p.minDist[j] = min(p.minDist[j], 1-p.pairs.vecs[c.pi].dot(pv))
 		}
 	}
 	return out
