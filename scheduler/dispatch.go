@@ -25,7 +25,7 @@ type running struct {
 type dueHeap []*targetState
 
 func (h dueHeap) Len() int           { return len(h) }
-func (h dueHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h dueHeap) Less(i, j int) bool { return h[i].at < h[j].at }
 func (h dueHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].hidx, h[j].hidx = int32(i), int32(j)
@@ -48,7 +48,7 @@ func (h *dueHeap) Pop() any {
 // pushLocked puts st in the heap at at (moving it when it is there already) and wakes the dispatcher when st
 // became the first due. The caller holds s.qmu.
 func (s *Scheduler) pushLocked(st *targetState, at time.Time) {
-	st.at = at
+	st.at = s.stamp(at)
 	if st.hidx >= 0 {
 		heap.Fix(&s.queue, int(st.hidx))
 	} else {
@@ -106,7 +106,7 @@ func (s *Scheduler) dispatch(ctx context.Context) {
 		s.qmu.Lock()
 		wait := time.Duration(-1)
 		if len(s.queue) > 0 {
-			wait = max(s.queue[0].at.Sub(s.cfg.Clock.Now()), 0)
+			wait = max(s.time(s.queue[0].at).Sub(s.cfg.Clock.Now()), 0)
 		}
 		if wait == 0 {
 			st := heap.Pop(&s.queue).(*targetState)
@@ -202,7 +202,7 @@ func (s *Scheduler) finished(term *Term, st *targetState, run *running) {
 		at = s.cfg.Clock.Now()
 	case sh.term == term:
 		st.mu.Lock()
-		at = st.next
+		at = s.time(st.next)
 		st.mu.Unlock()
 	default:
 		at = s.dueLocked(sh.term, st, sh.lateDue)
@@ -217,9 +217,9 @@ func (s *Scheduler) finished(term *Term, st *targetState, run *running) {
 // The caller holds s.qmu.
 func (s *Scheduler) dueLocked(term *Term, st *targetState, stored func(app string) (time.Time, bool)) time.Time {
 	st.mu.Lock()
-	urgent, app, added := st.urgent, st.t.App, st.added
-	if st.term == term.Seq && !st.next.IsZero() && !urgent && !st.kicked {
-		n := st.next
+	urgent, app, added := st.urgent, st.t.App, s.time(st.added)
+	if st.term == term.Seq && st.next != noStamp && !urgent && !st.kicked {
+		n := s.time(st.next)
 		st.mu.Unlock()
 		return n
 	}

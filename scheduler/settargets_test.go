@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -10,7 +11,7 @@ import (
 // TestStaleListingDoesNotUndoTheAPI checks setTargets against registrations and deletions made through the API
 // (AddTarget, RemoveTarget) while SyncAPIApps was reading the registry: a listing read before them neither
 // removes nor reverts a just-registered application, nor adds back a just-deleted one; a listing read after
-// them is the truth again.
+// them is the truth again; the same for a listing of only the apps a notification named.
 func TestStaleListingDoesNotUndoTheAPI(t *testing.T) {
 	host := func(app, addr string) Target { return Target{App: app, Mode: placement.ModeHost, Target: addr} }
 	for _, tc := range []struct {
@@ -50,23 +51,37 @@ func TestStaleListingDoesNotUndoTheAPI(t *testing.T) {
 			wantOK: "a=10.0.0.1:1 b=10.0.0.2:1",
 		},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s := newScheduler(Config{Logger: quietLogger()}, nil, nil)
-			s.setTargets(SourceAPI, tc.before, s.adds.Load())
-			readAfter := s.adds.Load() // SyncAPIApps starts reading the registry
-			tc.api(s)
-			s.setTargets(SourceAPI, tc.stale, readAfter)
-			if got := targetList(s); got != tc.want {
-				t.Errorf("after the stale listing: %s, want %s", got, tc.want)
+		// Whole listings (setTargets), and listings of the apps a notification named (updateTargets: a and b).
+		for _, partial := range []bool{false, true} {
+			list := func(s *Scheduler, ts []Target, readAfter int64) {
+				if !partial {
+					s.setTargets(SourceAPI, ts, readAfter)
+					return
+				}
+				found := map[string]Target{}
+				for _, t := range ts {
+					found[t.App] = t
+				}
+				s.updateTargets(SourceAPI, []string{"a", "b"}, found, readAfter)
 			}
-			s.setTargets(SourceAPI, tc.fresh, s.adds.Load())
-			if got := targetList(s); got != tc.wantOK {
-				t.Errorf("after a listing read later: %s, want %s", got, tc.wantOK)
-			}
-			if len(s.removedAt) != 0 {
-				t.Errorf("removals kept after a listing read later: %v", s.removedAt)
-			}
-		})
+			t.Run(fmt.Sprintf("%s/partial=%v", tc.name, partial), func(t *testing.T) {
+				s := newScheduler(Config{Logger: quietLogger()}, nil, nil)
+				list(s, tc.before, s.adds.Load())
+				readAfter := s.adds.Load() // SyncAPIApps starts reading the registry
+				tc.api(s)
+				list(s, tc.stale, readAfter)
+				if got := targetList(s); got != tc.want {
+					t.Errorf("after the stale listing: %s, want %s", got, tc.want)
+				}
+				list(s, tc.fresh, s.adds.Load())
+				if got := targetList(s); got != tc.wantOK {
+					t.Errorf("after a listing read later: %s, want %s", got, tc.wantOK)
+				}
+				if len(s.removedAt) != 0 {
+					t.Errorf("removals kept after a listing read later: %v", s.removedAt)
+				}
+			})
+		}
 	}
 }
 

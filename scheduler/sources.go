@@ -276,37 +276,86 @@ func (s *Scheduler) WatchDir(ctx context.Context, dir string, parser placement.P
 	}
 }
 
-// SyncAPIApps keeps the targets of source SourceAPI equal to the registry in Redis: a full read now and
-// every interval, and another on each change notification, so a standby scheduler knows the apps registered
-// through the leader's API. It returns when ctx is done.
+// SyncAPIApps keeps the targets of source SourceAPI equal to the registry in Redis, so a standby scheduler
+// knows the apps registered through the leader's API: a change notification names apps, and only those are
+// read back (one HMGET per 1,000); the whole registry is read once subscribed (the first Resync) and after each
+// resubscription (notifications may have been lost), when more than maxPendingApps names wait, and every
+// interval (the first one: in case no subscription succeeds), or every
+// fullReadSpacing times the last full read's duration when that is longer (a registry of 1,000,000 apps takes
+// seconds to read). It returns when ctx is done.
 func (s *Scheduler) SyncAPIApps(ctx context.Context, b StoreBackend, regions RegionEndpoints, interval time.Duration) {
 	if interval <= 0 {
 		interval = DefaultAppsReload
 	}
+	var (
+		mu      sync.Mutex
+		full    bool // the watcher's first Resync sets it
+		pending = map[string]struct{}{}
+	)
 	kick := make(chan struct{}, 1)
 	var watch sync.WaitGroup
 	defer watch.Wait()
 	watch.Go(func() {
-		b.WatchApps(ctx, func(string) {
+		b.WatchApps(ctx, func(name string) {
+			mu.Lock()
+			switch {
+			case name == storage.Resync || len(pending) >= maxPendingApps:
+				full = true
+				clear(pending)
+			case !full:
+				pending[name] = struct{}{}
+			}
+			mu.Unlock()
 			select {
 			case kick <- struct{}{}:
 			default:
 			}
 		})
 	})
+	nextFull := time.Now().Add(interval)
 	for {
+		mu.Lock()
+		readAll := full || !time.Now().Before(nextFull)
+		var names []string
+		if !readAll {
+			names = slices.Collect(maps.Keys(pending))
+		}
+		full = false
+		clear(pending)
+		mu.Unlock()
 		// Registrations through this scheduler's API (AddTarget) made while the registry is read stand.
 		readAfter := s.adds.Load()
-		ts, err := b.APITargets(ctx, regions)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
+		switch {
+		case readAll:
+			start := time.Now()
+			ts, err := b.APITargets(ctx, regions)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				s.log.Warn("scheduler: reading the app registry", "err", err)
+				nextFull = time.Now().Add(interval)
+				break
 			}
-			s.log.Warn("scheduler: reading the app registry", "err", err)
-		} else {
 			s.setTargets(SourceAPI, ts, readAfter)
+			took := time.Since(start)
+			nextFull = time.Now().Add(max(interval, fullReadSpacing*took))
+			s.log.Debug("scheduler: read the app registry", "apps", len(ts), "took", took)
+		case len(names) > 0:
+			found, err := b.APITargetsNamed(ctx, names, regions)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				s.log.Warn("scheduler: reading changed apps from the registry; reading it all next", "apps", len(names), "err", err)
+				mu.Lock()
+				full = true
+				mu.Unlock()
+				break
+			}
+			s.updateTargets(SourceAPI, names, found, readAfter)
 		}
-		t := time.NewTimer(interval)
+		t := time.NewTimer(time.Until(nextFull))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -317,6 +366,14 @@ func (s *Scheduler) SyncAPIApps(ctx context.Context, b StoreBackend, regions Reg
 		}
 	}
 }
+
+// maxPendingApps bounds the changed app names SyncAPIApps keeps between two reads; beyond it, it reads the
+// whole registry instead.
+const maxPendingApps = 100_000
+
+// fullReadSpacing is how many times its own duration SyncAPIApps waits at least between two full reads of the
+// registry that no notification asked for: a full read then takes at most ~3% of the time.
+const fullReadSpacing = 30
 
 // WatchPending refreshes the vantage_scheduler_jobs_pending gauge of every PoP of the fleet each interval
 // while this scheduler leads.

@@ -123,26 +123,49 @@ func (b StoreBackend) DeleteApp(ctx context.Context, app string) error {
 }
 
 // APITargets returns the applications registered through the API as targets, resolving region endpoints;
-// apps without a probe-able target are skipped.
+// apps without a probe-able target are skipped. The registry is read page by page: only the targets are kept.
 func (b StoreBackend) APITargets(ctx context.Context, regions RegionEndpoints) ([]Target, error) {
-	apps, err := b.Apps(ctx)
+	var out []Target
+	err := b.ScanApps(ctx, func(a storage.App) error {
+		if t, ok := apiTarget(a, regions); ok {
+			out = append(out, t)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	var out []Target
-	for _, a := range apps {
-		if cmp.Or(a.Source, SourceAPI) != SourceAPI {
-			continue // a config dir's smart application: its scheduler holds it
-		}
-		t := Target{App: a.Name, Mode: a.Mode, Target: a.Target, Account: a.Account}
-		if t.Mode == placement.ModeRegion {
-			if t.Endpoint, err = regions.Endpoint(t.Target); err != nil {
-				continue
-			}
-		}
-		if t.Validate() == nil {
-			out = append(out, t)
+	return out, nil
+}
+
+// APITargetsNamed is APITargets for the applications names, by name: an application absent from the result
+// is not registered, or not through the API, or has no probe-able target.
+func (b StoreBackend) APITargetsNamed(ctx context.Context, names []string, regions RegionEndpoints) (map[string]Target, error) {
+	apps, err := b.AppsNamed(ctx, names)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]Target, len(apps))
+	for name, a := range apps {
+		if t, ok := apiTarget(a, regions); ok && t.App == name {
+			out[name] = t
 		}
 	}
 	return out, nil
+}
+
+// apiTarget returns a registered application as a target, when it was registered through the API and has a
+// probe-able target (a region's endpoint resolved).
+func apiTarget(a storage.App, regions RegionEndpoints) (Target, bool) {
+	if cmp.Or(a.Source, SourceAPI) != SourceAPI {
+		return Target{}, false // a config dir's smart application: its scheduler holds it
+	}
+	t := Target{App: a.Name, Mode: a.Mode, Target: a.Target, Account: a.Account}
+	if t.Mode == placement.ModeRegion {
+		var err error
+		if t.Endpoint, err = regions.Endpoint(t.Target); err != nil {
+			return Target{}, false
+		}
+	}
+	return t, t.Validate() == nil
 }

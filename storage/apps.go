@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -71,7 +72,8 @@ func (s *Store) PutApp(ctx context.Context, app App) error {
 const putAppsChunk = 1000
 
 // PutApps registers or replaces many applications at once, one HSET per putAppsChunk in one transaction, and
-// publishes Resync on ChannelApps once: every watcher reloads the registry instead of being told each name.
+// publishes their names on ChannelApps, one message per chunk (the names separated by spaces, which a name
+// never contains; WatchApps splits them): a watcher reads the applications it is told of, not the registry.
 // Either every application is written or, on an error, none is.
 func (s *Store) PutApps(ctx context.Context, apps []App) error {
 	if len(apps) == 0 {
@@ -97,10 +99,19 @@ func (s *Store) PutApps(ctx context.Context, apps []App) error {
 		fields = append(fields, app.Name, b)
 	}
 	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		var names strings.Builder
 		for i := 0; i < len(fields); i += 2 * putAppsChunk {
-			p.HSet(ctx, KeyApps, fields[i:min(i+2*putAppsChunk, len(fields))]...)
+			chunk := fields[i:min(i+2*putAppsChunk, len(fields))]
+			p.HSet(ctx, KeyApps, chunk...)
+			names.Reset()
+			for j := 0; j < len(chunk); j += 2 {
+				if j > 0 {
+					names.WriteByte(' ')
+				}
+				names.WriteString(chunk[j].(string))
+			}
+			p.Publish(ctx, ChannelApps, names.String())
 		}
-		p.Publish(ctx, ChannelApps, Resync)
 		return nil
 	})
 	if err != nil {
@@ -180,27 +191,8 @@ func (s *Store) App(ctx context.Context, name string) (App, bool, error) {
 // and counted once per Store): one corrupt entry must not hide the others.
 func (s *Store) Apps(ctx context.Context) ([]App, error) {
 	var out []App
-	var cursor uint64
-	for {
-		kv, next, err := s.c.HScan(ctx, KeyApps, cursor, "", appsScanCount).Result()
-		if err != nil {
-			return nil, fmt.Errorf("storage: list apps: %w", err)
-		}
-		for i := 0; i+1 < len(kv); i += 2 {
-			a, err := decodeApp(kv[i], kv[i+1])
-			if err != nil {
-				s.skipCorrupt("app", KeyApps+" "+kv[i], kv[i+1], err)
-				continue
-			}
-			if a.Name != kv[i] {
-				s.skipCorrupt("app", KeyApps+" "+kv[i], kv[i+1], fmt.Errorf("%w: holds app %q", errCorrupt, a.Name))
-				continue
-			}
-			out = append(out, a)
-		}
-		if cursor = next; cursor == 0 {
-			break
-		}
+	if err := s.ScanApps(ctx, func(a App) error { out = append(out, a); return nil }); err != nil {
+		return nil, err
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	// HSCAN may return an entry twice when the hash is resized during the scan.
@@ -213,8 +205,48 @@ func (s *Store) Apps(ctx context.Context) ([]App, error) {
 	return dedup, nil
 }
 
+// ScanApps calls fn with every registered application, page by page (HSCAN), in no order and without holding
+// the registry in memory: what a reader of a large registry that keeps only a part of each application uses.
+// An application may be passed twice (HSCAN does when the hash is resized meanwhile); an entry that does not
+// decode is skipped, as Apps does. An error from fn stops the scan and is returned.
+func (s *Store) ScanApps(ctx context.Context, fn func(App) error) error {
+	var cursor uint64
+	for {
+		kv, next, err := s.c.HScan(ctx, KeyApps, cursor, "", appsScanCount).Result()
+		if err != nil {
+			return fmt.Errorf("storage: list apps: %w", err)
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			a, err := decodeApp(kv[i], kv[i+1])
+			if err != nil {
+				s.skipCorrupt("app", KeyApps+" "+kv[i], kv[i+1], err)
+				continue
+			}
+			if a.Name != kv[i] {
+				s.skipCorrupt("app", KeyApps+" "+kv[i], kv[i+1], fmt.Errorf("%w: holds app %q", errCorrupt, a.Name))
+				continue
+			}
+			if err := fn(a); err != nil {
+				return err
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
+}
+
 // WatchApps calls fn with the name of every application registered, changed or deleted, until ctx is done, like
-// WatchDecisions (fn(Resync) after each subscription).
+// WatchDecisions (fn(Resync) after each subscription). A message naming several applications (PutApps) is
+// passed one name at a time.
 func (s *Store) WatchApps(ctx context.Context, fn func(name string)) error {
-	return s.watch(ctx, ChannelApps, fn)
+	return s.watch(ctx, ChannelApps, func(payload string) {
+		if payload == Resync {
+			fn(Resync)
+			return
+		}
+		for name := range strings.FieldsSeq(payload) {
+			fn(name)
+		}
+	})
 }

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -12,8 +13,9 @@ func init() {
 	areas = append(areas, area{"apps_bulk", testAppsBulk})
 }
 
-// testAppsBulk: PutApps writes every application of several HSET chunks with one Resync notification, and
-// writes none when one of them is invalid; AppsNamed reads some back at once.
+// testAppsBulk: PutApps writes every application of several HSET chunks and notifies each one's name (one
+// message per chunk, split by WatchApps), and writes none when one of them is invalid; AppsNamed reads some
+// back at once.
 func testAppsBulk(t *testing.T, open func(*testing.T, Options) *Store) {
 	s := open(t, Options{Now: func() time.Time { return t0 }})
 	ctx := testCtx(t)
@@ -32,7 +34,15 @@ func testAppsBulk(t *testing.T, open func(*testing.T, Options) *Store) {
 	if err := s.PutApps(ctx, apps); err != nil {
 		t.Fatal(err)
 	}
-	r.waitFor(t, Resync, 10*time.Second) // the one notification of the batch
+	for _, a := range apps {
+		r.waitFor(t, a.Name, 10*time.Second)
+	}
+	r.mu.Lock()
+	left := slices.Clone(r.got)
+	r.mu.Unlock()
+	if len(left) != 0 {
+		t.Errorf("notifications beyond the batch's names: %q", left)
+	}
 	got, err := s.Apps(ctx)
 	if err != nil || len(got) != n {
 		t.Fatalf("Apps: %d apps, %v; want %d", len(got), err, n)

@@ -1,0 +1,119 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/vantage-edge/vantage/internal/testwait"
+	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/storage"
+	"github.com/vantage-edge/vantage/storage/redistest"
+)
+
+// cmdNames counts the commands a client sends, by name (pipelines included).
+type cmdNames struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *cmdNames) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *cmdNames) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { c.add(cmd); return next(ctx, cmd) }
+}
+func (c *cmdNames) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			c.add(cmd)
+		}
+		return next(ctx, cmds)
+	}
+}
+func (c *cmdNames) add(cmd redis.Cmder) {
+	c.mu.Lock()
+	c.n[strings.ToLower(cmd.Name())]++
+	c.mu.Unlock()
+}
+func (c *cmdNames) get(name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[name]
+}
+
+// TestSyncAPIAppsReadsWhatChanged checks a standby scheduler following the registry on a real redis-server:
+// it reads the whole registry once at start, then only the apps a notification names (a bulk registration, a
+// change, a deletion), never the registry again for them.
+func TestSyncAPIAppsReadsWhatChanged(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	writer, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close()
+	host := func(i int) storage.App {
+		return storage.App{Name: fmt.Sprintf("app-%05d", i), Mode: placement.ModeHost, Target: fmt.Sprintf("h%d.example:5432", i)}
+	}
+	var apps []storage.App
+	for i := range 2500 {
+		apps = append(apps, host(i))
+	}
+	if err := writer.PutApps(ctx, apps); err != nil {
+		t.Fatal(err)
+	}
+
+	reader, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	cmds := &cmdNames{n: map[string]int{}}
+	reader.Client().AddHook(cmds)
+	s, err := New(Config{Name: "standby", Logger: quietLogger()}, StoreBackend{reader}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); s.SyncAPIApps(ctx, StoreBackend{reader}, RegionEndpoints{}, time.Hour) }()
+	defer func() { cancel(); <-done }()
+	count := func() int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.targets) }
+	testwait.Eventually(t, 30*time.Second, "the standby holds the 2,500 registered apps", func() bool { return count() == 2500 })
+	scans := cmds.get("hscan")
+	if scans < 3 {
+		t.Fatalf("the first full read used %d HSCANs, want at least 3 (1,000 per page)", scans)
+	}
+
+	// A bulk registration of 1,200 more (two notifications), a change, a deletion.
+	var more []storage.App
+	for i := 2500; i < 3700; i++ {
+		more = append(more, host(i))
+	}
+	if err := writer.PutApps(ctx, more); err != nil {
+		t.Fatal(err)
+	}
+	changed := host(7)
+	changed.Target = "moved.example:5432"
+	if err := writer.PutApp(ctx, changed); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writer.DeleteApp(ctx, host(8).Name); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Eventually(t, 30*time.Second, "the standby follows the bulk registration, the change and the deletion", func() bool {
+		st, ok := s.Target(changed.Name)
+		_, gone := s.Target(host(8).Name)
+		return count() == 3699 && ok && st.Target.Target == changed.Target && !gone
+	})
+	if got := cmds.get("hscan"); got != scans {
+		t.Errorf("the standby read the whole registry again (%d HSCANs, %d after the first read) for named changes", got, scans)
+	}
+	if cmds.get("hmget") == 0 {
+		t.Error("no HMGET: the changed apps were not read by name")
+	}
+}
