@@ -268,6 +268,9 @@ func (r *Router) decide(v *view, app, ingress, requestID string, kind Kind, tabl
 		return r.local(pt, ingress, ReasonStale)
 	}
 	c, slot, ok := s.find(fingerprint(r.seed, app))
+	// The request id's hashes depend on nothing the lookup loads: computed here, they run while the slot's
+	// cache line is on its way.
+	h, baseline := idHash(requestID), r.inBaseline(requestID)
 	if !ok {
 		return r.local(pt, ingress, ReasonNoDecision)
 	}
@@ -294,7 +297,6 @@ func (r *Router) decide(v *view, app, ingress, requestID string, kind Kind, tabl
 	if table {
 		return r.failover(pt, v.fleet, rec, nc, best, in, inOK, ingress, epoch, false)
 	}
-	h := idHash(requestID)
 	hot := false
 	if r.spreadCount > 0 && nc > 1 {
 		// A clear hot bit means the estimate is at most the threshold (snapshot): only counted requests and
@@ -308,7 +310,7 @@ func (r *Router) decide(v *view, app, ingress, requestID string, kind Kind, tabl
 			hot = rateRead(atomic.LoadUint64(s.rateWord(c)), epoch)*(rateSampleMask+1) > r.spreadCount
 		}
 	}
-	if r.inBaseline(requestID) {
+	if baseline {
 		return r.localIn(pt, in, inOK, ingress, ReasonBaseline)
 	}
 	fv := v.fleet
