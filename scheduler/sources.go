@@ -278,11 +278,11 @@ func (s *Scheduler) WatchDir(ctx context.Context, dir string, parser placement.P
 
 // SyncAPIApps keeps the targets of source SourceAPI equal to the registry in Redis, so a standby scheduler
 // knows the apps registered through the leader's API: a change notification names apps, and only those are
-// read back (one HMGET per 1,000); the whole registry is read once subscribed (the first Resync) and after each
-// resubscription (notifications may have been lost), when more than maxPendingApps names wait, and every
-// interval (the first one: in case no subscription succeeds), or every
-// fullReadSpacing times the last full read's duration when that is longer (a registry of 1,000,000 apps takes
-// seconds to read). It returns when ctx is done.
+// read back (one HMGET per 1,000). The whole registry is read once subscribed (the first Resync) and after
+// each resubscription (notifications may have been lost), when more than maxPendingApps names wait, and every
+// interval (the first one too, in case no subscription succeeds) or, when longer, every fullReadSpacing times
+// the last full read's duration (a registry of 1,000,000 apps takes seconds to read). A failed read is retried
+// after appsRetry at most. It returns when ctx is done.
 func (s *Scheduler) SyncAPIApps(ctx context.Context, b StoreBackend, regions RegionEndpoints, interval time.Duration) {
 	if interval <= 0 {
 		interval = DefaultAppsReload
@@ -333,8 +333,8 @@ func (s *Scheduler) SyncAPIApps(ctx context.Context, b StoreBackend, regions Reg
 				if ctx.Err() != nil {
 					return
 				}
-				s.log.Warn("scheduler: reading the app registry", "err", err)
-				nextFull = time.Now().Add(interval)
+				s.log.Warn("scheduler: reading the app registry", "err", err, "retry_in", min(interval, appsRetry))
+				nextFull = time.Now().Add(min(interval, appsRetry))
 				break
 			}
 			s.setTargets(SourceAPI, ts, readAfter)
@@ -347,10 +347,11 @@ func (s *Scheduler) SyncAPIApps(ctx context.Context, b StoreBackend, regions Reg
 				if ctx.Err() != nil {
 					return
 				}
-				s.log.Warn("scheduler: reading changed apps from the registry; reading it all next", "apps", len(names), "err", err)
-				mu.Lock()
-				full = true
-				mu.Unlock()
+				s.log.Warn("scheduler: reading changed apps from the registry; reading it all next", "apps", len(names), "err", err,
+					"retry_in", min(interval, appsRetry))
+				if retry := time.Now().Add(min(interval, appsRetry)); retry.Before(nextFull) {
+					nextFull = retry // the names are dropped: the full read covers them
+				}
 				break
 			}
 			s.updateTargets(SourceAPI, names, found, readAfter)
@@ -370,6 +371,9 @@ func (s *Scheduler) SyncAPIApps(ctx context.Context, b StoreBackend, regions Reg
 // maxPendingApps bounds the changed app names SyncAPIApps keeps between two reads; beyond it, it reads the
 // whole registry instead.
 const maxPendingApps = 100_000
+
+// appsRetry bounds the wait before SyncAPIApps reads the registry again after a failed read.
+const appsRetry = 5 * time.Second
 
 // fullReadSpacing is how many times its own duration SyncAPIApps waits at least between two full reads of the
 // registry that no notification asked for: a full read then takes at most ~3% of the time.
