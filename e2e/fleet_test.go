@@ -277,7 +277,7 @@ func testFleet(t *testing.T, addrs []string, stopRedis, restartRedis func()) {
 	if lead == s1 {
 		standby = s2
 	}
-	_, oldToken := lead.k.Scheduler().Leading()
+	_, oldFence := lead.k.Scheduler().Leading()
 	lease, leased, err := obs.LeaseInfo(context.Background(), scheduler.DefaultLeaseName)
 	if err != nil || !leased {
 		t.Fatalf("lease info: %+v %v %v", lease, leased, err)
@@ -285,7 +285,8 @@ func testFleet(t *testing.T, addrs []string, stopRedis, restartRedis func()) {
 	killedAt := time.Now()
 	lead.kill()
 	takeover := testwait.Eventually(t, 5*fleetLease, "the standby to lead", standby.leading)
-	_, newToken := standby.k.Scheduler().Leading()
+	_, newFence := standby.k.Scheduler().Leading()
+	oldToken, newToken := oldFence.Token, newFence.Token
 	t.Logf("takeover %v after the leader died (lease %v, %v of it left at the kill), token %d -> %d",
 		takeover, fleetLease, lease.TTL, oldToken, newToken)
 	// The lease expires in Redis lease.TTL after the kill; the standby polls every ttl/10. The slack absorbs

@@ -408,5 +408,5 @@ func (d *recheckDeps) batchFor(s *Scheduler) *batcher {
 
 // decisionWrite is the batched write of dec with its explanation under term.
 func (s *Scheduler) decisionWrite(dec placement.Decision, e *storage.Explanation, term *Term) storage.DecisionWrite {
-	return storage.DecisionWrite{Decision: dec, Fence: term.Token, Explanation: e, ExplainTTL: s.cfg.DecisionTTL}
+	return storage.DecisionWrite{Decision: dec, Fence: term.Fence(), Explanation: e, ExplainTTL: s.cfg.DecisionTTL}
 }

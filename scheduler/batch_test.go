@@ -95,7 +95,7 @@ func TestRecheckWokenByAnnouncement(t *testing.T) {
 			}
 			bt.fallback = tt.fallback
 			ctx := context.Background()
-			dec, err := s.recheck(ctx, &Term{Ctx: ctx, Token: 1, Seq: 1, Start: time.Now()},
+			dec, err := s.recheck(ctx, &Term{Ctx: ctx, Lease: "vantage-shard-000", Token: 1, Seq: 1, Start: time.Now()},
 				Target{App: "app-" + tt.name, Mode: placement.ModeHost, Target: "db-" + tt.name + ".example:5432"})
 			if err != nil {
 				t.Fatal(err)
@@ -117,7 +117,7 @@ func TestRecheckWokenByAnnouncement(t *testing.T) {
 }
 
 // TestBatchedDecisionFencedPerApp: two rechecks whose decisions are written in the same tick, one of an app a
-// newer lease holder wrote: that one fails with storage.ErrFenced, the other is written.
+// newer holder of the shard's lease wrote: that one fails with storage.ErrFenced, the other is written.
 func TestBatchedDecisionFencedPerApp(t *testing.T) {
 	srv := redistest.Start(t)
 	st := openStore(t, srv.Addr(), quietLogger())
@@ -127,14 +127,14 @@ func TestBatchedDecisionFencedPerApp(t *testing.T) {
 	}
 	ctx := context.Background()
 	succ := placement.Decision{App: "taken", Mode: placement.ModeHost, Target: "x:1", Status: placement.StatusSuccess, ComputedAt: time.Now()}
-	if _, err := st.PutDecisionFenced(ctx, succ, 9); err != nil {
+	if _, err := st.PutDecisionFenced(ctx, succ, storage.Fence{Lease: "vantage-shard-001", Token: 9}); err != nil {
 		t.Fatal(err)
 	}
 	bt := s.deps.batchFor(s)
 	dec := func(app string) placement.Decision {
 		return placement.Decision{App: app, Mode: placement.ModeHost, Target: "x:1", BestPoP: "FRA", Status: placement.StatusSuccess, ComputedAt: time.Now()}
 	}
-	term := &Term{Token: 4}
+	term := &Term{Lease: "vantage-shard-001", Token: 4}
 	type out struct {
 		w   storage.DecisionWritten
 		err error

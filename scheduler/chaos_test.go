@@ -105,7 +105,7 @@ func TestChaosThroughProbeDaemons(t *testing.T) {
 		up, err := StoreBackend{st}.UpPoPs(ctx)
 		return err == nil && len(up) == len(pops)
 	})
-	term := &Term{Ctx: ctx, Token: 1, Seq: 1, Start: time.Now()}
+	term := &Term{Ctx: ctx, Lease: "vantage-shard-000", Token: 1, Seq: 1, Start: time.Now()}
 	for i, tc := range []struct {
 		name    string
 		same    bool

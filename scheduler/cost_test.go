@@ -177,7 +177,7 @@ func BenchmarkRecheckCost(b *testing.B) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	term := &Term{Ctx: ctx, Token: 1, Seq: 1, Start: time.Now()}
+	term := &Term{Ctx: ctx, Lease: "vantage-shard-000", Token: 1, Seq: 1, Start: time.Now()}
 	var seq atomic.Int64
 	run := func(n int) {
 		next := make(chan int)

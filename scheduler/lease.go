@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/vantage-edge/vantage/storage"
 )
 
 // Leaser is the lease store the scheduler elects its leader with (storage.Store implements it through
@@ -22,10 +24,14 @@ type Leaser interface {
 // recheck runs under it, so two schedulers never check the same target in parallel.
 type Term struct {
 	Ctx   context.Context
-	Token int64 // fencing token of the lease
-	Seq   int64 // this process's term counter (tokens restart when Redis loses its data)
+	Lease string // name of the lease: a shard's, or the fleet-wide Config.LeaseName
+	Token int64  // fencing token of the lease
+	Seq   int64  // this process's term counter (tokens restart when Redis loses its data)
 	Start time.Time
 }
+
+// Fence is what the term's decisions are written under: its lease and token.
+func (t *Term) Fence() storage.Fence { return storage.Fence{Lease: t.Lease, Token: t.Token} }
 
 // leadership elects this scheduler with a Leaser and tells the target loops when it leads.
 type leadership struct {
@@ -91,7 +97,7 @@ func (l *leadership) set(parent context.Context, token int64, now time.Time) {
 	if token != 0 {
 		ctx, cancel := context.WithCancel(parent)
 		l.seq++
-		l.term, l.cancel = &Term{Ctx: ctx, Token: token, Seq: l.seq, Start: now}, cancel
+		l.term, l.cancel = &Term{Ctx: ctx, Lease: l.name, Token: token, Seq: l.seq, Start: now}, cancel
 	}
 	close(l.changed)
 	l.changed = make(chan struct{})

@@ -28,8 +28,9 @@ type Backend interface {
 	// UpPoPs returns the PoPs with a live daemon that are not drained, sorted.
 	UpPoPs(ctx context.Context) ([]string, error)
 	Decision(ctx context.Context, app string) (placement.Decision, bool, error)
-	// PutDecisionFenced writes d under the lease's fencing token; storage.ErrFenced when a newer token wrote.
-	PutDecisionFenced(ctx context.Context, d placement.Decision, fence int64) (changed bool, err error)
+	// PutDecisionFenced writes d under a lease's name and fencing token; storage.ErrFenced when a newer token of
+	// the same lease wrote.
+	PutDecisionFenced(ctx context.Context, d placement.Decision, f storage.Fence) (changed bool, err error)
 	// NextRechecks returns every stored decision's NextRecheck by app.
 	NextRechecks(ctx context.Context) (map[string]time.Time, error)
 	EnqueueJob(ctx context.Context, pop string, j storage.Job) (string, error)
@@ -249,7 +250,7 @@ func (s *Scheduler) recheck(ctx context.Context, term *Term, t Target) (placemen
 		return dec, nil
 	}
 	// Fenced: if this scheduler paused past its lease, a successor's decision stands.
-	changed, err = d.backend.PutDecisionFenced(ctx, dec, term.Token)
+	changed, err = d.backend.PutDecisionFenced(ctx, dec, term.Fence())
 	if err != nil {
 		return dec, fmt.Errorf("scheduler: app %q: writing the decision: %w", t.App, err)
 	}

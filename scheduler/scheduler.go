@@ -22,6 +22,7 @@ import (
 
 	"github.com/vantage-edge/vantage/geo"
 	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/triangulate"
 )
 
@@ -440,13 +441,13 @@ func (s *Scheduler) Run(ctx context.Context) error {
 }
 
 // Leading reports whether this scheduler holds the fleet-wide lease now (it then runs the mesh and the smart
-// runner), and its fencing token. The rechecks follow the shard leases (Shards).
-func (s *Scheduler) Leading() (bool, int64) {
+// runner), and the fence (lease name and token) to write under. The rechecks follow the shard leases (Shards).
+func (s *Scheduler) Leading() (bool, storage.Fence) {
 	t, _ := s.lead.current()
 	if t == nil || t.Ctx.Err() != nil {
-		return false, 0
+		return false, storage.Fence{}
 	}
-	return true, t.Token
+	return true, t.Fence()
 }
 
 // SetTargets replaces the targets of one source ("api", "dir:/etc/vantage/apps") with ts: new targets start

@@ -18,11 +18,8 @@ import (
 // The fleet-wide work (the PoP mesh, the smart runner, the pending-jobs gauge) stays with the single lease
 // Config.LeaseName (leadership, Leading): one scheduler does it, whichever shards it leads.
 //
-// Known gap: decisions are fenced per app with the token of the lease they were written under, and tokens of
-// different leases are ordered only by their acquisition time. A smart app's decision carries the fleet-wide
-// lease's token; if the app is registered again in a probed mode (no delete in between) and that token is newer
-// than its shard's, the shard's rechecks are fenced off (storage.ErrFenced) until the shard changes hands. A
-// fence per lease (or the smart decision's fence dropped on a mode change) would close it.
+// Decisions are fenced per app and per lease (storage.Fence): only an older token of the lease that last wrote
+// an app is refused, so an app moving between leases (smart mode's fleet-wide lease, a shard's) is never fenced off.
 
 // DefaultShards is the default number of shards (Config.Shards). Every scheduler of a fleet must split the
 // targets the same way: the first to start stores its count in Redis (storage.Store.AgreeShards), and one
@@ -320,7 +317,7 @@ func (s *Scheduler) beginTerms(ctx context.Context, acquired []*shard, start tim
 	idx := make([]int, 0, len(acquired))
 	for _, sh := range acquired {
 		tctx, cancel := context.WithCancel(ctx)
-		sh.term = &Term{Ctx: tctx, Token: sh.token, Seq: s.termSeq.Add(1), Start: start}
+		sh.term = &Term{Ctx: tctx, Lease: sh.name, Token: sh.token, Seq: s.termSeq.Add(1), Start: start}
 		sh.cancel, sh.late = cancel, nil
 		begun[sh.idx] = true
 		idx = append(idx, sh.idx)

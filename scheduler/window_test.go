@@ -114,7 +114,7 @@ func TestDecisionSurvivesOneNoisyRound(t *testing.T) {
 				t.Fatal(err)
 			}
 			ctx := context.Background()
-			term := &Term{Ctx: ctx, Token: 1, Seq: 1, Start: time.Now()}
+			term := &Term{Ctx: ctx, Lease: "vantage-shard-000", Token: 1, Seq: 1, Start: time.Now()}
 			tgt := Target{App: "db", Mode: placement.ModeHost, Target: "198.18.7.1:5432"}
 			for i, noisy := range tc.noisy {
 				extra := 0.0
@@ -167,7 +167,7 @@ func TestStatusServesExplanation(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	term := &Term{Ctx: ctx, Token: 1, Seq: 1, Start: time.Now()}
+	term := &Term{Ctx: ctx, Lease: "vantage-shard-000", Token: 1, Seq: 1, Start: time.Now()}
 	tgt := Target{App: "db", Mode: placement.ModeHost, Target: "198.18.7.2:5432"}
 	s.AddTarget(SourceAPI, tgt)
 	for _, extra := range []float64{0, 50} {
@@ -214,7 +214,7 @@ func TestChaosAnswersAreAnycastEvidence(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	term := &Term{Ctx: ctx, Token: 1, Seq: 1, Start: time.Now()}
+	term := &Term{Ctx: ctx, Lease: "vantage-shard-000", Token: 1, Seq: 1, Start: time.Now()}
 	for _, tc := range []struct {
 		name, target string
 		ids          func(pop string) string
@@ -283,7 +283,7 @@ func TestGeoIPPriorIsANote(t *testing.T) {
 	}
 	ctx := context.Background()
 	// 81.2.69.142 is data here: the responder answers for the PoPs, nothing is sent to it.
-	dec, err := s.recheck(ctx, &Term{Ctx: ctx, Token: 1, Seq: 1, Start: time.Now()},
+	dec, err := s.recheck(ctx, &Term{Ctx: ctx, Lease: "vantage-shard-000", Token: 1, Seq: 1, Start: time.Now()},
 		Target{App: "london-by-geoip", Mode: placement.ModeHost, Target: "81.2.69.142:5432"})
 	if err != nil {
 		t.Fatal(err)

@@ -218,24 +218,33 @@ func testDecisionBatch(t *testing.T, open func(*testing.T, Options) *Store) {
 		return placement.Decision{App: app, Mode: placement.ModeHost, Target: "db:5432", BestPoP: best, Verdict: placement.VerdictUnicast,
 			Status: placement.StatusSuccess, Candidates: []placement.Candidate{{PoP: best, RTTMs: 3}}, ComputedAt: t0}
 	}
-	// A successor (token 7) wrote "fenced".
-	if _, err := s.PutDecisionFenced(ctx, dec("fenced", "SIN"), 7); err != nil {
+	// A successor of the shard's lease (token 7) wrote "fenced"; the fleet-wide lease (token 9) wrote "moved",
+	// an app that has since moved to the shard.
+	if _, err := s.PutDecisionFenced(ctx, dec("fenced", "SIN"), Fence{"s-shard-001", 7}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := s.PutDecisionFenced(ctx, dec("moved", "SIN"), Fence{"s", 9}); err != nil {
+		t.Fatal(err)
+	}
+	f := Fence{"s-shard-001", 5}
 	ws := []DecisionWrite{
-		{Decision: dec("fenced", "FRA"), Fence: 5, Explanation: &Explanation{App: "fenced", BestPoP: "FRA"}, ExplainTTL: time.Hour},
-		{Decision: dec("free", "FRA"), Fence: 5, Explanation: &Explanation{App: "free", BestPoP: "FRA"}, ExplainTTL: time.Hour},
-		{Decision: dec("again", "LHR"), Fence: 5},
+		{Decision: dec("fenced", "FRA"), Fence: f, Explanation: &Explanation{App: "fenced", BestPoP: "FRA"}, ExplainTTL: time.Hour},
+		{Decision: dec("free", "FRA"), Fence: f, Explanation: &Explanation{App: "free", BestPoP: "FRA"}, ExplainTTL: time.Hour},
+		{Decision: dec("again", "LHR"), Fence: f},
+		{Decision: dec("moved", "LHR"), Fence: f},
 	}
 	out, err := s.PutDecisionBatch(ctx, ws)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !errors.Is(out[0].Err, ErrFenced) || !strings.Contains(out[0].Err.Error(), `"fenced" under fencing token 5 (token 7 wrote it)`) {
+	if !errors.Is(out[0].Err, ErrFenced) || !strings.Contains(out[0].Err.Error(), `"fenced" under fencing token 5 of lease "s-shard-001" (token 7 wrote it)`) {
 		t.Errorf("fenced app: %+v; want ErrFenced naming the tokens", out[0])
 	}
 	if out[1].Err != nil || !out[1].Changed || out[1].Version != 1 || out[2].Err != nil || !out[2].Changed {
 		t.Errorf("other apps: %+v %+v; want written and changed", out[1], out[2])
+	}
+	if out[3].Err != nil || !out[3].Changed || out[3].Version != 2 {
+		t.Errorf("app written under another lease's newer token: %+v; want written (version 2)", out[3])
 	}
 	if d, _, _ := s.Decision(ctx, "fenced"); d.BestPoP != "SIN" {
 		t.Errorf("fenced app's decision %s; want the successor's SIN", d.BestPoP)

@@ -127,17 +127,17 @@ func (s *Store) RecheckInputs(ctx context.Context, rs []RecheckRead) ([]RecheckS
 	return out, nil
 }
 
-// DecisionWrite is one decision for PutDecisionBatch: written under Fence (0: unfenced) as PutDecisionFenced
+// DecisionWrite is one decision for PutDecisionBatch: written under Fence (zero: unfenced) as PutDecisionFenced
 // does, with its Explanation (nil: none) stored for ExplainTTL (<= 0: no expiry) unless the write is fenced off.
 type DecisionWrite struct {
 	Decision    placement.Decision
-	Fence       int64
+	Fence       Fence
 	Explanation *Explanation
 	ExplainTTL  time.Duration
 }
 
-// DecisionWritten is the outcome of one DecisionWrite: Err wraps ErrFenced when a newer token wrote the app's
-// decision (the other writes of the batch stand).
+// DecisionWritten is the outcome of one DecisionWrite: Err wraps ErrFenced when a newer token of the same lease
+// wrote the app's decision (the other writes of the batch stand).
 type DecisionWritten struct {
 	Changed bool
 	Version int64
@@ -186,8 +186,8 @@ func (s *Store) PutDecisionBatch(ctx context.Context, ws []DecisionWrite) ([]Dec
 		if !d.Mode.Valid() {
 			return nil, fmt.Errorf("storage: decision %q: mode %q: want one of smart, region, host, hostname or none", d.App, d.Mode)
 		}
-		if ws[i].Fence < 0 {
-			return nil, fmt.Errorf("storage: put decision %q: fencing token %d: want >= 0", d.App, ws[i].Fence)
+		if err := ws[i].Fence.check(d.App); err != nil {
+			return nil, err
 		}
 	}
 	if s.clustered() {
@@ -235,7 +235,7 @@ func (s *Store) PutDecisionBatch(ctx context.Context, ws []DecisionWrite) ([]Dec
 			}
 		}
 		keys = append(keys, KeyDecisions(b), KeyDecisionFences(b), KeyDecisionHistory(d.App), KeyExplain(d.App))
-		args = append(args, d.App, fingerprint(d), encodeDecision(d), ChannelDecisions, w.Fence, max(at.UnixMilli(), 0),
+		args = append(args, d.App, fingerprint(d), encodeDecision(d), ChannelDecisions, w.Fence.arg(), max(at.UnixMilli(), 0),
 			hcap, every, entry, ex, max(w.ExplainTTL.Milliseconds(), 0))
 	}
 	v, err := putDecisionBatchScript.Run(ctx, s.c, keys, args...).Int64Slice()
@@ -247,8 +247,7 @@ func (s *Store) PutDecisionBatch(ctx context.Context, ws []DecisionWrite) ([]Dec
 	}
 	for i := range ws {
 		if v[2*i] == -1 {
-			out[i].Err = fmt.Errorf("storage: put decision %q under fencing token %d (token %d wrote it): %w",
-				ws[i].Decision.App, ws[i].Fence, v[2*i+1], ErrFenced)
+			out[i].Err = fencedError(ws[i].Decision.App, ws[i].Fence, v[2*i+1])
 			continue
 		}
 		out[i] = DecisionWritten{Changed: v[2*i] == 1, Version: v[2*i+1]}

@@ -37,23 +37,32 @@ const (
 const Resync = ""
 
 // putDecisionScript stores a decision, bumping its version and publishing its app when the fingerprint changed.
-// A fenced write (ARGV[5] > 0, the writer's lease token) is refused when the app's decision was written under a
-// newer token, and records its token otherwise. It then records the decision in the app's history when it
-// changed, or when the newest entry is at least ARGV[8] ms older than it, and trims the history to ARGV[7]
-// entries (0: no history).
+// A fenced write (ARGV[5] is "<token>:<lease>", Fence.arg) is refused when the app's fence (KEYS[2]'s field) is
+// of the same lease with a newer token, or is a bare token (the format before fences named their lease) newer
+// than the writer's; otherwise ARGV[5] becomes the fence, so a write under another lease takes the app over.
+// It then records the decision in the app's history when it changed, or when the newest entry is at least
+// ARGV[8] ms older than it, and trims the history to ARGV[7] entries (0: no history).
 // KEYS[1] bucket, KEYS[2] the bucket's fences, KEYS[3] the app's history; ARGV[1] app, ARGV[2] fingerprint,
-// ARGV[3] payload, ARGV[4] channel, ARGV[5] fencing token or 0, ARGV[6] computed-at (Unix ms), ARGV[7] history
-// cap, ARGV[8] history interval (ms), ARGV[9] history entry (JSON). Returns {changed, version}, or {-1, newer
-// token} when fenced off.
+// ARGV[3] payload, ARGV[4] channel, ARGV[5] fence or "" (unfenced), ARGV[6] computed-at (Unix ms), ARGV[7]
+// history cap, ARGV[8] history interval (ms), ARGV[9] history entry (JSON). Returns {changed, version}, or {-1,
+// the fence's token} when fenced off.
 var putDecisionScript = redis.NewScript(putDecisionLua)
 
 // putDecisionLua is putDecisionScript's source, also the body of putDecisionBatchScript's per-decision function.
 const putDecisionLua = `
-local fence = tonumber(ARGV[5])
-if fence > 0 then
-  local f = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-  if f > fence then return {-1, f} end
-  if f < fence then redis.call('HSET', KEYS[2], ARGV[1], ARGV[5]) end
+if ARGV[5] ~= '' then
+  local token, lease = string.match(ARGV[5], '^(%d+):(.+)$')
+  token = tonumber(token)
+  local f = redis.call('HGET', KEYS[2], ARGV[1])
+  if f ~= ARGV[5] then
+    if f then
+      local ft, fl = string.match(f, '^(%d+):(.+)$')
+      if not ft then ft, fl = f, lease end
+      ft = tonumber(ft)
+      if ft and fl == lease and ft > token then return {-1, ft} end
+    end
+    redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
+  end
 end
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 local ver, changed = 0, 1
@@ -83,8 +92,51 @@ return {changed, ver}
 `
 
 // ErrFenced is returned by PutDecisionFenced when the decision was already written under a newer fencing
-// token: the writer's lease has passed to another scheduler, whose decision stands.
+// token of the same lease: the writer's lease has passed to another scheduler, whose decision stands.
 var ErrFenced = errors.New("fenced off: a newer lease holder wrote this decision")
+
+// Fence is the lease a decision is written under: the lease's name (AcquireLease's name, e.g. a shard's lease
+// or the fleet-wide one) and the holder's fencing token. The zero Fence writes unfenced.
+//
+// The app's fence records the last fenced write's lease and token. A write is refused (ErrFenced) only when that
+// fence is of the same lease with a newer token: tokens of one lease grow with every holder, so the writer is a
+// holder that lost the lease while paused. A write under another lease is accepted and its Fence becomes the
+// app's: the app changed hands between leases (a mode change moved it between the fleet-wide and a shard's
+// lease, or a new shard count moved it to another shard), and tokens of different leases are not comparable.
+// A fence stored by older binaries (a bare token, no lease) is compared with any lease's token as before, and
+// replaced by the next write.
+type Fence struct {
+	Lease string
+	Token int64
+}
+
+// arg is f as putDecisionLua's ARGV[5] and the stored fence, "<token>:<lease>"; "" when unfenced.
+func (f Fence) arg() string {
+	if f.Token == 0 {
+		return ""
+	}
+	return strconv.FormatInt(f.Token, 10) + ":" + f.Lease
+}
+
+// check validates a fence of d.App's write: the zero Fence, or a lease name and a positive token.
+func (f Fence) check(app string) error {
+	if f == (Fence{}) {
+		return nil
+	}
+	if f.Token <= 0 {
+		return fmt.Errorf("storage: put decision %q: lease %q fencing token %d: want > 0", app, f.Lease, f.Token)
+	}
+	if err := validName("fence lease", f.Lease); err != nil {
+		return fmt.Errorf("storage: put decision %q: %w", app, err)
+	}
+	return nil
+}
+
+// fencedError is the error of d.App's write under f refused by a fence of token stored.
+func fencedError(app string, f Fence, stored int64) error {
+	return fmt.Errorf("storage: put decision %q under fencing token %d of lease %q (token %d wrote it): %w",
+		app, f.Token, f.Lease, stored, ErrFenced)
+}
 
 // deleteFieldScript deletes a hash field (an app of the registry, apps.go) and publishes its name when it
 // existed. KEYS[1] hash; ARGV[1] field, ARGV[2] channel.
@@ -110,17 +162,18 @@ return n
 // publishes d.App on ChannelDecisions and returns changed=true; otherwise it stores d (fresh RTTs, computed-at
 // and next-recheck) under the stored version, publishes nothing and returns changed=false. d.Version is ignored.
 func (s *Store) PutDecision(ctx context.Context, d placement.Decision) (changed bool, err error) {
-	return s.PutDecisionFenced(ctx, d, 0)
+	return s.PutDecisionFenced(ctx, d, Fence{})
 }
 
-// PutDecisionFenced is PutDecision for a writer that holds a lease: fence is its token (AcquireLease), and the
-// write is refused with ErrFenced when d.App's decision was already written under a newer token, so a scheduler
-// that lost its lease while paused cannot overwrite its successor's decision. A fence of 0 writes unfenced.
-func (s *Store) PutDecisionFenced(ctx context.Context, d placement.Decision, fence int64) (changed bool, err error) {
-	if fence < 0 {
-		return false, fmt.Errorf("storage: put decision %q: fencing token %d: want >= 0", d.App, fence)
+// PutDecisionFenced is PutDecision for a writer that holds a lease: f names the lease and its token
+// (AcquireLease), and the write is refused with ErrFenced when d.App's decision was already written under a
+// newer token of the same lease, so a scheduler that lost its lease while paused cannot overwrite its
+// successor's decision (see Fence for writes under different leases). The zero Fence writes unfenced.
+func (s *Store) PutDecisionFenced(ctx context.Context, d placement.Decision, f Fence) (changed bool, err error) {
+	if err := f.check(d.App); err != nil {
+		return false, err
 	}
-	res, err := s.putDecisions(ctx, []placement.Decision{d}, fence)
+	res, err := s.putDecisions(ctx, []placement.Decision{d}, f)
 	if err != nil {
 		return false, err
 	}
@@ -136,10 +189,10 @@ type PutResult struct {
 // PutDecisions stores many decisions in one pipeline, each as PutDecision does, and returns one PutResult per
 // decision. It stops at the first error (decisions before it may be stored).
 func (s *Store) PutDecisions(ctx context.Context, ds []placement.Decision) ([]PutResult, error) {
-	return s.putDecisions(ctx, ds, 0)
+	return s.putDecisions(ctx, ds, Fence{})
 }
 
-func (s *Store) putDecisions(ctx context.Context, ds []placement.Decision, fence int64) ([]PutResult, error) {
+func (s *Store) putDecisions(ctx context.Context, ds []placement.Decision, f Fence) ([]PutResult, error) {
 	for i := range ds {
 		if err := validName("decision app", ds[i].App); err != nil {
 			return nil, err
@@ -167,7 +220,7 @@ func (s *Store) putDecisions(ctx context.Context, ds []placement.Decision, fence
 			entry = historyEntry(d, at)
 		}
 		keys[i] = []string{KeyDecisions(b), KeyDecisionFences(b), KeyDecisionHistory(d.App)}
-		args[i] = []any{d.App, fingerprint(d), encodeDecision(d), ChannelDecisions, fence, max(at.UnixMilli(), 0), hcap, every, entry}
+		args[i] = []any{d.App, fingerprint(d), encodeDecision(d), ChannelDecisions, f.arg(), max(at.UnixMilli(), 0), hcap, every, entry}
 	}
 	cmds, err := s.evalMany(ctx, putDecisionScript, keys, args)
 	if err != nil {
@@ -186,8 +239,7 @@ func (s *Store) putDecisions(ctx context.Context, ds []placement.Decision, fence
 			return nil, fmt.Errorf("storage: put decision %q: unexpected reply %v: %w", ds[i].App, c.Val(), err)
 		}
 		if v[0] == -1 {
-			return nil, fmt.Errorf("storage: put decision %q under fencing token %d (token %d wrote it): %w",
-				ds[i].App, fence, v[1], ErrFenced)
+			return nil, fencedError(ds[i].App, f, v[1])
 		}
 		out[i] = PutResult{Changed: v[0] == 1, Version: v[1]}
 	}

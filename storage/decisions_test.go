@@ -41,46 +41,108 @@ func init() {
 	)
 }
 
-// testFencedDecisions: a write under an older lease token than the last fenced write is refused and changes
-// nothing; the same or a newer token writes; unfenced writes pass; a delete forgets the fence.
+// testFencedDecisions runs fencedSteps through both write paths, PutDecisionFenced and PutDecisionBatch (its
+// script on one node, one call per decision on a Cluster): a write is refused only under an older token of the
+// lease of the app's fence (or of a bare legacy fence); a write under another lease takes the app over; unfenced
+// writes leave the fence; a delete forgets it.
 func testFencedDecisions(t *testing.T, open func(*testing.T, Options) *Store) {
 	s := open(t, Options{})
+	paths := []struct {
+		name string
+		put  func(ctx context.Context, d placement.Decision, f Fence) error
+	}{
+		{"single", func(ctx context.Context, d placement.Decision, f Fence) error {
+			_, err := s.PutDecisionFenced(ctx, d, f)
+			return err
+		}},
+		{"batch", func(ctx context.Context, d placement.Decision, f Fence) error {
+			out, err := s.PutDecisionBatch(ctx, []DecisionWrite{{Decision: d, Fence: f,
+				Explanation: &Explanation{App: d.App, BestPoP: d.BestPoP}, ExplainTTL: time.Hour}})
+			if err != nil {
+				return err
+			}
+			if e, ok, eerr := s.Explanation(ctx, d.App); eerr != nil || ok != (out[0].Err == nil) || ok && e.BestPoP != d.BestPoP {
+				t.Errorf("explanation of %s after a write under %+v (err %v): %+v, %v, %v; want one only when written",
+					d.App, f, out[0].Err, e, ok, eerr)
+			}
+			s.DeleteExplanation(ctx, d.App)
+			return out[0].Err
+		}},
+	}
+	for _, p := range paths {
+		t.Run(p.name, func(t *testing.T) { fencedSteps(t, s, "fenced-"+p.name, p.put) })
+	}
+}
+
+// fencedSteps writes app's decision step by step through put and checks, after each, the error, the decision
+// stored and the fence stored.
+func fencedSteps(t *testing.T, s *Store, app string, put func(context.Context, placement.Decision, Fence) error) {
 	ctx := testCtx(t)
+	const shard, fleet = "vantage-shard-003", "vantage"
+	fences := KeyDecisionFences(DecisionBucket(app))
 	steps := []struct {
 		name      string
+		legacy    string // when set, stored as the app's fence first: a bare token, as older binaries wrote it
 		best      string
-		fence     int64
+		fence     Fence
 		wantErr   bool
 		wantStore string // best PoP stored after the step
+		wantFence string // the app's fence after the step
 	}{
-		{"first holder", "LHR", 2, false, "LHR"},
-		{"same holder again", "AMS", 2, false, "AMS"},
-		{"older holder, paused past its lease", "FRA", 1, true, "AMS"},
-		{"newer holder", "CDG", 3, false, "CDG"},
-		{"the paused holder once more", "FRA", 2, true, "CDG"},
-		{"unfenced writer", "MAD", 0, false, "MAD"},
-		{"older holder after an unfenced write", "FRA", 2, true, "MAD"},
+		{"first_holder", "", "LHR", Fence{shard, 2}, false, "LHR", "2:" + shard},
+		{"same_holder_again", "", "AMS", Fence{shard, 2}, false, "AMS", "2:" + shard},
+		{"same_lease_older_token_paused_past_its_lease", "", "FRA", Fence{shard, 1}, true, "AMS", "2:" + shard},
+		{"same_lease_newer_holder", "", "CDG", Fence{shard, 3}, false, "CDG", "3:" + shard},
+		{"the_paused_holder_once_more", "", "FRA", Fence{shard, 2}, true, "CDG", "3:" + shard},
+		// The bug of issue 19: tokens of different leases are not comparable. The app moved to the fleet
+		// lease (smart mode) whose token is older than the shard's: written, and the fleet lease owns it now.
+		{"other_lease_older_token_takes_the_app_over", "", "MAD", Fence{fleet, 1}, false, "MAD", "1:" + fleet},
+		{"other_lease_newer_token", "", "BCN", Fence{fleet, 4}, false, "BCN", "4:" + fleet},
+		{"other_lease_its_paused_holder", "", "FRA", Fence{fleet, 1}, true, "BCN", "4:" + fleet},
+		// Back to the shard: its fence was replaced, so even a token older than the shard's last (2 < 3) writes;
+		// from then on the shard's older tokens are refused again.
+		{"first_lease_back_with_an_older_token", "", "OSL", Fence{shard, 2}, false, "OSL", "2:" + shard},
+		{"first_lease_older_token_than_its_new_fence", "", "FRA", Fence{shard, 1}, true, "OSL", "2:" + shard},
+		{"unfenced_writer_leaves_the_fence", "", "VIE", Fence{}, false, "VIE", "2:" + shard},
+		{"older_token_after_an_unfenced_write", "", "FRA", Fence{shard, 1}, true, "VIE", "2:" + shard},
+		// Fences of older binaries: a bare token, compared with any lease's token as before, then replaced.
+		{"legacy_newer_refused", "9", "FRA", Fence{shard, 5}, true, "VIE", "9"},
+		{"legacy_newer_refused_for_any_lease", "9", "FRA", Fence{fleet, 8}, true, "VIE", "9"},
+		{"legacy_same_token_replaced", "9", "ZRH", Fence{fleet, 9}, false, "ZRH", "9:" + fleet},
+		{"legacy_older_replaced", "9", "WAW", Fence{shard, 10}, false, "WAW", "10:" + shard},
+		{"after_the_legacy_fence_the_lease_rules", "", "FRA", Fence{fleet, 1}, false, "FRA", "1:" + fleet},
 	}
 	for _, st := range steps {
-		_, err := s.PutDecisionFenced(ctx, decision("fenced", st.best, st.best), st.fence)
+		if st.legacy != "" {
+			if err := s.Client().HSet(ctx, fences, app, st.legacy).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		err := put(ctx, decision(app, st.best, st.best), st.fence)
 		if st.wantErr != (err != nil) || err != nil && !errors.Is(err, ErrFenced) {
-			t.Fatalf("%s: token %d: err %v, want fenced=%v", st.name, st.fence, err, st.wantErr)
+			t.Fatalf("%s: fence %+v: err %v, want fenced=%v", st.name, st.fence, err, st.wantErr)
 		}
-		if err != nil && !strings.Contains(err.Error(), fmt.Sprintf(`"fenced" under fencing token %d`, st.fence)) {
-			t.Errorf("%s: error %q does not name the app and the token", st.name, err)
+		want := fmt.Sprintf(`%q under fencing token %d of lease %q`, app, st.fence.Token, st.fence.Lease)
+		if err != nil && !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %q does not say %s", st.name, err, want)
 		}
-		d, ok, err := s.Decision(ctx, "fenced")
+		d, ok, err := s.Decision(ctx, app)
 		if err != nil || !ok || d.BestPoP != st.wantStore {
 			t.Fatalf("%s: stored %q (ok %v, err %v), want %q", st.name, d.BestPoP, ok, err, st.wantStore)
 		}
+		if f, err := s.Client().HGet(ctx, fences, app).Result(); err != nil || f != st.wantFence {
+			t.Errorf("%s: fence %q (err %v), want %q", st.name, f, err, st.wantFence)
+		}
 	}
-	if _, err := s.PutDecisionFenced(ctx, decision("fenced", "LHR"), -1); err == nil {
-		t.Errorf("a negative fencing token was accepted")
+	for _, bad := range []Fence{{shard, -1}, {"", 5}, {shard, 0}, {"a{b}", 5}} {
+		if err := put(ctx, decision(app, "LHR"), bad); err == nil || errors.Is(err, ErrFenced) {
+			t.Errorf("fence %+v: err %v, want it refused as invalid", bad, err)
+		}
 	}
-	if err := s.DeleteDecision(ctx, "fenced"); err != nil {
+	if err := s.DeleteDecision(ctx, app); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PutDecisionFenced(ctx, decision("fenced", "LHR", "LHR"), 1); err != nil {
+	if err := put(ctx, decision(app, "LHR", "LHR"), Fence{fleet, 1}); err != nil {
 		t.Errorf("after a delete, token 1: %v", err)
 	}
 }

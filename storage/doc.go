@@ -21,8 +21,11 @@
 //	vantage:{d:NN}:decisions          hash    app -> "<version>|<fingerprint>|<payload>"    none      scheduler router, scheduler
 //	                                          (NN = 00..63 = FNV-1a(app) % 64; payload:
 //	                                          see DECISIONS.md)
-//	vantage:{d:NN}:fences             hash    app -> fencing token (lease) of the last      none      scheduler scheduler
-//	                                          fenced write (PutDecisionFenced)
+//	vantage:{d:NN}:fences             hash    app -> "<token>:<lease>" of the last fenced   none      scheduler scheduler
+//	                                          write (PutDecisionFenced, Fence: refused only
+//	                                          under an older token of the same lease; a bare
+//	                                          "<token>" from older versions is compared as a
+//	                                          token of any lease, then replaced)
 //	vantage:{d:NN}:dhistory:<app>     list    app's recent decisions, newest first:         none      scheduler API, status page
 //	                                          "<computed-at Unix ms>|<version>|<changed 0/1>|
 //	                                          <DecisionRecord JSON>", capped (LTRIM) at

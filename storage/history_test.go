@@ -86,10 +86,10 @@ func testDecisionHistory(t *testing.T, open func(*testing.T, Options) *Store) {
 	}
 
 	// A fenced-off write records nothing.
-	if _, err := s.PutDecisionFenced(ctx, decision("web", "HKG", "HKG"), 5); err != nil {
+	if _, err := s.PutDecisionFenced(ctx, decision("web", "HKG", "HKG"), Fence{"lease", 5}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PutDecisionFenced(ctx, decision("web", "NRT", "NRT"), 4); err == nil {
+	if _, err := s.PutDecisionFenced(ctx, decision("web", "NRT", "NRT"), Fence{"lease", 4}); err == nil {
 		t.Fatal("a write under an older token was not fenced off")
 	}
 	if got := strings.Join(historyOf(t, s, "web", 0), " "); got != "2:HKG:changed 1:SIN:changed" {

@@ -56,8 +56,8 @@ var (
 // KeyDecisions returns the hash holding the decisions of bucket (0..DecisionBuckets-1).
 func KeyDecisions(bucket int) string { return decisionKeys[bucket] }
 
-// KeyDecisionFences returns the hash of the fencing tokens the decisions of a bucket were last written under
-// (same hash slot as the bucket).
+// KeyDecisionFences returns the hash of the fences ("<token>:<lease>", Fence) the decisions of a bucket were last
+// written under (same hash slot as the bucket).
 func KeyDecisionFences(bucket int) string { return fenceKeys[bucket] }
 
 // KeyDecisionHistory returns the capped list of app's recent decisions, newest first (same hash slot as its

@@ -68,8 +68,9 @@ type pyDecision struct {
 		PoP   string  `json:"pop"`
 		RTTMs float64 `json:"rtt_ms"`
 	} `json:"candidates"`
-	Reason string `json:"reason"`
-	Fence  *int64 `json:"fence"`
+	Reason     string  `json:"reason"`
+	Fence      *int64  `json:"fence"`
+	FenceLease *string `json:"fence_lease"`
 }
 
 // nanos is t as the Python reader prints it: Unix nanoseconds, nil for the zero time.
@@ -110,17 +111,18 @@ func TestPythonReaderDecodesEveryField(t *testing.T) {
 			Status:     placement.StatusSuccess, Estimated: true, Confidence: 1, ComputedAt: at},
 		{App: "none-app", Mode: placement.ModeNone, ComputedAt: time.Unix(1, 0).UTC()},
 	}
-	token, ok, err := st.AcquireLease(ctx, "scheduler", "test-holder", time.Minute)
+	lease := "scheduler"
+	token, ok, err := st.AcquireLease(ctx, lease, "test-holder", time.Minute)
 	if err != nil || !ok {
 		t.Fatalf("AcquireLease: ok %v err %v", ok, err)
 	}
-	fences := map[string]*int64{}
+	fences, fenceLeases := map[string]*int64{}, map[string]*string{}
 	for i, d := range want {
 		if i == len(want)-1 {
 			_, err = st.PutDecision(ctx, d) // unfenced: no fence stored
 		} else {
-			_, err = st.PutDecisionFenced(ctx, d, token)
-			fences[d.App] = &token
+			_, err = st.PutDecisionFenced(ctx, d, Fence{lease, token})
+			fences[d.App], fenceLeases[d.App] = &token, &lease
 		}
 		if err != nil {
 			t.Fatalf("put %s: %v", d.App, err)
@@ -128,7 +130,7 @@ func TestPythonReaderDecodesEveryField(t *testing.T) {
 	}
 	// shop-api changes placement once more: version 2.
 	want[0].BestPoP, want[0].Candidates = "AMS", append([]placement.Candidate{{PoP: "AMS", RTTMs: 2}}, want[0].Candidates[:2]...)
-	if _, err := st.PutDecisionFenced(ctx, want[0], token); err != nil {
+	if _, err := st.PutDecisionFenced(ctx, want[0], Fence{lease, token}); err != nil {
 		t.Fatal(err)
 	}
 	// What Go reads back is the reference, with its versions.
@@ -153,6 +155,12 @@ func TestPythonReaderDecodesEveryField(t *testing.T) {
 	if _, err := srv.Do(ctx, "HSET", KeyDecisions(b), old.App, "7|"+fingerprint(&old)+"|"+string(p1)); err != nil {
 		t.Fatal(err)
 	}
+	// And a fence as those binaries wrote it: a bare token, no lease.
+	if _, err := srv.Do(ctx, "HSET", KeyDecisionFences(b), old.App, "42"); err != nil {
+		t.Fatal(err)
+	}
+	legacyToken := int64(42)
+	fences[old.App] = &legacyToken
 	want = append(want, old)
 	// A codec from the future: both readers refuse it by name.
 	future := placement.Decision{App: "future-codec", Mode: placement.ModeSmart}
@@ -199,7 +207,8 @@ func TestPythonReaderDecodesEveryField(t *testing.T) {
 		exp := pyDecision{Version: w.Version, Fingerprint: fingerprint(&w), Codec: codec, App: w.App, Mode: string(w.Mode),
 			Target: w.Target, BestPoP: w.BestPoP, Verdict: string(w.Verdict), Status: string(w.Status),
 			Estimated: w.Estimated, Confidence: w.Confidence, ComputedAt: nanos(w.ComputedAt),
-			NextRecheck: nanos(w.NextRecheck), ExpiresAt: nanos(w.ExpiresAt), Reason: w.Reason, Fence: fences[w.App]}
+			NextRecheck: nanos(w.NextRecheck), ExpiresAt: nanos(w.ExpiresAt), Reason: w.Reason, Fence: fences[w.App],
+			FenceLease: fenceLeases[w.App]}
 		exp.Candidates = g.Candidates[:0:0]
 		for _, c := range w.Candidates {
 			exp.Candidates = append(exp.Candidates, struct {

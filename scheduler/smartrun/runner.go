@@ -33,7 +33,7 @@ type Store interface {
 	Apps(ctx context.Context) ([]storage.App, error)
 	TelemetryWindows(ctx context.Context, app string, since, until time.Time) ([]storage.TelemetryWindow, int, error)
 	Decision(ctx context.Context, app string) (placement.Decision, bool, error)
-	PutDecisionFenced(ctx context.Context, d placement.Decision, fence int64) (bool, error)
+	PutDecisionFenced(ctx context.Context, d placement.Decision, f storage.Fence) (bool, error)
 	UnsupportedDeploy(ctx context.Context, app string) (string, bool, error)
 	MarkUnsupported(ctx context.Context, app, deploy string) error
 }
@@ -71,7 +71,7 @@ type Runner struct {
 	log    *slog.Logger
 	now    func() time.Time
 	tick   func(d time.Duration) (<-chan time.Time, func())
-	lead   func() (bool, int64)
+	lead   func() (bool, storage.Fence)
 	runs   *prometheus.CounterVec
 	poll   time.Duration
 	minGap time.Duration
@@ -98,10 +98,10 @@ type RunnerOptions struct {
 	// Tick returns a channel that fires every d and its stop function (default time.NewTicker).
 	Tick func(d time.Duration) (<-chan time.Time, func())
 	// Leading, when set, is asked before every round of Run; rounds run only while it returns true (e.g. while
-	// this scheduler holds the lease: Scheduler.Leading), and their decisions are written under the fencing
-	// token it returns, so a runner that lost the lease mid-round cannot overwrite its successor's decisions.
-	// Nil: always, unfenced.
-	Leading func() (leading bool, fence int64)
+	// this scheduler holds the fleet-wide lease: Scheduler.Leading), and their decisions are written under the
+	// fence (lease name and token) it returns, so a runner that lost the lease mid-round cannot overwrite its
+	// successor's decisions. Nil: always, unfenced.
+	Leading func() (leading bool, fence storage.Fence)
 	// Poll is how often Run checks the fresh-telemetry counters (default DefaultPoll; negative: never, only
 	// Config.Interval and registrations trigger analyses). It needs a Store with FreshTelemetry.
 	Poll time.Duration
@@ -228,9 +228,9 @@ func (r *Runner) Run(ctx context.Context) error {
 }
 
 // leading asks RunnerOptions.Leading (nil: always, unfenced).
-func (r *Runner) leading() (bool, int64) {
+func (r *Runner) leading() (bool, storage.Fence) {
 	if r.lead == nil {
-		return true, 0
+		return true, storage.Fence{}
 	}
 	return r.lead()
 }
@@ -324,10 +324,12 @@ func (r *Runner) consume(ctx context.Context, app string, n int64) {
 
 // RunOnce analyses every registered application in placement mode smart and stores its decision. It returns
 // the analyses made and the errors of the applications that failed (joined); the others are still stored.
-func (r *Runner) RunOnce(ctx context.Context) ([]smart.Analysis, error) { return r.runOnce(ctx, 0) }
+func (r *Runner) RunOnce(ctx context.Context) ([]smart.Analysis, error) {
+	return r.runOnce(ctx, storage.Fence{})
+}
 
-// runOnce is RunOnce writing under fence (0: unfenced).
-func (r *Runner) runOnce(ctx context.Context, fence int64) ([]smart.Analysis, error) {
+// runOnce is RunOnce writing under fence (zero: unfenced).
+func (r *Runner) runOnce(ctx context.Context, fence storage.Fence) ([]smart.Analysis, error) {
 	apps, err := r.st.Apps(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("smart: listing apps: %w", err)
@@ -353,11 +355,11 @@ func (r *Runner) runOnce(ctx context.Context, fence int64) ([]smart.Analysis, er
 // AnalyzeApp reads app's telemetry window, state and lookups, runs Analyze, marks an unsupported deploy and
 // stores the decision. deploy is the application's current deploy version ("" : the newest reported).
 func (r *Runner) AnalyzeApp(ctx context.Context, app, deploy string) (smart.Analysis, error) {
-	return r.analyzeApp(ctx, storage.App{Name: app, Mode: placement.ModeSmart, DeployVersion: deploy}, 0)
+	return r.analyzeApp(ctx, storage.App{Name: app, Mode: placement.ModeSmart, DeployVersion: deploy}, storage.Fence{})
 }
 
 // analyzeRegistered is analyzeApp, then takes the fresh records counted before it (fresh) from app's count.
-func (r *Runner) analyzeRegistered(ctx context.Context, app storage.App, fence, fresh int64) (smart.Analysis, error) {
+func (r *Runner) analyzeRegistered(ctx context.Context, app storage.App, fence storage.Fence, fresh int64) (smart.Analysis, error) {
 	a, err := r.analyzeApp(ctx, app, fence)
 	if err == nil && fresh > 0 {
 		r.consume(ctx, app.Name, fresh)
@@ -401,11 +403,11 @@ func deployWindow(app storage.App, w storage.TelemetryWindow) storage.TelemetryW
 	return out
 }
 
-// analyzeApp is AnalyzeApp for a registered application, writing the decision under fence (0: unfenced). A
+// analyzeApp is AnalyzeApp for a registered application, writing the decision under fence (zero: unfenced). A
 // placement that works is not thrown away for want of telemetry: when the window has too few requests of the
 // current deploy (a deploy just happened) and the previous decision places the application, that placement
 // stays until the new deploy's telemetry says otherwise.
-func (r *Runner) analyzeApp(ctx context.Context, reg storage.App, fence int64) (smart.Analysis, error) {
+func (r *Runner) analyzeApp(ctx context.Context, reg storage.App, fence storage.Fence) (smart.Analysis, error) {
 	app := reg.Name
 	now := r.now()
 	in := smart.AggregateInput{App: app, Deploy: reg.DeployVersion, Now: now}

@@ -293,12 +293,12 @@ func TestRunNotLeading(t *testing.T) {
 	asked := make(chan struct{}, 10)
 	r, err := NewRunner(smart.DefaultConfig(), st, Sources{}, RunnerOptions{
 		Tick: func(time.Duration) (<-chan time.Time, func()) { return ticks, func() {} },
-		Leading: func() (bool, int64) {
+		Leading: func() (bool, storage.Fence) {
 			select {
 			case asked <- struct{}{}:
 			default: // asked also by the lease check every Poll: the test waits for one ask at a time
 			}
-			return leading.Load(), 7
+			return leading.Load(), storage.Fence{Lease: "vantage", Token: 7}
 		},
 		Poll: time.Hour, // the lease check is TestRunGainsLease's
 	})
@@ -331,7 +331,7 @@ func TestRunNotLeading(t *testing.T) {
 
 	// A successor wrote under token 8: this runner's next round (token 7) is fenced off and changes nothing.
 	succ := placement.Decision{App: "shop", Mode: placement.ModeSmart, Target: "successor", Status: placement.StatusInsufficientInvocations}
-	if _, err := st.PutDecisionFenced(ctx, succ, 8); err != nil {
+	if _, err := st.PutDecisionFenced(ctx, succ, storage.Fence{Lease: "vantage", Token: 8}); err != nil {
 		t.Fatal(err)
 	}
 	ticks <- time.Now()
@@ -380,7 +380,7 @@ func TestRunEarlyAndDeploys(t *testing.T) {
 	}
 	cfg := smart.DefaultConfig()
 	r, err := NewRunner(cfg, st, Sources{}, RunnerOptions{Poll: 50 * time.Millisecond, MinGap: 10 * time.Millisecond,
-		Leading: func() (bool, int64) { return true, 1 }})
+		Leading: func() (bool, storage.Fence) { return true, storage.Fence{Lease: "vantage", Token: 1} }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,7 +461,7 @@ func TestRunGainsLease(t *testing.T) {
 	var leading atomic.Bool
 	r, err := NewRunner(smart.DefaultConfig(), st, Sources{}, RunnerOptions{
 		Tick:    func(time.Duration) (<-chan time.Time, func()) { return nil, func() {} }, // no interval round
-		Leading: func() (bool, int64) { return leading.Load(), 3 },
+		Leading: func() (bool, storage.Fence) { return leading.Load(), storage.Fence{Lease: "vantage", Token: 3} },
 		Poll:    20 * time.Millisecond,
 	})
 	if err != nil {

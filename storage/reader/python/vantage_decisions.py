@@ -155,8 +155,14 @@ def _connect(addr, password=None):
 
 
 def _with_fence(c, d):
+    """Adds the app's fence: "fence" the token and "fence_lease" the lease name of the last fenced write
+    ("<token>:<lease>"; a bare token, written by older versions, has no lease: None)."""
     f = c.hget(fences_key(bucket(d["app"])), d["app"])
-    d["fence"] = None if f is None else int(f)
+    token, lease = None, None
+    if f is not None:
+        t, sep, l = f.partition(b":")
+        token, lease = int(t), (l.decode("utf-8", "replace") if sep else None)
+    d["fence"], d["fence_lease"] = token, lease
     return d
 
 
