@@ -1,5 +1,6 @@
 // Package strictjson decodes JSON bodies the way an API documents them: unknown fields are refused, and so is a
-// known field spelled in another case ("tArget"), which encoding/json would otherwise accept.
+// known field spelled in another case ("tArget"), which encoding/json would otherwise accept, and a time that
+// is not an RFC 3339 date-time ("2026-01-01T0:00:00Z", a one-digit hour time.Time accepts).
 package strictjson
 
 import (
@@ -8,7 +9,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"regexp"
 	"strings"
+	"time"
 )
 
 // Unmarshal decodes data into v (a pointer) refusing unknown fields and field names that match a known one
@@ -25,12 +28,27 @@ func Unmarshal(data []byte, v any) error {
 var (
 	jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
 	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+	timeType        = reflect.TypeFor[time.Time]()
 )
 
+// dateTime is RFC 3339's date-time as OpenAPI's "format: date-time" checks it (the pattern of
+// kin-openapi, which validates the API's bodies against openapi.json in the tests).
+var dateTime = regexp.MustCompile(`^[0-9]{4}-(0[1-9]|10|11|12)-(0[1-9]|[12][0-9]|3[01])T([0-1][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?(Z|(\+|-)([0-1][0-9]|2[0-3]):[0-5][0-9])$`)
+
 // checkKeys walks raw along t and refuses an object key that is not the exact JSON name of a field of the
-// struct it decodes into. Values that decode themselves (json.Unmarshaler) and values that are not valid JSON
-// (the decoder reports those) are left alone.
+// struct it decodes into, and a time.Time string that is not an RFC 3339 date-time. Other values that decode
+// themselves (json.Unmarshaler) and values that are not valid JSON (the decoder reports those) are left alone.
 func checkKeys(raw json.RawMessage, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer && t.Elem() == timeType {
+		t = t.Elem()
+	}
+	if t == timeType {
+		var s string
+		if bytes.HasPrefix(bytes.TrimSpace(raw), []byte(`"`)) && json.Unmarshal(raw, &s) == nil && !dateTime.MatchString(s) {
+			return fmt.Errorf("json: field %q: %q is not an RFC 3339 date-time (e.g. 2026-01-02T15:04:05Z)", strings.TrimPrefix(path, "."), s)
+		}
+		return nil
+	}
 	for t.Kind() == reflect.Pointer {
 		if t.Implements(jsonUnmarshaler) || t.Implements(textUnmarshaler) {
 			return nil

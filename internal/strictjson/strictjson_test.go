@@ -3,10 +3,13 @@ package strictjson
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 type inner struct {
-	Host string `json:"host"`
+	Host string     `json:"host"`
+	At   time.Time  `json:"at"`
+	Seen *time.Time `json:"seen"`
 }
 
 type embedded struct {
@@ -28,7 +31,7 @@ func TestUnmarshal(t *testing.T) {
 	for _, tc := range []struct {
 		name, body, wantErr string
 	}{
-		{"exact", `{"target":"a:1","count":2,"version":"v1","inner":{"host":"h"},"list":[{"host":"x"}],"by_pop":{"FRA":{"host":"y"}},"extra":{"Any":"case"}}`, ""},
+		{"exact", `{"target":"a:1","count":2,"version":"v1","inner":{"host":"h","at":"2026-01-02T15:04:05.5+01:00","seen":null},"list":[{"host":"x"}],"by_pop":{"FRA":{"host":"y"}},"extra":{"Any":"case"}}`, ""},
 		{"case_top", `{"tArget":"a:1"}`, `field "tArget": unknown field (did you mean "target"?`},
 		{"case_embedded", `{"Version":"v"}`, `field "Version": unknown field (did you mean "version"?`},
 		{"case_nested", `{"inner":{"HOST":"h"}}`, `field "HOST" in inner`},
@@ -37,6 +40,9 @@ func TestUnmarshal(t *testing.T) {
 		{"unknown", `{"nope":1}`, `unknown field "nope"`},
 		{"ignored_field_is_unknown", `{"Ignore":"x"}`, `unknown field "Ignore"`},
 		{"syntax", `{"target":`, `unexpected EOF`},
+		{"time_one_digit_hour", `{"list":[{"at":"0000-01-01T0:00:00Z"}]}`, `field "list[0].at": "0000-01-01T0:00:00Z" is not an RFC 3339 date-time`},
+		{"time_pointer_lowercase_t", `{"inner":{"seen":"2026-01-02t15:04:05Z"}}`, `field "inner.seen": "2026-01-02t15:04:05Z" is not an RFC 3339`},
+		{"time_no_zone", `{"by_pop":{"FRA":{"at":"2026-01-02T15:04:05"}}}`, `field "by_pop.FRA.at"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var r req
