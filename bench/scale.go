@@ -46,6 +46,7 @@ type scaleOptions struct {
 	single      bool // one POST /v1/apps per target instead of POST /v1/apps/bulk
 	out         string
 	vantage     string // a built vantage binary; empty: go build ./cmd/vantage
+	schedArgs   string // more flags for vantage scheduler, space-separated
 	root        string
 	stderr      io.Writer
 	cmdline     string
@@ -67,6 +68,7 @@ func runScale(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.concurrency, "register-concurrency", 2, "registration requests in flight")
 	fs.BoolVar(&o.single, "register-single", false, "register with one POST /v1/apps per target (default: POST /v1/apps/bulk, 10,000 per request)")
 	fs.StringVar(&o.out, "out", "", "append the markdown report to this file (default: stdout)")
+	fs.StringVar(&o.schedArgs, "scheduler-args", "", "more flags for `vantage scheduler`, space-separated (e.g. \"--concurrency 4096 --pprof 127.0.0.1:6060\")")
 	fs.StringVar(&o.vantage, "vantage", "", "vantage binary to run (default: go build ./cmd/vantage into a temporary directory)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -186,8 +188,8 @@ func scaleRun(ctx context.Context, o *scaleOptions) (*scaleReport, error) {
 	p.stop = append(p.stop, stopProc(p.probed))
 	api, mets := freeLoopback(), freeLoopback()
 	p.schedLogBuf = &syncWriter{}
-	p.sched, err = startScaleProc(ctx, bin, p.schedLogBuf, "scheduler", "--redis", p.red.addr, "--listen", api, "--metrics-listen", mets,
-		"--token", scaleToken, "--recheck", o.recheck.String(), "--log-level", "warn", "--name", "bench-scale")
+	p.sched, err = startScaleProc(ctx, bin, p.schedLogBuf, append([]string{"scheduler", "--redis", p.red.addr, "--listen", api, "--metrics-listen", mets,
+		"--token", scaleToken, "--recheck", o.recheck.String(), "--log-level", "warn", "--name", "bench-scale"}, strings.Fields(o.schedArgs)...)...)
 	if err != nil {
 		return nil, err
 	}

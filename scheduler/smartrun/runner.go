@@ -268,7 +268,7 @@ func (r *Runner) runApps(ctx context.Context, names map[string]bool) error {
 	if !leading {
 		return nil
 	}
-	apps, err := r.st.Apps(ctx)
+	apps, err := r.appsAmong(ctx, names)
 	if err != nil {
 		return fmt.Errorf("smart: listing apps: %w", err)
 	}
@@ -296,6 +296,25 @@ func (r *Runner) runApps(ctx context.Context, names map[string]bool) error {
 		delete(r.last, name)
 	}
 	return errors.Join(errs...)
+}
+
+// namedReader is a Store that reads applications by name (storage.Store.AppsNamed).
+type namedReader interface {
+	AppsNamed(ctx context.Context, names []string) (map[string]storage.App, error)
+}
+
+// appsAmong returns the registered applications named in names (by name when the Store can: a registration
+// notice must not cost a read of a registry of a million applications), else every application.
+func (r *Runner) appsAmong(ctx context.Context, names map[string]bool) ([]storage.App, error) {
+	nr, ok := r.st.(namedReader)
+	if !ok {
+		return r.st.Apps(ctx)
+	}
+	m, err := nr.AppsNamed(ctx, slices.Sorted(maps.Keys(names)))
+	if err != nil {
+		return nil, err
+	}
+	return slices.SortedFunc(maps.Values(m), func(a, b storage.App) int { return strings.Compare(a.Name, b.Name) }), nil
 }
 
 // freshCounts reads the fresh-telemetry counts (none when the Store does not count them or the read fails:
