@@ -433,7 +433,7 @@ func newMeshState(cfg Config, b MeshBackend, metrics *Metrics) (*meshState, erro
 // getWorkers takes a pooled engine and planner, rebuilding the engine when the mesh's calibration changed
 // since it was built.
 func (d *recheckDeps) getWorkers() *workers {
-	w := d.pool.Get().(*workers)
+	w := d.pool.Get()
 	if d.mesh == nil {
 		return w
 	}

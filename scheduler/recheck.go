@@ -54,10 +54,41 @@ type workers struct {
 	gen     int64 // the mesh calibration the engine was built with (meshState.gen)
 }
 
+// workerPool keeps idle workers for reuse, at most cap(free) of them: their engines' buffers (~170 KiB) and
+// planners' PoP-pair caches (up to ~0.7 MiB at 300 PoPs) scale with the CPUs, not with the rechecks that
+// happened to plan at once, and, unlike in a sync.Pool, survive garbage collections (a planner's cache would
+// be rebuilt after each).
+type workerPool struct {
+	free chan *workers
+	new  func() *workers
+}
+
+func newWorkerPool(n int, fn func() *workers) *workerPool {
+	return &workerPool{free: make(chan *workers, n), new: fn}
+}
+
+// Get returns an idle worker, or a new one when none is idle.
+func (p *workerPool) Get() *workers {
+	select {
+	case w := <-p.free:
+		return w
+	default:
+		return p.new()
+	}
+}
+
+// Put returns w to the pool; beyond its capacity w is dropped.
+func (p *workerPool) Put(w *workers) {
+	select {
+	case p.free <- w:
+	default:
+	}
+}
+
 // recheckDeps are the recheck's collaborators.
 type recheckDeps struct {
 	backend Backend
-	pool    sync.Pool // *workers
+	pool    *workerPool
 	pops    func(code string) (geo.PoP, bool)
 	regions func(id string) (geo.Region, error)
 

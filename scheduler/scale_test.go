@@ -243,7 +243,7 @@ func BenchmarkDecisionWrite(b *testing.B) {
 				rtt := model.RTTMs(p.Point, tp)
 				ms[p.Code] = storage.Result{PoP: p.Code, MinMs: rtt, Samples: 3}
 			}
-			w := s.deps.pool.Get().(*workers)
+			w := s.deps.pool.Get()
 			r, err := w.engine.Decide(triangulateInput(app, ms, s.deps.pops))
 			dec := placement.Decision{App: app, Mode: placement.ModeHost, Target: app + ":5432", BestPoP: r.Best.PoP,
 				Candidates: append([]placement.Candidate(nil), r.Candidates...), Verdict: r.Verdict, Status: r.Status,

@@ -14,6 +14,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -318,11 +319,11 @@ func New(cfg Config, b Backend, m *Metrics) (*Scheduler, error) {
 	}
 	s.deps = &recheckDeps{backend: b, pops: lookup, regions: geo.LookupRegion,
 		switchAbsMs: ecfg.SwitchAbsMs, switchRel: ecfg.SwitchRel, ecfg: ecfg}
-	s.deps.pool.New = func() any {
+	s.deps.pool = newWorkerPool(2*runtime.GOMAXPROCS(0), func() *workers {
 		e, _ := triangulate.NewEngine(ecfg) // validated above
 		p, _ := triangulate.NewPlanner(pcfg)
 		return &workers{engine: e, planner: p}
-	}
+	})
 	if mb, ok := b.(MeshBackend); ok && s.cfg.MeshInterval > 0 {
 		mesh, err := newMeshState(s.cfg, mb, m)
 		if err != nil {
