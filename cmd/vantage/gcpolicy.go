@@ -11,7 +11,7 @@ import (
 	"strings"
 )
 
-// The router's garbage collector policy (--gc-percent, --memory-limit). The router's live heap is small (the
+// The garbage collector policy of the router and the scheduler (--gc-percent, --memory-limit). The router's live heap is small (the
 // snapshot table holds no pointers) while every request allocates a little, so at Go's default GOGC=100 the
 // collector runs often under load. A higher GC percent lets the heap grow further between collections (20%
 // less CPU per million-decision reload; per request, within this machine's noise: bench/ROUTER.md); the memory
@@ -24,6 +24,13 @@ const (
 	// GOGC=400, so that it bounds the heap without making the collector run all the time.
 	DefaultRouterMemoryLimit = "1GiB"
 )
+
+// DefaultSchedulerGCPercent is --gc-percent's default for `vantage scheduler`. The scheduler's live heap is
+// mostly its targets' state (~400 bytes each, idle between rechecks) and it allocates little per recheck, so a
+// collection is cheap in CPU and the heap's headroom is what costs: at Go's default, 100, a million targets held
+// ~1.2 GB resident for ~0.45 GB live; at 50 the heap stays within 1.5x the live one for a few % of a core
+// more (bench/FLEET.md, "Scale run").
+const DefaultSchedulerGCPercent = 50
 
 // gcFlags are the GC policy flags of a command.
 type gcFlags struct {

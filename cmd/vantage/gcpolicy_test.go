@@ -54,3 +54,21 @@ func TestGCPolicy(t *testing.T) {
 		})
 	}
 }
+
+// TestSchedulerGCPolicy checks `vantage scheduler` takes the GC flags with its own defaults (50 %, no limit)
+// and refuses a bad value before it connects anywhere.
+func TestSchedulerGCPolicy(t *testing.T) {
+	fs := flag.NewFlagSet("scheduler", flag.ContinueOnError)
+	g := addGCFlags(fs, DefaultSchedulerGCPercent, "none")
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := g.resolve(fs, func(string) string { return "" })
+	if want := (gcPolicy{setPercent: true, setLimit: true, percent: 50, limit: math.MaxInt64}); err != nil || got != want {
+		t.Errorf("scheduler defaults: %+v, %v; want %+v", got, err, want)
+	}
+	err = runScheduler(t.Context(), []string{"--redis", "127.0.0.1:1", "--gc-percent", "-5"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--gc-percent -5") {
+		t.Errorf("vantage scheduler --gc-percent -5: %v, want an error naming the flag", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/vantage-edge/vantage/daemon"
@@ -37,17 +38,23 @@ func runScheduler(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	df.redis.addHistoryFlags(fs)
 	cfg := daemon.DefaultSchedulerConfig()
 	sf := addSchedulerFlags(fs, &cfg)
+	gc := addGCFlags(fs, DefaultSchedulerGCPercent, "none")
 	log, stop, err := parseDaemon(ctx, fs, df, args, stderr)
 	if err != nil {
 		return err
 	}
 	defer stop()
+	policy, err := gc.resolve(fs, os.Getenv)
+	if err != nil {
+		return fmt.Errorf("%w: scheduler: %w", errUsage, err)
+	}
 	cfg.TLS = df.tlsFiles()
 	if err := sf.complete(&cfg); err != nil {
 		return err
 	}
 	defer sf.close()
 	cfg.Logger = log
+	policy.apply(log)
 	return runOnStore(ctx, df, log, func(st *storage.Store) (runner, error) { return daemon.NewScheduler(cfg, st) })
 }
 
