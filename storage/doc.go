@@ -68,7 +68,8 @@
 //	                                          window, chaos, instances} (explain.go)
 //	vantage:{apps}:apps               hash    app name -> App JSON {name, mode, target,     none      scheduler scheduler, API
 //	                                          account, deploy_version, updated_at, config}
-//	vantage:apps                      channel app name on every register/change/delete      -         scheduler scheduler
+//	vantage:apps                      channel app name on every register/change/delete;     -         scheduler scheduler
+//	                                          PutApps: up to 1,000 names, space-separated
 //	vantage:{adhoc:<id>}              hash    "meta" -> AdHocProbe JSON {id, request,       24 h (**) scheduler scheduler
 //	                                          created_at, done, done_at, verdict};                    probed
 //	                                          "r:<PoP>:<kind>" -> Result JSON

@@ -26,7 +26,8 @@ const (
 	KeyFleetDrained = "vantage:{fleet}:drained"
 	// KeyApps is the hash of registered applications.
 	KeyApps = "vantage:{apps}:apps"
-	// ChannelApps carries the name of every application registered, changed or deleted.
+	// ChannelApps carries the name of every application registered, changed or deleted: one name per message,
+	// or (PutApps) up to 1,000 names separated by spaces, which a name never contains; "" asks for a full read.
 	ChannelApps = "vantage:apps"
 	// JobGroup is the consumer group of every PoP's job stream.
 	JobGroup = "probers"
