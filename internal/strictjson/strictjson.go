@@ -12,17 +12,54 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Unmarshal decodes data into v (a pointer) refusing unknown fields and field names that match a known one
 // only when case is ignored. The error names the field.
 func Unmarshal(data []byte, v any) error {
 	if err := checkKeys(json.RawMessage(data), reflect.TypeOf(v), ""); err != nil {
-		return err
+		return bound(err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	return dec.Decode(v)
+	return bound(dec.Decode(v))
+}
+
+// MaxErrorLen bounds the text of Unmarshal's errors: they quote a field name or a value of the request
+// (encoding/json's "unknown field" and "cannot unmarshal number ..." quote them whole), and an API that answers
+// with the error must not echo a request back (FuzzAPIProbes: 700 invalid bytes as a field name made a 4 KiB
+// answer).
+const MaxErrorLen = 256
+
+// boundedError is an error whose text was cut to MaxErrorLen valid UTF-8 bytes; it wraps the original.
+type boundedError struct {
+	err error
+	msg string
+}
+
+func (e *boundedError) Error() string { return e.msg }
+func (e *boundedError) Unwrap() error { return e.err }
+
+// bound returns err with its text made valid UTF-8 (runs of invalid bytes become "?") and cut to MaxErrorLen
+// bytes (then ending in "..."); err itself when it already is.
+func bound(err error) error {
+	if err == nil {
+		return nil
+	}
+	orig := err.Error()
+	msg := strings.ToValidUTF8(orig, "?")
+	if len(msg) > MaxErrorLen {
+		cut := MaxErrorLen - len("...")
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + "..."
+	}
+	if msg == orig {
+		return err
+	}
+	return &boundedError{err: err, msg: msg}
 }
 
 var (
@@ -45,7 +82,7 @@ func checkKeys(raw json.RawMessage, t reflect.Type, path string) error {
 	if t == timeType {
 		var s string
 		if bytes.HasPrefix(bytes.TrimSpace(raw), []byte(`"`)) && json.Unmarshal(raw, &s) == nil && !dateTime.MatchString(s) {
-			return fmt.Errorf("json: field %q: %q is not an RFC 3339 date-time (e.g. 2026-01-02T15:04:05Z)", strings.TrimPrefix(path, "."), s)
+			return fmt.Errorf("json: field %.64q: %.40q is not an RFC 3339 date-time (e.g. 2026-01-02T15:04:05Z)", strings.TrimPrefix(path, "."), s)
 		}
 		return nil
 	}
@@ -70,7 +107,7 @@ func checkKeys(raw json.RawMessage, t reflect.Type, path string) error {
 			if !ok {
 				for name := range fields {
 					if strings.EqualFold(name, k) {
-						return fmt.Errorf("json: field %q%s: unknown field (did you mean %q? names are case-sensitive)", k, at(path), name)
+						return fmt.Errorf("json: field %.64q%s: unknown field (did you mean %q? names are case-sensitive)", k, at(path), name)
 					}
 				}
 				continue // unknown in every case: DisallowUnknownFields reports it

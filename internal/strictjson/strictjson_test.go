@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 type inner struct {
@@ -58,6 +59,28 @@ func TestUnmarshal(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("Unmarshal(%s) = %v, want an error containing %q", tc.body, err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestErrorsAreBounded checks an error never echoes a long or invalid piece of the request whole.
+func TestErrorsAreBounded(t *testing.T) {
+	invalid := strings.Repeat(string([]byte{0xa8}), 700)
+	for _, tc := range []struct{ name, body, want string }{
+		{"invalid_utf8_key", `{"` + invalid + `":1}`, "unknown field"},
+		{"long_key_other_case", `{"TARGET` + strings.Repeat("x", 5000) + `":1}`, "unknown field"},
+		{"long_number", `{"count":` + strings.Repeat("9", 5000) + `}`, "cannot unmarshal"},
+		{"long_time", `{"inner":{"at":"` + strings.Repeat("2", 5000) + `"}}`, "not an RFC 3339"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var r req
+			err := Unmarshal([]byte(tc.body), &r)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Unmarshal: %.300v, want an error containing %q", err, tc.want)
+			}
+			if msg := err.Error(); len(msg) > MaxErrorLen || !utf8.ValidString(msg) {
+				t.Errorf("error of %d bytes (valid UTF-8: %v), want at most %d valid bytes: %.80q", len(msg), utf8.ValidString(msg), MaxErrorLen, msg)
 			}
 		})
 	}
