@@ -18,6 +18,12 @@ import (
 // Unmarshal decodes data into v (a pointer) refusing unknown fields and field names that match a known one
 // only when case is ignored. The error names the field.
 func Unmarshal(data []byte, v any) error {
+	if !json.Valid(data) {
+		// One JSON value and nothing after it: a Decoder would stop after the first value, and checkKeys, which
+		// skips what does not parse, would not have looked at it ({"tArget":...}0 went through).
+		var x any
+		return bound(json.Unmarshal(data, &x))
+	}
 	if err := checkKeys(json.RawMessage(data), reflect.TypeOf(v), ""); err != nil {
 		return bound(err)
 	}
