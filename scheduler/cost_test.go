@@ -34,18 +34,6 @@ var (
 	costInFlight = flag.Int("recheckcost.inflight", 256, "BenchmarkRecheckCost: rechecks in flight at once")
 )
 
-// cmdCounter counts the commands a go-redis client sends (each command of a pipeline counts; a script call
-// counts once).
-type cmdCounter struct{ n atomic.Int64 }
-
-func (c *cmdCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *cmdCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { c.n.Add(1); return next(ctx, cmd) }
-}
-func (c *cmdCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { c.n.Add(int64(len(cmds))); return next(ctx, cmds) }
-}
-
 // modelProber answers a probe with the latency model's RTT between its PoP and the target's hashed location,
 // never touching the network: BenchmarkRecheckCost's fleet is about Redis, not probing.
 type modelProber struct {
@@ -78,7 +66,7 @@ func TestRecheckCostFleet(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	var cmds cmdCounter
+	var cmds redistest.Commands
 	st.Client().AddHook(&cmds)
 	model := geo.DefaultModel()
 	var wg sync.WaitGroup
@@ -93,7 +81,7 @@ func TestRecheckCostFleet(t *testing.T) {
 	}
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
-		fmt.Printf("cmds %d\n", cmds.n.Load())
+		fmt.Printf("cmds %d\n", cmds.Total())
 	}
 	cancel()
 	wg.Wait()
@@ -131,7 +119,7 @@ func BenchmarkRecheckCost(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	var cmds cmdCounter
+	var cmds redistest.Commands
 	st.Client().AddHook(&cmds)
 
 	fleet := exec.Command(os.Args[0], "-test.run=^TestRecheckCostFleet$", fmt.Sprintf("-recheckcost.pops=%d", *costPoPs))
@@ -203,11 +191,11 @@ func BenchmarkRecheckCost(b *testing.B) {
 		wg.Wait()
 	}
 	run(2 * *costInFlight) // warm-up: connections, scripts, engines
-	ops0, cmds0, fleet0, cpu0 := redisOps(ctx, st.Client()), cmds.n.Load(), fleetCmds(), cpuTime()
+	ops0, cmds0, fleet0, cpu0 := redisOps(ctx, st.Client()), cmds.Total(), fleetCmds(), cpuTime()
 	b.ResetTimer()
 	run(b.N)
 	b.StopTimer()
-	cpu1, fleet1, cmds1, ops1 := cpuTime(), fleetCmds(), cmds.n.Load(), redisOps(ctx, st.Client())
+	cpu1, fleet1, cmds1, ops1 := cpuTime(), fleetCmds(), cmds.Total(), redisOps(ctx, st.Client())
 	n := float64(b.N)
 	b.ReportMetric(float64(cmds1-cmds0+fleet1-fleet0)/n, "redis-cmds/recheck")
 	b.ReportMetric(float64(ops1-ops0-1)/n, "redis-ops/recheck")

@@ -3,47 +3,14 @@ package scheduler
 import (
 	"context"
 	"fmt"
-	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
 )
-
-// cmdNames counts the commands a client sends, by name (pipelines included).
-type cmdNames struct {
-	mu sync.Mutex
-	n  map[string]int
-}
-
-func (c *cmdNames) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *cmdNames) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { c.add(cmd); return next(ctx, cmd) }
-}
-func (c *cmdNames) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, cmd := range cmds {
-			c.add(cmd)
-		}
-		return next(ctx, cmds)
-	}
-}
-func (c *cmdNames) add(cmd redis.Cmder) {
-	c.mu.Lock()
-	c.n[strings.ToLower(cmd.Name())]++
-	c.mu.Unlock()
-}
-func (c *cmdNames) get(name string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.n[name]
-}
 
 // TestSyncAPIAppsReadsWhatChanged checks a standby scheduler following the registry on a real redis-server:
 // it reads the whole registry once at start, then only the apps a notification names (a bulk registration, a
@@ -73,7 +40,7 @@ func TestSyncAPIAppsReadsWhatChanged(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer reader.Close()
-	cmds := &cmdNames{n: map[string]int{}}
+	cmds := &redistest.Commands{}
 	reader.Client().AddHook(cmds)
 	s, err := New(Config{Name: "standby", Logger: quietLogger()}, StoreBackend{reader}, nil)
 	if err != nil {
@@ -84,7 +51,7 @@ func TestSyncAPIAppsReadsWhatChanged(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	count := func() int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.targets) }
 	testwait.Eventually(t, 30*time.Second, "the standby holds the 2,500 registered apps", func() bool { return count() == 2500 })
-	scans := cmds.get("hscan")
+	scans := cmds.Count("hscan")
 	if scans < 3 {
 		t.Fatalf("the first full read used %d HSCANs, want at least 3 (1,000 per page)", scans)
 	}
@@ -110,10 +77,10 @@ func TestSyncAPIAppsReadsWhatChanged(t *testing.T) {
 		_, gone := s.Target(host(8).Name)
 		return count() == 3699 && ok && st.Target.Target == changed.Target && !gone
 	})
-	if got := cmds.get("hscan"); got != scans {
+	if got := cmds.Count("hscan"); got != scans {
 		t.Errorf("the standby read the whole registry again (%d HSCANs, %d after the first read) for named changes", got, scans)
 	}
-	if cmds.get("hmget") == 0 {
+	if cmds.Count("hmget") == 0 {
 		t.Error("no HMGET: the changed apps were not read by name")
 	}
 }

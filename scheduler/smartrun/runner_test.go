@@ -14,7 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/placement"
@@ -542,30 +541,6 @@ func TestRunResync(t *testing.T) {
 	})
 }
 
-// scanCounter counts the HSCAN and HMGET commands a client sends (pipelines included).
-type scanCounter struct{ hscan, hmget atomic.Int64 }
-
-func (c *scanCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *scanCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { c.count(cmd); return next(ctx, cmd) }
-}
-func (c *scanCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, cmd := range cmds {
-			c.count(cmd)
-		}
-		return next(ctx, cmds)
-	}
-}
-func (c *scanCounter) count(cmd redis.Cmder) {
-	switch strings.ToLower(cmd.Name()) {
-	case "hscan":
-		c.hscan.Add(1)
-	case "hmget":
-		c.hmget.Add(1)
-	}
-}
-
 // TestRunReadsNamedApps checks that a registration notice makes the runner read the named applications, not the
 // whole registry: beside 2,500 registered applications, a smart application registered while the runner runs
 // gets its decision without another HSCAN of the registry.
@@ -579,7 +554,7 @@ func TestRunReadsNamedApps(t *testing.T) {
 	if err := st.PutApps(ctx, append(others, storage.App{Name: "shop", Mode: placement.ModeSmart})); err != nil {
 		t.Fatal(err)
 	}
-	var cmds scanCounter
+	var cmds redistest.Commands
 	st.Client().AddHook(&cmds)
 	r, err := NewRunner(smart.DefaultConfig(), st, Sources{}, RunnerOptions{
 		Tick: func(time.Duration) (<-chan time.Time, func()) { return make(chan time.Time), func() {} },
@@ -597,10 +572,10 @@ func TestRunReadsNamedApps(t *testing.T) {
 	}
 	testwait.Eventually(t, 20*time.Second, "the first round's decision for shop", func() bool { return decided("shop") })
 	// The first round and the subscription's resync read the registry; wait until they are over.
-	scans := cmds.hscan.Load()
+	scans := cmds.Count("hscan")
 	testwait.Eventually(t, 20*time.Second, "the registry reads of the start to settle", func() bool {
 		time.Sleep(200 * time.Millisecond)
-		n := cmds.hscan.Load()
+		n := cmds.Count("hscan")
 		defer func() { scans = n }()
 		return n == scans
 	})
@@ -608,10 +583,10 @@ func TestRunReadsNamedApps(t *testing.T) {
 		t.Fatal(err)
 	}
 	testwait.Eventually(t, 20*time.Second, "a decision for cart, registered while the runner runs", func() bool { return decided("cart") })
-	if got := cmds.hscan.Load(); got != scans {
+	if got := cmds.Count("hscan"); got != scans {
 		t.Errorf("the runner read the whole registry again for one registration (%d HSCANs, %d before)", got, scans)
 	}
-	if cmds.hmget.Load() == 0 {
+	if cmds.Count("hmget") == 0 {
 		t.Error("no HMGET: the registered application was not read by name")
 	}
 }
