@@ -36,6 +36,15 @@ func openStore(t *testing.T) *storage.Store {
 	return st
 }
 
+// runInBackground runs r until the test ends, then stops it and waits for Run to return.
+func runInBackground(t *testing.T, ctx context.Context, r *Runner) {
+	t.Helper()
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 func testCtx(t *testing.T) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -306,10 +315,7 @@ func TestRunNotLeading(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(rctx) }()
-	defer func() { cancel(); <-done }()
+	runInBackground(t, ctx, r)
 	<-asked
 	ticks <- time.Now()
 	<-asked
@@ -385,10 +391,7 @@ func TestRunEarlyAndDeploys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(rctx) }()
-	defer func() { cancel(); <-done }()
+	runInBackground(t, ctx, r)
 
 	// add writes g's records from another client, starting at `from`.
 	add := func(from time.Time, g *smarttest.Gen) {
@@ -468,10 +471,7 @@ func TestRunGainsLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(rctx) }()
-	defer func() { cancel(); <-done }()
+	runInBackground(t, ctx, r)
 	if err := st.PutApp(ctx, storage.App{Name: "shop", Mode: placement.ModeSmart}); err != nil {
 		t.Fatal(err)
 	}
@@ -519,10 +519,7 @@ func TestRunResync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(rctx) }()
-	defer func() { cancel(); <-done }()
+	runInBackground(t, ctx, r)
 	testwait.Eventually(t, 10*time.Second, "Run's first round", func() bool {
 		_, ok, err := st.Decision(ctx, "first")
 		return err == nil && ok
@@ -562,10 +559,7 @@ func TestRunReadsNamedApps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(rctx) }()
-	defer func() { cancel(); <-done }()
+	runInBackground(t, ctx, r)
 	decided := func(app string) bool {
 		_, ok, err := st.Decision(ctx, app)
 		return err == nil && ok
