@@ -217,7 +217,7 @@ func (s *Scheduler) finished(term *Term, st *targetState, run *running) {
 // The caller holds s.qmu.
 func (s *Scheduler) dueLocked(term *Term, st *targetState, stored func(app string) (time.Time, bool)) time.Time {
 	st.mu.Lock()
-	urgent, app, added := st.urgent, st.t.App, s.time(st.added)
+	urgent, app, added := st.urgent, st.t.app, s.time(st.added)
 	if st.term == term.Seq && st.next != noStamp && !urgent && !st.kicked {
 		n := s.time(st.next)
 		st.mu.Unlock()

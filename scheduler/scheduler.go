@@ -229,28 +229,31 @@ type removal struct {
 // targetState is a target and its recheck state.
 type targetState struct {
 	mu          sync.Mutex
-	t           Target
+	t           packedTarget
 	added       stamp // when AddTarget first saw it
 	addSeq      int64 // the Scheduler.adds count of the last AddTarget that set t (0: set by a listing)
 	term        int64 // Seq of the term next was computed in
 	next        stamp // next recheck in that term (noStamp: none)
 	lastChecked stamp
 	lastErr     string
-	checks      int64
-	failures    int  // consecutive failed rechecks: the next one comes after retryAfter(failures)
-	urgent      bool // recheck at once, even in a new term: set when Redis lost its data, cleared by a check
+	checks      uint32 // rechecks run (saturated: 4 billion is 40,000 years of 5-minute rechecks)
+	failures    uint8  // consecutive failed rechecks (saturated): the next one comes after recheckRetry(failures)
+	urgent      bool   // recheck at once, even in a new term: set when Redis lost its data, cleared by a check
 
 	// Guarded by Scheduler.qmu:
-	shard   int32 // shardOf(app)
-	hidx    int32 // index in the heap of due targets, -1 when not in it
-	at      stamp // due time while in the heap
-	kicked  bool  // recheck at once (changed), as soon as its shard is led and no recheck of it runs
+	kicked  bool // recheck at once (changed), as soon as its shard is led and no recheck of it runs
 	removed bool
+	shard   uint16   // shardOf(app) (MaxShards fits)
+	hidx    int32    // index in the heap of due targets, -1 when not in it
+	at      stamp    // due time while in the heap
 	run     *running // the recheck in flight, nil when none
 }
 
+// The fields above are ordered and sized to keep a targetState at 160 bytes, a size class of Go's allocator
+// (TestTargetStateSize): a million targets hold a million of them.
+
 func (s *Scheduler) newTargetState(t Target, added time.Time, addSeq int64) *targetState {
-	return &targetState{t: t, added: s.stamp(added), addSeq: addSeq, next: noStamp, lastChecked: noStamp, hidx: -1}
+	return &targetState{t: packTarget(t), added: s.stamp(added), addSeq: addSeq, next: noStamp, lastChecked: noStamp, hidx: -1}
 }
 
 // stamp is a time held by a target, in nanoseconds since the Scheduler's epoch: 8 bytes where a time.Time takes
@@ -370,7 +373,7 @@ func (s *Scheduler) forget(removed []*targetState) {
 			}
 		}
 		st.mu.Lock()
-		app := st.t.App
+		app := st.t.app
 		st.mu.Unlock()
 		if err := s.decisions.DeleteDecision(ctx, app); err != nil {
 			s.log.Warn("scheduler: deleting the decision of a removed app", "app", app, "err", err)
@@ -531,12 +534,13 @@ func (s *Scheduler) upsertLocked(source string, t Target, readAfter int64) {
 		return
 	}
 	st.mu.Lock()
-	if st.t.Source != source || st.addSeq > readAfter {
+	if st.t.sourceName() != source || st.addSeq > readAfter {
 		st.mu.Unlock()
 		return
 	}
-	changed := st.t != t
-	st.t = t
+	pt := packTarget(t)
+	changed := st.t != pt
+	st.t = pt
 	st.mu.Unlock()
 	if changed {
 		s.kick(st)
@@ -548,7 +552,7 @@ func (s *Scheduler) upsertLocked(source string, t Target, readAfter int64) {
 func (s *Scheduler) listedByLocked(st *targetState, source string, readAfter int64) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.t.Source == source && st.addSeq <= readAfter
+	return st.t.sourceName() == source && st.addSeq <= readAfter
 }
 
 // AddTarget adds or replaces one target of source and rechecks it at once.
@@ -568,7 +572,7 @@ func (s *Scheduler) AddTarget(source string, t Target) {
 	}
 	s.mu.Unlock()
 	st.mu.Lock()
-	st.t, st.addSeq = t, seq
+	st.t, st.addSeq = packTarget(t), seq
 	st.mu.Unlock()
 	s.kick(st)
 }
@@ -576,7 +580,7 @@ func (s *Scheduler) AddTarget(source string, t Target) {
 // addLocked holds a new target and, when its shard is led, queues it at its due time (at once: it was added
 // during the term). The caller holds s.mu.
 func (s *Scheduler) addLocked(st *targetState) {
-	app := st.t.App
+	app := st.t.app
 	s.targets[app] = st
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
@@ -589,7 +593,7 @@ func (s *Scheduler) addLocked(st *targetState) {
 // removeLocked drops a target: out of the heap, its recheck in flight cancelled. The caller holds s.mu.
 func (s *Scheduler) removeLocked(st *targetState) {
 	st.mu.Lock()
-	app := st.t.App
+	app := st.t.app
 	st.mu.Unlock()
 	delete(s.targets, app)
 	s.qmu.Lock()
@@ -611,7 +615,7 @@ func (s *Scheduler) Target(app string) (TargetStatus, bool) {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return TargetStatus{Target: st.t, LastChecked: s.time(st.lastChecked), LastError: st.lastErr, Checks: st.checks}, true
+	return TargetStatus{Target: st.t.unpack(), LastChecked: s.time(st.lastChecked), LastError: st.lastErr, Checks: int64(st.checks)}, true
 }
 
 // TargetStatus is a target with its latest recheck's outcome.
@@ -630,7 +634,7 @@ func (s *Scheduler) Targets() []Target {
 	for _, app := range slices.Sorted(maps.Keys(s.targets)) {
 		st := s.targets[app]
 		st.mu.Lock()
-		out = append(out, st.t)
+		out = append(out, st.t.unpack())
 		st.mu.Unlock()
 	}
 	return out
@@ -659,7 +663,7 @@ func jittered(d time.Duration, jitter float64) time.Duration {
 // a child cancelled when the target is removed: a removed target's recheck must not write its decision.
 func (s *Scheduler) runCheck(cctx context.Context, term *Term, st *targetState) {
 	st.mu.Lock()
-	t := st.t
+	t := st.t.unpack()
 	st.mu.Unlock()
 	start := s.cfg.Clock.Now()
 	var err error
@@ -679,7 +683,7 @@ func (s *Scheduler) runCheck(cctx context.Context, term *Term, st *targetState) 
 		s.log.Warn("scheduler: recheck failed", "app", t.App, "target", t.Target, "err", err)
 	}
 	st.mu.Lock()
-	st.checks++
+	st.checks = min(st.checks+1, math.MaxUint32-1)
 	st.lastChecked = s.stamp(end)
 	st.lastErr = ""
 	if err != nil {
@@ -688,8 +692,8 @@ func (s *Scheduler) runCheck(cctx context.Context, term *Term, st *targetState) 
 	st.term = term.Seq
 	st.next = s.stamp(end.Add(jittered(s.cfg.RecheckInterval, s.cfg.Jitter)))
 	if err != nil && cctx.Err() == nil {
-		st.failures++
-		st.next = s.stamp(end.Add(min(recheckRetry(st.failures), s.cfg.RecheckInterval)))
+		st.failures = min(st.failures+1, math.MaxUint8-1)
+		st.next = s.stamp(end.Add(min(recheckRetry(int(st.failures)), s.cfg.RecheckInterval)))
 	} else {
 		st.failures = 0
 	}
@@ -784,7 +788,7 @@ func (s *Scheduler) RemoveTarget(source, app string) bool {
 	st, ok := s.targets[app]
 	if ok {
 		st.mu.Lock()
-		ok = st.t.Source == source
+		ok = st.t.sourceName() == source
 		st.mu.Unlock()
 	}
 	if !ok {

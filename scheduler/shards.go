@@ -69,10 +69,10 @@ func (sh *shard) lateDue(app string) (time.Time, bool) {
 
 // shardOf returns the shard (0..n-1) of app: FNV-1a of the name, as storage.DecisionBucket, so with the
 // default 64 shards a shard's decisions share one bucket.
-func shardOf(app string, n int) int32 {
+func shardOf(app string, n int) uint16 {
 	h := fnv.New32a()
 	h.Write([]byte(app))
-	return int32(h.Sum32() % uint32(n))
+	return uint16(h.Sum32() % uint32(n))
 }
 
 // shardLeaseName returns shard i's lease name in group.
