@@ -196,6 +196,7 @@ type Scheduler struct {
 	// removedAt holds, by app, the source and adds count of each RemoveTarget a listing of that source may
 	// not have seen yet (setTargets).
 	removedAt map[string]removal
+	listGen   uint16         // the last listing's generation (listing)
 	wg        sync.WaitGroup // rechecks in flight
 
 	// qmu guards the heap of due targets, each target's queue fields and the shards' terms (dispatch.go).
@@ -244,6 +245,7 @@ type targetState struct {
 	kicked  bool // recheck at once (changed), as soon as its shard is led and no recheck of it runs
 	removed bool
 	shard   uint16   // shardOf(app) (MaxShards fits)
+	listed  uint16   // guarded by Scheduler.mu: the generation of the last listing that named it (listing)
 	hidx    int32    // index in the heap of due targets, -1 when not in it
 	at      stamp    // due time while in the heap
 	run     *running // the recheck in flight, nil when none
@@ -475,18 +477,69 @@ func (s *Scheduler) setTargets(source string, ts []Target, readAfter int64) {
 
 // setTargetsLocked is setTargets' work under s.mu; it returns the removed targets.
 func (s *Scheduler) setTargetsLocked(source string, ts []Target, readAfter int64) (removed []*targetState) {
-	seen := make(map[string]struct{}, len(ts))
+	l := s.beginListingLocked(source, readAfter)
 	for _, t := range ts {
-		seen[t.App] = struct{}{}
-		s.upsertLocked(source, t, readAfter)
+		s.listLocked(l, t)
 	}
+	return s.endListingLocked(l)
+}
+
+// A listing applies a source's whole set of targets as setTargets does, but a page at a time (listPage), so
+// that a reader of a registry of a million applications never holds it whole (bench/FLEET.md: the full read
+// held ~300 MB at a million, more than the targets themselves). Each target a page names is marked with the
+// listing's generation; endListing removes the source's targets it did not mark. Between pages the scheduler
+// is not locked: AddTarget and RemoveTarget meanwhile are handled as in setTargets (readAfter). One source has
+// at most one listing in progress (its sync loop's).
+type listing struct {
+	source    string
+	readAfter int64
+	gen       uint16
+}
+
+// beginListing starts a listing of source read after the first readAfter AddTarget and RemoveTarget calls.
+func (s *Scheduler) beginListing(source string, readAfter int64) *listing {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.beginListingLocked(source, readAfter)
+}
+
+func (s *Scheduler) beginListingLocked(source string, readAfter int64) *listing {
+	s.listGen++
+	return &listing{source: source, readAfter: readAfter, gen: s.listGen}
+}
+
+// listPage applies one page of l's targets.
+func (s *Scheduler) listPage(l *listing, ts []Target) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range ts {
+		s.listLocked(l, t)
+	}
+}
+
+// listLocked adds or changes t and marks it listed by l. The caller holds s.mu.
+func (s *Scheduler) listLocked(l *listing, t Target) {
+	if st := s.upsertLocked(l.source, t, l.readAfter); st != nil {
+		st.listed = l.gen
+	}
+}
+
+// endListing removes the targets of l's source that l did not name (and deletes their decisions).
+func (s *Scheduler) endListing(l *listing) {
+	s.mu.Lock()
+	removed := s.endListingLocked(l)
+	s.mu.Unlock()
+	s.forget(removed)
+}
+
+func (s *Scheduler) endListingLocked(l *listing) (removed []*targetState) {
 	for app, r := range s.removedAt {
-		if r.source == source && r.seq <= readAfter { // read after the removal: this listing speaks for the app
+		if r.source == l.source && r.seq <= l.readAfter { // read after the removal: this listing speaks for the app
 			delete(s.removedAt, app)
 		}
 	}
-	for app, st := range s.targets {
-		if _, ok := seen[app]; !ok && s.listedByLocked(st, source, readAfter) {
+	for _, st := range s.targets {
+		if st.listed != l.gen && s.listedByLocked(st, l.source, l.readAfter) {
 			s.removeLocked(st)
 			removed = append(removed, st)
 		}
@@ -521,22 +574,24 @@ func (s *Scheduler) updateTargets(source string, names []string, found map[strin
 	s.forget(removed)
 }
 
-// upsertLocked adds or changes target t of source from a listing read after readAfter (see setTargets). The
+// upsertLocked adds or changes target t of source from a listing read after readAfter (see setTargets) and
+// returns its state; nil when the listing may not set it (another source's, or set or removed since). The
 // caller holds s.mu.
-func (s *Scheduler) upsertLocked(source string, t Target, readAfter int64) {
+func (s *Scheduler) upsertLocked(source string, t Target, readAfter int64) *targetState {
 	t.Source = source
 	st, ok := s.targets[t.App]
 	if !ok {
 		if r, ok := s.removedAt[t.App]; ok && r.source == source && r.seq > readAfter {
-			return // removed while the listing was read
+			return nil // removed while the listing was read
 		}
-		s.addLocked(s.newTargetState(t, s.cfg.Clock.Now(), 0))
-		return
+		st = s.newTargetState(t, s.cfg.Clock.Now(), 0)
+		s.addLocked(st)
+		return st
 	}
 	st.mu.Lock()
 	if st.t.sourceName() != source || st.addSeq > readAfter {
 		st.mu.Unlock()
-		return
+		return nil
 	}
 	pt := packTarget(t)
 	changed := st.t != pt
@@ -545,6 +600,7 @@ func (s *Scheduler) upsertLocked(source string, t Target, readAfter int64) {
 	if changed {
 		s.kick(st)
 	}
+	return st
 }
 
 // listedByLocked reports whether a listing of source read after readAfter speaks for st: st is source's and

@@ -328,7 +328,12 @@ func (s *Scheduler) SyncAPIApps(ctx context.Context, b StoreBackend, regions Reg
 		switch {
 		case readAll:
 			start := time.Now()
-			ts, err := b.APITargets(ctx, regions)
+			l, n := s.beginListing(SourceAPI, readAfter), 0
+			err := b.ScanAPITargets(ctx, regions, func(page []Target) error {
+				s.listPage(l, page)
+				n += len(page)
+				return nil
+			})
 			if err != nil {
 				if ctx.Err() != nil {
 					return
@@ -337,10 +342,10 @@ func (s *Scheduler) SyncAPIApps(ctx context.Context, b StoreBackend, regions Reg
 				nextFull = time.Now().Add(min(interval, appsRetry))
 				break
 			}
-			s.setTargets(SourceAPI, ts, readAfter)
+			s.endListing(l)
 			took := time.Since(start)
 			nextFull = time.Now().Add(max(interval, fullReadSpacing*took))
-			s.log.Debug("scheduler: read the app registry", "apps", len(ts), "took", took)
+			s.log.Debug("scheduler: read the app registry", "apps", n, "took", took)
 		case len(names) > 0:
 			found, err := b.APITargetsNamed(ctx, names, regions)
 			if err != nil {

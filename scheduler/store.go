@@ -122,23 +122,34 @@ func (b StoreBackend) DeleteApp(ctx context.Context, app string) error {
 	return err
 }
 
-// APITargets returns the applications registered through the API as targets, resolving region endpoints;
-// apps without a probe-able target are skipped. The registry is read page by page: only the targets are kept.
-func (b StoreBackend) APITargets(ctx context.Context, regions RegionEndpoints) ([]Target, error) {
-	var out []Target
+// apiTargetsPage is how many targets ScanAPITargets passes at a time.
+const apiTargetsPage = 1000
+
+// ScanAPITargets passes the applications registered through the API, as targets (region endpoints resolved;
+// apps without a probe-able target skipped), to fn a page at a time (the page is reused after fn returns),
+// never holding the registry: SyncAPIApps' full read. A target may be passed twice (HSCAN). An error from fn
+// stops the scan and is returned.
+func (b StoreBackend) ScanAPITargets(ctx context.Context, regions RegionEndpoints, fn func([]Target) error) error {
+	page := make([]Target, 0, apiTargetsPage)
 	err := b.ScanApps(ctx, func(a storage.App) error {
-		if t, ok := apiTarget(a, regions); ok {
-			out = append(out, t)
+		t, ok := apiTarget(a, regions)
+		if !ok {
+			return nil
 		}
-		return nil
+		if page = append(page, t); len(page) < apiTargetsPage {
+			return nil
+		}
+		err := fn(page)
+		page = page[:0]
+		return err
 	})
-	if err != nil {
-		return nil, err
+	if err != nil || len(page) == 0 {
+		return err
 	}
-	return out, nil
+	return fn(page)
 }
 
-// APITargetsNamed is APITargets for the applications names, by name: an application absent from the result
+// APITargetsNamed is ScanAPITargets for the applications names, by name: an application absent from the result
 // is not registered, or not through the API, or has no probe-able target.
 func (b StoreBackend) APITargetsNamed(ctx context.Context, names []string, regions RegionEndpoints) (map[string]Target, error) {
 	apps, err := b.AppsNamed(ctx, names)

@@ -317,6 +317,35 @@ func (r *Runner) appsAmong(ctx context.Context, names map[string]bool) ([]storag
 	return slices.SortedFunc(maps.Values(m), func(a, b storage.App) int { return strings.Compare(a.Name, b.Name) }), nil
 }
 
+// appScanner is implemented by *storage.Store: the registry page by page (storage.Store.ScanApps).
+type appScanner interface {
+	ScanApps(ctx context.Context, fn func(storage.App) error) error
+}
+
+// smartApps returns the registered applications in placement mode smart, sorted by name. From a Store that
+// scans, only those are kept: a registry of a million host applications is not held to find a few smart ones.
+func (r *Runner) smartApps(ctx context.Context) ([]storage.App, error) {
+	var apps []storage.App
+	if sc, ok := r.st.(appScanner); ok {
+		err := sc.ScanApps(ctx, func(a storage.App) error {
+			if a.Mode == placement.ModeSmart {
+				apps = append(apps, a)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		slices.SortFunc(apps, func(a, b storage.App) int { return strings.Compare(a.Name, b.Name) })
+		return slices.CompactFunc(apps, func(a, b storage.App) bool { return a.Name == b.Name }), nil // HSCAN repeats
+	}
+	all, err := r.st.Apps(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(all, func(a storage.App) bool { return a.Mode != placement.ModeSmart }), nil
+}
+
 // freshCounts reads the fresh-telemetry counts (none when the Store does not count them or the read fails:
 // they are only an early trigger).
 func (r *Runner) freshCounts(ctx context.Context) map[string]int64 {
@@ -349,7 +378,7 @@ func (r *Runner) RunOnce(ctx context.Context) ([]smart.Analysis, error) {
 
 // runOnce is RunOnce writing under fence (zero: unfenced).
 func (r *Runner) runOnce(ctx context.Context, fence storage.Fence) ([]smart.Analysis, error) {
-	apps, err := r.st.Apps(ctx)
+	apps, err := r.smartApps(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("smart: listing apps: %w", err)
 	}
@@ -357,9 +386,6 @@ func (r *Runner) runOnce(ctx context.Context, fence storage.Fence) ([]smart.Anal
 	var out []smart.Analysis
 	var errs []error
 	for _, app := range apps {
-		if app.Mode != placement.ModeSmart {
-			continue
-		}
 		a, err := r.analyzeRegistered(ctx, app, fence, fresh[app.Name])
 		if err != nil {
 			r.runs.WithLabelValues("error").Inc()
