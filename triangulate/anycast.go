@@ -30,7 +30,7 @@ func (e *Engine) verdict(r *Result) {
 		if cal != nil {
 			if l := cal.Line(m.VP); !l.IsZero() {
 				br := l.RadiusKm(m.RTTMs)
-				cr = min(br+e.cfg.CalibrationSlackKm, fr)
+				cr = min(br*e.cfg.CalibrationScale+e.cfg.CalibrationSlackKm, fr)
 				if e.cfg.AnycastCalibratedMaxMs <= 0 || m.RTTMs <= e.cfg.AnycastCalibratedMaxMs {
 					tr = min(br+e.cfg.AnycastSlackKm, fr)
 				}

@@ -24,9 +24,9 @@
 //     placement.StatusUnsupportedApplication and are never placed.
 //   - Location: for unicast targets, CBG multilateration: the centroid of the disks' intersection and the
 //     radius of the region. With a Calibration (FitCalibration on MeshPairs, the PoPs measuring each other)
-//     each VP's disk shrinks to its own line, (RTT - b)/m + Config.CalibrationSlackKm (by default a line
-//     through the origin, b = 0; CBG's bestline on request), never beyond the fibre bound, and the VPs whose
-//     listed location contradicts their RTTs (FindMislocated) are never trusted.
+//     each VP's disk shrinks to its own line, (RTT - b)/m x Config.CalibrationScale + Config.CalibrationSlackKm
+//     (by default a line through the origin, b = 0; CBG's bestline on request), never beyond the fibre bound,
+//     and the VPs whose listed location contradicts their RTTs (FindMislocated) are never trusted.
 //   - Instances: for anycast targets, one per disjoint disk, placed at the catalogue city nearest the VP
 //     inside the disk.
 //

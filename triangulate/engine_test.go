@@ -56,6 +56,8 @@ func TestConfigValidate(t *testing.T) {
 		{"one_instance", func(c *Config) { c.MaxInstances = 1 }, "MaxInstances = 1"},
 		{"grid_too_small", func(c *Config) { c.GridN = 2 }, "GridN = 2"},
 		{"negative_outliers", func(c *Config) { c.MaxOutliers = -1 }, "MaxOutliers = -1"},
+		{"calibration_scale_below_one", func(c *Config) { c.CalibrationScale = 0.9 }, "CalibrationScale = 0.9"},
+		{"calibration_scale_nan", func(c *Config) { c.CalibrationScale = math.NaN() }, "CalibrationScale = NaN"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

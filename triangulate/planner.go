@@ -27,11 +27,19 @@ type PlannerConfig struct {
 	// Engine is the engine configuration used to locate the target between steps (calibration included).
 	// Zero value: DefaultConfig().
 	Engine Config
+	// RegionScale and RegionSlackKm, when RegionScale > 0, replace Engine's CalibrationScale and
+	// CalibrationSlackKm for the region the planner searches between steps. The planner's rules (the bound
+	// pick, boundMinGainMs) were set on disks of the calibrated line + 50 km; the location estimate's wider
+	// disks (Config.CalibrationScale 1.1) put more far PoPs in the region and raise the p95 placement regret on
+	// WonderProxy from 0.22 to 2.14 ms (bench/ENGINE.md). Defaults 1 and 50: the planner's region as it was
+	// tuned; the decision's reported location uses Engine's own values.
+	RegionScale   float64
+	RegionSlackKm float64
 }
 
 // DefaultPlannerConfig returns the defaults documented on PlannerConfig.
 func DefaultPlannerConfig() PlannerConfig {
-	return PlannerConfig{First: 8, Step: 4, BudgetFraction: 0.15, BudgetMin: 16, Engine: DefaultConfig()}
+	return PlannerConfig{First: 8, Step: 4, BudgetFraction: 0.15, BudgetMin: 16, Engine: DefaultConfig(), RegionScale: 1, RegionSlackKm: 50}
 }
 
 // Planner decides which PoPs should probe a target: a well-spread set first, then PoPs near the location
@@ -75,6 +83,9 @@ func NewPlanner(cfg PlannerConfig) (*Planner, error) {
 		return nil, fmt.Errorf("%w: PlannerConfig.BudgetMin = %d, want >= 1", ErrConfig, cfg.BudgetMin)
 	case cfg.BudgetMax < 0:
 		return nil, fmt.Errorf("%w: PlannerConfig.BudgetMax = %d, want >= 0", ErrConfig, cfg.BudgetMax)
+	}
+	if cfg.RegionScale > 0 {
+		cfg.Engine.CalibrationScale, cfg.Engine.CalibrationSlackKm = cfg.RegionScale, cfg.RegionSlackKm
 	}
 	e, err := NewEngine(cfg.Engine)
 	if err != nil {

@@ -381,6 +381,7 @@ func TestWonderProxyGeolocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	var errPlain, errCal, radPlain, radCal []float64
+	var halfPlain, halfCal [2][]float64 // by server id: even, odd (CalibrationScale was chosen on the even ids)
 	inside := 0
 	for j := range w.ids {
 		if wpBadTruth[w.ids[j]] {
@@ -409,6 +410,8 @@ func TestWonderProxyGeolocation(t *testing.T) {
 		}
 		errCal = append(errCal, ec)
 		errPlain = append(errPlain, geo.DistanceKm(rp.Location.Point, w.pops[j].Point))
+		halfCal[w.ids[j]%2] = append(halfCal[w.ids[j]%2], ec)
+		halfPlain[w.ids[j]%2] = append(halfPlain[w.ids[j]%2], errPlain[len(errPlain)-1])
 		radCal = append(radCal, r.Location.RadiusKm)
 		radPlain = append(radPlain, rp.Location.RadiusKm)
 	}
@@ -417,14 +420,20 @@ func TestWonderProxyGeolocation(t *testing.T) {
 	t.Logf("  plain CBG (2/3 c disks):           median error %4.0f km, p75 %4.0f, p90 %4.0f; median region radius %4.0f km", mp, percentile(errPlain, .75), percentile(errPlain, .9), percentile(radPlain, .5))
 	t.Logf("  production (ProductionConfig, per-VP lines from a mesh without the target): median error %4.0f km (%.0f%% below plain CBG), p75 %4.0f, p90 %4.0f; median region radius %4.0f km; truth inside the region for %d/%d",
 		mc, 100*(1-mc/mp), percentile(errCal, .75), percentile(errCal, .9), percentile(radCal, .5), inside, len(errCal))
+	for h, name := range []string{"even", "odd"} {
+		t.Logf("  %s server ids (%d): plain CBG median %4.0f km, production %4.0f km (%.0f%% below)", name, len(halfCal[h]),
+			percentile(halfPlain[h], .5), percentile(halfCal[h], .5), 100*(1-percentile(halfCal[h], .5)/percentile(halfPlain[h], .5)))
+	}
 	if float64(len(errCal)) < 0.95*float64(len(w.ids)-3) {
 		t.Errorf("both located only %d of %d targets", len(errCal), len(w.ids)-3)
 	}
 	if !(mc < mp) {
 		t.Errorf("calibrated median error %.0f km is not better than plain CBG's %.0f km", mc, mp)
 	}
-	if mc > 300 {
-		t.Errorf("calibrated median error %.0f km, want <= 300", mc)
+	// The goal is 25 % below plain CBG (issue 16); the bound below is what the engine holds today
+	// (bench/ENGINE.md), so that a regression fails.
+	if mc > 0.76*mp {
+		t.Errorf("calibrated median error %.0f km is only %.0f%% below plain CBG's %.0f km, want >= 24%%", mc, 100*(1-mc/mp), mp)
 	}
 }
 
