@@ -3,9 +3,12 @@ package scheduler
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/vantage-edge/vantage/internal/syncbuf"
 	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/storage"
@@ -35,7 +38,10 @@ func TestSyncAPIAppsReadsWhatChanged(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	reader, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}})
+	// The reader's warnings tell a resubscription (a Redis connection lost on a busy machine), after which a
+	// full read is the rule, not a fault.
+	var storeLog syncbuf.Buffer
+	reader, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}, Logger: slog.New(slog.NewTextHandler(&storeLog, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +84,11 @@ func TestSyncAPIAppsReadsWhatChanged(t *testing.T) {
 		return count() == 3699 && ok && st.Target.Target == changed.Target && !gone
 	})
 	if got := cmds.Count("hscan"); got != scans {
-		t.Errorf("the standby read the whole registry again (%d HSCANs, %d after the first read) for named changes", got, scans)
+		if strings.Contains(storeLog.String(), "resubscribing") {
+			t.Logf("the watch resubscribed (a full read follows, as it must): HSCANs not checked\n%s", storeLog.String())
+		} else {
+			t.Errorf("the standby read the whole registry again (%d HSCANs, %d after the first read) for named changes", got, scans)
+		}
 	}
 	if cmds.Count("hmget") == 0 {
 		t.Error("no HMGET: the changed apps were not read by name")

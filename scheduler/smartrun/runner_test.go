@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/vantage-edge/vantage/internal/syncbuf"
 	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/smart"
@@ -25,10 +27,16 @@ import (
 
 func openStore(t *testing.T) *storage.Store {
 	t.Helper()
+	return openStoreLogged(t, nil)
+}
+
+// openStoreLogged is openStore with the Store's warnings to log (nil: discarded).
+func openStoreLogged(t *testing.T, log *slog.Logger) *storage.Store {
+	t.Helper()
 	srv := redistest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}})
+	st, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -542,7 +550,10 @@ func TestRunResync(t *testing.T) {
 // whole registry: beside 2,500 registered applications, a smart application registered while the runner runs
 // gets its decision without another HSCAN of the registry.
 func TestRunReadsNamedApps(t *testing.T) {
-	st := openStore(t)
+	// The store's warnings tell a resubscription (a Redis connection lost on a busy machine), after which a full
+	// read is the rule, not a fault.
+	var storeLog syncbuf.Buffer
+	st := openStoreLogged(t, slog.New(slog.NewTextHandler(&storeLog, nil)))
 	ctx := testCtx(t)
 	var others []storage.App
 	for i := range 2500 {
@@ -578,7 +589,11 @@ func TestRunReadsNamedApps(t *testing.T) {
 	}
 	testwait.Eventually(t, 20*time.Second, "a decision for cart, registered while the runner runs", func() bool { return decided("cart") })
 	if got := cmds.Count("hscan"); got != scans {
-		t.Errorf("the runner read the whole registry again for one registration (%d HSCANs, %d before)", got, scans)
+		if strings.Contains(storeLog.String(), "resubscribing") {
+			t.Logf("the watch resubscribed (a full read follows, as it must): HSCANs not checked\n%s", storeLog.String())
+		} else {
+			t.Errorf("the runner read the whole registry again for one registration (%d HSCANs, %d before)", got, scans)
+		}
 	}
 	if cmds.Count("hmget") == 0 {
 		t.Error("no HMGET: the registered application was not read by name")
