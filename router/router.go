@@ -267,10 +267,17 @@ func (r *Router) decide(v *view, app, ingress, requestID string, kind Kind, tabl
 	if now-r.contactMs.Load() > r.maxAgeMs {
 		return r.local(pt, ingress, ReasonStale)
 	}
-	c, slot, ok := s.find(fingerprint(r.seed, app))
-	// The request id's hashes depend on nothing the lookup loads: computed here, they run while the slot's
-	// cache line is on its way.
+	// The home slot's load is issued first: under uniform popularity over a million applications it usually
+	// misses the caches (~40 ns). What does not depend on it comes next, before the first branch on it, so that
+	// it runs while the cache line is on its way and a mispredicted probe (40 % of applications are not in
+	// their home slot) does not throw it away to run it again after the miss.
+	fp := fingerprint(r.seed, app)
+	i := home(fp, s.n)
+	w := atomic.LoadUint64(&s.slots[i])
 	h, baseline := idHash(requestID), r.inBaseline(requestID)
+	in, inOK := r.ingressIndex(pt, ingress)
+	epoch := uint64(now / r.windowMs)
+	c, slot, ok := s.probe(i, w, s.tagOf(fp))
 	if !ok {
 		return r.local(pt, ingress, ReasonNoDecision)
 	}
@@ -287,13 +294,11 @@ func (r *Router) decide(v *view, app, ingress, requestID string, kind Kind, tabl
 	case classNoBest:
 		return r.local(pt, ingress, ReasonNoDecision)
 	}
-	in, inOK := r.ingressIndex(pt, ingress)
 	nc := candCount(meta)
 	best := uint16(meta>>metaCandShift) & candPoPMask
 	if inOK && best == in {
 		return Result{ExecPoP: ingress, Header: pt.local[in], Reason: ReasonIngressBest}
 	}
-	epoch := uint64(now / r.windowMs)
 	if table {
 		return r.failover(pt, v.fleet, rec, nc, best, in, inOK, ingress, epoch, false)
 	}
