@@ -6,7 +6,8 @@ package router
 // the proxy applies the baseline itself (baseline.go) and does not spread. Place reads only memory and counts
 // nothing in the router's metrics or rates.
 func (r *Router) Place(app, ingress string) Result {
-	return r.decide(r.view.Load(), app, ingress, "", KindFetch, true)
+	v := r.view.Load()
+	return v.pops.result(ingress, r.decide(v, app, ingress, "", KindFetch, true))
 }
 
 // Generation returns a number that changes whenever what Route reads changes: a reload's snapshot, a fleet
