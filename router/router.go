@@ -238,18 +238,19 @@ func (r *Router) inFailoverBudget(rtt, best uint64) bool {
 // Route says where to run one request of app that entered at ingressPoP. requestID selects the baseline
 // and the spreading share deterministically. It reads only memory (no Redis, no locks, no allocations once
 // ingressPoP is known to the router: configured in Config.PoPs or a Front, seen in a decision or in the fleet).
-func (r *Router) Route(app, ingressPoP, requestID string, kind Kind) Result {
+func (r *Router) Route(app, ingressPoP, requestID string, kind Kind) (res Result) {
 	v := r.view.Load()
 	d := r.decide(v, app, ingressPoP, requestID, kind, false)
 	r.m.routes[d.reason].inc(requestID)
-	return v.pops.result(ingressPoP, d)
+	v.pops.spell(&res, ingressPoP, d)
+	return res
 }
 
 // verdict is decide's answer before it is spelled as a Result: where (a PoP index) and why. It is 4 bytes and
 // stays in registers through decide's layers; a Result (40 bytes) does not: the compiler keeps structs larger
 // than 4 words in memory and copied one through every layer with 16-byte loads of what 8-byte stores had just
 // written, which the CPU cannot forward from its store buffer (a stall of ~20 cycles per copy, most of
-// Route's own time). Route and Place spell the verdict once (popTable.result).
+// Route's own time). Route and Place spell the verdict once (popTable.spell).
 type verdict struct {
 	idx    uint16 // the execution PoP when routed, else the ingress (when in the table)
 	reason Reason
@@ -265,25 +266,24 @@ const (
 	atRemote                          // routed to idx
 )
 
-// result spells verdict d for a request that entered at ingress.
-func (t *popTable) result(ingress string, d verdict) Result {
+// spell writes verdict d for a request that entered at ingress into res, a zero Result, field by field: a
+// Result literal would be built in a temporary and copied, the copy stalling as above.
+func (t *popTable) spell(res *Result, ingress string, d verdict) {
+	res.Reason = d.reason
 	switch d.at {
 	case atRemote:
-		return Result{ExecPoP: t.names[d.idx], Header: t.remote[d.idx], Reason: d.reason, Routed: true}
+		res.ExecPoP, res.Header, res.Routed = t.names[d.idx], t.remote[d.idx], true
 	case atIngress:
-		return Result{ExecPoP: ingress, Header: t.local[d.idx], Reason: d.reason}
+		res.ExecPoP, res.Header = ingress, t.local[d.idx]
+	default:
+		res.ExecPoP, res.Header = ingress, "local-"+ingress // unknown ingress: allocates
 	}
-	return Result{ExecPoP: ingress, Header: "local-" + ingress, Reason: d.reason} // unknown ingress: allocates
 }
 
 // rateSampleMask: one request in rateSampleMask+1 (by request-id hash) updates the application's rate word,
 // which counts in units of rateSampleMask+1 requests; the others only read it. Writes to one word from every
 // core would make a hot application's requests queue on that cache line.
 const rateSampleMask = 7
-
-func (r *Router) route(v *view, app, ingress, requestID string, kind Kind) Result {
-	return v.pops.result(ingress, r.decide(v, app, ingress, requestID, kind, false))
-}
 
 // decide is Route's rule. With table set it answers for a proxy's table (Place): no baseline, no spreading and
 // no rate counted, whatever requestID.
