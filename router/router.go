@@ -248,9 +248,9 @@ func (r *Router) Route(app, ingressPoP, requestID string, kind Kind) (res Result
 
 // verdict is decide's answer before it is spelled as a Result: where (a PoP index) and why. It is 4 bytes and
 // stays in registers through decide's layers; a Result (40 bytes) does not: the compiler keeps structs larger
-// than 4 words in memory and copied one through every layer with 16-byte loads of what 8-byte stores had just
-// written, which the CPU cannot forward from its store buffer (a stall of ~20 cycles per copy, most of
-// Route's own time). Route and Place spell the verdict once (popTable.spell).
+// than 4 words in memory, and returning one through a layer copied it with 16-byte loads of what 8-byte stores
+// had just written, which the CPU cannot forward from its store buffer (a stall of ~20 cycles per layer, most
+// of Route's own time). Route and Place spell the verdict once (popTable.spell).
 type verdict struct {
 	idx    uint16 // the execution PoP when routed, else the ingress (when in the table)
 	reason Reason
