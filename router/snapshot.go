@@ -271,18 +271,23 @@ func (s *snapshot) lookup(fp uint64) (uint64, bool) {
 // find returns the slot index and word holding fingerprint fp. Slots are read atomically: the hot bit is set
 // while Route reads them.
 func (s *snapshot) find(fp uint64) (uint64, uint64, bool) {
-	tag, n := s.tagOf(fp), s.n
-	for i := home(fp, n); ; {
-		w := atomic.LoadUint64(&s.slots[i])
+	i := home(fp, s.n)
+	return s.probe(i, atomic.LoadUint64(&s.slots[i]), s.tagOf(fp))
+}
+
+// probe is find from fingerprint's home slot i, already loaded as w, and its tag.
+func (s *snapshot) probe(i, w, tag uint64) (uint64, uint64, bool) {
+	for {
 		if w&slotTagMask == tag {
 			return i, w, true
 		}
 		if w == 0 {
 			return 0, 0, false
 		}
-		if i++; i == n {
+		if i++; i == s.n {
 			i = 0
 		}
+		w = atomic.LoadUint64(&s.slots[i])
 	}
 }
 

@@ -5,8 +5,10 @@ package router
 // budget, or the ingress. It is the answer a proxy's lookup table holds for the application (router/proxysync);
 // the proxy applies the baseline itself (baseline.go) and does not spread. Place reads only memory and counts
 // nothing in the router's metrics or rates.
-func (r *Router) Place(app, ingress string) Result {
-	return r.decide(r.view.Load(), app, ingress, "", KindFetch, true)
+func (r *Router) Place(app, ingress string) (res Result) {
+	v := r.view.Load()
+	v.pops.spell(&res, ingress, r.decide(v, app, ingress, "", KindFetch, true))
+	return res
 }
 
 // Generation returns a number that changes whenever what Route reads changes: a reload's snapshot, a fleet
