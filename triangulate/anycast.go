@@ -394,10 +394,10 @@ func (e *Engine) collapse(d *disk, disks []disk) int {
 // collapsed in turn, until every small disk is explained or MaxInstances is reached. A hidden instance shows
 // in the small disk of a VP near it; a large disk that misses every city found says more about its VP's
 // calibration line (a long path over a fast cable) than about an instance. A disk set aside as an outlier is
-// never evidence.
+// never evidence. With PruneInstances, the instances the iteration added are pruned at the end (prune).
 func (e *Engine) iterate(disks []disk) {
 	e.unexpl = slices.Grow(e.unexpl[:0], len(disks))[:len(disks)]
-	tolAng := e.cfg.InstanceExplainKm / geo.EarthRadiusKm
+	found := len(e.instances) // the greedy set's: disjoint disks, each a distinct instance
 	for len(e.instances) < e.cfg.MaxInstances {
 		any := false
 		for i := range disks {
@@ -406,20 +406,13 @@ func (e *Engine) iterate(disks []disk) {
 			if e.trial[i] || e.ms[disks[i].idx].RTTMs > e.cfg.IterateMaxMs {
 				continue
 			}
-			explained := false
-			for _, v := range e.instV {
-				if angle(v, disks[i].centre) <= disks[i].radiusKm/geo.EarthRadiusKm+tolAng {
-					explained = true
-					break
-				}
-			}
-			if !explained {
+			if e.explainer(&disks[i], -1) < 0 {
 				e.unexpl[i] = false
 				any = true
 			}
 		}
 		if !any {
-			return
+			break
 		}
 		n := len(e.instances)
 		for _, p := range e.picked[:e.greedy(disks, e.unexpl)] {
@@ -429,8 +422,56 @@ func (e *Engine) iterate(disks []disk) {
 			e.place(&disks[p], disks)
 		}
 		if len(e.instances) == n {
+			break
+		}
+	}
+	if e.cfg.PruneInstances {
+		e.prune(disks, found)
+	}
+}
+
+// explainer returns the first instance (index into e.instV), other than skip, whose point lies in d (by
+// InstanceExplainKm), or -1.
+func (e *Engine) explainer(d *disk, skip int) int {
+	lim := (d.radiusKm + e.cfg.InstanceExplainKm) / geo.EarthRadiusKm
+	for x, v := range e.instV {
+		if x != skip && angle(v, d.centre) <= lim {
+			return x
+		}
+	}
+	return -1
+}
+
+// prune drops, among the instances from index from on (those the iteration added), each one that no disk
+// needs: every disk not set aside that contains its point also contains another instance's. The iteration
+// adds an instance for a disk no instance explained at the time; an instance found later may explain it too
+// (an instance of Tallinn: Riga's disk collapsed to Vilnius, then Helsinki's, which Vilnius is outside, to
+// Riga, which Riga's disk holds too), and then the first is the same instance counted twice. The instances of the greedy set stay: their disks are disjoint, so each is a
+// distinct instance. The instance on the largest disk goes first, one at a time, until none is redundant.
+func (e *Engine) prune(disks []disk, from int) {
+	for {
+		drop := -1
+		for x := from; x < len(e.instances); x++ {
+			if drop >= 0 && e.instances[x].RadiusKm <= e.instances[drop].RadiusKm {
+				continue
+			}
+			needed := false
+			for i := range disks {
+				if !e.trial[i] && angle(e.instV[x], disks[i].centre) <= (disks[i].radiusKm+e.cfg.InstanceExplainKm)/geo.EarthRadiusKm &&
+					e.explainer(&disks[i], x) < 0 {
+					needed = true
+					break
+				}
+			}
+			if !needed {
+				drop = x
+			}
+		}
+		if drop < 0 {
 			return
 		}
+		e.instances = slices.Delete(e.instances, drop, drop+1)
+		e.instV = slices.Delete(e.instV, drop, drop+1)
 	}
 }
 

@@ -114,6 +114,14 @@ type Config struct {
 	// no limit 79 % (large calibrated disks missing the cities found count instances that are not there).
 	IterateMaxMs float64
 
+	// PruneInstances, when true, drops at the end of the iteration (IterateInstances) each instance it added
+	// that no disk needs: every disk containing its city also contains another instance's city. The iteration
+	// adds an instance for a disk no instance explained at the time, and an instance found later may explain
+	// it too: the first is then one instance counted twice. The greedy set's instances (disjoint disks) always
+	// stay. No parameter. Default true: on WonderProxy, counts within +-1 rise from 524 to 526 of the 600
+	// synthetic anycast targets (over-counted by 2 or more: 10 -> 8), and no target's count gets worse.
+	PruneInstances bool
+
 	// InstanceExplainKm is how far outside a disk an instance's city may lie and still explain it. Default 0:
 	// with IterateMaxMs, 50 to 200 km only cost hidden instances (84 % instead of 86 %).
 	InstanceExplainKm float64
@@ -175,6 +183,7 @@ func DefaultConfig() Config {
 		MaxInstances:              64,
 		IterateInstances:          true,
 		IterateMaxMs:              20,
+		PruneInstances:            true,
 		InstanceExplainKm:         0,
 		CalibrationScale:          1.1,
 		CalibrationSlackKm:        0,
