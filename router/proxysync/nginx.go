@@ -2,6 +2,7 @@ package proxysync
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // DefaultNginxReload is the command that makes nginx reload its configuration when Nginx.PIDFile is not set.
@@ -31,6 +33,10 @@ type Nginx struct {
 	PIDFile string
 	// ReloadCommand reloads nginx when PIDFile is empty (default DefaultNginxReload).
 	ReloadCommand []string
+	// ReloadTimeout bounds the wait, after a SIGHUP (PIDFile), for nginx's workers of the new configuration
+	// (default DefaultNginxReloadTimeout): none by then fails the Apply, and the table is applied again later.
+	// With ReloadCommand, Apply returns once the command did.
+	ReloadTimeout time.Duration
 
 	applied []byte // the content nginx reloaded successfully last
 }
@@ -100,10 +106,14 @@ func (n *Nginx) reload(ctx context.Context) error {
 		if err != nil || pid <= 1 {
 			return fmt.Errorf("nginx: pid file %s: %q is not a pid", n.PIDFile, strings.TrimSpace(string(b)))
 		}
+		before, procErr := childPIDs(pid)
 		if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 			return fmt.Errorf("nginx: reload (SIGHUP to %d from %s): %w", pid, n.PIDFile, err)
 		}
-		return nil
+		if procErr != nil {
+			return nil // no /proc to watch the reload in: applied once signalled
+		}
+		return n.awaitWorkers(ctx, pid, before)
 	}
 	argv := n.ReloadCommand
 	if len(argv) == 0 {
@@ -114,6 +124,71 @@ func (n *Nginx) reload(ctx context.Context) error {
 		return fmt.Errorf("nginx: reload %q: %w: %s", strings.Join(argv, " "), err, bytes.TrimSpace(out))
 	}
 	return nil
+}
+
+// DefaultNginxReloadTimeout bounds the wait for nginx's new workers after a reload (Nginx.ReloadTimeout).
+const DefaultNginxReloadTimeout = 10 * time.Second
+
+// awaitWorkers waits until nginx's master (pid) has a child that was not among before: nginx started the
+// workers of the configuration it re-read, which serve new connections from then on (the old workers finish
+// the requests they have and exit). nginx answers SIGHUP with nothing: a configuration it refuses (an error in
+// nginx's log) keeps the old workers, and without this wait the table would count as applied while nginx
+// served the previous one. A test that sent requests as soon as the file was written got the old workers'
+// answers (TestSameAnswers).
+func (n *Nginx) awaitWorkers(ctx context.Context, pid int, before map[int]bool) error {
+	timeout := cmp.Or(n.ReloadTimeout, DefaultNginxReloadTimeout)
+	deadline := time.Now().Add(timeout)
+	for {
+		now, err := childPIDs(pid)
+		if err != nil {
+			return fmt.Errorf("nginx: watching the reload of %d: %w", pid, err)
+		}
+		for c := range now {
+			if !before[c] {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nginx: reload (SIGHUP to %d from %s): no new worker within %v: nginx kept its previous configuration (is the new one valid? nginx's error log says)",
+				pid, n.PIDFile, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("nginx: waiting for the reload of %d: %w", pid, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// childPIDs returns the processes whose parent is pid, from /proc.
+func childPIDs(pid int) (map[int]bool, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]bool{}
+	for _, e := range entries {
+		c, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // exited meanwhile
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses, the last ')' ends it.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) >= 2 {
+			if pp, err := strconv.Atoi(f[1]); err == nil && pp == pid {
+				out[c] = true
+			}
+		}
+	}
+	return out, nil
 }
 
 // EnsureFile writes an empty table to the include file when it does not exist, so that nginx can start
