@@ -311,20 +311,20 @@ func (r *Router) decide(v *view, app, ingress, requestID string, kind Kind, tabl
 	epoch := uint64(now / r.windowMs)
 	c, slot, ok := s.probe(i, w, s.tagOf(fp))
 	if !ok {
-		return r.local(pt, ingress, ReasonNoDecision)
+		return localIn(in, inOK, ReasonNoDecision)
 	}
 	if s.expired(slot, now) {
-		return r.local(pt, ingress, ReasonStaleDecision)
+		return localIn(in, inOK, ReasonStaleDecision)
 	}
 	rec := s.record(c, slot)
 	meta := rec.meta
 	switch class(meta) {
 	case classStatus:
-		return r.local(pt, ingress, ReasonStatus)
+		return localIn(in, inOK, ReasonStatus)
 	case classVerdict:
-		return r.local(pt, ingress, ReasonVerdict)
+		return localIn(in, inOK, ReasonVerdict)
 	case classNoBest:
-		return r.local(pt, ingress, ReasonNoDecision)
+		return localIn(in, inOK, ReasonNoDecision)
 	}
 	nc := candCount(meta)
 	best := uint16(meta>>metaCandShift) & candPoPMask
