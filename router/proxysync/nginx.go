@@ -98,13 +98,9 @@ func (n *Nginx) Apply(ctx context.Context, t *Table) error {
 // reload makes nginx re-read its configuration.
 func (n *Nginx) reload(ctx context.Context) error {
 	if n.PIDFile != "" {
-		b, err := os.ReadFile(n.PIDFile)
+		pid, err := n.masterPID()
 		if err != nil {
-			return fmt.Errorf("nginx: reading the pid file: %w", err)
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil || pid <= 1 {
-			return fmt.Errorf("nginx: pid file %s: %q is not a pid", n.PIDFile, strings.TrimSpace(string(b)))
+			return err
 		}
 		before, procErr := childPIDs(pid)
 		if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
@@ -124,6 +120,19 @@ func (n *Nginx) reload(ctx context.Context) error {
 		return fmt.Errorf("nginx: reload %q: %w: %s", strings.Join(argv, " "), err, bytes.TrimSpace(out))
 	}
 	return nil
+}
+
+// masterPID returns the pid in PIDFile: nginx's master process.
+func (n *Nginx) masterPID() (int, error) {
+	b, err := os.ReadFile(n.PIDFile)
+	if err != nil {
+		return 0, fmt.Errorf("nginx: reading the pid file: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return 0, fmt.Errorf("nginx: pid file %s: %q is not a pid", n.PIDFile, strings.TrimSpace(string(b)))
+	}
+	return pid, nil
 }
 
 // DefaultNginxReloadTimeout bounds the wait for nginx's new workers after a reload (Nginx.ReloadTimeout).

@@ -32,11 +32,7 @@ func TestNginxReloadRefused(t *testing.T) {
 	}
 	port := freePort(t)
 	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "pid %s;\nworker_processes 1;\nevents { worker_connections 64; }\nhttp {\n    access_log off;\n", ng.PIDFile)
-	for _, p := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
-		fmt.Fprintf(&cfg, "    %s_temp_path %s;\n", p, filepath.Join(dir, p))
-	}
-	fmt.Fprintf(&cfg, "    include %s;\n    include %s/nginx/vantage.conf;\n", ng.MapFile, deploy)
+	nginxHead(&cfg, dir, deploy, ng)
 	fmt.Fprintf(&cfg, "    server {\n        listen 127.0.0.1:%d;\n        location / { return 200 \"$vantage_route_pop\"; }\n    }\n}\n", port)
 	conf := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(conf, []byte(cfg.String()), 0o600); err != nil {
@@ -55,7 +51,7 @@ func TestNginxReloadRefused(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return string(b)
 	}
-	testwait.Eventually(t, 15*time.Second, "nginx answers", func() bool { return pop("a.test") == "" && nginxSettled(t, ng.PIDFile) })
+	testwait.Eventually(t, 15*time.Second, "nginx answers", func() bool { return pop("a.test") == "" && nginxSettled(t, ng) })
 
 	ctx := context.Background()
 	table := func(app, at string) *Table {
@@ -64,7 +60,7 @@ func TestNginxReloadRefused(t *testing.T) {
 	if err := ng.Apply(ctx, table("a.test", "LHR")); err != nil {
 		t.Fatalf("Apply of a valid table: %v", err)
 	}
-	testwait.Eventually(t, 10*time.Second, "nginx routes a.test to LHR", func() bool { return pop("a.test") == "LHR" && nginxSettled(t, ng.PIDFile) })
+	testwait.Eventually(t, 10*time.Second, "nginx routes a.test to LHR", func() bool { return pop("a.test") == "LHR" && nginxSettled(t, ng) })
 
 	// nginx refuses what it re-reads: Apply fails, nginx keeps the table before.
 	good, err := os.ReadFile(conf)

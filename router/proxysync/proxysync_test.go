@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -120,19 +119,15 @@ func haproxyBlock(t *testing.T, mapFile string) string {
 type fronts struct {
 	names []string
 	urls  map[string]string
-	// nginxPID is the path of nginx's pid file.
-	nginxPID string
+	// nginx is the sync's nginx target (its pid file names nginx's master).
+	nginx *Nginx
 }
 
 // nginxSettled reports whether nginx runs one worker: a reload's old worker has exited (it may otherwise
 // still answer a request with the previous table for a moment: TestSameAnswers did, once in ~15 runs).
-func nginxSettled(t *testing.T, pidFile string) bool {
+func nginxSettled(t *testing.T, ng *Nginx) bool {
 	t.Helper()
-	b, err := os.ReadFile(pidFile)
-	if err != nil {
-		return false
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	pid, err := ng.masterPID()
 	if err != nil {
 		return false
 	}
@@ -191,11 +186,7 @@ func setup(t *testing.T, prepare func(context.Context, *storage.Store)) (*storag
 	fmt.Fprintf(&hcfg, "global\n    stats socket %s mode 600 level admin\n    lua-load-per-thread %s/haproxy/vantage.lua\n", hp.Socket, deploy)
 	fmt.Fprintf(&hcfg, "defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n")
 	fmt.Fprintf(&hcfg, "frontend edge\n    bind 127.0.0.1:%d\n%s\n", hport, haproxyBlock(t, hp.MapFile))
-	fmt.Fprintf(&ncfg, "pid %s;\nworker_processes 1;\nevents { worker_connections 256; }\nhttp {\n    access_log off;\n", ng.PIDFile)
-	for _, p := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
-		fmt.Fprintf(&ncfg, "    %s_temp_path %s;\n", p, filepath.Join(dir, p))
-	}
-	fmt.Fprintf(&ncfg, "    include %s;\n    include %s/nginx/vantage.conf;\n", ng.MapFile, deploy)
+	nginxHead(&ncfg, dir, deploy, ng)
 	for pop, u := range workers {
 		fmt.Fprintf(&hcfg, "backend pop_%s\n    server w %s\n", pop, u.Host)
 		fmt.Fprintf(&ncfg, "    upstream vantage_pop_%s { server %s; keepalive 8; }\n", pop, u.Host)
@@ -227,7 +218,17 @@ func setup(t *testing.T, prepare func(context.Context, *storage.Store)) (*storag
 	t.Cleanup(func() { stop(); wg.Wait() })
 	return st, fronts{names: []string{"go", "haproxy", "nginx"}, urls: map[string]string{
 		"go": goFront.URL, "haproxy": fmt.Sprintf("http://127.0.0.1:%d", hport), "nginx": fmt.Sprintf("http://127.0.0.1:%d", nport)},
-		nginxPID: ng.PIDFile}
+		nginx: ng}
+}
+
+// nginxHead writes the start of a test nginx's configuration to w: one worker, its files in dir, and the http
+// block opened with ng's table and deploy's vantage.conf included (the caller adds servers and closes it).
+func nginxHead(w io.Writer, dir, deploy string, ng *Nginx) {
+	fmt.Fprintf(w, "pid %s;\nworker_processes 1;\nevents { worker_connections 256; }\nhttp {\n    access_log off;\n", ng.PIDFile)
+	for _, p := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
+		fmt.Fprintf(w, "    %s_temp_path %s;\n", p, filepath.Join(dir, p))
+	}
+	fmt.Fprintf(w, "    include %s;\n    include %s/nginx/vantage.conf;\n", ng.MapFile, deploy)
 }
 
 // answer is what a front answered: the status, the PoP that ran the request (the worker's body) and the
@@ -369,7 +370,7 @@ func TestSameAnswers(t *testing.T) {
 		took := testwait.Eventually(t, 15*time.Second, f+" routes the decisions", func() bool {
 			a, err1 := try(fr.urls[f], request{"routed.test", "", out[0]})
 			b, err2 := try(fr.urls[f], request{"drained.test", "", out[0]})
-			return err1 == nil && err2 == nil && a.pop == "LHR" && b.pop == "AMS" && (f != "nginx" || nginxSettled(t, fr.nginxPID))
+			return err1 == nil && err2 == nil && a.pop == "LHR" && b.pop == "AMS" && (f != "nginx" || nginxSettled(t, fr.nginx))
 		})
 		t.Logf("%s: routing after %v", f, took)
 	}
