@@ -433,21 +433,26 @@ func (e *Engine) iterate(disks []disk) {
 // explainer returns the first instance (index into e.instV), other than skip, whose point lies in d (by
 // InstanceExplainKm), or -1.
 func (e *Engine) explainer(d *disk, skip int) int {
-	lim := (d.radiusKm + e.cfg.InstanceExplainKm) / geo.EarthRadiusKm
 	for x, v := range e.instV {
-		if x != skip && angle(v, d.centre) <= lim {
+		if x != skip && e.explains(v, d) {
 			return x
 		}
 	}
 	return -1
 }
 
+// explains reports whether an instance's point v lies in d, by InstanceExplainKm.
+func (e *Engine) explains(v vec3, d *disk) bool {
+	return angle(v, d.centre) <= (d.radiusKm+e.cfg.InstanceExplainKm)/geo.EarthRadiusKm
+}
+
 // prune drops, among the instances from index from on (those the iteration added), each one that no disk
 // needs: every disk not set aside that contains its point also contains another instance's. The iteration
 // adds an instance for a disk no instance explained at the time; an instance found later may explain it too
 // (an instance of Tallinn: Riga's disk collapsed to Vilnius, then Helsinki's, which Vilnius is outside, to
-// Riga, which Riga's disk holds too), and then the first is the same instance counted twice. The instances of the greedy set stay: their disks are disjoint, so each is a
-// distinct instance. The instance on the largest disk goes first, one at a time, until none is redundant.
+// Riga, which Riga's disk holds too), and then the first is the same instance counted twice. The instances of
+// the greedy set stay: their disks are disjoint, so each is a distinct instance. The instance on the largest
+// disk goes first, one at a time, until none is redundant.
 func (e *Engine) prune(disks []disk, from int) {
 	for {
 		drop := -1
@@ -457,8 +462,7 @@ func (e *Engine) prune(disks []disk, from int) {
 			}
 			needed := false
 			for i := range disks {
-				if !e.trial[i] && angle(e.instV[x], disks[i].centre) <= (disks[i].radiusKm+e.cfg.InstanceExplainKm)/geo.EarthRadiusKm &&
-					e.explainer(&disks[i], x) < 0 {
+				if !e.trial[i] && e.explains(e.instV[x], &disks[i]) && e.explainer(&disks[i], x) < 0 {
 					needed = true
 					break
 				}
