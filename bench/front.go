@@ -175,8 +175,8 @@ func frontSection(ctx context.Context, o *options) *Section {
 	add(c, stop, err, "vantage router")
 	c, stop, err = startVantageFront(ctx, o, e, 1)
 	add(c, stop, err, "vantage router, GOMAXPROCS=1")
-	c, stop, err = startVantageFront(ctx, o, e, 0, "--gc-percent", "100")
-	add(c, stop, err, "vantage router, --gc-percent 100")
+	c, stop, err = startVantageFront(ctx, o, e, 0, "--front-server", "net/http")
+	add(c, stop, err, "vantage router, --front-server net/http")
 	s.Commands = append(s.Commands, "go build -o vantage ./cmd/vantage",
 		"vantage router --redis REDIS --ingress EWR --workers EWR=http://127.0.0.1:WORKER_PORT,LHR=http://127.0.0.1:WORKER_PORT2 --listen 127.0.0.1:PORT --admin 127.0.0.1:PORT --log-level warn")
 	for _, h := range frontHooks {
@@ -483,17 +483,19 @@ func startVantageFront(ctx context.Context, o *options, e *frontEnv, procs int, 
 	args := append([]string{"router", "--redis", e.redisAddr, "--ingress", "EWR",
 		"--workers", fmt.Sprintf("EWR=http://127.0.0.1:%d,LHR=http://127.0.0.1:%d", wp, lhr), "--listen", fmt.Sprintf("127.0.0.1:%d", port),
 		"--admin", fmt.Sprintf("127.0.0.1:%d", admin), "--log-level", "warn"}, extra...)
-	p, err := startProcEnv(e.dir, strings.NewReplacer(" ", "", ",", "-", "=", "").Replace(name), env, bin, args...)
+	p, err := startProcEnv(e.dir, strings.NewReplacer(" ", "", ",", "-", "=", "", "/", "").Replace(name), env, bin, args...)
 	if err != nil {
 		return frontContender{}, nil, err
 	}
-	note := fmt.Sprintf("the shipped defaults (`--upstream-max-idle-per-host` %d, `--gc-percent` 400, `--memory-limit` 1GiB, "+
-		"GOMAXPROCS = %d CPUs).", router.DefaultMaxIdlePerWorker, runtime.NumCPU())
+	note := fmt.Sprintf("the shipped defaults (`--front-server` auto: fasthttp for a cleartext listener, `--upstream-max-conns-per-host` %d, "+
+		"`--gc-percent` 400, `--memory-limit` 1GiB, GOMAXPROCS = %d CPUs).", router.DefaultMaxConnsPerWorker, runtime.NumCPU())
 	if procs > 0 {
 		note = fmt.Sprintf("the same binary and flags with the environment GOMAXPROCS=%d.", procs)
 	}
 	if len(extra) > 0 {
-		note = fmt.Sprintf("the same binary with `%s`: Go's default GC target, as before `--gc-percent` existed.", strings.Join(extra, " "))
+		note = fmt.Sprintf("the same binary with `%s`: the net/http server and the front's own HTTP/1.1 client "+
+			"(`--upstream-max-idle-per-host` %d), the front before fasthttp (and the one serving TLS and HTTP/2).",
+			strings.Join(extra, " "), router.DefaultMaxIdlePerWorker)
 	}
 	return frontContender{name: name, url: fmt.Sprintf("http://127.0.0.1:%d/", port), pids: p.pids, workerPort: lhr, note: note}, p.stop, nil
 }

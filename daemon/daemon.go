@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
 
 	"github.com/vantage-edge/vantage/internal/tlsfiles"
 	"github.com/vantage-edge/vantage/storage"
@@ -113,11 +114,13 @@ func newServer(h http.Handler, tc *tls.Config, log *slog.Logger) *http.Server {
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 }
 
-// endpoint is one HTTP server on one listener.
+// endpoint is one HTTP server on one listener: a net/http server (srv) or, for the router front's cleartext
+// listener, a fasthttp one (fast).
 type endpoint struct {
 	name string
 	ln   net.Listener
 	srv  *http.Server
+	fast *fasthttp.Server
 }
 
 // group runs a component's servers and loops until its context is done, then shuts the servers down.
@@ -132,6 +135,13 @@ type group struct {
 func (g *group) serve(name string, ln net.Listener, h http.Handler) {
 	if ln != nil {
 		g.endpoints = append(g.endpoints, endpoint{name: name, ln: ln, srv: newServer(h, g.tls, g.log)})
+	}
+}
+
+// serveFast adds the fasthttp server s on ln (nothing when ln is nil).
+func (g *group) serveFast(name string, ln net.Listener, s *fasthttp.Server) {
+	if ln != nil {
+		g.endpoints = append(g.endpoints, endpoint{name: name, ln: ln, fast: s})
 	}
 }
 
@@ -163,9 +173,14 @@ func (g *group) run(ctx context.Context) error {
 	for _, e := range g.endpoints {
 		wg.Go(func() {
 			var err error
-			if e.srv.TLSConfig != nil {
+			switch {
+			case e.fast != nil:
+				if err = e.fast.Serve(e.ln); err == nil { // nil: shut down
+					err = http.ErrServerClosed
+				}
+			case e.srv.TLSConfig != nil:
 				err = e.srv.ServeTLS(e.ln, "", "") // the certificate comes from TLSConfig
-			} else {
+			default:
 				err = e.srv.Serve(e.ln)
 			}
 			if !errors.Is(err, http.ErrServerClosed) {
@@ -181,6 +196,10 @@ func (g *group) run(ctx context.Context) error {
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
 	defer scancel()
 	for _, e := range g.endpoints {
+		if e.fast != nil {
+			e.fast.ShutdownWithContext(sctx) // closes the listener and the idle connections, waits for the rest
+			continue
+		}
 		if err := e.srv.Shutdown(sctx); err != nil {
 			e.srv.Close()
 		}

@@ -42,8 +42,11 @@ type RouterConfig struct {
 	Listen, Admin           string
 	Listener, AdminListener net.Listener
 	// TLS serves the front and the admin endpoints over TLS (default: plain HTTP).
-	TLS    TLSFiles
-	Logger *slog.Logger
+	TLS TLSFiles
+	// FrontServer is the HTTP server of the front: FrontFastHTTP (cleartext HTTP/1.1, the fastest),
+	// FrontNetHTTP (net/http: TLS and HTTP/2 from clients) or FrontAuto (""; fasthttp unless TLS is set).
+	FrontServer string
+	Logger      *slog.Logger
 }
 
 // ProxySyncConfig configures the proxy table sync of a router.
@@ -72,6 +75,18 @@ func (c ProxySyncConfig) targets() []proxysync.Target {
 	return ts
 }
 
+// Front servers (RouterConfig.FrontServer).
+const (
+	FrontAuto     = "auto"
+	FrontFastHTTP = "fasthttp"
+	FrontNetHTTP  = "net/http"
+)
+
+// fastFront reports whether the front is served by fasthttp.
+func (c RouterConfig) fastFront() bool {
+	return c.FrontServer == FrontFastHTTP || ((c.FrontServer == "" || c.FrontServer == FrontAuto) && !c.TLS.Enabled())
+}
+
 // serveFront reports whether the router serves its HTTP front.
 func (c RouterConfig) serveFront() bool { return c.Listen != "" || c.Listener != nil }
 
@@ -97,6 +112,15 @@ func (c RouterConfig) Validate() error {
 	}
 	if err := c.TLS.validate("router"); err != nil {
 		return err
+	}
+	switch c.FrontServer {
+	case "", FrontAuto, FrontNetHTTP:
+	case FrontFastHTTP:
+		if c.TLS.Enabled() {
+			return errors.New("router: --front-server fasthttp serves cleartext HTTP/1.1 only; with --tls-cert use auto or net/http")
+		}
+	default:
+		return fmt.Errorf("router: --front-server %q: want auto, fasthttp or net/http", c.FrontServer)
 	}
 	return c.Router.Validate()
 }
@@ -161,7 +185,11 @@ func NewRouter(cfg RouterConfig, st *storage.Store) (*Router, error) {
 		closeAll(ln)
 		return nil, err
 	}
-	if r.front != nil {
+	switch {
+	case r.front != nil && cfg.fastFront():
+		r.g.serveFast("router front", ln, r.front.FastServer(router.ServerLimits{ReadTimeout: ReadTimeout,
+			WriteTimeout: WriteTimeout, IdleTimeout: IdleTimeout}))
+	case r.front != nil:
 		r.g.serve("router front", ln, r.front)
 	}
 	r.g.serve("router admin", aln, router.AdminHandler(rt, reg))

@@ -19,6 +19,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
 // Front defaults.
@@ -71,6 +73,9 @@ type FrontConfig struct {
 	// MaxIdlePerWorker is how many idle connections to each plain-HTTP worker are kept for reuse (default
 	// DefaultMaxIdlePerWorker): size it to the requests in flight toward one worker.
 	MaxIdlePerWorker int
+	// MaxConnsPerWorker bounds the connections to each plain-HTTP worker on the fasthttp path (ServeFastHTTP;
+	// default DefaultMaxConnsPerWorker); they are kept until idle for IdleConnTimeout.
+	MaxConnsPerWorker int
 	// UpstreamTimeout bounds one exchange with a worker on the HTTP/1.1 path (default DefaultUpstreamTimeout);
 	// IdleConnTimeout closes pooled connections idle that long (default DefaultIdleConnTimeout).
 	UpstreamTimeout, IdleConnTimeout time.Duration
@@ -105,12 +110,16 @@ type Front struct {
 	kindKey, idKey, appKey string
 }
 
-// worker is the way to one PoP's worker: the HTTP/1.1 path (nil for an https worker) and the reverse proxy.
+// worker is the way to one PoP's worker: the HTTP/1.1 paths of ServeHTTP (up) and ServeFastHTTP (fast), nil
+// for an https worker, and the reverse proxy, also served to ServeFastHTTP's requests through fasthttpadaptor
+// (adapted).
 type worker struct {
-	pop   string
-	url   *url.URL
-	up    *upstream
-	proxy *httputil.ReverseProxy
+	pop     string
+	url     *url.URL
+	up      *upstream
+	fast    *fasthttp.HostClient
+	proxy   *httputil.ReverseProxy
+	adapted fasthttp.RequestHandler
 }
 
 type resultKey struct{}
@@ -134,6 +143,9 @@ func NewFront(r *Router, cfg FrontConfig) (*Front, error) {
 	}
 	if cfg.MaxIdlePerWorker <= 0 {
 		cfg.MaxIdlePerWorker = DefaultMaxIdlePerWorker
+	}
+	if cfg.MaxConnsPerWorker <= 0 {
+		cfg.MaxConnsPerWorker = DefaultMaxConnsPerWorker
 	}
 	if cfg.UpstreamTimeout <= 0 {
 		cfg.UpstreamTimeout = DefaultUpstreamTimeout
@@ -171,9 +183,11 @@ func NewFront(r *Router, cfg FrontConfig) (*Front, error) {
 			return nil, fmt.Errorf("router: front: worker of %s: URL %v: want http(s)://host[:port]", pop, u)
 		}
 		wk := &worker{pop: pop, url: u, proxy: f.proxy(pop, u)}
+		wk.adapted = fasthttpadaptor.NewFastHTTPHandler(wk.proxy)
 		if u.Scheme == "http" && (u.Path == "" || u.Path == "/") && u.RawQuery == "" {
 			wk.up = &upstream{addr: hostPort(u), dial: cfg.Dial, maxIdle: cfg.MaxIdlePerWorker,
 				idleTTL: cfg.IdleConnTimeout, timeout: cfg.UpstreamTimeout}
+			wk.fast = f.newHostClient(hostPort(u))
 		}
 		f.workers[pop] = wk
 		f.placement["remote-"+pop] = []string{"remote-" + pop}
@@ -228,6 +242,7 @@ func (f *Front) CloseIdleConnections() {
 	for _, wk := range f.workers {
 		if wk.up != nil {
 			wk.up.closeIdle()
+			wk.fast.CloseIdleConnections()
 		}
 	}
 	if tr, ok := f.cfg.Transport.(interface{ CloseIdleConnections() }); ok {
@@ -309,13 +324,7 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		id = newRequestID()
 		req.Header[f.idKey] = []string{id}
 	}
-	res := f.r.Route(app, f.cfg.Ingress, id, kind)
-	wk := f.workers[res.ExecPoP]
-	if wk == nil {
-		res = Result{ExecPoP: f.cfg.Ingress, Header: f.local, Reason: ReasonNoWorker}
-		f.r.m.routes[ReasonNoWorker].inc(id)
-		wk = f.workers[f.cfg.Ingress]
-	}
+	res, wk := f.decide(app, kind, id)
 	if wk.up != nil && fastPathOK(req) {
 		if ferr := f.forward(w, req, wk.up, res); ferr != nil {
 			f.failed(w, req, wk, res, ferr.err, ferr.canceled, ferr.sent)
@@ -323,14 +332,31 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	} else {
 		wk.proxy.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), resultKey{}, res)))
 	}
-	placement := 2 // local
+	f.observe[placementOf(res)].Observe(time.Since(start).Seconds())
+}
+
+// decide routes a request and returns the worker that runs it: the ingress's when the chosen PoP has none
+// (ReasonNoWorker).
+func (f *Front) decide(app string, kind Kind, id string) (Result, *worker) {
+	res := f.r.Route(app, f.cfg.Ingress, id, kind)
+	wk := f.workers[res.ExecPoP]
+	if wk == nil {
+		res = Result{ExecPoP: f.cfg.Ingress, Header: f.local, Reason: ReasonNoWorker}
+		f.r.m.routes[ReasonNoWorker].inc(id)
+		wk = f.workers[f.cfg.Ingress]
+	}
+	return res, wk
+}
+
+// placementOf returns the index of res's placement label in Front.observe: routed, baseline or local.
+func placementOf(res Result) int {
 	switch {
 	case res.Routed:
-		placement = 0
+		return 0
 	case res.Reason == ReasonBaseline:
-		placement = 1
+		return 1
 	}
-	f.observe[placement].Observe(time.Since(start).Seconds())
+	return 2
 }
 
 // app returns the request's application name.

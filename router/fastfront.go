@@ -1,0 +1,239 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// The fasthttp path: the front's cleartext HTTP/1.1 listener is served by valyala/fasthttp (ServeFastHTTP),
+// and plain-HTTP workers are reached through a fasthttp.HostClient each. Both reuse their request, response and
+// header buffers across requests, which is what net/http's server and client do not: on the bench's loopback
+// setup this path takes less than half the CPU per request of the net/http one (bench/ROUTER.md). TLS and
+// HTTP/2 from clients stay on net/http (ServeHTTP), and so do the requests this path does not carry
+// (fastRequestOK, https workers): ServeFastHTTP hands them to ServeHTTP's reverse proxy through
+// fasthttpadaptor, with the route already decided.
+
+// Defaults of the fasthttp path (FrontConfig).
+const (
+	// DefaultMaxConnsPerWorker bounds the connections the fasthttp path opens to one worker; a request that
+	// finds all of them busy waits for one (up to DefaultDialTimeout). Connections are kept until idle for
+	// IdleConnTimeout, so no more than this many sockets per worker ever churn.
+	DefaultMaxConnsPerWorker = 1024
+	// DefaultMaxHeaderBytes bounds a request's or a worker response's head on the fasthttp path (nginx reads
+	// request heads in buffers of 8 KiB, up to four of them, by default).
+	DefaultMaxHeaderBytes = 32 << 10
+	// cancelCheckAfter: an exchange that took longer than this is followed by a look at the client's
+	// connection (a non-blocking peek); one that finds it closed counts a canceled request and sends nothing.
+	// Faster exchanges skip the look (a syscall): a client rarely gives up within milliseconds.
+	cancelCheckAfter = 10 * time.Millisecond
+)
+
+// ServerLimits are the limits of the front's fasthttp server (FastServer); zero fields take the defaults.
+type ServerLimits struct {
+	// ReadTimeout bounds reading a request, head and body; WriteTimeout writing a response; IdleTimeout a
+	// keep-alive connection waiting for its next request.
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's head (default DefaultMaxHeaderBytes).
+	MaxHeaderBytes int
+}
+
+// FastServer returns the fasthttp server of the front (ServeFastHTTP) with limits l: request bodies are
+// streamed to the worker as they arrive, responses passed through without a default Content-Type or Server
+// header of the front's own. The caller serves it on a listener and shuts it down.
+func (f *Front) FastServer(l ServerLimits) *fasthttp.Server {
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	return &fasthttp.Server{
+		Handler:                      f.ServeFastHTTP,
+		ReadTimeout:                  l.ReadTimeout,
+		WriteTimeout:                 l.WriteTimeout,
+		IdleTimeout:                  l.IdleTimeout,
+		ReadBufferSize:               l.MaxHeaderBytes,
+		StreamRequestBody:            true,
+		DisablePreParseMultipartForm: true,
+		NoDefaultServerHeader:        true,
+		NoDefaultContentType:         true,
+		CloseOnShutdown:              true,
+		Logger:                       fastLogger{f},
+	}
+}
+
+// fastLogger passes the fasthttp server's and clients' messages to the front's log at WARN.
+type fastLogger struct{ f *Front }
+
+func (l fastLogger) Printf(format string, args ...any) {
+	l.f.log.Warn("router: front: fasthttp", "msg", fmt.Sprintf(format, args...))
+}
+
+// newHostClient returns the fasthttp client of the plain-HTTP worker at addr (host:port).
+func (f *Front) newHostClient(addr string) *fasthttp.HostClient {
+	dial := f.cfg.Dial
+	return &fasthttp.HostClient{
+		Addr: addr,
+		Dial: func(addr string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), DefaultDialTimeout)
+			defer cancel()
+			return dial(ctx, "tcp", addr)
+		},
+		NoDefaultUserAgentHeader: true,
+		DisablePathNormalizing:   true,
+		MaxConns:                 f.cfg.MaxConnsPerWorker,
+		MaxConnWaitTimeout:       DefaultDialTimeout,
+		MaxIdleConnDuration:      f.cfg.IdleConnTimeout,
+		ReadTimeout:              f.cfg.UpstreamTimeout,
+		WriteTimeout:             f.cfg.UpstreamTimeout,
+		ReadBufferSize:           DefaultMaxHeaderBytes,
+		StreamResponseBody:       true,
+		ConnPoolStrategy:         fasthttp.LIFO, // the least used connections age out when the load falls
+	}
+}
+
+// ServeFastHTTP routes and forwards one request received by a fasthttp server (FastServer): the same
+// answers as ServeHTTP.
+func (f *Front) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	req := &ctx.Request
+	app := f.fastApp(req)
+	if app == "" {
+		ctx.Error("router: no application in the request", http.StatusBadRequest)
+		return
+	}
+	kind := KindFetch
+	if v := req.Header.Peek(f.cfg.KindHeader); len(v) > 0 {
+		k, err := ParseKind(string(v))
+		if err != nil {
+			ctx.Error(err.Error(), http.StatusBadRequest)
+			return
+		}
+		kind = k
+	}
+	id := string(req.Header.Peek(f.cfg.RequestIDHeader))
+	if id == "" {
+		id = newRequestID()
+		req.Header.Set(f.cfg.RequestIDHeader, id)
+	}
+	res, wk := f.decide(app, kind, id)
+	if wk.fast != nil && fastRequestOK(req) {
+		f.forwardFast(ctx, wk, res, start)
+	} else {
+		ctx.SetUserValue(resultKey{}, res) // read by the reverse proxy through the request's context
+		wk.adapted(ctx)
+	}
+	f.observe[placementOf(res)].Observe(time.Since(start).Seconds())
+}
+
+// fastApp returns the request's application name (as app).
+func (f *Front) fastApp(req *fasthttp.Request) string {
+	switch {
+	case f.cfg.App != "":
+		return f.cfg.App
+	case f.cfg.AppHeader != "":
+		return string(req.Header.Peek(f.cfg.AppHeader))
+	}
+	host := req.Header.Host() // the Host header as sent: req.Host() would parse (and normalize) the URI
+	if i := bytes.LastIndexByte(host, ':'); i >= 0 && bytes.IndexByte(host[i:], ']') < 0 {
+		host = host[:i] // a port (not the last group of a bracketed IPv6 literal)
+	}
+	if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
+		host = host[1 : len(host)-1]
+	}
+	return string(bytes.ToLower(host))
+}
+
+// fastRequestOK reports whether req can take the fasthttp client to a worker: an origin-form target and
+// nothing that needs net/http's transport (protocol upgrades, request trailers, headers named in Connection).
+// Bodies of unknown length (chunked) are streamed; Expect: 100-continue was answered by the server.
+func fastRequestOK(req *fasthttp.Request) bool {
+	uri := req.Header.RequestURI()
+	if len(uri) == 0 || uri[0] != '/' || req.Header.IsConnect() {
+		return false
+	}
+	h := &req.Header
+	return len(h.Peek("Upgrade")) == 0 && len(h.Peek("Te")) == 0 && len(h.Peek("Trailer")) == 0 &&
+		!h.ConnectionUpgrade() && len(h.Peek("Connection")) == 0
+}
+
+// fastDropped are the request headers removed before forwarding: hop-by-hop headers (fasthttp's client
+// writes its own Connection), the front's internal headers and the forwarding headers the front replaces (as
+// the HTTP/1.1 path's skipRequestHeader).
+var fastDropped = []string{"Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
+	canonIngress, canonReason, canonPlacement}
+
+// fastResponseDropped are the worker response's headers that are not passed on (hop-by-hop).
+var fastResponseDropped = []string{"Keep-Alive", "Proxy-Authenticate", "Upgrade", "Proxy-Connection"}
+
+// forwardFast sends the request to wk's worker and sets the worker's response, with the placement headers,
+// as ctx's response; the fasthttp server then writes it (streaming its body).
+func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result, start time.Time) {
+	req, resp := &ctx.Request, &ctx.Response
+	h := &req.Header
+	for _, k := range fastDropped {
+		h.Del(k)
+	}
+	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		var ip [64]byte
+		h.SetBytesV("X-Forwarded-For", a.AddrPort().Addr().Unmap().WithZone("").AppendTo(ip[:0]))
+	}
+	h.SetBytesV("X-Forwarded-Host", h.Host())
+	if ctx.IsTLS() {
+		h.Set("X-Forwarded-Proto", "https")
+	} else {
+		h.Set("X-Forwarded-Proto", "http")
+	}
+	h.Set(canonIngress, f.cfg.Ingress)
+	h.Set(canonReason, res.Reason.String())
+	err := wk.fast.Do(req, resp)
+	if time.Since(start) > cancelCheckAfter && clientGone(ctx.Conn()) {
+		f.log.Debug("router: front: client canceled the request", "pop", wk.pop, "err", err)
+		f.canceled.Inc()
+		resp.Reset() // releases the worker connection (a streamed body is closed)
+		ctx.SetConnectionClose()
+		return
+	}
+	if err != nil {
+		f.log.Warn("router: front: forwarding failed", "pop", wk.pop, "worker", wk.url.Redacted(), "err", err)
+		resp.Reset()
+		resp.Header.Set(canonPlacement, res.Header)
+		resp.Header.Set(canonReason, res.Reason.String())
+		ctx.Error("router: worker at "+wk.pop+" unreachable", http.StatusBadGateway)
+		return
+	}
+	rh := &resp.Header
+	for _, k := range fastResponseDropped {
+		rh.Del(k)
+	}
+	rh.ResetConnectionClose() // the worker's connection, not the client's
+	rh.Set(canonPlacement, res.Header)
+	rh.Set(canonReason, res.Reason.String())
+}
+
+// clientGone reports whether the client closed c (a non-blocking MSG_PEEK reads EOF or a reset). Unread
+// bytes (a pipelined request) or nothing to read mean it is still there.
+func clientGone(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	gone := false
+	var buf [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		gone = (n == 0 && err == nil) || errors.Is(err, syscall.ECONNRESET)
+		return true // never wait
+	})
+	return err == nil && gone
+}
