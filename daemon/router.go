@@ -281,7 +281,15 @@ func (r *Router) Run(ctx context.Context) error {
 			proxies = append(proxies, t.Name())
 		}
 	}
-	r.g.log.Info("router: running", "ingress", r.cfg.Front.Ingress, "front", cmp.Or(r.Addr(), "none"), "admin", cmp.Or(r.AdminAddr(), "none"),
+	server := "none"
+	switch {
+	case r.front != nil && r.cfg.fastFront():
+		server = FrontFastHTTP
+	case r.front != nil:
+		server = FrontNetHTTP
+	}
+	r.g.log.Info("router: running", "ingress", r.cfg.Front.Ingress, "front", cmp.Or(r.Addr(), "none"), "front_server", server,
+		"admin", cmp.Or(r.AdminAddr(), "none"),
 		"workers", strings.Join(workers, ","), "proxy_tables", cmp.Or(strings.Join(proxies, ","), "none"))
 	err := r.g.run(ctx)
 	r.g.log.Info("router: stopped")

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
 // The fasthttp path: the front's cleartext HTTP/1.1 listener is served by valyala/fasthttp (ServeFastHTTP),
@@ -125,10 +126,18 @@ func (f *Front) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	if wk.fast != nil && fastRequestOK(req) {
 		f.forwardFast(ctx, wk, res, start)
 	} else {
-		ctx.SetUserValue(resultKey{}, res) // read by the reverse proxy through the request's context
-		wk.adapted(ctx)
+		f.adapted(ctx, wk, res)
 	}
 	f.observe[placementOf(res)].Observe(time.Since(start).Seconds())
+}
+
+// adapted serves a request the fasthttp path does not carry through wk's reverse proxy (net/http), by
+// fasthttpadaptor. The request's context is not ctx: fasthttp recycles ctx once the handler returns, which for
+// a hijacked (upgraded) connection is while the proxy still runs.
+func (f *Front) adapted(ctx *fasthttp.RequestCtx, wk *worker, res Result) {
+	fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		wk.proxy.ServeHTTP(w, req.WithContext(context.WithValue(context.Background(), resultKey{}, res)))
+	}))(ctx)
 }
 
 // fastApp returns the request's application name (as app).
@@ -163,9 +172,9 @@ func fastRequestOK(req *fasthttp.Request) bool {
 }
 
 // fastDropped are the request headers removed before forwarding: hop-by-hop headers (fasthttp's client
-// writes its own Connection), the front's internal headers and the forwarding headers the front replaces (as
-// the HTTP/1.1 path's skipRequestHeader).
-var fastDropped = []string{"Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+// writes its own Connection; the server answered Expect: 100-continue), the front's internal headers and the
+// forwarding headers the front replaces (as the HTTP/1.1 path's skipRequestHeader).
+var fastDropped = []string{"Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Expect",
 	"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
 	canonIngress, canonReason, canonPlacement}
 
@@ -192,6 +201,7 @@ func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result, st
 	}
 	h.Set(canonIngress, f.cfg.Ingress)
 	h.Set(canonReason, res.Reason.String())
+	req.UseHostHeader = true // the Host as the client sent it: the client parses the URI, lower-casing its host
 	err := wk.fast.Do(req, resp)
 	if time.Since(start) > cancelCheckAfter && clientGone(ctx.Conn()) {
 		f.log.Debug("router: front: client canceled the request", "pop", wk.pop, "err", err)
@@ -202,10 +212,9 @@ func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result, st
 	}
 	if err != nil {
 		f.log.Warn("router: front: forwarding failed", "pop", wk.pop, "worker", wk.url.Redacted(), "err", err)
-		resp.Reset()
+		ctx.Error("router: worker at "+wk.pop+" unreachable", http.StatusBadGateway) // resets the response
 		resp.Header.Set(canonPlacement, res.Header)
 		resp.Header.Set(canonReason, res.Reason.String())
-		ctx.Error("router: worker at "+wk.pop+" unreachable", http.StatusBadGateway)
 		return
 	}
 	rh := &resp.Header

@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
 // Front defaults.
@@ -111,15 +110,13 @@ type Front struct {
 }
 
 // worker is the way to one PoP's worker: the HTTP/1.1 paths of ServeHTTP (up) and ServeFastHTTP (fast), nil
-// for an https worker, and the reverse proxy, also served to ServeFastHTTP's requests through fasthttpadaptor
-// (adapted).
+// for an https worker, and the reverse proxy for the other requests of both.
 type worker struct {
-	pop     string
-	url     *url.URL
-	up      *upstream
-	fast    *fasthttp.HostClient
-	proxy   *httputil.ReverseProxy
-	adapted fasthttp.RequestHandler
+	pop   string
+	url   *url.URL
+	up    *upstream
+	fast  *fasthttp.HostClient
+	proxy *httputil.ReverseProxy
 }
 
 type resultKey struct{}
@@ -183,7 +180,6 @@ func NewFront(r *Router, cfg FrontConfig) (*Front, error) {
 			return nil, fmt.Errorf("router: front: worker of %s: URL %v: want http(s)://host[:port]", pop, u)
 		}
 		wk := &worker{pop: pop, url: u, proxy: f.proxy(pop, u)}
-		wk.adapted = fasthttpadaptor.NewFastHTTPHandler(wk.proxy)
 		if u.Scheme == "http" && (u.Path == "" || u.Path == "/") && u.RawQuery == "" {
 			wk.up = &upstream{addr: hostPort(u), dial: cfg.Dial, maxIdle: cfg.MaxIdlePerWorker,
 				idleTTL: cfg.IdleConnTimeout, timeout: cfg.UpstreamTimeout}

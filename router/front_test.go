@@ -3,6 +3,7 @@ package router
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -34,7 +35,46 @@ func startWorkers(t *testing.T, popCodes ...string) map[string]*url.URL {
 	return out
 }
 
-func TestFront(t *testing.T) {
+// frontServers are the servers of the front under test: fasthttp (ServeFastHTTP, `vantage router`'s default
+// for a cleartext listener) and net/http (ServeHTTP: TLS and HTTP/2 from clients).
+var frontServers = []string{"fasthttp", "net/http"}
+
+// forEachServer runs test as a subtest per front server.
+func forEachServer(t *testing.T, test func(t *testing.T, server string)) {
+	for _, server := range frontServers {
+		t.Run(strings.ReplaceAll(server, "/", ""), func(t *testing.T) { test(t, server) })
+	}
+}
+
+// serveFront serves f with server on a loopback listener until the test ends; it returns the front's URL and a
+// client of its own.
+func serveFront(t *testing.T, f *Front, server string) (string, *http.Client) {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(client.CloseIdleConnections)
+	if server == "net/http" {
+		srv := httptest.NewServer(f)
+		t.Cleanup(srv.Close)
+		return srv.URL, client
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, done := f.FastServer(ServerLimits{}), make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		s.Shutdown()
+		if err := <-done; err != nil {
+			t.Errorf("fasthttp server: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String(), client
+}
+
+func TestFront(t *testing.T) { forEachServer(t, testFront) }
+
+func testFront(t *testing.T, server string) {
 	reg := prometheus.NewPedanticRegistry()
 	r := newTestRouter(t, noSource{}, func(c *Config) { c.Registerer = reg })
 	install(t, r,
@@ -47,8 +87,7 @@ func TestFront(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(front)
-	t.Cleanup(srv.Close)
+	base, client := serveFront(t, front, server)
 	routedID := idWhere(t, func(h uint64) bool { return h >= r.baselineThr })
 	baseID := idWhere(t, func(h uint64) bool { return h < r.baselineThr })
 
@@ -79,7 +118,7 @@ func TestFront(t *testing.T) {
 			if tc.fleet != nil {
 				r.setFleet(pops(tc.fleet...))
 			}
-			req, err := http.NewRequest("GET", srv.URL+"/path?q=1", nil)
+			req, err := http.NewRequest("GET", base+"/path?q=1", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -91,7 +130,7 @@ func TestFront(t *testing.T) {
 				req.Header.Set(DefaultKindHeader, tc.kind)
 			}
 			req.Header.Set(HeaderReason, "spoofed") // the client's value must never reach the worker
-			resp, err := srv.Client().Do(req)
+			resp, err := client.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -172,7 +211,9 @@ func gather(t testing.TB, g prometheus.Gatherer, name string) map[string]float64
 	return out
 }
 
-func TestFrontWorkerDown(t *testing.T) {
+func TestFrontWorkerDown(t *testing.T) { forEachServer(t, testFrontWorkerDown) }
+
+func testFrontWorkerDown(t *testing.T, server string) {
 	r := newTestRouter(t, noSource{}, nil)
 	install(t, r, dec("api.example.com", "LHR", "LHR:10"))
 	workers := startWorkers(t, "EWR")
@@ -181,12 +222,11 @@ func TestFrontWorkerDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(front)
-	t.Cleanup(srv.Close)
-	req, _ := http.NewRequest("GET", srv.URL, nil)
+	base, client := serveFront(t, front, server)
+	req, _ := http.NewRequest("GET", base, nil)
 	req.Host = "api.example.com"
 	req.Header.Set("cf-ray", idWhere(t, func(h uint64) bool { return h >= r.baselineThr }))
-	resp, err := srv.Client().Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +347,9 @@ func TestAdminHandler(t *testing.T) {
 // TestFrontStripsInternalHeaders: the headers the front sets (towards the worker or the client) are never
 // taken from the client, and X-Forwarded-* carry the front's view, not the client's; the request id, by design
 // an input of the edge in front, reaches the worker.
-func TestFrontStripsInternalHeaders(t *testing.T) {
+func TestFrontStripsInternalHeaders(t *testing.T) { forEachServer(t, testFrontStripsInternalHeaders) }
+
+func testFrontStripsInternalHeaders(t *testing.T, server string) {
 	r := newTestRouter(t, noSource{}, nil)
 	install(t, r, dec("api.example.com", "LHR", "LHR:10"))
 	seen := make(chan http.Header, 1)
@@ -321,11 +363,10 @@ func TestFrontStripsInternalHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(front)
-	t.Cleanup(srv.Close)
+	base, client := serveFront(t, front, server)
 	routedID := idWhere(t, func(h uint64) bool { return h >= r.baselineThr })
 
-	req, _ := http.NewRequest("GET", srv.URL+"/", nil)
+	req, _ := http.NewRequest("GET", base+"/", nil)
 	req.Host = "api.example.com"
 	req.Header.Set("cf-ray", routedID)
 	for _, h := range internalHeaders {
@@ -335,7 +376,7 @@ func TestFrontStripsInternalHeaders(t *testing.T) {
 	req.Header.Set("X-Forwarded-For", "203.0.113.66")
 	req.Header.Set("X-Forwarded-Host", "evil.example")
 	req.Header.Set("Forwarded", "for=203.0.113.66")
-	resp, err := srv.Client().Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

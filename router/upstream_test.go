@@ -49,7 +49,8 @@ func startUpstream(t *testing.T, h http.Handler) (*url.URL, *countingListener) {
 	return &url.URL{Scheme: "http", Host: ln.Addr().String()}, cl
 }
 
-// TestFrontReusesUpstreamConnections sends waves of concurrent requests through the front; every wave holds
+// TestFrontReusesUpstreamConnections sends waves of concurrent requests through the front served by net/http
+// (its own HTTP/1.1 client; TestFastFrontBoundsUpstreamConnections is the fasthttp path's); every wave holds
 // `conc` requests at the worker at once (the worker answers only when all have arrived), so each wave needs
 // `conc` connections. With a pool of at least `conc` the worker accepts exactly `conc` connections over all
 // waves; with a smaller pool the connections returned past its size are closed and dialled again (the churn
@@ -145,8 +146,8 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// TestFrontCanceledClient cancels requests while the worker holds them, on the HTTP/1.1 path and on the
-// ReverseProxy path (a request with a body of unknown length): each is counted in
+// TestFrontCanceledClient cancels requests while the worker holds them, through the front served by net/http
+// (TestFastFrontCanceledClient: fasthttp), on its HTTP/1.1 path and on the ReverseProxy path (a request with a body of unknown length): each is counted in
 // vantage_router_requests_canceled_total, logged at debug level, never at WARN, and the front drops its
 // exchange with the worker (the worker sees its request canceled).
 func TestFrontCanceledClient(t *testing.T) {
@@ -229,7 +230,9 @@ func TestFrontCanceledClient(t *testing.T) {
 // TestFrontRetriesStaleConnection: a worker that closes every connection after one response, without saying
 // so (no Connection: close), leaves a dead connection in the pool; the next request, which has no body, is
 // sent again on a new connection instead of failing.
-func TestFrontRetriesStaleConnection(t *testing.T) {
+func TestFrontRetriesStaleConnection(t *testing.T) { forEachServer(t, testFrontRetriesStaleConnection) }
+
+func testFrontRetriesStaleConnection(t *testing.T, server string) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -258,10 +261,9 @@ func TestFrontRetriesStaleConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(front)
-	t.Cleanup(srv.Close)
+	base, client := serveFront(t, front, server)
 	for i := range 3 {
-		resp, err := srv.Client().Get(srv.URL)
+		resp, err := client.Get(base)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -278,7 +280,9 @@ func TestFrontRetriesStaleConnection(t *testing.T) {
 
 // TestFrontForwarding checks what the HTTP/1.1 path sends and returns: the request body, the forwarding
 // headers, hop-by-hop headers removed both ways, a chunked response with a trailer, and HEAD.
-func TestFrontForwarding(t *testing.T) {
+func TestFrontForwarding(t *testing.T) { forEachServer(t, testFrontForwarding) }
+
+func testFrontForwarding(t *testing.T, server string) {
 	u, _ := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		w.Header().Set("Trailer", "X-Sum")
@@ -299,14 +303,13 @@ func TestFrontForwarding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(front)
-	t.Cleanup(srv.Close)
+	base, client := serveFront(t, front, server)
 
-	req, _ := http.NewRequest("POST", srv.URL+"/p/a?q=1&r=%20", strings.NewReader("hello"))
+	req, _ := http.NewRequest("POST", base+"/p/a?q=1&r=%20", strings.NewReader("hello"))
 	req.Host = "app.example.com"
 	req.Header.Set("Proxy-Authorization", "secret")
 	req.Header.Set("X-Forwarded-For", "6.6.6.6")
-	resp, err := srv.Client().Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,13 +325,217 @@ func TestFrontForwarding(t *testing.T) {
 			resp.Header, resp.Trailer)
 	}
 
-	req, _ = http.NewRequest("HEAD", srv.URL+"/h", nil)
-	resp, err = srv.Client().Do(req)
+	req, _ = http.NewRequest("HEAD", base+"/h", nil)
+	resp, err = client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode != 201 || resp.Header.Get(HeaderPlacement) != "local-EWR" {
 		t.Errorf("HEAD: %d %v, want 201 with local-EWR", resp.StatusCode, resp.Header)
+	}
+}
+
+// TestFrontOtherPaths sends through each server the requests the HTTP/1.1 paths hand to the reverse proxy: one
+// to an https worker that speaks HTTP/2, and a protocol upgrade whose connection then carries bytes both ways.
+func TestFrontOtherPaths(t *testing.T) { forEachServer(t, testFrontOtherPaths) }
+
+func testFrontOtherPaths(t *testing.T, server string) {
+	tlsWorker := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "LHR %s host=%s reason=%s", r.Proto, r.Host, r.Header.Get(HeaderReason))
+	}))
+	tlsWorker.EnableHTTP2 = true
+	tlsWorker.StartTLS()
+	t.Cleanup(tlsWorker.Close)
+	plain, _ := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			io.WriteString(w, "EWR not upgraded")
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		brw.Flush()
+		line, _ := brw.ReadString('\n')
+		brw.WriteString("echo " + line)
+		brw.Flush()
+	}))
+	tu, _ := url.Parse(tlsWorker.URL)
+	r := newTestRouter(t, noSource{}, nil)
+	install(t, r, dec("api.example.com", "LHR", "LHR:10"))
+	tr := tlsWorker.Client().Transport.(*http.Transport).Clone() // trusts the worker's certificate
+	front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": plain, "LHR": tu},
+		Transport: tr, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, client := serveFront(t, front, server)
+
+	req, _ := http.NewRequest("GET", base+"/", nil)
+	req.Host = "api.example.com"
+	req.Header.Set("cf-ray", idWhere(t, func(h uint64) bool { return h >= r.baselineThr }))
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "LHR HTTP/2.0 host=api.example.com reason=remote"; string(body) != want || resp.Header.Get(HeaderPlacement) != "remote-LHR" {
+		t.Errorf("https worker: %q, cf-placement %q; want %q, remote-LHR", body, resp.Header.Get(HeaderPlacement), want)
+	}
+
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: other.example.com\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get(HeaderPlacement) != "local-EWR" {
+		t.Fatalf("upgrade: %d, cf-placement %q; want 101, local-EWR", resp.StatusCode, resp.Header.Get(HeaderPlacement))
+	}
+	io.WriteString(c, "hello\n")
+	if line, err := br.ReadString('\n'); err != nil || line != "echo hello\n" {
+		t.Errorf("upgraded connection: %q, %v; want the worker's echo", line, err)
+	}
+}
+
+// TestFastFrontBoundsUpstreamConnections: on the fasthttp path, waves of `conc` requests held at the worker
+// together reuse `conc` connections; and MaxConnsPerWorker bounds the connections whatever the concurrency
+// (requests past it wait for a free one instead of dialling).
+func TestFastFrontBoundsUpstreamConnections(t *testing.T) {
+	const conc, waves = 8, 5
+	tests := []struct {
+		name     string
+		maxConns int
+		gate     bool  // the worker answers a wave only when all its requests have arrived
+		wantMax  int64 // accepted connections at most
+	}{
+		{"max_at_concurrency", conc, true, conc},
+		{"max_above_concurrency", 4 * conc, true, conc},
+		{"max_below_concurrency", 2, false, 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			arrived, gate := 0, make(chan struct{})
+			u, ln := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.gate {
+					mu.Lock()
+					arrived++
+					g := gate
+					if arrived == conc {
+						close(gate)
+						arrived, gate = 0, make(chan struct{})
+					}
+					mu.Unlock()
+					select {
+					case <-g:
+					case <-r.Context().Done():
+					}
+				}
+				io.WriteString(w, "ok")
+			}))
+			r := newTestRouter(t, noSource{}, nil)
+			front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": u},
+				MaxConnsPerWorker: tc.maxConns, Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			base, _ := serveFront(t, front, "fasthttp")
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc}}
+			t.Cleanup(client.CloseIdleConnections)
+			for wave := range waves {
+				var wg sync.WaitGroup
+				errs := make(chan error, conc)
+				for range conc {
+					wg.Go(func() {
+						resp, err := client.Get(base + "/x")
+						if err != nil {
+							errs <- err
+							return
+						}
+						body, _ := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 || string(body) != "ok" {
+							errs <- fmt.Errorf("status %d body %q", resp.StatusCode, body)
+						}
+					})
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					t.Fatalf("wave %d: %v", wave, err)
+				}
+			}
+			got := ln.accepted.Load()
+			t.Logf("%d requests, %d concurrent, MaxConnsPerWorker %d: the worker accepted %d connections", waves*conc, conc, tc.maxConns, got)
+			if got > tc.wantMax || got == 0 {
+				t.Errorf("worker accepted %d connections, want 1 to %d", got, tc.wantMax)
+			}
+		})
+	}
+}
+
+// TestFastFrontCanceledClient: a client that closes its connection while the worker holds its request is
+// counted in vantage_router_requests_canceled_total and logged at debug level, never at WARN, once the
+// worker answers (the fasthttp path does not interrupt the exchange: it is bounded by UpstreamTimeout).
+func TestFastFrontCanceledClient(t *testing.T) {
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	u, _ := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		io.WriteString(w, "too late")
+	}))
+	var logs lockedBuffer
+	reg := prometheus.NewPedanticRegistry()
+	r := newTestRouter(t, noSource{}, nil)
+	front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": u}, Registerer: reg,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, client := serveFront(t, front, "fasthttp")
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+	<-arrived
+	c.Close() // the client goes away while the worker holds its request
+	// The front notices a gone client only after an exchange that took longer than cancelCheckAfter.
+	time.Sleep(2 * cancelCheckAfter)
+	close(release)
+	deadline := time.Now().Add(20 * time.Second) // a bound for a stuck test, not a speed assertion
+	for gather(t, reg, "vantage_router_requests_canceled_total")[""] != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("vantage_router_requests_canceled_total = %v, want 1; logs:\n%s",
+				gather(t, reg, "vantage_router_requests_canceled_total")[""], logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	out := logs.String()
+	if strings.Contains(out, "level=WARN") || strings.Contains(out, "level=ERROR") {
+		t.Errorf("a canceled request was logged at WARN or above:\n%s", out)
+	}
+	if !strings.Contains(out, "client canceled the request") {
+		t.Errorf("no debug line for the canceled request:\n%s", out)
+	}
+	// The worker's connection went back to the pool or was closed; the front still serves.
+	resp, err := client.Get(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("after the canceled request: status %d", resp.StatusCode)
 	}
 }

@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/vantage-edge/vantage/internal/syncbuf"
-	"github.com/vantage-edge/vantage/internal/testwait"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +14,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vantage-edge/vantage/internal/syncbuf"
+	"github.com/vantage-edge/vantage/internal/testwait"
+	"github.com/vantage-edge/vantage/internal/tlstest"
 
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/storage"
@@ -132,6 +134,7 @@ func TestRouterCommand(t *testing.T) {
 }
 
 func TestRouterUsageErrors(t *testing.T) {
+	cert, key := tlstest.NewCA(t, "CA").Issue(t, "s", "127.0.0.1").WriteFiles(t, t.TempDir(), "s")
 	tests := []struct {
 		name string
 		args []string
@@ -143,6 +146,9 @@ func TestRouterUsageErrors(t *testing.T) {
 		{"no_ingress_worker", []string{"--redis", "127.0.0.1:1", "--ingress", "EWR", "--workers", "LHR=http://127.0.0.1:1"}, "no worker endpoint for the ingress PoP EWR"},
 		{"bad_capacity", []string{"--redis", "127.0.0.1:1", "--ingress", "EWR", "--workers", "EWR=http://127.0.0.1:1", "--capacity", "LHR=lots"}, `--capacity "LHR=lots"`},
 		{"bad_baseline", []string{"--redis", "127.0.0.1:1", "--ingress", "EWR", "--workers", "EWR=http://127.0.0.1:1", "--baseline", "2"}, "BaselineFraction = 2"},
+		{"bad_front_server", []string{"--redis", "127.0.0.1:1", "--ingress", "EWR", "--workers", "EWR=http://127.0.0.1:1", "--front-server", "h2o"}, `--front-server "h2o": want auto, fasthttp or net/http`},
+		{"fasthttp_with_tls", []string{"--redis", "127.0.0.1:1", "--ingress", "EWR", "--workers", "EWR=http://127.0.0.1:1", "--front-server", "fasthttp",
+			"--tls-cert", cert, "--tls-key", key}, "--front-server fasthttp serves cleartext HTTP/1.1 only"},
 		{"arguments", []string{"extra"}, "router takes no arguments"},
 	}
 	for _, tc := range tests {

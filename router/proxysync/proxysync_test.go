@@ -115,7 +115,8 @@ func haproxyBlock(t *testing.T, mapFile string) string {
 	return strings.ReplaceAll(block, "/etc/haproxy/vantage.map", mapFile)
 }
 
-// fronts are the three fronts under test, by name, with their base URLs.
+// fronts are the fronts under test (the Go front served by net/http and by fasthttp, HAProxy, nginx), by name,
+// with their base URLs.
 type fronts struct {
 	names []string
 	urls  map[string]string
@@ -166,8 +167,15 @@ func setup(t *testing.T, prepare func(context.Context, *storage.Store)) (*storag
 	if err != nil {
 		t.Fatal(err)
 	}
-	goFront := httptest.NewServer(front)
+	goFront := httptest.NewServer(front) // net/http (ServeHTTP)
 	t.Cleanup(goFront.Close)
+	fastLn, err := net.Listen("tcp", "127.0.0.1:0") // fasthttp (ServeFastHTTP), `vantage router`'s default
+	if err != nil {
+		t.Fatal(err)
+	}
+	fastSrv, fastDone := front.FastServer(router.ServerLimits{}), make(chan error, 1)
+	go func() { fastDone <- fastSrv.Serve(fastLn) }()
+	t.Cleanup(func() { fastSrv.Shutdown(); <-fastDone })
 
 	dir := t.TempDir()
 	deploy, err := filepath.Abs(deployDir)
@@ -216,8 +224,8 @@ func setup(t *testing.T, prepare func(context.Context, *storage.Store)) (*storag
 	wg.Go(func() { rt.Run(runCtx) })
 	wg.Go(func() { s.Run(runCtx) })
 	t.Cleanup(func() { stop(); wg.Wait() })
-	return st, fronts{names: []string{"go", "haproxy", "nginx"}, urls: map[string]string{
-		"go": goFront.URL, "haproxy": fmt.Sprintf("http://127.0.0.1:%d", hport), "nginx": fmt.Sprintf("http://127.0.0.1:%d", nport)},
+	return st, fronts{names: []string{"go", "go-fasthttp", "haproxy", "nginx"}, urls: map[string]string{
+		"go": goFront.URL, "go-fasthttp": "http://" + fastLn.Addr().String(), "haproxy": fmt.Sprintf("http://127.0.0.1:%d", hport), "nginx": fmt.Sprintf("http://127.0.0.1:%d", nport)},
 		nginx: ng}
 }
 
@@ -314,9 +322,9 @@ func cand(pop string, ms float64) placement.Candidate {
 }
 
 // TestSameAnswers sends the same requests (applications in every status and mode, every invocation kind,
-// request ids in and out of the baseline, a drained and a down PoP) through the Go front, HAProxy and nginx
-// fed by the sync, and checks that they run each at the same PoP with the same cf-placement; then that a
-// decision change written to Redis reaches both proxies.
+// request ids in and out of the baseline, a drained and a down PoP) through the Go front (served by net/http
+// and by fasthttp), HAProxy and nginx fed by the sync, and checks that they run each at the same PoP with the
+// same cf-placement; then that a decision change written to Redis reaches both proxies.
 func TestSameAnswers(t *testing.T) {
 	now := time.Now()
 	decisions := []placement.Decision{
@@ -407,7 +415,7 @@ func TestSameAnswers(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d requests through 3 fronts; cf-placement values: %v", len(reqs), seen)
+	t.Logf("%d requests through %d fronts; cf-placement values: %v", len(reqs), len(fr.names), seen)
 	// The set exercises what it claims: routed, failed over, and held back (checked on the Go front; the
 	// proxies agree with it above).
 	for _, c := range []struct {
