@@ -155,7 +155,12 @@ func (f *Front) fastApp(req *fasthttp.Request) string {
 	if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
 		host = host[1 : len(host)-1]
 	}
-	return string(bytes.ToLower(host))
+	for _, c := range host {
+		if 'A' <= c && c <= 'Z' {
+			return string(bytes.ToLower(host))
+		}
+	}
+	return string(host) // one copy, no lower-casing pass (the usual case)
 }
 
 // fastRequestOK reports whether req can take the fasthttp client to a worker: an origin-form target and

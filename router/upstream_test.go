@@ -539,3 +539,38 @@ func TestFastFrontCanceledClient(t *testing.T) {
 		t.Errorf("after the canceled request: status %d", resp.StatusCode)
 	}
 }
+
+// TestFastFrontRefusesLargeHeads: a request head over ServerLimits.MaxHeaderBytes is refused with 431 and
+// never reaches the worker; one under it is forwarded.
+func TestFastFrontRefusesLargeHeads(t *testing.T) {
+	var got atomic.Int64
+	u, _ := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Add(1)
+		fmt.Fprintf(w, "cookie %d bytes", len(r.Header.Get("Cookie")))
+	}))
+	r := newTestRouter(t, noSource{}, nil)
+	front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": u}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, client := serveFront(t, front, "fasthttp")
+	for _, tc := range []struct {
+		cookie     int
+		wantStatus int
+	}{{DefaultMaxHeaderBytes / 2, 200}, {DefaultMaxHeaderBytes + 1, http.StatusRequestHeaderFieldsTooLarge}} {
+		req, _ := http.NewRequest("GET", base+"/", nil)
+		req.Header.Set("Cookie", strings.Repeat("a", tc.cookie))
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.wantStatus {
+			t.Errorf("a %d-byte cookie: status %d (%q), want %d", tc.cookie, resp.StatusCode, body, tc.wantStatus)
+		}
+	}
+	if got.Load() != 1 {
+		t.Errorf("the worker got %d requests, want 1 (the large head refused at the front)", got.Load())
+	}
+}
