@@ -1,7 +1,6 @@
 package router
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -148,19 +147,7 @@ func (f *Front) fastApp(req *fasthttp.Request) string {
 	case f.cfg.AppHeader != "":
 		return string(req.Header.Peek(f.cfg.AppHeader))
 	}
-	host := req.Header.Host() // the Host header as sent: req.Host() would parse (and normalize) the URI
-	if i := bytes.LastIndexByte(host, ':'); i >= 0 && bytes.IndexByte(host[i:], ']') < 0 {
-		host = host[:i] // a port (not the last group of a bracketed IPv6 literal)
-	}
-	if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
-		host = host[1 : len(host)-1]
-	}
-	for _, c := range host {
-		if 'A' <= c && c <= 'Z' {
-			return string(bytes.ToLower(host))
-		}
-	}
-	return string(host) // one copy, no lower-casing pass (the usual case)
+	return hostApp(string(req.Header.Host())) // the Host header as sent: req.Host() would parse the URI
 }
 
 // fastRequestOK reports whether req can take the fasthttp client to a worker: an origin-form target and

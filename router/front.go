@@ -363,7 +363,11 @@ func (f *Front) app(req *http.Request) string {
 	case f.cfg.AppHeader != "":
 		return headerValue(req.Header, f.appKey)
 	}
-	host := req.Host
+	return hostApp(req.Host)
+}
+
+// hostApp returns the application named by a Host header: without its port, lower-cased.
+func hostApp(host string) string {
 	if strings.LastIndexByte(host, ':') >= 0 { // a port, or an IPv6 literal (SplitHostPort allocates its error)
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
