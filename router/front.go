@@ -69,8 +69,8 @@ type FrontConfig struct {
 	// Dial connects to plain-HTTP workers on the HTTP/1.1 path (default: Transport's DialContext when
 	// Transport is an *http.Transport that has one, else a net.Dialer with DefaultDialTimeout).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// MaxIdlePerWorker is how many idle connections to each plain-HTTP worker are kept for reuse (default
-	// DefaultMaxIdlePerWorker): size it to the requests in flight toward one worker.
+	// MaxIdlePerWorker is how many idle connections to each plain-HTTP worker are kept for reuse on
+	// ServeHTTP's path (default DefaultMaxIdlePerWorker): size it to the requests in flight toward one worker.
 	MaxIdlePerWorker int
 	// MaxConnsPerWorker bounds the connections to each plain-HTTP worker on the fasthttp path (ServeFastHTTP;
 	// default DefaultMaxConnsPerWorker); they are kept until idle for IdleConnTimeout.
@@ -89,10 +89,13 @@ type FrontConfig struct {
 // Front is the HTTP front of the router: it applies Route to every request, forwards it to the execution
 // PoP's worker, and adds the cf-placement and reason headers to the response.
 //
-// Requests to a plain-HTTP worker take a lean HTTP/1.1 path (upstream.go): pooled keep-alive connections, the
-// request written and the response read in the handler's goroutine, header values precomputed, buffers
-// pooled. Requests to https workers (HTTP/2 by ALPN where offered) and the few requests that path does not
-// carry (see fastPathOK) go through httputil.ReverseProxy with FrontConfig.Transport.
+// A front has two entry points over one routing step (decide): ServeFastHTTP for a fasthttp server (the
+// cleartext listener of `vantage router`, fastfront.go), whose requests to a plain-HTTP worker go through a
+// fasthttp.HostClient, and ServeHTTP for a net/http server (TLS, HTTP/2 from clients), whose requests to a
+// plain-HTTP worker take a lean HTTP/1.1 path (upstream.go): pooled keep-alive connections, the request
+// written and the response read in the handler's goroutine, header values precomputed, buffers pooled.
+// Requests to https workers (HTTP/2 by ALPN where offered) and the few requests those paths do not carry (see
+// fastPathOK, fastRequestOK) go through httputil.ReverseProxy with FrontConfig.Transport, from either entry.
 type Front struct {
 	r           *Router
 	cfg         FrontConfig

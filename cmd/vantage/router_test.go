@@ -18,7 +18,6 @@ import (
 	"github.com/vantage-edge/vantage/internal/syncbuf"
 	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/internal/tlstest"
-
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/storage"
 	"github.com/vantage-edge/vantage/storage/redistest"
