@@ -115,12 +115,40 @@ func newServer(h http.Handler, tc *tls.Config, log *slog.Logger) *http.Server {
 }
 
 // endpoint is one HTTP server on one listener: a net/http server (srv) or, for the router front's cleartext
-// listener, a fasthttp one (fast).
+// listener, a fasthttp one (fast, whose connections are tracked in conns).
 type endpoint struct {
-	name string
-	ln   net.Listener
-	srv  *http.Server
-	fast *fasthttp.Server
+	name  string
+	ln    net.Listener
+	srv   *http.Server
+	fast  *fasthttp.Server
+	conns *connSet
+}
+
+// connSet tracks a fasthttp server's open connections (Server.ConnState), so that a shutdown that runs out of
+// time can close them, as http.Server.Close does.
+type connSet struct {
+	mu sync.Mutex
+	m  map[net.Conn]struct{}
+}
+
+func (cs *connSet) track(c net.Conn, st fasthttp.ConnState) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	switch st {
+	case fasthttp.StateNew:
+		cs.m[c] = struct{}{}
+	case fasthttp.StateClosed, fasthttp.StateHijacked:
+		delete(cs.m, c)
+	}
+}
+
+// closeAll closes every tracked connection.
+func (cs *connSet) closeAll() {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for c := range cs.m {
+		c.Close()
+	}
 }
 
 // group runs a component's servers and loops until its context is done, then shuts the servers down.
@@ -141,7 +169,9 @@ func (g *group) serve(name string, ln net.Listener, h http.Handler) {
 // serveFast adds the fasthttp server s on ln (nothing when ln is nil).
 func (g *group) serveFast(name string, ln net.Listener, s *fasthttp.Server) {
 	if ln != nil {
-		g.endpoints = append(g.endpoints, endpoint{name: name, ln: ln, fast: s})
+		cs := &connSet{m: map[net.Conn]struct{}{}}
+		s.ConnState = cs.track
+		g.endpoints = append(g.endpoints, endpoint{name: name, ln: ln, fast: s, conns: cs})
 	}
 }
 
@@ -197,7 +227,13 @@ func (g *group) run(ctx context.Context) error {
 	defer scancel()
 	for _, e := range g.endpoints {
 		if e.fast != nil {
-			e.fast.ShutdownWithContext(sctx) // closes the listener and the idle connections, waits for the rest
+			// Closes the listener and the idle connections, and waits for the rest. The listener is closed
+			// here too: a Serve that had not started yet (ctx done at once) would otherwise never return.
+			err := e.fast.ShutdownWithContext(sctx)
+			e.ln.Close()
+			if err != nil {
+				e.conns.closeAll()
+			}
 			continue
 		}
 		if err := e.srv.Shutdown(sctx); err != nil {

@@ -43,8 +43,9 @@ type RouterConfig struct {
 	Listener, AdminListener net.Listener
 	// TLS serves the front and the admin endpoints over TLS (default: plain HTTP).
 	TLS TLSFiles
-	// FrontServer is the HTTP server of the front: FrontFastHTTP (cleartext HTTP/1.1, the fastest),
-	// FrontNetHTTP (net/http: TLS and HTTP/2 from clients) or FrontAuto (""; fasthttp unless TLS is set).
+	// FrontServer is the HTTP server of the front: FrontFastHTTP (cleartext HTTP/1.1 to plain-HTTP workers,
+	// the fastest), FrontNetHTTP (net/http: TLS and HTTP/2 from clients, https workers) or FrontAuto ("";
+	// fasthttp unless TLS is set or a worker is https).
 	FrontServer string
 	Logger      *slog.Logger
 }
@@ -82,9 +83,24 @@ const (
 	FrontNetHTTP  = "net/http"
 )
 
-// fastFront reports whether the front is served by fasthttp.
+// fastFront reports whether the front is served by fasthttp: when asked, or by default when it serves no
+// TLS and forwards to no https worker (fasthttp would hand every request to an https worker to net/http's
+// reverse proxy, holding its body in memory).
 func (c RouterConfig) fastFront() bool {
-	return c.FrontServer == FrontFastHTTP || ((c.FrontServer == "" || c.FrontServer == FrontAuto) && !c.TLS.Enabled())
+	if c.FrontServer == FrontFastHTTP {
+		return true
+	}
+	return (c.FrontServer == "" || c.FrontServer == FrontAuto) && !c.TLS.Enabled() && c.httpsWorker() == ""
+}
+
+// httpsWorker returns the PoP of an https worker of the front, "" when there is none.
+func (c RouterConfig) httpsWorker() string {
+	for _, pop := range slices.Sorted(maps.Keys(c.Front.Workers)) {
+		if u := c.Front.Workers[pop]; u != nil && u.Scheme == "https" {
+			return pop
+		}
+	}
+	return ""
 }
 
 // serveFront reports whether the router serves its HTTP front.
@@ -118,6 +134,9 @@ func (c RouterConfig) Validate() error {
 	case FrontFastHTTP:
 		if c.TLS.Enabled() {
 			return errors.New("router: --front-server fasthttp serves cleartext HTTP/1.1 only; with --tls-cert use auto or net/http")
+		}
+		if pop := c.httpsWorker(); pop != "" {
+			return fmt.Errorf("router: --front-server fasthttp forwards to plain-HTTP workers only; the worker of %s is https: use auto or net/http", pop)
 		}
 	default:
 		return fmt.Errorf("router: --front-server %q: want auto, fasthttp or net/http", c.FrontServer)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,6 +32,9 @@ const (
 	// DefaultMaxHeaderBytes bounds a request's or a worker response's head on the fasthttp path (nginx reads
 	// request heads in buffers of 8 KiB, up to four of them, by default).
 	DefaultMaxHeaderBytes = 32 << 10
+	// maxAdaptedBody bounds the body of a request the fasthttp front hands to the reverse proxy (adapted),
+	// which holds it in memory: the requests that take that path rarely carry one.
+	maxAdaptedBody = 1 << 20
 	// cancelCheckAfter: an exchange that took longer than this is followed by a look at the client's
 	// connection (a non-blocking peek); one that finds it closed counts a canceled request and sends nothing.
 	// Faster exchanges skip the look (a syscall): a client rarely gives up within milliseconds.
@@ -94,7 +99,18 @@ func (f *Front) newHostClient(addr string) *fasthttp.HostClient {
 		ReadBufferSize:           DefaultMaxHeaderBytes,
 		StreamResponseBody:       true,
 		ConnPoolStrategy:         fasthttp.LIFO, // the least used connections age out when the load falls
+		RetryIfErr:               retryStale,
 	}
+}
+
+// retryStale is the fasthttp path's retry rule, the HTTP/1.1 path's: a request without a body whose first
+// attempt found its connection closed by the worker is sent once more, on another connection; nothing else is
+// retried (fasthttp's own rule retries idempotent requests up to five times, timeouts included, which would
+// run a GET five times at a slow worker and stretch UpstreamTimeout five-fold).
+func retryStale(req *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
+	stale := errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+	return false, attempts == 1 && stale && len(req.Body()) == 0 // not a stream: fasthttp never retries those
 }
 
 // ServeFastHTTP routes and forwards one request received by a fasthttp server (FastServer): the same
@@ -134,6 +150,28 @@ func (f *Front) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 // fasthttpadaptor. The request's context is not ctx: fasthttp recycles ctx once the handler returns, which for
 // a hijacked (upgraded) connection is while the proxy still runs.
 func (f *Front) adapted(ctx *fasthttp.RequestCtx, wk *worker, res Result) {
+	// fasthttpadaptor reads the whole body into memory, and takes a body cut short for a whole one: bound it
+	// and check it first.
+	req := &ctx.Request
+	if s := ctx.RequestBodyStream(); s != nil {
+		body, err := io.ReadAll(io.LimitReader(s, maxAdaptedBody+1))
+		if cl := req.Header.ContentLength(); err != nil || (cl >= 0 && len(body) != cl) {
+			f.log.Debug("router: front: request body cut short", "pop", wk.pop, "read", len(body), "content_length", cl, "err", err)
+			ctx.SetConnectionClose()
+			ctx.Error("router: request body cut short", http.StatusBadRequest)
+			return
+		}
+		if len(body) > maxAdaptedBody {
+			ctx.Error(fmt.Sprintf("router: request body over %d bytes on a path the front buffers "+
+				"(protocol upgrades, trailers, absolute-form targets)", maxAdaptedBody), http.StatusRequestEntityTooLarge)
+			return
+		}
+		req.SetBodyRaw(body)
+	} else if len(req.Body()) > maxAdaptedBody {
+		ctx.Error(fmt.Sprintf("router: request body over %d bytes on a path the front buffers "+
+			"(protocol upgrades, trailers, absolute-form targets)", maxAdaptedBody), http.StatusRequestEntityTooLarge)
+		return
+	}
 	fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		wk.proxy.ServeHTTP(w, req.WithContext(context.WithValue(context.Background(), resultKey{}, res)))
 	}))(ctx)
@@ -147,20 +185,23 @@ func (f *Front) fastApp(req *fasthttp.Request) string {
 	case f.cfg.AppHeader != "":
 		return string(req.Header.Peek(f.cfg.AppHeader))
 	}
+	if uri := req.Header.RequestURI(); len(uri) > 0 && uri[0] != '/' {
+		return hostApp(string(req.URI().Host())) // absolute-form: the target's host, as net/http (RFC 9112 3.2.2)
+	}
 	return hostApp(string(req.Header.Host())) // the Host header as sent: req.Host() would parse the URI
 }
 
 // fastRequestOK reports whether req can take the fasthttp client to a worker: an origin-form target and
-// nothing that needs net/http's transport (protocol upgrades, request trailers, headers named in Connection).
-// Bodies of unknown length (chunked) are streamed; Expect: 100-continue was answered by the server.
+// nothing that needs net/http's transport (protocol upgrades, request trailers). Bodies of unknown length
+// (chunked) are streamed; Expect: 100-continue was answered by the server; the headers Connection names are
+// dropped (forwardFast).
 func fastRequestOK(req *fasthttp.Request) bool {
 	uri := req.Header.RequestURI()
 	if len(uri) == 0 || uri[0] != '/' || req.Header.IsConnect() {
 		return false
 	}
 	h := &req.Header
-	return len(h.Peek("Upgrade")) == 0 && len(h.Peek("Te")) == 0 && len(h.Peek("Trailer")) == 0 &&
-		!h.ConnectionUpgrade() && len(h.Peek("Connection")) == 0
+	return len(h.Peek("Upgrade")) == 0 && len(h.Peek("Te")) == 0 && len(h.Peek("Trailer")) == 0 && !h.ConnectionUpgrade()
 }
 
 // fastDropped are the request headers removed before forwarding: hop-by-hop headers (fasthttp's client
@@ -170,7 +211,8 @@ var fastDropped = []string{"Proxy-Connection", "Keep-Alive", "Proxy-Authenticate
 	"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
 	canonIngress, canonReason, canonPlacement}
 
-// fastResponseDropped are the worker response's headers that are not passed on (hop-by-hop).
+// fastResponseDropped are the worker response's headers that are not passed on (hop-by-hop; Connection and
+// the headers it names by dropConnectionHeaders).
 var fastResponseDropped = []string{"Keep-Alive", "Proxy-Authenticate", "Upgrade", "Proxy-Connection"}
 
 // forwardFast sends the request to wk's worker and sets the worker's response, with the placement headers,
@@ -178,9 +220,12 @@ var fastResponseDropped = []string{"Keep-Alive", "Proxy-Authenticate", "Upgrade"
 func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result, start time.Time) {
 	req, resp := &ctx.Request, &ctx.Response
 	h := &req.Header
+	dropConnectionHeaders(h.Peek("Connection"), h.Del) // and Connection itself: the server has read it already
 	for _, k := range fastDropped {
 		h.Del(k)
 	}
+	h.SetProtocol("HTTP/1.1") // a client's HTTP/1.0 is the client's: the worker's connection stays kept alive
+	h.SetNoDefaultContentType(true)
 	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
 		var ip [64]byte
 		h.SetBytesV("X-Forwarded-For", a.AddrPort().Addr().Unmap().WithZone("").AppendTo(ip[:0]))
@@ -210,12 +255,26 @@ func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result, st
 		return
 	}
 	rh := &resp.Header
+	dropConnectionHeaders(rh.Peek("Connection"), rh.Del) // the worker's connection, not the client's
 	for _, k := range fastResponseDropped {
 		rh.Del(k)
 	}
-	rh.ResetConnectionClose() // the worker's connection, not the client's
 	rh.Set(canonPlacement, res.Header)
 	rh.Set(canonReason, res.Reason.String())
+}
+
+// dropConnectionHeaders deletes, with del, the headers named in a Connection header's value v (hop-by-hop,
+// RFC 9110 7.6.1) and Connection itself.
+func dropConnectionHeaders(v []byte, del func(string)) {
+	if len(v) == 0 {
+		return
+	}
+	for name := range strings.SplitSeq(string(v), ",") {
+		if name = strings.TrimSpace(name); name != "" && !strings.EqualFold(name, "close") && !strings.EqualFold(name, "keep-alive") {
+			del(name)
+		}
+	}
+	del("Connection")
 }
 
 // clientGone reports whether the client closed c (a non-blocking MSG_PEEK reads EOF or a reset). Unread

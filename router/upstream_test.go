@@ -278,8 +278,9 @@ func testFrontRetriesStaleConnection(t *testing.T, server string) {
 	}
 }
 
-// TestFrontForwarding checks what the HTTP/1.1 path sends and returns: the request body, the forwarding
-// headers, hop-by-hop headers removed both ways, a chunked response with a trailer, and HEAD.
+// TestFrontForwarding checks what the HTTP/1.1 path sends and returns: the request body (no Content-Type
+// added), the forwarding headers, hop-by-hop headers (and those Connection names) removed both ways, a chunked
+// response with a trailer, and HEAD.
 func TestFrontForwarding(t *testing.T) { forEachServer(t, testFrontForwarding) }
 
 func testFrontForwarding(t *testing.T, server string) {
@@ -287,14 +288,16 @@ func testFrontForwarding(t *testing.T, server string) {
 		b, _ := io.ReadAll(r.Body)
 		w.Header().Set("Trailer", "X-Sum")
 		w.Header().Set("Keep-Alive", "timeout=5")
+		w.Header().Set("Connection", "X-Secret")
+		w.Header().Set("X-Secret", "hop")
 		w.Header().Set("X-Up", "1")
 		w.WriteHeader(201)
 		if r.Method == "HEAD" {
 			return
 		}
-		fmt.Fprintf(w, "%s %s body=%s len=%d xff=%s xfh=%s xfp=%s proxyauth=%q", r.Method, r.URL.RequestURI(), b,
+		fmt.Fprintf(w, "%s %s body=%s len=%d xff=%s xfh=%s xfp=%s proxyauth=%q ct=%q hop=%q", r.Method, r.URL.RequestURI(), b,
 			r.ContentLength, r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Host"),
-			r.Header.Get("X-Forwarded-Proto"), r.Header.Get("Proxy-Authorization"))
+			r.Header.Get("X-Forwarded-Proto"), r.Header.Get("Proxy-Authorization"), r.Header["Content-Type"], r.Header["X-Hop"])
 		w.(http.Flusher).Flush() // chunked
 		w.Header().Set("X-Sum", "42")
 	}))
@@ -309,19 +312,21 @@ func testFrontForwarding(t *testing.T, server string) {
 	req.Host = "app.example.com"
 	req.Header.Set("Proxy-Authorization", "secret")
 	req.Header.Set("X-Forwarded-For", "6.6.6.6")
+	req.Header.Set("Connection", "keep-alive, X-Hop") // X-Hop is hop-by-hop: not forwarded
+	req.Header.Set("X-Hop", "1")
 	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	want := `POST /p/a?q=1&r=%20 body=hello len=5 xff=127.0.0.1 xfh=app.example.com xfp=http proxyauth=""`
+	want := `POST /p/a?q=1&r=%20 body=hello len=5 xff=127.0.0.1 xfh=app.example.com xfp=http proxyauth="" ct=[] hop=[]`
 	if resp.StatusCode != 201 || string(body) != want {
 		t.Errorf("got %d %q\nwant 201 %q", resp.StatusCode, body, want)
 	}
-	if resp.Header.Get("X-Up") != "1" || resp.Header.Get("Keep-Alive") != "" || resp.Trailer.Get("X-Sum") != "42" ||
+	if resp.Header.Get("X-Up") != "1" || resp.Header.Get("Keep-Alive") != "" || resp.Header.Get("X-Secret") != "" || resp.Trailer.Get("X-Sum") != "42" ||
 		resp.Header.Get(HeaderPlacement) != "local-EWR" || resp.Header.Get(HeaderReason) != "no_snapshot" {
-		t.Errorf("response headers %v trailers %v: want X-Up, no Keep-Alive, trailer X-Sum 42, local-EWR/no_snapshot",
+		t.Errorf("response headers %v trailers %v: want X-Up, no Keep-Alive or X-Secret (named in Connection), trailer X-Sum 42, local-EWR/no_snapshot",
 			resp.Header, resp.Trailer)
 	}
 
@@ -337,7 +342,8 @@ func testFrontForwarding(t *testing.T, server string) {
 }
 
 // TestFrontOtherPaths sends through each server the requests the HTTP/1.1 paths hand to the reverse proxy: one
-// to an https worker that speaks HTTP/2, and a protocol upgrade whose connection then carries bytes both ways.
+// to an https worker that speaks HTTP/2, a protocol upgrade whose connection then carries bytes both ways, and
+// an absolute-form target.
 func TestFrontOtherPaths(t *testing.T) { forEachServer(t, testFrontOtherPaths) }
 
 func testFrontOtherPaths(t *testing.T, server string) {
@@ -405,6 +411,24 @@ func testFrontOtherPaths(t *testing.T, server string) {
 	io.WriteString(c, "hello\n")
 	if line, err := br.ReadString('\n'); err != nil || line != "echo hello\n" {
 		t.Errorf("upgraded connection: %q, %v; want the worker's echo", line, err)
+	}
+
+	// An absolute-form target names the application by its host, not the Host header (RFC 9112 3.2.2).
+	c2, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	fmt.Fprintf(c2, "GET http://api.example.com/abs HTTP/1.1\r\nHost: other.example.com\r\nCf-Ray: %s\r\n\r\n",
+		idWhere(t, func(h uint64) bool { return h >= r.baselineThr }))
+	resp, err = http.ReadResponse(bufio.NewReader(c2), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.Header.Get(HeaderPlacement) != "remote-LHR" || !strings.HasPrefix(string(body), "LHR HTTP/2.0 host=api.example.com") {
+		t.Errorf("absolute-form target: cf-placement %q, body %q; want remote-LHR from the LHR worker", resp.Header.Get(HeaderPlacement), body)
 	}
 }
 
@@ -572,5 +596,93 @@ func TestFastFrontRefusesLargeHeads(t *testing.T) {
 	}
 	if got.Load() != 1 {
 		t.Errorf("the worker got %d requests, want 1 (the large head refused at the front)", got.Load())
+	}
+}
+
+// TestFrontUpstreamTimeout: a worker that never answers gets the request once; the front answers 502 with
+// the placement after UpstreamTimeout (no retry of a timed-out request on either server).
+func TestFrontUpstreamTimeout(t *testing.T) { forEachServer(t, testFrontUpstreamTimeout) }
+
+func testFrontUpstreamTimeout(t *testing.T, server string) {
+	var arrived atomic.Int64
+	hold := make(chan struct{})
+	t.Cleanup(func() { close(hold) })
+	u, _ := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived.Add(1)
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+		}
+	}))
+	r := newTestRouter(t, noSource{}, nil)
+	front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": u},
+		UpstreamTimeout: 200 * time.Millisecond, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, client := serveFront(t, front, server)
+	resp, err := client.Get(base + "/slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(HeaderPlacement) != "local-EWR" {
+		t.Errorf("status %d, cf-placement %q; want 502, local-EWR", resp.StatusCode, resp.Header.Get(HeaderPlacement))
+	}
+	if n := arrived.Load(); n != 1 {
+		t.Errorf("the worker got the request %d times, want 1", n)
+	}
+}
+
+// TestFastFrontAdaptedBodies: a request the fasthttp front hands to the reverse proxy (here an absolute-form
+// target) has its body bounded and checked before the proxy sees it: one cut short by its client never reaches
+// the worker, one over maxAdaptedBody is refused with 413, a whole one is forwarded.
+func TestFastFrontAdaptedBodies(t *testing.T) {
+	got := make(chan string, 4)
+	u, _ := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		got <- fmt.Sprintf("%s %d bytes err=%v", r.Host, len(b), err)
+	}))
+	r := newTestRouter(t, noSource{}, nil)
+	front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": u}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := serveFront(t, front, "fasthttp")
+	send := func(declared, sent int, closeAfter bool) string {
+		t.Helper()
+		c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "POST http://app.example.com/up HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: %d\r\n\r\n", declared)
+		c.Write(bytes.Repeat([]byte("a"), sent))
+		if closeAfter {
+			c.(*net.TCPConn).CloseWrite() // the client gives up mid-body
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return "no response: " + err.Error()
+		}
+		resp.Body.Close()
+		return resp.Status
+	}
+	if st := send(100_000, 50_000, true); strings.HasPrefix(st, "200") {
+		t.Errorf("a body cut short: %s, want it refused", st)
+	}
+	if st := send(maxAdaptedBody+1, maxAdaptedBody+1, false); !strings.HasPrefix(st, "413") {
+		t.Errorf("a body over %d bytes: %s, want 413", maxAdaptedBody, st)
+	}
+	if st := send(1000, 1000, false); !strings.HasPrefix(st, "200") {
+		t.Errorf("a whole body: %s, want 200", st)
+	}
+	if w := <-got; w != "app.example.com 1000 bytes err=<nil>" {
+		t.Errorf("the worker got %q, want the whole body only", w)
+	}
+	select {
+	case w := <-got:
+		t.Errorf("the worker got another request: %q", w)
+	default:
 	}
 }

@@ -64,7 +64,7 @@ func addRouterFlags(fs *flag.FlagSet, cfg *daemon.RouterConfig) *routerFlags {
 	fs.IntVar(&fc.MaxConnsPerWorker, "upstream-max-conns-per-host", router.DefaultMaxConnsPerWorker,
 		"connections to each worker at most, on the fasthttp front (kept until idle for a minute)")
 	fs.StringVar(&cfg.FrontServer, "front-server", daemon.FrontAuto,
-		"HTTP server of the front: fasthttp (cleartext HTTP/1.1, fastest), net/http (TLS, HTTP/2) or auto (fasthttp unless --tls-cert)")
+		"HTTP server of the front: fasthttp (cleartext HTTP/1.1 to plain-HTTP workers, fastest), net/http (TLS, HTTP/2, https workers) or auto (fasthttp unless --tls-cert or an https worker)")
 	fs.DurationVar(&fc.UpstreamTimeout, "upstream-timeout", router.DefaultUpstreamTimeout, "bound on one exchange with a worker (request written, response read)")
 	fs.DurationVar(&rc.RecheckInterval, "recheck", rc.RecheckInterval, "full snapshot reload period (changes also reload at once)")
 	fs.DurationVar(&rc.Debounce, "debounce", rc.Debounce, "wait after a change notification before reloading")
