@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -239,15 +240,18 @@ func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result, st
 	h.Set(canonIngress, f.cfg.Ingress)
 	h.Set(canonReason, res.Reason.String())
 	req.UseHostHeader = true // the Host as the client sent it: the client parses the URI, lower-casing its host
-	err := wk.fast.Do(req, resp)
+	up := fasthttp.AcquireResponse()
+	err := wk.fast.Do(req, up)
 	if time.Since(start) > cancelCheckAfter && clientGone(ctx.Conn()) {
 		f.log.Debug("router: front: client canceled the request", "pop", wk.pop, "err", err)
 		f.canceled.Inc()
-		resp.Reset() // releases the worker connection (a streamed body is closed)
+		up.CloseBodyStream() // releases the worker connection, or closes it when the body was not read
+		fasthttp.ReleaseResponse(up)
 		ctx.SetConnectionClose()
 		return
 	}
 	if err != nil {
+		fasthttp.ReleaseResponse(up)
 		f.log.Warn("router: front: forwarding failed", "pop", wk.pop, "worker", wk.url.Redacted(), "err", err)
 		ctx.Error("router: worker at "+wk.pop+" unreachable", http.StatusBadGateway) // resets the response
 		resp.Header.Set(canonPlacement, res.Header)
@@ -255,12 +259,54 @@ func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result, st
 		return
 	}
 	rh := &resp.Header
+	up.Header.CopyTo(rh)
+	if up.IsBodyStream() {
+		b := upstreamBodies.Get().(*upstreamBody)
+		b.up, b.dst = up, rh
+		resp.SetBodyStream(b, up.Header.ContentLength())
+	} else {
+		resp.SetBody(up.Body())
+		fasthttp.ReleaseResponse(up)
+	}
 	dropConnectionHeaders(rh.Peek("Connection"), rh.Del) // the worker's connection, not the client's
 	for _, k := range fastResponseDropped {
 		rh.Del(k)
 	}
 	rh.Set(canonPlacement, res.Header)
 	rh.Set(canonReason, res.Reason.String())
+}
+
+// upstreamBody streams a worker's response body (up, read by the HostClient) into the client's response. The
+// two are apart because fasthttp's client decides, when the body stream is closed, whether to keep the worker's
+// connection from the response's Connection: close, which the server sets for a client closing its own
+// connection (HTTP/1.0, Connection: close): in one object, each such client would cost a worker connection.
+// At the end of the body the worker's trailers are copied to the client's header (dst), which the server
+// writes after the body.
+type upstreamBody struct {
+	up  *fasthttp.Response
+	dst *fasthttp.ResponseHeader
+}
+
+var upstreamBodies = sync.Pool{New: func() any { return new(upstreamBody) }}
+
+func (b *upstreamBody) Read(p []byte) (int, error) {
+	n, err := b.up.BodyStream().Read(p)
+	if err == io.EOF {
+		for _, k := range b.up.Header.PeekTrailerKeys() {
+			b.dst.SetBytesKV(k, b.up.Header.PeekBytes(k))
+		}
+	}
+	return n, err
+}
+
+// Close releases the worker's connection (or closes it when the body was not read to its end) and the
+// response; the server calls it once, when the body is written or the response reset.
+func (b *upstreamBody) Close() error {
+	err := b.up.CloseBodyStream()
+	fasthttp.ReleaseResponse(b.up)
+	b.up, b.dst = nil, nil
+	upstreamBodies.Put(b)
+	return err
 }
 
 // dropConnectionHeaders deletes, with del, the headers named in a Connection header's value v (hop-by-hop,

@@ -686,3 +686,37 @@ func TestFastFrontAdaptedBodies(t *testing.T) {
 	default:
 	}
 }
+
+// TestFastFrontHTTP10Client: HTTP/1.0 clients (and "Connection: close") take the fast path; each client's
+// connection closes after its response, while the worker's connection is kept alive and reused (the worker
+// sees HTTP/1.1).
+func TestFastFrontHTTP10Client(t *testing.T) {
+	u, ln := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s conn=%q", r.Proto, r.Header["Connection"])
+	}))
+	r := newTestRouter(t, noSource{}, nil)
+	front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": u}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := serveFront(t, front, "fasthttp")
+	for i, head := range []string{"GET / HTTP/1.0\r\nHost: a.example\r\n\r\n", "GET / HTTP/1.0\r\nHost: a.example\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n"} {
+		c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, head)
+		all, err := io.ReadAll(c) // to EOF: the front closes the client's connection
+		c.Close()
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if !strings.HasSuffix(string(all), `HTTP/1.1 conn=[]`) {
+			t.Errorf("request %d: %q, want the worker to see HTTP/1.1 without Connection", i, all)
+		}
+	}
+	if got := ln.accepted.Load(); got != 1 {
+		t.Errorf("the worker accepted %d connections, want 1 (kept alive across the clients)", got)
+	}
+}
