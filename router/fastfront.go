@@ -260,6 +260,7 @@ func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result, st
 	}
 	rh := &resp.Header
 	up.Header.CopyTo(rh)
+	rh.SetNoDefaultContentType(true) // as the server's setting (CopyTo copied the client response's default)
 	if up.IsBodyStream() {
 		b := upstreamBodies.Get().(*upstreamBody)
 		b.up, b.dst = up, rh

@@ -354,6 +354,9 @@ func (f *Front) exchange(ctx context.Context, w http.ResponseWriter, req *http.R
 			}
 		}
 	}
+	if _, ok := h["Content-Type"]; !ok {
+		h["Content-Type"] = nil // none from the worker: net/http's server would sniff one
+	}
 	h[canonPlacement] = f.placementValue(res.Header)
 	h[canonReason] = reasonValues[res.Reason]
 	if len(resp.Trailer) > 0 {

@@ -720,3 +720,28 @@ func TestFastFrontHTTP10Client(t *testing.T) {
 		t.Errorf("the worker accepted %d connections, want 1 (kept alive across the clients)", got)
 	}
 }
+
+// TestFrontNoContentType: a worker's response without a Content-Type reaches the client without one (neither
+// server adds its default).
+func TestFrontNoContentType(t *testing.T) { forEachServer(t, testFrontNoContentType) }
+
+func testFrontNoContentType(t *testing.T, server string) {
+	u, _ := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Type"] = nil // no sniffing either
+		w.Write([]byte{0, 1, 2})
+	}))
+	r := newTestRouter(t, noSource{}, nil)
+	front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": u}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, client := serveFront(t, front, server)
+	resp, err := client.Get(base + "/bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if ct, ok := resp.Header["Content-Type"]; ok {
+		t.Errorf("Content-Type %q, want none (the worker sent none)", ct)
+	}
+}
