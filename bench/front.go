@@ -487,15 +487,14 @@ func startVantageFront(ctx context.Context, o *options, e *frontEnv, procs int, 
 	if err != nil {
 		return frontContender{}, nil, err
 	}
-	note := fmt.Sprintf("the shipped defaults (`--front-server` auto: fasthttp for a cleartext listener, `--upstream-max-conns-per-host` %d, "+
-		"`--gc-percent` 400, `--memory-limit` 1GiB, GOMAXPROCS = %d CPUs).", router.DefaultMaxConnsPerWorker, runtime.NumCPU())
+	note := fmt.Sprintf("the shipped defaults (`--front-server` auto: fasthttp for a cleartext listener, `--upstream-max-idle-per-host` %d, "+
+		"`--gc-percent` 400, `--memory-limit` 1GiB, GOMAXPROCS = %d CPUs).", router.DefaultMaxIdlePerWorker, runtime.NumCPU())
 	if procs > 0 {
 		note = fmt.Sprintf("the same binary and flags with the environment GOMAXPROCS=%d.", procs)
 	}
 	if len(extra) > 0 {
-		note = fmt.Sprintf("the same binary with `%s`: the net/http server and the front's own HTTP/1.1 client "+
-			"(`--upstream-max-idle-per-host` %d), the front before fasthttp (and the one serving TLS and HTTP/2).",
-			strings.Join(extra, " "), router.DefaultMaxIdlePerWorker)
+		note = fmt.Sprintf("the same binary with `%s`: the net/http server (the front before fasthttp, and the one "+
+			"serving TLS and HTTP/2), with the same pool of worker connections.", strings.Join(extra, " "))
 	}
 	return frontContender{name: name, url: fmt.Sprintf("http://127.0.0.1:%d/", port), pids: p.pids, workerPort: lhr, note: note}, p.stop, nil
 }

@@ -26,19 +26,15 @@ import (
 
 // Defaults of the fasthttp path (FrontConfig).
 const (
-	// DefaultMaxConnsPerWorker bounds the connections the fasthttp path opens to one worker; a request that
-	// finds all of them busy waits for one (up to DefaultDialTimeout). Connections are kept until idle for
-	// IdleConnTimeout, so no more than this many sockets per worker ever churn.
-	DefaultMaxConnsPerWorker = 1024
 	// DefaultMaxHeaderBytes bounds a request's or a worker response's head on the fasthttp path (nginx reads
 	// request heads in buffers of 8 KiB, up to four of them, by default).
 	DefaultMaxHeaderBytes = 32 << 10
 	// maxAdaptedBody bounds the body of a request the fasthttp front hands to the reverse proxy (adapted),
 	// which holds it in memory: the requests that take that path rarely carry one.
 	maxAdaptedBody = 1 << 20
-	// cancelCheckAfter: an exchange that took longer than this is followed by a look at the client's
-	// connection (a non-blocking peek); one that finds it closed counts a canceled request and sends nothing.
-	// Faster exchanges skip the look (a syscall): a client rarely gives up within milliseconds.
+	// cancelCheckAfter: a worker that has not answered a request this long has the client's connection
+	// watched until it does (clientWatch); a client that goes away cancels the exchange. Faster exchanges are
+	// not watched (a goroutine and a poll): a client rarely gives up within milliseconds.
 	cancelCheckAfter = 10 * time.Millisecond
 )
 
@@ -58,6 +54,7 @@ func (f *Front) FastServer(l ServerLimits) *fasthttp.Server {
 	if l.MaxHeaderBytes <= 0 {
 		l.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	f.readTimeout = l.ReadTimeout
 	return &fasthttp.Server{
 		Handler:                      f.ServeFastHTTP,
 		ReadTimeout:                  l.ReadTimeout,
@@ -78,40 +75,6 @@ type fastLogger struct{ f *Front }
 
 func (l fastLogger) Printf(format string, args ...any) {
 	l.f.log.Warn("router: front: fasthttp", "msg", fmt.Sprintf(format, args...))
-}
-
-// newHostClient returns the fasthttp client of the plain-HTTP worker at addr (host:port).
-func (f *Front) newHostClient(addr string) *fasthttp.HostClient {
-	dial := f.cfg.Dial
-	return &fasthttp.HostClient{
-		Addr: addr,
-		Dial: func(addr string) (net.Conn, error) {
-			ctx, cancel := context.WithTimeout(context.Background(), DefaultDialTimeout)
-			defer cancel()
-			return dial(ctx, "tcp", addr)
-		},
-		NoDefaultUserAgentHeader: true,
-		DisablePathNormalizing:   true,
-		MaxConns:                 f.cfg.MaxConnsPerWorker,
-		MaxConnWaitTimeout:       DefaultDialTimeout,
-		MaxIdleConnDuration:      f.cfg.IdleConnTimeout,
-		ReadTimeout:              f.cfg.UpstreamTimeout,
-		WriteTimeout:             f.cfg.UpstreamTimeout,
-		ReadBufferSize:           DefaultMaxHeaderBytes,
-		StreamResponseBody:       true,
-		ConnPoolStrategy:         fasthttp.LIFO, // the least used connections age out when the load falls
-		RetryIfErr:               retryStale,
-	}
-}
-
-// retryStale is the fasthttp path's retry rule, the HTTP/1.1 path's: a request without a body whose first
-// attempt found its connection closed by the worker is sent once more, on another connection; nothing else is
-// retried (fasthttp's own rule retries idempotent requests up to five times, timeouts included, which would
-// run a GET five times at a slow worker and stretch UpstreamTimeout five-fold).
-func retryStale(req *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
-	stale := errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
-	return false, attempts == 1 && stale && len(req.Body()) == 0 // not a stream: fasthttp never retries those
 }
 
 // ServeFastHTTP routes and forwards one request received by a fasthttp server (FastServer): the same
@@ -139,7 +102,7 @@ func (f *Front) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 		req.Header.Set(f.cfg.RequestIDHeader, id)
 	}
 	res, wk := f.decide(app, kind, id)
-	if wk.fast != nil && fastRequestOK(req) {
+	if wk.up != nil && fastRequestOK(req) {
 		f.forwardFast(ctx, wk, res, start)
 	} else {
 		f.adapted(ctx, wk, res)
@@ -239,20 +202,18 @@ func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result, st
 	}
 	h.Set(canonIngress, f.cfg.Ingress)
 	h.Set(canonReason, res.Reason.String())
-	req.UseHostHeader = true // the Host as the client sent it: the client parses the URI, lower-casing its host
+	req.UseHostHeader = true // the Host as the client sent it, should anything have parsed the URI (lower-casing it)
 	up := fasthttp.AcquireResponse()
-	err := wk.fast.Do(req, up)
-	if time.Since(start) > cancelCheckAfter && clientGone(ctx.Conn()) {
-		f.log.Debug("router: front: client canceled the request", "pop", wk.pop, "err", err)
-		f.canceled.Inc()
-		up.CloseBodyStream() // releases the worker connection, or closes it when the body was not read
+	uc, ferr := f.exchangeFast(ctx, wk.up, req, up)
+	if ferr != nil {
 		fasthttp.ReleaseResponse(up)
-		ctx.SetConnectionClose()
-		return
-	}
-	if err != nil {
-		fasthttp.ReleaseResponse(up)
-		f.log.Warn("router: front: forwarding failed", "pop", wk.pop, "worker", wk.url.Redacted(), "err", err)
+		if ferr.canceled {
+			f.log.Debug("router: front: client canceled the request", "pop", wk.pop, "err", ferr.err)
+			f.canceled.Inc() // after the line: a test that sees the count reads the line
+			ctx.SetConnectionClose()
+			return
+		}
+		f.log.Warn("router: front: forwarding failed", "pop", wk.pop, "worker", wk.url.Redacted(), "err", ferr.err)
 		ctx.Error("router: worker at "+wk.pop+" unreachable", http.StatusBadGateway) // resets the response
 		resp.Header.Set(canonPlacement, res.Header)
 		resp.Header.Set(canonReason, res.Reason.String())
@@ -263,10 +224,10 @@ func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result, st
 	rh.SetNoDefaultContentType(true) // as the server's setting (CopyTo copied the client response's default)
 	if up.IsBodyStream() {
 		b := upstreamBodies.Get().(*upstreamBody)
-		b.up, b.dst = up, rh
+		b.up, b.dst, b.u, b.uc = up, rh, wk.up, uc
 		resp.SetBodyStream(b, up.Header.ContentLength())
-	} else {
-		resp.SetBody(up.Body())
+	} else { // no body (HEAD, 204, 304)
+		wk.up.release(uc, reusable(up))
 		fasthttp.ReleaseResponse(up)
 	}
 	dropConnectionHeaders(rh.Peek("Connection"), rh.Del) // the worker's connection, not the client's
@@ -277,15 +238,82 @@ func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result, st
 	rh.Set(canonReason, res.Reason.String())
 }
 
-// upstreamBody streams a worker's response body (up, read by the HostClient) into the client's response. The
-// two are apart because fasthttp's client decides, when the body stream is closed, whether to keep the worker's
-// connection from the response's Connection: close, which the server sets for a client closing its own
-// connection (HTTP/1.0, Connection: close): in one object, each such client would cost a worker connection.
-// At the end of the body the worker's trailers are copied to the client's header (dst), which the server
-// writes after the body.
+// exchangeFast sends req to the worker of u on a pooled connection and reads the response's head into up,
+// its body left on the connection as up's body stream; it returns the connection, which the caller releases
+// once the body is read (upstreamBody). A connection the worker had closed while idle is replaced once when
+// the request has no body, as on the HTTP/1.1 path; nothing else is retried. A worker that takes longer than
+// cancelCheckAfter to answer has the client's connection watched: a client that goes away ends the exchange
+// (canceled).
+func (f *Front) exchangeFast(ctx *fasthttp.RequestCtx, u *upstream, req *fasthttp.Request, up *fasthttp.Response) (*upConn, *forwardError) {
+	for attempt := 0; ; attempt++ {
+		uc, reused, err := u.get(context.Background()) // the dial is bounded by its own timeout
+		if err != nil {
+			return nil, &forwardError{err: err}
+		}
+		if now := time.Now(); uc.deadline.Sub(now) < u.timeout-deadlineSlack {
+			uc.deadline = now.Add(u.timeout)
+			uc.c.SetDeadline(uc.deadline)
+		}
+		w := f.watchClient(ctx.Conn(), uc.c)
+		err = req.Write(uc.bw)
+		if err == nil {
+			err = uc.bw.Flush()
+		}
+		wrote := err == nil
+		if wrote {
+			up.SkipBody = req.Header.IsHead()
+			up.StreamBody = true
+			if err = up.Read(uc.br); err == nil && up.StatusCode() == http.StatusSwitchingProtocols {
+				err = errors.New("router: front: worker switched protocols without an upgrade request")
+				up.CloseBodyStream()
+				w.stop()
+				uc.c.Close()
+				return nil, &forwardError{err: err}
+			}
+		}
+		canceled := w.stop()
+		if err == nil && !canceled {
+			return uc, nil
+		}
+		uc.c.Close()
+		if canceled {
+			return nil, &forwardError{err: errors.Join(errClientGone, err), canceled: true}
+		}
+		stale := !wrote || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+			errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+		if reused && attempt == 0 && stale && !req.IsBodyStream() && len(req.Body()) == 0 {
+			up.Reset()
+			continue
+		}
+		return nil, &forwardError{err: err}
+	}
+}
+
+// errClientGone is the error of an exchange the client canceled by going away.
+var errClientGone = errors.New("router: front: the client went away")
+
+// reusable reports whether the connection that carried up (read to its end) can carry another request.
+func reusable(up *fasthttp.Response) bool {
+	return !up.ConnectionClose() && (up.Header.ContentLength() != -2 || up.SkipBody || noBody(up.StatusCode()))
+}
+
+// noBody reports whether a response of this status has no body (RFC 9112 6.3).
+func noBody(status int) bool {
+	return (status >= 100 && status < 200) || status == http.StatusNoContent || status == http.StatusNotModified
+}
+
+// upstreamBody streams a worker's response body, read from the worker's connection (uc of u) by up, into the
+// client's response. The two responses are apart because the server sets Connection: close on the client's
+// for a client that closes its own connection (HTTP/1.0, Connection: close): the worker's connection is kept
+// by what the worker said. At the end of the body the worker's trailers are copied to the client's header
+// (dst), which the server writes after the body; the connection goes back to the pool when the body was read
+// to its end, and is closed otherwise.
 type upstreamBody struct {
-	up  *fasthttp.Response
-	dst *fasthttp.ResponseHeader
+	up   *fasthttp.Response
+	dst  *fasthttp.ResponseHeader
+	u    *upstream
+	uc   *upConn
+	done bool // read to its end
 }
 
 var upstreamBodies = sync.Pool{New: func() any { return new(upstreamBody) }}
@@ -293,6 +321,7 @@ var upstreamBodies = sync.Pool{New: func() any { return new(upstreamBody) }}
 func (b *upstreamBody) Read(p []byte) (int, error) {
 	n, err := b.up.BodyStream().Read(p)
 	if err == io.EOF {
+		b.done = true
 		for _, k := range b.up.Header.PeekTrailerKeys() {
 			b.dst.SetBytesKV(k, b.up.Header.PeekBytes(k))
 		}
@@ -300,14 +329,15 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close releases the worker's connection (or closes it when the body was not read to its end) and the
-// response; the server calls it once, when the body is written or the response reset.
+// Close releases the worker's connection and the response; the server calls it once, when the body is
+// written or the response reset.
 func (b *upstreamBody) Close() error {
-	err := b.up.CloseBodyStream()
+	b.up.CloseBodyStream()
+	b.u.release(b.uc, b.done && reusable(b.up))
 	fasthttp.ReleaseResponse(b.up)
-	b.up, b.dst = nil, nil
+	*b = upstreamBody{}
 	upstreamBodies.Put(b)
-	return err
+	return nil
 }
 
 // dropConnectionHeaders deletes, with del, the headers named in a Connection header's value v (hop-by-hop,
@@ -324,23 +354,104 @@ func dropConnectionHeaders(v []byte, del func(string)) {
 	del("Connection")
 }
 
-// clientGone reports whether the client closed c (a non-blocking MSG_PEEK reads EOF or a reset). Unread
-// bytes (a pipelined request) or nothing to read mean it is still there.
-func clientGone(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false
+// clientWatch watches a client's connection while the front waits for the worker's answer: from
+// cancelCheckAfter on, a goroutine waits for the connection to become readable and, when the client closed it
+// (EOF or a reset, seen by a non-blocking MSG_PEEK), closes the worker's connection's deadline (abort), which
+// ends the exchange. Bytes to read (a pipelined request, the rest of a body) end the watch: the client is
+// there. Watches are pooled with their timer: an exchange answered within cancelCheckAfter costs no goroutine
+// and no allocation.
+type clientWatch struct {
+	t        *time.Timer
+	c        net.Conn // the client's
+	upc      net.Conn // the worker's
+	readTO   time.Duration
+	mu       sync.Mutex
+	cond     sync.Cond
+	stopped  bool // stop was called: a run that has not begun ends at once
+	running  bool // run is waiting on the client's connection
+	gone     bool // the client went away
+	finished bool // run has ended (set by each run the timer starts)
+}
+
+var clientWatches = sync.Pool{New: func() any {
+	w := &clientWatch{}
+	w.cond.L = &w.mu
+	w.t = time.AfterFunc(time.Hour, w.run)
+	w.t.Stop()
+	return w
+}}
+
+// watchClient starts watching the client's connection c for the exchange on the worker's connection upc.
+func (f *Front) watchClient(c, upc net.Conn) *clientWatch {
+	w := clientWatches.Get().(*clientWatch)
+	w.c, w.upc, w.readTO = c, upc, f.readTimeout
+	w.stopped, w.running, w.gone, w.finished = false, false, false, false
+	w.t.Reset(cancelCheckAfter)
+	return w
+}
+
+func (w *clientWatch) run() {
+	w.mu.Lock()
+	if w.stopped {
+		w.finished = true
+		w.cond.Broadcast()
+		w.mu.Unlock()
+		return
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
+	w.running = true
+	w.mu.Unlock()
 	gone := false
-	var buf [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		gone = (n == 0 && err == nil) || errors.Is(err, syscall.ECONNRESET)
-		return true // never wait
-	})
-	return err == nil && gone
+	if sc, ok := w.c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			var buf [1]byte
+			rc.Read(func(fd uintptr) bool {
+				n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+				if errors.Is(err, syscall.EAGAIN) {
+					return false // nothing yet: wait until the connection is readable (or stop's deadline)
+				}
+				gone = (n == 0 && err == nil) || errors.Is(err, syscall.ECONNRESET)
+				return true
+			})
+		}
+	}
+	w.mu.Lock()
+	if gone {
+		w.gone = true
+		w.upc.SetDeadline(aLongTimeAgo) // the exchange with the worker ends now
+	}
+	w.running, w.finished = false, true
+	w.cond.Broadcast()
+	w.mu.Unlock()
+}
+
+// stop ends the watch (waiting for its goroutine once the timer has fired), returns the watch to the pool and
+// reports whether the client went away.
+func (w *clientWatch) stop() bool {
+	if w.t.Stop() { // never started
+		w.c, w.upc = nil, nil
+		clientWatches.Put(w)
+		return false
+	}
+	w.mu.Lock()
+	w.stopped = true
+	woke := false
+	for !w.finished {
+		if w.running && !woke { // wake its wait for the connection (the read deadline is restored below)
+			w.c.SetReadDeadline(aLongTimeAgo)
+			woke = true
+		}
+		w.cond.Wait()
+	}
+	gone := w.gone
+	w.mu.Unlock()
+	if woke {
+		var d time.Time // the server's read deadline for the rest of the request (none without a ReadTimeout)
+		if w.readTO > 0 {
+			d = time.Now().Add(w.readTO)
+		}
+		w.c.SetReadDeadline(d)
+	}
+	w.c, w.upc = nil, nil
+	clientWatches.Put(w)
+	return gone
 }

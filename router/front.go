@@ -19,7 +19,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/valyala/fasthttp"
 )
 
 // Front defaults.
@@ -72,9 +71,6 @@ type FrontConfig struct {
 	// MaxIdlePerWorker is how many idle connections to each plain-HTTP worker are kept for reuse on
 	// ServeHTTP's path (default DefaultMaxIdlePerWorker): size it to the requests in flight toward one worker.
 	MaxIdlePerWorker int
-	// MaxConnsPerWorker bounds the connections to each plain-HTTP worker on the fasthttp path (ServeFastHTTP;
-	// default DefaultMaxConnsPerWorker); they are kept until idle for IdleConnTimeout.
-	MaxConnsPerWorker int
 	// UpstreamTimeout bounds one exchange with a worker on the HTTP/1.1 path (default DefaultUpstreamTimeout);
 	// IdleConnTimeout closes pooled connections idle that long (default DefaultIdleConnTimeout).
 	UpstreamTimeout, IdleConnTimeout time.Duration
@@ -107,18 +103,20 @@ type Front struct {
 	duration    *prometheus.HistogramVec
 	observe     [3]prometheus.Observer // routed, baseline, local
 	canceled    prometheus.Counter
+	// readTimeout is the fasthttp server's ReadTimeout (FastServer), restored on a client's connection after
+	// a clientWatch.
+	readTimeout time.Duration
 	// The canonical forms of the configured request headers: read from the request's header map directly,
 	// so that a request does not canonicalize (allocate) each name again.
 	kindKey, idKey, appKey string
 }
 
-// worker is the way to one PoP's worker: the HTTP/1.1 paths of ServeHTTP (up) and ServeFastHTTP (fast), nil
-// for an https worker, and the reverse proxy for the other requests of both.
+// worker is the way to one PoP's worker: the HTTP/1.1 path of ServeHTTP and ServeFastHTTP (up: a pool of
+// connections both use; nil for an https worker), and the reverse proxy for the other requests of both.
 type worker struct {
 	pop   string
 	url   *url.URL
 	up    *upstream
-	fast  *fasthttp.HostClient
 	proxy *httputil.ReverseProxy
 }
 
@@ -143,9 +141,6 @@ func NewFront(r *Router, cfg FrontConfig) (*Front, error) {
 	}
 	if cfg.MaxIdlePerWorker <= 0 {
 		cfg.MaxIdlePerWorker = DefaultMaxIdlePerWorker
-	}
-	if cfg.MaxConnsPerWorker <= 0 {
-		cfg.MaxConnsPerWorker = DefaultMaxConnsPerWorker
 	}
 	if cfg.UpstreamTimeout <= 0 {
 		cfg.UpstreamTimeout = DefaultUpstreamTimeout
@@ -186,7 +181,6 @@ func NewFront(r *Router, cfg FrontConfig) (*Front, error) {
 		if u.Scheme == "http" && (u.Path == "" || u.Path == "/") && u.RawQuery == "" {
 			wk.up = &upstream{addr: hostPort(u), dial: cfg.Dial, maxIdle: cfg.MaxIdlePerWorker,
 				idleTTL: cfg.IdleConnTimeout, timeout: cfg.UpstreamTimeout}
-			wk.fast = f.newHostClient(hostPort(u))
 		}
 		f.workers[pop] = wk
 		f.placement["remote-"+pop] = []string{"remote-" + pop}
@@ -242,7 +236,6 @@ func (f *Front) CloseIdleConnections() {
 	for _, wk := range f.workers {
 		if wk.up != nil {
 			wk.up.closeIdle()
-			wk.fast.CloseIdleConnections()
 		}
 	}
 	if tr, ok := f.cfg.Transport.(interface{ CloseIdleConnections() }); ok {

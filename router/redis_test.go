@@ -3,10 +3,11 @@ package router
 import (
 	"context"
 	"fmt"
-	"github.com/vantage-edge/vantage/internal/testwait"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vantage-edge/vantage/internal/testwait"
 
 	"github.com/prometheus/client_golang/prometheus"
 

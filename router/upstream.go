@@ -34,6 +34,9 @@ const (
 	// staleCheckAfter: a pooled connection idle longer than this is checked for a close by the worker (a
 	// non-blocking peek) before it carries a request. Busy connections skip the check (a syscall).
 	staleCheckAfter = time.Second
+	// upReadBufferSize is the read buffer of a worker connection: on the fasthttp front it also bounds the
+	// worker response's head (nginx's proxy_buffer_size, the same bound, is 4 or 8 KiB by default).
+	upReadBufferSize = 16 << 10
 	// copyBufferSize is the size of the pooled buffers that carry bodies.
 	copyBufferSize = 32 << 10
 )
@@ -107,7 +110,7 @@ func (u *upstream) get(ctx context.Context) (uc *upConn, reused bool, err error)
 	if err != nil {
 		return nil, false, err
 	}
-	return &upConn{c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}, false, nil
+	return &upConn{c: c, br: bufio.NewReaderSize(c, upReadBufferSize), bw: bufio.NewWriterSize(c, 4096)}, false, nil
 }
 
 // put returns a connection whose last response was read to its end; it is closed when the pool is full.
@@ -137,6 +140,16 @@ func (u *upstream) put(uc *upConn) {
 	u.mu.Unlock()
 	for _, s := range stale {
 		s.c.Close()
+	}
+}
+
+// release returns uc to the pool when reuse is set (a response read to its end on a connection that stays
+// open), else closes it.
+func (u *upstream) release(uc *upConn, reuse bool) {
+	if reuse {
+		u.put(uc)
+	} else {
+		uc.c.Close()
 	}
 }
 

@@ -49,13 +49,16 @@ func startUpstream(t *testing.T, h http.Handler) (*url.URL, *countingListener) {
 	return &url.URL{Scheme: "http", Host: ln.Addr().String()}, cl
 }
 
-// TestFrontReusesUpstreamConnections sends waves of concurrent requests through the front served by net/http
-// (its own HTTP/1.1 client; TestFastFrontBoundsUpstreamConnections is the fasthttp path's); every wave holds
-// `conc` requests at the worker at once (the worker answers only when all have arrived), so each wave needs
-// `conc` connections. With a pool of at least `conc` the worker accepts exactly `conc` connections over all
+// TestFrontReusesUpstreamConnections sends waves of concurrent requests through the front (both servers use
+// the same pool of worker connections); every wave holds `conc` requests at the worker at once (the worker
+// answers only when all have arrived), so each wave needs `conc` connections. With a pool of at least `conc` the worker accepts exactly `conc` connections over all
 // waves; with a smaller pool the connections returned past its size are closed and dialled again (the churn
 // that left thousands of sockets in TIME_WAIT).
 func TestFrontReusesUpstreamConnections(t *testing.T) {
+	forEachServer(t, testFrontReusesUpstreamConnections)
+}
+
+func testFrontReusesUpstreamConnections(t *testing.T, server string) {
 	const conc, waves = 8, 5
 	tests := []struct {
 		name       string
@@ -92,8 +95,7 @@ func TestFrontReusesUpstreamConnections(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv := httptest.NewServer(front)
-			t.Cleanup(srv.Close)
+			base, _ := serveFront(t, front, server)
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc}}
 			t.Cleanup(client.CloseIdleConnections)
 			for wave := range waves {
@@ -101,7 +103,7 @@ func TestFrontReusesUpstreamConnections(t *testing.T) {
 				errs := make(chan error, conc)
 				for range conc {
 					wg.Go(func() {
-						resp, err := client.Get(srv.URL + "/x")
+						resp, err := client.Get(base + "/x")
 						if err != nil {
 							errs <- err
 							return
@@ -146,11 +148,13 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// TestFrontCanceledClient cancels requests while the worker holds them, through the front served by net/http
-// (TestFastFrontCanceledClient: fasthttp), on its HTTP/1.1 path and on the ReverseProxy path (a request with a body of unknown length): each is counted in
-// vantage_router_requests_canceled_total, logged at debug level, never at WARN, and the front drops its
-// exchange with the worker (the worker sees its request canceled).
-func TestFrontCanceledClient(t *testing.T) {
+// TestFrontCanceledClient cancels requests while the worker holds them, through each server, on the HTTP/1.1
+// path and with a body of unknown length (net/http: the ReverseProxy path; fasthttp: streamed on its own
+// path): each is counted in vantage_router_requests_canceled_total, logged at debug level, never at WARN, and
+// the front drops its exchange with the worker (the worker sees its request canceled).
+func TestFrontCanceledClient(t *testing.T) { forEachServer(t, testFrontCanceledClient) }
+
+func testFrontCanceledClient(t *testing.T, server string) {
 	tests := []struct {
 		name    string
 		chunked bool // a body of unknown length: the ReverseProxy path
@@ -182,17 +186,16 @@ func TestFrontCanceledClient(t *testing.T) {
 			if got := gather(t, reg, "vantage_router_requests_canceled_total")[""]; got != 0 {
 				t.Fatalf("canceled before any request = %v, want 0", got)
 			}
-			srv := httptest.NewServer(front)
-			t.Cleanup(srv.Close)
+			base, client := serveFront(t, front, server)
 			ctx, cancel := context.WithCancel(context.Background())
 			var body io.Reader
 			if tc.chunked {
 				body = io.MultiReader(strings.NewReader("part")) // not a known type: sent chunked
 			}
-			req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL, body)
+			req, _ := http.NewRequestWithContext(ctx, "POST", base, body)
 			done := make(chan error, 1)
 			go func() {
-				resp, err := srv.Client().Do(req)
+				resp, err := client.Do(req)
 				if err == nil {
 					resp.Body.Close()
 				}
@@ -429,138 +432,6 @@ func testFrontOtherPaths(t *testing.T, server string) {
 	resp.Body.Close()
 	if resp.Header.Get(HeaderPlacement) != "remote-LHR" || !strings.HasPrefix(string(body), "LHR HTTP/2.0 host=api.example.com") {
 		t.Errorf("absolute-form target: cf-placement %q, body %q; want remote-LHR from the LHR worker", resp.Header.Get(HeaderPlacement), body)
-	}
-}
-
-// TestFastFrontBoundsUpstreamConnections: on the fasthttp path, waves of `conc` requests held at the worker
-// together reuse `conc` connections; and MaxConnsPerWorker bounds the connections whatever the concurrency
-// (requests past it wait for a free one instead of dialling).
-func TestFastFrontBoundsUpstreamConnections(t *testing.T) {
-	const conc, waves = 8, 5
-	tests := []struct {
-		name     string
-		maxConns int
-		gate     bool  // the worker answers a wave only when all its requests have arrived
-		wantMax  int64 // accepted connections at most
-	}{
-		{"max_at_concurrency", conc, true, conc},
-		{"max_above_concurrency", 4 * conc, true, conc},
-		{"max_below_concurrency", 2, false, 2},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			var mu sync.Mutex
-			arrived, gate := 0, make(chan struct{})
-			u, ln := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if tc.gate {
-					mu.Lock()
-					arrived++
-					g := gate
-					if arrived == conc {
-						close(gate)
-						arrived, gate = 0, make(chan struct{})
-					}
-					mu.Unlock()
-					select {
-					case <-g:
-					case <-r.Context().Done():
-					}
-				}
-				io.WriteString(w, "ok")
-			}))
-			r := newTestRouter(t, noSource{}, nil)
-			front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": u},
-				MaxConnsPerWorker: tc.maxConns, Logger: testLogger(t)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			base, _ := serveFront(t, front, "fasthttp")
-			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc}}
-			t.Cleanup(client.CloseIdleConnections)
-			for wave := range waves {
-				var wg sync.WaitGroup
-				errs := make(chan error, conc)
-				for range conc {
-					wg.Go(func() {
-						resp, err := client.Get(base + "/x")
-						if err != nil {
-							errs <- err
-							return
-						}
-						body, _ := io.ReadAll(resp.Body)
-						resp.Body.Close()
-						if resp.StatusCode != 200 || string(body) != "ok" {
-							errs <- fmt.Errorf("status %d body %q", resp.StatusCode, body)
-						}
-					})
-				}
-				wg.Wait()
-				close(errs)
-				for err := range errs {
-					t.Fatalf("wave %d: %v", wave, err)
-				}
-			}
-			got := ln.accepted.Load()
-			t.Logf("%d requests, %d concurrent, MaxConnsPerWorker %d: the worker accepted %d connections", waves*conc, conc, tc.maxConns, got)
-			if got > tc.wantMax || got == 0 {
-				t.Errorf("worker accepted %d connections, want 1 to %d", got, tc.wantMax)
-			}
-		})
-	}
-}
-
-// TestFastFrontCanceledClient: a client that closes its connection while the worker holds its request is
-// counted in vantage_router_requests_canceled_total and logged at debug level, never at WARN, once the
-// worker answers (the fasthttp path does not interrupt the exchange: it is bounded by UpstreamTimeout).
-func TestFastFrontCanceledClient(t *testing.T) {
-	arrived, release := make(chan struct{}, 1), make(chan struct{})
-	u, _ := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		arrived <- struct{}{}
-		<-release
-		io.WriteString(w, "too late")
-	}))
-	var logs lockedBuffer
-	reg := prometheus.NewPedanticRegistry()
-	r := newTestRouter(t, noSource{}, nil)
-	front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": u}, Registerer: reg,
-		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, client := serveFront(t, front, "fasthttp")
-	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.WriteString(c, "GET / HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
-	<-arrived
-	c.Close() // the client goes away while the worker holds its request
-	// The front notices a gone client only after an exchange that took longer than cancelCheckAfter.
-	time.Sleep(2 * cancelCheckAfter)
-	close(release)
-	deadline := time.Now().Add(20 * time.Second) // a bound for a stuck test, not a speed assertion
-	for gather(t, reg, "vantage_router_requests_canceled_total")[""] != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("vantage_router_requests_canceled_total = %v, want 1; logs:\n%s",
-				gather(t, reg, "vantage_router_requests_canceled_total")[""], logs.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	out := logs.String()
-	if strings.Contains(out, "level=WARN") || strings.Contains(out, "level=ERROR") {
-		t.Errorf("a canceled request was logged at WARN or above:\n%s", out)
-	}
-	if !strings.Contains(out, "client canceled the request") {
-		t.Errorf("no debug line for the canceled request:\n%s", out)
-	}
-	// The worker's connection went back to the pool or was closed; the front still serves.
-	resp, err := client.Get(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Errorf("after the canceled request: status %d", resp.StatusCode)
 	}
 }
 

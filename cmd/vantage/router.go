@@ -61,8 +61,6 @@ func addRouterFlags(fs *flag.FlagSet, cfg *daemon.RouterConfig) *routerFlags {
 	fs.StringVar(&fc.KindHeader, "kind-header", router.DefaultKindHeader, "request header carrying the invocation kind (fetch, rpc, entrypoint, cron, asset)")
 	fs.IntVar(&fc.MaxIdlePerWorker, "upstream-max-idle-per-host", router.DefaultMaxIdlePerWorker,
 		"idle connections kept to each worker for reuse: at least the requests in flight toward one worker")
-	fs.IntVar(&fc.MaxConnsPerWorker, "upstream-max-conns-per-host", router.DefaultMaxConnsPerWorker,
-		"connections to each worker at most, on the fasthttp front (kept until idle for a minute)")
 	fs.StringVar(&cfg.FrontServer, "front-server", daemon.FrontAuto,
 		"HTTP server of the front: fasthttp (cleartext HTTP/1.1 to plain-HTTP workers, fastest), net/http (TLS, HTTP/2, https workers) or auto (fasthttp unless --tls-cert or an https worker)")
 	fs.DurationVar(&fc.UpstreamTimeout, "upstream-timeout", router.DefaultUpstreamTimeout, "bound on one exchange with a worker (request written, response read)")
