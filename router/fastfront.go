@@ -17,17 +17,18 @@ import (
 )
 
 // The fasthttp path: the front's cleartext HTTP/1.1 listener is served by valyala/fasthttp (ServeFastHTTP),
-// and plain-HTTP workers are reached through a fasthttp.HostClient each. Both reuse their request, response and
-// header buffers across requests, which is what net/http's server and client do not: on the bench's loopback
-// setup this path takes less than half the CPU per request of the net/http one (bench/ROUTER.md). TLS and
-// HTTP/2 from clients stay on net/http (ServeHTTP), and so do the requests this path does not carry
-// (fastRequestOK, https workers): ServeFastHTTP hands them to ServeHTTP's reverse proxy through
-// fasthttpadaptor, with the route already decided.
+// which reuses its request, response and header buffers across requests (what net/http's server does not),
+// and a request to a plain-HTTP worker is written and its response head read with fasthttp's own writer and
+// parser on the front's pool of worker connections (upstream.go, shared with ServeHTTP). On the bench's
+// loopback setup this path takes two thirds of the CPU per request of the net/http one (bench/ROUTER.md). TLS
+// and HTTP/2 from clients stay on net/http (ServeHTTP), and so do the requests this path does not carry
+// (fastRequestOK, https workers): ServeFastHTTP hands them to the reverse proxy through fasthttpadaptor, with
+// the route already decided.
 
 // Defaults of the fasthttp path (FrontConfig).
 const (
-	// DefaultMaxHeaderBytes bounds a request's or a worker response's head on the fasthttp path (nginx reads
-	// request heads in buffers of 8 KiB, up to four of them, by default).
+	// DefaultMaxHeaderBytes bounds a request's head on the fasthttp path (nginx reads request heads in
+	// buffers of 8 KiB, up to four of them, by default).
 	DefaultMaxHeaderBytes = 32 << 10
 	// maxAdaptedBody bounds the body of a request the fasthttp front hands to the reverse proxy (adapted),
 	// which holds it in memory: the requests that take that path rarely carry one.

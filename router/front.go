@@ -86,10 +86,10 @@ type FrontConfig struct {
 // PoP's worker, and adds the cf-placement and reason headers to the response.
 //
 // A front has two entry points over one routing step (decide): ServeFastHTTP for a fasthttp server (the
-// cleartext listener of `vantage router`, fastfront.go), whose requests to a plain-HTTP worker go through a
-// fasthttp.HostClient, and ServeHTTP for a net/http server (TLS, HTTP/2 from clients), whose requests to a
-// plain-HTTP worker take a lean HTTP/1.1 path (upstream.go): pooled keep-alive connections, the request
-// written and the response read in the handler's goroutine, header values precomputed, buffers pooled.
+// cleartext listener of `vantage router`, fastfront.go) and ServeHTTP for a net/http server (TLS, HTTP/2 from
+// clients). Both send requests to a plain-HTTP worker on a lean HTTP/1.1 path (upstream.go): one pool of
+// keep-alive connections per worker, the request written and the response read in the handler's goroutine,
+// header values precomputed, buffers pooled.
 // Requests to https workers (HTTP/2 by ALPN where offered) and the few requests those paths do not carry (see
 // fastPathOK, fastRequestOK) go through httputil.ReverseProxy with FrontConfig.Transport, from either entry.
 type Front struct {
