@@ -222,7 +222,8 @@ func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result, st
 	}
 	rh := &resp.Header
 	up.Header.CopyTo(rh)
-	rh.SetNoDefaultContentType(true) // as the server's setting (CopyTo copied the client response's default)
+	rh.SetNoDefaultContentType(true)   // as the server's setting (CopyTo copied the client response's default)
+	rh.SetProtocol([]byte("HTTP/1.1")) // the front's, whatever the worker spoke (CopyTo copied its version)
 	if up.IsBodyStream() {
 		b := upstreamBodies.Get().(*upstreamBody)
 		b.up, b.dst, b.u, b.uc = up, rh, wk.up, uc
@@ -241,11 +242,18 @@ func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result, st
 
 // exchangeFast sends req to the worker of u on a pooled connection and reads the response's head into up,
 // its body left on the connection as up's body stream; it returns the connection, which the caller releases
-// once the body is read (upstreamBody). A connection the worker had closed while idle is replaced once when
-// the request has no body, as on the HTTP/1.1 path; nothing else is retried. A worker that takes longer than
-// cancelCheckAfter to answer has the client's connection watched: a client that goes away ends the exchange
-// (canceled).
+// once the body is read (upstreamBody). A pooled connection the worker had closed is replaced once for an
+// idempotent request without a body, as on the HTTP/1.1 path; nothing else is retried. A worker that takes
+// longer than cancelCheckAfter to answer has the client's connection watched: a client that goes away ends the
+// exchange (canceled), as does one whose body cannot be read to its end.
 func (f *Front) exchangeFast(ctx *fasthttp.RequestCtx, u *upstream, req *fasthttp.Request, up *fasthttp.Response) (*upConn, *forwardError) {
+	// Decided before writing: Request.Write consumes a streamed body (and drops the stream).
+	streamed := req.IsBodyStream()
+	replayable := !streamed && len(req.Body()) == 0 && idempotent(req.Header.Method())
+	req.URI().DisablePathNormalizing = true // Write rebuilds the target from the parsed URI: keep it as sent
+	if len(req.Header.Host()) == 0 {
+		req.Header.SetHost(u.addr) // HTTP/1.0 without Host (the application named by FrontConfig.App)
+	}
 	for attempt := 0; ; attempt++ {
 		uc, reused, err := u.get(context.Background()) // the dial is bounded by its own timeout
 		if err != nil {
@@ -255,22 +263,30 @@ func (f *Front) exchangeFast(ctx *fasthttp.RequestCtx, u *upstream, req *fasthtt
 			uc.deadline = now.Add(u.timeout)
 			uc.c.SetDeadline(uc.deadline)
 		}
-		w := f.watchClient(ctx.Conn(), uc.c)
 		err = req.Write(uc.bw)
 		if err == nil {
 			err = uc.bw.Flush()
 		}
-		wrote := err == nil
-		if wrote {
-			up.SkipBody = req.Header.IsHead()
-			up.StreamBody = true
-			if err = up.Read(uc.br); err == nil && up.StatusCode() == http.StatusSwitchingProtocols {
-				err = errors.New("router: front: worker switched protocols without an upgrade request")
-				up.CloseBodyStream()
-				w.stop()
-				uc.c.Close()
-				return nil, &forwardError{err: err}
+		if err != nil {
+			uc.c.Close()
+			var oe *net.OpError
+			if toWorker := errors.As(err, &oe) && oe.Op == "write"; !toWorker && streamed {
+				// Reading the client's body failed: the client went away mid-upload.
+				return nil, &forwardError{err: errors.Join(errClientGone, err), canceled: true}
 			}
+			if reused && attempt == 0 && replayable {
+				continue // a pooled connection the worker had closed
+			}
+			return nil, &forwardError{err: err}
+		}
+		// The request is out; from cancelCheckAfter on, a client that goes away ends the wait for the answer.
+		w := f.watchClient(ctx.Conn(), uc.c)
+		up.SkipBody = req.Header.IsHead()
+		up.StreamBody = true
+		err = up.Read(uc.br)
+		if err == nil && up.StatusCode() == http.StatusSwitchingProtocols {
+			err = errors.New("router: front: worker switched protocols without an upgrade request")
+			up.CloseBodyStream()
 		}
 		canceled := w.stop()
 		if err == nil && !canceled {
@@ -280,14 +296,23 @@ func (f *Front) exchangeFast(ctx *fasthttp.RequestCtx, u *upstream, req *fasthtt
 		if canceled {
 			return nil, &forwardError{err: errors.Join(errClientGone, err), canceled: true}
 		}
-		stale := !wrote || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-			errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
-		if reused && attempt == 0 && stale && !req.IsBodyStream() && len(req.Body()) == 0 {
+		stale := errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+		if reused && attempt == 0 && stale && replayable {
 			up.Reset()
 			continue
 		}
 		return nil, &forwardError{err: err}
 	}
+}
+
+// idempotent reports whether a request of this method may be sent again after a connection failed under it
+// (RFC 9110 9.2.2: a proxy retries no other automatically).
+func idempotent(method []byte) bool {
+	switch string(method) {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
 }
 
 // errClientGone is the error of an exchange the client canceled by going away.

@@ -144,9 +144,9 @@ func (u *upstream) put(uc *upConn) {
 }
 
 // release returns uc to the pool when reuse is set (a response read to its end on a connection that stays
-// open), else closes it.
+// open) and nothing is left unread on it, else closes it.
 func (u *upstream) release(uc *upConn, reuse bool) {
-	if reuse {
+	if reuse && uc.br.Buffered() == 0 { // bytes past the response (a body on a HEAD or a 204): not reusable
 		u.put(uc)
 	} else {
 		uc.c.Close()
@@ -297,8 +297,8 @@ type forwardError struct {
 }
 
 // forward sends req to the worker of u over HTTP/1.1 and copies the response to w, adding the placement
-// headers. A connection that a worker closed while idle is retried once on a new one when the request has no
-// body (nothing of it is lost).
+// headers. A connection that a worker closed while idle is retried once on a new one when the request is
+// idempotent and has no body (nothing of it is lost, and nothing is done twice).
 func (f *Front) forward(w http.ResponseWriter, req *http.Request, u *upstream, res Result) *forwardError {
 	ctx := req.Context()
 	for attempt := 0; ; attempt++ {
@@ -310,7 +310,8 @@ func (f *Front) forward(w http.ResponseWriter, req *http.Request, u *upstream, r
 		if ferr == nil {
 			return nil
 		}
-		if reused && attempt == 0 && errors.Is(ferr.err, errStaleConn) && req.ContentLength == 0 && ctx.Err() == nil {
+		if reused && attempt == 0 && errors.Is(ferr.err, errStaleConn) && req.ContentLength == 0 && ctx.Err() == nil &&
+			idempotent([]byte(req.Method)) {
 			continue
 		}
 		return ferr
@@ -389,11 +390,7 @@ func (f *Front) exchange(ctx context.Context, w http.ResponseWriter, req *http.R
 	for k, vv := range resp.Trailer {
 		h[k] = vv
 	}
-	if !stop() || resp.Close {
-		uc.c.Close()
-		return nil
-	}
-	u.put(uc)
+	u.release(uc, stop() && !resp.Close)
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -614,5 +615,210 @@ func testFrontNoContentType(t *testing.T, server string) {
 	resp.Body.Close()
 	if ct, ok := resp.Header["Content-Type"]; ok {
 		t.Errorf("Content-Type %q, want none (the worker sent none)", ct)
+	}
+}
+
+// recordingWorker is a raw loopback worker that answers every request with its own body and records each
+// request it read. With dropSecond, its first connection reads its second request in full and closes without
+// answering (the worker may have acted on it).
+func recordingWorker(t *testing.T, dropSecond bool) (*url.URL, func() []string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var mu sync.Mutex
+	var seen []string
+	var conns atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			first := conns.Add(1) == 1
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for i := 0; ; i++ {
+					r, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					b, _ := io.ReadAll(r.Body)
+					mu.Lock()
+					seen = append(seen, fmt.Sprintf("%s %s body=%q", r.Method, r.RequestURI, b))
+					mu.Unlock()
+					if dropSecond && first && i == 1 {
+						return
+					}
+					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+				}
+			}()
+		}
+	}()
+	return &url.URL{Scheme: "http", Host: ln.Addr().String()}, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(seen)
+	}
+}
+
+// TestFrontNoReplay: a request the worker read and then dropped its connection on is sent again only when it
+// is idempotent and has no body (a stale pooled connection); a POST, with a streamed body or none, is not.
+// (The net/http front sends a body of unknown length through the reverse proxy's own connections, not the
+// pooled one the worker drops: there it is answered.)
+func TestFrontNoReplay(t *testing.T) { forEachServer(t, testFrontNoReplay) }
+
+func testFrontNoReplay(t *testing.T, server string) {
+	for _, tc := range []struct {
+		name     string
+		method   string
+		body     io.Reader
+		wantSeen []string // after the warm-up request
+		wantCode int
+	}{
+		{"get_replayed", "GET", nil, []string{`GET /op body=""`, `GET /op body=""`}, 200},
+		{"post_without_body", "POST", nil, []string{`POST /op body=""`}, http.StatusBadGateway},
+		{"post_streamed_body", "POST", io.MultiReader(strings.NewReader("amount=100")), []string{`POST /op body="amount=100"`}, http.StatusBadGateway},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if server == "net/http" && tc.name == "post_streamed_body" {
+				tc.wantCode = http.StatusOK
+			}
+			u, seen := recordingWorker(t, true)
+			r := newTestRouter(t, noSource{}, nil)
+			front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": u}, Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			base, client := serveFront(t, front, server)
+			resp, err := client.Get(base + "/warm") // pools the worker's first connection
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.ReadAll(resp.Body)
+			resp.Body.Close()
+			req, _ := http.NewRequest(tc.method, base+"/op", tc.body)
+			resp, err = client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			got := seen()[1:]
+			if resp.StatusCode != tc.wantCode || !slices.Equal(got, tc.wantSeen) {
+				t.Errorf("status %d, the worker saw %q; want %d and %q", resp.StatusCode, got, tc.wantCode, tc.wantSeen)
+			}
+		})
+	}
+}
+
+// TestFrontKeepsTarget: the request target reaches the worker as the client sent it (no path normalizing:
+// an encoded slash or a dot segment can name another resource to the worker).
+func TestFrontKeepsTarget(t *testing.T) { forEachServer(t, testFrontKeepsTarget) }
+
+func testFrontKeepsTarget(t *testing.T, server string) {
+	u, seen := recordingWorker(t, false)
+	r := newTestRouter(t, noSource{}, nil)
+	front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": u}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := serveFront(t, front, server)
+	targets := []string{"/a/../b", "/x%2Fy", "//dbl/./p", "/q?x=%2F&y=a+b", "/%7Euser", "/a%20b"}
+	for _, target := range targets {
+		c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n", target)
+		io.ReadAll(c)
+		c.Close()
+	}
+	var want []string
+	for _, target := range targets {
+		want = append(want, fmt.Sprintf("GET %s body=%q", target, ""))
+	}
+	if got := seen(); !slices.Equal(got, want) {
+		t.Errorf("the worker saw\n%q\nwant\n%q", got, want)
+	}
+}
+
+// scriptedWorker is a raw loopback worker that answers the i-th request of each connection with script[i],
+// verbatim, and closes the connection after the last (or after each, with closeAfter).
+func scriptedWorker(t *testing.T, closeAfter bool, script ...string) *url.URL {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for _, answer := range script {
+					r, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, r.Body)
+					io.WriteString(c, answer)
+					if closeAfter {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return &url.URL{Scheme: "http", Host: ln.Addr().String()}
+}
+
+// TestFrontWorkerQuirks: responses of workers that bend HTTP/1.1 reach the client whole, and the connection
+// they leave is not reused when it cannot be: an HTTP/1.0 worker's body delimited by its closing the
+// connection, and a body sent on a HEAD response (the next request on the front's pooled connection would
+// read it as its response).
+func TestFrontWorkerQuirks(t *testing.T) { forEachServer(t, testFrontWorkerQuirks) }
+
+func testFrontWorkerQuirks(t *testing.T, server string) {
+	client := &http.Client{Timeout: 30 * time.Second} // a bound for a stuck test, not a speed assertion
+	t.Cleanup(client.CloseIdleConnections)
+	for _, tc := range []struct {
+		name   string
+		worker *url.URL
+		method []string
+		want   []string // per request: status and body
+	}{
+		{"http10_close_delimited", scriptedWorker(t, true, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello"),
+			[]string{"GET", "GET"}, []string{"200 hello", "200 hello"}},
+		{"body_on_head", scriptedWorker(t, false, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok2"),
+			[]string{"HEAD", "GET"}, []string{"200 ", "200 hello"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newTestRouter(t, noSource{}, nil)
+			front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": tc.worker}, Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			base, _ := serveFront(t, front, server)
+			for i, m := range tc.method {
+				req, _ := http.NewRequest(m, base+"/", nil)
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatalf("%s: %v", m, err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if got := fmt.Sprintf("%d %s", resp.StatusCode, b); got != tc.want[i] {
+					t.Errorf("request %d (%s): %q, want %q", i, m, got, tc.want[i])
+				}
+			}
+		})
 	}
 }
