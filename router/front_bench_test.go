@@ -16,12 +16,37 @@ import (
 // rawWorker is a loopback worker that answers every request with a fixed 200 "ok" on a kept-alive
 // connection, allocating nothing per request, so that the benchmark below counts the front's allocations.
 func rawWorker(b *testing.B) *url.URL {
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n")
+	addr := rawServer(b, func(c net.Conn) {
+		br := bufio.NewReaderSize(c, 16<<10)
+		for {
+			// A request of the front has no body here: its head ends at an empty line.
+			for {
+				line, err := br.ReadSlice('\n')
+				if err != nil {
+					return
+				}
+				if len(line) <= 2 {
+					break
+				}
+			}
+			if _, err := c.Write(resp); err != nil {
+				return
+			}
+		}
+	})
+	return &url.URL{Scheme: "http", Host: addr}
+}
+
+// rawServer accepts loopback connections until the test ends and serves each in a goroutine of its own with
+// handle, closing it after; it returns the listener's address.
+func rawServer(tb testing.TB, handle func(c net.Conn)) string {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { ln.Close() })
-	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n")
+	tb.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -30,26 +55,11 @@ func rawWorker(b *testing.B) *url.URL {
 			}
 			go func() {
 				defer c.Close()
-				br := bufio.NewReaderSize(c, 16<<10)
-				for {
-					// A request of the front has no body here: its head ends at an empty line.
-					for {
-						line, err := br.ReadSlice('\n')
-						if err != nil {
-							return
-						}
-						if len(line) <= 2 {
-							break
-						}
-					}
-					if _, err := c.Write(resp); err != nil {
-						return
-					}
-				}
+				handle(c)
 			}()
 		}
 	}()
-	return &url.URL{Scheme: "http", Host: ln.Addr().String()}
+	return ln.Addr().String()
 }
 
 // nopResponse is a reusable http.ResponseWriter that discards the body.
@@ -62,11 +72,8 @@ func (w *nopResponse) Header() http.Header         { return w.h }
 func (w *nopResponse) WriteHeader(code int)        { w.code = code }
 func (w *nopResponse) Write(p []byte) (int, error) { return len(p), nil }
 
-// BenchmarkFrontServeHTTP measures the front's own work per request (Route, the HTTP/1.1 path to a worker on
-// a loopback connection, the response headers) with -benchmem: allocations here are the front's, not the
-// net/http server's (which are measured by bench/'s wrk rounds). "routed" sends a request id (as the edge
-// does), "no-id" makes the front generate one.
-func BenchmarkFrontServeHTTP(b *testing.B) {
+// benchFront returns a front whose benchmarked application is routed to LHR, both PoPs' worker a rawWorker.
+func benchFront(b *testing.B) *Front {
 	r := newTestRouter(b, noSource{}, nil)
 	install(b, r, dec("api.example.com", "LHR", "LHR:10", "EWR:40"))
 	u := rawWorker(b)
@@ -74,7 +81,16 @@ func BenchmarkFrontServeHTTP(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer front.CloseIdleConnections()
+	b.Cleanup(front.CloseIdleConnections)
+	return front
+}
+
+// BenchmarkFrontServeHTTP measures the front's own work per request (Route, the HTTP/1.1 path to a worker on
+// a loopback connection, the response headers) with -benchmem: allocations here are the front's, not the
+// net/http server's (which are measured by bench/'s wrk rounds). "routed" sends a request id (as the edge
+// does), "no-id" makes the front generate one.
+func BenchmarkFrontServeHTTP(b *testing.B) {
+	front := benchFront(b)
 	for _, c := range []struct{ name, id string }{{"routed", "8c3a1f2e4b5d6a7f-EWR"}, {"no-id", ""}} {
 		b.Run(c.name, func(b *testing.B) {
 			raw := "GET /x HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: wrk\r\nAccept: */*\r\n"
@@ -103,18 +119,10 @@ func BenchmarkFrontServeHTTP(b *testing.B) {
 	}
 }
 
-// BenchmarkFrontServeFastHTTP is BenchmarkFrontServeHTTP on the fasthttp path (ServeFastHTTP, a
-// fasthttp.HostClient to the worker): the request and its context are reused as the fasthttp server reuses
-// them, so allocations here are the front's.
+// BenchmarkFrontServeFastHTTP is BenchmarkFrontServeHTTP on the fasthttp path (ServeFastHTTP): the request
+// and its context are reused as the fasthttp server reuses them, so allocations here are the front's.
 func BenchmarkFrontServeFastHTTP(b *testing.B) {
-	r := newTestRouter(b, noSource{}, nil)
-	install(b, r, dec("api.example.com", "LHR", "LHR:10", "EWR:40"))
-	u := rawWorker(b)
-	front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": u, "LHR": u}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer front.CloseIdleConnections()
+	front := benchFront(b)
 	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
 	for _, c := range []struct{ name, id string }{{"routed", "8c3a1f2e4b5d6a7f-EWR"}, {"no-id", ""}} {
 		b.Run(c.name, func(b *testing.B) {

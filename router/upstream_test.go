@@ -622,43 +622,28 @@ func testFrontNoContentType(t *testing.T, server string) {
 // request it read. With dropSecond, its first connection reads its second request in full and closes without
 // answering (the worker may have acted on it).
 func recordingWorker(t *testing.T, dropSecond bool) (*url.URL, func() []string) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	var mu sync.Mutex
 	var seen []string
 	var conns atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
+	addr := rawServer(t, func(c net.Conn) {
+		first := conns.Add(1) == 1
+		br := bufio.NewReader(c)
+		for i := 0; ; i++ {
+			r, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			first := conns.Add(1) == 1
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for i := 0; ; i++ {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					b, _ := io.ReadAll(r.Body)
-					mu.Lock()
-					seen = append(seen, fmt.Sprintf("%s %s body=%q", r.Method, r.RequestURI, b))
-					mu.Unlock()
-					if dropSecond && first && i == 1 {
-						return
-					}
-					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
-				}
-			}()
+			b, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			seen = append(seen, fmt.Sprintf("%s %s body=%q", r.Method, r.RequestURI, b))
+			mu.Unlock()
+			if dropSecond && first && i == 1 {
+				return
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
 		}
-	}()
-	return &url.URL{Scheme: "http", Host: ln.Addr().String()}, func() []string {
+	})
+	return &url.URL{Scheme: "http", Host: addr}, func() []string {
 		mu.Lock()
 		defer mu.Unlock()
 		return slices.Clone(seen)
@@ -748,36 +733,21 @@ func testFrontKeepsTarget(t *testing.T, server string) {
 // scriptedWorker is a raw loopback worker that answers the i-th request of each connection with script[i],
 // verbatim, and closes the connection after the last (or after each, with closeAfter).
 func scriptedWorker(t *testing.T, closeAfter bool, script ...string) *url.URL {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
+	addr := rawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for _, answer := range script {
+			r, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for _, answer := range script {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, r.Body)
-					io.WriteString(c, answer)
-					if closeAfter {
-						return
-					}
-				}
-			}()
+			io.Copy(io.Discard, r.Body)
+			io.WriteString(c, answer)
+			if closeAfter {
+				return
+			}
 		}
-	}()
-	return &url.URL{Scheme: "http", Host: ln.Addr().String()}
+	})
+	return &url.URL{Scheme: "http", Host: addr}
 }
 
 // TestFrontWorkerQuirks: responses of workers that bend HTTP/1.1 reach the client whole, and the connection
