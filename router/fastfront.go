@@ -25,7 +25,7 @@ import (
 // (fastRequestOK, https workers): ServeFastHTTP hands them to the reverse proxy through fasthttpadaptor, with
 // the route already decided.
 
-// Defaults of the fasthttp path (FrontConfig).
+// Limits of the fasthttp path.
 const (
 	// DefaultMaxHeaderBytes bounds a request's head on the fasthttp path (nginx reads request heads in
 	// buffers of 8 KiB, up to four of them, by default).
@@ -71,7 +71,7 @@ func (f *Front) FastServer(l ServerLimits) *fasthttp.Server {
 	}
 }
 
-// fastLogger passes the fasthttp server's and clients' messages to the front's log at WARN.
+// fastLogger passes the fasthttp server's messages to the front's log at WARN.
 type fastLogger struct{ f *Front }
 
 func (l fastLogger) Printf(format string, args ...any) {
@@ -104,12 +104,16 @@ func (f *Front) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	}
 	res, wk := f.decide(app, kind, id)
 	if wk.up != nil && fastRequestOK(req) {
-		f.forwardFast(ctx, wk, res, start)
+		f.forwardFast(ctx, wk, res)
 	} else {
 		f.adapted(ctx, wk, res)
 	}
 	f.observe[placementOf(res)].Observe(time.Since(start).Seconds())
 }
+
+// errAdaptedBodyTooLarge answers a request over maxAdaptedBody that adapted would have to hold.
+var errAdaptedBodyTooLarge = fmt.Sprintf("router: request body over %d bytes on a path the front buffers "+
+	"(protocol upgrades, trailers, absolute-form targets)", maxAdaptedBody)
 
 // adapted serves a request the fasthttp path does not carry through wk's reverse proxy (net/http), by
 // fasthttpadaptor. The request's context is not ctx: fasthttp recycles ctx once the handler returns, which for
@@ -127,14 +131,12 @@ func (f *Front) adapted(ctx *fasthttp.RequestCtx, wk *worker, res Result) {
 			return
 		}
 		if len(body) > maxAdaptedBody {
-			ctx.Error(fmt.Sprintf("router: request body over %d bytes on a path the front buffers "+
-				"(protocol upgrades, trailers, absolute-form targets)", maxAdaptedBody), http.StatusRequestEntityTooLarge)
+			ctx.Error(errAdaptedBodyTooLarge, http.StatusRequestEntityTooLarge)
 			return
 		}
 		req.SetBodyRaw(body)
 	} else if len(req.Body()) > maxAdaptedBody {
-		ctx.Error(fmt.Sprintf("router: request body over %d bytes on a path the front buffers "+
-			"(protocol upgrades, trailers, absolute-form targets)", maxAdaptedBody), http.StatusRequestEntityTooLarge)
+		ctx.Error(errAdaptedBodyTooLarge, http.StatusRequestEntityTooLarge)
 		return
 	}
 	fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -156,8 +158,8 @@ func (f *Front) fastApp(req *fasthttp.Request) string {
 	return hostApp(string(req.Header.Host())) // the Host header as sent: req.Host() would parse the URI
 }
 
-// fastRequestOK reports whether req can take the fasthttp client to a worker: an origin-form target and
-// nothing that needs net/http's transport (protocol upgrades, request trailers). Bodies of unknown length
+// fastRequestOK reports whether req can take the fasthttp path's own exchange with a worker: an origin-form
+// target and nothing that needs net/http's transport (protocol upgrades, request trailers). Bodies of unknown length
 // (chunked) are streamed; Expect: 100-continue was answered by the server; the headers Connection names are
 // dropped (forwardFast).
 func fastRequestOK(req *fasthttp.Request) bool {
@@ -169,8 +171,8 @@ func fastRequestOK(req *fasthttp.Request) bool {
 	return len(h.Peek("Upgrade")) == 0 && len(h.Peek("Te")) == 0 && len(h.Peek("Trailer")) == 0 && !h.ConnectionUpgrade()
 }
 
-// fastDropped are the request headers removed before forwarding: hop-by-hop headers (fasthttp's client
-// writes its own Connection; the server answered Expect: 100-continue), the front's internal headers and the
+// fastDropped are the request headers removed before forwarding: hop-by-hop headers (the server answered
+// Expect: 100-continue; Connection and the headers it names go by dropConnectionHeaders), the front's internal headers and the
 // forwarding headers the front replaces (as the HTTP/1.1 path's skipRequestHeader).
 var fastDropped = []string{"Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Expect",
 	"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
@@ -182,7 +184,7 @@ var fastResponseDropped = []string{"Keep-Alive", "Proxy-Authenticate", "Upgrade"
 
 // forwardFast sends the request to wk's worker and sets the worker's response, with the placement headers,
 // as ctx's response; the fasthttp server then writes it (streaming its body).
-func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result, start time.Time) {
+func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result) {
 	req, resp := &ctx.Request, &ctx.Response
 	h := &req.Header
 	dropConnectionHeaders(h.Peek("Connection"), h.Del) // and Connection itself: the server has read it already
