@@ -34,7 +34,9 @@ test: deps
 # package:target. The budgets are counts of executions (10 to 50 s each on the shared 2-core machine, about
 # 5 minutes in all), not durations: with a duration, Go 1.26's fuzz coordinator can report the deadline itself
 # as a failure, "context deadline exceeded" with no crasher written (golang/go#75804, fixed in Go 1.27); it
-# failed `make test` that way.
+# failed `make test` that way. The budgets bound the work; -timeout only catches a stuck run: FuzzAPITelemetry
+# took 60 s on a quiet machine and 300 s beside two `go build -a` loops (2026-12-04), half of go test's default
+# 10 minutes.
 FUZZ_TARGETS := \
 	./placement:FuzzParseWranglerTOML ./placement:FuzzParseWranglerJSONC ./placement:FuzzFormatsAgree \
 	./placement:FuzzHost ./placement:FuzzHostname \
@@ -45,7 +47,7 @@ FUZZ_TIME ?= 100000x
 fuzz-short:
 	@for pt in $(FUZZ_TARGETS); do \
 		pkg=$${pt%%:*}; f=$${pt#*:}; \
-		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZ_TIME) -fuzzminimizetime=20000x $$pkg || exit 1; \
+		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZ_TIME) -fuzzminimizetime=20000x -timeout 30m $$pkg || exit 1; \
 	done
 
 demo: deps
