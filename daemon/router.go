@@ -149,9 +149,11 @@ type Router struct {
 	cfg   RouterConfig
 	rt    *router.Router
 	front *router.Front // nil: no front (proxy tables only)
-	sync  *proxysync.Sync
-	tr    *http.Transport
-	g     group
+	// frontServer is the server the front is served by (FrontFastHTTP or FrontNetHTTP; "": no front).
+	frontServer string
+	sync        *proxysync.Sync
+	tr          *http.Transport
+	g           group
 }
 
 // NewRouter assembles a router reading decisions from st.
@@ -208,8 +210,10 @@ func NewRouter(cfg RouterConfig, st *storage.Store) (*Router, error) {
 	case r.front != nil && cfg.fastFront():
 		r.g.serveFast("router front", ln, r.front.FastServer(router.ServerLimits{ReadTimeout: ReadTimeout,
 			WriteTimeout: WriteTimeout, IdleTimeout: IdleTimeout}))
+		r.frontServer = FrontFastHTTP
 	case r.front != nil:
 		r.g.serve("router front", ln, r.front)
+		r.frontServer = FrontNetHTTP
 	}
 	r.g.serve("router admin", aln, router.AdminHandler(rt, reg))
 	return r, nil
@@ -300,14 +304,8 @@ func (r *Router) Run(ctx context.Context) error {
 			proxies = append(proxies, t.Name())
 		}
 	}
-	server := "none"
-	switch {
-	case r.front != nil && r.cfg.fastFront():
-		server = FrontFastHTTP
-	case r.front != nil:
-		server = FrontNetHTTP
-	}
-	r.g.log.Info("router: running", "ingress", r.cfg.Front.Ingress, "front", cmp.Or(r.Addr(), "none"), "front_server", server,
+	r.g.log.Info("router: running", "ingress", r.cfg.Front.Ingress, "front", cmp.Or(r.Addr(), "none"),
+		"front_server", cmp.Or(r.frontServer, "none"),
 		"admin", cmp.Or(r.AdminAddr(), "none"),
 		"workers", strings.Join(workers, ","), "proxy_tables", cmp.Or(strings.Join(proxies, ","), "none"))
 	err := r.g.run(ctx)

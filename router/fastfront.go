@@ -1,13 +1,13 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -187,7 +187,7 @@ var fastResponseDropped = []string{"Keep-Alive", "Proxy-Authenticate", "Upgrade"
 func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result) {
 	req, resp := &ctx.Request, &ctx.Response
 	h := &req.Header
-	dropConnectionHeaders(h.Peek("Connection"), h.Del) // and Connection itself: the server has read it already
+	dropConnectionHeaders(h.Peek("Connection"), h.DelBytes) // and Connection itself: the server has read it already
 	for _, k := range fastDropped {
 		h.Del(k)
 	}
@@ -234,7 +234,7 @@ func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result) {
 		wk.up.release(uc, reusable(up))
 		fasthttp.ReleaseResponse(up)
 	}
-	dropConnectionHeaders(rh.Peek("Connection"), rh.Del) // the worker's connection, not the client's
+	dropConnectionHeaders(rh.Peek("Connection"), rh.DelBytes) // the worker's connection, not the client's
 	for _, k := range fastResponseDropped {
 		rh.Del(k)
 	}
@@ -261,10 +261,7 @@ func (f *Front) exchangeFast(ctx *fasthttp.RequestCtx, u *upstream, req *fasthtt
 		if err != nil {
 			return nil, &forwardError{err: err}
 		}
-		if now := time.Now(); uc.deadline.Sub(now) < u.timeout-deadlineSlack {
-			uc.deadline = now.Add(u.timeout)
-			uc.c.SetDeadline(uc.deadline)
-		}
+		u.arm(uc)
 		err = req.Write(uc.bw)
 		if err == nil {
 			err = uc.bw.Flush()
@@ -369,18 +366,25 @@ func (b *upstreamBody) Close() error {
 }
 
 // dropConnectionHeaders deletes, with del, the headers named in a Connection header's value v (hop-by-hop,
-// RFC 9110 7.6.1) and Connection itself.
-func dropConnectionHeaders(v []byte, del func(string)) {
+// RFC 9110 7.6.1: whatever it names, its options close and keep-alive included) and Connection itself. del
+// must leave v's bytes alone until the last call, which deletes Connection (fasthttp's DelBytes moves a
+// header's entries, not their bytes). No allocation: a worker that says Connection: keep-alive says it on
+// every response.
+func dropConnectionHeaders(v []byte, del func(name []byte)) {
 	if len(v) == 0 {
 		return
 	}
-	for name := range strings.SplitSeq(string(v), ",") {
-		if name = strings.TrimSpace(name); name != "" && !strings.EqualFold(name, "close") && !strings.EqualFold(name, "keep-alive") {
+	for rest := v; len(rest) > 0; {
+		var name []byte
+		name, rest, _ = bytes.Cut(rest, comma)
+		if name = bytes.TrimSpace(name); len(name) > 0 {
 			del(name)
 		}
 	}
-	del("Connection")
+	del(connectionKey)
 }
+
+var comma, connectionKey = []byte(","), []byte("Connection")
 
 // clientWatch watches a client's connection while the front waits for the worker's answer: from
 // cancelCheckAfter on, a goroutine waits for the connection to become readable and, when the client closed it

@@ -68,8 +68,8 @@ type FrontConfig struct {
 	// Dial connects to plain-HTTP workers on the HTTP/1.1 path (default: Transport's DialContext when
 	// Transport is an *http.Transport that has one, else a net.Dialer with DefaultDialTimeout).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// MaxIdlePerWorker is how many idle connections to each plain-HTTP worker are kept for reuse on
-	// ServeHTTP's path (default DefaultMaxIdlePerWorker): size it to the requests in flight toward one worker.
+	// MaxIdlePerWorker is how many idle connections to each plain-HTTP worker are kept for reuse, by both
+	// entry points (default DefaultMaxIdlePerWorker): size it to the requests in flight toward one worker.
 	MaxIdlePerWorker int
 	// UpstreamTimeout bounds one exchange with a worker on the HTTP/1.1 path (default DefaultUpstreamTimeout);
 	// IdleConnTimeout closes pooled connections idle that long (default DefaultIdleConnTimeout).

@@ -143,6 +143,15 @@ func (u *upstream) put(uc *upConn) {
 	}
 }
 
+// arm gives uc's exchange its deadline, now + the upstream timeout, moving it only when it lags by more than
+// deadlineSlack (a runtime timer update saved on a busy connection).
+func (u *upstream) arm(uc *upConn) {
+	if now := time.Now(); uc.deadline.Sub(now) < u.timeout-deadlineSlack {
+		uc.deadline = now.Add(u.timeout)
+		uc.c.SetDeadline(uc.deadline)
+	}
+}
+
 // release returns uc to the pool when reuse is set (a response read to its end on a connection that stays
 // open) and nothing is left unread on it, else closes it.
 func (u *upstream) release(uc *upConn, reuse bool) {
@@ -321,10 +330,7 @@ func (f *Front) forward(w http.ResponseWriter, req *http.Request, u *upstream, r
 // exchange runs one request on uc; uc is returned to u's pool when the response was read to its end and the
 // connection can carry another, else closed.
 func (f *Front) exchange(ctx context.Context, w http.ResponseWriter, req *http.Request, uc *upConn, u *upstream, res Result) *forwardError {
-	if now := time.Now(); uc.deadline.Sub(now) < u.timeout-deadlineSlack {
-		uc.deadline = now.Add(u.timeout)
-		uc.c.SetDeadline(uc.deadline)
-	}
+	u.arm(uc)
 	stop := context.AfterFunc(ctx, func() { uc.c.SetDeadline(aLongTimeAgo) })
 	fail := func(err error, sent bool) *forwardError {
 		stop()
@@ -361,12 +367,8 @@ func (f *Front) exchange(ctx context.Context, w http.ResponseWriter, req *http.R
 	for _, k := range hopHeaders {
 		delete(h, k)
 	}
-	if c := resp.Header["Connection"]; c != nil {
-		for _, v := range c {
-			for _, name := range strings.Split(v, ",") {
-				delete(h, http.CanonicalHeaderKey(strings.TrimSpace(name)))
-			}
-		}
+	for _, v := range resp.Header["Connection"] {
+		dropConnectionHeaders([]byte(v), func(name []byte) { delete(h, http.CanonicalHeaderKey(string(name))) })
 	}
 	if _, ok := h["Content-Type"]; !ok {
 		h["Content-Type"] = nil // none from the worker: net/http's server would sniff one
