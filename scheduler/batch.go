@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -92,7 +93,8 @@ type jobReq struct {
 // (storage.KeyResultNotes), read by one listener per scheduler and handed to the waiting rounds.
 //
 // Its two goroutines, the flusher and the listener, run while there is work: the flusher stops after
-// batchIdleTicks idle ticks, the listener when no round waits; the next recheck starts them again.
+// batchIdleTicks idle ticks, the listener when no round waits; the next recheck starts them again. close
+// (Scheduler.Run's end) stops both and waits for them: the flusher sends what is queued first.
 type batcher struct {
 	b       BatchBackend
 	tick    time.Duration
@@ -111,21 +113,44 @@ type batcher struct {
 	flushing  bool               // the flusher runs
 	listening bool               // the listener runs
 	last      string             // the results stream id read up to
+	closed    bool               // close was called: nothing more is queued
+
+	wg     sync.WaitGroup     // the flusher and the listener
+	stop   chan struct{}      // closed by close
+	ctx    context.Context    // the listener's reads; canceled by close
+	cancel context.CancelFunc // cancels ctx
 }
+
+// errBatchClosed fails what is queued after the batcher was closed (a recheck outliving Scheduler.Run).
+var errBatchClosed = errors.New("scheduler: stopped: the Redis batches are closed")
 
 func newBatcher(b BatchBackend, name string, tick time.Duration, log *slog.Logger, m *Metrics) *batcher {
 	var r [6]byte
 	rand.Read(r[:])
+	ctx, cancel := context.WithCancel(context.Background())
 	return &batcher{b: b, tick: tick, log: log, metrics: m, waiters: map[string]*waiter{}, fallback: NoteFallbackPoll,
-		reply: storage.KeyResultNotes(name + "-" + hex.EncodeToString(r[:]))}
+		reply: storage.KeyResultNotes(name + "-" + hex.EncodeToString(r[:])), stop: make(chan struct{}), ctx: ctx, cancel: cancel}
 }
 
 // startLocked starts the flusher unless it runs; b.mu is held.
 func (b *batcher) startLocked() {
 	if !b.flushing {
 		b.flushing = true
-		go b.flusher()
+		b.wg.Go(b.flusher)
 	}
+}
+
+// close stops the flusher, once it has sent what is queued, and the listener, and waits for both; what is
+// queued afterwards fails with errBatchClosed.
+func (b *batcher) close() {
+	b.mu.Lock()
+	if !b.closed {
+		b.closed = true
+		close(b.stop)
+	}
+	b.mu.Unlock()
+	b.cancel()
+	b.wg.Wait()
 }
 
 // enqueue registers a round waiting for one result of each PoP of jobs and queues the jobs for the next tick.
@@ -133,6 +158,10 @@ func (b *batcher) enqueue(round string, jobs map[string]storage.Job) *waiter {
 	w := &waiter{round: round, want: make(map[string]bool, len(jobs)), got: map[string]storage.Result{}, done: make(chan struct{})}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.closed {
+		w.finishLocked(errBatchClosed)
+		return w
+	}
 	for pop, j := range jobs {
 		w.want[pop] = true
 		b.jobs = append(b.jobs, jobReq{pop: pop, job: j, w: w})
@@ -179,6 +208,10 @@ func (b *batcher) deliverLocked(rs []storage.Result) {
 func (b *batcher) read(ctx context.Context, in storage.RecheckRead) (storage.RecheckState, error) {
 	r := &readReq{in: in, done: make(chan struct{})}
 	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return storage.RecheckState{}, errBatchClosed
+	}
 	b.reads = append(b.reads, r)
 	b.startLocked()
 	b.mu.Unlock()
@@ -197,6 +230,10 @@ func (b *batcher) read(ctx context.Context, in storage.RecheckRead) (storage.Rec
 func (b *batcher) write(ctx context.Context, in storage.DecisionWrite) (storage.DecisionWritten, error) {
 	r := &writeReq{in: in, done: make(chan struct{})}
 	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return storage.DecisionWritten{}, errBatchClosed
+	}
 	b.writes = append(b.writes, r)
 	b.startLocked()
 	b.mu.Unlock()
@@ -215,18 +252,25 @@ func (b *batcher) write(ctx context.Context, in storage.DecisionWrite) (storage.
 // flushTimeout bounds one tick's Redis calls.
 const flushTimeout = 10 * time.Second
 
-// flusher sends what was queued every tick, until batchIdleTicks ticks passed with nothing to send.
+// flusher sends what was queued every tick, until batchIdleTicks ticks passed with nothing to send, or once
+// more and for the last time when the batcher is closed.
 func (b *batcher) flusher() {
 	t := time.NewTicker(b.tick)
 	defer t.Stop()
 	idle := 0
-	for range t.C {
+	for {
+		last := false
+		select {
+		case <-t.C:
+		case <-b.stop:
+			last = true
+		}
 		b.mu.Lock()
 		jobs, reads, writes := b.jobs, b.reads, b.writes
 		b.jobs, b.reads, b.writes = nil, nil, nil
 		if len(jobs)+len(reads)+len(writes) == 0 {
 			idle++
-			if idle >= batchIdleTicks {
+			if last || idle >= batchIdleTicks {
 				b.flushing = false
 				b.mu.Unlock()
 				return
@@ -235,13 +279,20 @@ func (b *batcher) flusher() {
 			continue
 		}
 		idle = 0
+		if last {
+			b.flushing = false
+		}
 		b.mu.Unlock()
+		// Not b.ctx: decisions queued before close are still written (fenced, each bounded by flushTimeout).
 		ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
 		// Writes first: they end rechecks. Jobs last: their results take longest to come back anyway.
 		b.flushWrites(ctx, writes)
 		b.flushReads(ctx, reads)
 		b.flushJobs(ctx, jobs)
 		cancel()
+		if last {
+			return
+		}
 	}
 }
 
@@ -300,19 +351,20 @@ func (b *batcher) flushJobs(ctx context.Context, reqs []jobReq) {
 		}
 		return
 	}
-	if !b.listening {
+	if !b.listening && !b.closed {
 		b.listening = true
 		b.last = storage.StreamIDBefore(first)
-		go b.listener()
+		b.wg.Go(b.listener)
 	}
 }
 
-// listener reads the results stream while rounds wait, at most once per tick, and hands the results over.
+// listener reads the results stream while rounds wait, at most once per tick, and hands the results over;
+// it stops when no round waits or the batcher is closed.
 func (b *batcher) listener() {
 	var wait time.Duration
 	for {
 		b.mu.Lock()
-		if len(b.waiters) == 0 {
+		if len(b.waiters) == 0 || b.ctx.Err() != nil {
 			b.listening = false
 			b.mu.Unlock()
 			return
@@ -320,24 +372,35 @@ func (b *batcher) listener() {
 		last := b.last
 		b.mu.Unlock()
 		start := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), noteReadBlock+flushTimeout)
+		ctx, cancel := context.WithTimeout(b.ctx, noteReadBlock+flushTimeout)
 		rs, next, err := b.b.ReadResultNotes(ctx, b.reply, last, noteReadCount, noteReadBlock)
 		cancel()
 		b.mu.Lock()
 		b.last = next
 		b.deliverLocked(rs)
 		b.mu.Unlock()
+		var pause time.Duration
 		if err != nil {
 			// The rounds' fallback polls find their results meanwhile.
-			b.log.Debug("scheduler: reading the results stream", "stream", b.reply, "err", err)
+			if b.ctx.Err() == nil {
+				b.log.Debug("scheduler: reading the results stream", "stream", b.reply, "err", err)
+			}
 			wait = min(max(2*wait, b.tick), NoteFallbackPoll)
-			time.Sleep(wait)
-			continue
+			pause = wait
+		} else {
+			wait = 0
+			// One read per tick: what arrives meanwhile comes with the next.
+			if d := b.tick - time.Since(start); d > 0 && len(rs) > 0 {
+				pause = d
+			}
 		}
-		wait = 0
-		// One read per tick: what arrives meanwhile comes with the next.
-		if d := b.tick - time.Since(start); d > 0 && len(rs) > 0 {
-			time.Sleep(d)
+		if pause > 0 {
+			t := time.NewTimer(pause)
+			select {
+			case <-t.C:
+			case <-b.ctx.Done():
+				t.Stop()
+			}
 		}
 	}
 }
@@ -392,6 +455,14 @@ func (s *Scheduler) awaitBatch(ctx context.Context, bt *batcher, w *waiter, key 
 			}
 		}
 		bt.deliver(found)
+	}
+}
+
+// closeBatch closes the scheduler's batcher, if it has one, and waits for its goroutines.
+func (d *recheckDeps) closeBatch() {
+	d.batchOnce.Do(func() {}) // no batcher is made after this
+	if d.batch != nil {
+		d.batch.close()
 	}
 }
 

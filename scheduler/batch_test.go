@@ -163,3 +163,44 @@ func mustPoP(t *testing.T, code string) geo.PoP {
 }
 
 func errorsIsFenced(err error) bool { return errors.Is(err, storage.ErrFenced) }
+
+// TestRunStopsBatcher: Run owns the batcher's goroutines: when it returns, the flusher and the listener have
+// stopped (not an idle second later), and what a recheck would queue afterwards fails instead of waiting.
+func TestRunStopsBatcher(t *testing.T) {
+	srv := redistest.Start(t)
+	st := openStore(t, srv.Addr(), quietLogger())
+	pops := []geo.PoP{mustPoP(t, "FRA"), mustPoP(t, "SIN")}
+	startModelFleet(t, st, pops)
+	s, err := New(Config{Name: "stops", Budget: len(pops), PoPs: pops, RecheckInterval: time.Hour, InitialSpread: time.Millisecond,
+		LeaseTTL: 3 * time.Second, Logger: quietLogger()}, StoreBackend{st}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	s.SetTargets("test", testTargets("owned"))
+	testwait.Eventually(t, 30*time.Second, "the first decision", func() bool {
+		d, ok, err := st.Decision(context.Background(), "owned")
+		return err == nil && ok && len(d.Candidates) == len(pops)
+	})
+	bt := s.deps.batchFor(s)
+	if bt == nil {
+		t.Fatal("no batcher on a storage backend")
+	}
+	cancel()
+	<-done
+	bt.mu.Lock()
+	flushing, listening := bt.flushing, bt.listening
+	bt.mu.Unlock()
+	if flushing || listening {
+		t.Errorf("after Run returned: flusher running %v, listener running %v; want both stopped", flushing, listening)
+	}
+	if _, err := bt.write(context.Background(), s.decisionWrite(placement.Decision{App: "late"}, nil, &Term{Lease: "vantage-shard-000", Token: 1})); !errors.Is(err, errBatchClosed) {
+		t.Errorf("a write queued after Run returned: %v; want errBatchClosed", err)
+	}
+	if w := bt.enqueue("late-round", map[string]storage.Job{"FRA": {}}); !errors.Is(w.err, errBatchClosed) {
+		t.Errorf("jobs queued after Run returned: %v; want errBatchClosed", w.err)
+	}
+}

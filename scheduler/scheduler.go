@@ -443,6 +443,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	<-ctx.Done()
 	lw.Wait()
 	s.wg.Wait()
+	if s.deps != nil {
+		s.deps.closeBatch()
+	}
 	return nil
 }
 
