@@ -445,6 +445,7 @@ func (s *Store) watch(ctx context.Context, channel string, fn func(string)) erro
 			break
 		}
 		s.log.Warn("storage: watch interrupted; resubscribing", "channel", channel, "err", err, "retry_in", backoff)
+		s.metrics.resubs.WithLabelValues(channel).Inc()
 		select {
 		case <-ctx.Done():
 		case <-time.After(backoff):

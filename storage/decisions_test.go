@@ -472,6 +472,9 @@ func TestOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.waitFor(t, "before", 10*time.Second)
+	if n := s.Metrics().Resubscriptions(ChannelDecisions); n != 0 {
+		t.Errorf("%d resubscriptions before the outage; want 0", n)
+	}
 
 	srv.Stop(t)
 	start := time.Now()
@@ -505,6 +508,9 @@ func TestOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.waitFor(t, "after2", 10*time.Second)
+	if n := s.Metrics().Resubscriptions(ChannelDecisions); n < 1 {
+		t.Errorf("vantage_storage_watch_resubscriptions_total{channel=%q} = %d after the outage; want at least 1", ChannelDecisions, n)
+	}
 	if d, ok, err := s.Decision(ctx, "after"); err != nil || !ok || d.BestPoP != "FRA" {
 		t.Errorf("Decision(after) = %+v, %v, %v", d, ok, err)
 	}

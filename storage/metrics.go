@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -26,10 +27,12 @@ var metricCommands = []string{
 //	vantage_storage_redis_pool_connections{state="total"|"idle"}     connection pool size
 //	vantage_storage_redis_pool_timeouts_total                          waits for a free connection that timed out
 //	vantage_storage_corrupt_values_total{kind="decision"|"app"}        undecodable values skipped, each counted once
+//	vantage_storage_watch_resubscriptions_total{channel}               watches interrupted and subscribed again
 type Metrics struct {
 	commands *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	corrupt  *prometheus.CounterVec
+	resubs   *prometheus.CounterVec
 	pool     func() *redis.PoolStats
 
 	connsDesc, timeoutsDesc *prometheus.Desc
@@ -47,6 +50,9 @@ func newMetrics(pool func() *redis.PoolStats) *Metrics {
 		corrupt: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "storage",
 			Name: "corrupt_values_total", Help: "Undecodable values found in Redis and skipped, by kind (decision, app); each distinct value counts once."},
 			[]string{"kind"}),
+		resubs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "storage",
+			Name: "watch_resubscriptions_total", Help: "Watches of a channel (decisions, apps) interrupted and subscribed again; each is followed by a full read."},
+			[]string{"channel"}),
 		pool: pool,
 		connsDesc: prometheus.NewDesc("vantage_storage_redis_pool_connections",
 			"Connections in the Redis client's pool, by state (total, idle).", []string{"state"}, nil),
@@ -60,6 +66,9 @@ func newMetrics(pool func() *redis.PoolStats) *Metrics {
 	for _, k := range corruptKinds {
 		m.corrupt.WithLabelValues(k)
 	}
+	for _, c := range []string{ChannelDecisions, ChannelApps} {
+		m.resubs.WithLabelValues(c)
+	}
 	return m
 }
 
@@ -68,6 +77,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.commands.Describe(ch)
 	m.duration.Describe(ch)
 	m.corrupt.Describe(ch)
+	m.resubs.Describe(ch)
 	ch <- m.connsDesc
 	ch <- m.timeoutsDesc
 }
@@ -77,10 +87,20 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.commands.Collect(ch)
 	m.duration.Collect(ch)
 	m.corrupt.Collect(ch)
+	m.resubs.Collect(ch)
 	st := m.pool()
 	ch <- prometheus.MustNewConstMetric(m.connsDesc, prometheus.GaugeValue, float64(st.TotalConns), "total")
 	ch <- prometheus.MustNewConstMetric(m.connsDesc, prometheus.GaugeValue, float64(st.IdleConns), "idle")
 	ch <- prometheus.MustNewConstMetric(m.timeoutsDesc, prometheus.CounterValue, float64(st.Timeouts))
+}
+
+// Resubscriptions returns how many times the watches of channel were interrupted and subscribed again.
+func (m *Metrics) Resubscriptions(channel string) int {
+	var out dto.Metric
+	if err := m.resubs.WithLabelValues(channel).Write(&out); err != nil {
+		return 0
+	}
+	return int(out.GetCounter().GetValue())
 }
 
 func (m *Metrics) count(cmd redis.Cmder, err error) {
