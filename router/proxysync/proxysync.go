@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -211,41 +212,38 @@ func validApp(app string) bool {
 }
 
 // Run keeps the targets in sync until ctx is done, from the router's first snapshot on (the router must be
-// running). It returns nil when ctx is done.
+// running). It returns nil when ctx is done, once every target's goroutine has stopped.
+//
+// Each target applies tables on its own goroutine (follow): a proxy that is slow to apply (an nginx reload
+// waits up to its ReloadTimeout for new workers) or does not answer delays only its own table, not the
+// other proxies'.
 func (s *Sync) Run(ctx context.Context) error {
+	offers := make([]chan *Table, len(s.cfg.Targets))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for i, tg := range s.cfg.Targets {
+		offers[i] = make(chan *Table, 1)
+		wg.Go(func() { s.follow(ctx, tg, offers[i]) })
+	}
 	tk := time.NewTicker(s.cfg.Interval)
 	defer tk.Stop()
 	var (
 		gen     uint64
 		lastRun time.Time
-		applied = make([]*Table, len(s.cfg.Targets)) // per target: the table it carries; nil: unknown
-		failing = make([]bool, len(s.cfg.Targets))
 	)
 	for {
 		if s.r.Ready() {
-			if g := s.r.Generation(); g != gen || time.Since(lastRun) >= s.cfg.Resync || slices.Contains(applied, nil) {
+			if g := s.r.Generation(); g != gen || time.Since(lastRun) >= s.cfg.Resync {
 				gen, lastRun = g, time.Now()
 				t, skipped := s.Table()
 				s.m.skipped.Set(float64(skipped))
-				for i, tg := range s.cfg.Targets {
-					if t.Equal(applied[i]) {
-						continue
+				for _, ch := range offers {
+					// The newest table replaces one its target has not taken yet.
+					select {
+					case <-ch:
+					default:
 					}
-					applied[i] = nil
-					if err := s.apply(ctx, tg, t); err != nil {
-						if ctx.Err() != nil {
-							return nil
-						}
-						if !failing[i] {
-							s.log.Warn("proxysync: applying the table failed; retrying", "proxy", tg.Name(), "err", err)
-						}
-						failing[i] = true
-						continue
-					}
-					if failing[i] {
-						s.log.Info("proxysync: applying the table succeeded again", "proxy", tg.Name())
-					}
-					applied[i], failing[i] = t, false
+					ch <- t
 				}
 			}
 		}
@@ -257,7 +255,40 @@ func (s *Sync) Run(ctx context.Context) error {
 	}
 }
 
-// applyTimeout bounds one Apply: a proxy that does not answer must not stall the other targets for long.
+// follow applies each table offered to tg that differs from what tg carries, until ctx is done. After a
+// failure the next offer (a change, or the resync at the latest) is applied whatever it holds.
+func (s *Sync) follow(ctx context.Context, tg Target, offers <-chan *Table) {
+	var applied *Table // the table tg carries; nil: unknown
+	failing := false
+	for {
+		var t *Table
+		select {
+		case <-ctx.Done():
+			return
+		case t = <-offers:
+		}
+		if t.Equal(applied) {
+			continue
+		}
+		applied = nil
+		if err := s.apply(ctx, tg, t); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if !failing {
+				s.log.Warn("proxysync: applying the table failed; retrying", "proxy", tg.Name(), "err", err)
+			}
+			failing = true
+			continue
+		}
+		if failing {
+			s.log.Info("proxysync: applying the table succeeded again", "proxy", tg.Name())
+		}
+		applied, failing = t, false
+	}
+}
+
+// applyTimeout bounds one Apply: a proxy that does not answer is tried again, with the newest table.
 const applyTimeout = 30 * time.Second
 
 // apply applies t to tg, counting and logging it.

@@ -449,3 +449,59 @@ func TestSameAnswers(t *testing.T) {
 		t.Logf("%s: the changed decision answered %v after it was written", f, time.Since(changed).Round(time.Millisecond))
 	}
 }
+
+// TestSlowTargetDelaysOnlyItself: a proxy whose apply hangs (an nginx whose reload never returns, listed
+// first) does not hold back the other proxies' tables: the HAProxy map file follows every change meanwhile.
+func TestSlowTargetDelaysOnlyItself(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	now := time.Now()
+	for _, pop := range []string{"EWR", "LHR", "FRA"} {
+		if err := st.PutHeartbeat(ctx, storage.Heartbeat{PoP: pop, DaemonID: pop, At: now}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.PutDecisions(ctx, []placement.Decision{dec("moved.test", "LHR", nil, cand("LHR", 10), cand("FRA", 15))}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := router.DefaultConfig()
+	cfg.SpreadAboveRPS = 0
+	cfg.Debounce, cfg.FleetInterval = 20*time.Millisecond, 100*time.Millisecond
+	cfg.Logger = testLogger(t)
+	names := Record(st)
+	rt, err := router.New(names, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	hung := &Nginx{MapFile: filepath.Join(dir, "tables.conf"), ReloadCommand: []string{"sleep", "3600"}}
+	hp := &HAProxy{MapFile: filepath.Join(dir, "vantage.map")}
+	s, err := New(rt, names, Config{Ingress: ingress, BaselineFraction: cfg.BaselineFraction, Targets: []Target{hung, hp}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { rt.Run(runCtx) })
+	wg.Go(func() { s.Run(runCtx) })
+	t.Cleanup(func() { stop(); wg.Wait() })
+
+	mapHas := func(line string) func() bool {
+		return func() bool {
+			b, err := os.ReadFile(hp.MapFile)
+			return err == nil && strings.Contains(string(b), line+"\n")
+		}
+	}
+	// Well below applyTimeout (30 s), the time a sequential sync would spend on the hung nginx first.
+	testwait.Eventually(t, 10*time.Second, "HAProxy's map routes moved.test to LHR", mapHas("moved.test LHR/remote"))
+	if _, err := st.PutDecisions(ctx, []placement.Decision{dec("moved.test", "FRA", nil, cand("FRA", 9), cand("LHR", 10))}); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Eventually(t, 10*time.Second, "HAProxy's map follows the change to FRA", mapHas("moved.test FRA/remote"))
+}
