@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
@@ -103,12 +104,15 @@ func (f *Front) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 		req.Header.Set(f.cfg.RequestIDHeader, id)
 	}
 	res, wk := f.decide(app, kind, id)
+	obs := f.observe[placementOf(res)]
 	if wk.up != nil && fastRequestOK(req) {
-		f.forwardFast(ctx, wk, res)
+		if f.forwardFast(ctx, wk, res, obs, start) {
+			return // observed when the body has been sent (upstreamBody.Close)
+		}
 	} else {
 		f.adapted(ctx, wk, res)
 	}
-	f.observe[placementOf(res)].Observe(time.Since(start).Seconds())
+	obs.Observe(time.Since(start).Seconds())
 }
 
 // errAdaptedBodyTooLarge answers a request over maxAdaptedBody that adapted would have to hold.
@@ -183,8 +187,9 @@ var fastDropped = []string{"Proxy-Connection", "Keep-Alive", "Proxy-Authenticate
 var fastResponseDropped = []string{"Keep-Alive", "Proxy-Authenticate", "Upgrade", "Proxy-Connection"}
 
 // forwardFast sends the request to wk's worker and sets the worker's response, with the placement headers,
-// as ctx's response; the fasthttp server then writes it (streaming its body).
-func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result) {
+// as ctx's response; the fasthttp server then writes it (streaming its body). It reports whether the body is
+// streamed: the request's duration is then observed (obs, from start) once it has been sent.
+func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result, obs prometheus.Observer, start time.Time) (streamed bool) {
 	req, resp := &ctx.Request, &ctx.Response
 	h := &req.Header
 	dropConnectionHeaders(h.Peek("Connection"), h.DelBytes) // and Connection itself: the server has read it already
@@ -228,8 +233,9 @@ func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result) {
 	rh.SetProtocol([]byte("HTTP/1.1")) // the front's, whatever the worker spoke (CopyTo copied its version)
 	if up.IsBodyStream() {
 		b := upstreamBodies.Get().(*upstreamBody)
-		b.up, b.dst, b.u, b.uc = up, rh, wk.up, uc
+		b.up, b.dst, b.u, b.uc, b.obs, b.start = up, rh, wk.up, uc, obs, start
 		resp.SetBodyStream(b, up.Header.ContentLength())
+		streamed = true
 	} else { // no body (HEAD, 204, 304)
 		wk.up.release(uc, reusable(up))
 		fasthttp.ReleaseResponse(up)
@@ -240,6 +246,7 @@ func (f *Front) forwardFast(ctx *fasthttp.RequestCtx, wk *worker, res Result) {
 	}
 	rh.Set(canonPlacement, res.Header)
 	rh.Set(canonReason, res.Reason.String())
+	return streamed
 }
 
 // exchangeFast sends req to the worker of u on a pooled connection and reads the response's head into up,
@@ -334,11 +341,13 @@ func noBody(status int) bool {
 // (dst), which the server writes after the body; the connection goes back to the pool when the body was read
 // to its end, and is closed otherwise.
 type upstreamBody struct {
-	up   *fasthttp.Response
-	dst  *fasthttp.ResponseHeader
-	u    *upstream
-	uc   *upConn
-	done bool // read to its end
+	up    *fasthttp.Response
+	dst   *fasthttp.ResponseHeader
+	u     *upstream
+	uc    *upConn
+	done  bool                // read to its end
+	obs   prometheus.Observer // the request's duration, observed at Close
+	start time.Time           // when the request came
 }
 
 var upstreamBodies = sync.Pool{New: func() any { return new(upstreamBody) }}
@@ -357,6 +366,7 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 // Close releases the worker's connection and the response; the server calls it once, when the body is
 // written or the response reset.
 func (b *upstreamBody) Close() error {
+	b.obs.Observe(time.Since(b.start).Seconds())
 	b.up.CloseBodyStream()
 	b.u.release(b.uc, b.done && reusable(b.up))
 	fasthttp.ReleaseResponse(b.up)

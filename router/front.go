@@ -189,8 +189,7 @@ func NewFront(r *Router, cfg FrontConfig) (*Front, error) {
 	f.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "request_duration_seconds",
 		Help: "Duration of requests through the front, by placement: routed (run away from the ingress), baseline " +
-			"(held back on purpose) or local (everything else). The fasthttp front measures to the worker's response " +
-			"head (the body is streamed after), the net/http front to the end of the body.",
+			"(held back on purpose) or local (everything else); to the end of the response's body.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), // 0.5 ms to 16 s
 	}, []string{"placement"})
 	for i, p := range []string{"routed", "baseline", "local"} {

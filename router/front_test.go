@@ -9,8 +9,10 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vantage-edge/vantage/internal/testwait"
 )
 
 // startWorkers starts one loopback worker per PoP; each answers "POP app=HOST id=ID ingress=EWR reason=R"
@@ -398,5 +400,65 @@ func testFrontStripsInternalHeaders(t *testing.T, server string) {
 	}
 	if v := resp.Header.Values(HeaderReason); len(v) != 1 || v[0] != "remote" {
 		t.Errorf("the client got %s %q; want [remote]", HeaderReason, v)
+	}
+}
+
+func TestFrontDurationToBodyEnd(t *testing.T) { forEachServer(t, testFrontDurationToBodyEnd) }
+
+// testFrontDurationToBodyEnd: a request's duration runs to the end of the worker's body, on both servers: a
+// worker that sends its head at once and the rest of its body 300 ms later takes at least 300 ms.
+func testFrontDurationToBodyEnd(t *testing.T, server string) {
+	const pause = 300 * time.Millisecond
+	reg := prometheus.NewPedanticRegistry()
+	r := newTestRouter(t, noSource{}, nil)
+	install(t, r, dec("slow.example.com", "LHR", "LHR:10"))
+	worker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Write([]byte("head "))
+		w.(http.Flusher).Flush()
+		time.Sleep(pause)
+		w.Write([]byte("tail"))
+	}))
+	t.Cleanup(worker.Close)
+	u, _ := url.Parse(worker.URL)
+	front, err := NewFront(r, FrontConfig{Ingress: "EWR", Workers: map[string]*url.URL{"EWR": u, "LHR": u},
+		Logger: testLogger(t), Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, client := serveFront(t, front, server)
+	req, _ := http.NewRequest("GET", base+"/", nil)
+	req.Host = "slow.example.com"
+	req.Header.Set("cf-ray", idWhere(t, func(h uint64) bool { return h >= r.baselineThr }))
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(body) != "head tail" || resp.Header.Get(HeaderPlacement) != "remote-LHR" {
+		t.Fatalf("answer %q, %q, %v; want the worker's whole body, routed to LHR", body, resp.Header.Get(HeaderPlacement), err)
+	}
+	// The client has the body: the fasthttp server observes once it has written it, just before or after.
+	var count uint64
+	var sum float64
+	testwait.Eventually(t, 5*time.Second, "the request's duration observed", func() bool {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "vantage_router_request_duration_seconds" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				if m.GetLabel()[0].GetValue() == "routed" {
+					count, sum = m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+				}
+			}
+		}
+		return count > 0
+	})
+	if count != 1 || sum < pause.Seconds() {
+		t.Errorf("routed requests observed: %d, taking %.3f s in all; want 1 of at least %v (to the end of the body)", count, sum, pause)
 	}
 }
