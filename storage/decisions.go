@@ -439,13 +439,19 @@ func (s *Store) WatchDecisions(ctx context.Context, fn func(app string)) error {
 // watch subscribes to channel and calls fn per message, with fn(Resync) after each subscription.
 func (s *Store) watch(ctx context.Context, channel string, fn func(string)) error {
 	backoff := watchRetryMin
+	subscriptions := 0
+	subscribed := func() {
+		backoff = watchRetryMin
+		if subscriptions++; subscriptions > 1 {
+			s.metrics.resubs.WithLabelValues(channel).Inc() // a subscription again, not each failed attempt
+		}
+	}
 	for ctx.Err() == nil {
-		err := s.watchOnce(ctx, channel, fn, func() { backoff = watchRetryMin })
+		err := s.watchOnce(ctx, channel, fn, subscribed)
 		if ctx.Err() != nil {
 			break
 		}
 		s.log.Warn("storage: watch interrupted; resubscribing", "channel", channel, "err", err, "retry_in", backoff)
-		s.metrics.resubs.WithLabelValues(channel).Inc()
 		select {
 		case <-ctx.Done():
 		case <-time.After(backoff):

@@ -508,8 +508,10 @@ func TestOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.waitFor(t, "after2", 10*time.Second)
-	if n := s.Metrics().Resubscriptions(ChannelDecisions); n < 1 {
-		t.Errorf("vantage_storage_watch_resubscriptions_total{channel=%q} = %d after the outage; want at least 1", ChannelDecisions, n)
+	// One subscription again, whatever the attempts while Redis was down (~5 in 2 s of backoff from 100 ms);
+	// a second would be another interruption, not impossible on a busy machine.
+	if n := s.Metrics().Resubscriptions(ChannelDecisions); n < 1 || n > 2 {
+		t.Errorf("vantage_storage_watch_resubscriptions_total{channel=%q} = %d after one outage; want 1 (the failed attempts are not resubscriptions)", ChannelDecisions, n)
 	}
 	if d, ok, err := s.Decision(ctx, "after"); err != nil || !ok || d.BestPoP != "FRA" {
 		t.Errorf("Decision(after) = %+v, %v, %v", d, ok, err)

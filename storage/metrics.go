@@ -27,7 +27,7 @@ var metricCommands = []string{
 //	vantage_storage_redis_pool_connections{state="total"|"idle"}     connection pool size
 //	vantage_storage_redis_pool_timeouts_total                          waits for a free connection that timed out
 //	vantage_storage_corrupt_values_total{kind="decision"|"app"}        undecodable values skipped, each counted once
-//	vantage_storage_watch_resubscriptions_total{channel}               watches interrupted and subscribed again
+//	vantage_storage_watch_resubscriptions_total{channel}               watches subscribed again after an interruption
 type Metrics struct {
 	commands *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -51,7 +51,7 @@ func newMetrics(pool func() *redis.PoolStats) *Metrics {
 			Name: "corrupt_values_total", Help: "Undecodable values found in Redis and skipped, by kind (decision, app); each distinct value counts once."},
 			[]string{"kind"}),
 		resubs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "storage",
-			Name: "watch_resubscriptions_total", Help: "Watches of a channel (decisions, apps) interrupted and subscribed again; each is followed by a full read."},
+			Name: "watch_resubscriptions_total", Help: "Subscriptions of a watch of a channel (decisions, apps) made again after an interruption (failed attempts not counted); each is followed by a full read."},
 			[]string{"channel"}),
 		pool: pool,
 		connsDesc: prometheus.NewDesc("vantage_storage_redis_pool_connections",
@@ -94,7 +94,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.timeoutsDesc, prometheus.CounterValue, float64(st.Timeouts))
 }
 
-// Resubscriptions returns how many times the watches of channel were interrupted and subscribed again.
+// Resubscriptions returns how many times the watches of channel subscribed again after an interruption.
 func (m *Metrics) Resubscriptions(channel string) int {
 	var out dto.Metric
 	if err := m.resubs.WithLabelValues(channel).Write(&out); err != nil {

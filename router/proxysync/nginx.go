@@ -115,7 +115,9 @@ func (n *Nginx) reload(ctx context.Context) error {
 	if len(argv) == 0 {
 		argv = DefaultNginxReload
 	}
-	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.WaitDelay = reloadWaitDelay // a child of the command that keeps its output open must not hold Apply past ctx
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("nginx: reload %q: %w: %s", strings.Join(argv, " "), err, bytes.TrimSpace(out))
 	}
@@ -134,6 +136,9 @@ func (n *Nginx) masterPID() (int, error) {
 	}
 	return pid, nil
 }
+
+// reloadWaitDelay is how long a canceled reload command's output is waited for after it is killed.
+const reloadWaitDelay = 2 * time.Second
 
 // DefaultNginxReloadTimeout bounds the wait for nginx's new workers after a reload (Nginx.ReloadTimeout).
 const DefaultNginxReloadTimeout = 10 * time.Second

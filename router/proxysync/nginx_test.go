@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,4 +91,35 @@ func TestNginxReloadRefused(t *testing.T) {
 		t.Fatalf("Apply once the configuration is fixed: %v", err)
 	}
 	testwait.Eventually(t, 10*time.Second, "nginx routes b.test to FRA", func() bool { return pop("b.test") == "FRA" && pop("a.test") == "" })
+}
+
+// TestNginxReloadCommandCanceled: a reload command whose child keeps its output open (a daemonising script)
+// does not hold Apply once its context ends: Apply fails while the child still runs.
+func TestNginxReloadCommandCanceled(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "child.pid")
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	ng := &Nginx{MapFile: filepath.Join(dir, "tables.conf"),
+		ReloadCommand: []string{"sh", "-c", "sleep 120 & echo $! > " + pidFile + "; wait"}}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- ng.Apply(ctx, &Table{Ingress: ingress, BaselinePercent: "1.00%", Routes: map[string]Route{}})
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("Apply with a reload command that never ends succeeded")
+		}
+		t.Logf("Apply: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("Apply still waiting 60 s after its context ended, for the reload command's child")
+	}
 }
