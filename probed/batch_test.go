@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/vantage-edge/vantage/internal/testwait"
 	"github.com/vantage-edge/vantage/placement"
 	"github.com/vantage-edge/vantage/prober"
@@ -65,5 +66,39 @@ func TestDaemonBatchEntry(t *testing.T) {
 	testwait.Eventually(t, 5*time.Second, "the entry acknowledged", func() bool { return pending(t, st, "FRA") == 0 })
 	if notes[2].Target != "slow" || notes[2].PoP != "FRA" || notes[2].JobID == "" {
 		t.Errorf("last announcement %+v; want the slow probe's", notes[2])
+	}
+}
+
+// TestDaemonResultDedupFollowsDeadline: the daemon hands its job's deadline with the result, so the marker that
+// drops a re-delivered job's second result lives until storage.DedupAfterDeadline past it, not the 24 hours of a
+// job without one.
+func TestDaemonResultDedupFollowsDeadline(t *testing.T) {
+	srv := redistest.Start(t)
+	st := openStore(t, srv.Addr())
+	ctx := context.Background()
+	deadline := time.Now().Add(time.Minute)
+	jobs := []storage.Job{{Target: "a:1", Key: "dedup-a", Round: "r", Kind: placement.ProbeTCP, Deadline: deadline}}
+	if _, _, err := st.EnqueueJobBatches(ctx, map[string][]storage.Job{"FRA": jobs}, storage.KeyResultNotes("test")); err != nil {
+		t.Fatal(err)
+	}
+	p := batchProber{release: make(chan struct{})}
+	close(p.release)
+	startDaemon(t, st, fastConfig("FRA", "fra-1"), p)
+	testwait.Eventually(t, 10*time.Second, "the result stored", func() bool {
+		rs, err := st.LatestResults(ctx, "dedup-a")
+		return err == nil && rs["FRA"].Round == "r"
+	})
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer c.Close()
+	keys, err := c.Keys(ctx, "*:done:FRA:*").Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("dedup markers %v, %v; want one", keys, err)
+	}
+	ttl, err := c.PTTL(ctx, keys[0]).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if max := time.Minute + storage.DedupAfterDeadline; ttl <= 0 || ttl > max { // the deadline was a minute ahead
+		t.Errorf("dedup marker %s lives %v; want at most %v (its job's deadline + %v)", keys[0], ttl, max, storage.DedupAfterDeadline)
 	}
 }

@@ -144,6 +144,7 @@ func (q *StoreQueue) result(j Job, r prober.Result) (storage.Result, error) {
 		Target: j.Key, PoP: q.PoP, Kind: r.Kind,
 		MinMs: r.Min.Ms(), MedianMs: r.Median.Ms(), Samples: len(r.Samples), Loss: r.Loss,
 		Class: string(r.Class), Error: r.Error, At: r.Start, JobID: j.ID, Round: j.Round, Detail: detail,
+		JobDeadline: j.Deadline,
 	}
 	if r.DNS != nil {
 		sr.DNS, _ = json.Marshal(r.DNS)

@@ -292,18 +292,19 @@ type BatchResult struct {
 // putResultBatchScript stores many results as putResultScript does, announces the stored ones on their
 // results streams and acknowledges finished job entries, in one call.
 // KEYS: 4 per result (latest, history, dedup, recent), then the job stream, then the results streams.
-// ARGV[1] results n, ARGV[2] history length, ARGV[3] dedup TTL ms, ARGV[4] recent length, ARGV[5] notes
-// MAXLEN, ARGV[6] notes TTL ms, ARGV[7] acks m; then per result 6 args (PoP, at ms, JSON, "1" when there is
-// a job id, recent entry, reply index 0..: 0 none, else the KEYS index past the job stream, then note JSON);
-// then m entry ids. Returns the number of results stored (not duplicates).
+// ARGV[1] results n, ARGV[2] history length, ARGV[3] unused (the dedup TTL is per result), ARGV[4] recent
+// length, ARGV[5] notes MAXLEN, ARGV[6] notes TTL ms, ARGV[7] acks m; then per result 7 args (PoP, at ms, JSON,
+// the dedup marker's TTL ms or "0" when there is no job id, recent entry, reply index 0..: 0 none, else the
+// KEYS index past the job stream, then note JSON); then m entry ids. Returns the number of results stored (not
+// duplicates).
 var putResultBatchScript = redis.NewScript(`
-local n, hlen, ttl, rlen = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local n, hlen, rlen = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
 local stored, notes = 0, {}
 for i = 0, n - 1 do
   local k, a = i * 4, 7 + i * 7
-  local pop, at, js, hasjob, entry, reply, note = ARGV[a+1], tonumber(ARGV[a+2]), ARGV[a+3], ARGV[a+4], ARGV[a+5], tonumber(ARGV[a+6]), ARGV[a+7]
+  local pop, at, js, ttl, entry, reply, note = ARGV[a+1], tonumber(ARGV[a+2]), ARGV[a+3], ARGV[a+4], ARGV[a+5], tonumber(ARGV[a+6]), ARGV[a+7]
   local fresh = true
-  if hasjob == '1' then
+  if ttl ~= '0' then
     if not redis.call('SET', KEYS[k+3], '1', 'NX', 'PX', ttl) then fresh = false end
   end
   if fresh then
@@ -422,8 +423,7 @@ func (s *Store) PutResultBatch(ctx context.Context, pop string, rs []BatchResult
 	}
 	keys := make([]string, 0, 4*len(items)+1+len(replyKeys))
 	args := make([]any, 0, 7+7*len(items)+len(acks))
-	args = append(args, len(items), s.o.HistoryLen, s.o.ResultDedupTTL.Milliseconds(), s.o.RecentLen, notesMaxLen,
-		notesTTL.Milliseconds(), len(acks))
+	args = append(args, len(items), s.o.HistoryLen, 0, s.o.RecentLen, notesMaxLen, notesTTL.Milliseconds(), len(acks))
 	ri := 0
 	for _, br := range rs {
 		if br.Result == nil {
@@ -431,12 +431,12 @@ func (s *Store) PutResultBatch(ctx context.Context, pop string, rs []BatchResult
 		}
 		it := items[ri]
 		ri++
-		hasJob := "0"
+		var ttl int64 // no job id: no dedup marker
 		if it.r.JobID != "" {
-			hasJob = "1"
+			ttl = max(s.dedupTTL(it.r).Milliseconds(), 1)
 		}
 		keys = append(keys, KeyLatest(it.r.Target), KeyHistory(it.r.Target), keyDone(it.r.Target, pop, it.r.JobID), KeyRecent(it.r.Target))
-		args = append(args, pop, it.r.At.UnixMilli(), it.js, hasJob, recentEntry(it.r), replies[br.Reply], it.note)
+		args = append(args, pop, it.r.At.UnixMilli(), it.js, strconv.FormatInt(ttl, 10), recentEntry(it.r), replies[br.Reply], it.note)
 	}
 	keys = append(keys, KeyJobs(pop))
 	keys = append(keys, replyKeys...)

@@ -62,7 +62,7 @@
 //	vantage:{t:<target>}:recent       hash    PoP -> "<at ms>:<min ms>;..." (":-": failed), 8 per PoP probed    scheduler
 //	                                          newest first by time (the decision's window)
 //	vantage:{t:<target>}:done:<PoP>:<job id>
-//	                                  string  "1": the job's result is stored (dedup)       24 h      probed    probed
+//	                                  string  "1": the job's result is stored (dedup)       (++)      probed    probed
 //	vantage:{x:<app>}:explain         string  Explanation JSON {app, computed_at, verdict,   decision  scheduler API, status
 //	                                          best_pop, notes, set_aside, calibration,      TTL                 page
 //	                                          window, chaos, instances} (explain.go)
@@ -99,7 +99,9 @@
 //	                                          UNSUPPORTED_APPLICATION until the next one              runner
 //
 // (+) MeshRTTs deletes the pairs older than the age it is asked for (the scheduler: three mesh intervals);
-// (*) renewed by every heartbeat; (**) renewed by every PutAdHocProbe; (***) renewed by every batch.
+// (*) renewed by every heartbeat; (**) renewed by every PutAdHocProbe; (***) renewed by every batch;
+// (++) DedupAfterDeadline (10 min) past the job's deadline, at most Options.ResultDedupTTL (24 h), which a job
+// without a deadline gets.
 //
 // <target> is TargetKey(kind, address): the probe kind and the address probed, e.g. "tcp:db.example.com:5432".
 //

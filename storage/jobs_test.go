@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -346,5 +347,63 @@ func testExplanation(t *testing.T, open func(*testing.T, Options) *Store) {
 	}
 	if _, ok, err := s.Explanation(ctx, "shop"); ok || err != nil {
 		t.Errorf("Explanation after delete = %v, %v; want none", ok, err)
+	}
+}
+
+func init() { areas = append(areas, area{"result_dedup_ttl", testResultDedupTTL}) }
+
+// testResultDedupTTL: a result's dedup marker lives until DedupAfterDeadline past its job's deadline, capped at
+// ResultDedupTTL, which a job without a deadline gets; single and batched writes alike, and a re-delivered
+// job's result is still dropped meanwhile.
+func testResultDedupTTL(t *testing.T, open func(*testing.T, Options) *Store) {
+	s := open(t, Options{})
+	ctx := testCtx(t)
+	now := time.Now()
+	tests := []struct {
+		name     string
+		deadline time.Time
+		lo, hi   time.Duration // the marker's TTL
+	}{
+		{"deadline_ahead", now.Add(time.Minute), DedupAfterDeadline, time.Minute + DedupAfterDeadline},
+		{"deadline_passed", now.Add(-time.Hour), DedupAfterDeadline - time.Minute, DedupAfterDeadline},
+		{"deadline_far", now.Add(48 * time.Hour), DefaultResultDedupTTL - time.Minute, DefaultResultDedupTTL},
+		{"no_deadline", time.Time{}, DefaultResultDedupTTL - time.Minute, DefaultResultDedupTTL},
+	}
+	for _, tt := range tests {
+		for _, batched := range []bool{false, true} {
+			name := tt.name + map[bool]string{false: "/single", true: "/batch"}[batched]
+			t.Run(name, func(t *testing.T) {
+				target := "tcp:dedup-" + strings.ReplaceAll(name, "/", "-") + ":5432"
+				r := Result{Target: target, PoP: "FRA", Kind: placement.ProbeTCP, MinMs: 10, Samples: 3, At: t0,
+					JobID: "1-0", Round: "r1", JobDeadline: tt.deadline}
+				put := func() bool {
+					if !batched {
+						stored, err := s.PutResult(ctx, r)
+						if err != nil {
+							t.Fatal(err)
+						}
+						return stored
+					}
+					n, err := s.PutResultBatch(ctx, "FRA", []BatchResult{{Result: &r}})
+					if err != nil {
+						t.Fatal(err)
+					}
+					return n == 1
+				}
+				if !put() {
+					t.Fatal("first result not stored")
+				}
+				if put() {
+					t.Error("the same job's result stored twice")
+				}
+				ttl, err := s.c.PTTL(ctx, keyDone(target, "FRA", r.JobID)).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ttl < tt.lo || ttl > tt.hi {
+					t.Errorf("dedup marker's TTL %v; want %v to %v", ttl, tt.lo, tt.hi)
+				}
+			})
+		}
 	}
 }

@@ -29,6 +29,10 @@ type Result struct {
 	At       time.Time           `json:"at"`               // when the probe ran; zero: PutResult's clock
 	JobID    string              `json:"job_id,omitempty"` // results are idempotent per (PoP, JobID)
 	Round    string              `json:"round,omitempty"`  // the job's Round
+	// JobDeadline is the deadline of the job this result answers (Job.Deadline; not stored): the marker that
+	// drops a re-delivered job's second result is kept until DedupAfterDeadline past it, not
+	// Options.ResultDedupTTL (see dedupTTL).
+	JobDeadline time.Time `json:"-"`
 	// Resolved is every address the target's name resolved to at this PoP (none for an IP target): DNS
 	// evidence, as a geo-DNS name resolves to a different replica per PoP.
 	Resolved []string `json:"resolved,omitempty"`
@@ -163,11 +167,28 @@ func (s *Store) PutResult(ctx context.Context, r Result) (stored bool, err error
 	}
 	keys := []string{KeyLatest(r.Target), KeyHistory(r.Target), keyDone(r.Target, r.PoP, r.JobID), KeyRecent(r.Target)}
 	n, err := putResultScript.Run(ctx, s.c, keys, r.PoP, r.At.UnixMilli(), b, s.o.HistoryLen,
-		s.o.ResultDedupTTL.Milliseconds(), hasJob, recentEntry(r), s.o.RecentLen).Int()
+		s.dedupTTL(r).Milliseconds(), hasJob, recentEntry(r), s.o.RecentLen).Int()
 	if err != nil {
 		return false, fmt.Errorf("storage: put result of %s for %s (job %q): %w", r.PoP, r.Target, r.JobID, err)
 	}
 	return n == 1, nil
+}
+
+// DedupAfterDeadline is how long past its job's deadline a result's dedup marker is kept. A daemon stores no
+// result for a job past its deadline (it acknowledges a job read later without probing, and a probe is cut at
+// it), so a second delivery of the job can only add a result until then; the margin covers the clocks of the
+// scheduler and the daemon disagreeing, and a write delayed by a drain or a Redis failover.
+const DedupAfterDeadline = 10 * time.Minute
+
+// dedupTTL returns how long r's dedup marker is kept: until DedupAfterDeadline past its job's deadline, at
+// most Options.ResultDedupTTL, which also applies to a job without a deadline. At a 5-minute recheck the
+// markers of a day (288 rechecks x a result per PoP probed, ~150 bytes each) were most of a target's Redis
+// memory (bench/FLEET.md).
+func (s *Store) dedupTTL(r Result) time.Duration {
+	if r.JobDeadline.IsZero() {
+		return s.o.ResultDedupTTL
+	}
+	return min(max(r.JobDeadline.Sub(s.o.Now()), 0)+DedupAfterDeadline, s.o.ResultDedupTTL)
 }
 
 // LatestResults returns the latest result of each PoP for target, by PoP.

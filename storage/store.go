@@ -77,7 +77,9 @@ type Options struct {
 	RecentLen int
 	// JobStreamMaxLen caps each PoP's job stream, approximately (default 100 000 entries).
 	JobStreamMaxLen int64
-	// ResultDedupTTL is how long a job's result is remembered to drop duplicates (default 24 h).
+	// ResultDedupTTL is how long a job's result is remembered at most to drop duplicates (default 24 h): the
+	// result of a job with a deadline (Result.JobDeadline), every job Vantage enqueues, is remembered until
+	// DedupAfterDeadline past it.
 	ResultDedupTTL time.Duration
 	// MaxJobAttempts is how many deliveries a job gets before ReclaimJobs moves it to the dead-letter list
 	// (default 5).
