@@ -366,7 +366,7 @@ func TestLoopStoredRecheckTimeIsHonouredOnTakeover(t *testing.T) {
 	s.check = h.log.fn(h.clock, "s1", nil)
 	h.track(s)
 	base := h.clock.Now()
-	s.dueScan = func(context.Context) (map[string]time.Time, error) {
+	s.dueScan = func(context.Context, []bool) (map[string]time.Time, error) {
 		return map[string]time.Time{"later": base.Add(20 * time.Second)}, nil
 	}
 	s.SetTargets("test", testTargets("later", "new"))

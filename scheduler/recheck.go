@@ -31,8 +31,9 @@ type Backend interface {
 	// PutDecisionFenced writes d under a lease's name and fencing token; storage.ErrFenced when a newer token of
 	// the same lease wrote.
 	PutDecisionFenced(ctx context.Context, d placement.Decision, f storage.Fence) (changed bool, err error)
-	// NextRechecks returns every stored decision's NextRecheck by app.
-	NextRechecks(ctx context.Context) (map[string]time.Time, error)
+	// NextRechecks returns the stored NextRecheck, by app, of the apps of the shards want marks (want[i]: shard
+	// i of len(want), shardOf).
+	NextRechecks(ctx context.Context, want []bool) (map[string]time.Time, error)
 	EnqueueJob(ctx context.Context, pop string, j storage.Job) (string, error)
 	// LatestResults returns the latest stored result of each PoP for a result key, by PoP.
 	LatestResults(ctx context.Context, key string) (map[string]storage.Result, error)

@@ -167,8 +167,8 @@ func (c *Config) fill() {
 // checkFunc rechecks one target under a term and returns the decision it wrote.
 type checkFunc func(ctx context.Context, term *Term, t Target) (placement.Decision, error)
 
-// dueScanFunc returns every stored decision's next recheck time, read once per term.
-type dueScanFunc func(ctx context.Context) (map[string]time.Time, error)
+// dueScanFunc returns the stored next recheck time of the apps of the shards want marks, read once per term.
+type dueScanFunc func(ctx context.Context, want []bool) (map[string]time.Time, error)
 
 // Scheduler rechecks the targets of the shards it leads, driven by a timer heap (dispatch.go); it does the
 // fleet-wide work (mesh, smart runner) while it holds the single lease Config.LeaseName.

@@ -301,8 +301,12 @@ func (s *Scheduler) shardOrder() []int {
 func (s *Scheduler) beginTerms(ctx context.Context, acquired []*shard, start time.Time) {
 	var stored map[string]time.Time
 	if s.dueScan != nil {
+		want := make([]bool, len(s.shards))
+		for _, sh := range acquired {
+			want[sh.idx] = true
+		}
 		sctx, cancel := context.WithTimeout(ctx, s.cfg.LeaseTTL/3)
-		m, err := s.dueScan(sctx)
+		m, err := s.dueScan(sctx, want)
 		cancel()
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("scheduler: reading stored recheck times; spreading rechecks from now", "err", err)

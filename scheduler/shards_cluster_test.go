@@ -92,7 +92,7 @@ func (l *spanLog) check(name string, interval time.Duration) checkFunc {
 	}
 }
 
-func (l *spanLog) nextRechecks(context.Context) (map[string]time.Time, error) {
+func (l *spanLog) nextRechecks(context.Context, []bool) (map[string]time.Time, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return maps.Clone(l.next), nil

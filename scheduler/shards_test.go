@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/vantage-edge/vantage/internal/testwait"
+	"github.com/vantage-edge/vantage/placement"
+	"github.com/vantage-edge/vantage/storage/redistest"
 )
 
 // memRegistry adds the lease group's membership and shard count to memLeaser, on the fake clock.
@@ -214,6 +216,66 @@ func TestShardsConfig(t *testing.T) {
 			}
 			if n := s.Shards().Shards; n != tc.want {
 				t.Errorf("Shards %d: %d shards, want %d", tc.shards, n, tc.want)
+			}
+		})
+	}
+}
+
+// TestNextRechecksReadsWantedShards: the stored recheck times read when shards are taken over are those of the
+// shards' apps only, read from their decision buckets only when the shard count divides the 64 buckets (the
+// default 64 shards), else filtered from a full read.
+func TestNextRechecksReadsWantedShards(t *testing.T) {
+	srv := redistest.Start(t)
+	st := openStore(t, srv.Addr(), quietLogger())
+	ctx := context.Background()
+	at := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	var ds []placement.Decision
+	for i := range 400 {
+		ds = append(ds, placement.Decision{App: fmt.Sprintf("app-%03d", i), Mode: placement.ModeHost, Target: "x:1",
+			ComputedAt: at.Add(-time.Hour), NextRecheck: at})
+	}
+	if _, err := st.PutDecisions(ctx, ds); err != nil {
+		t.Fatal(err)
+	}
+	cmds := &redistest.Commands{}
+	st.Client().AddHook(cmds)
+	b := StoreBackend{st}
+	tests := []struct {
+		name      string
+		shards    int
+		want      []int
+		wantHVals int64 // buckets read
+	}{
+		{"default_64_two_shards", 64, []int{3, 17}, 2},
+		{"16_shards_one", 16, []int{5}, 4},
+		{"48_shards_do_not_divide_64", 48, []int{0, 47}, 64},
+		{"none", 64, nil, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want := make([]bool, tt.shards)
+			for _, i := range tt.want {
+				want[i] = true
+			}
+			before := cmds.Count("hvals")
+			got, err := b.NextRechecks(ctx, want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := cmds.Count("hvals") - before; n != tt.wantHVals {
+				t.Errorf("%d decision buckets read, want %d", n, tt.wantHVals)
+			}
+			expect := 0
+			for _, d := range ds {
+				if want[shardOf(d.App, tt.shards)] {
+					expect++
+					if !got[d.App].Equal(at) {
+						t.Errorf("%s (shard %d): %v, want %v", d.App, shardOf(d.App, tt.shards), got[d.App], at)
+					}
+				}
+			}
+			if len(got) != expect || (tt.want != nil && expect == 0) {
+				t.Errorf("%d apps' recheck times, want %d (the wanted shards' apps)", len(got), expect)
 			}
 		})
 	}

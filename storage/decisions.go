@@ -341,6 +341,24 @@ func (s *Store) DeleteDecision(ctx context.Context, app string) error {
 // channel anyway. It stops at fn's first error and returns it. An undecodable value is skipped (logged and
 // counted once per Store, see skipCorrupt): one corrupt decision must not hide all the others.
 func (s *Store) ScanDecisions(ctx context.Context, fn func(placement.Decision) error) error {
+	return s.ScanDecisionBuckets(ctx, nil, fn)
+}
+
+// ScanDecisionBuckets is ScanDecisions over the decisions of buckets only (DecisionBucket of their
+// applications; nil: every bucket, empty: none): a reader of some applications' decisions need not read and
+// decode every one.
+func (s *Store) ScanDecisionBuckets(ctx context.Context, buckets []int, fn func(placement.Decision) error) error {
+	if buckets == nil {
+		buckets = make([]int, DecisionBuckets)
+		for b := range buckets {
+			buckets[b] = b
+		}
+	}
+	for _, b := range buckets {
+		if b < 0 || b >= DecisionBuckets {
+			return fmt.Errorf("storage: scan decisions: bucket %d: want 0 to %d", b, DecisionBuckets-1)
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	batches := make(chan []placement.Decision, 2*scanWorkers)
@@ -351,8 +369,8 @@ func (s *Store) ScanDecisions(ctx context.Context, fn func(placement.Decision) e
 		go func() {
 			defer wg.Done()
 			var mine []int
-			for b := w; b < DecisionBuckets; b += scanWorkers {
-				mine = append(mine, b)
+			for i := w; i < len(buckets); i += scanWorkers {
+				mine = append(mine, buckets[i])
 			}
 			err := s.scanBuckets(ctx, mine, batches)
 			if err != nil {

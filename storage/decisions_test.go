@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -515,5 +516,53 @@ func TestOutage(t *testing.T) {
 	}
 	if d, ok, err := s.Decision(ctx, "after"); err != nil || !ok || d.BestPoP != "FRA" {
 		t.Errorf("Decision(after) = %+v, %v, %v", d, ok, err)
+	}
+}
+
+func init() { areas = append(areas, area{"scan_decision_buckets", testScanDecisionBuckets}) }
+
+// testScanDecisionBuckets: a scan of some buckets returns exactly the decisions of those buckets; an empty list
+// none, nil all; a bucket out of range is refused by number.
+func testScanDecisionBuckets(t *testing.T, open func(*testing.T, Options) *Store) {
+	s := open(t, Options{})
+	ctx := testCtx(t)
+	var ds []placement.Decision
+	for i := range 300 {
+		ds = append(ds, decision(fmt.Sprintf("scan-%03d", i), "LHR", "LHR"))
+	}
+	if _, err := s.PutDecisions(ctx, ds); err != nil {
+		t.Fatal(err)
+	}
+	scan := func(buckets []int) (map[string]bool, error) {
+		got := map[string]bool{}
+		err := s.ScanDecisionBuckets(ctx, buckets, func(d placement.Decision) error {
+			if got[d.App] {
+				t.Errorf("%s seen twice", d.App)
+			}
+			got[d.App] = true
+			return nil
+		})
+		return got, err
+	}
+	for _, buckets := range [][]int{{7}, {0, 31, 63}, {}, nil} {
+		got, err := scan(buckets)
+		if err != nil {
+			t.Fatalf("buckets %v: %v", buckets, err)
+		}
+		n := 0
+		for _, d := range ds {
+			if buckets == nil || slices.Contains(buckets, DecisionBucket(d.App)) {
+				n++
+				if !got[d.App] {
+					t.Errorf("buckets %v: %s (bucket %d) missing", buckets, d.App, DecisionBucket(d.App))
+				}
+			}
+		}
+		if len(got) != n {
+			t.Errorf("buckets %v: %d decisions, want %d", buckets, len(got), n)
+		}
+	}
+	if _, err := scan([]int{3, 64}); err == nil || !strings.Contains(err.Error(), "bucket 64") {
+		t.Errorf("bucket 64: %v, want an error naming it", err)
 	}
 }
