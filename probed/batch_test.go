@@ -98,7 +98,7 @@ func TestDaemonResultDedupFollowsDeadline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if max := time.Minute + storage.DedupAfterDeadline; ttl <= 0 || ttl > max { // the deadline was a minute ahead
+	if max := time.Minute + storage.DedupAfterDeadline; ttl < storage.DedupAfterDeadline || ttl > max { // the deadline was a minute ahead
 		t.Errorf("dedup marker %s lives %v; want at most %v (its job's deadline + %v)", keys[0], ttl, max, storage.DedupAfterDeadline)
 	}
 }

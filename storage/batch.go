@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -373,6 +374,21 @@ func noteOf(r Result) ([]byte, error) {
 func (s *Store) PutResultBatch(ctx context.Context, pop string, rs []BatchResult) (int, error) {
 	if err := validName("result PoP", pop); err != nil {
 		return 0, err
+	}
+	cloned := false
+	for i := range rs {
+		if rs[i].Result == nil {
+			continue
+		}
+		r := *rs[i].Result
+		r.PoP = pop
+		if !s.tooLate(r) {
+			continue
+		}
+		if !cloned { // rs is the caller's
+			rs, cloned = slices.Clone(rs), true
+		}
+		rs[i].Result = nil // acknowledged, not stored
 	}
 	type item struct {
 		r    Result

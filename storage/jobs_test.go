@@ -365,7 +365,7 @@ func testResultDedupTTL(t *testing.T, open func(*testing.T, Options) *Store) {
 		lo, hi   time.Duration // the marker's TTL
 	}{
 		{"deadline_ahead", now.Add(time.Minute), DedupAfterDeadline, time.Minute + DedupAfterDeadline},
-		{"deadline_passed", now.Add(-time.Hour), DedupAfterDeadline - time.Minute, DedupAfterDeadline},
+		{"deadline_passed", now.Add(-DedupAfterDeadline / 4), DedupAfterDeadline - time.Minute, DedupAfterDeadline}, // still written: a marker for DedupAfterDeadline from now
 		{"deadline_far", now.Add(48 * time.Hour), DefaultResultDedupTTL - time.Minute, DefaultResultDedupTTL},
 		{"no_deadline", time.Time{}, DefaultResultDedupTTL - time.Minute, DefaultResultDedupTTL},
 	}
@@ -404,6 +404,44 @@ func testResultDedupTTL(t *testing.T, open func(*testing.T, Options) *Store) {
 					t.Errorf("dedup marker's TTL %v; want %v to %v", ttl, tt.lo, tt.hi)
 				}
 			})
+		}
+	}
+	// Written more than half of DedupAfterDeadline past its job's deadline (a daemon paused between probing and
+	// writing): dropped, as its marker may be gone; a batch still acknowledges its entry.
+	for _, batched := range []bool{false, true} {
+		target := fmt.Sprintf("tcp:dedup-late-%v:5432", batched)
+		r := Result{Target: target, PoP: "FRA", Kind: placement.ProbeTCP, MinMs: 10, Samples: 3, At: t0,
+			JobID: "2-0", Round: "r1", JobDeadline: now.Add(-DedupAfterDeadline/2 - time.Minute)}
+		var stored bool
+		if batched {
+			if _, _, err := s.EnqueueJobBatches(ctx, map[string][]Job{"FRA": {job(target)}}, ""); err != nil {
+				t.Fatal(err)
+			}
+			read, err := s.ReadJobs(ctx, "FRA", "late", 10, 0)
+			if err != nil || len(read) == 0 {
+				t.Fatalf("ReadJobs = %v, %v", read, err)
+			}
+			rs := []BatchResult{{Result: &r, Ack: read[len(read)-1].Entry}}
+			n, err := s.PutResultBatch(ctx, "FRA", rs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stored = n > 0
+			if rs[0].Result != &r {
+				t.Error("PutResultBatch changed the caller's slice")
+			}
+			if st, err := s.JobStats(ctx, "FRA"); err != nil || st.InFlight != 0 {
+				t.Errorf("JobStats = %+v, %v; want the late result's entry acknowledged", st, err)
+			}
+		} else {
+			var err error
+			if stored, err = s.PutResult(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if h, err := s.History(ctx, target, 10); stored || err != nil || len(h) != 0 {
+			t.Errorf("batched %v: a result written %v past its job's deadline: stored %v, history %d, %v; want dropped",
+				batched, DedupAfterDeadline/2+time.Minute, stored, len(h), err)
 		}
 	}
 }

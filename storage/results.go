@@ -153,6 +153,9 @@ func (s *Store) PutResult(ctx context.Context, r Result) (stored bool, err error
 	if err := validName("result PoP", r.PoP); err != nil {
 		return false, err
 	}
+	if s.tooLate(r) {
+		return false, nil
+	}
 	if r.At.IsZero() {
 		r.At = s.o.Now()
 	}
@@ -174,11 +177,24 @@ func (s *Store) PutResult(ctx context.Context, r Result) (stored bool, err error
 	return n == 1, nil
 }
 
-// DedupAfterDeadline is how long past its job's deadline a result's dedup marker is kept. A daemon stores no
-// result for a job past its deadline (it acknowledges a job read later without probing, and a probe is cut at
-// it), so a second delivery of the job can only add a result until then; the margin covers the clocks of the
-// scheduler and the daemon disagreeing, and a write delayed by a drain or a Redis failover.
+// DedupAfterDeadline is how long past its job's deadline a result's dedup marker is kept. A daemon probes no
+// job past its deadline (it acknowledges a job read later without probing, and a probe is cut at it), and the
+// store drops a result written more than half of DedupAfterDeadline past it (tooLate: a daemon paused, or cut
+// off from Redis, between probing and writing, while another daemon of the PoP probed the job again), so a
+// second result of a job can only come while its marker lives. Both use the writing daemon's clock: the
+// margin covers two daemons of one PoP disagreeing by up to 5 minutes.
 const DedupAfterDeadline = 10 * time.Minute
+
+// tooLate reports whether r, a job's result, is written more than DedupAfterDeadline/2 past the job's
+// deadline: nobody waits for it any more, and its job's dedup marker may be gone. It is dropped (logged).
+func (s *Store) tooLate(r Result) bool {
+	if r.JobDeadline.IsZero() || r.JobID == "" || !s.o.Now().After(r.JobDeadline.Add(DedupAfterDeadline/2)) {
+		return false
+	}
+	s.log.Info("storage: result written too long after its job's deadline; dropped", "pop", r.PoP, "target", r.Target,
+		"job", r.JobID, "deadline", r.JobDeadline)
+	return true
+}
 
 // dedupTTL returns how long r's dedup marker is kept: until DedupAfterDeadline past its job's deadline, at
 // most Options.ResultDedupTTL, which also applies to a job without a deadline. At a 5-minute recheck the
