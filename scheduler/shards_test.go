@@ -222,8 +222,8 @@ func TestShardsConfig(t *testing.T) {
 }
 
 // TestNextRechecksReadsWantedShards: the stored recheck times read when shards are taken over are those of the
-// shards' apps only, read from their decision buckets only when the shard count divides the 64 buckets (the
-// default 64 shards), else filtered from a full read.
+// shards' apps only, read from the decision buckets that can hold them (with the default 64 shards, one bucket
+// per shard).
 func TestNextRechecksReadsWantedShards(t *testing.T) {
 	srv := redistest.Start(t)
 	st := openStore(t, srv.Addr(), quietLogger())
@@ -248,7 +248,9 @@ func TestNextRechecksReadsWantedShards(t *testing.T) {
 	}{
 		{"default_64_two_shards", 64, []int{3, 17}, 2},
 		{"16_shards_one", 16, []int{5}, 4},
-		{"48_shards_do_not_divide_64", 48, []int{0, 47}, 64},
+		{"48_shards", 48, []int{0, 47}, 8},          // gcd 16: the buckets of residues 0 and 15
+		{"1024_shards", 1024, []int{5, 69, 700}, 2}, // 5 and 69 share bucket 5; 700 is in bucket 60
+		{"3_shards", 3, []int{1}, 64},               // gcd 1: every bucket
 		{"none", 64, nil, 0},
 	}
 	for _, tt := range tests {

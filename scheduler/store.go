@@ -34,22 +34,25 @@ func (b StoreBackend) UpPoPs(ctx context.Context) ([]string, error) {
 	return out, nil // Fleet is sorted by PoP
 }
 
-// NextRechecks implements Backend. When the shard count divides storage.DecisionBuckets (the default 64 shards
-// are the 64 buckets: both are FNV-1a of the app's name), only the wanted shards' buckets are read: a
-// scheduler taking over one shard of a million apps reads ~16,000 decisions, not all of them.
+// NextRechecks implements Backend, reading only the decision buckets that can hold the wanted shards' apps:
+// shards and buckets are both FNV-1a of the app's name modulo their count (n shards, 64 buckets), so an app of
+// shard s lies in a bucket b with b = s modulo gcd(n, 64). With the default 64 shards, a scheduler taking over
+// one shard of a million apps reads ~16,000 decisions, not all of them.
 func (b StoreBackend) NextRechecks(ctx context.Context, want []bool) (map[string]time.Time, error) {
 	out := map[string]time.Time{}
 	n := len(want)
 	if !slices.Contains(want, true) {
 		return out, nil
 	}
-	var buckets []int // nil: every bucket
-	if storage.DecisionBuckets%n == 0 {
-		buckets = make([]int, 0, storage.DecisionBuckets)
-		for bk := range storage.DecisionBuckets {
-			if want[bk%n] {
-				buckets = append(buckets, bk)
-			}
+	g := gcd(n, storage.DecisionBuckets)
+	classes := make([]bool, g) // the residues modulo g of the wanted shards
+	for s, w := range want {
+		classes[s%g] = classes[s%g] || w
+	}
+	buckets := make([]int, 0, storage.DecisionBuckets)
+	for bk := range storage.DecisionBuckets {
+		if classes[bk%g] {
+			buckets = append(buckets, bk)
 		}
 	}
 	err := b.ScanDecisionBuckets(ctx, buckets, func(d placement.Decision) error {
@@ -195,4 +198,12 @@ func apiTarget(a storage.App, regions RegionEndpoints) (Target, bool) {
 		}
 	}
 	return t, t.Validate() == nil
+}
+
+// gcd returns the greatest common divisor of a and b (both positive).
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }

@@ -367,15 +367,16 @@ func noteOf(r Result) ([]byte, error) {
 	return json.Marshal(r)
 }
 
-// PutResultBatch stores pop's finished probes (each as PutResult: idempotent per (PoP, JobID)), announces each
-// on its Reply stream and acknowledges the Ack entries of pop's job stream, in one script call. It returns how
-// many results were stored (duplicates of re-delivered probes are not). On a Redis Cluster, whose scripts touch
+// PutResultBatch stores pop's finished probes (each as PutResult: idempotent per (PoP, JobID), and dropped when
+// written too long after the job's deadline), announces each on its Reply stream and acknowledges the Ack
+// entries of pop's job stream, in one script call. It returns how many results were stored (duplicates of
+// re-delivered probes and late results are not). On a Redis Cluster, whose scripts touch
 // one slot, it falls back to one PutResult per result, one XADD per results stream and one AckJob per entry.
 func (s *Store) PutResultBatch(ctx context.Context, pop string, rs []BatchResult) (int, error) {
 	if err := validName("result PoP", pop); err != nil {
 		return 0, err
 	}
-	cloned := false
+	cloned, late := false, 0
 	for i := range rs {
 		if rs[i].Result == nil {
 			continue
@@ -389,6 +390,10 @@ func (s *Store) PutResultBatch(ctx context.Context, pop string, rs []BatchResult
 			rs, cloned = slices.Clone(rs), true
 		}
 		rs[i].Result = nil // acknowledged, not stored
+		late++
+	}
+	if late > 0 {
+		s.log.Info("storage: results written too long after their jobs' deadlines; dropped", "pop", pop, "results", late)
 	}
 	type item struct {
 		r    Result

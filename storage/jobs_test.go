@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/vantage-edge/vantage/placement"
@@ -407,8 +408,8 @@ func testResultDedupTTL(t *testing.T, open func(*testing.T, Options) *Store) {
 		}
 	}
 	// Written more than half of DedupAfterDeadline past its job's deadline (a daemon paused between probing and
-	// writing): dropped, as its marker may be gone; a batch still acknowledges its entry.
-	for _, batched := range []bool{false, true} {
+	// writing): dropped, as its marker may be gone, and counted; a batch still acknowledges its entry.
+	for i, batched := range []bool{false, true} {
 		target := fmt.Sprintf("tcp:dedup-late-%v:5432", batched)
 		r := Result{Target: target, PoP: "FRA", Kind: placement.ProbeTCP, MinMs: 10, Samples: 3, At: t0,
 			JobID: "2-0", Round: "r1", JobDeadline: now.Add(-DedupAfterDeadline/2 - time.Minute)}
@@ -442,6 +443,10 @@ func testResultDedupTTL(t *testing.T, open func(*testing.T, Options) *Store) {
 		if h, err := s.History(ctx, target, 10); stored || err != nil || len(h) != 0 {
 			t.Errorf("batched %v: a result written %v past its job's deadline: stored %v, history %d, %v; want dropped",
 				batched, DedupAfterDeadline/2+time.Minute, stored, len(h), err)
+		}
+		var m dto.Metric
+		if err := s.Metrics().late.Write(&m); err != nil || m.GetCounter().GetValue() != float64(i+1) {
+			t.Errorf("vantage_storage_results_dropped_late_total = %v (%v), want %d", m.GetCounter().GetValue(), err, i+1)
 		}
 	}
 }

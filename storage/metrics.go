@@ -28,11 +28,13 @@ var metricCommands = []string{
 //	vantage_storage_redis_pool_timeouts_total                          waits for a free connection that timed out
 //	vantage_storage_corrupt_values_total{kind="decision"|"app"}        undecodable values skipped, each counted once
 //	vantage_storage_watch_resubscriptions_total{channel}               watches subscribed again after an interruption
+//	vantage_storage_results_dropped_late_total                         job results written too long past the deadline
 type Metrics struct {
 	commands *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	corrupt  *prometheus.CounterVec
 	resubs   *prometheus.CounterVec
+	late     prometheus.Counter
 	pool     func() *redis.PoolStats
 
 	connsDesc, timeoutsDesc *prometheus.Desc
@@ -53,6 +55,8 @@ func newMetrics(pool func() *redis.PoolStats) *Metrics {
 		resubs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "storage",
 			Name: "watch_resubscriptions_total", Help: "Subscriptions of a watch of a channel (decisions, apps) made again after an interruption (failed attempts not counted); each is followed by a full read."},
 			[]string{"channel"}),
+		late: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "vantage", Subsystem: "storage",
+			Name: "results_dropped_late_total", Help: "Job results not stored because they were written more than half of storage.DedupAfterDeadline past their job's deadline (a daemon paused or cut off from Redis meanwhile)."}),
 		pool: pool,
 		connsDesc: prometheus.NewDesc("vantage_storage_redis_pool_connections",
 			"Connections in the Redis client's pool, by state (total, idle).", []string{"state"}, nil),
@@ -78,6 +82,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.duration.Describe(ch)
 	m.corrupt.Describe(ch)
 	m.resubs.Describe(ch)
+	m.late.Describe(ch)
 	ch <- m.connsDesc
 	ch <- m.timeoutsDesc
 }
@@ -88,6 +93,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.duration.Collect(ch)
 	m.corrupt.Collect(ch)
 	m.resubs.Collect(ch)
+	m.late.Collect(ch)
 	st := m.pool()
 	ch <- prometheus.MustNewConstMetric(m.connsDesc, prometheus.GaugeValue, float64(st.TotalConns), "total")
 	ch <- prometheus.MustNewConstMetric(m.connsDesc, prometheus.GaugeValue, float64(st.IdleConns), "idle")

@@ -146,6 +146,7 @@ func (s *Store) RecentResults(ctx context.Context, target string) (map[string][]
 // target's history, capped at Options.HistoryLen, and to the PoP's recent results (RecentResults), capped at
 // Options.RecentLen. When r.JobID is set the result is stored once per (PoP,
 // JobID) within Options.ResultDedupTTL: a re-delivered job's result returns stored=false and changes nothing.
+// So does a job's result written more than DedupAfterDeadline/2 past its deadline (r.JobDeadline).
 func (s *Store) PutResult(ctx context.Context, r Result) (stored bool, err error) {
 	if err := validName("result target", r.Target); err != nil {
 		return false, err
@@ -154,6 +155,8 @@ func (s *Store) PutResult(ctx context.Context, r Result) (stored bool, err error
 		return false, err
 	}
 	if s.tooLate(r) {
+		s.log.Info("storage: result written too long after its job's deadline; dropped", "pop", r.PoP, "target", r.Target,
+			"job", r.JobID, "deadline", r.JobDeadline)
 		return false, nil
 	}
 	if r.At.IsZero() {
@@ -186,13 +189,13 @@ func (s *Store) PutResult(ctx context.Context, r Result) (stored bool, err error
 const DedupAfterDeadline = 10 * time.Minute
 
 // tooLate reports whether r, a job's result, is written more than DedupAfterDeadline/2 past the job's
-// deadline: nobody waits for it any more, and its job's dedup marker may be gone. It is dropped (logged).
+// deadline: nobody waits for it any more, and its job's dedup marker may be gone. The caller drops it; it is
+// counted in vantage_storage_results_dropped_late_total.
 func (s *Store) tooLate(r Result) bool {
 	if r.JobDeadline.IsZero() || r.JobID == "" || !s.o.Now().After(r.JobDeadline.Add(DedupAfterDeadline/2)) {
 		return false
 	}
-	s.log.Info("storage: result written too long after its job's deadline; dropped", "pop", r.PoP, "target", r.Target,
-		"job", r.JobID, "deadline", r.JobDeadline)
+	s.metrics.late.Inc()
 	return true
 }
 
