@@ -140,28 +140,10 @@ func nginxSettled(t *testing.T, ng *Nginx) bool {
 // with its Go front, and HAProxy and nginx fed by a Sync; it returns the store and the fronts.
 func setup(t *testing.T, prepare func(context.Context, *storage.Store)) (*storage.Store, fronts) {
 	haproxyBin, nginxBin := need(t, "haproxy"), need(t, "nginx")
-	srv := redistest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	prepare(ctx, st)
-
+	st, rt, names, cfg := openRouter(t, prepare)
 	workers := map[string]*url.URL{}
 	for _, pop := range []string{"EWR", "LHR", "FRA", "AMS", "CDG", "IAD"} { // SYD has none
 		workers[pop] = worker(t, pop)
-	}
-	cfg := router.DefaultConfig()
-	cfg.SpreadAboveRPS = 0 // the proxies' tables do not spread (Place)
-	cfg.Debounce, cfg.FleetInterval = 20*time.Millisecond, 100*time.Millisecond
-	cfg.Logger = testLogger(t)
-	names := Record(st)
-	rt, err := router.New(names, cfg)
-	if err != nil {
-		t.Fatal(err)
 	}
 	front, err := router.NewFront(rt, router.FrontConfig{Ingress: ingress, Workers: workers})
 	if err != nil {
@@ -214,8 +196,42 @@ func setup(t *testing.T, prepare func(context.Context, *storage.Store)) (*storag
 	for p := range workers {
 		pops = append(pops, p)
 	}
-	s, err := New(rt, names, Config{Ingress: ingress, PoPs: pops, BaselineFraction: cfg.BaselineFraction,
+	runSync(t, rt, names, Config{Ingress: ingress, PoPs: pops, BaselineFraction: cfg.BaselineFraction,
 		Targets: []Target{hp, ng}, Logger: testLogger(t)})
+	return st, fronts{names: []string{"go", "go-fasthttp", "haproxy", "nginx"}, urls: map[string]string{
+		"go": goFront.URL, "go-fasthttp": "http://" + fastLn.Addr().String(), "haproxy": fmt.Sprintf("http://127.0.0.1:%d", hport), "nginx": fmt.Sprintf("http://127.0.0.1:%d", nport)},
+		nginx: ng}
+}
+
+// openRouter starts a redis-server and a router reading it (not yet running), with what prepare stored first;
+// it returns the store, the router, the recorded source and the router's configuration.
+func openRouter(t *testing.T, prepare func(context.Context, *storage.Store)) (*storage.Store, *router.Router, *Names, router.Config) {
+	t.Helper()
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	prepare(ctx, st)
+	cfg := router.DefaultConfig()
+	cfg.SpreadAboveRPS = 0 // the proxies' tables do not spread (Place)
+	cfg.Debounce, cfg.FleetInterval = 20*time.Millisecond, 100*time.Millisecond
+	cfg.Logger = testLogger(t)
+	names := Record(st)
+	rt, err := router.New(names, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, rt, names, cfg
+}
+
+// runSync runs rt and a Sync of it with cfg until the test ends.
+func runSync(t *testing.T, rt *router.Router, names *Names, cfg Config) {
+	t.Helper()
+	s, err := New(rt, names, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,9 +240,6 @@ func setup(t *testing.T, prepare func(context.Context, *storage.Store)) (*storag
 	wg.Go(func() { rt.Run(runCtx) })
 	wg.Go(func() { s.Run(runCtx) })
 	t.Cleanup(func() { stop(); wg.Wait() })
-	return st, fronts{names: []string{"go", "go-fasthttp", "haproxy", "nginx"}, urls: map[string]string{
-		"go": goFront.URL, "go-fasthttp": "http://" + fastLn.Addr().String(), "haproxy": fmt.Sprintf("http://127.0.0.1:%d", hport), "nginx": fmt.Sprintf("http://127.0.0.1:%d", nport)},
-		nginx: ng}
 }
 
 // nginxHead writes the start of a test nginx's configuration to w: one worker, its files in dir, and the http
@@ -453,44 +466,22 @@ func TestSameAnswers(t *testing.T) {
 // TestSlowTargetDelaysOnlyItself: a proxy whose apply hangs (an nginx whose reload never returns, listed
 // first) does not hold back the other proxies' tables: the HAProxy map file follows every change meanwhile.
 func TestSlowTargetDelaysOnlyItself(t *testing.T) {
-	srv := redistest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	st, err := storage.Open(ctx, storage.Options{Addrs: []string{srv.Addr()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	now := time.Now()
-	for _, pop := range []string{"EWR", "LHR", "FRA"} {
-		if err := st.PutHeartbeat(ctx, storage.Heartbeat{PoP: pop, DaemonID: pop, At: now}, time.Hour); err != nil {
+	st, rt, names, cfg := openRouter(t, func(ctx context.Context, st *storage.Store) {
+		for _, pop := range []string{"EWR", "LHR", "FRA"} {
+			if err := st.PutHeartbeat(ctx, storage.Heartbeat{PoP: pop, DaemonID: pop, At: time.Now()}, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := st.PutDecisions(ctx, []placement.Decision{dec("moved.test", "LHR", nil, cand("LHR", 10), cand("FRA", 15))}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if _, err := st.PutDecisions(ctx, []placement.Decision{dec("moved.test", "LHR", nil, cand("LHR", 10), cand("FRA", 15))}); err != nil {
-		t.Fatal(err)
-	}
-	cfg := router.DefaultConfig()
-	cfg.SpreadAboveRPS = 0
-	cfg.Debounce, cfg.FleetInterval = 20*time.Millisecond, 100*time.Millisecond
-	cfg.Logger = testLogger(t)
-	names := Record(st)
-	rt, err := router.New(names, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	dir := t.TempDir()
 	hung := &Nginx{MapFile: filepath.Join(dir, "tables.conf"), ReloadCommand: []string{"sleep", "3600"}}
 	hp := &HAProxy{MapFile: filepath.Join(dir, "vantage.map")}
-	s, err := New(rt, names, Config{Ingress: ingress, BaselineFraction: cfg.BaselineFraction, Targets: []Target{hung, hp}, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { rt.Run(runCtx) })
-	wg.Go(func() { s.Run(runCtx) })
-	t.Cleanup(func() { stop(); wg.Wait() })
+	runSync(t, rt, names, Config{Ingress: ingress, BaselineFraction: cfg.BaselineFraction, Targets: []Target{hung, hp}, Logger: testLogger(t)})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
 
 	mapHas := func(line string) func() bool {
 		return func() bool {
