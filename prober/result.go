@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -32,13 +33,14 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 	return strconv.AppendFloat(nil, d.Ms(), 'f', -1, 64), nil
 }
 
-// UnmarshalJSON reads a float number of milliseconds.
+// UnmarshalJSON reads a float number of milliseconds, rounded to the nanosecond: what MarshalJSON wrote comes
+// back exactly (a truncating conversion read 0.016234 ms as 16,233 ns, 16233.999... x 1e6 in floating point).
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var ms float64
 	if err := json.Unmarshal(b, &ms); err != nil {
 		return err
 	}
-	*d = Duration(ms * float64(time.Millisecond))
+	*d = Duration(math.Round(ms * float64(time.Millisecond)))
 	return nil
 }
 
