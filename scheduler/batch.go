@@ -113,12 +113,12 @@ type batcher struct {
 	flushing  bool               // the flusher runs
 	listening bool               // the listener runs
 	last      string             // the results stream id read up to
-	closed    bool               // close was called: nothing more is queued
 
-	wg     sync.WaitGroup     // the flusher and the listener
-	stop   chan struct{}      // closed by close
-	ctx    context.Context    // the listener's reads; canceled by close
-	cancel context.CancelFunc // cancels ctx
+	wg sync.WaitGroup // the flusher and the listener
+	// ctx is canceled by close, under mu: once it is, nothing more is queued, the flusher sends what is and
+	// stops, and the listener's read is abandoned.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // errBatchClosed fails what is queued after the batcher was closed (a recheck outliving Scheduler.Run).
@@ -129,7 +129,7 @@ func newBatcher(b BatchBackend, name string, tick time.Duration, log *slog.Logge
 	rand.Read(r[:])
 	ctx, cancel := context.WithCancel(context.Background())
 	return &batcher{b: b, tick: tick, log: log, metrics: m, waiters: map[string]*waiter{}, fallback: NoteFallbackPoll,
-		reply: storage.KeyResultNotes(name + "-" + hex.EncodeToString(r[:])), stop: make(chan struct{}), ctx: ctx, cancel: cancel}
+		reply: storage.KeyResultNotes(name + "-" + hex.EncodeToString(r[:])), ctx: ctx, cancel: cancel}
 }
 
 // startLocked starts the flusher unless it runs; b.mu is held.
@@ -144,12 +144,8 @@ func (b *batcher) startLocked() {
 // queued afterwards fails with errBatchClosed.
 func (b *batcher) close() {
 	b.mu.Lock()
-	if !b.closed {
-		b.closed = true
-		close(b.stop)
-	}
-	b.mu.Unlock()
 	b.cancel()
+	b.mu.Unlock()
 	b.wg.Wait()
 }
 
@@ -158,7 +154,7 @@ func (b *batcher) enqueue(round string, jobs map[string]storage.Job) *waiter {
 	w := &waiter{round: round, want: make(map[string]bool, len(jobs)), got: map[string]storage.Result{}, done: make(chan struct{})}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
+	if b.ctx.Err() != nil {
 		w.finishLocked(errBatchClosed)
 		return w
 	}
@@ -208,7 +204,7 @@ func (b *batcher) deliverLocked(rs []storage.Result) {
 func (b *batcher) read(ctx context.Context, in storage.RecheckRead) (storage.RecheckState, error) {
 	r := &readReq{in: in, done: make(chan struct{})}
 	b.mu.Lock()
-	if b.closed {
+	if b.ctx.Err() != nil {
 		b.mu.Unlock()
 		return storage.RecheckState{}, errBatchClosed
 	}
@@ -230,7 +226,7 @@ func (b *batcher) read(ctx context.Context, in storage.RecheckRead) (storage.Rec
 func (b *batcher) write(ctx context.Context, in storage.DecisionWrite) (storage.DecisionWritten, error) {
 	r := &writeReq{in: in, done: make(chan struct{})}
 	b.mu.Lock()
-	if b.closed {
+	if b.ctx.Err() != nil {
 		b.mu.Unlock()
 		return storage.DecisionWritten{}, errBatchClosed
 	}
@@ -262,7 +258,7 @@ func (b *batcher) flusher() {
 		last := false
 		select {
 		case <-t.C:
-		case <-b.stop:
+		case <-b.ctx.Done():
 			last = true
 		}
 		b.mu.Lock()
@@ -351,7 +347,7 @@ func (b *batcher) flushJobs(ctx context.Context, reqs []jobReq) {
 		}
 		return
 	}
-	if !b.listening && !b.closed {
+	if !b.listening && b.ctx.Err() == nil {
 		b.listening = true
 		b.last = storage.StreamIDBefore(first)
 		b.wg.Go(b.listener)

@@ -47,7 +47,9 @@ func (b StoreBackend) NextRechecks(ctx context.Context, want []bool) (map[string
 	g := gcd(n, storage.DecisionBuckets)
 	classes := make([]bool, g) // the residues modulo g of the wanted shards
 	for s, w := range want {
-		classes[s%g] = classes[s%g] || w
+		if w {
+			classes[s%g] = true
+		}
 	}
 	buckets := make([]int, 0, storage.DecisionBuckets)
 	for bk := range storage.DecisionBuckets {

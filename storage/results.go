@@ -201,9 +201,8 @@ func (s *Store) tooLate(r Result) bool {
 
 // dedupTTL returns how long r's dedup marker is kept: until DedupAfterDeadline past its job's deadline (past
 // the write, when that is later), at most Options.ResultDedupTTL, which also applies to a job without a
-// deadline. At a 5-minute recheck the
-// markers of a day (288 rechecks x a result per PoP probed, ~150 bytes each) were most of a target's Redis
-// memory (bench/FLEET.md).
+// deadline. At a 5-minute recheck the markers of a day (288 rechecks x a result per PoP probed, ~150 bytes
+// each) were most of a target's Redis memory (bench/FLEET.md).
 func (s *Store) dedupTTL(r Result) time.Duration {
 	if r.JobDeadline.IsZero() {
 		return s.o.ResultDedupTTL
